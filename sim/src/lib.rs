@@ -1,1 +1,5 @@
-pub fn x(){}
+//! hetsim's simulator: everything needed to turn an experiment file into result rows, and no GPU
+//! code. See ARCHITECTURE.md at the repository root for the map.
+
+pub mod catalog;
+pub mod error;
