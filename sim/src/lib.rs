@@ -5,3 +5,5 @@ pub mod catalog;
 pub mod error;
 pub mod perf;
 pub mod profile;
+pub mod trace;
+pub mod workload;
