@@ -2,7 +2,10 @@
 //! code. See ARCHITECTURE.md at the repository root for the map.
 
 pub mod catalog;
+pub mod cluster;
 pub mod error;
+pub mod kv;
+pub mod network;
 pub mod perf;
 pub mod profile;
 pub mod trace;
