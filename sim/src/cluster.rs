@@ -83,6 +83,8 @@ pub struct Cluster {
     pub network: &'static LinkSpec,
     pub instances: Vec<InstanceSpec>,
     pub ports: Vec<Port>,
+    /// Calibrated (bytes/s, latency s) per catalog link name, replacing the datasheet model.
+    pub calibrated: Vec<(&'static str, f64, f64)>,
 }
 
 /// Port indices of one GPU and one node, in `Cluster::ports`.
@@ -99,19 +101,29 @@ pub struct Route {
 }
 
 impl Cluster {
-    /// Builds the port table. `bandwidth` maps a link to its bytes/s (datasheet × efficiency, or a
-    /// calibrated value) and `latency` to its seconds.
+    /// Builds the port table; `calibrated` links use measured bandwidth and latency instead of
+    /// datasheet × efficiency.
     pub fn new(
         nodes: Vec<Node>,
         gpus: Vec<Gpu>,
         network: &'static LinkSpec,
         instances: Vec<InstanceSpec>,
-        bandwidth: &dyn Fn(&LinkSpec) -> f64,
+        calibrated: Vec<(&'static str, f64, f64)>,
     ) -> Cluster {
+        let bandwidth = |l: &LinkSpec| {
+            calibrated
+                .iter()
+                .find(|c| c.0 == l.name)
+                .map_or(l.effective_bytes_per_s(), |c| c.1)
+        };
         let mut ports = Vec::with_capacity(gpus.len() * GPU_PORTS + nodes.len() * NODE_PORTS);
         for (i, g) in gpus.iter().enumerate() {
             let node = &nodes[g.node];
-            let nvlink = if node.fabric.kind == LinkKind::NvLink { node.fabric } else { g.pcie };
+            let nvlink = if node.fabric.kind == LinkKind::NvLink {
+                node.fabric
+            } else {
+                g.pcie
+            };
             let port = |dir: &str, link: &'static LinkSpec| Port {
                 name: format!("{}/gpu{i}/{}-{dir}", node.name, link.name),
                 link,
@@ -124,10 +136,21 @@ impl Cluster {
         }
         for n in &nodes {
             for dir in ["out", "in"] {
-                ports.push(Port { name: format!("{}/nic/{}-{dir}", n.name, network.name), link: network, bytes_per_s: bandwidth(network) });
+                ports.push(Port {
+                    name: format!("{}/nic/{}-{dir}", n.name, network.name),
+                    link: network,
+                    bytes_per_s: bandwidth(network),
+                });
             }
         }
-        Cluster { nodes, gpus, network, instances, ports }
+        Cluster {
+            nodes,
+            gpus,
+            network,
+            instances,
+            ports,
+            calibrated,
+        }
     }
 
     fn gpu_port(&self, gpu: usize, which: usize) -> usize {
@@ -139,7 +162,23 @@ impl Cluster {
     }
 
     /// The route from GPU `a` to GPU `b`; `None` when they are the same GPU (nothing moves).
-    pub fn route(&self, a: usize, b: usize, bytes: u64, latency: &dyn Fn(&LinkSpec, u64) -> f64) -> Option<Route> {
+    /// Fixed cost of one transfer of `bytes` on `link`: latency, plus one chunk of pipeline fill
+    /// when staged through host memory.
+    pub fn startup_s(&self, link: &LinkSpec, bytes: u64) -> f64 {
+        match self.calibrated.iter().find(|c| c.0 == link.name) {
+            Some(&(_, bw, lat)) => {
+                let fill = if link.host_staged {
+                    bytes.min(crate::catalog::link::HOST_STAGING_CHUNK_BYTES) as f64 / bw
+                } else {
+                    0.0
+                };
+                lat + fill
+            }
+            None => link.startup_s(bytes),
+        }
+    }
+
+    pub fn route(&self, a: usize, b: usize, bytes: u64) -> Option<Route> {
         if a == b {
             return None;
         }
@@ -150,11 +189,24 @@ impl Cluster {
                 LinkKind::NvLink => vec![self.gpu_port(a, 2), self.gpu_port(b, 3)],
                 _ => vec![self.gpu_port(a, 0), self.gpu_port(b, 1)],
             };
-            Some(Route { ports, link: fabric, startup_s: latency(fabric, bytes) })
+            Some(Route {
+                ports,
+                link: fabric,
+                startup_s: self.startup_s(fabric, bytes),
+            })
         } else {
             // GPUDirect RDMA: source GPU's PCIe port → NIC → network → NIC → destination's PCIe port.
-            let ports = vec![self.gpu_port(a, 0), self.nic_port(na, 0), self.nic_port(nb, 1), self.gpu_port(b, 1)];
-            Some(Route { ports, link: self.network, startup_s: latency(self.network, bytes) })
+            let ports = vec![
+                self.gpu_port(a, 0),
+                self.nic_port(na, 0),
+                self.nic_port(nb, 1),
+                self.gpu_port(b, 1),
+            ];
+            Some(Route {
+                ports,
+                link: self.network,
+                startup_s: self.startup_s(self.network, bytes),
+            })
         }
     }
 }
@@ -168,31 +220,63 @@ mod tests {
         let a100 = gpu_by_name("A100-SXM-80GB").unwrap();
         let rtx = gpu_by_name("RTX-4090").unwrap();
         let nodes = vec![
-            Node { name: "hbm".into(), fabric: link_by_name("nvlink3").unwrap(), gpus: vec![0, 1] },
-            Node { name: "consumer".into(), fabric: link_by_name("pcie4-host-staged").unwrap(), gpus: vec![2, 3] },
+            Node {
+                name: "hbm".into(),
+                fabric: link_by_name("nvlink3").unwrap(),
+                gpus: vec![0, 1],
+            },
+            Node {
+                name: "consumer".into(),
+                fabric: link_by_name("pcie4-host-staged").unwrap(),
+                gpus: vec![2, 3],
+            },
         ];
         let staged = link_by_name("pcie4-host-staged").unwrap();
         let gpus = vec![
-            Gpu { spec: a100, node: 0, pcie: link_by_name("pcie4").unwrap() },
-            Gpu { spec: a100, node: 0, pcie: link_by_name("pcie4").unwrap() },
-            Gpu { spec: rtx, node: 1, pcie: staged },
-            Gpu { spec: rtx, node: 1, pcie: staged },
+            Gpu {
+                spec: a100,
+                node: 0,
+                pcie: link_by_name("pcie4").unwrap(),
+            },
+            Gpu {
+                spec: a100,
+                node: 0,
+                pcie: link_by_name("pcie4").unwrap(),
+            },
+            Gpu {
+                spec: rtx,
+                node: 1,
+                pcie: staged,
+            },
+            Gpu {
+                spec: rtx,
+                node: 1,
+                pcie: staged,
+            },
         ];
-        Cluster::new(nodes, gpus, link_by_name("100gbe").unwrap(), vec![], &|l| l.effective_bytes_per_s())
+        Cluster::new(nodes, gpus, link_by_name("100gbe").unwrap(), vec![], vec![])
     }
 
     #[test]
     fn routes_follow_where_the_ends_sit() {
         let c = two_nodes();
-        let lat = |l: &LinkSpec, b: u64| l.startup_s(b);
-        assert!(c.route(0, 0, 10, &lat).is_none());
-        let nv = c.route(0, 1, 10, &lat).unwrap();
+        assert!(c.route(0, 0, 10).is_none());
+        let nv = c.route(0, 1, 10).unwrap();
         assert_eq!(nv.link.name, "nvlink3");
-        assert_eq!(nv.ports.iter().map(|p| c.ports[*p].name.as_str()).collect::<Vec<_>>(), ["hbm/gpu0/nvlink3-out", "hbm/gpu1/nvlink3-in"]);
-        let staged = c.route(2, 3, 10, &lat).unwrap();
+        assert_eq!(
+            nv.ports
+                .iter()
+                .map(|p| c.ports[*p].name.as_str())
+                .collect::<Vec<_>>(),
+            ["hbm/gpu0/nvlink3-out", "hbm/gpu1/nvlink3-in"]
+        );
+        let staged = c.route(2, 3, 10).unwrap();
         assert_eq!(staged.link.name, "pcie4-host-staged");
-        assert_eq!(c.ports[staged.ports[0]].name, "consumer/gpu2/pcie4-host-staged-up");
-        let net = c.route(2, 0, 10, &lat).unwrap();
+        assert_eq!(
+            c.ports[staged.ports[0]].name,
+            "consumer/gpu2/pcie4-host-staged-up"
+        );
+        let net = c.route(2, 0, 10).unwrap();
         assert_eq!(net.link.name, "100gbe");
         assert_eq!(net.ports.len(), 4);
         assert_eq!(c.ports[net.ports[1]].name, "consumer/nic/100gbe-out");

@@ -3,10 +3,17 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod cost;
+pub mod engine;
 pub mod error;
+pub mod experiment;
 pub mod kv;
 pub mod network;
+pub mod output;
 pub mod perf;
 pub mod profile;
+pub mod records;
+pub mod run;
+pub mod stats;
 pub mod trace;
 pub mod workload;

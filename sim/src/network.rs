@@ -64,7 +64,13 @@ impl Network {
     }
 
     /// Starts a flow of `bytes` across `ports`, optionally capped at `cap` bytes/s.
-    pub fn start(&mut self, now: u64, ports: Vec<usize>, bytes: u64, cap: Option<f64>) -> (FlowId, Vec<Completion>) {
+    pub fn start(
+        &mut self,
+        now: u64,
+        ports: Vec<usize>,
+        bytes: u64,
+        cap: Option<f64>,
+    ) -> (FlowId, Vec<Completion>) {
         self.advance(now);
         for &p in &ports {
             let u = &mut self.usage[p];
@@ -74,7 +80,14 @@ impl Network {
             u.active += 1;
         }
         self.bytes_sent += bytes;
-        let flow = Flow { ports, bytes, remaining: bytes as f64, rate: 0.0, cap: cap.unwrap_or(f64::INFINITY), version: 0 };
+        let flow = Flow {
+            ports,
+            bytes,
+            remaining: bytes as f64,
+            rate: 0.0,
+            cap: cap.unwrap_or(f64::INFINITY),
+            version: 0,
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.flows[id] = Some(flow);
@@ -99,7 +112,10 @@ impl Network {
 
     /// Whether a completion event is still current.
     pub fn is_current(&self, c: &Completion) -> bool {
-        self.flows.get(c.id).and_then(Option::as_ref).is_some_and(|f| f.version == c.version)
+        self.flows
+            .get(c.id)
+            .and_then(Option::as_ref)
+            .is_some_and(|f| f.version == c.version)
     }
 
     /// Ends a flow at its completion event; returns its bytes and the new completions of the rest.
@@ -121,7 +137,11 @@ impl Network {
 
     /// Moves every flow forward to `now` at its current rate.
     fn advance(&mut self, now: u64) {
-        assert!(now >= self.last_ns, "network time ran backwards: {now} < {}", self.last_ns);
+        assert!(
+            now >= self.last_ns,
+            "network time ran backwards: {now} < {}",
+            self.last_ns
+        );
         let dt = (now - self.last_ns) as f64 * 1e-9;
         for f in self.flows.iter_mut().flatten() {
             f.remaining = (f.remaining - f.rate * dt).max(0.0);
@@ -164,7 +184,11 @@ impl Network {
                 }
             }
             // Freeze flows at their cap or on a saturated port.
-            let saturated: Vec<bool> = residual.iter().zip(&self.capacity).map(|(r, c)| *r <= c * 1e-12).collect();
+            let saturated: Vec<bool> = residual
+                .iter()
+                .zip(&self.capacity)
+                .map(|(r, c)| *r <= c * 1e-12)
+                .collect();
             for (i, slot) in self.flows.iter().enumerate() {
                 if let (Some(f), false) = (slot, frozen[i])
                     && (f.rate >= f.cap * (1.0 - 1e-12) || f.ports.iter().any(|&p| saturated[p]))
@@ -182,7 +206,11 @@ impl Network {
                 f.version += 1;
                 debug_assert!(f.rate > 0.0, "a live flow always gets bandwidth");
                 let secs = f.remaining / f.rate;
-                out.push(Completion { id, at_ns: now + (secs * 1e9).ceil() as u64, version: f.version });
+                out.push(Completion {
+                    id,
+                    at_ns: now + (secs * 1e9).ceil() as u64,
+                    version: f.version,
+                });
             }
         }
         out
@@ -226,7 +254,10 @@ mod tests {
         let (x, _) = n.start(0, vec![0, 1], 2_000_000_000, None);
         let (_, c) = n.start(0, vec![1], 8_000_000_000, None);
         // x gets 2 GB/s (port 0), y the remaining 8 GB/s: both end at 1 s.
-        assert!(c.iter().all(|c| c.at_ns == 1_000_000_000), "{c:?} (x = {x})");
+        assert!(
+            c.iter().all(|c| c.at_ns == 1_000_000_000),
+            "{c:?} (x = {x})"
+        );
     }
 
     #[test]
@@ -237,6 +268,10 @@ mod tests {
         let c = n.set_cap(1_000_000_000, f, None);
         // 1 GB sent in the first second; 9 GB at 10 GB/s.
         assert_eq!(c[0].at_ns, 1_900_000_000);
-        assert!(!n.is_current(&Completion { id: f, at_ns: 10_000_000_000, version: 1 }));
+        assert!(!n.is_current(&Completion {
+            id: f,
+            at_ns: 10_000_000_000,
+            version: 1
+        }));
     }
 }

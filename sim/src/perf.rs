@@ -76,7 +76,13 @@ pub struct Efficiency {
 
 impl Default for Efficiency {
     fn default() -> Self {
-        Efficiency { gemm: 0.75, attention: 0.5, memory: 0.8, kernel_overhead_us: 4.0, step_overhead_us: 300.0 }
+        Efficiency {
+            gemm: 0.75,
+            attention: 0.5,
+            memory: 0.8,
+            kernel_overhead_us: 4.0,
+            step_overhead_us: 300.0,
+        }
     }
 }
 
@@ -109,7 +115,14 @@ pub struct Roofline {
 }
 
 impl Roofline {
-    pub fn new(model: &ModelSpec, dtype: Dtype, gpu: &GpuSpec, eff: Efficiency, tp: u64, tp_link: Option<&LinkSpec>) -> Self {
+    pub fn new(
+        model: &ModelSpec,
+        dtype: Dtype,
+        gpu: &GpuSpec,
+        eff: Efficiency,
+        tp: u64,
+        tp_link: Option<&LinkSpec>,
+    ) -> Self {
         let peak_tflops = match dtype {
             Dtype::Fp8 => gpu.tflops_fp8.unwrap_or(gpu.tflops_16bit),
             // fp32 weights still run on tensor cores as tf32 in serving engines: half the 16-bit rate.
@@ -129,13 +142,18 @@ impl Roofline {
 
     /// One kernel: compute-bound or memory-bound, whichever is slower, plus its overhead.
     fn op(&self, flops: f64, bytes: f64, eta_compute: f64) -> f64 {
-        (flops / (self.peak_flops * eta_compute)).max(bytes / (self.mem_bytes_per_s * self.eff.memory))
+        (flops / (self.peak_flops * eta_compute))
+            .max(bytes / (self.mem_bytes_per_s * self.eff.memory))
             + self.eff.kernel_overhead_us * 1e-6
     }
 
     fn gemm(&self, tokens: f64, k: f64, n: f64) -> f64 {
         let b = self.dtype.bytes() as f64;
-        self.op(2.0 * tokens * k * n, (k * n + tokens * (k + n)) * b, self.eff.gemm)
+        self.op(
+            2.0 * tokens * k * n,
+            (k * n + tokens * (k + n)) * b,
+            self.eff.gemm,
+        )
     }
 
     /// Ring all-reduce of `bytes` across the TP group.
@@ -149,7 +167,10 @@ impl Roofline {
     }
 
     fn vision(&self) -> &VisionSpec {
-        self.model.vision.as_ref().expect("the engine encodes only for models with a vision side")
+        self.model
+            .vision
+            .as_ref()
+            .expect("the engine encodes only for models with a vision side")
     }
 }
 
@@ -185,7 +206,11 @@ impl PhaseModel for Roofline {
                 })
                 .sum();
             t += self.gemm(n, d, 3.0 * d / tp);
-            t += self.op(4.0 * pairs * d / tp, 4.0 * n * d / tp * b, self.eff.attention);
+            t += self.op(
+                4.0 * pairs * d / tp,
+                4.0 * n * d / tp * b,
+                self.eff.attention,
+            );
             t += self.gemm(n, d / tp, d);
             let up = if vit.gated_mlp { 2.0 * ff } else { ff };
             t += self.gemm(n, d, up / tp);
@@ -196,11 +221,17 @@ impl PhaseModel for Roofline {
         let llm_tokens: f64 = images.iter().map(|i| i.llm_tokens as f64).sum();
         t += match v.projector {
             ProjectorSpec::Mlp2xGelu { input, output } => {
-                self.gemm(llm_tokens, input as f64, output as f64 / tp) + self.gemm(llm_tokens, output as f64 / tp, output as f64)
+                self.gemm(llm_tokens, input as f64, output as f64 / tp)
+                    + self.gemm(llm_tokens, output as f64 / tp, output as f64)
             }
-            ProjectorSpec::PatchMerger { vit_hidden, merge, output } => {
+            ProjectorSpec::PatchMerger {
+                vit_hidden,
+                merge,
+                output,
+            } => {
                 let wide = (vit_hidden * merge * merge) as f64;
-                self.gemm(llm_tokens, wide, wide / tp) + self.gemm(llm_tokens, wide / tp, output as f64)
+                self.gemm(llm_tokens, wide, wide / tp)
+                    + self.gemm(llm_tokens, wide / tp, output as f64)
             }
         };
         // Qwen-style encoders preprocess on the CPU; LLaVA resizes to a fixed square. Neither is
@@ -225,12 +256,18 @@ impl PhaseModel for Roofline {
         layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
         if batch.prefill_tokens > 0 {
             let flops = 4.0 * batch.prefill_pairs * q / tp;
-            let bytes = (batch.prefill_kv_tokens as f64 * 2.0 * kv + batch.prefill_tokens as f64 * 2.0 * q) / tp * b;
+            let bytes = (batch.prefill_kv_tokens as f64 * 2.0 * kv
+                + batch.prefill_tokens as f64 * 2.0 * q)
+                / tp
+                * b;
             layer += self.op(flops, bytes, self.eff.attention);
         }
         if batch.decode_seqs > 0 {
             let flops = 4.0 * batch.decode_ctx_tokens as f64 * q / tp;
-            let bytes = (batch.decode_ctx_tokens as f64 * 2.0 * kv + batch.decode_seqs as f64 * 2.0 * q) / tp * b;
+            let bytes = (batch.decode_ctx_tokens as f64 * 2.0 * kv
+                + batch.decode_seqs as f64 * 2.0 * q)
+                / tp
+                * b;
             layer += self.op(flops, bytes, self.eff.attention);
         }
         layer += self.gemm(t_all, q / tp, d);
@@ -252,7 +289,14 @@ mod tests {
 
     fn a100_llava() -> Roofline {
         let m = builtin_model("llava-1.5-7b").unwrap();
-        Roofline::new(&m, Dtype::Bf16, gpu_by_name("A100-SXM-80GB").unwrap(), Efficiency::default(), 1, None)
+        Roofline::new(
+            &m,
+            Dtype::Bf16,
+            gpu_by_name("A100-SXM-80GB").unwrap(),
+            Efficiency::default(),
+            1,
+            None,
+        )
     }
 
     #[test]
@@ -264,7 +308,10 @@ mod tests {
         // Floor: weights (6.74 G params · 2 B) / (2039 GB/s · 0.8) = 8.26 ms, + KV 700 tokens ·
         // 512 KiB = 0.37 GB → 0.22 ms. Overheads add ~1.5 ms (32 layers × 8 kernels × 4 µs + step).
         let floor = r.model.llm.params() as f64 * 2.0 / (2039e9 * 0.8);
-        assert!(t > floor && t < floor * 1.25, "decode {t} s vs floor {floor} s");
+        assert!(
+            t > floor && t < floor * 1.25,
+            "decode {t} s vs floor {floor} s"
+        );
     }
 
     #[test]
@@ -290,8 +337,15 @@ mod tests {
         let many = r.encode_s(&vec![img; 32]);
         // 23 layers · (2·577·(4·1024² + 2·1024·4096) + 4·577²·1024) + projector 2·576·(1024·4096 + 4096²) ≈ 390 GFLOP.
         let per_image = 390e9 / (312e12 * 0.75);
-        assert!(many / 32.0 > per_image && many / 32.0 < per_image * 1.3, "{} vs {per_image}", many / 32.0);
-        assert!(one > many / 32.0, "batching amortises weights and overheads");
+        assert!(
+            many / 32.0 > per_image && many / 32.0 < per_image * 1.3,
+            "{} vs {per_image}",
+            many / 32.0
+        );
+        assert!(
+            one > many / 32.0,
+            "batching amortises weights and overheads"
+        );
     }
 
     #[test]
@@ -299,7 +353,14 @@ mod tests {
         let m = builtin_model("llava-1.5-13b").unwrap();
         let gpu = gpu_by_name("A100-SXM-80GB").unwrap();
         let tp1 = Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 1, None);
-        let tp2 = Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 2, link_by_name("nvlink3"));
+        let tp2 = Roofline::new(
+            &m,
+            Dtype::Bf16,
+            gpu,
+            Efficiency::default(),
+            2,
+            link_by_name("nvlink3"),
+        );
         let mut b = BatchShape::default();
         b.add_prefill_chunk(0, 2048, true);
         let (a, c) = (tp1.forward_s(&b), tp2.forward_s(&b));

@@ -91,21 +91,28 @@ impl HardwareProfile {
 
     fn validate(&self) -> Result<(), InputError> {
         for (i, g) in self.gpus.iter().enumerate() {
-            crate::catalog::resolve_gpu(&g.catalog_gpu).map_err(|e| e.context(format!("gpus[{i}].catalog_gpu")))?;
+            crate::catalog::resolve_gpu(&g.catalog_gpu)
+                .map_err(|e| e.context(format!("gpus[{i}].catalog_gpu")))?;
             for (field, v, max) in [
                 ("gemm_efficiency", g.gemm_efficiency, 1.2),
                 ("memory_efficiency", g.memory_efficiency, 1.2),
             ] {
                 if !(v > 0.0 && v <= max) {
-                    return Err(InputError::new(format!("gpus[{i}].{field} = {v}: must be in (0, {max}]")));
+                    return Err(InputError::new(format!(
+                        "gpus[{i}].{field} = {v}: must be in (0, {max}]"
+                    )));
                 }
             }
             if !(g.launch_overhead_us >= 0.0 && g.launch_overhead_us.is_finite()) {
-                return Err(InputError::new(format!("gpus[{i}].launch_overhead_us = {}: must be ≥ 0", g.launch_overhead_us)));
+                return Err(InputError::new(format!(
+                    "gpus[{i}].launch_overhead_us = {}: must be ≥ 0",
+                    g.launch_overhead_us
+                )));
             }
         }
         for (i, l) in self.links.iter().enumerate() {
-            crate::catalog::resolve_link(&l.catalog_link).map_err(|e| e.context(format!("links[{i}].catalog_link")))?;
+            crate::catalog::resolve_link(&l.catalog_link)
+                .map_err(|e| e.context(format!("links[{i}].catalog_link")))?;
             if !(l.bandwidth_gbs > 0.0 && l.bandwidth_gbs.is_finite()) || !(l.latency_us >= 0.0) {
                 return Err(InputError::new(format!(
                     "links[{i}]: bandwidth_gbs = {} must be > 0 and latency_us = {} ≥ 0",
@@ -117,11 +124,15 @@ impl HardwareProfile {
     }
 
     pub fn gpu(&self, catalog_name: &str) -> Option<&GpuProfile> {
-        self.gpus.iter().find(|g| g.catalog_gpu.eq_ignore_ascii_case(catalog_name))
+        self.gpus
+            .iter()
+            .find(|g| g.catalog_gpu.eq_ignore_ascii_case(catalog_name))
     }
 
     pub fn link(&self, catalog_name: &str) -> Option<&LinkProfile> {
-        self.links.iter().find(|l| l.catalog_link.eq_ignore_ascii_case(catalog_name))
+        self.links
+            .iter()
+            .find(|l| l.catalog_link.eq_ignore_ascii_case(catalog_name))
     }
 }
 
@@ -143,13 +154,21 @@ mod tests {
                 hbm_gbs: 4300.0,
                 memory_efficiency: 0.9,
                 launch_overhead_us: 2.5,
-                gemm_points: vec![GemmPoint { m: 8192, n: 8192, k: 8192, tflops: 790.0 }],
+                gemm_points: vec![GemmPoint {
+                    m: 8192,
+                    n: 8192,
+                    k: 8192,
+                    tflops: 790.0,
+                }],
             }],
             links: vec![LinkProfile {
                 catalog_link: "nvlink4".into(),
                 bandwidth_gbs: 386.0,
                 latency_us: 8.0,
-                points: vec![LinkPoint { bytes: 1 << 28, gbs: 386.0 }],
+                points: vec![LinkPoint {
+                    bytes: 1 << 28,
+                    gbs: 386.0,
+                }],
             }],
         };
         let dir = std::env::temp_dir().join(format!("hetsim-profile-{}", std::process::id()));
@@ -159,6 +178,9 @@ mod tests {
         assert_eq!(HardwareProfile::load(&path).unwrap(), p);
         std::fs::write(&path, p.to_yaml().replace("nvlink4", "nvlink9")).unwrap();
         let e = HardwareProfile::load(&path).unwrap_err().to_string();
-        assert!(e.contains("links[0].catalog_link") && e.contains("nvlink4"), "{e}");
+        assert!(
+            e.contains("links[0].catalog_link") && e.contains("nvlink4"),
+            "{e}"
+        );
     }
 }

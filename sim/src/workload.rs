@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Exp, Gamma, LogNormal, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::error::InputError;
 use crate::trace::{TraceFormat, TraceReader};
@@ -32,23 +32,57 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dist {
     Fixed(f64),
-    Uniform { min: f64, max: f64 },
+    Uniform {
+        min: f64,
+        max: f64,
+    },
     /// Normal, clipped to [min, max].
-    Normal { mean: f64, std: f64, min: f64, max: f64 },
+    Normal {
+        mean: f64,
+        std: f64,
+        min: f64,
+        max: f64,
+    },
     /// Log-normal with the given median and σ of the log, clipped to [min, max].
-    LogNormal { median: f64, sigma: f64, min: f64, max: f64 },
+    LogNormal {
+        median: f64,
+        sigma: f64,
+        min: f64,
+        max: f64,
+    },
     /// One of `values`, with optional weights.
-    Choice { values: Vec<f64>, weights: Vec<f64> },
+    Choice {
+        values: Vec<f64>,
+        weights: Vec<f64>,
+    },
 }
 
 #[derive(Deserialize)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
 enum DistMap {
-    Fixed { value: f64 },
-    Uniform { min: f64, max: f64 },
-    Normal { mean: f64, std: f64, min: Option<f64>, max: Option<f64> },
-    LogNormal { median: f64, sigma: f64, min: Option<f64>, max: Option<f64> },
-    Choice { values: Vec<f64>, weights: Option<Vec<f64>> },
+    Fixed {
+        value: f64,
+    },
+    Uniform {
+        min: f64,
+        max: f64,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    LogNormal {
+        median: f64,
+        sigma: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Choice {
+        values: Vec<f64>,
+        weights: Option<Vec<f64>>,
+    },
 }
 
 impl<'de> Deserialize<'de> for Dist {
@@ -73,13 +107,23 @@ impl<'de> Deserialize<'de> for Dist {
                 Ok(match m {
                     DistMap::Fixed { value } => Dist::Fixed(value),
                     DistMap::Uniform { min, max } => Dist::Uniform { min, max },
-                    DistMap::Normal { mean, std, min, max } => Dist::Normal {
+                    DistMap::Normal {
+                        mean,
+                        std,
+                        min,
+                        max,
+                    } => Dist::Normal {
                         mean,
                         std,
                         min: min.unwrap_or(f64::NEG_INFINITY),
                         max: max.unwrap_or(f64::INFINITY),
                     },
-                    DistMap::LogNormal { median, sigma, min, max } => Dist::LogNormal {
+                    DistMap::LogNormal {
+                        median,
+                        sigma,
+                        min,
+                        max,
+                    } => Dist::LogNormal {
                         median,
                         sigma,
                         min: min.unwrap_or(0.0),
@@ -103,27 +147,51 @@ impl Dist {
         let in_range = |v: f64| v.is_finite() && v >= lo && v <= hi;
         let range = format!("[{lo}, {hi}]");
         match self {
-            Dist::Fixed(v) if !in_range(*v) => bad(format!("{v} is outside the allowed range {range}")),
-            Dist::Uniform { min, max } if !(in_range(*min) && in_range(*max) && min <= max) => {
-                bad(format!("uniform min {min}, max {max}: need min ≤ max, both in {range}"))
+            Dist::Fixed(v) if !in_range(*v) => {
+                bad(format!("{v} is outside the allowed range {range}"))
             }
-            Dist::Normal { std, min, max, .. } | Dist::LogNormal { sigma: std, min, max, .. }
-                if !(*std >= 0.0 && std.is_finite()) || min > max || (min.is_finite() && !in_range(*min)) || *max < lo =>
+            Dist::Uniform { min, max } if !(in_range(*min) && in_range(*max) && min <= max) => bad(
+                format!("uniform min {min}, max {max}: need min ≤ max, both in {range}"),
+            ),
+            Dist::Normal { std, min, max, .. }
+            | Dist::LogNormal {
+                sigma: std,
+                min,
+                max,
+                ..
+            } if !(*std >= 0.0 && std.is_finite())
+                || min > max
+                || (min.is_finite() && !in_range(*min))
+                || *max < lo =>
             {
-                bad(format!("spread {std} must be ≥ 0 and the clip range [{min}, {max}] must lie in {range}"))
+                bad(format!(
+                    "spread {std} must be ≥ 0 and the clip range [{min}, {max}] must lie in {range}"
+                ))
             }
-            Dist::Normal { min, max, .. } | Dist::LogNormal { min, max, .. } if !min.is_finite() && lo.is_finite() || *max > hi => {
-                bad(format!("give `min` and `max` within {range} so every draw is allowed"))
+            Dist::Normal { min, max, .. } | Dist::LogNormal { min, max, .. }
+                if !min.is_finite() && lo.is_finite() || *max > hi =>
+            {
+                bad(format!(
+                    "give `min` and `max` within {range} so every draw is allowed"
+                ))
             }
-            Dist::LogNormal { median, .. } if !(*median > 0.0) => bad(format!("lognormal median {median} must be > 0")),
+            Dist::LogNormal { median, .. } if !(*median > 0.0) => {
+                bad(format!("lognormal median {median} must be > 0"))
+            }
             Dist::Choice { values, weights } => {
                 if values.is_empty() || values.len() != weights.len() {
-                    return bad(format!("choice needs values and as many weights ({} values, {} weights)", values.len(), weights.len()));
+                    return bad(format!(
+                        "choice needs values and as many weights ({} values, {} weights)",
+                        values.len(),
+                        weights.len()
+                    ));
                 }
                 if let Some(v) = values.iter().find(|v| !in_range(**v)) {
                     return bad(format!("choice value {v} is outside {range}"));
                 }
-                if weights.iter().any(|w| !(*w >= 0.0 && w.is_finite())) || weights.iter().sum::<f64>() <= 0.0 {
+                if weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))
+                    || weights.iter().sum::<f64>() <= 0.0
+                {
                     return bad("choice weights must be ≥ 0 with a positive sum".into());
                 }
                 Ok(())
@@ -142,12 +210,24 @@ impl Dist {
                     rng.random_range(*min..=*max)
                 }
             }
-            Dist::Normal { mean, std, min, max } => {
-                Normal::new(*mean, *std).expect("validated").sample(rng).clamp(*min, *max)
-            }
-            Dist::LogNormal { median, sigma, min, max } => {
-                LogNormal::new(median.ln(), *sigma).expect("validated").sample(rng).clamp(*min, *max)
-            }
+            Dist::Normal {
+                mean,
+                std,
+                min,
+                max,
+            } => Normal::new(*mean, *std)
+                .expect("validated")
+                .sample(rng)
+                .clamp(*min, *max),
+            Dist::LogNormal {
+                median,
+                sigma,
+                min,
+                max,
+            } => LogNormal::new(median.ln(), *sigma)
+                .expect("validated")
+                .sample(rng)
+                .clamp(*min, *max),
             Dist::Choice { values, weights } => {
                 let total: f64 = weights.iter().sum();
                 let mut x = rng.random_range(0.0..total);
@@ -178,7 +258,8 @@ impl Dist {
                 (0..20_000).map(|_| self.sample(&mut rng)).sum::<f64>() / 20_000.0
             }
             Dist::Choice { values, weights } => {
-                values.iter().zip(weights).map(|(v, w)| v * w).sum::<f64>() / weights.iter().sum::<f64>()
+                values.iter().zip(weights).map(|(v, w)| v * w).sum::<f64>()
+                    / weights.iter().sum::<f64>()
             }
         }
     }
@@ -211,12 +292,16 @@ impl Arrival {
     pub fn validate(&self) -> Result<(), InputError> {
         let rate = self.rate();
         if !(rate > 0.0 && rate.is_finite()) {
-            return Err(InputError::new(format!("`arrival.rate` = {rate}: must be a positive number of requests per second")));
+            return Err(InputError::new(format!(
+                "`arrival.rate` = {rate}: must be a positive number of requests per second"
+            )));
         }
         if let Arrival::Gamma { cv, .. } = self
             && !(*cv > 0.0 && cv.is_finite())
         {
-            return Err(InputError::new(format!("`arrival.cv` = {cv}: must be positive")));
+            return Err(InputError::new(format!(
+                "`arrival.cv` = {cv}: must be positive"
+            )));
         }
         Ok(())
     }
@@ -226,7 +311,9 @@ impl Arrival {
             Arrival::Poisson { rate } => Exp::new(rate).expect("validated").sample(rng),
             Arrival::Gamma { rate, cv } => {
                 let shape = 1.0 / (cv * cv);
-                Gamma::new(shape, 1.0 / (rate * shape)).expect("validated").sample(rng)
+                Gamma::new(shape, 1.0 / (rate * shape))
+                    .expect("validated")
+                    .sample(rng)
             }
         }
     }
@@ -257,7 +344,11 @@ fn coco_height() -> Dist {
 impl Default for ImageDist {
     /// COCO-like: one 640×480 image.
     fn default() -> Self {
-        ImageDist { count: one(), width: coco_width(), height: coco_height() }
+        ImageDist {
+            count: one(),
+            width: coco_width(),
+            height: coco_height(),
+        }
     }
 }
 
@@ -270,7 +361,14 @@ impl ImageDist {
 
     fn sample(&self, rng: &mut Xoshiro256PlusPlus) -> Vec<(u32, u32)> {
         let n = self.count.sample_u32(rng);
-        (0..n).map(|_| (self.width.sample_u32(rng).max(1), self.height.sample_u32(rng).max(1))).collect()
+        (0..n)
+            .map(|_| {
+                (
+                    self.width.sample_u32(rng).max(1),
+                    self.height.sample_u32(rng).max(1),
+                )
+            })
+            .collect()
     }
 }
 
@@ -324,26 +422,37 @@ impl WorkloadSpec {
     /// Checks every parameter; for traces, reads the whole file once so a bad row stops the run
     /// before anything is simulated or written.
     pub fn validate(&self) -> Result<(), InputError> {
-        self.prompt_tokens.validate("workload.prompt_tokens", 0.0, 1e7)?;
-        self.output_tokens.validate("workload.output_tokens", 1.0, 1e7)?;
+        self.prompt_tokens
+            .validate("workload.prompt_tokens", 0.0, 1e7)?;
+        self.output_tokens
+            .validate("workload.output_tokens", 1.0, 1e7)?;
         self.images.validate("workload.images")?;
         if self.requests == Some(0) {
-            return Err(InputError::new("`workload.requests` = 0: simulate at least one request"));
+            return Err(InputError::new(
+                "`workload.requests` = 0: simulate at least one request",
+            ));
         }
         match (&self.trace, &self.arrival) {
             (Some(_), Some(_)) => Err(InputError::new(
                 "`workload`: give either `trace` (replay) or `arrival` (synthetic), not both",
             )),
-            (None, None) => Err(InputError::new("`workload`: give `arrival` (e.g. {process: poisson, rate: 4}) or `trace`")),
+            (None, None) => Err(InputError::new(
+                "`workload`: give `arrival` (e.g. {process: poisson, rate: 4}) or `trace`",
+            )),
             (None, Some(a)) => {
                 if self.requests.is_none() {
-                    return Err(InputError::new("`workload.requests`: how many requests to simulate (e.g. 1000)"));
+                    return Err(InputError::new(
+                        "`workload.requests`: how many requests to simulate (e.g. 1000)",
+                    ));
                 }
                 a.validate()
             }
             (Some(t), None) => {
                 if !(t.time_scale > 0.0 && t.time_scale.is_finite()) {
-                    return Err(InputError::new(format!("`workload.trace.time_scale` = {}: must be positive", t.time_scale)));
+                    return Err(InputError::new(format!(
+                        "`workload.trace.time_scale` = {}: must be positive",
+                        t.time_scale
+                    )));
                 }
                 if let Some(img) = &t.attach_images {
                     img.validate("workload.trace.attach_images")?;
@@ -351,7 +460,10 @@ impl WorkloadSpec {
                 let mut reader = TraceReader::open(&t.path, t.format)?;
                 while reader.next_row()?.is_some() {}
                 if reader.rows_read() == 0 {
-                    return Err(InputError::new(format!("trace {}: no rows", t.path.display())));
+                    return Err(InputError::new(format!(
+                        "trace {}: no rows",
+                        t.path.display()
+                    )));
                 }
                 Ok(())
             }
@@ -374,13 +486,27 @@ impl WorkloadSpec {
                 clock_s: 0.0,
             },
         };
-        Ok(RequestSource { spec: self.clone(), kind, shapes, arrivals, next_id: 0 })
+        Ok(RequestSource {
+            spec: self.clone(),
+            kind,
+            shapes,
+            arrivals,
+            next_id: 0,
+        })
     }
 }
 
 enum SourceKind {
-    Synthetic { arrival: Arrival, clock_s: f64 },
-    Trace { reader: Box<TraceReader>, time_scale: f64, attach: Option<ImageDist>, first_arrival_s: Option<f64> },
+    Synthetic {
+        arrival: Arrival,
+        clock_s: f64,
+    },
+    Trace {
+        reader: Box<TraceReader>,
+        time_scale: f64,
+        attach: Option<ImageDist>,
+        first_arrival_s: Option<f64>,
+    },
 }
 
 /// Requests in arrival order, produced on demand.
@@ -413,8 +539,15 @@ impl RequestSource {
                     output_tokens: self.spec.output_tokens.sample_u32(&mut self.shapes).max(1),
                 }
             }
-            SourceKind::Trace { reader, time_scale, attach, first_arrival_s } => {
-                let Some(row) = reader.next_row()? else { return Ok(None) };
+            SourceKind::Trace {
+                reader,
+                time_scale,
+                attach,
+                first_arrival_s,
+            } => {
+                let Some(row) = reader.next_row()? else {
+                    return Ok(None);
+                };
                 let t0 = *first_arrival_s.get_or_insert(row.arrival_s);
                 let images = match (&row.images, attach) {
                     (Some(imgs), _) => imgs.clone(),
@@ -449,7 +582,9 @@ mod tests {
 
     #[test]
     fn poisson_rate_is_respected_and_shapes_do_not_depend_on_rate() {
-        let w = spec("requests: 20000\narrival: {process: poisson, rate: 5}\nprompt_tokens: {dist: uniform, min: 15, max: 25}\n");
+        let w = spec(
+            "requests: 20000\narrival: {process: poisson, rate: 5}\nprompt_tokens: {dist: uniform, min: 15, max: 25}\n",
+        );
         w.validate().unwrap();
         let mut src = w.requests(7).unwrap();
         let mut last = None;
@@ -463,8 +598,15 @@ mod tests {
         let span_s = last.unwrap().arrival_ns as f64 / 1e9;
         let rate = 19999.0 / span_s;
         assert!((rate - 5.0).abs() < 0.15, "measured rate {rate}");
-        let mut fast = WorkloadSpec { arrival: Some(Arrival::Poisson { rate: 50.0 }), ..w.clone() }.requests(7).unwrap();
-        let fast_shapes: Vec<u32> = std::iter::from_fn(|| fast.next_request().unwrap()).map(|r| r.prompt_tokens).collect();
+        let mut fast = WorkloadSpec {
+            arrival: Some(Arrival::Poisson { rate: 50.0 }),
+            ..w.clone()
+        }
+        .requests(7)
+        .unwrap();
+        let fast_shapes: Vec<u32> = std::iter::from_fn(|| fast.next_request().unwrap())
+            .map(|r| r.prompt_tokens)
+            .collect();
         assert_eq!(shapes, fast_shapes);
     }
 
@@ -472,17 +614,25 @@ mod tests {
     fn gamma_burstiness_matches_cv() {
         let w = spec("requests: 40000\narrival: {process: gamma, rate: 2, cv: 3}\n");
         let mut src = w.requests(1).unwrap();
-        let times: Vec<f64> = std::iter::from_fn(|| src.next_request().unwrap()).map(|r| r.arrival_ns as f64 / 1e9).collect();
+        let times: Vec<f64> = std::iter::from_fn(|| src.next_request().unwrap())
+            .map(|r| r.arrival_ns as f64 / 1e9)
+            .collect();
         let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
         assert!((mean - 0.5).abs() < 0.03, "mean gap {mean}");
-        assert!((var.sqrt() / mean - 3.0).abs() < 0.3, "cv {}", var.sqrt() / mean);
+        assert!(
+            (var.sqrt() / mean - 3.0).abs() < 0.3,
+            "cv {}",
+            var.sqrt() / mean
+        );
     }
 
     #[test]
     fn bad_parameters_are_named() {
-        let e = spec("requests: 10\narrival: {process: poisson, rate: 0}\n").validate().unwrap_err();
+        let e = spec("requests: 10\narrival: {process: poisson, rate: 0}\n")
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("arrival.rate"), "{e}");
         let e = spec("requests: 10\narrival: {process: poisson, rate: 1}\noutput_tokens: {dist: uniform, min: 5, max: 2}\n")
             .validate()
@@ -493,7 +643,9 @@ mod tests {
 
     #[test]
     fn same_seed_same_requests() {
-        let w = spec("requests: 100\narrival: {process: poisson, rate: 3}\nimages: {count: {dist: choice, values: [0, 1, 2]}, width: {dist: uniform, min: 200, max: 2000}}\n");
+        let w = spec(
+            "requests: 100\narrival: {process: poisson, rate: 3}\nimages: {count: {dist: choice, values: [0, 1, 2]}, width: {dist: uniform, min: 200, max: 2000}}\n",
+        );
         let run = |seed| {
             let mut s = w.requests(seed).unwrap();
             std::iter::from_fn(move || s.next_request().unwrap()).collect::<Vec<_>>()

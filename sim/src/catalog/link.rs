@@ -32,8 +32,22 @@ pub struct LinkSpec {
 /// Chunk of the double-buffered host-staged copy: one chunk crosses before the pipeline is full.
 pub const HOST_STAGING_CHUNK_BYTES: u64 = 4 << 20;
 
-const fn link(name: &'static str, kind: LinkKind, peak_gbs: f64, efficiency: f64, latency_us: f64, host_staged: bool) -> LinkSpec {
-    LinkSpec { name, kind, peak_gbs, efficiency, latency_us, host_staged }
+const fn link(
+    name: &'static str,
+    kind: LinkKind,
+    peak_gbs: f64,
+    efficiency: f64,
+    latency_us: f64,
+    host_staged: bool,
+) -> LinkSpec {
+    LinkSpec {
+        name,
+        kind,
+        peak_gbs,
+        efficiency,
+        latency_us,
+        host_staged,
+    }
 }
 
 use LinkKind::*;
@@ -87,7 +101,10 @@ impl LinkSpec {
 
     /// The PCIe link of a given generation (P2P or host-staged).
     pub fn pcie(generation: u8, host_staged: bool) -> Option<&'static LinkSpec> {
-        let name = format!("pcie{generation}{}", if host_staged { "-host-staged" } else { "" });
+        let name = format!(
+            "pcie{generation}{}",
+            if host_staged { "-host-staged" } else { "" }
+        );
         link_by_name(&name)
     }
 }

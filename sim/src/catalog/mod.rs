@@ -28,7 +28,8 @@ pub fn resolve_model(name_or_path: &str) -> Result<ModelSpec, InputError> {
             ))),
         };
     }
-    Err(unknown_name("model", name_or_path, BUILTIN_MODELS).context("(or give the path of a config.json)"))
+    Err(unknown_name("model", name_or_path, BUILTIN_MODELS)
+        .context("(or give the path of a config.json)"))
 }
 
 pub fn resolve_gpu(name: &str) -> Result<&'static GpuSpec, InputError> {

@@ -38,7 +38,11 @@ impl Dtype {
         Dtype::ALL
             .into_iter()
             .find(|d| d.name() == s.to_ascii_lowercase())
-            .ok_or_else(|| InputError::new(format!("unknown dtype `{s}`: allowed fp32, bf16, fp16, fp8")))
+            .ok_or_else(|| {
+                InputError::new(format!(
+                    "unknown dtype `{s}`: allowed fp32, bf16, fp16, fp8"
+                ))
+            })
     }
 }
 
@@ -80,14 +84,22 @@ impl LlmSpec {
     pub fn layer_params(&self) -> u64 {
         let d = self.hidden;
         let attn = d * (self.q_dim() + 2 * self.kv_dim()) + self.q_dim() * d;
-        let bias = if self.qkv_bias { self.q_dim() + 2 * self.kv_dim() } else { 0 };
+        let bias = if self.qkv_bias {
+            self.q_dim() + 2 * self.kv_dim()
+        } else {
+            0
+        };
         let mlp = 3 * d * self.intermediate;
         attn + bias + mlp + 2 * d
     }
 
     pub fn params(&self) -> u64 {
         let embed = self.vocab * self.hidden;
-        let head = if self.tied_embeddings { 0 } else { self.vocab * self.hidden };
+        let head = if self.tied_embeddings {
+            0
+        } else {
+            self.vocab * self.hidden
+        };
         embed + self.layers * self.layer_params() + self.hidden + head
     }
 }
@@ -112,7 +124,11 @@ pub struct VitSpec {
 impl VitSpec {
     pub fn layer_params(&self) -> u64 {
         let d = self.hidden;
-        let mlp = if self.gated_mlp { 3 * d * self.intermediate } else { 2 * d * self.intermediate };
+        let mlp = if self.gated_mlp {
+            3 * d * self.intermediate
+        } else {
+            2 * d * self.intermediate
+        };
         // q,k,v,o with biases, MLP with biases, two norms (weight + bias).
         4 * d * d + 4 * d + mlp + self.intermediate + d + 4 * d
     }
@@ -132,7 +148,12 @@ pub enum VisualTokenRule {
     FixedSquare { image_size: u64, patch: u64 },
     /// Qwen2.5-VL: sides rounded to multiples of `patch · merge` within [min_pixels, max_pixels],
     /// then each `merge × merge` block of patches becomes one LLM token.
-    Dynamic { patch: u64, merge: u64, min_pixels: u64, max_pixels: u64 },
+    Dynamic {
+        patch: u64,
+        merge: u64,
+        min_pixels: u64,
+        max_pixels: u64,
+    },
 }
 
 /// Pixel size an image is resized to before patching, and the token counts that follow.
@@ -149,7 +170,9 @@ pub struct ImageTokens {
 impl VisualTokenRule {
     pub fn tokens(&self, width: u64, height: u64) -> Result<ImageTokens, InputError> {
         if width == 0 || height == 0 {
-            return Err(InputError::new(format!("image size {width}×{height}: both sides must be at least 1 pixel")));
+            return Err(InputError::new(format!(
+                "image size {width}×{height}: both sides must be at least 1 pixel"
+            )));
         }
         match *self {
             VisualTokenRule::FixedSquare { image_size, patch } => {
@@ -161,8 +184,14 @@ impl VisualTokenRule {
                     llm_tokens: side * side,
                 })
             }
-            VisualTokenRule::Dynamic { patch, merge, min_pixels, max_pixels } => {
-                let (w, h) = qwen_smart_resize(width, height, patch * merge, min_pixels, max_pixels)?;
+            VisualTokenRule::Dynamic {
+                patch,
+                merge,
+                min_pixels,
+                max_pixels,
+            } => {
+                let (w, h) =
+                    qwen_smart_resize(width, height, patch * merge, min_pixels, max_pixels)?;
                 let patches = (w / patch) * (h / patch);
                 Ok(ImageTokens {
                     resized_width: w,
@@ -213,14 +242,24 @@ pub enum ProjectorSpec {
     /// LLaVA `mlp2x_gelu`: Linear(d_vit → d) · GELU · Linear(d → d).
     Mlp2xGelu { input: u64, output: u64 },
     /// Qwen2.5-VL patch merger: RMSNorm, concatenate merge² patches, Linear · GELU · Linear.
-    PatchMerger { vit_hidden: u64, merge: u64, output: u64 },
+    PatchMerger {
+        vit_hidden: u64,
+        merge: u64,
+        output: u64,
+    },
 }
 
 impl ProjectorSpec {
     pub fn params(&self) -> u64 {
         match *self {
-            ProjectorSpec::Mlp2xGelu { input, output } => input * output + output + output * output + output,
-            ProjectorSpec::PatchMerger { vit_hidden, merge, output } => {
+            ProjectorSpec::Mlp2xGelu { input, output } => {
+                input * output + output + output * output + output
+            }
+            ProjectorSpec::PatchMerger {
+                vit_hidden,
+                merge,
+                output,
+            } => {
                 let wide = vit_hidden * merge * merge;
                 vit_hidden + wide * wide + wide + wide * output + output
             }
@@ -237,7 +276,9 @@ impl ProjectorSpec {
 
     pub fn output_width(&self) -> u64 {
         match *self {
-            ProjectorSpec::Mlp2xGelu { output, .. } | ProjectorSpec::PatchMerger { output, .. } => output,
+            ProjectorSpec::Mlp2xGelu { output, .. } | ProjectorSpec::PatchMerger { output, .. } => {
+                output
+            }
         }
     }
 }
@@ -282,7 +323,10 @@ impl ModelSpec {
     pub fn image_tokens(&self, width: u64, height: u64) -> Result<ImageTokens, InputError> {
         match &self.vision {
             Some(v) => v.tokens.tokens(width, height),
-            None => Err(InputError::new(format!("model `{}` is text-only: it takes no images", self.name))),
+            None => Err(InputError::new(format!(
+                "model `{}` is text-only: it takes no images",
+                self.name
+            ))),
         }
     }
 

@@ -29,8 +29,14 @@ fn llava(name: &str, llm: LlmSpec) -> ModelSpec {
         name: name.to_string(),
         vision: Some(VisionSpec {
             vit: CLIP_L_336,
-            tokens: VisualTokenRule::FixedSquare { image_size: 336, patch: 14 },
-            projector: ProjectorSpec::Mlp2xGelu { input: 1024, output: d },
+            tokens: VisualTokenRule::FixedSquare {
+                image_size: 336,
+                patch: 14,
+            },
+            projector: ProjectorSpec::Mlp2xGelu {
+                input: 1024,
+                output: d,
+            },
             window: None,
         }),
         llm,
@@ -62,15 +68,29 @@ fn qwen25_vl(name: &str, vit_intermediate: u64, llm: LlmSpec) -> ModelSpec {
                 min_pixels: QWEN_MIN_PIXELS,
                 max_pixels: QWEN_MAX_PIXELS,
             },
-            projector: ProjectorSpec::PatchMerger { vit_hidden: 1280, merge: 2, output: d },
+            projector: ProjectorSpec::PatchMerger {
+                vit_hidden: 1280,
+                merge: 2,
+                output: d,
+            },
             // window_size 112 px = 8×8 patches of 14 px.
-            window: Some(WindowAttention { window_patches: 64, full_attention_blocks: vec![7, 15, 23, 31] }),
+            window: Some(WindowAttention {
+                window_patches: 64,
+                full_attention_blocks: vec![7, 15, 23, 31],
+            }),
         }),
         llm,
     }
 }
 
-fn llama(layers: u64, hidden: u64, heads: u64, kv_heads: u64, intermediate: u64, vocab: u64) -> LlmSpec {
+fn llama(
+    layers: u64,
+    hidden: u64,
+    heads: u64,
+    kv_heads: u64,
+    intermediate: u64,
+    vocab: u64,
+) -> LlmSpec {
     LlmSpec {
         layers,
         hidden,
@@ -84,8 +104,20 @@ fn llama(layers: u64, hidden: u64, heads: u64, kv_heads: u64, intermediate: u64,
     }
 }
 
-fn qwen2(layers: u64, hidden: u64, heads: u64, kv_heads: u64, intermediate: u64, vocab: u64, tied: bool) -> LlmSpec {
-    LlmSpec { tied_embeddings: tied, qkv_bias: true, ..llama(layers, hidden, heads, kv_heads, intermediate, vocab) }
+fn qwen2(
+    layers: u64,
+    hidden: u64,
+    heads: u64,
+    kv_heads: u64,
+    intermediate: u64,
+    vocab: u64,
+    tied: bool,
+) -> LlmSpec {
+    LlmSpec {
+        tied_embeddings: tied,
+        qkv_bias: true,
+        ..llama(layers, hidden, heads, kv_heads, intermediate, vocab)
+    }
 }
 
 /// Names of the built-in models, in catalog order.
@@ -103,7 +135,11 @@ pub const BUILTIN_MODELS: [&str; 10] = [
 ];
 
 pub fn builtin_model(name: &str) -> Option<ModelSpec> {
-    let text = |name: &str, llm| ModelSpec { name: name.to_string(), vision: None, llm };
+    let text = |name: &str, llm| ModelSpec {
+        name: name.to_string(),
+        vision: None,
+        llm,
+    };
     Some(match name {
         "llava-1.5-7b" => llava(name, llama(32, 4096, 32, 32, 11008, 32064)),
         "llava-1.5-13b" => llava(name, llama(40, 5120, 40, 40, 13824, 32064)),
@@ -124,15 +160,25 @@ pub enum HfModel {
     /// An LLM, with or without a vision side.
     Model(ModelSpec),
     /// A vision encoder alone (a CLIP checkpoint): it has cuts inside it, but nothing to serve.
-    VisionOnly { name: String, vit: VitSpec, tokens: VisualTokenRule },
+    VisionOnly {
+        name: String,
+        vit: VitSpec,
+        tokens: VisualTokenRule,
+    },
 }
 
 /// Reads a `config.json`; `name` is what hetsim will call the model (the file stem by default).
 pub fn load_hf_config(path: &Path) -> Result<HfModel, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(format!("cannot read model config {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        InputError::new(format!("cannot read model config {}: {e}", path.display()))
+    })?;
     let value: Value = serde_json::from_str(&text).map_err(|e| {
-        InputError::new(format!("{}: not valid JSON (line {}, column {}): {e}", path.display(), e.line(), e.column()))
+        InputError::new(format!(
+            "{}: not valid JSON (line {}, column {}): {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
     })?;
     let name = path
         .parent()
@@ -145,7 +191,9 @@ pub fn load_hf_config(path: &Path) -> Result<HfModel, InputError> {
 }
 
 pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError> {
-    let top = value.as_object().ok_or_else(|| InputError::new("config.json must be a JSON object"))?;
+    let top = value
+        .as_object()
+        .ok_or_else(|| InputError::new("config.json must be a JSON object"))?;
     let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
     match model_type {
         "llava" => {
@@ -154,10 +202,18 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
             let llm = llama_with_defaults(text)?;
             let feature_layer = int_or(top, "vision_feature_layer", -2)?;
             let (vit, tokens) = clip_vision(vision, feature_layer)?;
-            let projector = ProjectorSpec::Mlp2xGelu { input: vit.hidden, output: llm.hidden };
+            let projector = ProjectorSpec::Mlp2xGelu {
+                input: vit.hidden,
+                output: llm.hidden,
+            };
             Ok(HfModel::Model(ModelSpec {
                 name: name.to_string(),
-                vision: Some(VisionSpec { vit, tokens, projector, window: None }),
+                vision: Some(VisionSpec {
+                    vit,
+                    tokens,
+                    projector,
+                    window: None,
+                }),
                 llm,
             }))
         }
@@ -197,21 +253,39 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
                         min_pixels: QWEN_MIN_PIXELS,
                         max_pixels: QWEN_MAX_PIXELS,
                     },
-                    projector: ProjectorSpec::PatchMerger { vit_hidden: hidden, merge, output: out },
+                    projector: ProjectorSpec::PatchMerger {
+                        vit_hidden: hidden,
+                        merge,
+                        output: out,
+                    },
                     window,
                 }),
                 llm,
             }))
         }
         "clip" | "clip_vision_model" => {
-            let vision = if model_type == "clip" { object(top, "vision_config")? } else { top };
+            let vision = if model_type == "clip" {
+                object(top, "vision_config")?
+            } else {
+                top
+            };
             let (vit, tokens) = clip_vision(vision, -1)?;
-            Ok(HfModel::VisionOnly { name: name.to_string(), vit, tokens })
+            Ok(HfModel::VisionOnly {
+                name: name.to_string(),
+                vit,
+                tokens,
+            })
         }
-        "" => Err(InputError::new("missing field `model_type`: hetsim needs it to know the architecture")),
+        "" => Err(InputError::new(
+            "missing field `model_type`: hetsim needs it to know the architecture",
+        )),
         _ if top.contains_key("num_hidden_layers") => {
             let qkv_bias = matches!(model_type, "qwen2" | "qwen2_moe");
-            Ok(HfModel::Model(ModelSpec { name: name.to_string(), vision: None, llm: decoder(top, qkv_bias)? }))
+            Ok(HfModel::Model(ModelSpec {
+                name: name.to_string(),
+                vision: None,
+                llm: decoder(top, qkv_bias)?,
+            }))
         }
         other => Err(InputError::new(format!(
             "model_type `{other}` is not supported: hetsim reads llava, qwen2_5_vl, qwen2_vl, clip and \
@@ -232,7 +306,10 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
         head_dim: uint_or(c, "head_dim", hidden / heads)?,
         intermediate: uint(c, "intermediate_size")?,
         vocab: uint(c, "vocab_size")?,
-        tied_embeddings: c.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+        tied_embeddings: c
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         qkv_bias,
     })
 }
@@ -250,16 +327,26 @@ fn llama_with_defaults(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         head_dim: uint_or(c, "head_dim", hidden / heads)?,
         intermediate: uint_or(c, "intermediate_size", 11008)?,
         vocab: uint_or(c, "vocab_size", 32000)?,
-        tied_embeddings: c.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+        tied_embeddings: c
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         qkv_bias: false,
     })
 }
 
 /// `CLIPVisionConfig` (defaults are the ViT-B/32 ones, as in transformers).
-fn clip_vision(c: &Map<String, Value>, feature_layer: i64) -> Result<(VitSpec, VisualTokenRule), InputError> {
+fn clip_vision(
+    c: &Map<String, Value>,
+    feature_layer: i64,
+) -> Result<(VitSpec, VisualTokenRule), InputError> {
     let layers = uint_or(c, "num_hidden_layers", 12)?;
     // hidden_states has layers+1 entries (the embeddings first); index -1 is the last layer.
-    let layers_run = if feature_layer < 0 { layers as i64 + 1 + feature_layer } else { feature_layer };
+    let layers_run = if feature_layer < 0 {
+        layers as i64 + 1 + feature_layer
+    } else {
+        feature_layer
+    };
     if layers_run < 1 || layers_run > layers as i64 {
         return Err(InputError::new(format!(
             "field `vision_feature_layer` = {feature_layer} selects no layer of a {layers}-layer encoder"
@@ -268,7 +355,9 @@ fn clip_vision(c: &Map<String, Value>, feature_layer: i64) -> Result<(VitSpec, V
     let patch = uint_or(c, "patch_size", 32)?;
     let image_size = uint_or(c, "image_size", 224)?;
     if image_size % patch != 0 {
-        return Err(InputError::new(format!("field `image_size` = {image_size} is not a multiple of `patch_size` = {patch}")));
+        return Err(InputError::new(format!(
+            "field `image_size` = {image_size} is not a multiple of `patch_size` = {patch}"
+        )));
     }
     Ok((
         VitSpec {
@@ -285,7 +374,10 @@ fn clip_vision(c: &Map<String, Value>, feature_layer: i64) -> Result<(VitSpec, V
     ))
 }
 
-fn object<'a>(c: &'a Map<String, Value>, field: &str) -> Result<&'a Map<String, Value>, InputError> {
+fn object<'a>(
+    c: &'a Map<String, Value>,
+    field: &str,
+) -> Result<&'a Map<String, Value>, InputError> {
     c.get(field)
         .and_then(Value::as_object)
         .ok_or_else(|| InputError::new(format!("missing object field `{field}`")))
@@ -293,7 +385,9 @@ fn object<'a>(c: &'a Map<String, Value>, field: &str) -> Result<&'a Map<String, 
 
 fn uint(c: &Map<String, Value>, field: &str) -> Result<u64, InputError> {
     match c.get(field) {
-        None => Err(InputError::new(format!("missing field `{field}`, which the size calculation needs"))),
+        None => Err(InputError::new(format!(
+            "missing field `{field}`, which the size calculation needs"
+        ))),
         Some(v) => positive(field, v),
     }
 }
@@ -308,14 +402,18 @@ fn uint_or(c: &Map<String, Value>, field: &str, default: u64) -> Result<u64, Inp
 fn positive(field: &str, v: &Value) -> Result<u64, InputError> {
     match v.as_u64() {
         Some(n) if n > 0 => Ok(n),
-        _ => Err(InputError::new(format!("field `{field}` = {v}: must be a positive integer"))),
+        _ => Err(InputError::new(format!(
+            "field `{field}` = {v}: must be a positive integer"
+        ))),
     }
 }
 
 fn int_or(c: &Map<String, Value>, field: &str, default: i64) -> Result<i64, InputError> {
     match c.get(field) {
         None | Some(Value::Null) => Ok(default),
-        Some(v) => v.as_i64().ok_or_else(|| InputError::new(format!("field `{field}` = {v}: must be an integer"))),
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| InputError::new(format!("field `{field}` = {v}: must be an integer"))),
     }
 }
 
@@ -325,7 +423,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn reference(file: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/hf-configs").join(file)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/hf-configs")
+            .join(file)
     }
 
     fn loaded(file: &str) -> ModelSpec {
@@ -374,7 +474,11 @@ mod tests {
         // CLIP ViT-L/14-336 vision tower ≈ 303.5 M, projector 1024·4096+4096 + 4096²+4096 = 20.98 M.
         let v = m.vision.as_ref().unwrap();
         assert_eq!(v.projector.params(), 20_979_712);
-        assert!((v.vit.params(577) as f64 - 303.5e6).abs() < 1.0e6, "{}", v.vit.params(577));
+        assert!(
+            (v.vit.params(577) as f64 - 303.5e6).abs() < 1.0e6,
+            "{}",
+            v.vit.params(577)
+        );
     }
 
     #[test]
@@ -382,9 +486,20 @@ mod tests {
         let m = builtin_model("qwen2.5-vl-7b").unwrap();
         // 480 → 476 (17·28), 640 → 644 (23·28): 17 · 23 = 391 tokens.
         let t = m.image_tokens(640, 480).unwrap();
-        assert_eq!((t.resized_width, t.resized_height, t.llm_tokens, t.encoder_tokens), (644, 476, 391, 1564));
+        assert_eq!(
+            (
+                t.resized_width,
+                t.resized_height,
+                t.llm_tokens,
+                t.encoder_tokens
+            ),
+            (644, 476, 391, 1564)
+        );
         // Ties round to even, as Python does: 42/28 = 1.5 → 2, 70/28 = 2.5 → 2.
-        assert_eq!(qwen_smart_resize(70, 42, 28, 3136, QWEN_MAX_PIXELS).unwrap(), (56, 56));
+        assert_eq!(
+            qwen_smart_resize(70, 42, 28, 3136, QWEN_MAX_PIXELS).unwrap(),
+            (56, 56)
+        );
         // Too small: scaled up to at least 56×56.
         assert_eq!(m.image_tokens(10, 10).unwrap().llm_tokens, 4);
         // Too large: scaled down under max_pixels.
@@ -398,7 +513,13 @@ mod tests {
         match load_hf_config(&reference("clip-vit-large-patch14-336.json")).unwrap() {
             HfModel::VisionOnly { vit, tokens, .. } => {
                 assert_eq!((vit.layers, vit.layers_run, vit.hidden), (24, 24, 1024));
-                assert_eq!(tokens, VisualTokenRule::FixedSquare { image_size: 336, patch: 14 });
+                assert_eq!(
+                    tokens,
+                    VisualTokenRule::FixedSquare {
+                        image_size: 336,
+                        patch: 14
+                    }
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -406,11 +527,17 @@ mod tests {
 
     #[test]
     fn missing_fields_are_named() {
-        let v: Value = serde_json::json!({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64});
+        let v: Value =
+            serde_json::json!({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64});
         let e = parse_hf_config("x", &v).unwrap_err().to_string();
         assert!(e.contains("num_attention_heads"), "{e}");
         let v: Value = serde_json::json!({"model_type": "llama", "num_hidden_layers": 0, "hidden_size": 64,
             "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100});
-        assert!(parse_hf_config("x", &v).unwrap_err().to_string().contains("positive"));
+        assert!(
+            parse_hf_config("x", &v)
+                .unwrap_err()
+                .to_string()
+                .contains("positive")
+        );
     }
 }
