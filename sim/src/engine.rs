@@ -1225,7 +1225,7 @@ impl<'a> Simulation<'a> {
                 link: p.link.name,
                 bytes: u.bytes,
                 busy_s: secs(u.busy_ns),
-                utilization: u.busy_ns as f64 / duration_ns as f64,
+                utilization: u.bytes as f64 / (p.bytes_per_s * duration),
                 source: "sim",
             })
             .collect();

@@ -594,9 +594,10 @@ fn validate_engine(e: &EngineSpec) -> Result<(), InputError> {
 /// The default fabric of a node: the NVLink all its GPUs share, else PCIe of the slowest
 /// generation, staged through the host if any GPU lacks peer-to-peer.
 fn default_fabric(gpus: &[&'static GpuSpec]) -> &'static LinkSpec {
-    let nv = gpus[0].nvlink;
-    if nv.is_some() && gpus.iter().all(|g| g.nvlink == nv) {
-        return resolve_link(nv.expect("checked")).expect("catalog GPUs name catalog links");
+    if let Some(nv) = gpus[0].nvlink
+        && gpus.iter().all(|g| g.nvlink == Some(nv))
+    {
+        return resolve_link(nv).expect("catalog GPUs name catalog links");
     }
     let generation = gpus
         .iter()
@@ -848,12 +849,16 @@ fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), I
             "`{}` is a network link; inside a node use pcie3/4/5, pcie3/4/5-host-staged or nvlink2/3/4/5",
             l.name
         ))),
-        LinkKind::NvLink => match gpus.iter().find(|g| g.nvlink != Some(l.name)) {
+        // GPUs without NVLink sit on the node's PCIe; another NVLink generation cannot mix.
+        LinkKind::NvLink => match gpus.iter().find(|g| g.nvlink.is_some_and(|n| n != l.name)) {
             Some(g) => Err(InputError::new(format!(
-                "{} has {}: `{}` cannot join this node's GPUs",
+                "{} has {}, not {}: one node has one NVLink generation",
                 g.name,
-                g.nvlink
-                    .map_or("no NVLink".to_string(), |n| format!("{n}, not {}", l.name)),
+                g.nvlink.unwrap_or_default(),
+                l.name
+            ))),
+            None if gpus.iter().all(|g| g.nvlink.is_none()) => Err(InputError::new(format!(
+                "no GPU of this node has NVLink (`{}`); use a PCIe fabric (pcie3/4/5, or -host-staged for GeForce cards)",
                 l.name
             ))),
             None => Ok(()),
