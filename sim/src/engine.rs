@@ -15,7 +15,7 @@ use crate::error::{Error, InputError};
 use crate::experiment::{KvTransferMode, Routing, Scenario};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
-use crate::perf::{BatchShape, PhaseModel, Roofline};
+use crate::perf::{BatchShape, PhaseModel};
 use crate::records::{
     InstanceRecord, LinkRecord, RecordSink, RequestRecord, SummaryRecord, TransferRecord,
 };
@@ -113,7 +113,7 @@ struct Step {
 
 struct Instance {
     role: Role,
-    perf: Roofline,
+    perf: Box<dyn PhaseModel>,
     kv: KvPool,
     /// Encodes images of requests that arrive unencoded.
     encodes: bool,
@@ -190,21 +190,7 @@ impl<'a> Simulation<'a> {
         let mut inst = Vec::new();
         let mut pools: BTreeMap<Role, Vec<usize>> = BTreeMap::new();
         for (i, spec) in s.cluster.instances.iter().enumerate() {
-            let fabric = s.cluster.nodes[spec.node].fabric;
-            let tp_link = (spec.tp() > 1).then_some(fabric);
-            let mut perf = Roofline::new(
-                &s.model,
-                s.dtype,
-                spec.gpu,
-                s.efficiency[i],
-                spec.tp(),
-                tp_link,
-            );
-            if let Some(&(_, bw, lat)) = s.cluster.calibrated.iter().find(|c| c.0 == fabric.name)
-                && spec.tp() > 1
-            {
-                perf.tp_link = Some((bw, lat));
-            }
+            let perf = s.phase_model(i);
             let encodes = match spec.role {
                 Role::Encoder | Role::All => true,
                 Role::Prefill => !s.strategy.has_encoder_pool(),
@@ -305,7 +291,7 @@ impl<'a> Simulation<'a> {
                 })?,
             }
             let done = self.inv.finished + self.inv.dropped;
-            if done % 1024 == 0 && done > 0 {
+            if done.is_multiple_of(1024) && done > 0 {
                 progress(done);
             }
         }
@@ -543,9 +529,8 @@ impl<'a> Simulation<'a> {
         let mut chunks = Vec::new();
         let mut images = Vec::new();
         let mut encoded = Vec::new();
-        let mut seqs = decodes.len() as u64;
         for w in 0..self.inst[i].waiting.len() {
-            if used >= budget || seqs >= max_batch {
+            if used >= budget || (decodes.len() + chunks.len()) as u64 >= max_batch {
                 break;
             }
             let id = self.inst[i].waiting[w];
@@ -585,7 +570,6 @@ impl<'a> Simulation<'a> {
             r.home = Some(i);
             chunks.push((id, chunk));
             used += chunk;
-            seqs += 1;
         }
         if decodes.is_empty() && chunks.is_empty() {
             return Ok(());

@@ -16,7 +16,7 @@ use crate::cluster::{Cluster, Gpu, InstanceSpec, Node, Role};
 use crate::cost::PricingSpec;
 use crate::error::{InputError, unknown_name};
 use crate::kv::MemoryPlan;
-use crate::perf::Efficiency;
+use crate::perf::{Efficiency, PhaseModel, Roofline};
 use crate::profile::HardwareProfile;
 use crate::workload::WorkloadSpec;
 
@@ -268,6 +268,30 @@ pub struct Scenario {
     pub seed: u64,
     /// Values of the matrix axes this scenario was expanded with, for the result tables.
     pub rate: Option<f64>,
+}
+
+impl Scenario {
+    /// The performance model of instance `i`: the roofline, with this scenario's efficiencies and
+    /// (for tensor parallelism) its node's fabric, calibrated where the profile measured it.
+    pub fn phase_model(&self, i: usize) -> Box<dyn PhaseModel> {
+        let spec = &self.cluster.instances[i];
+        let fabric = self.cluster.nodes[spec.node].fabric;
+        let tp_link = (spec.tp() > 1).then_some(fabric);
+        let mut r = Roofline::new(
+            &self.model,
+            self.dtype,
+            spec.gpu,
+            self.efficiency[i],
+            spec.tp(),
+            tp_link,
+        );
+        if let Some(&(_, bw, lat)) = self.cluster.calibrated.iter().find(|c| c.0 == fabric.name)
+            && spec.tp() > 1
+        {
+            r.tp_link = Some((bw, lat));
+        }
+        Box::new(r)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -773,7 +797,7 @@ fn build_cluster(
             holds_llm,
             engine,
         )
-        .map_err(|e| at.err(Some(&inst.gpu), &format!("{ip}"), e))?;
+        .map_err(|e| at.err(Some(&inst.gpu), &ip, e))?;
         for _ in 0..inst.count.value {
             let node = nodes
                 .iter()
