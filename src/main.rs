@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hetsim_sim::catalog::resolve_link;
 use hetsim_sim::catalog::{BUILTIN_MODELS, Dtype, GPUS, LINKS, builtin_model};
-use hetsim_sim::error::Error;
+use hetsim_sim::error::{Error, InputError};
 use hetsim_sim::experiment::load_experiment;
 use hetsim_sim::run::{Progress, comparison_table, run_experiment};
+use hetsim_sim::transfer::{TransferQuery, View, parse_size, transfer_report};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -30,10 +32,183 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Bytes at every place a model can be cut across two devices, and their time over links
+    Transfer(TransferArgs),
     /// List the built-in models, GPUs and links
     Catalog,
     /// Print the result schema (markdown)
     Schema,
+}
+
+#[derive(clap::Args)]
+struct TransferArgs {
+    /// Built-in model names or Hugging Face config.json paths
+    #[arg(required = true)]
+    models: Vec<String>,
+    /// An image of the request, WIDTHxHEIGHT (repeat for several; default one 640x480)
+    #[arg(long = "image", value_name = "WxH")]
+    images: Vec<String>,
+    /// A text-only request
+    #[arg(long, conflicts_with = "images")]
+    no_images: bool,
+    /// Text tokens of the prompt
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: u64,
+    /// Force the number of visual tokens (instead of the model's rule for the images)
+    #[arg(long)]
+    visual_tokens: Option<u64>,
+    /// Context at the prefill/decode cut (default: visual + prompt tokens)
+    #[arg(long)]
+    context: Option<u64>,
+    /// Tokens generated (pipeline cuts are crossed by every decode step)
+    #[arg(long, default_value_t = 128)]
+    output_tokens: u64,
+    /// fp32, bf16, fp16 or fp8
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Replace the LLM's depth
+    #[arg(long)]
+    layers: Option<u64>,
+    /// Links to time each cut over
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pcie4-host-staged,pcie4,pcie5,nvlink3,nvlink4,100gbe"
+    )]
+    links: Vec<String>,
+    /// cuts: every cut of the model; depth: R against depth; image-sizes: visual tokens by size
+    #[arg(long, value_enum, default_value = "cuts")]
+    view: ViewArg,
+    /// Depths for --view depth
+    #[arg(long, value_delimiter = ',', default_value = "8,16,24,32,40,48,64,80")]
+    depths: Vec<u64>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    format: FormatArg,
+    /// Write to this file instead of standard output (required for parquet)
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ViewArg {
+    Cuts,
+    Depth,
+    ImageSizes,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum FormatArg {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+/// Common image sizes for the dynamic-resolution table.
+const IMAGE_SIZES: [&str; 9] = [
+    "224x224",
+    "336x336",
+    "448x448",
+    "640x480",
+    "800x600",
+    "1024x768",
+    "1280x720",
+    "1920x1080",
+    "3840x2160",
+];
+
+fn transfer(a: TransferArgs) -> Result<(), Error> {
+    let sizes = |list: &[String]| {
+        list.iter()
+            .map(|s| parse_size(s))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let images = if a.no_images {
+        Vec::new()
+    } else if a.images.is_empty() {
+        vec![(640, 480)]
+    } else {
+        sizes(&a.images)?
+    };
+    let links = a
+        .links
+        .iter()
+        .map(|l| resolve_link(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let view = match a.view {
+        ViewArg::Cuts => View::Cuts,
+        ViewArg::Depth => View::Depth,
+        ViewArg::ImageSizes => View::ImageSizes,
+    };
+    if a.depths.contains(&0) {
+        return Err(InputError::new("--depths: every depth must be at least 1 layer").into());
+    }
+    let query = TransferQuery {
+        models: a.models,
+        sizes: if a.images.is_empty() {
+            sizes(&IMAGE_SIZES.map(String::from))?
+        } else {
+            images.clone()
+        },
+        images,
+        prompt_tokens: a.prompt_tokens,
+        visual_tokens: a.visual_tokens,
+        context_tokens: a.context,
+        output_tokens: a.output_tokens,
+        dtype: Dtype::parse(&a.dtype)?,
+        layers: a.layers,
+        links,
+        view,
+        depths: a.depths,
+    };
+    let report = transfer_report(&query, a.format == FormatArg::Table)?;
+    let mut all = hetsim_sim::table::Table {
+        columns: report.tables[0].columns.clone(),
+        rows: Vec::new(),
+    };
+    for t in &report.tables {
+        if t.columns == all.columns {
+            all.rows.extend(t.rows.iter().cloned());
+        }
+    }
+    let text = match a.format {
+        FormatArg::Table => {
+            let mut s = String::new();
+            for t in &report.tables {
+                s.push_str(&t.to_text(3));
+                s.push('\n');
+            }
+            for n in &report.notes {
+                s.push_str(&format!("• {n}\n"));
+            }
+            s
+        }
+        FormatArg::Csv => all.to_csv(),
+        FormatArg::Json => all.to_json(),
+        FormatArg::Parquet => {
+            let out = a
+                .out
+                .as_ref()
+                .ok_or_else(|| InputError::new("--format parquet needs --out FILE"))?;
+            all.write_parquet(out)?;
+            println!("wrote {}", out.display());
+            return Ok(());
+        }
+    };
+    match &a.out {
+        Some(path) => write_atomically(path, &text)?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// Writes to a temporary file beside `path`, then renames: never a half-written file.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Output(format!("{}: {e}", path.display())))
 }
 
 struct Bar {
@@ -105,6 +280,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             eprintln!("simulated in {:.2} s", started.elapsed().as_secs_f64());
         }
+        Command::Transfer(a) => transfer(a)?,
         Command::Catalog => print_catalog(),
         Command::Schema => print!("{}", hetsim_sim::records::schema_markdown()),
     }

@@ -12,11 +12,16 @@ use hetsim_sim::records::NullSink;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let text = std::fs::read_to_string(root.join("experiments/pcie.yaml")).expect("pcie.yaml");
-    let text = text.replace("requests: 600", "requests: 50000").replace("rate: [4, 16, 32, 48]", "rate: [24]");
+    let text = text
+        .replace("requests: 600", "requests: 50000")
+        .replace("rate: [4, 16, 32, 48]", "rate: [24]");
     let path = std::env::temp_dir().join("hetsim-bench-pcie.yaml");
     std::fs::write(&path, text).expect("temp file");
     let exp = load_experiment(&path, None).expect("valid experiment");
-    println!("{:<36} {:>9} {:>9} {:>12} {:>14}", "scenario", "requests", "wall s", "requests/s", "sim s / wall s");
+    println!(
+        "{:<36} {:>9} {:>9} {:>12} {:>14}",
+        "scenario", "requests", "wall s", "requests/s", "sim s / wall s"
+    );
     for s in &exp.scenarios {
         let t = Instant::now();
         let run = simulate(s, &mut NullSink, &mut |_| {}).expect("runs");

@@ -15,5 +15,7 @@ pub mod profile;
 pub mod records;
 pub mod run;
 pub mod stats;
+pub mod table;
 pub mod trace;
+pub mod transfer;
 pub mod workload;

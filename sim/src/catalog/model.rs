@@ -163,6 +163,8 @@ pub struct ImageTokens {
     pub resized_height: u64,
     /// Tokens through the ViT (patches, plus CLS where the encoder has one).
     pub encoder_tokens: u64,
+    /// Tokens entering the projector (LLaVA drops CLS; Qwen's merger takes every patch).
+    pub projector_tokens: u64,
     /// Tokens the LLM sees.
     pub llm_tokens: u64,
 }
@@ -181,6 +183,7 @@ impl VisualTokenRule {
                     resized_width: image_size,
                     resized_height: image_size,
                     encoder_tokens: side * side + 1,
+                    projector_tokens: side * side,
                     llm_tokens: side * side,
                 })
             }
@@ -197,6 +200,7 @@ impl VisualTokenRule {
                     resized_width: w,
                     resized_height: h,
                     encoder_tokens: patches,
+                    projector_tokens: patches,
                     llm_tokens: patches / (merge * merge),
                 })
             }

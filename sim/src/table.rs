@@ -1,0 +1,292 @@
+//! A small typed table for command output: printed aligned, or written as CSV, JSON or parquet
+//! from the same rows, so every format says the same thing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, StringBuilder, UInt64Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+
+use crate::error::Error;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(String),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Null,
+}
+
+impl Value {
+    fn text(&self, precision: usize) -> String {
+        match self {
+            Value::Str(s) => s.clone(),
+            Value::U64(v) => v.to_string(),
+            Value::F64(v) => format!("{v:.precision$}"),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Table {
+    pub fn new(columns: &[&str]) -> Table {
+        Table {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Value>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+
+    /// Aligned text: numbers right, text left; floats with `precision` decimals.
+    pub fn to_text(&self, precision: usize) -> String {
+        let cells: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.text(precision)).collect())
+            .collect();
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|c| {
+                cells
+                    .iter()
+                    .map(|r| r[c].chars().count())
+                    .chain([self.columns[c].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let numeric: Vec<bool> = (0..self.columns.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .all(|r| matches!(r[c], Value::U64(_) | Value::F64(_) | Value::Null))
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let parts: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(c, v)| {
+                    let pad = " ".repeat(widths[c] - v.chars().count());
+                    if numeric[c] {
+                        format!("{pad}{v}")
+                    } else {
+                        format!("{v}{pad}")
+                    }
+                })
+                .collect();
+            parts.join("  ").trim_end().to_string()
+        };
+        let mut out = line(&self.columns);
+        out.push('\n');
+        out.push_str(
+            &widths
+                .iter()
+                .map(|w| "─".repeat(*w))
+                .collect::<Vec<_>>()
+                .join("  "),
+        );
+        out.push('\n');
+        for r in &cells {
+            out.push_str(&line(r));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// RFC 4180 CSV, full precision.
+    pub fn to_csv(&self) -> String {
+        let quote = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        let mut out = self
+            .columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(",");
+        out.push('\n');
+        for r in &self.rows {
+            let cells: Vec<String> = r
+                .iter()
+                .map(|v| match v {
+                    Value::F64(x) => format!("{x}"),
+                    other => quote(&other.text(0)),
+                })
+                .collect();
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A JSON array of objects, one per row.
+    pub fn to_json(&self) -> String {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let map = self
+                    .columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, v)| {
+                        let j = match v {
+                            Value::Str(s) => serde_json::Value::from(s.clone()),
+                            Value::U64(x) => serde_json::Value::from(*x),
+                            Value::F64(x) => serde_json::Value::from(*x),
+                            Value::Bool(b) => serde_json::Value::from(*b),
+                            Value::Null => serde_json::Value::Null,
+                        };
+                        (c.clone(), j)
+                    })
+                    .collect::<serde_json::Map<_, _>>();
+                serde_json::Value::Object(map)
+            })
+            .collect();
+        serde_json::to_string_pretty(&rows).expect("plain values serialise") + "\n"
+    }
+
+    /// Parquet, column types from the values (a column of numbers and nulls is numeric).
+    pub fn write_parquet(&self, path: &Path) -> Result<(), Error> {
+        let err = |e: &dyn std::fmt::Display| Error::Output(format!("{}: {e}", path.display()));
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (c, name) in self.columns.iter().enumerate() {
+            let col = self.rows.iter().map(|r| &r[c]);
+            let kind = col
+                .clone()
+                .find(|v| !matches!(v, Value::Null))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let (ty, array): (DataType, ArrayRef) = match kind {
+                Value::U64(_) => {
+                    let mut b = UInt64Builder::new();
+                    col.for_each(|v| {
+                        b.append_option(if let Value::U64(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        })
+                    });
+                    (DataType::UInt64, Arc::new(b.finish()))
+                }
+                Value::F64(_) => {
+                    let mut b = Float64Builder::new();
+                    col.for_each(|v| {
+                        b.append_option(if let Value::F64(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        })
+                    });
+                    (DataType::Float64, Arc::new(b.finish()))
+                }
+                Value::Bool(_) => {
+                    let mut b = BooleanBuilder::new();
+                    col.for_each(|v| {
+                        b.append_option(if let Value::Bool(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        })
+                    });
+                    (DataType::Boolean, Arc::new(b.finish()))
+                }
+                Value::Str(_) | Value::Null => {
+                    let mut b = StringBuilder::new();
+                    col.for_each(|v| {
+                        b.append_option(if let Value::Str(x) = v {
+                            Some(x.as_str())
+                        } else {
+                            None
+                        })
+                    });
+                    (DataType::Utf8, Arc::new(b.finish()))
+                }
+            };
+            fields.push(Field::new(name, ty, true));
+            arrays.push(array);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(&e))?;
+        let tmp = path.with_extension("parquet.tmp");
+        let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
+        let mut w = ArrowWriter::try_new(file, schema, None).map_err(|e| err(&e))?;
+        w.write(&batch).map_err(|e| err(&e))?;
+        w.close().map_err(|e| err(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Table {
+        let mut t = Table::new(&["cut", "bytes", "ratio", "stage_based"]);
+        t.push(vec![
+            Value::Str("a,b".into()),
+            Value::U64(10),
+            Value::F64(1.5),
+            Value::Bool(true),
+        ]);
+        t.push(vec![
+            Value::Str("c".into()),
+            Value::U64(2000),
+            Value::Null,
+            Value::Bool(false),
+        ]);
+        t
+    }
+
+    #[test]
+    fn every_format_carries_the_same_rows() {
+        let t = sample();
+        assert_eq!(
+            t.to_csv(),
+            "cut,bytes,ratio,stage_based\n\"a,b\",10,1.5,true\nc,2000,,false\n"
+        );
+        let j: serde_json::Value = serde_json::from_str(&t.to_json()).unwrap();
+        assert_eq!(j[1]["bytes"], 2000);
+        assert!(j[1]["ratio"].is_null());
+        let text = t.to_text(2);
+        assert_eq!(
+            text.lines().nth(2).unwrap(),
+            "a,b     10   1.50  true",
+            "{text}"
+        );
+        let p = std::env::temp_dir().join(format!("hetsim-table-{}.parquet", std::process::id()));
+        t.write_parquet(&p).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let batches: Vec<_> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect();
+        let b = batches[0].as_ref().unwrap();
+        assert_eq!(
+            (b.num_rows(), b.schema().field(1).data_type().clone()),
+            (2, DataType::UInt64)
+        );
+        std::fs::remove_file(p).unwrap();
+    }
+}

@@ -1,0 +1,704 @@
+//! Bytes at every place a model can be cut across two devices, for one request.
+//!
+//! Cuts, in model order: inside the vision encoder after each layer; after the encoder, before the
+//! projector; after the projector (the modality boundary, `D_emb = N_v · d · b`); inside the LLM
+//! after each layer (a pipeline cut: every prefill and every decode step crosses it); and between
+//! prefill and decode (the KV cache, `D_KV = 2 · L · n_kv · d_head · s · b`). A cut *preserves
+//! stage-based execution* when each side runs once per request and hands over once: all cuts but
+//! the pipeline cuts inside the LLM.
+
+use serde::Serialize;
+
+use crate::catalog::{Dtype, ImageTokens, LinkSpec, ModelSpec, VitSpec};
+use crate::error::InputError;
+use crate::table::{Table, Value};
+
+/// The request a table is computed for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestShape {
+    pub images: Vec<ImageTokens>,
+    /// LLM tokens from the images (normally the sum over `images`).
+    pub visual_tokens: u64,
+    /// Context at the prefill/decode cut (visual + text prompt by default).
+    pub context_tokens: u64,
+    pub output_tokens: u64,
+    pub dtype: Dtype,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutKind {
+    VisionLayer,
+    PreProjector,
+    ModalityBoundary,
+    LlmLayer,
+    PrefillDecode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cut {
+    pub name: String,
+    pub kind: CutKind,
+    pub stage_based: bool,
+    /// Bytes crossing per request (for pipeline cuts: one prefill plus every decode step).
+    pub bytes: u64,
+    /// Pipeline cuts: bytes per prefill and per decode step.
+    pub bytes_per_prefill: Option<u64>,
+    pub bytes_per_decode_step: Option<u64>,
+    /// bytes / modality-boundary bytes (none for text-only models).
+    pub ratio_to_modality: Option<f64>,
+    /// The smallest cut among those that preserve stage-based execution.
+    pub smallest_stage_based: bool,
+    /// Seconds over each link, in the order asked for.
+    pub seconds: Vec<f64>,
+}
+
+/// Computes every cut. `links` gives the time columns.
+pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec<Cut> {
+    let b = shape.dtype.bytes();
+    let llm = &model.llm;
+    let mut out = Vec::new();
+    let one = |bytes: u64| {
+        links
+            .iter()
+            .map(|l| l.transfer_s(bytes))
+            .collect::<Vec<_>>()
+    };
+    let mut push = |name: String, kind: CutKind, bytes: u64, pipeline: Option<(u64, u64)>| {
+        let seconds = match pipeline {
+            // A pipeline cut is crossed once per prefill and once per decode step.
+            Some((prefill, step)) => links
+                .iter()
+                .map(|l| {
+                    l.transfer_s(prefill)
+                        + (shape.output_tokens.saturating_sub(1)) as f64 * l.transfer_s(step)
+                })
+                .collect(),
+            None => one(bytes),
+        };
+        out.push(Cut {
+            name,
+            kind,
+            stage_based: pipeline.is_none(),
+            bytes,
+            bytes_per_prefill: pipeline.map(|p| p.0),
+            bytes_per_decode_step: pipeline.map(|p| p.1),
+            ratio_to_modality: None,
+            smallest_stage_based: false,
+            seconds,
+        });
+    };
+    if let Some(v) = &model.vision
+        && !shape.images.is_empty()
+    {
+        for (name, bytes) in vision_layer_bytes(&v.vit, &shape.images, shape.dtype) {
+            push(name, CutKind::VisionLayer, bytes, None);
+        }
+        let projector_tokens: u64 = shape.images.iter().map(|i| i.projector_tokens).sum();
+        push(
+            "pre_projector".into(),
+            CutKind::PreProjector,
+            projector_tokens * v.projector.input_width() * b,
+            None,
+        );
+        push(
+            "modality_boundary".into(),
+            CutKind::ModalityBoundary,
+            model.emb_bytes(shape.visual_tokens, shape.dtype),
+            None,
+        );
+    }
+    let hidden = llm.hidden * b;
+    let decode_steps = shape.output_tokens.saturating_sub(1);
+    for layer in 1..llm.layers {
+        let prefill = shape.context_tokens * hidden;
+        push(
+            format!("llm.layer{layer}"),
+            CutKind::LlmLayer,
+            prefill + decode_steps * hidden,
+            Some((prefill, hidden)),
+        );
+    }
+    push(
+        "prefill_decode_kv".into(),
+        CutKind::PrefillDecode,
+        llm.kv_bytes(shape.context_tokens, shape.dtype),
+        None,
+    );
+
+    let modality = out
+        .iter()
+        .find(|c| c.kind == CutKind::ModalityBoundary)
+        .map(|c| c.bytes);
+    if let Some(m) = modality {
+        for c in &mut out {
+            c.ratio_to_modality = Some(c.bytes as f64 / m as f64);
+        }
+    }
+    if let Some(min) = out.iter().filter(|c| c.stage_based).map(|c| c.bytes).min() {
+        for c in out.iter_mut().filter(|c| c.stage_based && c.bytes == min) {
+            c.smallest_stage_based = true;
+        }
+    }
+    out
+}
+
+/// Bytes after each ViT layer that runs (every layer's output is tokens × width).
+pub fn vision_layer_bytes(
+    vit: &VitSpec,
+    images: &[ImageTokens],
+    dtype: Dtype,
+) -> Vec<(String, u64)> {
+    let tokens: u64 = images.iter().map(|i| i.encoder_tokens).sum();
+    (1..=vit.layers_run)
+        .map(|l| {
+            (
+                format!("vision.layer{l}"),
+                tokens * vit.hidden * dtype.bytes(),
+            )
+        })
+        .collect()
+}
+
+/// `R = D_KV / D_emb = 2L · (n_kv · d_head / d) · (s / N_v)`.
+pub fn kv_to_embedding_ratio(
+    model: &ModelSpec,
+    context_tokens: u64,
+    visual_tokens: u64,
+    dtype: Dtype,
+) -> f64 {
+    model.llm.kv_bytes(context_tokens, dtype) as f64 / model.emb_bytes(visual_tokens, dtype) as f64
+}
+
+/// What the table says in words: which cut is smallest, and where the modality boundary is not.
+pub fn findings(model: &ModelSpec, cuts: &[Cut]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let get = |k: CutKind| cuts.iter().find(|c| c.kind == k);
+    if let Some(best) = cuts.iter().find(|c| c.smallest_stage_based) {
+        notes.push(format!(
+            "smallest cut that keeps stage-based execution: {} ({} B)",
+            best.name,
+            group(best.bytes)
+        ));
+    }
+    if let (Some(pre), Some(post)) = (get(CutKind::PreProjector), get(CutKind::ModalityBoundary)) {
+        if pre.bytes < post.bytes {
+            notes.push(format!(
+                "the pre-projector cut ({} B) is smaller than the modality boundary ({} B): the projector widens {} → {} values per token; \
+                 cutting before it ships {:.1}× less, at the cost of running the projector on the LLM side",
+                group(pre.bytes),
+                group(post.bytes),
+                model.vision.as_ref().map_or(0, |v| v.projector.input_width()),
+                model.llm.hidden,
+                post.bytes as f64 / pre.bytes as f64
+            ));
+        } else {
+            notes.push(format!(
+                "the modality boundary ({} B) is smaller than the pre-projector cut ({} B)",
+                group(post.bytes),
+                group(pre.bytes)
+            ));
+        }
+    }
+    if let (Some(post), Some(kv)) = (get(CutKind::ModalityBoundary), get(CutKind::PrefillDecode)) {
+        notes.push(format!(
+            "R = D_KV / D_emb = {:.1}",
+            kv.bytes as f64 / post.bytes as f64
+        ));
+    }
+    notes
+}
+
+/// 4718592 → "4,718,592".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Builds the request shape from images (w, h), text prompt tokens and optional overrides.
+pub fn request_shape(
+    model: &ModelSpec,
+    images: &[(u64, u64)],
+    prompt_tokens: u64,
+    visual_override: Option<u64>,
+    context_override: Option<u64>,
+    output_tokens: u64,
+    dtype: Dtype,
+) -> Result<RequestShape, InputError> {
+    let mut tokens = Vec::new();
+    if model.vision.is_some() {
+        for &(w, h) in images {
+            tokens.push(model.image_tokens(w, h)?);
+        }
+    }
+    let visual = visual_override.unwrap_or_else(|| tokens.iter().map(|t| t.llm_tokens).sum());
+    let context = context_override.unwrap_or(visual + prompt_tokens);
+    if context == 0 {
+        return Err(InputError::new(
+            "context is 0 tokens: give images, --prompt-tokens or --context",
+        ));
+    }
+    if context > 10_000_000 || output_tokens > 10_000_000 || prompt_tokens > 10_000_000 {
+        return Err(InputError::new(format!(
+            "{context} context / {output_tokens} output tokens is absurd for one request: give at most 10,000,000"
+        )));
+    }
+    if output_tokens == 0 {
+        return Err(InputError::new(
+            "--output-tokens 0: a request generates at least one token",
+        ));
+    }
+    if let Some(v) = visual_override {
+        // Scale the per-image counts so the vision-side cuts agree with the forced LLM tokens.
+        let total: u64 = tokens.iter().map(|t| t.llm_tokens).sum();
+        if total > 0 && v != total {
+            let f = v as f64 / total as f64;
+            let scale = |x: u64| (x as f64 * f).round() as u64;
+            tokens = tokens
+                .iter()
+                .map(|t| ImageTokens {
+                    encoder_tokens: scale(t.encoder_tokens),
+                    projector_tokens: scale(t.projector_tokens),
+                    llm_tokens: scale(t.llm_tokens),
+                    ..*t
+                })
+                .collect();
+        }
+    }
+    Ok(RequestShape {
+        images: tokens,
+        visual_tokens: visual,
+        context_tokens: context,
+        output_tokens,
+        dtype,
+    })
+}
+
+/// The cuts as a table; `collapse` merges runs of equal layer cuts (`vision.layer1-23`) for reading.
+pub fn cuts_table(model: &str, cuts: &[Cut], links: &[&LinkSpec], collapse: bool) -> Table {
+    let mut cols = vec![
+        "model",
+        "cut",
+        "kind",
+        "stage_based",
+        "bytes",
+        "bytes_per_prefill",
+        "bytes_per_decode_step",
+        "ratio_to_modality",
+        "smallest",
+    ];
+    let time_cols: Vec<String> = links.iter().map(|l| format!("ms_{}", l.name)).collect();
+    cols.extend(time_cols.iter().map(String::as_str));
+    let mut t = Table::new(&cols);
+    let mut i = 0;
+    while i < cuts.len() {
+        let c = &cuts[i];
+        let mut j = i + 1;
+        if collapse && matches!(c.kind, CutKind::VisionLayer | CutKind::LlmLayer) {
+            while j < cuts.len() && cuts[j].kind == c.kind && cuts[j].bytes == c.bytes {
+                j += 1;
+            }
+        }
+        let name = if j - i > 1 {
+            let last = cuts[j - 1].name.rsplit_once("layer").map_or("", |x| x.1);
+            format!("{}-{last}", c.name)
+        } else {
+            c.name.clone()
+        };
+        let opt = |v: Option<u64>| v.map_or(Value::Null, Value::U64);
+        let mut row = vec![
+            Value::Str(model.to_string()),
+            Value::Str(name),
+            Value::Str(
+                serde_json::to_value(c.kind)
+                    .expect("unit enum")
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            Value::Bool(c.stage_based),
+            Value::U64(c.bytes),
+            opt(c.bytes_per_prefill),
+            opt(c.bytes_per_decode_step),
+            c.ratio_to_modality.map_or(Value::Null, Value::F64),
+            Value::Bool(c.smallest_stage_based),
+        ];
+        row.extend(c.seconds.iter().map(|s| Value::F64(s * 1e3)));
+        t.push(row);
+        i = j;
+    }
+    t
+}
+
+/// R against depth: the model's own width and attention, with its layer count replaced.
+pub fn depth_table(
+    models: &[ModelSpec],
+    depths: &[u64],
+    context: u64,
+    visual: u64,
+    dtype: Dtype,
+) -> Table {
+    let mut t = Table::new(&[
+        "model",
+        "attention",
+        "layers",
+        "kv_bytes",
+        "emb_bytes",
+        "R",
+        "R_per_layer",
+    ]);
+    for m in models {
+        let attention = if m.llm.kv_heads == m.llm.heads {
+            format!("MHA {}", m.llm.heads)
+        } else {
+            format!("GQA {}/{}", m.llm.kv_heads, m.llm.heads)
+        };
+        for &l in depths {
+            let mut deep = m.clone();
+            deep.llm.layers = l;
+            let r = kv_to_embedding_ratio(&deep, context, visual, dtype);
+            t.push(vec![
+                Value::Str(m.name.clone()),
+                Value::Str(attention.clone()),
+                Value::U64(l),
+                Value::U64(deep.llm.kv_bytes(context, dtype)),
+                Value::U64(deep.emb_bytes(visual, dtype)),
+                Value::F64(r),
+                Value::F64(r / l as f64),
+            ]);
+        }
+    }
+    t
+}
+
+/// Visual tokens and embedding bytes over image sizes, by the model's own rule.
+pub fn image_sizes_table(
+    model: &ModelSpec,
+    sizes: &[(u64, u64)],
+    dtype: Dtype,
+) -> Result<Table, InputError> {
+    let mut t = Table::new(&[
+        "model",
+        "width",
+        "height",
+        "resized_width",
+        "resized_height",
+        "vit_tokens",
+        "llm_tokens",
+        "emb_bytes",
+    ]);
+    for &(w, h) in sizes {
+        let tok = model.image_tokens(w, h)?;
+        t.push(vec![
+            Value::Str(model.name.clone()),
+            Value::U64(w),
+            Value::U64(h),
+            Value::U64(tok.resized_width),
+            Value::U64(tok.resized_height),
+            Value::U64(tok.encoder_tokens),
+            Value::U64(tok.llm_tokens),
+            Value::U64(model.emb_bytes(tok.llm_tokens, dtype)),
+        ]);
+    }
+    Ok(t)
+}
+
+/// What `hetsim transfer` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Cuts,
+    Depth,
+    ImageSizes,
+}
+
+/// Everything `hetsim transfer` was asked, already parsed.
+#[derive(Debug, Clone)]
+pub struct TransferQuery {
+    /// Built-in names or `config.json` paths.
+    pub models: Vec<String>,
+    /// Image sizes (width, height); empty means a text-only request.
+    pub images: Vec<(u64, u64)>,
+    pub prompt_tokens: u64,
+    pub visual_tokens: Option<u64>,
+    pub context_tokens: Option<u64>,
+    pub output_tokens: u64,
+    pub dtype: Dtype,
+    /// Replace the LLM's depth (the O(L) question).
+    pub layers: Option<u64>,
+    pub links: Vec<&'static LinkSpec>,
+    pub view: View,
+    pub depths: Vec<u64>,
+    /// For the image-sizes view.
+    pub sizes: Vec<(u64, u64)>,
+}
+
+/// One table per model (or one for the depth sweep), with findings in words.
+pub struct TransferReport {
+    pub tables: Vec<Table>,
+    pub notes: Vec<String>,
+}
+
+/// Parses `640x480` into (640, 480).
+pub fn parse_size(s: &str) -> Result<(u64, u64), InputError> {
+    let bad = || {
+        InputError::new(format!(
+            "image size `{s}`: expected WIDTHxHEIGHT in pixels, e.g. 640x480"
+        ))
+    };
+    let (w, h) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
+    let (w, h): (u64, u64) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if w == 0 || h == 0 || w > 100_000 || h > 100_000 {
+        return Err(InputError::new(format!(
+            "image size `{s}`: sides must be 1 to 100,000 pixels"
+        )));
+    }
+    Ok((w, h))
+}
+
+pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferReport, InputError> {
+    if q.layers == Some(0) {
+        return Err(InputError::new(
+            "--layers 0: a model has at least one layer",
+        ));
+    }
+    let mut tables = Vec::new();
+    let mut notes = Vec::new();
+    let mut models = Vec::new();
+    for name in &q.models {
+        match crate::catalog::builtin_model(name) {
+            Some(m) => models.push(m),
+            None if name.ends_with(".json") || name.contains('/') => {
+                match crate::catalog::load_hf_config(std::path::Path::new(name))? {
+                    crate::catalog::HfModel::Model(m) => models.push(m),
+                    crate::catalog::HfModel::VisionOnly { name, vit, tokens } => {
+                        // A vision encoder alone: only cuts inside it exist.
+                        let mut img = Vec::new();
+                        for &(w, h) in &q.images {
+                            img.push(tokens.tokens(w, h)?);
+                        }
+                        if q.view != View::Cuts {
+                            return Err(InputError::new(format!(
+                                "{name} is a vision encoder alone: only `--view cuts` applies"
+                            )));
+                        }
+                        let rows = vision_layer_bytes(&vit, &img, q.dtype);
+                        let mut t = Table::new(&["model", "cut", "bytes"]);
+                        for (cut, bytes) in rows {
+                            t.push(vec![
+                                Value::Str(name.clone()),
+                                Value::Str(cut),
+                                Value::U64(bytes),
+                            ]);
+                        }
+                        notes.push(format!("{name}: a vision encoder alone (no language model): only cuts inside the encoder"));
+                        tables.push(t);
+                    }
+                }
+            }
+            None => {
+                return Err(crate::catalog::resolve_model(name)
+                    .err()
+                    .expect("not built in, not a path"));
+            }
+        }
+    }
+    for m in &mut models {
+        if let Some(l) = q.layers {
+            m.llm.layers = l;
+        }
+    }
+    match q.view {
+        View::Cuts => {
+            for m in &models {
+                let images = if m.vision.is_some() {
+                    q.images.as_slice()
+                } else {
+                    &[]
+                };
+                let shape = request_shape(
+                    m,
+                    images,
+                    q.prompt_tokens,
+                    q.visual_tokens,
+                    q.context_tokens,
+                    q.output_tokens,
+                    q.dtype,
+                )?;
+                let c = cuts(m, &shape, &q.links);
+                notes.push(format!(
+                    "{}: {} image(s), {} visual + {} text tokens, context {} tokens, {} output tokens, {}",
+                    m.name,
+                    shape.images.len(),
+                    shape.visual_tokens,
+                    q.prompt_tokens,
+                    shape.context_tokens,
+                    q.output_tokens,
+                    q.dtype.name()
+                ));
+                notes.extend(
+                    findings(m, &c)
+                        .into_iter()
+                        .map(|n| format!("{}: {n}", m.name)),
+                );
+                tables.push(cuts_table(&m.name, &c, &q.links, collapse));
+            }
+        }
+        View::Depth => {
+            for m in &models {
+                let shape = request_shape(
+                    m,
+                    &q.images,
+                    q.prompt_tokens,
+                    q.visual_tokens,
+                    q.context_tokens,
+                    q.output_tokens,
+                    q.dtype,
+                )?;
+                if shape.visual_tokens == 0 {
+                    return Err(InputError::new(format!(
+                        "{}: the depth sweep needs visual tokens (give --image or --visual-tokens)",
+                        m.name
+                    )));
+                }
+                tables.push(depth_table(
+                    std::slice::from_ref(m),
+                    &q.depths,
+                    shape.context_tokens,
+                    shape.visual_tokens,
+                    q.dtype,
+                ));
+                notes.push(format!(
+                    "{}: R = 2L · (n_kv · d_head / d) · (s / N_v) with s = {}, N_v = {}: linear in L, {:.3} per layer",
+                    m.name,
+                    shape.context_tokens,
+                    shape.visual_tokens,
+                    2.0 * (m.llm.kv_dim() as f64 / m.llm.hidden as f64) * shape.context_tokens as f64 / shape.visual_tokens as f64
+                ));
+            }
+        }
+        View::ImageSizes => {
+            for m in &models {
+                if m.vision.is_none() {
+                    return Err(InputError::new(format!(
+                        "{} is text-only: it has no image sizes",
+                        m.name
+                    )));
+                }
+                tables.push(image_sizes_table(m, &q.sizes, q.dtype)?);
+            }
+        }
+    }
+    Ok(TransferReport { tables, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{builtin_model, link_by_name};
+
+    fn llava_shape(m: &ModelSpec) -> RequestShape {
+        request_shape(m, &[(336, 336)], 128, None, None, 128, Dtype::Bf16).unwrap()
+    }
+
+    #[test]
+    fn llava_7b_reproduces_the_paper_numbers() {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let shape = llava_shape(&m);
+        assert_eq!((shape.visual_tokens, shape.context_tokens), (576, 704));
+        let c = cuts(&m, &shape, &[link_by_name("pcie4").unwrap()]);
+        let get = |k| c.iter().find(|x| x.kind == k).unwrap();
+        assert_eq!(get(CutKind::ModalityBoundary).bytes, 4_718_592);
+        assert_eq!(get(CutKind::PrefillDecode).bytes, 369_098_752);
+        let r = get(CutKind::PrefillDecode).ratio_to_modality.unwrap();
+        assert_eq!(format!("{r:.1}"), "78.2");
+        // Pre-projector: 576 × 1024 × 2; inside the ViT: 577 tokens (with CLS) × 1024 × 2.
+        assert_eq!(get(CutKind::PreProjector).bytes, 1_179_648);
+        assert_eq!(
+            c.iter().filter(|x| x.kind == CutKind::VisionLayer).count(),
+            23
+        );
+        assert!(
+            c.iter()
+                .filter(|x| x.kind == CutKind::VisionLayer)
+                .all(|x| x.bytes == 577 * 1024 * 2)
+        );
+        assert!(get(CutKind::PreProjector).smallest_stage_based);
+        // A pipeline cut inside the LLM: 704 hidden states at prefill, one per decode step.
+        let l1 = c.iter().find(|x| x.name == "llm.layer1").unwrap();
+        assert_eq!(
+            (l1.bytes_per_prefill, l1.bytes_per_decode_step),
+            (Some(704 * 8192), Some(8192))
+        );
+        assert!(!l1.stage_based);
+        let notes = findings(&m, &c).join("\n");
+        assert!(notes.contains("pre-projector cut (1,179,648 B) is smaller than the modality boundary (4,718,592 B)"), "{notes}");
+    }
+
+    #[test]
+    fn r_grows_linearly_with_depth_and_shrinks_with_gqa() {
+        let mut m = builtin_model("llava-1.5-7b").unwrap();
+        m.llm.layers = 80;
+        assert_eq!(
+            format!("{:.1}", kv_to_embedding_ratio(&m, 704, 576, Dtype::Bf16)),
+            "195.6"
+        );
+        for l in [8, 16, 32, 64] {
+            m.llm.layers = l;
+            let r = kv_to_embedding_ratio(&m, 704, 576, Dtype::Bf16);
+            assert!((r / l as f64 - 78.2222 / 32.0).abs() < 1e-3);
+        }
+        let q = builtin_model("qwen2.5-vl-7b").unwrap();
+        assert_eq!(
+            format!("{:.1}", kv_to_embedding_ratio(&q, 704, 576, Dtype::Bf16)),
+            "9.8"
+        );
+    }
+
+    #[test]
+    fn qwen_640x480_is_391_tokens_and_modality_wins_over_the_vit() {
+        let q = builtin_model("qwen2.5-vl-7b").unwrap();
+        let shape = request_shape(&q, &[(640, 480)], 20, None, None, 128, Dtype::Bf16).unwrap();
+        assert_eq!(shape.visual_tokens, 391);
+        let c = cuts(&q, &shape, &[]);
+        // ViT width 1280 on 4× the tokens vs 3584 after the merger: the modality boundary is smaller.
+        let best = c.iter().find(|x| x.smallest_stage_based).unwrap();
+        assert_eq!(best.kind, CutKind::ModalityBoundary);
+        assert_eq!(best.bytes, 391 * 3584 * 2);
+    }
+
+    #[test]
+    fn dtype_scales_every_cut() {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let bf16 = cuts(&m, &llava_shape(&m), &[]);
+        let fp8 = cuts(
+            &m,
+            &RequestShape {
+                dtype: Dtype::Fp8,
+                ..llava_shape(&m)
+            },
+            &[],
+        );
+        for (a, b) in bf16.iter().zip(&fp8) {
+            assert_eq!(a.bytes, 2 * b.bytes, "{}", a.name);
+        }
+    }
+
+    #[test]
+    fn absurd_shapes_are_refused() {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        assert!(request_shape(&m, &[], 0, None, None, 10, Dtype::Bf16).is_err());
+        assert!(request_shape(&m, &[(0, 480)], 10, None, None, 10, Dtype::Bf16).is_err());
+        assert!(request_shape(&m, &[], 10, None, Some(u64::MAX / 4), 10, Dtype::Bf16).is_err());
+        assert!(request_shape(&m, &[], 10, None, None, 0, Dtype::Bf16).is_err());
+    }
+}
