@@ -214,7 +214,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -505,11 +505,8 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                     }
                 }
             }
-            None => {
-                return Err(crate::catalog::resolve_model(name)
-                    .err()
-                    .expect("not built in, not a path"));
-            }
+            // Not built in and not a path: resolving gives the error with suggestions.
+            None => models.push(crate::catalog::resolve_model(name)?),
         }
     }
     for m in &mut models {
