@@ -352,6 +352,19 @@ fn link_probes(src: &Gpu, dst: &Gpu, opts: &Options, cal: &mut Calibration, erro
                 cal.sharing.push(r);
             }
         }
+        if let Some((t, per)) = note(errors, "peer bidirectional", link::share_peer_bidir(&lb, each, 5)) {
+            let r = ShareResult {
+                method: "nvlink_peer_bidirectional".into(),
+                catalog_link: nv.clone(),
+                concurrent: 2,
+                bytes_each: each as u64,
+                aggregate_gbs: (2 * each) as f64 / t / 1e9,
+                per_transfer_gbs: per.iter().map(|x| each as f64 / x / 1e9).collect(),
+                single_gbs: single.unwrap_or(f64::NAN),
+            };
+            eprintln!("[calibrate] peer copies both ways: {:.1} GB/s together, each {:?}", r.aggregate_gbs, r.per_transfer_gbs);
+            cal.sharing.push(r);
+        }
     }
     let stagers: Vec<Stager> = (0..2).map(|_| Stager::new(src, dst, slot, 4)).collect::<Result<_>>()?;
     let single = note(errors, "share staged 1", link::share_staged(&lb, &stagers[..1], each, 5)).map(|r| each as f64 / r.0 / 1e9);
@@ -378,7 +391,8 @@ pub fn to_profile(cal: &Calibration) -> HardwareProfile {
         .iter()
         .map(|c| {
             let tf = c.square.as_ref().map(|p| p.tflops).unwrap_or(f64::NAN);
-            let hbm = c.hbm.as_ref().map(|h| h.kernel_gbs).unwrap_or(f64::NAN);
+            // best of the copy kernel and the driver's device copy: both read and write once
+            let hbm = c.hbm.as_ref().map(|h| h.kernel_gbs.max(h.memcpy_gbs)).unwrap_or(f64::NAN);
             profile::GpuProfile {
                 catalog_gpu: c.catalog_gpu.clone().unwrap_or_else(|| c.name.clone()),
                 reported_name: c.name.clone(),

@@ -98,6 +98,10 @@ pub struct ValidateTransferArgs {
     /// Also write the markdown report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// A profile from `calibrate` on this machine: predict each transfer with its link model
+    /// (latency + bytes / bandwidth) and report the error.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
 }
 
 pub fn model_shape(name: &str) -> Result<ModelShape> {
@@ -110,6 +114,7 @@ pub fn model_shape(name: &str) -> Result<ModelShape> {
 
 pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
     let shape = model_shape(&a.model)?;
+    let profile = a.profile.as_deref().map(crate::profile::HardwareProfile::read).transpose()?;
     let opts = validate::Options {
         model_name: a.model.clone(),
         shape,
@@ -122,6 +127,7 @@ pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
         csv: a.csv.clone(),
         command: util::command_line(),
         seed: 42,
+        profile,
     };
     let rows = validate::run(&opts)?;
     let md = report::validate_markdown(&rows, &opts.command);

@@ -29,12 +29,13 @@ impl Lt {
         Ok(unsafe { lt::cublasLtGetVersion() })
     }
 
-    /// Describe `Y[M,N] = X[M,K] · W[N,K]ᵀ` and pick cuBLASLt's first heuristic algorithm.
-    pub fn plan(&self, m: usize, n: usize, k: usize, workspace: usize) -> Result<Plan> {
+    /// Describe `Y[M,N] = X[M,K] · W[N,K]ᵀ` and ask cuBLASLt's heuristic for up to `max_algos`
+    /// algorithms (best guess first; `Plan::choose` picks another after timing them).
+    pub fn plan(&self, m: usize, n: usize, k: usize, workspace: usize, max_algos: usize) -> Result<Plan> {
         use lt::cublasComputeType_t::CUBLAS_COMPUTE_32F;
         use lt::cudaDataType_t::{CUDA_R_16BF, CUDA_R_32F};
         let what = format!("GEMM M={m} N={n} K={k}");
-        let mut p = Plan { m, n, k, desc: std::ptr::null_mut(), a: std::ptr::null_mut(), b: std::ptr::null_mut(), c: std::ptr::null_mut(), algo: None, workspace };
+        let mut p = Plan { m, n, k, desc: std::ptr::null_mut(), a: std::ptr::null_mut(), b: std::ptr::null_mut(), c: std::ptr::null_mut(), algos: Vec::new(), chosen: 0, workspace };
         unsafe {
             ckb(lt::cublasLtMatmulDescCreate(&mut p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), || format!("cublasLtMatmulDescCreate({what})"))?;
             let op_t: i32 = 1; // CUBLAS_OP_T
@@ -58,11 +59,12 @@ impl Lt {
                 ),
                 || "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)".into(),
             );
-            let mut results: [lt::cublasLtMatmulHeuristicResult_t; 1] = std::mem::zeroed();
+            let want = max_algos.clamp(1, 16);
+            let mut results: Vec<lt::cublasLtMatmulHeuristicResult_t> = vec![std::mem::zeroed(); want];
             let mut found = 0;
             let r2 = r.and_then(|_| {
                 ckb(
-                    lt::cublasLtMatmulAlgoGetHeuristic(self.handle, p.desc, p.a, p.b, p.c, p.c, pref, 1, results.as_mut_ptr(), &mut found),
+                    lt::cublasLtMatmulAlgoGetHeuristic(self.handle, p.desc, p.a, p.b, p.c, p.c, pref, want as i32, results.as_mut_ptr(), &mut found),
                     || format!("cublasLtMatmulAlgoGetHeuristic({what})"),
                 )
             });
@@ -71,7 +73,15 @@ impl Lt {
             if found < 1 {
                 return Err(Error::Cublas { call: format!("cublasLtMatmulAlgoGetHeuristic({what})"), status: "no algorithm found".into() });
             }
-            p.algo = Some(results[0].algo);
+            p.algos = results
+                .iter()
+                .take(found as usize)
+                .filter(|r| r.state == cublasStatus_t::CUBLAS_STATUS_SUCCESS && r.workspaceSize <= workspace)
+                .map(|r| r.algo)
+                .collect();
+            if p.algos.is_empty() {
+                return Err(Error::Cublas { call: format!("cublasLtMatmulAlgoGetHeuristic({what})"), status: "no usable algorithm".into() });
+            }
         }
         Ok(p)
     }
@@ -81,7 +91,7 @@ impl Lt {
     pub fn run(&self, p: &Plan, x: u64, w: u64, y: u64, ws: u64, s: &Stream) -> Result<()> {
         let alpha = 1.0f32;
         let beta = 0.0f32;
-        let algo = p.algo.as_ref().map(|a| a as *const _).unwrap_or(std::ptr::null());
+        let algo: *const lt::cublasLtMatmulAlgo_t = &p.algos[p.chosen];
         ckb(
             unsafe {
                 lt::cublasLtMatmul(
@@ -124,8 +134,20 @@ pub struct Plan {
     a: lt::cublasLtMatrixLayout_t,
     b: lt::cublasLtMatrixLayout_t,
     c: lt::cublasLtMatrixLayout_t,
-    algo: Option<lt::cublasLtMatmulAlgo_t>,
+    algos: Vec<lt::cublasLtMatmulAlgo_t>,
+    chosen: usize,
     pub workspace: usize,
+}
+
+impl Plan {
+    /// How many candidate algorithms the heuristic returned.
+    pub fn candidates(&self) -> usize {
+        self.algos.len()
+    }
+    /// Use candidate `i` from now on.
+    pub fn choose(&mut self, i: usize) {
+        self.chosen = i.min(self.algos.len() - 1);
+    }
 }
 
 impl Drop for Plan {

@@ -29,7 +29,8 @@ pub struct GpuProfile {
     pub gemm_tflops: f64,
     /// gemm_tflops / datasheet dense bf16 peak
     pub gemm_efficiency: f64,
-    /// measured HBM bandwidth, bytes read + written by a copy kernel
+    /// measured HBM bandwidth: bytes read + written by a device copy (best of our copy kernel
+    /// and cuMemcpyDtoD)
     pub hbm_gbs: f64,
     /// hbm_gbs / datasheet bandwidth
     pub memory_efficiency: f64,

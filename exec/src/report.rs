@@ -211,11 +211,12 @@ pub fn validate_markdown(rows: &[Row], command: &str) -> String {
     if let Some(r) = rows.first() {
         let _ = writeln!(s, "Machine: {}  \nDate: {}  \nCommand: `{command}`  \nModel: {}, context s = {} tokens, GPU {} → GPU {}, median of {} repeats\n", r.machine, r.date, r.model, r.context_tokens, r.src_gpu, r.dst_gpu, r.repeats);
     }
-    let _ = writeln!(s, "| L | payload | method | bytes | gather µs | transfer µs | GB/s | scatter µs | total µs | checksum src/dst µs | bit-exact |\n|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| L | payload | method | bytes | gather µs | transfer µs | GB/s | scatter µs | total µs | checksum src/dst µs | bit-exact | predicted µs | error % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
+        let (p, e) = if r.predicted_us.is_finite() { (format!("{:.1}", r.predicted_us), format!("{:+.1}", r.error_pct)) } else { ("–".into(), "–".into()) };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {} | {p} | {e} |",
             r.layers, r.payload, r.method, r.bytes, r.gather_us, r.transfer_us, r.transfer_gbs, r.scatter_us, r.total_us, r.checksum_src_us, r.checksum_dst_us, r.bit_exact
         );
     }

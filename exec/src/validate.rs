@@ -15,6 +15,7 @@ use crate::kargs;
 use crate::kernels::{Kernel, Module, KV_SRC, grid_for};
 use crate::kv::{self, ModelShape, VEC_ELEMS};
 use crate::probes::link::{MIB, Stager, staged_chunk};
+use crate::profile::HardwareProfile;
 use crate::stats;
 use crate::util;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,8 @@ pub struct Options {
     pub csv: Option<PathBuf>,
     pub command: String,
     pub seed: u64,
+    /// a calibrated profile of this machine: fills `predicted_us` with its linear link model
+    pub profile: Option<HardwareProfile>,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             csv: None,
             command: util::command_line(),
             seed: 42,
+            profile: None,
         }
     }
 }
@@ -86,9 +90,24 @@ pub struct Row {
     pub checksum: String,
     pub bit_exact: bool,
     pub repeats: usize,
+    /// transfer time predicted for these bytes on this link (NaN: no prediction)
+    pub predicted_us: f64,
+    /// 100 · (predicted − measured) / measured, transfer stage only
+    pub error_pct: f64,
 }
 
-pub const CSV_HEADER: &str = "source,machine,date,model,layers,context_tokens,payload,link,method,src_gpu,dst_gpu,bytes,checksum_src_us,gather_us,transfer_us,scatter_us,checksum_dst_us,total_us,transfer_gbs,checksum,bit_exact,repeats";
+pub const CSV_HEADER: &str = "source,machine,date,model,layers,context_tokens,payload,link,method,src_gpu,dst_gpu,bytes,checksum_src_us,gather_us,transfer_us,scatter_us,checksum_dst_us,total_us,transfer_gbs,checksum,bit_exact,repeats,predicted_us,error_pct";
+
+/// The linear link model the simulator uses (latency + bytes / bandwidth), with the numbers a
+/// calibration measured for `method`. None if the profile has no such link.
+pub fn predict_us(profile: &HardwareProfile, method: &str, bytes: u64) -> Option<f64> {
+    let l = profile.links.iter().find(|l| l.method == method)?;
+    Some(l.latency_us + bytes as f64 / (l.bandwidth_gbs * 1e3))
+}
+
+fn num(x: f64) -> String {
+    if x.is_finite() { format!("{x:.3}") } else { String::new() }
+}
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
@@ -97,7 +116,7 @@ fn csv_field(s: &str) -> String {
 impl Row {
     pub fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{}",
             self.source,
             csv_field(&self.machine),
             self.date,
@@ -119,7 +138,9 @@ impl Row {
             self.transfer_gbs,
             self.checksum,
             self.bit_exact,
-            self.repeats
+            self.repeats,
+            num(self.predicted_us),
+            num(self.error_pct)
         )
     }
 }
@@ -384,6 +405,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 }
                 let us = |v: &[f64]| stats::median(v) * 1e6;
                 let (g, x, sc) = (us(&t_g), us(&t_x), us(&t_sc));
+                let predicted = opts.profile.as_ref().and_then(|p| predict_us(p, mname, bytes as u64)).unwrap_or(f64::NAN);
                 let row = Row {
                     source: "exec".into(),
                     machine: machine.clone(),
@@ -407,6 +429,8 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                     checksum: format!("{sum:016x}"),
                     bit_exact: exact,
                     repeats: opts.repeats,
+                    predicted_us: predicted,
+                    error_pct: 100.0 * (predicted - x) / x,
                 };
                 eprintln!(
                     "[validate] L={layers:3} {payload:9} {mname:20} {:>12} B: gather {g:9.1} us, transfer {x:10.1} us ({:7.1} GB/s), scatter {sc:9.1} us, exact {exact}",
@@ -480,6 +504,8 @@ mod tests {
             checksum: "00".into(),
             bit_exact: true,
             repeats: 3,
+            predicted_us: f64::NAN,
+            error_pct: f64::NAN,
         }
     }
 
@@ -491,6 +517,26 @@ mod tests {
         // 22 columns: the quoted field holds one comma
         assert_eq!(line.split(',').count(), CSV_HEADER.split(',').count() + 1);
         assert!(line.starts_with("exec,"));
+        assert!(line.ends_with(",3,,"), "{line}");
+    }
+
+    #[test]
+    fn prediction_from_profile() {
+        let p = HardwareProfile {
+            machine: "m".into(),
+            date: "d".into(),
+            command: "c".into(),
+            gpus: vec![],
+            links: vec![crate::profile::LinkProfile {
+                catalog_link: "nvlink4".into(),
+                method: "nvlink_peer".into(),
+                bandwidth_gbs: 400.0,
+                latency_us: 10.0,
+                points: vec![],
+            }],
+        };
+        assert_eq!(predict_us(&p, "nvlink_peer", 400_000_000), Some(1010.0));
+        assert_eq!(predict_us(&p, "pcie_pageable", 1), None);
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct GemmPoint {
     /// minimum bytes (X, W read once, Y written once) / time
     pub gbs: f64,
     pub repeats: usize,
+    /// which of cuBLASLt's heuristic candidates was fastest (0 = its first guess), of how many
+    pub algo: (usize, usize),
 }
 
 /// The probe kernels of one GPU (or green context).
@@ -123,18 +125,31 @@ impl GemmBuffers {
 /// Time one GEMM shape on `s` (whose context must be current), median of repeats.
 pub fn time_gemm(gpu: &Gpu, lt: &Lt, bufs: &GemmBuffers, s: &Stream, shape: &GemmShape) -> Result<GemmPoint> {
     let (m, n, k) = (shape.m, shape.n, shape.k);
-    let plan = lt.plan(m, n, k, WORKSPACE)?;
+    let mut plan = lt.plan(m, n, k, WORKSPACE, 8)?;
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let mut i = 0usize;
+    // Autotune as engines do: time each heuristic candidate briefly, keep the fastest.
+    let mut best = (f64::INFINITY, 0usize);
+    for c in 0..plan.candidates() {
+        plan.choose(c);
+        let t = time_events(gpu, s, 2, 3, |_| {
+            let (x, w, y) = &bufs.sets[i % bufs.sets.len()];
+            i += 1;
+            lt.run(&plan, x.ptr, w.ptr, y.ptr, bufs.workspace.ptr, s)
+        })?;
+        let med = stats::median(&t);
+        if med < best.0 {
+            best = (med, c);
+        }
+    }
+    plan.choose(best.1);
     let mut run = |_: &Event| -> Result<()> {
         let (x, w, y) = &bufs.sets[i % bufs.sets.len()];
         i += 1;
         lt.run(&plan, x.ptr, w.ptr, y.ptr, bufs.workspace.ptr, s)
     };
-    // warm-up and a first estimate to size the repeats
-    let est = time_events(gpu, s, 3, 3, &mut run)?;
-    let reps = stats::repeats_for(stats::median(&est), 0.15, 10, 100);
-    let t = time_events(gpu, s, 0, reps, &mut run)?;
+    let reps = stats::repeats_for(best.0, 0.15, 10, 100);
+    let t = time_events(gpu, s, 1, reps, &mut run)?;
     let med = stats::median(&t);
     let bytes = 2.0 * (m * k + n * k + m * n) as f64;
     Ok(GemmPoint {
@@ -147,6 +162,7 @@ pub fn time_gemm(gpu: &Gpu, lt: &Lt, bufs: &GemmBuffers, s: &Stream, shape: &Gem
         tflops: flops / med / 1e12,
         gbs: bytes / med / 1e9,
         repeats: reps,
+        algo: (best.1, plan.candidates()),
     })
 }
 
@@ -155,7 +171,7 @@ pub fn time_gemm(gpu: &Gpu, lt: &Lt, bufs: &GemmBuffers, s: &Stream, shape: &Gem
 pub fn check_gemm(gpu: &Gpu, lt: &Lt, pk: &ProbeKernels, s: &Stream) -> Result<f64> {
     let (m, n, k) = (96, 160, 512);
     let bufs = GemmBuffers::new(gpu, pk, s, m, n, k, gpu.info.sms)?;
-    let plan = lt.plan(m, n, k, WORKSPACE)?;
+    let plan = lt.plan(m, n, k, WORKSPACE, 1)?;
     let (x, w, y) = &bufs.sets[0];
     lt.run(&plan, x.ptr, w.ptr, y.ptr, bufs.workspace.ptr, s)?;
     s.synchronize()?;

@@ -363,6 +363,40 @@ pub fn share_peer(lb: &LinkBench, n: usize, bytes_each: usize, reps: usize) -> R
     Ok((stats::median(&agg), each.iter().map(|v| stats::median(v)).collect()))
 }
 
+/// One peer copy each way at once (src → dst and dst → src), both issued on streams of the
+/// source GPU so one set of events times them: does the link carry both directions at full rate?
+pub fn share_peer_bidir(lb: &LinkBench, bytes: usize, reps: usize) -> Result<(f64, Vec<f64>)> {
+    if 2 * bytes > lb.max_bytes {
+        return Err(Error::Invalid("bidirectional probe needs 2*bytes <= buffer size".into()));
+    }
+    let streams = [lb.src.stream()?, lb.src.stream()?];
+    let ends = [Event::timing(lb.src)?, Event::timing(lb.src)?];
+    let start = Event::timing(lb.src)?;
+    let (mut agg, mut each) = (Vec::new(), vec![Vec::new(), Vec::new()]);
+    for r in 0..reps + 1 {
+        start.record(&lb.s_src)?;
+        for (i, s) in streams.iter().enumerate() {
+            s.wait(&start)?;
+            // forward uses the first half of the buffers, reverse the second half
+            let off = (i * bytes) as u64;
+            let (d, dc, sp, sc) = if i == 0 {
+                (lb.dst_buf.ptr + off, lb.dst_buf.ctx, lb.src_buf.ptr + off, lb.src_buf.ctx)
+            } else {
+                (lb.src_buf.ptr + off, lb.src_buf.ctx, lb.dst_buf.ptr + off, lb.dst_buf.ctx)
+            };
+            device::ck!(cudarc::driver::sys::cuMemcpyPeerAsync(d, dc, sp, sc, bytes, s.raw), "cuMemcpyPeerAsync(bidirectional, {})", if i == 0 { "forward" } else { "reverse" })?;
+            ends[i].record(s)?;
+        }
+        let t = [start.elapsed_ms(&ends[0])? * 1e-3, start.elapsed_ms(&ends[1])? * 1e-3];
+        if r > 0 {
+            agg.push(t[0].max(t[1]));
+            each[0].push(t[0]);
+            each[1].push(t[1]);
+        }
+    }
+    Ok((stats::median(&agg), each.iter().map(|v| stats::median(v)).collect()))
+}
+
 /// `n` staged GPU → host → GPU copies at once, each with its own stager (streams and slots).
 pub fn share_staged(lb: &LinkBench, stagers: &[Stager], bytes_each: usize, reps: usize) -> Result<(f64, Vec<f64>)> {
     let n = stagers.len();
