@@ -1,1 +1,19 @@
-pub fn x(){}
+//! hetsim's simulator: everything needed to turn an experiment file into result rows, and no GPU
+//! code. See ARCHITECTURE.md at the repository root for the map.
+
+pub mod catalog;
+pub mod cluster;
+pub mod cost;
+pub mod engine;
+pub mod error;
+pub mod experiment;
+pub mod kv;
+pub mod network;
+pub mod output;
+pub mod perf;
+pub mod profile;
+pub mod records;
+pub mod run;
+pub mod stats;
+pub mod trace;
+pub mod workload;

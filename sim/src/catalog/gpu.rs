@@ -1,0 +1,350 @@
+//! GPUs: datasheet numbers with their sources.
+//!
+//! Every number comes from `shared/reference/gpus.csv`, which names the page each was read from
+//! (NVIDIA/AMD datasheets as quoted by stas00/ml-engineering, ai-dynamo/aiconfigurator, llm-analysis,
+//! vendor product briefs); `docs/catalog.md` repeats the source keys. Memory is taken as GiB
+//! (the "80 GB" card reports 81,920 MiB). Where the sources disagree the CSV's first-named value is
+//! used. GeForce cards have no PCIe peer-to-peer: their transfers are staged through host memory.
+
+/// One GPU type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSpec {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub memory_gib: f64,
+    /// HBM/GDDR bandwidth, GB/s (10⁹ bytes/s).
+    pub mem_bw_gbs: f64,
+    /// Dense 16-bit tensor throughput, TFLOP/s (bf16 where the chip has it, else fp16).
+    pub tflops_16bit: f64,
+    /// Dense fp8 tensor throughput, where the chip has fp8.
+    pub tflops_fp8: Option<f64>,
+    pub power_w: f64,
+    /// Launch / list price in USD, where a source gave one.
+    pub price_usd: Option<f64>,
+    /// On-demand cloud price per GPU-hour, where a source gave one.
+    pub cloud_usd_per_hour: Option<f64>,
+    /// NVLink generation of the SXM/OAM parts (a catalog link name).
+    pub nvlink: Option<&'static str>,
+    /// PCIe generation of the host link (x16).
+    pub pcie_gen: u8,
+    /// Peer-to-peer over PCIe (datacenter parts); GeForce parts stage through host memory.
+    pub pcie_p2p: bool,
+}
+
+const fn gpu(
+    name: &'static str,
+    arch: &'static str,
+    memory_gib: f64,
+    mem_bw_gbs: f64,
+    tflops_16bit: f64,
+    tflops_fp8: Option<f64>,
+    power_w: f64,
+    price_usd: Option<f64>,
+    cloud_usd_per_hour: Option<f64>,
+    nvlink: Option<&'static str>,
+    pcie_gen: u8,
+    pcie_p2p: bool,
+) -> GpuSpec {
+    GpuSpec {
+        name,
+        arch,
+        memory_gib,
+        mem_bw_gbs,
+        tflops_16bit,
+        tflops_fp8,
+        power_w,
+        price_usd,
+        cloud_usd_per_hour,
+        nvlink,
+        pcie_gen,
+        pcie_p2p,
+    }
+}
+
+/// The catalog. Source keys refer to `shared/reference/gpus_SOURCES.md`.
+pub static GPUS: [GpuSpec; 19] = [
+    // [STAS-ACC], [AIC-h200_sxm], [MLC-H200]; MSRP [HFHW-h200] (estimate).
+    gpu(
+        "H200-SXM",
+        "Hopper",
+        141.0,
+        4800.0,
+        989.0,
+        Some(1979.0),
+        700.0,
+        Some(32000.0),
+        None,
+        Some("nvlink4"),
+        5,
+        true,
+    ),
+    // [STAS-ACC], [AIC-h100_sxm], [GKW]; MSRP [HFHW-h100]; $/h [VIDUR-COST] CoreWeave 2024-02-07.
+    gpu(
+        "H100-SXM",
+        "Hopper",
+        80.0,
+        3350.0,
+        989.0,
+        Some(1979.0),
+        700.0,
+        Some(30000.0),
+        Some(4.25),
+        Some("nvlink4"),
+        5,
+        true,
+    ),
+    // [AIC-h100_pcie], [H100PCIE-PB]; $/h [SKY-LAMBDA].
+    gpu(
+        "H100-PCIe",
+        "Hopper",
+        80.0,
+        2000.0,
+        756.0,
+        Some(1513.0),
+        350.0,
+        None,
+        Some(2.49),
+        None,
+        5,
+        true,
+    ),
+    // [AIC-a100_sxm], [STAS-ACC]; MSRP [HFHW-a100] (estimate); $/h [VIDUR-COST].
+    gpu(
+        "A100-SXM-80GB",
+        "Ampere",
+        80.0,
+        2039.0,
+        312.0,
+        None,
+        400.0,
+        Some(15000.0),
+        Some(2.21),
+        Some("nvlink3"),
+        4,
+        true,
+    ),
+    // [LLMA-a100-sxm-40gb], [LAMBDA-CSV]; $/h [SKY-LAMBDA] (8× box / 8).
+    gpu(
+        "A100-SXM-40GB",
+        "Ampere",
+        40.0,
+        1555.0,
+        312.0,
+        None,
+        400.0,
+        None,
+        Some(1.29),
+        Some("nvlink3"),
+        4,
+        true,
+    ),
+    // [AIC-a100_pcie], [STAS-ACC]; $/h [SKY-RP].
+    gpu(
+        "A100-PCIe-80GB",
+        "Ampere",
+        80.0,
+        1935.0,
+        312.0,
+        None,
+        300.0,
+        None,
+        Some(1.99),
+        None,
+        4,
+        true,
+    ),
+    // [STAS-ACC], [AIC-l40s]; MSRP [HFHW-l40s] (estimate).
+    gpu(
+        "L40S",
+        "Ada",
+        48.0,
+        864.0,
+        362.0,
+        Some(733.0),
+        350.0,
+        Some(8500.0),
+        None,
+        None,
+        4,
+        true,
+    ),
+    // [LV], [PL]; TDP from NVIDIA's L40 product brief (300 W) is not in the reference set: 300 W assumed.
+    gpu(
+        "L40",
+        "Ada",
+        48.0,
+        864.0,
+        181.0,
+        None,
+        300.0,
+        None,
+        Some(1.14),
+        None,
+        4,
+        true,
+    ),
+    // [AIC-l4]; $/h [SKY-RP].
+    gpu(
+        "L4",
+        "Ada",
+        24.0,
+        300.0,
+        121.0,
+        Some(242.0),
+        72.0,
+        None,
+        Some(0.44),
+        None,
+        4,
+        true,
+    ),
+    // [LLMA-a10g-pcie-24gb]; $/h [MEL]. TDP not in sources: 150 W as the A10 it derives from.
+    gpu(
+        "A10G",
+        "Ampere",
+        24.0,
+        600.0,
+        70.0,
+        None,
+        150.0,
+        None,
+        Some(1.01),
+        None,
+        4,
+        true,
+    ),
+    // [PL] (A10 datasheet), [TS].
+    gpu(
+        "A10", "Ampere", 24.0, 600.0, 125.0, None, 150.0, None, None, None, 4, true,
+    ),
+    // [A40-DS]; MSRP [HFHW-a40]; $/h [VIDUR-COST].
+    gpu(
+        "A40",
+        "Ampere",
+        48.0,
+        696.0,
+        149.7,
+        None,
+        300.0,
+        Some(5500.0),
+        Some(1.28),
+        None,
+        4,
+        true,
+    ),
+    // [WAREDB-4090], [GIST-MS]; 450 W [TECHGOING]; $1,599 MSRP [PCG]; $/h [SKY-RP]. FP32-accumulate rate.
+    gpu(
+        "RTX-4090",
+        "Ada",
+        24.0,
+        1008.0,
+        165.2,
+        Some(330.3),
+        450.0,
+        Some(1599.0),
+        Some(0.74),
+        None,
+        4,
+        false,
+    ),
+    // [SPICE], [ARCHD]; $1,499 [TG]; $/h [SKY-RP].
+    gpu(
+        "RTX-3090",
+        "Ampere",
+        24.0,
+        936.2,
+        71.0,
+        None,
+        350.0,
+        Some(1499.0),
+        Some(0.44),
+        None,
+        4,
+        false,
+    ),
+    // [SYSRQ], [LV]; $4,649 [SYSRQ]; $/h [SKY-LAMBDA].
+    gpu(
+        "RTX-A6000",
+        "Ampere",
+        48.0,
+        768.0,
+        154.8,
+        None,
+        300.0,
+        Some(4649.0),
+        Some(0.80),
+        None,
+        4,
+        true,
+    ),
+    // [PL] (T4 datasheet): fp16 tensor 65; [SYSRQ-T4]; MSRP [HFHW-t4].
+    gpu(
+        "T4",
+        "Turing",
+        16.0,
+        320.0,
+        65.0,
+        None,
+        70.0,
+        Some(2000.0),
+        None,
+        None,
+        3,
+        true,
+    ),
+    // [PL] (V100 datasheet) fp16 tensor 125; [LLMA-v100-sxm-32gb]; $/h [SKY-LAMBDA] (16 GB part).
+    gpu(
+        "V100-SXM2-32GB",
+        "Volta",
+        32.0,
+        900.0,
+        125.0,
+        None,
+        300.0,
+        None,
+        Some(0.55),
+        Some("nvlink2"),
+        3,
+        true,
+    ),
+    // [STAS-ACC] (DGX B200 datasheet).
+    gpu(
+        "B200",
+        "Blackwell",
+        180.0,
+        8000.0,
+        2250.0,
+        Some(4500.0),
+        1000.0,
+        None,
+        None,
+        Some("nvlink5"),
+        5,
+        true,
+    ),
+    // [STAS-ACC], [GENZ]; Infinity Fabric is not NVLink: no NVLink link here.
+    gpu(
+        "MI300X",
+        "CDNA3",
+        192.0,
+        5300.0,
+        1307.0,
+        Some(2610.0),
+        750.0,
+        None,
+        None,
+        None,
+        5,
+        true,
+    ),
+];
+
+pub fn gpu_by_name(name: &str) -> Option<&'static GpuSpec> {
+    GPUS.iter().find(|g| g.name.eq_ignore_ascii_case(name))
+}
+
+impl GpuSpec {
+    pub fn memory_bytes(&self) -> f64 {
+        self.memory_gib * (1u64 << 30) as f64
+    }
+}

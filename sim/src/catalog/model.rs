@@ -1,0 +1,345 @@
+//! Model architectures: the shapes that decide FLOPs, bytes moved and bytes shipped.
+//!
+//! A multimodal model is a vision encoder (ViT), a projector into the LLM's hidden size, and a
+//! LLaMA-style decoder. Only shapes live here; the cost of running them is `perf`'s business.
+
+use crate::error::InputError;
+
+/// Bytes per element of the tensors a model keeps and ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dtype {
+    Fp32,
+    Bf16,
+    Fp16,
+    Fp8,
+}
+
+impl Dtype {
+    pub const ALL: [Dtype; 4] = [Dtype::Fp32, Dtype::Bf16, Dtype::Fp16, Dtype::Fp8];
+
+    pub fn bytes(self) -> u64 {
+        match self {
+            Dtype::Fp32 => 4,
+            Dtype::Bf16 | Dtype::Fp16 => 2,
+            Dtype::Fp8 => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Fp32 => "fp32",
+            Dtype::Bf16 => "bf16",
+            Dtype::Fp16 => "fp16",
+            Dtype::Fp8 => "fp8",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Dtype, InputError> {
+        Dtype::ALL
+            .into_iter()
+            .find(|d| d.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                InputError::new(format!(
+                    "unknown dtype `{s}`: allowed fp32, bf16, fp16, fp8"
+                ))
+            })
+    }
+}
+
+/// The LLaMA-family decoder (LLaMA, Vicuna, Qwen2): RMSNorm, rotary attention with optional GQA,
+/// SwiGLU MLP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmSpec {
+    pub layers: u64,
+    pub hidden: u64,
+    pub heads: u64,
+    pub kv_heads: u64,
+    pub head_dim: u64,
+    pub intermediate: u64,
+    pub vocab: u64,
+    pub tied_embeddings: bool,
+    /// Qwen2 puts biases on q, k and v; LLaMA has none. Tiny, but it keeps the parameter count exact.
+    pub qkv_bias: bool,
+}
+
+impl LlmSpec {
+    pub fn q_dim(&self) -> u64 {
+        self.heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> u64 {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Bytes of K and V for one token across all layers: `2 · L · n_kv · d_head · b`.
+    pub fn kv_bytes_per_token(&self, dtype: Dtype) -> u64 {
+        2 * self.layers * self.kv_dim() * dtype.bytes()
+    }
+
+    /// `D_KV = 2 · L · n_kv · d_head · s · b`.
+    pub fn kv_bytes(&self, context_tokens: u64, dtype: Dtype) -> u64 {
+        self.kv_bytes_per_token(dtype) * context_tokens
+    }
+
+    pub fn layer_params(&self) -> u64 {
+        let d = self.hidden;
+        let attn = d * (self.q_dim() + 2 * self.kv_dim()) + self.q_dim() * d;
+        let bias = if self.qkv_bias {
+            self.q_dim() + 2 * self.kv_dim()
+        } else {
+            0
+        };
+        let mlp = 3 * d * self.intermediate;
+        attn + bias + mlp + 2 * d
+    }
+
+    pub fn params(&self) -> u64 {
+        let embed = self.vocab * self.hidden;
+        let head = if self.tied_embeddings {
+            0
+        } else {
+            self.vocab * self.hidden
+        };
+        embed + self.layers * self.layer_params() + self.hidden + head
+    }
+}
+
+/// A ViT vision tower as the serving engine runs it (up to the feature layer the LLM consumes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitSpec {
+    /// Layers in the checkpoint.
+    pub layers: u64,
+    /// Layers actually run: LLaVA takes the penultimate layer's output, so 23 of CLIP-L's 24.
+    pub layers_run: u64,
+    pub hidden: u64,
+    pub heads: u64,
+    pub intermediate: u64,
+    /// SwiGLU MLP (Qwen2.5-VL) rather than fc1-GELU-fc2 (CLIP).
+    pub gated_mlp: bool,
+    pub patch: u64,
+    /// Input channels × temporal patch: the patch-embedding input width is `channels · patch²`.
+    pub patch_input: u64,
+}
+
+impl VitSpec {
+    pub fn layer_params(&self) -> u64 {
+        let d = self.hidden;
+        let mlp = if self.gated_mlp {
+            3 * d * self.intermediate
+        } else {
+            2 * d * self.intermediate
+        };
+        // q,k,v,o with biases, MLP with biases, two norms (weight + bias).
+        4 * d * d + 4 * d + mlp + self.intermediate + d + 4 * d
+    }
+
+    pub fn params(&self, positions: u64) -> u64 {
+        self.patch_input * self.patch * self.patch * self.hidden
+            + positions * self.hidden
+            + self.layers * self.layer_params()
+    }
+}
+
+/// How an image becomes LLM tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VisualTokenRule {
+    /// LLaVA-1.5: every image is resized (padded) to a fixed square; `(image/patch)²` patch tokens
+    /// reach the LLM, the CLS token is dropped (`vision_feature_select_strategy: default`).
+    FixedSquare { image_size: u64, patch: u64 },
+    /// Qwen2.5-VL: sides rounded to multiples of `patch · merge` within [min_pixels, max_pixels],
+    /// then each `merge × merge` block of patches becomes one LLM token.
+    Dynamic {
+        patch: u64,
+        merge: u64,
+        min_pixels: u64,
+        max_pixels: u64,
+    },
+}
+
+/// Pixel size an image is resized to before patching, and the token counts that follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageTokens {
+    pub resized_width: u64,
+    pub resized_height: u64,
+    /// Tokens through the ViT (patches, plus CLS where the encoder has one).
+    pub encoder_tokens: u64,
+    /// Tokens the LLM sees.
+    pub llm_tokens: u64,
+}
+
+impl VisualTokenRule {
+    pub fn tokens(&self, width: u64, height: u64) -> Result<ImageTokens, InputError> {
+        if width == 0 || height == 0 {
+            return Err(InputError::new(format!(
+                "image size {width}×{height}: both sides must be at least 1 pixel"
+            )));
+        }
+        match *self {
+            VisualTokenRule::FixedSquare { image_size, patch } => {
+                let side = image_size / patch;
+                Ok(ImageTokens {
+                    resized_width: image_size,
+                    resized_height: image_size,
+                    encoder_tokens: side * side + 1,
+                    llm_tokens: side * side,
+                })
+            }
+            VisualTokenRule::Dynamic {
+                patch,
+                merge,
+                min_pixels,
+                max_pixels,
+            } => {
+                let (w, h) =
+                    qwen_smart_resize(width, height, patch * merge, min_pixels, max_pixels)?;
+                let patches = (w / patch) * (h / patch);
+                Ok(ImageTokens {
+                    resized_width: w,
+                    resized_height: h,
+                    encoder_tokens: patches,
+                    llm_tokens: patches / (merge * merge),
+                })
+            }
+        }
+    }
+}
+
+/// Qwen2-VL's `smart_resize` (transformers `image_processing_qwen2_vl.py`): round each side to the
+/// nearest multiple of `factor` (Python's round, ties to even), then scale into the pixel range.
+/// Returns (width, height).
+pub fn qwen_smart_resize(
+    width: u64,
+    height: u64,
+    factor: u64,
+    min_pixels: u64,
+    max_pixels: u64,
+) -> Result<(u64, u64), InputError> {
+    let (w, h) = (width as f64, height as f64);
+    if w.max(h) / w.min(h) > 200.0 {
+        return Err(InputError::new(format!(
+            "image {width}×{height}: aspect ratio over 200 is not allowed by Qwen2.5-VL's preprocessor"
+        )));
+    }
+    let f = factor as f64;
+    let round_even = |x: f64| x.round_ties_even();
+    let mut h_bar = (round_even(h / f) * f).max(f);
+    let mut w_bar = (round_even(w / f) * f).max(f);
+    if h_bar * w_bar > max_pixels as f64 {
+        let beta = ((h * w) / max_pixels as f64).sqrt();
+        h_bar = ((h / beta / f).floor() * f).max(f);
+        w_bar = ((w / beta / f).floor() * f).max(f);
+    } else if h_bar * w_bar < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (h * w)).sqrt();
+        h_bar = (h * beta / f).ceil() * f;
+        w_bar = (w * beta / f).ceil() * f;
+    }
+    Ok((w_bar as u64, h_bar as u64))
+}
+
+/// Maps vision features into the LLM's embedding space.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProjectorSpec {
+    /// LLaVA `mlp2x_gelu`: Linear(d_vit → d) · GELU · Linear(d → d).
+    Mlp2xGelu { input: u64, output: u64 },
+    /// Qwen2.5-VL patch merger: RMSNorm, concatenate merge² patches, Linear · GELU · Linear.
+    PatchMerger {
+        vit_hidden: u64,
+        merge: u64,
+        output: u64,
+    },
+}
+
+impl ProjectorSpec {
+    pub fn params(&self) -> u64 {
+        match *self {
+            ProjectorSpec::Mlp2xGelu { input, output } => {
+                input * output + output + output * output + output
+            }
+            ProjectorSpec::PatchMerger {
+                vit_hidden,
+                merge,
+                output,
+            } => {
+                let wide = vit_hidden * merge * merge;
+                vit_hidden + wide * wide + wide + wide * output + output
+            }
+        }
+    }
+
+    /// Width of one token entering the projector (what a pre-projector cut ships per ViT token).
+    pub fn input_width(&self) -> u64 {
+        match *self {
+            ProjectorSpec::Mlp2xGelu { input, .. } => input,
+            ProjectorSpec::PatchMerger { vit_hidden, .. } => vit_hidden,
+        }
+    }
+
+    pub fn output_width(&self) -> u64 {
+        match *self {
+            ProjectorSpec::Mlp2xGelu { output, .. } | ProjectorSpec::PatchMerger { output, .. } => {
+                output
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionSpec {
+    pub vit: VitSpec,
+    pub tokens: VisualTokenRule,
+    pub projector: ProjectorSpec,
+    /// Qwen2.5-VL ViT: attention inside windows of `window_tokens` patches except at these blocks.
+    pub window: Option<WindowAttention>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowAttention {
+    pub window_patches: u64,
+    pub full_attention_blocks: Vec<u64>,
+}
+
+impl VisionSpec {
+    /// Vision tower + projector parameters.
+    pub fn params(&self) -> u64 {
+        let positions = match self.tokens {
+            VisualTokenRule::FixedSquare { image_size, patch } => (image_size / patch).pow(2) + 1,
+            // Qwen2.5-VL uses 2-D rotary positions: no learned position table.
+            VisualTokenRule::Dynamic { .. } => 0,
+        };
+        self.vit.params(positions) + self.projector.params()
+    }
+}
+
+/// A model hetsim can simulate: an optional vision side and a decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub vision: Option<VisionSpec>,
+    pub llm: LlmSpec,
+}
+
+impl ModelSpec {
+    /// Tokens for one image, by this model's own rule.
+    pub fn image_tokens(&self, width: u64, height: u64) -> Result<ImageTokens, InputError> {
+        match &self.vision {
+            Some(v) => v.tokens.tokens(width, height),
+            None => Err(InputError::new(format!(
+                "model `{}` is text-only: it takes no images",
+                self.name
+            ))),
+        }
+    }
+
+    /// `D_emb = N_v · d · b`: the projector's output for `visual_tokens` tokens.
+    pub fn emb_bytes(&self, visual_tokens: u64, dtype: Dtype) -> u64 {
+        visual_tokens * self.llm.hidden * dtype.bytes()
+    }
+
+    pub fn llm_weight_bytes(&self, dtype: Dtype) -> u64 {
+        self.llm.params() * dtype.bytes()
+    }
+
+    pub fn vision_weight_bytes(&self, dtype: Dtype) -> u64 {
+        self.vision.as_ref().map_or(0, |v| v.params()) * dtype.bytes()
+    }
+}

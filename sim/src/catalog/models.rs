@@ -1,0 +1,543 @@
+//! Built-in models and the Hugging Face `config.json` reader.
+//!
+//! Built-in shapes are written out here (readable, no file needed at run time) and checked in tests
+//! against the configs published with the checkpoints (`shared/reference/hf-configs/`).
+//! Qwen2.5-VL-32B/72B have no stored config here: their numbers come from the model cards
+//! (hidden 5120/8192, 64/80 layers, 40/64 heads, 8 KV heads) and are marked as such.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::model::*;
+use crate::error::InputError;
+
+const CLIP_L_336: VitSpec = VitSpec {
+    layers: 24,
+    layers_run: 23,
+    hidden: 1024,
+    heads: 16,
+    intermediate: 4096,
+    gated_mlp: false,
+    patch: 14,
+    patch_input: 3,
+};
+
+fn llava(name: &str, llm: LlmSpec) -> ModelSpec {
+    let d = llm.hidden;
+    ModelSpec {
+        name: name.to_string(),
+        vision: Some(VisionSpec {
+            vit: CLIP_L_336,
+            tokens: VisualTokenRule::FixedSquare {
+                image_size: 336,
+                patch: 14,
+            },
+            projector: ProjectorSpec::Mlp2xGelu {
+                input: 1024,
+                output: d,
+            },
+            window: None,
+        }),
+        llm,
+    }
+}
+
+/// Qwen2.5-VL's processor defaults (`preprocessor_config.json`): 56×56 ≤ pixels ≤ 28·28·16384.
+pub const QWEN_MIN_PIXELS: u64 = 3136;
+pub const QWEN_MAX_PIXELS: u64 = 12_845_056;
+
+fn qwen25_vl(name: &str, vit_intermediate: u64, llm: LlmSpec) -> ModelSpec {
+    let d = llm.hidden;
+    ModelSpec {
+        name: name.to_string(),
+        vision: Some(VisionSpec {
+            vit: VitSpec {
+                layers: 32,
+                layers_run: 32,
+                hidden: 1280,
+                heads: 16,
+                intermediate: vit_intermediate,
+                gated_mlp: true,
+                patch: 14,
+                patch_input: 3 * 2,
+            },
+            tokens: VisualTokenRule::Dynamic {
+                patch: 14,
+                merge: 2,
+                min_pixels: QWEN_MIN_PIXELS,
+                max_pixels: QWEN_MAX_PIXELS,
+            },
+            projector: ProjectorSpec::PatchMerger {
+                vit_hidden: 1280,
+                merge: 2,
+                output: d,
+            },
+            // window_size 112 px = 8×8 patches of 14 px.
+            window: Some(WindowAttention {
+                window_patches: 64,
+                full_attention_blocks: vec![7, 15, 23, 31],
+            }),
+        }),
+        llm,
+    }
+}
+
+fn llama(
+    layers: u64,
+    hidden: u64,
+    heads: u64,
+    kv_heads: u64,
+    intermediate: u64,
+    vocab: u64,
+) -> LlmSpec {
+    LlmSpec {
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim: hidden / heads,
+        intermediate,
+        vocab,
+        tied_embeddings: false,
+        qkv_bias: false,
+    }
+}
+
+fn qwen2(
+    layers: u64,
+    hidden: u64,
+    heads: u64,
+    kv_heads: u64,
+    intermediate: u64,
+    vocab: u64,
+    tied: bool,
+) -> LlmSpec {
+    LlmSpec {
+        tied_embeddings: tied,
+        qkv_bias: true,
+        ..llama(layers, hidden, heads, kv_heads, intermediate, vocab)
+    }
+}
+
+/// Names of the built-in models, in catalog order.
+pub const BUILTIN_MODELS: [&str; 10] = [
+    "llava-1.5-7b",
+    "llava-1.5-13b",
+    "qwen2.5-vl-3b",
+    "qwen2.5-vl-7b",
+    "qwen2.5-vl-32b",
+    "qwen2.5-vl-72b",
+    "vicuna-7b-v1.5",
+    "llama-2-7b",
+    "llama-2-13b",
+    "llama-3.1-8b",
+];
+
+pub fn builtin_model(name: &str) -> Option<ModelSpec> {
+    let text = |name: &str, llm| ModelSpec {
+        name: name.to_string(),
+        vision: None,
+        llm,
+    };
+    Some(match name {
+        "llava-1.5-7b" => llava(name, llama(32, 4096, 32, 32, 11008, 32064)),
+        "llava-1.5-13b" => llava(name, llama(40, 5120, 40, 40, 13824, 32064)),
+        "qwen2.5-vl-3b" => qwen25_vl(name, 3420, qwen2(36, 2048, 16, 2, 11008, 151936, true)),
+        "qwen2.5-vl-7b" => qwen25_vl(name, 3420, qwen2(28, 3584, 28, 4, 18944, 152064, false)),
+        "qwen2.5-vl-32b" => qwen25_vl(name, 3456, qwen2(64, 5120, 40, 8, 27648, 152064, false)),
+        "qwen2.5-vl-72b" => qwen25_vl(name, 3456, qwen2(80, 8192, 64, 8, 29568, 152064, false)),
+        "vicuna-7b-v1.5" | "llama-2-7b" => text(name, llama(32, 4096, 32, 32, 11008, 32000)),
+        "llama-2-13b" => text(name, llama(40, 5120, 40, 40, 13824, 32000)),
+        "llama-3.1-8b" => text(name, llama(32, 4096, 32, 8, 14336, 128256)),
+        _ => return None,
+    })
+}
+
+/// What a Hugging Face `config.json` describes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HfModel {
+    /// An LLM, with or without a vision side.
+    Model(ModelSpec),
+    /// A vision encoder alone (a CLIP checkpoint): it has cuts inside it, but nothing to serve.
+    VisionOnly {
+        name: String,
+        vit: VitSpec,
+        tokens: VisualTokenRule,
+    },
+}
+
+/// Reads a `config.json`; `name` is what hetsim will call the model (the file stem by default).
+pub fn load_hf_config(path: &Path) -> Result<HfModel, InputError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        InputError::new(format!("cannot read model config {}: {e}", path.display()))
+    })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        InputError::new(format!(
+            "{}: not valid JSON (line {}, column {}): {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let name = path
+        .parent()
+        .filter(|_| path.file_name().is_some_and(|f| f == "config.json"))
+        .and_then(|p| p.file_name())
+        .or_else(|| path.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".to_string());
+    parse_hf_config(&name, &value).map_err(|e| e.context(path.display().to_string()))
+}
+
+pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError> {
+    let top = value
+        .as_object()
+        .ok_or_else(|| InputError::new("config.json must be a JSON object"))?;
+    let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
+    match model_type {
+        "llava" => {
+            let text = object(top, "text_config")?;
+            let vision = object(top, "vision_config")?;
+            let llm = llama_with_defaults(text)?;
+            let feature_layer = int_or(top, "vision_feature_layer", -2)?;
+            let (vit, tokens) = clip_vision(vision, feature_layer)?;
+            let projector = ProjectorSpec::Mlp2xGelu {
+                input: vit.hidden,
+                output: llm.hidden,
+            };
+            Ok(HfModel::Model(ModelSpec {
+                name: name.to_string(),
+                vision: Some(VisionSpec {
+                    vit,
+                    tokens,
+                    projector,
+                    window: None,
+                }),
+                llm,
+            }))
+        }
+        "qwen2_5_vl" | "qwen2_vl" => {
+            let llm = decoder(top, true)?;
+            let v = object(top, "vision_config")?;
+            let merge = uint(v, "spatial_merge_size")?;
+            let patch = uint(v, "patch_size")?;
+            let hidden = uint(v, "hidden_size")?;
+            let out = uint(v, "out_hidden_size")?;
+            let window_px = uint_or(v, "window_size", 0)?;
+            let full: Vec<u64> = match v.get("fullatt_block_indexes") {
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
+                _ => Vec::new(),
+            };
+            let vit = VitSpec {
+                layers: uint(v, "depth")?,
+                layers_run: uint(v, "depth")?,
+                hidden,
+                heads: uint(v, "num_heads")?,
+                intermediate: uint(v, "intermediate_size")?,
+                gated_mlp: model_type == "qwen2_5_vl",
+                patch,
+                patch_input: uint_or(v, "in_chans", 3)? * uint_or(v, "temporal_patch_size", 2)?,
+            };
+            let window = (window_px > 0).then(|| WindowAttention {
+                window_patches: (window_px / patch).pow(2),
+                full_attention_blocks: full,
+            });
+            Ok(HfModel::Model(ModelSpec {
+                name: name.to_string(),
+                vision: Some(VisionSpec {
+                    vit,
+                    tokens: VisualTokenRule::Dynamic {
+                        patch,
+                        merge,
+                        min_pixels: QWEN_MIN_PIXELS,
+                        max_pixels: QWEN_MAX_PIXELS,
+                    },
+                    projector: ProjectorSpec::PatchMerger {
+                        vit_hidden: hidden,
+                        merge,
+                        output: out,
+                    },
+                    window,
+                }),
+                llm,
+            }))
+        }
+        "clip" | "clip_vision_model" => {
+            let vision = if model_type == "clip" {
+                object(top, "vision_config")?
+            } else {
+                top
+            };
+            let (vit, tokens) = clip_vision(vision, -1)?;
+            Ok(HfModel::VisionOnly {
+                name: name.to_string(),
+                vit,
+                tokens,
+            })
+        }
+        "" => Err(InputError::new(
+            "missing field `model_type`: hetsim needs it to know the architecture",
+        )),
+        _ if top.contains_key("num_hidden_layers") => {
+            let qkv_bias = matches!(model_type, "qwen2" | "qwen2_moe");
+            Ok(HfModel::Model(ModelSpec {
+                name: name.to_string(),
+                vision: None,
+                llm: decoder(top, qkv_bias)?,
+            }))
+        }
+        other => Err(InputError::new(format!(
+            "model_type `{other}` is not supported: hetsim reads llava, qwen2_5_vl, qwen2_vl, clip and \
+             LLaMA-style decoders (llama, mistral, qwen2, …)"
+        ))),
+    }
+}
+
+/// A decoder whose config states every size (top-level text models, Qwen2.5-VL).
+fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError> {
+    let hidden = uint(c, "hidden_size")?;
+    let heads = uint(c, "num_attention_heads")?;
+    Ok(LlmSpec {
+        layers: uint(c, "num_hidden_layers")?,
+        hidden,
+        heads,
+        kv_heads: uint_or(c, "num_key_value_heads", heads)?,
+        head_dim: uint_or(c, "head_dim", hidden / heads)?,
+        intermediate: uint(c, "intermediate_size")?,
+        vocab: uint(c, "vocab_size")?,
+        tied_embeddings: c
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        qkv_bias,
+    })
+}
+
+/// LLaVA's `text_config` lists only fields that differ from `LlamaConfig`'s defaults (the 7B file
+/// gives none of the sizes), so the defaults are part of the format.
+fn llama_with_defaults(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
+    let hidden = uint_or(c, "hidden_size", 4096)?;
+    let heads = uint_or(c, "num_attention_heads", 32)?;
+    Ok(LlmSpec {
+        layers: uint_or(c, "num_hidden_layers", 32)?,
+        hidden,
+        heads,
+        kv_heads: uint_or(c, "num_key_value_heads", heads)?,
+        head_dim: uint_or(c, "head_dim", hidden / heads)?,
+        intermediate: uint_or(c, "intermediate_size", 11008)?,
+        vocab: uint_or(c, "vocab_size", 32000)?,
+        tied_embeddings: c
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        qkv_bias: false,
+    })
+}
+
+/// `CLIPVisionConfig` (defaults are the ViT-B/32 ones, as in transformers).
+fn clip_vision(
+    c: &Map<String, Value>,
+    feature_layer: i64,
+) -> Result<(VitSpec, VisualTokenRule), InputError> {
+    let layers = uint_or(c, "num_hidden_layers", 12)?;
+    // hidden_states has layers+1 entries (the embeddings first); index -1 is the last layer.
+    let layers_run = if feature_layer < 0 {
+        layers as i64 + 1 + feature_layer
+    } else {
+        feature_layer
+    };
+    if layers_run < 1 || layers_run > layers as i64 {
+        return Err(InputError::new(format!(
+            "field `vision_feature_layer` = {feature_layer} selects no layer of a {layers}-layer encoder"
+        )));
+    }
+    let patch = uint_or(c, "patch_size", 32)?;
+    let image_size = uint_or(c, "image_size", 224)?;
+    if image_size % patch != 0 {
+        return Err(InputError::new(format!(
+            "field `image_size` = {image_size} is not a multiple of `patch_size` = {patch}"
+        )));
+    }
+    Ok((
+        VitSpec {
+            layers,
+            layers_run: layers_run as u64,
+            hidden: uint_or(c, "hidden_size", 768)?,
+            heads: uint_or(c, "num_attention_heads", 12)?,
+            intermediate: uint_or(c, "intermediate_size", 3072)?,
+            gated_mlp: false,
+            patch,
+            patch_input: uint_or(c, "num_channels", 3)?,
+        },
+        VisualTokenRule::FixedSquare { image_size, patch },
+    ))
+}
+
+fn object<'a>(
+    c: &'a Map<String, Value>,
+    field: &str,
+) -> Result<&'a Map<String, Value>, InputError> {
+    c.get(field)
+        .and_then(Value::as_object)
+        .ok_or_else(|| InputError::new(format!("missing object field `{field}`")))
+}
+
+fn uint(c: &Map<String, Value>, field: &str) -> Result<u64, InputError> {
+    match c.get(field) {
+        None => Err(InputError::new(format!(
+            "missing field `{field}`, which the size calculation needs"
+        ))),
+        Some(v) => positive(field, v),
+    }
+}
+
+fn uint_or(c: &Map<String, Value>, field: &str, default: u64) -> Result<u64, InputError> {
+    match c.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => positive(field, v),
+    }
+}
+
+fn positive(field: &str, v: &Value) -> Result<u64, InputError> {
+    match v.as_u64() {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(InputError::new(format!(
+            "field `{field}` = {v}: must be a positive integer"
+        ))),
+    }
+}
+
+fn int_or(c: &Map<String, Value>, field: &str, default: i64) -> Result<i64, InputError> {
+    match c.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| InputError::new(format!("field `{field}` = {v}: must be an integer"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn reference(file: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/hf-configs")
+            .join(file)
+    }
+
+    fn loaded(file: &str) -> ModelSpec {
+        match load_hf_config(&reference(file)).unwrap() {
+            HfModel::Model(m) => m,
+            other => panic!("{file} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn builtins_match_published_configs() {
+        for (builtin, file) in [
+            ("llava-1.5-7b", "llava-1.5-7b-hf.json"),
+            ("llava-1.5-13b", "llava-1.5-13b-hf.json"),
+            ("qwen2.5-vl-3b", "qwen2.5-vl-3b-instruct.json"),
+            ("qwen2.5-vl-7b", "qwen2.5-vl-7b-instruct.json"),
+            ("vicuna-7b-v1.5", "vicuna-7b-v1.5.json"),
+            ("llama-2-7b", "llama-2-7b-hf.json"),
+            ("llama-3.1-8b", "llama-3.1-8b.json"),
+        ] {
+            let b = builtin_model(builtin).unwrap();
+            let f = loaded(file);
+            assert_eq!(b.llm, f.llm, "{builtin} decoder");
+            assert_eq!(b.vision, f.vision, "{builtin} vision side");
+        }
+    }
+
+    #[test]
+    fn every_builtin_resolves() {
+        for name in BUILTIN_MODELS {
+            assert_eq!(builtin_model(name).unwrap().name, name);
+        }
+    }
+
+    #[test]
+    fn llava_7b_shapes_and_bytes() {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let t = m.image_tokens(640, 480).unwrap();
+        assert_eq!((t.llm_tokens, t.encoder_tokens), (576, 577));
+        // 576 × 4096 × 2
+        assert_eq!(m.emb_bytes(576, Dtype::Bf16), 4_718_592);
+        // 2 · 32 · 4096 · 704 · 2
+        assert_eq!(m.llm.kv_bytes(704, Dtype::Bf16), 369_098_752);
+        // LLaMA-2-7B is 6.74 B parameters; LLaVA's vocabulary adds 64 rows twice.
+        assert_eq!(m.llm.params(), 6_738_415_616 + 2 * 64 * 4096);
+        // CLIP ViT-L/14-336 vision tower ≈ 303.5 M, projector 1024·4096+4096 + 4096²+4096 = 20.98 M.
+        let v = m.vision.as_ref().unwrap();
+        assert_eq!(v.projector.params(), 20_979_712);
+        assert!(
+            (v.vit.params(577) as f64 - 303.5e6).abs() < 1.0e6,
+            "{}",
+            v.vit.params(577)
+        );
+    }
+
+    #[test]
+    fn qwen_dynamic_resolution() {
+        let m = builtin_model("qwen2.5-vl-7b").unwrap();
+        // 480 → 476 (17·28), 640 → 644 (23·28): 17 · 23 = 391 tokens.
+        let t = m.image_tokens(640, 480).unwrap();
+        assert_eq!(
+            (
+                t.resized_width,
+                t.resized_height,
+                t.llm_tokens,
+                t.encoder_tokens
+            ),
+            (644, 476, 391, 1564)
+        );
+        // Ties round to even, as Python does: 42/28 = 1.5 → 2, 70/28 = 2.5 → 2.
+        assert_eq!(
+            qwen_smart_resize(70, 42, 28, 3136, QWEN_MAX_PIXELS).unwrap(),
+            (56, 56)
+        );
+        // Too small: scaled up to at least 56×56.
+        assert_eq!(m.image_tokens(10, 10).unwrap().llm_tokens, 4);
+        // Too large: scaled down under max_pixels.
+        let big = m.image_tokens(8000, 6000).unwrap();
+        assert!(big.resized_width * big.resized_height <= QWEN_MAX_PIXELS);
+        assert!(m.image_tokens(10_000, 10).is_err());
+    }
+
+    #[test]
+    fn clip_config_is_vision_only() {
+        match load_hf_config(&reference("clip-vit-large-patch14-336.json")).unwrap() {
+            HfModel::VisionOnly { vit, tokens, .. } => {
+                assert_eq!((vit.layers, vit.layers_run, vit.hidden), (24, 24, 1024));
+                assert_eq!(
+                    tokens,
+                    VisualTokenRule::FixedSquare {
+                        image_size: 336,
+                        patch: 14
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let v: Value =
+            serde_json::json!({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64});
+        let e = parse_hf_config("x", &v).unwrap_err().to_string();
+        assert!(e.contains("num_attention_heads"), "{e}");
+        let v: Value = serde_json::json!({"model_type": "llama", "num_hidden_layers": 0, "hidden_size": 64,
+            "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100});
+        assert!(
+            parse_hf_config("x", &v)
+                .unwrap_err()
+                .to_string()
+                .contains("positive")
+        );
+    }
+}

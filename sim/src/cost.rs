@@ -1,0 +1,157 @@
+//! Dollars: capex (purchase price amortised over a lifetime, plus energy) or rental ($/GPU-hour).
+//! Prices default to the catalog's (sources in `catalog/gpu.rs`) and can be overridden per GPU.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::catalog::{GpuSpec, resolve_gpu};
+use crate::error::InputError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PricingMode {
+    #[default]
+    Capex,
+    Rental,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingSpec {
+    pub mode: PricingMode,
+    /// Years over which the purchase price is spread.
+    pub lifetime_years: f64,
+    pub usd_per_kwh: f64,
+    /// Power usage effectiveness of the data centre (cooling, conversion).
+    pub pue: f64,
+    /// Fraction of the GPU's TDP it draws on average.
+    pub power_fraction: f64,
+    /// Purchase price per GPU, overriding the catalog.
+    pub gpu_price_usd: BTreeMap<String, f64>,
+    /// Rental price per GPU-hour, overriding the catalog.
+    pub gpu_usd_per_hour: BTreeMap<String, f64>,
+}
+
+impl Default for PricingSpec {
+    fn default() -> Self {
+        PricingSpec {
+            mode: PricingMode::Capex,
+            lifetime_years: 3.0,
+            usd_per_kwh: 0.12,
+            pue: 1.3,
+            power_fraction: 1.0,
+            gpu_price_usd: BTreeMap::new(),
+            gpu_usd_per_hour: BTreeMap::new(),
+        }
+    }
+}
+
+const SECONDS_PER_YEAR: f64 = 365.25 * 86_400.0;
+
+impl PricingSpec {
+    pub fn validate(&self) -> Result<(), InputError> {
+        for (field, v) in [("lifetime_years", self.lifetime_years), ("pue", self.pue)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(InputError::new(format!(
+                    "`pricing.{field}` = {v}: must be positive"
+                )));
+            }
+        }
+        for (field, v) in [
+            ("usd_per_kwh", self.usd_per_kwh),
+            ("power_fraction", self.power_fraction),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(InputError::new(format!(
+                    "`pricing.{field}` = {v}: must be ≥ 0"
+                )));
+            }
+        }
+        for (table, map) in [
+            ("gpu_price_usd", &self.gpu_price_usd),
+            ("gpu_usd_per_hour", &self.gpu_usd_per_hour),
+        ] {
+            for (gpu, v) in map {
+                resolve_gpu(gpu).map_err(|e| e.context(format!("pricing.{table}")))?;
+                if !(*v >= 0.0 && v.is_finite()) {
+                    return Err(InputError::new(format!(
+                        "`pricing.{table}.{gpu}` = {v}: must be ≥ 0"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn override_for(map: &BTreeMap<String, f64>, gpu: &GpuSpec) -> Option<f64> {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(gpu.name))
+            .map(|(_, v)| *v)
+    }
+
+    /// Dollars per second of owning (or renting) one GPU, or an error naming the missing price.
+    pub fn usd_per_second(&self, gpu: &GpuSpec) -> Result<f64, InputError> {
+        match self.mode {
+            PricingMode::Capex => {
+                let price = Self::override_for(&self.gpu_price_usd, gpu).or(gpu.price_usd).ok_or_else(|| {
+                    InputError::new(format!(
+                        "no purchase price for {} in the catalog: set `pricing.gpu_price_usd: {{{}: <USD>}}` or use `mode: rental`",
+                        gpu.name, gpu.name
+                    ))
+                })?;
+                let energy =
+                    gpu.power_w * self.power_fraction / 1000.0 * self.pue * self.usd_per_kwh
+                        / 3600.0;
+                Ok(price / (self.lifetime_years * SECONDS_PER_YEAR) + energy)
+            }
+            PricingMode::Rental => {
+                let hourly = Self::override_for(&self.gpu_usd_per_hour, gpu).or(gpu.cloud_usd_per_hour).ok_or_else(|| {
+                    InputError::new(format!(
+                        "no rental price for {} in the catalog: set `pricing.gpu_usd_per_hour: {{{}: <USD>}}` or use `mode: capex`",
+                        gpu.name, gpu.name
+                    ))
+                })?;
+                Ok(hourly / 3600.0)
+            }
+        }
+    }
+
+    /// Purchase price of one GPU (capex view), for budgets.
+    pub fn purchase_usd(&self, gpu: &GpuSpec) -> Option<f64> {
+        Self::override_for(&self.gpu_price_usd, gpu).or(gpu.price_usd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::gpu_by_name;
+
+    #[test]
+    fn capex_is_amortised_price_plus_energy() {
+        let p = PricingSpec::default();
+        let a100 = gpu_by_name("A100-SXM-80GB").unwrap();
+        // $15,000 over 3 years + 400 W · 1.3 PUE · $0.12/kWh.
+        let expect = 15_000.0 / (3.0 * SECONDS_PER_YEAR) + 0.4 * 1.3 * 0.12 / 3600.0;
+        assert!((p.usd_per_second(a100).unwrap() - expect).abs() < 1e-12);
+        let hourly = p.usd_per_second(a100).unwrap() * 3600.0;
+        assert!((hourly - 0.633).abs() < 0.001, "{hourly} $/h");
+    }
+
+    #[test]
+    fn overrides_and_missing_prices() {
+        let mut p = PricingSpec {
+            mode: PricingMode::Rental,
+            ..PricingSpec::default()
+        };
+        let h200 = gpu_by_name("H200-SXM").unwrap();
+        let e = p.usd_per_second(h200).unwrap_err().to_string();
+        assert!(
+            e.contains("gpu_usd_per_hour") && e.contains("H200-SXM"),
+            "{e}"
+        );
+        p.gpu_usd_per_hour.insert("h200-sxm".into(), 3.6);
+        assert!((p.usd_per_second(h200).unwrap() - 0.001).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,127 @@
+//! Errors that reach the user. Bad input (exit code 2) is kept apart from failures to write
+//! results, so the binary can tell the user which one they must fix.
+
+use std::fmt;
+
+/// Something the user gave us is wrong: the message names the file, the field, the value and
+/// what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    message: String,
+}
+
+impl InputError {
+    pub fn new(message: impl Into<String>) -> Self {
+        InputError {
+            message: message.into(),
+        }
+    }
+
+    /// Prefixes where the problem is (a file, a field path).
+    pub fn context(self, at: impl fmt::Display) -> Self {
+        InputError {
+            message: format!("{at}: {}", self.message),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+#[derive(Debug)]
+pub enum Error {
+    Input(InputError),
+    /// Writing results failed (disk full, permissions): not the input's fault.
+    Output(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Input(e) => write!(f, "{e}"),
+            Error::Output(e) => write!(f, "cannot write results: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<InputError> for Error {
+    fn from(e: InputError) -> Self {
+        Error::Input(e)
+    }
+}
+
+/// Builds "unknown X `name`" with the nearest known names, so a typo is one glance to fix.
+pub fn unknown_name<'a>(
+    what: &str,
+    name: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> InputError {
+    let known: Vec<&str> = known.into_iter().collect();
+    let mut scored: Vec<(usize, &str)> = known
+        .iter()
+        .map(|k| (distance(&name.to_lowercase(), &k.to_lowercase()), *k))
+        .collect();
+    scored.sort();
+    let near: Vec<&str> = scored
+        .iter()
+        .take(3)
+        .filter(|(d, _)| *d <= name.len().max(3))
+        .map(|(_, k)| *k)
+        .collect();
+    let hint = match near.first() {
+        Some(best) => format!("did you mean `{best}`? "),
+        None => String::new(),
+    };
+    InputError::new(format!(
+        "unknown {what} `{name}`: {hint}known: {}",
+        known.join(", ")
+    ))
+}
+
+/// Levenshtein distance, ignoring `-`, `_` and spaces (so `A100_SXM` finds `A100-SXM-80GB` near).
+fn distance(a: &str, b: &str) -> usize {
+    let clean = |s: &str| {
+        s.chars()
+            .filter(|c| !matches!(c, '-' | '_' | ' ' | '.'))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (clean(a), clean(b));
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_nearest_name() {
+        let e = unknown_name(
+            "GPU",
+            "A100-SXM-80G",
+            ["H100-SXM", "A100-SXM-80GB", "A100-SXM-40GB"],
+        );
+        assert!(e.message().contains("did you mean `A100-SXM-80GB`"), "{e}");
+        assert_eq!(distance("rtx4090", "RTX-4090".to_lowercase().as_str()), 0);
+    }
+}

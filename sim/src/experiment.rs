@@ -1,0 +1,869 @@
+//! Experiment files: YAML in, validated `Scenario`s out.
+//!
+//! Every check happens here, before anything is simulated or written, and every error names the
+//! file, the line and column where serde-saphyr could give them, the field path, the value and
+//! what is allowed. `docs/experiment.md` documents every field.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::catalog::{
+    Dtype, GpuSpec, LinkKind, LinkSpec, ModelSpec, resolve_gpu, resolve_link, resolve_model,
+};
+use crate::cluster::{Cluster, Gpu, InstanceSpec, Node, Role};
+use crate::cost::PricingSpec;
+use crate::error::{InputError, unknown_name};
+use crate::kv::MemoryPlan;
+use crate::perf::Efficiency;
+use crate::profile::HardwareProfile;
+use crate::workload::WorkloadSpec;
+
+/// Where modality and stage boundaries cut the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Every instance runs every phase.
+    Colocated,
+    /// Prefill (with encoding) and decode apart: the KV cache is shipped.
+    Stage,
+    /// Vision encoder apart from the LLM: embeddings are shipped.
+    Modality,
+    /// Encoder, prefill and decode apart: embeddings, then KV, are shipped.
+    Epd,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Colocated => "colocated",
+            Strategy::Stage => "stage",
+            Strategy::Modality => "modality",
+            Strategy::Epd => "epd",
+        }
+    }
+
+    /// The roles a deployment of this strategy consists of.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Strategy::Colocated => &[Role::All],
+            Strategy::Stage => &[Role::Prefill, Role::Decode],
+            Strategy::Modality => &[Role::Encoder, Role::Llm],
+            Strategy::Epd => &[Role::Encoder, Role::Prefill, Role::Decode],
+        }
+    }
+
+    pub fn has_encoder_pool(self) -> bool {
+        self.roles().contains(&Role::Encoder)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KvTransferMode {
+    /// Ship the whole KV cache when prefill ends.
+    #[default]
+    AfterPrefill,
+    /// Stream each layer's KV while the last prefill step computes the next layer.
+    Layerwise,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    RoundRobin,
+    /// Fewest requests assigned and not yet done (ties: lowest instance id).
+    #[default]
+    LeastLoaded,
+}
+
+/// Batching and memory knobs of the serving engine (vLLM's defaults where it has one).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSpec {
+    /// Tokens one LLM step may process (prefill chunk tokens + one per decoding sequence).
+    pub token_budget: u64,
+    /// Sequences in one LLM step.
+    pub max_batch: u64,
+    pub block_tokens: u64,
+    /// Share of GPU memory the engine may take (weights, activations, KV).
+    pub memory_utilization: f64,
+    /// Images one encoder step may take.
+    pub encoder_batch_images: u64,
+    /// Split long prompts across steps (else a prompt must fit the budget whole).
+    pub chunked_prefill: bool,
+    pub efficiency: Efficiency,
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        EngineSpec {
+            token_budget: 8192,
+            max_batch: 256,
+            block_tokens: 16,
+            memory_utilization: 0.9,
+            encoder_batch_images: 32,
+            chunked_prefill: true,
+            efficiency: Efficiency::default(),
+        }
+    }
+}
+
+/// Latency targets a request must meet to count towards goodput.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Slo {
+    pub ttft_s: f64,
+    pub tpot_s: f64,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Slo {
+            ttft_s: 2.0,
+            tpot_s: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Stop the simulated clock here; requests not done are reported dropped.
+    #[serde(default)]
+    pub horizon_s: Option<f64>,
+}
+
+// ---- the file as written ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentFile {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)] // free text for the reader of the file
+    description: Option<String>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    profile: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    defaults: ScenarioFields,
+    scenarios: Vec<ScenarioFields>,
+    #[serde(default)]
+    matrix: Matrix,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFields {
+    name: Option<String>,
+    model: Option<Spanned<String>>,
+    dtype: Option<Spanned<String>>,
+    cluster: Option<ClusterFields>,
+    deployment: Option<DeploymentFields>,
+    engine: Option<EngineSpec>,
+    workload: Option<WorkloadSpec>,
+    slo: Option<Slo>,
+    pricing: Option<PricingSpec>,
+    run: Option<RunSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFields {
+    nodes: Vec<NodeFields>,
+    #[serde(default)]
+    network: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFields {
+    name: Spanned<String>,
+    gpus: Vec<GpuCount>,
+    #[serde(default)]
+    fabric: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuCount {
+    gpu: Spanned<String>,
+    count: Spanned<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentFields {
+    strategy: Spanned<Strategy>,
+    instances: Vec<InstanceFields>,
+    #[serde(default)]
+    routing: Routing,
+    #[serde(default)]
+    kv_transfer: KvTransferMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceFields {
+    role: Spanned<Role>,
+    gpu: Spanned<String>,
+    #[serde(default)]
+    node: Option<Spanned<String>>,
+    #[serde(default = "one")]
+    tp: Spanned<u32>,
+    #[serde(default = "one")]
+    count: Spanned<u32>,
+}
+
+fn one() -> Spanned<u32> {
+    Spanned::new(
+        1,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// Axes every scenario is run across (their product).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Matrix {
+    /// Arrival rates, requests/s (synthetic workloads).
+    #[serde(default)]
+    rate: Vec<f64>,
+    /// Intra-node fabric of every node.
+    #[serde(default)]
+    fabric: Vec<Spanned<String>>,
+    /// Network between nodes.
+    #[serde(default)]
+    network: Vec<Spanned<String>>,
+    #[serde(default)]
+    seed: Vec<u64>,
+}
+
+// ---- the validated result ----
+
+/// One fully resolved configuration, ready to simulate.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub strategy: Strategy,
+    pub model: ModelSpec,
+    pub dtype: Dtype,
+    pub cluster: Cluster,
+    /// Per instance: what its memory holds (by `cluster.instances` index).
+    pub memory: Vec<MemoryPlan>,
+    /// Per instance: η and overheads after any calibration profile.
+    pub efficiency: Vec<Efficiency>,
+    pub routing: Routing,
+    pub kv_transfer: KvTransferMode,
+    pub engine: EngineSpec,
+    pub workload: WorkloadSpec,
+    pub slo: Slo,
+    pub pricing: PricingSpec,
+    pub run: RunSpec,
+    pub seed: u64,
+    /// Values of the matrix axes this scenario was expanded with, for the result tables.
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub name: String,
+    pub scenarios: Vec<Scenario>,
+}
+
+/// A place in the file, for messages.
+struct At<'a> {
+    file: &'a str,
+}
+
+impl At<'_> {
+    fn err<T>(&self, spanned: Option<&Spanned<T>>, field: &str, e: InputError) -> InputError {
+        match spanned.map(|s| s.referenced) {
+            Some(loc) if loc.line() > 0 => e.context(format!(
+                "{}:{}:{}: {field}",
+                self.file,
+                loc.line(),
+                loc.column()
+            )),
+            _ => e.context(format!("{}: {field}", self.file)),
+        }
+    }
+}
+
+/// Reads, checks and expands an experiment file. `seed` overrides the file's.
+pub fn load_experiment(path: &Path, seed: Option<u64>) -> Result<Experiment, InputError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::new(format!("cannot read experiment {}: {e}", path.display())))?;
+    parse_experiment(&text, path, seed)
+}
+
+pub fn parse_experiment(
+    text: &str,
+    path: &Path,
+    seed_override: Option<u64>,
+) -> Result<Experiment, InputError> {
+    let file_name = path.display().to_string();
+    let at = At { file: &file_name };
+    let file: ExperimentFile = serde_saphyr::from_str(text)
+        .map_err(|e| InputError::new(format!("{file_name}: invalid experiment: {e}")))?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    if file.scenarios.is_empty() {
+        return Err(InputError::new(format!(
+            "{file_name}: `scenarios` is empty: give at least one"
+        )));
+    }
+    let profile = match &file.profile {
+        Some(p) => Some(
+            HardwareProfile::load(&base_dir.join(&p.value))
+                .map_err(|e| at.err(Some(p), "profile", e))?,
+        ),
+        None => None,
+    };
+    let m = &file.matrix;
+    if let Some(r) = m.rate.iter().find(|r| !(**r > 0.0 && r.is_finite())) {
+        return Err(InputError::new(format!(
+            "{file_name}: matrix.rate: {r} is not a positive number of requests per second"
+        )));
+    }
+    let seeds: Vec<Option<u64>> = if m.seed.is_empty() {
+        vec![seed_override.or(file.seed)]
+    } else {
+        m.seed.iter().map(|s| Some(*s)).collect()
+    };
+    let rates: Vec<Option<f64>> = if m.rate.is_empty() {
+        vec![None]
+    } else {
+        m.rate.iter().map(|r| Some(*r)).collect()
+    };
+    let fabrics: Vec<Option<&Spanned<String>>> = if m.fabric.is_empty() {
+        vec![None]
+    } else {
+        m.fabric.iter().map(Some).collect()
+    };
+    let networks: Vec<Option<&Spanned<String>>> = if m.network.is_empty() {
+        vec![None]
+    } else {
+        m.network.iter().map(Some).collect()
+    };
+
+    let mut scenarios = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, fields) in file.scenarios.iter().enumerate() {
+        let merged = merge(&file.defaults, fields);
+        let base_name = merged
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("scenario{i}"));
+        for fabric in &fabrics {
+            for network in &networks {
+                for rate in &rates {
+                    for seed in &seeds {
+                        let mut name = base_name.clone();
+                        let mut tags = Vec::new();
+                        if let Some(f) = fabric {
+                            tags.push(format!("fabric={}", f.value));
+                        }
+                        if let Some(n) = network {
+                            tags.push(format!("network={}", n.value));
+                        }
+                        if let Some(r) = rate {
+                            tags.push(format!("rate={r}"));
+                        }
+                        if m.seed.len() > 1 {
+                            tags.push(format!("seed={}", seed.unwrap_or(0)));
+                        }
+                        if !tags.is_empty() {
+                            name = format!("{name}[{}]", tags.join(","));
+                        }
+                        if !names.insert(name.clone()) {
+                            return Err(InputError::new(format!(
+                                "{file_name}: scenario name `{name}` is used twice: names must be unique"
+                            )));
+                        }
+                        let s = resolve(
+                            &at,
+                            &format!("scenarios[{i}]"),
+                            &merged,
+                            name,
+                            base_dir,
+                            profile.as_ref(),
+                            *fabric,
+                            *network,
+                            *rate,
+                            seed.unwrap_or(0),
+                        )?;
+                        scenarios.push(s);
+                    }
+                }
+            }
+        }
+    }
+    let name = file.name.unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    Ok(Experiment { name, scenarios })
+}
+
+/// A scenario's own blocks win; a block it gives replaces the default block whole.
+fn merge(d: &ScenarioFields, s: &ScenarioFields) -> ScenarioFields {
+    ScenarioFields {
+        name: s.name.clone().or_else(|| d.name.clone()),
+        model: s.model.clone().or_else(|| d.model.clone()),
+        dtype: s.dtype.clone().or_else(|| d.dtype.clone()),
+        cluster: s.cluster.clone().or_else(|| d.cluster.clone()),
+        deployment: s.deployment.clone().or_else(|| d.deployment.clone()),
+        engine: s.engine.clone().or_else(|| d.engine.clone()),
+        workload: s.workload.clone().or_else(|| d.workload.clone()),
+        slo: s.slo.or(d.slo),
+        pricing: s.pricing.clone().or_else(|| d.pricing.clone()),
+        run: s.run.clone().or_else(|| d.run.clone()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve(
+    at: &At,
+    path: &str,
+    f: &ScenarioFields,
+    name: String,
+    base_dir: &Path,
+    profile: Option<&HardwareProfile>,
+    fabric_override: Option<&Spanned<String>>,
+    network_override: Option<&Spanned<String>>,
+    rate: Option<f64>,
+    seed: u64,
+) -> Result<Scenario, InputError> {
+    let need = |field: &str| {
+        InputError::new(format!(
+            "{}: {path}: missing `{field}` (give it in the scenario or in `defaults`)",
+            at.file
+        ))
+    };
+    let model_name = f.model.as_ref().ok_or_else(|| need("model"))?;
+    let model = resolve_model(&model_name.value)
+        .map_err(|e| at.err(Some(model_name), &format!("{path}.model"), e))?;
+    let dtype = match &f.dtype {
+        Some(d) => {
+            Dtype::parse(&d.value).map_err(|e| at.err(Some(d), &format!("{path}.dtype"), e))?
+        }
+        None => Dtype::Bf16,
+    };
+    let engine = f.engine.clone().unwrap_or_default();
+    validate_engine(&engine).map_err(|e| e.context(format!("{}: {path}.engine", at.file)))?;
+    let slo = f.slo.unwrap_or_default();
+    if !(slo.ttft_s > 0.0 && slo.tpot_s > 0.0) {
+        return Err(InputError::new(format!(
+            "{}: {path}.slo: ttft_s and tpot_s must be positive seconds",
+            at.file
+        )));
+    }
+    let pricing = f.pricing.clone().unwrap_or_default();
+    pricing
+        .validate()
+        .map_err(|e| e.context(format!("{}: {path}", at.file)))?;
+    let run = f.run.clone().unwrap_or_default();
+    if let Some(h) = run.horizon_s
+        && !(h > 0.0 && h.is_finite())
+    {
+        return Err(InputError::new(format!(
+            "{}: {path}.run.horizon_s = {h}: must be positive",
+            at.file
+        )));
+    }
+
+    let mut workload = f.workload.clone().ok_or_else(|| need("workload"))?;
+    if let Some(t) = workload.trace.as_mut() {
+        t.path = base_dir.join(&t.path);
+    }
+    if let Some(r) = rate {
+        let a = workload.arrival.as_ref().ok_or_else(|| {
+            InputError::new(format!("{}: matrix.rate needs a synthetic workload (`workload.arrival`), but {path} replays a trace", at.file))
+        })?;
+        workload.arrival = Some(a.with_rate(r));
+    }
+    workload
+        .validate()
+        .map_err(|e| e.context(format!("{}: {path}", at.file)))?;
+    if model.vision.is_none() && workload_has_images(&workload) {
+        return Err(InputError::new(format!(
+            "{}: {path}: model `{}` is text-only but the workload has images (set `images: {{count: 0}}`)",
+            at.file, model.name
+        )));
+    }
+
+    let deployment = f.deployment.as_ref().ok_or_else(|| need("deployment"))?;
+    let strategy = deployment.strategy.value;
+    let cluster_fields = f.cluster.as_ref().ok_or_else(|| need("cluster"))?;
+    let (cluster, memory, efficiency) = build_cluster(
+        at,
+        path,
+        cluster_fields,
+        deployment,
+        &model,
+        dtype,
+        &engine,
+        profile,
+        fabric_override,
+        network_override,
+    )?;
+    if strategy.has_encoder_pool() && model.vision.is_none() {
+        return Err(at.err(
+            Some(&deployment.strategy),
+            &format!("{path}.deployment.strategy"),
+            InputError::new(format!(
+                "`{}` needs a vision encoder, and model `{}` is text-only",
+                strategy.name(),
+                model.name
+            )),
+        ));
+    }
+    Ok(Scenario {
+        name,
+        strategy,
+        model,
+        dtype,
+        cluster,
+        memory,
+        efficiency,
+        routing: deployment.routing,
+        kv_transfer: deployment.kv_transfer,
+        engine,
+        workload,
+        slo,
+        pricing,
+        run,
+        seed,
+        rate,
+    })
+}
+
+fn workload_has_images(w: &WorkloadSpec) -> bool {
+    let dist = match &w.trace {
+        Some(t) => match &t.attach_images {
+            Some(d) => &d.count,
+            None => return true, // JSONL/CSV traces may carry images; the engine checks each row.
+        },
+        None => &w.images.count,
+    };
+    dist.mean() > 0.0
+}
+
+fn validate_engine(e: &EngineSpec) -> Result<(), InputError> {
+    let positive = [
+        ("token_budget", e.token_budget),
+        ("max_batch", e.max_batch),
+        ("block_tokens", e.block_tokens),
+        ("encoder_batch_images", e.encoder_batch_images),
+    ];
+    if let Some((field, v)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(InputError::new(format!(
+            "`{field}` = {v}: must be at least 1"
+        )));
+    }
+    if !(e.memory_utilization > 0.0 && e.memory_utilization <= 1.0) {
+        return Err(InputError::new(format!(
+            "`memory_utilization` = {}: must be in (0, 1]",
+            e.memory_utilization
+        )));
+    }
+    let eff = &e.efficiency;
+    for (field, v) in [
+        ("gemm", eff.gemm),
+        ("attention", eff.attention),
+        ("memory", eff.memory),
+    ] {
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(InputError::new(format!(
+                "`efficiency.{field}` = {v}: must be in (0, 1]"
+            )));
+        }
+    }
+    if !(eff.kernel_overhead_us >= 0.0 && eff.step_overhead_us >= 0.0) {
+        return Err(InputError::new("`efficiency` overheads must be ≥ 0 µs"));
+    }
+    Ok(())
+}
+
+/// The default fabric of a node: the NVLink all its GPUs share, else PCIe of the slowest
+/// generation, staged through the host if any GPU lacks peer-to-peer.
+fn default_fabric(gpus: &[&'static GpuSpec]) -> &'static LinkSpec {
+    let nv = gpus[0].nvlink;
+    if nv.is_some() && gpus.iter().all(|g| g.nvlink == nv) {
+        return resolve_link(nv.expect("checked")).expect("catalog GPUs name catalog links");
+    }
+    let generation = gpus
+        .iter()
+        .map(|g| g.pcie_gen)
+        .min()
+        .expect("a node has GPUs");
+    let staged = gpus.iter().any(|g| !g.pcie_p2p);
+    LinkSpec::pcie(generation, staged).expect("PCIe 3–5 are in the catalog")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_cluster(
+    at: &At,
+    path: &str,
+    c: &ClusterFields,
+    d: &DeploymentFields,
+    model: &ModelSpec,
+    dtype: Dtype,
+    engine: &EngineSpec,
+    profile: Option<&HardwareProfile>,
+    fabric_override: Option<&Spanned<String>>,
+    network_override: Option<&Spanned<String>>,
+) -> Result<(Cluster, Vec<MemoryPlan>, Vec<Efficiency>), InputError> {
+    if c.nodes.is_empty() {
+        return Err(InputError::new(format!(
+            "{}: {path}.cluster.nodes is empty",
+            at.file
+        )));
+    }
+    let network = match network_override.or(c.network.as_ref()) {
+        Some(n) => {
+            let l = resolve_link(&n.value)
+                .map_err(|e| at.err(Some(n), &format!("{path}.cluster.network"), e))?;
+            if l.kind != LinkKind::Network {
+                return Err(at.err(Some(n), &format!("{path}.cluster.network"), InputError::new(format!(
+                    "`{}` is an intra-node link; between nodes use 10gbe, 25gbe, 100gbe, 200gbe, 400gbe, ib-hdr or ib-ndr",
+                    l.name
+                ))));
+            }
+            l
+        }
+        None => resolve_link("100gbe").expect("in catalog"),
+    };
+    let mut nodes = Vec::new();
+    let mut gpus: Vec<Gpu> = Vec::new();
+    for (ni, n) in c.nodes.iter().enumerate() {
+        let np = format!("{path}.cluster.nodes[{ni}]");
+        if nodes.iter().any(|x: &Node| x.name == n.name.value) {
+            return Err(at.err(
+                Some(&n.name),
+                &format!("{np}.name"),
+                InputError::new(format!("node name `{}` is used twice", n.name.value)),
+            ));
+        }
+        let mut specs = Vec::new();
+        for (gi, g) in n.gpus.iter().enumerate() {
+            let spec = resolve_gpu(&g.gpu.value)
+                .map_err(|e| at.err(Some(&g.gpu), &format!("{np}.gpus[{gi}].gpu"), e))?;
+            if g.count.value == 0 || g.count.value > 1024 {
+                return Err(at.err(
+                    Some(&g.count),
+                    &format!("{np}.gpus[{gi}].count"),
+                    InputError::new(format!("{} GPUs: give 1 to 1024", g.count.value)),
+                ));
+            }
+            specs.extend(std::iter::repeat_n(spec, g.count.value as usize));
+        }
+        if specs.is_empty() {
+            return Err(InputError::new(format!("{}: {np}.gpus is empty", at.file)));
+        }
+        let fabric = match fabric_override.or(n.fabric.as_ref()) {
+            Some(f) => {
+                let field = format!("{np}.fabric");
+                let l = resolve_link(&f.value).map_err(|e| at.err(Some(f), &field, e))?;
+                check_fabric(l, &specs).map_err(|e| at.err(Some(f), &field, e))?;
+                l
+            }
+            None => default_fabric(&specs),
+        };
+        let first = gpus.len();
+        for spec in specs {
+            let pcie_link = LinkSpec::pcie(spec.pcie_gen, fabric.host_staged || !spec.pcie_p2p)
+                .expect("PCIe 3–5 are in the catalog");
+            // On a PCIe fabric, the GPUs' ports run at the fabric's generation.
+            let pcie_link = if fabric.kind == LinkKind::Pcie {
+                fabric
+            } else {
+                pcie_link
+            };
+            gpus.push(Gpu {
+                spec,
+                node: ni,
+                pcie: pcie_link,
+            });
+        }
+        nodes.push(Node {
+            name: n.name.value.clone(),
+            fabric,
+            gpus: (first..gpus.len()).collect(),
+        });
+    }
+
+    // Place instances on free GPUs, in file order.
+    let mut free: Vec<bool> = vec![true; gpus.len()];
+    let mut instances = Vec::new();
+    let mut memory = Vec::new();
+    let mut efficiency = Vec::new();
+    let strategy = d.strategy.value;
+    for (ii, inst) in d.instances.iter().enumerate() {
+        let ip = format!("{path}.deployment.instances[{ii}]");
+        let role = inst.role.value;
+        if !strategy.roles().contains(&role) {
+            let allowed: Vec<&str> = strategy.roles().iter().map(|r| r.name()).collect();
+            return Err(at.err(
+                Some(&inst.role),
+                &format!("{ip}.role"),
+                InputError::new(format!(
+                    "role `{}` does not belong to strategy `{}`, whose roles are: {}",
+                    role.name(),
+                    strategy.name(),
+                    allowed.join(", ")
+                )),
+            ));
+        }
+        let gpu = resolve_gpu(&inst.gpu.value)
+            .map_err(|e| at.err(Some(&inst.gpu), &format!("{ip}.gpu"), e))?;
+        let tp = inst.tp.value as usize;
+        if tp == 0 || !tp.is_power_of_two() || tp > 64 {
+            return Err(at.err(
+                Some(&inst.tp),
+                &format!("{ip}.tp"),
+                InputError::new(format!("tp = {tp}: give a power of two from 1 to 64")),
+            ));
+        }
+        if inst.count.value == 0 {
+            return Err(at.err(
+                Some(&inst.count),
+                &format!("{ip}.count"),
+                InputError::new("count = 0: give at least 1"),
+            ));
+        }
+        let node_filter = match &inst.node {
+            Some(n) => Some(
+                nodes
+                    .iter()
+                    .position(|x| x.name == n.value)
+                    .ok_or_else(|| {
+                        at.err(
+                            Some(n),
+                            &format!("{ip}.node"),
+                            unknown_name("node", &n.value, nodes.iter().map(|x| x.name.as_str())),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let holds_vision = match role {
+            Role::Encoder | Role::All => true,
+            Role::Prefill => !strategy.has_encoder_pool(),
+            Role::Llm | Role::Decode => false,
+        } && model.vision.is_some();
+        let holds_llm = role != Role::Encoder;
+        let eff = match profile.and_then(|p| p.gpu(gpu.name)) {
+            Some(gp) => engine.efficiency.calibrated(gp),
+            None => engine.efficiency,
+        };
+        let plan = MemoryPlan::new(
+            model,
+            dtype,
+            gpu,
+            tp as u64,
+            holds_vision,
+            holds_llm,
+            engine,
+        )
+        .map_err(|e| at.err(Some(&inst.gpu), &format!("{ip}"), e))?;
+        for _ in 0..inst.count.value {
+            let node = nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| node_filter.is_none_or(|f| f == *i))
+                .find_map(|(i, n)| {
+                    let mine: Vec<usize> = n
+                        .gpus
+                        .iter()
+                        .copied()
+                        .filter(|g| free[*g] && gpus[*g].spec.name == gpu.name)
+                        .take(tp)
+                        .collect();
+                    (mine.len() == tp).then_some((i, mine))
+                });
+            let Some((node, group)) = node else {
+                let where_ = inst
+                    .node
+                    .as_ref()
+                    .map_or("any node".to_string(), |n| format!("node `{}`", n.value));
+                return Err(at.err(Some(&inst.count), &format!("{ip}.count"), InputError::new(format!(
+                    "no {tp} free {} GPU(s) left on {where_} for instance {} of {}: the cluster has too few of that GPU",
+                    gpu.name,
+                    instances.iter().filter(|x: &&InstanceSpec| x.gpu.name == gpu.name).count() + 1,
+                    inst.count.value
+                ))));
+            };
+            for g in &group {
+                free[*g] = false;
+            }
+            instances.push(InstanceSpec {
+                id: instances.len(),
+                role,
+                gpu,
+                node,
+                gpus: group,
+            });
+            memory.push(plan.clone());
+            efficiency.push(eff);
+        }
+    }
+    for role in strategy.roles() {
+        if !instances.iter().any(|i| i.role == *role) {
+            return Err(at.err(
+                Some(&d.strategy),
+                &format!("{path}.deployment"),
+                InputError::new(format!(
+                    "strategy `{}` needs at least one `{}` instance",
+                    strategy.name(),
+                    role.name()
+                )),
+            ));
+        }
+    }
+    let calibrated = crate::catalog::LINKS
+        .iter()
+        .filter_map(|l| {
+            profile?
+                .link(l.name)
+                .map(|p| (l.name, p.bandwidth_gbs * 1e9, p.latency_us * 1e-6))
+        })
+        .collect();
+    Ok((
+        Cluster::new(nodes, gpus, network, instances, calibrated),
+        memory,
+        efficiency,
+    ))
+}
+
+fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), InputError> {
+    match l.kind {
+        LinkKind::Network => Err(InputError::new(format!(
+            "`{}` is a network link; inside a node use pcie3/4/5, pcie3/4/5-host-staged or nvlink2/3/4/5",
+            l.name
+        ))),
+        LinkKind::NvLink => match gpus.iter().find(|g| g.nvlink != Some(l.name)) {
+            Some(g) => Err(InputError::new(format!(
+                "{} has {}: `{}` cannot join this node's GPUs",
+                g.name,
+                g.nvlink
+                    .map_or("no NVLink".to_string(), |n| format!("{n}, not {}", l.name)),
+                l.name
+            ))),
+            None => Ok(()),
+        },
+        LinkKind::Pcie => match gpus.iter().find(|g| !l.host_staged && !g.pcie_p2p) {
+            Some(g) => Err(InputError::new(format!(
+                "{} has no PCIe peer-to-peer: use `{}-host-staged`",
+                g.name, l.name
+            ))),
+            None => Ok(()),
+        },
+    }
+}

@@ -1,0 +1,369 @@
+//! Performance model: how long a phase takes on an instance.
+//!
+//! The engine asks only `PhaseModel` (encode a batch of images; one LLM forward over a mixed
+//! batch of prefill chunks and decode tokens). `Roofline` answers from first principles: each
+//! operator costs `max(FLOPs / (peak · η_compute), bytes / (bandwidth · η_memory))` plus a kernel
+//! overhead, and tensor parallelism adds ring all-reduces on the instance's link. A measured
+//! profile table can implement the same trait without the engine changing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Dtype, GpuSpec, ImageTokens, LinkSpec, ModelSpec, ProjectorSpec, VisionSpec};
+use crate::profile::GpuProfile;
+
+/// The work of one LLM forward pass over a continuous batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchShape {
+    /// New tokens of prefill chunks (the whole prompt, or a chunk of it).
+    pub prefill_tokens: u64,
+    /// Query–key pairs under the causal mask: Σ q · (p + (q + 1) / 2) for a chunk of q tokens
+    /// after p already cached.
+    pub prefill_pairs: f64,
+    /// KV tokens prefill attention reads: Σ (p + q).
+    pub prefill_kv_tokens: u64,
+    pub decode_seqs: u64,
+    /// Σ context length of the decoding sequences (KV read per layer).
+    pub decode_ctx_tokens: u64,
+    /// Sequences that sample a token in this step (decodes + finished prefills).
+    pub logits: u64,
+}
+
+impl BatchShape {
+    pub fn add_prefill_chunk(&mut self, cached: u64, new: u64, samples: bool) {
+        self.prefill_tokens += new;
+        self.prefill_pairs += new as f64 * (cached as f64 + (new as f64 + 1.0) / 2.0);
+        self.prefill_kv_tokens += cached + new;
+        self.logits += u64::from(samples);
+    }
+
+    pub fn add_decode(&mut self, context: u64) {
+        self.decode_seqs += 1;
+        self.decode_ctx_tokens += context;
+        self.logits += 1;
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.prefill_tokens + self.decode_seqs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens() == 0
+    }
+}
+
+/// Time of each phase on one instance, in seconds.
+pub trait PhaseModel: Send + Sync {
+    /// Vision encoder + projector over a batch of images.
+    fn encode_s(&self, images: &[ImageTokens]) -> f64;
+    /// One LLM forward step (all layers, LM head for the sampling sequences).
+    fn forward_s(&self, batch: &BatchShape) -> f64;
+}
+
+/// Efficiency defaults. GEMM 0.75: the project's H100 ran an 8192³ bf16 product at 790–798 of
+/// 989 TFLOP/s (0.80); smaller shapes do worse. Attention 0.5: FlashAttention-2 reaches 50–70 % of
+/// peak in its paper's forward benchmarks. Memory 0.8: the H200 copy reached 4.3 of 4.8 TB/s, and
+/// older parts reach less. Kernel overhead 4 µs: launch plus tail of a small kernel. Step overhead
+/// 300 µs: scheduler, sampling and host work per engine iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Efficiency {
+    pub gemm: f64,
+    pub attention: f64,
+    pub memory: f64,
+    pub kernel_overhead_us: f64,
+    pub step_overhead_us: f64,
+}
+
+impl Default for Efficiency {
+    fn default() -> Self {
+        Efficiency {
+            gemm: 0.75,
+            attention: 0.5,
+            memory: 0.8,
+            kernel_overhead_us: 4.0,
+            step_overhead_us: 300.0,
+        }
+    }
+}
+
+impl Efficiency {
+    /// Defaults overridden by what `hetsim calibrate` measured on this GPU type.
+    pub fn calibrated(self, p: &GpuProfile) -> Efficiency {
+        Efficiency {
+            gemm: p.gemm_efficiency,
+            // Attention tracks the GEMM units: keep the default ratio between them.
+            attention: self.attention * p.gemm_efficiency / self.gemm,
+            memory: p.memory_efficiency,
+            kernel_overhead_us: p.launch_overhead_us,
+            step_overhead_us: self.step_overhead_us,
+        }
+    }
+}
+
+/// The roofline model of one instance: a model (or the part of it the instance runs) on `tp`
+/// GPUs of one type.
+#[derive(Debug, Clone)]
+pub struct Roofline {
+    pub model: ModelSpec,
+    pub dtype: Dtype,
+    pub peak_flops: f64,
+    pub mem_bytes_per_s: f64,
+    pub eff: Efficiency,
+    pub tp: u64,
+    /// The link the TP group's all-reduces run on (bytes/s, latency s).
+    pub tp_link: Option<(f64, f64)>,
+}
+
+impl Roofline {
+    pub fn new(
+        model: &ModelSpec,
+        dtype: Dtype,
+        gpu: &GpuSpec,
+        eff: Efficiency,
+        tp: u64,
+        tp_link: Option<&LinkSpec>,
+    ) -> Self {
+        let peak_tflops = match dtype {
+            Dtype::Fp8 => gpu.tflops_fp8.unwrap_or(gpu.tflops_16bit),
+            // fp32 weights still run on tensor cores as tf32 in serving engines: half the 16-bit rate.
+            Dtype::Fp32 => gpu.tflops_16bit / 2.0,
+            Dtype::Bf16 | Dtype::Fp16 => gpu.tflops_16bit,
+        };
+        Roofline {
+            model: model.clone(),
+            dtype,
+            peak_flops: peak_tflops * 1e12,
+            mem_bytes_per_s: gpu.mem_bw_gbs * 1e9,
+            eff,
+            tp,
+            tp_link: tp_link.map(|l| (l.effective_bytes_per_s(), l.latency_us * 1e-6)),
+        }
+    }
+
+    /// One kernel: compute-bound or memory-bound, whichever is slower, plus its overhead.
+    fn op(&self, flops: f64, bytes: f64, eta_compute: f64) -> f64 {
+        (flops / (self.peak_flops * eta_compute))
+            .max(bytes / (self.mem_bytes_per_s * self.eff.memory))
+            + self.eff.kernel_overhead_us * 1e-6
+    }
+
+    fn gemm(&self, tokens: f64, k: f64, n: f64) -> f64 {
+        let b = self.dtype.bytes() as f64;
+        self.op(
+            2.0 * tokens * k * n,
+            (k * n + tokens * (k + n)) * b,
+            self.eff.gemm,
+        )
+    }
+
+    /// Ring all-reduce of `bytes` across the TP group.
+    fn all_reduce(&self, bytes: f64) -> f64 {
+        if self.tp <= 1 {
+            return 0.0;
+        }
+        let (bw, lat) = self.tp_link.unwrap_or((f64::INFINITY, 0.0));
+        let p = self.tp as f64;
+        2.0 * (p - 1.0) / p * bytes / bw + 2.0 * (p - 1.0) * lat
+    }
+
+    fn vision(&self) -> &VisionSpec {
+        self.model
+            .vision
+            .as_ref()
+            .expect("the engine encodes only for models with a vision side")
+    }
+}
+
+impl PhaseModel for Roofline {
+    fn encode_s(&self, images: &[ImageTokens]) -> f64 {
+        if images.is_empty() {
+            return 0.0;
+        }
+        let v = self.vision();
+        let vit = &v.vit;
+        let tp = self.tp as f64;
+        let b = self.dtype.bytes() as f64;
+        let d = vit.hidden as f64;
+        let ff = vit.intermediate as f64;
+        let n: f64 = images.iter().map(|i| i.encoder_tokens as f64).sum();
+        let patch_in = (vit.patch_input * vit.patch * vit.patch) as f64;
+        let mut t = self.gemm(n, patch_in, d);
+        for layer in 0..vit.layers_run {
+            // Tokens each query attends to: the whole image, or one window.
+            let full = match &v.window {
+                Some(w) => w.full_attention_blocks.contains(&layer),
+                None => true,
+            };
+            let pairs: f64 = images
+                .iter()
+                .map(|i| {
+                    let n = i.encoder_tokens as f64;
+                    let span = match (&v.window, full) {
+                        (Some(w), false) => (w.window_patches as f64).min(n),
+                        _ => n,
+                    };
+                    n * span
+                })
+                .sum();
+            t += self.gemm(n, d, 3.0 * d / tp);
+            t += self.op(
+                4.0 * pairs * d / tp,
+                4.0 * n * d / tp * b,
+                self.eff.attention,
+            );
+            t += self.gemm(n, d / tp, d);
+            let up = if vit.gated_mlp { 2.0 * ff } else { ff };
+            t += self.gemm(n, d, up / tp);
+            t += self.gemm(n, ff / tp, d);
+            t += self.op(0.0, 8.0 * n * d * b, 1.0);
+            t += 2.0 * self.all_reduce(n * d * b);
+        }
+        let llm_tokens: f64 = images.iter().map(|i| i.llm_tokens as f64).sum();
+        t += match v.projector {
+            ProjectorSpec::Mlp2xGelu { input, output } => {
+                self.gemm(llm_tokens, input as f64, output as f64 / tp)
+                    + self.gemm(llm_tokens, output as f64 / tp, output as f64)
+            }
+            ProjectorSpec::PatchMerger {
+                vit_hidden,
+                merge,
+                output,
+            } => {
+                let wide = (vit_hidden * merge * merge) as f64;
+                self.gemm(llm_tokens, wide, wide / tp)
+                    + self.gemm(llm_tokens, wide / tp, output as f64)
+            }
+        };
+        // Qwen-style encoders preprocess on the CPU; LLaVA resizes to a fixed square. Neither is
+        // on the GPU's critical path in a pipelined server, so it is not charged here.
+        t + self.eff.step_overhead_us * 1e-6
+    }
+
+    fn forward_s(&self, batch: &BatchShape) -> f64 {
+        if batch.is_empty() {
+            return 0.0;
+        }
+        let l = &self.model.llm;
+        let tp = self.tp as f64;
+        let b = self.dtype.bytes() as f64;
+        let d = l.hidden as f64;
+        let q = l.q_dim() as f64;
+        let kv = l.kv_dim() as f64;
+        let ff = l.intermediate as f64;
+        let t_all = batch.tokens() as f64;
+
+        let mut layer = 0.0;
+        layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
+        if batch.prefill_tokens > 0 {
+            let flops = 4.0 * batch.prefill_pairs * q / tp;
+            let bytes = (batch.prefill_kv_tokens as f64 * 2.0 * kv
+                + batch.prefill_tokens as f64 * 2.0 * q)
+                / tp
+                * b;
+            layer += self.op(flops, bytes, self.eff.attention);
+        }
+        if batch.decode_seqs > 0 {
+            let flops = 4.0 * batch.decode_ctx_tokens as f64 * q / tp;
+            let bytes = (batch.decode_ctx_tokens as f64 * 2.0 * kv
+                + batch.decode_seqs as f64 * 2.0 * q)
+                / tp
+                * b;
+            layer += self.op(flops, bytes, self.eff.attention);
+        }
+        layer += self.gemm(t_all, q / tp, d);
+        layer += self.gemm(t_all, d, 2.0 * ff / tp);
+        layer += self.gemm(t_all, ff / tp, d);
+        // Two RMSNorms, rotary, SiLU·mul, two residual adds.
+        layer += self.op(0.0, t_all * (8.0 * d + 3.0 * ff / tp) * b, 1.0);
+        layer += 2.0 * self.all_reduce(t_all * d * b);
+
+        let head = self.gemm(batch.logits as f64, d, l.vocab as f64 / tp);
+        l.layers as f64 * layer + head + self.eff.step_overhead_us * 1e-6
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{builtin_model, gpu_by_name, link_by_name};
+
+    fn a100_llava() -> Roofline {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        Roofline::new(
+            &m,
+            Dtype::Bf16,
+            gpu_by_name("A100-SXM-80GB").unwrap(),
+            Efficiency::default(),
+            1,
+            None,
+        )
+    }
+
+    #[test]
+    fn decode_is_bound_by_reading_the_weights() {
+        let r = a100_llava();
+        let mut b = BatchShape::default();
+        b.add_decode(700);
+        let t = r.forward_s(&b);
+        // Floor: weights (6.74 G params · 2 B) / (2039 GB/s · 0.8) = 8.26 ms, + KV 700 tokens ·
+        // 512 KiB = 0.37 GB → 0.22 ms. Overheads add ~1.5 ms (32 layers × 8 kernels × 4 µs + step).
+        let floor = r.model.llm.params() as f64 * 2.0 / (2039e9 * 0.8);
+        assert!(
+            t > floor && t < floor * 1.25,
+            "decode {t} s vs floor {floor} s"
+        );
+    }
+
+    #[test]
+    fn prefill_is_bound_by_flops() {
+        let r = a100_llava();
+        let mut b = BatchShape::default();
+        for _ in 0..8 {
+            b.add_prefill_chunk(0, 704, true);
+        }
+        let t = r.forward_s(&b);
+        // ≈ 2 · params · tokens FLOPs at 312 TF · 0.75.
+        let flops = 2.0 * r.model.llm.params() as f64 * 8.0 * 704.0;
+        let floor = flops / (312e12 * 0.75);
+        assert!(t > floor && t < floor * 1.3, "prefill {t} s vs {floor} s");
+    }
+
+    #[test]
+    fn clip_encoding_costs_about_400_gflop_per_image() {
+        let r = a100_llava();
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let img = m.image_tokens(640, 480).unwrap();
+        let one = r.encode_s(&[img]);
+        let many = r.encode_s(&vec![img; 32]);
+        // 23 layers · (2·577·(4·1024² + 2·1024·4096) + 4·577²·1024) + projector 2·576·(1024·4096 + 4096²) ≈ 390 GFLOP.
+        let per_image = 390e9 / (312e12 * 0.75);
+        assert!(
+            many / 32.0 > per_image && many / 32.0 < per_image * 1.3,
+            "{} vs {per_image}",
+            many / 32.0
+        );
+        assert!(
+            one > many / 32.0,
+            "batching amortises weights and overheads"
+        );
+    }
+
+    #[test]
+    fn tensor_parallel_splits_work_and_pays_all_reduce() {
+        let m = builtin_model("llava-1.5-13b").unwrap();
+        let gpu = gpu_by_name("A100-SXM-80GB").unwrap();
+        let tp1 = Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 1, None);
+        let tp2 = Roofline::new(
+            &m,
+            Dtype::Bf16,
+            gpu,
+            Efficiency::default(),
+            2,
+            link_by_name("nvlink3"),
+        );
+        let mut b = BatchShape::default();
+        b.add_prefill_chunk(0, 2048, true);
+        let (a, c) = (tp1.forward_s(&b), tp2.forward_s(&b));
+        assert!(c < a * 0.6 && c > a * 0.5, "tp2 {c} vs tp1 {a}");
+    }
+}

@@ -1,0 +1,186 @@
+//! A hardware profile: what `hetsim calibrate` measured on a GPU machine, in a form `hetsim run`
+//! uses in place of datasheet defaults. The file is YAML; `docs/profile.md` documents it.
+//!
+//! The simulator reads only the summary numbers (efficiencies, overheads, link bandwidths); the
+//! measured points are kept so a reader can see what the summary came from.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareProfile {
+    /// What was measured, in words ("2× NVIDIA H200, driver 580.159.04").
+    pub machine: String,
+    /// When (ISO date).
+    pub date: String,
+    /// The command that produced the file.
+    pub command: String,
+    #[serde(default)]
+    pub gpus: Vec<GpuProfile>,
+    #[serde(default)]
+    pub links: Vec<LinkProfile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuProfile {
+    /// The catalog GPU this profile replaces the defaults of.
+    pub catalog_gpu: String,
+    /// The name the driver reported.
+    pub reported_name: String,
+    /// Best measured dense bf16 GEMM rate, TFLOP/s.
+    pub gemm_tflops: f64,
+    /// Measured GEMM rate / datasheet peak: η_compute for large matrix products.
+    pub gemm_efficiency: f64,
+    /// Device-to-device copy bandwidth, GB/s, counting bytes read plus written.
+    pub hbm_gbs: f64,
+    /// Measured HBM bandwidth / datasheet: η_memory.
+    pub memory_efficiency: f64,
+    /// Launch-to-launch time of an empty kernel, µs.
+    pub launch_overhead_us: f64,
+    #[serde(default)]
+    pub gemm_points: Vec<GemmPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GemmPoint {
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub tflops: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkProfile {
+    /// The catalog link this replaces (e.g. `nvlink4`, `pcie5-host-staged`).
+    pub catalog_link: String,
+    /// Large-message bandwidth, GB/s per direction.
+    pub bandwidth_gbs: f64,
+    /// Small-message time, µs.
+    pub latency_us: f64,
+    #[serde(default)]
+    pub points: Vec<LinkPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkPoint {
+    pub bytes: u64,
+    pub gbs: f64,
+}
+
+impl HardwareProfile {
+    pub fn load(path: &Path) -> Result<HardwareProfile, InputError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(format!("cannot read profile {}: {e}", path.display())))?;
+        let p: HardwareProfile = serde_saphyr::from_str(&text)
+            .map_err(|e| InputError::new(format!("{}: {e}", path.display())))?;
+        p.validate().map_err(|e| e.context(path.display()))?;
+        Ok(p)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("a profile is plain data and always serialises")
+    }
+
+    fn validate(&self) -> Result<(), InputError> {
+        for (i, g) in self.gpus.iter().enumerate() {
+            crate::catalog::resolve_gpu(&g.catalog_gpu)
+                .map_err(|e| e.context(format!("gpus[{i}].catalog_gpu")))?;
+            for (field, v, max) in [
+                ("gemm_efficiency", g.gemm_efficiency, 1.2),
+                ("memory_efficiency", g.memory_efficiency, 1.2),
+            ] {
+                if !(v > 0.0 && v <= max) {
+                    return Err(InputError::new(format!(
+                        "gpus[{i}].{field} = {v}: must be in (0, {max}]"
+                    )));
+                }
+            }
+            if !(g.launch_overhead_us >= 0.0 && g.launch_overhead_us.is_finite()) {
+                return Err(InputError::new(format!(
+                    "gpus[{i}].launch_overhead_us = {}: must be ≥ 0",
+                    g.launch_overhead_us
+                )));
+            }
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            crate::catalog::resolve_link(&l.catalog_link)
+                .map_err(|e| e.context(format!("links[{i}].catalog_link")))?;
+            if !(l.bandwidth_gbs > 0.0 && l.bandwidth_gbs.is_finite()) || !(l.latency_us >= 0.0) {
+                return Err(InputError::new(format!(
+                    "links[{i}]: bandwidth_gbs = {} must be > 0 and latency_us = {} ≥ 0",
+                    l.bandwidth_gbs, l.latency_us
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn gpu(&self, catalog_name: &str) -> Option<&GpuProfile> {
+        self.gpus
+            .iter()
+            .find(|g| g.catalog_gpu.eq_ignore_ascii_case(catalog_name))
+    }
+
+    pub fn link(&self, catalog_name: &str) -> Option<&LinkProfile> {
+        self.links
+            .iter()
+            .find(|l| l.catalog_link.eq_ignore_ascii_case(catalog_name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let p = HardwareProfile {
+            machine: "2× NVIDIA H200".into(),
+            date: "2026-11-21".into(),
+            command: "hetsim calibrate --out p.yaml".into(),
+            gpus: vec![GpuProfile {
+                catalog_gpu: "H200-SXM".into(),
+                reported_name: "NVIDIA H200".into(),
+                gemm_tflops: 790.0,
+                gemm_efficiency: 0.8,
+                hbm_gbs: 4300.0,
+                memory_efficiency: 0.9,
+                launch_overhead_us: 2.5,
+                gemm_points: vec![GemmPoint {
+                    m: 8192,
+                    n: 8192,
+                    k: 8192,
+                    tflops: 790.0,
+                }],
+            }],
+            links: vec![LinkProfile {
+                catalog_link: "nvlink4".into(),
+                bandwidth_gbs: 386.0,
+                latency_us: 8.0,
+                points: vec![LinkPoint {
+                    bytes: 1 << 28,
+                    gbs: 386.0,
+                }],
+            }],
+        };
+        let dir = std::env::temp_dir().join(format!("hetsim-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.yaml");
+        std::fs::write(&path, p.to_yaml()).unwrap();
+        assert_eq!(HardwareProfile::load(&path).unwrap(), p);
+        std::fs::write(&path, p.to_yaml().replace("nvlink4", "nvlink9")).unwrap();
+        let e = HardwareProfile::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("links[0].catalog_link") && e.contains("nvlink4"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! Trace files: hetsim's JSONL and CSV, and the public Splitwise/Vidur and Azure text traces.
+//! `traces/README.md` documents the formats. Rows are read one at a time; errors name the file
+//! and the row (1-based, counting the header as row 1 in CSV files, as a spreadsheet does).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::InputError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceFormat {
+    /// From the extension (.jsonl) or the CSV header.
+    #[default]
+    Auto,
+    Jsonl,
+    /// `arrival_s,prompt_tokens,output_tokens,images` with images as `640x480;336x336`.
+    Csv,
+    /// Vidur/Splitwise: `arrived_at,num_prefill_tokens,num_decode_tokens`.
+    Splitwise,
+    /// Azure LLM inference: `TIMESTAMP,ContextTokens,GeneratedTokens`.
+    Azure,
+}
+
+/// One row, as the file gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    pub arrival_s: f64,
+    pub prompt_tokens: u32,
+    pub output_tokens: u32,
+    /// `None` for text-only formats: the workload may attach images.
+    pub images: Option<Vec<(u32, u32)>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRow {
+    arrival_s: f64,
+    prompt_tokens: u32,
+    output_tokens: u32,
+    #[serde(default)]
+    images: Vec<(u32, u32)>,
+}
+
+pub struct TraceReader {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<File>>,
+    format: TraceFormat,
+    line_no: u64,
+    rows: u64,
+    last_arrival: f64,
+    line: String,
+}
+
+impl TraceReader {
+    pub fn open(path: &Path, format: TraceFormat) -> Result<TraceReader, InputError> {
+        let file = File::open(path)
+            .map_err(|e| InputError::new(format!("cannot open trace {}: {e}", path.display())))?;
+        let mut lines = BufReader::new(file).lines();
+        let mut line_no = 0;
+        let is_jsonl = format == TraceFormat::Jsonl
+            || (format == TraceFormat::Auto
+                && path
+                    .extension()
+                    .is_some_and(|e| e == "jsonl" || e == "json"));
+        let format = if is_jsonl {
+            TraceFormat::Jsonl
+        } else {
+            let header = match lines.next() {
+                Some(Ok(h)) => h,
+                Some(Err(e)) => {
+                    return Err(InputError::new(format!("trace {}: {e}", path.display())));
+                }
+                None => {
+                    return Err(InputError::new(format!(
+                        "trace {}: empty file, expected a CSV header",
+                        path.display()
+                    )));
+                }
+            };
+            line_no = 1;
+            let cols: Vec<String> = header
+                .trim()
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .collect();
+            let detected = match cols
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                ["arrival_s", "prompt_tokens", "output_tokens", "images"] => TraceFormat::Csv,
+                ["arrived_at", "num_prefill_tokens", "num_decode_tokens"] => TraceFormat::Splitwise,
+                ["TIMESTAMP", "ContextTokens", "GeneratedTokens"] => TraceFormat::Azure,
+                _ => {
+                    return Err(InputError::new(format!(
+                        "trace {}: header `{}` is not a known format; expected `arrival_s,prompt_tokens,output_tokens,images`, \
+                         `arrived_at,num_prefill_tokens,num_decode_tokens` (Splitwise/Vidur) or \
+                         `TIMESTAMP,ContextTokens,GeneratedTokens` (Azure)",
+                        path.display(),
+                        header.trim()
+                    )));
+                }
+            };
+            if format != TraceFormat::Auto && format != detected {
+                return Err(InputError::new(format!(
+                    "trace {}: `format: {format:?}` was asked for but the header says {detected:?}",
+                    path.display()
+                )));
+            }
+            detected
+        };
+        Ok(TraceReader {
+            path: path.to_path_buf(),
+            lines,
+            format,
+            line_no,
+            rows: 0,
+            last_arrival: f64::NEG_INFINITY,
+            line: String::new(),
+        })
+    }
+
+    pub fn rows_read(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn next_row(&mut self) -> Result<Option<TraceRow>, InputError> {
+        loop {
+            let Some(line) = self.lines.next() else {
+                return Ok(None);
+            };
+            self.line_no += 1;
+            self.line = line.map_err(|e| self.err(format!("cannot read: {e}")))?;
+            if self.line.trim().is_empty() {
+                continue;
+            }
+            let row = self.parse()?;
+            if !(row.arrival_s >= self.last_arrival) {
+                return Err(self.err(format!(
+                    "arrival {} is before the previous row's {}: rows must be in arrival order",
+                    row.arrival_s, self.last_arrival
+                )));
+            }
+            self.last_arrival = row.arrival_s;
+            self.rows += 1;
+            return Ok(Some(row));
+        }
+    }
+
+    fn err(&self, msg: String) -> InputError {
+        InputError::new(format!(
+            "trace {} row {}: {msg}",
+            self.path.display(),
+            self.line_no
+        ))
+    }
+
+    fn parse(&self) -> Result<TraceRow, InputError> {
+        let line = self.line.trim();
+        let row = match self.format {
+            TraceFormat::Jsonl => {
+                let r: JsonRow =
+                    serde_json::from_str(line).map_err(|e| self.err(format!("{e}")))?;
+                TraceRow {
+                    arrival_s: r.arrival_s,
+                    prompt_tokens: r.prompt_tokens,
+                    output_tokens: r.output_tokens,
+                    images: Some(r.images),
+                }
+            }
+            _ => {
+                let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+                let want = if self.format == TraceFormat::Csv {
+                    4
+                } else {
+                    3
+                };
+                if cols.len() != want {
+                    return Err(self.err(format!("{} columns, expected {want}", cols.len())));
+                }
+                let tokens = |i: usize, name: &str| -> Result<u32, InputError> {
+                    cols[i].parse::<u32>().map_err(|_| {
+                        self.err(format!(
+                            "`{name}` = `{}` is not a whole number of tokens",
+                            cols[i]
+                        ))
+                    })
+                };
+                let arrival_s = match self.format {
+                    TraceFormat::Azure => parse_timestamp(cols[0]).ok_or_else(|| {
+                        self.err(format!(
+                            "`TIMESTAMP` = `{}`: expected `YYYY-MM-DD HH:MM:SS[.fraction]`",
+                            cols[0]
+                        ))
+                    })?,
+                    _ => cols[0].parse::<f64>().map_err(|_| {
+                        self.err(format!("arrival `{}` is not a number of seconds", cols[0]))
+                    })?,
+                };
+                let (p, o) = match self.format {
+                    TraceFormat::Csv => ("prompt_tokens", "output_tokens"),
+                    TraceFormat::Splitwise => ("num_prefill_tokens", "num_decode_tokens"),
+                    _ => ("ContextTokens", "GeneratedTokens"),
+                };
+                let images = if self.format == TraceFormat::Csv {
+                    Some(parse_images(cols[3]).ok_or_else(|| {
+                        self.err(format!(
+                            "`images` = `{}`: expected sizes like `640x480;336x336`, or empty",
+                            cols[3]
+                        ))
+                    })?)
+                } else {
+                    None
+                };
+                TraceRow {
+                    arrival_s,
+                    prompt_tokens: tokens(1, p)?,
+                    output_tokens: tokens(2, o)?,
+                    images,
+                }
+            }
+        };
+        if !(row.arrival_s.is_finite() && row.arrival_s >= 0.0) {
+            return Err(self.err(format!(
+                "arrival {} must be a non-negative number of seconds",
+                row.arrival_s
+            )));
+        }
+        if row.output_tokens == 0 {
+            return Err(
+                self.err("output tokens = 0: every request generates at least one token".into())
+            );
+        }
+        if let Some((w, h)) = row
+            .images
+            .iter()
+            .flatten()
+            .find(|(w, h)| *w == 0 || *h == 0)
+        {
+            return Err(self.err(format!("image {w}x{h}: sides must be at least 1 pixel")));
+        }
+        Ok(row)
+    }
+}
+
+fn parse_images(s: &str) -> Option<Vec<(u32, u32)>> {
+    if s.is_empty() {
+        return Some(Vec::new());
+    }
+    s.split(';')
+        .map(|one| {
+            let (w, h) = one.split_once(['x', 'X'])?;
+            Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `2023-11-16 18:15:46.6805900` → seconds since the Unix epoch (UTC, proleptic Gregorian).
+fn parse_timestamp(s: &str) -> Option<f64> {
+    let (date, time) = s.split_once([' ', 'T'])?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss = t.next()?.parse::<f64>().ok()?;
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || hh > 23
+        || mm > 59
+        || !(0.0..61.0).contains(&ss)
+    {
+        return None;
+    }
+    // Days from civil (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hetsim-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        p
+    }
+
+    fn all(p: &Path) -> Result<Vec<TraceRow>, InputError> {
+        let mut r = TraceReader::open(p, TraceFormat::Auto)?;
+        std::iter::from_fn(|| r.next_row().transpose()).collect()
+    }
+
+    #[test]
+    fn reads_the_public_splitwise_trace() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/traces/splitwise_conv.csv");
+        let rows = all(&p).unwrap();
+        assert_eq!(rows.len(), 19_366);
+        assert_eq!(
+            rows[1],
+            TraceRow {
+                arrival_s: 4.314579,
+                prompt_tokens: 396,
+                output_tokens: 109,
+                images: None
+            }
+        );
+    }
+
+    #[test]
+    fn reads_every_format() {
+        let j = write(
+            "a.jsonl",
+            "{\"arrival_s\": 0.5, \"prompt_tokens\": 20, \"output_tokens\": 8, \"images\": [[640, 480]]}\n\n{\"arrival_s\": 1, \"prompt_tokens\": 5, \"output_tokens\": 1}\n",
+        );
+        let rows = all(&j).unwrap();
+        assert_eq!(rows[0].images, Some(vec![(640, 480)]));
+        assert_eq!(rows[1].images, Some(vec![]));
+        let c = write(
+            "a.csv",
+            "arrival_s,prompt_tokens,output_tokens,images\n0,20,128,640x480;336x336\n0.1,20,128,\n",
+        );
+        assert_eq!(
+            all(&c).unwrap()[0].images,
+            Some(vec![(640, 480), (336, 336)])
+        );
+        let a = write(
+            "az.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.0,10,2\n",
+        );
+        let rows = all(&a).unwrap();
+        assert!((rows[1].arrival_s - rows[0].arrival_s - 3.31941).abs() < 1e-6);
+        assert_eq!(parse_timestamp("1970-01-02 00:00:01"), Some(86_401.0));
+    }
+
+    #[test]
+    fn bad_rows_are_named_by_number() {
+        let c = write(
+            "bad.csv",
+            "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,2\n0.5,ten,2\n",
+        );
+        let e = all(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("row 3") && e.contains("num_prefill_tokens"),
+            "{e}"
+        );
+        let c = write(
+            "order.csv",
+            "arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,10,2\n0.5,10,2\n",
+        );
+        assert!(all(&c).unwrap_err().to_string().contains("row 3"));
+        let c = write("hdr.csv", "when,what\n");
+        assert!(
+            all(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("not a known format")
+        );
+        let e = TraceReader::open(Path::new("/nonexistent/t.csv"), TraceFormat::Auto)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("cannot open trace /nonexistent/t.csv")
+        );
+    }
+}
