@@ -39,10 +39,14 @@ pub struct CalibrateArgs {
 }
 
 pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(Error::Invalid(format!("--out {}: folder {} does not exist", a.out.display(), dir.display())));
-        }
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Error::Invalid(format!(
+            "--out {}: folder {} does not exist",
+            a.out.display(),
+            dir.display()
+        )));
     }
     let opts = calibrate::Options {
         out: None,
@@ -61,10 +65,11 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         std::fs::write(p, &md).map_err(|e| crate::error::io_err(p, e))?;
     }
     if let Some(p) = &a.json {
-        let s = serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
+        let s =
+            serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
         std::fs::write(p, s).map_err(|e| crate::error::io_err(p, e))?;
     }
-    calibrate::to_profile(&cal).write(&a.out)?;
+    calibrate::write_profile(&calibrate::to_profile(&cal), &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }
@@ -92,9 +97,12 @@ pub struct ValidateTransferArgs {
     /// Methods to run, comma-separated (nvlink_peer, pcie_p2p, pcie_staged_pinned, pcie_pageable).
     #[arg(long, value_delimiter = ',')]
     pub method: Option<Vec<String>>,
-    /// Write the rows here (CSV, source = exec).
+    /// Write the rows here (CSV, source = exec, with every stage's time).
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Write the transfers as the simulator's result tables (parquet) into this folder.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
     /// Also write the markdown report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -107,14 +115,26 @@ pub struct ValidateTransferArgs {
 pub fn model_shape(name: &str) -> Result<ModelShape> {
     match name.to_ascii_lowercase().as_str() {
         "llava-1.5-7b" | "llava-v1.5-7b" => Ok(ModelShape::LLAVA_15_7B),
-        "llava-1.5-13b" | "llava-v1.5-13b" => Ok(ModelShape { layers: 40, kv_heads: 40, head_dim: 128, hidden: 5120, visual_tokens: 576 }),
-        other => Err(Error::Invalid(format!("--model {other}: known models are llava-1.5-7b, llava-1.5-13b"))),
+        "llava-1.5-13b" | "llava-v1.5-13b" => Ok(ModelShape {
+            layers: 40,
+            kv_heads: 40,
+            head_dim: 128,
+            hidden: 5120,
+            visual_tokens: 576,
+        }),
+        other => Err(Error::Invalid(format!(
+            "--model {other}: known models are llava-1.5-7b, llava-1.5-13b"
+        ))),
     }
 }
 
 pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
     let shape = model_shape(&a.model)?;
-    let profile = a.profile.as_deref().map(crate::profile::HardwareProfile::read).transpose()?;
+    let profile = a
+        .profile
+        .as_deref()
+        .map(calibrate::read_profile)
+        .transpose()?;
     let opts = validate::Options {
         model_name: a.model.clone(),
         shape,
@@ -125,6 +145,7 @@ pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
         dst: a.dst,
         methods: a.method.clone(),
         csv: a.csv.clone(),
+        results: a.results.clone(),
         command: util::command_line(),
         seed: 42,
         profile,
@@ -142,7 +163,10 @@ pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
 pub fn info() -> Result<()> {
     device::init()?;
     let n = device::device_count()?;
-    println!("CUDA driver API version {}, {n} GPU(s)", device::driver_version()?);
+    println!(
+        "CUDA driver API version {}, {n} GPU(s)",
+        device::driver_version()?
+    );
     let gpus: Vec<device::Gpu> = (0..n).map(device::Gpu::open).collect::<Result<_>>()?;
     for g in &gpus {
         let i = &g.info;
@@ -167,7 +191,13 @@ pub fn info() -> Result<()> {
                 let p = device::peer_info(a, b)?;
                 println!(
                     "GPU {} -> GPU {}: peer access {}, native atomics {}, perf rank {}, NVLink links {:?} => {}",
-                    p.src, p.dst, p.can_access_peer, p.native_atomics, p.performance_rank, p.nvlink_active_links, p.kind
+                    p.src,
+                    p.dst,
+                    p.can_access_peer,
+                    p.native_atomics,
+                    p.performance_rank,
+                    p.nvlink_active_links,
+                    p.kind
                 );
             }
         }
@@ -201,7 +231,10 @@ mod tests {
     #[test]
     fn unknown_model_is_invalid() {
         assert_eq!(model_shape("gpt-9").unwrap_err().exit_code(), 2);
-        assert_eq!(model_shape("LLaVA-1.5-7B").unwrap(), ModelShape::LLAVA_15_7B);
+        assert_eq!(
+            model_shape("LLaVA-1.5-7B").unwrap(),
+            ModelShape::LLAVA_15_7B
+        );
     }
 
     #[test]

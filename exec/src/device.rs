@@ -28,9 +28,18 @@ pub fn check(res: CUresult, what: impl FnOnce() -> String) -> Result<()> {
         sys::cuGetErrorString(res, &mut msg);
     }
     let to_s = |p: *const std::ffi::c_char| {
-        if p.is_null() { "?".to_string() } else { unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned() }
+        if p.is_null() {
+            "?".to_string()
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
     };
-    Err(Error::Cuda { call: what(), code: res as i32, name: to_s(name), message: to_s(msg) })
+    Err(Error::Cuda {
+        call: what(),
+        code: res as i32,
+        name: to_s(name),
+        message: to_s(msg),
+    })
 }
 
 /// Shorthand: `ck!(sys::cuFoo(a, b), "cuFoo({a})")`.
@@ -91,7 +100,10 @@ pub struct Gpu {
 
 fn attr(dev: CUdevice, a: sys::CUdevice_attribute) -> Result<i32> {
     let mut v = 0;
-    ck!(sys::cuDeviceGetAttribute(&mut v, a, dev), "cuDeviceGetAttribute({a:?}, dev {dev})")?;
+    ck!(
+        sys::cuDeviceGetAttribute(&mut v, a, dev),
+        "cuDeviceGetAttribute({a:?}, dev {dev})"
+    )?;
     Ok(v)
 }
 
@@ -100,20 +112,41 @@ impl Gpu {
         init()?;
         let n = device_count()?;
         if ordinal >= n {
-            return Err(Error::Invalid(format!("GPU {ordinal} requested but this machine has {n} GPU(s)")));
+            return Err(Error::Invalid(format!(
+                "GPU {ordinal} requested but this machine has {n} GPU(s)"
+            )));
         }
         let mut dev: CUdevice = 0;
-        ck!(sys::cuDeviceGet(&mut dev, ordinal as i32), "cuDeviceGet({ordinal})")?;
+        ck!(
+            sys::cuDeviceGet(&mut dev, ordinal as i32),
+            "cuDeviceGet({ordinal})"
+        )?;
         let mut ctx: CUcontext = std::ptr::null_mut();
-        ck!(sys::cuDevicePrimaryCtxRetain(&mut ctx, dev), "cuDevicePrimaryCtxRetain(GPU {ordinal})")?;
+        ck!(
+            sys::cuDevicePrimaryCtxRetain(&mut ctx, dev),
+            "cuDevicePrimaryCtxRetain(GPU {ordinal})"
+        )?;
         let mut name = [0 as std::ffi::c_char; 256];
-        ck!(sys::cuDeviceGetName(name.as_mut_ptr(), 256, dev), "cuDeviceGetName(GPU {ordinal})")?;
-        let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+        ck!(
+            sys::cuDeviceGetName(name.as_mut_ptr(), 256, dev),
+            "cuDeviceGetName(GPU {ordinal})"
+        )?;
+        let name = unsafe { CStr::from_ptr(name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         let mut mem = 0usize;
-        ck!(sys::cuDeviceTotalMem_v2(&mut mem, dev), "cuDeviceTotalMem(GPU {ordinal})")?;
+        ck!(
+            sys::cuDeviceTotalMem_v2(&mut mem, dev),
+            "cuDeviceTotalMem(GPU {ordinal})"
+        )?;
         let mut bus = [0 as std::ffi::c_char; 64];
-        ck!(sys::cuDeviceGetPCIBusId(bus.as_mut_ptr(), 64, dev), "cuDeviceGetPCIBusId(GPU {ordinal})")?;
-        let pci_bus_id = unsafe { CStr::from_ptr(bus.as_ptr()) }.to_string_lossy().into_owned();
+        ck!(
+            sys::cuDeviceGetPCIBusId(bus.as_mut_ptr(), 64, dev),
+            "cuDeviceGetPCIBusId(GPU {ordinal})"
+        )?;
+        let pci_bus_id = unsafe { CStr::from_ptr(bus.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         use sys::CUdevice_attribute::*;
         let info = GpuInfo {
             ordinal,
@@ -130,23 +163,40 @@ impl Gpu {
             mem_clock_mhz: (attr(dev, CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)? / 1000) as u32,
             mem_bus_bits: attr(dev, CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)? as u32,
         };
-        Ok(Gpu { ordinal, dev, ctx, info })
+        Ok(Gpu {
+            ordinal,
+            dev,
+            ctx,
+            info,
+        })
     }
 
     /// Make this GPU's primary context current on the calling thread.
     pub fn bind(&self) -> Result<()> {
-        ck!(sys::cuCtxSetCurrent(self.ctx), "cuCtxSetCurrent(GPU {})", self.ordinal)
+        ck!(
+            sys::cuCtxSetCurrent(self.ctx),
+            "cuCtxSetCurrent(GPU {})",
+            self.ordinal
+        )
     }
 
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
-        ck!(sys::cuCtxSynchronize(), "cuCtxSynchronize(GPU {})", self.ordinal)
+        ck!(
+            sys::cuCtxSynchronize(),
+            "cuCtxSynchronize(GPU {})",
+            self.ordinal
+        )
     }
 
     pub fn free_memory(&self) -> Result<u64> {
         self.bind()?;
         let (mut free, mut total) = (0usize, 0usize);
-        ck!(sys::cuMemGetInfo_v2(&mut free, &mut total), "cuMemGetInfo(GPU {})", self.ordinal)?;
+        ck!(
+            sys::cuMemGetInfo_v2(&mut free, &mut total),
+            "cuMemGetInfo(GPU {})",
+            self.ordinal
+        )?;
         Ok(free as u64)
     }
 
@@ -165,7 +215,12 @@ impl Gpu {
         if r == CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED {
             return Ok(());
         }
-        check(r, || format!("cuCtxEnablePeerAccess(GPU {} -> GPU {})", self.ordinal, peer.ordinal))
+        check(r, || {
+            format!(
+                "cuCtxEnablePeerAccess(GPU {} -> GPU {})",
+                self.ordinal, peer.ordinal
+            )
+        })
     }
 
     /// Disable it again (used to show what a copy costs without peer access). Idempotent.
@@ -175,7 +230,12 @@ impl Gpu {
         if r == CUresult::CUDA_ERROR_PEER_ACCESS_NOT_ENABLED {
             return Ok(());
         }
-        check(r, || format!("cuCtxDisablePeerAccess(GPU {} -> GPU {})", self.ordinal, peer.ordinal))
+        check(r, || {
+            format!(
+                "cuCtxDisablePeerAccess(GPU {} -> GPU {})",
+                self.ordinal, peer.ordinal
+            )
+        })
     }
 }
 
@@ -198,10 +258,20 @@ pub struct PeerInfo {
 
 pub fn peer_info(a: &Gpu, b: &Gpu) -> Result<PeerInfo> {
     let mut can = 0;
-    ck!(sys::cuDeviceCanAccessPeer(&mut can, a.dev, b.dev), "cuDeviceCanAccessPeer({}, {})", a.ordinal, b.ordinal)?;
+    ck!(
+        sys::cuDeviceCanAccessPeer(&mut can, a.dev, b.dev),
+        "cuDeviceCanAccessPeer({}, {})",
+        a.ordinal,
+        b.ordinal
+    )?;
     let p2p = |at: sys::CUdevice_P2PAttribute| -> Result<i32> {
         let mut v = 0;
-        ck!(sys::cuDeviceGetP2PAttribute(&mut v, at, a.dev, b.dev), "cuDeviceGetP2PAttribute({at:?}, {}, {})", a.ordinal, b.ordinal)?;
+        ck!(
+            sys::cuDeviceGetP2PAttribute(&mut v, at, a.dev, b.dev),
+            "cuDeviceGetP2PAttribute({at:?}, {}, {})",
+            a.ordinal,
+            b.ordinal
+        )?;
         Ok(v)
     };
     use sys::CUdevice_P2PAttribute::*;
@@ -223,7 +293,11 @@ pub fn peer_info(a: &Gpu, b: &Gpu) -> Result<PeerInfo> {
         native_atomics,
         performance_rank,
         nvlink_active_links,
-        kind: if nvlink { "nvlink".into() } else { "pcie".into() },
+        kind: if nvlink {
+            "nvlink".into()
+        } else {
+            "pcie".into()
+        },
     })
 }
 
@@ -235,19 +309,31 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(ctx: CUcontext, gpu: usize) -> Result<Stream> {
+    pub(crate) fn new(ctx: CUcontext, gpu: usize) -> Result<Stream> {
         ck!(sys::cuCtxSetCurrent(ctx), "cuCtxSetCurrent(GPU {gpu})")?;
         let mut raw: CUstream = std::ptr::null_mut();
         let flags = sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32;
-        ck!(sys::cuStreamCreate(&mut raw, flags), "cuStreamCreate(GPU {gpu})")?;
+        ck!(
+            sys::cuStreamCreate(&mut raw, flags),
+            "cuStreamCreate(GPU {gpu})"
+        )?;
         Ok(Stream { raw, ctx, gpu })
     }
     pub fn synchronize(&self) -> Result<()> {
-        ck!(sys::cuStreamSynchronize(self.raw), "cuStreamSynchronize(GPU {})", self.gpu)
+        ck!(
+            sys::cuStreamSynchronize(self.raw),
+            "cuStreamSynchronize(GPU {})",
+            self.gpu
+        )
     }
     /// Make this stream wait for `ev` (which may belong to another GPU).
     pub fn wait(&self, ev: &Event) -> Result<()> {
-        ck!(sys::cuStreamWaitEvent(self.raw, ev.raw, 0), "cuStreamWaitEvent(GPU {} waits on event of GPU {})", self.gpu, ev.gpu)
+        ck!(
+            sys::cuStreamWaitEvent(self.raw, ev.raw, 0),
+            "cuStreamWaitEvent(GPU {} waits on event of GPU {})",
+            self.gpu,
+            ev.gpu
+        )
     }
 }
 
@@ -277,20 +363,41 @@ impl Event {
     fn with_flags(gpu: &Gpu, flags: u32) -> Result<Event> {
         gpu.bind()?;
         let mut raw: CUevent = std::ptr::null_mut();
-        ck!(sys::cuEventCreate(&mut raw, flags), "cuEventCreate(GPU {})", gpu.ordinal)?;
-        Ok(Event { raw, ctx: gpu.ctx, gpu: gpu.ordinal })
+        ck!(
+            sys::cuEventCreate(&mut raw, flags),
+            "cuEventCreate(GPU {})",
+            gpu.ordinal
+        )?;
+        Ok(Event {
+            raw,
+            ctx: gpu.ctx,
+            gpu: gpu.ordinal,
+        })
     }
     pub fn record(&self, s: &Stream) -> Result<()> {
-        ck!(sys::cuEventRecord(self.raw, s.raw), "cuEventRecord(GPU {} on stream of GPU {})", self.gpu, s.gpu)
+        ck!(
+            sys::cuEventRecord(self.raw, s.raw),
+            "cuEventRecord(GPU {} on stream of GPU {})",
+            self.gpu,
+            s.gpu
+        )
     }
     pub fn synchronize(&self) -> Result<()> {
-        ck!(sys::cuEventSynchronize(self.raw), "cuEventSynchronize(GPU {})", self.gpu)
+        ck!(
+            sys::cuEventSynchronize(self.raw),
+            "cuEventSynchronize(GPU {})",
+            self.gpu
+        )
     }
     /// Milliseconds from `self` to `end` (both recorded, same GPU); waits for `end`.
     pub fn elapsed_ms(&self, end: &Event) -> Result<f64> {
         end.synchronize()?;
         let mut ms = 0f32;
-        ck!(sys::cuEventElapsedTime_v2(&mut ms, self.raw, end.raw), "cuEventElapsedTime(GPU {})", self.gpu)?;
+        ck!(
+            sys::cuEventElapsedTime_v2(&mut ms, self.raw, end.raw),
+            "cuEventElapsedTime(GPU {})",
+            self.gpu
+        )?;
         Ok(ms as f64)
     }
 }
@@ -316,24 +423,59 @@ impl DeviceBuffer {
     pub fn new(gpu: &Gpu, bytes: usize) -> Result<DeviceBuffer> {
         gpu.bind()?;
         let mut ptr: CUdeviceptr = 0;
-        ck!(sys::cuMemAlloc_v2(&mut ptr, bytes.max(1)), "cuMemAlloc({bytes} bytes on GPU {})", gpu.ordinal)?;
-        Ok(DeviceBuffer { ptr, bytes, ctx: gpu.ctx, gpu: gpu.ordinal })
+        ck!(
+            sys::cuMemAlloc_v2(&mut ptr, bytes.max(1)),
+            "cuMemAlloc({bytes} bytes on GPU {})",
+            gpu.ordinal
+        )?;
+        Ok(DeviceBuffer {
+            ptr,
+            bytes,
+            ctx: gpu.ctx,
+            gpu: gpu.ordinal,
+        })
     }
     /// Byte fill on `s` (used to poison destinations before a run).
     pub fn memset_async(&self, byte: u8, s: &Stream) -> Result<()> {
-        ck!(sys::cuMemsetD8Async(self.ptr, byte, self.bytes, s.raw), "cuMemsetD8Async({} bytes on GPU {})", self.bytes, self.gpu)
+        ck!(
+            sys::cuMemsetD8Async(self.ptr, byte, self.bytes, s.raw),
+            "cuMemsetD8Async({} bytes on GPU {})",
+            self.bytes,
+            self.gpu
+        )
     }
     pub fn copy_from_host(&self, src: &[u8]) -> Result<()> {
         if src.len() > self.bytes {
-            return Err(Error::Invalid(format!("host slice of {} bytes into buffer of {}", src.len(), self.bytes)));
+            return Err(Error::Invalid(format!(
+                "host slice of {} bytes into buffer of {}",
+                src.len(),
+                self.bytes
+            )));
         }
-        ck!(sys::cuCtxSetCurrent(self.ctx), "cuCtxSetCurrent(GPU {})", self.gpu)?;
-        ck!(sys::cuMemcpyHtoD_v2(self.ptr, src.as_ptr() as *const c_void, src.len()), "cuMemcpyHtoD({} bytes to GPU {})", src.len(), self.gpu)
+        ck!(
+            sys::cuCtxSetCurrent(self.ctx),
+            "cuCtxSetCurrent(GPU {})",
+            self.gpu
+        )?;
+        ck!(
+            sys::cuMemcpyHtoD_v2(self.ptr, src.as_ptr() as *const c_void, src.len()),
+            "cuMemcpyHtoD({} bytes to GPU {})",
+            src.len(),
+            self.gpu
+        )
     }
     pub fn copy_to_host(&self, dst: &mut [u8]) -> Result<()> {
         let n = dst.len().min(self.bytes);
-        ck!(sys::cuCtxSetCurrent(self.ctx), "cuCtxSetCurrent(GPU {})", self.gpu)?;
-        ck!(sys::cuMemcpyDtoH_v2(dst.as_mut_ptr() as *mut c_void, self.ptr, n), "cuMemcpyDtoH({n} bytes from GPU {})", self.gpu)
+        ck!(
+            sys::cuCtxSetCurrent(self.ctx),
+            "cuCtxSetCurrent(GPU {})",
+            self.gpu
+        )?;
+        ck!(
+            sys::cuMemcpyDtoH_v2(dst.as_mut_ptr() as *mut c_void, self.ptr, n),
+            "cuMemcpyDtoH({n} bytes from GPU {})",
+            self.gpu
+        )
     }
     pub fn read_u64(&self) -> Result<u64> {
         let mut b = [0u8; 8];
@@ -362,7 +504,10 @@ impl PinnedBuffer {
         gpu.bind()?;
         let mut ptr: *mut c_void = std::ptr::null_mut();
         let flags = sys::CU_MEMHOSTALLOC_PORTABLE;
-        ck!(sys::cuMemHostAlloc(&mut ptr, bytes.max(1), flags), "cuMemHostAlloc({bytes} bytes, portable)")?;
+        ck!(
+            sys::cuMemHostAlloc(&mut ptr, bytes.max(1), flags),
+            "cuMemHostAlloc({bytes} bytes, portable)"
+        )?;
         Ok(PinnedBuffer { ptr, bytes })
     }
     /// Address of byte `off`.
@@ -380,17 +525,61 @@ impl Drop for PinnedBuffer {
     }
 }
 
-/// Async copies. `gpu` labels the error message.
-pub fn copy_dtoh_async(dst: *mut c_void, src: CUdeviceptr, bytes: usize, s: &Stream) -> Result<()> {
-    ck!(sys::cuMemcpyDtoHAsync_v2(dst, src, bytes, s.raw), "cuMemcpyDtoHAsync({bytes} bytes from GPU {})", s.gpu)
+fn check_host_range(h: &PinnedBuffer, off: usize, bytes: usize) -> Result<()> {
+    if off.checked_add(bytes).is_none_or(|end| end > h.bytes) {
+        return Err(Error::Invalid(format!(
+            "host range {off}+{bytes} outside pinned buffer of {}",
+            h.bytes
+        )));
+    }
+    Ok(())
 }
-pub fn copy_htod_async(dst: CUdeviceptr, src: *const c_void, bytes: usize, s: &Stream) -> Result<()> {
-    ck!(sys::cuMemcpyHtoDAsync_v2(dst, src, bytes, s.raw), "cuMemcpyHtoDAsync({bytes} bytes to GPU {})", s.gpu)
+
+/// Async copy of `bytes` from device address `src` into pinned `dst` at byte `off`.
+pub fn copy_dtoh_async(
+    dst: &PinnedBuffer,
+    off: usize,
+    src: CUdeviceptr,
+    bytes: usize,
+    s: &Stream,
+) -> Result<()> {
+    check_host_range(dst, off, bytes)?;
+    ck!(
+        sys::cuMemcpyDtoHAsync_v2(dst.at(off), src, bytes, s.raw),
+        "cuMemcpyDtoHAsync({bytes} bytes from GPU {})",
+        s.gpu
+    )
 }
+
+/// Async copy of `bytes` from pinned `src` at byte `off` to device address `dst`.
+pub fn copy_htod_async(
+    dst: CUdeviceptr,
+    src: &PinnedBuffer,
+    off: usize,
+    bytes: usize,
+    s: &Stream,
+) -> Result<()> {
+    check_host_range(src, off, bytes)?;
+    ck!(
+        sys::cuMemcpyHtoDAsync_v2(dst, src.at(off), bytes, s.raw),
+        "cuMemcpyHtoDAsync({bytes} bytes to GPU {})",
+        s.gpu
+    )
+}
+
 pub fn copy_dtod_async(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize, s: &Stream) -> Result<()> {
-    ck!(sys::cuMemcpyDtoDAsync_v2(dst, src, bytes, s.raw), "cuMemcpyDtoDAsync({bytes} bytes on stream of GPU {})", s.gpu)
+    ck!(
+        sys::cuMemcpyDtoDAsync_v2(dst, src, bytes, s.raw),
+        "cuMemcpyDtoDAsync({bytes} bytes on stream of GPU {})",
+        s.gpu
+    )
 }
-pub fn copy_peer_async(dst: &DeviceBuffer, src: &DeviceBuffer, bytes: usize, s: &Stream) -> Result<()> {
+pub fn copy_peer_async(
+    dst: &DeviceBuffer,
+    src: &DeviceBuffer,
+    bytes: usize,
+    s: &Stream,
+) -> Result<()> {
     ck!(
         sys::cuMemcpyPeerAsync(dst.ptr, dst.ctx, src.ptr, src.ctx, bytes, s.raw),
         "cuMemcpyPeerAsync({bytes} bytes GPU {} -> GPU {})",

@@ -8,7 +8,12 @@ pub enum Error {
     /// The CUDA driver (or a CUDA library we need) cannot be loaded on this machine.
     NoDriver(String),
     /// A CUDA driver call returned an error.
-    Cuda { call: String, code: i32, name: String, message: String },
+    Cuda {
+        call: String,
+        code: i32,
+        name: String,
+        message: String,
+    },
     /// cuBLASLt returned an error.
     Cublas { call: String, status: String },
     /// NVRTC could not compile one of kernels/*.cu.
@@ -16,7 +21,10 @@ pub enum Error {
     /// The user asked for something impossible (bad flag, too few GPUs, bad shape...).
     Invalid(String),
     /// Reading or writing a file.
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// A result failed its own check (e.g. checksums differ): the run is wrong, not the input.
     Check(String),
 }
@@ -38,7 +46,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NoDriver(m) => write!(f, "no CUDA driver found: {m}"),
-            Error::Cuda { call, code, name, message } => {
+            Error::Cuda {
+                call,
+                code,
+                name,
+                message,
+            } => {
                 write!(f, "CUDA error in {call}: {name} ({code}): {message}")
             }
             Error::Cublas { call, status } => write!(f, "cuBLASLt error in {call}: {status}"),
@@ -53,5 +66,8 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), source }
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

@@ -9,7 +9,14 @@ use cudarc::cublaslt::sys::{self as lt, cublasStatus_t};
 use std::ffi::c_void;
 
 fn ckb(st: cublasStatus_t, call: impl FnOnce() -> String) -> Result<()> {
-    if st == cublasStatus_t::CUBLAS_STATUS_SUCCESS { Ok(()) } else { Err(Error::Cublas { call: call(), status: format!("{st:?}") }) }
+    if st == cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::Cublas {
+            call: call(),
+            status: format!("{st:?}"),
+        })
+    }
 }
 
 pub struct Lt {
@@ -20,7 +27,9 @@ impl Lt {
     pub fn new() -> Result<Lt> {
         libs::ensure_cublaslt()?;
         let mut handle = std::ptr::null_mut();
-        ckb(unsafe { lt::cublasLtCreate(&mut handle) }, || "cublasLtCreate".into())?;
+        ckb(unsafe { lt::cublasLtCreate(&mut handle) }, || {
+            "cublasLtCreate".into()
+        })?;
         Ok(Lt { handle })
     }
 
@@ -31,24 +40,61 @@ impl Lt {
 
     /// Describe `Y[M,N] = X[M,K] · W[N,K]ᵀ` and ask cuBLASLt's heuristic for up to `max_algos`
     /// algorithms (best guess first; `Plan::choose` picks another after timing them).
-    pub fn plan(&self, m: usize, n: usize, k: usize, workspace: usize, max_algos: usize) -> Result<Plan> {
+    pub fn plan(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        workspace: usize,
+        max_algos: usize,
+    ) -> Result<Plan> {
         use lt::cublasComputeType_t::CUBLAS_COMPUTE_32F;
         use lt::cudaDataType_t::{CUDA_R_16BF, CUDA_R_32F};
         let what = format!("GEMM M={m} N={n} K={k}");
-        let mut p = Plan { m, n, k, desc: std::ptr::null_mut(), a: std::ptr::null_mut(), b: std::ptr::null_mut(), c: std::ptr::null_mut(), algos: Vec::new(), chosen: 0, workspace };
+        let mut p = Plan {
+            m,
+            n,
+            k,
+            desc: std::ptr::null_mut(),
+            a: std::ptr::null_mut(),
+            b: std::ptr::null_mut(),
+            c: std::ptr::null_mut(),
+            algos: Vec::new(),
+            chosen: 0,
+            workspace,
+        };
         unsafe {
-            ckb(lt::cublasLtMatmulDescCreate(&mut p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), || format!("cublasLtMatmulDescCreate({what})"))?;
+            ckb(
+                lt::cublasLtMatmulDescCreate(&mut p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+                || format!("cublasLtMatmulDescCreate({what})"),
+            )?;
             let op_t: i32 = 1; // CUBLAS_OP_T
             ckb(
-                lt::cublasLtMatmulDescSetAttribute(p.desc, lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &op_t as *const i32 as *const c_void, 4),
+                lt::cublasLtMatmulDescSetAttribute(
+                    p.desc,
+                    lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                    &op_t as *const i32 as *const c_void,
+                    4,
+                ),
                 || format!("cublasLtMatmulDescSetAttribute(TRANSA, {what})"),
             )?;
             // A = W viewed column-major K×N (ld K); B = X viewed K×M (ld K); C = Y viewed N×M (ld N)
-            ckb(lt::cublasLtMatrixLayoutCreate(&mut p.a, CUDA_R_16BF, k as u64, n as u64, k as i64), || format!("layout A ({what})"))?;
-            ckb(lt::cublasLtMatrixLayoutCreate(&mut p.b, CUDA_R_16BF, k as u64, m as u64, k as i64), || format!("layout B ({what})"))?;
-            ckb(lt::cublasLtMatrixLayoutCreate(&mut p.c, CUDA_R_16BF, n as u64, m as u64, n as i64), || format!("layout C ({what})"))?;
+            ckb(
+                lt::cublasLtMatrixLayoutCreate(&mut p.a, CUDA_R_16BF, k as u64, n as u64, k as i64),
+                || format!("layout A ({what})"),
+            )?;
+            ckb(
+                lt::cublasLtMatrixLayoutCreate(&mut p.b, CUDA_R_16BF, k as u64, m as u64, k as i64),
+                || format!("layout B ({what})"),
+            )?;
+            ckb(
+                lt::cublasLtMatrixLayoutCreate(&mut p.c, CUDA_R_16BF, n as u64, m as u64, n as i64),
+                || format!("layout C ({what})"),
+            )?;
             let mut pref = std::ptr::null_mut();
-            ckb(lt::cublasLtMatmulPreferenceCreate(&mut pref), || "cublasLtMatmulPreferenceCreate".into())?;
+            ckb(lt::cublasLtMatmulPreferenceCreate(&mut pref), || {
+                "cublasLtMatmulPreferenceCreate".into()
+            })?;
             let ws = workspace as u64;
             let r = ckb(
                 lt::cublasLtMatmulPreferenceSetAttribute(
@@ -60,27 +106,47 @@ impl Lt {
                 || "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)".into(),
             );
             let want = max_algos.clamp(1, 16);
-            let mut results: Vec<lt::cublasLtMatmulHeuristicResult_t> = vec![std::mem::zeroed(); want];
+            let mut results: Vec<lt::cublasLtMatmulHeuristicResult_t> =
+                vec![std::mem::zeroed(); want];
             let mut found = 0;
             let r2 = r.and_then(|_| {
                 ckb(
-                    lt::cublasLtMatmulAlgoGetHeuristic(self.handle, p.desc, p.a, p.b, p.c, p.c, pref, want as i32, results.as_mut_ptr(), &mut found),
+                    lt::cublasLtMatmulAlgoGetHeuristic(
+                        self.handle,
+                        p.desc,
+                        p.a,
+                        p.b,
+                        p.c,
+                        p.c,
+                        pref,
+                        want as i32,
+                        results.as_mut_ptr(),
+                        &mut found,
+                    ),
                     || format!("cublasLtMatmulAlgoGetHeuristic({what})"),
                 )
             });
             lt::cublasLtMatmulPreferenceDestroy(pref);
             r2?;
             if found < 1 {
-                return Err(Error::Cublas { call: format!("cublasLtMatmulAlgoGetHeuristic({what})"), status: "no algorithm found".into() });
+                return Err(Error::Cublas {
+                    call: format!("cublasLtMatmulAlgoGetHeuristic({what})"),
+                    status: "no algorithm found".into(),
+                });
             }
             p.algos = results
                 .iter()
                 .take(found as usize)
-                .filter(|r| r.state == cublasStatus_t::CUBLAS_STATUS_SUCCESS && r.workspaceSize <= workspace)
+                .filter(|r| {
+                    r.state == cublasStatus_t::CUBLAS_STATUS_SUCCESS && r.workspaceSize <= workspace
+                })
                 .map(|r| r.algo)
                 .collect();
             if p.algos.is_empty() {
-                return Err(Error::Cublas { call: format!("cublasLtMatmulAlgoGetHeuristic({what})"), status: "no usable algorithm".into() });
+                return Err(Error::Cublas {
+                    call: format!("cublasLtMatmulAlgoGetHeuristic({what})"),
+                    status: "no usable algorithm".into(),
+                });
             }
         }
         Ok(p)
@@ -113,7 +179,12 @@ impl Lt {
                     s.raw as lt::cudaStream_t,
                 )
             },
-            || format!("cublasLtMatmul(M={} N={} K={}, GPU {})", p.m, p.n, p.k, s.gpu),
+            || {
+                format!(
+                    "cublasLtMatmul(M={} N={} K={}, GPU {})",
+                    p.m, p.n, p.k, s.gpu
+                )
+            },
         )
     }
 }

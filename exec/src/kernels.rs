@@ -25,8 +25,10 @@ pub fn compile(name: &'static str, src: &str, cc: (i32, i32)) -> Result<String> 
         options: vec!["--std=c++17".into(), "-default-device".into()],
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
-        .map_err(|e| Error::Nvrtc { kernel: name.to_string(), log: format!("{e:?}") })?;
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| Error::Nvrtc {
+        kernel: name.to_string(),
+        log: format!("{e:?}"),
+    })?;
     Ok(ptx.to_src())
 }
 
@@ -36,15 +38,31 @@ impl Module {
         gpu.bind()?;
         let c = CString::new(ptx).map_err(|_| Error::Invalid("PTX contains a NUL byte".into()))?;
         let mut raw: CUmodule = std::ptr::null_mut();
-        ck!(sys::cuModuleLoadData(&mut raw, c.as_ptr() as *const c_void), "cuModuleLoadData({name} on GPU {})", gpu.ordinal)?;
-        Ok(Module { raw, gpu: gpu.ordinal, name })
+        ck!(
+            sys::cuModuleLoadData(&mut raw, c.as_ptr() as *const c_void),
+            "cuModuleLoadData({name} on GPU {})",
+            gpu.ordinal
+        )?;
+        Ok(Module {
+            raw,
+            gpu: gpu.ordinal,
+            name,
+        })
     }
 
     pub fn function(&self, fname: &str) -> Result<Kernel> {
-        let c = CString::new(fname).map_err(|_| Error::Invalid(format!("bad kernel name {fname}")))?;
+        let c =
+            CString::new(fname).map_err(|_| Error::Invalid(format!("bad kernel name {fname}")))?;
         let mut f: CUfunction = std::ptr::null_mut();
-        ck!(sys::cuModuleGetFunction(&mut f, self.raw, c.as_ptr()), "cuModuleGetFunction({}::{fname})", self.name)?;
-        Ok(Kernel { raw: f, name: format!("{}::{fname}", self.name) })
+        ck!(
+            sys::cuModuleGetFunction(&mut f, self.raw, c.as_ptr()),
+            "cuModuleGetFunction({}::{fname})",
+            self.name
+        )?;
+        Ok(Kernel {
+            raw: f,
+            name: format!("{}::{fname}", self.name),
+        })
     }
 }
 
@@ -65,9 +83,27 @@ macro_rules! kargs {
 
 impl Kernel {
     /// Launch on `s` with a 1-D grid. `args` must point at values whose types match the kernel.
-    pub fn launch(&self, grid: u32, block: u32, s: &Stream, args: &mut [*mut c_void]) -> Result<()> {
+    pub fn launch(
+        &self,
+        grid: u32,
+        block: u32,
+        s: &Stream,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
         ck!(
-            sys::cuLaunchKernel(self.raw, grid.max(1), 1, 1, block, 1, 1, 0, s.raw, args.as_mut_ptr(), std::ptr::null_mut()),
+            sys::cuLaunchKernel(
+                self.raw,
+                grid.max(1),
+                1,
+                1,
+                block,
+                1,
+                1,
+                0,
+                s.raw,
+                args.as_mut_ptr(),
+                std::ptr::null_mut()
+            ),
             "cuLaunchKernel({}, grid {grid}, block {block}, GPU {})",
             self.name,
             s.gpu
@@ -88,11 +124,23 @@ mod tests {
 
     #[test]
     fn kernels_are_embedded() {
-        for k in ["kv_gather", "kv_scatter", "kv_checksum_paged", "checksum_u4", "fill_random_u32"] {
-            assert!(KV_SRC.contains(&format!("void {k}(")), "{k} missing from kv_transfer.cu");
+        for k in [
+            "kv_gather",
+            "kv_scatter",
+            "kv_checksum_paged",
+            "checksum_u4",
+            "fill_random_u32",
+        ] {
+            assert!(
+                KV_SRC.contains(&format!("void {k}(")),
+                "{k} missing from kv_transfer.cu"
+            );
         }
         for k in ["empty_kernel", "copy_u4", "fill_bf16_uniform"] {
-            assert!(PROBE_SRC.contains(&format!("void {k}(")), "{k} missing from probe.cu");
+            assert!(
+                PROBE_SRC.contains(&format!("void {k}(")),
+                "{k} missing from probe.cu"
+            );
         }
     }
 

@@ -34,7 +34,13 @@ pub struct ModelShape {
 impl ModelShape {
     /// LLaVA-1.5-7B (Vicuna-7B decoder: 32 layers, 32 heads MHA, head_dim 128, d 4096; 576
     /// visual tokens from CLIP ViT-L/14-336).
-    pub const LLAVA_15_7B: ModelShape = ModelShape { layers: 32, kv_heads: 32, head_dim: 128, hidden: 4096, visual_tokens: 576 };
+    pub const LLAVA_15_7B: ModelShape = ModelShape {
+        layers: 32,
+        kv_heads: 32,
+        head_dim: 128,
+        hidden: 4096,
+        visual_tokens: 576,
+    };
 
     pub fn with_layers(self, layers: usize) -> ModelShape {
         ModelShape { layers, ..self }
@@ -58,11 +64,20 @@ impl ModelShape {
         self.layers * nblocks * self.block_bytes_per_layer()
     }
     pub fn validate(&self) -> Result<()> {
-        if self.layers == 0 || self.kv_heads == 0 || self.head_dim == 0 || self.hidden == 0 || self.visual_tokens == 0 {
-            return Err(Error::Invalid(format!("model shape has a zero dimension: {self:?}")));
+        if self.layers == 0
+            || self.kv_heads == 0
+            || self.head_dim == 0
+            || self.hidden == 0
+            || self.visual_tokens == 0
+        {
+            return Err(Error::Invalid(format!(
+                "model shape has a zero dimension: {self:?}"
+            )));
         }
-        if self.head_dim % VEC_ELEMS != 0 || self.hidden % VEC_ELEMS != 0 {
-            return Err(Error::Invalid(format!("head_dim and hidden must be multiples of 8, got {self:?}")));
+        if !self.head_dim.is_multiple_of(VEC_ELEMS) || !self.hidden.is_multiple_of(VEC_ELEMS) {
+            return Err(Error::Invalid(format!(
+                "head_dim and hidden must be multiples of 8, got {self:?}"
+            )));
         }
         Ok(())
     }
@@ -70,7 +85,14 @@ impl ModelShape {
 
 /// Offset (in elements) into the pool of packed element `p`. Mirrors `paged_offset` in the kernel
 /// (which works in 8-element vectors; with `dim` in elements the arithmetic is the same).
-pub fn paged_offset(p: usize, table: &[i32], dim: usize, s: usize, heads: usize, nblocks: usize) -> usize {
+pub fn paged_offset(
+    p: usize,
+    table: &[i32],
+    dim: usize,
+    s: usize,
+    heads: usize,
+    nblocks: usize,
+) -> usize {
     let d = p % dim;
     let r = p / dim;
     let t = r % s;
@@ -85,13 +107,28 @@ pub fn paged_offset(p: usize, table: &[i32], dim: usize, s: usize, heads: usize,
 }
 
 /// CPU gather: pool → packed (reference for the kernel).
-pub fn gather_cpu<T: Copy>(pool: &[T], table: &[i32], shape: &ModelShape, s: usize, nblocks: usize) -> Vec<T> {
+pub fn gather_cpu<T: Copy>(
+    pool: &[T],
+    table: &[i32],
+    shape: &ModelShape,
+    s: usize,
+    nblocks: usize,
+) -> Vec<T> {
     let n = 2 * shape.layers * shape.kv_heads * s * shape.head_dim;
-    (0..n).map(|p| pool[paged_offset(p, table, shape.head_dim, s, shape.kv_heads, nblocks)]).collect()
+    (0..n)
+        .map(|p| pool[paged_offset(p, table, shape.head_dim, s, shape.kv_heads, nblocks)])
+        .collect()
 }
 
 /// CPU scatter: packed → pool (reference for the kernel).
-pub fn scatter_cpu<T: Copy>(packed: &[T], pool: &mut [T], table: &[i32], shape: &ModelShape, s: usize, nblocks: usize) {
+pub fn scatter_cpu<T: Copy>(
+    packed: &[T],
+    pool: &mut [T],
+    table: &[i32],
+    shape: &ModelShape,
+    s: usize,
+    nblocks: usize,
+) {
     for (p, &v) in packed.iter().enumerate() {
         pool[paged_offset(p, table, shape.head_dim, s, shape.kv_heads, nblocks)] = v;
     }
@@ -113,17 +150,21 @@ pub fn word_hash(idx: u64, w: u32) -> u64 {
 /// little-endian 32-bit words. Position-dependent (moved data changes it), order-independent
 /// to compute (so the GPU may reduce in any order and still be bit-exact with this).
 pub fn checksum_cpu(bytes: &[u8]) -> u64 {
-    bytes
-        .chunks_exact(4)
-        .enumerate()
-        .fold(0u64, |acc, (i, c)| acc.wrapping_add(word_hash(i as u64, u32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
+    bytes.chunks_exact(4).enumerate().fold(0u64, |acc, (i, c)| {
+        acc.wrapping_add(word_hash(
+            i as u64,
+            u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        ))
+    })
 }
 
 /// A block table of `n` distinct block ids drawn from `0..nblocks`, shuffled with `seed`, so a
 /// request's pages are scattered through the pool as they are in a running engine.
 pub fn block_table(n: usize, nblocks: usize, seed: u64) -> Result<Vec<i32>> {
     if n > nblocks {
-        return Err(Error::Invalid(format!("request needs {n} blocks but the pool has {nblocks}")));
+        return Err(Error::Invalid(format!(
+            "request needs {n} blocks but the pool has {nblocks}"
+        )));
     }
     let mut ids: Vec<i32> = (0..nblocks as i32).collect();
     // Fisher–Yates with mix64 as the generator (deterministic, no extra dependency).
@@ -154,7 +195,13 @@ mod tests {
     }
 
     fn small() -> ModelShape {
-        ModelShape { layers: 3, kv_heads: 2, head_dim: 8, hidden: 16, visual_tokens: 4 }
+        ModelShape {
+            layers: 3,
+            kv_heads: 2,
+            head_dim: 8,
+            hidden: 16,
+            visual_tokens: 4,
+        }
     }
 
     #[test]
@@ -186,15 +233,20 @@ mod tests {
         let (s, nblocks) = (20, 4);
         let table = vec![3, 1];
         // element (layer 1, V, head 1, token 17, dim 5)
-        let p = (((1 * 2 + 1) * m.kv_heads + 1) * s + 17) * m.head_dim + 5;
+        let (layer, v) = (1, 1);
+        let p = (((layer * 2 + v) * m.kv_heads + 1) * s + 17) * m.head_dim + 5;
         let off = paged_offset(p, &table, m.head_dim, s, m.kv_heads, nblocks);
-        let expect = ((((1 * nblocks + 1) * 2 + 1) * m.kv_heads + 1) * BLOCK_TOKENS + 1) * m.head_dim + 5;
+        let expect = ((((layer * nblocks + 1) * 2 + v) * m.kv_heads + 1) * BLOCK_TOKENS + 1)
+            * m.head_dim
+            + 5;
         assert_eq!(off, expect);
     }
 
     #[test]
     fn checksum_is_position_dependent_and_sensitive_to_one_bit() {
-        let data: Vec<u8> = (0..4096u32).flat_map(|i| (mix64(i as u64) as u32).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..4096u32)
+            .flat_map(|i| (mix64(i as u64) as u32).to_le_bytes())
+            .collect();
         let c = checksum_cpu(&data);
         let mut flipped = data.clone();
         flipped[1000] ^= 1;
@@ -211,11 +263,16 @@ mod tests {
     #[test]
     fn checksum_reduces_in_any_order() {
         // The GPU adds per-thread partial sums in arbitrary order: splitting must not matter.
-        let data: Vec<u8> = (0..1000u32).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..1000u32)
+            .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+            .collect();
         let whole = checksum_cpu(&data);
         let (a, b) = data.split_at(1600);
         let part_b = b.chunks_exact(4).enumerate().fold(0u64, |acc, (i, c)| {
-            acc.wrapping_add(word_hash((i + 400) as u64, u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            acc.wrapping_add(word_hash(
+                (i + 400) as u64,
+                u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            ))
         });
         assert_eq!(whole, checksum_cpu(a).wrapping_add(part_b));
     }

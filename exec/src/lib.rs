@@ -21,7 +21,9 @@ pub mod kv;
 pub mod libs;
 pub mod nvml;
 pub mod probes;
-pub mod profile;
+/// The hardware profile type is the simulator's (`hetsim_sim::profile`): calibrate writes what
+/// `hetsim run` reads.
+pub use hetsim_sim::profile;
 pub mod report;
 pub mod stats;
 pub mod util;

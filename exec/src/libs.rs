@@ -32,7 +32,11 @@ pub fn search_dirs() -> Vec<PathBuf> {
     if let Ok(rd) = std::fs::read_dir("/usr/local") {
         let mut v: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("cuda-")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("cuda-"))
+            })
             .collect();
         v.sort();
         v.reverse(); // newest first
@@ -47,7 +51,9 @@ pub fn search_dirs() -> Vec<PathBuf> {
     for site in python_site_dirs() {
         let nv = site.join("nvidia");
         if let Ok(rd) = std::fs::read_dir(&nv) {
-            let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path().join("lib"))).collect();
+            let mut v: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path().join("lib")))
+                .collect();
             v.sort();
             dirs.extend(v);
         }
@@ -61,7 +67,10 @@ fn python_site_dirs() -> Vec<PathBuf> {
         if let Ok(rd) = std::fs::read_dir(root) {
             for e in rd.flatten() {
                 let p = e.path();
-                if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3")) {
+                if p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("python3"))
+                {
                     out.push(p.join("site-packages"));
                     out.push(p.join("dist-packages"));
                 }
@@ -87,7 +96,11 @@ fn find_file(prefix: &str) -> Option<PathBuf> {
         if let Ok(rd) = std::fs::read_dir(&d) {
             let mut v: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
                 .collect();
             v.sort();
             if let Some(p) = v.pop() {
@@ -101,9 +114,17 @@ fn find_file(prefix: &str) -> Option<PathBuf> {
 fn open_global(path: &Path) -> Result<()> {
     use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
     // SAFETY: see `loadable`.
-    let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }
-        .map_err(|e| Error::NoDriver(format!("found {} but could not load it: {e}", path.display())))?;
-    OPENED.get_or_init(|| Mutex::new(Vec::new())).lock().expect("library list lock").push(lib);
+    let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| {
+        Error::NoDriver(format!(
+            "found {} but could not load it: {e}",
+            path.display()
+        ))
+    })?;
+    OPENED
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .expect("library list lock")
+        .push(lib);
     Ok(())
 }
 
@@ -117,7 +138,11 @@ fn ensure(soname: &str, what: &str, companions: &[&str]) -> Result<()> {
         Error::NoDriver(format!(
             "{what} ({soname}) is neither on the loader path nor in any of: {}. \
              Set HETSIM_CUDA_LIB_DIRS to the folder that holds it.",
-            search_dirs().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            search_dirs()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })?;
     if let Some(dir) = path.parent() {
@@ -125,7 +150,10 @@ fn ensure(soname: &str, what: &str, companions: &[&str]) -> Result<()> {
             if let Ok(rd) = std::fs::read_dir(dir) {
                 for e in rd.flatten() {
                     let p = e.path();
-                    if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(c)) {
+                    if p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(c))
+                    {
                         open_global(&p)?;
                         break;
                     }
@@ -137,7 +165,10 @@ fn ensure(soname: &str, what: &str, companions: &[&str]) -> Result<()> {
     if loadable(soname) {
         Ok(())
     } else {
-        Err(Error::NoDriver(format!("loaded {} but {soname} still does not resolve by name", path.display())))
+        Err(Error::NoDriver(format!(
+            "loaded {} but {soname} still does not resolve by name",
+            path.display()
+        )))
     }
 }
 

@@ -19,12 +19,19 @@ fn nvml() -> Option<&'static Nvml> {
     N.get_or_init(|| unsafe {
         let lib = libloading::Library::new("libnvidia-ml.so.1").ok()?;
         let init: InitFn = *lib.get::<InitFn>(b"nvmlInit_v2\0").ok()?;
-        let by_pci: HandleByPciFn = *lib.get::<HandleByPciFn>(b"nvmlDeviceGetHandleByPciBusId_v2\0").ok()?;
-        let link_state: LinkStateFn = *lib.get::<LinkStateFn>(b"nvmlDeviceGetNvLinkState\0").ok()?;
+        let by_pci: HandleByPciFn = *lib
+            .get::<HandleByPciFn>(b"nvmlDeviceGetHandleByPciBusId_v2\0")
+            .ok()?;
+        let link_state: LinkStateFn =
+            *lib.get::<LinkStateFn>(b"nvmlDeviceGetNvLinkState\0").ok()?;
         if init() != 0 {
             return None;
         }
-        Some(Nvml { _lib: lib, by_pci, link_state })
+        Some(Nvml {
+            _lib: lib,
+            by_pci,
+            link_state,
+        })
     })
     .as_ref()
 }

@@ -13,17 +13,32 @@ fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if v.fract() == 0.0 { format!("{v:.0} {}", U[i]) } else { format!("{v:.2} {}", U[i]) }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", U[i])
+    } else {
+        format!("{v:.2} {}", U[i])
+    }
 }
 
 fn pct(x: f64) -> String {
-    if x.is_finite() { format!("{:.1} %", 100.0 * x) } else { "–".into() }
+    if x.is_finite() {
+        format!("{:.1} %", 100.0 * x)
+    } else {
+        "–".into()
+    }
 }
 
 pub fn calibration_markdown(c: &Calibration) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "Machine: {}  \nDate: {}  \nCommand: `{}`  \nCUDA driver API {}, cuBLASLt {:?}\n", c.machine, c.date, c.command, c.driver_version, c.cublaslt_version);
-    let _ = writeln!(s, "| GPU | name | SMs | memory | L2 | PCI bus | CC |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "Machine: {}  \nDate: {}  \nCommand: `{}`  \nCUDA driver API {}, cuBLASLt {:?}\n",
+        c.machine, c.date, c.command, c.driver_version, c.cublaslt_version
+    );
+    let _ = writeln!(
+        s,
+        "| GPU | name | SMs | memory | L2 | PCI bus | CC |\n|---|---|---|---|---|---|---|"
+    );
     for g in &c.gpus {
         let _ = writeln!(
             s,
@@ -39,17 +54,40 @@ pub fn calibration_markdown(c: &Calibration) -> String {
         );
     }
     if !c.peers.is_empty() {
-        let _ = writeln!(s, "\n| pair | peer access | native atomics | perf rank | NVLink links active (NVML) | kind |\n|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\n| pair | peer access | native atomics | perf rank | NVLink links active (NVML) | kind |\n|---|---|---|---|---|---|"
+        );
         for p in &c.peers {
-            let _ = writeln!(s, "| {} → {} | {} | {} | {} | {:?} | {} |", p.src, p.dst, p.can_access_peer, p.native_atomics, p.performance_rank, p.nvlink_active_links, p.kind);
+            let _ = writeln!(
+                s,
+                "| {} → {} | {} | {} | {} | {:?} | {} |",
+                p.src,
+                p.dst,
+                p.can_access_peer,
+                p.native_atomics,
+                p.performance_rank,
+                p.nvlink_active_links,
+                p.kind
+            );
         }
     }
     for r in &c.compute {
         let _ = writeln!(s, "\n### Compute, GPU {} ({})\n", r.gpu, r.name);
         let peak = r.datasheet_bf16_tflops.unwrap_or(f64::NAN);
-        let _ = writeln!(s, "GEMM check against an f64 CPU reference: relative error {:.2e}.\n", r.gemm_check_rel_err);
+        let _ = writeln!(
+            s,
+            "GEMM check against an f64 CPU reference: relative error {:.2e}.\n",
+            r.gemm_check_rel_err
+        );
         if let Some(q) = &r.square {
-            let _ = writeln!(s, "bf16 GEMM 8192³: **{:.1} TFLOP/s** = {} of the {:.0} TFLOP/s dense datasheet peak.\n", q.tflops, pct(q.tflops / peak), peak);
+            let _ = writeln!(
+                s,
+                "bf16 GEMM 8192³: **{:.1} TFLOP/s** = {} of the {:.0} TFLOP/s dense datasheet peak.\n",
+                q.tflops,
+                pct(q.tflops / peak),
+                peak
+            );
         }
         if let Some(h) = &r.hbm {
             let bw = r.datasheet_hbm_gbs.unwrap_or(f64::NAN);
@@ -71,7 +109,10 @@ pub fn calibration_markdown(c: &Calibration) -> String {
             );
         }
         let bw = r.datasheet_hbm_gbs.unwrap_or(f64::NAN);
-        let _ = writeln!(s, "| phase | op | M | N | K | time µs | TFLOP/s | % of peak | GB/s (min bytes) | % of HBM |\n|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| phase | op | M | N | K | time µs | TFLOP/s | % of peak | GB/s (min bytes) | % of HBM |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
         for p in &r.gemm {
             let _ = writeln!(
                 s,
@@ -89,18 +130,27 @@ pub fn calibration_markdown(c: &Calibration) -> String {
             );
         }
         if !r.green.is_empty() {
-            let full_pf = r.gemm.iter().find(|p| p.phase == "prefill" && p.op == "qkv" && p.m == 2048).map(|p| p.tflops);
+            let full_pf = r
+                .gemm
+                .iter()
+                .find(|p| p.phase == "prefill" && p.op == "qkv" && p.m == 2048)
+                .map(|p| p.tflops);
             let _ = writeln!(
                 s,
                 "\nGreen contexts (SM partitions; granularity: total, min partition, alignment = {:?}). Same kernels as above; full GPU = {} SMs.\n",
                 r.green_granularity,
                 c.gpus.get(r.gpu).map(|g| g.sms).unwrap_or(0)
             );
-            let _ = writeln!(s, "| SMs asked | SMs got | prefill qkv 2048×12288×4096 TFLOP/s | per-SM vs full GPU | decode qkv M=8 GB/s | HBM copy GB/s |\n|---|---|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "| SMs asked | SMs got | prefill qkv 2048×12288×4096 TFLOP/s | per-SM vs full GPU | decode qkv M=8 GB/s | HBM copy GB/s |\n|---|---|---|---|---|---|"
+            );
             let full_sms = c.gpus.get(r.gpu).map(|g| g.sms as f64).unwrap_or(f64::NAN);
             for g in &r.green {
                 let t = g.gemm.first().map(|p| p.tflops).unwrap_or(f64::NAN);
-                let rel = full_pf.map(|f| (t / g.sms as f64) / (f / full_sms)).unwrap_or(f64::NAN);
+                let rel = full_pf
+                    .map(|f| (t / g.sms as f64) / (f / full_sms))
+                    .unwrap_or(f64::NAN);
                 let _ = writeln!(
                     s,
                     "| {} | {} | {:.1} | {} | {:.0} | {:.0} |",
@@ -116,7 +166,10 @@ pub fn calibration_markdown(c: &Calibration) -> String {
     }
     if !c.links.is_empty() {
         let _ = writeln!(s, "\n### Links\n");
-        let _ = writeln!(s, "| method | link | from → to | bandwidth GB/s (≥64 MiB) | % of datasheet | 4 KiB time µs | fit latency µs | fit GB/s |\n|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| method | link | from → to | bandwidth GB/s (≥64 MiB) | % of datasheet | 4 KiB time µs | fit latency µs | fit GB/s |\n|---|---|---|---|---|---|---|---|"
+        );
         for l in &c.links {
             let peak = catalog::link_peak_gbs(&l.catalog_link).unwrap_or(f64::NAN);
             let _ = writeln!(
@@ -135,7 +188,11 @@ pub fn calibration_markdown(c: &Calibration) -> String {
         }
         // size sweep, one column per method
         let sizes: Vec<u64> = {
-            let mut v: Vec<u64> = c.links.iter().flat_map(|l| l.points.iter().map(|p| p.bytes)).collect();
+            let mut v: Vec<u64> = c
+                .links
+                .iter()
+                .flat_map(|l| l.points.iter().map(|p| p.bytes))
+                .collect();
             v.sort();
             v.dedup();
             v
@@ -179,11 +236,22 @@ pub fn calibration_markdown(c: &Calibration) -> String {
             );
         }
         if !c.chunk_sweep.is_empty() {
-            let _ = writeln!(s, "\nStaged copy of 256 MiB by chunk size (4 slots): {}", c.chunk_sweep.iter().map(|(ch, g)| format!("{} → {:.1} GB/s", human_bytes(*ch), g)).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                s,
+                "\nStaged copy of 256 MiB by chunk size (4 slots): {}",
+                c.chunk_sweep
+                    .iter()
+                    .map(|(ch, g)| format!("{} → {:.1} GB/s", human_bytes(*ch), g))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     if !c.sharing.is_empty() {
-        let _ = writeln!(s, "\n| sharing: method | concurrent | each | alone GB/s | together GB/s | each GB/s |\n|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\n| sharing: method | concurrent | each | alone GB/s | together GB/s | each GB/s |\n|---|---|---|---|---|---|"
+        );
         for r in &c.sharing {
             let _ = writeln!(
                 s,
@@ -193,7 +261,11 @@ pub fn calibration_markdown(c: &Calibration) -> String {
                 human_bytes(r.bytes_each),
                 r.single_gbs,
                 r.aggregate_gbs,
-                r.per_transfer_gbs.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ")
+                r.per_transfer_gbs
+                    .iter()
+                    .map(|x| format!("{x:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -209,22 +281,55 @@ pub fn calibration_markdown(c: &Calibration) -> String {
 pub fn validate_markdown(rows: &[Row], command: &str) -> String {
     let mut s = String::new();
     if let Some(r) = rows.first() {
-        let _ = writeln!(s, "Machine: {}  \nDate: {}  \nCommand: `{command}`  \nModel: {}, context s = {} tokens, GPU {} → GPU {}, median of {} repeats\n", r.machine, r.date, r.model, r.context_tokens, r.src_gpu, r.dst_gpu, r.repeats);
-    }
-    let _ = writeln!(s, "| L | payload | method | bytes | gather µs | transfer µs | GB/s | scatter µs | total µs | checksum src/dst µs | bit-exact | predicted µs | error % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let (p, e) = if r.predicted_us.is_finite() { (format!("{:.1}", r.predicted_us), format!("{:+.1}", r.error_pct)) } else { ("–".into(), "–".into()) };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {} | {p} | {e} |",
-            r.layers, r.payload, r.method, r.bytes, r.gather_us, r.transfer_us, r.transfer_gbs, r.scatter_us, r.total_us, r.checksum_src_us, r.checksum_dst_us, r.bit_exact
+            "Machine: {}  \nDate: {}  \nCommand: `{command}`  \nModel: {}, context s = {} tokens, GPU {} → GPU {}, median of {} repeats\n",
+            r.machine, r.date, r.model, r.context_tokens, r.src_gpu, r.dst_gpu, r.repeats
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| L | payload | method | bytes | gather µs | transfer µs | GB/s | scatter µs | total µs | checksum src/dst µs | bit-exact | sim (calibrated) µs | error % | sim (datasheet) µs | error % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let fmt = |p: f64, e: f64| {
+            if p.is_finite() {
+                (format!("{p:.1}"), format!("{e:+.1}"))
+            } else {
+                ("–".to_string(), "–".to_string())
+            }
+        };
+        let (p, e) = fmt(r.predicted_us, r.error_pct);
+        let (pd, ed) = fmt(r.predicted_datasheet_us, r.error_datasheet_pct);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {} | {p} | {e} | {pd} | {ed} |",
+            r.layers,
+            r.payload,
+            r.method,
+            r.bytes,
+            r.gather_us,
+            r.transfer_us,
+            r.transfer_gbs,
+            r.scatter_us,
+            r.total_us,
+            r.checksum_src_us,
+            r.checksum_dst_us,
+            r.bit_exact
         );
     }
     let rs = validate::ratios(rows);
     if !rs.is_empty() {
-        let _ = writeln!(s, "\nO(L): D_KV / D_emb by depth, in bytes and in measured time:\n\n| L | method | bytes ratio | transfer-time ratio | total-time ratio (gather+send+scatter) |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\nO(L): D_KV / D_emb by depth, in bytes and in measured time:\n\n| L | method | bytes ratio | transfer-time ratio | total-time ratio (gather+send+scatter) |\n|---|---|---|---|---|"
+        );
         for r in rs {
-            let _ = writeln!(s, "| {} | {} | {:.1} | {:.1} | {:.1} |", r.layers, r.method, r.bytes_ratio, r.transfer_time_ratio, r.total_time_ratio);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} | {:.1} | {:.1} |",
+                r.layers, r.method, r.bytes_ratio, r.transfer_time_ratio, r.total_time_ratio
+            );
         }
     }
     s

@@ -21,11 +21,21 @@ pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub fn now_utc() -> String {
-    rfc3339(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    rfc3339(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
 }
 
 /// The command line as typed (program name and arguments).
@@ -38,7 +48,12 @@ pub fn nvidia_driver_string() -> Option<String> {
     let s = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
     let line = s.lines().next()?;
     // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  ..."
-    line.split_whitespace().find(|w| w.chars().filter(|c| *c == '.').count() >= 1 && w.chars().all(|c| c.is_ascii_digit() || c == '.')).map(String::from)
+    line.split_whitespace()
+        .find(|w| {
+            w.chars().filter(|c| *c == '.').count() >= 1
+                && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
+        .map(String::from)
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use hetsim_exec::cli;
 
 #[derive(Parser)]
-#[command(name = "hetsim-exec", about = "hetsim's GPU harness: probes, calibrate, transfer validation")]
+#[command(
+    name = "hetsim-exec",
+    about = "hetsim's GPU harness: probes, calibrate, transfer validation"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

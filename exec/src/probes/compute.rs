@@ -22,7 +22,13 @@ pub struct GemmShape {
 }
 
 fn sh(phase: &str, op: &str, m: usize, n: usize, k: usize) -> GemmShape {
-    GemmShape { phase: phase.into(), op: op.into(), m, n, k }
+    GemmShape {
+        phase: phase.into(),
+        op: op.into(),
+        m,
+        n,
+        k,
+    }
 }
 
 /// LLaVA-1.5-7B's linear layers.
@@ -30,7 +36,11 @@ fn sh(phase: &str, op: &str, m: usize, n: usize, k: usize) -> GemmShape {
 ///   fc1 N=4096 (all K=1024), fc2 N=1024 K=4096; M = 577 · images.
 /// prefill / decode (Vicuna-7B, d 4096, MLP 11008): qkv N=12288, o N=4096, gate+up N=22016
 ///   (all K=4096), down N=4096 K=11008; M = prompt tokens (prefill) or batch size (decode).
-pub fn llava_shapes(encoder_images: &[usize], prefill_tokens: &[usize], decode_batches: &[usize]) -> Vec<GemmShape> {
+pub fn llava_shapes(
+    encoder_images: &[usize],
+    prefill_tokens: &[usize],
+    decode_batches: &[usize],
+) -> Vec<GemmShape> {
     let mut v = Vec::new();
     for &b in encoder_images {
         let m = 577 * b;
@@ -88,7 +98,12 @@ impl ProbeKernels {
     pub fn fill_bf16(&self, buf: &DeviceBuffer, seed: u64, s: &Stream, sms: u32) -> Result<()> {
         let n = (buf.bytes / 2) as u64;
         let (p, scale) = (buf.ptr, 1.0f32);
-        self.fill_bf16.launch(grid_for(n, 256, sms), 256, s, &mut kargs![p, n, seed, scale])
+        self.fill_bf16.launch(
+            grid_for(n, 256, sms),
+            256,
+            s,
+            &mut kargs![p, n, seed, scale],
+        )
     }
 }
 
@@ -101,10 +116,20 @@ pub struct GemmBuffers {
 pub const WORKSPACE: usize = 32 << 20;
 
 impl GemmBuffers {
-    pub fn new(gpu: &Gpu, pk: &ProbeKernels, s: &Stream, m: usize, n: usize, k: usize, sms: u32) -> Result<GemmBuffers> {
+    pub fn new(
+        gpu: &Gpu,
+        pk: &ProbeKernels,
+        s: &Stream,
+        m: usize,
+        n: usize,
+        k: usize,
+        sms: u32,
+    ) -> Result<GemmBuffers> {
         let set_bytes = 2 * (m * k + n * k + m * n);
         // enough sets to cover 3× L2, at most 8 and at most 12 GiB in all
-        let want = (3 * gpu.info.l2_bytes as usize).div_ceil(set_bytes).clamp(1, 8);
+        let want = (3 * gpu.info.l2_bytes as usize)
+            .div_ceil(set_bytes)
+            .clamp(1, 8);
         let nsets = want.min(((12usize << 30) / set_bytes).max(1));
         let mut sets = Vec::new();
         for i in 0..nsets {
@@ -123,7 +148,13 @@ impl GemmBuffers {
 }
 
 /// Time one GEMM shape on `s` (whose context must be current), median of repeats.
-pub fn time_gemm(gpu: &Gpu, lt: &Lt, bufs: &GemmBuffers, s: &Stream, shape: &GemmShape) -> Result<GemmPoint> {
+pub fn time_gemm(
+    gpu: &Gpu,
+    lt: &Lt,
+    bufs: &GemmBuffers,
+    s: &Stream,
+    shape: &GemmShape,
+) -> Result<GemmPoint> {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     let mut plan = lt.plan(m, n, k, WORKSPACE, 8)?;
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
@@ -178,11 +209,15 @@ pub fn check_gemm(gpu: &Gpu, lt: &Lt, pk: &ProbeKernels, s: &Stream) -> Result<f
     let fetch = |b: &DeviceBuffer| -> Result<Vec<u16>> {
         let mut v = vec![0u8; b.bytes];
         b.copy_to_host(&mut v)?;
-        Ok(v.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+        Ok(v.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
     };
     let err = gemm::relative_error(&fetch(x)?, &fetch(w)?, &fetch(y)?, m, n, k);
-    if !(err < 1e-2) {
-        return Err(Error::Check(format!("cuBLASLt GEMM {m}x{n}x{k} relative error {err} vs f64 reference (want < 1e-2)")));
+    if err.is_nan() || err >= 1e-2 {
+        return Err(Error::Check(format!(
+            "cuBLASLt GEMM {m}x{n}x{k} relative error {err} vs f64 reference (want < 1e-2)"
+        )));
     }
     Ok(err)
 }
@@ -198,7 +233,13 @@ pub struct HbmResult {
 }
 
 /// HBM bandwidth: copy `bytes` between two buffers; counts bytes read + written.
-pub fn hbm_bandwidth(gpu: &Gpu, pk: &ProbeKernels, s: &Stream, bytes: usize, sms: u32) -> Result<HbmResult> {
+pub fn hbm_bandwidth(
+    gpu: &Gpu,
+    pk: &ProbeKernels,
+    s: &Stream,
+    bytes: usize,
+    sms: u32,
+) -> Result<HbmResult> {
     let src = gpu.alloc(bytes)?;
     let dst = gpu.alloc(bytes)?;
     src.memset_async(0x3c, s)?;
@@ -207,8 +248,12 @@ pub fn hbm_bandwidth(gpu: &Gpu, pk: &ProbeKernels, s: &Stream, bytes: usize, sms
     let (sp, dp) = (src.ptr, dst.ptr);
     let grid = grid_for(n, 256, sms);
     let reps = 20;
-    let tk = time_events(gpu, s, 3, reps, |_| pk.copy.launch(grid, 256, s, &mut kargs![sp, dp, n]))?;
-    let tm = time_events(gpu, s, 3, reps, |_| device::copy_dtod_async(dp, sp, bytes, s))?;
+    let tk = time_events(gpu, s, 3, reps, |_| {
+        pk.copy.launch(grid, 256, s, &mut kargs![sp, dp, n])
+    })?;
+    let tm = time_events(gpu, s, 3, reps, |_| {
+        device::copy_dtod_async(dp, sp, bytes, s)
+    })?;
     let moved = 2.0 * bytes as f64;
     Ok(HbmResult {
         bytes_copied: bytes as u64,
@@ -275,8 +320,17 @@ mod tests {
     fn llava_shapes_cover_the_three_phases() {
         let v = llava_shapes(&[1, 8], &[704, 2048], &[1, 64]);
         assert_eq!(v.len(), 4 * 6);
-        assert!(v.iter().any(|s| s.phase == "encode" && s.m == 577 * 8 && s.n == 3072 && s.k == 1024));
-        assert!(v.iter().any(|s| s.phase == "prefill" && s.m == 2048 && s.n == 22016 && s.k == 4096));
-        assert!(v.iter().any(|s| s.phase == "decode" && s.m == 1 && s.n == 4096 && s.k == 11008));
+        assert!(
+            v.iter()
+                .any(|s| s.phase == "encode" && s.m == 577 * 8 && s.n == 3072 && s.k == 1024)
+        );
+        assert!(
+            v.iter()
+                .any(|s| s.phase == "prefill" && s.m == 2048 && s.n == 22016 && s.k == 4096)
+        );
+        assert!(
+            v.iter()
+                .any(|s| s.phase == "decode" && s.m == 1 && s.n == 4096 && s.k == 11008)
+        );
     }
 }

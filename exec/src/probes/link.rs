@@ -68,7 +68,7 @@ pub struct LinkPoint {
 pub struct LinkCurve {
     /// how: nvlink_peer, peer_no_p2p, pcie_staged_pinned, pcie_pageable, d2h_pinned, h2d_pinned, ...
     pub method: String,
-    /// catalog link id the simulator knows it by (see `catalog::link_id`)
+    /// the simulator catalog's link (see `catalog::link_spec`)
     pub catalog_link: String,
     /// "gpu0", "gpu1", or "host"
     pub src: String,
@@ -85,15 +85,30 @@ pub struct LinkCurve {
 }
 
 impl LinkCurve {
-    pub fn from_points(method: &str, catalog_link: &str, src: &str, dst: &str, points: Vec<LinkPoint>, note: &str) -> LinkCurve {
-        let big: Vec<&LinkPoint> = points.iter().filter(|p| p.bytes >= 64 * MIB as u64).collect();
+    pub fn from_points(
+        method: &str,
+        catalog_link: &str,
+        src: &str,
+        dst: &str,
+        points: Vec<LinkPoint>,
+        note: &str,
+    ) -> LinkCurve {
+        let big: Vec<&LinkPoint> = points
+            .iter()
+            .filter(|p| p.bytes >= 64 * MIB as u64)
+            .collect();
         let bandwidth_gbs = if big.is_empty() {
             points.last().map(|p| p.gbs).unwrap_or(f64::NAN)
         } else {
             big.iter().map(|p| p.gbs).fold(0.0, f64::max)
         };
         let latency_us = points.first().map(|p| p.seconds * 1e6).unwrap_or(f64::NAN);
-        let (a, b) = stats::fit_latency_bandwidth(&points.iter().map(|p| (p.bytes as f64, p.seconds)).collect::<Vec<_>>());
+        let (a, b) = stats::fit_latency_bandwidth(
+            &points
+                .iter()
+                .map(|p| (p.bytes as f64, p.seconds))
+                .collect::<Vec<_>>(),
+        );
         LinkCurve {
             method: method.into(),
             catalog_link: catalog_link.into(),
@@ -152,11 +167,21 @@ pub fn time_events(
 fn point(bytes: usize, secs: &[f64]) -> LinkPoint {
     let med = stats::median(secs);
     let (lo, hi) = stats::min_max(secs);
-    LinkPoint { bytes: bytes as u64, seconds: med, gbs: bytes as f64 / med / 1e9, min_s: lo, max_s: hi, repeats: secs.len() }
+    LinkPoint {
+        bytes: bytes as u64,
+        seconds: med,
+        gbs: bytes as f64 / med / 1e9,
+        min_s: lo,
+        max_s: hi,
+        repeats: secs.len(),
+    }
 }
 
 /// Sweep sizes, choosing repeats from the previous size's time so each size costs ~0.15 s.
-fn sweep(sizes: &[usize], mut one: impl FnMut(usize, usize) -> Result<Vec<f64>>) -> Result<Vec<LinkPoint>> {
+fn sweep(
+    sizes: &[usize],
+    mut one: impl FnMut(usize, usize) -> Result<Vec<f64>>,
+) -> Result<Vec<LinkPoint>> {
     let mut pts = Vec::new();
     let mut expect = 1e-5;
     for &b in sizes {
@@ -191,12 +216,23 @@ impl<'a> LinkBench<'a> {
         dst_buf.memset_async(0xa5, &s_dst)?;
         s_src.synchronize()?;
         s_dst.synchronize()?;
-        Ok(LinkBench { src, dst, src_buf, dst_buf, s_src, s_dst, max_bytes })
+        Ok(LinkBench {
+            src,
+            dst,
+            src_buf,
+            dst_buf,
+            s_src,
+            s_dst,
+            max_bytes,
+        })
     }
 
     fn check_size(&self, b: usize) -> Result<()> {
         if b > self.max_bytes {
-            return Err(Error::Invalid(format!("message of {b} bytes exceeds probe buffers of {}", self.max_bytes)));
+            return Err(Error::Invalid(format!(
+                "message of {b} bytes exceeds probe buffers of {}",
+                self.max_bytes
+            )));
         }
         Ok(())
     }
@@ -205,7 +241,9 @@ impl<'a> LinkBench<'a> {
     pub fn peer(&self, sizes: &[usize]) -> Result<Vec<LinkPoint>> {
         sweep(sizes, |b, reps| {
             self.check_size(b)?;
-            time_events(self.src, &self.s_src, 2, reps, |_| device::copy_peer_async(&self.dst_buf, &self.src_buf, b, &self.s_src))
+            time_events(self.src, &self.s_src, 2, reps, |_| {
+                device::copy_peer_async(&self.dst_buf, &self.src_buf, b, &self.s_src)
+            })
         })
     }
 
@@ -213,7 +251,9 @@ impl<'a> LinkBench<'a> {
     pub fn dtod_cross(&self, sizes: &[usize]) -> Result<Vec<LinkPoint>> {
         sweep(sizes, |b, reps| {
             self.check_size(b)?;
-            time_events(self.src, &self.s_src, 2, reps, |_| device::copy_dtod_async(self.dst_buf.ptr, self.src_buf.ptr, b, &self.s_src))
+            time_events(self.src, &self.s_src, 2, reps, |_| {
+                device::copy_dtod_async(self.dst_buf.ptr, self.src_buf.ptr, b, &self.s_src)
+            })
         })
     }
 
@@ -221,7 +261,9 @@ impl<'a> LinkBench<'a> {
     pub fn d2h(&self, pinned: &PinnedBuffer, sizes: &[usize]) -> Result<Vec<LinkPoint>> {
         sweep(sizes, |b, reps| {
             self.check_size(b)?;
-            time_events(self.src, &self.s_src, 2, reps, |_| device::copy_dtoh_async(pinned.ptr, self.src_buf.ptr, b, &self.s_src))
+            time_events(self.src, &self.s_src, 2, reps, |_| {
+                device::copy_dtoh_async(pinned, 0, self.src_buf.ptr, b, &self.s_src)
+            })
         })
     }
 
@@ -229,17 +271,28 @@ impl<'a> LinkBench<'a> {
     pub fn h2d(&self, pinned: &PinnedBuffer, sizes: &[usize]) -> Result<Vec<LinkPoint>> {
         sweep(sizes, |b, reps| {
             self.check_size(b)?;
-            time_events(self.dst, &self.s_dst, 2, reps, |_| device::copy_htod_async(self.dst_buf.ptr, pinned.ptr, b, &self.s_dst))
+            time_events(self.dst, &self.s_dst, 2, reps, |_| {
+                device::copy_htod_async(self.dst_buf.ptr, pinned, 0, b, &self.s_dst)
+            })
         })
     }
 
     /// GPU → pinned host → GPU, chunked and pipelined. `chunk_cap` caps the chunk size (None:
     /// `staged_chunk`), `slots` is how many staging slots of that size are in flight.
-    pub fn staged(&self, stager: &Stager, sizes: &[usize], chunk_cap: Option<usize>) -> Result<Vec<LinkPoint>> {
+    pub fn staged(
+        &self,
+        stager: &Stager,
+        sizes: &[usize],
+        chunk_cap: Option<usize>,
+    ) -> Result<Vec<LinkPoint>> {
         sweep(sizes, |b, reps| {
             self.check_size(b)?;
-            let chunk = chunk_cap.map(|c| c.min(b)).unwrap_or_else(|| staged_chunk(b, stager.slot_bytes));
-            time_events(self.dst, &stager.h2d, 2, reps, |start| stager.enqueue(self.src_buf.ptr, self.dst_buf.ptr, b, chunk, start))
+            let chunk = chunk_cap
+                .map(|c| c.min(b))
+                .unwrap_or_else(|| staged_chunk(b, stager.slot_bytes));
+            time_events(self.dst, &stager.h2d, 2, reps, |start| {
+                stager.enqueue(self.src_buf.ptr, self.dst_buf.ptr, b, chunk, start)
+            })
         })
     }
 
@@ -255,13 +308,21 @@ impl<'a> LinkBench<'a> {
                 let t = Instant::now();
                 self.src.bind()?;
                 device::ck!(
-                    cudarc::driver::sys::cuMemcpyDtoH_v2(host.as_mut_ptr() as *mut _, self.src_buf.ptr, b),
+                    cudarc::driver::sys::cuMemcpyDtoH_v2(
+                        host.as_mut_ptr() as *mut _,
+                        self.src_buf.ptr,
+                        b
+                    ),
                     "cuMemcpyDtoH(pageable, {b} bytes from GPU {})",
                     self.src.ordinal
                 )?;
                 self.dst.bind()?;
                 device::ck!(
-                    cudarc::driver::sys::cuMemcpyHtoD_v2(self.dst_buf.ptr, host.as_ptr() as *const _, b),
+                    cudarc::driver::sys::cuMemcpyHtoD_v2(
+                        self.dst_buf.ptr,
+                        host.as_ptr() as *const _,
+                        b
+                    ),
                     "cuMemcpyHtoD(pageable, {b} bytes to GPU {})",
                     self.dst.ordinal
                 )?;
@@ -288,14 +349,27 @@ pub struct Stager {
 impl Stager {
     pub fn new(src: &Gpu, dst: &Gpu, slot_bytes: usize, slots: usize) -> Result<Stager> {
         if slots < 2 {
-            return Err(Error::Invalid("a pipelined staged copy needs at least 2 slots".into()));
+            return Err(Error::Invalid(
+                "a pipelined staged copy needs at least 2 slots".into(),
+            ));
         }
         let pinned = PinnedBuffer::new(src, slot_bytes * slots)?;
         let d2h = src.stream()?;
         let h2d = dst.stream()?;
-        let d2h_done = (0..slots).map(|_| Event::sync_only(src)).collect::<Result<Vec<_>>>()?;
-        let h2d_done = (0..slots).map(|_| Event::sync_only(dst)).collect::<Result<Vec<_>>>()?;
-        Ok(Stager { pinned, slot_bytes, d2h, h2d, d2h_done, h2d_done })
+        let d2h_done = (0..slots)
+            .map(|_| Event::sync_only(src))
+            .collect::<Result<Vec<_>>>()?;
+        let h2d_done = (0..slots)
+            .map(|_| Event::sync_only(dst))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Stager {
+            pinned,
+            slot_bytes,
+            d2h,
+            h2d,
+            d2h_done,
+            h2d_done,
+        })
     }
 
     pub fn slots(&self) -> usize {
@@ -304,23 +378,33 @@ impl Stager {
 
     /// Queue the copy of `bytes` from `src` (device pointer on the source GPU) to `dst` (on the
     /// destination GPU). It starts after `start`; `self.h2d` is ordered after its last chunk.
-    pub fn enqueue(&self, src: u64, dst: u64, bytes: usize, chunk: usize, start: &Event) -> Result<()> {
+    pub fn enqueue(
+        &self,
+        src: u64,
+        dst: u64,
+        bytes: usize,
+        chunk: usize,
+        start: &Event,
+    ) -> Result<()> {
         if chunk > self.slot_bytes {
-            return Err(Error::Invalid(format!("chunk {chunk} larger than staging slot {}", self.slot_bytes)));
+            return Err(Error::Invalid(format!(
+                "chunk {chunk} larger than staging slot {}",
+                self.slot_bytes
+            )));
         }
         let k = self.slots();
         self.d2h.wait(start)?;
         for (i, (off, len)) in plan_chunks(bytes, chunk).into_iter().enumerate() {
             let slot = i % k;
-            let host = self.pinned.at(slot * self.slot_bytes);
+            let host = slot * self.slot_bytes;
             if i >= k {
                 // the slot is free once the H2D of chunk i-k has read it
                 self.d2h.wait(&self.h2d_done[slot])?;
             }
-            device::copy_dtoh_async(host, src + off as u64, len, &self.d2h)?;
+            device::copy_dtoh_async(&self.pinned, host, src + off as u64, len, &self.d2h)?;
             self.d2h_done[slot].record(&self.d2h)?;
             self.h2d.wait(&self.d2h_done[slot])?;
-            device::copy_htod_async(dst + off as u64, host, len, &self.h2d)?;
+            device::copy_htod_async(dst + off as u64, &self.pinned, host, len, &self.h2d)?;
             self.h2d_done[slot].record(&self.h2d)?;
         }
         Ok(())
@@ -329,12 +413,23 @@ impl Stager {
 
 /// `n` peer copies of `bytes_each` at once, each on its own stream of the source GPU, from
 /// disjoint parts of the buffers.
-pub fn share_peer(lb: &LinkBench, n: usize, bytes_each: usize, reps: usize) -> Result<(f64, Vec<f64>)> {
+pub fn share_peer(
+    lb: &LinkBench,
+    n: usize,
+    bytes_each: usize,
+    reps: usize,
+) -> Result<(f64, Vec<f64>)> {
     if n * bytes_each > lb.max_bytes {
-        return Err(Error::Invalid("sharing probe needs n*bytes_each <= buffer size".into()));
+        return Err(Error::Invalid(
+            "sharing probe needs n*bytes_each <= buffer size".into(),
+        ));
     }
-    let streams = (0..n).map(|_| lb.src.stream()).collect::<Result<Vec<_>>>()?;
-    let ends = (0..n).map(|_| Event::timing(lb.src)).collect::<Result<Vec<_>>>()?;
+    let streams = (0..n)
+        .map(|_| lb.src.stream())
+        .collect::<Result<Vec<_>>>()?;
+    let ends = (0..n)
+        .map(|_| Event::timing(lb.src))
+        .collect::<Result<Vec<_>>>()?;
     let start = Event::timing(lb.src)?;
     let mut agg = Vec::new();
     let mut each: Vec<Vec<f64>> = vec![Vec::new(); n];
@@ -344,7 +439,14 @@ pub fn share_peer(lb: &LinkBench, n: usize, bytes_each: usize, reps: usize) -> R
             s.wait(&start)?;
             let off = (i * bytes_each) as u64;
             device::ck!(
-                cudarc::driver::sys::cuMemcpyPeerAsync(lb.dst_buf.ptr + off, lb.dst_buf.ctx, lb.src_buf.ptr + off, lb.src_buf.ctx, bytes_each, s.raw),
+                cudarc::driver::sys::cuMemcpyPeerAsync(
+                    lb.dst_buf.ptr + off,
+                    lb.dst_buf.ctx,
+                    lb.src_buf.ptr + off,
+                    lb.src_buf.ctx,
+                    bytes_each,
+                    s.raw
+                ),
                 "cuMemcpyPeerAsync(share {i}/{n})"
             )?;
             ends[i].record(s)?;
@@ -360,14 +462,85 @@ pub fn share_peer(lb: &LinkBench, n: usize, bytes_each: usize, reps: usize) -> R
             }
         }
     }
-    Ok((stats::median(&agg), each.iter().map(|v| stats::median(v)).collect()))
+    Ok((
+        stats::median(&agg),
+        each.iter().map(|v| stats::median(v)).collect(),
+    ))
+}
+
+/// `n` peer copies of `bytes_each` at once, each cut into `chunk`-byte pieces issued round-robin
+/// across the streams (as an engine that ships layer by layer would): do they then share the
+/// link fairly, instead of running one after the other?
+pub fn share_peer_chunked(
+    lb: &LinkBench,
+    n: usize,
+    bytes_each: usize,
+    chunk: usize,
+    reps: usize,
+) -> Result<(f64, Vec<f64>)> {
+    if n * bytes_each > lb.max_bytes {
+        return Err(Error::Invalid(
+            "sharing probe needs n*bytes_each <= buffer size".into(),
+        ));
+    }
+    let streams = (0..n)
+        .map(|_| lb.src.stream())
+        .collect::<Result<Vec<_>>>()?;
+    let ends = (0..n)
+        .map(|_| Event::timing(lb.src))
+        .collect::<Result<Vec<_>>>()?;
+    let start = Event::timing(lb.src)?;
+    let plan = plan_chunks(bytes_each, chunk);
+    let mut agg = Vec::new();
+    let mut each: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for r in 0..reps + 1 {
+        start.record(&lb.s_src)?;
+        for s in &streams {
+            s.wait(&start)?;
+        }
+        for &(off, len) in &plan {
+            for (i, s) in streams.iter().enumerate() {
+                let o = (i * bytes_each + off) as u64;
+                device::ck!(
+                    cudarc::driver::sys::cuMemcpyPeerAsync(
+                        lb.dst_buf.ptr + o,
+                        lb.dst_buf.ctx,
+                        lb.src_buf.ptr + o,
+                        lb.src_buf.ctx,
+                        len,
+                        s.raw
+                    ),
+                    "cuMemcpyPeerAsync(chunked share {i}/{n})"
+                )?;
+            }
+        }
+        for (i, s) in streams.iter().enumerate() {
+            ends[i].record(s)?;
+        }
+        let mut t = Vec::new();
+        for e in &ends {
+            t.push(start.elapsed_ms(e)? * 1e-3);
+        }
+        if r > 0 {
+            agg.push(t.iter().cloned().fold(0.0, f64::max));
+            for (i, x) in t.into_iter().enumerate() {
+                each[i].push(x);
+            }
+        }
+    }
+    Ok((
+        stats::median(&agg),
+        each.iter().map(|v| stats::median(v)).collect(),
+    ))
 }
 
 /// One peer copy each way at once (src → dst and dst → src), both issued on streams of the
 /// source GPU so one set of events times them: does the link carry both directions at full rate?
 pub fn share_peer_bidir(lb: &LinkBench, bytes: usize, reps: usize) -> Result<(f64, Vec<f64>)> {
     if 2 * bytes > lb.max_bytes {
-        return Err(Error::Invalid("bidirectional probe needs 2*bytes <= buffer size".into()));
+        return Err(Error::Invalid(
+            "bidirectional probe needs 2*bytes <= buffer size".into(),
+        ));
     }
     let streams = [lb.src.stream()?, lb.src.stream()?];
     let ends = [Event::timing(lb.src)?, Event::timing(lb.src)?];
@@ -380,31 +553,60 @@ pub fn share_peer_bidir(lb: &LinkBench, bytes: usize, reps: usize) -> Result<(f6
             // forward uses the first half of the buffers, reverse the second half
             let off = (i * bytes) as u64;
             let (d, dc, sp, sc) = if i == 0 {
-                (lb.dst_buf.ptr + off, lb.dst_buf.ctx, lb.src_buf.ptr + off, lb.src_buf.ctx)
+                (
+                    lb.dst_buf.ptr + off,
+                    lb.dst_buf.ctx,
+                    lb.src_buf.ptr + off,
+                    lb.src_buf.ctx,
+                )
             } else {
-                (lb.src_buf.ptr + off, lb.src_buf.ctx, lb.dst_buf.ptr + off, lb.dst_buf.ctx)
+                (
+                    lb.src_buf.ptr + off,
+                    lb.src_buf.ctx,
+                    lb.dst_buf.ptr + off,
+                    lb.dst_buf.ctx,
+                )
             };
-            device::ck!(cudarc::driver::sys::cuMemcpyPeerAsync(d, dc, sp, sc, bytes, s.raw), "cuMemcpyPeerAsync(bidirectional, {})", if i == 0 { "forward" } else { "reverse" })?;
+            device::ck!(
+                cudarc::driver::sys::cuMemcpyPeerAsync(d, dc, sp, sc, bytes, s.raw),
+                "cuMemcpyPeerAsync(bidirectional, {})",
+                if i == 0 { "forward" } else { "reverse" }
+            )?;
             ends[i].record(s)?;
         }
-        let t = [start.elapsed_ms(&ends[0])? * 1e-3, start.elapsed_ms(&ends[1])? * 1e-3];
+        let t = [
+            start.elapsed_ms(&ends[0])? * 1e-3,
+            start.elapsed_ms(&ends[1])? * 1e-3,
+        ];
         if r > 0 {
             agg.push(t[0].max(t[1]));
             each[0].push(t[0]);
             each[1].push(t[1]);
         }
     }
-    Ok((stats::median(&agg), each.iter().map(|v| stats::median(v)).collect()))
+    Ok((
+        stats::median(&agg),
+        each.iter().map(|v| stats::median(v)).collect(),
+    ))
 }
 
 /// `n` staged GPU → host → GPU copies at once, each with its own stager (streams and slots).
-pub fn share_staged(lb: &LinkBench, stagers: &[Stager], bytes_each: usize, reps: usize) -> Result<(f64, Vec<f64>)> {
+pub fn share_staged(
+    lb: &LinkBench,
+    stagers: &[Stager],
+    bytes_each: usize,
+    reps: usize,
+) -> Result<(f64, Vec<f64>)> {
     let n = stagers.len();
     if n * bytes_each > lb.max_bytes {
-        return Err(Error::Invalid("sharing probe needs n*bytes_each <= buffer size".into()));
+        return Err(Error::Invalid(
+            "sharing probe needs n*bytes_each <= buffer size".into(),
+        ));
     }
     let start = Event::timing(lb.dst)?;
-    let ends = (0..n).map(|_| Event::timing(lb.dst)).collect::<Result<Vec<_>>>()?;
+    let ends = (0..n)
+        .map(|_| Event::timing(lb.dst))
+        .collect::<Result<Vec<_>>>()?;
     let mut agg = Vec::new();
     let mut each: Vec<Vec<f64>> = vec![Vec::new(); n];
     for r in 0..reps + 1 {
@@ -412,7 +614,13 @@ pub fn share_staged(lb: &LinkBench, stagers: &[Stager], bytes_each: usize, reps:
         for (i, st) in stagers.iter().enumerate() {
             let off = (i * bytes_each) as u64;
             let chunk = staged_chunk(bytes_each, st.slot_bytes);
-            st.enqueue(lb.src_buf.ptr + off, lb.dst_buf.ptr + off, bytes_each, chunk, &start)?;
+            st.enqueue(
+                lb.src_buf.ptr + off,
+                lb.dst_buf.ptr + off,
+                bytes_each,
+                chunk,
+                &start,
+            )?;
             ends[i].record(&st.h2d)?;
         }
         let mut t = Vec::new();
@@ -426,7 +634,10 @@ pub fn share_staged(lb: &LinkBench, stagers: &[Stager], bytes_each: usize, reps:
             }
         }
     }
-    Ok((stats::median(&agg), each.iter().map(|v| stats::median(v)).collect()))
+    Ok((
+        stats::median(&agg),
+        each.iter().map(|v| stats::median(v)).collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -443,7 +654,14 @@ mod tests {
 
     #[test]
     fn chunks_cover_exactly() {
-        for (bytes, chunk) in [(0usize, 4usize), (1, 4), (10, 4), (12, 4), (GIB, 8 * MIB), (5 * MIB + 3, MIB)] {
+        for (bytes, chunk) in [
+            (0usize, 4usize),
+            (1, 4),
+            (10, 4),
+            (12, 4),
+            (GIB, 8 * MIB),
+            (5 * MIB + 3, MIB),
+        ] {
             let c = plan_chunks(bytes, chunk);
             assert_eq!(c.iter().map(|x| x.1).sum::<usize>(), bytes);
             let mut off = 0;
@@ -470,7 +688,14 @@ mod tests {
             .iter()
             .map(|&b| {
                 let s = 10e-6 + b as f64 / 50e9;
-                LinkPoint { bytes: b as u64, seconds: s, gbs: b as f64 / s / 1e9, min_s: s, max_s: s, repeats: 3 }
+                LinkPoint {
+                    bytes: b as u64,
+                    seconds: s,
+                    gbs: b as f64 / s / 1e9,
+                    min_s: s,
+                    max_s: s,
+                    repeats: 3,
+                }
             })
             .collect();
         let c = LinkCurve::from_points("x", "pcie5_x16", "gpu0", "gpu1", pts, "");
