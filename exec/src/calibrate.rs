@@ -727,3 +727,58 @@ pub fn to_profile(cal: &Calibration) -> HardwareProfile {
         links,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(f: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("results")
+            .join(f)
+    }
+
+    #[test]
+    fn measured_profiles_load_in_the_simulator() {
+        // The simulator's own loader checks catalog names and ranges.
+        for f in ["h200x2/profile.yaml", "h100/profile.yaml"] {
+            let p = read_profile(&results(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(p.gpus.len(), 1, "{f}");
+            assert!(p.link("pcie5-host-staged").is_some(), "{f}");
+        }
+        let p = read_profile(&results("h200x2/profile.yaml")).unwrap();
+        assert_eq!(p.gpus[0].catalog_gpu, "H200-SXM");
+        assert!(p.link("nvlink4").unwrap().bandwidth_gbs > 350.0);
+    }
+
+    #[test]
+    fn profile_is_derived_from_the_measurements() {
+        let s = std::fs::read_to_string(results("h200x2/calibrate.json")).unwrap();
+        let cal: Calibration = serde_json::from_str(&s).unwrap();
+        let p = to_profile(&cal);
+        let names: Vec<&str> = p.links.iter().map(|l| l.catalog_link.as_str()).collect();
+        assert_eq!(names, ["nvlink4", "pcie5-host-staged", "pcie5"]);
+        // Same numbers as the profile the run wrote (JSON and YAML may round the last digit).
+        let q = read_profile(&results("h200x2/profile.yaml")).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+        assert_eq!((p.gpus.len(), p.links.len()), (q.gpus.len(), q.links.len()));
+        for (a, b) in p.gpus.iter().zip(&q.gpus) {
+            assert_eq!(a.catalog_gpu, b.catalog_gpu);
+            for (x, y) in [
+                (a.gemm_tflops, b.gemm_tflops),
+                (a.hbm_gbs, b.hbm_gbs),
+                (a.launch_overhead_us, b.launch_overhead_us),
+            ] {
+                assert!(close(x, y), "{x} vs {y}");
+            }
+            assert_eq!(a.gemm_points.len(), b.gemm_points.len());
+        }
+        for (a, b) in p.links.iter().zip(&q.links) {
+            assert_eq!(a.catalog_link, b.catalog_link);
+            assert!(close(a.bandwidth_gbs, b.bandwidth_gbs) && close(a.latency_us, b.latency_us));
+            assert_eq!(a.points.len(), b.points.len());
+        }
+        // the report renders from the same data
+        assert!(crate::report::calibration_markdown(&cal).contains("nvlink_peer"));
+    }
+}
