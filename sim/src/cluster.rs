@@ -38,7 +38,8 @@ impl Role {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub name: String,
-    /// GPU-to-GPU inside the node.
+    /// GPU-to-GPU inside the node. On an NVLink node, GPUs without that NVLink (a consumer card
+    /// in a PCIe slot) reach the others over PCIe.
     pub fabric: &'static LinkSpec,
     pub gpus: Vec<usize>,
 }
@@ -185,14 +186,30 @@ impl Cluster {
         let (na, nb) = (self.gpus[a].node, self.gpus[b].node);
         if na == nb {
             let fabric = self.nodes[na].fabric;
-            let ports = match fabric.kind {
-                LinkKind::NvLink => vec![self.gpu_port(a, 2), self.gpu_port(b, 3)],
-                _ => vec![self.gpu_port(a, 0), self.gpu_port(b, 1)],
+            let (ga, gb) = (&self.gpus[a], &self.gpus[b]);
+            let on_nvlink = |g: &Gpu| g.spec.nvlink == Some(fabric.name);
+            if fabric.kind == LinkKind::NvLink && on_nvlink(ga) && on_nvlink(gb) {
+                let ports = vec![self.gpu_port(a, 2), self.gpu_port(b, 3)];
+                return Some(Route {
+                    ports,
+                    link: fabric,
+                    startup_s: self.startup_s(fabric, bytes),
+                });
+            }
+            // PCIe: the fabric itself, or (a GPU off the node's NVLink) the slower of the two
+            // host links, staged through host memory unless both ends do peer-to-peer.
+            let link = if fabric.kind == LinkKind::Pcie {
+                fabric
+            } else {
+                let generation = ga.spec.pcie_gen.min(gb.spec.pcie_gen);
+                LinkSpec::pcie(generation, !(ga.spec.pcie_p2p && gb.spec.pcie_p2p))
+                    .expect("PCIe 3–5 are in the catalog")
             };
+            let ports = vec![self.gpu_port(a, 0), self.gpu_port(b, 1)];
             Some(Route {
                 ports,
-                link: fabric,
-                startup_s: self.startup_s(fabric, bytes),
+                link,
+                startup_s: self.startup_s(link, bytes),
             })
         } else {
             // GPUDirect RDMA: source GPU's PCIe port → NIC → network → NIC → destination's PCIe port.

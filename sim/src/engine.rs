@@ -15,7 +15,7 @@ use crate::error::{Error, InputError};
 use crate::experiment::{KvTransferMode, Routing, Scenario};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
-use crate::perf::{BatchShape, PhaseModel, Roofline};
+use crate::perf::{BatchShape, PhaseModel};
 use crate::records::{
     InstanceRecord, LinkRecord, RecordSink, RequestRecord, SummaryRecord, TransferRecord,
 };
@@ -113,7 +113,7 @@ struct Step {
 
 struct Instance {
     role: Role,
-    perf: Roofline,
+    perf: Box<dyn PhaseModel>,
     kv: KvPool,
     /// Encodes images of requests that arrive unencoded.
     encodes: bool,
@@ -190,21 +190,7 @@ impl<'a> Simulation<'a> {
         let mut inst = Vec::new();
         let mut pools: BTreeMap<Role, Vec<usize>> = BTreeMap::new();
         for (i, spec) in s.cluster.instances.iter().enumerate() {
-            let fabric = s.cluster.nodes[spec.node].fabric;
-            let tp_link = (spec.tp() > 1).then_some(fabric);
-            let mut perf = Roofline::new(
-                &s.model,
-                s.dtype,
-                spec.gpu,
-                s.efficiency[i],
-                spec.tp(),
-                tp_link,
-            );
-            if let Some(&(_, bw, lat)) = s.cluster.calibrated.iter().find(|c| c.0 == fabric.name)
-                && spec.tp() > 1
-            {
-                perf.tp_link = Some((bw, lat));
-            }
+            let perf = s.phase_model(i);
             let encodes = match spec.role {
                 Role::Encoder | Role::All => true,
                 Role::Prefill => !s.strategy.has_encoder_pool(),
@@ -283,8 +269,13 @@ impl<'a> Simulation<'a> {
 
     /// Runs to the end; `progress` is called with the requests done so far, now and then.
     pub fn run(mut self, progress: &mut dyn FnMut(u64)) -> Result<RunResult, Error> {
+        let mut stopped_at_horizon = false;
         while let Some(Reverse((at, _, e))) = self.events.pop() {
-            if self.horizon_ns.is_some_and(|h| at > h) {
+            if let Some(h) = self.horizon_ns
+                && at > h
+            {
+                stopped_at_horizon = true;
+                self.now = h;
                 break;
             }
             assert!(at >= self.now, "time ran backwards: {at} < {}", self.now);
@@ -300,29 +291,22 @@ impl<'a> Simulation<'a> {
                 })?,
             }
             let done = self.inv.finished + self.inv.dropped;
-            if done % 1024 == 0 && done > 0 {
+            if done.is_multiple_of(1024) && done > 0 {
                 progress(done);
             }
         }
-        let reason = if self
-            .horizon_ns
-            .is_some_and(|h| self.now >= h || !self.events.is_empty())
-        {
+        // Nothing left to happen: whatever is still in flight is a bug, reported as stalled.
+        let reason = if stopped_at_horizon {
             "horizon"
         } else {
             "stalled"
         };
         let left: Vec<ReqId> = self.reqs.keys().copied().collect();
         for id in left {
-            if reason == "stalled" {
+            if !stopped_at_horizon {
                 self.inv.stalled += 1;
             }
             self.drop_request(id, reason)?;
-        }
-        if let Some(h) = self.horizon_ns
-            && self.events.iter().any(|Reverse((t, _, _))| *t > h)
-        {
-            self.now = self.now.max(h);
         }
         progress(self.inv.finished + self.inv.dropped);
         Ok(self.finish())
@@ -409,6 +393,9 @@ impl<'a> Simulation<'a> {
 
     /// Sends a request (encoded, or needing the LLM instance to encode it) to the prefill pool.
     fn enter_llm(&mut self, id: ReqId) -> Result<(), Error> {
+        if let Some(reason) = self.inadmissible(id) {
+            return self.drop_request(id, reason);
+        }
         let role = self.prefill_role();
         let r = &self.reqs[&id];
         let need_tokens = if role == Role::Prefill {
@@ -427,6 +414,14 @@ impl<'a> Simulation<'a> {
     }
 
     /// Picks an instance of `role` among those `ok` accepts.
+    /// Without chunked prefill a prompt longer than the step's token budget can never be
+    /// scheduled; vLLM refuses such a prompt, and so does this engine.
+    fn inadmissible(&self, id: ReqId) -> Option<&'static str> {
+        let e = &self.s.engine;
+        (!e.chunked_prefill && self.reqs[&id].context > e.token_budget)
+            .then_some("prompt_over_token_budget")
+    }
+
     fn route(&mut self, role: Role, ok: impl Fn(&Instance) -> bool) -> Option<usize> {
         let pool: Vec<usize> = self
             .pools
@@ -534,26 +529,32 @@ impl<'a> Simulation<'a> {
         let mut chunks = Vec::new();
         let mut images = Vec::new();
         let mut encoded = Vec::new();
-        let mut seqs = decodes.len() as u64;
         for w in 0..self.inst[i].waiting.len() {
-            if used >= budget || seqs >= max_batch {
+            if used >= budget || (decodes.len() + chunks.len()) as u64 >= max_batch {
                 break;
             }
             let id = self.inst[i].waiting[w];
             let r = &self.reqs[&id];
             let remaining = r.prefill_target - r.prefilled;
-            let chunk = remaining.min(budget - used);
+            let mut chunk = remaining.min(budget - used);
             if chunk < remaining && !self.s.engine.chunked_prefill {
-                break;
+                // A recomputation longer than the budget (prompt + tokens generated before
+                // preemption) runs whole, alone; anything else waits for a step with room.
+                if used > 0 || r.generated == 0 {
+                    break;
+                }
+                chunk = remaining;
             }
             let more = self.inst[i]
                 .kv
                 .blocks_for(r.prefilled + chunk)
                 .saturating_sub(r.blocks);
-            // First come, first served: a request that cannot get memory blocks those behind it.
-            if !self.inst[i].kv.try_take(more) {
+            // First come, first served: a request that cannot get memory takes it from partial
+            // prefills that started after it, else blocks those behind it.
+            if !self.take_blocks_for_prefill(i, w, more) {
                 break;
             }
+            let r = &self.reqs[&id];
             let needs_encode = !r.encoded && r.prefilled == 0;
             if needs_encode {
                 debug_assert!(
@@ -569,7 +570,6 @@ impl<'a> Simulation<'a> {
             r.home = Some(i);
             chunks.push((id, chunk));
             used += chunk;
-            seqs += 1;
         }
         if decodes.is_empty() && chunks.is_empty() {
             return Ok(());
@@ -613,12 +613,17 @@ impl<'a> Simulation<'a> {
         Ok(())
     }
 
-    /// Takes `more` blocks for `id` on instance `i`, preempting the most recently admitted
-    /// running requests (recompute, as vLLM) until they fit. False if `id` itself was preempted.
+    /// Takes `more` blocks for the decoding request `id` on instance `i`, preempting the newest
+    /// requests until they fit: partial prefills first, then running requests from the most
+    /// recently admitted (recompute, as vLLM). False if `id` itself was preempted.
     fn take_blocks_preempting(&mut self, i: usize, id: ReqId, more: u64) -> bool {
         loop {
             if self.inst[i].kv.try_take(more) {
                 return true;
+            }
+            if let Some(w) = self.newest_partial_prefill(i, 0) {
+                self.abandon_partial_prefill(i, w);
+                continue;
             }
             let victim = *self.inst[i]
                 .running
@@ -629,6 +634,39 @@ impl<'a> Simulation<'a> {
                 return false;
             }
         }
+    }
+
+    /// Takes `more` blocks for the prefill chunk of `waiting[w]`, abandoning partial prefills
+    /// queued behind it if need be.
+    fn take_blocks_for_prefill(&mut self, i: usize, w: usize, more: u64) -> bool {
+        loop {
+            if self.inst[i].kv.try_take(more) {
+                return true;
+            }
+            match self.newest_partial_prefill(i, w + 1) {
+                Some(v) => self.abandon_partial_prefill(i, v),
+                None => return false,
+            }
+        }
+    }
+
+    /// Index in `waiting` (at or after `from`) of the newest request holding KV blocks.
+    fn newest_partial_prefill(&self, i: usize, from: usize) -> Option<usize> {
+        let waiting = &self.inst[i].waiting;
+        (from..waiting.len())
+            .rev()
+            .find(|&w| self.reqs[&waiting[w]].blocks > 0)
+    }
+
+    /// Frees a partial prefill's blocks; it starts over when its turn comes again.
+    fn abandon_partial_prefill(&mut self, i: usize, w: usize) {
+        let id = self.inst[i].waiting[w];
+        let r = self.reqs.get_mut(&id).expect("waiting request is live");
+        self.inst[i].kv.give_back(r.blocks);
+        self.inst[i].preemptions += 1;
+        r.blocks = 0;
+        r.prefilled = 0;
+        r.preemptions += 1;
     }
 
     fn preempt(&mut self, i: usize, id: ReqId) {
@@ -742,6 +780,10 @@ impl<'a> Simulation<'a> {
         let r = self.reqs.get_mut(&id).expect("live");
         r.encode_end = Some(at);
         r.encoded = true;
+        if let Some(reason) = self.inadmissible(id) {
+            return self.drop_request(id, reason);
+        }
+        let r = &self.reqs[&id];
         let need = if role == Role::Prefill {
             r.context
         } else {
@@ -999,8 +1041,14 @@ impl<'a> Simulation<'a> {
                 if r.first_token.is_none() {
                     // Layerwise stream outran its step (cannot, with the cap): keep the order honest.
                     return Err(Error::Output(format!(
-                        "internal: KV of request {} arrived before its prefill ended",
-                        t.req
+                        "internal: KV of request {} arrived before its prefill ended (now {} start {:?} kv {:?} producer {:?} {}/{})",
+                        t.req,
+                        self.now,
+                        r.prefill_start,
+                        r.kv_start,
+                        t.produced_by_ns,
+                        r.prefilled,
+                        r.prefill_target
                     )));
                 }
                 let src = r.home.expect("KV lived at the prefill instance");
@@ -1161,7 +1209,7 @@ impl<'a> Simulation<'a> {
                 link: p.link.name,
                 bytes: u.bytes,
                 busy_s: secs(u.busy_ns),
-                utilization: u.busy_ns as f64 / duration_ns as f64,
+                utilization: u.bytes as f64 / (p.bytes_per_s * duration),
                 source: "sim",
             })
             .collect();

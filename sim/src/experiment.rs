@@ -16,7 +16,7 @@ use crate::cluster::{Cluster, Gpu, InstanceSpec, Node, Role};
 use crate::cost::PricingSpec;
 use crate::error::{InputError, unknown_name};
 use crate::kv::MemoryPlan;
-use crate::perf::Efficiency;
+use crate::perf::{Efficiency, PhaseModel, Roofline};
 use crate::profile::HardwareProfile;
 use crate::workload::WorkloadSpec;
 
@@ -268,6 +268,30 @@ pub struct Scenario {
     pub seed: u64,
     /// Values of the matrix axes this scenario was expanded with, for the result tables.
     pub rate: Option<f64>,
+}
+
+impl Scenario {
+    /// The performance model of instance `i`: the roofline, with this scenario's efficiencies and
+    /// (for tensor parallelism) its node's fabric, calibrated where the profile measured it.
+    pub fn phase_model(&self, i: usize) -> Box<dyn PhaseModel> {
+        let spec = &self.cluster.instances[i];
+        let fabric = self.cluster.nodes[spec.node].fabric;
+        let tp_link = (spec.tp() > 1).then_some(fabric);
+        let mut r = Roofline::new(
+            &self.model,
+            self.dtype,
+            spec.gpu,
+            self.efficiency[i],
+            spec.tp(),
+            tp_link,
+        );
+        if let Some(&(_, bw, lat)) = self.cluster.calibrated.iter().find(|c| c.0 == fabric.name)
+            && spec.tp() > 1
+        {
+            r.tp_link = Some((bw, lat));
+        }
+        Box::new(r)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -594,9 +618,10 @@ fn validate_engine(e: &EngineSpec) -> Result<(), InputError> {
 /// The default fabric of a node: the NVLink all its GPUs share, else PCIe of the slowest
 /// generation, staged through the host if any GPU lacks peer-to-peer.
 fn default_fabric(gpus: &[&'static GpuSpec]) -> &'static LinkSpec {
-    let nv = gpus[0].nvlink;
-    if nv.is_some() && gpus.iter().all(|g| g.nvlink == nv) {
-        return resolve_link(nv.expect("checked")).expect("catalog GPUs name catalog links");
+    if let Some(nv) = gpus[0].nvlink
+        && gpus.iter().all(|g| g.nvlink == Some(nv))
+    {
+        return resolve_link(nv).expect("catalog GPUs name catalog links");
     }
     let generation = gpus
         .iter()
@@ -772,7 +797,7 @@ fn build_cluster(
             holds_llm,
             engine,
         )
-        .map_err(|e| at.err(Some(&inst.gpu), &format!("{ip}"), e))?;
+        .map_err(|e| at.err(Some(&inst.gpu), &ip, e))?;
         for _ in 0..inst.count.value {
             let node = nodes
                 .iter()
@@ -848,12 +873,16 @@ fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), I
             "`{}` is a network link; inside a node use pcie3/4/5, pcie3/4/5-host-staged or nvlink2/3/4/5",
             l.name
         ))),
-        LinkKind::NvLink => match gpus.iter().find(|g| g.nvlink != Some(l.name)) {
+        // GPUs without NVLink sit on the node's PCIe; another NVLink generation cannot mix.
+        LinkKind::NvLink => match gpus.iter().find(|g| g.nvlink.is_some_and(|n| n != l.name)) {
             Some(g) => Err(InputError::new(format!(
-                "{} has {}: `{}` cannot join this node's GPUs",
+                "{} has {}, not {}: one node has one NVLink generation",
                 g.name,
-                g.nvlink
-                    .map_or("no NVLink".to_string(), |n| format!("{n}, not {}", l.name)),
+                g.nvlink.unwrap_or_default(),
+                l.name
+            ))),
+            None if gpus.iter().all(|g| g.nvlink.is_none()) => Err(InputError::new(format!(
+                "no GPU of this node has NVLink (`{}`); use a PCIe fabric (pcie3/4/5, or -host-staged for GeForce cards)",
                 l.name
             ))),
             None => Ok(()),

@@ -15,7 +15,8 @@ struct Flow {
     remaining: f64,
     rate: f64,
     cap: f64,
-    /// Bumped on every reallocation: completion events carry it, stale ones are ignored.
+    /// Set from the network's counter on every reallocation: completion events carry it, stale
+    /// ones are ignored. Unique across flows, so a reused slot never matches an old event.
     version: u64,
 }
 
@@ -41,6 +42,7 @@ pub struct Network {
     flows: Vec<Option<Flow>>,
     free: Vec<FlowId>,
     last_ns: u64,
+    next_version: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
@@ -54,6 +56,7 @@ impl Network {
             flows: Vec::new(),
             free: Vec::new(),
             last_ns: 0,
+            next_version: 0,
             bytes_sent: 0,
             bytes_received: 0,
         }
@@ -203,7 +206,8 @@ impl Network {
         let mut out = Vec::new();
         for (id, slot) in self.flows.iter_mut().enumerate() {
             if let Some(f) = slot {
-                f.version += 1;
+                self.next_version += 1;
+                f.version = self.next_version;
                 debug_assert!(f.rate > 0.0, "a live flow always gets bandwidth");
                 let secs = f.remaining / f.rate;
                 out.push(Completion {

@@ -113,7 +113,8 @@ impl HardwareProfile {
         for (i, l) in self.links.iter().enumerate() {
             crate::catalog::resolve_link(&l.catalog_link)
                 .map_err(|e| e.context(format!("links[{i}].catalog_link")))?;
-            if !(l.bandwidth_gbs > 0.0 && l.bandwidth_gbs.is_finite()) || !(l.latency_us >= 0.0) {
+            let bandwidth_ok = l.bandwidth_gbs.is_finite() && l.bandwidth_gbs > 0.0;
+            if !bandwidth_ok || !l.latency_us.is_finite() || l.latency_us < 0.0 {
                 return Err(InputError::new(format!(
                     "links[{i}]: bandwidth_gbs = {} must be > 0 and latency_us = {} ≥ 0",
                     l.bandwidth_gbs, l.latency_us

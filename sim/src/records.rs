@@ -462,7 +462,12 @@ impl Row for LinkRecord {
             false,
             "time with at least one transfer on the port",
         ),
-        col("utilization", Float64, false, "busy_s / run duration"),
+        col(
+            "utilization",
+            Float64,
+            false,
+            "bytes / (port bandwidth × run duration): the share of its capacity used",
+        ),
         col("source", Utf8, false, "`sim` or `exec`"),
     ];
 

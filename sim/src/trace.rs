@@ -140,7 +140,7 @@ impl TraceReader {
                 continue;
             }
             let row = self.parse()?;
-            if !(row.arrival_s >= self.last_arrival) {
+            if row.arrival_s < self.last_arrival {
                 return Err(self.err(format!(
                     "arrival {} is before the previous row's {}: rows must be in arrival order",
                     row.arrival_s, self.last_arrival

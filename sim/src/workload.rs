@@ -175,7 +175,7 @@ impl Dist {
                     "give `min` and `max` within {range} so every draw is allowed"
                 ))
             }
-            Dist::LogNormal { median, .. } if !(*median > 0.0) => {
+            Dist::LogNormal { median, .. } if median.is_nan() || *median <= 0.0 => {
                 bad(format!("lognormal median {median} must be > 0"))
             }
             Dist::Choice { values, weights } => {

@@ -1,0 +1,271 @@
+//! End-to-end: the `hetsim` binary on the shipped experiments, results read back from parquet.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow_array::{Array, Float64Array, RecordBatch, StringArray, UInt64Array};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn hetsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hetsim"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the hetsim binary runs")
+}
+
+fn read(path: &Path) -> Vec<RecordBatch> {
+    let f = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+fn strings(b: &RecordBatch, col: &str) -> Vec<String> {
+    let a = b
+        .column_by_name(col)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    (0..a.len()).map(|i| a.value(i).to_string()).collect()
+}
+
+fn u64s(b: &RecordBatch, col: &str) -> Vec<u64> {
+    b.column_by_name(col)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
+fn f64s(b: &RecordBatch, col: &str) -> Vec<Option<f64>> {
+    let a = b
+        .column_by_name(col)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    (0..a.len())
+        .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+        .collect()
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hetsim-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn pcie_experiment_ships_the_bytes_the_formulas_say() {
+    let out = out_dir("pcie");
+    let o = hetsim(&[
+        "run",
+        "experiments/pcie.yaml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("ranked by tokens per dollar"), "{stdout}");
+
+    let mut strategies = BTreeMap::new();
+    let mut rows = 0;
+    for b in read(&out.join("requests.parquet")) {
+        let (strategy, status, source) = (
+            strings(&b, "strategy"),
+            strings(&b, "status"),
+            strings(&b, "source"),
+        );
+        let (n_images, visual, prompt) = (
+            u64s(&b, "n_images"),
+            u64s(&b, "visual_tokens"),
+            u64s(&b, "prompt_tokens"),
+        );
+        let (emb, kv) = (u64s(&b, "emb_bytes"), u64s(&b, "kv_bytes"));
+        let (ttft, tpot, e2e) = (f64s(&b, "ttft_s"), f64s(&b, "tpot_s"), f64s(&b, "e2e_s"));
+        for i in 0..b.num_rows() {
+            rows += 1;
+            assert_eq!(source[i], "sim");
+            assert_eq!(status[i], "finished");
+            assert_eq!((n_images[i], visual[i]), (1, 576));
+            assert!((15..=25).contains(&prompt[i]));
+            let s = visual[i] + prompt[i];
+            match strategy[i].as_str() {
+                "modality" => assert_eq!((emb[i], kv[i]), (576 * 4096 * 2, 0)),
+                "stage" => assert_eq!((emb[i], kv[i]), (0, 2 * 32 * 4096 * s * 2)),
+                "epd" => assert_eq!((emb[i], kv[i]), (4_718_592, 2 * 32 * 4096 * s * 2)),
+                "colocated" => assert_eq!((emb[i], kv[i]), (0, 0)),
+                other => panic!("strategy {other}"),
+            }
+            let (t, p, e) = (ttft[i].unwrap(), tpot[i].unwrap(), e2e[i].unwrap());
+            assert!(
+                t > 0.0 && p > 0.0 && (e - (t + 127.0 * p)).abs() < 1e-6,
+                "e2e = ttft + 127 · tpot"
+            );
+            *strategies.entry(strategy[i].clone()).or_insert(0) += 1;
+        }
+    }
+    // 4 scenarios × 4 rates × 600 requests.
+    assert_eq!(rows, 9600);
+    assert_eq!(strategies.len(), 4);
+
+    let summary = read(&out.join("summary.parquet"));
+    let b = &summary[0];
+    assert_eq!(b.num_rows(), 16);
+    let names = strings(b, "scenario");
+    let tpd = f64s(b, "tokens_per_dollar");
+    let cost = f64s(b, "cost_usd");
+    let out_tokens = u64s(b, "output_tokens");
+    for i in 0..b.num_rows() {
+        assert!(
+            (tpd[i].unwrap() - out_tokens[i] as f64 / cost[i].unwrap()).abs() / tpd[i].unwrap()
+                < 1e-9
+        );
+        assert_eq!(out_tokens[i], 600 * 128, "{}", names[i]);
+    }
+    // The printed table ranks by tokens per dollar: the best scenario is on the first row.
+    let best = (0..b.num_rows())
+        .max_by(|x, y| tpd[*x].partial_cmp(&tpd[*y]).unwrap())
+        .unwrap();
+    let first_row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    assert!(
+        first_row.contains(&names[best]),
+        "{first_row} vs {}",
+        names[best]
+    );
+
+    // Every transfer: bytes sent = bytes received, and the rows add up to the summary.
+    let sent: u64 = read(&out.join("transfers.parquet"))
+        .iter()
+        .map(|b| u64s(b, "bytes").iter().sum::<u64>())
+        .sum();
+    let received: u64 = u64s(b, "bytes_received").iter().sum();
+    assert_eq!(sent, received);
+    assert_eq!(u64s(b, "bytes_sent").iter().sum::<u64>(), received);
+    for table in ["instances", "links"] {
+        assert!(
+            read(&out.join(format!("{table}.parquet")))[0].num_rows() > 0,
+            "{table}"
+        );
+    }
+    // Nothing left at a temporary name.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn every_shipped_experiment_runs() {
+    for f in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let o = hetsim(&["run", p.to_str().unwrap()]);
+            assert!(
+                o.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_files() {
+    let (a, b) = (out_dir("seed-a"), out_dir("seed-b"));
+    for d in [&a, &b] {
+        let o = hetsim(&[
+            "run",
+            "experiments/nvlink.yaml",
+            "--seed",
+            "42",
+            "--out",
+            d.to_str().unwrap(),
+        ]);
+        assert!(o.status.success());
+    }
+    for t in ["requests", "transfers", "summary", "instances", "links"] {
+        let f = format!("{t}.parquet");
+        assert_eq!(
+            std::fs::read(a.join(&f)).unwrap(),
+            std::fs::read(b.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    let c = out_dir("seed-c");
+    assert!(
+        hetsim(&[
+            "run",
+            "experiments/nvlink.yaml",
+            "--seed",
+            "43",
+            "--out",
+            c.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    assert_ne!(
+        std::fs::read(a.join("requests.parquet")).unwrap(),
+        std::fs::read(c.join("requests.parquet")).unwrap()
+    );
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn catalog_and_schema_print() {
+    let o = hetsim(&["catalog"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    for name in [
+        "llava-1.5-7b",
+        "qwen2.5-vl-72b",
+        "RTX-4090",
+        "A100-SXM-80GB",
+        "H200-SXM",
+        "nvlink4",
+        "pcie5-host-staged",
+        "ib-ndr",
+    ] {
+        assert!(text.contains(name), "{name}");
+    }
+    let gpus = text
+        .lines()
+        .skip_while(|l| !l.starts_with("GPUs"))
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .count();
+    assert!(gpus >= 12, "{gpus} GPUs");
+    let o = hetsim(&["schema"]);
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema.md"))
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        committed,
+        "docs/schema.md is stale: hetsim schema > docs/schema.md"
+    );
+}
