@@ -1,0 +1,254 @@
+//! Thin CLI layer the `hetsim` binary can mount: clap `Args` structs and `run` functions.
+//! Errors go to stderr; `exit_code` maps them (2: bad input or no CUDA; 1: a failed run).
+
+use crate::calibrate;
+use crate::device;
+use crate::error::{Error, Result};
+use crate::kv::ModelShape;
+use crate::report;
+use crate::util;
+use crate::validate;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CalibrateArgs {
+    /// Where to write the hardware profile (YAML) that `hetsim run` reads.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write every measurement as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the markdown report here (it is printed to stdout in any case).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Fewer shapes and sizes: a smoke test of a minute or less.
+    #[arg(long)]
+    pub quick: bool,
+    /// Skip the green-context (SM partition) probes.
+    #[arg(long)]
+    pub no_green: bool,
+    /// Skip the link probes.
+    #[arg(long)]
+    pub no_links: bool,
+    /// Skip the compute probes.
+    #[arg(long)]
+    pub no_compute: bool,
+    /// GPUs for the compute probes, comma-separated (default: first GPU of each model).
+    #[arg(long, value_delimiter = ',')]
+    pub gpu: Option<Vec<usize>>,
+}
+
+pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Error::Invalid(format!(
+            "--out {}: folder {} does not exist",
+            a.out.display(),
+            dir.display()
+        )));
+    }
+    let opts = calibrate::Options {
+        out: None,
+        json: a.json.clone(),
+        quick: a.quick,
+        green: !a.no_green,
+        links: !a.no_links,
+        compute: !a.no_compute,
+        gpus: a.gpu.clone(),
+        command: util::command_line(),
+    };
+    let cal = calibrate::measure(&opts)?;
+    let md = report::calibration_markdown(&cal);
+    println!("{md}");
+    if let Some(p) = &a.report {
+        std::fs::write(p, &md).map_err(|e| crate::error::io_err(p, e))?;
+    }
+    if let Some(p) = &a.json {
+        let s =
+            serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
+        std::fs::write(p, s).map_err(|e| crate::error::io_err(p, e))?;
+    }
+    calibrate::write_profile(&calibrate::to_profile(&cal), &a.out)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ValidateTransferArgs {
+    /// Model whose shapes to use (built in: llava-1.5-7b).
+    #[arg(long, default_value = "llava-1.5-7b")]
+    pub model: String,
+    /// Model depths to sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,16,32,48,64,80")]
+    pub layers: Vec<usize>,
+    /// Context tokens s of the request whose KV cache is shipped (576 visual + prompt).
+    #[arg(long, default_value_t = 704)]
+    pub context: usize,
+    /// Timed repeats per case (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Source GPU.
+    #[arg(long, default_value_t = 0)]
+    pub src: usize,
+    /// Destination GPU (on a one-GPU machine both are GPU 0: a host round trip).
+    #[arg(long, default_value_t = 1)]
+    pub dst: usize,
+    /// Methods to run, comma-separated (nvlink_peer, pcie_p2p, pcie_staged_pinned, pcie_pageable).
+    #[arg(long, value_delimiter = ',')]
+    pub method: Option<Vec<String>>,
+    /// Write the rows here (CSV, source = exec, with every stage's time).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the transfers as the simulator's result tables (parquet) into this folder.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Also write the markdown report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// A profile from `calibrate` on this machine: predict each transfer with its link model
+    /// (latency + bytes / bandwidth) and report the error.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+}
+
+pub fn model_shape(name: &str) -> Result<ModelShape> {
+    match name.to_ascii_lowercase().as_str() {
+        "llava-1.5-7b" | "llava-v1.5-7b" => Ok(ModelShape::LLAVA_15_7B),
+        "llava-1.5-13b" | "llava-v1.5-13b" => Ok(ModelShape {
+            layers: 40,
+            kv_heads: 40,
+            head_dim: 128,
+            hidden: 5120,
+            visual_tokens: 576,
+        }),
+        other => Err(Error::Invalid(format!(
+            "--model {other}: known models are llava-1.5-7b, llava-1.5-13b"
+        ))),
+    }
+}
+
+pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
+    let shape = model_shape(&a.model)?;
+    let profile = a
+        .profile
+        .as_deref()
+        .map(calibrate::read_profile)
+        .transpose()?;
+    let opts = validate::Options {
+        model_name: a.model.clone(),
+        shape,
+        layers: a.layers.clone(),
+        context: a.context,
+        repeats: a.repeats,
+        src: a.src,
+        dst: a.dst,
+        methods: a.method.clone(),
+        csv: a.csv.clone(),
+        results: a.results.clone(),
+        command: util::command_line(),
+        seed: 42,
+        profile,
+    };
+    let rows = validate::run(&opts)?;
+    let md = report::validate_markdown(&rows, &opts.command);
+    println!("{md}");
+    if let Some(p) = &a.report {
+        std::fs::write(p, &md).map_err(|e| crate::error::io_err(p, e))?;
+    }
+    Ok(())
+}
+
+/// List GPUs and how they are connected.
+pub fn info() -> Result<()> {
+    device::init()?;
+    let n = device::device_count()?;
+    println!(
+        "CUDA driver API version {}, {n} GPU(s)",
+        device::driver_version()?
+    );
+    let gpus: Vec<device::Gpu> = (0..n).map(device::Gpu::open).collect::<Result<_>>()?;
+    for g in &gpus {
+        let i = &g.info;
+        println!(
+            "GPU {}: {} | {} SMs | {:.1} GiB | CC {}.{} | PCI {} | L2 {} MiB | SM {} MHz, mem {} MHz x {} bit",
+            i.ordinal,
+            i.name,
+            i.sms,
+            i.memory_bytes as f64 / (1u64 << 30) as f64,
+            i.compute_capability.0,
+            i.compute_capability.1,
+            i.pci_bus_id,
+            i.l2_bytes >> 20,
+            i.sm_clock_mhz,
+            i.mem_clock_mhz,
+            i.mem_bus_bits
+        );
+    }
+    for a in &gpus {
+        for b in &gpus {
+            if a.ordinal != b.ordinal {
+                let p = device::peer_info(a, b)?;
+                println!(
+                    "GPU {} -> GPU {}: peer access {}, native atomics {}, perf rank {}, NVLink links {:?} => {}",
+                    p.src,
+                    p.dst,
+                    p.can_access_peer,
+                    p.native_atomics,
+                    p.performance_rank,
+                    p.nvlink_active_links,
+                    p.kind
+                );
+            }
+        }
+    }
+    match crate::libs::ensure_nvrtc() {
+        Ok(()) => println!("NVRTC: ok"),
+        Err(e) => println!("NVRTC: {e}"),
+    }
+    match crate::gemm::Lt::version() {
+        Ok(v) => println!("cuBLASLt: version {v}"),
+        Err(e) => println!("cuBLASLt: {e}"),
+    }
+    Ok(())
+}
+
+/// Print the error (if any) and give the process exit code.
+pub fn exit_code(r: Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_model_is_invalid() {
+        assert_eq!(model_shape("gpt-9").unwrap_err().exit_code(), 2);
+        assert_eq!(
+            model_shape("LLaVA-1.5-7B").unwrap(),
+            ModelShape::LLAVA_15_7B
+        );
+    }
+
+    #[test]
+    fn calibrate_rejects_missing_out_folder() {
+        let a = CalibrateArgs {
+            out: PathBuf::from("/nonexistent-folder-xyz/p.yaml"),
+            json: None,
+            report: None,
+            quick: true,
+            no_green: true,
+            no_links: true,
+            no_compute: true,
+            gpu: None,
+        };
+        assert_eq!(calibrate(&a).unwrap_err().exit_code(), 2);
+    }
+}

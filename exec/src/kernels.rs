@@ -1,0 +1,153 @@
+//! Kernels from `kernels/*.cu`, embedded in the binary and compiled with NVRTC for the GPU at hand.
+
+use crate::device::{Gpu, Stream, ck};
+use crate::error::{Error, Result};
+use crate::libs;
+use cudarc::driver::sys::{self, CUfunction, CUmodule};
+use std::ffi::{CString, c_void};
+
+pub const PROBE_SRC: &str = include_str!("../../kernels/probe.cu");
+pub const KV_SRC: &str = include_str!("../../kernels/kv_transfer.cu");
+
+/// A compiled module loaded into one GPU's primary context.
+pub struct Module {
+    pub raw: CUmodule,
+    pub gpu: usize,
+    pub name: &'static str,
+}
+
+/// Compile CUDA C source to PTX for compute capability `cc` (the driver JITs PTX to SASS at load).
+pub fn compile(name: &'static str, src: &str, cc: (i32, i32)) -> Result<String> {
+    libs::ensure_nvrtc()?;
+    let arch: &'static str = Box::leak(format!("compute_{}{}", cc.0, cc.1).into_boxed_str());
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some(arch),
+        options: vec!["--std=c++17".into(), "-default-device".into()],
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| Error::Nvrtc {
+        kernel: name.to_string(),
+        log: format!("{e:?}"),
+    })?;
+    Ok(ptx.to_src())
+}
+
+impl Module {
+    pub fn load(gpu: &Gpu, name: &'static str, src: &str) -> Result<Module> {
+        let ptx = compile(name, src, gpu.info.compute_capability)?;
+        gpu.bind()?;
+        let c = CString::new(ptx).map_err(|_| Error::Invalid("PTX contains a NUL byte".into()))?;
+        let mut raw: CUmodule = std::ptr::null_mut();
+        ck!(
+            sys::cuModuleLoadData(&mut raw, c.as_ptr() as *const c_void),
+            "cuModuleLoadData({name} on GPU {})",
+            gpu.ordinal
+        )?;
+        Ok(Module {
+            raw,
+            gpu: gpu.ordinal,
+            name,
+        })
+    }
+
+    pub fn function(&self, fname: &str) -> Result<Kernel> {
+        let c =
+            CString::new(fname).map_err(|_| Error::Invalid(format!("bad kernel name {fname}")))?;
+        let mut f: CUfunction = std::ptr::null_mut();
+        ck!(
+            sys::cuModuleGetFunction(&mut f, self.raw, c.as_ptr()),
+            "cuModuleGetFunction({}::{fname})",
+            self.name
+        )?;
+        Ok(Kernel {
+            raw: f,
+            name: format!("{}::{fname}", self.name),
+        })
+    }
+}
+
+/// One kernel. Arguments go as a slice of pointers to their values (the driver's convention).
+#[derive(Clone)]
+pub struct Kernel {
+    pub raw: CUfunction,
+    pub name: String,
+}
+
+/// Wrap each argument's address for cuLaunchKernel.
+#[macro_export]
+macro_rules! kargs {
+    ($($a:expr),* $(,)?) => {
+        [$( &$a as *const _ as *mut ::std::ffi::c_void ),*]
+    };
+}
+
+impl Kernel {
+    /// Launch on `s` with a 1-D grid. `args` must point at values whose types match the kernel.
+    pub fn launch(
+        &self,
+        grid: u32,
+        block: u32,
+        s: &Stream,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
+        ck!(
+            sys::cuLaunchKernel(
+                self.raw,
+                grid.max(1),
+                1,
+                1,
+                block,
+                1,
+                1,
+                0,
+                s.raw,
+                args.as_mut_ptr(),
+                std::ptr::null_mut()
+            ),
+            "cuLaunchKernel({}, grid {grid}, block {block}, GPU {})",
+            self.name,
+            s.gpu
+        )
+    }
+}
+
+/// Grid size for a grid-stride kernel over `n` items: enough blocks to fill the GPU a few times
+/// over, never more than the items need.
+pub fn grid_for(n: u64, block: u32, sms: u32) -> u32 {
+    let need = n.div_ceil(block as u64).max(1);
+    need.min(sms as u64 * 8) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_are_embedded() {
+        for k in [
+            "kv_gather",
+            "kv_scatter",
+            "kv_checksum_paged",
+            "checksum_u4",
+            "fill_random_u32",
+        ] {
+            assert!(
+                KV_SRC.contains(&format!("void {k}(")),
+                "{k} missing from kv_transfer.cu"
+            );
+        }
+        for k in ["empty_kernel", "copy_u4", "fill_bf16_uniform"] {
+            assert!(
+                PROBE_SRC.contains(&format!("void {k}(")),
+                "{k} missing from probe.cu"
+            );
+        }
+    }
+
+    #[test]
+    fn grid_is_bounded() {
+        assert_eq!(grid_for(1, 256, 132), 1);
+        assert_eq!(grid_for(256 * 10, 256, 132), 10);
+        assert_eq!(grid_for(u64::MAX / 2, 256, 132), 132 * 8);
+    }
+}
