@@ -36,8 +36,23 @@ enum Command {
     Transfer(TransferArgs),
     /// List the built-in models, GPUs and links
     Catalog,
+    /// On a GPU machine: list GPUs, how they are linked, and whether NVRTC and cuBLASLt load
+    GpuInfo,
+    /// On a GPU machine: measure links, GEMM efficiency, HBM bandwidth and launch overhead into a
+    /// hardware profile that `hetsim run` accepts (`profile:` in an experiment)
+    Calibrate(hetsim_exec::cli::CalibrateArgs),
+    /// On a GPU machine: check the simulator against real runs
+    #[command(subcommand)]
+    Validate(ValidateCommand),
     /// Print the result schema (markdown)
     Schema,
+}
+
+#[derive(Subcommand)]
+enum ValidateCommand {
+    /// Ship real KV caches and embeddings between GPUs (paged, gathered, scattered, checksummed),
+    /// time them, and compare with the simulator's link model
+    Transfer(hetsim_exec::cli::ValidateTransferArgs),
 }
 
 #[derive(clap::Args)]
@@ -239,6 +254,18 @@ impl Progress for Bar {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The GPU harness has its own error type and exit codes (2: bad input or no driver).
+    let gpu = match &cli.command {
+        Command::GpuInfo => Some(hetsim_exec::cli::info()),
+        Command::Calibrate(a) => Some(hetsim_exec::cli::calibrate(a)),
+        Command::Validate(ValidateCommand::Transfer(a)) => {
+            Some(hetsim_exec::cli::validate_transfer(a))
+        }
+        _ => None,
+    };
+    if let Some(r) = gpu {
+        return ExitCode::from(hetsim_exec::cli::exit_code(r) as u8);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Input(e)) => {
@@ -282,6 +309,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Transfer(a) => transfer(a)?,
         Command::Catalog => print_catalog(),
+        Command::GpuInfo | Command::Calibrate(_) | Command::Validate(_) => {
+            unreachable!("handled in main")
+        }
         Command::Schema => print!("{}", hetsim_sim::records::schema_markdown()),
     }
     Ok(())

@@ -6,12 +6,12 @@ B=.devbin
 R=$OUT/r; mkdir -p $R
 { date -u; nvidia-smi; nvidia-smi topo -m; nvidia-smi nvlink -s 2>&1 | head -40; } > $R/env.txt 2>&1
 head -30 $R/env.txt | grep -E "H200|GPU0|GPU1|NV[0-9]"
-$B/hetsim-exec info 2>&1 | tee $R/info.txt
+$B/hetsim gpu-info 2>&1 | tee $R/info.txt
 $B/gpu-tests --nocapture --test-threads=1 2>&1 | tail -8 | tee $R/gpu-tests.txt
-C="$B/hetsim-exec calibrate --out $R/profile.yaml --json $R/calibrate.json --report $R/calibrate.md"
+C="$B/hetsim calibrate --out $R/profile.yaml --json $R/calibrate.json --report $R/calibrate.md"
 echo "$C" > $R/calibrate.cmd
 timeout 360 $C 2> $R/calibrate.log > /dev/null; echo "calibrate rc=$?"
-V="$B/hetsim-exec validate-transfer --profile $R/profile.yaml --csv $R/validate.csv --report $R/validate.md"
+V="$B/hetsim validate transfer --profile $R/profile.yaml --csv $R/validate.csv --report $R/validate.md"
 echo "$V" > $R/validate.cmd
 timeout 150 $V 2> $R/validate.log >/dev/null; echo "validate rc=$?"
 timeout 120 python3 $B/torch_baseline.py --json $R/torch.json > $R/torch.txt 2>&1; echo "torch rc=$?"

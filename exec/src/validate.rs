@@ -19,7 +19,6 @@ use crate::profile::HardwareProfile;
 use crate::stats;
 use crate::util;
 use hetsim_sim::catalog::LinkSpec;
-use hetsim_sim::catalog::link::HOST_STAGING_CHUNK_BYTES;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -117,13 +116,7 @@ pub fn predict_calibrated_us(
     bytes: u64,
 ) -> Option<f64> {
     let l = profile.link(link.name)?;
-    let bw = l.bandwidth_gbs * 1e9;
-    let fill = if link.host_staged {
-        bytes.min(HOST_STAGING_CHUNK_BYTES) as f64 / bw
-    } else {
-        0.0
-    };
-    Some((l.latency_us * 1e-6 + fill + bytes as f64 / bw) * 1e6)
+    Some(link.transfer_with(bytes, l.bandwidth_gbs * 1e9, l.latency_us * 1e-6) * 1e6)
 }
 
 fn num(x: f64) -> String {
@@ -758,8 +751,8 @@ mod tests {
         let st = hetsim_sim::catalog::link_by_name("pcie5-host-staged").unwrap();
         let p5 = hetsim_sim::catalog::link_by_name("pcie5").unwrap();
         assert!((predict_calibrated_us(&p, nv, 400_000_000).unwrap() - 1010.0).abs() < 1e-9);
-        // host-staged: latency + one 4 MiB chunk of fill + bytes / bandwidth
-        let want = 20.0 + (4u64 << 20) as f64 / 50e3 + 1e8 / 50e3;
+        // host-staged: latency + one chunk (a quarter of 100 MB, capped at 16 MiB) + bytes / bandwidth
+        let want = 20.0 + (16u64 << 20) as f64 / 50e3 + 1e8 / 50e3;
         assert!((predict_calibrated_us(&p, st, 100_000_000).unwrap() - want).abs() < 1e-6);
         assert_eq!(predict_calibrated_us(&p, p5, 1), None);
     }

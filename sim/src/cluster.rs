@@ -167,14 +167,7 @@ impl Cluster {
     /// when staged through host memory.
     pub fn startup_s(&self, link: &LinkSpec, bytes: u64) -> f64 {
         match self.calibrated.iter().find(|c| c.0 == link.name) {
-            Some(&(_, bw, lat)) => {
-                let fill = if link.host_staged {
-                    bytes.min(crate::catalog::link::HOST_STAGING_CHUNK_BYTES) as f64 / bw
-                } else {
-                    0.0
-                };
-                lat + fill
-            }
+            Some(&(_, bw, lat)) => link.startup_with(bytes, bw, lat),
             None => link.startup_s(bytes),
         }
     }

@@ -29,8 +29,12 @@ pub struct LinkSpec {
     pub host_staged: bool,
 }
 
-/// Chunk of the double-buffered host-staged copy: one chunk crosses before the pipeline is full.
-pub const HOST_STAGING_CHUNK_BYTES: u64 = 4 << 20;
+/// Chunk of the double-buffered host-staged copy (a quarter of the message, 256 KiB to 16 MiB, as
+/// the harness pipelines it): one chunk crosses before the pipeline is full. With a fixed 4 MiB
+/// chunk the model over-predicted a 4.7 MB staged embedding by 43 % on 2×H200 (exec/REPORT.md).
+pub fn staging_chunk_bytes(bytes: u64) -> u64 {
+    bytes.div_ceil(4).clamp(256 << 10, 16 << 20).min(bytes)
+}
 
 const fn link(
     name: &'static str,
@@ -86,17 +90,27 @@ impl LinkSpec {
 
     /// Fixed cost of one transfer, seconds: latency, plus the pipeline fill of host staging.
     pub fn startup_s(&self, bytes: u64) -> f64 {
-        let fill = if self.host_staged {
-            bytes.min(HOST_STAGING_CHUNK_BYTES) as f64 / self.effective_bytes_per_s()
-        } else {
-            0.0
-        };
-        self.latency_us * 1e-6 + fill
+        self.startup_with(bytes, self.effective_bytes_per_s(), self.latency_us * 1e-6)
     }
 
     /// Time of one transfer alone on the link, seconds.
     pub fn transfer_s(&self, bytes: u64) -> f64 {
-        self.startup_s(bytes) + bytes as f64 / self.effective_bytes_per_s()
+        self.transfer_with(bytes, self.effective_bytes_per_s(), self.latency_us * 1e-6)
+    }
+
+    /// `startup_s` with a measured bandwidth (bytes/s) and latency (s) in place of the datasheet.
+    pub fn startup_with(&self, bytes: u64, bytes_per_s: f64, latency_s: f64) -> f64 {
+        let fill = if self.host_staged {
+            staging_chunk_bytes(bytes) as f64 / bytes_per_s
+        } else {
+            0.0
+        };
+        latency_s + fill
+    }
+
+    /// `transfer_s` with a measured bandwidth (bytes/s) and latency (s).
+    pub fn transfer_with(&self, bytes: u64, bytes_per_s: f64, latency_s: f64) -> f64 {
+        self.startup_with(bytes, bytes_per_s, latency_s) + bytes as f64 / bytes_per_s
     }
 
     /// The PCIe link of a given generation (P2P or host-staged).
@@ -126,7 +140,10 @@ mod tests {
         let l = link_by_name("pcie5-host-staged").unwrap();
         let bw = 63e9 * 0.87;
         let bytes = 369_098_752;
-        let expect = 10e-6 + (4u64 << 20) as f64 / bw + bytes as f64 / bw;
+        let expect = 10e-6 + (16u64 << 20) as f64 / bw + bytes as f64 / bw;
         assert!((l.transfer_s(bytes) - expect).abs() < 1e-9);
+        // A 4.7 MB embedding pipelines in quarters.
+        assert_eq!(staging_chunk_bytes(4_718_592), 1_179_648);
+        assert_eq!(staging_chunk_bytes(100), 100);
     }
 }
