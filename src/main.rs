@@ -12,6 +12,26 @@ use hetsim_sim::run::{Progress, comparison_table, run_experiment};
 use hetsim_sim::transfer::{TransferQuery, View, parse_size, transfer_report};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Writes to standard output; a closed pipe (`hetsim … | head`) ends the program quietly, as
+/// other command-line tools do, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
+macro_rules! sayln {
+    () => { say!("\n") };
+    ($($arg:tt)*) => {{ say!($($arg)*); say!("\n"); }};
+}
+
 #[derive(Parser)]
 #[command(name = "hetsim", version, about = "Simulate multimodal-LLM serving on heterogeneous GPU clusters", long_about = None)]
 struct Cli {
@@ -34,6 +54,18 @@ enum Command {
     },
     /// Bytes at every place a model can be cut across two devices, and their time over links
     Transfer(TransferArgs),
+    /// Closed-form cost model beside the simulator: capacity and Tokens/$ of each scenario,
+    /// per-phase cost of each GPU type, cheapest homogeneous and heterogeneous placements
+    Cost {
+        /// Experiment YAML
+        experiment: PathBuf,
+        /// Requests simulated per scenario at saturation
+        #[arg(long, default_value_t = 2000)]
+        requests: u64,
+        /// RNG seed, overriding the file's
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// List the built-in models, GPUs and links
     Catalog,
     /// On a GPU machine: list GPUs, how they are linked, and whether NVRTC and cuBLASLt load
@@ -207,13 +239,13 @@ fn transfer(a: TransferArgs) -> Result<(), Error> {
                 .as_ref()
                 .ok_or_else(|| InputError::new("--format parquet needs --out FILE"))?;
             all.write_parquet(out)?;
-            println!("wrote {}", out.display());
+            sayln!("wrote {}", out.display());
             return Ok(());
         }
     };
     match &a.out {
         Some(path) => write_atomically(path, &text)?,
-        None => print!("{text}"),
+        None => say!("{text}"),
     }
     Ok(())
 }
@@ -296,32 +328,74 @@ fn run(cli: Cli) -> Result<(), Error> {
             if let Some(b) = bar.bar.take() {
                 b.finish_and_clear();
             }
-            println!(
+            sayln!(
                 "{} — {} scenarios, ranked by tokens per dollar\n",
                 exp.name,
                 exp.scenarios.len()
             );
-            print!("{}", comparison_table(&result.runs));
+            say!("{}", comparison_table(&result.runs));
             for f in &result.files {
-                println!("wrote {}", f.display());
+                sayln!("wrote {}", f.display());
             }
             eprintln!("simulated in {:.2} s", started.elapsed().as_secs_f64());
         }
         Command::Transfer(a) => transfer(a)?,
+        Command::Cost {
+            experiment,
+            requests,
+            seed,
+        } => {
+            if requests == 0 {
+                return Err(InputError::new("--requests 0: simulate at least one request").into());
+            }
+            let exp = load_experiment(&experiment, seed)?;
+            let r = hetsim_sim::costmodel::cost_report(&exp, requests)?;
+            sayln!(
+                "{} — closed-form capacity against the simulator at saturation\n",
+                exp.name
+            );
+            say!("{}", r.deployments.to_text(2));
+            if !r.versus.rows.is_empty() {
+                sayln!("\nagainst the baseline (fractions; gain = Tokens/$ ratio − 1)\n");
+                say!("{}", r.versus.to_text(3));
+            }
+            sayln!("\nper-request phase time and cost on each GPU type (tp = 1)\n");
+            say!("{}", r.tiers.to_text(2));
+            sayln!("\ncheapest whole-GPU placements of the phases\n");
+            say!(
+                "{}",
+                hetsim_sim::table::Table {
+                    rows: r.placements.rows.iter().take(8).cloned().collect(),
+                    ..r.placements.clone()
+                }
+                .to_text(2)
+            );
+            sayln!();
+            for n in &r.notes {
+                sayln!("• {n}");
+            }
+        }
         Command::Catalog => print_catalog(),
         Command::GpuInfo | Command::Calibrate(_) | Command::Validate(_) => {
             unreachable!("handled in main")
         }
-        Command::Schema => print!("{}", hetsim_sim::records::schema_markdown()),
+        Command::Schema => say!("{}", hetsim_sim::records::schema_markdown()),
     }
     Ok(())
 }
 
 fn print_catalog() {
-    println!("models (or give the path of a Hugging Face config.json):");
-    println!(
+    sayln!("models (or give the path of a Hugging Face config.json):");
+    sayln!(
         "  {:<16} {:>7} {:>6} {:>5} {:>6} {:>7} {:>9} {:>12}",
-        "name", "params", "layers", "d", "heads", "kv", "vision", "KV/token"
+        "name",
+        "params",
+        "layers",
+        "d",
+        "heads",
+        "kv",
+        "vision",
+        "KV/token"
     );
     for name in BUILTIN_MODELS {
         let m = builtin_model(name).expect("built-in");
@@ -330,7 +404,7 @@ fn print_catalog() {
             Some(v) => format!("{}L×{}", v.vit.layers, v.vit.hidden),
             None => "-".to_string(),
         };
-        println!(
+        sayln!(
             "  {:<16} {:>6.2}B {:>6} {:>5} {:>6} {:>7} {:>9} {:>9} KiB",
             name,
             params,
@@ -342,14 +416,21 @@ fn print_catalog() {
             m.llm.kv_bytes_per_token(Dtype::Bf16) / 1024
         );
     }
-    println!("\nGPUs (datasheet; sources in sim/src/catalog/gpu.rs):");
-    println!(
+    sayln!("\nGPUs (datasheet; sources in sim/src/catalog/gpu.rs):");
+    sayln!(
         "  {:<15} {:>6} {:>8} {:>9} {:>6} {:>8} {:>6} {:>8}",
-        "name", "GiB", "GB/s", "TFLOP/s", "W", "price$", "$/h", "NVLink"
+        "name",
+        "GiB",
+        "GB/s",
+        "TFLOP/s",
+        "W",
+        "price$",
+        "$/h",
+        "NVLink"
     );
     for g in &GPUS {
         let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
-        println!(
+        sayln!(
             "  {:<15} {:>6.0} {:>8.0} {:>9.1} {:>6.0} {:>8} {:>6} {:>8}",
             g.name,
             g.memory_gib,
@@ -361,13 +442,17 @@ fn print_catalog() {
             g.nvlink.unwrap_or("-")
         );
     }
-    println!("\nlinks (per direction):");
-    println!(
+    sayln!("\nlinks (per direction):");
+    sayln!(
         "  {:<18} {:>8} {:>6} {:>9} {:>8}",
-        "name", "peak GB/s", "eff", "latency", "staged"
+        "name",
+        "peak GB/s",
+        "eff",
+        "latency",
+        "staged"
     );
     for l in &LINKS {
-        println!(
+        sayln!(
             "  {:<18} {:>8.2} {:>6.2} {:>7.1}µs {:>8}",
             l.name,
             l.peak_gbs,

@@ -172,6 +172,32 @@ impl Cluster {
         }
     }
 
+    /// Whether GPU `g` sits on its node's NVLink (for the board premium in capex pricing).
+    pub fn on_nvlink(&self, g: usize) -> bool {
+        let fabric = self.nodes[self.gpus[g].node].fabric;
+        fabric.kind == LinkKind::NvLink && self.gpus[g].spec.nvlink == Some(fabric.name)
+    }
+
+    /// Dollars per second of every GPU of the cluster, used or not.
+    pub fn usd_per_second(
+        &self,
+        pricing: &crate::cost::PricingSpec,
+    ) -> Result<f64, crate::error::InputError> {
+        (0..self.gpus.len())
+            .map(|g| pricing.usd_per_second(self.gpus[g].spec, self.on_nvlink(g)))
+            .sum()
+    }
+
+    /// Purchase price of every GPU of the cluster.
+    pub fn purchase_usd(
+        &self,
+        pricing: &crate::cost::PricingSpec,
+    ) -> Result<f64, crate::error::InputError> {
+        (0..self.gpus.len())
+            .map(|g| pricing.purchase_usd(self.gpus[g].spec, self.on_nvlink(g)))
+            .sum()
+    }
+
     pub fn route(&self, a: usize, b: usize, bytes: u64) -> Option<Route> {
         if a == b {
             return None;

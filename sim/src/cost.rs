@@ -31,6 +31,9 @@ pub struct PricingSpec {
     pub gpu_price_usd: BTreeMap<String, f64>,
     /// Rental price per GPU-hour, overriding the catalog.
     pub gpu_usd_per_hour: BTreeMap<String, f64>,
+    /// Fraction added to the purchase price of a GPU on an NVLink board (the HGX baseboard and
+    /// NVSwitches a PCIe box does not need).
+    pub nvlink_premium: f64,
 }
 
 impl Default for PricingSpec {
@@ -43,6 +46,7 @@ impl Default for PricingSpec {
             power_fraction: 1.0,
             gpu_price_usd: BTreeMap::new(),
             gpu_usd_per_hour: BTreeMap::new(),
+            nvlink_premium: 0.0,
         }
     }
 }
@@ -91,15 +95,10 @@ impl PricingSpec {
     }
 
     /// Dollars per second of owning (or renting) one GPU, or an error naming the missing price.
-    pub fn usd_per_second(&self, gpu: &GpuSpec) -> Result<f64, InputError> {
+    pub fn usd_per_second(&self, gpu: &GpuSpec, on_nvlink: bool) -> Result<f64, InputError> {
         match self.mode {
             PricingMode::Capex => {
-                let price = Self::override_for(&self.gpu_price_usd, gpu).or(gpu.price_usd).ok_or_else(|| {
-                    InputError::new(format!(
-                        "no purchase price for {} in the catalog: set `pricing.gpu_price_usd: {{{}: <USD>}}` or use `mode: rental`",
-                        gpu.name, gpu.name
-                    ))
-                })?;
+                let price = self.purchase_usd(gpu, on_nvlink)?;
                 let energy =
                     gpu.power_w * self.power_fraction / 1000.0 * self.pue * self.usd_per_kwh
                         / 3600.0;
@@ -117,9 +116,20 @@ impl PricingSpec {
         }
     }
 
-    /// Purchase price of one GPU (capex view), for budgets.
-    pub fn purchase_usd(&self, gpu: &GpuSpec) -> Option<f64> {
-        Self::override_for(&self.gpu_price_usd, gpu).or(gpu.price_usd)
+    /// Purchase price of one GPU, with the NVLink board premium where it sits on one.
+    pub fn purchase_usd(&self, gpu: &GpuSpec, on_nvlink: bool) -> Result<f64, InputError> {
+        let price = Self::override_for(&self.gpu_price_usd, gpu).or(gpu.price_usd).ok_or_else(|| {
+            InputError::new(format!(
+                "no purchase price for {} in the catalog: set `pricing.gpu_price_usd: {{{}: <USD>}}` or use `mode: rental`",
+                gpu.name, gpu.name
+            ))
+        })?;
+        Ok(price
+            * if on_nvlink {
+                1.0 + self.nvlink_premium
+            } else {
+                1.0
+            })
     }
 }
 
@@ -134,8 +144,8 @@ mod tests {
         let a100 = gpu_by_name("A100-SXM-80GB").unwrap();
         // $15,000 over 3 years + 400 W · 1.3 PUE · $0.12/kWh.
         let expect = 15_000.0 / (3.0 * SECONDS_PER_YEAR) + 0.4 * 1.3 * 0.12 / 3600.0;
-        assert!((p.usd_per_second(a100).unwrap() - expect).abs() < 1e-12);
-        let hourly = p.usd_per_second(a100).unwrap() * 3600.0;
+        assert!((p.usd_per_second(a100, false).unwrap() - expect).abs() < 1e-12);
+        let hourly = p.usd_per_second(a100, false).unwrap() * 3600.0;
         assert!((hourly - 0.633).abs() < 0.001, "{hourly} $/h");
     }
 
@@ -146,12 +156,18 @@ mod tests {
             ..PricingSpec::default()
         };
         let h200 = gpu_by_name("H200-SXM").unwrap();
-        let e = p.usd_per_second(h200).unwrap_err().to_string();
+        let e = p.usd_per_second(h200, false).unwrap_err().to_string();
         assert!(
             e.contains("gpu_usd_per_hour") && e.contains("H200-SXM"),
             "{e}"
         );
         p.gpu_usd_per_hour.insert("h200-sxm".into(), 3.6);
-        assert!((p.usd_per_second(h200).unwrap() - 0.001).abs() < 1e-12);
+        assert!((p.usd_per_second(h200, false).unwrap() - 0.001).abs() < 1e-12);
+        let capex = PricingSpec {
+            nvlink_premium: 0.25,
+            ..PricingSpec::default()
+        };
+        assert_eq!(capex.purchase_usd(h200, true).unwrap(), 40_000.0);
+        assert_eq!(capex.purchase_usd(h200, false).unwrap(), 32_000.0);
     }
 }

@@ -1162,11 +1162,15 @@ impl<'a> Simulation<'a> {
         let mut instances = Vec::new();
         let mut usd_per_s_total = 0.0;
         for (i, (x, spec)) in self.inst.iter().zip(&s.cluster.instances).enumerate() {
-            let usd_per_s = s
-                .pricing
-                .usd_per_second(spec.gpu)
-                .expect("validated prices")
-                * spec.tp() as f64;
+            let usd_per_s: f64 = spec
+                .gpus
+                .iter()
+                .map(|g| {
+                    s.pricing
+                        .usd_per_second(spec.gpu, s.cluster.on_nvlink(*g))
+                        .expect("prices checked by the experiment")
+                })
+                .sum();
             if x.kv.total_blocks > 0 {
                 inv.peak_kv_fraction = inv
                     .peak_kv_fraction
@@ -1194,9 +1198,10 @@ impl<'a> Simulation<'a> {
             });
         }
         // Every GPU of the cluster is paid for, used by an instance or not.
-        for g in &s.cluster.gpus {
-            usd_per_s_total += s.pricing.usd_per_second(g.spec).expect("validated prices");
-        }
+        usd_per_s_total += s
+            .cluster
+            .usd_per_second(&s.pricing)
+            .expect("prices checked by the experiment");
         let links: Vec<LinkRecord> = s
             .cluster
             .ports

@@ -154,6 +154,35 @@ struct ExperimentFile {
     scenarios: Vec<ScenarioFields>,
     #[serde(default)]
     matrix: Matrix,
+    #[serde(default)]
+    compare: Option<CompareSpec>,
+}
+
+/// What `hetsim cost` sets each scenario against: a baseline scenario, and numbers a source
+/// reported for the others (printed beside ours).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    /// Base name of the baseline scenario (before any `[matrix]` suffix); default the first.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// Where the reported numbers come from.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub reported: std::collections::BTreeMap<String, Reported>,
+}
+
+/// A source's numbers for one scenario against the baseline (fractions: 0.81 = 81 %).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reported {
+    #[serde(default)]
+    pub capex_saving: Option<f64>,
+    #[serde(default)]
+    pub throughput_ratio: Option<f64>,
+    #[serde(default)]
+    pub tokens_per_dollar_gain: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -298,6 +327,12 @@ impl Scenario {
 pub struct Experiment {
     pub name: String,
     pub scenarios: Vec<Scenario>,
+    pub compare: Option<CompareSpec>,
+}
+
+/// A scenario's name without its matrix suffix: `a[rate=4]` → `a`.
+pub fn base_name(name: &str) -> &str {
+    name.split_once('[').map_or(name, |(b, _)| b)
 }
 
 /// A place in the file, for messages.
@@ -432,7 +467,21 @@ pub fn parse_experiment(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    Ok(Experiment { name, scenarios })
+    if let Some(c) = &file.compare {
+        for b in c.baseline.iter().chain(c.reported.keys()) {
+            if !scenarios.iter().any(|s| base_name(&s.name) == b) {
+                let names: Vec<&str> = scenarios.iter().map(|s| base_name(&s.name)).collect();
+                return Err(
+                    unknown_name("scenario", b, names).context(format!("{file_name}: compare"))
+                );
+            }
+        }
+    }
+    Ok(Experiment {
+        name,
+        scenarios,
+        compare: file.compare,
+    })
 }
 
 /// A scenario's own blocks win; a block it gives replaces the default block whole.
@@ -537,6 +586,10 @@ fn resolve(
         fabric_override,
         network_override,
     )?;
+    // Every GPU needs a price in the chosen mode: the summary's dollars come from it.
+    cluster
+        .usd_per_second(&pricing)
+        .map_err(|e| e.context(format!("{}: {path}.pricing", at.file)))?;
     if strategy.has_encoder_pool() && model.vision.is_none() {
         return Err(at.err(
             Some(&deployment.strategy),

@@ -1,9 +1,11 @@
 //! hetsim's simulator: everything needed to turn an experiment file into result rows, and no GPU
 //! code. See ARCHITECTURE.md at the repository root for the map.
 
+pub mod capacity;
 pub mod catalog;
 pub mod cluster;
 pub mod cost;
+pub mod costmodel;
 pub mod engine;
 pub mod error;
 pub mod experiment;
