@@ -66,6 +66,18 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Search cluster compositions under a budget and p99 latency targets: closed form prunes,
+    /// the simulator scores the rest in parallel; prints the Pareto front and the best plan
+    Plan {
+        /// Plan YAML (see docs/plan.md)
+        plan: PathBuf,
+        /// Write every candidate here (parquet)
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// RNG seed, overriding the file's
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// List the built-in models, GPUs and links
     Catalog,
     /// On a GPU machine: list GPUs, how they are linked, and whether NVRTC and cuBLASLt load
@@ -340,6 +352,43 @@ fn run(cli: Cli) -> Result<(), Error> {
             eprintln!("simulated in {:.2} s", started.elapsed().as_secs_f64());
         }
         Command::Transfer(a) => transfer(a)?,
+        Command::Plan { plan, out, seed } => {
+            let plan = hetsim_sim::experiment::load_plan(&plan, seed)?;
+            let r = hetsim_sim::plan::search(&plan)?;
+            let table = hetsim_sim::plan::candidates_table(&r);
+            let keep = |rows: &[usize]| hetsim_sim::table::Table {
+                rows: rows.iter().map(|i| table.rows[*i].clone()).collect(),
+                ..table.clone()
+            };
+            let front: Vec<usize> = r.pareto.clone();
+            let refs: Vec<usize> = (0..r.scored.len())
+                .filter(|i| r.scored[*i].candidate.reference)
+                .collect();
+            sayln!(
+                "{} — {} candidates, {} simulated, in {:.2} s ({:.0} candidates/s)\n",
+                plan.name,
+                r.candidates,
+                r.simulated,
+                r.seconds,
+                r.candidates as f64 / r.seconds
+            );
+            sayln!("Pareto front (Tokens/$ against p99 end-to-end latency), best first\n");
+            say!("{}", keep(&front).to_text(3));
+            if !refs.is_empty() {
+                sayln!("\nreferences\n");
+                say!("{}", keep(&refs).to_text(3));
+            }
+            if let Some(b) = r.best {
+                sayln!("\nbest plan: {}", r.scored[b].candidate.name);
+            }
+            for n in &r.notes {
+                sayln!("• {n}");
+            }
+            if let Some(out) = out {
+                table.write_parquet(&out)?;
+                sayln!("wrote {}", out.display());
+            }
+        }
         Command::Cost {
             experiment,
             requests,

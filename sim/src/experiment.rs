@@ -949,3 +949,281 @@ fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), I
         },
     }
 }
+
+// ---- plan files (`hetsim plan`) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)] // free text for the reader of the file
+    description: Option<String>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    profile: Option<Spanned<PathBuf>>,
+    /// Model, workload, SLO (the p99 targets), pricing and engine shared by every candidate.
+    defaults: ScenarioFields,
+    budget: Budget,
+    search: SearchSpec,
+    #[serde(default)]
+    references: Vec<ReferenceFields>,
+}
+
+/// The most a plan may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Purchase price of the GPUs (with any NVLink premium).
+    #[serde(default)]
+    pub capex_usd: Option<f64>,
+    /// Cost per hour in the pricing mode of the plan.
+    #[serde(default)]
+    pub usd_per_hour: Option<f64>,
+}
+
+/// The space of clusters `hetsim plan` searches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    pub gpus: Vec<String>,
+    pub max_gpus: u32,
+    #[serde(default = "all_strategies")]
+    pub strategies: Vec<Strategy>,
+    /// The fabric of the (single) node; default: from the GPUs, as in experiments.
+    #[serde(default)]
+    pub fabric: Option<String>,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default)]
+    pub kv_transfer: KvTransferMode,
+}
+
+fn all_strategies() -> Vec<Strategy> {
+    vec![
+        Strategy::Colocated,
+        Strategy::Stage,
+        Strategy::Modality,
+        Strategy::Epd,
+    ]
+}
+
+/// A cluster given by hand (e.g. a paper's), scored beside the search.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferenceFields {
+    name: String,
+    strategy: Strategy,
+    instances: Vec<PoolSpec>,
+}
+
+/// A pool of identical single-GPU instances.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub role: Role,
+    pub gpu: String,
+    pub count: u32,
+}
+
+/// A validated plan file: builds candidate scenarios on demand.
+pub struct Plan {
+    pub name: String,
+    pub budget: Budget,
+    pub search: SearchSpec,
+    pub references: Vec<(String, Strategy, Vec<PoolSpec>)>,
+    file: String,
+    base_dir: PathBuf,
+    profile: Option<HardwareProfile>,
+    defaults: ScenarioFields,
+    seed: u64,
+    /// A scenario built from the defaults, for the workload, SLO and pricing every candidate shares.
+    template: Option<Scenario>,
+}
+
+pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
+    let file_name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::new(format!("cannot read plan {file_name}: {e}")))?;
+    let f: PlanFile = serde_saphyr::from_str(&text)
+        .map_err(|e| InputError::new(format!("{file_name}: invalid plan: {e}")))?;
+    let at = At { file: &file_name };
+    let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let profile = match &f.profile {
+        Some(p) => Some(
+            HardwareProfile::load(&base_dir.join(&p.value))
+                .map_err(|e| at.err(Some(p), "profile", e))?,
+        ),
+        None => None,
+    };
+    for (field, v) in [
+        ("capex_usd", f.budget.capex_usd),
+        ("usd_per_hour", f.budget.usd_per_hour),
+    ] {
+        if let Some(v) = v
+            && !(v > 0.0 && v.is_finite())
+        {
+            return Err(InputError::new(format!(
+                "{file_name}: budget.{field} = {v}: must be positive"
+            )));
+        }
+    }
+    if f.budget.capex_usd.is_none() && f.budget.usd_per_hour.is_none() {
+        return Err(InputError::new(format!(
+            "{file_name}: budget: give capex_usd (purchase) or usd_per_hour"
+        )));
+    }
+    if f.search.gpus.is_empty()
+        || f.search.max_gpus == 0
+        || f.search.max_gpus > 16
+        || f.search.strategies.is_empty()
+    {
+        return Err(InputError::new(format!(
+            "{file_name}: search: give at least one GPU type, max_gpus from 1 to 16 and at least one strategy"
+        )));
+    }
+    for g in &f.search.gpus {
+        resolve_gpu(g).map_err(|e| e.context(format!("{file_name}: search.gpus")))?;
+    }
+    if let Some(fab) = &f.search.fabric {
+        resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
+    }
+    let seed = seed.or(f.seed).unwrap_or(0);
+    let mut plan = Plan {
+        name: f.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }),
+        budget: f.budget,
+        search: f.search.clone(),
+        references: f
+            .references
+            .iter()
+            .map(|r| (r.name.clone(), r.strategy, r.instances.clone()))
+            .collect(),
+        file: file_name.clone(),
+        base_dir,
+        profile,
+        defaults: f.defaults.clone(),
+        seed,
+        template: None,
+    };
+    // The template: one GPU running everything, to resolve the blocks every candidate shares (the
+    // first searched GPU type the model fits; else the first one's error says why).
+    let mut first_err = None;
+    for g in &f.search.gpus {
+        match plan.scenario(
+            "template",
+            Strategy::Colocated,
+            &[PoolSpec {
+                role: Role::All,
+                gpu: g.clone(),
+                count: 1,
+            }],
+        ) {
+            Ok(t) => {
+                plan.template = Some(t);
+                break;
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if plan.template.is_none() {
+        return Err(first_err.expect("at least one GPU type was tried"));
+    }
+    for (name, strategy, pools) in &plan.references {
+        plan.scenario(name, *strategy, pools)
+            .map_err(|e| e.context(format!("references `{name}`")))?;
+    }
+    Ok(plan)
+}
+
+impl Plan {
+    pub fn template(&self) -> &Scenario {
+        self.template.as_ref().expect("set by load_plan")
+    }
+
+    /// A candidate: pools of single-GPU instances on one node with the search's fabric.
+    pub fn scenario(
+        &self,
+        name: &str,
+        strategy: Strategy,
+        pools: &[PoolSpec],
+    ) -> Result<Scenario, InputError> {
+        let sp = |v: String| {
+            Spanned::new(
+                v,
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )
+        };
+        let su = |v: u32| {
+            Spanned::new(
+                v,
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )
+        };
+        let mut gpus: Vec<GpuCount> = Vec::new();
+        for p in pools {
+            match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
+                Some(g) => g.count.value += p.count,
+                None => gpus.push(GpuCount {
+                    gpu: sp(p.gpu.clone()),
+                    count: su(p.count),
+                }),
+            }
+        }
+        let mut fields = self.defaults.clone();
+        fields.name = Some(name.to_string());
+        fields.cluster = Some(ClusterFields {
+            nodes: vec![NodeFields {
+                name: sp("box".into()),
+                gpus,
+                fabric: self.search.fabric.clone().map(sp),
+            }],
+            network: None,
+        });
+        fields.deployment = Some(DeploymentFields {
+            strategy: Spanned::new(
+                strategy,
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ),
+            instances: pools
+                .iter()
+                .map(|p| InstanceFields {
+                    role: Spanned::new(
+                        p.role,
+                        serde_saphyr::Location::UNKNOWN,
+                        serde_saphyr::Location::UNKNOWN,
+                    ),
+                    gpu: sp(p.gpu.clone()),
+                    node: None,
+                    tp: su(1),
+                    count: su(p.count),
+                })
+                .collect(),
+            routing: self.search.routing,
+            kv_transfer: self.search.kv_transfer,
+        });
+        let at = At { file: &self.file };
+        resolve(
+            &at,
+            "defaults",
+            &fields,
+            name.to_string(),
+            &self.base_dir,
+            self.profile.as_ref(),
+            None,
+            None,
+            None,
+            self.seed,
+        )
+    }
+}

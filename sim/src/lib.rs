@@ -13,6 +13,7 @@ pub mod kv;
 pub mod network;
 pub mod output;
 pub mod perf;
+pub mod plan;
 pub mod profile;
 pub mod records;
 pub mod run;

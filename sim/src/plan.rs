@@ -1,0 +1,528 @@
+//! `hetsim plan`: search cluster compositions under a budget and latency targets.
+//!
+//! Every candidate is a single node of single-GPU instances: GPU types and counts per pool and a
+//! strategy. The closed-form model (`capacity`) prunes what cannot fit, cannot keep up with the
+//! offered rate, or cannot meet the latency targets even alone; the simulator scores every
+//! survivor, in parallel on all cores. Objective: Tokens/$ at the offered rate, subject to the
+//! p99 TTFT and TPOT targets (the plan's `slo`) and no dropped request.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::capacity::{RequestMix, deployment_capacity};
+use crate::catalog::{GpuSpec, resolve_gpu};
+use crate::cluster::Role;
+use crate::engine::{RunResult, simulate};
+use crate::error::{Error, InputError};
+use crate::experiment::{Plan, PoolSpec, Strategy};
+use crate::records::NullSink;
+use crate::table::{Table, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub name: String,
+    pub strategy: Strategy,
+    pub pools: Vec<PoolSpec>,
+    pub reference: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    OverBudget,
+    /// The model does not fit a GPU of some pool.
+    NoFit,
+    /// Predicted capacity below the offered rate.
+    TooSlow,
+    /// Even alone, a request would miss a target: the phase named.
+    SloUnreachable(&'static str),
+    /// Simulated, and missed a target (metric named) or dropped requests.
+    MissedSlo(&'static str),
+    Feasible,
+}
+
+impl Status {
+    pub fn label(&self) -> String {
+        match self {
+            Status::OverBudget => "pruned:budget".into(),
+            Status::NoFit => "pruned:memory".into(),
+            Status::TooSlow => "pruned:capacity".into(),
+            Status::SloUnreachable(p) => format!("pruned:slo-{p}"),
+            Status::MissedSlo(m) => format!("simulated:missed-{m}"),
+            Status::Feasible => "feasible".into(),
+        }
+    }
+}
+
+pub struct Scored {
+    pub candidate: Candidate,
+    pub capex_usd: f64,
+    pub usd_per_hour: f64,
+    pub predicted_rps: Option<f64>,
+    pub bottleneck: Option<String>,
+    pub status: Status,
+    pub run: Option<RunResult>,
+}
+
+pub struct PlanResult {
+    pub scored: Vec<Scored>,
+    pub pareto: Vec<usize>,
+    pub best: Option<usize>,
+    pub candidates: usize,
+    pub simulated: usize,
+    pub seconds: f64,
+    pub notes: Vec<String>,
+}
+
+/// Every composition the search space allows.
+pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
+    let mut types: Vec<&'static GpuSpec> = Vec::new();
+    for g in &plan.search.gpus {
+        let spec = resolve_gpu(g)?;
+        if !types.iter().any(|t| t.name == spec.name) {
+            types.push(spec);
+        }
+    }
+    let max = plan.search.max_gpus;
+    let vision = plan.template().model.vision.is_some();
+    let mut out = Vec::new();
+    let pool = |role, g: &GpuSpec, count| PoolSpec {
+        role,
+        gpu: g.name.to_string(),
+        count,
+    };
+    let label = |pools: &[PoolSpec]| {
+        pools
+            .iter()
+            .map(|p| format!("{}:{}×{}", p.role.name(), p.count, p.gpu))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for &strategy in &plan.search.strategies {
+        if strategy.has_encoder_pool() && !vision {
+            continue;
+        }
+        let mut push = |pools: Vec<PoolSpec>| {
+            out.push(Candidate {
+                name: format!("{} {}", strategy.name(), label(&pools)),
+                strategy,
+                pools,
+                reference: false,
+            })
+        };
+        match strategy {
+            Strategy::Colocated => {
+                // Every multiset of GPU types up to max_gpus, each GPU serving whole requests.
+                let mut counts = vec![0u32; types.len()];
+                loop {
+                    let mut k = 0;
+                    while k < counts.len() {
+                        counts[k] += 1;
+                        if counts.iter().sum::<u32>() <= max {
+                            break;
+                        }
+                        counts[k] = 0;
+                        k += 1;
+                    }
+                    if k == counts.len() {
+                        break;
+                    }
+                    push(
+                        types
+                            .iter()
+                            .zip(&counts)
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(g, n)| pool(Role::All, g, *n))
+                            .collect(),
+                    );
+                }
+            }
+            Strategy::Modality | Strategy::Stage => {
+                let (first, second) = if strategy == Strategy::Modality {
+                    (Role::Encoder, Role::Llm)
+                } else {
+                    (Role::Prefill, Role::Decode)
+                };
+                for a in &types {
+                    for b in &types {
+                        for na in 1..max {
+                            for nb in 1..=(max - na) {
+                                push(vec![pool(first, a, na), pool(second, b, nb)]);
+                            }
+                        }
+                    }
+                }
+            }
+            Strategy::Epd => {
+                for e in &types {
+                    for p in &types {
+                        for d in &types {
+                            for ne in 1..max {
+                                for np in 1..max - ne {
+                                    for nd in 1..=(max - ne - np) {
+                                        push(vec![
+                                            pool(Role::Encoder, e, ne),
+                                            pool(Role::Prefill, p, np),
+                                            pool(Role::Decode, d, nd),
+                                        ]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (name, strategy, pools) in &plan.references {
+        out.push(Candidate {
+            name: name.clone(),
+            strategy: *strategy,
+            pools: pools.clone(),
+            reference: true,
+        });
+    }
+    Ok(out)
+}
+
+fn capex_of(plan: &Plan, pools: &[PoolSpec]) -> Result<f64, InputError> {
+    let pricing = &plan.template().pricing;
+    let mut total = 0.0;
+    for p in pools {
+        // Plans are single nodes; NVLink premium only where the search's fabric is NVLink.
+        let on_nvlink = plan
+            .search
+            .fabric
+            .as_deref()
+            .is_some_and(|f| f.starts_with("nvlink"));
+        total += pricing.purchase_usd(resolve_gpu(&p.gpu)?, on_nvlink)? * p.count as f64;
+    }
+    Ok(total)
+}
+
+/// Closed-form screening of one candidate (no simulation).
+fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget: bool) -> Scored {
+    let capex = capex_of(plan, &c.pools).unwrap_or(f64::INFINITY);
+    let mut scored = Scored {
+        candidate: c.clone(),
+        capex_usd: capex,
+        usd_per_hour: f64::NAN,
+        predicted_rps: None,
+        bottleneck: None,
+        status: Status::NoFit,
+        run: None,
+    };
+    let Ok(s) = plan.scenario(&c.name, c.strategy, &c.pools) else {
+        return scored;
+    };
+    scored.usd_per_hour = s
+        .cluster
+        .usd_per_second(&s.pricing)
+        .map_or(f64::INFINITY, |x| x * 3600.0);
+    let over = plan.budget.capex_usd.is_some_and(|b| capex > b)
+        || plan
+            .budget
+            .usd_per_hour
+            .is_some_and(|b| scored.usd_per_hour > b);
+    let cap = deployment_capacity(&s, mix);
+    scored.predicted_rps = Some(cap.requests_per_s);
+    scored.bottleneck = Some(cap.bottleneck.clone());
+    // A request alone: encode + prefill against TTFT, one decode step against TPOT.
+    let alone_ttft = cap
+        .instances
+        .iter()
+        .filter(|(r, _)| matches!(r, Role::All | Role::Llm | Role::Prefill))
+        .map(|(_, t)| t.prefill_s + t.encode_s)
+        .fold(f64::INFINITY, f64::min);
+    let decode_step = min_decode_step(&s);
+    // Targets a request misses even alone come first: more GPUs cannot fix them.
+    scored.status = if alone_ttft > s.slo.ttft_s {
+        Status::SloUnreachable("prefill")
+    } else if decode_step.is_finite() && decode_step > s.slo.tpot_s {
+        Status::SloUnreachable("decode")
+    } else if over && within_budget {
+        Status::OverBudget
+    } else if cap.requests_per_s < rate {
+        Status::TooSlow
+    } else {
+        Status::Feasible
+    };
+    scored
+}
+
+/// Fastest possible decode step (batch 1, 512 tokens of context) among the instances that
+/// decode; infinite when none does.
+fn min_decode_step(s: &crate::experiment::Scenario) -> f64 {
+    let mut best = f64::INFINITY;
+    for (i, spec) in s.cluster.instances.iter().enumerate() {
+        if matches!(spec.role, Role::All | Role::Llm | Role::Decode) {
+            let mut b = crate::perf::BatchShape::default();
+            b.add_decode(512);
+            best = best.min(s.phase_model(i).forward_s(&b));
+        }
+    }
+    best
+}
+
+fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<RunResult, Error> {
+    let s = plan.scenario(&c.name, c.strategy, &c.pools)?;
+    simulate(&s, &mut NullSink, &mut |_| {})
+}
+
+fn judge(plan: &Plan, run: &RunResult) -> Status {
+    let slo = &plan.template().slo;
+    let s = &run.summary;
+    if s.dropped > 0 {
+        Status::MissedSlo("drops")
+    } else if s.ttft_p99_s.is_none_or(|t| t > slo.ttft_s) {
+        Status::MissedSlo("ttft")
+    } else if s.tpot_p99_s.is_some_and(|t| t > slo.tpot_s) {
+        Status::MissedSlo("tpot")
+    } else {
+        Status::Feasible
+    }
+}
+
+pub fn search(plan: &Plan) -> Result<PlanResult, Error> {
+    let started = Instant::now();
+    let t = plan.template();
+    let rate = t.workload.arrival.as_ref().map_or(0.0, |a| a.rate());
+    let mix = RequestMix::of(t, 2000)?;
+    let candidates = enumerate(plan)?;
+    let mut scored: Vec<Scored> = candidates
+        .par_iter()
+        .map(|c| screen(plan, &mix, c, rate, true))
+        .collect();
+    let survivors: Vec<usize> = (0..scored.len())
+        .filter(|&i| scored[i].status == Status::Feasible)
+        .collect();
+    let runs: Vec<(usize, Result<RunResult, Error>)> = survivors
+        .par_iter()
+        .map(|&i| (i, simulate_candidate(plan, &scored[i].candidate)))
+        .collect();
+    let simulated = runs.len();
+    for (i, r) in runs {
+        let run = r?;
+        scored[i].status = judge(plan, &run);
+        scored[i].run = Some(run);
+    }
+    let mut notes = Vec::new();
+    let feasible = |s: &Scored| s.status == Status::Feasible && s.run.is_some();
+    if !scored.iter().any(|s| feasible(s) && !s.candidate.reference) {
+        // Nothing within budget: is it the budget, or the targets? Try the over-budget candidates,
+        // cheapest first, to name the cheapest feasible cost.
+        let mut over: Vec<usize> = (0..scored.len())
+            .filter(|&i| scored[i].status == Status::OverBudget)
+            .collect();
+        for &i in &over {
+            scored[i] = screen(plan, &mix, &scored[i].candidate, rate, false);
+        }
+        over.retain(|&i| scored[i].status == Status::Feasible);
+        over.sort_by(|a, b| scored[*a].capex_usd.total_cmp(&scored[*b].capex_usd));
+        for i in over {
+            let run = simulate_candidate(plan, &scored[i].candidate)?;
+            scored[i].status = judge(plan, &run);
+            if scored[i].status == Status::Feasible {
+                let c = &scored[i];
+                return Err(InputError::new(format!(
+                    "no cluster within the budget ({}) meets the targets at {rate} req/s; the cheapest that does is `{}` at ${:.0} \
+                     (${:.2}/h)",
+                    budget_text(plan),
+                    c.candidate.name,
+                    c.capex_usd,
+                    c.usd_per_hour
+                ))
+                .into());
+            }
+        }
+        return Err(InputError::new(unreachable_targets(plan, &scored, rate)).into());
+    }
+    // Best Tokens/$ first; the Pareto front of Tokens/$ against p99 end-to-end latency.
+    let mut order: Vec<usize> = (0..scored.len())
+        .filter(|&i| feasible(&scored[i]))
+        .collect();
+    let key = |i: usize| {
+        let s = &scored[i].run.as_ref().expect("feasible ones ran").summary;
+        (s.tokens_per_dollar, s.e2e_p99_s.unwrap_or(f64::INFINITY))
+    };
+    order.sort_by(|a, b| {
+        let (ta, la) = key(*a);
+        let (tb, lb) = key(*b);
+        tb.total_cmp(&ta)
+            .then(la.total_cmp(&lb))
+            .then(scored[*a].candidate.name.cmp(&scored[*b].candidate.name))
+    });
+    let mut pareto = Vec::new();
+    let mut best_latency = f64::INFINITY;
+    for &i in &order {
+        let (_, lat) = key(i);
+        if lat < best_latency {
+            pareto.push(i);
+            best_latency = lat;
+        }
+    }
+    let best = order
+        .iter()
+        .copied()
+        .find(|&i| !scored[i].candidate.reference);
+    if let Some(b) = best {
+        for r in (0..scored.len()).filter(|&i| scored[i].candidate.reference) {
+            notes.push(versus_reference(&scored[b], &scored[r]));
+        }
+    }
+    Ok(PlanResult {
+        candidates: scored.len(),
+        scored,
+        pareto,
+        best,
+        simulated,
+        seconds: started.elapsed().as_secs_f64(),
+        notes,
+    })
+}
+
+fn budget_text(plan: &Plan) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = plan.budget.capex_usd {
+        parts.push(format!("${c:.0} to buy"));
+    }
+    if let Some(h) = plan.budget.usd_per_hour {
+        parts.push(format!("${h:.2}/h"));
+    }
+    parts.join(", ")
+}
+
+/// Which phase keeps every cluster from the targets.
+fn unreachable_targets(plan: &Plan, scored: &[Scored], rate: f64) -> String {
+    let slo = &plan.template().slo;
+    let count = |f: &dyn Fn(&Status) -> bool| scored.iter().filter(|s| f(&s.status)).count();
+    let prefill = count(&|s| {
+        matches!(
+            s,
+            Status::SloUnreachable("prefill") | Status::MissedSlo("ttft")
+        )
+    });
+    let decode = count(&|s| {
+        matches!(
+            s,
+            Status::SloUnreachable("decode") | Status::MissedSlo("tpot")
+        )
+    });
+    let slow = count(&|s| matches!(s, Status::TooSlow));
+    let phase = if decode >= prefill && decode > 0 {
+        format!(
+            "decode is the bottleneck: TPOT p99 ≤ {:.0} ms is out of reach ({decode} candidates miss it)",
+            slo.tpot_s * 1e3
+        )
+    } else if prefill > 0 {
+        format!(
+            "prefill is the bottleneck: TTFT p99 ≤ {:.0} ms is out of reach ({prefill} candidates miss it)",
+            slo.ttft_s * 1e3
+        )
+    } else {
+        format!(
+            "throughput is the bottleneck: {slow} candidates cannot serve {rate} req/s with at most {} GPUs",
+            plan.search.max_gpus
+        )
+    };
+    format!(
+        "no cluster in the search space meets the targets at {rate} req/s, at any price: {phase}"
+    )
+}
+
+/// Why the best plan beats a hand-given cluster: cost per hour and how busy each pool is.
+fn versus_reference(best: &Scored, reference: &Scored) -> String {
+    let pools = |s: &Scored| {
+        let run = s.run.as_ref();
+        s.candidate
+            .pools
+            .iter()
+            .map(|p| {
+                let busy = run.map(|r| {
+                    let u: Vec<f64> = r
+                        .instances
+                        .iter()
+                        .filter(|i| i.role == p.role.name() && i.gpu == p.gpu)
+                        .map(|i| i.utilization)
+                        .collect();
+                    u.iter().sum::<f64>() / u.len().max(1) as f64
+                });
+                format!(
+                    "{}×{} {} {}",
+                    p.count,
+                    p.gpu,
+                    p.role.name(),
+                    busy.map_or("-".to_string(), |b| format!("{:.0} % busy", b * 100.0))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let tpd = |s: &Scored| {
+        s.run
+            .as_ref()
+            .map_or(f64::NAN, |r| r.summary.tokens_per_dollar)
+    };
+    let verdict = match reference.status {
+        Status::Feasible => format!(
+            "{:+.0} % Tokens/$",
+            100.0 * (tpd(best) / tpd(reference) - 1.0)
+        ),
+        ref other => format!("the reference is {}", other.label()),
+    };
+    format!(
+        "best `{}` (${:.2}/h: {}) against reference `{}` (${:.2}/h: {}): {verdict} at the same offered load. The best plan pays \
+         for fewer idle GPU-hours: Tokens/$ at a fixed rate is the rate over the dollars of the GPUs that carry it.",
+        best.candidate.name,
+        best.usd_per_hour,
+        pools(best),
+        reference.candidate.name,
+        reference.usd_per_hour,
+        pools(reference)
+    )
+}
+
+/// Every candidate as a table (for parquet / CSV).
+pub fn candidates_table(r: &PlanResult) -> Table {
+    let mut t = Table::new(&[
+        "candidate",
+        "strategy",
+        "reference",
+        "gpu_count",
+        "capex_usd",
+        "usd_per_hour",
+        "predicted_rps",
+        "bottleneck",
+        "status",
+        "ttft_p99_s",
+        "tpot_p99_s",
+        "e2e_p99_s",
+        "throughput_rps",
+        "tokens_per_dollar",
+        "pareto",
+        "best",
+    ]);
+    for (i, s) in r.scored.iter().enumerate() {
+        let sum = s.run.as_ref().map(|x| &x.summary);
+        let f = |v: Option<f64>| v.map_or(Value::Null, Value::F64);
+        t.push(vec![
+            Value::Str(s.candidate.name.clone()),
+            Value::Str(s.candidate.strategy.name().into()),
+            Value::Bool(s.candidate.reference),
+            Value::U64(s.candidate.pools.iter().map(|p| p.count as u64).sum()),
+            Value::F64(s.capex_usd),
+            f(s.usd_per_hour.is_finite().then_some(s.usd_per_hour)),
+            f(s.predicted_rps),
+            s.bottleneck.clone().map_or(Value::Null, Value::Str),
+            Value::Str(s.status.label()),
+            f(sum.and_then(|x| x.ttft_p99_s)),
+            f(sum.and_then(|x| x.tpot_p99_s)),
+            f(sum.and_then(|x| x.e2e_p99_s)),
+            f(sum.map(|x| x.throughput_rps)),
+            f(sum.map(|x| x.tokens_per_dollar)),
+            Value::Bool(r.pareto.contains(&i)),
+            Value::Bool(r.best == Some(i)),
+        ]);
+    }
+    t
+}
