@@ -11,7 +11,7 @@ use crate::catalog::{Dtype, ImageTokens, ModelSpec};
 use crate::cluster::Role;
 use crate::experiment::{EngineSpec, Scenario, Slo};
 use crate::kv::MemoryPlan;
-use crate::perf::{BatchShape, PhaseModel};
+use crate::perf::{BatchShape, PhaseModel, Work};
 
 /// The average request of a workload.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,12 +72,13 @@ impl RequestMix {
     }
 }
 
-/// Per-request seconds of each phase on one instance, and the decode batch behind `t_decode`.
+/// Per-request work of each phase on one instance (time, FLOPs and HBM bytes per GPU), and the
+/// decode batch behind the decode share.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PhaseTimes {
-    pub encode_s: f64,
-    pub prefill_s: f64,
-    pub decode_s: f64,
+    pub encode: Work,
+    pub prefill: Work,
+    pub decode: Work,
     pub decode_batch: u64,
     /// Step time of that decode batch (what TPOT is made of).
     pub decode_step_s: f64,
@@ -95,22 +96,22 @@ pub fn phase_times(
     engine: &EngineSpec,
     slo: &Slo,
 ) -> PhaseTimes {
-    let encode_s = if mix.images > 0.0 {
+    let encode = if mix.images > 0.0 {
         let per_batch = (engine.encoder_batch_images as f64 / mix.images)
             .floor()
             .max(1.0) as usize;
         let imgs = ((per_batch as f64 * mix.images).round() as usize).max(1);
-        perf.encode_s(&vec![mix.image; imgs]) / per_batch as f64
+        perf.encode_work(&vec![mix.image; imgs]) * (1.0 / per_batch as f64)
     } else {
-        0.0
+        Work::default()
     };
     let ctx = mix.context().round().max(1.0) as u64;
     let prompts = (engine.token_budget / ctx).clamp(1, engine.max_batch);
-    let mut prefill = BatchShape::default();
+    let mut batch = BatchShape::default();
     for _ in 0..prompts {
-        prefill.add_prefill_chunk(0, ctx.min(engine.token_budget), true);
+        batch.add_prefill_chunk(0, ctx.min(engine.token_budget), true);
     }
-    let prefill_s = perf.forward_s(&prefill) / prompts as f64;
+    let prefill = perf.forward_work(&batch) * (1.0 / prompts as f64);
 
     let steps = (mix.output_tokens - 1.0).max(0.0);
     let mean_ctx = (mix.context() + mix.output_tokens / 2.0).round() as u64;
@@ -119,7 +120,7 @@ pub fn phase_times(
         for _ in 0..b {
             d.add_decode(mean_ctx);
         }
-        perf.forward_s(&d)
+        perf.forward_work(&d)
     };
     let kv_limit = memory.map_or(engine.max_batch, |m| {
         let per_request = (mix.context() + mix.output_tokens).ceil() as u64;
@@ -127,21 +128,16 @@ pub fn phase_times(
     });
     let mut b = engine.max_batch.min(kv_limit).max(1);
     // The largest batch whose step meets the TPOT target (a smaller batch only costs throughput).
-    while b > 1 && step(b) > slo.tpot_s {
+    while b > 1 && step(b).seconds > slo.tpot_s {
         b = (b * 3 / 4).max(1);
     }
-    let decode_step_s = step(b);
-    let decode_s = if steps > 0.0 {
-        decode_step_s * steps / b as f64
-    } else {
-        0.0
-    };
+    let one_step = step(b);
     PhaseTimes {
-        encode_s,
-        prefill_s,
-        decode_s,
+        encode,
+        prefill,
+        decode: one_step * (steps / b as f64),
         decode_batch: b,
-        decode_step_s,
+        decode_step_s: one_step.seconds,
     }
 }
 
@@ -167,11 +163,11 @@ pub fn deployment_capacity(s: &Scenario, mix: &RequestMix) -> DeploymentCapacity
         let mem = (spec.role != Role::Encoder).then(|| &s.memory[i]);
         let t = phase_times(perf.as_ref(), mem, mix, &s.engine, &s.slo);
         let per_request = match spec.role {
-            Role::Encoder => t.encode_s,
-            Role::All => t.encode_s + t.prefill_s + t.decode_s,
-            Role::Llm => t.prefill_s + t.decode_s,
-            Role::Prefill => t.prefill_s + if enc_pool { 0.0 } else { t.encode_s },
-            Role::Decode => t.decode_s,
+            Role::Encoder => t.encode.seconds,
+            Role::All => t.encode.seconds + t.prefill.seconds + t.decode.seconds,
+            Role::Llm => t.prefill.seconds + t.decode.seconds,
+            Role::Prefill => t.prefill.seconds + if enc_pool { 0.0 } else { t.encode.seconds },
+            Role::Decode => t.decode.seconds,
         };
         let rate = if per_request > 0.0 {
             1.0 / per_request

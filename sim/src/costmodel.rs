@@ -202,6 +202,9 @@ pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error>
     let mut tier_table = Table::new(&[
         "gpu",
         "usd_per_hour",
+        "encode_gflop",
+        "prefill_gflop",
+        "decode_gb",
         "encode_ms",
         "prefill_ms",
         "decode_ms",
@@ -216,17 +219,23 @@ pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error>
             Some(t) => tier_table.push(vec![
                 Value::Str(g.name.into()),
                 Value::F64(*usd_h),
-                Value::F64(t.encode_s * 1e3),
-                Value::F64(t.prefill_s * 1e3),
-                Value::F64(t.decode_s * 1e3),
+                Value::F64(t.encode.flops * 1e-9),
+                Value::F64(t.prefill.flops * 1e-9),
+                Value::F64(t.decode.bytes * 1e-9),
+                Value::F64(t.encode.seconds * 1e3),
+                Value::F64(t.prefill.seconds * 1e3),
+                Value::F64(t.decode.seconds * 1e3),
                 Value::U64(t.decode_batch),
-                Value::F64(per_m(*usd_h, t.encode_s)),
-                Value::F64(per_m(*usd_h, t.prefill_s)),
-                Value::F64(per_m(*usd_h, t.decode_s)),
+                Value::F64(per_m(*usd_h, t.encode.seconds)),
+                Value::F64(per_m(*usd_h, t.prefill.seconds)),
+                Value::F64(per_m(*usd_h, t.decode.seconds)),
             ]),
             None => tier_table.push(vec![
                 Value::Str(format!("{} (model does not fit)", g.name)),
                 Value::F64(*usd_h),
+                Value::Null,
+                Value::Null,
+                Value::Null,
                 Value::Null,
                 Value::Null,
                 Value::Null,
@@ -275,7 +284,11 @@ fn placements(
         (n, n * c, lambda * secs * c, format!("{}×{}", n, g.name))
     };
     for (g, c, tt) in tiers {
-        let (_, whole, cont, gpus) = pool(g, *c, tt.encode_s + tt.prefill_s + tt.decode_s);
+        let (_, whole, cont, gpus) = pool(
+            g,
+            *c,
+            tt.encode.seconds + tt.prefill.seconds + tt.decode.seconds,
+        );
         rows.push((
             format!("all on {}", g.name),
             Strategy::Colocated,
@@ -290,8 +303,8 @@ fn placements(
                 continue;
             }
             if has_vision {
-                let e = pool(h, *ch, th.encode_s);
-                let pd = pool(g, *cg, tg.prefill_s + tg.decode_s);
+                let e = pool(h, *ch, th.encode.seconds);
+                let pd = pool(g, *cg, tg.prefill.seconds + tg.decode.seconds);
                 rows.push((
                     format!("encode on {}, LLM on {}", h.name, g.name),
                     Strategy::Modality,
@@ -300,8 +313,8 @@ fn placements(
                     e.2 + pd.2,
                 ));
             }
-            let ep = pool(h, *ch, th.encode_s + th.prefill_s);
-            let d = pool(g, *cg, tg.decode_s);
+            let ep = pool(h, *ch, th.encode.seconds + th.prefill.seconds);
+            let d = pool(g, *cg, tg.decode.seconds);
             rows.push((
                 format!("prefill on {}, decode on {}", h.name, g.name),
                 Strategy::Stage,
@@ -382,7 +395,7 @@ fn explain_gap(base: &ScenarioCost, c: &ScenarioCost, reported: f64, simulated: 
         .map(|i| i.tp())
         .sum::<u64>() as f64;
     let (_, t) = &base.capacity.instances[0];
-    let encode_share = t.encode_s / (t.encode_s + t.prefill_s + t.decode_s);
+    let encode_share = t.encode.seconds / (t.encode.seconds + t.prefill.seconds + t.decode.seconds);
     let needed = 1.0 - (llm_gpus / base_gpus) / reported;
     let what = match c.scenario.strategy {
         Strategy::Modality | Strategy::Epd => format!(

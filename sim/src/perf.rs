@@ -51,12 +51,65 @@ impl BatchShape {
     }
 }
 
+/// What a piece of work costs: time, and the FLOPs and HBM bytes behind it (per GPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Work {
+    pub seconds: f64,
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl Work {
+    fn time(seconds: f64) -> Work {
+        Work {
+            seconds,
+            ..Work::default()
+        }
+    }
+}
+
+impl std::ops::Add for Work {
+    type Output = Work;
+    fn add(self, o: Work) -> Work {
+        Work {
+            seconds: self.seconds + o.seconds,
+            flops: self.flops + o.flops,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Work {
+    fn add_assign(&mut self, o: Work) {
+        *self = *self + o;
+    }
+}
+
+impl std::ops::Mul<f64> for Work {
+    type Output = Work;
+    fn mul(self, k: f64) -> Work {
+        Work {
+            seconds: self.seconds * k,
+            flops: self.flops * k,
+            bytes: self.bytes * k,
+        }
+    }
+}
+
 /// Time of each phase on one instance, in seconds.
 pub trait PhaseModel: Send + Sync {
     /// Vision encoder + projector over a batch of images.
-    fn encode_s(&self, images: &[ImageTokens]) -> f64;
+    fn encode_work(&self, images: &[ImageTokens]) -> Work;
     /// One LLM forward step (all layers, LM head for the sampling sequences).
-    fn forward_s(&self, batch: &BatchShape) -> f64;
+    fn forward_work(&self, batch: &BatchShape) -> Work;
+
+    fn encode_s(&self, images: &[ImageTokens]) -> f64 {
+        self.encode_work(images).seconds
+    }
+
+    fn forward_s(&self, batch: &BatchShape) -> f64 {
+        self.forward_work(batch).seconds
+    }
 }
 
 /// Efficiency defaults. GEMM 0.75: the project's H100 ran an 8192³ bf16 product at 790–798 of
@@ -141,13 +194,18 @@ impl Roofline {
     }
 
     /// One kernel: compute-bound or memory-bound, whichever is slower, plus its overhead.
-    fn op(&self, flops: f64, bytes: f64, eta_compute: f64) -> f64 {
-        (flops / (self.peak_flops * eta_compute))
+    fn op(&self, flops: f64, bytes: f64, eta_compute: f64) -> Work {
+        let seconds = (flops / (self.peak_flops * eta_compute))
             .max(bytes / (self.mem_bytes_per_s * self.eff.memory))
-            + self.eff.kernel_overhead_us * 1e-6
+            + self.eff.kernel_overhead_us * 1e-6;
+        Work {
+            seconds,
+            flops,
+            bytes,
+        }
     }
 
-    fn gemm(&self, tokens: f64, k: f64, n: f64) -> f64 {
+    fn gemm(&self, tokens: f64, k: f64, n: f64) -> Work {
         let b = self.dtype.bytes() as f64;
         self.op(
             2.0 * tokens * k * n,
@@ -156,14 +214,14 @@ impl Roofline {
         )
     }
 
-    /// Ring all-reduce of `bytes` across the TP group.
-    fn all_reduce(&self, bytes: f64) -> f64 {
+    /// Ring all-reduce of `bytes` across the TP group (link time, no HBM work counted).
+    fn all_reduce(&self, bytes: f64) -> Work {
         if self.tp <= 1 {
-            return 0.0;
+            return Work::default();
         }
         let (bw, lat) = self.tp_link.unwrap_or((f64::INFINITY, 0.0));
         let p = self.tp as f64;
-        2.0 * (p - 1.0) / p * bytes / bw + 2.0 * (p - 1.0) * lat
+        Work::time(2.0 * (p - 1.0) / p * bytes / bw + 2.0 * (p - 1.0) * lat)
     }
 
     fn vision(&self) -> &VisionSpec {
@@ -175,9 +233,9 @@ impl Roofline {
 }
 
 impl PhaseModel for Roofline {
-    fn encode_s(&self, images: &[ImageTokens]) -> f64 {
+    fn encode_work(&self, images: &[ImageTokens]) -> Work {
         if images.is_empty() {
-            return 0.0;
+            return Work::default();
         }
         let v = self.vision();
         let vit = &v.vit;
@@ -216,7 +274,7 @@ impl PhaseModel for Roofline {
             t += self.gemm(n, d, up / tp);
             t += self.gemm(n, ff / tp, d);
             t += self.op(0.0, 8.0 * n * d * b, 1.0);
-            t += 2.0 * self.all_reduce(n * d * b);
+            t += self.all_reduce(n * d * b) * 2.0;
         }
         let llm_tokens: f64 = images.iter().map(|i| i.llm_tokens as f64).sum();
         t += match v.projector {
@@ -236,12 +294,12 @@ impl PhaseModel for Roofline {
         };
         // Qwen-style encoders preprocess on the CPU; LLaVA resizes to a fixed square. Neither is
         // on the GPU's critical path in a pipelined server, so it is not charged here.
-        t + self.eff.step_overhead_us * 1e-6
+        t + Work::time(self.eff.step_overhead_us * 1e-6)
     }
 
-    fn forward_s(&self, batch: &BatchShape) -> f64 {
+    fn forward_work(&self, batch: &BatchShape) -> Work {
         if batch.is_empty() {
-            return 0.0;
+            return Work::default();
         }
         let l = &self.model.llm;
         let tp = self.tp as f64;
@@ -252,7 +310,7 @@ impl PhaseModel for Roofline {
         let ff = l.intermediate as f64;
         let t_all = batch.tokens() as f64;
 
-        let mut layer = 0.0;
+        let mut layer = Work::default();
         layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
         if batch.prefill_tokens > 0 {
             let flops = 4.0 * batch.prefill_pairs * q / tp;
@@ -275,10 +333,10 @@ impl PhaseModel for Roofline {
         layer += self.gemm(t_all, ff / tp, d);
         // Two RMSNorms, rotary, SiLU·mul, two residual adds.
         layer += self.op(0.0, t_all * (8.0 * d + 3.0 * ff / tp) * b, 1.0);
-        layer += 2.0 * self.all_reduce(t_all * d * b);
+        layer += self.all_reduce(t_all * d * b) * 2.0;
 
         let head = self.gemm(batch.logits as f64, d, l.vocab as f64 / tp);
-        l.layers as f64 * layer + head + self.eff.step_overhead_us * 1e-6
+        layer * l.layers as f64 + head + Work::time(self.eff.step_overhead_us * 1e-6)
     }
 }
 

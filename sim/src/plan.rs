@@ -232,7 +232,7 @@ fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget
         .instances
         .iter()
         .filter(|(r, _)| matches!(r, Role::All | Role::Llm | Role::Prefill))
-        .map(|(_, t)| t.prefill_s + t.encode_s)
+        .map(|(_, t)| t.prefill.seconds + t.encode.seconds)
         .fold(f64::INFINITY, f64::min);
     let decode_step = min_decode_step(&s);
     // Targets a request misses even alone come first: more GPUs cannot fix them.

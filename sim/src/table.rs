@@ -47,7 +47,11 @@ impl Table {
     }
 
     pub fn push(&mut self, row: Vec<Value>) {
-        debug_assert_eq!(row.len(), self.columns.len());
+        assert_eq!(
+            row.len(),
+            self.columns.len(),
+            "a row of the table has one value per column"
+        );
         self.rows.push(row);
     }
 
