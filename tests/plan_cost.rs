@@ -46,7 +46,7 @@ fn plan_beats_the_papers_cluster_and_writes_every_candidate() {
     let out = std::env::temp_dir().join(format!("hetsim-plan-{}.parquet", std::process::id()));
     let o = hetsim(&[
         "plan",
-        "experiments/plan-paper-budget.yaml",
+        "experiments/plans/paper-budget.yaml",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -96,7 +96,7 @@ fn plan_beats_the_papers_cluster_and_writes_every_candidate() {
 
 fn plan_with(name: &str, replace: &[(&str, &str)]) -> (i32, String) {
     let mut text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/plan-paper-budget.yaml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/plans/paper-budget.yaml"),
     )
     .unwrap();
     for (a, b) in replace {
