@@ -96,7 +96,8 @@ fn plan_beats_the_papers_cluster_and_writes_every_candidate() {
 
 fn plan_with(name: &str, replace: &[(&str, &str)]) -> (i32, String) {
     let mut text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/plans/paper-budget.yaml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("experiments/plans/paper-budget.yaml"),
     )
     .unwrap();
     for (a, b) in replace {

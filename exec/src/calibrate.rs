@@ -725,6 +725,7 @@ pub fn to_profile(cal: &Calibration) -> HardwareProfile {
         command: cal.command.clone(),
         gpus,
         links,
+        phases: Vec::new(),
     }
 }
 

@@ -746,6 +746,7 @@ mod tests {
                     points: vec![],
                 },
             ],
+            phases: vec![],
         };
         let nv = hetsim_sim::catalog::link_by_name("nvlink4").unwrap();
         let st = hetsim_sim::catalog::link_by_name("pcie5-host-staged").unwrap();

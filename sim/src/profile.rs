@@ -23,6 +23,49 @@ pub struct HardwareProfile {
     pub gpus: Vec<GpuProfile>,
     #[serde(default)]
     pub links: Vec<LinkProfile>,
+    /// Measured phase times of a real engine (`hetsim calibrate --model`), used in place of the
+    /// roofline for instances of that model on that GPU at tp = 1.
+    #[serde(default)]
+    pub phases: Vec<PhaseProfile>,
+}
+
+/// Phase times of one model on one GPU type, measured on a grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseProfile {
+    /// Catalog model name (e.g. `llava-1.5-7b`).
+    pub model: String,
+    pub catalog_gpu: String,
+    pub dtype: String,
+    /// Vision encoder + projector over a batch of images (at the model's own image size).
+    pub encode: Vec<EncodePoint>,
+    /// One prefill step over `sequences` prompts of `tokens` new tokens in all, no cached context.
+    pub prefill: Vec<PrefillPoint>,
+    /// One decode step of `batch` sequences of `context` tokens each.
+    pub decode: Vec<DecodePoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodePoint {
+    pub images: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefillPoint {
+    pub sequences: u64,
+    pub tokens: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodePoint {
+    pub batch: u64,
+    pub context: u64,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +153,27 @@ impl HardwareProfile {
                 )));
             }
         }
+        for (i, p) in self.phases.iter().enumerate() {
+            crate::catalog::resolve_model(&p.model)
+                .map_err(|e| e.context(format!("phases[{i}].model")))?;
+            crate::catalog::resolve_gpu(&p.catalog_gpu)
+                .map_err(|e| e.context(format!("phases[{i}].catalog_gpu")))?;
+            crate::catalog::Dtype::parse(&p.dtype)
+                .map_err(|e| e.context(format!("phases[{i}].dtype")))?;
+            let positive = |v: f64| v.is_finite() && v > 0.0;
+            let ok = p.encode.iter().all(|e| e.images > 0 && positive(e.seconds))
+                && p.prefill
+                    .iter()
+                    .all(|e| e.tokens > 0 && e.sequences > 0 && positive(e.seconds))
+                && p.decode.iter().all(|e| e.batch > 0 && positive(e.seconds))
+                && !p.prefill.is_empty()
+                && !p.decode.is_empty();
+            if !ok {
+                return Err(InputError::new(format!(
+                    "phases[{i}]: needs prefill and decode points, every count ≥ 1 and every time > 0 s"
+                )));
+            }
+        }
         for (i, l) in self.links.iter().enumerate() {
             crate::catalog::resolve_link(&l.catalog_link)
                 .map_err(|e| e.context(format!("links[{i}].catalog_link")))?;
@@ -128,6 +192,12 @@ impl HardwareProfile {
         self.gpus
             .iter()
             .find(|g| g.catalog_gpu.eq_ignore_ascii_case(catalog_name))
+    }
+
+    pub fn phases(&self, model: &str, gpu: &str) -> Option<&PhaseProfile> {
+        self.phases
+            .iter()
+            .find(|p| p.model == model && p.catalog_gpu.eq_ignore_ascii_case(gpu))
     }
 
     pub fn link(&self, catalog_name: &str) -> Option<&LinkProfile> {
