@@ -241,6 +241,25 @@ mod tests {
                     gbs: 386.0,
                 }],
             }],
+            phases: vec![PhaseProfile {
+                model: "llava-1.5-7b".into(),
+                catalog_gpu: "H200-SXM".into(),
+                dtype: "bf16".into(),
+                encode: vec![EncodePoint {
+                    images: 1,
+                    seconds: 0.002,
+                }],
+                prefill: vec![PrefillPoint {
+                    sequences: 1,
+                    tokens: 704,
+                    seconds: 0.02,
+                }],
+                decode: vec![DecodePoint {
+                    batch: 1,
+                    context: 700,
+                    seconds: 0.007,
+                }],
+            }],
         };
         let dir = std::env::temp_dir().join(format!("hetsim-profile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
