@@ -287,6 +287,8 @@ pub struct Scenario {
     pub memory: Vec<MemoryPlan>,
     /// Per instance: η and overheads after any calibration profile.
     pub efficiency: Vec<Efficiency>,
+    /// Per instance: measured phase times of this model on its GPU, where the profile has them.
+    pub measured_phases: Vec<Option<crate::profile::PhaseProfile>>,
     pub routing: Routing,
     pub kv_transfer: KvTransferMode,
     pub engine: EngineSpec,
@@ -304,6 +306,11 @@ impl Scenario {
     /// (for tensor parallelism) its node's fabric, calibrated where the profile measured it.
     pub fn phase_model(&self, i: usize) -> Box<dyn PhaseModel> {
         let spec = &self.cluster.instances[i];
+        if spec.tp() == 1
+            && let Some(p) = &self.measured_phases[i]
+        {
+            return Box::new(crate::measured::MeasuredPhases::new(&self.model, p));
+        }
         let fabric = self.cluster.nodes[spec.node].fabric;
         let tp_link = (spec.tp() > 1).then_some(fabric);
         let mut r = Roofline::new(
@@ -601,6 +608,16 @@ fn resolve(
             )),
         ));
     }
+    let measured_phases = cluster
+        .instances
+        .iter()
+        .map(|inst| {
+            profile
+                .and_then(|p| p.phases(&model.name, inst.gpu.name))
+                .filter(|p| p.dtype == dtype.name())
+                .cloned()
+        })
+        .collect();
     Ok(Scenario {
         name,
         strategy,
@@ -609,6 +626,7 @@ fn resolve(
         cluster,
         memory,
         efficiency,
+        measured_phases,
         routing: deployment.routing,
         kv_transfer: deployment.kv_transfer,
         engine,

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod kv;
+pub mod measured;
 pub mod network;
 pub mod output;
 pub mod perf;

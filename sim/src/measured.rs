@@ -1,0 +1,219 @@
+//! A `PhaseModel` from measured phase times (`hetsim calibrate --model`): piecewise-linear
+//! interpolation over the measured grid, linear extrapolation beyond it. It replaces the roofline
+//! for instances of the measured model on the measured GPU at tp = 1; the engine does not change.
+
+use crate::catalog::{ImageTokens, ModelSpec};
+use crate::perf::{BatchShape, PhaseModel, Work};
+use crate::profile::PhaseProfile;
+
+pub struct MeasuredPhases {
+    /// (images, seconds), by images.
+    encode: Vec<(f64, f64)>,
+    /// ViT tokens of the image the encoder was measured on (the model's default size).
+    tokens_per_image: f64,
+    /// (total new tokens, seconds), by tokens.
+    prefill: Vec<(f64, f64)>,
+    /// Per measured context: (context, [(batch, seconds)] by batch), by context.
+    decode: Vec<(f64, Vec<(f64, f64)>)>,
+}
+
+/// Linear interpolation through sorted points, extended along the end segments; never negative.
+fn interp(points: &[(f64, f64)], x: f64) -> f64 {
+    match points {
+        [] => 0.0,
+        [(_, y)] => *y,
+        _ => {
+            let i = points
+                .partition_point(|p| p.0 < x)
+                .clamp(1, points.len() - 1);
+            let ((x0, y0), (x1, y1)) = (points[i - 1], points[i]);
+            let y = if x1 == x0 {
+                y1
+            } else {
+                y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+            };
+            y.max(0.0)
+        }
+    }
+}
+
+/// Sorts by x and averages equal x.
+fn line(mut pts: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<(f64, f64, f64)> = Vec::new();
+    for (x, y) in pts {
+        match out.last_mut() {
+            Some(last) if last.0 == x => {
+                last.1 += y;
+                last.2 += 1.0;
+            }
+            _ => out.push((x, y, 1.0)),
+        }
+    }
+    out.into_iter().map(|(x, y, n)| (x, y / n)).collect()
+}
+
+impl MeasuredPhases {
+    pub fn new(model: &ModelSpec, p: &PhaseProfile) -> MeasuredPhases {
+        let reference = model
+            .image_tokens(640, 480)
+            .map_or(1.0, |t| t.encoder_tokens as f64);
+        let mut contexts: Vec<f64> = p.decode.iter().map(|d| d.context as f64).collect();
+        contexts.sort_by(f64::total_cmp);
+        contexts.dedup();
+        let decode = contexts
+            .into_iter()
+            .map(|c| {
+                (
+                    c,
+                    line(
+                        p.decode
+                            .iter()
+                            .filter(|d| d.context as f64 == c)
+                            .map(|d| (d.batch as f64, d.seconds))
+                            .collect(),
+                    ),
+                )
+            })
+            .collect();
+        MeasuredPhases {
+            encode: line(
+                p.encode
+                    .iter()
+                    .map(|e| (e.images as f64, e.seconds))
+                    .collect(),
+            ),
+            tokens_per_image: reference,
+            prefill: line(
+                p.prefill
+                    .iter()
+                    .map(|e| (e.tokens as f64, e.seconds))
+                    .collect(),
+            ),
+            decode,
+        }
+    }
+
+    fn decode_s(&self, batch: f64, context: f64) -> f64 {
+        let per_context: Vec<(f64, f64)> = self
+            .decode
+            .iter()
+            .map(|(c, pts)| (*c, interp(pts, batch)))
+            .collect();
+        interp(&per_context, context)
+    }
+}
+
+impl PhaseModel for MeasuredPhases {
+    fn encode_work(&self, images: &[ImageTokens]) -> Work {
+        if images.is_empty() {
+            return Work::default();
+        }
+        // Images of another size cost in proportion to their ViT tokens.
+        let equivalent =
+            images.iter().map(|i| i.encoder_tokens as f64).sum::<f64>() / self.tokens_per_image;
+        Work {
+            seconds: interp(&self.encode, equivalent),
+            ..Work::default()
+        }
+    }
+
+    /// A mixed step is charged as its prefill plus its decode measured apart: an upper bound, as
+    /// one step reads the weights once for both.
+    fn forward_work(&self, batch: &BatchShape) -> Work {
+        let mut s = 0.0;
+        if batch.prefill_tokens > 0 {
+            s += interp(&self.prefill, batch.prefill_tokens as f64);
+        }
+        if batch.decode_seqs > 0 {
+            s += self.decode_s(
+                batch.decode_seqs as f64,
+                batch.decode_ctx_tokens as f64 / batch.decode_seqs as f64,
+            );
+        }
+        Work {
+            seconds: s,
+            ..Work::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::builtin_model;
+    use crate::profile::{DecodePoint, EncodePoint, PrefillPoint};
+
+    fn profile() -> PhaseProfile {
+        PhaseProfile {
+            model: "llava-1.5-7b".into(),
+            catalog_gpu: "H100-SXM".into(),
+            dtype: "bf16".into(),
+            encode: vec![
+                EncodePoint {
+                    images: 1,
+                    seconds: 0.004,
+                },
+                EncodePoint {
+                    images: 32,
+                    seconds: 0.040,
+                },
+            ],
+            prefill: vec![
+                PrefillPoint {
+                    sequences: 1,
+                    tokens: 512,
+                    seconds: 0.020,
+                },
+                PrefillPoint {
+                    sequences: 8,
+                    tokens: 4096,
+                    seconds: 0.120,
+                },
+            ],
+            decode: vec![
+                DecodePoint {
+                    batch: 1,
+                    context: 512,
+                    seconds: 0.0070,
+                },
+                DecodePoint {
+                    batch: 64,
+                    context: 512,
+                    seconds: 0.0110,
+                },
+                DecodePoint {
+                    batch: 1,
+                    context: 2048,
+                    seconds: 0.0074,
+                },
+                DecodePoint {
+                    batch: 64,
+                    context: 2048,
+                    seconds: 0.0190,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn interpolates_and_extrapolates_the_grid() {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let p = MeasuredPhases::new(&m, &profile());
+        let img = m.image_tokens(640, 480).unwrap();
+        assert!((p.encode_s(&[img]) - 0.004).abs() < 1e-12);
+        // 16 images: 0.004 + 0.036 · (16 − 1) / (32 − 1).
+        assert!((p.encode_s(&vec![img; 16]) - (0.004 + 0.036 * 15.0 / 31.0)).abs() < 1e-12);
+        // Beyond the grid: along the last segment.
+        assert!((p.encode_s(&vec![img; 63]) - (0.040 + 0.036)).abs() < 1e-12);
+        let mut b = BatchShape::default();
+        b.add_prefill_chunk(0, 2304, true);
+        assert!((p.forward_s(&b) - 0.070).abs() < 1e-12);
+        let mut d = BatchShape::default();
+        for _ in 0..64 {
+            d.add_decode(1280);
+        }
+        // Context 1280 is halfway: (0.011 + 0.019) / 2.
+        assert!((p.forward_s(&d) - 0.015).abs() < 1e-12);
+    }
+}
