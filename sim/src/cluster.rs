@@ -86,6 +86,8 @@ pub struct Cluster {
     pub ports: Vec<Port>,
     /// Calibrated (bytes/s, latency s) per catalog link name, replacing the datasheet model.
     pub calibrated: Vec<(&'static str, f64, f64)>,
+    /// How concurrent transfers share a port.
+    pub sharing: crate::network::Sharing,
 }
 
 /// Port indices of one GPU and one node, in `Cluster::ports`.
@@ -151,6 +153,7 @@ impl Cluster {
             instances,
             ports,
             calibrated,
+            sharing: crate::network::Sharing::Fair,
         }
     }
 

@@ -217,7 +217,10 @@ impl<'a> Simulation<'a> {
             });
             pools.entry(spec.role).or_default().push(i);
         }
-        let net = Network::new(s.cluster.ports.iter().map(|p| p.bytes_per_s).collect());
+        let net = Network::new(
+            s.cluster.ports.iter().map(|p| p.bytes_per_s).collect(),
+            s.cluster.sharing,
+        );
         let mut sim = Simulation {
             s,
             now: 0,

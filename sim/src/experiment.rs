@@ -206,6 +206,8 @@ struct ClusterFields {
     nodes: Vec<NodeFields>,
     #[serde(default)]
     network: Option<Spanned<String>>,
+    #[serde(default)]
+    link_sharing: crate::network::Sharing,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1206,6 +1208,7 @@ impl Plan {
                 fabric: self.search.fabric.clone().map(sp),
             }],
             network: None,
+            link_sharing: crate::network::Sharing::Fair,
         });
         fields.deployment = Some(DeploymentFields {
             strategy: Spanned::new(

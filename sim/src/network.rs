@@ -8,6 +8,18 @@
 /// Index of a flow in the network's slab.
 pub type FlowId = usize;
 
+/// How concurrent transfers on a port divide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    /// Max-min fair: every flow gets an equal share of its bottleneck (network flows, NCCL).
+    #[default]
+    Fair,
+    /// First come, first served: the oldest flow takes what it can, later ones the rest. What
+    /// concurrent `cudaMemcpyAsync`s on one copy path do (measured on 2×H200, exec/REPORT.md).
+    Fifo,
+}
+
 #[derive(Debug, Clone)]
 struct Flow {
     ports: Vec<usize>,
@@ -15,6 +27,8 @@ struct Flow {
     remaining: f64,
     rate: f64,
     cap: f64,
+    /// Start order, for first-come-first-served sharing.
+    order: u64,
     /// Set from the network's counter on every reallocation: completion events carry it, stale
     /// ones are ignored. Unique across flows, so a reused slot never matches an old event.
     version: u64,
@@ -38,6 +52,8 @@ pub struct Completion {
 
 pub struct Network {
     capacity: Vec<f64>,
+    sharing: Sharing,
+    started: u64,
     pub usage: Vec<PortUsage>,
     flows: Vec<Option<Flow>>,
     free: Vec<FlowId>,
@@ -48,10 +64,12 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(port_bytes_per_s: Vec<f64>) -> Network {
+    pub fn new(port_bytes_per_s: Vec<f64>, sharing: Sharing) -> Network {
         let n = port_bytes_per_s.len();
         Network {
             capacity: port_bytes_per_s,
+            sharing,
+            started: 0,
             usage: vec![PortUsage::default(); n],
             flows: Vec::new(),
             free: Vec::new(),
@@ -83,12 +101,14 @@ impl Network {
             u.active += 1;
         }
         self.bytes_sent += bytes;
+        self.started += 1;
         let flow = Flow {
             ports,
             bytes,
             remaining: bytes as f64,
             rate: 0.0,
             cap: cap.unwrap_or(f64::INFINITY),
+            order: self.started,
             version: 0,
         };
         let id = match self.free.pop() {
@@ -152,8 +172,55 @@ impl Network {
         self.last_ns = now;
     }
 
-    /// Max-min fair rates by progressive filling, then each flow's completion time.
+    /// New rates for every flow, then each flow's completion time (flows left with no bandwidth
+    /// under FIFO get theirs when an earlier flow ends).
     fn reallocate(&mut self, now: u64) -> Vec<Completion> {
+        match self.sharing {
+            Sharing::Fair => self.fill_fairly(),
+            Sharing::Fifo => self.fill_in_order(),
+        }
+        let mut out = Vec::new();
+        for (id, slot) in self.flows.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                self.next_version += 1;
+                f.version = self.next_version;
+                if f.rate > 0.0 {
+                    let secs = f.remaining / f.rate;
+                    out.push(Completion {
+                        id,
+                        at_ns: now + (secs * 1e9).ceil() as u64,
+                        version: f.version,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Oldest flow first: each takes the least residual capacity along its ports (up to its cap).
+    fn fill_in_order(&mut self) {
+        let mut residual = self.capacity.clone();
+        let mut order: Vec<usize> = (0..self.flows.len())
+            .filter(|i| self.flows[*i].is_some())
+            .collect();
+        order.sort_by_key(|i| self.flows[*i].as_ref().map_or(0, |f| f.order));
+        for i in order {
+            let f = self.flows[i].as_mut().expect("filtered live");
+            let free = f
+                .ports
+                .iter()
+                .map(|p| residual[*p])
+                .fold(f64::INFINITY, f64::min)
+                .max(0.0);
+            f.rate = free.min(f.cap);
+            for p in &f.ports {
+                residual[*p] -= f.rate;
+            }
+        }
+    }
+
+    /// Max-min fair rates by progressive filling.
+    fn fill_fairly(&mut self) {
         let mut residual = self.capacity.clone();
         let mut frozen: Vec<bool> = self.flows.iter().map(Option::is_none).collect();
         for f in self.flows.iter_mut().flatten() {
@@ -203,21 +270,6 @@ impl Network {
                 }
             }
         }
-        let mut out = Vec::new();
-        for (id, slot) in self.flows.iter_mut().enumerate() {
-            if let Some(f) = slot {
-                self.next_version += 1;
-                f.version = self.next_version;
-                debug_assert!(f.rate > 0.0, "a live flow always gets bandwidth");
-                let secs = f.remaining / f.rate;
-                out.push(Completion {
-                    id,
-                    at_ns: now + (secs * 1e9).ceil() as u64,
-                    version: f.version,
-                });
-            }
-        }
-        out
     }
 }
 
@@ -229,14 +281,14 @@ mod tests {
 
     #[test]
     fn one_flow_runs_at_its_bottleneck() {
-        let mut n = Network::new(vec![10.0 * GB, 5.0 * GB]);
+        let mut n = Network::new(vec![10.0 * GB, 5.0 * GB], Sharing::Fair);
         let (_, c) = n.start(0, vec![0, 1], 5_000_000_000, None);
         assert_eq!(c[0].at_ns, 1_000_000_000);
     }
 
     #[test]
     fn two_flows_share_a_port_fairly_then_the_survivor_speeds_up() {
-        let mut n = Network::new(vec![10.0 * GB]);
+        let mut n = Network::new(vec![10.0 * GB], Sharing::Fair);
         let (a, _) = n.start(0, vec![0], 10_000_000_000, None);
         let (_b, c) = n.start(0, vec![0], 5_000_000_000, None);
         // Both at 5 GB/s: b ends at 1 s; a has 5 GB left, then alone at 10 GB/s: ends at 1.5 s.
@@ -254,7 +306,7 @@ mod tests {
     #[test]
     fn max_min_gives_leftover_to_unconstrained_flows() {
         // Flow x crosses ports 0 and 1; y only port 1; port 0 is narrow.
-        let mut n = Network::new(vec![2.0 * GB, 10.0 * GB]);
+        let mut n = Network::new(vec![2.0 * GB, 10.0 * GB], Sharing::Fair);
         let (x, _) = n.start(0, vec![0, 1], 2_000_000_000, None);
         let (_, c) = n.start(0, vec![1], 8_000_000_000, None);
         // x gets 2 GB/s (port 0), y the remaining 8 GB/s: both end at 1 s.
@@ -266,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_cap_holds_a_flow_back_until_lifted() {
-        let mut n = Network::new(vec![10.0 * GB]);
+        let mut n = Network::new(vec![10.0 * GB], Sharing::Fair);
         let (f, c) = n.start(0, vec![0], 10_000_000_000, Some(1.0 * GB));
         assert_eq!(c[0].at_ns, 10_000_000_000);
         let c = n.set_cap(1_000_000_000, f, None);
