@@ -1,0 +1,196 @@
+//! Predicted against measured: the same metrics computed the same way from the request rows of
+//! both sources (`source = sim` and `source = exec`), per scenario, with the error of the
+//! prediction. `hetsim validate` prints this; analysis reads the same rows.
+
+use std::collections::BTreeMap;
+
+use crate::records::RequestRecord;
+use crate::table::{Table, Value};
+
+/// Metrics of one scenario's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub values: Vec<(&'static str, f64)>,
+}
+
+fn quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    // Nearest rank, as the simulator's summary.
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
+/// TTFT, TPOT and end-to-end p50/p90/p99, throughput and bytes moved per request.
+pub fn metrics(rows: &[&RequestRecord]) -> Metrics {
+    let done: Vec<&&RequestRecord> = rows.iter().filter(|r| r.status == "finished").collect();
+    let col = |f: &dyn Fn(&RequestRecord) -> Option<f64>| {
+        done.iter().filter_map(|r| f(r)).collect::<Vec<f64>>()
+    };
+    let mut values = Vec::new();
+    for (name, data) in [
+        ("ttft", col(&|r| r.ttft_s)),
+        ("tpot", col(&|r| r.tpot_s)),
+        ("e2e", col(&|r| r.e2e_s)),
+    ] {
+        for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+            if let Some(v) = quantile(data.clone(), q) {
+                values.push((metric_name(name, label), v));
+            }
+        }
+    }
+    let first = rows
+        .iter()
+        .map(|r| r.arrival_s)
+        .fold(f64::INFINITY, f64::min);
+    let last = done
+        .iter()
+        .filter_map(|r| r.finish_s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if last > first {
+        values.push(("throughput_rps", done.len() as f64 / (last - first)));
+    }
+    if !rows.is_empty() {
+        let bytes: u64 = rows.iter().map(|r| r.emb_bytes + r.kv_bytes).sum();
+        values.push(("bytes_per_request", bytes as f64 / rows.len() as f64));
+    }
+    Metrics { values }
+}
+
+fn metric_name(m: &str, q: &str) -> &'static str {
+    match (m, q) {
+        ("ttft", "p50") => "ttft_p50_s",
+        ("ttft", "p90") => "ttft_p90_s",
+        ("ttft", "p99") => "ttft_p99_s",
+        ("tpot", "p50") => "tpot_p50_s",
+        ("tpot", "p90") => "tpot_p90_s",
+        ("tpot", "p99") => "tpot_p99_s",
+        ("e2e", "p50") => "e2e_p50_s",
+        ("e2e", "p90") => "e2e_p90_s",
+        _ => "e2e_p99_s",
+    }
+}
+
+pub struct Comparison {
+    /// scenario, metric, predicted, measured, error_pct.
+    pub table: Table,
+    /// Median of |error| over every metric of every scenario, percent.
+    pub median_abs_error_pct: Option<f64>,
+}
+
+/// Joins the two sources' rows on scenario and compares every metric both have.
+pub fn compare(rows: &[RequestRecord]) -> Comparison {
+    let mut by: BTreeMap<(&str, &str), Vec<&RequestRecord>> = BTreeMap::new();
+    for r in rows {
+        by.entry((r.scenario.as_str(), r.source))
+            .or_default()
+            .push(r);
+    }
+    let scenarios: Vec<&str> = by
+        .keys()
+        .map(|k| k.0)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut table = Table::new(&["scenario", "metric", "predicted", "measured", "error_pct"]);
+    let mut errors = Vec::new();
+    for s in scenarios {
+        let (Some(sim), Some(exec)) = (by.get(&(s, "sim")), by.get(&(s, "exec"))) else {
+            continue;
+        };
+        let (p, m) = (metrics(sim), metrics(exec));
+        for (name, pv) in &p.values {
+            if let Some((_, mv)) = m.values.iter().find(|(n, _)| n == name) {
+                let err = if *mv != 0.0 {
+                    Some(100.0 * (pv - mv) / mv)
+                } else {
+                    None
+                };
+                if let Some(e) = err {
+                    errors.push(e.abs());
+                }
+                table.push(vec![
+                    Value::Str(s.to_string()),
+                    Value::Str(name.to_string()),
+                    Value::F64(*pv),
+                    Value::F64(*mv),
+                    err.map_or(Value::Null, Value::F64),
+                ]);
+            }
+        }
+    }
+    Comparison {
+        table,
+        median_abs_error_pct: quantile(errors, 0.5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &str, source: &'static str, id: u64, ttft: f64, tpot: f64) -> RequestRecord {
+        RequestRecord {
+            scenario: scenario.into(),
+            strategy: "modality",
+            request_id: id,
+            status: "finished".into(),
+            arrival_s: id as f64,
+            n_images: 1,
+            visual_tokens: 576,
+            prompt_tokens: 20,
+            output_tokens: 11,
+            emb_bytes: 4_718_592,
+            kv_bytes: 0,
+            ttft_s: Some(ttft),
+            tpot_s: Some(tpot),
+            e2e_s: Some(ttft + 10.0 * tpot),
+            encode_start_s: None,
+            encode_end_s: None,
+            emb_transfer_start_s: None,
+            emb_transfer_end_s: None,
+            prefill_start_s: None,
+            prefill_end_s: None,
+            kv_transfer_start_s: None,
+            kv_transfer_end_s: None,
+            decode_start_s: None,
+            finish_s: Some(id as f64 + ttft + 10.0 * tpot),
+            encoder_instance: None,
+            prefill_instance: None,
+            decode_instance: None,
+            preemptions: 0,
+            source,
+        }
+    }
+
+    #[test]
+    fn errors_are_prediction_over_measurement() {
+        let mut rows = Vec::new();
+        for i in 0..100 {
+            rows.push(row("a", "sim", i, 0.110, 0.010));
+            rows.push(row("a", "exec", i, 0.100, 0.010));
+            rows.push(row("only-sim", "sim", i, 0.1, 0.01));
+        }
+        let c = compare(&rows);
+        let get = |m: &str| {
+            c.table
+                .rows
+                .iter()
+                .find(|r| r[1] == Value::Str(m.into()))
+                .unwrap()[4]
+                .clone()
+        };
+        match get("ttft_p50_s") {
+            Value::F64(e) => assert!((e - 10.0).abs() < 1e-9, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(get("tpot_p99_s"), Value::F64(0.0));
+        assert!(
+            c.table.rows.iter().all(|r| r[0] == Value::Str("a".into())),
+            "scenarios without both sources are left out"
+        );
+        assert!(c.median_abs_error_pct.is_some());
+    }
+}
