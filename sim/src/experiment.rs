@@ -933,11 +933,9 @@ fn build_cluster(
                 .map(|p| (l.name, p.bandwidth_gbs * 1e9, p.latency_us * 1e-6))
         })
         .collect();
-    Ok((
-        Cluster::new(nodes, gpus, network, instances, calibrated),
-        memory,
-        efficiency,
-    ))
+    let mut cluster = Cluster::new(nodes, gpus, network, instances, calibrated);
+    cluster.sharing = c.link_sharing;
+    Ok((cluster, memory, efficiency))
 }
 
 fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), InputError> {

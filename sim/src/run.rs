@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::experiment::Experiment;
 use crate::output::ResultWriter;
 use crate::records::{NullSink, RecordSink};
+use crate::table::{Table, Value};
 
 pub struct ExperimentResult {
     pub runs: Vec<RunResult>,
@@ -73,7 +74,7 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
             .then(a.summary.scenario.cmp(&b.summary.scenario))
     });
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}", v * 1e3));
-    let header = [
+    let mut t = Table::new(&[
         "#",
         "scenario",
         "gpus",
@@ -87,8 +88,7 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
         "busiest link",
         "$/h",
         "tokens/$",
-    ];
-    let mut rows: Vec<Vec<String>> = Vec::new();
+    ]);
     for (rank, r) in order.iter().enumerate() {
         let s = &r.summary;
         let moved = if s.requests > 0 {
@@ -96,62 +96,23 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
         } else {
             0.0
         };
-        rows.push(vec![
-            format!("{}", rank + 1),
-            s.scenario.clone(),
-            s.gpus.clone(),
-            format!("{}/{}", s.finished, s.requests),
-            format!("{:.2}", s.throughput_rps),
-            format!("{:.0}", s.output_tokens_per_s),
-            format!("{:.0}%", s.slo_attainment * 100.0),
-            format!("{}/{}", ms(s.ttft_p50_s), ms(s.ttft_p99_s)),
-            format!("{}/{}", ms(s.tpot_p50_s), ms(s.tpot_p99_s)),
-            format!("{moved:.1}"),
-            s.busiest_link.as_ref().map_or("-".to_string(), |l| {
-                format!("{:.0}% {l}", s.busiest_link_utilization * 100.0)
-            }),
-            format!("{:.2}", s.usd_per_hour),
-            format!("{:.0}", s.tokens_per_dollar),
+        t.push(vec![
+            Value::U64(rank as u64 + 1),
+            Value::Str(s.scenario.clone()),
+            Value::Str(s.gpus.clone()),
+            Value::Str(format!("{}/{}", s.finished, s.requests)),
+            Value::Str(format!("{:.2}", s.throughput_rps)),
+            Value::Str(format!("{:.0}", s.output_tokens_per_s)),
+            Value::Str(format!("{:.0}%", s.slo_attainment * 100.0)),
+            Value::Str(format!("{}/{}", ms(s.ttft_p50_s), ms(s.ttft_p99_s))),
+            Value::Str(format!("{}/{}", ms(s.tpot_p50_s), ms(s.tpot_p99_s))),
+            Value::Str(format!("{moved:.1}")),
+            Value::Str(s.busiest_link.as_ref().map_or("-".to_string(), |l| {
+                format!("{l} {:.0}%", s.busiest_link_utilization * 100.0)
+            })),
+            Value::Str(format!("{:.2}", s.usd_per_hour)),
+            Value::Str(format!("{:.0}", s.tokens_per_dollar)),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([header[c].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let fmt_row = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(c, v)| {
-                let pad = widths[c] - v.chars().count();
-                // Text columns left-aligned, numbers right-aligned.
-                if matches!(c, 1 | 2 | 10) {
-                    format!("{v}{}", " ".repeat(pad))
-                } else {
-                    format!("{}{v}", " ".repeat(pad))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    let mut out = fmt_row(header.iter().map(|h| h.to_string()).collect());
-    out.push('\n');
-    out.push_str(
-        &widths
-            .iter()
-            .map(|w| "─".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("  "),
-    );
-    out.push('\n');
-    for r in rows {
-        out.push_str(&fmt_row(r));
-        out.push('\n');
-    }
-    out
+    t.to_text(0)
 }

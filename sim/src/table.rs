@@ -72,11 +72,16 @@ impl Table {
                     .unwrap_or(0)
             })
             .collect();
+        // Right-align numbers, and text that reads as one ("600/600", "57 %"); the rest left.
         let numeric: Vec<bool> = (0..self.columns.len())
             .map(|c| {
-                self.rows
-                    .iter()
-                    .all(|r| matches!(r[c], Value::U64(_) | Value::F64(_) | Value::Null))
+                self.rows.iter().zip(&cells).all(|(r, t)| match &r[c] {
+                    Value::Str(_) => t[c]
+                        .chars()
+                        .all(|ch| ch.is_ascii_digit() || "./%-,".contains(ch)),
+                    Value::Bool(_) => false,
+                    _ => true,
+                })
             })
             .collect();
         let line = |cells: &[String]| {
