@@ -160,7 +160,7 @@ pub fn deployment_capacity(s: &Scenario, mix: &RequestMix) -> DeploymentCapacity
     let mut instances = Vec::new();
     for (i, spec) in s.cluster.instances.iter().enumerate() {
         let perf = s.phase_model(i);
-        let mem = (spec.role != Role::Encoder).then(|| &s.memory[i]);
+        let mem = (spec.role != Role::Encoder || s.work_stealing).then(|| &s.memory[i]);
         let t = phase_times(perf.as_ref(), mem, mix, &s.engine, &s.slo);
         let per_request = match spec.role {
             Role::Encoder => t.encode.seconds,
@@ -179,6 +179,25 @@ pub fn deployment_capacity(s: &Scenario, mix: &RequestMix) -> DeploymentCapacity
             None => pools.push((spec.role, rate)),
         }
         instances.push((spec.role, t));
+    }
+    if s.work_stealing {
+        // Stealing encoders encode every request (λ·t_E of their time in all) and serve LLM work
+        // with the rest: λ ≤ C_llm + Σ (1 − λ·t_E/n) / T_pd  ⇒  λ ≤ (C_llm + n/T_pd) / (1 + t_E/T_pd).
+        let enc: Vec<&PhaseTimes> = instances
+            .iter()
+            .filter(|(r, _)| *r == Role::Encoder)
+            .map(|(_, t)| t)
+            .collect();
+        let n = enc.len() as f64;
+        let t_e = enc.iter().map(|t| t.encode.seconds).sum::<f64>() / n;
+        let t_pd = enc
+            .iter()
+            .map(|t| t.prefill.seconds + t.decode.seconds)
+            .sum::<f64>()
+            / n;
+        if let Some((_, llm)) = pools.iter_mut().find(|(r, _)| *r == Role::Llm) {
+            *llm = (*llm + n / t_pd) / (1.0 + t_e / t_pd);
+        }
     }
     let (mut best, mut what) = (f64::INFINITY, String::new());
     for (role, rate) in &pools {

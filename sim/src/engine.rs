@@ -119,6 +119,8 @@ struct Instance {
     encodes: bool,
     /// Keeps requests after prefill and decodes them.
     decodes: bool,
+    /// An encoder that serves LLM requests when no image waits (work stealing).
+    steals: bool,
     step: Option<Step>,
     encode_queue: VecDeque<ReqId>,
     waiting: VecDeque<ReqId>,
@@ -201,7 +203,9 @@ impl<'a> Simulation<'a> {
                 perf,
                 kv: KvPool::new(s.engine.block_tokens, s.memory[i].kv_blocks),
                 encodes,
-                decodes: matches!(spec.role, Role::All | Role::Llm | Role::Decode),
+                decodes: matches!(spec.role, Role::All | Role::Llm | Role::Decode)
+                    || (spec.role == Role::Encoder && s.work_stealing),
+                steals: spec.role == Role::Encoder && s.work_stealing,
                 step: None,
                 encode_queue: VecDeque::new(),
                 waiting: VecDeque::new(),
@@ -416,7 +420,6 @@ impl<'a> Simulation<'a> {
         Ok(())
     }
 
-    /// Picks an instance of `role` among those `ok` accepts.
     /// Without chunked prefill a prompt longer than the step's token budget can never be
     /// scheduled; vLLM refuses such a prompt, and so does this engine.
     fn inadmissible(&self, id: ReqId) -> Option<&'static str> {
@@ -425,12 +428,25 @@ impl<'a> Simulation<'a> {
             .then_some("prompt_over_token_budget")
     }
 
+    /// Picks an instance of `role` among those `ok` accepts. LLM work may also go to a stealing
+    /// encoder with no image waiting.
     fn route(&mut self, role: Role, ok: impl Fn(&Instance) -> bool) -> Option<usize> {
+        let stealers = self
+            .pools
+            .get(&Role::Encoder)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|e| {
+                let x = &self.inst[*e];
+                role == Role::Llm && x.steals && x.encode_queue.is_empty()
+            });
         let pool: Vec<usize> = self
             .pools
             .get(&role)?
             .iter()
             .copied()
+            .chain(stealers)
             .filter(|i| ok(&self.inst[*i]))
             .collect();
         if pool.is_empty() {
@@ -456,7 +472,8 @@ impl<'a> Simulation<'a> {
         if self.inst[i].step.is_some() {
             return Ok(());
         }
-        if self.inst[i].role == Role::Encoder {
+        let x = &self.inst[i];
+        if x.role == Role::Encoder && (!x.steals || !x.encode_queue.is_empty()) {
             self.try_encoder_step(i);
             Ok(())
         } else {
@@ -698,7 +715,8 @@ impl<'a> Simulation<'a> {
             .expect("a step-done event has its step");
         self.inst[i].busy_ns += step.end - step.start;
         self.inst[i].steps += 1;
-        if self.inst[i].role == Role::Encoder {
+        // An encoder's own step (a stealing encoder also runs LLM steps, which have tokens).
+        if self.inst[i].role == Role::Encoder && step.chunks.is_empty() && step.decodes.is_empty() {
             for id in step.encoded {
                 self.encoded_elsewhere(i, id, step.encode_end)?;
             }
@@ -798,6 +816,11 @@ impl<'a> Simulation<'a> {
             return self.drop_request(id, "kv_capacity");
         };
         self.assign(dst, id);
+        if dst == e {
+            // A stealing encoder keeps the request: the embeddings are already here.
+            self.inst[e].waiting.push_back(id);
+            return Ok(());
+        }
         let bytes = self.s.model.emb_bytes(self.reqs[&id].visual, self.s.dtype);
         self.start_transfer(Kind::Embedding, id, e, dst, bytes, None);
         Ok(())

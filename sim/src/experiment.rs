@@ -235,6 +235,10 @@ struct DeploymentFields {
     routing: Routing,
     #[serde(default)]
     kv_transfer: KvTransferMode,
+    /// Modality-level: encoder GPUs also hold the LLM and serve requests whenever no image waits
+    /// (cross-type work stealing).
+    #[serde(default)]
+    work_stealing: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,6 +297,8 @@ pub struct Scenario {
     pub measured_phases: Vec<Option<crate::profile::PhaseProfile>>,
     pub routing: Routing,
     pub kv_transfer: KvTransferMode,
+    /// Encoder instances also serve LLM work when idle (modality-level only).
+    pub work_stealing: bool,
     pub engine: EngineSpec,
     pub workload: WorkloadSpec,
     pub slo: Slo,
@@ -631,6 +637,7 @@ fn resolve(
         measured_phases,
         routing: deployment.routing,
         kv_transfer: deployment.kv_transfer,
+        work_stealing: deployment.work_stealing,
         engine,
         workload,
         slo,
@@ -803,6 +810,16 @@ fn build_cluster(
     let mut memory = Vec::new();
     let mut efficiency = Vec::new();
     let strategy = d.strategy.value;
+    if d.work_stealing && strategy != Strategy::Modality {
+        return Err(at.err(
+            Some(&d.strategy),
+            &format!("{path}.deployment.work_stealing"),
+            InputError::new(format!(
+                "work stealing lets encoder GPUs serve LLM requests in a `modality` deployment; strategy `{}` has no such split",
+                strategy.name()
+            )),
+        ));
+    }
     for (ii, inst) in d.instances.iter().enumerate() {
         let ip = format!("{path}.deployment.instances[{ii}]");
         let role = inst.role.value;
@@ -856,7 +873,7 @@ fn build_cluster(
             Role::Prefill => !strategy.has_encoder_pool(),
             Role::Llm | Role::Decode => false,
         } && model.vision.is_some();
-        let holds_llm = role != Role::Encoder;
+        let holds_llm = role != Role::Encoder || d.work_stealing;
         let eff = match profile.and_then(|p| p.gpu(gpu.name)) {
             Some(gp) => engine.efficiency.calibrated(gp),
             None => engine.efficiency,
@@ -1230,6 +1247,7 @@ impl Plan {
                 .collect(),
             routing: self.search.routing,
             kv_transfer: self.search.kv_transfer,
+            work_stealing: false,
         });
         let at = At { file: &self.file };
         resolve(

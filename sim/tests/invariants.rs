@@ -111,13 +111,15 @@ fn random_experiment(seed: u64) -> String {
     let chunked = rng.random_bool(0.8);
     let kv_transfer = ["after_prefill", "layerwise"][rng.random_range(0..2)];
     let routing = ["round_robin", "least_loaded"][rng.random_range(0..2)];
+    // Stealing encoders hold the LLM too: only where the model fits them, i.e. on the LLM's GPU type.
+    let stealing = strategy == "modality" && enc_gpu == llm_gpu && rng.random_bool(0.5);
     let horizon = if rng.random_bool(0.2) {
         "run: {horizon_s: 5}\n"
     } else {
         ""
     };
     format!(
-        "name: random{seed}\nseed: {seed}\nscenarios:\n  - name: s\n    model: {model}\n    cluster:\n      network: {net}\n      link_sharing: {sharing}\n      nodes:\n{nodes}    deployment:\n      strategy: {strategy}\n      routing: {routing}\n      kv_transfer: {kv_transfer}\n      instances:\n{instances}    engine: {{token_budget: {budget}, max_batch: {max_batch}, memory_utilization: {util:.3}, chunked_prefill: {chunked}, encoder_batch_images: {eb}}}\n    workload:\n      requests: {n}\n      arrival: {arrival}\n      images: {{count: {{dist: choice, values: [0, 1, 2, 3], weights: [1, 4, 2, 1]}}, width: {{dist: uniform, min: 200, max: 1600}}, height: {{dist: uniform, min: 200, max: 1200}}}}\n      prompt_tokens: {{dist: lognormal, median: 60, sigma: 1.2, min: 1, max: 3000}}\n      output_tokens: {{dist: uniform, min: 1, max: 600}}\n    {horizon}",
+        "name: random{seed}\nseed: {seed}\nscenarios:\n  - name: s\n    model: {model}\n    cluster:\n      network: {net}\n      link_sharing: {sharing}\n      nodes:\n{nodes}    deployment:\n      strategy: {strategy}\n      routing: {routing}\n      kv_transfer: {kv_transfer}\n      work_stealing: {stealing}\n      instances:\n{instances}    engine: {{token_budget: {budget}, max_batch: {max_batch}, memory_utilization: {util:.3}, chunked_prefill: {chunked}, encoder_batch_images: {eb}}}\n    workload:\n      requests: {n}\n      arrival: {arrival}\n      images: {{count: {{dist: choice, values: [0, 1, 2, 3], weights: [1, 4, 2, 1]}}, width: {{dist: uniform, min: 200, max: 1600}}, height: {{dist: uniform, min: 200, max: 1200}}}}\n      prompt_tokens: {{dist: lognormal, median: 60, sigma: 1.2, min: 1, max: 3000}}\n      output_tokens: {{dist: uniform, min: 1, max: 600}}\n    {horizon}",
         net = ["100gbe", "ib-ndr", "25gbe"][rng.random_range(0..3)],
         sharing = ["fair", "fifo"][rng.random_range(0..2)],
         eb = rng.random_range(1..40),
@@ -198,6 +200,12 @@ fn check(seed: u64) {
                 _ => assert_eq!(r.kv_bytes, 0, "{r:?}"),
             }
             match s.strategy {
+                // A stealing encoder that keeps a request ships nothing.
+                Strategy::Modality
+                    if r.encoder_instance.is_some() && r.encoder_instance == r.prefill_instance =>
+                {
+                    assert_eq!(r.emb_bytes, 0, "{r:?}")
+                }
                 Strategy::Modality | Strategy::Epd => assert_eq!(
                     r.emb_bytes,
                     s.model.emb_bytes(r.visual_tokens, Dtype::Bf16),
