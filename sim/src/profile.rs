@@ -261,9 +261,8 @@ mod tests {
                 }],
             }],
         };
-        let dir = std::env::temp_dir().join(format!("hetsim-profile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("p.yaml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
         std::fs::write(&path, p.to_yaml()).unwrap();
         assert_eq!(HardwareProfile::load(&path).unwrap(), p);
         std::fs::write(&path, p.to_yaml().replace("nvlink4", "nvlink9")).unwrap();

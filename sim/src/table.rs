@@ -282,7 +282,8 @@ mod tests {
             "a,b     10   1.50  true",
             "{text}"
         );
-        let p = std::env::temp_dir().join(format!("hetsim-table-{}.parquet", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
         t.write_parquet(&p).unwrap();
         let f = std::fs::File::open(&p).unwrap();
         let batches: Vec<_> =
@@ -296,6 +297,5 @@ mod tests {
             (b.num_rows(), b.schema().field(1).data_type().clone()),
             (2, DataType::UInt64)
         );
-        std::fs::remove_file(p).unwrap();
     }
 }

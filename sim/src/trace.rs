@@ -295,10 +295,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn write(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("hetsim-trace-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+    /// Writes a trace file into `dir` (a temporary directory the test owns and drops).
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
         std::fs::File::create(&p)
             .unwrap()
             .write_all(text.as_bytes())
@@ -330,7 +329,9 @@ mod tests {
 
     #[test]
     fn reads_every_format() {
+        let d = tempfile::tempdir().unwrap();
         let j = write(
+            &d,
             "a.jsonl",
             "{\"arrival_s\": 0.5, \"prompt_tokens\": 20, \"output_tokens\": 8, \"images\": [[640, 480]]}\n\n{\"arrival_s\": 1, \"prompt_tokens\": 5, \"output_tokens\": 1}\n",
         );
@@ -338,6 +339,7 @@ mod tests {
         assert_eq!(rows[0].images, Some(vec![(640, 480)]));
         assert_eq!(rows[1].images, Some(vec![]));
         let c = write(
+            &d,
             "a.csv",
             "arrival_s,prompt_tokens,output_tokens,images\n0,20,128,640x480;336x336\n0.1,20,128,\n",
         );
@@ -346,6 +348,7 @@ mod tests {
             Some(vec![(640, 480), (336, 336)])
         );
         let a = write(
+            &d,
             "az.csv",
             "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.0,10,2\n",
         );
@@ -356,7 +359,9 @@ mod tests {
 
     #[test]
     fn bad_rows_are_named_by_number() {
+        let d = tempfile::tempdir().unwrap();
         let c = write(
+            &d,
             "bad.csv",
             "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,2\n0.5,ten,2\n",
         );
@@ -366,11 +371,12 @@ mod tests {
             "{e}"
         );
         let c = write(
+            &d,
             "order.csv",
             "arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,10,2\n0.5,10,2\n",
         );
         assert!(all(&c).unwrap_err().to_string().contains("row 3"));
-        let c = write("hdr.csv", "when,what\n");
+        let c = write(&d, "hdr.csv", "when,what\n");
         assert!(
             all(&c)
                 .unwrap_err()
