@@ -24,6 +24,7 @@ use crate::records::{
 };
 
 const BATCH_ROWS: usize = 8192;
+const ROW_GROUP_ROWS: usize = 65_536;
 
 enum Builder {
     Str(StringBuilder),
@@ -67,8 +68,10 @@ impl<R: Row> TableWriter<R> {
         let tmp = dir.join(format!(".{}.parquet.tmp-{}", R::TABLE, std::process::id()));
         let file = File::create(&tmp).map_err(|e| out_err(&tmp, e))?;
         let schema = schema_of::<R>();
+        // Row groups of 64k rows: a long run holds at most one encoded group per table in memory.
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
             .map_err(|e| out_err(&tmp, e))?;
