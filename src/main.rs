@@ -30,6 +30,18 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Tables and figures from result directories: comparison, latency–throughput curves,
+    /// transfers, links, cost, and predicted against measured when exec rows are present
+    #[cfg(feature = "analysis")]
+    Analyze {
+        /// Result directories (`hetsim run --out DIR` or the GPU harness); repeated runs of a
+        /// scenario are pooled, sim and exec rows compared
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Directory for the tables (markdown, CSV) and figures (SVG, PNG) [default: RESULTS/analysis]
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// List the built-in models, GPUs and links
     Catalog,
     /// Print the result schema (markdown)
@@ -104,6 +116,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!("wrote {}", f.display());
             }
             eprintln!("simulated in {:.2} s", started.elapsed().as_secs_f64());
+        }
+        #[cfg(feature = "analysis")]
+        Command::Analyze { results, out } => {
+            let report = hetsim_analysis::analyze(&results, out.as_deref())?;
+            print!("{}", report.text);
+            println!(
+                "wrote {} files (tables as markdown and CSV, figures as SVG and PNG) to {}",
+                report.files.len(),
+                report.out.display()
+            );
         }
         Command::Catalog => print_catalog(),
         Command::Schema => print!("{}", hetsim_sim::records::schema_markdown()),
