@@ -219,7 +219,7 @@ fn request_frame(r: &Results, source: &str, suffix: &str) -> LazyFrame {
 
 /// Per scenario and request metric: requests matched on (scenario, request_id) among finished
 /// sim and exec rows, mean predicted and measured, and the spread of per-request errors.
-pub fn request_table(r: &Results) -> Result<Table, InputError> {
+pub fn request_table(r: &Results, scenarios: &[Scenario]) -> Result<Table, InputError> {
     let keys = [col("scenario"), col("request_id")];
     let joined = request_frame(r, SIM, "").join(
         request_frame(r, EXEC, "_exec"),
@@ -261,6 +261,7 @@ pub fn request_table(r: &Results) -> Result<Table, InputError> {
         decimals: 2,
     };
     let pct = Show::SignedPercent { decimals: 1 };
+    let abs = Show::PercentUnits { decimals: 1 };
     t.columns = vec![
         c("scenario", "scenario", Show::Plain),
         c("metric", "metric", Show::Plain),
@@ -269,8 +270,8 @@ pub fn request_table(r: &Results) -> Result<Table, InputError> {
         c("measured_mean_s", "measured mean ms", ms),
         c("error_of_means_pct", "error of means", pct),
         c("error_median_pct", "median error", pct),
-        c("abs_error_median_pct", "median |error|", pct),
-        c("abs_error_p90_pct", "p90 |error|", pct),
+        c("abs_error_median_pct", "median |error|", abs),
+        c("abs_error_p90_pct", "p90 |error|", abs),
     ];
     let mut get = || -> PolarsResult<()> {
         let sc = texts(&df, "scenario")?;
@@ -305,11 +306,16 @@ pub fn request_table(r: &Results) -> Result<Table, InputError> {
         Ok(())
     };
     get().map_err(input("requests, sim joined with exec"))?;
-    // Scenario-major order reads better than metric-major.
-    let scenario_of = |r: &Vec<Value>| match &r[0] {
-        Value::Text(s) => s.clone(),
-        _ => String::new(),
+    // Scenario-major, in the comparison table's order (rate 4 before rate 16); the stable sort
+    // keeps the metric order within a scenario.
+    let order: Vec<&str> = crate::tables::ordered(scenarios)
+        .iter()
+        .map(|s| s.scenario.as_str())
+        .collect();
+    let rank = |r: &Vec<Value>| match &r[0] {
+        Value::Text(s) => order.iter().position(|o| o == s).unwrap_or(usize::MAX),
+        _ => usize::MAX,
     };
-    t.rows.sort_by_key(scenario_of);
+    t.rows.sort_by_key(rank);
     Ok(t)
 }

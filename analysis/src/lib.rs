@@ -77,7 +77,7 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
     if has_exec {
         let pairs = compare::scenario_pairs(&scenarios, &per);
         out_tables.push(compare::scenario_table(&pairs));
-        out_tables.push(compare::request_table(&results)?);
+        out_tables.push(compare::request_table(&results, &scenarios)?);
         out_tables.push(summarise_validation(&pairs, &scenarios));
         figs.extend(figures::predicted_measured(&pairs));
     }
@@ -114,16 +114,22 @@ fn summarise_validation(pairs: &[compare::Pair], scenarios: &[metrics::Scenario]
     );
     let c = crate::table::column;
     let pct = Show::SignedPercent { decimals: 1 };
+    let abs = Show::PercentUnits { decimals: 1 };
     t.columns = vec![
         c("metric", "metric", Show::Plain),
         c("scenarios", "scenarios", Show::Plain),
         c("mean_error_pct", "mean error", pct),
-        c("mean_abs_error_pct", "mean |error|", pct),
-        c("max_abs_error_pct", "max |error|", pct),
+        c("mean_abs_error_pct", "mean |error|", abs),
+        c("max_abs_error_pct", "max |error|", abs),
         c("worst_scenario", "worst scenario", Show::Plain),
     ];
-    let mut metrics: Vec<&str> = pairs.iter().map(|p| p.metric).collect();
-    metrics.dedup();
+    // Metric order as in the per-scenario table (pairs are scenario-major).
+    let mut metrics: Vec<&str> = Vec::new();
+    for p in pairs {
+        if !metrics.contains(&p.metric) {
+            metrics.push(p.metric);
+        }
+    }
     for m in metrics {
         let errs: Vec<(f64, &str)> = pairs
             .iter()
@@ -140,7 +146,12 @@ fn summarise_validation(pairs: &[compare::Pair], scenarios: &[metrics::Scenario]
             Value::Num(mean),
             Value::Num(mean_abs),
             Value::Num(worst.map(|w| w.0.abs())),
-            Value::Text(worst.map_or("-".into(), |w| w.1.to_string())),
+            // With no error anywhere, no scenario is the worst.
+            Value::Text(
+                worst
+                    .filter(|w| w.0 != 0.0)
+                    .map_or("-".into(), |w| w.1.to_string()),
+            ),
         ]);
     }
     let one_sided: Vec<&str> = scenarios

@@ -354,10 +354,10 @@ pub fn aggregate(
         let util = f64s(&ports, "utilization")?;
         for i in 0..ports.height() {
             let u = util[i].unwrap_or(0.0);
-            if let Some(m) = out.get_mut(&(g[i].clone(), s[i].clone())) {
-                if m.busiest_port.as_ref().is_none_or(|(_, best)| u > *best) {
-                    m.busiest_port = Some((p[i].clone(), u));
-                }
+            if let Some(m) = out.get_mut(&(g[i].clone(), s[i].clone()))
+                && m.busiest_port.as_ref().is_none_or(|(_, best)| u > *best)
+            {
+                m.busiest_port = Some((p[i].clone(), u));
             }
         }
         Ok(out)

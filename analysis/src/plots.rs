@@ -31,9 +31,9 @@ const FONT: &str = "sans-serif";
 const fn pt(points: f64) -> f64 {
     points * DPI / 72.0
 }
-const TICK_PT: f64 = 7.5;
-const LABEL_PT: f64 = 8.5;
-const LEGEND_PT: f64 = 7.5;
+const TICK_PT: f64 = 7.0;
+const LABEL_PT: f64 = 8.0;
+const LEGEND_PT: f64 = 7.0;
 
 const PALETTE: [RGBColor; 7] = [
     RGBColor(0, 114, 178),   // blue
@@ -143,8 +143,9 @@ where
     draw_legend(legend, &below)
 }
 
+/// Text whose em is `points` pt in print: plotters' font size is a line height, 1.24 em.
 fn font(points: f64) -> TextStyle<'static> {
-    (FONT, pt(points)).into_font().color(&BLACK)
+    (FONT, pt(points) * 1.24).into_font().color(&BLACK)
 }
 
 /// Tick label: as few digits as the value needs (0.05, 1, 20, 1.5k).
@@ -257,7 +258,8 @@ impl Axis {
                     }
                     if labelled.contains(&(m as f64)) {
                         bold.push(v);
-                    } else {
+                    } else if decades <= 3.0 + 1e-9 || m == 2 || m == 5 {
+                        // Over many decades a line at every digit is a grey wash: 2 and 5 only.
                         light.push(v);
                     }
                 }
@@ -277,7 +279,7 @@ impl Axis {
             (lo, hi)
         };
         let span = if hi > lo { hi - lo } else { hi.abs().max(1.0) };
-        let step = nice_step(span / 5.0);
+        let step = nice_step(span / 6.0);
         // The axis ends a little past the data, not at the next tick: no empty band.
         let a = if from_zero && lo >= 0.0 {
             0.0
@@ -388,12 +390,13 @@ where
         .margin_top(pt(7.0) as i32)
         .margin_right(pt(10.0) as i32)
         .margin_left(pt(3.0) as i32)
-        .x_label_area_size(pt(24.0) as i32)
-        .y_label_area_size(pt(36.0) as i32)
+        .x_label_area_size(pt(27.0) as i32)
+        .y_label_area_size(pt(38.0) as i32)
         .build_cartesian_2d(x.clone(), y)?;
     mesh(&mut chart, &c.x_label, Some(&c.y_label))?;
     if let Some(band) = c.identity_band {
-        let diag = x.sweep(64);
+        // y = x and y = f·x are straight on any axes where x and y share a scale: two points.
+        let diag = x.sweep(1);
         chart.draw_series(LineSeries::new(
             diag.iter().map(|&v| (v, v)),
             BLACK.mix(0.7).stroke_width(3),
@@ -485,62 +488,39 @@ where
     let (ox, oy) = area.get_base_pixel();
     let (x, y) = (at.0 - ox, at.1 - oy);
     let col = color(kind);
-    let style = if filled {
-        col.filled()
-    } else {
-        col.stroke_width(pt(0.6) as u32)
+    // Hollow markers (measured series) are white inside, so a line through them does not show.
+    let fill = if filled { col.filled() } else { WHITE.filled() };
+    let outline = col.stroke_width(pt(0.6) as u32);
+    let k = r + r / 6;
+    let outline_of = |pts: &[(i32, i32)]| {
+        let mut closed = pts.to_vec();
+        closed.push(pts[0]);
+        PathElement::new(closed, outline)
     };
-    match (kind / PALETTE.len() + kind) % 4 {
-        0 => area.draw(&Circle::new((x, y), r, style))?,
-        1 => area.draw(&Rectangle::new(
-            [
-                (x - r * 9 / 10, y - r * 9 / 10),
-                (x + r * 9 / 10, y + r * 9 / 10),
-            ],
-            style,
-        ))?,
-        2 => area.draw(&Polygon::new(
-            vec![
-                (x, y - r - r / 6),
-                (x + r, y + r * 3 / 4),
-                (x - r, y + r * 3 / 4),
-            ],
-            style,
-        ))?,
-        _ => area.draw(&Polygon::new(
-            vec![
-                (x, y - r - r / 6),
-                (x + r + r / 6, y),
-                (x, y + r + r / 6),
-                (x - r - r / 6, y),
-            ],
-            style,
-        ))?,
-    }
-    if !filled {
-        // A hollow polygon needs an outline; Polygon only fills.
-        let outline = col.stroke_width(pt(0.6) as u32);
-        match (kind / PALETTE.len() + kind) % 4 {
-            2 => area.draw(&PathElement::new(
-                vec![
-                    (x, y - r - r / 6),
-                    (x + r, y + r * 3 / 4),
-                    (x - r, y + r * 3 / 4),
-                    (x, y - r - r / 6),
-                ],
-                outline,
-            ))?,
-            3 => area.draw(&PathElement::new(
-                vec![
-                    (x, y - r - r / 6),
-                    (x + r + r / 6, y),
-                    (x, y + r + r / 6),
-                    (x - r - r / 6, y),
-                    (x, y - r - r / 6),
-                ],
-                outline,
-            ))?,
-            _ => {}
+    match kind % 4 {
+        0 => {
+            area.draw(&Circle::new((x, y), r, fill))?;
+            if !filled {
+                area.draw(&Circle::new((x, y), r, outline))?;
+            }
+        }
+        1 => {
+            let s = r * 9 / 10;
+            area.draw(&Rectangle::new([(x - s, y - s), (x + s, y + s)], fill))?;
+            if !filled {
+                area.draw(&Rectangle::new([(x - s, y - s), (x + s, y + s)], outline))?;
+            }
+        }
+        shape => {
+            let pts = if shape == 2 {
+                vec![(x, y - k), (x + r, y + r * 3 / 4), (x - r, y + r * 3 / 4)]
+            } else {
+                vec![(x, y - k), (x + k, y), (x, y + k), (x - k, y)]
+            };
+            area.draw(&Polygon::new(pts.clone(), fill))?;
+            if !filled {
+                area.draw(&outline_of(&pts))?;
+            }
         }
     }
     Ok(())
@@ -588,7 +568,7 @@ where
     let mut chart = ChartBuilder::on(area)
         .margin_top(pt(6.0) as i32)
         .margin_right(pt(12.0) as i32)
-        .x_label_area_size(pt(24.0) as i32)
+        .x_label_area_size(pt(27.0) as i32)
         .y_label_area_size(widest as i32 + pt(11.0) as i32)
         .build_cartesian_2d(x, -0.5..n - 0.5)?;
     mesh(&mut chart, &c.x_label, None)?;
@@ -650,9 +630,12 @@ where
     for (i, name) in c.categories.iter().enumerate() {
         let center = (c.categories.len() - 1 - i) as f64;
         let (px, py) = chart.backend_coord(&(x_base, center));
-        root.draw(&Text::new(
+        // Drawn on the whole chart area: a drawing area clamps positions into itself, so a
+        // label left of the plotting area would be pushed onto the axis.
+        let (ax, ay) = area.get_base_pixel();
+        area.draw(&Text::new(
             name.clone(),
-            (px - ox - pt(8.0) as i32, py - oy),
+            (px - ax - pt(8.0) as i32, py - ay),
             style.clone(),
         ))?;
     }
@@ -702,7 +685,7 @@ fn legend_entries(fig: &Figure) -> Vec<Entry> {
     }
 }
 
-const LEGEND_ROW: f64 = LEGEND_PT * 1.55;
+const LEGEND_ROW: f64 = LEGEND_PT * 1.6;
 const SAMPLE: f64 = 16.0;
 
 fn legend_columns(entries: &[Entry]) -> usize {
@@ -751,7 +734,7 @@ where
         if e.bar {
             let h = pt(LEGEND_PT * 0.8) as i32;
             area.draw(&Rectangle::new(
-                [(x + w / 4, y - h / 2), (x + w * 3 / 4, y + h / 2)],
+                [(x, y - h / 2), (x + w / 2, y + h / 2)],
                 col.filled(),
             ))?;
         }
@@ -769,17 +752,19 @@ where
                 area.draw(&PathElement::new(vec![(x, y), (x + w, y)], s))?;
             }
         }
+        // A scatter series has no line sample: its marker sits where the line would start.
+        let marker_x = if e.line { x + w / 2 } else { x + w / 4 };
         if e.marker {
             let (ox, oy) = area.get_base_pixel();
             marker(
                 area.clone(),
-                (x + w / 2 + ox, y + oy),
+                (marker_x + ox, y + oy),
                 e.style,
                 pt(2.6) as i32,
                 !e.dashed,
             )?;
         }
-        let text_x = if e.bar { x + w * 3 / 4 } else { x + w };
+        let text_x = if e.bar || !e.line { x + w / 2 } else { x + w };
         area.draw(&Text::new(
             e.label.clone(),
             (text_x + pt(4.0) as i32, y),

@@ -23,6 +23,8 @@ pub enum Show {
     Percent { decimals: usize },
     /// A signed percentage already in percent.
     SignedPercent { decimals: usize },
+    /// A percentage already in percent, no sign (magnitudes of errors).
+    PercentUnits { decimals: usize },
     /// Bytes in the largest unit that keeps the number ≥ 1 (B, kB, MB, GB, TB; decimal).
     Bytes,
 }
@@ -222,6 +224,7 @@ pub fn show(v: &Value, how: Show) -> String {
             Show::Fixed { scale, decimals } => format!("{:.*}", decimals, x * scale),
             Show::Percent { decimals } => format!("{:.*}%", decimals, x * 100.0),
             Show::SignedPercent { decimals } => format!("{:+.*}%", decimals, x),
+            Show::PercentUnits { decimals } => format!("{:.*}%", decimals, x),
             Show::Bytes => bytes(*x),
         },
     }

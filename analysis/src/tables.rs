@@ -445,9 +445,10 @@ pub fn transfers(
             ]);
         }
     }
-    t.rows.sort_by(|a, b| {
-        let key = |r: &Vec<Value>| crate::table::show(&r[0], Show::Plain);
-        key(a).cmp(&key(b))
+    // By strategy, sim before exec (as in the comparison), then kind and link.
+    t.rows.sort_by_key(|r| {
+        let text = |i: usize| crate::table::show(&r[i], Show::Plain);
+        (text(0), text(1) != "sim", text(2), text(3))
     });
     Ok(t)
 }
