@@ -83,6 +83,24 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
     }
 
     let mut text = String::new();
+    if let Some((first, _)) = results.renamed.first() {
+        // One line, however many names: which, and under which prefixes they now appear.
+        let mut prefixes: Vec<&str> = Vec::new();
+        for (_, to) in &results.renamed {
+            for n in to {
+                let p = &n[..n.find('/').map_or(0, |i| i + 1)];
+                if !prefixes.contains(&p) {
+                    prefixes.push(p);
+                }
+            }
+        }
+        text.push_str(&format!(
+            "note: {} scenario name(s), e.g. `{first}`, mean different deployments in different \
+             directories; they are kept apart, prefixed with the directory: {}\n\n",
+            results.renamed.len(),
+            prefixes.join(", ")
+        ));
+    }
     let by_name = |n: &str| out_tables.iter().find(|t| t.name == n);
     for name in ["comparison", "transfers", "validation_summary"] {
         if let Some(t) = by_name(name) {

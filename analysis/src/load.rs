@@ -22,6 +22,9 @@ pub struct Results {
     pub links: LazyFrame,
     /// The directories, in the order given.
     pub runs: Vec<String>,
+    /// Scenario names that meant different deployments in different directories, and what
+    /// they were renamed to (see `disambiguate`).
+    pub renamed: Vec<(String, Vec<String>)>,
 }
 
 const TABLES: [(&str, &[Column]); 5] = [
@@ -75,14 +78,133 @@ pub fn load(dirs: &[PathBuf]) -> Result<Results, InputError> {
     }
     let [summary, requests, transfers, instances, links] =
         frames.map(|f| concat(f, UnionArgs::default()).expect("frames of one schema concatenate"));
-    Ok(Results {
+    disambiguate(Results {
         summary,
         requests,
         transfers,
         instances,
         links,
         runs: dirs.iter().map(|d| d.display().to_string()).collect(),
+        renamed: Vec::new(),
     })
+}
+
+/// Two experiments may use the same scenario names for different deployments (pcie.yaml and
+/// nvlink.yaml both have `a-colocated-4xA100[rate=4]`). Pooling them would be wrong, so where a
+/// (scenario, source) has more than one deployment (strategy, model, GPUs, pricing, rate) across
+/// directories, its rows are renamed `DIR/scenario` — DIR the directory's last path component,
+/// `DIR1+DIR2` when repeats in several directories share a deployment. Names that agree are left
+/// alone, so repeated runs still pool and sim rows still meet their exec rows.
+fn disambiguate(mut r: Results) -> Result<Results, InputError> {
+    let sig = ["strategy", "model", "gpus", "pricing", "rate_rps"];
+    let mut cols = vec![col("run"), col("scenario"), col("source")];
+    cols.extend(sig.iter().map(|c| col(*c).cast(DataType::String)));
+    let df = r
+        .summary
+        .clone()
+        .select(cols)
+        .collect()
+        .map_err(|e| InputError::new(format!("reading summary tables: {e}")))?;
+    let text = |name: &str| -> Result<Vec<String>, InputError> {
+        let c = df
+            .column(name)
+            .and_then(|c| c.cast(&DataType::String))
+            .map_err(|e| InputError::new(format!("reading summary tables: {e}")))?;
+        let c = c
+            .str()
+            .map_err(|e| InputError::new(format!("reading summary tables: {e}")))?;
+        Ok(c.iter().map(|v| v.unwrap_or("null").to_string()).collect())
+    };
+    let (run, scenario, source) = (text("run")?, text("scenario")?, text("source")?);
+    let sigs: Vec<Vec<String>> = sig.iter().map(|c| text(c)).collect::<Result<_, _>>()?;
+    // (scenario, source) → deployment signature → runs holding it, all in first-seen order.
+    type Groups = Vec<(Vec<String>, Vec<String>)>;
+    let mut by_name: Vec<((String, String), Groups)> = Vec::new();
+    for i in 0..df.height() {
+        let key = (scenario[i].clone(), source[i].clone());
+        let signature: Vec<String> = sigs.iter().map(|c| c[i].clone()).collect();
+        let at = match by_name.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None => {
+                by_name.push((key, Vec::new()));
+                by_name.len() - 1
+            }
+        };
+        let groups = &mut by_name[at].1;
+        match groups.iter_mut().find(|(s, _)| *s == signature) {
+            Some((_, runs)) => runs.push(run[i].clone()),
+            None => groups.push((signature, vec![run[i].clone()])),
+        }
+    }
+    // Short directory names, unless two directories share one.
+    let short = |run: &str| {
+        std::path::Path::new(run)
+            .file_name()
+            .map_or(run.to_string(), |f| f.to_string_lossy().into_owned())
+    };
+    let shorts: Vec<String> = r.runs.iter().map(|d| short(d)).collect();
+    let unique = (1..shorts.len()).all(|i| !shorts[..i].contains(&shorts[i]));
+    let label = |run: &str| if unique { short(run) } else { run.to_string() };
+    let (mut m_run, mut m_scenario, mut m_source, mut m_new) = (vec![], vec![], vec![], vec![]);
+    for ((name, src), groups) in &by_name {
+        if groups.len() < 2 {
+            continue;
+        }
+        let mut names = Vec::new();
+        for (_, runs) in groups {
+            let labels: Vec<String> = runs.iter().map(|x| label(x)).collect();
+            let new = format!("{}/{name}", labels.join("+"));
+            for x in runs {
+                m_run.push(x.clone());
+                m_scenario.push(name.clone());
+                m_source.push(src.clone());
+                m_new.push(new.clone());
+            }
+            names.push(new);
+        }
+        r.renamed.push((format!("{name} ({src})"), names));
+    }
+    if m_run.is_empty() {
+        return Ok(r);
+    }
+    let mapping = df!(
+        "run" => m_run,
+        "scenario" => m_scenario,
+        "source" => m_source,
+        "renamed" => m_new,
+    )
+    .map_err(|e| InputError::new(format!("renaming scenarios: {e}")))?
+    .lazy();
+    let keys = [col("run"), col("scenario"), col("source")];
+    let rename = |lf: LazyFrame, columns: &[Column]| -> LazyFrame {
+        let mut keep: Vec<Expr> = columns
+            .iter()
+            .map(|c| {
+                if c.name == "scenario" {
+                    when(col("renamed").is_not_null())
+                        .then(col("renamed"))
+                        .otherwise(col("scenario"))
+                        .alias("scenario")
+                } else {
+                    col(c.name)
+                }
+            })
+            .collect();
+        keep.push(col("run"));
+        lf.join(
+            mapping.clone(),
+            keys.clone(),
+            keys.clone(),
+            JoinArgs::new(JoinType::Left),
+        )
+        .select(keep)
+    };
+    r.summary = rename(r.summary, SummaryRecord::COLUMNS);
+    r.requests = rename(r.requests, RequestRecord::COLUMNS);
+    r.transfers = rename(r.transfers, TransferRecord::COLUMNS);
+    r.instances = rename(r.instances, InstanceRecord::COLUMNS);
+    r.links = rename(r.links, LinkRecord::COLUMNS);
+    Ok(r)
 }
 
 fn polars_type(ty: ColumnType) -> DataType {

@@ -603,17 +603,34 @@ mod pooling {
     }
 
     #[test]
-    fn a_name_reused_for_another_deployment_is_refused() {
+    fn a_name_reused_for_another_deployment_is_kept_apart() {
         let root = tempfile::tempdir().unwrap();
         let mut dirs = two_runs(root.path());
         let c = root.path().join("c");
         let mut other = summary("s[rate=2]", (1, 1), 1.0, 1.0, 1.0);
         other.gpus = "4×A100-PCIe-80GB".into();
-        write(&c, &[], &[other], &[], &[]);
+        write(
+            &c,
+            &[request("s[rate=2]", 0, Some(9.0), None)],
+            &[other],
+            &[],
+            &[],
+        );
         dirs.push(c);
         let r = load(&dirs).unwrap();
-        let e = scenarios(&r).unwrap_err().to_string();
-        assert!(e.contains("s[rate=2]") && e.contains("gpus"), "{e}");
+        assert_eq!(r.renamed.len(), 1);
+        let sc = scenarios(&r).unwrap();
+        let names: Vec<(&str, u64)> = sc.iter().map(|s| (s.scenario.as_str(), s.runs)).collect();
+        // a and b share a deployment and still pool; c is on its own.
+        assert_eq!(names, vec![("a+b/s[rate=2]", 2), ("c/s[rate=2]", 1)]);
+        let pairs: Vec<_> = sc
+            .iter()
+            .map(|s| (s.scenario.clone(), s.source.clone(), s.scenario.clone()))
+            .collect();
+        let m = aggregate(&r, &pairs).unwrap();
+        let key = |n: &str| (n.to_string(), "sim".to_string());
+        assert_eq!(m[&key("a+b/s[rate=2]")].finished, 6);
+        assert_eq!(m[&key("c/s[rate=2]")].ttft[0], Some(9.0));
     }
 }
 

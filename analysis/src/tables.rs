@@ -126,7 +126,7 @@ pub fn comparison(scenarios: &[Scenario], per: &BTreeMap<(String, String), Metri
         c(
             "busiest_port_utilization",
             "busiest port",
-            Show::Percent { decimals: 0 },
+            Show::Percent { decimals: 1 },
         ),
         c("pricing", "pricing", Show::Plain).file_only(),
         c("usd_per_hour", "$/h", S2),
