@@ -526,7 +526,51 @@ fn exec_rows_are_compared_with_sim_rows() {
     // Comparison lists both sources.
     let cmp = csv(&out.join("comparison.csv"));
     assert_eq!(cmp.iter().filter(|r| r["source"] == "exec").count(), n);
+    // Exec rows alone: nothing to compare, and it says so.
+    let alone = temp("val-alone");
+    let stdout = ok(&hetsim(&[
+        "analyze",
+        exec.to_str().unwrap(),
+        "--out",
+        alone.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("nothing to compare"), "{stdout}");
+    assert!(!alone.join("validation.csv").exists());
+    std::fs::remove_dir_all(alone).unwrap();
     for d in [sim, exec, out] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn experiments_reusing_scenario_names_stay_apart() {
+    // pcie.yaml and nvlink.yaml name their scenarios alike on different GPUs and links.
+    let pcie = simulate("experiments/pcie.yaml", "names-pcie", None);
+    let nvlink = simulate("experiments/nvlink.yaml", "names-nvlink", None);
+    let out = temp("names-out");
+    let stdout = ok(&hetsim(&[
+        "analyze",
+        pcie.to_str().unwrap(),
+        nvlink.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("kept apart"), "{stdout}");
+    let rows = csv(&out.join("comparison.csv"));
+    assert_eq!(rows.len(), 32);
+    let prefix = |d: &Path| format!("{}/", d.file_name().unwrap().to_string_lossy());
+    for (dir, gpu) in [(&pcie, "A100-PCIe-80GB"), (&nvlink, "A100-SXM-80GB")] {
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|r| r["scenario"].starts_with(&prefix(dir)))
+            .collect();
+        assert_eq!(mine.len(), 16);
+        assert!(
+            mine.iter()
+                .all(|r| r["gpus"].contains(gpu) && r["runs"] == "1")
+        );
+    }
+    for d in [pcie, nvlink, out] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

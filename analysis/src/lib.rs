@@ -74,15 +74,22 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
     figs.extend(figures::cost_breakdown(&cost_rows, &per));
 
     let has_exec = scenarios.iter().any(|s| s.source == compare::EXEC);
-    if has_exec {
-        let pairs = compare::scenario_pairs(&scenarios, &per);
+    let pairs = compare::scenario_pairs(&scenarios, &per);
+    let mut notes = String::new();
+    if has_exec && pairs.is_empty() {
+        notes.push_str(
+            "note: exec rows are present but no scenario has both sim and exec rows: \
+             nothing to compare (give the simulator's results directory too)\n\n",
+        );
+    }
+    if !pairs.is_empty() {
         out_tables.push(compare::scenario_table(&pairs));
         out_tables.push(compare::request_table(&results, &scenarios)?);
         out_tables.push(summarise_validation(&pairs, &scenarios));
         figs.extend(figures::predicted_measured(&pairs));
     }
 
-    let mut text = String::new();
+    let mut text = notes;
     if let Some((first, _)) = results.renamed.first() {
         // One line, however many names: which, and under which prefixes they now appear.
         let mut prefixes: Vec<&str> = Vec::new();

@@ -93,6 +93,11 @@ impl Table {
         self.columns.iter().position(|c| c.key == key)
     }
 
+    /// Text columns are left-aligned, numbers right-aligned.
+    fn is_text(&self, c: usize) -> bool {
+        self.rows.iter().any(|r| matches!(r[c], Value::Text(_)))
+    }
+
     fn shown(&self, row: &[Value], c: usize) -> String {
         show(&row[c], self.columns[c].show)
     }
@@ -128,10 +133,8 @@ impl Table {
         let esc = |s: &str| s.replace('|', "\\|");
         let headers: Vec<String> = self.columns.iter().map(|c| esc(&c.header)).collect();
         let _ = writeln!(out, "| {} |", headers.join(" | "));
-        let rules: Vec<&str> = self
-            .columns
-            .iter()
-            .map(|c| if c.show == Show::Plain { "---" } else { "---:" })
+        let rules: Vec<&str> = (0..self.columns.len())
+            .map(|c| if self.is_text(c) { "---" } else { "---:" })
             .collect();
         let _ = writeln!(out, "|{}|", rules.join("|"));
         for row in &self.rows {
@@ -171,12 +174,7 @@ impl Table {
                 .enumerate()
                 .map(|(i, v)| {
                     let pad = " ".repeat(widths[i] - v.chars().count());
-                    let text = self.columns[cols[i]].show == Show::Plain
-                        && self
-                            .rows
-                            .iter()
-                            .any(|r| matches!(r[cols[i]], Value::Text(_)));
-                    if text {
+                    if self.is_text(cols[i]) {
                         format!("{v}{pad}")
                     } else {
                         format!("{pad}{v}")
