@@ -536,6 +536,17 @@ fn exec_rows_are_compared_with_sim_rows() {
     ]));
     assert!(stdout.contains("nothing to compare"), "{stdout}");
     assert!(!alone.join("validation.csv").exists());
+    // Into the directory that held validation tables: they go, not linger from the older run.
+    ok(&hetsim(&[
+        "analyze",
+        sim.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(out.join("comparison.csv").is_file());
+    assert!(
+        !out.join("validation.csv").exists() && !out.join("predicted_vs_measured.png").exists()
+    );
     std::fs::remove_dir_all(alone).unwrap();
     for d in [sim, exec, out] {
         std::fs::remove_dir_all(d).unwrap();

@@ -7,6 +7,30 @@ use std::path::{Path, PathBuf};
 use crate::plots::{self, Figure};
 use crate::table::Table;
 
+/// Every file stem `analyze` can write. Files of these names that this run did not write are
+/// removed, so an output directory never mixes this run's tables with an older run's (validation
+/// tables left from a run that had exec rows, say).
+const STEMS: [&str; 17] = [
+    "report",
+    "comparison",
+    "curves",
+    "transfers",
+    "links",
+    "cost",
+    "validation",
+    "validation_requests",
+    "validation_summary",
+    "latency_throughput_ttft",
+    "latency_throughput_tpot",
+    "slo_attainment",
+    "tokens_per_dollar",
+    "link_utilization",
+    "transfer_bytes",
+    "cost_breakdown",
+    "predicted_vs_measured",
+];
+const EXTENSIONS: [&str; 4] = ["csv", "md", "svg", "png"];
+
 pub fn write_all(
     out: &Path,
     tables: &[Table],
@@ -18,11 +42,23 @@ pub fn write_all(
     std::fs::create_dir(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
     let result = stage(&staging, tables, figures).and_then(|names| {
         let mut files = Vec::new();
-        for name in names {
-            let to = out.join(&name);
-            std::fs::rename(staging.join(&name), &to)
+        for name in &names {
+            let to = out.join(name);
+            std::fs::rename(staging.join(name), &to)
                 .map_err(|e| format!("{}: {e}", to.display()))?;
             files.push(to);
+        }
+        for stem in STEMS {
+            for ext in EXTENSIONS {
+                let name = format!("{stem}.{ext}");
+                if !names.contains(&name) {
+                    let stale = out.join(&name);
+                    if stale.is_file() {
+                        std::fs::remove_file(&stale)
+                            .map_err(|e| format!("{}: {e}", stale.display()))?;
+                    }
+                }
+            }
         }
         Ok(files)
     });
@@ -67,5 +103,11 @@ fn stage(
             );
         }
     }
+    debug_assert!(
+        names
+            .iter()
+            .all(|n| STEMS.iter().any(|s| n.starts_with(&format!("{s}.")))),
+        "a written file is missing from STEMS: {names:?}"
+    );
     Ok(names)
 }
