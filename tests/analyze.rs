@@ -187,6 +187,21 @@ fn comparison_numbers_equal_direct_computations_from_the_rows() {
     let (finished, duration) = (u64s(summary, "finished"), f64s(summary, "duration_s"));
     let hist_p99 = f64s(summary, "ttft_p99_s");
 
+    // Embedding + KV bytes and request count per scenario, from the request rows.
+    let mut moved: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for b in read(&res.join("requests.parquet")) {
+        let (sc, emb, kv) = (
+            strings(&b, "scenario"),
+            u64s(&b, "emb_bytes"),
+            u64s(&b, "kv_bytes"),
+        );
+        for i in 0..b.num_rows() {
+            let e = moved.entry(sc[i].clone()).or_default();
+            e.0 += emb[i] + kv[i];
+            e.1 += 1;
+        }
+    }
+
     // Bytes per (scenario, link) from the transfer rows.
     let mut link_bytes: BTreeMap<(String, String), u64> = BTreeMap::new();
     for b in read(&res.join("transfers.parquet")) {
@@ -240,6 +255,21 @@ fn comparison_numbers_equal_direct_computations_from_the_rows() {
         let thr = finished[i] as f64 / duration[i].unwrap();
         assert!(
             close(num(row, "throughput_rps").unwrap(), thr, 1e-12),
+            "{name}"
+        );
+        // Goodput and SLO attainment agree with the run's own summary.
+        for key in ["goodput_rps", "slo_attainment"] {
+            let want = f64s(summary, key)[i].unwrap();
+            assert!(close(num(row, key).unwrap(), want, 1e-9), "{name} {key}");
+        }
+        // Bytes per request = (embedding + KV bytes of the request rows) / requests.
+        let (bytes, n) = moved[name];
+        assert!(
+            close(
+                num(row, "bytes_per_request").unwrap(),
+                bytes as f64 / n as f64,
+                1e-12
+            ),
             "{name}"
         );
         // Bytes per link = sum of that scenario's transfer rows on the link.
