@@ -651,22 +651,45 @@ pub struct Entry {
     line: bool,
     marker: bool,
     bar: bool,
+    /// A reference line (y = x, the band) in grey, not a data series.
+    reference: bool,
 }
 
 fn legend_entries(fig: &Figure) -> Vec<Entry> {
     match fig {
-        Figure::Line(c) => c
-            .series
-            .iter()
-            .map(|s| Entry {
-                label: s.label.clone(),
-                style: s.style,
-                dashed: s.dashed,
-                line: !s.markers_only,
-                marker: true,
-                bar: false,
-            })
-            .collect(),
+        Figure::Line(c) => {
+            let mut v: Vec<Entry> = c
+                .series
+                .iter()
+                .map(|s| Entry {
+                    label: s.label.clone(),
+                    style: s.style,
+                    dashed: s.dashed,
+                    line: !s.markers_only,
+                    marker: true,
+                    bar: false,
+                    reference: false,
+                })
+                .collect();
+            if let Some(band) = c.identity_band {
+                // The reference lines need saying too, or a reader has to guess the band.
+                for (label, dashed) in [
+                    ("measured = predicted".to_string(), false),
+                    (format!("±{:.0} %", band * 100.0), true),
+                ] {
+                    v.push(Entry {
+                        label,
+                        style: 0,
+                        dashed,
+                        line: true,
+                        marker: false,
+                        bar: false,
+                        reference: true,
+                    });
+                }
+            }
+            v
+        }
         // One key needs no legend: the axis label says what the bars are.
         Figure::Bar(c) if c.keys.len() > 1 => c
             .keys
@@ -679,6 +702,7 @@ fn legend_entries(fig: &Figure) -> Vec<Entry> {
                 line: false,
                 marker: false,
                 bar: true,
+                reference: false,
             })
             .collect(),
         Figure::Bar(_) => Vec::new(),
@@ -739,7 +763,11 @@ where
             ))?;
         }
         if e.line {
-            let s = col.stroke_width(pt(1.1) as u32);
+            let s = if e.reference {
+                BLACK.mix(if e.dashed { 0.45 } else { 0.7 }).stroke_width(3)
+            } else {
+                col.stroke_width(pt(1.1) as u32)
+            };
             if e.dashed {
                 let dash = pt(4.0) as i32;
                 let mut a = x;
