@@ -78,6 +78,18 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Tables and figures from result directories: comparison, latency–throughput curves,
+    /// transfers, links, cost, and predicted against measured when exec rows are present
+    #[cfg(feature = "analysis")]
+    Analyze {
+        /// Result directories (`hetsim run --out DIR` or the GPU harness); repeated runs of a
+        /// scenario are pooled, sim and exec rows compared
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Directory for the tables (markdown, CSV) and figures (SVG, PNG) [default: RESULTS/analysis]
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// List the built-in models, GPUs and links
     Catalog,
     /// On a GPU machine: list GPUs, how they are linked, and whether NVRTC and cuBLASLt load
@@ -423,6 +435,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             for n in &r.notes {
                 sayln!("• {n}");
             }
+        }
+        #[cfg(feature = "analysis")]
+        Command::Analyze { results, out } => {
+            let report = hetsim_analysis::analyze(&results, out.as_deref())?;
+            say!("{}", report.text);
+            sayln!(
+                "wrote {} files (tables as markdown and CSV, figures as SVG and PNG) to {}",
+                report.files.len(),
+                report.out.display()
+            );
         }
         Command::Catalog => print_catalog(),
         Command::GpuInfo | Command::Calibrate(_) | Command::Validate(_) => {
