@@ -470,6 +470,8 @@ mod pooling {
             output_tokens_per_s: 100.0 * n.1 as f64 / duration,
             goodput_rps: 0.0,
             slo_attainment: slo,
+            slo_ttft_s: 1.0,
+            slo_tpot_s: 0.1,
             ttft_p50_s: None,
             ttft_p90_s: None,
             ttft_p99_s: None,

@@ -1272,6 +1272,8 @@ impl<'a> Simulation<'a> {
             } else {
                 0.0
             },
+            slo_ttft_s: s.slo.ttft_s,
+            slo_tpot_s: s.slo.tpot_s,
             ttft_p50_s: q(&self.ttft, 0.5),
             ttft_p90_s: q(&self.ttft, 0.9),
             ttft_p99_s: q(&self.ttft, 0.99),
