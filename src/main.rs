@@ -309,21 +309,8 @@ impl Progress for Bar {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The GPU harness has its own error type and exit codes (2: bad input or no driver).
-    let gpu = match &cli.command {
-        Command::GpuInfo => Some(hetsim_exec::cli::info()),
-        Command::Calibrate(a) => Some(hetsim_exec::cli::calibrate(a)),
-        Command::Validate(ValidateCommand::Transfer(a)) => {
-            Some(hetsim_exec::cli::validate_transfer(a))
-        }
-        _ => None,
-    };
-    if let Some(r) = gpu {
-        return ExitCode::from(hetsim_exec::cli::exit_code(r) as u8);
-    }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(Cli::parse()) {
+        Ok(code) => code,
         Err(Error::Input(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
@@ -335,7 +322,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// The GPU harness reports its own errors and exit codes (2: bad input or no driver).
+fn gpu_exit(r: hetsim_exec::Result<()>) -> ExitCode {
+    ExitCode::from(hetsim_exec::cli::exit_code(r) as u8)
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Run {
             experiment,
@@ -447,12 +439,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             );
         }
         Command::Catalog => print_catalog(),
-        Command::GpuInfo | Command::Calibrate(_) | Command::Validate(_) => {
-            unreachable!("handled in main")
+        Command::GpuInfo => return Ok(gpu_exit(hetsim_exec::cli::info())),
+        Command::Calibrate(a) => return Ok(gpu_exit(hetsim_exec::cli::calibrate(&a))),
+        Command::Validate(ValidateCommand::Transfer(a)) => {
+            return Ok(gpu_exit(hetsim_exec::cli::validate_transfer(&a)));
         }
         Command::Schema => say!("{}", hetsim_sim::records::schema_markdown()),
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_catalog() {
