@@ -713,14 +713,14 @@ const LEGEND_ROW: f64 = LEGEND_PT * 1.6;
 const SAMPLE: f64 = 16.0;
 
 fn legend_columns(entries: &[Entry]) -> usize {
-    // A rough width per character of DejaVu Sans at the legend size (≈0.55 em): two columns
+    // A rough width per character of DejaVu Sans at the legend size (≈0.6 em, with room to spare): two columns
     // when every label fits half the width.
     let longest = entries
         .iter()
         .map(|e| e.label.chars().count())
         .max()
         .unwrap_or(0) as f64;
-    let entry_w = pt(SAMPLE + 4.0) + longest * pt(LEGEND_PT) * 0.58;
+    let entry_w = pt(SAMPLE + 4.0) + longest * pt(LEGEND_PT) * 0.66;
     if entries.len() > 1 && entry_w * 2.0 < WIDTH as f64 - pt(12.0) {
         2
     } else {
