@@ -87,11 +87,17 @@ pub struct BenchRow {
     pub target: Option<(String, bool)>,
 }
 
-/// An engine over random weights of `c`, with a KV pool large enough for `max_batch` ×
-/// `max_context` (filled with random values so attention sees real numbers).
-pub fn bench_engine(c: &LlavaConfig, gpu: Gpu, max_batch: usize, max_context: usize) -> Result<Engine> {
+/// An engine over random weights of `c` whose KV pool holds `max_batch` sequences of
+/// `kv_context` tokens (filled with random values so attention sees real numbers).
+pub fn bench_engine(
+    c: &LlavaConfig,
+    gpu: Gpu,
+    max_batch: usize,
+    max_context: usize,
+    kv_context: usize,
+) -> Result<Engine> {
     let m = GpuModel::random(c, gpu, 42)?;
-    let blocks = max_batch * (max_context.div_ceil(crate::model::gpu::KV_BLOCK) + 1) + 64;
+    let blocks = max_batch * (kv_context.div_ceil(crate::model::gpu::KV_BLOCK) + 1) + 64;
     let e = Engine::new(
         m,
         EngineConfig {
@@ -111,7 +117,7 @@ pub fn bench_engine(c: &LlavaConfig, gpu: Gpu, max_batch: usize, max_context: us
 pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors, Vec<BenchRow>)> {
     let gpu = Gpu::open(gpu_index)?;
     let floors = measure_floors(&gpu)?;
-    let mut e = bench_engine(c, gpu, 64, 2048)?;
+    let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
     let mut rows = Vec::new();
     let peak = floors.gemm_tflops * 1e12;
     let bw = floors.copy_gbs * 1e9;
@@ -209,7 +215,7 @@ impl PhaseGrid {
                 (16, 11264),
             ],
             decode_batch: vec![1, 2, 4, 8, 16, 32, 64],
-            decode_context: vec![256, 704, 1536],
+            decode_context: vec![256, 704, 1024],
         }
     }
     pub fn quick() -> PhaseGrid {
@@ -232,8 +238,8 @@ pub fn phase_profile(
 ) -> Result<PhaseProfile> {
     let max_batch = grid.decode_batch.iter().copied().max().unwrap_or(1);
     let max_ctx = grid.decode_context.iter().copied().max().unwrap_or(1) + 16;
-    let max_prefill = grid.prefill.iter().map(|p| p.0 * p.1.div_ceil(p.0)).max().unwrap_or(1);
-    let mut e = bench_engine(c, gpu, max_batch, max_ctx.max(max_prefill))?;
+    let max_prefill = grid.prefill.iter().map(|p| p.1 / p.0).max().unwrap_or(1);
+    let mut e = bench_engine(c, gpu, max_batch, max_ctx.max(max_prefill), max_ctx)?;
     let mut encode = Vec::new();
     for &n in &grid.encode {
         encode.push(EncodePoint {

@@ -163,7 +163,11 @@ pub struct Engine {
     waiting: VecDeque<Seq>,
     encoded: VecDeque<Seq>,
     running: BTreeMap<u64, Seq>,
+    /// Scratch of encode and prefill steps (grows with them).
     sc: Scratch,
+    /// Scratch of decode steps: sized once for max_batch, never reallocated, because the
+    /// captured graphs hold its addresses.
+    dsc: Scratch,
     dec: DecodeBufs,
     graphs: BTreeMap<usize, Graph>,
     start: Instant,
@@ -213,8 +217,10 @@ impl Engine {
             argmax: model.gpu.alloc(mb * 4)?,
             argmax_host: PinnedBuffer::new(&model.gpu, mb * 4)?,
         };
-        let mut sc = Scratch::new();
-        model.decoder_scratch(&mut sc, mb, max_parts)?;
+        let mut dsc = Scratch::new();
+        model.decoder_scratch(&mut dsc, mb, max_parts)?;
+        dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
+        dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
         Ok(Engine {
             free_blocks: (0..blocks as i32).rev().collect(),
             pool,
@@ -223,7 +229,8 @@ impl Engine {
             waiting: VecDeque::new(),
             encoded: VecDeque::new(),
             running: BTreeMap::new(),
-            sc,
+            sc: Scratch::new(),
+            dsc,
             dec,
             graphs: BTreeMap::new(),
             start: Instant::now(),
@@ -569,11 +576,11 @@ impl Engine {
             &inp,
             &attn,
             &self.pool,
-            &mut self.sc,
+            &mut self.dsc,
             self.max_parts,
         )?;
         self.model
-            .logits(&self.stream, x, at(5), bucket, logits, am, &mut self.sc)
+            .logits(&self.stream, x, at(5), bucket, logits, am, &mut self.dsc)
     }
 
     fn capture(&mut self, bucket: usize) -> Result<()> {

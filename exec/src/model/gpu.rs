@@ -561,8 +561,15 @@ impl GpuModel {
         let attn = sc.get(g, "d_attn", n * l.q_dim() * 2)?;
         let gu = sc.get(g, "d_gu", n * 2 * l.intermediate * 2)?;
         let act = sc.get(g, "d_act", n * l.intermediate * 2)?;
-        let po = sc.get(g, "d_po", (n * l.heads * max_parts.max(1) * 128 * 4).max(4))?;
-        let pml = sc.get(g, "d_pml", (n * l.heads * max_parts.max(1) * 2 * 4).max(4))?;
+        // Partial results of split decode attention (not used by prefill, which must not grow
+        // them: decode graphs hold their addresses).
+        let (po, pml) = match attn_kind {
+            Attn::Decode { .. } => (
+                sc.get(g, "d_po", (n * l.heads * max_parts.max(1) * 128 * 4).max(4))?,
+                sc.get(g, "d_pml", (n * l.heads * max_parts.max(1) * 2 * 4).max(4))?,
+            ),
+            Attn::Prefill { .. } => (0, 0),
+        };
         let (n32, stride, hd) = (n as u32, l.qkv_dim() as u32, l.head_dim as u32);
         let (heads, kvh) = (l.heads as u32, l.kv_heads as u32);
         let rot = heads + kvh;
