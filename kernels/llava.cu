@@ -434,8 +434,10 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn(
     }
     const u64 head_off = (u64)kvh * KV_BLOCK * 128 + l16 * 8;
     const u64 kv_step = (u64)kv_heads * KV_BLOCK * 128;  // K → V within a block
-    // Scores: four keys per half-warp in flight.
-    for (int t0 = hw; t0 < n; t0 += 32) {
+    // Scores: four keys per half-warp in flight. The loop bound must be the same for the whole
+    // warp (both half-warps), because the shuffles below need every lane.
+    for (int b0 = 0; b0 < n; b0 += 32) {
+        const int t0 = b0 + hw;
         uint4 kr[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) {
@@ -465,7 +467,8 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn(
     for (int t = threadIdx.x; t < n; t += blockDim.x) { float e = __expf(sc[t] - mx); sc[t] = e; sum += e; }
     sum = block_sum(sum);  // its barrier also publishes sc
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int t0 = hw; t0 < n; t0 += 32) {
+    for (int b0 = 0; b0 < n; b0 += 32) {
+        const int t0 = b0 + hw;
         uint4 vr[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) {
@@ -539,5 +542,74 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
         for (int i = 1; i < (int)(blockDim.x >> 5); i++)
             if (bv[i] > best || (bv[i] == best && bx[i] < bi)) { best = bv[i]; bi = bx[i]; }
         out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skinny products for small decode batches: Y[m, n] (= or +=) Σ_k X[m, k] · W[n, k], m < M ≤ 8.
+// Memory-bound: each weight is read once, so the point is to keep enough 16-byte loads in
+// flight (two rows per warp, four chunks unrolled: eight per lane). cuBLASLt's kernels for
+// M = 1 reach only 35–73 % of HBM bandwidth on these shapes (exec/REPORT.md).
+// K a multiple of 8. grid·block/32 ≥ N/2 warps.
+#define GEMV_MAX_M 8
+extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ X, const bf16* __restrict__ W,
+                                                       void* __restrict__ Y, u32 M, u32 N, u32 K, int accumulate,
+                                                       int out_f32) {
+    const u32 warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    const u32 n0 = warp * 2;
+    if (n0 >= N) return;
+    const bool two = n0 + 1 < N;
+    const u32 K8 = K / 8;
+    const uint4* w0 = (const uint4*)(W + (u64)n0 * K);
+    const uint4* w1 = two ? w0 + K8 : w0;
+    float acc[GEMV_MAX_M][2];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; m++) acc[m][0] = acc[m][1] = 0.f;
+    for (u32 k = lane; k < K8; k += 32 * 4) {
+        uint4 a[4], b[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            u32 kk = k + u * 32;
+            if (kk < K8) { a[u] = __ldg(w0 + kk); b[u] = __ldg(w1 + kk); }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            u32 kk = k + u * 32;
+            if (kk >= K8) break;
+            const u32* wa = (const u32*)&a[u];
+            const u32* wb = (const u32*)&b[u];
+#pragma unroll
+            for (int m = 0; m < GEMV_MAX_M; m++) {
+                if (m < (int)M) {
+                    uint4 xv = __ldg((const uint4*)(X + (u64)m * K) + kk);
+                    const u32* xw = (const u32*)&xv;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        float x0 = lo_f(xw[i]), x1 = hi_f(xw[i]);
+                        acc[m][0] += x0 * lo_f(wa[i]) + x1 * hi_f(wa[i]);
+                        acc[m][1] += x0 * lo_f(wb[i]) + x1 * hi_f(wb[i]);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; m++) {
+        if (m < (int)M) {
+            float s0 = warp_sum(acc[m][0]), s1 = warp_sum(acc[m][1]);
+            if (lane == 0) {
+                for (int j = 0; j < (two ? 2 : 1); j++) {
+                    float v = j == 0 ? s0 : s1;
+                    u64 o = (u64)m * N + n0 + j;
+                    if (out_f32) {
+                        float* y = (float*)Y;
+                        y[o] = accumulate ? y[o] + v : v;
+                    } else {
+                        bf16* y = (bf16*)Y;
+                        y[o] = to_bf(accumulate ? bf(y[o]) + v : v);
+                    }
+                }
+            }
+        }
     }
 }

@@ -134,6 +134,21 @@ pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors,
             target: target.map(|x| (format!("≤ {x}× floor"), r <= x)),
         });
     }
+    // The same step with every product in cuBLASLt, to show what the gemv kernel buys.
+    e.set_gemv(false);
+    for batch in [1usize, 8] {
+        let t = e.time_decode(batch, 700, iters)?;
+        let floor = decode_bytes(&e.model, batch, 700) / bw;
+        rows.push(BenchRow {
+            phase: "decode".into(),
+            shape: format!("batch {batch}, context 700, cuBLASLt only"),
+            seconds: t,
+            floor_s: floor,
+            figure: t / floor,
+            target: None,
+        });
+    }
+    e.set_gemv(true);
     for (seqs, tokens, target) in [(1usize, 704usize, None), (8, 704, Some(0.65))] {
         let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10))?;
         let f = prefill_flops(&e.model.cfg, seqs, tokens);
@@ -242,6 +257,7 @@ pub fn phase_profile(
     let mut e = bench_engine(c, gpu, max_batch, max_ctx.max(max_prefill), max_ctx)?;
     let mut encode = Vec::new();
     for &n in &grid.encode {
+        eprintln!("phase profile: encode {n} images");
         encode.push(EncodePoint {
             images: n as u64,
             seconds: e.time_encode(n, iters.clamp(1, 10))?,
@@ -250,6 +266,7 @@ pub fn phase_profile(
     let mut prefill = Vec::new();
     for &(seqs, tokens) in &grid.prefill {
         let each = tokens / seqs;
+        eprintln!("phase profile: prefill {seqs} × {each}");
         prefill.push(PrefillPoint {
             sequences: seqs as u64,
             tokens: (each * seqs) as u64,
@@ -259,6 +276,7 @@ pub fn phase_profile(
     let mut decode = Vec::new();
     for &b in &grid.decode_batch {
         for &ctx in &grid.decode_context {
+            eprintln!("phase profile: decode batch {b}, context {ctx}");
             decode.push(DecodePoint {
                 batch: b as u64,
                 context: ctx as u64,

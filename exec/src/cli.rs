@@ -5,11 +5,11 @@ use crate::calibrate;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::kv::ModelShape;
+use crate::model::LlavaConfig;
 use crate::report;
 use crate::util;
 use crate::validate;
 use crate::{bench, selftest};
-use crate::model::LlavaConfig;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -109,13 +109,21 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
 
 /// The phase profile as markdown tables.
 pub fn phase_markdown(p: &crate::profile::PhaseProfile) -> String {
-    let mut s = format!("## Phase profile: {} on {} ({})\n\n| encode images | ms |\n|---|---|\n", p.model, p.catalog_gpu, p.dtype);
+    let mut s = format!(
+        "## Phase profile: {} on {} ({})\n\n| encode images | ms |\n|---|---|\n",
+        p.model, p.catalog_gpu, p.dtype
+    );
     for e in &p.encode {
         s += &format!("| {} | {:.3} |\n", e.images, e.seconds * 1e3);
     }
     s += "\n| prefill sequences | tokens | ms |\n|---|---|---|\n";
     for e in &p.prefill {
-        s += &format!("| {} | {} | {:.3} |\n", e.sequences, e.tokens, e.seconds * 1e3);
+        s += &format!(
+            "| {} | {} | {:.3} |\n",
+            e.sequences,
+            e.tokens,
+            e.seconds * 1e3
+        );
     }
     s += "\n| decode batch | context | ms |\n|---|---|---|\n";
     for e in &p.decode {

@@ -74,7 +74,9 @@ impl Request {
     ) -> Request {
         let mut prompt = vec![1];
         prompt.extend(std::iter::repeat_n(IMAGE_TOKEN, images));
-        prompt.extend((0..text_tokens).map(|i| 2 + (mix64(id * 7919 + i as u64) % (vocab as u64 - 2)) as i32));
+        prompt.extend(
+            (0..text_tokens).map(|i| 2 + (mix64(id * 7919 + i as u64) % (vocab as u64 - 2)) as i32),
+        );
         Request {
             id,
             images: vec![(640, 480); images],
@@ -245,6 +247,12 @@ impl Engine {
         self.pool.blocks
     }
 
+    /// Small-batch products through our gemv kernel or cuBLASLt; drops captured graphs.
+    pub fn set_gemv(&mut self, on: bool) {
+        self.model.use_gemv = on;
+        self.graphs.clear();
+    }
+
     pub fn pool_ptr(&self) -> u64 {
         self.pool.buf.ptr
     }
@@ -374,7 +382,8 @@ impl Engine {
             &self.stream,
             &mut kargs![px, n, seed, scale, off],
         )?;
-        self.model.encode(&self.stream, px, images, out, &mut self.sc)?;
+        self.model
+            .encode(&self.stream, px, images, out, &mut self.sc)?;
         let mut done = Vec::new();
         let mut row = 0usize;
         for _ in 0..take {
@@ -462,7 +471,8 @@ impl Engine {
                         tok.push(0);
                         img_rows.push((img_base + img * np + r) as i32);
                         pos.push(p as i32);
-                        slots.push(s.blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
+                        slots
+                            .push(s.blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
                         p += 1;
                     }
                     img += 1;
@@ -502,8 +512,7 @@ impl Engine {
         let m = seqs.len();
         let logits = self.sc.get(g, "p_logits", m * c.llm.vocab * 4)?;
         let am = self.sc.get(g, "p_argmax", m * 4)?;
-        self.model
-            .embed(&self.stream, at(0), at(n), imgs, x, n)?;
+        self.model.embed(&self.stream, at(0), at(n), imgs, x, n)?;
         let inp = TokenInputs {
             positions: at(2 * n),
             slots: at(3 * n),
@@ -515,15 +524,24 @@ impl Engine {
         };
         self.model
             .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
-        self.model
-            .logits(&self.stream, x, at(4 * n + m + 1), m, logits, am, &mut self.sc)?;
+        self.model.logits(
+            &self.stream,
+            x,
+            at(4 * n + m + 1),
+            m,
+            logits,
+            am,
+            &mut self.sc,
+        )?;
         self.stream.synchronize()?;
         let mut raw = vec![0u8; m * 4];
         crate::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
         let t = self.now();
         let mut events = Vec::new();
         for (i, mut s) in seqs.into_iter().enumerate() {
-            let tk = i32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]) as u32;
+            let tk =
+                i32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
+                    as u32;
             s.len = s.prompt_len(np);
             s.emb = None;
             s.generated.push(tk);
@@ -558,8 +576,7 @@ impl Engine {
         let base = self.dec.ints.ptr;
         let at = |i: usize| base + (i * mb * 4) as u64;
         let (x, logits, am) = (self.dec.x.ptr, self.dec.logits.ptr, self.dec.argmax.ptr);
-        self.model
-            .embed(&self.stream, at(0), at(4), 0, x, bucket)?;
+        self.model.embed(&self.stream, at(0), at(4), 0, x, bucket)?;
         let inp = TokenInputs {
             positions: at(1),
             slots: at(2),
@@ -629,7 +646,11 @@ impl Engine {
             v[5 * mb + i] = i as i32;
         }
         unsafe {
-            std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, self.dec.host.ptr as *mut u8, n * 4);
+            std::ptr::copy_nonoverlapping(
+                v.as_ptr() as *const u8,
+                self.dec.host.ptr as *mut u8,
+                n * 4,
+            );
         }
         crate::device::copy_htod_async(self.dec.ints.ptr, &self.dec.host, 0, n * 4, &self.stream)
     }
@@ -657,9 +678,7 @@ impl Engine {
         )?;
         self.stream.synchronize()?;
         let p = self.dec.argmax_host.ptr as *const i32;
-        Ok((0..batch)
-            .map(|i| unsafe { *p.add(i) } as u32)
-            .collect())
+        Ok((0..batch).map(|i| unsafe { *p.add(i) } as u32).collect())
     }
 
     fn decode_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
@@ -673,8 +692,10 @@ impl Engine {
                 (*s.generated.last().unwrap_or(&0), s.len, s.blocks.clone())
             })
             .collect();
-        let refs: Vec<(u32, usize, &[i32])> =
-            rows.iter().map(|(t, p, b)| (*t, *p, b.as_slice())).collect();
+        let refs: Vec<(u32, usize, &[i32])> = rows
+            .iter()
+            .map(|(t, p, b)| (*t, *p, b.as_slice()))
+            .collect();
         self.write_decode_inputs(&refs, b)?;
         let toks = self.run_decode(b, batch)?;
         let t = self.now();
@@ -704,7 +725,10 @@ impl Engine {
     pub fn run_to_completion(&mut self) -> Result<Vec<EngineEvent>> {
         let mut all = Vec::new();
         while !self.is_idle() {
-            let (_, ev) = self.step()?;
+            let (kind, ev) = self.step()?;
+            if std::env::var_os("HETSIM_ENGINE_TRACE").is_some() {
+                eprintln!("engine step: {kind:?}, {} events", ev.len());
+            }
             all.extend(ev);
         }
         Ok(all)
@@ -741,7 +765,10 @@ impl Engine {
         self.stream.synchronize()?;
         // Warm-up (and capture).
         self.run_decode(b, batch)?;
-        let (e0, e1) = (Event::timing(&self.model.gpu)?, Event::timing(&self.model.gpu)?);
+        let (e0, e1) = (
+            Event::timing(&self.model.gpu)?,
+            Event::timing(&self.model.gpu)?,
+        );
         let mut times = Vec::with_capacity(iters);
         for _ in 0..iters.max(1) {
             e0.record(&self.stream)?;
@@ -799,8 +826,15 @@ impl Engine {
             };
             self.model
                 .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
-            self.model
-                .logits(&self.stream, x, at(4 * n + seqs + 1), seqs, logits, am, &mut self.sc)?;
+            self.model.logits(
+                &self.stream,
+                x,
+                at(4 * n + seqs + 1),
+                seqs,
+                logits,
+                am,
+                &mut self.sc,
+            )?;
             e1.record(&self.stream)?;
             let t = e0.elapsed_ms(&e1)? / 1e3;
             if i > 0 {
@@ -816,7 +850,11 @@ impl Engine {
         let g = &self.model.gpu;
         let px_elems = images * v.channels * v.image_size * v.image_size;
         let px = self.sc.get(g, "e_px", px_elems * 2)?;
-        let out = self.sc.get(g, "e_out", images * v.patches() * self.model.cfg.llm.hidden * 2)?;
+        let out = self.sc.get(
+            g,
+            "e_out",
+            images * v.patches() * self.model.cfg.llm.hidden * 2,
+        )?;
         let (n, seed, scale, off) = (px_elems as u64, 5u64, 1.0f32, 0.0f32);
         self.model.k.get("fill_uniform").launch(
             crate::kernels::grid_for(n, 256, g.info.sms),
@@ -829,7 +867,8 @@ impl Engine {
         // encode() uploads cu_seqlens synchronously first; the events bracket the GPU work only.
         for i in 0..iters.max(1) + 1 {
             e0.record(&self.stream)?;
-            self.model.encode(&self.stream, px, images, out, &mut self.sc)?;
+            self.model
+                .encode(&self.stream, px, images, out, &mut self.sc)?;
             e1.record(&self.stream)?;
             let t = e0.elapsed_ms(&e1)? / 1e3;
             if i > 0 {
@@ -867,6 +906,10 @@ mod tests {
         let r = Request::synthetic(3, 1, 20, 5, 32064);
         assert_eq!(r.prompt.len(), 22);
         assert_eq!(r.prompt.iter().filter(|&&t| t == IMAGE_TOKEN).count(), 1);
-        assert!(r.prompt.iter().all(|&t| t == IMAGE_TOKEN || (0..32064).contains(&t)));
+        assert!(
+            r.prompt
+                .iter()
+                .all(|&t| t == IMAGE_TOKEN || (0..32064).contains(&t))
+        );
     }
 }

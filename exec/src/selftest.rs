@@ -49,6 +49,7 @@ fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 const LIMIT: f64 = 1e-2;
 
 fn check(out: &mut Vec<Check>, name: &str, got: &[f32], want: &[f32], note: &str) {
+    eprintln!("  {name}: rel. err {:.2e}", rel_err(got, want));
     out.push(Check {
         name: name.into(),
         error: rel_err(got, want),
@@ -66,17 +67,33 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let x = rand_vec(rows * d, 1, 2.0);
     let w = rand_vec(d, 2, 1.0);
     let b = rand_vec(d, 3, 0.5);
-    let (dx, dw, db) = (upload_bf16(g, &x)?, upload_bf16(g, &w)?, upload_bf16(g, &b)?);
+    let (dx, dw, db) = (
+        upload_bf16(g, &x)?,
+        upload_bf16(g, &w)?,
+        upload_bf16(g, &b)?,
+    );
     let dy = g.alloc(rows * d * 2)?;
     let (px, pw, pb, py, d32, eps) = (dx.ptr, dw.ptr, db.ptr, dy.ptr, d as u32, 1e-5f32);
     k.get("rmsnorm")
         .launch(rows as u32, 256, &s, &mut kargs![px, pw, py, d32, eps])?;
     s.synchronize()?;
-    check(out, "rmsnorm", &download_bf16(&dy, rows * d)?, &cpu::rms_norm(&x, &w, d, eps), "7×256");
+    check(
+        out,
+        "rmsnorm",
+        &download_bf16(&dy, rows * d)?,
+        &cpu::rms_norm(&x, &w, d, eps),
+        "7×256",
+    );
     k.get("layernorm")
         .launch(rows as u32, 256, &s, &mut kargs![px, pw, pb, py, d32, eps])?;
     s.synchronize()?;
-    check(out, "layernorm", &download_bf16(&dy, rows * d)?, &cpu::layer_norm(&x, &w, &b, d, eps), "7×256");
+    check(
+        out,
+        "layernorm",
+        &download_bf16(&dy, rows * d)?,
+        &cpu::layer_norm(&x, &w, &b, d, eps),
+        "7×256",
+    );
     let n = (rows * d) as u64;
     let x2 = rand_vec(rows * d, 4, 2.0);
     let dx2 = upload_bf16(g, &x2)?;
@@ -85,7 +102,13 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         .launch(8, 256, &s, &mut kargs![px, px2, py, n])?;
     s.synchronize()?;
     let want: Vec<f32> = x.iter().zip(&x2).map(|(a, b)| a + b).collect();
-    check(out, "residual add", &download_bf16(&dy, rows * d)?, &want, "");
+    check(
+        out,
+        "residual add",
+        &download_bf16(&dy, rows * d)?,
+        &want,
+        "",
+    );
     for (name, f) in [
         ("gelu_erf", cpu::gelu_erf as fn(f32) -> f32),
         ("quick_gelu", cpu::quick_gelu),
@@ -104,9 +127,19 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     s.synchronize()?;
     let want: Vec<f32> = x
         .chunks(2 * inter)
-        .flat_map(|r| (0..inter).map(|i| cpu::silu(r[i]) * r[inter + i]).collect::<Vec<_>>())
+        .flat_map(|r| {
+            (0..inter)
+                .map(|i| cpu::silu(r[i]) * r[inter + i])
+                .collect::<Vec<_>>()
+        })
         .collect();
-    check(out, "silu·mul", &download_bf16(&dy, rows * inter)?, &want, "");
+    check(
+        out,
+        "silu·mul",
+        &download_bf16(&dy, rows * inter)?,
+        &want,
+        "",
+    );
     // rope on 2 q heads + 1 k head of 128 at positions up to 3000
     let (heads, hd) = (3usize, 128usize);
     let stride = 4 * hd; // q, q, k, v
@@ -130,11 +163,22 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             cpu::rope(h, pos[i] as usize, theta);
         }
     }
-    check(out, "rope", &download_bf16(&dq, rows * stride)?, &want, "positions 0…2586");
+    check(
+        out,
+        "rope",
+        &download_bf16(&dq, rows * stride)?,
+        &want,
+        "positions 0…2586",
+    );
     // argmax
     let logits: Vec<f32> = rand_vec(3 * 1000, 6, 5.0);
     let dl = g.alloc(3 * 1000 * 4)?;
-    dl.copy_from_host(&logits.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())?;
+    dl.copy_from_host(
+        &logits
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )?;
     let da = g.alloc(12)?;
     let (pl, pa, v32) = (dl.ptr, da.ptr, 1000u32);
     k.get("argmax_rows")
@@ -148,6 +192,27 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         limit: 0.0,
         note: format!("{got:?}"),
     });
+    // Small-M product (decode batches ≤ 8): our gemv kernel, accumulating into Y.
+    let (mm, nn, kk) = (1usize, 37usize, 264usize);
+    let xv = rand_vec(mm * kk, 31, 1.0);
+    let wv = rand_vec(nn * kk, 32, 1.0);
+    let yv = rand_vec(mm * nn, 33, 1.0);
+    let wt = crate::model::gpu::DTensor {
+        buf: upload_bf16(g, &wv)?,
+        shape: vec![nn, kk],
+    };
+    let (dxv, dyv) = (upload_bf16(g, &xv)?, upload_bf16(g, &yv)?);
+    m.gemm(&s, dxv.ptr, &wt, dyv.ptr, mm, None, true, false)?;
+    s.synchronize()?;
+    let mut want = cpu::linear(&xv, &wv, None, mm, nn, kk);
+    want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);
+    check(
+        out,
+        "gemv (M = 1), Y += X·Wᵀ",
+        &download_bf16(&dyv, mm * nn)?,
+        &want,
+        "1×37×264",
+    );
     attention(m, out)
 }
 
@@ -190,7 +255,14 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let want = cpu_attention(&qkv, &lens, heads, kvh, hd, causal);
         check(
             out,
-            &format!("{name} ({})", if causal { "causal varlen" } else { "full, per image" }),
+            &format!(
+                "{name} ({})",
+                if causal {
+                    "causal varlen"
+                } else {
+                    "full, per image"
+                }
+            ),
             &download_bf16(&o, n * heads * hd)?,
             &want,
             &format!("lengths {lens:?}"),
@@ -220,8 +292,15 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let po = g.alloc(3 * heads * parts * 128 * 4)?;
     let pml = g.alloc(3 * heads * parts * 2 * 4)?;
     let o = g.alloc(3 * heads * hd * 2)?;
-    let (pq, pt, pc, pp, ppo, pm, poo) = (dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, o.ptr);
-    let (st, h32, kv32, mb, mp) = (stride as u32, heads as u32, kvh as u32, max_blocks as u32, parts as u32);
+    let (pq, pt, pc, pp, ppo, pm, poo) =
+        (dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, o.ptr);
+    let (st, h32, kv32, mb, mp) = (
+        stride as u32,
+        heads as u32,
+        kvh as u32,
+        max_blocks as u32,
+        parts as u32,
+    );
     let scale = 1.0f32 / (hd as f32).sqrt();
     m.k.get("decode_attn").launch3(
         (mp, h32, 3),
@@ -230,8 +309,12 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         &mut kargs![pq, pt, pc, pp, ppo, pm, st, h32, kv32, mb, mp, scale],
     )?;
     let qd = (heads * hd) as u32;
-    m.k.get("decode_combine")
-        .launch3((h32, 3, 1), 128, &s, &mut kargs![ppo, pm, pc, poo, h32, mp, qd])?;
+    m.k.get("decode_combine").launch3(
+        (h32, 3, 1),
+        128,
+        &s,
+        &mut kargs![ppo, pm, pc, poo, h32, mp, qd],
+    )?;
     s.synchronize()?;
     let mut want = vec![0f32; 3 * heads * hd];
     for b in 0..3 {
@@ -327,7 +410,13 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
     m.encode(&s, dpx.ptr, 2, emb.ptr, &mut sc)?;
     s.synchronize()?;
     let want_emb = cpu::encode(c, w, &images)?;
-    check(out, "encode: vision tower + projector", &download_bf16(&emb, 2 * np * d)?, &want_emb, "2 images");
+    check(
+        out,
+        "encode: vision tower + projector",
+        &download_bf16(&emb, 2 * np * d)?,
+        &want_emb,
+        "2 images",
+    );
     // prefill
     let mut tok = Vec::new();
     let mut img_rows = Vec::new();
@@ -348,7 +437,9 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
     let blocks = (n + steps).div_ceil(KV_BLOCK);
     let pool = KvPool::new(g, c, blocks + 3)?;
     // A scattered block table: block i of the request is pool block (i·2 + 1) mod blocks+3.
-    let table: Vec<i32> = (0..blocks).map(|i| ((i * 2 + 1) % (blocks + 3)) as i32).collect();
+    let table: Vec<i32> = (0..blocks)
+        .map(|i| ((i * 2 + 1) % (blocks + 3)) as i32)
+        .collect();
     let slot = |p: usize| table[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32;
     let pos: Vec<i32> = (0..n as i32).collect();
     let slots: Vec<i32> = (0..n).map(slot).collect();
@@ -449,8 +540,15 @@ fn engine(c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Check>) -> Resul
         let mut e = Engine::new(m, cfg)?;
         let outs = [5usize, 1, 9, 3, 7, 2];
         for (i, o) in outs.iter().enumerate() {
-            e.submit(Request::synthetic(i as u64, i % 2, 3 + 4 * i, *o, c.llm.vocab))?;
+            e.submit(Request::synthetic(
+                i as u64,
+                i % 2,
+                3 + 4 * i,
+                *o,
+                c.llm.vocab,
+            ))?;
         }
+        eprintln!("  engine, graphs {graphs}: running");
         let ev = e.run_to_completion()?;
         let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); outs.len()];
         let mut bad = 0usize;
@@ -494,14 +592,18 @@ pub fn run(gpu: usize, seed: u64) -> Result<Vec<Check>> {
     let w = host::random(&c, seed)?;
     let m = GpuModel::from_host(&c, Gpu::open(gpu)?, &w)?;
     let mut out = Vec::new();
+    eprintln!("selftest: kernels");
     kernels(&m, &mut out)?;
+    eprintln!("selftest: forward");
     forward(&m, &w, &mut out)?;
+    eprintln!("selftest: engine");
     engine(&c, &w, &mut out)?;
     Ok(out)
 }
 
 pub fn table(checks: &[Check]) -> String {
-    let mut s = String::from("| check | rel. error | limit | result | note |\n|---|---|---|---|---|\n");
+    let mut s =
+        String::from("| check | rel. error | limit | result | note |\n|---|---|---|---|---|\n");
     for c in checks {
         s += &format!(
             "| {} | {:.2e} | {:.0e} | {} | {} |\n",

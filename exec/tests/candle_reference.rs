@@ -94,7 +94,14 @@ fn cpu_reference_matches_candle_llava() {
     let image = host::random_image(&c, 5);
     let prompt = [1, 319, IMAGE_TOKEN, 7, 900, 13];
     let out_tokens = 6;
-    let ours = cpu::generate(&c, &ours_w, std::slice::from_ref(&image), &prompt, out_tokens).unwrap();
+    let ours = cpu::generate(
+        &c,
+        &ours_w,
+        std::slice::from_ref(&image),
+        &prompt,
+        out_tokens,
+    )
+    .unwrap();
 
     // candle
     let dev = Device::Cpu;
@@ -132,8 +139,14 @@ fn cpu_reference_matches_candle_llava() {
     );
     for (i, (a, b)) in ours.logits.iter().zip(&all_logits).enumerate() {
         let e = rel_err(a, b);
-        println!("step {i}: token ours {} candle {}, logits rel. err {e:.2e}", ours.tokens[i], tokens[i]);
-        assert!(e <= 1e-4, "step {i}: logits differ from candle: rel. err {e:.3e}");
+        println!(
+            "step {i}: token ours {} candle {}, logits rel. err {e:.2e}",
+            ours.tokens[i], tokens[i]
+        );
+        assert!(
+            e <= 1e-4,
+            "step {i}: logits differ from candle: rel. err {e:.3e}"
+        );
     }
     assert_eq!(ours.tokens, tokens, "greedy tokens differ from candle's");
     // The image must matter: a different image changes the first logits.

@@ -61,7 +61,10 @@ pub fn gelu_erf(x: f32) -> f32 {
 pub fn erf(x: f32) -> f32 {
     let x = x as f64;
     let ax = x.abs();
-    let r = if ax < 2.5 {
+    let r = if ax == 0.0 {
+        // The series' stopping rule compares with the sum, which is 0 here.
+        0.0
+    } else if ax < 2.5 {
         // Maclaurin series
         let mut term = ax;
         let mut sum = ax;
@@ -121,7 +124,15 @@ pub fn rope(v: &mut [f32], pos: usize, theta: f32) {
 
 /// Softmax attention of `nq` query rows over `nk` key rows for one head; row i may see keys
 /// `0..=i + (nk - nq)` when causal (queries are the last nq positions).
-fn attend(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, d: usize, causal: bool) -> Vec<f32> {
+fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    nq: usize,
+    nk: usize,
+    d: usize,
+    causal: bool,
+) -> Vec<f32> {
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0f32; nq * d];
     let mut s = vec![0f32; nk];
@@ -130,7 +141,12 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, d: usize, causa
         let qi = &q[i * d..(i + 1) * d];
         let mut max = f32::NEG_INFINITY;
         for j in 0..visible {
-            s[j] = qi.iter().zip(&k[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum::<f32>() * scale;
+            s[j] = qi
+                .iter()
+                .zip(&k[j * d..(j + 1) * d])
+                .map(|(a, b)| a * b)
+                .sum::<f32>()
+                * scale;
             max = max.max(s[j]);
         }
         let mut sum = 0f32;
@@ -151,7 +167,9 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, d: usize, causa
 
 /// Columns `[off, off + d)` of every row of a row-major [n, width] matrix.
 fn columns(x: &[f32], width: usize, off: usize, d: usize) -> Vec<f32> {
-    x.chunks(width).flat_map(|r| r[off..off + d].to_vec()).collect()
+    x.chunks(width)
+        .flat_map(|r| r[off..off + d].to_vec())
+        .collect()
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {
@@ -216,7 +234,10 @@ pub fn encode(c: &LlavaConfig, w: &HostWeights, images: &[Vec<f32>]) -> Result<V
             let h = layer_norm(&x, &l.ln2_w, &l.ln2_b, dv, v.eps);
             let mut f = linear(&h, &l.fc1_w, Some(&l.fc1_b), npos, v.intermediate, dv);
             f.iter_mut().for_each(|a| *a = quick_gelu(*a));
-            add_into(&mut x, &linear(&f, &l.fc2_w, Some(&l.fc2_b), npos, dv, v.intermediate));
+            add_into(
+                &mut x,
+                &linear(&f, &l.fc2_w, Some(&l.fc2_b), npos, dv, v.intermediate),
+            );
         }
         let feats = &x[dv..]; // drop CLS
         let d = c.llm.hidden;
@@ -317,7 +338,10 @@ pub fn decoder(c: &LlavaConfig, w: &HostWeights, x: &[f32], kv: &mut CpuKv) -> V
             .chunks(2 * l.intermediate)
             .flat_map(|r| {
                 let (g, u) = r.split_at(l.intermediate);
-                g.iter().zip(u).map(|(g, u)| silu(*g) * u).collect::<Vec<_>>()
+                g.iter()
+                    .zip(u)
+                    .map(|(g, u)| silu(*g) * u)
+                    .collect::<Vec<_>>()
             })
             .collect();
         add_into(&mut x, &linear(&a, &lw.down, None, n, d, l.intermediate));
@@ -374,10 +398,15 @@ mod tests {
 
     #[test]
     fn erf_is_accurate() {
-        for (x, want) in [(0.5f32, 0.520_499_9f32), (1.0, 0.842_700_8), (3.0, 0.999_977_9)] {
+        for (x, want) in [
+            (0.5f32, 0.520_499_9f32),
+            (1.0, 0.842_700_8),
+            (3.0, 0.999_977_9),
+        ] {
             assert!((erf(x) - want).abs() < 1e-6, "{x}");
             assert!((erf(-x) + want).abs() < 1e-6);
         }
+        assert_eq!(erf(0.0), 0.0);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 20] = [
+pub const KERNELS: [&str; 21] = [
+    "gemv",
     "fill_uniform",
     "zero_cols",
     "rmsnorm",
@@ -37,6 +38,11 @@ pub const KERNELS: [&str; 20] = [
     "decode_combine",
     "argmax_rows",
 ];
+
+/// Largest M for which products go to our `gemv` kernel instead of cuBLASLt. The kernel takes
+/// M ≤ 8, but measured on an H100 (exec/REPORT.md §6) it only ties cuBLASLt at M = 1 and is
+/// 2.2× slower at M = 8 (it re-reads X for every weight chunk), so only M = 1 uses it.
+pub const GEMV_MAX_M: usize = 1;
 
 /// Tokens per KV block and per decode-attention partition (as in the kernels).
 pub const KV_BLOCK: usize = 16;
@@ -221,7 +227,8 @@ pub struct GpuModel {
     plans: RefCell<HashMap<(usize, usize, usize, Epilogue), Plan>>,
     pub ws: DeviceBuffer,
     pub gpu: Gpu,
-    pub max_decode_parts: usize,
+    /// Small-M products through `gemv` (true) or always cuBLASLt (false, for comparison).
+    pub use_gemv: bool,
 }
 
 const WORKSPACE: usize = 32 << 20;
@@ -249,7 +256,7 @@ impl GpuModel {
             plans: RefCell::new(HashMap::new()),
             ws,
             gpu,
-            max_decode_parts: 0,
+            use_gemv: true,
         })
     }
 
@@ -356,6 +363,17 @@ impl GpuModel {
         out_f32: bool,
     ) -> Result<()> {
         let (n, k) = (w.shape[0], w.shape[1]);
+        if m <= GEMV_MAX_M && bias.is_none() && self.use_gemv {
+            let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+            let (acc, f32o, wp) = (accumulate as i32, out_f32 as i32, w.ptr());
+            let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
+            return self.k.get("gemv").launch(
+                blocks,
+                256,
+                s,
+                &mut kargs![x, wp, y, m32, n32, k32, acc, f32o],
+            );
+        }
         let ep = Epilogue {
             bias: bias.is_some(),
             accumulate,
@@ -363,13 +381,21 @@ impl GpuModel {
         };
         let key = (m, n, k, ep);
         let mut plans = self.plans.borrow_mut();
-        if !plans.contains_key(&key) {
-            let p = self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?;
-            plans.insert(key, p);
-        }
-        let p = &plans[&key];
-        self.lt
-            .run_with(p, x, w.ptr(), y, bias.map_or(0, |b| b.ptr()), self.ws.ptr, s)
+        let p = match plans.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?)
+            }
+        };
+        self.lt.run_with(
+            p,
+            x,
+            w.ptr(),
+            y,
+            bias.map_or(0, |b| b.ptr()),
+            self.ws.ptr,
+            s,
+        )
     }
 
     fn grid(&self, n: u64) -> u32 {
@@ -424,7 +450,16 @@ impl GpuModel {
             s,
             &mut kargs![pixels, patches, im, ch, size, p, kp32],
         )?;
-        self.gemm(s, patches, &self.w.patch_embed, pe, images * np, None, false, false)?;
+        self.gemm(
+            s,
+            patches,
+            &self.w.patch_embed,
+            pe,
+            images * np,
+            None,
+            false,
+            false,
+        )?;
         let (np32, dv32) = (np as u32, dv as u32);
         let (cls, pos) = (self.w.class_embed.ptr(), self.w.pos_embed.ptr());
         self.k.get("clip_embed").launch(
@@ -443,18 +478,16 @@ impl GpuModel {
         for l in &self.w.vision {
             self.layernorm(s, x, &l.ln1_w, &l.ln1_b, h, rows, dv)?;
             self.gemm(s, h, &l.qkv_w, qkv, rows, Some(&l.qkv_b), false, false)?;
-            let (stride, heads, k_off, v_off) = (
-                (3 * dv) as u32,
-                v.heads as u32,
-                dv as u32,
-                (2 * dv) as u32,
-            );
+            let (stride, heads, k_off, v_off) =
+                ((3 * dv) as u32, v.heads as u32, dv as u32, (2 * dv) as u32);
             let (causal, scale) = (0i32, 1.0f32 / (hd as f32).sqrt());
             self.k.get(attn_k).launch3(
                 (npos.div_ceil(64) as u32, heads, im),
                 128,
                 s,
-                &mut kargs![qkv, attn, cu_key, stride, dv32, heads, heads, k_off, v_off, causal, scale],
+                &mut kargs![
+                    qkv, attn, cu_key, stride, dv32, heads, heads, k_off, v_off, causal, scale
+                ],
             )?;
             self.gemm(s, attn, &l.o_w, x, rows, Some(&l.o_b), true, false)?;
             self.layernorm(s, x, &l.ln2_w, &l.ln2_b, h, rows, dv)?;
@@ -473,12 +506,30 @@ impl GpuModel {
         )?;
         let d = self.cfg.llm.hidden;
         let p1 = sc.get(g, "v_p1", images * np * d * 2)?;
-        self.gemm(s, h, &self.w.proj1_w, p1, images * np, Some(&self.w.proj1_b), false, false)?;
+        self.gemm(
+            s,
+            h,
+            &self.w.proj1_w,
+            p1,
+            images * np,
+            Some(&self.w.proj1_b),
+            false,
+            false,
+        )?;
         let n1 = (images * np * d) as u64;
         self.k
             .get("gelu_erf")
             .launch(self.grid(n1), 256, s, &mut kargs![p1, n1])?;
-        self.gemm(s, p1, &self.w.proj2_w, out, images * np, Some(&self.w.proj2_b), false, false)
+        self.gemm(
+            s,
+            p1,
+            &self.w.proj2_w,
+            out,
+            images * np,
+            Some(&self.w.proj2_b),
+            false,
+            false,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -606,7 +657,9 @@ impl GpuModel {
                         (max_len.div_ceil(64) as u32, heads, *seqs as u32),
                         128,
                         s,
-                        &mut kargs![qkv, attn, cu, stride, qd, heads, kvh, k_off, v_off, causal, scale],
+                        &mut kargs![
+                            qkv, attn, cu, stride, qd, heads, kvh, k_off, v_off, causal, scale
+                        ],
                     )?;
                 }
                 Attn::Decode {

@@ -215,7 +215,10 @@ pub fn write_safetensors(
         let mut off = 0;
         for (name, shape) in &s.parts {
             let n: usize = shape.iter().product();
-            let bytes = v[off..off + n].iter().flat_map(|x| x.to_le_bytes()).collect();
+            let bytes = v[off..off + n]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
             tensors.push((name.clone(), shape.clone(), bytes));
             off += n;
         }

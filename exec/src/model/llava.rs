@@ -336,8 +336,18 @@ pub fn tensor_specs(c: &LlavaConfig) -> Vec<TensorSpec> {
         Init::Uniform(0.5),
         format!("{V}.embeddings.position_embedding.weight"),
     );
-    one("pre_ln_w".into(), vec![dv], Init::Gain, format!("{V}.pre_layrnorm.weight"));
-    one("pre_ln_b".into(), vec![dv], Init::Uniform(0.1), format!("{V}.pre_layrnorm.bias"));
+    one(
+        "pre_ln_w".into(),
+        vec![dv],
+        Init::Gain,
+        format!("{V}.pre_layrnorm.weight"),
+    );
+    one(
+        "pre_ln_b".into(),
+        vec![dv],
+        Init::Uniform(0.1),
+        format!("{V}.pre_layrnorm.bias"),
+    );
     let lin = |fan_in| Init::Linear { fan_in };
     let bias = Init::Uniform(0.05);
     let mut vision_layers = Vec::new();
@@ -351,17 +361,62 @@ pub fn tensor_specs(c: &LlavaConfig) -> Vec<TensorSpec> {
         };
         let single = |n: &str, s: &[usize]| vec![(format!("{p}.{n}"), s.to_vec())];
         let ts = [
-            ("ln1_w", vec![dv], Init::Gain, single("layer_norm1.weight", &[dv])),
-            ("ln1_b", vec![dv], Init::Uniform(0.1), single("layer_norm1.bias", &[dv])),
-            ("qkv_w", vec![3 * dv, dv], lin(dv), qkv("weight", vec![dv, dv])),
+            (
+                "ln1_w",
+                vec![dv],
+                Init::Gain,
+                single("layer_norm1.weight", &[dv]),
+            ),
+            (
+                "ln1_b",
+                vec![dv],
+                Init::Uniform(0.1),
+                single("layer_norm1.bias", &[dv]),
+            ),
+            (
+                "qkv_w",
+                vec![3 * dv, dv],
+                lin(dv),
+                qkv("weight", vec![dv, dv]),
+            ),
             ("qkv_b", vec![3 * dv], bias, qkv("bias", vec![dv])),
-            ("o_w", vec![dv, dv], lin(dv), single("self_attn.out_proj.weight", &[dv, dv])),
-            ("o_b", vec![dv], bias, single("self_attn.out_proj.bias", &[dv])),
-            ("ln2_w", vec![dv], Init::Gain, single("layer_norm2.weight", &[dv])),
-            ("ln2_b", vec![dv], Init::Uniform(0.1), single("layer_norm2.bias", &[dv])),
-            ("fc1_w", vec![iv, dv], lin(dv), single("mlp.fc1.weight", &[iv, dv])),
+            (
+                "o_w",
+                vec![dv, dv],
+                lin(dv),
+                single("self_attn.out_proj.weight", &[dv, dv]),
+            ),
+            (
+                "o_b",
+                vec![dv],
+                bias,
+                single("self_attn.out_proj.bias", &[dv]),
+            ),
+            (
+                "ln2_w",
+                vec![dv],
+                Init::Gain,
+                single("layer_norm2.weight", &[dv]),
+            ),
+            (
+                "ln2_b",
+                vec![dv],
+                Init::Uniform(0.1),
+                single("layer_norm2.bias", &[dv]),
+            ),
+            (
+                "fc1_w",
+                vec![iv, dv],
+                lin(dv),
+                single("mlp.fc1.weight", &[iv, dv]),
+            ),
             ("fc1_b", vec![iv], bias, single("mlp.fc1.bias", &[iv])),
-            ("fc2_w", vec![dv, iv], lin(iv), single("mlp.fc2.weight", &[dv, iv])),
+            (
+                "fc2_w",
+                vec![dv, iv],
+                lin(iv),
+                single("mlp.fc2.weight", &[dv, iv]),
+            ),
             ("fc2_b", vec![dv], bias, single("mlp.fc2.bias", &[dv])),
         ];
         for (n, shape, init, parts) in ts {
@@ -382,16 +437,36 @@ pub fn tensor_specs(c: &LlavaConfig) -> Vec<TensorSpec> {
             init,
         })
     };
-    one("proj1_w", vec![d, c.projector_in], lin(c.projector_in), format!("{P}.linear_1.weight"));
+    one(
+        "proj1_w",
+        vec![d, c.projector_in],
+        lin(c.projector_in),
+        format!("{P}.linear_1.weight"),
+    );
     one("proj1_b", vec![d], bias, format!("{P}.linear_1.bias"));
-    one("proj2_w", vec![d, d], lin(d), format!("{P}.linear_2.weight"));
+    one(
+        "proj2_w",
+        vec![d, d],
+        lin(d),
+        format!("{P}.linear_2.weight"),
+    );
     one("proj2_b", vec![d], bias, format!("{P}.linear_2.bias"));
-    one("embed", vec![l.vocab, d], Init::Uniform(1.0), format!("{L}.model.embed_tokens.weight"));
+    one(
+        "embed",
+        vec![l.vocab, d],
+        Init::Uniform(1.0),
+        format!("{L}.model.embed_tokens.weight"),
+    );
     for i in 0..l.layers {
         let p = format!("{L}.model.layers.{i}");
         let single = |n: &str, s: &[usize]| vec![(format!("{p}.{n}"), s.to_vec())];
         let ts = [
-            ("attn_norm", vec![d], Init::Gain, single("input_layernorm.weight", &[d])),
+            (
+                "attn_norm",
+                vec![d],
+                Init::Gain,
+                single("input_layernorm.weight", &[d]),
+            ),
             (
                 "qkv",
                 vec![l.qkv_dim(), d],
@@ -402,8 +477,18 @@ pub fn tensor_specs(c: &LlavaConfig) -> Vec<TensorSpec> {
                     (format!("{p}.self_attn.v_proj.weight"), vec![l.kv_dim(), d]),
                 ],
             ),
-            ("o", vec![d, l.q_dim()], lin(l.q_dim()), single("self_attn.o_proj.weight", &[d, l.q_dim()])),
-            ("mlp_norm", vec![d], Init::Gain, single("post_attention_layernorm.weight", &[d])),
+            (
+                "o",
+                vec![d, l.q_dim()],
+                lin(l.q_dim()),
+                single("self_attn.o_proj.weight", &[d, l.q_dim()]),
+            ),
+            (
+                "mlp_norm",
+                vec![d],
+                Init::Gain,
+                single("post_attention_layernorm.weight", &[d]),
+            ),
             (
                 "gate_up",
                 vec![2 * l.intermediate, d],
@@ -413,7 +498,12 @@ pub fn tensor_specs(c: &LlavaConfig) -> Vec<TensorSpec> {
                     (format!("{p}.mlp.up_proj.weight"), vec![l.intermediate, d]),
                 ],
             ),
-            ("down", vec![d, l.intermediate], lin(l.intermediate), single("mlp.down_proj.weight", &[d, l.intermediate])),
+            (
+                "down",
+                vec![d, l.intermediate],
+                lin(l.intermediate),
+                single("mlp.down_proj.weight", &[d, l.intermediate]),
+            ),
         ];
         for (n, shape, init, parts) in ts {
             out.push(TensorSpec {
@@ -432,8 +522,18 @@ pub fn tensor_specs(c: &LlavaConfig) -> Vec<TensorSpec> {
             init,
         })
     };
-    one("norm", vec![d], Init::Gain, format!("{L}.model.norm.weight"));
-    one("lm_head", vec![l.vocab, d], lin(d), format!("{L}.lm_head.weight"));
+    one(
+        "norm",
+        vec![d],
+        Init::Gain,
+        format!("{L}.model.norm.weight"),
+    );
+    one(
+        "lm_head",
+        vec![l.vocab, d],
+        lin(d),
+        format!("{L}.lm_head.weight"),
+    );
     // The patch embedding goes first: stored as a conv kernel, held as a zero-padded matrix.
     out.insert(
         0,
