@@ -5,9 +5,11 @@ use crate::calibrate;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::kv::ModelShape;
+use crate::model::LlavaConfig;
 use crate::report;
 use crate::util;
 use crate::validate;
+use crate::{bench, selftest};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -36,6 +38,13 @@ pub struct CalibrateArgs {
     /// GPUs for the compute probes, comma-separated (default: first GPU of each model).
     #[arg(long, value_delimiter = ',')]
     pub gpu: Option<Vec<usize>>,
+    /// Also run the phase profiler for this LLaVA model (encode, prefill, decode on a grid) on
+    /// the first GPU and write its `phases` into the profile.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Decoder depth for the phase profiler (default: the model's own).
+    #[arg(long)]
+    pub layers: Option<usize>,
 }
 
 pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
@@ -58,6 +67,12 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         gpus: a.gpu.clone(),
         command: util::command_line(),
     };
+    // Check the model name before spending GPU time on the probes.
+    let phase_model = a
+        .model
+        .as_deref()
+        .map(|m| LlavaConfig::builtin(m, a.layers))
+        .transpose()?;
     let cal = calibrate::measure(&opts)?;
     let md = report::calibration_markdown(&cal);
     println!("{md}");
@@ -69,8 +84,105 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
             serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
         std::fs::write(p, s).map_err(|e| crate::error::io_err(p, e))?;
     }
-    calibrate::write_profile(&calibrate::to_profile(&cal), &a.out)?;
+    let mut prof = calibrate::to_profile(&cal);
+    if let Some(c) = phase_model {
+        let gpu_index = a.gpu.as_ref().and_then(|g| g.first().copied()).unwrap_or(0);
+        let gpu = device::Gpu::open(gpu_index)?;
+        let catalog_gpu = crate::catalog::gpu_spec(&gpu.info.name)
+            .map(|g| g.name.to_string())
+            .unwrap_or_else(|| gpu.info.name.clone());
+        let grid = if a.quick {
+            bench::PhaseGrid::quick()
+        } else {
+            bench::PhaseGrid::full()
+        };
+        let p = bench::phase_profile(&c, gpu, &catalog_gpu, &grid, 20)?;
+        println!("{}", phase_markdown(&p));
+        prof.phases
+            .retain(|x| !(x.model == p.model && x.catalog_gpu == p.catalog_gpu));
+        prof.phases.push(p);
+    }
+    calibrate::write_profile(&prof, &a.out)?;
     eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// The phase profile as markdown tables.
+pub fn phase_markdown(p: &crate::profile::PhaseProfile) -> String {
+    let mut s = format!(
+        "## Phase profile: {} on {} ({})\n\n| encode images | ms |\n|---|---|\n",
+        p.model, p.catalog_gpu, p.dtype
+    );
+    for e in &p.encode {
+        s += &format!("| {} | {:.3} |\n", e.images, e.seconds * 1e3);
+    }
+    s += "\n| prefill sequences | tokens | ms |\n|---|---|---|\n";
+    for e in &p.prefill {
+        s += &format!(
+            "| {} | {} | {:.3} |\n",
+            e.sequences,
+            e.tokens,
+            e.seconds * 1e3
+        );
+    }
+    s += "\n| decode batch | context | ms |\n|---|---|---|\n";
+    for e in &p.decode {
+        s += &format!("| {} | {} | {:.3} |\n", e.batch, e.context, e.seconds * 1e3);
+    }
+    s
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SelftestArgs {
+    /// GPU to test.
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
+    /// Seed of the random test model.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Every engine kernel and the whole forward on the GPU against the CPU reference (tiny random
+/// LLaVA), then the engine end to end. Prints a table; a failed check exits with code 2.
+pub fn selftest(a: &SelftestArgs) -> Result<()> {
+    let checks = selftest::run(a.gpu, a.seed)?;
+    println!("{}", selftest::table(&checks));
+    // A wrong result is something the user must act on (exit code 2), like bad input.
+    selftest::failures(&checks).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Built-in LLaVA model.
+    #[arg(long, default_value = "llava-1.5-7b")]
+    pub model: String,
+    /// Decoder depth (default: the model's own).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// GPU to run on.
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
+    /// Timed repeats per decode point (prefill and encode: at most 10).
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Also write the table here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Engine speed against the floors measured in the same run; prints a table.
+pub fn bench(a: &BenchArgs) -> Result<()> {
+    let c = LlavaConfig::builtin(&a.model, a.layers)?;
+    if a.iters == 0 {
+        return Err(Error::Invalid("--iters must be at least 1".into()));
+    }
+    let (floors, rows) = bench::bench(&c, a.gpu, a.iters)?;
+    let name = device::Gpu::open(a.gpu)?.info.name;
+    let t = bench::bench_table(&c, &format!("{name}, {}", util::now_utc()), &floors, &rows);
+    println!("{t}");
+    if let Some(p) = &a.out {
+        std::fs::write(p, &t).map_err(|e| crate::error::io_err(p, e))?;
+    }
     Ok(())
 }
 
@@ -238,6 +350,18 @@ mod tests {
     }
 
     #[test]
+    fn bench_rejects_unknown_model_without_a_gpu() {
+        let a = BenchArgs {
+            model: "gpt-9".into(),
+            layers: None,
+            gpu: 0,
+            iters: 1,
+            out: None,
+        };
+        assert_eq!(bench(&a).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
     fn calibrate_rejects_missing_out_folder() {
         let a = CalibrateArgs {
             out: PathBuf::from("/nonexistent-folder-xyz/p.yaml"),
@@ -248,6 +372,8 @@ mod tests {
             no_links: true,
             no_compute: true,
             gpu: None,
+            model: None,
+            layers: None,
         };
         assert_eq!(calibrate(&a).unwrap_err().exit_code(), 2);
     }

@@ -48,9 +48,24 @@ impl Lt {
         workspace: usize,
         max_algos: usize,
     ) -> Result<Plan> {
+        self.plan_with(m, n, k, workspace, max_algos, Epilogue::default())
+    }
+
+    /// As `plan`, with an epilogue: a bias added to every row, accumulation into Y
+    /// (`Y += X·Wᵀ`: the residual add for free), f32 output.
+    pub fn plan_with(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        workspace: usize,
+        max_algos: usize,
+        ep: Epilogue,
+    ) -> Result<Plan> {
         use lt::cublasComputeType_t::CUBLAS_COMPUTE_32F;
         use lt::cudaDataType_t::{CUDA_R_16BF, CUDA_R_32F};
-        let what = format!("GEMM M={m} N={n} K={k}");
+        let what = format!("GEMM M={m} N={n} K={k} {ep:?}");
+        let out_type = if ep.out_f32 { CUDA_R_32F } else { CUDA_R_16BF };
         let mut p = Plan {
             m,
             n,
@@ -62,6 +77,7 @@ impl Lt {
             algos: Vec::new(),
             chosen: 0,
             workspace,
+            ep,
         };
         unsafe {
             ckb(
@@ -78,6 +94,18 @@ impl Lt {
                 ),
                 || format!("cublasLtMatmulDescSetAttribute(TRANSA, {what})"),
             )?;
+            if ep.bias {
+                let e = lt::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+                ckb(
+                    lt::cublasLtMatmulDescSetAttribute(
+                        p.desc,
+                        lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                        &e as *const _ as *const c_void,
+                        std::mem::size_of_val(&e),
+                    ),
+                    || format!("cublasLtMatmulDescSetAttribute(EPILOGUE, {what})"),
+                )?;
+            }
             // A = W viewed column-major K×N (ld K); B = X viewed K×M (ld K); C = Y viewed N×M (ld N)
             ckb(
                 lt::cublasLtMatrixLayoutCreate(&mut p.a, CUDA_R_16BF, k as u64, n as u64, k as i64),
@@ -88,7 +116,7 @@ impl Lt {
                 || format!("layout B ({what})"),
             )?;
             ckb(
-                lt::cublasLtMatrixLayoutCreate(&mut p.c, CUDA_R_16BF, n as u64, m as u64, n as i64),
+                lt::cublasLtMatrixLayoutCreate(&mut p.c, out_type, n as u64, m as u64, n as i64),
                 || format!("layout C ({what})"),
             )?;
             let mut pref = std::ptr::null_mut();
@@ -155,8 +183,37 @@ impl Lt {
     /// Queue Y = X·Wᵀ on `s`. Pointers are device addresses of bf16 data; `ws` a workspace of at
     /// least `plan.workspace` bytes. The stream's context must be current.
     pub fn run(&self, p: &Plan, x: u64, w: u64, y: u64, ws: u64, s: &Stream) -> Result<()> {
+        self.run_with(p, x, w, y, 0, ws, s)
+    }
+
+    /// As `run`; `bias` is the device address of N bf16 values when the plan has a bias.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_with(
+        &self,
+        p: &Plan,
+        x: u64,
+        w: u64,
+        y: u64,
+        bias: u64,
+        ws: u64,
+        s: &Stream,
+    ) -> Result<()> {
         let alpha = 1.0f32;
-        let beta = 0.0f32;
+        let beta = if p.ep.accumulate { 1.0f32 } else { 0.0f32 };
+        if p.ep.bias {
+            let b = bias as *const c_void;
+            ckb(
+                unsafe {
+                    lt::cublasLtMatmulDescSetAttribute(
+                        p.desc,
+                        lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                        &b as *const *const c_void as *const c_void,
+                        std::mem::size_of::<*const c_void>(),
+                    )
+                },
+                || "cublasLtMatmulDescSetAttribute(BIAS_POINTER)".into(),
+            )?;
+        }
         let algo: *const lt::cublasLtMatmulAlgo_t = &p.algos[p.chosen];
         ckb(
             unsafe {
@@ -197,7 +254,16 @@ impl Drop for Lt {
     }
 }
 
+/// What happens after the product (see `Lt::plan_with`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Epilogue {
+    pub bias: bool,
+    pub accumulate: bool,
+    pub out_f32: bool,
+}
+
 pub struct Plan {
+    pub ep: Epilogue,
     pub m: usize,
     pub n: usize,
     pub k: usize,

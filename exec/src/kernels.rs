@@ -8,6 +8,7 @@ use std::ffi::{CString, c_void};
 
 pub const PROBE_SRC: &str = include_str!("../../kernels/probe.cu");
 pub const KV_SRC: &str = include_str!("../../kernels/kv_transfer.cu");
+pub const LLAVA_SRC: &str = include_str!("../../kernels/llava.cu");
 
 /// A compiled module loaded into one GPU's primary context.
 pub struct Module {
@@ -111,6 +112,36 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Launch on `s` with a 3-D grid.
+    pub fn launch3(
+        &self,
+        grid: (u32, u32, u32),
+        block: u32,
+        s: &Stream,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
+        ck!(
+            sys::cuLaunchKernel(
+                self.raw,
+                grid.0.max(1),
+                grid.1.max(1),
+                grid.2.max(1),
+                block,
+                1,
+                1,
+                0,
+                s.raw,
+                args.as_mut_ptr(),
+                std::ptr::null_mut()
+            ),
+            "cuLaunchKernel({}, grid {grid:?}, block {block}, GPU {})",
+            self.name,
+            s.gpu
+        )
+    }
+}
+
 /// Grid size for a grid-stride kernel over `n` items: enough blocks to fill the GPU a few times
 /// over, never more than the items need.
 pub fn grid_for(n: u64, block: u32, sms: u32) -> u32 {
@@ -134,6 +165,12 @@ mod tests {
             assert!(
                 KV_SRC.contains(&format!("void {k}(")),
                 "{k} missing from kv_transfer.cu"
+            );
+        }
+        for k in crate::model::gpu::KERNELS {
+            assert!(
+                LLAVA_SRC.contains(&format!("void {k}(")) || LLAVA_SRC.contains(&format!(") {k}(")),
+                "{k} missing from llava.cu"
             );
         }
         for k in ["empty_kernel", "copy_u4", "fill_bf16_uniform"] {

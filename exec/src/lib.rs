@@ -10,21 +10,25 @@
 //! * [`validate`]: ships real paged KV caches and embeddings between GPUs, bit-exact, timed.
 //! * [`cli`]: clap arguments and entry points for the `hetsim` binary.
 
+pub mod bench;
 pub mod calibrate;
 pub mod catalog;
 pub mod cli;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod gemm;
 pub mod kernels;
 pub mod kv;
 pub mod libs;
+pub mod model;
 pub mod nvml;
 pub mod probes;
 /// The hardware profile type is the simulator's (`hetsim_sim::profile`): calibrate writes what
 /// `hetsim run` reads.
 pub use hetsim_sim::profile;
 pub mod report;
+pub mod selftest;
 pub mod stats;
 pub mod util;
 pub mod validate;

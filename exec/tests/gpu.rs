@@ -199,3 +199,13 @@ fn no_driver_is_an_error_not_a_panic() {
         Err(e) => assert_eq!(e.exit_code(), 2, "{e}"),
     }
 }
+
+#[test]
+fn engine_selftest_passes() {
+    let Some(_) = gpu_or_skip("engine_selftest_passes") else {
+        return;
+    };
+    let checks = hetsim_exec::selftest::run(0, 7).unwrap();
+    println!("{}", hetsim_exec::selftest::table(&checks));
+    hetsim_exec::selftest::failures(&checks).unwrap();
+}

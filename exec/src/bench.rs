@@ -1,0 +1,329 @@
+//! Engine speed against the physical floor measured in the same run (`hetsim exec bench`), and
+//! the phase profiler (`hetsim calibrate --model`): encode / prefill / decode times on a grid,
+//! written as the simulator's `PhaseProfile`.
+
+use crate::device::Gpu;
+use crate::engine::{Engine, EngineConfig};
+use crate::error::Result;
+use crate::gemm::Lt;
+use crate::kargs;
+use crate::model::gpu::GpuModel;
+use crate::model::llava::LlavaConfig;
+use crate::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
+use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint};
+
+/// The two ceilings everything is compared with, measured on this GPU now.
+#[derive(Debug, Clone, Copy)]
+pub struct Floors {
+    /// Device copy, (read + write) / time, the better of our kernel and cuMemcpyDtoD.
+    pub copy_gbs: f64,
+    /// bf16 GEMM 8192³ through cuBLASLt, best heuristic candidate.
+    pub gemm_tflops: f64,
+}
+
+pub fn measure_floors(gpu: &Gpu) -> Result<Floors> {
+    let pk = ProbeKernels::load(gpu)?;
+    let lt = Lt::new()?;
+    let s = gpu.stream()?;
+    let hbm = compute::hbm_bandwidth(gpu, &pk, &s, 1 << 30, gpu.info.sms)?;
+    let n = 8192;
+    let bufs = GemmBuffers::new(gpu, &pk, &s, n, n, n, gpu.info.sms)?;
+    let p = compute::time_gemm(
+        gpu,
+        &lt,
+        &bufs,
+        &s,
+        &GemmShape {
+            phase: "peak".into(),
+            op: "square".into(),
+            m: n,
+            n,
+            k: n,
+        },
+    )?;
+    Ok(Floors {
+        copy_gbs: hbm.kernel_gbs.max(hbm.memcpy_gbs),
+        gemm_tflops: p.tflops,
+    })
+}
+
+/// FLOPs of the vision tower + projector over `images` images.
+pub fn encode_flops(c: &LlavaConfig, images: usize) -> f64 {
+    let v = &c.vision;
+    let (t, d, i) = (v.positions() as f64, v.hidden as f64, v.intermediate as f64);
+    let per_layer = 2.0 * t * (4.0 * d * d + 2.0 * d * i) + 4.0 * t * t * d;
+    let np = v.patches() as f64;
+    let dl = c.llm.hidden as f64;
+    let patch = 2.0 * np * v.patch_dim() as f64 * d;
+    let proj = 2.0 * np * (d * dl + dl * dl);
+    images as f64 * (per_layer * v.layers_run as f64 + patch + proj)
+}
+
+/// FLOPs of a prefill of `seqs` prompts of `tokens` each (causal attention: half the square),
+/// logits of the last token of each.
+pub fn prefill_flops(c: &LlavaConfig, seqs: usize, tokens: usize) -> f64 {
+    let l = &c.llm;
+    let d = l.hidden as f64;
+    let lin = (l.qkv_dim() as f64 + l.q_dim() as f64) * d + 3.0 * l.intermediate as f64 * d;
+    let n = (seqs * tokens) as f64;
+    let attn = 2.0 * 2.0 * l.q_dim() as f64 * (tokens as f64).powi(2) / 2.0 * seqs as f64;
+    l.layers as f64 * (2.0 * n * lin + attn) + 2.0 * seqs as f64 * d * l.vocab as f64
+}
+
+/// Bytes a decode step must read at least: the decoder's weights once, and every sequence's K
+/// and V.
+pub fn decode_bytes(m: &GpuModel, batch: usize, context: usize) -> f64 {
+    let l = &m.cfg.llm;
+    m.decoder_weight_bytes() as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
+}
+
+pub struct BenchRow {
+    pub phase: String,
+    pub shape: String,
+    pub seconds: f64,
+    pub floor_s: f64,
+    /// decode: time / floor; prefill, encode: fraction of GEMM peak
+    pub figure: f64,
+    pub target: Option<(String, bool)>,
+}
+
+/// An engine over random weights of `c` whose KV pool holds `max_batch` sequences of
+/// `kv_context` tokens (filled with random values so attention sees real numbers).
+pub fn bench_engine(
+    c: &LlavaConfig,
+    gpu: Gpu,
+    max_batch: usize,
+    max_context: usize,
+    kv_context: usize,
+) -> Result<Engine> {
+    let m = GpuModel::random(c, gpu, 42)?;
+    let blocks = max_batch * (kv_context.div_ceil(crate::model::gpu::KV_BLOCK) + 1) + 64;
+    let e = Engine::new(
+        m,
+        EngineConfig {
+            max_batch,
+            max_context,
+            prefill_tokens: 16384,
+            encode_batch: 32,
+            kv_blocks: Some(blocks),
+            graphs: true,
+            seed: 1,
+        },
+    )?;
+    e.fill_kv_random()?;
+    Ok(e)
+}
+
+pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors, Vec<BenchRow>)> {
+    let gpu = Gpu::open(gpu_index)?;
+    let floors = measure_floors(&gpu)?;
+    let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
+    let mut rows = Vec::new();
+    let peak = floors.gemm_tflops * 1e12;
+    let bw = floors.copy_gbs * 1e9;
+    for (batch, target) in [(1usize, Some(1.3)), (8, None), (32, None), (64, Some(1.15))] {
+        let t = e.time_decode(batch, 700, iters)?;
+        let floor = decode_bytes(&e.model, batch, 700) / bw;
+        let r = t / floor;
+        rows.push(BenchRow {
+            phase: "decode".into(),
+            shape: format!("batch {batch}, context 700"),
+            seconds: t,
+            floor_s: floor,
+            figure: r,
+            target: target.map(|x| (format!("≤ {x}× floor"), r <= x)),
+        });
+    }
+    // The same step with every product in cuBLASLt, to show what the gemv kernel buys.
+    e.set_gemv(false);
+    for batch in [1usize, 8] {
+        let t = e.time_decode(batch, 700, iters)?;
+        let floor = decode_bytes(&e.model, batch, 700) / bw;
+        rows.push(BenchRow {
+            phase: "decode".into(),
+            shape: format!("batch {batch}, context 700, cuBLASLt only"),
+            seconds: t,
+            floor_s: floor,
+            figure: t / floor,
+            target: None,
+        });
+    }
+    e.set_gemv(true);
+    for (seqs, tokens, target) in [(1usize, 704usize, None), (8, 704, Some(0.65))] {
+        let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10))?;
+        let f = prefill_flops(&e.model.cfg, seqs, tokens);
+        let eff = f / t / peak;
+        rows.push(BenchRow {
+            phase: "prefill".into(),
+            shape: format!("{seqs} × {tokens} tokens"),
+            seconds: t,
+            floor_s: f / peak,
+            figure: eff,
+            target: target.map(|x| (format!("≥ {:.0} % of GEMM peak", x * 100.0), eff >= x)),
+        });
+    }
+    for (images, target) in [(1usize, None), (32, Some(0.55))] {
+        let t = e.time_encode(images, iters.clamp(1, 10))?;
+        let f = encode_flops(&e.model.cfg, images);
+        let eff = f / t / peak;
+        rows.push(BenchRow {
+            phase: "encode".into(),
+            shape: format!("{images} images"),
+            seconds: t,
+            floor_s: f / peak,
+            figure: eff,
+            target: target.map(|x| (format!("≥ {:.0} % of GEMM peak", x * 100.0), eff >= x)),
+        });
+    }
+    Ok((floors, rows))
+}
+
+pub fn bench_table(c: &LlavaConfig, device: &str, floors: &Floors, rows: &[BenchRow]) -> String {
+    let mut s = format!(
+        "{} ({} decoder layers), bf16, {device}\nmeasured floors: device copy {:.0} GB/s, bf16 GEMM 8192³ {:.1} TFLOP/s\n\n",
+        c.name, c.llm.layers, floors.copy_gbs, floors.gemm_tflops
+    );
+    s += "| phase | shape | time ms | floor ms | time / floor | % of GEMM peak | target | met |\n|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let (ratio, eff) = if r.phase == "decode" {
+            (format!("{:.3}", r.figure), "".to_string())
+        } else {
+            (
+                format!("{:.3}", r.seconds / r.floor_s),
+                format!("{:.1} %", r.figure * 100.0),
+            )
+        };
+        let (t, met) = match &r.target {
+            Some((t, m)) => (t.clone(), if *m { "yes" } else { "NO" }.to_string()),
+            None => (String::new(), String::new()),
+        };
+        s += &format!(
+            "| {} | {} | {:.3} | {:.3} | {ratio} | {eff} | {t} | {met} |\n",
+            r.phase,
+            r.shape,
+            r.seconds * 1e3,
+            r.floor_s * 1e3,
+        );
+    }
+    s
+}
+
+/// Grid of the phase profiler.
+pub struct PhaseGrid {
+    pub encode: Vec<usize>,
+    pub prefill: Vec<(usize, usize)>,
+    pub decode_batch: Vec<usize>,
+    pub decode_context: Vec<usize>,
+}
+
+impl PhaseGrid {
+    pub fn full() -> PhaseGrid {
+        PhaseGrid {
+            encode: vec![1, 2, 4, 8, 16, 32],
+            prefill: vec![
+                (1, 128),
+                (1, 704),
+                (1, 2048),
+                (2, 1408),
+                (4, 2816),
+                (8, 5632),
+                (16, 11264),
+            ],
+            decode_batch: vec![1, 2, 4, 8, 16, 32, 64],
+            decode_context: vec![256, 704, 1024],
+        }
+    }
+    pub fn quick() -> PhaseGrid {
+        PhaseGrid {
+            encode: vec![1, 8],
+            prefill: vec![(1, 704), (4, 2816)],
+            decode_batch: vec![1, 16],
+            decode_context: vec![704],
+        }
+    }
+}
+
+/// Measure the phase grid for a model on one GPU.
+pub fn phase_profile(
+    c: &LlavaConfig,
+    gpu: Gpu,
+    catalog_gpu: &str,
+    grid: &PhaseGrid,
+    iters: usize,
+) -> Result<PhaseProfile> {
+    let max_batch = grid.decode_batch.iter().copied().max().unwrap_or(1);
+    let max_ctx = grid.decode_context.iter().copied().max().unwrap_or(1) + 16;
+    let max_prefill = grid.prefill.iter().map(|p| p.1 / p.0).max().unwrap_or(1);
+    let mut e = bench_engine(c, gpu, max_batch, max_ctx.max(max_prefill), max_ctx)?;
+    let mut encode = Vec::new();
+    for &n in &grid.encode {
+        eprintln!("phase profile: encode {n} images");
+        encode.push(EncodePoint {
+            images: n as u64,
+            seconds: e.time_encode(n, iters.clamp(1, 10))?,
+        });
+    }
+    let mut prefill = Vec::new();
+    for &(seqs, tokens) in &grid.prefill {
+        let each = tokens / seqs;
+        eprintln!("phase profile: prefill {seqs} × {each}");
+        prefill.push(PrefillPoint {
+            sequences: seqs as u64,
+            tokens: (each * seqs) as u64,
+            seconds: e.time_prefill(seqs, each, iters.clamp(1, 10))?,
+        });
+    }
+    let mut decode = Vec::new();
+    for &b in &grid.decode_batch {
+        for &ctx in &grid.decode_context {
+            eprintln!("phase profile: decode batch {b}, context {ctx}");
+            decode.push(DecodePoint {
+                batch: b as u64,
+                context: ctx as u64,
+                seconds: e.time_decode(b, ctx, iters)?,
+            });
+        }
+    }
+    Ok(PhaseProfile {
+        model: c.name.clone(),
+        catalog_gpu: catalog_gpu.to_string(),
+        dtype: "bf16".into(),
+        encode,
+        prefill,
+        decode,
+    })
+}
+
+impl Engine {
+    /// Random values in the whole KV pool (timing runs read contexts nobody wrote).
+    pub fn fill_kv_random(&self) -> Result<()> {
+        let p = self.pool_ptr();
+        let n = (self.pool_bytes() / 2) as u64;
+        let g = &self.model.gpu;
+        let (seed, scale, off) = (77u64, 1.0f32, 0.0f32);
+        self.model.k.get("fill_uniform").launch(
+            crate::kernels::grid_for(n, 256, g.info.sms),
+            256,
+            &self.stream,
+            &mut kargs![p, n, seed, scale, off],
+        )?;
+        self.stream.synchronize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flop_counts_match_hand_numbers() {
+        let c = LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
+        // 7B prefill ≈ 2 · 6.5 G params · tokens (linear part) + attention.
+        let f = prefill_flops(&c, 8, 704);
+        let lin = 2.0 * 5632.0 * 32.0 * (4.0 * 4096.0 * 4096.0 + 3.0 * 11008.0 * 4096.0);
+        assert!(f > lin && f < lin * 1.05, "{f} vs {lin}");
+        // CLIP-L/336, 23 layers: ≈ 0.35 TFLOP per image incl. projector
+        let e = encode_flops(&c, 1) / 1e12;
+        assert!((0.33..0.40).contains(&e), "{e}");
+    }
+}

@@ -1,0 +1,915 @@
+//! The serving engine on one GPU: vision encoding in batches, variable-length prefill of several
+//! prompts in one step (packed, no padding), decode with a paged KV cache and continuous batching
+//! (requests join and leave between steps), decode steps replayed as CUDA graphs captured per
+//! batch-size bucket (1, 2, 4, …; the batch is padded to its bucket), greedy sampling.
+//!
+//! Scheduling, one `step()` at a time: encode if images wait (up to `encode_batch` images); else
+//! prefill if encoded requests wait and their KV fits (up to `prefill_tokens` tokens); else one
+//! decode step of every running request. KV blocks for a request's whole length (prompt +
+//! output) are reserved when it is admitted to prefill, so a running request never waits for
+//! memory. Event times are host-clock seconds since the engine started, taken after the step's
+//! work has finished on the GPU.
+
+use crate::device::{DeviceBuffer, Event, PinnedBuffer, Stream, ck};
+use crate::error::{Error, Result};
+use crate::kargs;
+use crate::model::gpu::{
+    Attn, DECODE_PART, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_i32,
+};
+use crate::model::host::{IMAGE_TOKEN, mix64};
+use cudarc::driver::sys;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest decode batch (the largest graph bucket).
+    pub max_batch: usize,
+    /// Longest request (prompt + output tokens).
+    pub max_context: usize,
+    /// Tokens in one prefill step.
+    pub prefill_tokens: usize,
+    /// Images in one encode step.
+    pub encode_batch: usize,
+    /// KV blocks of 16 tokens; None: what fits in free memory after a 4 GiB margin.
+    pub kv_blocks: Option<usize>,
+    /// Replay decode steps from CUDA graphs (else launch kernel by kernel).
+    pub graphs: bool,
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch: 64,
+            max_context: 2048,
+            prefill_tokens: 8192,
+            encode_batch: 32,
+            kv_blocks: None,
+            graphs: true,
+            seed: 1,
+        }
+    }
+}
+
+/// One request: images (their sizes only: LLaVA-1.5 resizes every image to 336×336, so the
+/// pixels are random), a prompt with one `IMAGE_TOKEN` per image, and how many tokens to
+/// generate.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: u64,
+    pub images: Vec<(u32, u32)>,
+    pub prompt: Vec<i32>,
+    pub output_tokens: usize,
+}
+
+impl Request {
+    /// `[BOS, image × n, text tokens…]` with random text tokens.
+    pub fn synthetic(
+        id: u64,
+        images: usize,
+        text_tokens: usize,
+        output_tokens: usize,
+        vocab: usize,
+    ) -> Request {
+        let mut prompt = vec![1];
+        prompt.extend(std::iter::repeat_n(IMAGE_TOKEN, images));
+        prompt.extend(
+            (0..text_tokens).map(|i| 2 + (mix64(id * 7919 + i as u64) % (vocab as u64 - 2)) as i32),
+        );
+        Request {
+            id,
+            images: vec![(640, 480); images],
+            prompt,
+            output_tokens,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    EncodeDone,
+    FirstToken,
+    Token,
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    pub id: u64,
+    pub kind: EventKind,
+    pub token: Option<u32>,
+    /// Seconds since the engine started (host clock, after synchronisation).
+    pub t: f64,
+}
+
+/// What the last step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Idle,
+    Encode { images: usize },
+    Prefill { seqs: usize, tokens: usize },
+    Decode { batch: usize, bucket: usize },
+}
+
+struct Seq {
+    req: Request,
+    /// Image embeddings [images·np, d] once encoded.
+    emb: Option<DeviceBuffer>,
+    blocks: Vec<i32>,
+    /// Tokens in the KV cache.
+    len: usize,
+    generated: Vec<u32>,
+}
+
+impl Seq {
+    fn prompt_len(&self, np: usize) -> usize {
+        self.req.prompt.len() + self.req.images.len() * (np - 1)
+    }
+}
+
+struct Graph {
+    exec: sys::CUgraphExec,
+    graph: sys::CUgraph,
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        unsafe {
+            sys::cuGraphExecDestroy(self.exec);
+            sys::cuGraphDestroy(self.graph);
+        }
+    }
+}
+
+/// Fixed device buffers of the decode step (graphs capture their addresses).
+struct DecodeBufs {
+    /// i32 arrays, each max_batch long, one after another: tokens, positions, slots, ctx,
+    /// img_rows (always −1), rows (0..max_batch); then tables [max_batch, max_blocks].
+    ints: DeviceBuffer,
+    host: PinnedBuffer,
+    x: DeviceBuffer,
+    logits: DeviceBuffer,
+    argmax: DeviceBuffer,
+    argmax_host: PinnedBuffer,
+}
+
+pub struct Engine {
+    pub model: GpuModel,
+    pub cfg: EngineConfig,
+    pub stream: Stream,
+    pool: KvPool,
+    free_blocks: Vec<i32>,
+    max_blocks: usize,
+    max_parts: usize,
+    waiting: VecDeque<Seq>,
+    encoded: VecDeque<Seq>,
+    running: BTreeMap<u64, Seq>,
+    /// Scratch of encode and prefill steps (grows with them).
+    sc: Scratch,
+    /// Scratch of decode steps: sized once for max_batch, never reallocated, because the
+    /// captured graphs hold its addresses.
+    dsc: Scratch,
+    dec: DecodeBufs,
+    graphs: BTreeMap<usize, Graph>,
+    start: Instant,
+    pixels_seed: u64,
+}
+
+/// Batch-size buckets: powers of two up to max_batch (and max_batch itself).
+pub fn bucket(batch: usize, max_batch: usize) -> usize {
+    batch.next_power_of_two().min(max_batch)
+}
+
+impl Engine {
+    pub fn new(model: GpuModel, cfg: EngineConfig) -> Result<Engine> {
+        if cfg.max_batch == 0 || cfg.encode_batch == 0 || cfg.max_context == 0 {
+            return Err(Error::Invalid(
+                "max batch, encode batch and max context must be at least 1".into(),
+            ));
+        }
+        let c = &model.cfg;
+        let stream = model.gpu.stream()?;
+        let max_blocks = cfg.max_context.div_ceil(KV_BLOCK);
+        let max_parts = cfg.max_context.div_ceil(DECODE_PART);
+        let blocks = match cfg.kv_blocks {
+            Some(b) => b,
+            None => {
+                let free = model.gpu.free_memory()?;
+                // Activations of a full prefill step and of the encoder are the other users.
+                KvPool::blocks_for(c, free.saturating_sub(4 << 30) * 9 / 10)
+            }
+        };
+        if blocks < max_blocks {
+            return Err(Error::Invalid(format!(
+                "KV pool of {blocks} blocks cannot hold one request of {} tokens",
+                cfg.max_context
+            )));
+        }
+        let pool = KvPool::new(&model.gpu, c, blocks)?;
+        let mb = cfg.max_batch;
+        let ints = model.gpu.alloc((6 * mb + mb * max_blocks) * 4)?;
+        let host = PinnedBuffer::new(&model.gpu, (6 * mb + mb * max_blocks) * 4)?;
+        let d = c.llm.hidden;
+        let dec = DecodeBufs {
+            ints,
+            host,
+            x: model.gpu.alloc(mb * d * 2)?,
+            logits: model.gpu.alloc(mb * c.llm.vocab * 4)?,
+            argmax: model.gpu.alloc(mb * 4)?,
+            argmax_host: PinnedBuffer::new(&model.gpu, mb * 4)?,
+        };
+        let mut dsc = Scratch::new();
+        model.decoder_scratch(&mut dsc, mb, max_parts)?;
+        dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
+        dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
+        Ok(Engine {
+            free_blocks: (0..blocks as i32).rev().collect(),
+            pool,
+            max_blocks,
+            max_parts,
+            waiting: VecDeque::new(),
+            encoded: VecDeque::new(),
+            running: BTreeMap::new(),
+            sc: Scratch::new(),
+            dsc,
+            dec,
+            graphs: BTreeMap::new(),
+            start: Instant::now(),
+            pixels_seed: cfg.seed,
+            stream,
+            model,
+            cfg,
+        })
+    }
+
+    pub fn kv_blocks(&self) -> usize {
+        self.pool.blocks
+    }
+
+    /// Small-batch products through our gemv kernel or cuBLASLt; drops captured graphs.
+    pub fn set_gemv(&mut self, on: bool) {
+        self.model.use_gemv = on;
+        self.graphs.clear();
+    }
+
+    pub fn pool_ptr(&self) -> u64 {
+        self.pool.buf.ptr
+    }
+
+    pub fn pool_bytes(&self) -> usize {
+        self.pool.buf.bytes
+    }
+
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Queue a request. Checked here, so a bad one never reaches the GPU.
+    pub fn submit(&mut self, req: Request) -> Result<()> {
+        let c = &self.model.cfg;
+        let imgs = req.prompt.iter().filter(|&&t| t == IMAGE_TOKEN).count();
+        if imgs != req.images.len() {
+            return Err(Error::Invalid(format!(
+                "request {}: {} images but {imgs} image tokens in the prompt",
+                req.id,
+                req.images.len()
+            )));
+        }
+        if let Some(t) = req
+            .prompt
+            .iter()
+            .find(|&&t| t != IMAGE_TOKEN && (t < 0 || t as usize >= c.llm.vocab))
+        {
+            return Err(Error::Invalid(format!(
+                "request {}: token {t} outside the vocabulary",
+                req.id
+            )));
+        }
+        if req.output_tokens == 0 {
+            return Err(Error::Invalid(format!(
+                "request {}: output tokens must be at least 1",
+                req.id
+            )));
+        }
+        let seq = Seq {
+            req,
+            emb: None,
+            blocks: Vec::new(),
+            len: 0,
+            generated: Vec::new(),
+        };
+        let total = seq.prompt_len(c.image_tokens()) + seq.req.output_tokens;
+        if total > self.cfg.max_context {
+            return Err(Error::Invalid(format!(
+                "request {}: {total} tokens (prompt + output) exceed the engine's max context {}",
+                seq.req.id, self.cfg.max_context
+            )));
+        }
+        if total > self.pool.blocks * KV_BLOCK {
+            return Err(Error::Invalid(format!(
+                "request {}: {total} tokens do not fit the KV pool ({} blocks)",
+                seq.req.id, self.pool.blocks
+            )));
+        }
+        if seq.req.images.is_empty() {
+            self.encoded.push_back(seq);
+        } else {
+            self.waiting.push_back(seq);
+        }
+        Ok(())
+    }
+
+    /// Nothing queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.encoded.is_empty() && self.running.is_empty()
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// One scheduling step; returns what it did and the events it produced.
+    pub fn step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
+        if !self.waiting.is_empty() {
+            return self.encode_step();
+        }
+        let np = self.model.cfg.image_tokens();
+        let room = self.cfg.max_batch - self.running.len();
+        if room > 0
+            && let Some(first) = self.encoded.front()
+            && first.prompt_len(np) + first.req.output_tokens <= self.free_blocks.len() * KV_BLOCK
+        {
+            return self.prefill_step();
+        }
+        if !self.running.is_empty() {
+            return self.decode_step();
+        }
+        if let Some(first) = self.encoded.front() {
+            return Err(Error::Invalid(format!(
+                "request {} needs more KV blocks than the pool has",
+                first.req.id
+            )));
+        }
+        Ok((StepKind::Idle, Vec::new()))
+    }
+
+    fn encode_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
+        let c = self.model.cfg.clone();
+        // Whole requests, up to encode_batch images (at least one request).
+        let mut take = 0;
+        let mut images = 0;
+        for s in &self.waiting {
+            if take > 0 && images + s.req.images.len() > self.cfg.encode_batch {
+                break;
+            }
+            images += s.req.images.len();
+            take += 1;
+        }
+        let v = &c.vision;
+        let px_elems = images * v.channels * v.image_size * v.image_size;
+        let g = &self.model.gpu;
+        let px = self.sc.get(g, "e_px", px_elems * 2)?;
+        let emb_rows = images * v.patches();
+        let d = c.llm.hidden;
+        let out = self.sc.get(g, "e_out", emb_rows * d * 2)?;
+        // Random pixels in [-1, 1): a normalised image.
+        self.pixels_seed = mix64(self.pixels_seed);
+        let (n, seed, scale, off) = (px_elems as u64, self.pixels_seed, 1.0f32, 0.0f32);
+        self.model.k.get("fill_uniform").launch(
+            crate::kernels::grid_for(n, 256, g.info.sms),
+            256,
+            &self.stream,
+            &mut kargs![px, n, seed, scale, off],
+        )?;
+        self.model
+            .encode(&self.stream, px, images, out, &mut self.sc)?;
+        let mut done = Vec::new();
+        let mut row = 0usize;
+        for _ in 0..take {
+            let Some(mut s) = self.waiting.pop_front() else {
+                break;
+            };
+            let bytes = s.req.images.len() * v.patches() * d * 2;
+            let buf = self.model.gpu.alloc(bytes)?;
+            crate::device::copy_dtod_async(buf.ptr, out + row as u64, bytes, &self.stream)?;
+            row += bytes;
+            s.emb = Some(buf);
+            done.push(s);
+        }
+        self.stream.synchronize()?;
+        let t = self.now();
+        let events = done
+            .iter()
+            .map(|s| EngineEvent {
+                id: s.req.id,
+                kind: EventKind::EncodeDone,
+                token: None,
+                t,
+            })
+            .collect();
+        self.encoded.extend(done);
+        Ok((StepKind::Encode { images }, events))
+    }
+
+    fn upload_ints(&self, dst: u64, v: &[i32]) -> Result<()> {
+        // Small per-step inputs: through a pinned staging buffer so the copy is truly async.
+        let bytes = v.len() * 4;
+        let host = PinnedBuffer::new(&self.model.gpu, bytes.max(4))?;
+        unsafe {
+            std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, host.ptr as *mut u8, bytes);
+        }
+        crate::device::copy_htod_async(dst, &host, 0, bytes, &self.stream)?;
+        self.stream.synchronize()
+    }
+
+    fn prefill_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
+        let c = self.model.cfg.clone();
+        let np = c.image_tokens();
+        let d = c.llm.hidden;
+        let mut seqs = Vec::new();
+        let mut tokens = 0;
+        while let Some(s) = self.encoded.front() {
+            let len = s.prompt_len(np);
+            let need = (len + s.req.output_tokens).div_ceil(KV_BLOCK);
+            if !seqs.is_empty()
+                && (tokens + len > self.cfg.prefill_tokens
+                    || self.running.len() + seqs.len() >= self.cfg.max_batch)
+            {
+                break;
+            }
+            if need > self.free_blocks.len() {
+                break;
+            }
+            let Some(mut s) = self.encoded.pop_front() else {
+                break;
+            };
+            for _ in 0..need {
+                s.blocks.push(self.free_blocks.pop().unwrap_or(0));
+            }
+            tokens += len;
+            seqs.push(s);
+        }
+        // Packed inputs: tokens, image rows (into a staging copy of all images), positions,
+        // slots, cu_seqlens, last rows.
+        let mut tok = Vec::with_capacity(tokens);
+        let mut img_rows = Vec::with_capacity(tokens);
+        let mut pos = Vec::with_capacity(tokens);
+        let mut slots = Vec::with_capacity(tokens);
+        let mut cu = vec![0i32];
+        let mut last = Vec::new();
+        let mut img_base = 0usize;
+        let g = &self.model.gpu;
+        let total_imgs: usize = seqs.iter().map(|s| s.req.images.len()).sum();
+        let imgs = self.sc.get(g, "p_img", (total_imgs * np * d * 2).max(16))?;
+        for s in &seqs {
+            let mut p = 0usize;
+            let mut img = 0usize;
+            for &t in &s.req.prompt {
+                if t == IMAGE_TOKEN {
+                    for r in 0..np {
+                        tok.push(0);
+                        img_rows.push((img_base + img * np + r) as i32);
+                        pos.push(p as i32);
+                        slots
+                            .push(s.blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
+                        p += 1;
+                    }
+                    img += 1;
+                } else {
+                    tok.push(t);
+                    img_rows.push(-1);
+                    pos.push(p as i32);
+                    slots.push(s.blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
+                    p += 1;
+                }
+            }
+            if let Some(e) = &s.emb {
+                let bytes = s.req.images.len() * np * d * 2;
+                crate::device::copy_dtod_async(
+                    imgs + (img_base * d * 2) as u64,
+                    e.ptr,
+                    bytes,
+                    &self.stream,
+                )?;
+            }
+            img_base += s.req.images.len() * np;
+            cu.push(cu[cu.len() - 1] + p as i32);
+            last.push(cu[cu.len() - 1] - 1);
+        }
+        let n = tok.len();
+        let max_len = seqs.iter().map(|s| s.prompt_len(np)).max().unwrap_or(0);
+        let mut ints = Vec::with_capacity(5 * n + 2 * seqs.len() + 1);
+        for a in [&tok, &img_rows, &pos, &slots] {
+            ints.extend_from_slice(a);
+        }
+        ints.extend_from_slice(&cu);
+        ints.extend_from_slice(&last);
+        let dev = self.sc.get(g, "p_ints", ints.len() * 4)?;
+        self.upload_ints(dev, &ints)?;
+        let at = |i: usize| dev + (i * 4) as u64;
+        let x = self.sc.get(g, "p_x", n * d * 2)?;
+        let m = seqs.len();
+        let logits = self.sc.get(g, "p_logits", m * c.llm.vocab * 4)?;
+        let am = self.sc.get(g, "p_argmax", m * 4)?;
+        self.model.embed(&self.stream, at(0), at(n), imgs, x, n)?;
+        let inp = TokenInputs {
+            positions: at(2 * n),
+            slots: at(3 * n),
+        };
+        let attn = Attn::Prefill {
+            cu_seqlens: at(4 * n),
+            seqs: m,
+            max_len,
+        };
+        self.model
+            .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
+        self.model.logits(
+            &self.stream,
+            x,
+            at(4 * n + m + 1),
+            m,
+            logits,
+            am,
+            &mut self.sc,
+        )?;
+        self.stream.synchronize()?;
+        let mut raw = vec![0u8; m * 4];
+        crate::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
+        let t = self.now();
+        let mut events = Vec::new();
+        for (i, mut s) in seqs.into_iter().enumerate() {
+            let tk =
+                i32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
+                    as u32;
+            s.len = s.prompt_len(np);
+            s.emb = None;
+            s.generated.push(tk);
+            events.push(EngineEvent {
+                id: s.req.id,
+                kind: EventKind::FirstToken,
+                token: Some(tk),
+                t,
+            });
+            if s.generated.len() >= s.req.output_tokens {
+                events.push(self.finish(s, t));
+            } else {
+                self.running.insert(s.req.id, s);
+            }
+        }
+        Ok((StepKind::Prefill { seqs: m, tokens: n }, events))
+    }
+
+    fn finish(&mut self, s: Seq, t: f64) -> EngineEvent {
+        self.free_blocks.extend(s.blocks.iter().rev());
+        EngineEvent {
+            id: s.req.id,
+            kind: EventKind::Finished,
+            token: None,
+            t,
+        }
+    }
+
+    /// Queue one decode step of `bucket` rows whose inputs are already in `dec.ints`.
+    fn queue_decode(&mut self, bucket: usize) -> Result<()> {
+        let mb = self.cfg.max_batch;
+        let base = self.dec.ints.ptr;
+        let at = |i: usize| base + (i * mb * 4) as u64;
+        let (x, logits, am) = (self.dec.x.ptr, self.dec.logits.ptr, self.dec.argmax.ptr);
+        self.model.embed(&self.stream, at(0), at(4), 0, x, bucket)?;
+        let inp = TokenInputs {
+            positions: at(1),
+            slots: at(2),
+        };
+        let attn = Attn::Decode {
+            tables: at(6),
+            ctx: at(3),
+            max_blocks: self.max_blocks,
+        };
+        self.model.decoder(
+            &self.stream,
+            x,
+            bucket,
+            &inp,
+            &attn,
+            &self.pool,
+            &mut self.dsc,
+            self.max_parts,
+        )?;
+        self.model
+            .logits(&self.stream, x, at(5), bucket, logits, am, &mut self.dsc)
+    }
+
+    fn capture(&mut self, bucket: usize) -> Result<()> {
+        ck!(
+            sys::cuStreamBeginCapture_v2(
+                self.stream.raw,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+            ),
+            "cuStreamBeginCapture(decode bucket {bucket})"
+        )?;
+        let r = self.queue_decode(bucket);
+        let mut graph: sys::CUgraph = std::ptr::null_mut();
+        let end = ck!(
+            sys::cuStreamEndCapture(self.stream.raw, &mut graph),
+            "cuStreamEndCapture(decode bucket {bucket})"
+        );
+        r?;
+        end?;
+        let mut exec: sys::CUgraphExec = std::ptr::null_mut();
+        ck!(
+            sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0),
+            "cuGraphInstantiate(decode bucket {bucket})"
+        )?;
+        self.graphs.insert(bucket, Graph { exec, graph });
+        Ok(())
+    }
+
+    /// Write the decode inputs of `rows` (token, position, context, block table) for a step of
+    /// `bucket` rows; rows past the batch are padding (context 0, slot −1).
+    fn write_decode_inputs(&mut self, rows: &[(u32, usize, &[i32])], bucket: usize) -> Result<()> {
+        let mb = self.cfg.max_batch;
+        let n = 6 * mb + mb * self.max_blocks;
+        let mut v = vec![0i32; n];
+        for (i, &(tok, pos, blocks)) in rows.iter().enumerate() {
+            v[i] = tok as i32;
+            v[mb + i] = pos as i32;
+            v[2 * mb + i] = blocks[pos / KV_BLOCK] * KV_BLOCK as i32 + (pos % KV_BLOCK) as i32;
+            v[3 * mb + i] = pos as i32 + 1;
+            v[6 * mb + i * self.max_blocks..][..blocks.len()].copy_from_slice(blocks);
+        }
+        for i in rows.len()..bucket {
+            v[2 * mb + i] = -1;
+        }
+        for i in 0..mb {
+            v[4 * mb + i] = -1;
+            v[5 * mb + i] = i as i32;
+        }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                v.as_ptr() as *const u8,
+                self.dec.host.ptr as *mut u8,
+                n * 4,
+            );
+        }
+        crate::device::copy_htod_async(self.dec.ints.ptr, &self.dec.host, 0, n * 4, &self.stream)
+    }
+
+    /// Run one decode step (graph replay or direct launches) and return the sampled tokens.
+    fn run_decode(&mut self, bucket: usize, batch: usize) -> Result<Vec<u32>> {
+        if self.cfg.graphs {
+            if !self.graphs.contains_key(&bucket) {
+                self.capture(bucket)?;
+            }
+            let exec = self.graphs[&bucket].exec;
+            ck!(
+                sys::cuGraphLaunch(exec, self.stream.raw),
+                "cuGraphLaunch(decode bucket {bucket})"
+            )?;
+        } else {
+            self.queue_decode(bucket)?;
+        }
+        crate::device::copy_dtoh_async(
+            &self.dec.argmax_host,
+            0,
+            self.dec.argmax.ptr,
+            batch * 4,
+            &self.stream,
+        )?;
+        self.stream.synchronize()?;
+        let p = self.dec.argmax_host.ptr as *const i32;
+        Ok((0..batch).map(|i| unsafe { *p.add(i) } as u32).collect())
+    }
+
+    fn decode_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
+        let batch = self.running.len();
+        let b = bucket(batch, self.cfg.max_batch);
+        let ids: Vec<u64> = self.running.keys().copied().collect();
+        let rows: Vec<(u32, usize, Vec<i32>)> = ids
+            .iter()
+            .map(|id| {
+                let s = &self.running[id];
+                (*s.generated.last().unwrap_or(&0), s.len, s.blocks.clone())
+            })
+            .collect();
+        let refs: Vec<(u32, usize, &[i32])> = rows
+            .iter()
+            .map(|(t, p, b)| (*t, *p, b.as_slice()))
+            .collect();
+        self.write_decode_inputs(&refs, b)?;
+        let toks = self.run_decode(b, batch)?;
+        let t = self.now();
+        let mut events = Vec::new();
+        for (id, tk) in ids.into_iter().zip(toks) {
+            let Some(s) = self.running.get_mut(&id) else {
+                continue;
+            };
+            s.len += 1;
+            s.generated.push(tk);
+            events.push(EngineEvent {
+                id,
+                kind: EventKind::Token,
+                token: Some(tk),
+                t,
+            });
+            if s.generated.len() >= s.req.output_tokens
+                && let Some(s) = self.running.remove(&id)
+            {
+                events.push(self.finish(s, t));
+            }
+        }
+        Ok((StepKind::Decode { batch, bucket: b }, events))
+    }
+
+    /// Run until every submitted request has finished; all events in order.
+    pub fn run_to_completion(&mut self) -> Result<Vec<EngineEvent>> {
+        let mut all = Vec::new();
+        while !self.is_idle() {
+            let (kind, ev) = self.step()?;
+            if std::env::var_os("HETSIM_ENGINE_TRACE").is_some() {
+                eprintln!("engine step: {kind:?}, {} events", ev.len());
+            }
+            all.extend(ev);
+        }
+        Ok(all)
+    }
+
+    /// Time `iters` decode steps of `batch` sequences of `context` tokens each (the KV cache
+    /// holds whatever the pool holds: the timing does not depend on the values). Median
+    /// seconds per step, by CUDA events around each replay.
+    pub fn time_decode(&mut self, batch: usize, context: usize, iters: usize) -> Result<f64> {
+        if batch > self.cfg.max_batch || context >= self.cfg.max_context {
+            return Err(Error::Invalid(format!(
+                "decode batch {batch} / context {context} beyond the engine's {} / {}",
+                self.cfg.max_batch, self.cfg.max_context
+            )));
+        }
+        let per = context.div_ceil(KV_BLOCK) + 1;
+        if per * batch > self.pool.blocks {
+            return Err(Error::Invalid(format!(
+                "decode batch {batch} × context {context} needs {} KV blocks, the pool has {}",
+                per * batch,
+                self.pool.blocks
+            )));
+        }
+        let b = bucket(batch, self.cfg.max_batch);
+        let tables: Vec<Vec<i32>> = (0..batch)
+            .map(|i| ((i * per) as i32..((i + 1) * per) as i32).collect())
+            .collect();
+        let rows: Vec<(u32, usize, &[i32])> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((i % 100) as u32 + 2, context, t.as_slice()))
+            .collect();
+        self.write_decode_inputs(&rows, b)?;
+        self.stream.synchronize()?;
+        // Warm-up (and capture).
+        self.run_decode(b, batch)?;
+        let (e0, e1) = (
+            Event::timing(&self.model.gpu)?,
+            Event::timing(&self.model.gpu)?,
+        );
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters.max(1) {
+            e0.record(&self.stream)?;
+            if self.cfg.graphs {
+                let exec = self.graphs[&b].exec;
+                ck!(sys::cuGraphLaunch(exec, self.stream.raw), "cuGraphLaunch")?;
+            } else {
+                self.queue_decode(b)?;
+            }
+            e1.record(&self.stream)?;
+            times.push(e0.elapsed_ms(&e1)? / 1e3);
+        }
+        Ok(crate::stats::median(&times))
+    }
+
+    /// Time one prefill step of `seqs` prompts of `tokens` tokens each (no images: the rows are
+    /// text embeddings, which costs the same as spliced image rows). Median of `iters`.
+    pub fn time_prefill(&mut self, seqs: usize, tokens: usize, iters: usize) -> Result<f64> {
+        let per = tokens.div_ceil(KV_BLOCK);
+        if per * seqs > self.pool.blocks || tokens > self.cfg.max_context {
+            return Err(Error::Invalid(format!(
+                "prefill {seqs} × {tokens} tokens does not fit the KV pool / max context"
+            )));
+        }
+        let n = seqs * tokens;
+        let vocab = self.model.cfg.llm.vocab as u64;
+        let mut ints = Vec::with_capacity(4 * n + 2 * seqs + 1);
+        ints.extend((0..n).map(|i| (mix64(i as u64) % vocab) as i32));
+        ints.extend(std::iter::repeat_n(-1, n));
+        ints.extend((0..n).map(|i| (i % tokens) as i32));
+        ints.extend((0..n).map(|i| ((i / tokens) * per * KV_BLOCK + i % tokens) as i32));
+        ints.extend((0..=seqs).map(|s| (s * tokens) as i32));
+        ints.extend((0..seqs).map(|s| ((s + 1) * tokens - 1) as i32));
+        let g = &self.model.gpu;
+        let dev = self.sc.get(g, "p_ints", ints.len() * 4)?;
+        self.upload_ints(dev, &ints)?;
+        let at = |i: usize| dev + (i * 4) as u64;
+        let d = self.model.cfg.llm.hidden;
+        let x = self.sc.get(g, "p_x", n * d * 2)?;
+        let logits = self.sc.get(g, "p_logits", seqs * vocab as usize * 4)?;
+        let am = self.sc.get(g, "p_argmax", seqs * 4)?;
+        let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
+        let mut times = Vec::new();
+        for i in 0..iters.max(1) + 1 {
+            e0.record(&self.stream)?;
+            self.model.embed(&self.stream, at(0), at(n), 0, x, n)?;
+            let inp = TokenInputs {
+                positions: at(2 * n),
+                slots: at(3 * n),
+            };
+            let attn = Attn::Prefill {
+                cu_seqlens: at(4 * n),
+                seqs,
+                max_len: tokens,
+            };
+            self.model
+                .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
+            self.model.logits(
+                &self.stream,
+                x,
+                at(4 * n + seqs + 1),
+                seqs,
+                logits,
+                am,
+                &mut self.sc,
+            )?;
+            e1.record(&self.stream)?;
+            let t = e0.elapsed_ms(&e1)? / 1e3;
+            if i > 0 {
+                times.push(t);
+            }
+        }
+        Ok(crate::stats::median(&times))
+    }
+
+    /// Time encoding `images` images (vision tower + projector). Median of `iters`.
+    pub fn time_encode(&mut self, images: usize, iters: usize) -> Result<f64> {
+        let v = self.model.cfg.vision.clone();
+        let g = &self.model.gpu;
+        let px_elems = images * v.channels * v.image_size * v.image_size;
+        let px = self.sc.get(g, "e_px", px_elems * 2)?;
+        let out = self.sc.get(
+            g,
+            "e_out",
+            images * v.patches() * self.model.cfg.llm.hidden * 2,
+        )?;
+        let (n, seed, scale, off) = (px_elems as u64, 5u64, 1.0f32, 0.0f32);
+        self.model.k.get("fill_uniform").launch(
+            crate::kernels::grid_for(n, 256, g.info.sms),
+            256,
+            &self.stream,
+            &mut kargs![px, n, seed, scale, off],
+        )?;
+        let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
+        let mut times = Vec::new();
+        // encode() uploads cu_seqlens synchronously first; the events bracket the GPU work only.
+        for i in 0..iters.max(1) + 1 {
+            e0.record(&self.stream)?;
+            self.model
+                .encode(&self.stream, px, images, out, &mut self.sc)?;
+            e1.record(&self.stream)?;
+            let t = e0.elapsed_ms(&e1)? / 1e3;
+            if i > 0 {
+                times.push(t);
+            }
+        }
+        Ok(crate::stats::median(&times))
+    }
+
+    /// Device scratch of a decode step, for tests: logits of the last step [bucket, vocab].
+    pub fn last_decode_logits(&self, rows: usize) -> Result<Vec<f32>> {
+        crate::model::gpu::download_f32(&self.dec.logits, rows * self.model.cfg.llm.vocab)
+    }
+
+    /// Sampled tokens of the last decode step (device copy), for tests.
+    pub fn last_decode_argmax(&self, rows: usize) -> Result<Vec<i32>> {
+        download_i32(&self.dec.argmax, rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_powers_of_two_capped() {
+        assert_eq!(bucket(1, 64), 1);
+        assert_eq!(bucket(3, 64), 4);
+        assert_eq!(bucket(33, 64), 64);
+        assert_eq!(bucket(50, 48), 48);
+    }
+
+    #[test]
+    fn synthetic_requests_are_well_formed() {
+        let r = Request::synthetic(3, 1, 20, 5, 32064);
+        assert_eq!(r.prompt.len(), 22);
+        assert_eq!(r.prompt.iter().filter(|&&t| t == IMAGE_TOKEN).count(), 1);
+        assert!(
+            r.prompt
+                .iter()
+                .all(|&t| t == IMAGE_TOKEN || (0..32064).contains(&t))
+        );
+    }
+}

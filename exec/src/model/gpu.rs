@@ -1,0 +1,731 @@
+//! The bf16 GPU forward of `model::llava`: our kernels (`kernels/llava.cu`) for everything but
+//! the matrix products, which go to cuBLASLt (bias and residual add fused into its epilogue).
+//! Every function here only *queues* work on a stream; nothing synchronises, so the decode step
+//! can be captured into a CUDA graph.
+
+use super::host::{HostWeights, f32_to_bf16, flatten, tensor_seed};
+use super::llava::{LlavaConfig, LlavaWeights, TensorSpec};
+use crate::device::{DeviceBuffer, Gpu, Stream};
+use crate::error::{Error, Result};
+use crate::gemm::{Epilogue, Lt, Plan};
+use crate::kargs;
+use crate::kernels::{Kernel, LLAVA_SRC, Module, grid_for};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Every kernel of `kernels/llava.cu` the engine uses.
+pub const KERNELS: [&str; 21] = [
+    "gemv",
+    "fill_uniform",
+    "zero_cols",
+    "rmsnorm",
+    "layernorm",
+    "rope",
+    "silu_mul",
+    "gelu_erf",
+    "quick_gelu",
+    "add",
+    "embed_splice",
+    "gather_rows",
+    "im2col",
+    "clip_embed",
+    "drop_cls",
+    "flash_attn_d64",
+    "flash_attn_d128",
+    "kv_append",
+    "decode_attn",
+    "decode_combine",
+    "argmax_rows",
+];
+
+/// Largest M for which products go to our `gemv` kernel instead of cuBLASLt. The kernel takes
+/// M ≤ 8, but measured on an H100 (exec/REPORT.md §6) it only ties cuBLASLt at M = 1 and is
+/// 2.2× slower at M = 8 (it re-reads X for every weight chunk), so only M = 1 uses it.
+pub const GEMV_MAX_M: usize = 1;
+
+/// Tokens per KV block and per decode-attention partition (as in the kernels).
+pub const KV_BLOCK: usize = 16;
+pub const DECODE_PART: usize = 256;
+
+/// A bf16 tensor on the GPU.
+pub struct DTensor {
+    pub buf: DeviceBuffer,
+    pub shape: Vec<usize>,
+}
+
+impl DTensor {
+    pub fn ptr(&self) -> u64 {
+        self.buf.ptr
+    }
+    pub fn elems(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+pub struct Kernels {
+    k: HashMap<&'static str, Kernel>,
+    _module: Module,
+}
+
+impl Kernels {
+    pub fn load(gpu: &Gpu) -> Result<Kernels> {
+        let m = Module::load(gpu, "llava.cu", LLAVA_SRC)?;
+        let mut k = HashMap::new();
+        for name in KERNELS {
+            k.insert(name, m.function(name)?);
+        }
+        Ok(Kernels { k, _module: m })
+    }
+    pub fn get(&self, name: &str) -> &Kernel {
+        // Every name used below is in KERNELS, which `load` resolved.
+        &self.k[name]
+    }
+}
+
+/// Reads back a device buffer of bf16 as f32.
+pub fn download_bf16(b: &DeviceBuffer, elems: usize) -> Result<Vec<f32>> {
+    let mut raw = vec![0u8; elems * 2];
+    b.copy_to_host(&mut raw)?;
+    Ok(raw
+        .chunks_exact(2)
+        .map(|c| super::host::bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+        .collect())
+}
+
+pub fn download_f32(b: &DeviceBuffer, elems: usize) -> Result<Vec<f32>> {
+    let mut raw = vec![0u8; elems * 4];
+    b.copy_to_host(&mut raw)?;
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+pub fn download_i32(b: &DeviceBuffer, n: usize) -> Result<Vec<i32>> {
+    let mut raw = vec![0u8; n * 4];
+    b.copy_to_host(&mut raw)?;
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Copy `dst.len()` bytes from device address `ptr` (synchronous).
+pub fn read_ptr(gpu: &Gpu, ptr: u64, dst: &mut [u8]) -> Result<()> {
+    gpu.bind()?;
+    crate::device::ck!(
+        cudarc::driver::sys::cuMemcpyDtoH_v2(
+            dst.as_mut_ptr() as *mut std::ffi::c_void,
+            ptr,
+            dst.len()
+        ),
+        "cuMemcpyDtoH({} bytes)",
+        dst.len()
+    )
+}
+
+pub fn upload_bf16(gpu: &Gpu, v: &[f32]) -> Result<DeviceBuffer> {
+    let b = gpu.alloc(v.len() * 2)?;
+    let raw: Vec<u8> = v
+        .iter()
+        .flat_map(|x| f32_to_bf16(*x).to_le_bytes())
+        .collect();
+    b.copy_from_host(&raw)?;
+    Ok(b)
+}
+
+pub fn upload_i32(gpu: &Gpu, v: &[i32]) -> Result<DeviceBuffer> {
+    let b = gpu.alloc(v.len().max(1) * 4)?;
+    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    b.copy_from_host(&raw)?;
+    Ok(b)
+}
+
+/// The paged KV cache of all layers: `[layer][block][K|V][kv_head][slot 16][head_dim]` bf16.
+pub struct KvPool {
+    pub buf: DeviceBuffer,
+    pub blocks: usize,
+    pub layer_bytes: usize,
+}
+
+impl KvPool {
+    pub fn new(gpu: &Gpu, c: &LlavaConfig, blocks: usize) -> Result<KvPool> {
+        let layer_bytes = blocks * 2 * c.llm.kv_heads * KV_BLOCK * c.llm.head_dim * 2;
+        Ok(KvPool {
+            buf: gpu.alloc(layer_bytes * c.llm.layers)?,
+            blocks,
+            layer_bytes,
+        })
+    }
+    /// Blocks that fit in `bytes`.
+    pub fn blocks_for(c: &LlavaConfig, bytes: u64) -> usize {
+        let per_block = (c.llm.layers * 2 * c.llm.kv_heads * KV_BLOCK * c.llm.head_dim * 2) as u64;
+        (bytes / per_block) as usize
+    }
+    pub fn layer(&self, l: usize) -> u64 {
+        self.buf.ptr + (l * self.layer_bytes) as u64
+    }
+}
+
+/// Device scratch that grows on demand (never shrinks, so graph-captured addresses stay put
+/// as long as nothing larger is asked for).
+pub struct Scratch {
+    bufs: HashMap<&'static str, DeviceBuffer>,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            bufs: HashMap::new(),
+        }
+    }
+    pub fn get(&mut self, gpu: &Gpu, name: &'static str, bytes: usize) -> Result<u64> {
+        if self.bufs.get(name).is_none_or(|b| b.bytes < bytes) {
+            self.bufs.remove(name);
+            self.bufs.insert(name, gpu.alloc(bytes)?);
+        }
+        Ok(self.bufs[name].ptr)
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How the decoder's attention sees its context.
+pub enum Attn {
+    /// Prompts packed back to back with no padding; no earlier context.
+    Prefill {
+        cu_seqlens: u64,
+        seqs: usize,
+        max_len: usize,
+    },
+    /// One new token per sequence; K/V through block tables ([batch, max_blocks] i32) and
+    /// context lengths (i32, including the new token; 0 = padding row).
+    Decode {
+        tables: u64,
+        ctx: u64,
+        max_blocks: usize,
+    },
+}
+
+/// Per-token inputs of a decoder pass (device i32 arrays of length n).
+pub struct TokenInputs {
+    pub positions: u64,
+    /// block·16 + slot for each token's K/V; −1 skips (padding)
+    pub slots: u64,
+}
+
+pub struct GpuModel {
+    pub cfg: LlavaConfig,
+    pub w: LlavaWeights<DTensor>,
+    pub k: Kernels,
+    pub lt: Lt,
+    plans: RefCell<HashMap<(usize, usize, usize, Epilogue), Plan>>,
+    pub ws: DeviceBuffer,
+    pub gpu: Gpu,
+    /// Small-M products through `gemv` (true) or always cuBLASLt (false, for comparison).
+    pub use_gemv: bool,
+}
+
+const WORKSPACE: usize = 32 << 20;
+
+impl GpuModel {
+    fn new(cfg: LlavaConfig, gpu: Gpu, w: LlavaWeights<DTensor>, k: Kernels) -> Result<GpuModel> {
+        if cfg.llm.head_dim != 128 {
+            return Err(Error::Invalid(format!(
+                "decoder head_dim {} : the engine's decode attention is built for 128",
+                cfg.llm.head_dim
+            )));
+        }
+        if cfg.vision.head_dim() != 64 && cfg.vision.head_dim() != 128 {
+            return Err(Error::Invalid(format!(
+                "vision head_dim {}: the attention kernel is built for 64 or 128",
+                cfg.vision.head_dim()
+            )));
+        }
+        let ws = gpu.alloc(WORKSPACE)?;
+        Ok(GpuModel {
+            cfg,
+            w,
+            k,
+            lt: Lt::new()?,
+            plans: RefCell::new(HashMap::new()),
+            ws,
+            gpu,
+            use_gemv: true,
+        })
+    }
+
+    /// Random weights with the exact shapes, generated on the GPU (seeded; nothing downloaded).
+    pub fn random(cfg: &LlavaConfig, gpu: Gpu, seed: u64) -> Result<GpuModel> {
+        let k = Kernels::load(&gpu)?;
+        let s = gpu.stream()?;
+        let mut index = 0usize;
+        let w = LlavaWeights::build(cfg, |spec: &TensorSpec| {
+            let n = spec.shape.iter().product::<usize>();
+            let buf = gpu.alloc(n * 2)?;
+            let (scale, offset) = spec.init.scale_offset();
+            let seed = tensor_seed(seed, index);
+            index += 1;
+            let (p, n64) = (buf.ptr, n as u64);
+            k.get("fill_uniform").launch(
+                grid_for(n64, 256, gpu.info.sms),
+                256,
+                &s,
+                &mut kargs![p, n64, seed, scale, offset],
+            )?;
+            if spec.name == "patch_embed" {
+                let (rows, kk, kp) = (
+                    cfg.vision.hidden as u64,
+                    cfg.vision.patch_dim() as u32,
+                    cfg.vision.patch_dim_padded() as u32,
+                );
+                k.get("zero_cols").launch(
+                    grid_for(rows * (kp - kk) as u64, 256, gpu.info.sms),
+                    256,
+                    &s,
+                    &mut kargs![p, rows, kk, kp],
+                )?;
+            }
+            Ok(DTensor {
+                buf,
+                shape: spec.shape.clone(),
+            })
+        })?;
+        s.synchronize()?;
+        GpuModel::new(cfg.clone(), gpu, w, k)
+    }
+
+    /// Upload host weights (f32, rounded to bf16).
+    pub fn from_host(cfg: &LlavaConfig, gpu: Gpu, hw: &HostWeights) -> Result<GpuModel> {
+        let k = Kernels::load(&gpu)?;
+        let flat = flatten(hw);
+        let mut it = flat.into_iter();
+        let w = LlavaWeights::build(cfg, |spec| {
+            let v = it
+                .next()
+                .ok_or_else(|| Error::Check("host weights shorter than the model".into()))?;
+            Ok(DTensor {
+                buf: upload_bf16(&gpu, v)?,
+                shape: spec.shape.clone(),
+            })
+        })?;
+        GpuModel::new(cfg.clone(), gpu, w, k)
+    }
+
+    /// Load a safetensors checkpoint (file or folder) straight to the GPU, one tensor at a time.
+    pub fn load(cfg: &LlavaConfig, gpu: Gpu, path: &Path) -> Result<GpuModel> {
+        let k = Kernels::load(&gpu)?;
+        let ck = super::host::Checkpoint::open(path)?;
+        let w = LlavaWeights::build(cfg, |spec| {
+            let v = ck.read_spec(cfg, spec)?;
+            Ok(DTensor {
+                buf: upload_bf16(&gpu, &v)?,
+                shape: spec.shape.clone(),
+            })
+        })?;
+        GpuModel::new(cfg.clone(), gpu, w, k)
+    }
+
+    pub fn weight_bytes(&self) -> u64 {
+        flatten(&self.w).iter().map(|t| t.elems() as u64 * 2).sum()
+    }
+
+    /// Bytes of the decoder's weights a decode step reads (everything but the vision side; the
+    /// embedding table only in the rows it gathers, ignored).
+    pub fn decoder_weight_bytes(&self) -> u64 {
+        let w = &self.w;
+        let mut b = (w.norm.elems() + w.lm_head.elems()) as u64 * 2;
+        for l in &w.layers {
+            b += [&l.attn_norm, &l.qkv, &l.o, &l.mlp_norm, &l.gate_up, &l.down]
+                .iter()
+                .map(|t| t.elems() as u64 * 2)
+                .sum::<u64>();
+        }
+        b
+    }
+
+    /// Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ (+ bias), planned once per shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        s: &Stream,
+        x: u64,
+        w: &DTensor,
+        y: u64,
+        m: usize,
+        bias: Option<&DTensor>,
+        accumulate: bool,
+        out_f32: bool,
+    ) -> Result<()> {
+        let (n, k) = (w.shape[0], w.shape[1]);
+        if m <= GEMV_MAX_M && bias.is_none() && self.use_gemv {
+            let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+            let (acc, f32o, wp) = (accumulate as i32, out_f32 as i32, w.ptr());
+            let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
+            return self.k.get("gemv").launch(
+                blocks,
+                256,
+                s,
+                &mut kargs![x, wp, y, m32, n32, k32, acc, f32o],
+            );
+        }
+        let ep = Epilogue {
+            bias: bias.is_some(),
+            accumulate,
+            out_f32,
+        };
+        let key = (m, n, k, ep);
+        let mut plans = self.plans.borrow_mut();
+        let p = match plans.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?)
+            }
+        };
+        self.lt.run_with(
+            p,
+            x,
+            w.ptr(),
+            y,
+            bias.map_or(0, |b| b.ptr()),
+            self.ws.ptr,
+            s,
+        )
+    }
+
+    fn grid(&self, n: u64) -> u32 {
+        grid_for(n, 256, self.gpu.info.sms)
+    }
+
+    /// Vision tower + projector: pixels [images, 3, S, S] bf16 → embeddings [images·np, d] bf16.
+    pub fn encode(
+        &self,
+        s: &Stream,
+        pixels: u64,
+        images: usize,
+        out: u64,
+        sc: &mut Scratch,
+    ) -> Result<()> {
+        let v = &self.cfg.vision;
+        let g = &self.gpu;
+        let (dv, np, npos) = (v.hidden, v.patches(), v.positions());
+        let rows = images * npos;
+        let kp = v.patch_dim_padded();
+        let patches = sc.get(g, "v_patches", images * np * kp * 2)?;
+        let pe = sc.get(g, "v_pe", images * np * dv * 2)?;
+        let x = sc.get(g, "v_x", rows * dv * 2)?;
+        let h = sc.get(g, "v_h", rows * dv * 2)?;
+        let qkv = sc.get(g, "v_qkv", rows * 3 * dv * 2)?;
+        let attn = sc.get(g, "v_attn", rows * dv * 2)?;
+        let f = sc.get(g, "v_f", rows * v.intermediate * 2)?;
+        let cu: Vec<i32> = (0..=images).map(|i| (i * npos) as i32).collect();
+        let cu_key = sc.get(g, "v_cu", cu.len() * 4)?;
+        let cu_raw: Vec<u8> = cu.iter().flat_map(|x| x.to_le_bytes()).collect();
+        crate::device::ck!(
+            cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
+                cu_key,
+                cu_raw.as_ptr() as *const std::ffi::c_void,
+                cu_raw.len(),
+                s.raw
+            ),
+            "cuMemcpyHtoDAsync(cu_seqlens)"
+        )?;
+        // The copy reads host memory that must live until it is done.
+        s.synchronize()?;
+        let (im, ch, size, p, kp32) = (
+            images as u32,
+            v.channels as u32,
+            v.image_size as u32,
+            v.patch as u32,
+            kp as u32,
+        );
+        self.k.get("im2col").launch(
+            self.grid((images * np * kp) as u64),
+            256,
+            s,
+            &mut kargs![pixels, patches, im, ch, size, p, kp32],
+        )?;
+        self.gemm(
+            s,
+            patches,
+            &self.w.patch_embed,
+            pe,
+            images * np,
+            None,
+            false,
+            false,
+        )?;
+        let (np32, dv32) = (np as u32, dv as u32);
+        let (cls, pos) = (self.w.class_embed.ptr(), self.w.pos_embed.ptr());
+        self.k.get("clip_embed").launch(
+            self.grid((rows * dv) as u64),
+            256,
+            s,
+            &mut kargs![pe, cls, pos, h, im, np32, dv32],
+        )?;
+        self.layernorm(s, h, &self.w.pre_ln_w, &self.w.pre_ln_b, x, rows, dv)?;
+        let hd = v.head_dim();
+        let attn_k = if hd == 64 {
+            "flash_attn_d64"
+        } else {
+            "flash_attn_d128"
+        };
+        for l in &self.w.vision {
+            self.layernorm(s, x, &l.ln1_w, &l.ln1_b, h, rows, dv)?;
+            self.gemm(s, h, &l.qkv_w, qkv, rows, Some(&l.qkv_b), false, false)?;
+            let (stride, heads, k_off, v_off) =
+                ((3 * dv) as u32, v.heads as u32, dv as u32, (2 * dv) as u32);
+            let (causal, scale) = (0i32, 1.0f32 / (hd as f32).sqrt());
+            self.k.get(attn_k).launch3(
+                (npos.div_ceil(64) as u32, heads, im),
+                128,
+                s,
+                &mut kargs![
+                    qkv, attn, cu_key, stride, dv32, heads, heads, k_off, v_off, causal, scale
+                ],
+            )?;
+            self.gemm(s, attn, &l.o_w, x, rows, Some(&l.o_b), true, false)?;
+            self.layernorm(s, x, &l.ln2_w, &l.ln2_b, h, rows, dv)?;
+            self.gemm(s, h, &l.fc1_w, f, rows, Some(&l.fc1_b), false, false)?;
+            let nf = (rows * v.intermediate) as u64;
+            self.k
+                .get("quick_gelu")
+                .launch(self.grid(nf), 256, s, &mut kargs![f, nf])?;
+            self.gemm(s, f, &l.fc2_w, x, rows, Some(&l.fc2_b), true, false)?;
+        }
+        self.k.get("drop_cls").launch(
+            self.grid((images * np * dv) as u64),
+            256,
+            s,
+            &mut kargs![x, h, im, np32, dv32],
+        )?;
+        let d = self.cfg.llm.hidden;
+        let p1 = sc.get(g, "v_p1", images * np * d * 2)?;
+        self.gemm(
+            s,
+            h,
+            &self.w.proj1_w,
+            p1,
+            images * np,
+            Some(&self.w.proj1_b),
+            false,
+            false,
+        )?;
+        let n1 = (images * np * d) as u64;
+        self.k
+            .get("gelu_erf")
+            .launch(self.grid(n1), 256, s, &mut kargs![p1, n1])?;
+        self.gemm(
+            s,
+            p1,
+            &self.w.proj2_w,
+            out,
+            images * np,
+            Some(&self.w.proj2_b),
+            false,
+            false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm(
+        &self,
+        s: &Stream,
+        x: u64,
+        w: &DTensor,
+        b: &DTensor,
+        y: u64,
+        rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        let (wp, bp, d32, eps) = (w.ptr(), b.ptr(), d as u32, self.cfg.vision.eps);
+        self.k
+            .get("layernorm")
+            .launch(rows as u32, 256, s, &mut kargs![x, wp, bp, y, d32, eps])
+    }
+
+    fn rmsnorm(&self, s: &Stream, x: u64, w: &DTensor, y: u64, rows: usize) -> Result<()> {
+        let (wp, d32, eps) = (w.ptr(), self.cfg.llm.hidden as u32, self.cfg.llm.eps);
+        self.k
+            .get("rmsnorm")
+            .launch(rows as u32, 256, s, &mut kargs![x, wp, y, d32, eps])
+    }
+
+    /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
+    /// image row index ≥ 0 replaces the token).
+    pub fn embed(
+        &self,
+        s: &Stream,
+        tokens: u64,
+        img_rows: u64,
+        images: u64,
+        out: u64,
+        n: usize,
+    ) -> Result<()> {
+        let dv = (self.cfg.llm.hidden / 8) as u32;
+        let (table, n32) = (self.w.embed.ptr(), n as u32);
+        self.k.get("embed_splice").launch(
+            self.grid(n as u64 * dv as u64),
+            256,
+            s,
+            &mut kargs![tokens, img_rows, table, images, out, n32, dv],
+        )
+    }
+
+    /// Scratch the decoder needs for n tokens (and, for decode, the partial attention results).
+    pub fn decoder_scratch(&self, sc: &mut Scratch, n: usize, max_parts: usize) -> Result<()> {
+        let l = &self.cfg.llm;
+        let g = &self.gpu;
+        sc.get(g, "d_h", n * l.hidden * 2)?;
+        sc.get(g, "d_qkv", n * l.qkv_dim() * 2)?;
+        sc.get(g, "d_attn", n * l.q_dim() * 2)?;
+        sc.get(g, "d_gu", n * 2 * l.intermediate * 2)?;
+        sc.get(g, "d_act", n * l.intermediate * 2)?;
+        sc.get(g, "d_po", (n * l.heads * max_parts.max(1) * 128 * 4).max(4))?;
+        sc.get(g, "d_pml", (n * l.heads * max_parts.max(1) * 2 * 4).max(4))?;
+        Ok(())
+    }
+
+    /// The decoder over n tokens whose input rows are in `x` ([n, d], updated in place: the
+    /// residual stream). K/V of every token go to the pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decoder(
+        &self,
+        s: &Stream,
+        x: u64,
+        n: usize,
+        inp: &TokenInputs,
+        attn_kind: &Attn,
+        pool: &KvPool,
+        sc: &mut Scratch,
+        max_parts: usize,
+    ) -> Result<()> {
+        let l = &self.cfg.llm;
+        let g = &self.gpu;
+        let h = sc.get(g, "d_h", n * l.hidden * 2)?;
+        let qkv = sc.get(g, "d_qkv", n * l.qkv_dim() * 2)?;
+        let attn = sc.get(g, "d_attn", n * l.q_dim() * 2)?;
+        let gu = sc.get(g, "d_gu", n * 2 * l.intermediate * 2)?;
+        let act = sc.get(g, "d_act", n * l.intermediate * 2)?;
+        // Partial results of split decode attention (not used by prefill, which must not grow
+        // them: decode graphs hold their addresses).
+        let (po, pml) = match attn_kind {
+            Attn::Decode { .. } => (
+                sc.get(g, "d_po", (n * l.heads * max_parts.max(1) * 128 * 4).max(4))?,
+                sc.get(g, "d_pml", (n * l.heads * max_parts.max(1) * 2 * 4).max(4))?,
+            ),
+            Attn::Prefill { .. } => (0, 0),
+        };
+        let (n32, stride, hd) = (n as u32, l.qkv_dim() as u32, l.head_dim as u32);
+        let (heads, kvh) = (l.heads as u32, l.kv_heads as u32);
+        let rot = heads + kvh;
+        let theta = l.rope_theta;
+        let k_off = l.q_dim() as u32;
+        let v_off = (l.q_dim() + l.kv_dim()) as u32;
+        let pos = inp.positions;
+        let slots = inp.slots;
+        let scale = 1.0f32 / (l.head_dim as f32).sqrt();
+        for (li, lw) in self.w.layers.iter().enumerate() {
+            self.rmsnorm(s, x, &lw.attn_norm, h, n)?;
+            self.gemm(s, h, &lw.qkv, qkv, n, None, false, false)?;
+            self.k.get("rope").launch(
+                self.grid((n * rot as usize * l.head_dim / 2) as u64),
+                256,
+                s,
+                &mut kargs![qkv, pos, n32, stride, rot, hd, theta],
+            )?;
+            let layer = pool.layer(li);
+            self.k.get("kv_append").launch(
+                self.grid((n * 2 * l.kv_heads * l.head_dim / 8) as u64),
+                256,
+                s,
+                &mut kargs![qkv, slots, layer, n32, stride, k_off, kvh, hd],
+            )?;
+            match attn_kind {
+                Attn::Prefill {
+                    cu_seqlens,
+                    seqs,
+                    max_len,
+                } => {
+                    let (cu, causal, qd) = (*cu_seqlens, 1i32, l.q_dim() as u32);
+                    self.k.get("flash_attn_d128").launch3(
+                        (max_len.div_ceil(64) as u32, heads, *seqs as u32),
+                        128,
+                        s,
+                        &mut kargs![
+                            qkv, attn, cu, stride, qd, heads, kvh, k_off, v_off, causal, scale
+                        ],
+                    )?;
+                }
+                Attn::Decode {
+                    tables,
+                    ctx,
+                    max_blocks,
+                } => {
+                    let (t, c, mb, mp) = (*tables, *ctx, *max_blocks as u32, max_parts as u32);
+                    self.k.get("decode_attn").launch3(
+                        (mp, heads, n32),
+                        128,
+                        s,
+                        &mut kargs![qkv, t, c, layer, po, pml, stride, heads, kvh, mb, mp, scale],
+                    )?;
+                    let qd = l.q_dim() as u32;
+                    self.k.get("decode_combine").launch3(
+                        (heads, n32, 1),
+                        128,
+                        s,
+                        &mut kargs![po, pml, c, attn, heads, mp, qd],
+                    )?;
+                }
+            }
+            self.gemm(s, attn, &lw.o, x, n, None, true, false)?;
+            self.rmsnorm(s, x, &lw.mlp_norm, h, n)?;
+            self.gemm(s, h, &lw.gate_up, gu, n, None, false, false)?;
+            let inter = l.intermediate as u32;
+            self.k.get("silu_mul").launch(
+                self.grid((n * l.intermediate) as u64),
+                256,
+                s,
+                &mut kargs![gu, act, n32, inter],
+            )?;
+            self.gemm(s, act, &lw.down, x, n, None, true, false)?;
+        }
+        Ok(())
+    }
+
+    /// Logits (f32 [m, vocab]) of rows `rows` (i32 [m]) of the residual stream x, and their
+    /// argmax (i32 [m]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn logits(
+        &self,
+        s: &Stream,
+        x: u64,
+        rows: u64,
+        m: usize,
+        logits: u64,
+        argmax: u64,
+        sc: &mut Scratch,
+    ) -> Result<()> {
+        let d = self.cfg.llm.hidden;
+        let sel = sc.get(&self.gpu, "l_sel", m * d * 2)?;
+        let hn = sc.get(&self.gpu, "l_norm", m * d * 2)?;
+        let (m32, d32) = (m as u32, d as u32);
+        self.k.get("gather_rows").launch(
+            self.grid((m * d) as u64),
+            256,
+            s,
+            &mut kargs![x, rows, sel, m32, d32],
+        )?;
+        self.rmsnorm(s, sel, &self.w.norm, hn, m)?;
+        self.gemm(s, hn, &self.w.lm_head, logits, m, None, false, true)?;
+        let v = self.cfg.llm.vocab as u32;
+        self.k
+            .get("argmax_rows")
+            .launch(m32, 256, s, &mut kargs![logits, argmax, v])
+    }
+}

@@ -1,0 +1,615 @@
+// Kernels of hetsim's LLaVA engine (exec/src/model/gpu.rs, exec/src/engine.rs): everything but
+// the matrix products, which go to cuBLASLt. bf16 storage, f32 arithmetic.
+// Compiled at run time with NVRTC for sm_80+ (mma.sync bf16, cvt.bf16x2); no headers needed.
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned short bf16;
+
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+__device__ __forceinline__ float bf(bf16 x) { return __uint_as_float(((u32)x) << 16); }
+__device__ __forceinline__ bf16 to_bf(float x) {
+    bf16 r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+    return r;
+}
+// Two floats → packed bf16 pair, `lo` in the low half (the lower column / k index).
+__device__ __forceinline__ u32 pack_bf2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float lo_f(u32 w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi_f(u32 w) { return __uint_as_float(w & 0xffff0000u); }
+
+__device__ __forceinline__ u64 mix64(u64 z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ float block_sum(float v) {
+    __shared__ float part[32];
+    __syncthreads();
+    v = warp_sum(v);
+    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if ((threadIdx.x & 31) == 0) part[w] = v;
+    __syncthreads();
+    float t = (threadIdx.x & 31) < nw ? part[threadIdx.x & 31] : 0.f;
+    return warp_sum(t);
+}
+__device__ float block_max(float v) {
+    __shared__ float part[32];
+    __syncthreads();
+    v = warp_max(v);
+    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if ((threadIdx.x & 31) == 0) part[w] = v;
+    __syncthreads();
+    float t = (threadIdx.x & 31) < nw ? part[threadIdx.x & 31] : NEG_INF;
+    return warp_max(t);
+}
+
+// Random weights: offset + scale·u, u uniform in [-1, 1) from (seed, index); the same numbers as
+// exec/src/model/host.rs `uniform`, rounded to nearest bf16.
+extern "C" __global__ void fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        u64 r = mix64(seed ^ (i * 0x9E3779B97F4A7C15ULL));
+        float u = (float)(r >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
+        p[i] = to_bf(offset + scale * u);
+    }
+}
+
+// Zero columns [k, kp) of a [rows, kp] matrix (the patch matrix's alignment padding).
+extern "C" __global__ void zero_cols(bf16* p, u64 rows, u32 k, u32 kp) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 n = rows * (kp - k);
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        p[(i / (kp - k)) * kp + k + i % (kp - k)] = 0;
+}
+
+// y = x / rms(x) · w, one block per row.
+extern "C" __global__ void rmsnorm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
+                                   u32 d, float eps) {
+    const bf16* xr = x + (u64)blockIdx.x * d;
+    bf16* yr = y + (u64)blockIdx.x * d;
+    float ss = 0.f;
+    for (u32 i = threadIdx.x; i < d; i += blockDim.x) { float v = bf(xr[i]); ss += v * v; }
+    float inv = rsqrtf(block_sum(ss) / d + eps);
+    for (u32 i = threadIdx.x; i < d; i += blockDim.x) yr[i] = to_bf(bf(xr[i]) * inv * bf(w[i]));
+}
+
+// y = (x − mean) / std · w + b, one block per row (CLIP's LayerNorm).
+extern "C" __global__ void layernorm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ b,
+                                     bf16* __restrict__ y, u32 d, float eps) {
+    const bf16* xr = x + (u64)blockIdx.x * d;
+    bf16* yr = y + (u64)blockIdx.x * d;
+    float s = 0.f;
+    for (u32 i = threadIdx.x; i < d; i += blockDim.x) s += bf(xr[i]);
+    float mean = block_sum(s) / d;
+    float v = 0.f;
+    for (u32 i = threadIdx.x; i < d; i += blockDim.x) { float t = bf(xr[i]) - mean; v += t * t; }
+    float inv = rsqrtf(block_sum(v) / d + eps);
+    for (u32 i = threadIdx.x; i < d; i += blockDim.x)
+        yr[i] = to_bf((bf(xr[i]) - mean) * inv * bf(w[i]) + bf(b[i]));
+}
+
+// LLaMA rotary embedding ("rotate half") in place on the q and k heads of a fused qkv
+// activation [n, stride]: the first `rot_heads` heads of each row (q heads then k heads).
+extern "C" __global__ void rope(bf16* qkv, const int* __restrict__ pos, u32 n, u32 stride, u32 rot_heads,
+                                u32 head_dim, float theta) {
+    const u32 half = head_dim / 2;
+    const u64 total = (u64)n * rot_heads * half;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u32 j = i % half;
+        u64 r = i / half;
+        u32 h = r % rot_heads;
+        u32 row = r / rot_heads;
+        // f64 for the angle: positions reach thousands of radians.
+        double inv_freq = pow((double)theta, -(double)(2 * j) / head_dim);
+        double s, c;
+        sincos((double)pos[row] * inv_freq, &s, &c);
+        bf16* v = qkv + (u64)row * stride + (u64)h * head_dim;
+        float x0 = bf(v[j]), x1 = bf(v[j + half]);
+        v[j] = to_bf(x0 * (float)c - x1 * (float)s);
+        v[j + half] = to_bf(x1 * (float)c + x0 * (float)s);
+    }
+}
+
+// out[r, i] = silu(gu[r, i]) · gu[r, I + i]  (gate and up halves of the fused activation)
+extern "C" __global__ void silu_mul(const bf16* __restrict__ gu, bf16* __restrict__ out, u32 n, u32 inter) {
+    const u64 total = (u64)n * inter;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u64 r = i / inter, c = i % inter;
+        float g = bf(gu[r * 2 * inter + c]), u = bf(gu[r * 2 * inter + inter + c]);
+        out[i] = to_bf(g / (1.f + __expf(-g)) * u);
+    }
+}
+
+extern "C" __global__ void gelu_erf(bf16* x, u64 n) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        float v = bf(x[i]);
+        x[i] = to_bf(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+    }
+}
+
+extern "C" __global__ void quick_gelu(bf16* x, u64 n) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        float v = bf(x[i]);
+        x[i] = to_bf(v / (1.f + __expf(-1.702f * v)));
+    }
+}
+
+extern "C" __global__ void add(const bf16* a, const bf16* b, bf16* out, u64 n) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
+        out[i] = to_bf(bf(a[i]) + bf(b[i]));
+}
+
+// Input rows of a prompt: row r is image row img_row[r] when that is ≥ 0, else the token's
+// embedding. 16-byte vectors (d a multiple of 8).
+extern "C" __global__ void embed_splice(const int* __restrict__ tokens, const int* __restrict__ img_row,
+                                        const uint4* __restrict__ table, const uint4* __restrict__ img,
+                                        uint4* __restrict__ out, u32 n, u32 dv) {
+    const u64 total = (u64)n * dv;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u64 r = i / dv, c = i % dv;
+        int ir = img_row[r];
+        out[i] = ir >= 0 ? img[(u64)ir * dv + c] : table[(u64)tokens[r] * dv + c];
+    }
+}
+
+// Rows idx[i] of x [*, d] → out [m, d] (e.g. each sequence's last token before the LM head).
+extern "C" __global__ void gather_rows(const bf16* __restrict__ x, const int* __restrict__ idx, bf16* __restrict__ out,
+                                       u32 m, u32 d) {
+    const u64 total = (u64)m * d;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x)
+        out[i] = x[(u64)idx[i / d] * d + i % d];
+}
+
+// Pixels [B, C, S, S] → patches [B·(S/p)², kp], each row [channel][y][x] as the conv kernel,
+// zero beyond C·p·p.
+extern "C" __global__ void im2col(const bf16* __restrict__ px, bf16* __restrict__ out, u32 images, u32 ch, u32 size,
+                                  u32 p, u32 kp) {
+    const u32 side = size / p, k = ch * p * p;
+    const u64 total = (u64)images * side * side * kp;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u32 col = i % kp;
+        u64 row = i / kp;
+        bf16 v = 0;
+        if (col < k) {
+            u32 c = col / (p * p), y = (col / p) % p, x = col % p;
+            u32 patch = row % (side * side);
+            u64 img = row / (side * side);
+            u32 py = patch / side, pxx = patch % side;
+            v = px[((img * ch + c) * size + py * p + y) * size + pxx * p + x];
+        }
+        out[i] = v;
+    }
+}
+
+// [CLS; patches] + positions: patch_out [B·np, d] → out [B·(np+1), d].
+extern "C" __global__ void clip_embed(const bf16* __restrict__ patch_out, const bf16* __restrict__ cls,
+                                      const bf16* __restrict__ pos, bf16* __restrict__ out, u32 images, u32 np, u32 d) {
+    const u64 total = (u64)images * (np + 1) * d;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u32 c = i % d;
+        u64 r = i / d;
+        u32 t = r % (np + 1);
+        u64 img = r / (np + 1);
+        float v = t == 0 ? bf(cls[c]) : bf(patch_out[(img * np + t - 1) * d + c]);
+        out[i] = to_bf(v + bf(pos[(u64)t * d + c]));
+    }
+}
+
+// Drop each image's CLS row: x [B·(np+1), d] → out [B·np, d].
+extern "C" __global__ void drop_cls(const bf16* __restrict__ x, bf16* __restrict__ out, u32 images, u32 np, u32 d) {
+    const u64 total = (u64)images * np * d;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u32 c = i % d;
+        u64 r = i / d;
+        out[i] = x[((r / np) * (np + 1) + r % np + 1) * d + c];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flash attention over variable-length sequences packed without padding (cu_seqlens), full or
+// causal: the ViT (per image) and the decoder's prefill. Tensor cores via mma.sync m16n8k16 bf16.
+// Q, K, V are read from the fused qkv activation [tokens, stride]: head h's q at column h·D,
+// kv head g's k at k_off + g·D and v at v_off + g·D. Output [tokens, out_stride], head h at h·D.
+// Block: 4 warps, 64 query rows (16 per warp); K/V tiles of 64 keys in shared memory.
+// grid = (ceil(max_len / 64), heads, sequences).
+
+__device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int D>
+__device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out, const int* __restrict__ cu,
+                           u32 stride, u32 out_stride, u32 heads, u32 kv_heads, u32 k_off, u32 v_off,
+                           int causal, float scale) {
+    constexpr int BQ = 64, BK = 64, PAD = 8, LD = D + PAD;
+    __shared__ __align__(16) bf16 Ks[BK * LD];
+    __shared__ __align__(16) bf16 Vs[BK * LD];
+    const int seq = blockIdx.z, h = blockIdx.y;
+    const int base = cu[seq], len = cu[seq + 1] - base;
+    const int q_block = blockIdx.x * BQ;
+    if (q_block >= len) return;
+    const int kvh = h / (heads / kv_heads);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const int r0 = q_block + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
+    const float sl2 = scale * 1.4426950408889634f;         // exp(x) = exp2(x·log2 e)
+
+    // Q fragments (A operand), rows r0 / r1, all of D.
+    u32 qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c0 = kk * 16 + tq * 2;
+        const bf16* q0 = qkv + (u64)(base + r0) * stride + h * D;
+        const bf16* q1 = qkv + (u64)(base + r1) * stride + h * D;
+        qa[kk][0] = r0 < len ? *(const u32*)(q0 + c0) : 0u;
+        qa[kk][1] = r1 < len ? *(const u32*)(q1 + c0) : 0u;
+        qa[kk][2] = r0 < len ? *(const u32*)(q0 + c0 + 8) : 0u;
+        qa[kk][3] = r1 < len ? *(const u32*)(q1 + c0 + 8) : 0u;
+    }
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+
+    const int kv_end = causal ? min(len, q_block + BQ) : len;
+    for (int j0 = 0; j0 < kv_end; j0 += BK) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < BK * (D / 8); i += blockDim.x) {
+            const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (j0 + r < len) {
+                const bf16* row = qkv + (u64)(base + j0 + r) * stride;
+                kv = *(const uint4*)(row + k_off + kvh * D + c);
+                vv = *(const uint4*)(row + v_off + kvh * D + c);
+            }
+            *(uint4*)(Ks + r * LD + c) = kv;
+            *(uint4*)(Vs + r * LD + c) = vv;
+        }
+        __syncthreads();
+        // S = Q·Kᵀ for this warp's 16 rows × 64 keys: 8 tiles of 8 keys.
+        float s[BK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const bf16* kr = Ks + (nt * 8 + g) * LD + kk * 16 + tq * 2;
+                mma_bf16(s[nt], qa[kk], *(const u32*)kr, *(const u32*)(kr + 8));
+            }
+        }
+        // Mask, scale, online softmax. c0,c1: row r0, keys +tq*2, +1; c2,c3: row r1.
+        float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = j0 + nt * 8 + tq * 2 + (e & 1);
+                const int row = e < 2 ? r0 : r1;
+                bool ok = key < len && (!causal || key <= row);
+                s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+        }
+        for (int o2 = 1; o2 < 4; o2 <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+        }
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        // A row with nothing visible yet keeps m = -inf: guard the exponentials.
+        const float c0 = n0 == NEG_INF ? 1.f : exp2f(m0 - n0);
+        const float c1 = n1 == NEG_INF ? 1.f : exp2f(m1 - n1);
+        float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; nt++) {
+            s[nt][0] = n0 == NEG_INF ? 0.f : exp2f(s[nt][0] - n0);
+            s[nt][1] = n0 == NEG_INF ? 0.f : exp2f(s[nt][1] - n0);
+            s[nt][2] = n1 == NEG_INF ? 0.f : exp2f(s[nt][2] - n1);
+            s[nt][3] = n1 == NEG_INF ? 0.f : exp2f(s[nt][3] - n1);
+            ps0 += s[nt][0] + s[nt][1];
+            ps1 += s[nt][2] + s[nt][3];
+        }
+        for (int o2 = 1; o2 < 4; o2 <<= 1) {
+            ps0 += __shfl_xor_sync(0xffffffffu, ps0, o2);
+            ps1 += __shfl_xor_sync(0xffffffffu, ps1, o2);
+        }
+        l0 = l0 * c0 + ps0;
+        l1 = l1 * c1 + ps1;
+        m0 = n0;
+        m1 = n1;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            o[dt][0] *= c0; o[dt][1] *= c0; o[dt][2] *= c1; o[dt][3] *= c1;
+        }
+        // O += P·V: P's accumulator layout is exactly the A fragment of the next product.
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ks++) {
+            u32 pa[4] = {pack_bf2(s[2 * ks][0], s[2 * ks][1]), pack_bf2(s[2 * ks][2], s[2 * ks][3]),
+                         pack_bf2(s[2 * ks + 1][0], s[2 * ks + 1][1]), pack_bf2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+            const bf16* v0 = Vs + (ks * 16 + tq * 2) * LD + g;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++) {
+                const bf16* v = v0 + dt * 8;
+                u32 b0 = (u32)v[0] | ((u32)v[LD] << 16);
+                u32 b1 = (u32)v[8 * LD] | ((u32)v[9 * LD] << 16);
+                mma_bf16(o[dt], pa, b0, b1);
+            }
+        }
+    }
+    const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        const int c = h * D + dt * 8 + tq * 2;
+        if (r0 < len) *(u32*)(out + (u64)(base + r0) * out_stride + c) = pack_bf2(o[dt][0] * i0, o[dt][1] * i0);
+        if (r1 < len) *(u32*)(out + (u64)(base + r1) * out_stride + c) = pack_bf2(o[dt][2] * i1, o[dt][3] * i1);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) flash_attn_d64(const bf16* qkv, bf16* out, const int* cu, u32 stride,
+                                                                 u32 out_stride, u32 heads, u32 kv_heads, u32 k_off,
+                                                                 u32 v_off, int causal, float scale) {
+    flash_attn<64>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) flash_attn_d128(const bf16* qkv, bf16* out, const int* cu, u32 stride,
+                                                                  u32 out_stride, u32 heads, u32 kv_heads, u32 k_off,
+                                                                  u32 v_off, int causal, float scale) {
+    flash_attn<128>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paged KV cache. Pool layout per layer: [block][K|V][kv_head][slot 0..16][head_dim] (the same
+// as kernels/kv_transfer.cu, so a request's cache can be shipped with kv_gather).
+#define KV_BLOCK 16
+
+// Write the k and v of n new tokens (after rope) into their slots (block·16 + slot; < 0: skip,
+// for padded rows of a batch).
+extern "C" __global__ void kv_append(const bf16* __restrict__ qkv, const int* __restrict__ slots, bf16* __restrict__ pool,
+                                     u32 n, u32 stride, u32 k_off, u32 kv_heads, u32 head_dim) {
+    const u32 dv = head_dim / 8;
+    const u64 total = (u64)n * 2 * kv_heads * dv;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u32 c = i % dv;
+        u64 r = i / dv;
+        u32 h = r % kv_heads;
+        r /= kv_heads;
+        u32 kv = r % 2;
+        u32 tok = r / 2;
+        int slot = slots[tok];
+        if (slot < 0) continue;
+        u32 blk = slot / KV_BLOCK, s = slot % KV_BLOCK;
+        const uint4* src = (const uint4*)(qkv + (u64)tok * stride + k_off + (kv * kv_heads + h) * head_dim) + c;
+        uint4* dst = (uint4*)(pool + ((((u64)blk * 2 + kv) * kv_heads + h) * KV_BLOCK + s) * head_dim) + c;
+        *dst = *src;
+    }
+}
+
+// Decode attention, one query token per sequence, K/V read through the block table.
+// Split over the context (flash-decoding): block (part, head, seq) covers tokens
+// [part·PART, part·PART + PART) and writes an unnormalised partial result; decode_combine merges.
+// head_dim 128: a half-warp (16 lanes × 8 values) holds one key or value row.
+#define PART 256
+extern "C" __global__ void __launch_bounds__(128) decode_attn(
+    const bf16* __restrict__ qkv, const int* __restrict__ tables, const int* __restrict__ ctx,
+    const bf16* __restrict__ pool, float* __restrict__ part_o, float* __restrict__ part_ml, u32 stride, u32 heads,
+    u32 kv_heads, u32 max_blocks, u32 max_parts, float scale) {
+    __shared__ float sc[PART];
+    __shared__ float red[8][128];
+    const int p = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int len = ctx[b];
+    const u64 idx = ((u64)b * heads + h) * max_parts + p;
+    const int start = p * PART;
+    if (start >= len) {
+        if (threadIdx.x == 0) { part_ml[idx * 2] = NEG_INF; part_ml[idx * 2 + 1] = 0.f; }
+        return;
+    }
+    const int end = min(len, start + PART), n = end - start;
+    const int kvh = h / (heads / kv_heads);
+    const int l16 = threadIdx.x & 15, hw = threadIdx.x >> 4;  // 8 half-warps
+    const int* tab = tables + (u64)b * max_blocks;
+    float q[8];
+    {
+        uint4 qv = *(const uint4*)(qkv + (u64)b * stride + h * 128 + l16 * 8);
+        const u32* w = (const u32*)&qv;
+#pragma unroll
+        for (int i = 0; i < 4; i++) { q[2 * i] = lo_f(w[i]) * scale; q[2 * i + 1] = hi_f(w[i]) * scale; }
+    }
+    const u64 head_off = (u64)kvh * KV_BLOCK * 128 + l16 * 8;
+    const u64 kv_step = (u64)kv_heads * KV_BLOCK * 128;  // K → V within a block
+    // Scores: four keys per half-warp in flight. The loop bound must be the same for the whole
+    // warp (both half-warps), because the shuffles below need every lane.
+    for (int b0 = 0; b0 < n; b0 += 32) {
+        const int t0 = b0 + hw;
+        uint4 kr[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int t = t0 + u * 8;
+            if (t < n) {
+                int tok = start + t;
+                u64 blk = (u64)tab[tok / KV_BLOCK];
+                kr[u] = *(const uint4*)(pool + blk * 2 * kv_step + head_off + (tok % KV_BLOCK) * 128);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int t = t0 + u * 8;
+            const u32* w = (const u32*)&kr[u];
+            float acc = 0.f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc += q[2 * i] * lo_f(w[i]) + q[2 * i + 1] * hi_f(w[i]);
+            for (int o = 8; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            if (t < n && l16 == 0) sc[t] = acc;
+        }
+    }
+    __syncthreads();
+    float mx = NEG_INF;
+    for (int t = threadIdx.x; t < n; t += blockDim.x) mx = fmaxf(mx, sc[t]);
+    mx = block_max(mx);
+    float sum = 0.f;
+    for (int t = threadIdx.x; t < n; t += blockDim.x) { float e = __expf(sc[t] - mx); sc[t] = e; sum += e; }
+    sum = block_sum(sum);  // its barrier also publishes sc
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int b0 = 0; b0 < n; b0 += 32) {
+        const int t0 = b0 + hw;
+        uint4 vr[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int t = t0 + u * 8;
+            if (t < n) {
+                int tok = start + t;
+                u64 blk = (u64)tab[tok / KV_BLOCK];
+                vr[u] = *(const uint4*)(pool + (blk * 2 + 1) * kv_step + head_off + (tok % KV_BLOCK) * 128);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int t = t0 + u * 8;
+            if (t < n) {
+                float pr = sc[t];
+                const u32* w = (const u32*)&vr[u];
+#pragma unroll
+                for (int i = 0; i < 4; i++) { acc[2 * i] += pr * lo_f(w[i]); acc[2 * i + 1] += pr * hi_f(w[i]); }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) red[hw][l16 * 8 + i] = acc[i];
+    __syncthreads();
+    float o = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) o += red[i][threadIdx.x];
+    part_o[idx * 128 + threadIdx.x] = o;
+    if (threadIdx.x == 0) { part_ml[idx * 2] = mx; part_ml[idx * 2 + 1] = sum; }
+}
+
+// Merge the partial results: out[b, h·128 + d]. A sequence of length 0 (batch padding) gets zeros.
+extern "C" __global__ void __launch_bounds__(128) decode_combine(const float* __restrict__ part_o,
+                                                                 const float* __restrict__ part_ml,
+                                                                 const int* __restrict__ ctx, bf16* __restrict__ out,
+                                                                 u32 heads, u32 max_parts, u32 out_stride) {
+    const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+    const int parts = (ctx[b] + PART - 1) / PART;
+    const u64 base = ((u64)b * heads + h) * max_parts;
+    float m = NEG_INF;
+    for (int p = 0; p < parts; p++) m = fmaxf(m, part_ml[(base + p) * 2]);
+    float l = 0.f, o = 0.f;
+    for (int p = 0; p < parts; p++) {
+        float w = __expf(part_ml[(base + p) * 2] - m);
+        l += part_ml[(base + p) * 2 + 1] * w;
+        o += part_o[(base + p) * 128 + d] * w;
+    }
+    out[(u64)b * out_stride + h * 128 + d] = to_bf(l > 0.f ? o / l : 0.f);
+}
+
+// Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.
+extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, u32 n) {
+    const float* r = x + (u64)blockIdx.x * n;
+    float best = NEG_INF;
+    int bi = 0x7fffffff;
+    for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = r[i];
+        if (v > best || (v == best && (int)i < bi)) { best = v; bi = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, best, o);
+        int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (v2 > best || (v2 == best && i2 < bi)) { best = v2; bi = i2; }
+    }
+    __shared__ float bv[32];
+    __shared__ int bx[32];
+    int w = threadIdx.x >> 5;
+    if ((threadIdx.x & 31) == 0) { bv[w] = best; bx[w] = bi; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int i = 1; i < (int)(blockDim.x >> 5); i++)
+            if (bv[i] > best || (bv[i] == best && bx[i] < bi)) { best = bv[i]; bi = bx[i]; }
+        out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skinny products for small decode batches: Y[m, n] (= or +=) Σ_k X[m, k] · W[n, k], m < M ≤ 8.
+// Memory-bound: each weight is read once, so the point is to keep enough 16-byte loads in
+// flight (two rows per warp, four chunks unrolled: eight per lane). cuBLASLt's kernels for
+// M = 1 reach only 35–73 % of HBM bandwidth on these shapes (exec/REPORT.md).
+// K a multiple of 8. grid·block/32 ≥ N/2 warps.
+#define GEMV_MAX_M 8
+extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ X, const bf16* __restrict__ W,
+                                                       void* __restrict__ Y, u32 M, u32 N, u32 K, int accumulate,
+                                                       int out_f32) {
+    const u32 warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    const u32 n0 = warp * 2;
+    if (n0 >= N) return;
+    const bool two = n0 + 1 < N;
+    const u32 K8 = K / 8;
+    const uint4* w0 = (const uint4*)(W + (u64)n0 * K);
+    const uint4* w1 = two ? w0 + K8 : w0;
+    float acc[GEMV_MAX_M][2];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; m++) acc[m][0] = acc[m][1] = 0.f;
+    for (u32 k = lane; k < K8; k += 32 * 4) {
+        uint4 a[4], b[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            u32 kk = k + u * 32;
+            if (kk < K8) { a[u] = __ldg(w0 + kk); b[u] = __ldg(w1 + kk); }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            u32 kk = k + u * 32;
+            if (kk >= K8) break;
+            const u32* wa = (const u32*)&a[u];
+            const u32* wb = (const u32*)&b[u];
+#pragma unroll
+            for (int m = 0; m < GEMV_MAX_M; m++) {
+                if (m < (int)M) {
+                    uint4 xv = __ldg((const uint4*)(X + (u64)m * K) + kk);
+                    const u32* xw = (const u32*)&xv;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        float x0 = lo_f(xw[i]), x1 = hi_f(xw[i]);
+                        acc[m][0] += x0 * lo_f(wa[i]) + x1 * hi_f(wa[i]);
+                        acc[m][1] += x0 * lo_f(wb[i]) + x1 * hi_f(wb[i]);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; m++) {
+        if (m < (int)M) {
+            float s0 = warp_sum(acc[m][0]), s1 = warp_sum(acc[m][1]);
+            if (lane == 0) {
+                for (int j = 0; j < (two ? 2 : 1); j++) {
+                    float v = j == 0 ? s0 : s1;
+                    u64 o = (u64)m * N + n0 + j;
+                    if (out_f32) {
+                        float* y = (float*)Y;
+                        y[o] = accumulate ? y[o] + v : v;
+                    } else {
+                        bf16* y = (bf16*)Y;
+                        y[o] = to_bf(accumulate ? bf(y[o]) + v : v);
+                    }
+                }
+            }
+        }
+    }
+}
