@@ -100,8 +100,20 @@ enum Command {
     /// On a GPU machine: check the simulator against real runs
     #[command(subcommand)]
     Validate(ValidateCommand),
+    /// On a GPU machine: the real LLaVA engine (exec/README.md)
+    #[command(subcommand)]
+    Exec(ExecCommand),
     /// Print the result schema (markdown)
     Schema,
+}
+
+#[derive(Subcommand)]
+enum ExecCommand {
+    /// Every kernel and the whole forward pass on the GPU against the CPU reference (bf16,
+    /// relative error ≤ 1e-2, greedy tokens equal)
+    Selftest(hetsim_exec::cli::SelftestArgs),
+    /// Encode, prefill and decode speed of the engine against the floors measured in the same run
+    Bench(hetsim_exec::cli::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -444,6 +456,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Validate(ValidateCommand::Transfer(a)) => {
             return Ok(gpu_exit(hetsim_exec::cli::validate_transfer(&a)));
         }
+        Command::Exec(ExecCommand::Selftest(a)) => {
+            return Ok(gpu_exit(hetsim_exec::cli::selftest(&a)));
+        }
+        Command::Exec(ExecCommand::Bench(a)) => return Ok(gpu_exit(hetsim_exec::cli::bench(&a))),
         Command::Schema => say!("{}", hetsim_sim::records::schema_markdown()),
     }
     Ok(ExitCode::SUCCESS)
