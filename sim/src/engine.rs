@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use crate::catalog::ImageTokens;
 use crate::cluster::Role;
 use crate::error::{Error, InputError};
-use crate::experiment::{KvTransferMode, Routing, Scenario};
+use crate::experiment::{KvTransferMode, Routing, Scenario, Schedule};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
 use crate::perf::{BatchShape, PhaseModel};
@@ -100,6 +100,17 @@ struct Req {
     preemptions: u64,
     /// Instances whose load counts this request (least-loaded routing).
     assigned: Vec<usize>,
+}
+
+/// What one LLM step will do, as it is put together.
+#[derive(Default)]
+struct Composition {
+    batch: BatchShape,
+    used: u64,
+    decodes: Vec<ReqId>,
+    chunks: Vec<(ReqId, u64)>,
+    images: Vec<ImageTokens>,
+    encoded: Vec<ReqId>,
 }
 
 struct Step {
@@ -518,49 +529,55 @@ impl<'a> Simulation<'a> {
         self.push(end, Event::StepDone(i));
     }
 
-    fn try_llm_step(&mut self, i: usize) -> Result<(), Error> {
-        let budget = self.s.engine.token_budget;
-        let max_batch = self.s.engine.max_batch;
-        let mut batch = BatchShape::default();
-        let mut used = 0u64;
-        let mut decodes = Vec::new();
-        if self.inst[i].decodes {
-            let mut k = 0;
-            while k < self.inst[i].running.len()
-                && used < budget
-                && (decodes.len() as u64) < max_batch
-            {
-                let id = self.inst[i].running[k];
-                let r = &self.reqs[&id];
-                // This step writes the KV of the last sampled token at position context + generated − 1.
-                let tokens = r.context + r.generated;
-                let more = self.inst[i].kv.blocks_for(tokens).saturating_sub(r.blocks);
-                if more > 0 && !self.take_blocks_preempting(i, id, more) {
-                    continue; // `id` itself was preempted; the running list shrank under k.
-                }
-                let r = self.reqs.get_mut(&id).expect("running request is live");
-                r.blocks += more;
-                batch.add_decode(tokens);
-                decodes.push(id);
-                used += 1;
-                k += 1;
-            }
+    /// One decode token for every running request (oldest first), growing their KV and
+    /// preempting the newest where memory runs out.
+    fn compose_decodes(&mut self, i: usize, c: &mut Composition) {
+        let (budget, max_batch) = (self.s.engine.token_budget, self.s.engine.max_batch);
+        if !self.inst[i].decodes {
+            return;
         }
-        let mut chunks = Vec::new();
-        let mut images = Vec::new();
-        let mut encoded = Vec::new();
+        let mut k = 0;
+        while k < self.inst[i].running.len()
+            && c.used < budget
+            && (c.decodes.len() as u64) < max_batch
+        {
+            let id = self.inst[i].running[k];
+            let r = &self.reqs[&id];
+            // This step writes the KV of the last sampled token at position context + generated − 1.
+            let tokens = r.context + r.generated;
+            let more = self.inst[i].kv.blocks_for(tokens).saturating_sub(r.blocks);
+            if more > 0 && !self.take_blocks_preempting(i, id, more) {
+                continue; // `id` itself was preempted; the running list shrank under k.
+            }
+            let r = self.reqs.get_mut(&id).expect("running request is live");
+            r.blocks += more;
+            c.batch.add_decode(tokens);
+            c.decodes.push(id);
+            c.used += 1;
+            k += 1;
+        }
+    }
+
+    /// Prefill chunks of waiting requests, first come first served, within the token budget.
+    fn compose_prefills(&mut self, i: usize, c: &mut Composition) {
+        let (budget, max_batch) = (self.s.engine.token_budget, self.s.engine.max_batch);
+        let running = match self.s.engine.schedule {
+            Schedule::Mixed => 0,
+            Schedule::PrefillFirst => self.inst[i].running.len(),
+        };
         for w in 0..self.inst[i].waiting.len() {
-            if used >= budget || (decodes.len() + chunks.len()) as u64 >= max_batch {
+            if c.used >= budget || (running + c.decodes.len() + c.chunks.len()) as u64 >= max_batch
+            {
                 break;
             }
             let id = self.inst[i].waiting[w];
             let r = &self.reqs[&id];
             let remaining = r.prefill_target - r.prefilled;
-            let mut chunk = remaining.min(budget - used);
+            let mut chunk = remaining.min(budget - c.used);
             if chunk < remaining && !self.s.engine.chunked_prefill {
                 // A recomputation longer than the budget (prompt + tokens generated before
                 // preemption) runs whole, alone; anything else waits for a step with room.
-                if used > 0 || r.generated == 0 {
+                if c.used > 0 || r.generated == 0 {
                     break;
                 }
                 chunk = remaining;
@@ -575,22 +592,50 @@ impl<'a> Simulation<'a> {
                 break;
             }
             let r = &self.reqs[&id];
-            let needs_encode = !r.encoded && r.prefilled == 0;
-            if needs_encode {
+            if !r.encoded && r.prefilled == 0 {
                 debug_assert!(
                     self.inst[i].encodes,
                     "unencoded request reached an instance that cannot encode"
                 );
-                images.extend(r.images.iter().copied());
-                encoded.push(id);
+                c.images.extend(r.images.iter().copied());
+                c.encoded.push(id);
             }
-            batch.add_prefill_chunk(r.prefilled, chunk, r.prefilled + chunk == r.prefill_target);
+            c.batch
+                .add_prefill_chunk(r.prefilled, chunk, r.prefilled + chunk == r.prefill_target);
             let r = self.reqs.get_mut(&id).expect("waiting request is live");
             r.blocks += more;
             r.home = Some(i);
-            chunks.push((id, chunk));
-            used += chunk;
+            c.chunks.push((id, chunk));
+            c.used += chunk;
         }
+    }
+
+    fn try_llm_step(&mut self, i: usize) -> Result<(), Error> {
+        let mut c = Composition::default();
+        match self.s.engine.schedule {
+            Schedule::Mixed => {
+                self.compose_decodes(i, &mut c);
+                self.compose_prefills(i, &mut c);
+            }
+            // vLLM v0 and the project's GPU engine: a step prefills new prompts if any can start
+            // (and the batch has room for them), else decodes.
+            Schedule::PrefillFirst => {
+                if (self.inst[i].running.len() as u64) < self.s.engine.max_batch {
+                    self.compose_prefills(i, &mut c);
+                }
+                if c.chunks.is_empty() {
+                    self.compose_decodes(i, &mut c);
+                }
+            }
+        }
+        let Composition {
+            batch,
+            decodes,
+            chunks,
+            images,
+            encoded,
+            ..
+        } = c;
         if decodes.is_empty() && chunks.is_empty() {
             return Ok(());
         }

@@ -78,6 +78,17 @@ pub enum Routing {
     LeastLoaded,
 }
 
+/// How an LLM step mixes work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Decodes and prefill chunks share a step (vLLM v1, Sarathi-style chunked prefill).
+    #[default]
+    Mixed,
+    /// A step prefills whatever new prompts fit, else decodes (vLLM v0; the project's GPU engine).
+    PrefillFirst,
+}
+
 /// Batching and memory knobs of the serving engine (vLLM's defaults where it has one).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,6 +104,7 @@ pub struct EngineSpec {
     pub encoder_batch_images: u64,
     /// Split long prompts across steps (else a prompt must fit the budget whole).
     pub chunked_prefill: bool,
+    pub schedule: Schedule,
     pub efficiency: Efficiency,
 }
 
@@ -105,6 +117,7 @@ impl Default for EngineSpec {
             memory_utilization: 0.9,
             encoder_batch_images: 32,
             chunked_prefill: true,
+            schedule: Schedule::Mixed,
             efficiency: Efficiency::default(),
         }
     }

@@ -119,9 +119,10 @@ fn random_experiment(seed: u64) -> String {
         ""
     };
     format!(
-        "name: random{seed}\nseed: {seed}\nscenarios:\n  - name: s\n    model: {model}\n    cluster:\n      network: {net}\n      link_sharing: {sharing}\n      nodes:\n{nodes}    deployment:\n      strategy: {strategy}\n      routing: {routing}\n      kv_transfer: {kv_transfer}\n      work_stealing: {stealing}\n      instances:\n{instances}    engine: {{token_budget: {budget}, max_batch: {max_batch}, memory_utilization: {util:.3}, chunked_prefill: {chunked}, encoder_batch_images: {eb}}}\n    workload:\n      requests: {n}\n      arrival: {arrival}\n      images: {{count: {{dist: choice, values: [0, 1, 2, 3], weights: [1, 4, 2, 1]}}, width: {{dist: uniform, min: 200, max: 1600}}, height: {{dist: uniform, min: 200, max: 1200}}}}\n      prompt_tokens: {{dist: lognormal, median: 60, sigma: 1.2, min: 1, max: 3000}}\n      output_tokens: {{dist: uniform, min: 1, max: 600}}\n    {horizon}",
+        "name: random{seed}\nseed: {seed}\nscenarios:\n  - name: s\n    model: {model}\n    cluster:\n      network: {net}\n      link_sharing: {sharing}\n      nodes:\n{nodes}    deployment:\n      strategy: {strategy}\n      routing: {routing}\n      kv_transfer: {kv_transfer}\n      work_stealing: {stealing}\n      instances:\n{instances}    engine: {{token_budget: {budget}, max_batch: {max_batch}, memory_utilization: {util:.3}, chunked_prefill: {chunked}, encoder_batch_images: {eb}, schedule: {schedule}}}\n    workload:\n      requests: {n}\n      arrival: {arrival}\n      images: {{count: {{dist: choice, values: [0, 1, 2, 3], weights: [1, 4, 2, 1]}}, width: {{dist: uniform, min: 200, max: 1600}}, height: {{dist: uniform, min: 200, max: 1200}}}}\n      prompt_tokens: {{dist: lognormal, median: 60, sigma: 1.2, min: 1, max: 3000}}\n      output_tokens: {{dist: uniform, min: 1, max: 600}}\n    {horizon}",
         net = ["100gbe", "ib-ndr", "25gbe"][rng.random_range(0..3)],
         sharing = ["fair", "fifo"][rng.random_range(0..2)],
+        schedule = ["mixed", "prefill_first"][rng.random_range(0..2)],
         eb = rng.random_range(1..40),
         n = rng.random_range(20..250),
     )
