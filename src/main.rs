@@ -97,9 +97,9 @@ enum Command {
     /// On a GPU machine: measure links, GEMM efficiency, HBM bandwidth and launch overhead into a
     /// hardware profile that `hetsim run` accepts (`profile:` in an experiment)
     Calibrate(hetsim_exec::cli::CalibrateArgs),
-    /// On a GPU machine: check the simulator against real runs
-    #[command(subcommand)]
-    Validate(ValidateCommand),
+    /// On a GPU machine: replay an experiment's trace for real and simulate the same, then
+    /// compare TTFT, TPOT, end-to-end latency, throughput and bytes (`validate transfer`: links)
+    Validate(ValidateArgs),
     /// On a GPU machine: the real LLaVA engine (exec/README.md)
     #[command(subcommand)]
     Exec(ExecCommand),
@@ -114,6 +114,24 @@ enum ExecCommand {
     Selftest(hetsim_exec::cli::SelftestArgs),
     /// Encode, prefill and decode speed of the engine against the floors measured in the same run
     Bench(hetsim_exec::cli::BenchArgs),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ValidateArgs {
+    #[command(subcommand)]
+    what: Option<ValidateCommand>,
+    /// Experiment YAML (experiments/validate-*.yaml); its profile calibrates the simulator
+    experiment: Option<PathBuf>,
+    /// Directory for both sources' rows (requests.parquet with source = sim and exec) and comparison.csv
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// GPU to replay on
+    #[arg(long, default_value_t = 0)]
+    gpu: usize,
+    /// RNG seed, overriding the file's
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -453,8 +471,50 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Catalog => print_catalog(),
         Command::GpuInfo => return Ok(gpu_exit(hetsim_exec::cli::info())),
         Command::Calibrate(a) => return Ok(gpu_exit(hetsim_exec::cli::calibrate(&a))),
-        Command::Validate(ValidateCommand::Transfer(a)) => {
+        Command::Validate(ValidateArgs {
+            what: Some(ValidateCommand::Transfer(a)),
+            ..
+        }) => {
             return Ok(gpu_exit(hetsim_exec::cli::validate_transfer(&a)));
+        }
+        Command::Validate(ValidateArgs {
+            what: None,
+            experiment,
+            out,
+            gpu,
+            seed,
+        }) => {
+            let path = experiment.ok_or_else(|| {
+                InputError::new("hetsim validate: give an experiment file (or `validate transfer`)")
+            })?;
+            let exp = load_experiment(&path, seed)?;
+            let v = match hetsim_exec::replay::validate(&exp, out.as_deref(), gpu) {
+                Ok(v) => v,
+                Err(e) => return Ok(gpu_exit(Err(e))),
+            };
+            sayln!(
+                "{} — predicted (simulator, calibrated profile) against measured (real replay)\n",
+                exp.name
+            );
+            say!("{}", v.comparison.to_text(4));
+            for why in &v.skipped {
+                sayln!("• not replayed: {why}");
+            }
+            match v.median_abs_error_pct {
+                Some(m) => sayln!(
+                    "\nverdict: median |error| {m:.1} % over {} metric(s) — {}",
+                    v.comparison.rows.len(),
+                    if m <= 10.0 {
+                        "within the 10 % target"
+                    } else {
+                        "outside the 10 % target"
+                    }
+                ),
+                None => sayln!("\nverdict: nothing was replayed, so nothing to compare"),
+            }
+            for f in &v.files {
+                sayln!("wrote {}", f.display());
+            }
         }
         Command::Exec(ExecCommand::Selftest(a)) => {
             return Ok(gpu_exit(hetsim_exec::cli::selftest(&a)));

@@ -261,7 +261,8 @@ impl Engine {
         self.pool.buf.bytes
     }
 
-    fn now(&self) -> f64 {
+    /// Seconds since the engine started (the clock of its events).
+    pub fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
 

@@ -27,6 +27,7 @@ pub mod probes;
 /// The hardware profile type is the simulator's (`hetsim_sim::profile`): calibrate writes what
 /// `hetsim run` reads.
 pub use hetsim_sim::profile;
+pub mod replay;
 pub mod report;
 pub mod selftest;
 pub mod stats;
