@@ -243,7 +243,17 @@ pub fn validate(
         match replayable(s) {
             Ok(()) => {
                 eprintln!("replaying {} on GPU {gpu} …", s.name);
-                rows.extend(replay(s, gpu)?);
+                let measured = replay(s, gpu)?;
+                if let Some(w) = writer.as_mut() {
+                    let refs: Vec<&RequestRecord> = measured.iter().collect();
+                    w.summary
+                        .append(&hetsim_sim::compare::summarize_measured(
+                            &run.summary,
+                            &refs,
+                        ))
+                        .map_err(sim_err)?;
+                }
+                rows.extend(measured);
             }
             Err(why) => skipped.push(why),
         }

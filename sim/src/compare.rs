@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::records::RequestRecord;
+use crate::records::{RequestRecord, SummaryRecord};
 use crate::table::{Table, Value};
 
 /// Metrics of one scenario's requests.
@@ -70,6 +70,73 @@ fn metric_name(m: &str, q: &str) -> &'static str {
         ("e2e", "p50") => "e2e_p50_s",
         ("e2e", "p90") => "e2e_p90_s",
         _ => "e2e_p99_s",
+    }
+}
+
+/// A summary row for measured requests: request-derived fields from `rows`, the deployment's
+/// description and price from the simulated row of the same scenario (same cluster, same prices).
+pub fn summarize_measured(sim: &SummaryRecord, rows: &[&RequestRecord]) -> SummaryRecord {
+    let done: Vec<&&RequestRecord> = rows.iter().filter(|r| r.status == "finished").collect();
+    let q = |f: &dyn Fn(&RequestRecord) -> Option<f64>, p: f64| {
+        quantile(done.iter().filter_map(|r| f(r)).collect(), p)
+    };
+    let first = rows
+        .iter()
+        .map(|r| r.arrival_s)
+        .fold(f64::INFINITY, f64::min);
+    let last = rows
+        .iter()
+        .filter_map(|r| r.finish_s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let duration = if last > first { last - first } else { 0.0 };
+    let per_s = |x: f64| if duration > 0.0 { x / duration } else { 0.0 };
+    let output: u64 = done.iter().map(|r| r.output_tokens).sum();
+    let good = done
+        .iter()
+        .filter(|r| {
+            r.ttft_s.is_some_and(|t| t <= sim.slo_ttft_s)
+                && r.tpot_s.is_none_or(|t| t <= sim.slo_tpot_s)
+        })
+        .count() as f64;
+    let bytes = |f: &dyn Fn(&RequestRecord) -> u64| rows.iter().map(|r| f(r)).sum::<u64>();
+    let cost = sim.usd_per_hour * duration / 3600.0;
+    SummaryRecord {
+        requests: rows.len() as u64,
+        finished: done.len() as u64,
+        dropped: (rows.len() - done.len()) as u64,
+        duration_s: duration,
+        throughput_rps: per_s(done.len() as f64),
+        output_tokens: output,
+        output_tokens_per_s: per_s(output as f64),
+        goodput_rps: per_s(good),
+        slo_attainment: if rows.is_empty() {
+            0.0
+        } else {
+            good / rows.len() as f64
+        },
+        ttft_p50_s: q(&|r| r.ttft_s, 0.5),
+        ttft_p90_s: q(&|r| r.ttft_s, 0.9),
+        ttft_p99_s: q(&|r| r.ttft_s, 0.99),
+        tpot_p50_s: q(&|r| r.tpot_s, 0.5),
+        tpot_p90_s: q(&|r| r.tpot_s, 0.9),
+        tpot_p99_s: q(&|r| r.tpot_s, 0.99),
+        e2e_p50_s: q(&|r| r.e2e_s, 0.5),
+        e2e_p90_s: q(&|r| r.e2e_s, 0.9),
+        e2e_p99_s: q(&|r| r.e2e_s, 0.99),
+        emb_bytes: bytes(&|r| r.emb_bytes),
+        kv_bytes: bytes(&|r| r.kv_bytes),
+        bytes_sent: bytes(&|r| r.emb_bytes + r.kv_bytes),
+        bytes_received: bytes(&|r| r.emb_bytes + r.kv_bytes),
+        busiest_link: None,
+        busiest_link_utilization: 0.0,
+        cost_usd: cost,
+        tokens_per_dollar: if cost > 0.0 {
+            output as f64 / cost
+        } else {
+            0.0
+        },
+        source: "exec",
+        ..sim.clone()
     }
 }
 
@@ -192,5 +259,64 @@ mod tests {
             "scenarios without both sources are left out"
         );
         assert!(c.median_abs_error_pct.is_some());
+    }
+
+    #[test]
+    fn measured_summary_is_recomputed_from_its_rows() {
+        let rows: Vec<RequestRecord> = (0..10)
+            .map(|i| row("a", "exec", i, 0.1 + i as f64 * 0.01, 0.01))
+            .collect();
+        let refs: Vec<&RequestRecord> = rows.iter().collect();
+        let sim = SummaryRecord {
+            scenario: "a".into(),
+            strategy: "colocated",
+            model: "m".into(),
+            gpus: "1×H100-SXM".into(),
+            gpu_count: 1,
+            rate_rps: Some(1.0),
+            seed: 0,
+            requests: 0,
+            finished: 0,
+            dropped: 0,
+            duration_s: 0.0,
+            throughput_rps: 0.0,
+            output_tokens: 0,
+            output_tokens_per_s: 0.0,
+            goodput_rps: 0.0,
+            slo_attainment: 0.0,
+            slo_ttft_s: 0.155,
+            slo_tpot_s: 0.05,
+            ttft_p50_s: None,
+            ttft_p90_s: None,
+            ttft_p99_s: None,
+            tpot_p50_s: None,
+            tpot_p90_s: None,
+            tpot_p99_s: None,
+            e2e_p50_s: None,
+            e2e_p90_s: None,
+            e2e_p99_s: None,
+            emb_bytes: 0,
+            kv_bytes: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            busiest_link: None,
+            busiest_link_utilization: 0.0,
+            pricing: "capex",
+            usd_per_hour: 3.6,
+            cost_usd: 0.0,
+            tokens_per_dollar: 0.0,
+            source: "sim",
+        };
+        let m = summarize_measured(&sim, &refs);
+        assert_eq!(
+            (m.source, m.requests, m.finished, m.output_tokens),
+            ("exec", 10, 10, 110)
+        );
+        // Arrivals 0…9 s; the last finishes at 9 + 0.19 + 0.1.
+        assert!((m.duration_s - 9.29).abs() < 1e-9);
+        assert!((m.cost_usd - 3.6 * 9.29 / 3600.0).abs() < 1e-12);
+        // TTFT ≤ 0.155 s: requests 0…5.
+        assert!((m.slo_attainment - 0.6).abs() < 1e-12);
+        assert_eq!(m.ttft_p50_s, Some(0.14));
     }
 }
