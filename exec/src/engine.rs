@@ -268,6 +268,73 @@ impl Engine {
 
     /// Queue a request. Checked here, so a bad one never reaches the GPU.
     pub fn submit(&mut self, req: Request) -> Result<()> {
+        let seq = self.admit(req)?;
+        if seq.req.images.is_empty() {
+            self.encoded.push_back(seq);
+        } else {
+            self.waiting.push_back(seq);
+        }
+        Ok(())
+    }
+
+    /// Queue a request whose image embeddings were computed elsewhere (modality-level
+    /// disaggregation): `emb` is `[images·576, d]` bf16 on this engine's GPU, complete (the
+    /// caller has synchronised the copy that filled it), or None for a request without images.
+    /// The request skips encoding and waits for prefill.
+    pub fn submit_encoded(&mut self, req: Request, emb: Option<DeviceBuffer>) -> Result<()> {
+        let mut seq = self.admit(req)?;
+        let c = &self.model.cfg;
+        let want = seq.req.images.len() * c.image_tokens() * c.llm.hidden * 2;
+        match &emb {
+            None if want > 0 => {
+                return Err(Error::Invalid(format!(
+                    "request {}: {} image(s) but no embeddings",
+                    seq.req.id,
+                    seq.req.images.len()
+                )));
+            }
+            Some(e) if e.bytes != want || e.gpu != self.model.gpu.ordinal => {
+                return Err(Error::Invalid(format!(
+                    "request {}: embeddings of {} bytes on GPU {}, expected {want} bytes on GPU {}",
+                    seq.req.id, e.bytes, e.gpu, self.model.gpu.ordinal
+                )));
+            }
+            _ => {}
+        }
+        seq.emb = emb;
+        self.encoded.push_back(seq);
+        Ok(())
+    }
+
+    /// Encode-only use (the encoder worker of a modality-level deployment): encode one batch of
+    /// waiting images, if any, and hand out every request whose embeddings are ready, with its
+    /// embedding buffer (`[images·576, d]` bf16 on this GPU; None for a request without
+    /// images). The events are the batch's `EncodeDone`s. Nothing is prefilled here.
+    #[allow(clippy::type_complexity)]
+    pub fn encode_ready(
+        &mut self,
+    ) -> Result<(Vec<EngineEvent>, Vec<(Request, Option<DeviceBuffer>)>)> {
+        let events = if self.waiting.is_empty() {
+            Vec::new()
+        } else {
+            self.encode_step()?.1
+        };
+        let out = self.encoded.drain(..).map(|s| (s.req, s.emb)).collect();
+        Ok((events, out))
+    }
+
+    /// Requests waiting for the vision encoder.
+    pub fn waiting_images(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The instant the engine's clock counts from (`EngineEvent::t`, `now`).
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// Checks a request and makes its sequence.
+    fn admit(&self, req: Request) -> Result<Seq> {
         let c = &self.model.cfg;
         let imgs = req.prompt.iter().filter(|&&t| t == IMAGE_TOKEN).count();
         if imgs != req.images.len() {
@@ -313,12 +380,7 @@ impl Engine {
                 seq.req.id, self.pool.blocks
             )));
         }
-        if seq.req.images.is_empty() {
-            self.encoded.push_back(seq);
-        } else {
-            self.waiting.push_back(seq);
-        }
-        Ok(())
+        Ok(seq)
     }
 
     /// Nothing queued or running.
