@@ -561,20 +561,11 @@ fn link_probes(
             .map(|r| each as f64 / r.0 / 1e9);
         for k in [2usize, 4] {
             if let Some((t, per)) = note(errors, "share peer", link::share_peer(&lb, k, each, 5)) {
-                let r = ShareResult {
-                    method: "nvlink_peer".into(),
-                    catalog_link: nv.clone(),
-                    concurrent: k,
-                    bytes_each: each as u64,
-                    aggregate_gbs: (k * each) as f64 / t / 1e9,
-                    per_transfer_gbs: per.iter().map(|x| each as f64 / x / 1e9).collect(),
-                    single_gbs: single.unwrap_or(f64::NAN),
-                };
-                eprintln!(
-                    "[calibrate] {k} concurrent peer copies: {:.1} GB/s together, each {:?}",
-                    r.aggregate_gbs, r.per_transfer_gbs
+                log_share(
+                    cal,
+                    ShareResult::new("nvlink_peer", &nv, each, (t, per), single),
+                    &format!("{k} concurrent peer copies"),
                 );
-                cal.sharing.push(r);
             }
         }
         if let Some((t, per)) = note(
@@ -582,40 +573,22 @@ fn link_probes(
             "share peer chunked",
             link::share_peer_chunked(&lb, 2, each, 4 * MIB, 5),
         ) {
-            let r = ShareResult {
-                method: "nvlink_peer_chunked_4MiB".into(),
-                catalog_link: nv.clone(),
-                concurrent: 2,
-                bytes_each: each as u64,
-                aggregate_gbs: (2 * each) as f64 / t / 1e9,
-                per_transfer_gbs: per.iter().map(|x| each as f64 / x / 1e9).collect(),
-                single_gbs: single.unwrap_or(f64::NAN),
-            };
-            eprintln!(
-                "[calibrate] 2 peer copies in 4 MiB pieces, round-robin: {:.1} GB/s together, each {:?}",
-                r.aggregate_gbs, r.per_transfer_gbs
+            log_share(
+                cal,
+                ShareResult::new("nvlink_peer_chunked_4MiB", &nv, each, (t, per), single),
+                "2 peer copies in 4 MiB pieces, round-robin",
             );
-            cal.sharing.push(r);
         }
         if let Some((t, per)) = note(
             errors,
             "peer bidirectional",
             link::share_peer_bidir(&lb, each, 5),
         ) {
-            let r = ShareResult {
-                method: "nvlink_peer_bidirectional".into(),
-                catalog_link: nv.clone(),
-                concurrent: 2,
-                bytes_each: each as u64,
-                aggregate_gbs: (2 * each) as f64 / t / 1e9,
-                per_transfer_gbs: per.iter().map(|x| each as f64 / x / 1e9).collect(),
-                single_gbs: single.unwrap_or(f64::NAN),
-            };
-            eprintln!(
-                "[calibrate] peer copies both ways: {:.1} GB/s together, each {:?}",
-                r.aggregate_gbs, r.per_transfer_gbs
+            log_share(
+                cal,
+                ShareResult::new("nvlink_peer_bidirectional", &nv, each, (t, per), single),
+                "peer copies both ways",
             );
-            cal.sharing.push(r);
         }
     }
     let stagers: Vec<Stager> = (0..2)
@@ -632,22 +605,22 @@ fn link_probes(
         "share staged",
         link::share_staged(&lb, &stagers, each, 5),
     ) {
-        let r = ShareResult {
-            method: "pcie_staged_pinned".into(),
-            catalog_link: staged.into(),
-            concurrent: 2,
-            bytes_each: each as u64,
-            aggregate_gbs: (2 * each) as f64 / t / 1e9,
-            per_transfer_gbs: per.iter().map(|x| each as f64 / x / 1e9).collect(),
-            single_gbs: single.unwrap_or(f64::NAN),
-        };
-        eprintln!(
-            "[calibrate] 2 concurrent staged copies: {:.1} GB/s together, each {:?}",
-            r.aggregate_gbs, r.per_transfer_gbs
+        log_share(
+            cal,
+            ShareResult::new("pcie_staged_pinned", staged, each, (t, per), single),
+            "2 concurrent staged copies",
         );
-        cal.sharing.push(r);
     }
     Ok(())
+}
+
+/// Records a sharing probe and says what it found.
+fn log_share(cal: &mut Calibration, r: ShareResult, what: &str) {
+    eprintln!(
+        "[calibrate] {what}: {:.1} GB/s together, each {:?}",
+        r.aggregate_gbs, r.per_transfer_gbs
+    );
+    cal.sharing.push(r);
 }
 
 /// The profile the simulator reads, from a calibration. One entry per catalog link:

@@ -139,6 +139,27 @@ pub struct ShareResult {
     pub single_gbs: f64,
 }
 
+impl ShareResult {
+    /// From a sharing probe's total time `t` and each transfer's finish times `per` (seconds).
+    pub fn new(
+        method: &str,
+        catalog_link: &str,
+        bytes_each: usize,
+        (t, per): (f64, Vec<f64>),
+        single_gbs: Option<f64>,
+    ) -> ShareResult {
+        ShareResult {
+            method: method.into(),
+            catalog_link: catalog_link.into(),
+            concurrent: per.len(),
+            bytes_each: bytes_each as u64,
+            aggregate_gbs: (per.len() * bytes_each) as f64 / t / 1e9,
+            per_transfer_gbs: per.iter().map(|x| bytes_each as f64 / x / 1e9).collect(),
+            single_gbs: single_gbs.unwrap_or(f64::NAN),
+        }
+    }
+}
+
 /// Time `enqueue` with events on `timer_stream`: warm-up, then `reps` repeats; seconds each.
 /// `enqueue(start)` must queue the work so that it starts after `start` and so that
 /// `timer_stream` is ordered after all of it.
