@@ -107,6 +107,7 @@ pub fn bench_engine(
             encode_batch: 32,
             kv_blocks: Some(blocks),
             graphs: true,
+            hand_off: false,
             seed: 1,
         },
     )?;
@@ -221,8 +222,16 @@ impl PhaseGrid {
         PhaseGrid {
             encode: vec![1, 2, 4, 8, 16, 32],
             prefill: vec![
+                // Dense where prompts of one image lie: the time bends from memory-bound to
+                // compute-bound there, and the simulator interpolates linearly between points.
                 (1, 128),
+                (1, 256),
+                (1, 384),
+                (1, 512),
+                (1, 576),
+                (1, 640),
                 (1, 704),
+                (1, 1024),
                 (1, 2048),
                 (2, 1408),
                 (4, 2816),

@@ -9,10 +9,17 @@
 //! output) are reserved when it is admitted to prefill, so a running request never waits for
 //! memory. Event times are host-clock seconds since the engine started, taken after the step's
 //! work has finished on the GPU.
+//!
+//! Stage-level disaggregation splits the engine in two: a prefill worker (`hand_off: true`)
+//! reserves KV for the prompt only and, instead of decoding, hands each prefilled request out
+//! with its KV gathered from the paged pool into one packed buffer (`hand_off`, layout of
+//! `kernels/kv_transfer.cu`); a decode worker takes such a request with its packed KV on its own
+//! GPU (`submit_prefilled`), scatters it into its pool and decodes from the first token on.
 
-use crate::device::{DeviceBuffer, Event, PinnedBuffer, Stream, ck};
+use crate::device::{DeviceBuffer, Event, Gpu, PinnedBuffer, Stream, ck};
 use crate::error::{Error, Result};
 use crate::kargs;
+use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
 use crate::model::gpu::{
     Attn, DECODE_PART, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_i32,
 };
@@ -35,6 +42,8 @@ pub struct EngineConfig {
     pub kv_blocks: Option<usize>,
     /// Replay decode steps from CUDA graphs (else launch kernel by kernel).
     pub graphs: bool,
+    /// The prefill worker of a stage-level deployment: hand requests out after prefill.
+    pub hand_off: bool,
     pub seed: u64,
 }
 
@@ -47,6 +56,7 @@ impl Default for EngineConfig {
             encode_batch: 32,
             kv_blocks: None,
             graphs: true,
+            hand_off: false,
             seed: 1,
         }
     }
@@ -89,6 +99,8 @@ impl Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     EncodeDone,
+    /// A request prefilled elsewhere has its KV in this engine's pool and joins decoding.
+    KvImported,
     FirstToken,
     Token,
     Finished,
@@ -109,6 +121,7 @@ pub enum StepKind {
     Idle,
     Encode { images: usize },
     Prefill { seqs: usize, tokens: usize },
+    Import { seqs: usize },
     Decode { batch: usize, bucket: usize },
 }
 
@@ -120,6 +133,27 @@ struct Seq {
     /// Tokens in the KV cache.
     len: usize,
     generated: Vec<u32>,
+    /// `emb` came from the caller (`submit_encoded`): give it back through `take_spent`.
+    lent: bool,
+}
+
+/// A request prefilled by a prefill worker, ready for a decode worker: its KV (`tokens`
+/// tokens, `kv_bytes` bytes) is packed in the buffer given to `Engine::hand_off`.
+#[derive(Debug, Clone)]
+pub struct HandOff {
+    pub req: Request,
+    pub first_token: u32,
+    pub tokens: usize,
+    pub kv_bytes: usize,
+}
+
+/// The paged ⇄ packed KV kernels (loaded on first use: only disaggregated workers need them),
+/// and a device block table.
+struct KvMover {
+    _m: Module,
+    gather: Kernel,
+    scatter: Kernel,
+    table: DeviceBuffer,
 }
 
 impl Seq {
@@ -165,6 +199,18 @@ pub struct Engine {
     waiting: VecDeque<Seq>,
     encoded: VecDeque<Seq>,
     running: BTreeMap<u64, Seq>,
+    /// Prefill worker: prefilled requests whose KV waits to be handed out.
+    prefilled: VecDeque<Seq>,
+    /// Decode worker: requests prefilled elsewhere, with their packed KV, waiting for room.
+    imported: VecDeque<(Seq, DeviceBuffer)>,
+    /// Caller's buffers this engine is done with.
+    spent: Vec<DeviceBuffer>,
+    /// Embedding buffers of finished encodes, for the next: allocating (and freeing, which
+    /// waits for the GPU) per request would sit in every encode and prefill step.
+    emb_free: Vec<DeviceBuffer>,
+    mover: Option<KvMover>,
+    /// Pinned host staging of `upload_ints`.
+    staging: PinnedBuffer,
     /// Scratch of encode and prefill steps (grows with them).
     sc: Scratch,
     /// Scratch of decode steps: sized once for max_batch, never reallocated, because the
@@ -174,6 +220,26 @@ pub struct Engine {
     graphs: BTreeMap<usize, Graph>,
     start: Instant,
     pixels_seed: u64,
+}
+
+/// Small per-step inputs through a pinned staging buffer kept between steps (pinning host memory
+/// costs more than the copy); waits for the copy.
+fn upload_ints(
+    staging: &mut PinnedBuffer,
+    gpu: &Gpu,
+    stream: &Stream,
+    dst: u64,
+    v: &[i32],
+) -> Result<()> {
+    let bytes = v.len() * 4;
+    if staging.bytes < bytes {
+        *staging = PinnedBuffer::new(gpu, bytes.next_power_of_two())?;
+    }
+    unsafe {
+        std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, staging.ptr as *mut u8, bytes);
+    }
+    crate::device::copy_htod_async(dst, staging, 0, bytes, stream)?;
+    stream.synchronize()
 }
 
 /// Batch-size buckets: powers of two up to max_batch (and max_batch itself).
@@ -231,6 +297,12 @@ impl Engine {
             waiting: VecDeque::new(),
             encoded: VecDeque::new(),
             running: BTreeMap::new(),
+            prefilled: VecDeque::new(),
+            imported: VecDeque::new(),
+            spent: Vec::new(),
+            emb_free: Vec::new(),
+            mover: None,
+            staging: PinnedBuffer::new(&model.gpu, 64 << 10)?,
             sc: Scratch::new(),
             dsc,
             dec,
@@ -301,9 +373,168 @@ impl Engine {
             }
             _ => {}
         }
+        seq.lent = emb.is_some();
         seq.emb = emb;
         self.encoded.push_back(seq);
         Ok(())
+    }
+
+    /// Bytes of the packed KV of `tokens` tokens: 2 · layers · kv_heads · tokens · head_dim · 2.
+    pub fn kv_bytes(&self, tokens: usize) -> usize {
+        let l = &self.model.cfg.llm;
+        2 * l.layers * l.kv_heads * tokens * l.head_dim * 2
+    }
+
+    /// Prefill-worker use: hands out the oldest prefilled request with its KV gathered into
+    /// `packed` (on this GPU, at least `kv_bytes(tokens)` long; complete when this returns) and
+    /// frees its blocks. None when no prefilled request waits.
+    pub fn hand_off(&mut self, packed: &DeviceBuffer) -> Result<Option<HandOff>> {
+        let Some(s) = self.prefilled.front() else {
+            return Ok(None);
+        };
+        let bytes = self.kv_bytes(s.len);
+        if packed.bytes < bytes || packed.gpu != self.model.gpu.ordinal {
+            return Err(Error::Invalid(format!(
+                "request {}: packed KV needs {bytes} bytes on GPU {}, got {} on GPU {}",
+                s.req.id, self.model.gpu.ordinal, packed.bytes, packed.gpu
+            )));
+        }
+        let Some(s) = self.prefilled.pop_front() else {
+            return Ok(None);
+        };
+        self.move_kv(&s.blocks, s.len, packed.ptr, false)?;
+        self.free_blocks.extend(s.blocks.iter().rev());
+        Ok(Some(HandOff {
+            first_token: s.generated[0],
+            tokens: s.len,
+            kv_bytes: bytes,
+            req: s.req,
+        }))
+    }
+
+    /// Decode-worker use: queue a request prefilled elsewhere. `kv` holds its packed KV on this
+    /// GPU, complete (the caller has synchronised the copy that filled it); the engine gives the
+    /// buffer back through `take_spent` once the KV is in its pool.
+    pub fn submit_prefilled(&mut self, h: HandOff, kv: DeviceBuffer) -> Result<()> {
+        let mut seq = self.admit(h.req)?;
+        let np = self.model.cfg.image_tokens();
+        let want = self.kv_bytes(seq.prompt_len(np));
+        if h.tokens != seq.prompt_len(np) || h.kv_bytes != want {
+            return Err(Error::Invalid(format!(
+                "request {}: handed off with {} tokens / {} bytes of KV, its prompt is {} tokens / {want} bytes",
+                seq.req.id,
+                h.tokens,
+                h.kv_bytes,
+                seq.prompt_len(np)
+            )));
+        }
+        if kv.bytes < want || kv.gpu != self.model.gpu.ordinal {
+            return Err(Error::Invalid(format!(
+                "request {}: KV of {} bytes on GPU {}, expected at least {want} bytes on GPU {}",
+                seq.req.id, kv.bytes, kv.gpu, self.model.gpu.ordinal
+            )));
+        }
+        seq.len = h.tokens;
+        seq.generated.push(h.first_token);
+        self.imported.push_back((seq, kv));
+        Ok(())
+    }
+
+    /// Takes back an embedding buffer this engine handed out (`encode_ready`) once the caller
+    /// is done with it, for later encodes.
+    pub fn recycle(&mut self, emb: DeviceBuffer) {
+        // Enough for two full encode batches; more would only hold memory.
+        if emb.gpu == self.model.gpu.ordinal && self.emb_free.len() < 2 * self.cfg.encode_batch {
+            self.emb_free.push(emb);
+        }
+    }
+
+    /// Buffers handed in (`submit_encoded`, `submit_prefilled`) that the engine no longer reads.
+    pub fn take_spent(&mut self) -> Vec<DeviceBuffer> {
+        std::mem::take(&mut self.spent)
+    }
+
+    /// Compiles the KV gather/scatter kernels of `hand_off` and `submit_prefilled` now rather
+    /// than on first use (a replay keeps NVRTC out of its first request's time).
+    pub fn load_kv_kernels(&mut self) -> Result<()> {
+        if self.mover.is_none() {
+            let g = &self.model.gpu;
+            let m = Module::load(g, "kv_transfer.cu", KV_SRC)?;
+            self.mover = Some(KvMover {
+                gather: m.function("kv_gather")?,
+                scatter: m.function("kv_scatter")?,
+                table: g.alloc(self.max_blocks * 4)?,
+                _m: m,
+            });
+        }
+        Ok(())
+    }
+
+    /// Gathers (`to_pool` false) or scatters the KV of `tokens` tokens held in `blocks` between
+    /// the pool and the packed buffer at `packed`; waits for it.
+    fn move_kv(&mut self, blocks: &[i32], tokens: usize, packed: u64, to_pool: bool) -> Result<()> {
+        self.load_kv_kernels()?;
+        let g = &self.model.gpu;
+        let Some(mv) = &self.mover else {
+            return Ok(());
+        };
+        let table = mv.table.ptr;
+        upload_ints(
+            &mut self.staging,
+            &self.model.gpu,
+            &self.stream,
+            table,
+            blocks,
+        )?;
+        let l = &self.model.cfg.llm;
+        let dv = (l.head_dim / 8) as u32;
+        let (s, heads, nb) = (tokens as u32, l.kv_heads as u32, self.pool.blocks as u32);
+        let n = (2 * l.layers * l.kv_heads * tokens) as u64 * dv as u64;
+        let pool = self.pool.buf.ptr;
+        let (k, mut args) = if to_pool {
+            (
+                &mv.scatter,
+                kargs![packed, pool, table, n, dv, s, heads, nb],
+            )
+        } else {
+            (&mv.gather, kargs![pool, packed, table, n, dv, s, heads, nb])
+        };
+        k.launch(grid_for(n, 256, g.info.sms), 256, &self.stream, &mut args)?;
+        self.stream.synchronize()
+    }
+
+    /// Moves imported requests into the pool and the running batch while there is room.
+    fn import_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
+        let mut moved = Vec::new();
+        while self.running.len() + moved.len() < self.cfg.max_batch
+            && let Some((s, _)) = self.imported.front()
+            && (s.len + s.req.output_tokens).div_ceil(KV_BLOCK) <= self.free_blocks.len()
+        {
+            let Some((mut s, kv)) = self.imported.pop_front() else {
+                break;
+            };
+            for _ in 0..(s.len + s.req.output_tokens).div_ceil(KV_BLOCK) {
+                s.blocks.push(self.free_blocks.pop().unwrap_or(0));
+            }
+            self.move_kv(&s.blocks, s.len, kv.ptr, true)?;
+            self.spent.push(kv);
+            moved.push(s);
+        }
+        let t = self.now();
+        let events = moved
+            .iter()
+            .map(|s| EngineEvent {
+                id: s.req.id,
+                kind: EventKind::KvImported,
+                token: None,
+                t,
+            })
+            .collect();
+        let seqs = moved.len();
+        for s in moved {
+            self.running.insert(s.req.id, s);
+        }
+        Ok((StepKind::Import { seqs }, events))
     }
 
     /// Encode-only use (the encoder worker of a modality-level deployment): encode one batch of
@@ -366,6 +597,7 @@ impl Engine {
             blocks: Vec::new(),
             len: 0,
             generated: Vec::new(),
+            lent: false,
         };
         let total = seq.prompt_len(c.image_tokens()) + seq.req.output_tokens;
         if total > self.cfg.max_context {
@@ -385,7 +617,22 @@ impl Engine {
 
     /// Nothing queued or running.
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.encoded.is_empty() && self.running.is_empty()
+        self.waiting.is_empty()
+            && self.encoded.is_empty()
+            && self.running.is_empty()
+            && self.prefilled.is_empty()
+            && self.imported.is_empty()
+    }
+
+    /// Tokens of KV a request holds here from admission on: its whole length, or only its
+    /// prompt on a prefill worker.
+    fn kv_tokens(&self, s: &Seq) -> usize {
+        let prompt = s.prompt_len(self.model.cfg.image_tokens());
+        if self.cfg.hand_off {
+            prompt
+        } else {
+            prompt + s.req.output_tokens
+        }
     }
 
     pub fn running(&self) -> usize {
@@ -397,21 +644,36 @@ impl Engine {
         if !self.waiting.is_empty() {
             return self.encode_step();
         }
-        let np = self.model.cfg.image_tokens();
         let room = self.cfg.max_batch - self.running.len();
         if room > 0
+            && let Some((s, _)) = self.imported.front()
+            && (s.len + s.req.output_tokens).div_ceil(KV_BLOCK) <= self.free_blocks.len()
+        {
+            return self.import_step();
+        }
+        if room > 0
             && let Some(first) = self.encoded.front()
-            && first.prompt_len(np) + first.req.output_tokens <= self.free_blocks.len() * KV_BLOCK
+            && self.kv_tokens(first).div_ceil(KV_BLOCK) <= self.free_blocks.len()
         {
             return self.prefill_step();
         }
         if !self.running.is_empty() {
             return self.decode_step();
         }
-        if let Some(first) = self.encoded.front() {
+        if !self.prefilled.is_empty() {
             return Err(Error::Invalid(format!(
-                "request {} needs more KV blocks than the pool has",
-                first.req.id
+                "{} prefilled request(s) wait to be handed off (Engine::hand_off) and hold the KV blocks the next needs",
+                self.prefilled.len()
+            )));
+        }
+        if let Some(id) = self
+            .encoded
+            .front()
+            .map(|s| s.req.id)
+            .or(self.imported.front().map(|(s, _)| s.req.id))
+        {
+            return Err(Error::Invalid(format!(
+                "request {id} needs more KV blocks than the pool has"
             )));
         }
         Ok((StepKind::Idle, Vec::new()))
@@ -440,7 +702,7 @@ impl Engine {
         self.pixels_seed = mix64(self.pixels_seed);
         let (n, seed, scale, off) = (px_elems as u64, self.pixels_seed, 1.0f32, 0.0f32);
         self.model.k.get("fill_uniform").launch(
-            crate::kernels::grid_for(n, 256, g.info.sms),
+            grid_for(n, 256, g.info.sms),
             256,
             &self.stream,
             &mut kargs![px, n, seed, scale, off],
@@ -454,7 +716,10 @@ impl Engine {
                 break;
             };
             let bytes = s.req.images.len() * v.patches() * d * 2;
-            let buf = self.model.gpu.alloc(bytes)?;
+            let buf = match self.emb_free.iter().position(|b| b.bytes == bytes) {
+                Some(i) => self.emb_free.swap_remove(i),
+                None => self.model.gpu.alloc(bytes)?,
+            };
             crate::device::copy_dtod_async(buf.ptr, out + row as u64, bytes, &self.stream)?;
             row += bytes;
             s.emb = Some(buf);
@@ -475,17 +740,6 @@ impl Engine {
         Ok((StepKind::Encode { images }, events))
     }
 
-    fn upload_ints(&self, dst: u64, v: &[i32]) -> Result<()> {
-        // Small per-step inputs: through a pinned staging buffer so the copy is truly async.
-        let bytes = v.len() * 4;
-        let host = PinnedBuffer::new(&self.model.gpu, bytes.max(4))?;
-        unsafe {
-            std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, host.ptr as *mut u8, bytes);
-        }
-        crate::device::copy_htod_async(dst, &host, 0, bytes, &self.stream)?;
-        self.stream.synchronize()
-    }
-
     fn prefill_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
         let c = self.model.cfg.clone();
         let np = c.image_tokens();
@@ -494,7 +748,7 @@ impl Engine {
         let mut tokens = 0;
         while let Some(s) = self.encoded.front() {
             let len = s.prompt_len(np);
-            let need = (len + s.req.output_tokens).div_ceil(KV_BLOCK);
+            let need = self.kv_tokens(s).div_ceil(KV_BLOCK);
             if !seqs.is_empty()
                 && (tokens + len > self.cfg.prefill_tokens
                     || self.running.len() + seqs.len() >= self.cfg.max_batch)
@@ -569,7 +823,7 @@ impl Engine {
         ints.extend_from_slice(&cu);
         ints.extend_from_slice(&last);
         let dev = self.sc.get(g, "p_ints", ints.len() * 4)?;
-        self.upload_ints(dev, &ints)?;
+        upload_ints(&mut self.staging, &self.model.gpu, &self.stream, dev, &ints)?;
         let at = |i: usize| dev + (i * 4) as u64;
         let x = self.sc.get(g, "p_x", n * d * 2)?;
         let m = seqs.len();
@@ -606,7 +860,13 @@ impl Engine {
                 i32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
                     as u32;
             s.len = s.prompt_len(np);
-            s.emb = None;
+            if let Some(e) = s.emb.take() {
+                if s.lent {
+                    self.spent.push(e);
+                } else {
+                    self.recycle(e);
+                }
+            }
             s.generated.push(tk);
             events.push(EngineEvent {
                 id: s.req.id,
@@ -616,6 +876,8 @@ impl Engine {
             });
             if s.generated.len() >= s.req.output_tokens {
                 events.push(self.finish(s, t));
+            } else if self.cfg.hand_off {
+                self.prefilled.push_back(s);
             } else {
                 self.running.insert(s.req.id, s);
             }
@@ -867,7 +1129,7 @@ impl Engine {
         ints.extend((0..seqs).map(|s| ((s + 1) * tokens - 1) as i32));
         let g = &self.model.gpu;
         let dev = self.sc.get(g, "p_ints", ints.len() * 4)?;
-        self.upload_ints(dev, &ints)?;
+        upload_ints(&mut self.staging, &self.model.gpu, &self.stream, dev, &ints)?;
         let at = |i: usize| dev + (i * 4) as u64;
         let d = self.model.cfg.llm.hidden;
         let x = self.sc.get(g, "p_x", n * d * 2)?;
@@ -920,7 +1182,7 @@ impl Engine {
         )?;
         let (n, seed, scale, off) = (px_elems as u64, 5u64, 1.0f32, 0.0f32);
         self.model.k.get("fill_uniform").launch(
-            crate::kernels::grid_for(n, 256, g.info.sms),
+            grid_for(n, 256, g.info.sms),
             256,
             &self.stream,
             &mut kargs![px, n, seed, scale, off],

@@ -5,15 +5,18 @@
 //!   is.
 //! * Modality-level deployments of one encoder and one LLM instance (tp 1, each on its own GPU)
 //!   replay on two engines: the encoder's engine only encodes (`Engine::encode_ready`), its
-//!   embeddings `[images·576, d]` bf16 are shipped to the LLM's GPU over the scenario's fabric
-//!   (NVLink: `cuMemcpyPeerAsync` with peer access on; PCIe: GPU → pinned host → GPU, chunked and
-//!   double-buffered, `probes::link::Stager`), and the LLM's engine takes them with
-//!   `Engine::submit_encoded` (the request skips encoding) and prefills and decodes as before.
-//!   One host thread per GPU: the encoder thread takes the arrivals, encodes, ships (and waits
-//!   for each copy, so its times are the copy's own) and hands the request over a channel; the
-//!   LLM thread serves what it has been handed.
-//! * Stage-level deployments (prefill → decode, KV shipped) are not built and are refused by
-//!   name.
+//!   embeddings `[images·576, d]` bf16 are shipped to the LLM's GPU, and the LLM's engine takes
+//!   them with `Engine::submit_encoded` (the request skips encoding) and prefills and decodes.
+//! * Stage-level deployments of one prefill and one decode instance replay the same way: the
+//!   prefill worker (`hand_off`) encodes and prefills, gathers each request's KV from its paged
+//!   pool into one packed buffer (exactly 2·L·H·s·D·2 bytes), which is shipped to the decode
+//!   worker's GPU; there `Engine::submit_prefilled` scatters it into the decode pool and the
+//!   request decodes from its first token on.
+//!
+//! Shipments go over the scenario's fabric: NVLink as `cuMemcpyPeerAsync` with peer access on;
+//! PCIe as GPU → pinned host → GPU, chunked and double-buffered (`probes::link::Stager`), into
+//! landing buffers on the destination GPU that are allocated once and reused. One host thread
+//! per GPU (`replay_split`).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -22,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use hetsim_sim::catalog::LinkKind;
 use hetsim_sim::cluster::Role;
-use hetsim_sim::experiment::{Scenario, Strategy};
+use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
 use hetsim_sim::records::{RequestRecord, TransferRecord};
 
 use crate::device::{DeviceBuffer, Event, Gpu, Stream};
-use crate::engine::{Engine, EngineConfig, EventKind, Request};
+use crate::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
 use crate::error::{Error, Result};
 use crate::model::gpu::{GpuModel, KV_BLOCK};
 use crate::model::llava::LlavaConfig;
@@ -47,45 +50,67 @@ pub fn replayable(s: &Scenario) -> std::result::Result<(), String> {
                 ))
             }
         }
-        Strategy::Modality => {
-            let roles: Vec<Role> = inst.iter().map(|i| i.role).collect();
-            if inst.len() != 2 || !roles.contains(&Role::Encoder) || !roles.contains(&Role::Llm) {
+        Strategy::Modality => split_replayable(s, Role::Encoder, Role::Llm),
+        Strategy::Stage => {
+            if s.kv_transfer == KvTransferMode::Layerwise {
                 return Err(format!(
-                    "{}: modality replay serves one encoder and one llm instance (given: {})",
-                    s.name,
-                    roles
-                        .iter()
-                        .map(|r| r.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            if inst.iter().any(|i| i.tp() != 1) {
-                return Err(format!(
-                    "{}: modality replay serves instances of tp 1 only",
+                    "{}: stage replay ships the KV after prefill (kv_transfer: after_prefill), not layer by layer",
                     s.name
                 ));
             }
-            if inst[0].gpus[0] == inst[1].gpus[0] || inst[0].node != inst[1].node {
-                return Err(format!(
-                    "{}: modality replay needs the encoder and the llm on two GPUs of one node",
-                    s.name
-                ));
-            }
-            if s.work_stealing {
-                return Err(format!(
-                    "{}: modality replay has no work stealing (the encoder only encodes)",
-                    s.name
-                ));
-            }
-            Ok(())
+            split_replayable(s, Role::Prefill, Role::Decode)
         }
         other => Err(format!(
-            "{}: {} deployments do not replay for real yet (the prefill worker shipping KV to a decode worker is not built)",
+            "{}: {} deployments do not replay for real (colocated, modality and stage do)",
             s.name,
             other.name()
         )),
     }
+}
+
+/// A disaggregated deployment the two-GPU replay serves: one `up` and one `down` instance, tp 1,
+/// on two GPUs of one node, no work stealing.
+fn split_replayable(s: &Scenario, up: Role, down: Role) -> std::result::Result<(), String> {
+    let inst = &s.cluster.instances;
+    let what = format!("{} replay", s.strategy.name());
+    let roles: Vec<Role> = inst.iter().map(|i| i.role).collect();
+    if inst.len() != 2 || !roles.contains(&up) || !roles.contains(&down) {
+        return Err(format!(
+            "{}: {what} serves one {} and one {} instance (given: {})",
+            s.name,
+            up.name(),
+            down.name(),
+            roles
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if inst.iter().any(|i| i.tp() != 1) {
+        return Err(format!("{}: {what} serves instances of tp 1 only", s.name));
+    }
+    if inst[0].gpus[0] == inst[1].gpus[0] || inst[0].node != inst[1].node {
+        return Err(format!(
+            "{}: {what} needs the {} and the {} on two GPUs of one node",
+            s.name,
+            up.name(),
+            down.name()
+        ));
+    }
+    if s.work_stealing {
+        return Err(format!(
+            "{}: {what} has no work stealing (the {} only {})",
+            s.name,
+            up.name(),
+            if up == Role::Encoder {
+                "encodes"
+            } else {
+                "prefills"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// Times of one request on the replay's clock (seconds since the first arrival could happen).
@@ -93,17 +118,22 @@ pub fn replayable(s: &Scenario) -> std::result::Result<(), String> {
 struct Seen {
     encode_start: Option<f64>,
     encoded: Option<f64>,
+    /// The shipment of embeddings (modality) or KV (stage).
     tx_start: Option<f64>,
     tx_end: Option<f64>,
     emb_bytes: u64,
+    kv_bytes: u64,
+    prefill_start: Option<f64>,
     first: Option<f64>,
+    /// Stage-level: the KV is in the decode worker's pool.
+    decode_start: Option<f64>,
     finished: Option<f64>,
 }
 
 /// What a real replay produced.
 pub struct Replayed {
     pub requests: Vec<RequestRecord>,
-    /// Embedding shipments (modality-level only).
+    /// Embedding (modality-level) or KV (stage-level) shipments.
     pub transfers: Vec<TransferRecord>,
 }
 
@@ -159,19 +189,13 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
         encode_batch: s.engine.encoder_batch_images as usize,
         kv_blocks: None,
         graphs: true,
+        hand_off: false,
         seed: s.seed,
     };
-    let (seen, transfers, instances) = if s.strategy == Strategy::Modality {
-        let (seen, transfers) = replay_modality(s, gpu, &reqs, &c, &cfg)?;
-        let enc = s
-            .cluster
-            .instances
-            .iter()
-            .position(|i| i.role == Role::Encoder);
-        let llm = s.cluster.instances.iter().position(|i| i.role == Role::Llm);
-        (seen, transfers, (enc.unwrap_or(0), llm.unwrap_or(1)))
-    } else {
+    let (seen, transfers, instances) = if s.strategy == Strategy::Colocated {
         (replay_colocated(&reqs, gpu, &c, &cfg)?, Vec::new(), (0, 0))
+    } else {
+        replay_split(s, gpu, &reqs, &c, &cfg)?
     };
     let requests = reqs
         .iter()
@@ -190,8 +214,9 @@ fn record(
     s: &Scenario,
     r: &hetsim_sim::workload::Request,
     t: &Seen,
-    (enc, llm): (usize, usize),
+    (up, down): (usize, usize),
 ) -> RequestRecord {
+    let stage = s.strategy == Strategy::Stage;
     let model = &s.model;
     let arrival = arrival_s(r);
     let visual: u64 = r
@@ -225,23 +250,23 @@ fn record(
         prompt_tokens: r.prompt_tokens as u64,
         output_tokens: out,
         emb_bytes: t.emb_bytes,
-        kv_bytes: 0,
+        kv_bytes: t.kv_bytes,
         ttft_s: ttft,
         tpot_s: tpot,
         e2e_s: e2e,
         encode_start_s: t.encode_start,
         encode_end_s: t.encoded,
-        emb_transfer_start_s: t.tx_start,
-        emb_transfer_end_s: t.tx_end,
-        prefill_start_s: None,
+        emb_transfer_start_s: t.tx_start.filter(|_| !stage),
+        emb_transfer_end_s: t.tx_end.filter(|_| !stage),
+        prefill_start_s: t.prefill_start,
         prefill_end_s: t.first,
-        kv_transfer_start_s: None,
-        kv_transfer_end_s: None,
-        decode_start_s: t.first,
+        kv_transfer_start_s: t.tx_start.filter(|_| stage),
+        kv_transfer_end_s: t.tx_end.filter(|_| stage),
+        decode_start_s: if stage { t.decode_start } else { t.first },
         finish_s: t.finished,
-        encoder_instance: Some(enc as u64),
-        prefill_instance: Some(llm as u64),
-        decode_instance: Some(llm as u64),
+        encoder_instance: Some(up as u64),
+        prefill_instance: Some(if stage { up } else { down } as u64),
+        decode_instance: Some(down as u64),
         preemptions: 0,
         source: "exec",
     }
@@ -258,6 +283,7 @@ fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::engine::EngineEvent>,
         match e.kind {
             EventKind::EncodeDone => r.encoded = Some(t),
             EventKind::FirstToken => r.first = Some(t),
+            EventKind::KvImported => r.decode_start = Some(t),
             EventKind::Token => {}
             EventKind::Finished => {
                 r.first.get_or_insert(t);
@@ -300,21 +326,28 @@ fn replay_colocated(
     Ok(seen)
 }
 
-/// One request handed from the encoder's thread to the LLM's: its embeddings on the LLM's GPU,
-/// complete.
+/// What crosses from the upstream GPU to the downstream one, complete on the downstream GPU.
+enum Payload {
+    /// Modality-level: the request's image embeddings (None without images).
+    Encoded(Request, Option<DeviceBuffer>),
+    /// Stage-level: the prefilled request and its packed KV.
+    Prefilled(HandOff, DeviceBuffer),
+}
+
+/// One request handed from the upstream thread to the downstream one, with its times so far.
 struct Shipped {
-    req: Request,
-    emb: Option<DeviceBuffer>,
+    payload: Payload,
     times: Seen,
 }
 
-/// Device buffers and the request travel between the two host threads; each thread binds its
-/// own GPU's context before it uses the driver, and a buffer is only read by the receiving
-/// thread after the sending thread synchronised the copy that wrote it.
-struct SendShipped(Box<Shipped>);
-unsafe impl Send for SendShipped {}
+/// Device buffers travel between the two host threads; each thread binds its own GPU's context
+/// before it uses the driver, and a buffer is only read by the receiving thread after the
+/// sending thread synchronised the copy that wrote it (or, going back, after the engine that
+/// read it synchronised).
+struct Crossing<T>(T);
+unsafe impl<T> Send for Crossing<T> {}
 
-/// How embeddings cross from the encoder's GPU to the LLM's.
+/// How bytes cross from the upstream GPU to the downstream one.
 enum Link {
     /// cuMemcpyPeerAsync on a stream of the source GPU, peer access enabled both ways.
     Peer(Stream),
@@ -323,46 +356,130 @@ enum Link {
 }
 
 impl Link {
-    fn ship(&self, src: &DeviceBuffer, dst: &DeviceBuffer) -> Result<()> {
+    fn open(src: &Gpu, dst: &Gpu, nvlink: bool) -> Result<Link> {
+        if nvlink {
+            src.enable_peer_access(dst)?;
+            dst.enable_peer_access(src)?;
+            Ok(Link::Peer(src.stream()?))
+        } else {
+            Ok(Link::Staged(
+                Stager::new(src, dst, 16 << 20, 4)?,
+                Event::sync_only(src)?,
+            ))
+        }
+    }
+
+    /// Copies the first `bytes` of `src` into `dst` and waits for it.
+    fn ship(&self, src: &DeviceBuffer, dst: &DeviceBuffer, bytes: usize) -> Result<()> {
         match self {
             Link::Peer(st) => {
-                crate::device::copy_peer_async(dst, src, src.bytes, st)?;
+                crate::device::copy_peer_async(dst, src, bytes, st)?;
                 st.synchronize()
             }
             Link::Staged(stager, start) => {
                 start.record(&stager.d2h)?;
-                let chunk = staged_chunk(src.bytes, stager.slot_bytes);
-                stager.enqueue(src.ptr, dst.ptr, src.bytes, chunk, start)?;
+                let chunk = staged_chunk(bytes, stager.slot_bytes);
+                stager.enqueue(src.ptr, dst.ptr, bytes, chunk, start)?;
                 stager.h2d.synchronize()
             }
         }
     }
 }
 
+/// Destination buffers on the downstream GPU, allocated once and given back by the downstream
+/// engine after use: a fresh allocation per shipment would put cuMemAlloc (and the first
+/// touch of new pages over the link) into every transfer's time.
+struct LandingPool {
+    gpu: Gpu,
+    free: Vec<DeviceBuffer>,
+    back: mpsc::Receiver<Crossing<Vec<DeviceBuffer>>>,
+}
+
+impl LandingPool {
+    /// A buffer of at least `bytes` (exactly `bytes` when `exact`); binds `home` again after
+    /// allocating on the downstream GPU.
+    fn get(&mut self, bytes: usize, exact: bool, home: &Gpu) -> Result<DeviceBuffer> {
+        while let Ok(b) = self.back.try_recv() {
+            self.free.extend(b.0);
+        }
+        let fits = |b: &DeviceBuffer| {
+            if exact {
+                b.bytes == bytes
+            } else {
+                b.bytes >= bytes
+            }
+        };
+        if let Some(i) = self.free.iter().position(fits) {
+            return Ok(self.free.swap_remove(i));
+        }
+        let b = self.gpu.alloc(bytes)?;
+        home.bind()?;
+        Ok(b)
+    }
+
+    fn put(&mut self, b: DeviceBuffer) {
+        self.free.push(b);
+    }
+}
+
+/// What the upstream worker hands to the link, its source buffer on the upstream GPU.
+enum Outbound {
+    /// Modality-level: the request's image embeddings (None without images).
+    Embeddings(Request, Option<DeviceBuffer>),
+    /// Stage-level: the prefilled request and its packed KV (a buffer at least `kv_bytes` long).
+    Kv(HandOff, DeviceBuffer),
+}
+
+/// The link's side of a split replay, built by the upstream thread (which warms it up) and
+/// handed to the shipper thread once the clock starts.
+struct LinkKit {
+    home: Gpu,
+    link: Link,
+    pool: LandingPool,
+    t0: Instant,
+}
+
+/// Serves a disaggregated scenario on two GPUs with three host threads: the upstream thread takes
+/// the arrivals and runs the encoder (modality) or the prefill worker (stage); the shipper
+/// thread ships each request's embeddings or KV over the scenario's fabric, one after another
+/// as concurrent copies on one path were measured to go (waiting for each copy, so its times
+/// are the copy's own) while the upstream engine goes on computing, and hands the request over;
+/// the downstream thread serves what it has been handed and gives the landing buffers back.
 #[allow(clippy::type_complexity)]
-fn replay_modality(
+fn replay_split(
     s: &Scenario,
     gpu: usize,
     reqs: &[hetsim_sim::workload::Request],
     c: &LlavaConfig,
     cfg: &EngineConfig,
-) -> Result<(BTreeMap<u64, Seen>, Vec<TransferRecord>)> {
+) -> Result<(BTreeMap<u64, Seen>, Vec<TransferRecord>, (usize, usize))> {
+    let stage = s.strategy == Strategy::Stage;
+    let (up_role, down_role) = if stage {
+        (Role::Prefill, Role::Decode)
+    } else {
+        (Role::Encoder, Role::Llm)
+    };
     let inst = &s.cluster.instances;
-    let (Some(ei), Some(li)) = (
-        inst.iter().position(|i| i.role == Role::Encoder),
-        inst.iter().position(|i| i.role == Role::Llm),
+    let (Some(ui), Some(di)) = (
+        inst.iter().position(|i| i.role == up_role),
+        inst.iter().position(|i| i.role == down_role),
     ) else {
         return Err(Error::Invalid(format!(
-            "{}: no encoder or no llm instance",
-            s.name
+            "{}: no {} or no {} instance",
+            s.name,
+            up_role.name(),
+            down_role.name()
         )));
     };
-    let enc_ord = gpu + inst[ei].gpus[0];
-    let llm_ord = gpu + inst[li].gpus[0];
-    let fabric = s.cluster.nodes[inst[li].node].fabric;
+    let up_ord = gpu + inst[ui].gpus[0];
+    let down_ord = gpu + inst[di].gpus[0];
+    let fabric = s.cluster.nodes[inst[di].node].fabric;
     let nvlink = fabric.kind == LinkKind::NvLink;
     eprintln!(
-        "  encoder on GPU {enc_ord}, llm on GPU {llm_ord}, embeddings over {} ({})",
+        "  {} on GPU {up_ord}, {} on GPU {down_ord}, {} over {} ({})",
+        up_role.name(),
+        down_role.name(),
+        if stage { "KV" } else { "embeddings" },
         fabric.name,
         if nvlink {
             "peer copy"
@@ -370,70 +487,121 @@ fn replay_modality(
             "GPU → pinned host → GPU"
         }
     );
+    let np = c.image_tokens();
+    let l = &c.llm;
+    let kv_bytes = |tokens: usize| 2 * l.layers * l.kv_heads * tokens * l.head_dim * 2;
+    // Prompts of the trace and of the warm-up (one image, 8 text tokens).
+    let longest_prompt = reqs
+        .iter()
+        .map(|r| r.images.len() * np + r.prompt_tokens as usize)
+        .max()
+        .unwrap_or(1)
+        .max(np + 10);
+    let kv_capacity = kv_bytes(longest_prompt);
     let barrier = Barrier::new(2);
     let t0cell: OnceLock<Instant> = OnceLock::new();
-    let (tx, rx) = mpsc::channel::<SendShipped>();
+    let (out_tx, out_rx) = mpsc::channel::<Crossing<(Outbound, Seen)>>();
+    let (kit_tx, kit_rx) = mpsc::channel::<Crossing<LinkKit>>();
+    // Shipped source buffers going back upstream for reuse.
+    let (src_back_tx, src_back_rx) = mpsc::channel::<Crossing<DeviceBuffer>>();
+    let (tx, rx) = mpsc::channel::<Crossing<Box<Shipped>>>();
+    let (back_tx, back_rx) = mpsc::channel::<Crossing<Vec<DeviceBuffer>>>();
+    // The threads share these; each owns its channel ends.
+    let (barrier, t0cell) = (&barrier, &t0cell);
 
-    let encoder = || -> Result<()> {
-        let tx = tx;
-        let setup = (|| -> Result<(Gpu, Gpu, Link, Engine)> {
-            let eg = Gpu::open(enc_ord)?;
-            let lg = Gpu::open(llm_ord)?;
-            let link = if nvlink {
-                eg.enable_peer_access(&lg)?;
-                lg.enable_peer_access(&eg)?;
-                Link::Peer(eg.stream()?)
+    let upstream = move || -> Result<BTreeMap<u64, Seen>> {
+        let setup = (|| -> Result<(Gpu, Engine, LinkKit, Option<DeviceBuffer>)> {
+            let ug = Gpu::open(up_ord)?;
+            let dg = Gpu::open(down_ord)?;
+            let link = Link::open(&ug, &dg, nvlink)?;
+            let ucfg = if stage {
+                EngineConfig {
+                    graphs: false,
+                    hand_off: true,
+                    ..cfg.clone()
+                }
             } else {
-                Link::Staged(Stager::new(&eg, &lg, 16 << 20, 4)?, Event::sync_only(&eg)?)
+                // Encode only: a KV pool of one request, no decode graphs.
+                EngineConfig {
+                    max_batch: 1,
+                    kv_blocks: Some(cfg.max_context.div_ceil(KV_BLOCK)),
+                    graphs: false,
+                    ..cfg.clone()
+                }
             };
-            // Encode only: a KV pool of one request, no decode graphs.
-            let ecfg = EngineConfig {
-                max_batch: 1,
-                kv_blocks: Some(cfg.max_context.div_ceil(KV_BLOCK)),
-                graphs: false,
-                ..cfg.clone()
+            let mut eng = Engine::new(GpuModel::random(c, Gpu::open(up_ord)?, cfg.seed)?, ucfg)?;
+            let mut pool = LandingPool {
+                gpu: dg,
+                free: Vec::new(),
+                back: back_rx,
             };
-            let mut enc = Engine::new(GpuModel::random(c, Gpu::open(enc_ord)?, cfg.seed)?, ecfg)?;
-            // Warm-up: every encode batch size up to 8 and the largest, then one shipment.
+            let packed = if stage {
+                eng.load_kv_kernels()?;
+                Some(ug.alloc(kv_capacity)?)
+            } else {
+                None
+            };
+            // Warm-up: every encode batch size up to 8 and the largest (prefilled too, on a
+            // prefill worker), each request shipped once.
             let eb = cfg.encode_batch.max(1);
             let mut id = u64::MAX;
             for n in (1..=eb.min(8)).chain(std::iter::once(eb)) {
                 for _ in 0..n {
-                    enc.submit(Request::synthetic(id, 1, 8, 1, c.llm.vocab))?;
+                    eng.submit(Request::synthetic(id, 1, 8, 2, c.llm.vocab))?;
                     id -= 1;
                 }
-                while !enc.is_idle() {
-                    let (_, out) = enc.encode_ready()?;
-                    for (_, emb) in out {
-                        if let Some(src) = emb {
-                            let dst = lg.alloc(src.bytes)?;
-                            eg.bind()?;
-                            link.ship(&src, &dst)?;
-                            // Freeing binds the buffer's context: bind the encoder's again.
-                            drop(dst);
-                            eg.bind()?;
+                while !eng.is_idle() {
+                    if let Some(packed) = &packed {
+                        eng.step()?;
+                        while let Some(h) = eng.hand_off(packed)? {
+                            let dst = pool.get(kv_capacity, false, &ug)?;
+                            link.ship(packed, &dst, h.kv_bytes)?;
+                            pool.put(dst);
+                        }
+                    } else {
+                        for (_, emb) in eng.encode_ready()?.1 {
+                            if let Some(src) = emb {
+                                let dst = pool.get(src.bytes, true, &ug)?;
+                                link.ship(&src, &dst, src.bytes)?;
+                                pool.put(dst);
+                            }
                         }
                     }
                 }
             }
-            eg.bind()?;
-            Ok((eg, lg, link, enc))
+            ug.bind()?;
+            let kit = LinkKit {
+                home: Gpu::open(up_ord)?,
+                link,
+                pool,
+                t0: Instant::now(),
+            };
+            ug.bind()?;
+            Ok((ug, eng, kit, packed))
         })();
         barrier.wait();
-        let (eg, lg, link, mut enc) = setup?;
-        eg.bind()?;
+        let (ug, mut eng, mut kit, packed) = setup?;
         let t0 = *t0cell.get_or_init(Instant::now);
-        let off = t0.duration_since(enc.started()).as_secs_f64();
+        kit.t0 = t0;
+        if kit_tx.send(Crossing(kit)).is_err() {
+            return Ok(BTreeMap::new());
+        }
+        ug.bind()?;
+        let off = t0.duration_since(eng.started()).as_secs_f64();
         let now = || t0.elapsed().as_secs_f64();
+        let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+        // Source buffers (packed KV, embeddings) come back from the shipper once shipped.
+        let mut packed_free: Vec<DeviceBuffer> = packed.into_iter().collect();
         let mut next = 0;
         loop {
             while next < reqs.len() && arrival_s(&reqs[next]) <= now() {
-                enc.submit(to_engine(&reqs[next], c))?;
+                eng.submit(to_engine(&reqs[next], c))?;
+                seen.insert(reqs[next].id, Seen::default());
                 next += 1;
             }
-            if enc.is_idle() {
+            if eng.is_idle() {
                 if next == reqs.len() {
-                    return Ok(());
+                    return Ok(seen);
                 }
                 let wait = arrival_s(&reqs[next]) - now();
                 if wait > 0.0 {
@@ -442,88 +610,186 @@ fn replay_modality(
                 continue;
             }
             let start = now();
-            let (events, out) = enc.encode_ready()?;
-            let end = events.first().map_or(start, |e| e.t - off);
-            for (req, emb) in out {
-                let mut times = Seen::default();
-                let dst = match emb {
-                    None => None,
-                    Some(src) => {
+            let mut out = Vec::new();
+            if stage {
+                let (_, events) = eng.step()?;
+                for e in &events {
+                    let Some(t) = seen.get_mut(&e.id) else {
+                        continue;
+                    };
+                    match e.kind {
+                        EventKind::EncodeDone => t.encode_start = Some(start),
+                        EventKind::FirstToken => t.prefill_start = Some(start),
+                        _ => {}
+                    }
+                }
+                note(&mut seen, events, off);
+                loop {
+                    while let Ok(b) = src_back_rx.try_recv() {
+                        packed_free.push(b.0);
+                    }
+                    let packed = match packed_free.pop() {
+                        Some(b) => b,
+                        None => ug.alloc(kv_capacity)?,
+                    };
+                    match eng.hand_off(&packed)? {
+                        Some(h) => {
+                            let times = seen.remove(&h.req.id).unwrap_or_default();
+                            out.push((Outbound::Kv(h, packed), times));
+                        }
+                        None => {
+                            packed_free.push(packed);
+                            break;
+                        }
+                    }
+                }
+            } else {
+                while let Ok(b) = src_back_rx.try_recv() {
+                    eng.recycle(b.0);
+                }
+                let (events, ready) = eng.encode_ready()?;
+                let end = events.first().map_or(start, |e| e.t - off);
+                for (req, emb) in ready {
+                    let mut times = seen.remove(&req.id).unwrap_or_default();
+                    if emb.is_some() {
                         times.encode_start = Some(start);
                         times.encoded = Some(end);
-                        let dst = lg.alloc(src.bytes)?;
-                        eg.bind()?;
-                        let a = now();
-                        link.ship(&src, &dst)?;
-                        times.tx_start = Some(a);
-                        times.tx_end = Some(now());
-                        times.emb_bytes = src.bytes as u64;
-                        Some(dst)
                     }
-                };
-                let msg = SendShipped(Box::new(Shipped {
-                    req,
-                    emb: dst,
-                    times,
-                }));
-                if tx.send(msg).is_err() {
-                    // The LLM's thread has stopped (an error there); it reports why.
-                    return Ok(());
+                    out.push((Outbound::Embeddings(req, emb), times));
+                }
+            }
+            for o in out {
+                if out_tx.send(Crossing(o)).is_err() {
+                    // The shipper has stopped (an error there or downstream); it reports why.
+                    return Ok(seen);
                 }
             }
         }
     };
 
-    let serve = |rx: mpsc::Receiver<SendShipped>| -> Result<BTreeMap<u64, Seen>> {
-        let setup = (|| -> Result<Engine> {
-            let mut llm = Engine::new(
-                GpuModel::random(c, Gpu::open(llm_ord)?, cfg.seed)?,
-                cfg.clone(),
-            )?;
-            warm_up(&mut llm, c, cfg.max_batch)?;
-            Ok(llm)
-        })();
-        barrier.wait();
-        let mut llm = setup?;
-        llm.model.gpu.bind()?;
-        let t0 = *t0cell.get_or_init(Instant::now);
-        let off = t0.duration_since(llm.started()).as_secs_f64();
-        let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
-        loop {
-            let got = if llm.is_idle() {
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break, // the encoder is done and everything is served
+    let shipper = move || -> Result<()> {
+        let Ok(kit) = kit_rx.recv() else {
+            return Ok(()); // upstream failed to set up; it reports why
+        };
+        let LinkKit {
+            home,
+            link,
+            mut pool,
+            t0,
+        } = kit.0;
+        home.bind()?;
+        let now = || t0.elapsed().as_secs_f64();
+        for item in out_rx.iter() {
+            let (outbound, mut times) = item.0;
+            let payload = match outbound {
+                Outbound::Embeddings(req, None) => Payload::Encoded(req, None),
+                Outbound::Embeddings(req, Some(src)) => {
+                    let dst = pool.get(src.bytes, true, &home)?;
+                    times.tx_start = Some(now());
+                    link.ship(&src, &dst, src.bytes)?;
+                    times.tx_end = Some(now());
+                    times.emb_bytes = src.bytes as u64;
+                    // Back to the encoder for reuse (freed here once upstream has finished).
+                    let _ = src_back_tx.send(Crossing(src));
+                    home.bind()?;
+                    Payload::Encoded(req, Some(dst))
                 }
-            } else {
-                match rx.try_recv() {
-                    Ok(m) => m,
-                    Err(_) => {
-                        let (_, events) = llm.step()?;
-                        note(&mut seen, events, off);
-                        continue;
-                    }
+                Outbound::Kv(h, src) => {
+                    let dst = pool.get(kv_capacity, false, &home)?;
+                    times.tx_start = Some(now());
+                    link.ship(&src, &dst, h.kv_bytes)?;
+                    times.tx_end = Some(now());
+                    times.kv_bytes = h.kv_bytes as u64;
+                    // Upstream may have finished: then the buffer is freed here.
+                    let _ = src_back_tx.send(Crossing(src));
+                    home.bind()?;
+                    Payload::Prefilled(h, dst)
                 }
             };
-            let m = got.0;
-            seen.insert(m.req.id, m.times);
-            llm.model.gpu.bind()?;
-            llm.submit_encoded(m.req, m.emb)?;
+            if tx
+                .send(Crossing(Box::new(Shipped { payload, times })))
+                .is_err()
+            {
+                return Ok(()); // downstream stopped; it reports why
+            }
         }
-        Ok(seen)
+        Ok(())
     };
 
-    let (seen, enc_result) = std::thread::scope(|sc| {
-        let h = sc.spawn(encoder);
-        let seen = serve(rx);
-        let enc = h
-            .join()
-            .unwrap_or_else(|_| Err(Error::Invalid("the encoder thread panicked".into())));
-        (seen, enc)
+    let downstream =
+        move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<BTreeMap<u64, Seen>> {
+            let back = back_tx;
+            let setup = (|| -> Result<Engine> {
+                let mut eng = Engine::new(
+                    GpuModel::random(c, Gpu::open(down_ord)?, cfg.seed)?,
+                    cfg.clone(),
+                )?;
+                warm_up(&mut eng, c, cfg.max_batch)?;
+                if stage {
+                    eng.load_kv_kernels()?;
+                }
+                Ok(eng)
+            })();
+            barrier.wait();
+            let mut eng = setup?;
+            eng.model.gpu.bind()?;
+            let t0 = *t0cell.get_or_init(Instant::now);
+            let off = t0.duration_since(eng.started()).as_secs_f64();
+            let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+            loop {
+                let got = if eng.is_idle() {
+                    match rx.recv() {
+                        Ok(m) => m,
+                        Err(_) => break, // the shipper is done and everything is served
+                    }
+                } else {
+                    match rx.try_recv() {
+                        Ok(m) => m,
+                        Err(_) => {
+                            let (_, events) = eng.step()?;
+                            note(&mut seen, events, off);
+                            let spent = eng.take_spent();
+                            if !spent.is_empty() {
+                                // Shipper gone: the buffers are freed here.
+                                let _ = back.send(Crossing(spent));
+                            }
+                            continue;
+                        }
+                    }
+                };
+                let m = *got.0;
+                eng.model.gpu.bind()?;
+                match m.payload {
+                    Payload::Encoded(req, emb) => {
+                        seen.insert(req.id, m.times);
+                        eng.submit_encoded(req, emb)?
+                    }
+                    Payload::Prefilled(h, kv) => {
+                        seen.insert(h.req.id, m.times);
+                        eng.submit_prefilled(h, kv)?
+                    }
+                }
+            }
+            Ok(seen)
+        };
+
+    let (up, ship, down) = std::thread::scope(|sc| {
+        let u = sc.spawn(upstream);
+        let sh = sc.spawn(shipper);
+        let down = downstream(rx);
+        let panicked = |who: &str| Error::Invalid(format!("the {who} thread panicked"));
+        let up = u.join().unwrap_or_else(|_| Err(panicked("upstream")));
+        let ship = sh.join().unwrap_or_else(|_| Err(panicked("shipper")));
+        (up, ship, down)
     });
-    // The encoder's error first: it explains an LLM thread that stopped for want of requests.
-    enc_result?;
-    let seen = seen?;
+    // Errors in the order they cause each other: upstream, link, downstream.
+    let up = up?;
+    ship?;
+    let mut seen = down?;
+    // Requests that finished upstream (one output token on a prefill worker).
+    for (id, t) in up {
+        seen.entry(id).or_insert(t);
+    }
     let transfers = reqs
         .iter()
         .filter_map(|r| {
@@ -531,20 +797,20 @@ fn replay_modality(
             Some(TransferRecord {
                 scenario: s.name.clone(),
                 request_id: r.id,
-                kind: "embedding",
-                src_instance: ei as u64,
-                dst_instance: li as u64,
+                kind: if stage { "kv" } else { "embedding" },
+                src_instance: ui as u64,
+                dst_instance: di as u64,
                 link: fabric.name,
-                bytes: t.emb_bytes,
+                bytes: if stage { t.kv_bytes } else { t.emb_bytes },
                 flows: 1,
-                ready_s: t.encoded?,
+                ready_s: if stage { t.first? } else { t.encoded? },
                 start_s: t.tx_start?,
                 end_s: t.tx_end?,
                 source: "exec",
             })
         })
         .collect();
-    Ok((seen, transfers))
+    Ok((seen, transfers, (ui, di)))
 }
 
 /// Compiles every kernel and captures every decode graph before the clock starts: requests with
@@ -653,21 +919,17 @@ mod tests {
     }
 
     #[test]
-    fn colocated_and_modality_replay_stage_is_refused_by_name() {
+    fn every_validate_scenario_replays() {
         for f in ["validate-pcie.yaml", "validate-nvlink.yaml"] {
             let exp = load_experiment(&root().join("experiments").join(f), None).unwrap();
             assert_eq!(exp.scenarios.len(), 6, "{f}");
+            let mut shapes: Vec<&str> = Vec::new();
             for s in &exp.scenarios {
-                match s.strategy {
-                    Strategy::Colocated | Strategy::Modality => {
-                        assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s))
-                    }
-                    _ => {
-                        let why = replayable(s).unwrap_err();
-                        assert!(why.contains("stage") && why.contains("KV"), "{why}");
-                    }
-                }
+                assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s));
+                shapes.push(s.strategy.name());
             }
+            shapes.dedup();
+            assert_eq!(shapes, ["colocated", "modality", "stage"], "{f}");
         }
     }
 
@@ -682,7 +944,7 @@ mod tests {
     }
 
     #[test]
-    fn modality_shapes_outside_one_encoder_one_llm_are_refused() {
+    fn shapes_outside_the_two_gpu_replay_are_refused() {
         let ok = scenario(
             "  strategy: modality\n  instances: [{role: encoder, gpu: H200-SXM}, {role: llm, gpu: H200-SXM}]\n",
         );
@@ -695,6 +957,18 @@ mod tests {
             (
                 "  strategy: modality\n  instances: [{role: encoder, gpu: H200-SXM, count: 2}, {role: llm, gpu: H200-SXM}]\n",
                 "one encoder and one llm",
+            ),
+            (
+                "  strategy: stage\n  instances: [{role: prefill, gpu: H200-SXM, count: 2}, {role: decode, gpu: H200-SXM}]\n",
+                "one prefill and one decode",
+            ),
+            (
+                "  strategy: stage\n  kv_transfer: layerwise\n  instances: [{role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
+                "after prefill",
+            ),
+            (
+                "  strategy: epd\n  instances: [{role: encoder, gpu: H200-SXM}, {role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
+                "do not replay",
             ),
             (
                 "  strategy: modality\n  work_stealing: true\n  instances: [{role: encoder, gpu: H200-SXM}, {role: llm, gpu: H200-SXM}]\n",
@@ -714,12 +988,12 @@ mod tests {
     #[test]
     fn replay_refuses_before_touching_a_gpu() {
         let s = scenario(
-            "  strategy: stage\n  instances: [{role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
+            "  strategy: stage\n  kv_transfer: layerwise\n  instances: [{role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
         );
         match replay(&s, 0) {
-            Err(Error::Invalid(why)) => assert!(why.contains("stage"), "{why}"),
+            Err(Error::Invalid(why)) => assert!(why.contains("layer by layer"), "{why}"),
             Err(e) => panic!("unexpected error {e}"),
-            Ok(_) => panic!("stage replay should be refused"),
+            Ok(_) => panic!("layer-wise stage replay should be refused"),
         }
     }
 }

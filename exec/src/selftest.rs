@@ -524,10 +524,10 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
 
 /// The engine end to end: requests of different lengths join and leave; graphs and direct
 /// launches must produce the same tokens, every request its exact number of tokens.
-fn engine(c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<()> {
+fn engine(gpu: usize, c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<()> {
     let mut runs = Vec::new();
     for graphs in [false, true] {
-        let m = GpuModel::from_host(c, Gpu::open(0)?, w)?;
+        let m = GpuModel::from_host(c, Gpu::open(gpu)?, w)?;
         let cfg = EngineConfig {
             max_batch: 4,
             max_context: 256,
@@ -535,6 +535,7 @@ fn engine(c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Check>) -> Resul
             encode_batch: 2,
             kv_blocks: Some(64),
             graphs,
+            hand_off: false,
             seed: 3,
         };
         let mut e = Engine::new(m, cfg)?;
@@ -564,7 +565,7 @@ fn engine(c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Check>) -> Resul
                     tokens[x.id as usize].push(x.token.unwrap_or(u32::MAX))
                 }
                 EventKind::Finished => finished += 1,
-                EventKind::EncodeDone => {}
+                EventKind::EncodeDone | EventKind::KvImported => {}
             }
         }
         for (i, o) in outs.iter().enumerate() {
@@ -584,6 +585,70 @@ fn engine(c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Check>) -> Resul
         limit: 0.0,
         note: format!("6 requests, batch ≤ 4; tokens equal: {same}"),
     });
+    hand_off(gpu, c, w, out)
+}
+
+/// Stage-level disaggregation: a prefill worker hands each request's KV (gathered from its
+/// paged pool into one packed buffer) to a decode worker, which scatters it into its own pool.
+/// One request at a time, so both sides compute exactly what one engine does: the tokens must
+/// be equal to one engine's, bit for bit.
+fn hand_off(
+    gpu: usize,
+    c: &LlavaConfig,
+    w: &host::HostWeights,
+    out: &mut Vec<Check>,
+) -> Result<()> {
+    let cfg = |hand_off, kv_blocks| EngineConfig {
+        max_batch: 4,
+        max_context: 256,
+        prefill_tokens: 64,
+        encode_batch: 2,
+        kv_blocks: Some(kv_blocks),
+        graphs: true,
+        hand_off,
+        seed: 3,
+    };
+    let open = || Gpu::open(gpu);
+    let mut whole = Engine::new(GpuModel::from_host(c, open()?, w)?, cfg(false, 64))?;
+    // Pools of different sizes: the blocks a request gets differ on each side.
+    let mut pre = Engine::new(GpuModel::from_host(c, open()?, w)?, cfg(true, 40))?;
+    let mut dec = Engine::new(GpuModel::from_host(c, open()?, w)?, cfg(false, 80))?;
+    let packed = pre.model.gpu.alloc(pre.kv_bytes(256))?;
+    let outs = [5usize, 1, 9, 3, 7, 2];
+    let (mut equal, mut moved) = (0usize, 0usize);
+    for (i, o) in outs.iter().enumerate() {
+        let req = Request::synthetic(i as u64, i % 2, 3 + 4 * i, *o, c.llm.vocab);
+        let tokens = |ev: Vec<crate::engine::EngineEvent>| -> Vec<u32> {
+            ev.into_iter().filter_map(|e| e.token).collect()
+        };
+        whole.submit(req.clone())?;
+        let want = tokens(whole.run_to_completion()?);
+        pre.submit(req)?;
+        let mut got = Vec::new();
+        while !pre.is_idle() {
+            got.extend(tokens(pre.step()?.1));
+            while let Some(h) = pre.hand_off(&packed)? {
+                // The decode worker's own copy of the packed KV, as a link would deliver it.
+                let kv = dec.model.gpu.alloc(h.kv_bytes)?;
+                crate::device::copy_dtod_async(kv.ptr, packed.ptr, h.kv_bytes, &pre.stream)?;
+                pre.stream.synchronize()?;
+                dec.submit_prefilled(h, kv)?;
+                moved += 1;
+            }
+        }
+        got.extend(tokens(dec.run_to_completion()?));
+        equal += usize::from(got == want && got.len() == *o);
+    }
+    let spent = dec.take_spent().len();
+    out.push(Check {
+        name: "engine: stage hand-off (KV gather → scatter) = one engine".into(),
+        error: (outs.len() - equal + moved.abs_diff(spent)) as f64,
+        limit: 0.0,
+        note: format!(
+            "{equal}/{} requests' tokens equal; {moved} KV hand-offs, {spent} buffers given back",
+            outs.len()
+        ),
+    });
     Ok(())
 }
 
@@ -597,7 +662,7 @@ pub fn run(gpu: usize, seed: u64) -> Result<Vec<Check>> {
     eprintln!("selftest: forward");
     forward(&m, &w, &mut out)?;
     eprintln!("selftest: engine");
-    engine(&c, &w, &mut out)?;
+    engine(gpu, &c, &w, &mut out)?;
     Ok(out)
 }
 
