@@ -3,9 +3,10 @@
 //! (requests join and leave between steps), decode steps replayed as CUDA graphs captured per
 //! batch-size bucket (1, 2, 4, …; the batch is padded to its bucket), greedy sampling.
 //!
-//! Scheduling, one `step()` at a time: encode if images wait (up to `encode_batch` images); else
-//! prefill if encoded requests wait and their KV fits (up to `prefill_tokens` tokens); else one
-//! decode step of every running request. KV blocks for a request's whole length (prompt +
+//! Scheduling, one `step()` at a time: prefill if prompts wait and their KV fits (up to
+//! `prefill_tokens` tokens), first encoding their images (up to `encode_batch`) in the same step,
+//! as vLLM runs the vision tower inside the prefill step; else one decode step of every running
+//! request. KV blocks for a request's whole length (prompt +
 //! output) are reserved when it is admitted to prefill, so a running request never waits for
 //! memory. Event times are host-clock seconds since the engine started, taken after the step's
 //! work has finished on the GPU.
@@ -624,6 +625,15 @@ impl Engine {
             && self.imported.is_empty()
     }
 
+    /// The batch has room and the oldest encoded prompt's KV fits.
+    fn can_prefill(&self) -> bool {
+        self.running.len() < self.cfg.max_batch
+            && self
+                .encoded
+                .front()
+                .is_some_and(|s| self.kv_tokens(s).div_ceil(KV_BLOCK) <= self.free_blocks.len())
+    }
+
     /// Tokens of KV a request holds here from admission on: its whole length, or only its
     /// prompt on a prefill worker.
     fn kv_tokens(&self, s: &Seq) -> usize {
@@ -642,7 +652,13 @@ impl Engine {
     /// One scheduling step; returns what it did and the events it produced.
     pub fn step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
         if !self.waiting.is_empty() {
-            return self.encode_step();
+            let (kind, mut events) = self.encode_step()?;
+            if self.can_prefill() {
+                let (kind, more) = self.prefill_step()?;
+                events.extend(more);
+                return Ok((kind, events));
+            }
+            return Ok((kind, events));
         }
         let room = self.cfg.max_batch - self.running.len();
         if room > 0
@@ -651,10 +667,7 @@ impl Engine {
         {
             return self.import_step();
         }
-        if room > 0
-            && let Some(first) = self.encoded.front()
-            && self.kv_tokens(first).div_ceil(KV_BLOCK) <= self.free_blocks.len()
-        {
+        if self.can_prefill() {
             return self.prefill_step();
         }
         if !self.running.is_empty() {

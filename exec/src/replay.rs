@@ -349,8 +349,9 @@ unsafe impl<T> Send for Crossing<T> {}
 
 /// How bytes cross from the upstream GPU to the downstream one.
 enum Link {
-    /// cuMemcpyPeerAsync on a stream of the source GPU, peer access enabled both ways.
-    Peer(Stream),
+    /// cuMemcpyPeerAsync on a stream of the source GPU, peer access enabled both ways; events
+    /// around each copy time it on the GPU too.
+    Peer(Stream, [Event; 2]),
     /// GPU → pinned host → GPU in chunks, two streams, 4 slots of 16 MiB.
     Staged(Stager, Event),
 }
@@ -360,7 +361,10 @@ impl Link {
         if nvlink {
             src.enable_peer_access(dst)?;
             dst.enable_peer_access(src)?;
-            Ok(Link::Peer(src.stream()?))
+            Ok(Link::Peer(
+                src.stream()?,
+                [Event::timing(src)?, Event::timing(src)?],
+            ))
         } else {
             Ok(Link::Staged(
                 Stager::new(src, dst, 16 << 20, 4)?,
@@ -369,18 +373,23 @@ impl Link {
         }
     }
 
-    /// Copies the first `bytes` of `src` into `dst` and waits for it.
-    fn ship(&self, src: &DeviceBuffer, dst: &DeviceBuffer, bytes: usize) -> Result<()> {
+    /// Copies the first `bytes` of `src` into `dst` and waits for it; the copy's time on the
+    /// GPU in seconds where it is measured (peer copies).
+    fn ship(&self, src: &DeviceBuffer, dst: &DeviceBuffer, bytes: usize) -> Result<Option<f64>> {
         match self {
-            Link::Peer(st) => {
+            Link::Peer(st, [a, b]) => {
+                a.record(st)?;
                 crate::device::copy_peer_async(dst, src, bytes, st)?;
-                st.synchronize()
+                b.record(st)?;
+                st.synchronize()?;
+                Ok(Some(a.elapsed_ms(b)? * 1e-3))
             }
             Link::Staged(stager, start) => {
                 start.record(&stager.d2h)?;
                 let chunk = staged_chunk(bytes, stager.slot_bytes);
                 stager.enqueue(src.ptr, dst.ptr, bytes, chunk, start)?;
-                stager.h2d.synchronize()
+                stager.h2d.synchronize()?;
+                Ok(None)
             }
         }
     }
@@ -614,16 +623,22 @@ fn replay_split(
             if stage {
                 let (_, events) = eng.step()?;
                 for e in &events {
-                    let Some(t) = seen.get_mut(&e.id) else {
-                        continue;
-                    };
-                    match e.kind {
-                        EventKind::EncodeDone => t.encode_start = Some(start),
-                        EventKind::FirstToken => t.prefill_start = Some(start),
-                        _ => {}
+                    if let (EventKind::EncodeDone, Some(t)) = (e.kind, seen.get_mut(&e.id)) {
+                        t.encode_start = Some(start);
                     }
                 }
+                let prefilled: Vec<u64> = events
+                    .iter()
+                    .filter(|e| e.kind == EventKind::FirstToken)
+                    .map(|e| e.id)
+                    .collect();
                 note(&mut seen, events, off);
+                // A step that encodes and prefills: the prefill starts when the encode ends.
+                for id in prefilled {
+                    if let Some(t) = seen.get_mut(&id) {
+                        t.prefill_start = Some(t.encoded.filter(|&e| e >= start).unwrap_or(start));
+                    }
+                }
                 loop {
                     while let Ok(b) = src_back_rx.try_recv() {
                         packed_free.push(b.0);
@@ -679,15 +694,20 @@ fn replay_split(
         } = kit.0;
         home.bind()?;
         let now = || t0.elapsed().as_secs_f64();
+        // (wall, on the GPU) seconds of each measured copy: where the host's view and the
+        // copy's own time part.
+        let mut timed: Vec<(f64, f64)> = Vec::new();
         for item in out_rx.iter() {
             let (outbound, mut times) = item.0;
             let payload = match outbound {
                 Outbound::Embeddings(req, None) => Payload::Encoded(req, None),
                 Outbound::Embeddings(req, Some(src)) => {
                     let dst = pool.get(src.bytes, true, &home)?;
-                    times.tx_start = Some(now());
-                    link.ship(&src, &dst, src.bytes)?;
-                    times.tx_end = Some(now());
+                    let a = now();
+                    let gpu_s = link.ship(&src, &dst, src.bytes)?;
+                    let b = now();
+                    (times.tx_start, times.tx_end) = (Some(a), Some(b));
+                    timed.extend(gpu_s.map(|g| (b - a, g)));
                     times.emb_bytes = src.bytes as u64;
                     // Back to the encoder for reuse (freed here once upstream has finished).
                     let _ = src_back_tx.send(Crossing(src));
@@ -696,9 +716,11 @@ fn replay_split(
                 }
                 Outbound::Kv(h, src) => {
                     let dst = pool.get(kv_capacity, false, &home)?;
-                    times.tx_start = Some(now());
-                    link.ship(&src, &dst, h.kv_bytes)?;
-                    times.tx_end = Some(now());
+                    let a = now();
+                    let gpu_s = link.ship(&src, &dst, h.kv_bytes)?;
+                    let b = now();
+                    (times.tx_start, times.tx_end) = (Some(a), Some(b));
+                    timed.extend(gpu_s.map(|g| (b - a, g)));
                     times.kv_bytes = h.kv_bytes as u64;
                     // Upstream may have finished: then the buffer is freed here.
                     let _ = src_back_tx.send(Crossing(src));
@@ -712,6 +734,15 @@ fn replay_split(
             {
                 return Ok(()); // downstream stopped; it reports why
             }
+        }
+        if !timed.is_empty() {
+            let (wall, gpu): (Vec<f64>, Vec<f64>) = timed.into_iter().unzip();
+            eprintln!(
+                "  {} peer copies: median {:.1} µs wall (host clock around copy + sync), {:.1} µs on the GPU (CUDA events)",
+                wall.len(),
+                crate::stats::median(&wall) * 1e6,
+                crate::stats::median(&gpu) * 1e6
+            );
         }
         Ok(())
     };
