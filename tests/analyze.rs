@@ -616,6 +616,50 @@ fn experiments_reusing_scenario_names_stay_apart() {
     }
 }
 
+#[test]
+fn experiments_differing_only_in_fabric_stay_apart() {
+    // validate-nvlink.yaml and validate-pcie.yaml: same scenarios, GPUs and rates; only the link
+    // the embeddings and KV cross differs. Colocated scenarios ship nothing: those do pool.
+    let nv = simulate("experiments/validate-nvlink.yaml", "fabric-nv", None);
+    let pc = simulate("experiments/validate-pcie.yaml", "fabric-pc", None);
+    let out = temp("fabric-out");
+    let stdout = ok(&hetsim(&[
+        "analyze",
+        nv.to_str().unwrap(),
+        pc.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("kept apart"), "{stdout}");
+    let rows = csv(&out.join("comparison.csv"));
+    let runs = |name: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r["scenario"].ends_with(name))
+            .map(|r| r["runs"].clone())
+            .collect()
+    };
+    assert_eq!(runs("colocated-1gpu[rate=2]"), ["2"]);
+    assert_eq!(runs("stage[rate=8]"), ["1", "1"]);
+    // Every request ships its whole KV once, whichever link: bytes per request are not halved
+    // by pooling the two links' scenarios.
+    let transfers = csv(&out.join("transfers.csv"));
+    let kv: Vec<_> = transfers.iter().filter(|r| r["kind"] == "kv").collect();
+    assert_eq!(kv.len(), 2, "{kv:?}");
+    for r in kv {
+        assert!(
+            close(
+                num(r, "bytes_per_request").unwrap(),
+                num(r, "bytes_per_transfer").unwrap(),
+                1e-9
+            ),
+            "{r:?}"
+        );
+    }
+    for d in [nv, pc, out] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
 /// Runs `hetsim analyze` on `dirs` with a fresh --out; checks exit code 2, the message, no
 /// panic, and that nothing was written.
 fn rejected(dirs: &[&Path], must_say: &str) {

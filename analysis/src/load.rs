@@ -2,6 +2,7 @@
 //! schema (`hetsim_sim::records`, the same column lists `docs/schema.md` is generated from) before
 //! anything is computed, so a wrong file is reported by name instead of failing deep in a query.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use hetsim_sim::error::InputError;
@@ -117,12 +118,39 @@ fn disambiguate(mut r: Results) -> Result<Results, InputError> {
     };
     let (run, scenario, source) = (text("run")?, text("scenario")?, text("source")?);
     let sigs: Vec<Vec<String>> = sig.iter().map(|c| text(c)).collect::<Result<_, _>>()?;
+    // The links a run's scenario shipped over are part of its deployment: experiments that
+    // differ only in fabric (validate-nvlink, validate-pcie) must not pool.
+    let reading = |e: PolarsError| InputError::new(format!("reading transfer tables: {e}"));
+    let shipped = r
+        .transfers
+        .clone()
+        .select([col("run"), col("scenario"), col("source"), col("link")])
+        .unique(None, UniqueKeepStrategy::First)
+        .collect()
+        .map_err(reading)?;
+    let mut links: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
+    {
+        let t = |c: &str| crate::metrics::texts(&shipped, c).map_err(reading);
+        let (lr, ls, lo, ll) = (t("run")?, t("scenario")?, t("source")?, t("link")?);
+        for i in 0..shipped.height() {
+            links
+                .entry((lr[i].clone(), ls[i].clone(), lo[i].clone()))
+                .or_default()
+                .insert(ll[i].clone());
+        }
+    }
     // (scenario, source) → deployment signature → runs holding it, all in first-seen order.
     type Groups = Vec<(Vec<String>, Vec<String>)>;
     let mut by_name: Vec<((String, String), Groups)> = Vec::new();
     for i in 0..df.height() {
         let key = (scenario[i].clone(), source[i].clone());
-        let signature: Vec<String> = sigs.iter().map(|c| c[i].clone()).collect();
+        let mut signature: Vec<String> = sigs.iter().map(|c| c[i].clone()).collect();
+        signature.push(
+            links
+                .get(&(run[i].clone(), scenario[i].clone(), source[i].clone()))
+                .map(|l| l.iter().cloned().collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+        );
         let at = match by_name.iter().position(|(k, _)| *k == key) {
             Some(p) => p,
             None => {

@@ -345,20 +345,35 @@ pub fn transfers(
         )
         .collect()
         .map_err(input("transfers"))?;
-    // Requests that arrived in the scenarios of each (strategy, source): the denominator of
-    // bytes per request.
-    let mut arrived: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // Requests that arrived in the scenarios of each (strategy, source) that shipped over each
+    // link: the denominator of bytes per request (pooled experiments may differ in links).
+    let used = r
+        .transfers
+        .clone()
+        .select([col("scenario"), col("source"), col("link")])
+        .unique(None, UniqueKeepStrategy::First)
+        .collect()
+        .map_err(input("transfers"))?;
+    let (us, uo, ul) = (
+        texts(&used, "scenario").map_err(input("transfers"))?,
+        texts(&used, "source").map_err(input("transfers"))?,
+        texts(&used, "link").map_err(input("transfers"))?,
+    );
+    let mut arrived: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     for s in scenarios {
         let m = per.get(&(s.scenario.clone(), s.source.clone()));
-        *arrived
-            .entry((s.strategy.clone(), s.source.clone()))
-            .or_default() += m.map_or(0, |m| m.requests);
+        for i in (0..used.height()).filter(|&i| us[i] == s.scenario && uo[i] == s.source) {
+            *arrived
+                .entry((s.strategy.clone(), s.source.clone(), ul[i].clone()))
+                .or_default() += m.map_or(0, |m| m.requests);
+        }
     }
     let mut t = Table::new(
         "transfers",
         "Transfer bytes by strategy",
         "Every transfer of every scenario of a strategy. bytes/request divides by all requests \
-         that arrived in those scenarios; wait = ready until the first byte left.",
+         that arrived in those of its scenarios that used the link; wait = ready until the first \
+         byte left.",
     );
     let c = crate::table::column;
     t.columns = vec![
@@ -402,7 +417,9 @@ pub fn transfers(
         );
         let mut rows = Vec::new();
         for i in 0..df.height() {
-            let req = arrived.get(&(g[i].clone(), s[i].clone())).copied();
+            let req = arrived
+                .get(&(g[i].clone(), s[i].clone(), l[i].clone()))
+                .copied();
             rows.push(vec![
                 text(&g[i]),
                 text(&s[i]),
@@ -429,7 +446,11 @@ pub fn transfers(
     for row in rows {
         t.push(row);
     }
-    for (strategy, source) in arrived.keys() {
+    let compared: std::collections::BTreeSet<(String, String)> = scenarios
+        .iter()
+        .map(|s| (s.strategy.clone(), s.source.clone()))
+        .collect();
+    for (strategy, source) in &compared {
         if !shipped.contains(&(strategy.clone(), source.clone())) {
             t.push(vec![
                 text(strategy),
