@@ -78,30 +78,120 @@ extern "C" __global__ void zero_cols(bf16* p, u64 rows, u32 k, u32 kp) {
         p[(i / (kp - k)) * kp + k + i % (kp - k)] = 0;
 }
 
-// y = x / rms(x) · w, one block per row.
-extern "C" __global__ void rmsnorm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
-                                   u32 d, float eps) {
-    const bf16* xr = x + (u64)blockIdx.x * d;
-    bf16* yr = y + (u64)blockIdx.x * d;
-    float ss = 0.f;
-    for (u32 i = threadIdx.x; i < d; i += blockDim.x) { float v = bf(xr[i]); ss += v * v; }
-    float inv = rsqrtf(block_sum(ss) / d + eps);
-    for (u32 i = threadIdx.x; i < d; i += blockDim.x) yr[i] = to_bf(bf(xr[i]) * inv * bf(w[i]));
+// Row norms: one warp per row in 16-byte vectors (d a multiple of 8), a row of up to 1024
+// values held in registers between its passes; wider rows are read again (from L1) instead, as
+// registers for 4096 values would cut the warps an SM can hold (and so the bandwidth) to an
+// eighth; any other d in a plain loop.
+__device__ __forceinline__ void unpack8(uint4 v, float* f) {
+    const u32* w = (const u32*)&v;
+#pragma unroll
+    for (int i = 0; i < 4; i++) { f[2 * i] = lo_f(w[i]); f[2 * i + 1] = hi_f(w[i]); }
+}
+__device__ __forceinline__ uint4 pack8(const float* f) {
+    return make_uint4(pack_bf2(f[0], f[1]), pack_bf2(f[2], f[3]), pack_bf2(f[4], f[5]), pack_bf2(f[6], f[7]));
 }
 
-// y = (x − mean) / std · w + b, one block per row (CLIP's LayerNorm).
-extern "C" __global__ void layernorm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ b,
-                                     bf16* __restrict__ y, u32 d, float eps) {
-    const bf16* xr = x + (u64)blockIdx.x * d;
-    bf16* yr = y + (u64)blockIdx.x * d;
+// layernorm: y = (x − mean) / std · w + b (CLIP); rmsnorm (b == nullptr, no mean): y = x / rms(x) · w.
+__device__ void norm_row(const bf16* __restrict__ xr, const bf16* __restrict__ w, const bf16* __restrict__ b,
+                         bf16* __restrict__ yr, u32 d, float eps, bool center) {
+    constexpr int HELD = 4;  // vectors per lane kept in registers
+    const int lane = threadIdx.x & 31;
+    const u32 dv = d / 8;
+    const uint4* xv = (const uint4*)xr;
+    // Writes the normalised vector c from its values f.
+    auto put = [&](u32 c, float* f, float mean, float inv) {
+        float wf[8], bf8[8];
+        unpack8(((const uint4*)w)[c], wf);
+        if (b) unpack8(((const uint4*)b)[c], bf8);
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = (f[i] - mean) * inv * wf[i] + (b ? bf8[i] : 0.f);
+        ((uint4*)yr)[c] = pack8(f);
+    };
+    if (d % 8 == 0 && dv <= 32 * HELD) {
+        uint4 v[HELD];
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < HELD; k++) {
+            const u32 c = lane + 32 * k;
+            if (c < dv) {
+                v[k] = xv[c];
+                float f[8];
+                unpack8(v[k], f);
+#pragma unroll
+                for (int i = 0; i < 8; i++) s += f[i];
+            }
+        }
+        const float mean = center ? warp_sum(s) / d : 0.f;
+        // Σ(x − mean)²: exact where E[x²] − mean² would cancel.
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < HELD; k++) {
+            if (lane + 32 * k < dv) {
+                float f[8];
+                unpack8(v[k], f);
+#pragma unroll
+                for (int i = 0; i < 8; i++) ss += (f[i] - mean) * (f[i] - mean);
+            }
+        }
+        const float inv = rsqrtf(warp_sum(ss) / d + eps);
+#pragma unroll
+        for (int k = 0; k < HELD; k++) {
+            const u32 c = lane + 32 * k;
+            if (c < dv) {
+                float f[8];
+                unpack8(v[k], f);
+                put(c, f, mean, inv);
+            }
+        }
+        return;
+    }
+    if (d % 8 == 0) {
+        float s = 0.f;
+        for (u32 c = lane; c < dv; c += 32) {
+            float f[8];
+            unpack8(xv[c], f);
+#pragma unroll
+            for (int i = 0; i < 8; i++) s += f[i];
+        }
+        const float mean = center ? warp_sum(s) / d : 0.f;
+        float ss = 0.f;
+        for (u32 c = lane; c < dv; c += 32) {
+            float f[8];
+            unpack8(xv[c], f);
+#pragma unroll
+            for (int i = 0; i < 8; i++) ss += (f[i] - mean) * (f[i] - mean);
+        }
+        const float inv = rsqrtf(warp_sum(ss) / d + eps);
+        for (u32 c = lane; c < dv; c += 32) {
+            float f[8];
+            unpack8(xv[c], f);
+            put(c, f, mean, inv);
+        }
+        return;
+    }
     float s = 0.f;
-    for (u32 i = threadIdx.x; i < d; i += blockDim.x) s += bf(xr[i]);
-    float mean = block_sum(s) / d;
+    if (center)
+        for (u32 i = lane; i < d; i += 32) s += bf(xr[i]);
+    const float mean = center ? warp_sum(s) / d : 0.f;
     float v = 0.f;
-    for (u32 i = threadIdx.x; i < d; i += blockDim.x) { float t = bf(xr[i]) - mean; v += t * t; }
-    float inv = rsqrtf(block_sum(v) / d + eps);
-    for (u32 i = threadIdx.x; i < d; i += blockDim.x)
-        yr[i] = to_bf((bf(xr[i]) - mean) * inv * bf(w[i]) + bf(b[i]));
+    for (u32 i = lane; i < d; i += 32) { float t = bf(xr[i]) - mean; v += t * t; }
+    const float inv = rsqrtf(warp_sum(v) / d + eps);
+    for (u32 i = lane; i < d; i += 32)
+        yr[i] = to_bf((bf(xr[i]) - mean) * inv * bf(w[i]) + (b ? bf(b[i]) : 0.f));
+}
+
+extern "C" __global__ void rmsnorm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
+                                   u32 rows, u32 d, float eps) {
+    const u32 warps = blockDim.x / 32;
+    for (u32 r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps)
+        norm_row(x + (u64)r * d, w, nullptr, y + (u64)r * d, d, eps, false);
+}
+
+extern "C" __global__ void layernorm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ b,
+                                     bf16* __restrict__ y, u32 rows, u32 d, float eps) {
+    const u32 warps = blockDim.x / 32;
+    for (u32 r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps)
+        norm_row(x + (u64)r * d, w, b, y + (u64)r * d, d, eps, true);
 }
 
 // LLaMA rotary embedding ("rotate half") in place on the q and k heads of a fused qkv
@@ -110,44 +200,73 @@ extern "C" __global__ void rope(bf16* qkv, const int* __restrict__ pos, u32 n, u
                                 u32 head_dim, float theta) {
     const u32 half = head_dim / 2;
     const u64 total = (u64)n * rot_heads * half;
+    const double log_theta = log((double)theta);
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
         u32 j = i % half;
         u64 r = i / half;
         u32 h = r % rot_heads;
         u32 row = r / rot_heads;
-        // f64 for the angle: positions reach thousands of radians.
-        double inv_freq = pow((double)theta, -(double)(2 * j) / head_dim);
-        double s, c;
-        sincos((double)pos[row] * inv_freq, &s, &c);
+        // The angle in f64 (positions reach thousands of radians), reduced to [-π, π], then
+        // f32 sine and cosine: as exact as f64 throughout for a bf16 result, far cheaper.
+        const double inv_freq = exp(-(double)(2 * j) / head_dim * log_theta);
+        const double a = (double)pos[row] * inv_freq;
+        const float red = (float)(a - 6.283185307179586 * rint(a * 0.15915494309189535));
+        float s, c;
+        sincosf(red, &s, &c);
         bf16* v = qkv + (u64)row * stride + (u64)h * head_dim;
         float x0 = bf(v[j]), x1 = bf(v[j + half]);
-        v[j] = to_bf(x0 * (float)c - x1 * (float)s);
-        v[j + half] = to_bf(x1 * (float)c + x0 * (float)s);
+        v[j] = to_bf(x0 * c - x1 * s);
+        v[j + half] = to_bf(x1 * c + x0 * s);
     }
 }
 
 // out[r, i] = silu(gu[r, i]) · gu[r, I + i]  (gate and up halves of the fused activation)
 extern "C" __global__ void silu_mul(const bf16* __restrict__ gu, bf16* __restrict__ out, u32 n, u32 inter) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    if (inter % 8 == 0) {  // 16-byte vectors
+        const u32 iv = inter / 8;
+        const u64 total = (u64)n * iv;
+        for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+            const u64 r = i / iv, c = i % iv;
+            float g[8], u[8];
+            unpack8(((const uint4*)gu)[r * 2 * iv + c], g);
+            unpack8(((const uint4*)gu)[r * 2 * iv + iv + c], u);
+#pragma unroll
+            for (int k = 0; k < 8; k++) g[k] = g[k] / (1.f + __expf(-g[k])) * u[k];
+            ((uint4*)out)[i] = pack8(g);
+        }
+        return;
+    }
     const u64 total = (u64)n * inter;
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         u64 r = i / inter, c = i % inter;
         float g = bf(gu[r * 2 * inter + c]), u = bf(gu[r * 2 * inter + inter + c]);
         out[i] = to_bf(g / (1.f + __expf(-g)) * u);
     }
 }
 
-extern "C" __global__ void gelu_erf(bf16* x, u64 n) {
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        float v = bf(x[i]);
-        x[i] = to_bf(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+// In-place activation over n values: 16-byte vectors (x is 16-byte aligned: device
+// allocations and row starts of multiples of 8 values), then the tail.
+template <typename F>
+__device__ void map_in_place(bf16* x, u64 n, F f) {
+    const u64 stride = (u64)gridDim.x * blockDim.x, first = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u64 nv = ((u64)x % 16 == 0) ? n / 8 : 0;
+    for (u64 i = first; i < nv; i += stride) {
+        float v[8];
+        unpack8(((uint4*)x)[i], v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = f(v[k]);
+        ((uint4*)x)[i] = pack8(v);
     }
+    for (u64 i = nv * 8 + first; i < n; i += stride) x[i] = to_bf(f(bf(x[i])));
+}
+
+extern "C" __global__ void gelu_erf(bf16* x, u64 n) {
+    map_in_place(x, n, [](float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); });
 }
 
 extern "C" __global__ void quick_gelu(bf16* x, u64 n) {
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        float v = bf(x[i]);
-        x[i] = to_bf(v / (1.f + __expf(-1.702f * v)));
-    }
+    map_in_place(x, n, [](float v) { return v / (1.f + __expf(-1.702f * v)); });
 }
 
 extern "C" __global__ void add(const bf16* a, const bf16* b, bf16* out, u64 n) {
@@ -226,7 +345,8 @@ extern "C" __global__ void drop_cls(const bf16* __restrict__ x, bf16* __restrict
 // causal: the ViT (per image) and the decoder's prefill. Tensor cores via mma.sync m16n8k16 bf16.
 // Q, K, V are read from the fused qkv activation [tokens, stride]: head h's q at column h·D,
 // kv head g's k at k_off + g·D and v at v_off + g·D. Output [tokens, out_stride], head h at h·D.
-// Block: 4 warps, 64 query rows (16 per warp); K/V tiles of 64 keys in shared memory.
+// Block: 4 warps, 64 query rows (16 per warp); K/V tiles of 64 keys (32 at D = 128) in shared
+// memory, the next tile copied by cp.async while the current one is used.
 // grid = (ceil(max_len / 64), heads, sequences).
 
 __device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
@@ -237,13 +357,136 @@ __device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Four 8×8 bf16 matrices from shared memory, lane i giving the address of row i % 8 of matrix
+// i / 8: as mma B fragments (trans: the matrices' rows are the k index).
+__device__ __forceinline__ void ldmatrix_x4(u32* r, u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(u32* r, u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+// One warp's 16 query rows (r0 = row of this lane, r1 = r0 + 8) against one tile of BK keys
+// starting at j0 (K and V rows in shared memory, LD apart): online softmax into o, m, l.
+template <int D, int BK, int LD>
+__device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, const u32 (&qa)[D / 16][4],
+                                            float (&o)[D / 8][4], float& m0, float& m1, float& l0, float& l1,
+                                            int j0, int len, int key_lim, int causal, int r0, int r1, float sl2,
+                                            int g, int tq) {
+    const int lane = threadIdx.x & 31, mi = lane >> 3, mr = lane & 7;
+    // S = Q·Kᵀ for 16 rows × BK keys: tiles of 8 keys, whole tiles past key_lim skipped (masked).
+    // K fragments by ldmatrix: matrices (keys nt·8.., dims kk·16 + 0/8, then (kk+1)·16 + 0/8).
+    const u32 kbase = smem_addr(Ks + mr * LD + (mi >> 1) * 16 + (mi & 1) * 8);
+    float s[BK / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; nt++) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+        if (j0 + nt * 8 >= key_lim) continue;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            u32 b[4];
+            ldmatrix_x4(b, kbase + (nt * 8 * LD + kk * 16) * 2);
+            mma_bf16(s[nt], qa[kk], b[0], b[1]);
+            mma_bf16(s[nt], qa[kk + 1], b[2], b[3]);
+        }
+    }
+    // Scale, mask where the tile crosses the end or the diagonal, online softmax.
+    // c0,c1: row r0, keys +tq*2, +1; c2,c3: row r1.
+    const bool whole = j0 + BK <= len && (!causal || j0 + BK - 1 <= r0 - g);
+    float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            if (whole) {
+                s[nt][e] *= sl2;
+            } else {
+                const int key = j0 + nt * 8 + tq * 2 + (e & 1);
+                const int row = e < 2 ? r0 : r1;
+                bool ok = key < len && (!causal || key <= row);
+                s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF;
+            }
+        }
+        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+    }
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    // A row with nothing visible yet keeps m = -inf: guard the exponentials.
+    const float c0 = n0 == NEG_INF ? 1.f : exp2f(m0 - n0);
+    const float c1 = n1 == NEG_INF ? 1.f : exp2f(m1 - n1);
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; nt++) {
+        s[nt][0] = n0 == NEG_INF ? 0.f : exp2f(s[nt][0] - n0);
+        s[nt][1] = n0 == NEG_INF ? 0.f : exp2f(s[nt][1] - n0);
+        s[nt][2] = n1 == NEG_INF ? 0.f : exp2f(s[nt][2] - n1);
+        s[nt][3] = n1 == NEG_INF ? 0.f : exp2f(s[nt][3] - n1);
+        ps0 += s[nt][0] + s[nt][1];
+        ps1 += s[nt][2] + s[nt][3];
+    }
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+        ps0 += __shfl_xor_sync(0xffffffffu, ps0, o2);
+        ps1 += __shfl_xor_sync(0xffffffffu, ps1, o2);
+    }
+    l0 = l0 * c0 + ps0;
+    l1 = l1 * c1 + ps1;
+    m0 = n0;
+    m1 = n1;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        o[dt][0] *= c0; o[dt][1] *= c0; o[dt][2] *= c1; o[dt][3] *= c1;
+    }
+    // O += P·V: P's accumulator layout is exactly the A fragment of the next product. V
+    // fragments by ldmatrix.trans: matrices (keys +0..7, dims dt·8), (keys +8..15, dt·8),
+    // (+0..7, (dt+1)·8), (+8..15, (dt+1)·8).
+    const u32 vbase = smem_addr(Vs + ((mi & 1) * 8 + mr) * LD + (mi >> 1) * 8);
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ks++) {
+        if (j0 + ks * 16 >= key_lim) continue;  // P is zero there
+        u32 pa[4] = {pack_bf2(s[2 * ks][0], s[2 * ks][1]), pack_bf2(s[2 * ks][2], s[2 * ks][3]),
+                     pack_bf2(s[2 * ks + 1][0], s[2 * ks + 1][1]), pack_bf2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt += 2) {
+            u32 b[4];
+            ldmatrix_x4_trans(b, vbase + (ks * 16 * LD + dt * 8) * 2);
+            mma_bf16(o[dt], pa, b[0], b[1]);
+            mma_bf16(o[dt + 1], pa, b[2], b[3]);
+        }
+    }
+}
+
 template <int D>
 __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out, const int* __restrict__ cu,
                            u32 stride, u32 out_stride, u32 heads, u32 kv_heads, u32 k_off, u32 v_off,
                            int causal, float scale) {
-    constexpr int BQ = 64, BK = 64, PAD = 8, LD = D + PAD;
-    __shared__ __align__(16) bf16 Ks[BK * LD];
-    __shared__ __align__(16) bf16 Vs[BK * LD];
+    // Two K/V tiles in shared memory (the next one copied while this one is used): 37 KB of
+    // the 48 KB static limit at D = 64 with 64 keys a tile, 35 KB at D = 128 with 32.
+    constexpr int BQ = 64, BK = D == 64 ? 64 : 32, PAD = 8, LD = D + PAD;
+    __shared__ __align__(16) bf16 Ks[2][BK * LD];
+    __shared__ __align__(16) bf16 Vs[2][BK * LD];
     const int seq = blockIdx.z, h = blockIdx.y;
     const int base = cu[seq], len = cu[seq + 1] - base;
     const int q_block = blockIdx.x * BQ;
@@ -271,89 +514,42 @@ __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out,
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
 
     const int kv_end = causal ? min(len, q_block + BQ) : len;
-    for (int j0 = 0; j0 < kv_end; j0 += BK) {
-        __syncthreads();
+    // Keys this warp can see (warp-uniform, so whole tiles past it are skipped): a sequence
+    // of 577 tokens ends in a 1-key tile and a 1-row query block.
+    const int key_lim = causal ? min(len, q_block + warp * 16 + 16) : len;
+    const bool idle = q_block + warp * 16 >= len;
+    // Copy the tile of keys [j0, j0 + BK) into buffer b (cp.async; zeros past the end).
+    auto load = [&](int b, int j0) {
         for (int i = threadIdx.x; i < BK * (D / 8); i += blockDim.x) {
             const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            bf16* kd = &Ks[b][r * LD + c];
+            bf16* vd = &Vs[b][r * LD + c];
             if (j0 + r < len) {
                 const bf16* row = qkv + (u64)(base + j0 + r) * stride;
-                kv = *(const uint4*)(row + k_off + kvh * D + c);
-                vv = *(const uint4*)(row + v_off + kvh * D + c);
+                cp_async16(kd, row + k_off + kvh * D + c);
+                cp_async16(vd, row + v_off + kvh * D + c);
+            } else {
+                *(uint4*)kd = make_uint4(0, 0, 0, 0);
+                *(uint4*)vd = make_uint4(0, 0, 0, 0);
             }
-            *(uint4*)(Ks + r * LD + c) = kv;
-            *(uint4*)(Vs + r * LD + c) = vv;
+        }
+        cp_async_commit();
+    };
+    load(0, 0);
+    int buf = 0;
+    for (int j0 = 0; j0 < kv_end; j0 += BK, buf ^= 1) {
+        if (j0 + BK < kv_end) {
+            load(buf ^ 1, j0 + BK);  // that buffer was released by the barrier ending the last tile
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
         __syncthreads();
-        // S = Q·Kᵀ for this warp's 16 rows × 64 keys: 8 tiles of 8 keys.
-        float s[BK / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const bf16* kr = Ks + (nt * 8 + g) * LD + kk * 16 + tq * 2;
-                mma_bf16(s[nt], qa[kk], *(const u32*)kr, *(const u32*)(kr + 8));
-            }
-        }
-        // Mask, scale, online softmax. c0,c1: row r0, keys +tq*2, +1; c2,c3: row r1.
-        float mx0 = NEG_INF, mx1 = NEG_INF;
-#pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int key = j0 + nt * 8 + tq * 2 + (e & 1);
-                const int row = e < 2 ? r0 : r1;
-                bool ok = key < len && (!causal || key <= row);
-                s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF;
-            }
-            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-        }
-        for (int o2 = 1; o2 < 4; o2 <<= 1) {
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-        }
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        // A row with nothing visible yet keeps m = -inf: guard the exponentials.
-        const float c0 = n0 == NEG_INF ? 1.f : exp2f(m0 - n0);
-        const float c1 = n1 == NEG_INF ? 1.f : exp2f(m1 - n1);
-        float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++) {
-            s[nt][0] = n0 == NEG_INF ? 0.f : exp2f(s[nt][0] - n0);
-            s[nt][1] = n0 == NEG_INF ? 0.f : exp2f(s[nt][1] - n0);
-            s[nt][2] = n1 == NEG_INF ? 0.f : exp2f(s[nt][2] - n1);
-            s[nt][3] = n1 == NEG_INF ? 0.f : exp2f(s[nt][3] - n1);
-            ps0 += s[nt][0] + s[nt][1];
-            ps1 += s[nt][2] + s[nt][3];
-        }
-        for (int o2 = 1; o2 < 4; o2 <<= 1) {
-            ps0 += __shfl_xor_sync(0xffffffffu, ps0, o2);
-            ps1 += __shfl_xor_sync(0xffffffffu, ps1, o2);
-        }
-        l0 = l0 * c0 + ps0;
-        l1 = l1 * c1 + ps1;
-        m0 = n0;
-        m1 = n1;
-#pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) {
-            o[dt][0] *= c0; o[dt][1] *= c0; o[dt][2] *= c1; o[dt][3] *= c1;
-        }
-        // O += P·V: P's accumulator layout is exactly the A fragment of the next product.
-#pragma unroll
-        for (int ks = 0; ks < BK / 16; ks++) {
-            u32 pa[4] = {pack_bf2(s[2 * ks][0], s[2 * ks][1]), pack_bf2(s[2 * ks][2], s[2 * ks][3]),
-                         pack_bf2(s[2 * ks + 1][0], s[2 * ks + 1][1]), pack_bf2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
-            const bf16* v0 = Vs + (ks * 16 + tq * 2) * LD + g;
-#pragma unroll
-            for (int dt = 0; dt < D / 8; dt++) {
-                const bf16* v = v0 + dt * 8;
-                u32 b0 = (u32)v[0] | ((u32)v[LD] << 16);
-                u32 b1 = (u32)v[8 * LD] | ((u32)v[9 * LD] << 16);
-                mma_bf16(o[dt], pa, b0, b1);
-            }
-        }
+        // A warp whose rows all lie past the end only helps load the tiles.
+        if (!idle)
+            attend_tile<D, BK, LD>(Ks[buf], Vs[buf], qa, o, m0, m1, l0, l1, j0, len, key_lim, causal, r0, r1, sl2,
+                                   g, tq);
+        __syncthreads();
     }
     const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
 #pragma unroll

@@ -115,14 +115,27 @@ pub fn bench_engine(
     Ok(e)
 }
 
-pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors, Vec<BenchRow>)> {
+/// Runs the bench's points; `only` keeps one phase (`decode`, `prefill` or `encode`), for
+/// profiling one phase at a time.
+pub fn bench(
+    c: &LlavaConfig,
+    gpu_index: usize,
+    iters: usize,
+    only: Option<&str>,
+) -> Result<(Floors, Vec<BenchRow>)> {
+    let runs = |phase: &str| only.is_none_or(|o| o == phase);
     let gpu = Gpu::open(gpu_index)?;
     let floors = measure_floors(&gpu)?;
     let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
     let mut rows = Vec::new();
     let peak = floors.gemm_tflops * 1e12;
     let bw = floors.copy_gbs * 1e9;
-    for (batch, target) in [(1usize, Some(1.3)), (8, None), (32, None), (64, Some(1.15))] {
+    let decode_points: &[(usize, Option<f64>)] = if runs("decode") {
+        &[(1, Some(1.3)), (8, None), (32, None), (64, Some(1.15))]
+    } else {
+        &[]
+    };
+    for &(batch, target) in decode_points {
         let t = e.time_decode(batch, 700, iters)?;
         let floor = decode_bytes(&e.model, batch, 700) / bw;
         let r = t / floor;
@@ -137,7 +150,7 @@ pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors,
     }
     // The same step with every product in cuBLASLt, to show what the gemv kernel buys.
     e.set_gemv(false);
-    for batch in [1usize, 8] {
+    for batch in decode_points.iter().map(|p| p.0).filter(|&b| b <= 8) {
         let t = e.time_decode(batch, 700, iters)?;
         let floor = decode_bytes(&e.model, batch, 700) / bw;
         rows.push(BenchRow {
@@ -150,7 +163,12 @@ pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors,
         });
     }
     e.set_gemv(true);
-    for (seqs, tokens, target) in [(1usize, 704usize, None), (8, 704, Some(0.65))] {
+    let prefill_points: &[(usize, usize, Option<f64>)] = if runs("prefill") {
+        &[(1, 704, None), (8, 704, Some(0.65))]
+    } else {
+        &[]
+    };
+    for &(seqs, tokens, target) in prefill_points {
         let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10))?;
         let f = prefill_flops(&e.model.cfg, seqs, tokens);
         let eff = f / t / peak;
@@ -163,7 +181,12 @@ pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors,
             target: target.map(|x| (format!("≥ {:.0} % of GEMM peak", x * 100.0), eff >= x)),
         });
     }
-    for (images, target) in [(1usize, None), (32, Some(0.55))] {
+    let encode_points: &[(usize, Option<f64>)] = if runs("encode") {
+        &[(1, None), (32, Some(0.55))]
+    } else {
+        &[]
+    };
+    for &(images, target) in encode_points {
         let t = e.time_encode(images, iters.clamp(1, 10))?;
         let f = encode_flops(&e.model.cfg, images);
         let eff = f / t / peak;
@@ -177,6 +200,45 @@ pub fn bench(c: &LlavaConfig, gpu_index: usize, iters: usize) -> Result<(Floors,
         });
     }
     Ok((floors, rows))
+}
+
+/// Per-operation GPU time of one pass at the bench's target points (`--breakdown`): decode
+/// batch 1 and 64 at context 700 (kernel by kernel: graphs off), prefill 8 × 704, encode 32
+/// images. Markdown tables.
+pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Result<String> {
+    let runs = |phase: &str| only.is_none_or(|o| o == phase);
+    let gpu = Gpu::open(gpu_index)?;
+    let name = gpu.info.name.clone();
+    let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
+    e.cfg.graphs = false;
+    let mut out = format!("{} ({} decoder layers), bf16, {name}\n\n", c.name, c.llm.layers);
+    // Each timing call below runs two passes (a warm-up and one timed), both recorded.
+    let mut one = |e: &mut Engine, title: String, f: &dyn Fn(&mut Engine) -> Result<f64>| {
+        f(e)?;
+        crate::timeline::open();
+        let run = f(e);
+        let ops = crate::timeline::close(&e.stream)?;
+        run?;
+        out += &crate::timeline::table(&title, &ops, 2);
+        out += "\n";
+        Ok::<(), crate::error::Error>(())
+    };
+    if runs("decode") {
+        for b in [1usize, 64] {
+            one(&mut e, format!("decode, batch {b}, context 700"), &|e| {
+                e.time_decode(b, 700, 1)
+            })?;
+        }
+    }
+    if runs("prefill") {
+        one(&mut e, "prefill, 8 × 704 tokens".into(), &|e| {
+            e.time_prefill(8, 704, 1)
+        })?;
+    }
+    if runs("encode") {
+        one(&mut e, "encode, 32 images".into(), &|e| e.time_encode(32, 1))?;
+    }
+    Ok(out)
 }
 
 pub fn bench_table(c: &LlavaConfig, device: &str, floors: &Floors, rows: &[BenchRow]) -> String {

@@ -165,6 +165,12 @@ pub struct BenchArgs {
     /// Timed repeats per decode point (prefill and encode: at most 10).
     #[arg(long, default_value_t = 50)]
     pub iters: usize,
+    /// Only this phase's points (to profile one phase).
+    #[arg(long, value_parser = ["decode", "prefill", "encode"])]
+    pub only: Option<String>,
+    /// Instead of timing: GPU time per operation of one pass at each target point.
+    #[arg(long)]
+    pub breakdown: bool,
     /// Also write the table here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -176,7 +182,15 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if a.iters == 0 {
         return Err(Error::Invalid("--iters must be at least 1".into()));
     }
-    let (floors, rows) = bench::bench(&c, a.gpu, a.iters)?;
+    if a.breakdown {
+        let t = bench::breakdown(&c, a.gpu, a.only.as_deref())?;
+        println!("{t}");
+        if let Some(p) = &a.out {
+            std::fs::write(p, &t).map_err(|e| crate::error::io_err(p, e))?;
+        }
+        return Ok(());
+    }
+    let (floors, rows) = bench::bench(&c, a.gpu, a.iters, a.only.as_deref())?;
     let name = device::Gpu::open(a.gpu)?.info.name;
     let t = bench::bench_table(&c, &format!("{name}, {}", util::now_utc()), &floors, &rows);
     println!("{t}");
@@ -356,6 +370,8 @@ mod tests {
             layers: None,
             gpu: 0,
             iters: 1,
+            only: None,
+            breakdown: false,
             out: None,
         };
         assert_eq!(bench(&a).unwrap_err().exit_code(), 2);

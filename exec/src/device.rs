@@ -357,6 +357,21 @@ impl Event {
     pub fn timing(gpu: &Gpu) -> Result<Event> {
         Self::with_flags(gpu, sys::CUevent_flags::CU_EVENT_DEFAULT as u32)
     }
+    /// A timing event in the context of stream `s`.
+    pub fn timing_on(s: &Stream) -> Result<Event> {
+        ck!(sys::cuCtxSetCurrent(s.ctx), "cuCtxSetCurrent(GPU {})", s.gpu)?;
+        let mut raw: CUevent = std::ptr::null_mut();
+        ck!(
+            sys::cuEventCreate(&mut raw, sys::CUevent_flags::CU_EVENT_DEFAULT as u32),
+            "cuEventCreate(GPU {})",
+            s.gpu
+        )?;
+        Ok(Event {
+            raw,
+            ctx: s.ctx,
+            gpu: s.gpu,
+        })
+    }
     pub fn sync_only(gpu: &Gpu) -> Result<Event> {
         Self::with_flags(gpu, sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32)
     }

@@ -91,6 +91,7 @@ impl Kernel {
         s: &Stream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
+        crate::timeline::mark(s, || self.name.clone())?;
         ck!(
             sys::cuLaunchKernel(
                 self.raw,
@@ -121,6 +122,7 @@ impl Kernel {
         s: &Stream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
+        crate::timeline::mark(s, || self.name.clone())?;
         ck!(
             sys::cuLaunchKernel(
                 self.raw,

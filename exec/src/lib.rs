@@ -31,6 +31,7 @@ pub mod replay;
 pub mod report;
 pub mod selftest;
 pub mod stats;
+pub mod timeline;
 pub mod util;
 pub mod validate;
 

@@ -65,35 +65,49 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let k = &m.k;
     let (rows, d) = (7usize, 256usize);
     let x = rand_vec(rows * d, 1, 2.0);
-    let w = rand_vec(d, 2, 1.0);
-    let b = rand_vec(d, 3, 0.5);
-    let (dx, dw, db) = (
-        upload_bf16(g, &x)?,
-        upload_bf16(g, &w)?,
-        upload_bf16(g, &b)?,
-    );
+    let dx = upload_bf16(g, &x)?;
     let dy = g.alloc(rows * d * 2)?;
-    let (px, pw, pb, py, d32, eps) = (dx.ptr, dw.ptr, db.ptr, dy.ptr, d as u32, 1e-5f32);
-    k.get("rmsnorm")
-        .launch(rows as u32, 256, &s, &mut kargs![px, pw, py, d32, eps])?;
-    s.synchronize()?;
-    check(
-        out,
-        "rmsnorm",
-        &download_bf16(&dy, rows * d)?,
-        &cpu::rms_norm(&x, &w, d, eps),
-        "7×256",
-    );
-    k.get("layernorm")
-        .launch(rows as u32, 256, &s, &mut kargs![px, pw, pb, py, d32, eps])?;
-    s.synchronize()?;
-    check(
-        out,
-        "layernorm",
-        &download_bf16(&dy, rows * d)?,
-        &cpu::layer_norm(&x, &w, &b, d, eps),
-        "7×256",
-    );
+    let (px, py, eps) = (dx.ptr, dy.ptr, 1e-5f32);
+    // Norms at the model's widths and at one not a multiple of 8 (the kernels' plain path);
+    // 9 rows: two blocks, the second partly empty.
+    for nd in [256usize, 4096, 250] {
+        let nr = 9usize;
+        let (x, w, b) = (
+            rand_vec(nr * nd, 11, 2.0),
+            rand_vec(nd, 12, 1.0),
+            rand_vec(nd, 13, 0.5),
+        );
+        let (dx, dw, db) = (
+            upload_bf16(g, &x)?,
+            upload_bf16(g, &w)?,
+            upload_bf16(g, &b)?,
+        );
+        let dy = g.alloc(nr * nd * 2)?;
+        let (px, pw, pb, py) = (dx.ptr, dw.ptr, db.ptr, dy.ptr);
+        let (r32, d32) = (nr as u32, nd as u32);
+        let blocks = crate::model::gpu::norm_blocks(nr);
+        k.get("rmsnorm")
+            .launch(blocks, 256, &s, &mut kargs![px, pw, py, r32, d32, eps])?;
+        s.synchronize()?;
+        let shape = format!("{nr}×{nd}");
+        check(
+            out,
+            "rmsnorm",
+            &download_bf16(&dy, nr * nd)?,
+            &cpu::rms_norm(&x, &w, nd, eps),
+            &shape,
+        );
+        k.get("layernorm")
+            .launch(blocks, 256, &s, &mut kargs![px, pw, pb, py, r32, d32, eps])?;
+        s.synchronize()?;
+        check(
+            out,
+            "layernorm",
+            &download_bf16(&dy, nr * nd)?,
+            &cpu::layer_norm(&x, &w, &b, nd, eps),
+            &shape,
+        );
+    }
     let n = (rows * d) as u64;
     let x2 = rand_vec(rows * d, 4, 2.0);
     let dx2 = upload_bf16(g, &x2)?;

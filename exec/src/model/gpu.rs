@@ -168,6 +168,11 @@ impl KvPool {
     }
 }
 
+/// Blocks of 256 threads for `layernorm` / `rmsnorm`: one warp per row, 8 rows a block.
+pub fn norm_blocks(rows: usize) -> u32 {
+    rows.div_ceil(8).max(1) as u32
+}
+
 /// Device scratch that grows on demand (never shrinks, so graph-captured addresses stay put
 /// as long as nothing larger is asked for).
 pub struct Scratch {
@@ -379,6 +384,7 @@ impl GpuModel {
             accumulate,
             out_f32,
         };
+        crate::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{k}"))?;
         let key = (m, n, k, ep);
         let mut plans = self.plans.borrow_mut();
         let p = match plans.entry(key) {
@@ -544,16 +550,18 @@ impl GpuModel {
         d: usize,
     ) -> Result<()> {
         let (wp, bp, d32, eps) = (w.ptr(), b.ptr(), d as u32, self.cfg.vision.eps);
+        let r32 = rows as u32;
         self.k
             .get("layernorm")
-            .launch(rows as u32, 256, s, &mut kargs![x, wp, bp, y, d32, eps])
+            .launch(norm_blocks(rows), 256, s, &mut kargs![x, wp, bp, y, r32, d32, eps])
     }
 
     fn rmsnorm(&self, s: &Stream, x: u64, w: &DTensor, y: u64, rows: usize) -> Result<()> {
         let (wp, d32, eps) = (w.ptr(), self.cfg.llm.hidden as u32, self.cfg.llm.eps);
+        let r32 = rows as u32;
         self.k
             .get("rmsnorm")
-            .launch(rows as u32, 256, s, &mut kargs![x, wp, y, d32, eps])
+            .launch(norm_blocks(rows), 256, s, &mut kargs![x, wp, y, r32, d32, eps])
     }
 
     /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
