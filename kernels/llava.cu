@@ -599,25 +599,26 @@ extern "C" __global__ void kv_append(const bf16* __restrict__ qkv, const int* __
 }
 
 // Decode attention, one query token per sequence, K/V read through the block table.
-// Split over the context (flash-decoding): block (part, head, seq) covers tokens
-// [part·PART, part·PART + PART) and writes an unnormalised partial result; decode_combine merges.
+// Split over the context (flash-decoding): block (p, head, seq) covers tokens
+// [p·part, p·part + part), part ≤ PART, and writes an unnormalised partial result;
+// decode_combine merges. Small batches take short parts, so enough blocks read the cache at once.
 // head_dim 128: a half-warp (16 lanes × 8 values) holds one key or value row.
 #define PART 256
 extern "C" __global__ void __launch_bounds__(128) decode_attn(
     const bf16* __restrict__ qkv, const int* __restrict__ tables, const int* __restrict__ ctx,
     const bf16* __restrict__ pool, float* __restrict__ part_o, float* __restrict__ part_ml, u32 stride, u32 heads,
-    u32 kv_heads, u32 max_blocks, u32 max_parts, float scale) {
+    u32 kv_heads, u32 max_blocks, u32 max_parts, u32 part, float scale) {
     __shared__ float sc[PART];
     __shared__ float red[8][128];
     const int p = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int len = ctx[b];
     const u64 idx = ((u64)b * heads + h) * max_parts + p;
-    const int start = p * PART;
+    const int start = p * part;
     if (start >= len) {
         if (threadIdx.x == 0) { part_ml[idx * 2] = NEG_INF; part_ml[idx * 2 + 1] = 0.f; }
         return;
     }
-    const int end = min(len, start + PART), n = end - start;
+    const int end = min(len, start + (int)part), n = end - start;
     const int kvh = h / (heads / kv_heads);
     const int l16 = threadIdx.x & 15, hw = threadIdx.x >> 4;  // 8 half-warps
     const int* tab = tables + (u64)b * max_blocks;
@@ -700,9 +701,10 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn(
 extern "C" __global__ void __launch_bounds__(128) decode_combine(const float* __restrict__ part_o,
                                                                  const float* __restrict__ part_ml,
                                                                  const int* __restrict__ ctx, bf16* __restrict__ out,
-                                                                 u32 heads, u32 max_parts, u32 out_stride) {
+                                                                 u32 heads, u32 max_parts, u32 part,
+                                                                 u32 out_stride) {
     const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
-    const int parts = (ctx[b] + PART - 1) / PART;
+    const int parts = (ctx[b] + part - 1) / part;
     const u64 base = ((u64)b * heads + h) * max_parts;
     float m = NEG_INF;
     for (int p = 0; p < parts; p++) m = fmaxf(m, part_ml[(base + p) * 2]);
@@ -761,15 +763,17 @@ extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ 
     float acc[GEMV_MAX_M][2];
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; m++) acc[m][0] = acc[m][1] = 0.f;
-    for (u32 k = lane; k < K8; k += 32 * 4) {
-        uint4 a[4], b[4];
+    // 4 vectors of each row in flight per lane (8 measured 16 % slower on an H100: registers).
+    constexpr int U = 4;
+    for (u32 k = lane; k < K8; k += 32 * U) {
+        uint4 a[U], b[U];
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < U; u++) {
             u32 kk = k + u * 32;
             if (kk < K8) { a[u] = __ldg(w0 + kk); b[u] = __ldg(w1 + kk); }
         }
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < U; u++) {
             u32 kk = k + u * 32;
             if (kk >= K8) break;
             const u32* wa = (const u32*)&a[u];

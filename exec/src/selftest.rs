@@ -302,34 +302,43 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         upload_i32(g, &tables)?,
         upload_i32(g, &ctx.iter().map(|c| *c as i32).collect::<Vec<_>>())?,
     );
-    let parts = 3usize;
-    let po = g.alloc(3 * heads * parts * 128 * 4)?;
-    let pml = g.alloc(3 * heads * parts * 2 * 4)?;
-    let o = g.alloc(3 * heads * hd * 2)?;
-    let (pq, pt, pc, pp, ppo, pm, poo) =
-        (dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, o.ptr);
-    let (st, h32, kv32, mb, mp) = (
-        stride as u32,
-        heads as u32,
-        kvh as u32,
-        max_blocks as u32,
-        parts as u32,
-    );
     let scale = 1.0f32 / (hd as f32).sqrt();
-    m.k.get("decode_attn").launch3(
-        (mp, h32, 3),
-        128,
-        &s,
-        &mut kargs![pq, pt, pc, pp, ppo, pm, st, h32, kv32, mb, mp, scale],
-    )?;
-    let qd = (heads * hd) as u32;
-    m.k.get("decode_combine").launch3(
-        (h32, 3, 1),
-        128,
-        &s,
-        &mut kargs![ppo, pm, pc, poo, h32, mp, qd],
-    )?;
-    s.synchronize()?;
+    // Both partition lengths the engine uses (large and small batches).
+    let mut got = Vec::new();
+    for part in [
+        crate::model::gpu::DECODE_PART_MAX,
+        crate::model::gpu::DECODE_PART,
+    ] {
+        let parts = 530usize.div_ceil(part);
+        let po = g.alloc(3 * heads * parts * 128 * 4)?;
+        let pml = g.alloc(3 * heads * parts * 2 * 4)?;
+        let o = g.alloc(3 * heads * hd * 2)?;
+        let (pq, pt, pc, pp, ppo, pm, poo) =
+            (dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, o.ptr);
+        let (st, h32, kv32, mb, mp, p32) = (
+            stride as u32,
+            heads as u32,
+            kvh as u32,
+            max_blocks as u32,
+            parts as u32,
+            part as u32,
+        );
+        m.k.get("decode_attn").launch3(
+            (mp, h32, 3),
+            128,
+            &s,
+            &mut kargs![pq, pt, pc, pp, ppo, pm, st, h32, kv32, mb, mp, p32, scale],
+        )?;
+        let qd = (heads * hd) as u32;
+        m.k.get("decode_combine").launch3(
+            (h32, 3, 1),
+            128,
+            &s,
+            &mut kargs![ppo, pm, pc, poo, h32, mp, p32, qd],
+        )?;
+        s.synchronize()?;
+        got.push((part, download_bf16(&o, 3 * heads * hd)?));
+    }
     let mut want = vec![0f32; 3 * heads * hd];
     for b in 0..3 {
         for h in 0..heads {
@@ -353,13 +362,15 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             }
         }
     }
-    check(
-        out,
-        "decode_attn + combine (paged)",
-        &download_bf16(&o, 3 * heads * hd)?,
-        &want,
-        "contexts 1, 300, 530; scattered blocks; GQA 4/2",
-    );
+    for (part, o) in got {
+        check(
+            out,
+            &format!("decode_attn + combine (paged, parts of {part})"),
+            &o,
+            &want,
+            "contexts 1, 300, 530; scattered blocks; GQA 4/2",
+        );
+    }
     Ok(())
 }
 

@@ -44,9 +44,19 @@ pub const KERNELS: [&str; 21] = [
 /// 2.2× slower at M = 8 (it re-reads X for every weight chunk), so only M = 1 uses it.
 pub const GEMV_MAX_M: usize = 1;
 
-/// Tokens per KV block and per decode-attention partition (as in the kernels).
+/// Tokens per KV block (as in the kernels).
 pub const KV_BLOCK: usize = 16;
-pub const DECODE_PART: usize = 256;
+/// Tokens per decode-attention partition: the shortest (the buffers of partial results are sized
+/// by it) and the longest (`PART` in the kernels).
+pub const DECODE_PART: usize = 64;
+pub const DECODE_PART_MAX: usize = 256;
+
+/// Partition length of a decode step of `batch` sequences: short for small batches, where
+/// sequences × heads alone would leave most SMs idle; long for large ones, where fewer
+/// partial results to merge is the better trade.
+pub fn decode_part(batch: usize) -> usize {
+    if batch < 8 { DECODE_PART } else { DECODE_PART_MAX }
+}
 
 /// A bf16 tensor on the GPU.
 pub struct DTensor {
@@ -676,18 +686,23 @@ impl GpuModel {
                     max_blocks,
                 } => {
                     let (t, c, mb, mp) = (*tables, *ctx, *max_blocks as u32, max_parts as u32);
+                    let part = decode_part(n);
+                    // Partitions of the longest context at this length; the partial results keep
+                    // the stride of the shortest partition.
+                    let launched = (max_parts * DECODE_PART).div_ceil(part) as u32;
+                    let part = part as u32;
                     self.k.get("decode_attn").launch3(
-                        (mp, heads, n32),
+                        (launched, heads, n32),
                         128,
                         s,
-                        &mut kargs![qkv, t, c, layer, po, pml, stride, heads, kvh, mb, mp, scale],
+                        &mut kargs![qkv, t, c, layer, po, pml, stride, heads, kvh, mb, mp, part, scale],
                     )?;
                     let qd = l.q_dim() as u32;
                     self.k.get("decode_combine").launch3(
                         (heads, n32, 1),
                         128,
                         s,
-                        &mut kargs![po, pml, c, attn, heads, mp, qd],
+                        &mut kargs![po, pml, c, attn, heads, mp, part, qd],
                     )?;
                 }
             }
