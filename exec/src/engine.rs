@@ -995,6 +995,7 @@ impl Engine {
 
     /// Run one decode step (graph replay or direct launches) and return the sampled tokens.
     fn run_decode(&mut self, bucket: usize, batch: usize) -> Result<Vec<u32>> {
+        self.model.tune_decode_plans(&self.stream, bucket)?;
         if self.cfg.graphs {
             if !self.graphs.contains_key(&bucket) {
                 self.capture(bucket)?;

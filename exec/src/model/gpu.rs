@@ -5,7 +5,7 @@
 
 use super::host::{HostWeights, f32_to_bf16, flatten, tensor_seed};
 use super::llava::{LlavaConfig, LlavaWeights, TensorSpec};
-use crate::device::{DeviceBuffer, Gpu, Stream};
+use crate::device::{DeviceBuffer, Event, Gpu, Stream};
 use crate::error::{Error, Result};
 use crate::gemm::{Epilogue, Lt, Plan};
 use crate::kargs;
@@ -362,6 +362,77 @@ impl GpuModel {
                 .sum::<u64>();
         }
         b
+    }
+
+    /// Plans for every product of a decode step of `m` rows, each the fastest on this GPU of
+    /// up to 16 cuBLASLt heuristic candidates (timed into scratch outputs, so nothing the step
+    /// reads changes). Called before every decode step, outside graph capture (which cannot
+    /// time): a plan made inside capture would get the heuristic's first guess. Nothing to do
+    /// once the plans exist.
+    pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
+        if m <= GEMV_MAX_M && self.use_gemv {
+            return Ok(()); // the products go to gemv
+        }
+        let Some(l) = self.w.layers.first() else {
+            return Ok(());
+        };
+        let plain = Epilogue::default();
+        let acc = Epilogue {
+            accumulate: true,
+            ..plain
+        };
+        let f32o = Epilogue {
+            out_f32: true,
+            ..plain
+        };
+        let products: Vec<(&DTensor, Epilogue)> = [
+            (&l.qkv, plain),
+            (&l.o, acc),
+            (&l.gate_up, plain),
+            (&l.down, acc),
+            (&self.w.lm_head, f32o),
+        ]
+        .into_iter()
+        .filter(|(w, ep)| {
+            !self
+                .plans
+                .borrow()
+                .contains_key(&(m, w.shape[0], w.shape[1], *ep))
+        })
+        .collect();
+        if products.is_empty() {
+            return Ok(());
+        }
+        let kmax = products.iter().map(|p| p.0.shape[1]).max().unwrap_or(1);
+        let nmax = products.iter().map(|p| p.0.shape[0]).max().unwrap_or(1);
+        let x = self.gpu.alloc(m * kmax * 2)?;
+        let y = self.gpu.alloc(m * nmax * 4)?;
+        let (e0, e1) = (Event::timing(&self.gpu)?, Event::timing(&self.gpu)?);
+        for (w, ep) in products {
+            let (n, k) = (w.shape[0], w.shape[1]);
+            let mut p = self.lt.plan_with(m, n, k, WORKSPACE, 16, ep)?;
+            let mut best = (f64::INFINITY, 0);
+            for i in 0..p.candidates() {
+                p.choose(i);
+                let run = || self.lt.run_with(&p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s);
+                // A candidate the library turns down at run time is simply not chosen.
+                if run().is_err() {
+                    continue;
+                }
+                e0.record(s)?;
+                for _ in 0..5 {
+                    run()?;
+                }
+                e1.record(s)?;
+                let t = e0.elapsed_ms(&e1)?;
+                if t < best.0 {
+                    best = (t, i);
+                }
+            }
+            p.choose(best.1);
+            self.plans.borrow_mut().insert((m, n, k, ep), p);
+        }
+        s.synchronize()
     }
 
     /// Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ (+ bias), planned once per shape.
