@@ -211,7 +211,10 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     let name = gpu.info.name.clone();
     let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
     e.cfg.graphs = false;
-    let mut out = format!("{} ({} decoder layers), bf16, {name}\n\n", c.name, c.llm.layers);
+    let mut out = format!(
+        "{} ({} decoder layers), bf16, {name}\n\n",
+        c.name, c.llm.layers
+    );
     // Each timing call below runs two passes (a warm-up and one timed), both recorded.
     let mut one = |e: &mut Engine, title: String, f: &dyn Fn(&mut Engine) -> Result<f64>| {
         f(e)?;
@@ -236,7 +239,9 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
         })?;
     }
     if runs("encode") {
-        one(&mut e, "encode, 32 images".into(), &|e| e.time_encode(32, 1))?;
+        one(&mut e, "encode, 32 images".into(), &|e| {
+            e.time_encode(32, 1)
+        })?;
     }
     Ok(out)
 }

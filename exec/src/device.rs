@@ -359,7 +359,11 @@ impl Event {
     }
     /// A timing event in the context of stream `s`.
     pub fn timing_on(s: &Stream) -> Result<Event> {
-        ck!(sys::cuCtxSetCurrent(s.ctx), "cuCtxSetCurrent(GPU {})", s.gpu)?;
+        ck!(
+            sys::cuCtxSetCurrent(s.ctx),
+            "cuCtxSetCurrent(GPU {})",
+            s.gpu
+        )?;
         let mut raw: CUevent = std::ptr::null_mut();
         ck!(
             sys::cuEventCreate(&mut raw, sys::CUevent_flags::CU_EVENT_DEFAULT as u32),

@@ -243,6 +243,18 @@ fn upload_ints(
     stream.synchronize()
 }
 
+/// One event of `kind` at time `t` for each of `seqs` (events that carry no token).
+fn stamped(seqs: &[Seq], kind: EventKind, t: f64) -> Vec<EngineEvent> {
+    seqs.iter()
+        .map(|s| EngineEvent {
+            id: s.req.id,
+            kind,
+            token: None,
+            t,
+        })
+        .collect()
+}
+
 /// Batch-size buckets: powers of two up to max_batch (and max_batch itself).
 pub fn bucket(batch: usize, max_batch: usize) -> usize {
     batch.next_power_of_two().min(max_batch)
@@ -521,16 +533,7 @@ impl Engine {
             self.spent.push(kv);
             moved.push(s);
         }
-        let t = self.now();
-        let events = moved
-            .iter()
-            .map(|s| EngineEvent {
-                id: s.req.id,
-                kind: EventKind::KvImported,
-                token: None,
-                t,
-            })
-            .collect();
+        let events = stamped(&moved, EventKind::KvImported, self.now());
         let seqs = moved.len();
         for s in moved {
             self.running.insert(s.req.id, s);
@@ -739,16 +742,7 @@ impl Engine {
             done.push(s);
         }
         self.stream.synchronize()?;
-        let t = self.now();
-        let events = done
-            .iter()
-            .map(|s| EngineEvent {
-                id: s.req.id,
-                kind: EventKind::EncodeDone,
-                token: None,
-                t,
-            })
-            .collect();
+        let events = stamped(&done, EventKind::EncodeDone, self.now());
         self.encoded.extend(done);
         Ok((StepKind::Encode { images }, events))
     }

@@ -106,8 +106,16 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                OpTime { label: "b".into(), calls: 1, ms: 5.0 },
-                OpTime { label: "a".into(), calls: 2, ms: 3.0 },
+                OpTime {
+                    label: "b".into(),
+                    calls: 1,
+                    ms: 5.0
+                },
+                OpTime {
+                    label: "a".into(),
+                    calls: 2,
+                    ms: 3.0
+                },
             ]
         );
         let t = table("x", &ops, 2);

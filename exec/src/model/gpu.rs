@@ -55,7 +55,11 @@ pub const DECODE_PART_MAX: usize = 256;
 /// sequences × heads alone would leave most SMs idle; long for large ones, where fewer
 /// partial results to merge is the better trade.
 pub fn decode_part(batch: usize) -> usize {
-    if batch < 8 { DECODE_PART } else { DECODE_PART_MAX }
+    if batch < 8 {
+        DECODE_PART
+    } else {
+        DECODE_PART_MAX
+    }
 }
 
 /// A bf16 tensor on the GPU.
@@ -414,7 +418,10 @@ impl GpuModel {
             let mut best = (f64::INFINITY, 0);
             for i in 0..p.candidates() {
                 p.choose(i);
-                let run = || self.lt.run_with(&p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s);
+                let run = || {
+                    self.lt
+                        .run_with(&p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s)
+                };
                 // A candidate the library turns down at run time is simply not chosen.
                 if run().is_err() {
                     continue;
@@ -632,17 +639,23 @@ impl GpuModel {
     ) -> Result<()> {
         let (wp, bp, d32, eps) = (w.ptr(), b.ptr(), d as u32, self.cfg.vision.eps);
         let r32 = rows as u32;
-        self.k
-            .get("layernorm")
-            .launch(norm_blocks(rows), 256, s, &mut kargs![x, wp, bp, y, r32, d32, eps])
+        self.k.get("layernorm").launch(
+            norm_blocks(rows),
+            256,
+            s,
+            &mut kargs![x, wp, bp, y, r32, d32, eps],
+        )
     }
 
     fn rmsnorm(&self, s: &Stream, x: u64, w: &DTensor, y: u64, rows: usize) -> Result<()> {
         let (wp, d32, eps) = (w.ptr(), self.cfg.llm.hidden as u32, self.cfg.llm.eps);
         let r32 = rows as u32;
-        self.k
-            .get("rmsnorm")
-            .launch(norm_blocks(rows), 256, s, &mut kargs![x, wp, y, r32, d32, eps])
+        self.k.get("rmsnorm").launch(
+            norm_blocks(rows),
+            256,
+            s,
+            &mut kargs![x, wp, y, r32, d32, eps],
+        )
     }
 
     /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
@@ -766,7 +779,9 @@ impl GpuModel {
                         (launched, heads, n32),
                         128,
                         s,
-                        &mut kargs![qkv, t, c, layer, po, pml, stride, heads, kvh, mb, mp, part, scale],
+                        &mut kargs![
+                            qkv, t, c, layer, po, pml, stride, heads, kvh, mb, mp, part, scale
+                        ],
                     )?;
                     let qd = l.q_dim() as u32;
                     self.k.get("decode_combine").launch3(
