@@ -285,6 +285,32 @@ impl Plan {
     pub fn choose(&mut self, i: usize) {
         self.chosen = i.min(self.algos.len() - 1);
     }
+    /// Autotune as engines do: time every candidate with `seconds` (the plan has it chosen),
+    /// keep the fastest. A candidate whose run fails is not chosen; if all fail, the last
+    /// error. Returns the fastest time and its candidate.
+    pub fn choose_fastest(
+        &mut self,
+        mut seconds: impl FnMut(&Plan) -> Result<f64>,
+    ) -> Result<(f64, usize)> {
+        let mut best: Option<(f64, usize)> = None;
+        let mut last_err = None;
+        for c in 0..self.candidates() {
+            self.choose(c);
+            match seconds(self) {
+                Ok(t) if best.is_none_or(|b| t < b.0) => best = Some((t, c)),
+                Ok(_) => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (best, last_err) {
+            (Some(b), _) => {
+                self.choose(b.1);
+                Ok(b)
+            }
+            (None, Some(e)) => Err(e),
+            (None, None) => unreachable!("a plan has at least one candidate"),
+        }
+    }
 }
 
 impl Drop for Plan {

@@ -415,28 +415,19 @@ impl GpuModel {
         for (w, ep) in products {
             let (n, k) = (w.shape[0], w.shape[1]);
             let mut p = self.lt.plan_with(m, n, k, WORKSPACE, 16, ep)?;
-            let mut best = (f64::INFINITY, 0);
-            for i in 0..p.candidates() {
-                p.choose(i);
+            p.choose_fastest(|p| {
                 let run = || {
                     self.lt
-                        .run_with(&p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s)
+                        .run_with(p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s)
                 };
-                // A candidate the library turns down at run time is simply not chosen.
-                if run().is_err() {
-                    continue;
-                }
+                run()?; // warm-up; a candidate the library turns down fails here
                 e0.record(s)?;
                 for _ in 0..5 {
                     run()?;
                 }
                 e1.record(s)?;
-                let t = e0.elapsed_ms(&e1)?;
-                if t < best.0 {
-                    best = (t, i);
-                }
-            }
-            p.choose(best.1);
+                Ok(e0.elapsed_ms(&e1)? * 1e-3)
+            })?;
             self.plans.borrow_mut().insert((m, n, k, ep), p);
         }
         s.synchronize()

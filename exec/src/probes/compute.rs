@@ -159,21 +159,14 @@ pub fn time_gemm(
     let mut plan = lt.plan(m, n, k, WORKSPACE, 8)?;
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let mut i = 0usize;
-    // Autotune as engines do: time each heuristic candidate briefly, keep the fastest.
-    let mut best = (f64::INFINITY, 0usize);
-    for c in 0..plan.candidates() {
-        plan.choose(c);
+    let best = plan.choose_fastest(|plan| {
         let t = time_events(gpu, s, 2, 3, |_| {
             let (x, w, y) = &bufs.sets[i % bufs.sets.len()];
             i += 1;
-            lt.run(&plan, x.ptr, w.ptr, y.ptr, bufs.workspace.ptr, s)
+            lt.run(plan, x.ptr, w.ptr, y.ptr, bufs.workspace.ptr, s)
         })?;
-        let med = stats::median(&t);
-        if med < best.0 {
-            best = (med, c);
-        }
-    }
-    plan.choose(best.1);
+        Ok(stats::median(&t))
+    })?;
     let mut run = |_: &Event| -> Result<()> {
         let (x, w, y) = &bufs.sets[i % bufs.sets.len()];
         i += 1;
