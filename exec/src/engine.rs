@@ -394,8 +394,7 @@ impl Engine {
 
     /// Bytes of the packed KV of `tokens` tokens: 2 · layers · kv_heads · tokens · head_dim · 2.
     pub fn kv_bytes(&self, tokens: usize) -> usize {
-        let l = &self.model.cfg.llm;
-        2 * l.layers * l.kv_heads * tokens * l.head_dim * 2
+        self.model.cfg.transfer_shape().kv_bytes(tokens)
     }
 
     /// Prefill-worker use: hands out the oldest prefilled request with its KV gathered into

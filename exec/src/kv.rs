@@ -194,6 +194,13 @@ mod tests {
         assert_eq!(m.block_bytes_per_layer(), 262_144);
     }
 
+    #[test]
+    fn the_engine_model_ships_what_the_design_brief_says() {
+        let c = crate::model::llava::LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
+        assert_eq!(c.transfer_shape(), ModelShape::LLAVA_15_7B);
+        assert_eq!(c.transfer_shape().kv_bytes(596), 312_475_648);
+    }
+
     fn small() -> ModelShape {
         ModelShape {
             layers: 3,

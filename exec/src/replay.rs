@@ -497,8 +497,7 @@ fn replay_split(
         }
     );
     let np = c.image_tokens();
-    let l = &c.llm;
-    let kv_bytes = |tokens: usize| 2 * l.layers * l.kv_heads * tokens * l.head_dim * 2;
+    let shape = c.transfer_shape();
     // Prompts of the trace and of the warm-up (one image, 8 text tokens).
     let longest_prompt = reqs
         .iter()
@@ -506,7 +505,7 @@ fn replay_split(
         .max()
         .unwrap_or(1)
         .max(np + 10);
-    let kv_capacity = kv_bytes(longest_prompt);
+    let kv_capacity = shape.kv_bytes(longest_prompt);
     let barrier = Barrier::new(2);
     let t0cell: OnceLock<Instant> = OnceLock::new();
     let (out_tx, out_rx) = mpsc::channel::<Crossing<(Outbound, Seen)>>();

@@ -216,6 +216,17 @@ impl LlavaConfig {
         self.vision.patches()
     }
 
+    /// The shapes that decide transfer sizes (KV cache and embeddings on the wire).
+    pub fn transfer_shape(&self) -> crate::kv::ModelShape {
+        crate::kv::ModelShape {
+            layers: self.llm.layers,
+            kv_heads: self.llm.kv_heads,
+            head_dim: self.llm.head_dim,
+            hidden: self.llm.hidden,
+            visual_tokens: self.image_tokens(),
+        }
+    }
+
     /// Parameters of the weights we hold (vision layers not run are not loaded).
     pub fn params(&self) -> u64 {
         tensor_specs(self)
