@@ -91,29 +91,9 @@ impl Kernel {
         s: &Stream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
-        crate::timeline::mark(s, || self.name.clone())?;
-        ck!(
-            sys::cuLaunchKernel(
-                self.raw,
-                grid.max(1),
-                1,
-                1,
-                block,
-                1,
-                1,
-                0,
-                s.raw,
-                args.as_mut_ptr(),
-                std::ptr::null_mut()
-            ),
-            "cuLaunchKernel({}, grid {grid}, block {block}, GPU {})",
-            self.name,
-            s.gpu
-        )
+        self.launch3((grid, 1, 1), block, s, args)
     }
-}
 
-impl Kernel {
     /// Launch on `s` with a 3-D grid.
     pub fn launch3(
         &self,
