@@ -498,20 +498,17 @@ impl Engine {
             table,
             blocks,
         )?;
-        let l = &self.model.cfg.llm;
-        let dv = (l.head_dim / 8) as u32;
-        let (s, heads, nb) = (tokens as u32, l.kv_heads as u32, self.pool.blocks as u32);
-        let n = (2 * l.layers * l.kv_heads * tokens) as u64 * dv as u64;
-        let pool = self.pool.buf.ptr;
-        let (k, mut args) = if to_pool {
-            (
-                &mv.scatter,
-                kargs![packed, pool, table, n, dv, s, heads, nb],
-            )
-        } else {
-            (&mv.gather, kargs![pool, packed, table, n, dv, s, heads, nb])
-        };
-        k.launch(grid_for(n, 256, g.info.sms), 256, &self.stream, &mut args)?;
+        crate::kv::launch_move(
+            if to_pool { &mv.scatter } else { &mv.gather },
+            to_pool,
+            self.pool.buf.ptr,
+            packed,
+            table,
+            self.pool.blocks as u32,
+            self.model.cfg.transfer_shape().paged_geometry(tokens),
+            g.info.sms,
+            &self.stream,
+        )?;
         self.stream.synchronize()
     }
 

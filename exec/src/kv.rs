@@ -13,7 +13,10 @@
 //! The GPU kernels in `kernels/kv_transfer.cu` implement the same mapping in 16-byte vectors
 //! (8 bf16), so `head_dim` must be a multiple of 8.
 
+use crate::device::Stream;
 use crate::error::{Error, Result};
+use crate::kargs;
+use crate::kernels::{Kernel, grid_for};
 use serde::{Deserialize, Serialize};
 
 pub const BLOCK_TOKENS: usize = 16;
@@ -63,6 +66,15 @@ impl ModelShape {
     pub fn pool_bytes(&self, nblocks: usize) -> usize {
         self.layers * nblocks * self.block_bytes_per_layer()
     }
+    /// The paged kernels' geometry for one request of `s` tokens.
+    pub fn paged_geometry(&self, s: usize) -> PagedGeometry {
+        PagedGeometry {
+            n_vec: (self.kv_bytes(s) / 16) as u64,
+            dv: (self.head_dim / VEC_ELEMS) as u32,
+            s: s as u32,
+            heads: self.kv_heads as u32,
+        }
+    }
     pub fn validate(&self) -> Result<()> {
         if self.layers == 0
             || self.kv_heads == 0
@@ -80,6 +92,49 @@ impl ModelShape {
             )));
         }
         Ok(())
+    }
+}
+
+/// Geometry arguments of the paged kernels in `kernels/kv_transfer.cu`: 16-byte vectors in the
+/// packed layout, vectors per head row, tokens, KV heads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PagedGeometry {
+    pub n_vec: u64,
+    pub dv: u32,
+    pub s: u32,
+    pub heads: u32,
+}
+
+/// Queue `kv_gather` (pool → packed) or, `to_pool`, `kv_scatter` (packed → pool) of one request
+/// whose blocks are listed at device address `table`, in a pool of `nblocks` blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn launch_move(
+    kernel: &Kernel,
+    to_pool: bool,
+    pool: u64,
+    packed: u64,
+    table: u64,
+    nblocks: u32,
+    geo: PagedGeometry,
+    sms: u32,
+    st: &Stream,
+) -> Result<()> {
+    let (n, dv, s, h) = (geo.n_vec, geo.dv, geo.s, geo.heads);
+    let grid = grid_for(n, 256, sms);
+    if to_pool {
+        kernel.launch(
+            grid,
+            256,
+            st,
+            &mut kargs![packed, pool, table, n, dv, s, h, nblocks],
+        )
+    } else {
+        kernel.launch(
+            grid,
+            256,
+            st,
+            &mut kargs![pool, packed, table, n, dv, s, h, nblocks],
+        )
     }
 }
 
@@ -192,6 +247,19 @@ mod tests {
         let r80 = m.with_layers(80).kv_bytes(704) as f64 / m.emb_bytes() as f64;
         assert!((r80 - 195.56).abs() < 0.01, "{r80}");
         assert_eq!(m.block_bytes_per_layer(), 262_144);
+    }
+
+    #[test]
+    fn paged_geometry_covers_the_packed_bytes() {
+        let m = ModelShape::LLAVA_15_7B;
+        let g = m.paged_geometry(596);
+        assert_eq!(g.n_vec * 16, m.kv_bytes(596) as u64);
+        // packed[layer][kv][head][token][vector]
+        assert_eq!(
+            g.n_vec,
+            (m.layers * 2) as u64 * g.heads as u64 * g.s as u64 * g.dv as u64
+        );
+        assert_eq!((g.dv, g.heads), (16, 32));
     }
 
     #[test]

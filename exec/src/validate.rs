@@ -13,7 +13,7 @@ use crate::device::{self, DeviceBuffer, Event, Gpu, Stream};
 use crate::error::{Error, Result};
 use crate::kargs;
 use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
-use crate::kv::{self, ModelShape, VEC_ELEMS};
+use crate::kv::{self, ModelShape, PagedGeometry};
 use crate::probes::link::{MIB, Stager, staged_chunk};
 use crate::profile::HardwareProfile;
 use crate::stats;
@@ -275,16 +275,7 @@ impl Side {
     }
 }
 
-/// Geometry arguments of the paged kernels.
-#[derive(Clone, Copy)]
-struct Geo {
-    n_vec: u64,
-    dv: u32,
-    s: u32,
-    heads: u32,
-}
-
-fn checksum_paged(k: &KvKernels, side: &Side, geo: Geo, st: &Stream) -> Result<()> {
+fn checksum_paged(k: &KvKernels, side: &Side, geo: PagedGeometry, st: &Stream) -> Result<()> {
     side.sums.memset_async(0, st)?;
     let (pool, table, out, nb) = (side.pool.ptr, side.table.ptr, side.sums.ptr, side.nblocks);
     let (n, dv, s, h) = (geo.n_vec, geo.dv, geo.s, geo.heads);
@@ -481,12 +472,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         let t_dst = kv::block_table(nb_req, nblocks, opts.seed ^ 0xd57 ^ layers as u64)?;
         let a = Side::new(&src_g, &shape, s, &t_src, nblocks)?;
         let b = Side::new(&dst_g, &shape, s, &t_dst, nblocks)?;
-        let geo = Geo {
-            n_vec: (shape.kv_bytes(s) / 16) as u64,
-            dv: (shape.head_dim / VEC_ELEMS) as u32,
-            s: s as u32,
-            heads: shape.kv_heads as u32,
-        };
+        let geo = shape.paged_geometry(s);
         src_g.bind()?;
         fill(&ks, &a.pool, opts.seed.wrapping_add(layers as u64), &s_src)?;
         fill(
@@ -518,15 +504,17 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                     let (cs, g, x, sc, cd, sums) = if payload == "kv" {
                         let cs = timed(&src_g, &s_src, || checksum_paged(&ks, &a, geo, &s_src))?;
                         let c_src = a.sums.read_u64()?;
-                        let (pool, packed, table, nb) =
-                            (a.pool.ptr, a.packed.ptr, a.table.ptr, a.nblocks);
-                        let (nv, dv, ss, h) = (geo.n_vec, geo.dv, geo.s, geo.heads);
                         let g = timed(&src_g, &s_src, || {
-                            ks.gather.launch(
-                                grid_for(nv, 256, ks.sms),
-                                256,
+                            kv::launch_move(
+                                &ks.gather,
+                                false,
+                                a.pool.ptr,
+                                a.packed.ptr,
+                                a.table.ptr,
+                                a.nblocks,
+                                geo,
+                                ks.sms,
                                 &s_src,
-                                &mut kargs![pool, packed, table, nv, dv, ss, h, nb],
                             )
                         })?;
                         checksum_flat(&ks, a.packed.ptr, bytes, &a.sums, &s_src)?;
@@ -537,14 +525,17 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                         checksum_flat(kd, b.packed.ptr, bytes, &b.sums, &s_dst)?;
                         s_dst.synchronize()?;
                         let c_packed_dst = b.sums.read_u64()?;
-                        let (pool, packed, table, nb) =
-                            (b.pool.ptr, b.packed.ptr, b.table.ptr, b.nblocks);
                         let sc = timed(&dst_g, &s_dst, || {
-                            kd.scatter.launch(
-                                grid_for(nv, 256, kd.sms),
-                                256,
+                            kv::launch_move(
+                                &kd.scatter,
+                                true,
+                                b.pool.ptr,
+                                b.packed.ptr,
+                                b.table.ptr,
+                                b.nblocks,
+                                geo,
+                                kd.sms,
                                 &s_dst,
-                                &mut kargs![packed, pool, table, nv, dv, ss, h, nb],
                             )
                         })?;
                         let cd = timed(&dst_g, &s_dst, || checksum_paged(kd, &b, geo, &s_dst))?;
