@@ -515,16 +515,12 @@ impl Engine {
     /// Moves imported requests into the pool and the running batch while there is room.
     fn import_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
         let mut moved = Vec::new();
-        while self.running.len() + moved.len() < self.cfg.max_batch
-            && let Some((s, _)) = self.imported.front()
-            && (s.len + s.req.output_tokens).div_ceil(KV_BLOCK) <= self.free_blocks.len()
-        {
+        // `moved` joins the batch only below, so count it against the batch's room here.
+        while self.running.len() + moved.len() < self.cfg.max_batch && self.can_import() {
             let Some((mut s, kv)) = self.imported.pop_front() else {
                 break;
             };
-            for _ in 0..(s.len + s.req.output_tokens).div_ceil(KV_BLOCK) {
-                s.blocks.push(self.free_blocks.pop().unwrap_or(0));
-            }
+            self.take_blocks(&mut s);
             self.move_kv(&s.blocks, s.len, kv.ptr, true)?;
             self.spent.push(kv);
             moved.push(s);
@@ -630,7 +626,27 @@ impl Engine {
             && self
                 .encoded
                 .front()
-                .is_some_and(|s| self.kv_tokens(s).div_ceil(KV_BLOCK) <= self.free_blocks.len())
+                .is_some_and(|s| self.blocks_needed(s) <= self.free_blocks.len())
+    }
+
+    /// The batch has room and the oldest imported request's KV fits.
+    fn can_import(&self) -> bool {
+        self.running.len() < self.cfg.max_batch
+            && self
+                .imported
+                .front()
+                .is_some_and(|(s, _)| self.blocks_needed(s) <= self.free_blocks.len())
+    }
+
+    fn blocks_needed(&self, s: &Seq) -> usize {
+        self.kv_tokens(s).div_ceil(KV_BLOCK)
+    }
+
+    /// Reserves the KV blocks `s` holds here (`kv_tokens`).
+    fn take_blocks(&mut self, s: &mut Seq) {
+        for _ in 0..self.blocks_needed(s) {
+            s.blocks.push(self.free_blocks.pop().unwrap_or(0));
+        }
     }
 
     /// Tokens of KV a request holds here from admission on: its whole length, or only its
@@ -659,11 +675,7 @@ impl Engine {
             }
             return Ok((kind, events));
         }
-        let room = self.cfg.max_batch - self.running.len();
-        if room > 0
-            && let Some((s, _)) = self.imported.front()
-            && (s.len + s.req.output_tokens).div_ceil(KV_BLOCK) <= self.free_blocks.len()
-        {
+        if self.can_import() {
             return self.import_step();
         }
         if self.can_prefill() {
@@ -751,7 +763,7 @@ impl Engine {
         let mut tokens = 0;
         while let Some(s) = self.encoded.front() {
             let len = s.prompt_len(np);
-            let need = self.kv_tokens(s).div_ceil(KV_BLOCK);
+            let need = self.blocks_needed(s);
             if !seqs.is_empty()
                 && (tokens + len > self.cfg.prefill_tokens
                     || self.running.len() + seqs.len() >= self.cfg.max_batch)
@@ -764,9 +776,7 @@ impl Engine {
             let Some(mut s) = self.encoded.pop_front() else {
                 break;
             };
-            for _ in 0..need {
-                s.blocks.push(self.free_blocks.pop().unwrap_or(0));
-            }
+            self.take_blocks(&mut s);
             tokens += len;
             seqs.push(s);
         }
