@@ -440,12 +440,11 @@ enum Outbound {
 }
 
 /// The link's side of a split replay, built by the upstream thread (which warms it up) and
-/// handed to the shipper thread once the clock starts.
+/// handed to the shipper thread with the clock's start.
 struct LinkKit {
     home: Gpu,
     link: Link,
     pool: LandingPool,
-    t0: Instant,
 }
 
 /// Serves a disaggregated scenario on two GPUs with three host threads: the upstream thread takes
@@ -509,7 +508,7 @@ fn replay_split(
     let barrier = Barrier::new(2);
     let t0cell: OnceLock<Instant> = OnceLock::new();
     let (out_tx, out_rx) = mpsc::channel::<Crossing<(Outbound, Seen)>>();
-    let (kit_tx, kit_rx) = mpsc::channel::<Crossing<LinkKit>>();
+    let (kit_tx, kit_rx) = mpsc::channel::<Crossing<(LinkKit, Instant)>>();
     // Shipped source buffers going back upstream for reuse.
     let (src_back_tx, src_back_rx) = mpsc::channel::<Crossing<DeviceBuffer>>();
     let (tx, rx) = mpsc::channel::<Crossing<Box<Shipped>>>();
@@ -577,21 +576,18 @@ fn replay_split(
                     }
                 }
             }
-            ug.bind()?;
             let kit = LinkKit {
                 home: Gpu::open(up_ord)?,
                 link,
                 pool,
-                t0: Instant::now(),
             };
             ug.bind()?;
             Ok((ug, eng, kit, packed))
         })();
         barrier.wait();
-        let (ug, mut eng, mut kit, packed) = setup?;
+        let (ug, mut eng, kit, packed) = setup?;
         let t0 = *t0cell.get_or_init(Instant::now);
-        kit.t0 = t0;
-        if kit_tx.send(Crossing(kit)).is_err() {
+        if kit_tx.send(Crossing((kit, t0))).is_err() {
             return Ok(BTreeMap::new());
         }
         ug.bind()?;
@@ -685,12 +681,14 @@ fn replay_split(
         let Ok(kit) = kit_rx.recv() else {
             return Ok(()); // upstream failed to set up; it reports why
         };
-        let LinkKit {
-            home,
-            link,
-            mut pool,
+        let (
+            LinkKit {
+                home,
+                link,
+                mut pool,
+            },
             t0,
-        } = kit.0;
+        ) = kit.0;
         home.bind()?;
         let now = || t0.elapsed().as_secs_f64();
         // (wall, on the GPU) seconds of each measured copy: where the host's view and the
