@@ -485,7 +485,7 @@ impl Row for LinkRecord {
 }
 
 /// One scenario's totals.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SummaryRecord {
     pub scenario: String,
     pub strategy: &'static str,
@@ -795,11 +795,8 @@ mod tests {
             model: "m".into(),
             gpus: "1×H200-SXM".into(),
             gpu_count: 1,
-            rate_rps: None,
-            seed: 0,
             requests: 1,
             finished: 1,
-            dropped: 0,
             duration_s: 1.0,
             throughput_rps: 1.0,
             output_tokens: 1,
@@ -808,26 +805,12 @@ mod tests {
             slo_attainment: 1.0,
             slo_ttft_s: 1.0,
             slo_tpot_s: 0.1,
-            ttft_p50_s: None,
-            ttft_p90_s: None,
-            ttft_p99_s: None,
-            tpot_p50_s: None,
-            tpot_p90_s: None,
-            tpot_p99_s: None,
-            e2e_p50_s: None,
-            e2e_p90_s: None,
-            e2e_p99_s: None,
-            emb_bytes: 0,
-            kv_bytes: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            busiest_link: None,
-            busiest_link_utilization: 0.0,
             pricing: "capex",
             usd_per_hour: 1.0,
             cost_usd: 1.0,
             tokens_per_dollar: 1.0,
             source: "sim",
+            ..Default::default()
         };
         check(&summary);
         check(&LinkRecord {
