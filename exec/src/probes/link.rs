@@ -433,60 +433,14 @@ impl Stager {
 }
 
 /// `n` peer copies of `bytes_each` at once, each on its own stream of the source GPU, from
-/// disjoint parts of the buffers.
+/// disjoint parts of the buffers (the chunked probe with one piece per copy).
 pub fn share_peer(
     lb: &LinkBench,
     n: usize,
     bytes_each: usize,
     reps: usize,
 ) -> Result<(f64, Vec<f64>)> {
-    if n * bytes_each > lb.max_bytes {
-        return Err(Error::Invalid(
-            "sharing probe needs n*bytes_each <= buffer size".into(),
-        ));
-    }
-    let streams = (0..n)
-        .map(|_| lb.src.stream())
-        .collect::<Result<Vec<_>>>()?;
-    let ends = (0..n)
-        .map(|_| Event::timing(lb.src))
-        .collect::<Result<Vec<_>>>()?;
-    let start = Event::timing(lb.src)?;
-    let mut agg = Vec::new();
-    let mut each: Vec<Vec<f64>> = vec![Vec::new(); n];
-    for r in 0..reps + 1 {
-        start.record(&lb.s_src)?;
-        for (i, s) in streams.iter().enumerate() {
-            s.wait(&start)?;
-            let off = (i * bytes_each) as u64;
-            device::ck!(
-                cudarc::driver::sys::cuMemcpyPeerAsync(
-                    lb.dst_buf.ptr + off,
-                    lb.dst_buf.ctx,
-                    lb.src_buf.ptr + off,
-                    lb.src_buf.ctx,
-                    bytes_each,
-                    s.raw
-                ),
-                "cuMemcpyPeerAsync(share {i}/{n})"
-            )?;
-            ends[i].record(s)?;
-        }
-        let mut t = Vec::new();
-        for e in &ends {
-            t.push(start.elapsed_ms(e)? * 1e-3);
-        }
-        if r > 0 {
-            agg.push(t.iter().cloned().fold(0.0, f64::max));
-            for (i, x) in t.into_iter().enumerate() {
-                each[i].push(x);
-            }
-        }
-    }
-    Ok((
-        stats::median(&agg),
-        each.iter().map(|v| stats::median(v)).collect(),
-    ))
+    share_peer_chunked(lb, n, bytes_each, bytes_each, reps)
 }
 
 /// `n` peer copies of `bytes_each` at once, each cut into `chunk`-byte pieces issued round-robin
