@@ -91,133 +91,114 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
     return make_uint4(pack_bf2(f[0], f[1]), pack_bf2(f[2], f[3]), pack_bf2(f[4], f[5]), pack_bf2(f[6], f[7]));
 }
 
+// Sum over the `group` threads that share a row (whole warps: group a multiple of 32 dividing
+// blockDim.x). Every thread of the block must call it, rows or not: it holds barriers.
+__device__ float group_sum(float v, u32 group) {
+    __shared__ float part[32];
+    v = warp_sum(v);
+    if (group == 32) return v;
+    const u32 w = threadIdx.x >> 5, per = group >> 5, first = w / per * per;
+    __syncthreads();  // the last call's readers are done with `part`
+    if ((threadIdx.x & 31) == 0) part[w] = v;
+    __syncthreads();
+    float s = 0.f;
+    for (u32 i = 0; i < per; i++) s += part[first + i];
+    return s;
+}
+
 // layernorm: y = (x − mean) / std · w + b (CLIP); rmsnorm (b == nullptr, no mean): y = x / rms(x) · w.
+// One row of d values by `group` threads (t = 0..group). The row's 16-byte vectors stay in
+// registers when they fit (HELD per thread; the host sizes the group so a model's rows do): one
+// read of x with every load in flight at once — a row of 4096 values is 512 vectors, 4 each
+// for 128 threads. Wider rows are read again in each pass.
+// `row_ok` false: a thread of a block's unused row slot, which still joins the reductions.
+constexpr u32 HELD = 4;
+
+// f(c, vector c) for each vector c = t + group·k of the row this thread covers; v[k] when held
+// (unrolled, so v stays in registers), else read from x.
+template <typename F>
+__device__ __forceinline__ void each_vec(bool held, const uint4 (&v)[HELD], const uint4* xv, u32 dv, u32 t,
+                                         u32 group, bool row_ok, F f) {
+    if (!row_ok) return;
+    if (held) {
+#pragma unroll
+        for (u32 k = 0; k < HELD; k++)
+            if (t + group * k < dv) f(t + group * k, v[k]);
+    } else {
+        for (u32 c = t; c < dv; c += group) f(c, xv[c]);
+    }
+}
+
 __device__ void norm_row(const bf16* __restrict__ xr, const bf16* __restrict__ w, const bf16* __restrict__ b,
-                         bf16* __restrict__ yr, u32 d, float eps, bool center) {
-    constexpr int HELD = 4;  // vectors per lane kept in registers
-    const int lane = threadIdx.x & 31;
-    const u32 dv = d / 8;
-    const uint4* xv = (const uint4*)xr;
-    // Writes the normalised vector c from its values f.
-    auto put = [&](u32 c, float* f, float mean, float inv) {
-        float wf[8], bf8[8];
-        unpack8(((const uint4*)w)[c], wf);
-        if (b) unpack8(((const uint4*)b)[c], bf8);
-#pragma unroll
-        for (int i = 0; i < 8; i++) f[i] = (f[i] - mean) * inv * wf[i] + (b ? bf8[i] : 0.f);
-        ((uint4*)yr)[c] = pack8(f);
-    };
-    if (d % 8 == 0 && dv <= 32 * HELD) {
+                         bf16* __restrict__ yr, u32 d, float eps, bool center, bool row_ok, u32 t, u32 group) {
+    if (d % 8 == 0) {
+        const uint4* xv = (const uint4*)xr;
+        const u32 dv = d / 8;
+        const bool held = dv <= HELD * group;
         uint4 v[HELD];
-        float s = 0.f;
+        if (held && row_ok) {
 #pragma unroll
-        for (int k = 0; k < HELD; k++) {
-            const u32 c = lane + 32 * k;
-            if (c < dv) {
-                v[k] = xv[c];
+            for (u32 k = 0; k < HELD; k++)
+                if (t + group * k < dv) v[k] = xv[t + group * k];
+        }
+        float s = 0.f;
+        if (center)
+            each_vec(held, v, xv, dv, t, group, row_ok, [&](u32, uint4 x) {
                 float f[8];
-                unpack8(v[k], f);
+                unpack8(x, f);
 #pragma unroll
                 for (int i = 0; i < 8; i++) s += f[i];
-            }
-        }
-        const float mean = center ? warp_sum(s) / d : 0.f;
+            });
+        const float mean = center ? group_sum(s, group) / d : 0.f;
         // Σ(x − mean)²: exact where E[x²] − mean² would cancel.
         float ss = 0.f;
-#pragma unroll
-        for (int k = 0; k < HELD; k++) {
-            if (lane + 32 * k < dv) {
-                float f[8];
-                unpack8(v[k], f);
-#pragma unroll
-                for (int i = 0; i < 8; i++) ss += (f[i] - mean) * (f[i] - mean);
-            }
-        }
-        const float inv = rsqrtf(warp_sum(ss) / d + eps);
-#pragma unroll
-        for (int k = 0; k < HELD; k++) {
-            const u32 c = lane + 32 * k;
-            if (c < dv) {
-                float f[8];
-                unpack8(v[k], f);
-                put(c, f, mean, inv);
-            }
-        }
-        return;
-    }
-    if (d % 8 == 0) {
-        float s = 0.f;
-        for (u32 c = lane; c < dv; c += 32) {
+        each_vec(held, v, xv, dv, t, group, row_ok, [&](u32, uint4 x) {
             float f[8];
-            unpack8(xv[c], f);
-#pragma unroll
-            for (int i = 0; i < 8; i++) s += f[i];
-        }
-        const float mean = center ? warp_sum(s) / d : 0.f;
-        float ss = 0.f;
-        for (u32 c = lane; c < dv; c += 32) {
-            float f[8];
-            unpack8(xv[c], f);
+            unpack8(x, f);
 #pragma unroll
             for (int i = 0; i < 8; i++) ss += (f[i] - mean) * (f[i] - mean);
-        }
-        const float inv = rsqrtf(warp_sum(ss) / d + eps);
-        for (u32 c = lane; c < dv; c += 32) {
-            float f[8];
-            unpack8(xv[c], f);
-            put(c, f, mean, inv);
-        }
+        });
+        const float inv = rsqrtf(group_sum(ss, group) / d + eps);
+        each_vec(held, v, xv, dv, t, group, row_ok, [&](u32 c, uint4 x) {
+            float f[8], wf[8], bf8[8];
+            unpack8(x, f);
+            unpack8(((const uint4*)w)[c], wf);
+            if (b) unpack8(((const uint4*)b)[c], bf8);
+#pragma unroll
+            for (int i = 0; i < 8; i++) f[i] = (f[i] - mean) * inv * wf[i] + (b ? bf8[i] : 0.f);
+            ((uint4*)yr)[c] = pack8(f);
+        });
         return;
     }
     float s = 0.f;
     if (center)
-        for (u32 i = lane; i < d; i += 32) s += bf(xr[i]);
-    const float mean = center ? warp_sum(s) / d : 0.f;
+        for (u32 i = t; row_ok && i < d; i += group) s += bf(xr[i]);
+    const float mean = center ? group_sum(s, group) / d : 0.f;
     float v = 0.f;
-    for (u32 i = lane; i < d; i += 32) { float t = bf(xr[i]) - mean; v += t * t; }
-    const float inv = rsqrtf(warp_sum(v) / d + eps);
-    for (u32 i = lane; i < d; i += 32)
+    for (u32 i = t; row_ok && i < d; i += group) { float q = bf(xr[i]) - mean; v += q * q; }
+    const float inv = rsqrtf(group_sum(v, group) / d + eps);
+    for (u32 i = t; row_ok && i < d; i += group)
         yr[i] = to_bf((bf(xr[i]) - mean) * inv * bf(w[i]) + (b ? bf(b[i]) : 0.f));
 }
 
+// One row per group of `group` threads, blockDim.x / group rows per block, a grid that covers
+// the rows once (exec/src/model/gpu.rs `NormLaunch`).
+__device__ void norm_rows(const bf16* x, const bf16* w, const bf16* b, bf16* y, u32 rows, u32 d, float eps,
+                          bool center, u32 group) {
+    const u32 r = blockIdx.x * (blockDim.x / group) + threadIdx.x / group;
+    const bool ok = r < rows;
+    const u64 off = ok ? (u64)r * d : 0;
+    norm_row(x + off, w, b, y + off, d, eps, center, ok, threadIdx.x % group, group);
+}
+
 extern "C" __global__ void rmsnorm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
-                                   u32 rows, u32 d, float eps) {
-    const u32 warps = blockDim.x / 32;
-    for (u32 r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps)
-        norm_row(x + (u64)r * d, w, nullptr, y + (u64)r * d, d, eps, false);
+                                   u32 rows, u32 d, float eps, u32 group) {
+    norm_rows(x, w, nullptr, y, rows, d, eps, false, group);
 }
 
 extern "C" __global__ void layernorm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ b,
-                                     bf16* __restrict__ y, u32 rows, u32 d, float eps) {
-    const u32 warps = blockDim.x / 32;
-    for (u32 r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps)
-        norm_row(x + (u64)r * d, w, b, y + (u64)r * d, d, eps, true);
-}
-
-// LLaMA rotary embedding ("rotate half") in place on the q and k heads of a fused qkv
-// activation [n, stride]: the first `rot_heads` heads of each row (q heads then k heads).
-extern "C" __global__ void rope(bf16* qkv, const int* __restrict__ pos, u32 n, u32 stride, u32 rot_heads,
-                                u32 head_dim, float theta) {
-    const u32 half = head_dim / 2;
-    const u64 total = (u64)n * rot_heads * half;
-    const double log_theta = log((double)theta);
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
-        u32 j = i % half;
-        u64 r = i / half;
-        u32 h = r % rot_heads;
-        u32 row = r / rot_heads;
-        // The angle in f64 (positions reach thousands of radians), reduced to [-π, π], then
-        // f32 sine and cosine: as exact as f64 throughout for a bf16 result, far cheaper.
-        const double inv_freq = exp(-(double)(2 * j) / head_dim * log_theta);
-        const double a = (double)pos[row] * inv_freq;
-        const float red = (float)(a - 6.283185307179586 * rint(a * 0.15915494309189535));
-        float s, c;
-        sincosf(red, &s, &c);
-        bf16* v = qkv + (u64)row * stride + (u64)h * head_dim;
-        float x0 = bf(v[j]), x1 = bf(v[j + half]);
-        v[j] = to_bf(x0 * c - x1 * s);
-        v[j + half] = to_bf(x1 * c + x0 * s);
-    }
+                                     bf16* __restrict__ y, u32 rows, u32 d, float eps, u32 group) {
+    norm_rows(x, w, b, y, rows, d, eps, true, group);
 }
 
 // out[r, i] = silu(gu[r, i]) · gu[r, I + i]  (gate and up halves of the fused activation)
@@ -576,145 +557,174 @@ extern "C" __global__ void __launch_bounds__(128) flash_attn_d128(const bf16* qk
 // as kernels/kv_transfer.cu, so a request's cache can be shipped with kv_gather).
 #define KV_BLOCK 16
 
-// Write the k and v of n new tokens (after rope) into their slots (block·16 + slot; < 0: skip,
-// for padded rows of a batch).
-extern "C" __global__ void kv_append(const bf16* __restrict__ qkv, const int* __restrict__ slots, bf16* __restrict__ pool,
-                                     u32 n, u32 stride, u32 k_off, u32 kv_heads, u32 head_dim) {
-    const u32 dv = head_dim / 8;
-    const u64 total = (u64)n * 2 * kv_heads * dv;
+// LLaMA rotary embedding ("rotate half") in place on the q and k heads of a fused qkv
+// activation [n, stride] = [q heads | k heads | v heads] · head_dim, and the token's k (after
+// rope) and v written into its cache slot (block·16 + slot; < 0: not written, for padded rows
+// of a batch). One launch for what the attention needs before it can run.
+extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __restrict__ pos,
+                                          const int* __restrict__ slots, bf16* __restrict__ pool, u32 n, u32 stride,
+                                          u32 heads, u32 kv_heads, u32 head_dim, float theta) {
+    const u32 half = head_dim / 2, dv = head_dim / 8;
+    const u32 pairs = (heads + kv_heads) * half;  // rotated pairs of a token, then its v vectors
+    const u32 per_token = pairs + kv_heads * dv;
+    const u64 total = (u64)n * per_token;
+    const double log_theta = log((double)theta);
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
-        u32 c = i % dv;
-        u64 r = i / dv;
-        u32 h = r % kv_heads;
-        r /= kv_heads;
-        u32 kv = r % 2;
-        u32 tok = r / 2;
-        int slot = slots[tok];
-        if (slot < 0) continue;
-        u32 blk = slot / KV_BLOCK, s = slot % KV_BLOCK;
-        const uint4* src = (const uint4*)(qkv + (u64)tok * stride + k_off + (kv * kv_heads + h) * head_dim) + c;
-        uint4* dst = (uint4*)(pool + ((((u64)blk * 2 + kv) * kv_heads + h) * KV_BLOCK + s) * head_dim) + c;
-        *dst = *src;
+        const u32 tok = i / per_token, e = i % per_token;
+        const int slot = slots[tok];
+        // Row of head kh of K (kv = 0) or V (kv = 1) in the slot's cache block.
+        auto cache_row = [&](u32 kv, u32 kh) {
+            return pool + ((((u64)(slot / KV_BLOCK) * 2 + kv) * kv_heads + kh) * KV_BLOCK + slot % KV_BLOCK) * head_dim;
+        };
+        bf16* row = qkv + (u64)tok * stride;
+        if (e < pairs) {
+            const u32 j = e % half, h = e / half;
+            // The angle in f64 (positions reach thousands of radians), reduced to [-π, π], then
+            // f32 sine and cosine: as exact as f64 throughout for a bf16 result, far cheaper.
+            const double inv_freq = exp(-(double)(2 * j) / head_dim * log_theta);
+            const double a = (double)pos[tok] * inv_freq;
+            const float red = (float)(a - 6.283185307179586 * rint(a * 0.15915494309189535));
+            float sn, cs;
+            sincosf(red, &sn, &cs);
+            bf16* v = row + (u64)h * head_dim;
+            const float x0 = bf(v[j]), x1 = bf(v[j + half]);
+            const bf16 y0 = to_bf(x0 * cs - x1 * sn), y1 = to_bf(x1 * cs + x0 * sn);
+            v[j] = y0;
+            v[j + half] = y1;
+            if (h >= heads && slot >= 0) {
+                bf16* k = cache_row(0, h - heads);
+                k[j] = y0;
+                k[j + half] = y1;
+            }
+        } else if (slot >= 0) {
+            const u32 f = e - pairs, kh = f / dv, c = f % dv;
+            ((uint4*)cache_row(1, kh))[c] = ((const uint4*)(row + (u64)(heads + kv_heads + kh) * head_dim))[c];
+        }
     }
 }
 
 // Decode attention, one query token per sequence, K/V read through the block table.
 // Split over the context (flash-decoding): block (p, head, seq) covers tokens
-// [p·part, p·part + part), part ≤ PART, and writes an unnormalised partial result;
-// decode_combine merges. Small batches take short parts, so enough blocks read the cache at once.
+// [p·part, p·part + part), part ≤ PART, and writes an unnormalised partial result; the last
+// block of a (seq, head) to finish merges them into out (counted in `done`, zero between
+// launches: the merging block resets it) — one launch per layer instead of two.
+// Small batches take short parts, so enough blocks read the cache at once.
 // head_dim 128: a half-warp (16 lanes × 8 values) holds one key or value row.
 #define PART 256
 extern "C" __global__ void __launch_bounds__(128) decode_attn(
     const bf16* __restrict__ qkv, const int* __restrict__ tables, const int* __restrict__ ctx,
-    const bf16* __restrict__ pool, float* __restrict__ part_o, float* __restrict__ part_ml, u32 stride, u32 heads,
-    u32 kv_heads, u32 max_blocks, u32 max_parts, u32 part, float scale) {
+    const bf16* __restrict__ pool, float* part_o, float* part_ml,
+    unsigned* __restrict__ done, bf16* __restrict__ out, u32 stride, u32 heads, u32 kv_heads, u32 max_blocks,
+    u32 max_parts, u32 part, u32 out_stride, float scale) {
     __shared__ float sc[PART];
     __shared__ float red[8][128];
+    __shared__ bool merge;
     const int p = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int len = ctx[b];
-    const u64 idx = ((u64)b * heads + h) * max_parts + p;
+    const u64 base = ((u64)b * heads + h) * max_parts, idx = base + p;
     const int start = p * part;
     if (start >= len) {
         if (threadIdx.x == 0) { part_ml[idx * 2] = NEG_INF; part_ml[idx * 2 + 1] = 0.f; }
-        return;
-    }
-    const int end = min(len, start + (int)part), n = end - start;
-    const int kvh = h / (heads / kv_heads);
-    const int l16 = threadIdx.x & 15, hw = threadIdx.x >> 4;  // 8 half-warps
-    const int* tab = tables + (u64)b * max_blocks;
-    float q[8];
-    {
-        uint4 qv = *(const uint4*)(qkv + (u64)b * stride + h * 128 + l16 * 8);
-        const u32* w = (const u32*)&qv;
+    } else {
+        const int end = min(len, start + (int)part), n = end - start;
+        const int kvh = h / (heads / kv_heads);
+        const int l16 = threadIdx.x & 15, hw = threadIdx.x >> 4;  // 8 half-warps
+        const int* tab = tables + (u64)b * max_blocks;
+        float q[8];
+        {
+            uint4 qv = *(const uint4*)(qkv + (u64)b * stride + h * 128 + l16 * 8);
+            const u32* w = (const u32*)&qv;
 #pragma unroll
-        for (int i = 0; i < 4; i++) { q[2 * i] = lo_f(w[i]) * scale; q[2 * i + 1] = hi_f(w[i]) * scale; }
-    }
-    const u64 head_off = (u64)kvh * KV_BLOCK * 128 + l16 * 8;
-    const u64 kv_step = (u64)kv_heads * KV_BLOCK * 128;  // K → V within a block
-    // Scores: four keys per half-warp in flight. The loop bound must be the same for the whole
-    // warp (both half-warps), because the shuffles below need every lane.
-    for (int b0 = 0; b0 < n; b0 += 32) {
-        const int t0 = b0 + hw;
-        uint4 kr[4];
+            for (int i = 0; i < 4; i++) { q[2 * i] = lo_f(w[i]) * scale; q[2 * i + 1] = hi_f(w[i]) * scale; }
+        }
+        const u64 head_off = (u64)kvh * KV_BLOCK * 128 + l16 * 8;
+        const u64 kv_step = (u64)kv_heads * KV_BLOCK * 128;  // K → V within a block
+        // Scores: four keys per half-warp in flight. The loop bound must be the same for the whole
+        // warp (both half-warps), because the shuffles below need every lane.
+        for (int b0 = 0; b0 < n; b0 += 32) {
+            const int t0 = b0 + hw;
+            uint4 kr[4];
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int t = t0 + u * 8;
-            if (t < n) {
-                int tok = start + t;
-                u64 blk = (u64)tab[tok / KV_BLOCK];
-                kr[u] = *(const uint4*)(pool + blk * 2 * kv_step + head_off + (tok % KV_BLOCK) * 128);
+            for (int u = 0; u < 4; u++) {
+                int t = t0 + u * 8;
+                if (t < n) {
+                    int tok = start + t;
+                    u64 blk = (u64)tab[tok / KV_BLOCK];
+                    kr[u] = *(const uint4*)(pool + blk * 2 * kv_step + head_off + (tok % KV_BLOCK) * 128);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int t = t0 + u * 8;
+                const u32* w = (const u32*)&kr[u];
+                float acc = 0.f;
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc += q[2 * i] * lo_f(w[i]) + q[2 * i + 1] * hi_f(w[i]);
+                for (int o = 8; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+                if (t < n && l16 == 0) sc[t] = acc;
+            }
+        }
+        __syncthreads();
+        float mx = NEG_INF;
+        for (int t = threadIdx.x; t < n; t += blockDim.x) mx = fmaxf(mx, sc[t]);
+        mx = block_max(mx);
+        float sum = 0.f;
+        for (int t = threadIdx.x; t < n; t += blockDim.x) { float e = __expf(sc[t] - mx); sc[t] = e; sum += e; }
+        sum = block_sum(sum);  // its barrier also publishes sc
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int b0 = 0; b0 < n; b0 += 32) {
+            const int t0 = b0 + hw;
+            uint4 vr[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int t = t0 + u * 8;
+                if (t < n) {
+                    int tok = start + t;
+                    u64 blk = (u64)tab[tok / KV_BLOCK];
+                    vr[u] = *(const uint4*)(pool + (blk * 2 + 1) * kv_step + head_off + (tok % KV_BLOCK) * 128);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int t = t0 + u * 8;
+                if (t < n) {
+                    float pr = sc[t];
+                    const u32* w = (const u32*)&vr[u];
+#pragma unroll
+                    for (int i = 0; i < 4; i++) { acc[2 * i] += pr * lo_f(w[i]); acc[2 * i + 1] += pr * hi_f(w[i]); }
+                }
             }
         }
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int t = t0 + u * 8;
-            const u32* w = (const u32*)&kr[u];
-            float acc = 0.f;
+        for (int i = 0; i < 8; i++) red[hw][l16 * 8 + i] = acc[i];
+        __syncthreads();
+        float o = 0.f;
 #pragma unroll
-            for (int i = 0; i < 4; i++) acc += q[2 * i] * lo_f(w[i]) + q[2 * i + 1] * hi_f(w[i]);
-            for (int o = 8; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-            if (t < n && l16 == 0) sc[t] = acc;
-        }
+        for (int i = 0; i < 8; i++) o += red[i][threadIdx.x];
+        part_o[idx * 128 + threadIdx.x] = o;
+        if (threadIdx.x == 0) { part_ml[idx * 2] = mx; part_ml[idx * 2 + 1] = sum; }
     }
+    // Publish this block's partial result, then count it; the last one merges.
+    __threadfence();
     __syncthreads();
-    float mx = NEG_INF;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) mx = fmaxf(mx, sc[t]);
-    mx = block_max(mx);
-    float sum = 0.f;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) { float e = __expf(sc[t] - mx); sc[t] = e; sum += e; }
-    sum = block_sum(sum);  // its barrier also publishes sc
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int b0 = 0; b0 < n; b0 += 32) {
-        const int t0 = b0 + hw;
-        uint4 vr[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int t = t0 + u * 8;
-            if (t < n) {
-                int tok = start + t;
-                u64 blk = (u64)tab[tok / KV_BLOCK];
-                vr[u] = *(const uint4*)(pool + (blk * 2 + 1) * kv_step + head_off + (tok % KV_BLOCK) * 128);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int t = t0 + u * 8;
-            if (t < n) {
-                float pr = sc[t];
-                const u32* w = (const u32*)&vr[u];
-#pragma unroll
-                for (int i = 0; i < 4; i++) { acc[2 * i] += pr * lo_f(w[i]); acc[2 * i + 1] += pr * hi_f(w[i]); }
-            }
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < 8; i++) red[hw][l16 * 8 + i] = acc[i];
+    if (threadIdx.x == 0) merge = atomicAdd(&done[(u64)b * heads + h], 1u) == gridDim.x - 1;
     __syncthreads();
-    float o = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; i++) o += red[i][threadIdx.x];
-    part_o[idx * 128 + threadIdx.x] = o;
-    if (threadIdx.x == 0) { part_ml[idx * 2] = mx; part_ml[idx * 2 + 1] = sum; }
-}
-
-// Merge the partial results: out[b, h·128 + d]. A sequence of length 0 (batch padding) gets zeros.
-extern "C" __global__ void __launch_bounds__(128) decode_combine(const float* __restrict__ part_o,
-                                                                 const float* __restrict__ part_ml,
-                                                                 const int* __restrict__ ctx, bf16* __restrict__ out,
-                                                                 u32 heads, u32 max_parts, u32 part,
-                                                                 u32 out_stride) {
-    const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
-    const int parts = (ctx[b] + part - 1) / part;
-    const u64 base = ((u64)b * heads + h) * max_parts;
+    if (!merge) return;
+    __threadfence();
+    // Other blocks' results are read from L2 (__ldcg): this SM's L1 may hold none of them, but
+    // must not serve stale lines either.
+    const int parts = (len + part - 1) / part, d = threadIdx.x;
     float m = NEG_INF;
-    for (int p = 0; p < parts; p++) m = fmaxf(m, part_ml[(base + p) * 2]);
+    for (int q = 0; q < parts; q++) m = fmaxf(m, __ldcg(part_ml + (base + q) * 2));
     float l = 0.f, o = 0.f;
-    for (int p = 0; p < parts; p++) {
-        float w = __expf(part_ml[(base + p) * 2] - m);
-        l += part_ml[(base + p) * 2 + 1] * w;
-        o += part_o[(base + p) * 128 + d] * w;
+    for (int q = 0; q < parts; q++) {
+        float w = __expf(__ldcg(part_ml + (base + q) * 2) - m);
+        l += __ldcg(part_ml + (base + q) * 2 + 1) * w;
+        o += __ldcg(part_o + (base + q) * 128 + d) * w;
     }
+    // A sequence of length 0 (batch padding) gets zeros.
     out[(u64)b * out_stride + h * 128 + d] = to_bf(l > 0.f ? o / l : 0.f);
+    if (d == 0) done[(u64)b * heads + h] = 0;
 }
 
 // Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.

@@ -7,7 +7,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::Result;
 use crate::gemm::Lt;
 use crate::kargs;
-use crate::model::gpu::GpuModel;
+use crate::model::gpu::{GEMV_MAX_M, GpuModel, SmallProducts};
 use crate::model::llava::LlavaConfig;
 use crate::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint};
@@ -148,21 +148,27 @@ pub fn bench(
             target: target.map(|x| (format!("≤ {x}× floor"), r <= x)),
         });
     }
-    // The same step with every product in cuBLASLt, to show what the gemv kernel buys.
-    e.set_gemv(false);
-    for batch in decode_points.iter().map(|p| p.0).filter(|&b| b <= 8) {
-        let t = e.time_decode(batch, 700, iters)?;
-        let floor = decode_bytes(&e.model, batch, 700) / bw;
-        rows.push(BenchRow {
-            phase: "decode".into(),
-            shape: format!("batch {batch}, context 700, cuBLASLt only"),
-            seconds: t,
-            floor_s: floor,
-            figure: t / floor,
-            target: None,
-        });
+    // The small-batch steps with every product in one kind of kernel, to show what choosing per
+    // shape buys.
+    for (how, label) in [
+        (SmallProducts::Gemv, "gemv kernel only"),
+        (SmallProducts::CuBlasLt, "cuBLASLt only"),
+    ] {
+        e.set_small_products(how);
+        for batch in decode_points.iter().map(|p| p.0).filter(|&b| b <= GEMV_MAX_M) {
+            let t = e.time_decode(batch, 700, iters)?;
+            let floor = decode_bytes(&e.model, batch, 700) / bw;
+            rows.push(BenchRow {
+                phase: "decode".into(),
+                shape: format!("batch {batch}, context 700, {label}"),
+                seconds: t,
+                floor_s: floor,
+                figure: t / floor,
+                target: None,
+            });
+        }
     }
-    e.set_gemv(true);
+    e.set_small_products(SmallProducts::Fastest);
     let prefill_points: &[(usize, usize, Option<f64>)] = if runs("prefill") {
         &[(1, 704, None), (8, 704, Some(0.65))]
     } else {

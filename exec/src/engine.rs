@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::kargs;
 use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
 use crate::model::gpu::{
-    Attn, DECODE_PART, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_i32,
+    Attn, DECODE_PART, GpuModel, SmallProducts, KV_BLOCK, KvPool, Scratch, TokenInputs, download_i32,
 };
 use crate::model::host::{IMAGE_TOKEN, mix64};
 use cudarc::driver::sys;
@@ -299,7 +299,7 @@ impl Engine {
             argmax_host: PinnedBuffer::new(&model.gpu, mb * 4)?,
         };
         let mut dsc = Scratch::new();
-        model.decoder_scratch(&mut dsc, mb, max_parts)?;
+        model.decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
         dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
         dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
         Ok(Engine {
@@ -332,9 +332,9 @@ impl Engine {
         self.pool.blocks
     }
 
-    /// Small-batch products through our gemv kernel or cuBLASLt; drops captured graphs.
-    pub fn set_gemv(&mut self, on: bool) {
-        self.model.use_gemv = on;
+    /// Which kernel runs the small-batch products; drops captured graphs.
+    pub fn set_small_products(&mut self, how: SmallProducts) {
+        self.model.small_products = how;
         self.graphs.clear();
     }
 

@@ -68,9 +68,10 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let dx = upload_bf16(g, &x)?;
     let dy = g.alloc(rows * d * 2)?;
     let (px, py, eps) = (dx.ptr, dy.ptr, 1e-5f32);
-    // Norms at the model's widths and at one not a multiple of 8 (the kernels' plain path);
-    // 9 rows: two blocks, the second partly empty.
-    for nd in [256usize, 4096, 250] {
+    // Norms at the model's widths (a warp per row, 8 rows a block: 256, CLIP's 1024; 4 warps, 2
+    // rows: 7B's 4096; 5 warps: 13B's 5120), one too wide for registers (33,280: re-read per
+    // pass) and one not a multiple of 8 (the plain path); 9 rows, so the last block is partly empty.
+    for nd in [256usize, 1024, 4096, 5120, 33_280, 250] {
         let nr = 9usize;
         let (x, w, b) = (
             rand_vec(nr * nd, 11, 2.0),
@@ -85,9 +86,14 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let dy = g.alloc(nr * nd * 2)?;
         let (px, pw, pb, py) = (dx.ptr, dw.ptr, db.ptr, dy.ptr);
         let (r32, d32) = (nr as u32, nd as u32);
-        let blocks = crate::model::gpu::norm_blocks(nr);
-        k.get("rmsnorm")
-            .launch(blocks, 256, &s, &mut kargs![px, pw, py, r32, d32, eps])?;
+        let nl = crate::model::gpu::NormLaunch::new(nr, nd);
+        let group = nl.group;
+        k.get("rmsnorm").launch(
+            nl.grid,
+            nl.block,
+            &s,
+            &mut kargs![px, pw, py, r32, d32, eps, group],
+        )?;
         s.synchronize()?;
         let shape = format!("{nr}×{nd}");
         check(
@@ -97,8 +103,12 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             &cpu::rms_norm(&x, &w, nd, eps),
             &shape,
         );
-        k.get("layernorm")
-            .launch(blocks, 256, &s, &mut kargs![px, pw, pb, py, r32, d32, eps])?;
+        k.get("layernorm").launch(
+            nl.grid,
+            nl.block,
+            &s,
+            &mut kargs![px, pw, pb, py, r32, d32, eps, group],
+        )?;
         s.synchronize()?;
         check(
             out,
@@ -154,35 +164,68 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         &want,
         "",
     );
-    // rope on 2 q heads + 1 k head of 128 at positions up to 3000
-    let (heads, hd) = (3usize, 128usize);
-    let stride = 4 * hd; // q, q, k, v
+    // rope on 2 q heads + 1 k head of 128 at positions up to 3000, and the rotated k and the v
+    // written to cache slots (row 3: slot −1, a padding row, writes nothing).
+    let (heads, kvh, hd) = (2usize, 1usize, 128usize);
+    let stride = (heads + 2 * kvh) * hd; // q, q, k, v
     let q = rand_vec(rows * stride, 5, 1.0);
     let pos: Vec<i32> = (0..rows as i32).map(|i| i * 431).collect();
-    let (dq, dp) = (upload_bf16(g, &q)?, upload_i32(g, &pos)?);
-    let (pq, pp, st, hh, hd32, theta) = (
+    let slots: Vec<i32> = (0..rows as i32)
+        .map(|i| if i == 3 { -1 } else { (i * 7 + 2) % 40 })
+        .collect();
+    let pool_elems = 3 * 2 * kvh * KV_BLOCK * hd;
+    let dpool = upload_bf16(g, &vec![0f32; pool_elems])?;
+    let (dq, dp, dsl) = (
+        upload_bf16(g, &q)?,
+        upload_i32(g, &pos)?,
+        upload_i32(g, &slots)?,
+    );
+    let (pq, pp, psl, ppool, st, hh, kh, hd32, theta) = (
         dq.ptr,
         dp.ptr,
+        dsl.ptr,
+        dpool.ptr,
         stride as u32,
         heads as u32,
+        kvh as u32,
         hd as u32,
         10_000f32,
     );
-    k.get("rope")
-        .launch(8, 256, &s, &mut kargs![pq, pp, r32, st, hh, hd32, theta])?;
+    k.get("rope_kv_append").launch(
+        8,
+        256,
+        &s,
+        &mut kargs![pq, pp, psl, ppool, r32, st, hh, kh, hd32, theta],
+    )?;
     s.synchronize()?;
     let mut want = q.clone();
+    let mut want_pool = vec![0f32; pool_elems];
     for (i, r) in want.chunks_mut(stride).enumerate() {
-        for h in r[..heads * hd].chunks_mut(hd) {
+        for h in r[..(heads + kvh) * hd].chunks_mut(hd) {
             cpu::rope(h, pos[i] as usize, theta);
+        }
+        if slots[i] >= 0 {
+            let (blk, slot) = (slots[i] as usize / KV_BLOCK, slots[i] as usize % KV_BLOCK);
+            for kv in 0..2 {
+                let from = &r[(heads + kv * kvh) * hd..][..hd];
+                want_pool[((blk * 2 + kv) * kvh * KV_BLOCK + slot) * hd..][..hd]
+                    .copy_from_slice(from);
+            }
         }
     }
     check(
         out,
-        "rope",
+        "rope_kv_append: q, k rotated",
         &download_bf16(&dq, rows * stride)?,
         &want,
         "positions 0…2586",
+    );
+    check(
+        out,
+        "rope_kv_append: k, v in their cache slots",
+        &download_bf16(&dpool, pool_elems)?,
+        &want_pool,
+        "6 slots in 3 blocks, one padding row",
     );
     // argmax
     let logits: Vec<f32> = rand_vec(3 * 1000, 6, 5.0);
@@ -312,30 +355,32 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let parts = 530usize.div_ceil(part);
         let po = g.alloc(3 * heads * parts * 128 * 4)?;
         let pml = g.alloc(3 * heads * parts * 2 * 4)?;
+        let done = g.alloc(3 * heads * 4)?;
+        done.memset_async(0, &s)?;
         let o = g.alloc(3 * heads * hd * 2)?;
-        let (pq, pt, pc, pp, ppo, pm, poo) =
-            (dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, o.ptr);
-        let (st, h32, kv32, mb, mp, p32) = (
+        let (pq, pt, pc, pp, ppo, pm, pd, poo) = (
+            dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, done.ptr, o.ptr,
+        );
+        let (st, h32, kv32, mb, mp, p32, qd) = (
             stride as u32,
             heads as u32,
             kvh as u32,
             max_blocks as u32,
             parts as u32,
             part as u32,
+            (heads * hd) as u32,
         );
-        m.k.get("decode_attn").launch3(
-            (mp, h32, 3),
-            128,
-            &s,
-            &mut kargs![pq, pt, pc, pp, ppo, pm, st, h32, kv32, mb, mp, p32, scale],
-        )?;
-        let qd = (heads * hd) as u32;
-        m.k.get("decode_combine").launch3(
-            (h32, 3, 1),
-            128,
-            &s,
-            &mut kargs![ppo, pm, pc, poo, h32, mp, p32, qd],
-        )?;
+        // Twice, the output cleared before each: the second launch only merges if the first
+        // left the counters at zero.
+        for _ in 0..2 {
+            o.memset_async(0, &s)?;
+            m.k.get("decode_attn").launch3(
+                (mp, h32, 3),
+                128,
+                &s,
+                &mut kargs![pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale],
+            )?;
+        }
         s.synchronize()?;
         got.push((part, download_bf16(&o, 3 * heads * hd)?));
     }
@@ -365,7 +410,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     for (part, o) in got {
         check(
             out,
-            &format!("decode_attn + combine (paged, parts of {part})"),
+            &format!("decode_attn (paged, parts of {part}, merged in-kernel)"),
             &o,
             &want,
             "contexts 1, 300, 530; scattered blocks; GQA 4/2",

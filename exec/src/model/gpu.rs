@@ -12,16 +12,17 @@ use crate::kargs;
 use crate::kernels::{Kernel, LLAVA_SRC, Module, grid_for};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 21] = [
+pub const KERNELS: [&str; 19] = [
     "gemv",
     "fill_uniform",
     "zero_cols",
     "rmsnorm",
     "layernorm",
-    "rope",
+    "rope_kv_append",
     "silu_mul",
     "gelu_erf",
     "quick_gelu",
@@ -33,16 +34,25 @@ pub const KERNELS: [&str; 21] = [
     "drop_cls",
     "flash_attn_d64",
     "flash_attn_d128",
-    "kv_append",
     "decode_attn",
-    "decode_combine",
     "argmax_rows",
 ];
 
-/// Largest M for which products go to our `gemv` kernel instead of cuBLASLt. The kernel takes
-/// M ≤ 8, but measured on an H100 (exec/REPORT.md §6) it only ties cuBLASLt at M = 1 and is
-/// 2.2× slower at M = 8 (it re-reads X for every weight chunk), so only M = 1 uses it.
+/// Largest M for which our `gemv` kernel competes with cuBLASLt. The kernel takes M ≤ 8, but
+/// measured on an H100 (exec/REPORT.md §6) it only ties cuBLASLt at M = 1 and is 2.2× slower at
+/// M = 8 (it re-reads X for every weight chunk), so only M = 1 tries it.
 pub const GEMV_MAX_M: usize = 1;
+
+/// Which kernel runs a product of at most `GEMV_MAX_M` rows (no bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmallProducts {
+    /// Per shape, whichever of gemv and the tuned cuBLASLt plan was faster when timed.
+    Fastest,
+    /// Always our gemv kernel (for comparison).
+    Gemv,
+    /// Always cuBLASLt (for comparison).
+    CuBlasLt,
+}
 
 /// Tokens per KV block (as in the kernels).
 pub const KV_BLOCK: usize = 16;
@@ -182,9 +192,32 @@ impl KvPool {
     }
 }
 
-/// Blocks of 256 threads for `layernorm` / `rmsnorm`: one warp per row, 8 rows a block.
-pub fn norm_blocks(rows: usize) -> u32 {
-    rows.div_ceil(8).max(1) as u32
+/// How `layernorm` / `rmsnorm` cover `rows` rows of `d` values: `group` threads per row (whole
+/// warps, enough that each holds at most 4 of the row's 16-byte vectors in registers —
+/// kernels/llava.cu `HELD` — up to 1024), `block / group` rows per block, one pass over the rows.
+/// A row of 4096 gets 128 threads, so even a batch of one row has 128 loads in flight, not 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormLaunch {
+    pub grid: u32,
+    pub block: u32,
+    pub group: u32,
+}
+
+impl NormLaunch {
+    pub fn new(rows: usize, d: usize) -> NormLaunch {
+        const HELD: usize = 4;
+        let group = if d.is_multiple_of(8) {
+            (d / 8).div_ceil(HELD).next_multiple_of(32).clamp(32, 1024)
+        } else {
+            32
+        };
+        let per_block = (256 / group).max(1);
+        NormLaunch {
+            grid: rows.div_ceil(per_block).max(1) as u32,
+            block: (group * per_block) as u32,
+            group: group as u32,
+        }
+    }
 }
 
 /// Device scratch that grows on demand (never shrinks, so graph-captured addresses stay put
@@ -206,12 +239,40 @@ impl Scratch {
         }
         Ok(self.bufs[name].ptr)
     }
+    /// As `get`, with a new buffer zeroed on `s` (for counters that kernels leave at zero).
+    pub fn get_zeroed(
+        &mut self,
+        gpu: &Gpu,
+        name: &'static str,
+        bytes: usize,
+        s: &Stream,
+    ) -> Result<u64> {
+        if self.bufs.get(name).is_none_or(|b| b.bytes < bytes) {
+            let b = gpu.alloc(bytes)?;
+            b.memset_async(0, s)?;
+            self.bufs.insert(name, b);
+        }
+        Ok(self.bufs[name].ptr)
+    }
 }
 
 impl Default for Scratch {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Device addresses of a decoder pass's scratch (0: not used by this kind of pass).
+#[derive(Default)]
+struct DecoderBuffers {
+    h: u64,
+    qkv: u64,
+    attn: u64,
+    gu: u64,
+    act: u64,
+    part_o: u64,
+    part_ml: u64,
+    done: u64,
 }
 
 /// How the decoder's attention sees its context.
@@ -243,12 +304,16 @@ pub struct GpuModel {
     pub w: LlavaWeights<DTensor>,
     pub k: Kernels,
     pub lt: Lt,
-    plans: RefCell<HashMap<(usize, usize, usize, Epilogue), Plan>>,
+    plans: RefCell<HashMap<ProductKey, Plan>>,
+    /// Small-M shapes timed against gemv: true where gemv was faster.
+    gemv_wins: RefCell<HashMap<ProductKey, bool>>,
     pub ws: DeviceBuffer,
     pub gpu: Gpu,
-    /// Small-M products through `gemv` (true) or always cuBLASLt (false, for comparison).
-    pub use_gemv: bool,
+    pub small_products: SmallProducts,
 }
+
+/// (m, n, k, epilogue) of a product.
+type ProductKey = (usize, usize, usize, Epilogue);
 
 const WORKSPACE: usize = 32 << 20;
 
@@ -273,9 +338,10 @@ impl GpuModel {
             k,
             lt: Lt::new()?,
             plans: RefCell::new(HashMap::new()),
+            gemv_wins: RefCell::new(HashMap::new()),
             ws,
             gpu,
-            use_gemv: true,
+            small_products: SmallProducts::Fastest,
         })
     }
 
@@ -369,14 +435,16 @@ impl GpuModel {
     }
 
     /// Plans for every product of a decode step of `m` rows, each the fastest on this GPU of
-    /// up to 16 cuBLASLt heuristic candidates (timed into scratch outputs, so nothing the step
-    /// reads changes). Called before every decode step, outside graph capture (which cannot
-    /// time): a plan made inside capture would get the heuristic's first guess. Nothing to do
-    /// once the plans exist.
+    /// up to 16 cuBLASLt heuristic candidates and, for m ≤ GEMV_MAX_M, of our gemv kernel
+    /// (each timed into scratch outputs, so nothing the step reads changes). Called before
+    /// every decode step, outside graph capture (which cannot time): a plan made inside capture
+    /// would get the heuristic's first guess. Nothing to do once the plans exist.
     pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
-        if m <= GEMV_MAX_M && self.use_gemv {
-            return Ok(()); // the products go to gemv
+        let small = m <= GEMV_MAX_M;
+        if small && self.small_products == SmallProducts::Gemv {
+            return Ok(());
         }
+        let race_gemv = small && self.small_products == SmallProducts::Fastest;
         let Some(l) = self.w.layers.first() else {
             return Ok(());
         };
@@ -398,10 +466,9 @@ impl GpuModel {
         ]
         .into_iter()
         .filter(|(w, ep)| {
-            !self
-                .plans
-                .borrow()
-                .contains_key(&(m, w.shape[0], w.shape[1], *ep))
+            let key = (m, w.shape[0], w.shape[1], *ep);
+            !self.plans.borrow().contains_key(&key)
+                || (race_gemv && !self.gemv_wins.borrow().contains_key(&key))
         })
         .collect();
         if products.is_empty() {
@@ -412,23 +479,33 @@ impl GpuModel {
         let x = self.gpu.alloc(m * kmax * 2)?;
         let y = self.gpu.alloc(m * nmax * 4)?;
         let (e0, e1) = (Event::timing(&self.gpu)?, Event::timing(&self.gpu)?);
+        // Seconds per run: one warm-up (a candidate the library turns down fails there), then 5.
+        let time = |run: &dyn Fn() -> Result<()>| -> Result<f64> {
+            run()?;
+            e0.record(s)?;
+            for _ in 0..5 {
+                run()?;
+            }
+            e1.record(s)?;
+            Ok(e0.elapsed_ms(&e1)? * 1e-3 / 5.0)
+        };
         for (w, ep) in products {
             let (n, k) = (w.shape[0], w.shape[1]);
-            let mut p = self.lt.plan_with(m, n, k, WORKSPACE, 16, ep)?;
-            p.choose_fastest(|p| {
-                let run = || {
-                    self.lt
-                        .run_with(p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s)
-                };
-                run()?; // warm-up; a candidate the library turns down fails here
-                e0.record(s)?;
-                for _ in 0..5 {
-                    run()?;
+            let key = (m, n, k, ep);
+            let run_lt = |p: &Plan| self.lt.run_with(p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s);
+            let lt_s = match self.plans.borrow_mut().entry(key) {
+                Entry::Occupied(e) => time(&|| run_lt(e.get()))?,
+                Entry::Vacant(v) => {
+                    let mut p = self.lt.plan_with(m, n, k, WORKSPACE, 16, ep)?;
+                    let (t, _) = p.choose_fastest(|p| time(&|| run_lt(p)))?;
+                    v.insert(p);
+                    t
                 }
-                e1.record(s)?;
-                Ok(e0.elapsed_ms(&e1)? * 1e-3)
-            })?;
-            self.plans.borrow_mut().insert((m, n, k, ep), p);
+            };
+            if race_gemv {
+                let gemv_s = time(&|| self.gemv(s, x.ptr, w, y.ptr, m, ep))?;
+                self.gemv_wins.borrow_mut().insert(key, gemv_s < lt_s);
+            }
         }
         s.synchronize()
     }
@@ -447,30 +524,27 @@ impl GpuModel {
         out_f32: bool,
     ) -> Result<()> {
         let (n, k) = (w.shape[0], w.shape[1]);
-        if m <= GEMV_MAX_M && bias.is_none() && self.use_gemv {
-            let (m32, n32, k32) = (m as u32, n as u32, k as u32);
-            let (acc, f32o, wp) = (accumulate as i32, out_f32 as i32, w.ptr());
-            let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
-            return self.k.get("gemv").launch(
-                blocks,
-                256,
-                s,
-                &mut kargs![x, wp, y, m32, n32, k32, acc, f32o],
-            );
-        }
         let ep = Epilogue {
             bias: bias.is_some(),
             accumulate,
             out_f32,
         };
-        crate::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{k}"))?;
         let key = (m, n, k, ep);
+        let gemv = m <= GEMV_MAX_M
+            && bias.is_none()
+            && match self.small_products {
+                SmallProducts::Gemv => true,
+                SmallProducts::CuBlasLt => false,
+                SmallProducts::Fastest => self.gemv_wins.borrow().get(&key) == Some(&true),
+            };
+        if gemv {
+            return self.gemv(s, x, w, y, m, ep);
+        }
+        crate::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{k}"))?;
         let mut plans = self.plans.borrow_mut();
         let p = match plans.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?)
-            }
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => v.insert(self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?),
         };
         self.lt.run_with(
             p,
@@ -480,6 +554,20 @@ impl GpuModel {
             bias.map_or(0, |b| b.ptr()),
             self.ws.ptr,
             s,
+        )
+    }
+
+    /// The product through our gemv kernel (m ≤ 8, no bias).
+    fn gemv(&self, s: &Stream, x: u64, w: &DTensor, y: u64, m: usize, ep: Epilogue) -> Result<()> {
+        let (n, k) = (w.shape[0], w.shape[1]);
+        let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+        let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
+        let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
+        self.k.get("gemv").launch(
+            blocks,
+            256,
+            s,
+            &mut kargs![x, wp, y, m32, n32, k32, acc, f32o],
         )
     }
 
@@ -629,23 +717,25 @@ impl GpuModel {
         d: usize,
     ) -> Result<()> {
         let (wp, bp, d32, eps) = (w.ptr(), b.ptr(), d as u32, self.cfg.vision.eps);
-        let r32 = rows as u32;
+        let (r32, nl) = (rows as u32, NormLaunch::new(rows, d));
+        let group = nl.group;
         self.k.get("layernorm").launch(
-            norm_blocks(rows),
-            256,
+            nl.grid,
+            nl.block,
             s,
-            &mut kargs![x, wp, bp, y, r32, d32, eps],
+            &mut kargs![x, wp, bp, y, r32, d32, eps, group],
         )
     }
 
     fn rmsnorm(&self, s: &Stream, x: u64, w: &DTensor, y: u64, rows: usize) -> Result<()> {
         let (wp, d32, eps) = (w.ptr(), self.cfg.llm.hidden as u32, self.cfg.llm.eps);
-        let r32 = rows as u32;
+        let (r32, nl) = (rows as u32, NormLaunch::new(rows, d32 as usize));
+        let group = nl.group;
         self.k.get("rmsnorm").launch(
-            norm_blocks(rows),
-            256,
+            nl.grid,
+            nl.block,
             s,
-            &mut kargs![x, wp, y, r32, d32, eps],
+            &mut kargs![x, wp, y, r32, d32, eps, group],
         )
     }
 
@@ -670,18 +760,46 @@ impl GpuModel {
         )
     }
 
-    /// Scratch the decoder needs for n tokens (and, for decode, the partial attention results).
-    pub fn decoder_scratch(&self, sc: &mut Scratch, n: usize, max_parts: usize) -> Result<()> {
+    /// Reserves the scratch of a decode step of up to n rows, so that steps of n or fewer
+    /// (and graphs captured from them) never allocate.
+    pub fn decoder_scratch(
+        &self,
+        sc: &mut Scratch,
+        n: usize,
+        max_parts: usize,
+        s: &Stream,
+    ) -> Result<()> {
+        self.decoder_buffers(sc, n, max_parts, true, s).map(|_| ())
+    }
+
+    fn decoder_buffers(
+        &self,
+        sc: &mut Scratch,
+        n: usize,
+        max_parts: usize,
+        decode: bool,
+        s: &Stream,
+    ) -> Result<DecoderBuffers> {
         let l = &self.cfg.llm;
         let g = &self.gpu;
-        sc.get(g, "d_h", n * l.hidden * 2)?;
-        sc.get(g, "d_qkv", n * l.qkv_dim() * 2)?;
-        sc.get(g, "d_attn", n * l.q_dim() * 2)?;
-        sc.get(g, "d_gu", n * 2 * l.intermediate * 2)?;
-        sc.get(g, "d_act", n * l.intermediate * 2)?;
-        sc.get(g, "d_po", (n * l.heads * max_parts.max(1) * 128 * 4).max(4))?;
-        sc.get(g, "d_pml", (n * l.heads * max_parts.max(1) * 2 * 4).max(4))?;
-        Ok(())
+        let mut b = DecoderBuffers {
+            h: sc.get(g, "d_h", n * l.hidden * 2)?,
+            qkv: sc.get(g, "d_qkv", n * l.qkv_dim() * 2)?,
+            attn: sc.get(g, "d_attn", n * l.q_dim() * 2)?,
+            gu: sc.get(g, "d_gu", n * 2 * l.intermediate * 2)?,
+            act: sc.get(g, "d_act", n * l.intermediate * 2)?,
+            ..DecoderBuffers::default()
+        };
+        // Partial results of split decode attention and the count of each (sequence, head)'s
+        // finished partitions (not used by prefill, which must not grow them: decode graphs
+        // hold their addresses).
+        if decode {
+            let parts = n * l.heads * max_parts.max(1);
+            b.part_o = sc.get(g, "d_po", parts * 128 * 4)?;
+            b.part_ml = sc.get(g, "d_pml", parts * 2 * 4)?;
+            b.done = sc.get_zeroed(g, "d_done", n * l.heads * 4, s)?;
+        }
+        Ok(b)
     }
 
     /// The decoder over n tokens whose input rows are in `x` ([n, d], updated in place: the
@@ -699,21 +817,17 @@ impl GpuModel {
         max_parts: usize,
     ) -> Result<()> {
         let l = &self.cfg.llm;
-        let g = &self.gpu;
-        let h = sc.get(g, "d_h", n * l.hidden * 2)?;
-        let qkv = sc.get(g, "d_qkv", n * l.qkv_dim() * 2)?;
-        let attn = sc.get(g, "d_attn", n * l.q_dim() * 2)?;
-        let gu = sc.get(g, "d_gu", n * 2 * l.intermediate * 2)?;
-        let act = sc.get(g, "d_act", n * l.intermediate * 2)?;
-        // Partial results of split decode attention (not used by prefill, which must not grow
-        // them: decode graphs hold their addresses).
-        let (po, pml) = match attn_kind {
-            Attn::Decode { .. } => (
-                sc.get(g, "d_po", (n * l.heads * max_parts.max(1) * 128 * 4).max(4))?,
-                sc.get(g, "d_pml", (n * l.heads * max_parts.max(1) * 2 * 4).max(4))?,
-            ),
-            Attn::Prefill { .. } => (0, 0),
-        };
+        let decode = matches!(attn_kind, Attn::Decode { .. });
+        let DecoderBuffers {
+            h,
+            qkv,
+            attn,
+            gu,
+            act,
+            part_o: po,
+            part_ml: pml,
+            done,
+        } = self.decoder_buffers(sc, n, max_parts, decode, s)?;
         let (n32, stride, hd) = (n as u32, l.qkv_dim() as u32, l.head_dim as u32);
         let (heads, kvh) = (l.heads as u32, l.kv_heads as u32);
         let rot = heads + kvh;
@@ -726,18 +840,12 @@ impl GpuModel {
         for (li, lw) in self.w.layers.iter().enumerate() {
             self.rmsnorm(s, x, &lw.attn_norm, h, n)?;
             self.gemm(s, h, &lw.qkv, qkv, n, None, false, false)?;
-            self.k.get("rope").launch(
-                self.grid((n * rot as usize * l.head_dim / 2) as u64),
-                256,
-                s,
-                &mut kargs![qkv, pos, n32, stride, rot, hd, theta],
-            )?;
             let layer = pool.layer(li);
-            self.k.get("kv_append").launch(
-                self.grid((n * 2 * l.kv_heads * l.head_dim / 8) as u64),
+            self.k.get("rope_kv_append").launch(
+                self.grid((n * (rot as usize * l.head_dim / 2 + l.kv_heads * l.head_dim / 8)) as u64),
                 256,
                 s,
-                &mut kargs![qkv, slots, layer, n32, stride, k_off, kvh, hd],
+                &mut kargs![qkv, pos, slots, layer, n32, stride, heads, kvh, hd, theta],
             )?;
             match attn_kind {
                 Attn::Prefill {
@@ -766,20 +874,15 @@ impl GpuModel {
                     // the stride of the shortest partition.
                     let launched = (max_parts * DECODE_PART).div_ceil(part) as u32;
                     let part = part as u32;
+                    let qd = l.q_dim() as u32;
                     self.k.get("decode_attn").launch3(
                         (launched, heads, n32),
                         128,
                         s,
                         &mut kargs![
-                            qkv, t, c, layer, po, pml, stride, heads, kvh, mb, mp, part, scale
+                            qkv, t, c, layer, po, pml, done, attn, stride, heads, kvh, mb, mp,
+                            part, qd, scale
                         ],
-                    )?;
-                    let qd = l.q_dim() as u32;
-                    self.k.get("decode_combine").launch3(
-                        (heads, n32, 1),
-                        128,
-                        s,
-                        &mut kargs![po, pml, c, attn, heads, mp, part, qd],
                     )?;
                 }
             }
@@ -827,5 +930,32 @@ impl GpuModel {
         self.k
             .get("argmax_rows")
             .launch(m32, 256, s, &mut kargs![logits, argmax, v])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NormLaunch;
+
+    fn nl(rows: usize, d: usize) -> (u32, u32, u32) {
+        let l = NormLaunch::new(rows, d);
+        (l.grid, l.block, l.group)
+    }
+
+    #[test]
+    fn norm_launch_gives_each_thread_at_most_four_vectors_of_a_row() {
+        // 7B rows: 512 vectors → 128 threads, two rows a block.
+        assert_eq!(nl(1, 4096), (1, 256, 128));
+        assert_eq!(nl(64, 4096), (32, 256, 128));
+        assert_eq!(nl(9, 4096), (5, 256, 128));
+        // CLIP's 1024: a warp per row, 8 rows a block; 577 rows → 73 blocks.
+        assert_eq!(nl(577, 1024), (73, 256, 32));
+        // 13B's 5120: 640 vectors → 160 threads, one row a block.
+        assert_eq!(nl(3, 5120), (3, 160, 160));
+        // Past 1024 threads the kernel re-reads the row instead.
+        assert_eq!(nl(2, 65536), (2, 1024, 1024));
+        // Not a multiple of 8: the plain per-value path, one warp.
+        assert_eq!(nl(9, 250), (2, 256, 32));
+        assert_eq!(nl(0, 4096), (1, 256, 128));
     }
 }
