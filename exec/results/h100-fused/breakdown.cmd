@@ -1,0 +1,1 @@
+.devbin/hetsim exec bench --breakdown --only decode --out $OUT/r/breakdown.md
