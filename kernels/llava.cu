@@ -114,36 +114,48 @@ __device__ float group_sum(float v, u32 group) {
 // `row_ok` false: a thread of a block's unused row slot, which still joins the reductions.
 constexpr u32 HELD = 4;
 
-// f(c, vector c) for each vector c = t + group·k of the row this thread covers; v[k] when held
-// (unrolled, so v stays in registers), else read from x.
+// This thread's vectors of x, w and b (b: layernorm only) when the row fits in registers. The
+// weights are loaded with x, before the reductions, so a row costs one round trip to memory.
+struct HeldRow {
+    uint4 x[HELD], w[HELD], b[HELD];
+};
+
+// f(c, x[c], w[c], b[c]) for each vector c = t + group·k of the row this thread covers: from
+// registers when held (unrolled, so they stay registers), else read from memory.
 template <typename F>
-__device__ __forceinline__ void each_vec(bool held, const uint4 (&v)[HELD], const uint4* xv, u32 dv, u32 t,
-                                         u32 group, bool row_ok, F f) {
+__device__ __forceinline__ void each_vec(bool held, const HeldRow& r, const uint4* xv, const uint4* wv,
+                                         const uint4* bv, u32 dv, u32 t, u32 group, bool row_ok, F f) {
     if (!row_ok) return;
     if (held) {
 #pragma unroll
         for (u32 k = 0; k < HELD; k++)
-            if (t + group * k < dv) f(t + group * k, v[k]);
+            if (t + group * k < dv) f(t + group * k, r.x[k], r.w[k], r.b[k]);
     } else {
-        for (u32 c = t; c < dv; c += group) f(c, xv[c]);
+        for (u32 c = t; c < dv; c += group) f(c, xv[c], wv[c], bv ? bv[c] : uint4{});
     }
 }
 
 __device__ void norm_row(const bf16* __restrict__ xr, const bf16* __restrict__ w, const bf16* __restrict__ b,
                          bf16* __restrict__ yr, u32 d, float eps, bool center, bool row_ok, u32 t, u32 group) {
     if (d % 8 == 0) {
-        const uint4* xv = (const uint4*)xr;
+        const uint4 *xv = (const uint4*)xr, *wv = (const uint4*)w, *bv = (const uint4*)b;
         const u32 dv = d / 8;
         const bool held = dv <= HELD * group;
-        uint4 v[HELD];
+        HeldRow r;
         if (held && row_ok) {
 #pragma unroll
-            for (u32 k = 0; k < HELD; k++)
-                if (t + group * k < dv) v[k] = xv[t + group * k];
+            for (u32 k = 0; k < HELD; k++) {
+                const u32 c = t + group * k;
+                if (c < dv) {
+                    r.x[k] = xv[c];
+                    r.w[k] = wv[c];
+                    if (bv) r.b[k] = bv[c];
+                }
+            }
         }
         float s = 0.f;
         if (center)
-            each_vec(held, v, xv, dv, t, group, row_ok, [&](u32, uint4 x) {
+            each_vec(held, r, xv, wv, bv, dv, t, group, row_ok, [&](u32, uint4 x, uint4, uint4) {
                 float f[8];
                 unpack8(x, f);
 #pragma unroll
@@ -152,18 +164,18 @@ __device__ void norm_row(const bf16* __restrict__ xr, const bf16* __restrict__ w
         const float mean = center ? group_sum(s, group) / d : 0.f;
         // Σ(x − mean)²: exact where E[x²] − mean² would cancel.
         float ss = 0.f;
-        each_vec(held, v, xv, dv, t, group, row_ok, [&](u32, uint4 x) {
+        each_vec(held, r, xv, wv, bv, dv, t, group, row_ok, [&](u32, uint4 x, uint4, uint4) {
             float f[8];
             unpack8(x, f);
 #pragma unroll
             for (int i = 0; i < 8; i++) ss += (f[i] - mean) * (f[i] - mean);
         });
         const float inv = rsqrtf(group_sum(ss, group) / d + eps);
-        each_vec(held, v, xv, dv, t, group, row_ok, [&](u32 c, uint4 x) {
+        each_vec(held, r, xv, wv, bv, dv, t, group, row_ok, [&](u32 c, uint4 x, uint4 wq, uint4 bq) {
             float f[8], wf[8], bf8[8];
             unpack8(x, f);
-            unpack8(((const uint4*)w)[c], wf);
-            if (b) unpack8(((const uint4*)b)[c], bf8);
+            unpack8(wq, wf);
+            if (b) unpack8(bq, bf8);
 #pragma unroll
             for (int i = 0; i < 8; i++) f[i] = (f[i] - mean) * inv * wf[i] + (b ? bf8[i] : 0.f);
             ((uint4*)yr)[c] = pack8(f);
@@ -191,12 +203,12 @@ __device__ void norm_rows(const bf16* x, const bf16* w, const bf16* b, bf16* y, 
     norm_row(x + off, w, b, y + off, d, eps, center, ok, threadIdx.x % group, group);
 }
 
-extern "C" __global__ void rmsnorm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
+extern "C" __global__ void __launch_bounds__(256) rmsnorm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
                                    u32 rows, u32 d, float eps, u32 group) {
     norm_rows(x, w, nullptr, y, rows, d, eps, false, group);
 }
 
-extern "C" __global__ void layernorm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ b,
+extern "C" __global__ void __launch_bounds__(256) layernorm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ b,
                                      bf16* __restrict__ y, u32 rows, u32 d, float eps, u32 group) {
     norm_rows(x, w, b, y, rows, d, eps, true, group);
 }
@@ -326,9 +338,9 @@ extern "C" __global__ void drop_cls(const bf16* __restrict__ x, bf16* __restrict
 // causal: the ViT (per image) and the decoder's prefill. Tensor cores via mma.sync m16n8k16 bf16.
 // Q, K, V are read from the fused qkv activation [tokens, stride]: head h's q at column h·D,
 // kv head g's k at k_off + g·D and v at v_off + g·D. Output [tokens, out_stride], head h at h·D.
-// Block: 4 warps, 64 query rows (16 per warp); K/V tiles of 64 keys (32 at D = 128) in shared
-// memory, the next tile copied by cp.async while the current one is used.
-// grid = (ceil(max_len / 64), heads, sequences).
+// Block: 4 warps, BQ query rows (16 or 32 per warp, see below); K/V tiles of 64 keys (32 at
+// D = 128) in shared memory, the next tile copied by cp.async while the current one is used.
+// grid = (ceil(max_len / BQ), heads, sequences).
 
 __device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
     asm volatile(
@@ -366,106 +378,120 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32* r, u32 addr) {
                  : "memory");
 }
 
-// One warp's 16 query rows (r0 = row of this lane, r1 = r0 + 8) against one tile of BK keys
-// starting at j0 (K and V rows in shared memory, LD apart): online softmax into o, m, l.
-template <int D, int BK, int LD>
-__device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, const u32 (&qa)[D / 16][4],
-                                            float (&o)[D / 8][4], float& m0, float& m1, float& l0, float& l1,
-                                            int j0, int len, int key_lim, int causal, int r0, int r1, float sl2,
-                                            int g, int tq) {
+// One warp's MT·16 query rows against one tile of BK keys starting at j0 (K and V rows in shared
+// memory, LD apart): online softmax into o, m, l. Query tile t of the warp holds rows
+// row0 + t·16 + g (r = 0) and + 8 (r = 1) in this lane. Every K or V fragment read from shared
+// memory serves all MT tiles: with 16 rows a warp, those reads, not the tensor cores, set the
+// pace at D = 64.
+template <int D, int BK, int LD, int MT>
+__device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, const u32 (&qa)[MT][D / 16][4],
+                                            float (&o)[MT][D / 8][4], float (&m)[MT][2], float (&l)[MT][2], int j0,
+                                            int len, int key_lim, int causal, int row0, float sl2, int g, int tq) {
     const int lane = threadIdx.x & 31, mi = lane >> 3, mr = lane & 7;
-    // S = Q·Kᵀ for 16 rows × BK keys: tiles of 8 keys, whole tiles past key_lim skipped (masked).
+    // S = Q·Kᵀ for the rows × BK keys: tiles of 8 keys, whole tiles past key_lim skipped (masked).
     // K fragments by ldmatrix: matrices (keys nt·8.., dims kk·16 + 0/8, then (kk+1)·16 + 0/8).
     const u32 kbase = smem_addr(Ks + mr * LD + (mi >> 1) * 16 + (mi & 1) * 8);
-    float s[BK / 8][4];
+    float s[MT][BK / 8][4];
 #pragma unroll
     for (int nt = 0; nt < BK / 8; nt++) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int t = 0; t < MT; t++) s[t][nt][0] = s[t][nt][1] = s[t][nt][2] = s[t][nt][3] = 0.f;
         if (j0 + nt * 8 >= key_lim) continue;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk += 2) {
             u32 b[4];
             ldmatrix_x4(b, kbase + (nt * 8 * LD + kk * 16) * 2);
-            mma_bf16(s[nt], qa[kk], b[0], b[1]);
-            mma_bf16(s[nt], qa[kk + 1], b[2], b[3]);
-        }
-    }
-    // Scale, mask where the tile crosses the end or the diagonal, online softmax.
-    // c0,c1: row r0, keys +tq*2, +1; c2,c3: row r1.
-    const bool whole = j0 + BK <= len && (!causal || j0 + BK - 1 <= r0 - g);
-    float mx0 = NEG_INF, mx1 = NEG_INF;
 #pragma unroll
-    for (int nt = 0; nt < BK / 8; nt++) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            if (whole) {
-                s[nt][e] *= sl2;
-            } else {
-                const int key = j0 + nt * 8 + tq * 2 + (e & 1);
-                const int row = e < 2 ? r0 : r1;
-                bool ok = key < len && (!causal || key <= row);
-                s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF;
+            for (int t = 0; t < MT; t++) {
+                mma_bf16(s[t][nt], qa[t][kk], b[0], b[1]);
+                mma_bf16(s[t][nt], qa[t][kk + 1], b[2], b[3]);
             }
         }
-        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
     }
-    for (int o2 = 1; o2 < 4; o2 <<= 1) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-    }
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-    // A row with nothing visible yet keeps m = -inf: guard the exponentials.
-    const float c0 = n0 == NEG_INF ? 1.f : exp2f(m0 - n0);
-    const float c1 = n1 == NEG_INF ? 1.f : exp2f(m1 - n1);
-    float ps0 = 0.f, ps1 = 0.f;
+    // Mask where the tile crosses the end or the diagonal, online softmax. Scores stay unscaled
+    // (the scale is positive, so maxima commute with it) and each exponent is one FMA:
+    // exp(scale·(s − m)) = exp2(s·sl2 − m·sl2). Issue slots, not tensor cores, bound this loop
+    // at D = 64, so every instruction per score counts.
+    // s[t][nt][0..1]: row r = 0, keys +tq·2, +1; [2..3]: row r = 1.
+    const bool whole = j0 + BK <= len && (!causal || j0 + BK - 1 <= row0);
+    u32 pa[MT][BK / 16][4];
 #pragma unroll
-    for (int nt = 0; nt < BK / 8; nt++) {
-        s[nt][0] = n0 == NEG_INF ? 0.f : exp2f(s[nt][0] - n0);
-        s[nt][1] = n0 == NEG_INF ? 0.f : exp2f(s[nt][1] - n0);
-        s[nt][2] = n1 == NEG_INF ? 0.f : exp2f(s[nt][2] - n1);
-        s[nt][3] = n1 == NEG_INF ? 0.f : exp2f(s[nt][3] - n1);
-        ps0 += s[nt][0] + s[nt][1];
-        ps1 += s[nt][2] + s[nt][3];
-    }
-    for (int o2 = 1; o2 < 4; o2 <<= 1) {
-        ps0 += __shfl_xor_sync(0xffffffffu, ps0, o2);
-        ps1 += __shfl_xor_sync(0xffffffffu, ps1, o2);
-    }
-    l0 = l0 * c0 + ps0;
-    l1 = l1 * c1 + ps1;
-    m0 = n0;
-    m1 = n1;
+    for (int t = 0; t < MT; t++) {
+        const int rows[2] = {row0 + t * 16 + g, row0 + t * 16 + g + 8};
+        float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-        o[dt][0] *= c0; o[dt][1] *= c0; o[dt][2] *= c1; o[dt][3] *= c1;
+        for (int nt = 0; nt < BK / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (!whole) {
+                    const int key = j0 + nt * 8 + tq * 2 + (e & 1);
+                    if (key >= len || (causal && key > rows[e >> 1])) s[t][nt][e] = NEG_INF;
+                }
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[t][nt][e]);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            for (int o2 = 1; o2 < 4; o2 <<= 1) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], o2));
+            const float nm = fmaxf(m[t][r], mx[r]);
+            // A row with nothing visible yet keeps m = −inf (its scores are all −inf, so
+            // any finite offset gives zeros); the rescale of its empty sums is then 1.
+            const float off = nm == NEG_INF ? 0.f : nm * sl2;
+            const float c = nm == NEG_INF ? 1.f : exp2f(m[t][r] * sl2 - off);
+            float ps = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < BK / 8; nt++) {
+#pragma unroll
+                for (int e = 2 * r; e < 2 * r + 2; e++) {
+                    s[t][nt][e] = exp2f(fmaf(s[t][nt][e], sl2, -off));
+                    ps += s[t][nt][e];
+                }
+            }
+            for (int o2 = 1; o2 < 4; o2 <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o2);
+            l[t][r] = l[t][r] * c + ps;
+            m[t][r] = nm;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++) {
+                o[t][dt][2 * r] *= c;
+                o[t][dt][2 * r + 1] *= c;
+            }
+        }
+        // P's accumulator layout is exactly the A fragment of the next product.
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ks++) {
+            pa[t][ks][0] = pack_bf2(s[t][2 * ks][0], s[t][2 * ks][1]);
+            pa[t][ks][1] = pack_bf2(s[t][2 * ks][2], s[t][2 * ks][3]);
+            pa[t][ks][2] = pack_bf2(s[t][2 * ks + 1][0], s[t][2 * ks + 1][1]);
+            pa[t][ks][3] = pack_bf2(s[t][2 * ks + 1][2], s[t][2 * ks + 1][3]);
+        }
     }
-    // O += P·V: P's accumulator layout is exactly the A fragment of the next product. V
-    // fragments by ldmatrix.trans: matrices (keys +0..7, dims dt·8), (keys +8..15, dt·8),
-    // (+0..7, (dt+1)·8), (+8..15, (dt+1)·8).
+    // O += P·V. V fragments by ldmatrix.trans: matrices (keys +0..7, dims dt·8),
+    // (keys +8..15, dt·8), (+0..7, (dt+1)·8), (+8..15, (dt+1)·8).
     const u32 vbase = smem_addr(Vs + ((mi & 1) * 8 + mr) * LD + (mi >> 1) * 8);
 #pragma unroll
     for (int ks = 0; ks < BK / 16; ks++) {
         if (j0 + ks * 16 >= key_lim) continue;  // P is zero there
-        u32 pa[4] = {pack_bf2(s[2 * ks][0], s[2 * ks][1]), pack_bf2(s[2 * ks][2], s[2 * ks][3]),
-                     pack_bf2(s[2 * ks + 1][0], s[2 * ks + 1][1]), pack_bf2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
 #pragma unroll
         for (int dt = 0; dt < D / 8; dt += 2) {
             u32 b[4];
             ldmatrix_x4_trans(b, vbase + (ks * 16 * LD + dt * 8) * 2);
-            mma_bf16(o[dt], pa, b[0], b[1]);
-            mma_bf16(o[dt + 1], pa, b[2], b[3]);
+#pragma unroll
+            for (int t = 0; t < MT; t++) {
+                mma_bf16(o[t][dt], pa[t][ks], b[0], b[1]);
+                mma_bf16(o[t][dt + 1], pa[t][ks], b[2], b[3]);
+            }
         }
     }
 }
 
-template <int D>
+// 4 warps of MT·16 query rows: BQ = 64·MT rows a block.
+template <int D, int MT>
 __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out, const int* __restrict__ cu,
                            u32 stride, u32 out_stride, u32 heads, u32 kv_heads, u32 k_off, u32 v_off,
                            int causal, float scale) {
     // Two K/V tiles in shared memory (the next one copied while this one is used): 37 KB of
     // the 48 KB static limit at D = 64 with 64 keys a tile, 35 KB at D = 128 with 32.
-    constexpr int BQ = 64, BK = D == 64 ? 64 : 32, PAD = 8, LD = D + PAD;
+    constexpr int WR = 16 * MT, BQ = 4 * WR, BK = D == 64 ? 64 : 32, PAD = 8, LD = D + PAD;
     __shared__ __align__(16) bf16 Ks[2][BK * LD];
     __shared__ __align__(16) bf16 Vs[2][BK * LD];
     const int seq = blockIdx.z, h = blockIdx.y;
@@ -474,31 +500,39 @@ __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out,
     if (q_block >= len) return;
     const int kvh = h / (heads / kv_heads);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    const int r0 = q_block + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
-    const float sl2 = scale * 1.4426950408889634f;         // exp(x) = exp2(x·log2 e)
+    const int row0 = q_block + warp * WR;          // the warp's first query row
+    const float sl2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x·log2 e)
 
-    // Q fragments (A operand), rows r0 / r1, all of D.
-    u32 qa[D / 16][4];
+    // Q fragments (A operand) of each tile, rows +g and +g+8, all of D.
+    u32 qa[MT][D / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const int c0 = kk * 16 + tq * 2;
+    for (int t = 0; t < MT; t++) {
+        const int r0 = row0 + t * 16 + g, r1 = r0 + 8;
         const bf16* q0 = qkv + (u64)(base + r0) * stride + h * D;
         const bf16* q1 = qkv + (u64)(base + r1) * stride + h * D;
-        qa[kk][0] = r0 < len ? *(const u32*)(q0 + c0) : 0u;
-        qa[kk][1] = r1 < len ? *(const u32*)(q1 + c0) : 0u;
-        qa[kk][2] = r0 < len ? *(const u32*)(q0 + c0 + 8) : 0u;
-        qa[kk][3] = r1 < len ? *(const u32*)(q1 + c0 + 8) : 0u;
-    }
-    float o[D / 8][4];
 #pragma unroll
-    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int c0 = kk * 16 + tq * 2;
+            qa[t][kk][0] = r0 < len ? *(const u32*)(q0 + c0) : 0u;
+            qa[t][kk][1] = r1 < len ? *(const u32*)(q1 + c0) : 0u;
+            qa[t][kk][2] = r0 < len ? *(const u32*)(q0 + c0 + 8) : 0u;
+            qa[t][kk][3] = r1 < len ? *(const u32*)(q1 + c0 + 8) : 0u;
+        }
+    }
+    float o[MT][D / 8][4], m[MT][2], l[MT][2];
+#pragma unroll
+    for (int t = 0; t < MT; t++) {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) o[t][i][0] = o[t][i][1] = o[t][i][2] = o[t][i][3] = 0.f;
+        m[t][0] = m[t][1] = NEG_INF;
+        l[t][0] = l[t][1] = 0.f;
+    }
 
     const int kv_end = causal ? min(len, q_block + BQ) : len;
     // Keys this warp can see (warp-uniform, so whole tiles past it are skipped): a sequence
     // of 577 tokens ends in a 1-key tile and a 1-row query block.
-    const int key_lim = causal ? min(len, q_block + warp * 16 + 16) : len;
-    const bool idle = q_block + warp * 16 >= len;
+    const int key_lim = causal ? min(len, row0 + WR) : len;
+    const bool idle = row0 >= len;
     // Copy the tile of keys [j0, j0 + BK) into buffer b (cp.async; zeros past the end).
     auto load = [&](int b, int j0) {
         for (int i = threadIdx.x; i < BK * (D / 8); i += blockDim.x) {
@@ -528,28 +562,33 @@ __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out,
         __syncthreads();
         // A warp whose rows all lie past the end only helps load the tiles.
         if (!idle)
-            attend_tile<D, BK, LD>(Ks[buf], Vs[buf], qa, o, m0, m1, l0, l1, j0, len, key_lim, causal, r0, r1, sl2,
-                                   g, tq);
+            attend_tile<D, BK, LD, MT>(Ks[buf], Vs[buf], qa, o, m, l, j0, len, key_lim, causal, row0, sl2, g, tq);
         __syncthreads();
     }
-    const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
 #pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-        const int c = h * D + dt * 8 + tq * 2;
-        if (r0 < len) *(u32*)(out + (u64)(base + r0) * out_stride + c) = pack_bf2(o[dt][0] * i0, o[dt][1] * i0);
-        if (r1 < len) *(u32*)(out + (u64)(base + r1) * out_stride + c) = pack_bf2(o[dt][2] * i1, o[dt][3] * i1);
+    for (int t = 0; t < MT; t++) {
+        const int r0 = row0 + t * 16 + g, r1 = r0 + 8;
+        const float i0 = l[t][0] > 0.f ? 1.f / l[t][0] : 0.f, i1 = l[t][1] > 0.f ? 1.f / l[t][1] : 0.f;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            const int c = h * D + dt * 8 + tq * 2;
+            if (r0 < len) *(u32*)(out + (u64)(base + r0) * out_stride + c) = pack_bf2(o[t][dt][0] * i0, o[t][dt][1] * i0);
+            if (r1 < len) *(u32*)(out + (u64)(base + r1) * out_stride + c) = pack_bf2(o[t][dt][2] * i1, o[t][dt][3] * i1);
+        }
     }
 }
 
+// Query rows per block of each: two tiles a warp at D = 64 (the ViT); one at D = 128, where
+// two would not fit the registers (exec/src/model/gpu.rs `flash_rows_per_block`).
 extern "C" __global__ void __launch_bounds__(128) flash_attn_d64(const bf16* qkv, bf16* out, const int* cu, u32 stride,
                                                                  u32 out_stride, u32 heads, u32 kv_heads, u32 k_off,
                                                                  u32 v_off, int causal, float scale) {
-    flash_attn<64>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
+    flash_attn<64, 2>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
 }
 extern "C" __global__ void __launch_bounds__(128) flash_attn_d128(const bf16* qkv, bf16* out, const int* cu, u32 stride,
                                                                   u32 out_stride, u32 heads, u32 kv_heads, u32 k_off,
                                                                   u32 v_off, int causal, float scale) {
-    flash_attn<128>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
+    flash_attn<128, 1>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,44 +599,54 @@ extern "C" __global__ void __launch_bounds__(128) flash_attn_d128(const bf16* qk
 // LLaMA rotary embedding ("rotate half") in place on the q and k heads of a fused qkv
 // activation [n, stride] = [q heads | k heads | v heads] · head_dim, and the token's k (after
 // rope) and v written into its cache slot (block·16 + slot; < 0: not written, for padded rows
-// of a batch). One launch for what the attention needs before it can run.
+// of a batch). One launch for what the attention needs before it can run. A thread per 16-byte
+// vector: 8 rotated pairs (frequencies from the table inv_freq[head_dim / 2], computed once on
+// the host), or 8 values of v. head_dim a multiple of 16; n · vectors per token < 2³².
 extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __restrict__ pos,
-                                          const int* __restrict__ slots, bf16* __restrict__ pool, u32 n, u32 stride,
-                                          u32 heads, u32 kv_heads, u32 head_dim, float theta) {
-    const u32 half = head_dim / 2, dv = head_dim / 8;
-    const u32 pairs = (heads + kv_heads) * half;  // rotated pairs of a token, then its v vectors
-    const u32 per_token = pairs + kv_heads * dv;
-    const u64 total = (u64)n * per_token;
-    const double log_theta = log((double)theta);
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+                                          const int* __restrict__ slots, bf16* __restrict__ pool,
+                                          const double* __restrict__ inv_freq, u32 n, u32 stride, u32 heads,
+                                          u32 kv_heads, u32 head_dim) {
+    const u32 half = head_dim / 2, hv = half / 8, dv = head_dim / 8;
+    const u32 rotated = (heads + kv_heads) * hv;  // vectors of pairs per token, then v's vectors
+    const u32 per_token = rotated + kv_heads * dv;
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n * per_token; i += gridDim.x * blockDim.x) {
         const u32 tok = i / per_token, e = i % per_token;
         const int slot = slots[tok];
+        bf16* row = qkv + (u64)tok * stride;
         // Row of head kh of K (kv = 0) or V (kv = 1) in the slot's cache block.
         auto cache_row = [&](u32 kv, u32 kh) {
             return pool + ((((u64)(slot / KV_BLOCK) * 2 + kv) * kv_heads + kh) * KV_BLOCK + slot % KV_BLOCK) * head_dim;
         };
-        bf16* row = qkv + (u64)tok * stride;
-        if (e < pairs) {
-            const u32 j = e % half, h = e / half;
-            // The angle in f64 (positions reach thousands of radians), reduced to [-π, π], then
-            // f32 sine and cosine: as exact as f64 throughout for a bf16 result, far cheaper.
-            const double inv_freq = exp(-(double)(2 * j) / head_dim * log_theta);
-            const double a = (double)pos[tok] * inv_freq;
-            const float red = (float)(a - 6.283185307179586 * rint(a * 0.15915494309189535));
-            float sn, cs;
-            sincosf(red, &sn, &cs);
-            bf16* v = row + (u64)h * head_dim;
-            const float x0 = bf(v[j]), x1 = bf(v[j + half]);
-            const bf16 y0 = to_bf(x0 * cs - x1 * sn), y1 = to_bf(x1 * cs + x0 * sn);
-            v[j] = y0;
-            v[j + half] = y1;
+        if (e < rotated) {
+            const u32 h = e / hv, j0 = e % hv * 8;
+            const double p = pos[tok];
+            uint4* lo = (uint4*)(row + (u64)h * head_dim + j0);
+            uint4* hi = (uint4*)(row + (u64)h * head_dim + half + j0);
+            float x0[8], x1[8], y0[8], y1[8];
+            unpack8(*lo, x0);
+            unpack8(*hi, x1);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                // The angle in f64 (positions reach thousands of radians), reduced to [-π, π],
+                // then f32 sine and cosine: as exact as f64 throughout for a bf16 result, far
+                // cheaper.
+                const double a = p * inv_freq[j0 + k];
+                const float red = (float)(a - 6.283185307179586 * rint(a * 0.15915494309189535));
+                float sn, cs;
+                sincosf(red, &sn, &cs);
+                y0[k] = x0[k] * cs - x1[k] * sn;
+                y1[k] = x1[k] * cs + x0[k] * sn;
+            }
+            const uint4 a = pack8(y0), b = pack8(y1);
+            *lo = a;
+            *hi = b;
             if (h >= heads && slot >= 0) {
                 bf16* k = cache_row(0, h - heads);
-                k[j] = y0;
-                k[j + half] = y1;
+                *(uint4*)(k + j0) = a;
+                *(uint4*)(k + half + j0) = b;
             }
         } else if (slot >= 0) {
-            const u32 f = e - pairs, kh = f / dv, c = f % dv;
+            const u32 f = e - rotated, kh = f / dv, c = f % dv;
             ((uint4*)cache_row(1, kh))[c] = ((const uint4*)(row + (u64)(heads + kv_heads + kh) * head_dim))[c];
         }
     }
@@ -609,13 +658,18 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
 // block of a (seq, head) to finish merges them into out (counted in `done`, zero between
 // launches: the merging block resets it) — one launch per layer instead of two.
 // Small batches take short parts, so enough blocks read the cache at once.
-// head_dim 128: a half-warp (16 lanes × 8 values) holds one key or value row.
+// head_dim 128: a half-warp (16 lanes × 8 values) holds one key or value row; each of the 8
+// half-warps has U keys in flight. A part of at most 8·U tokens is one chunk: its values are
+// loaded with its keys, so the block waits on memory once, not twice (what short parts need:
+// at batch 1 every layer waits on its attention).
 #define PART 256
-extern "C" __global__ void __launch_bounds__(128) decode_attn(
-    const bf16* __restrict__ qkv, const int* __restrict__ tables, const int* __restrict__ ctx,
-    const bf16* __restrict__ pool, float* part_o, float* part_ml,
-    unsigned* __restrict__ done, bf16* __restrict__ out, u32 stride, u32 heads, u32 kv_heads, u32 max_blocks,
-    u32 max_parts, u32 part, u32 out_stride, float scale) {
+#define DECODE_ATTN_ARGS                                                                                 \
+    const bf16 *__restrict__ qkv, const int *__restrict__ tables, const int *__restrict__ ctx,          \
+        const bf16 *__restrict__ pool, float *part_o, float *part_ml, unsigned *__restrict__ done,      \
+        bf16 *__restrict__ out, u32 stride, u32 heads, u32 kv_heads, u32 max_blocks, u32 max_parts, u32 part, \
+        u32 out_stride, float scale
+template <int U>
+__device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
     __shared__ float sc[PART];
     __shared__ float red[8][128];
     __shared__ bool merge;
@@ -639,22 +693,26 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn(
         }
         const u64 head_off = (u64)kvh * KV_BLOCK * 128 + l16 * 8;
         const u64 kv_step = (u64)kv_heads * KV_BLOCK * 128;  // K → V within a block
-        // Scores: four keys per half-warp in flight. The loop bound must be the same for the whole
-        // warp (both half-warps), because the shuffles below need every lane.
-        for (int b0 = 0; b0 < n; b0 += 32) {
+        // Scores. The loop bound must be the same for the whole warp (both half-warps), because
+        // the shuffles below need every lane.
+        const bool one_chunk = n <= 8 * U;
+        uint4 vr[U];
+        for (int b0 = 0; b0 < n; b0 += 8 * U) {
             const int t0 = b0 + hw;
-            uint4 kr[4];
+            uint4 kr[U];
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < U; u++) {
                 int t = t0 + u * 8;
                 if (t < n) {
                     int tok = start + t;
                     u64 blk = (u64)tab[tok / KV_BLOCK];
-                    kr[u] = *(const uint4*)(pool + blk * 2 * kv_step + head_off + (tok % KV_BLOCK) * 128);
+                    const bf16* row = pool + blk * 2 * kv_step + head_off + (tok % KV_BLOCK) * 128;
+                    kr[u] = *(const uint4*)row;
+                    if (one_chunk) vr[u] = *(const uint4*)(row + kv_step);
                 }
             }
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < U; u++) {
                 int t = t0 + u * 8;
                 const u32* w = (const u32*)&kr[u];
                 float acc = 0.f;
@@ -672,20 +730,21 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn(
         for (int t = threadIdx.x; t < n; t += blockDim.x) { float e = __expf(sc[t] - mx); sc[t] = e; sum += e; }
         sum = block_sum(sum);  // its barrier also publishes sc
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int b0 = 0; b0 < n; b0 += 32) {
+        for (int b0 = 0; b0 < n; b0 += 8 * U) {
             const int t0 = b0 + hw;
-            uint4 vr[4];
+            if (!one_chunk) {
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
-                int t = t0 + u * 8;
-                if (t < n) {
-                    int tok = start + t;
-                    u64 blk = (u64)tab[tok / KV_BLOCK];
-                    vr[u] = *(const uint4*)(pool + (blk * 2 + 1) * kv_step + head_off + (tok % KV_BLOCK) * 128);
+                for (int u = 0; u < U; u++) {
+                    int t = t0 + u * 8;
+                    if (t < n) {
+                        int tok = start + t;
+                        u64 blk = (u64)tab[tok / KV_BLOCK];
+                        vr[u] = *(const uint4*)(pool + (blk * 2 + 1) * kv_step + head_off + (tok % KV_BLOCK) * 128);
+                    }
                 }
             }
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < U; u++) {
                 int t = t0 + u * 8;
                 if (t < n) {
                     float pr = sc[t];
@@ -725,6 +784,17 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn(
     // A sequence of length 0 (batch padding) gets zeros.
     out[(u64)b * out_stride + h * 128 + d] = to_bf(l > 0.f ? o / l : 0.f);
     if (d == 0) done[(u64)b * heads + h] = 0;
+}
+
+// Long parts (large batches): four keys per half-warp in flight, values in a second pass.
+extern "C" __global__ void __launch_bounds__(128) decode_attn(DECODE_ATTN_ARGS) {
+    decode_attn_body<4>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, max_blocks,
+                        max_parts, part, out_stride, scale);
+}
+// Short parts (≤ 64 tokens, small batches): one chunk, keys and values loaded together.
+extern "C" __global__ void __launch_bounds__(128) decode_attn_short(DECODE_ATTN_ARGS) {
+    decode_attn_body<8>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, max_blocks,
+                        max_parts, part, out_stride, scale);
 }
 
 // Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.

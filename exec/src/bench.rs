@@ -155,7 +155,11 @@ pub fn bench(
         (SmallProducts::CuBlasLt, "cuBLASLt only"),
     ] {
         e.set_small_products(how);
-        for batch in decode_points.iter().map(|p| p.0).filter(|&b| b <= GEMV_MAX_M) {
+        for batch in decode_points
+            .iter()
+            .map(|p| p.0)
+            .filter(|&b| b <= GEMV_MAX_M)
+        {
             let t = e.time_decode(batch, 700, iters)?;
             let floor = decode_bytes(&e.model, batch, 700) / bw;
             rows.push(BenchRow {

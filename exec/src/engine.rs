@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::kargs;
 use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
 use crate::model::gpu::{
-    Attn, DECODE_PART, GpuModel, SmallProducts, KV_BLOCK, KvPool, Scratch, TokenInputs, download_i32,
+    Attn, DECODE_PART, GpuModel, KV_BLOCK, KvPool, Scratch, SmallProducts, TokenInputs,
+    download_i32,
 };
 use crate::model::host::{IMAGE_TOKEN, mix64};
 use cudarc::driver::sys;

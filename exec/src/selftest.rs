@@ -9,7 +9,7 @@ use crate::kargs;
 use crate::model::cpu;
 use crate::model::gpu::{
     Attn, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_bf16, download_f32,
-    download_i32, upload_bf16, upload_i32,
+    download_i32, upload_bf16, upload_f64, upload_i32,
 };
 use crate::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
 use crate::model::llava::LlavaConfig;
@@ -70,7 +70,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let (px, py, eps) = (dx.ptr, dy.ptr, 1e-5f32);
     // Norms at the model's widths (a warp per row, 8 rows a block: 256, CLIP's 1024; 4 warps, 2
     // rows: 7B's 4096; 5 warps: 13B's 5120), one too wide for registers (33,280: re-read per
-    // pass) and one not a multiple of 8 (the plain path); 9 rows, so the last block is partly empty.
+    // pass by 256 threads) and one not a multiple of 8 (the plain path); 9 rows, so the last block is partly empty.
     for nd in [256usize, 1024, 4096, 5120, 33_280, 250] {
         let nr = 9usize;
         let (x, w, b) = (
@@ -175,27 +175,29 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         .collect();
     let pool_elems = 3 * 2 * kvh * KV_BLOCK * hd;
     let dpool = upload_bf16(g, &vec![0f32; pool_elems])?;
-    let (dq, dp, dsl) = (
+    let theta = 10_000f32;
+    let (dq, dp, dsl, dfreq) = (
         upload_bf16(g, &q)?,
         upload_i32(g, &pos)?,
         upload_i32(g, &slots)?,
+        upload_f64(g, &cpu::rope_inv_freq(hd, theta))?,
     );
-    let (pq, pp, psl, ppool, st, hh, kh, hd32, theta) = (
+    let (pq, pp, psl, ppool, pf, st, hh, kh, hd32) = (
         dq.ptr,
         dp.ptr,
         dsl.ptr,
         dpool.ptr,
+        dfreq.ptr,
         stride as u32,
         heads as u32,
         kvh as u32,
         hd as u32,
-        10_000f32,
     );
     k.get("rope_kv_append").launch(
         8,
         256,
         &s,
-        &mut kargs![pq, pp, psl, ppool, r32, st, hh, kh, hd32, theta],
+        &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32],
     )?;
     s.synchronize()?;
     let mut want = q.clone();
@@ -259,7 +261,11 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         shape: vec![nn, kk],
     };
     let (dxv, dyv) = (upload_bf16(g, &xv)?, upload_bf16(g, &yv)?);
-    m.gemm(&s, dxv.ptr, &wt, dyv.ptr, mm, None, true, false)?;
+    let acc = crate::gemm::Epilogue {
+        accumulate: true,
+        ..Default::default()
+    };
+    m.gemv(&s, dxv.ptr, &wt, dyv.ptr, mm, acc)?;
     s.synchronize()?;
     let mut want = cpu::linear(&xv, &wv, None, mm, nn, kk);
     want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);
@@ -278,7 +284,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let g = &m.gpu;
     let s = g.stream()?;
     for (hd, causal, lens, heads, kvh) in [
-        (64usize, false, vec![17usize, 130, 65], 2usize, 2usize),
+        (64usize, false, vec![17usize, 300, 65], 2usize, 2usize),
         (128, true, vec![70, 5, 200], 4, 2),
     ] {
         let n: usize = lens.iter().sum();
@@ -297,13 +303,9 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let (st, os, h32, kv32) = (stride as u32, (heads * hd) as u32, heads as u32, kvh as u32);
         let (ko, vo) = ((heads * hd) as u32, ((heads + kvh) * hd) as u32);
         let (c32, scale) = (causal as i32, 1.0f32 / (hd as f32).sqrt());
-        let name = if hd == 64 {
-            "flash_attn_d64"
-        } else {
-            "flash_attn_d128"
-        };
+        let (name, bq) = crate::model::gpu::flash_attn_kernel(hd);
         m.k.get(name).launch3(
-            (max_len.div_ceil(64) as u32, h32, lens.len() as u32),
+            (max_len.div_ceil(bq) as u32, h32, lens.len() as u32),
             128,
             &s,
             &mut kargs![pq, po, pc, st, os, h32, kv32, ko, vo, c32, scale],
@@ -346,7 +348,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         upload_i32(g, &ctx.iter().map(|c| *c as i32).collect::<Vec<_>>())?,
     );
     let scale = 1.0f32 / (hd as f32).sqrt();
-    // Both partition lengths the engine uses (large and small batches).
+    // Both partition lengths (and kernels) the engine uses: large and small batches.
     let mut got = Vec::new();
     for part in [
         crate::model::gpu::DECODE_PART_MAX,
@@ -374,12 +376,15 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         // left the counters at zero.
         for _ in 0..2 {
             o.memset_async(0, &s)?;
-            m.k.get("decode_attn").launch3(
-                (mp, h32, 3),
-                128,
-                &s,
-                &mut kargs![pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale],
-            )?;
+            m.k.get(crate::model::gpu::decode_attn_kernel(part))
+                .launch3(
+                    (mp, h32, 3),
+                    128,
+                    &s,
+                    &mut kargs![
+                        pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale
+                    ],
+                )?;
         }
         s.synchronize()?;
         got.push((part, download_bf16(&o, 3 * heads * hd)?));

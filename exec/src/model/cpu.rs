@@ -108,12 +108,19 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// Rotary frequencies θ^(−2i/d), i < d/2, of a head of d values (the GPU kernel reads the same
+/// table, so both sides rotate by the same angles).
+pub fn rope_inv_freq(d: usize, theta: f32) -> Vec<f64> {
+    (0..d / 2)
+        .map(|i| 1.0 / (theta as f64).powf((2 * i) as f64 / d as f64))
+        .collect()
+}
+
 /// Rotary embedding, LLaMA's "rotate half" form, in place on one head vector at `pos`.
 pub fn rope(v: &mut [f32], pos: usize, theta: f32) {
     let d = v.len();
     let half = d / 2;
-    for i in 0..half {
-        let inv_freq = 1.0 / (theta as f64).powf((2 * i) as f64 / d as f64);
+    for (i, inv_freq) in rope_inv_freq(d, theta).into_iter().enumerate() {
         let a = pos as f64 * inv_freq;
         let (s, c) = (a.sin() as f32, a.cos() as f32);
         let (x0, x1) = (v[i], v[i + half]);

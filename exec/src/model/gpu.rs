@@ -3,6 +3,7 @@
 //! Every function here only *queues* work on a stream; nothing synchronises, so the decode step
 //! can be captured into a CUDA graph.
 
+use super::cpu;
 use super::host::{HostWeights, f32_to_bf16, flatten, tensor_seed};
 use super::llava::{LlavaConfig, LlavaWeights, TensorSpec};
 use crate::device::{DeviceBuffer, Event, Gpu, Stream};
@@ -16,7 +17,7 @@ use std::collections::hash_map::Entry;
 use std::path::Path;
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 19] = [
+pub const KERNELS: [&str; 20] = [
     "gemv",
     "fill_uniform",
     "zero_cols",
@@ -35,6 +36,7 @@ pub const KERNELS: [&str; 19] = [
     "flash_attn_d64",
     "flash_attn_d128",
     "decode_attn",
+    "decode_attn_short",
     "argmax_rows",
 ];
 
@@ -69,6 +71,26 @@ pub fn decode_part(batch: usize) -> usize {
         DECODE_PART
     } else {
         DECODE_PART_MAX
+    }
+}
+
+/// The decode-attention kernel for partitions of `part` tokens: the short-partition one loads
+/// each part's keys and values at once (kernels/llava.cu `decode_attn_body`).
+pub fn decode_attn_kernel(part: usize) -> &'static str {
+    if part <= DECODE_PART {
+        "decode_attn_short"
+    } else {
+        "decode_attn"
+    }
+}
+
+/// The flash-attention kernel for heads of `head_dim` and the query rows each of its blocks
+/// covers (kernels/llava.cu: two 16-row tiles a warp at 64, one at 128).
+pub fn flash_attn_kernel(head_dim: usize) -> (&'static str, usize) {
+    if head_dim == 64 {
+        ("flash_attn_d64", 128)
+    } else {
+        ("flash_attn_d128", 64)
     }
 }
 
@@ -166,6 +188,13 @@ pub fn upload_i32(gpu: &Gpu, v: &[i32]) -> Result<DeviceBuffer> {
     Ok(b)
 }
 
+pub fn upload_f64(gpu: &Gpu, v: &[f64]) -> Result<DeviceBuffer> {
+    let b = gpu.alloc(v.len().max(1) * 8)?;
+    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    b.copy_from_host(&raw)?;
+    Ok(b)
+}
+
 /// The paged KV cache of all layers: `[layer][block][K|V][kv_head][slot 16][head_dim]` bf16.
 pub struct KvPool {
     pub buf: DeviceBuffer,
@@ -194,7 +223,8 @@ impl KvPool {
 
 /// How `layernorm` / `rmsnorm` cover `rows` rows of `d` values: `group` threads per row (whole
 /// warps, enough that each holds at most 4 of the row's 16-byte vectors in registers —
-/// kernels/llava.cu `HELD` — up to 1024), `block / group` rows per block, one pass over the rows.
+/// kernels/llava.cu `HELD` — up to 256: the kernels' launch bound, which leaves them the
+/// registers for that), `block / group` rows per block, one pass over the rows.
 /// A row of 4096 gets 128 threads, so even a batch of one row has 128 loads in flight, not 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NormLaunch {
@@ -207,7 +237,7 @@ impl NormLaunch {
     pub fn new(rows: usize, d: usize) -> NormLaunch {
         const HELD: usize = 4;
         let group = if d.is_multiple_of(8) {
-            (d / 8).div_ceil(HELD).next_multiple_of(32).clamp(32, 1024)
+            (d / 8).div_ceil(HELD).next_multiple_of(32).clamp(32, 256)
         } else {
             32
         };
@@ -308,6 +338,8 @@ pub struct GpuModel {
     /// Small-M shapes timed against gemv: true where gemv was faster.
     gemv_wins: RefCell<HashMap<ProductKey, bool>>,
     pub ws: DeviceBuffer,
+    /// The decoder's rotary frequencies (f64 [head_dim / 2], `cpu::rope_inv_freq`).
+    rope_inv_freq: DeviceBuffer,
     pub gpu: Gpu,
     pub small_products: SmallProducts,
 }
@@ -332,6 +364,10 @@ impl GpuModel {
             )));
         }
         let ws = gpu.alloc(WORKSPACE)?;
+        let rope_inv_freq = upload_f64(
+            &gpu,
+            &cpu::rope_inv_freq(cfg.llm.head_dim, cfg.llm.rope_theta),
+        )?;
         Ok(GpuModel {
             cfg,
             w,
@@ -340,6 +376,7 @@ impl GpuModel {
             plans: RefCell::new(HashMap::new()),
             gemv_wins: RefCell::new(HashMap::new()),
             ws,
+            rope_inv_freq,
             gpu,
             small_products: SmallProducts::Fastest,
         })
@@ -492,7 +529,10 @@ impl GpuModel {
         for (w, ep) in products {
             let (n, k) = (w.shape[0], w.shape[1]);
             let key = (m, n, k, ep);
-            let run_lt = |p: &Plan| self.lt.run_with(p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s);
+            let run_lt = |p: &Plan| {
+                self.lt
+                    .run_with(p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s)
+            };
             let lt_s = match self.plans.borrow_mut().entry(key) {
                 Entry::Occupied(e) => time(&|| run_lt(e.get()))?,
                 Entry::Vacant(v) => {
@@ -558,7 +598,15 @@ impl GpuModel {
     }
 
     /// The product through our gemv kernel (m ≤ 8, no bias).
-    fn gemv(&self, s: &Stream, x: u64, w: &DTensor, y: u64, m: usize, ep: Epilogue) -> Result<()> {
+    pub fn gemv(
+        &self,
+        s: &Stream,
+        x: u64,
+        w: &DTensor,
+        y: u64,
+        m: usize,
+        ep: Epilogue,
+    ) -> Result<()> {
         let (n, k) = (w.shape[0], w.shape[1]);
         let (m32, n32, k32) = (m as u32, n as u32, k as u32);
         let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
@@ -643,11 +691,7 @@ impl GpuModel {
         )?;
         self.layernorm(s, h, &self.w.pre_ln_w, &self.w.pre_ln_b, x, rows, dv)?;
         let hd = v.head_dim();
-        let attn_k = if hd == 64 {
-            "flash_attn_d64"
-        } else {
-            "flash_attn_d128"
-        };
+        let (attn_k, bq) = flash_attn_kernel(hd);
         for l in &self.w.vision {
             self.layernorm(s, x, &l.ln1_w, &l.ln1_b, h, rows, dv)?;
             self.gemm(s, h, &l.qkv_w, qkv, rows, Some(&l.qkv_b), false, false)?;
@@ -655,7 +699,7 @@ impl GpuModel {
                 ((3 * dv) as u32, v.heads as u32, dv as u32, (2 * dv) as u32);
             let (causal, scale) = (0i32, 1.0f32 / (hd as f32).sqrt());
             self.k.get(attn_k).launch3(
-                (npos.div_ceil(64) as u32, heads, im),
+                (npos.div_ceil(bq) as u32, heads, im),
                 128,
                 s,
                 &mut kargs![
@@ -830,8 +874,7 @@ impl GpuModel {
         } = self.decoder_buffers(sc, n, max_parts, decode, s)?;
         let (n32, stride, hd) = (n as u32, l.qkv_dim() as u32, l.head_dim as u32);
         let (heads, kvh) = (l.heads as u32, l.kv_heads as u32);
-        let rot = heads + kvh;
-        let theta = l.rope_theta;
+        let (rot, freqs) = (l.heads + l.kv_heads, self.rope_inv_freq.ptr);
         let k_off = l.q_dim() as u32;
         let v_off = (l.q_dim() + l.kv_dim()) as u32;
         let pos = inp.positions;
@@ -842,10 +885,10 @@ impl GpuModel {
             self.gemm(s, h, &lw.qkv, qkv, n, None, false, false)?;
             let layer = pool.layer(li);
             self.k.get("rope_kv_append").launch(
-                self.grid((n * (rot as usize * l.head_dim / 2 + l.kv_heads * l.head_dim / 8)) as u64),
+                self.grid((n * (rot * l.head_dim / 16 + l.kv_heads * l.head_dim / 8)) as u64),
                 256,
                 s,
-                &mut kargs![qkv, pos, slots, layer, n32, stride, heads, kvh, hd, theta],
+                &mut kargs![qkv, pos, slots, layer, freqs, n32, stride, heads, kvh, hd],
             )?;
             match attn_kind {
                 Attn::Prefill {
@@ -854,8 +897,9 @@ impl GpuModel {
                     max_len,
                 } => {
                     let (cu, causal, qd) = (*cu_seqlens, 1i32, l.q_dim() as u32);
-                    self.k.get("flash_attn_d128").launch3(
-                        (max_len.div_ceil(64) as u32, heads, *seqs as u32),
+                    let (name, bq) = flash_attn_kernel(l.head_dim);
+                    self.k.get(name).launch3(
+                        (max_len.div_ceil(bq) as u32, heads, *seqs as u32),
                         128,
                         s,
                         &mut kargs![
@@ -873,9 +917,9 @@ impl GpuModel {
                     // Partitions of the longest context at this length; the partial results keep
                     // the stride of the shortest partition.
                     let launched = (max_parts * DECODE_PART).div_ceil(part) as u32;
-                    let part = part as u32;
-                    let qd = l.q_dim() as u32;
-                    self.k.get("decode_attn").launch3(
+                    let kernel = self.k.get(decode_attn_kernel(part));
+                    let (part, qd) = (part as u32, l.q_dim() as u32);
+                    kernel.launch3(
                         (launched, heads, n32),
                         128,
                         s,
@@ -952,8 +996,8 @@ mod tests {
         assert_eq!(nl(577, 1024), (73, 256, 32));
         // 13B's 5120: 640 vectors → 160 threads, one row a block.
         assert_eq!(nl(3, 5120), (3, 160, 160));
-        // Past 1024 threads the kernel re-reads the row instead.
-        assert_eq!(nl(2, 65536), (2, 1024, 1024));
+        // Past 8192 values (256 threads) the kernel re-reads the row instead.
+        assert_eq!(nl(2, 65536), (2, 256, 256));
         // Not a multiple of 8: the plain per-value path, one warp.
         assert_eq!(nl(9, 250), (2, 256, 32));
         assert_eq!(nl(0, 4096), (1, 256, 128));
