@@ -342,12 +342,21 @@ extern "C" __global__ void drop_cls(const bf16* __restrict__ x, bf16* __restrict
 // D = 128) in shared memory, the next tile copied by cp.async while the current one is used.
 // grid = (ceil(max_len / BQ), heads, sequences).
 
+// Not volatile: a pure function of its operands, free to be scheduled among its neighbours.
 __device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 2^x in one MUFU instruction (exp2f without fast-math adds a denormal-range fix-up around it;
+// relative error 2⁻²², far below bf16's 2⁻⁹). 2^−inf = 0.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 __device__ __forceinline__ u32 smem_addr(const void* p) {
@@ -393,21 +402,34 @@ __device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, cons
     const u32 kbase = smem_addr(Ks + mr * LD + (mi >> 1) * 16 + (mi & 1) * 8);
     float s[MT][BK / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < BK / 8; nt++) {
+    for (int t = 0; t < MT; t++)
 #pragma unroll
-        for (int t = 0; t < MT; t++) s[t][nt][0] = s[t][nt][1] = s[t][nt][2] = s[t][nt][3] = 0.f;
-        if (j0 + nt * 8 >= key_lim) continue;
+        for (int nt = 0; nt < BK / 8; nt++) s[t][nt][0] = s[t][nt][1] = s[t][nt][2] = s[t][nt][3] = 0.f;
+    // k outer, keys inner: consecutive products accumulate into different scores, so they
+    // overlap instead of waiting on each other. Only a tile reaching past key_lim tests each
+    // group of 8 keys: a test per group splits the loop into blocks the compiler cannot
+    // interleave.
+    const bool full = j0 + BK <= key_lim;
+    auto scores = [&](bool guarded) {
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk += 2) {
-            u32 b[4];
-            ldmatrix_x4(b, kbase + (nt * 8 * LD + kk * 16) * 2);
 #pragma unroll
-            for (int t = 0; t < MT; t++) {
-                mma_bf16(s[t][nt], qa[t][kk], b[0], b[1]);
-                mma_bf16(s[t][nt], qa[t][kk + 1], b[2], b[3]);
+            for (int nt = 0; nt < BK / 8; nt++) {
+                if (guarded && j0 + nt * 8 >= key_lim) continue;
+                u32 b[4];
+                ldmatrix_x4(b, kbase + (nt * 8 * LD + kk * 16) * 2);
+#pragma unroll
+                for (int t = 0; t < MT; t++) {
+                    mma_bf16(s[t][nt], qa[t][kk], b[0], b[1]);
+                    mma_bf16(s[t][nt], qa[t][kk + 1], b[2], b[3]);
+                }
             }
         }
-    }
+    };
+    if (full)
+        scores(false);
+    else
+        scores(true);
     // Mask where the tile crosses the end or the diagonal, online softmax. Scores stay unscaled
     // (the scale is positive, so maxima commute with it) and each exponent is one FMA:
     // exp(scale·(s − m)) = exp2(s·sl2 − m·sl2). Issue slots, not tensor cores, bound this loop
@@ -418,17 +440,23 @@ __device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, cons
 #pragma unroll
     for (int t = 0; t < MT; t++) {
         const int rows[2] = {row0 + t * 16 + g, row0 + t * 16 + g + 8};
+        // Two loops, not one with the test inside: predicated-off mask code still takes issue
+        // slots in every tile, and only the last tiles need it.
+        if (!whole) {
+#pragma unroll
+            for (int nt = 0; nt < BK / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int key = j0 + nt * 8 + tq * 2 + (e & 1);
+                    if (key >= len || (causal && key > rows[e >> 1])) s[t][nt][e] = NEG_INF;
+                }
+            }
+        }
         float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                if (!whole) {
-                    const int key = j0 + nt * 8 + tq * 2 + (e & 1);
-                    if (key >= len || (causal && key > rows[e >> 1])) s[t][nt][e] = NEG_INF;
-                }
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[t][nt][e]);
-            }
+            for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[t][nt][e]);
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -437,13 +465,13 @@ __device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, cons
             // A row with nothing visible yet keeps m = −inf (its scores are all −inf, so
             // any finite offset gives zeros); the rescale of its empty sums is then 1.
             const float off = nm == NEG_INF ? 0.f : nm * sl2;
-            const float c = nm == NEG_INF ? 1.f : exp2f(m[t][r] * sl2 - off);
+            const float c = nm == NEG_INF ? 1.f : fast_exp2(m[t][r] * sl2 - off);
             float ps = 0.f;
 #pragma unroll
             for (int nt = 0; nt < BK / 8; nt++) {
 #pragma unroll
                 for (int e = 2 * r; e < 2 * r + 2; e++) {
-                    s[t][nt][e] = exp2f(fmaf(s[t][nt][e], sl2, -off));
+                    s[t][nt][e] = fast_exp2(fmaf(s[t][nt][e], sl2, -off));
                     ps += s[t][nt][e];
                 }
             }
@@ -468,20 +496,26 @@ __device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, cons
     // O += P·V. V fragments by ldmatrix.trans: matrices (keys +0..7, dims dt·8),
     // (keys +8..15, dt·8), (+0..7, (dt+1)·8), (+8..15, (dt+1)·8).
     const u32 vbase = smem_addr(Vs + ((mi & 1) * 8 + mr) * LD + (mi >> 1) * 8);
+    auto values = [&](bool guarded) {
 #pragma unroll
-    for (int ks = 0; ks < BK / 16; ks++) {
-        if (j0 + ks * 16 >= key_lim) continue;  // P is zero there
+        for (int ks = 0; ks < BK / 16; ks++) {
+            if (guarded && j0 + ks * 16 >= key_lim) continue;  // P is zero there
 #pragma unroll
-        for (int dt = 0; dt < D / 8; dt += 2) {
-            u32 b[4];
-            ldmatrix_x4_trans(b, vbase + (ks * 16 * LD + dt * 8) * 2);
+            for (int dt = 0; dt < D / 8; dt += 2) {
+                u32 b[4];
+                ldmatrix_x4_trans(b, vbase + (ks * 16 * LD + dt * 8) * 2);
 #pragma unroll
-            for (int t = 0; t < MT; t++) {
-                mma_bf16(o[t][dt], pa[t][ks], b[0], b[1]);
-                mma_bf16(o[t][dt + 1], pa[t][ks], b[2], b[3]);
+                for (int t = 0; t < MT; t++) {
+                    mma_bf16(o[t][dt], pa[t][ks], b[0], b[1]);
+                    mma_bf16(o[t][dt + 1], pa[t][ks], b[2], b[3]);
+                }
             }
         }
-    }
+    };
+    if (full)
+        values(false);
+    else
+        values(true);
 }
 
 // 4 warps of MT·16 query rows: BQ = 64·MT rows a block.
@@ -533,16 +567,22 @@ __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out,
     // of 577 tokens ends in a 1-key tile and a 1-row query block.
     const int key_lim = causal ? min(len, row0 + WR) : len;
     const bool idle = row0 >= len;
-    // Copy the tile of keys [j0, j0 + BK) into buffer b (cp.async; zeros past the end).
+    // Copy the tile of keys [j0, j0 + BK) into buffer b (cp.async; zeros past the end). Each of
+    // the 128 threads moves the same 16-byte column lc of rows lr, lr + 128 / CPR, ...: the loop is
+    // unrolled and its addresses are strength-reduced, not divided out per chunk.
+    constexpr int CPR = D / 8, ROWS_PER_PASS = 128 / CPR;
+    const int lr = threadIdx.x / CPR, lc = threadIdx.x % CPR * 8;
+    const bf16* kv_src = qkv + (u64)(base + lr) * stride + kvh * D + lc;
     auto load = [&](int b, int j0) {
-        for (int i = threadIdx.x; i < BK * (D / 8); i += blockDim.x) {
-            const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-            bf16* kd = &Ks[b][r * LD + c];
-            bf16* vd = &Vs[b][r * LD + c];
+#pragma unroll
+        for (int p = 0; p < BK / ROWS_PER_PASS; p++) {
+            const int r = lr + p * ROWS_PER_PASS;
+            bf16* kd = &Ks[b][r * LD + lc];
+            bf16* vd = &Vs[b][r * LD + lc];
             if (j0 + r < len) {
-                const bf16* row = qkv + (u64)(base + j0 + r) * stride;
-                cp_async16(kd, row + k_off + kvh * D + c);
-                cp_async16(vd, row + v_off + kvh * D + c);
+                const bf16* row = kv_src + (u64)(j0 + p * ROWS_PER_PASS) * stride;
+                cp_async16(kd, row + k_off);
+                cp_async16(vd, row + v_off);
             } else {
                 *(uint4*)kd = make_uint4(0, 0, 0, 0);
                 *(uint4*)vd = make_uint4(0, 0, 0, 0);
@@ -578,12 +618,13 @@ __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out,
     }
 }
 
-// Query rows per block of each: two tiles a warp at D = 64 (the ViT); one at D = 128, where
-// two would not fit the registers (exec/src/model/gpu.rs `flash_rows_per_block`).
+// One 16-row tile a warp. Two at D = 64 halve the shared-memory reads per product but need 229
+// registers (2 blocks an SM against 4): 10 % slower for the ViT on an H100. At D = 128 two
+// would not fit the registers. (exec/src/model/gpu.rs `flash_attn_kernel` knows the rows.)
 extern "C" __global__ void __launch_bounds__(128) flash_attn_d64(const bf16* qkv, bf16* out, const int* cu, u32 stride,
                                                                  u32 out_stride, u32 heads, u32 kv_heads, u32 k_off,
                                                                  u32 v_off, int causal, float scale) {
-    flash_attn<64, 2>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
+    flash_attn<64, 1>(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off, v_off, causal, scale);
 }
 extern "C" __global__ void __launch_bounds__(128) flash_attn_d128(const bf16* qkv, bf16* out, const int* cu, u32 stride,
                                                                   u32 out_stride, u32 heads, u32 kv_heads, u32 k_off,

@@ -85,13 +85,14 @@ pub fn decode_attn_kernel(part: usize) -> &'static str {
 }
 
 /// The flash-attention kernel for heads of `head_dim` and the query rows each of its blocks
-/// covers (kernels/llava.cu: two 16-row tiles a warp at 64, one at 128).
+/// covers (kernels/llava.cu: 4 warps of one 16-row tile).
 pub fn flash_attn_kernel(head_dim: usize) -> (&'static str, usize) {
-    if head_dim == 64 {
-        ("flash_attn_d64", 128)
+    let name = if head_dim == 64 {
+        "flash_attn_d64"
     } else {
-        ("flash_attn_d128", 64)
-    }
+        "flash_attn_d128"
+    };
+    (name, 64)
 }
 
 /// A bf16 tensor on the GPU.
