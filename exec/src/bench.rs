@@ -7,7 +7,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::Result;
 use crate::gemm::Lt;
 use crate::kargs;
-use crate::model::gpu::{GEMV_MAX_M, GpuModel, SmallProducts};
+use crate::model::gpu::{GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
 use crate::model::llava::LlavaConfig;
 use crate::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint};
@@ -77,6 +77,21 @@ pub fn decode_bytes(m: &GpuModel, batch: usize, context: usize) -> f64 {
     m.decoder_weight_bytes() as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
 }
 
+/// What `bench` measured: the floors, a row per point, and how each batch-1 product fared in
+/// each kernel (which the engine chose from).
+pub struct BenchReport {
+    pub floors: Floors,
+    pub rows: Vec<BenchRow>,
+    pub products: Vec<ProductRow>,
+}
+
+pub struct ProductRow {
+    pub shape: (usize, usize, usize),
+    pub race: ProductRace,
+    /// Weight bytes ÷ copy bandwidth.
+    pub floor_s: f64,
+}
+
 pub struct BenchRow {
     pub phase: String,
     pub shape: String,
@@ -122,10 +137,11 @@ pub fn bench(
     gpu_index: usize,
     iters: usize,
     only: Option<&str>,
-) -> Result<(Floors, Vec<BenchRow>)> {
+) -> Result<BenchReport> {
     let runs = |phase: &str| only.is_none_or(|o| o == phase);
     let gpu = Gpu::open(gpu_index)?;
     let floors = measure_floors(&gpu)?;
+    let mut products = Vec::new();
     let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
     let mut rows = Vec::new();
     let peak = floors.gemm_tflops * 1e12;
@@ -173,6 +189,13 @@ pub fn bench(
         }
     }
     e.set_small_products(SmallProducts::Fastest);
+    for ((m, n, k), race) in e.model.product_races() {
+        products.push(ProductRow {
+            shape: (m, n, k),
+            race,
+            floor_s: (n * k * 2) as f64 / bw,
+        });
+    }
     let prefill_points: &[(usize, usize, Option<f64>)] = if runs("prefill") {
         &[(1, 704, None), (8, 704, Some(0.65))]
     } else {
@@ -209,7 +232,11 @@ pub fn bench(
             target: target.map(|x| (format!("≥ {:.0} % of GEMM peak", x * 100.0), eff >= x)),
         });
     }
-    Ok((floors, rows))
+    Ok(BenchReport {
+        floors,
+        rows,
+        products,
+    })
 }
 
 /// Per-operation GPU time of one pass at the bench's target points (`--breakdown`): decode
@@ -256,7 +283,8 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     Ok(out)
 }
 
-pub fn bench_table(c: &LlavaConfig, device: &str, floors: &Floors, rows: &[BenchRow]) -> String {
+pub fn bench_table(c: &LlavaConfig, device: &str, report: &BenchReport) -> String {
+    let (floors, rows) = (&report.floors, &report.rows);
     let mut s = format!(
         "{} ({} decoder layers), bf16, {device}\nmeasured floors: device copy {:.0} GB/s, bf16 GEMM 8192³ {:.1} TFLOP/s\n\n",
         c.name, c.llm.layers, floors.copy_gbs, floors.gemm_tflops
@@ -282,6 +310,23 @@ pub fn bench_table(c: &LlavaConfig, device: &str, floors: &Floors, rows: &[Bench
             r.seconds * 1e3,
             r.floor_s * 1e3,
         );
+    }
+    if !report.products.is_empty() {
+        s += "\nbatch-1 products, each timed alone (µs; the engine runs the faster):\n\n| m × n × k | gemv kernel | cuBLASLt (tuned) | floor | faster |\n|---|---|---|---|---|\n";
+        for p in &report.products {
+            let (m, n, k) = p.shape;
+            s += &format!(
+                "| {m} × {n} × {k} | {:.1} | {:.1} | {:.1} | {} |\n",
+                p.race.gemv_s * 1e6,
+                p.race.cublaslt_s * 1e6,
+                p.floor_s * 1e6,
+                if p.race.gemv_wins() {
+                    "gemv"
+                } else {
+                    "cuBLASLt"
+                }
+            );
+        }
     }
     s
 }
@@ -411,5 +456,43 @@ mod tests {
         // CLIP-L/336, 23 layers: ≈ 0.35 TFLOP per image incl. projector
         let e = encode_flops(&c, 1) / 1e12;
         assert!((0.33..0.40).contains(&e), "{e}");
+    }
+
+    #[test]
+    fn table_marks_targets_and_the_faster_batch_1_kernel() {
+        let c = LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
+        let report = BenchReport {
+            floors: Floors {
+                copy_gbs: 3000.0,
+                gemm_tflops: 700.0,
+            },
+            rows: vec![BenchRow {
+                phase: "decode".into(),
+                shape: "batch 1, context 700".into(),
+                seconds: 5.8e-3,
+                floor_s: 4.5e-3,
+                figure: 5.8 / 4.5,
+                target: Some(("≤ 1.3× floor".into(), true)),
+            }],
+            products: vec![ProductRow {
+                shape: (1, 4096, 4096),
+                race: ProductRace {
+                    gemv_s: 14e-6,
+                    cublaslt_s: 15e-6,
+                },
+                floor_s: 4096.0 * 4096.0 * 2.0 / 3e12,
+            }],
+        };
+        let t = bench_table(&c, "H100", &report);
+        assert!(
+            t.contains(
+                "| decode | batch 1, context 700 | 5.800 | 4.500 | 1.289 |  | ≤ 1.3× floor | yes |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 1 × 4096 × 4096 | 14.0 | 15.0 | 11.2 | gemv |"),
+            "{t}"
+        );
     }
 }

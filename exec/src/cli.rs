@@ -190,9 +190,9 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let (floors, rows) = bench::bench(&c, a.gpu, a.iters, a.only.as_deref())?;
+    let report = bench::bench(&c, a.gpu, a.iters, a.only.as_deref())?;
     let name = device::Gpu::open(a.gpu)?.info.name;
-    let t = bench::bench_table(&c, &format!("{name}, {}", util::now_utc()), &floors, &rows);
+    let t = bench::bench_table(&c, &format!("{name}, {}", util::now_utc()), &report);
     println!("{t}");
     if let Some(p) = &a.out {
         std::fs::write(p, &t).map_err(|e| crate::error::io_err(p, e))?;

@@ -336,8 +336,8 @@ pub struct GpuModel {
     pub k: Kernels,
     pub lt: Lt,
     plans: RefCell<HashMap<ProductKey, Plan>>,
-    /// Small-M shapes timed against gemv: true where gemv was faster.
-    gemv_wins: RefCell<HashMap<ProductKey, bool>>,
+    /// Small-M shapes timed in gemv and in their tuned cuBLASLt plan.
+    races: RefCell<HashMap<ProductKey, ProductRace>>,
     pub ws: DeviceBuffer,
     /// The decoder's rotary frequencies (f64 [head_dim / 2], `cpu::rope_inv_freq`).
     rope_inv_freq: DeviceBuffer,
@@ -346,7 +346,20 @@ pub struct GpuModel {
 }
 
 /// (m, n, k, epilogue) of a product.
-type ProductKey = (usize, usize, usize, Epilogue);
+pub type ProductKey = (usize, usize, usize, Epilogue);
+
+/// Seconds one product took in each kernel when timed alone (5 runs after a warm-up).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProductRace {
+    pub gemv_s: f64,
+    pub cublaslt_s: f64,
+}
+
+impl ProductRace {
+    pub fn gemv_wins(&self) -> bool {
+        self.gemv_s < self.cublaslt_s
+    }
+}
 
 const WORKSPACE: usize = 32 << 20;
 
@@ -375,7 +388,7 @@ impl GpuModel {
             k,
             lt: Lt::new()?,
             plans: RefCell::new(HashMap::new()),
-            gemv_wins: RefCell::new(HashMap::new()),
+            races: RefCell::new(HashMap::new()),
             ws,
             rope_inv_freq,
             gpu,
@@ -506,7 +519,7 @@ impl GpuModel {
         .filter(|(w, ep)| {
             let key = (m, w.shape[0], w.shape[1], *ep);
             !self.plans.borrow().contains_key(&key)
-                || (race_gemv && !self.gemv_wins.borrow().contains_key(&key))
+                || (race_gemv && !self.races.borrow().contains_key(&key))
         })
         .collect();
         if products.is_empty() {
@@ -545,10 +558,26 @@ impl GpuModel {
             };
             if race_gemv {
                 let gemv_s = time(&|| self.gemv(s, x.ptr, w, y.ptr, m, ep))?;
-                self.gemv_wins.borrow_mut().insert(key, gemv_s < lt_s);
+                let race = ProductRace {
+                    gemv_s,
+                    cublaslt_s: lt_s,
+                };
+                self.races.borrow_mut().insert(key, race);
             }
         }
         s.synchronize()
+    }
+
+    /// The small-M products timed so far, by (m, n, k).
+    pub fn product_races(&self) -> Vec<((usize, usize, usize), ProductRace)> {
+        let mut v: Vec<_> = self
+            .races
+            .borrow()
+            .iter()
+            .map(|(k, r)| ((k.0, k.1, k.2), *r))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
 
     /// Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ (+ bias), planned once per shape.
@@ -576,7 +605,9 @@ impl GpuModel {
             && match self.small_products {
                 SmallProducts::Gemv => true,
                 SmallProducts::CuBlasLt => false,
-                SmallProducts::Fastest => self.gemv_wins.borrow().get(&key) == Some(&true),
+                SmallProducts::Fastest => {
+                    self.races.borrow().get(&key).is_some_and(|r| r.gemv_wins())
+                }
             };
         if gemv {
             return self.gemv(s, x, w, y, m, ep);
