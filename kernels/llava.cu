@@ -59,6 +59,18 @@ __device__ float block_max(float v) {
     return warp_max(t);
 }
 
+// Programmatic dependent launch (sm_90+). The kernels of the host's EARLY_LAUNCH list
+// (exec/src/model/gpu.rs) may be scheduled while the kernel ahead of them in the stream still
+// runs, so a decode step's chain of small kernels does not pay a full launch between each two.
+// Such a kernel calls this first: it lets its own successor be scheduled, then waits until its
+// predecessor has finished and its writes are visible. (A no-op when launched plainly.)
+__device__ __forceinline__ void after_predecessor() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Random weights: offset + scale·u, u uniform in [-1, 1) from (seed, index); the same numbers as
 // exec/src/model/host.rs `uniform`, rounded to nearest bf16.
 extern "C" __global__ void fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset) {
@@ -197,6 +209,7 @@ __device__ void norm_row(const bf16* __restrict__ xr, const bf16* __restrict__ w
 // the rows once (exec/src/model/gpu.rs `NormLaunch`).
 __device__ void norm_rows(const bf16* x, const bf16* w, const bf16* b, bf16* y, u32 rows, u32 d, float eps,
                           bool center, u32 group) {
+    after_predecessor();
     const u32 r = blockIdx.x * (blockDim.x / group) + threadIdx.x / group;
     const bool ok = r < rows;
     const u64 off = ok ? (u64)r * d : 0;
@@ -215,6 +228,7 @@ extern "C" __global__ void __launch_bounds__(256) layernorm(const bf16* __restri
 
 // out[r, i] = silu(gu[r, i]) · gu[r, I + i]  (gate and up halves of the fused activation)
 extern "C" __global__ void silu_mul(const bf16* __restrict__ gu, bf16* __restrict__ out, u32 n, u32 inter) {
+    after_predecessor();
     const u64 stride = (u64)gridDim.x * blockDim.x;
     if (inter % 8 == 0) {  // 16-byte vectors
         const u32 iv = inter / 8;
@@ -272,6 +286,7 @@ extern "C" __global__ void add(const bf16* a, const bf16* b, bf16* out, u64 n) {
 extern "C" __global__ void embed_splice(const int* __restrict__ tokens, const int* __restrict__ img_row,
                                         const uint4* __restrict__ table, const uint4* __restrict__ img,
                                         uint4* __restrict__ out, u32 n, u32 dv) {
+    after_predecessor();
     const u64 total = (u64)n * dv;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
         u64 r = i / dv, c = i % dv;
@@ -283,6 +298,7 @@ extern "C" __global__ void embed_splice(const int* __restrict__ tokens, const in
 // Rows idx[i] of x [*, d] → out [m, d] (e.g. each sequence's last token before the LM head).
 extern "C" __global__ void gather_rows(const bf16* __restrict__ x, const int* __restrict__ idx, bf16* __restrict__ out,
                                        u32 m, u32 d) {
+    after_predecessor();
     const u64 total = (u64)m * d;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x)
         out[i] = x[(u64)idx[i / d] * d + i % d];
@@ -647,6 +663,7 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
                                           const int* __restrict__ slots, bf16* __restrict__ pool,
                                           const double* __restrict__ inv_freq, u32 n, u32 stride, u32 heads,
                                           u32 kv_heads, u32 head_dim) {
+    after_predecessor();
     const u32 half = head_dim / 2, hv = half / 8, dv = head_dim / 8;
     const u32 rotated = (heads + kv_heads) * hv;  // vectors of pairs per token, then v's vectors
     const u32 per_token = rotated + kv_heads * dv;
@@ -711,6 +728,7 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
         u32 out_stride, float scale
 template <int U>
 __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
+    after_predecessor();
     __shared__ float sc[PART];
     __shared__ float red[8][128];
     __shared__ bool merge;
@@ -840,6 +858,7 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_short(DECODE_ATTN_
 
 // Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.
 extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, u32 n) {
+    after_predecessor();
     const float* r = x + (u64)blockIdx.x * n;
     float best = NEG_INF;
     int bi = 0x7fffffff;

@@ -63,6 +63,7 @@ impl Module {
         Ok(Kernel {
             raw: f,
             name: format!("{}::{fname}", self.name),
+            early_launch: false,
         })
     }
 }
@@ -72,6 +73,9 @@ impl Module {
 pub struct Kernel {
     pub raw: CUfunction,
     pub name: String,
+    /// Launched as a programmatic dependent (sm_90+): it may be scheduled before the kernel
+    /// ahead of it finishes, and must wait for it itself (kernels/llava.cu `after_predecessor`).
+    pub early_launch: bool,
 }
 
 /// Wrap each argument's address for cuLaunchKernel.
@@ -103,21 +107,28 @@ impl Kernel {
         args: &mut [*mut c_void],
     ) -> Result<()> {
         crate::timeline::mark(s, || self.name.clone())?;
+        let mut early = sys::CUlaunchAttribute {
+            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value: sys::CUlaunchAttributeValue {
+                programmaticStreamSerializationAllowed: 1,
+            },
+        };
+        let config = sys::CUlaunchConfig {
+            gridDimX: grid.0.max(1),
+            gridDimY: grid.1.max(1),
+            gridDimZ: grid.2.max(1),
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: 0,
+            hStream: s.raw,
+            attrs: &mut early,
+            numAttrs: self.early_launch as u32,
+        };
         ck!(
-            sys::cuLaunchKernel(
-                self.raw,
-                grid.0.max(1),
-                grid.1.max(1),
-                grid.2.max(1),
-                block,
-                1,
-                1,
-                0,
-                s.raw,
-                args.as_mut_ptr(),
-                std::ptr::null_mut()
-            ),
-            "cuLaunchKernel({}, grid {grid:?}, block {block}, GPU {})",
+            sys::cuLaunchKernelEx(&config, self.raw, args.as_mut_ptr(), std::ptr::null_mut()),
+            "cuLaunchKernelEx({}, grid {grid:?}, block {block}, GPU {})",
             self.name,
             s.gpu
         )

@@ -40,6 +40,21 @@ pub const KERNELS: [&str; 20] = [
     "argmax_rows",
 ];
 
+/// Kernels launched as programmatic dependents on GPUs that have them (compute capability 9+):
+/// each begins with `after_predecessor` in kernels/llava.cu. The small kernels between a decode
+/// step's products, where launch latency is a large part of the time.
+pub const EARLY_LAUNCH: [&str; 9] = [
+    "rmsnorm",
+    "layernorm",
+    "silu_mul",
+    "embed_splice",
+    "gather_rows",
+    "rope_kv_append",
+    "decode_attn",
+    "decode_attn_short",
+    "argmax_rows",
+];
+
 /// Largest M for which our `gemv` kernel competes with cuBLASLt. The kernel takes M ≤ 8, but
 /// measured on an H100 (exec/REPORT.md §6) it only ties cuBLASLt at M = 1 and is 2.2× slower at
 /// M = 8 (it re-reads X for every weight chunk), so only M = 1 tries it.
@@ -119,8 +134,11 @@ impl Kernels {
     pub fn load(gpu: &Gpu) -> Result<Kernels> {
         let m = Module::load(gpu, "llava.cu", LLAVA_SRC)?;
         let mut k = HashMap::new();
+        let early = gpu.info.compute_capability.0 >= 9;
         for name in KERNELS {
-            k.insert(name, m.function(name)?);
+            let mut f = m.function(name)?;
+            f.early_launch = early && EARLY_LAUNCH.contains(&name);
+            k.insert(name, f);
         }
         Ok(Kernels { k, _module: m })
     }
@@ -1011,7 +1029,57 @@ impl GpuModel {
 
 #[cfg(test)]
 mod tests {
-    use super::NormLaunch;
+    use super::{EARLY_LAUNCH, KERNELS, NormLaunch};
+    use crate::kernels::LLAVA_SRC;
+
+    /// The body of `extern "C"` kernel `name` in kernels/llava.cu.
+    fn kernel_body(name: &str) -> &'static str {
+        let sig = LLAVA_SRC
+            .find(&format!(" {name}("))
+            .unwrap_or_else(|| panic!("{name} not in llava.cu"));
+        let open = sig + LLAVA_SRC[sig..].find('{').unwrap();
+        let mut depth = 0;
+        for (i, c) in LLAVA_SRC[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return &LLAVA_SRC[open..open + i];
+                    }
+                }
+                _ => {}
+            }
+        }
+        panic!("{name}: unbalanced braces")
+    }
+
+    #[test]
+    fn early_launched_kernels_wait_for_their_predecessor() {
+        // Launched before the kernel ahead finishes, a kernel that does not wait would read
+        // its inputs half-written: each must call after_predecessor, itself or through the
+        // shared body it runs.
+        for name in EARLY_LAUNCH {
+            assert!(KERNELS.contains(&name), "{name}");
+            let body = kernel_body(name);
+            let waits = ["after_predecessor()", "norm_rows(", "decode_attn_body<"]
+                .iter()
+                .any(|w| body.contains(w));
+            assert!(waits, "{name} does not wait for its predecessor");
+        }
+        assert!(
+            kernel_body("norm_rows")
+                .trim_start_matches('{')
+                .trim_start()
+                .starts_with("after_predecessor();")
+        );
+        assert!(
+            kernel_body("decode_attn_body")
+                .trim_start_matches('{')
+                .trim_start()
+                .starts_with("after_predecessor();")
+        );
+    }
 
     fn nl(rows: usize, d: usize) -> (u32, u32, u32) {
         let l = NormLaunch::new(rows, d);
