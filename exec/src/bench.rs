@@ -3,7 +3,7 @@
 //! written as the simulator's `PhaseProfile`.
 
 use crate::device::Gpu;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, Pace};
 use crate::error::Result;
 use crate::gemm::Lt;
 use crate::kargs;
@@ -202,7 +202,7 @@ pub fn bench(
         &[]
     };
     for &(seqs, tokens, target) in prefill_points {
-        let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10))?;
+        let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10), Pace::BackToBack)?;
         let f = prefill_flops(&e.model.cfg, seqs, tokens);
         let eff = f / t / peak;
         rows.push(BenchRow {
@@ -220,7 +220,7 @@ pub fn bench(
         &[]
     };
     for &(images, target) in encode_points {
-        let t = e.time_encode(images, iters.clamp(1, 10))?;
+        let t = e.time_encode(images, iters.clamp(1, 10), Pace::BackToBack)?;
         let f = encode_flops(&e.model.cfg, images);
         let eff = f / t / peak;
         rows.push(BenchRow {
@@ -272,12 +272,12 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     }
     if runs("prefill") {
         one(&mut e, "prefill, 8 × 704 tokens".into(), &|e| {
-            e.time_prefill(8, 704, 1)
+            e.time_prefill(8, 704, 1, Pace::BackToBack)
         })?;
     }
     if runs("encode") {
         one(&mut e, "encode, 32 images".into(), &|e| {
-            e.time_encode(32, 1)
+            e.time_encode(32, 1, Pace::BackToBack)
         })?;
     }
     Ok(out)
@@ -374,6 +374,10 @@ impl PhaseGrid {
     }
 }
 
+/// How the phase profiler times encode and prefill points: each run from rest, as a served
+/// request's encode and prefill start (decode points run back to back, as decode steps do).
+pub const PROFILE_PACE: Pace = Pace::Rested(std::time::Duration::from_millis(100));
+
 /// Measure the phase grid for a model on one GPU.
 pub fn phase_profile(
     c: &LlavaConfig,
@@ -391,7 +395,7 @@ pub fn phase_profile(
         eprintln!("phase profile: encode {n} images");
         encode.push(EncodePoint {
             images: n as u64,
-            seconds: e.time_encode(n, iters.clamp(1, 10))?,
+            seconds: e.time_encode(n, iters.clamp(1, 10), PROFILE_PACE)?,
         });
     }
     let mut prefill = Vec::new();
@@ -401,7 +405,7 @@ pub fn phase_profile(
         prefill.push(PrefillPoint {
             sequences: seqs as u64,
             tokens: (each * seqs) as u64,
-            seconds: e.time_prefill(seqs, each, iters.clamp(1, 10))?,
+            seconds: e.time_prefill(seqs, each, iters.clamp(1, 10), PROFILE_PACE)?,
         });
     }
     let mut decode = Vec::new();

@@ -190,6 +190,29 @@ struct DecodeBufs {
     argmax_host: PinnedBuffer,
 }
 
+/// How repeated timings of one phase follow each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Back to back: the GPU stays busy, as under sustained load (and as the bench's GEMM-peak
+    /// probe runs, so the bench's ratios compare like with like).
+    BackToBack,
+    /// Each run after the GPU has idled this long. A served encode or prefill comes between
+    /// memory-bound decode steps or idle time, and starts at boost clock; back to back, an H200
+    /// reaches its 700 W cap within a few runs and prefills at ~1.6 GHz instead of 1.98 GHz
+    /// (exec/REPORT.md §12).
+    Rested(std::time::Duration),
+}
+
+impl Pace {
+    fn rest(self, s: &Stream) -> Result<()> {
+        if let Pace::Rested(d) = self {
+            s.synchronize()?;
+            std::thread::sleep(d);
+        }
+        Ok(())
+    }
+}
+
 pub struct Engine {
     pub model: GpuModel,
     pub cfg: EngineConfig,
@@ -1125,8 +1148,15 @@ impl Engine {
     }
 
     /// Time one prefill step of `seqs` prompts of `tokens` tokens each (no images: the rows are
-    /// text embeddings, which costs the same as spliced image rows). Median of `iters`.
-    pub fn time_prefill(&mut self, seqs: usize, tokens: usize, iters: usize) -> Result<f64> {
+    /// text embeddings, which costs the same as spliced image rows). Median of `iters`, each
+    /// started after the GPU has idled for `rest` (see `Pace`).
+    pub fn time_prefill(
+        &mut self,
+        seqs: usize,
+        tokens: usize,
+        iters: usize,
+        pace: Pace,
+    ) -> Result<f64> {
         let per = tokens.div_ceil(KV_BLOCK);
         if per * seqs > self.pool.blocks || tokens > self.cfg.max_context {
             return Err(Error::Invalid(format!(
@@ -1153,6 +1183,7 @@ impl Engine {
         let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
         let mut times = Vec::new();
         for i in 0..iters.max(1) + 1 {
+            pace.rest(&self.stream)?;
             e0.record(&self.stream)?;
             self.model.embed(&self.stream, at(0), at(n), 0, x, n)?;
             let inp = TokenInputs {
@@ -1184,8 +1215,9 @@ impl Engine {
         Ok(crate::stats::median(&times))
     }
 
-    /// Time encoding `images` images (vision tower + projector). Median of `iters`.
-    pub fn time_encode(&mut self, images: usize, iters: usize) -> Result<f64> {
+    /// Time encoding `images` images (vision tower + projector). Median of `iters`, paced as
+    /// `pace` says.
+    pub fn time_encode(&mut self, images: usize, iters: usize, pace: Pace) -> Result<f64> {
         let v = self.model.cfg.vision.clone();
         let g = &self.model.gpu;
         let px_elems = images * v.channels * v.image_size * v.image_size;
@@ -1206,6 +1238,7 @@ impl Engine {
         let mut times = Vec::new();
         // encode() uploads cu_seqlens synchronously first; the events bracket the GPU work only.
         for i in 0..iters.max(1) + 1 {
+            pace.rest(&self.stream)?;
             e0.record(&self.stream)?;
             self.model
                 .encode(&self.stream, px, images, out, &mut self.sc)?;
