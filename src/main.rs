@@ -304,12 +304,9 @@ fn transfer(a: TransferArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes to a temporary file beside `path`, then renames: never a half-written file.
+/// Never a half-written file (hetsim-exec's temporary-file-and-rename).
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::Output(format!("{}: {e}", path.display())))
+    hetsim_exec::util::write_atomically(path, text).map_err(|e| Error::Output(e.to_string()))
 }
 
 struct Bar {

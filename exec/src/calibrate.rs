@@ -102,7 +102,7 @@ pub fn run(opts: &Options) -> Result<HardwareProfile> {
     if let Some(p) = &opts.json {
         let s =
             serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
-        std::fs::write(p, s).map_err(|e| crate::error::io_err(p, e))?;
+        crate::util::write_atomically(p, s)?;
     }
     if let Some(p) = &opts.out {
         write_profile(&prof, p)?;
@@ -112,9 +112,7 @@ pub fn run(opts: &Options) -> Result<HardwareProfile> {
 
 /// Write a profile atomically (temp file + rename): never a half-written file.
 pub fn write_profile(prof: &HardwareProfile, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, prof.to_yaml()).map_err(|e| crate::error::io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| crate::error::io_err(path, e))
+    crate::util::write_atomically(path, prof.to_yaml())
 }
 
 /// Read a profile with the simulator's own loader (it checks names and ranges).

@@ -925,8 +925,7 @@ pub fn validate(
         }
         files = w.commit().map_err(sim_err)?;
         let csv = dir.join("comparison.csv");
-        std::fs::write(&csv, cmp.table.to_csv())
-            .map_err(|e| Error::Invalid(format!("{}: {e}", csv.display())))?;
+        crate::util::write_atomically(&csv, cmp.table.to_csv())?;
         files.push(csv);
     }
     Ok(Validation {

@@ -176,9 +176,7 @@ pub fn write_csv(rows: &[Row], path: &std::path::Path) -> Result<()> {
         s.push_str(&r.csv());
         s.push('\n');
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, s).map_err(|e| crate::error::io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| crate::error::io_err(path, e))
+    crate::util::write_atomically(path, s)
 }
 
 /// Write the rows as the simulator's `transfers` table (hetsim-sim `TransferRecord`, source =
