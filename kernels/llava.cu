@@ -475,13 +475,21 @@ __device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, cons
             for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[t][nt][e]);
         }
 #pragma unroll
+        // Lazy rescaling: the running max m moves only when a tile's max passes it by more
+        // than 8 (log2 units), so exponents stay ≤ 2⁸ — exact enough in f32 and in P's bf16 —
+        // and most tiles skip rescaling o. l is kept per lane (the row's 4 lanes share m) and
+        // summed across them once, at the end.
+        float c[2];
+#pragma unroll
         for (int r = 0; r < 2; r++) {
             for (int o2 = 1; o2 < 4; o2 <<= 1) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], o2));
-            const float nm = fmaxf(m[t][r], mx[r]);
-            // A row with nothing visible yet keeps m = −inf (its scores are all −inf, so
-            // any finite offset gives zeros); the rescale of its empty sums is then 1.
-            const float off = nm == NEG_INF ? 0.f : nm * sl2;
-            const float c = nm == NEG_INF ? 1.f : fast_exp2(m[t][r] * sl2 - off);
+            // False while the row has seen nothing (−inf − −inf is NaN).
+            const bool grow = (mx[r] - m[t][r]) * sl2 > 8.f;
+            c[r] = grow ? fast_exp2((m[t][r] - mx[r]) * sl2) : 1.f;  // 0 the first time
+            if (grow) m[t][r] = mx[r];
+            // A row with nothing visible yet keeps m = −inf: its scores are all −inf, so any
+            // finite offset gives zeros.
+            const float off = m[t][r] == NEG_INF ? 0.f : m[t][r] * sl2;
             float ps = 0.f;
 #pragma unroll
             for (int nt = 0; nt < BK / 8; nt++) {
@@ -491,13 +499,15 @@ __device__ __forceinline__ void attend_tile(const bf16* Ks, const bf16* Vs, cons
                     ps += s[t][nt][e];
                 }
             }
-            for (int o2 = 1; o2 < 4; o2 <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o2);
-            l[t][r] = l[t][r] * c + ps;
-            m[t][r] = nm;
+            l[t][r] = l[t][r] * c[r] + ps;
+        }
+        if (__any_sync(0xffffffffu, c[0] != 1.f || c[1] != 1.f)) {
 #pragma unroll
             for (int dt = 0; dt < D / 8; dt++) {
-                o[t][dt][2 * r] *= c;
-                o[t][dt][2 * r + 1] *= c;
+                o[t][dt][0] *= c[0];
+                o[t][dt][1] *= c[0];
+                o[t][dt][2] *= c[1];
+                o[t][dt][3] *= c[1];
             }
         }
         // P's accumulator layout is exactly the A fragment of the next product.
@@ -624,6 +634,9 @@ __device__ void flash_attn(const bf16* __restrict__ qkv, bf16* __restrict__ out,
 #pragma unroll
     for (int t = 0; t < MT; t++) {
         const int r0 = row0 + t * 16 + g, r1 = r0 + 8;
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            for (int o2 = 1; o2 < 4; o2 <<= 1) l[t][r] += __shfl_xor_sync(0xffffffffu, l[t][r], o2);
         const float i0 = l[t][0] > 0.f ? 1.f / l[t][0] : 0.f, i1 = l[t][1] > 0.f ? 1.f / l[t][1] : 0.f;
 #pragma unroll
         for (int dt = 0; dt < D / 8; dt++) {
