@@ -900,15 +900,16 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
 }
 
 // ---------------------------------------------------------------------------------------------
-// Skinny products for small decode batches: Y[m, n] (= or +=) Σ_k X[m, k] · W[n, k], m < M ≤ 8.
-// Memory-bound: each weight is read once, so the point is to keep enough 16-byte loads in
-// flight (two rows per warp, four chunks unrolled: eight per lane). cuBLASLt's kernels for
-// M = 1 reach only 35–73 % of HBM bandwidth on these shapes (exec/REPORT.md).
-// K a multiple of 8. grid·block/32 ≥ N/2 warps.
-#define GEMV_MAX_M 8
+// Batch-1 products: Y[n] (= or +=) Σ_k X[k] · W[n, k]. Memory-bound: each weight is read once,
+// so the point is to keep enough 16-byte loads in flight — two rows a warp, eight vectors of
+// each unrolled: sixteen loads a lane. (An earlier version took up to 8 rows of X; its
+// accumulators for 8 rows cost the registers that more loads in flight need, and above one row
+// it lost to cuBLASLt anyway.) The engine races it against cuBLASLt per shape
+// (exec/src/model/gpu.rs `tune_decode_plans`). K a multiple of 8; grid·block/32 ≥ N/2 warps.
 extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ X, const bf16* __restrict__ W,
-                                                       void* __restrict__ Y, u32 M, u32 N, u32 K, int accumulate,
+                                                       void* __restrict__ Y, u32 N, u32 K, int accumulate,
                                                        int out_f32) {
+    after_predecessor();
     const u32 warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     const u32 n0 = warp * 2;
     if (n0 >= N) return;
@@ -916,55 +917,43 @@ extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ 
     const u32 K8 = K / 8;
     const uint4* w0 = (const uint4*)(W + (u64)n0 * K);
     const uint4* w1 = two ? w0 + K8 : w0;
-    float acc[GEMV_MAX_M][2];
-#pragma unroll
-    for (int m = 0; m < GEMV_MAX_M; m++) acc[m][0] = acc[m][1] = 0.f;
-    // 4 vectors of each row in flight per lane (8 measured 16 % slower on an H100: registers).
-    constexpr int U = 4;
+    const uint4* xv = (const uint4*)X;
+    float acc0 = 0.f, acc1 = 0.f;
+    constexpr int U = 8;
     for (u32 k = lane; k < K8; k += 32 * U) {
-        uint4 a[U], b[U];
+        uint4 a[U], b[U], x[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            u32 kk = k + u * 32;
-            if (kk < K8) { a[u] = __ldg(w0 + kk); b[u] = __ldg(w1 + kk); }
+            const u32 kk = k + u * 32;
+            if (kk < K8) {
+                a[u] = __ldg(w0 + kk);
+                b[u] = __ldg(w1 + kk);
+                x[u] = __ldg(xv + kk);
+            }
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            u32 kk = k + u * 32;
-            if (kk >= K8) break;
-            const u32* wa = (const u32*)&a[u];
-            const u32* wb = (const u32*)&b[u];
+            if (k + u * 32 >= K8) break;
+            const u32 *wa = (const u32*)&a[u], *wb = (const u32*)&b[u], *xw = (const u32*)&x[u];
 #pragma unroll
-            for (int m = 0; m < GEMV_MAX_M; m++) {
-                if (m < (int)M) {
-                    uint4 xv = __ldg((const uint4*)(X + (u64)m * K) + kk);
-                    const u32* xw = (const u32*)&xv;
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        float x0 = lo_f(xw[i]), x1 = hi_f(xw[i]);
-                        acc[m][0] += x0 * lo_f(wa[i]) + x1 * hi_f(wa[i]);
-                        acc[m][1] += x0 * lo_f(wb[i]) + x1 * hi_f(wb[i]);
-                    }
-                }
+            for (int i = 0; i < 4; i++) {
+                const float x0 = lo_f(xw[i]), x1 = hi_f(xw[i]);
+                acc0 += x0 * lo_f(wa[i]) + x1 * hi_f(wa[i]);
+                acc1 += x0 * lo_f(wb[i]) + x1 * hi_f(wb[i]);
             }
         }
     }
-#pragma unroll
-    for (int m = 0; m < GEMV_MAX_M; m++) {
-        if (m < (int)M) {
-            float s0 = warp_sum(acc[m][0]), s1 = warp_sum(acc[m][1]);
-            if (lane == 0) {
-                for (int j = 0; j < (two ? 2 : 1); j++) {
-                    float v = j == 0 ? s0 : s1;
-                    u64 o = (u64)m * N + n0 + j;
-                    if (out_f32) {
-                        float* y = (float*)Y;
-                        y[o] = accumulate ? y[o] + v : v;
-                    } else {
-                        bf16* y = (bf16*)Y;
-                        y[o] = to_bf(accumulate ? bf(y[o]) + v : v);
-                    }
-                }
+    const float s0 = warp_sum(acc0), s1 = warp_sum(acc1);
+    if (lane == 0) {
+        for (int j = 0; j < (two ? 2 : 1); j++) {
+            const float v = j == 0 ? s0 : s1;
+            const u64 o = n0 + j;
+            if (out_f32) {
+                float* y = (float*)Y;
+                y[o] = accumulate ? y[o] + v : v;
+            } else {
+                bf16* y = (bf16*)Y;
+                y[o] = to_bf(accumulate ? bf(y[o]) + v : v);
             }
         }
     }

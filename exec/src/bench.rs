@@ -312,7 +312,7 @@ pub fn bench_table(c: &LlavaConfig, device: &str, report: &BenchReport) -> Strin
         );
     }
     if !report.products.is_empty() {
-        s += "\nbatch-1 products, each timed alone (µs; the engine runs the faster):\n\n| m × n × k | gemv kernel | cuBLASLt (tuned) | floor | faster |\n|---|---|---|---|---|\n";
+        s += "\nbatch-1 products, each timed alone from a cold L2 (µs, median of 5; the engine runs the faster):\n\n| m × n × k | gemv kernel | cuBLASLt (tuned) | floor | faster |\n|---|---|---|---|---|\n";
         for p in &report.products {
             let (m, n, k) = p.shape;
             s += &format!(

@@ -265,7 +265,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         accumulate: true,
         ..Default::default()
     };
-    m.gemv(&s, dxv.ptr, &wt, dyv.ptr, mm, acc)?;
+    m.gemv(&s, dxv.ptr, &wt, dyv.ptr, acc)?;
     s.synchronize()?;
     let mut want = cpu::linear(&xv, &wv, None, mm, nn, kk);
     want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);

@@ -43,7 +43,8 @@ pub const KERNELS: [&str; 20] = [
 /// Kernels launched as programmatic dependents on GPUs that have them (compute capability 9+):
 /// each begins with `after_predecessor` in kernels/llava.cu. The small kernels between a decode
 /// step's products, where launch latency is a large part of the time.
-pub const EARLY_LAUNCH: [&str; 9] = [
+pub const EARLY_LAUNCH: [&str; 10] = [
+    "gemv",
     "rmsnorm",
     "layernorm",
     "silu_mul",
@@ -55,9 +56,8 @@ pub const EARLY_LAUNCH: [&str; 9] = [
     "argmax_rows",
 ];
 
-/// Largest M for which our `gemv` kernel competes with cuBLASLt. The kernel takes M ≤ 8, but
-/// measured on an H100 (exec/REPORT.md §6) it only ties cuBLASLt at M = 1 and is 2.2× slower at
-/// M = 8 (it re-reads X for every weight chunk), so only M = 1 tries it.
+/// Rows of the products our `gemv` kernel takes (batch-1 decode), where it races cuBLASLt.
+/// An earlier kernel took up to 8 but lost to cuBLASLt above one (exec/REPORT.md §6).
 pub const GEMV_MAX_M: usize = 1;
 
 /// Which kernel runs a product of at most `GEMV_MAX_M` rows (no bias).
@@ -366,7 +366,8 @@ pub struct GpuModel {
 /// (m, n, k, epilogue) of a product.
 pub type ProductKey = (usize, usize, usize, Epilogue);
 
-/// Seconds one product took in each kernel when timed alone (5 runs after a warm-up).
+/// Seconds one product took in each kernel when timed alone (median of 5 runs, each from a
+/// cold L2).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProductRace {
     pub gemv_s: f64,
@@ -505,9 +506,9 @@ impl GpuModel {
 
     /// Plans for every product of a decode step of `m` rows, each the fastest on this GPU of
     /// up to 16 cuBLASLt heuristic candidates and, for m ≤ GEMV_MAX_M, of our gemv kernel
-    /// (each timed into scratch outputs, so nothing the step reads changes). Called before
-    /// every decode step, outside graph capture (which cannot time): a plan made inside capture
-    /// would get the heuristic's first guess. Nothing to do once the plans exist.
+    /// (each timed from a cold L2 into scratch outputs, so nothing the step reads changes).
+    /// Called before every decode step, outside graph capture (which cannot time): a plan made
+    /// inside capture would get the heuristic's first guess. Nothing to do once the plans exist.
     pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
         let small = m <= GEMV_MAX_M;
         if small && self.small_products == SmallProducts::Gemv {
@@ -548,15 +549,25 @@ impl GpuModel {
         let x = self.gpu.alloc(m * kmax * 2)?;
         let y = self.gpu.alloc(m * nmax * 4)?;
         let (e0, e1) = (Event::timing(&self.gpu)?, Event::timing(&self.gpu)?);
-        // Seconds per run: one warm-up (a candidate the library turns down fails there), then 5.
+        // In a decode step every weight comes from HBM (13 GB stream through the L2 between two
+        // uses of one matrix); timed back to back, a 4096² matrix would sit in the 50 MB L2 and
+        // read at 4 TB/s. So each run starts with the L2 flushed by writing twice its size.
+        let flush = self
+            .gpu
+            .alloc((2 * self.gpu.info.l2_bytes as usize).max(1 << 20))?;
+        // Median seconds of 5 runs after a warm-up (a candidate the library turns down fails
+        // there).
         let time = |run: &dyn Fn() -> Result<()>| -> Result<f64> {
             run()?;
-            e0.record(s)?;
+            let mut t = Vec::with_capacity(5);
             for _ in 0..5 {
+                flush.memset_async(0, s)?;
+                e0.record(s)?;
                 run()?;
+                e1.record(s)?;
+                t.push(e0.elapsed_ms(&e1)? * 1e-3);
             }
-            e1.record(s)?;
-            Ok(e0.elapsed_ms(&e1)? * 1e-3 / 5.0)
+            Ok(crate::stats::median(&t))
         };
         for (w, ep) in products {
             let (n, k) = (w.shape[0], w.shape[1]);
@@ -575,7 +586,7 @@ impl GpuModel {
                 }
             };
             if race_gemv {
-                let gemv_s = time(&|| self.gemv(s, x.ptr, w, y.ptr, m, ep))?;
+                let gemv_s = time(&|| self.gemv(s, x.ptr, w, y.ptr, ep))?;
                 let race = ProductRace {
                     gemv_s,
                     cublaslt_s: lt_s,
@@ -628,7 +639,7 @@ impl GpuModel {
                 }
             };
         if gemv {
-            return self.gemv(s, x, w, y, m, ep);
+            return self.gemv(s, x, w, y, ep);
         }
         crate::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{k}"))?;
         let mut plans = self.plans.borrow_mut();
@@ -647,26 +658,15 @@ impl GpuModel {
         )
     }
 
-    /// The product through our gemv kernel (m ≤ 8, no bias).
-    pub fn gemv(
-        &self,
-        s: &Stream,
-        x: u64,
-        w: &DTensor,
-        y: u64,
-        m: usize,
-        ep: Epilogue,
-    ) -> Result<()> {
+    /// The product of one row X[k] through our gemv kernel (no bias).
+    pub fn gemv(&self, s: &Stream, x: u64, w: &DTensor, y: u64, ep: Epilogue) -> Result<()> {
         let (n, k) = (w.shape[0], w.shape[1]);
-        let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+        let (n32, k32) = (n as u32, k as u32);
         let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
         let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
-        self.k.get("gemv").launch(
-            blocks,
-            256,
-            s,
-            &mut kargs![x, wp, y, m32, n32, k32, acc, f32o],
-        )
+        self.k
+            .get("gemv")
+            .launch(blocks, 256, s, &mut kargs![x, wp, y, n32, k32, acc, f32o])
     }
 
     fn grid(&self, n: u64) -> u32 {
