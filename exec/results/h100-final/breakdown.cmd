@@ -1,0 +1,1 @@
+.devbin/hetsim exec bench --breakdown --out $OUT/r/breakdown.md

@@ -1,0 +1,1 @@
+.devbin/hetsim exec selftest
