@@ -178,6 +178,14 @@ impl Drop for Graph {
     }
 }
 
+/// The uploaded inputs of one prefill pass (`Engine::upload_prefill`).
+struct PrefillPass {
+    inputs: u64,
+    n: usize,
+    seqs: usize,
+    max_len: usize,
+}
+
 /// Fixed device buffers of the decode step (graphs capture their addresses).
 struct DecodeBufs {
     /// i32 arrays, each max_batch long, one after another: tokens, positions, slots, ctx,
@@ -851,42 +859,16 @@ impl Engine {
             cu.push(cu[cu.len() - 1] + p as i32);
             last.push(cu[cu.len() - 1] - 1);
         }
-        let n = tok.len();
         let max_len = seqs.iter().map(|s| s.prompt_len(np)).max().unwrap_or(0);
-        let mut ints = Vec::with_capacity(5 * n + 2 * seqs.len() + 1);
+        let m = seqs.len();
+        let mut ints = Vec::with_capacity(4 * tok.len() + 2 * m + 1);
         for a in [&tok, &img_rows, &pos, &slots] {
             ints.extend_from_slice(a);
         }
         ints.extend_from_slice(&cu);
         ints.extend_from_slice(&last);
-        let dev = self.sc.get(g, "p_ints", ints.len() * 4)?;
-        upload_ints(&mut self.staging, &self.model.gpu, &self.stream, dev, &ints)?;
-        let at = |i: usize| dev + (i * 4) as u64;
-        let x = self.sc.get(g, "p_x", n * d * 2)?;
-        let m = seqs.len();
-        let logits = self.sc.get(g, "p_logits", m * c.llm.vocab * 4)?;
-        let am = self.sc.get(g, "p_argmax", m * 4)?;
-        self.model.embed(&self.stream, at(0), at(n), imgs, x, n)?;
-        let inp = TokenInputs {
-            positions: at(2 * n),
-            slots: at(3 * n),
-        };
-        let attn = Attn::Prefill {
-            cu_seqlens: at(4 * n),
-            seqs: m,
-            max_len,
-        };
-        self.model
-            .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
-        self.model.logits(
-            &self.stream,
-            x,
-            at(4 * n + m + 1),
-            m,
-            logits,
-            am,
-            &mut self.sc,
-        )?;
+        let pass = self.upload_prefill(&ints, tok.len(), m, max_len)?;
+        let am = self.queue_prefill(&pass, imgs)?;
         self.stream.synchronize()?;
         let mut raw = vec![0u8; m * 4];
         crate::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
@@ -919,7 +901,13 @@ impl Engine {
                 self.running.insert(s.req.id, s);
             }
         }
-        Ok((StepKind::Prefill { seqs: m, tokens: n }, events))
+        Ok((
+            StepKind::Prefill {
+                seqs: m,
+                tokens: pass.n,
+            },
+            events,
+        ))
     }
 
     fn finish(&mut self, s: Seq, t: f64) -> EngineEvent {
@@ -1147,6 +1135,69 @@ impl Engine {
         Ok(crate::stats::median(&times))
     }
 
+    /// Upload the inputs of a prefill pass over n packed tokens: i32 arrays of tokens, image
+    /// rows, positions and KV slots (n each), then cu_seqlens (seqs + 1) and each prompt's last
+    /// row (seqs).
+    fn upload_prefill(
+        &mut self,
+        ints: &[i32],
+        n: usize,
+        seqs: usize,
+        max_len: usize,
+    ) -> Result<PrefillPass> {
+        debug_assert_eq!(ints.len(), 4 * n + 2 * seqs + 1);
+        let inputs = self.sc.get(&self.model.gpu, "p_ints", ints.len() * 4)?;
+        upload_ints(
+            &mut self.staging,
+            &self.model.gpu,
+            &self.stream,
+            inputs,
+            ints,
+        )?;
+        Ok(PrefillPass {
+            inputs,
+            n,
+            seqs,
+            max_len,
+        })
+    }
+
+    /// Queue a prefill pass — embeddings (image rows from `imgs`), the decoder over the packed
+    /// prompts, logits and argmax of each prompt's last row — and return the argmax's address
+    /// (i32 [seqs]).
+    fn queue_prefill(&mut self, p: &PrefillPass, imgs: u64) -> Result<u64> {
+        let (n, m) = (p.n, p.seqs);
+        let at = |i: usize| p.inputs + (i * 4) as u64;
+        let g = &self.model.gpu;
+        let x = self.sc.get(g, "p_x", n * self.model.cfg.llm.hidden * 2)?;
+        let logits = self
+            .sc
+            .get(g, "p_logits", m * self.model.cfg.llm.vocab * 4)?;
+        let am = self.sc.get(g, "p_argmax", m * 4)?;
+        self.model.embed(&self.stream, at(0), at(n), imgs, x, n)?;
+        let inp = TokenInputs {
+            positions: at(2 * n),
+            slots: at(3 * n),
+        };
+        let attn = Attn::Prefill {
+            cu_seqlens: at(4 * n),
+            seqs: m,
+            max_len: p.max_len,
+        };
+        self.model
+            .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
+        self.model.logits(
+            &self.stream,
+            x,
+            at(4 * n + m + 1),
+            m,
+            logits,
+            am,
+            &mut self.sc,
+        )?;
+        Ok(am)
+    }
+
     /// Time one prefill step of `seqs` prompts of `tokens` tokens each (no images: the rows are
     /// text embeddings, which costs the same as spliced image rows). Median of `iters`, each
     /// started after the GPU has idled for `rest` (see `Pace`).
@@ -1172,40 +1223,14 @@ impl Engine {
         ints.extend((0..n).map(|i| ((i / tokens) * per * KV_BLOCK + i % tokens) as i32));
         ints.extend((0..=seqs).map(|s| (s * tokens) as i32));
         ints.extend((0..seqs).map(|s| ((s + 1) * tokens - 1) as i32));
+        let pass = self.upload_prefill(&ints, n, seqs, tokens)?;
         let g = &self.model.gpu;
-        let dev = self.sc.get(g, "p_ints", ints.len() * 4)?;
-        upload_ints(&mut self.staging, &self.model.gpu, &self.stream, dev, &ints)?;
-        let at = |i: usize| dev + (i * 4) as u64;
-        let d = self.model.cfg.llm.hidden;
-        let x = self.sc.get(g, "p_x", n * d * 2)?;
-        let logits = self.sc.get(g, "p_logits", seqs * vocab as usize * 4)?;
-        let am = self.sc.get(g, "p_argmax", seqs * 4)?;
         let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
         let mut times = Vec::new();
         for i in 0..iters.max(1) + 1 {
             pace.rest(&self.stream)?;
             e0.record(&self.stream)?;
-            self.model.embed(&self.stream, at(0), at(n), 0, x, n)?;
-            let inp = TokenInputs {
-                positions: at(2 * n),
-                slots: at(3 * n),
-            };
-            let attn = Attn::Prefill {
-                cu_seqlens: at(4 * n),
-                seqs,
-                max_len: tokens,
-            };
-            self.model
-                .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
-            self.model.logits(
-                &self.stream,
-                x,
-                at(4 * n + seqs + 1),
-                seqs,
-                logits,
-                am,
-                &mut self.sc,
-            )?;
+            self.queue_prefill(&pass, 0)?;
             e1.record(&self.stream)?;
             let t = e0.elapsed_ms(&e1)? / 1e3;
             if i > 0 {
