@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::kargs;
 use crate::model::cpu;
 use crate::model::gpu::{
-    Attn, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_bf16, download_f32,
-    download_i32, upload_bf16, upload_f64, upload_i32,
+    Attn, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_bf16,
+    download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
 };
 use crate::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
 use crate::model::llava::LlavaConfig;
@@ -303,9 +303,9 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let (st, os, h32, kv32) = (stride as u32, (heads * hd) as u32, heads as u32, kvh as u32);
         let (ko, vo) = ((heads * hd) as u32, ((heads + kvh) * hd) as u32);
         let (c32, scale) = (causal as i32, 1.0f32 / (hd as f32).sqrt());
-        let (name, bq) = crate::model::gpu::flash_attn_kernel(hd);
+        let name = crate::model::gpu::flash_attn_kernel(hd);
         m.k.get(name).launch3(
-            (max_len.div_ceil(bq) as u32, h32, lens.len() as u32),
+            (max_len.div_ceil(FLASH_ROWS) as u32, h32, lens.len() as u32),
             128,
             &s,
             &mut kargs![pq, po, pc, st, os, h32, kv32, ko, vo, c32, scale],

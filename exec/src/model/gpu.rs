@@ -99,15 +99,16 @@ pub fn decode_attn_kernel(part: usize) -> &'static str {
     }
 }
 
-/// The flash-attention kernel for heads of `head_dim` and the query rows each of its blocks
-/// covers (kernels/llava.cu: 4 warps of one 16-row tile).
-pub fn flash_attn_kernel(head_dim: usize) -> (&'static str, usize) {
-    let name = if head_dim == 64 {
+/// Query rows of a flash-attention block (kernels/llava.cu: 4 warps of 16 rows).
+pub const FLASH_ROWS: usize = 64;
+
+/// The flash-attention kernel for heads of `head_dim`.
+pub fn flash_attn_kernel(head_dim: usize) -> &'static str {
+    if head_dim == 64 {
         "flash_attn_d64"
     } else {
         "flash_attn_d128"
-    };
-    (name, 64)
+    }
 }
 
 /// A bf16 tensor on the GPU.
@@ -282,12 +283,9 @@ impl Scratch {
         }
     }
     pub fn get(&mut self, gpu: &Gpu, name: &'static str, bytes: usize) -> Result<u64> {
-        if self.bufs.get(name).is_none_or(|b| b.bytes < bytes) {
-            self.bufs.remove(name);
-            self.bufs.insert(name, gpu.alloc(bytes)?);
-        }
-        Ok(self.bufs[name].ptr)
+        self.get_with(gpu, name, bytes, |_| Ok(()))
     }
+
     /// As `get`, with a new buffer zeroed on `s` (for counters that kernels leave at zero).
     pub fn get_zeroed(
         &mut self,
@@ -296,9 +294,22 @@ impl Scratch {
         bytes: usize,
         s: &Stream,
     ) -> Result<u64> {
+        self.get_with(gpu, name, bytes, |b| b.memset_async(0, s))
+    }
+
+    /// The buffer `name` of at least `bytes`; a new one (the old is freed first) goes through
+    /// `init`.
+    fn get_with(
+        &mut self,
+        gpu: &Gpu,
+        name: &'static str,
+        bytes: usize,
+        init: impl FnOnce(&DeviceBuffer) -> Result<()>,
+    ) -> Result<u64> {
         if self.bufs.get(name).is_none_or(|b| b.bytes < bytes) {
+            self.bufs.remove(name);
             let b = gpu.alloc(bytes)?;
-            b.memset_async(0, s)?;
+            init(&b)?;
             self.bufs.insert(name, b);
         }
         Ok(self.bufs[name].ptr)
@@ -741,7 +752,7 @@ impl GpuModel {
         )?;
         self.layernorm(s, h, &self.w.pre_ln_w, &self.w.pre_ln_b, x, rows, dv)?;
         let hd = v.head_dim();
-        let (attn_k, bq) = flash_attn_kernel(hd);
+        let attn_k = flash_attn_kernel(hd);
         for l in &self.w.vision {
             self.layernorm(s, x, &l.ln1_w, &l.ln1_b, h, rows, dv)?;
             self.gemm(s, h, &l.qkv_w, qkv, rows, Some(&l.qkv_b), false, false)?;
@@ -749,7 +760,7 @@ impl GpuModel {
                 ((3 * dv) as u32, v.heads as u32, dv as u32, (2 * dv) as u32);
             let (causal, scale) = (0i32, 1.0f32 / (hd as f32).sqrt());
             self.k.get(attn_k).launch3(
-                (npos.div_ceil(bq) as u32, heads, im),
+                (npos.div_ceil(FLASH_ROWS) as u32, heads, im),
                 128,
                 s,
                 &mut kargs![
@@ -947,9 +958,8 @@ impl GpuModel {
                     max_len,
                 } => {
                     let (cu, causal, qd) = (*cu_seqlens, 1i32, l.q_dim() as u32);
-                    let (name, bq) = flash_attn_kernel(l.head_dim);
-                    self.k.get(name).launch3(
-                        (max_len.div_ceil(bq) as u32, heads, *seqs as u32),
+                    self.k.get(flash_attn_kernel(l.head_dim)).launch3(
+                        (max_len.div_ceil(FLASH_ROWS) as u32, heads, *seqs as u32),
                         128,
                         s,
                         &mut kargs![
