@@ -80,7 +80,7 @@ enum Command {
     },
     /// Tables and figures from result directories: comparison, latency–throughput curves,
     /// transfers, links, cost, and predicted against measured when exec rows are present
-    #[cfg(feature = "analysis")]
+    /// (needs a build with `--features analysis`)
     Analyze {
         /// Result directories (`hetsim run --out DIR` or the GPU harness); repeated runs of a
         /// scenario are pooled, sim and exec rows compared
@@ -464,6 +464,17 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 report.files.len(),
                 report.out.display()
             );
+        }
+        // polars takes ~15 min to build on 2 cores, so the default build leaves `analyze` out;
+        // the command still exists so that the user is told how to get it.
+        #[cfg(not(feature = "analysis"))]
+        Command::Analyze { .. } => {
+            return Err(InputError::new(
+                "this hetsim was built without `analyze` (the polars feature): run \
+                 `cargo run --release --features analysis -- analyze …`, or install it with \
+                 `cargo install --path . --features analysis`",
+            )
+            .into());
         }
         Command::Catalog => print_catalog(),
         Command::GpuInfo => return Ok(gpu_exit(hetsim_exec::cli::info())),

@@ -275,7 +275,7 @@ fn models_by_config_path_and_text_only_models_run() {
     let dir = std::env::temp_dir().join(format!("hetsim-e2e-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/hf-configs/qwen2.5-vl-7b-instruct.json");
+        .join("tests/fixtures/hf-configs/qwen2.5-vl-7b-instruct.json");
     let yaml = format!(
         "defaults:\n  cluster:\n    nodes: [{{name: box, gpus: [{{gpu: H100-SXM, count: 2}}]}}]\n  deployment:\n    strategy: modality\n    instances: [{{role: encoder, gpu: H100-SXM}}, {{role: llm, gpu: H100-SXM}}]\n  workload:\n    requests: 50\n    arrival: {{process: poisson, rate: 4}}\n    images: {{count: 2, width: {{dist: uniform, min: 300, max: 1500}}, height: 600}}\nscenarios:\n  - name: qwen-by-path\n    model: {}\n  - name: llama-text\n    model: llama-3.1-8b\n    deployment:\n      strategy: colocated\n      instances: [{{role: all, gpu: H100-SXM, count: 2}}]\n    workload:\n      requests: 50\n      arrival: {{process: poisson, rate: 4}}\n      images: {{count: 0}}\n",
         cfg.display()

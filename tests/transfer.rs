@@ -112,8 +112,7 @@ fn depth_sweep_is_linear_for_mha_and_gqa() {
 
 #[test]
 fn every_published_config_prints_its_table() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/hf-configs");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-configs");
     let mut n = 0;
     for f in std::fs::read_dir(dir).unwrap() {
         let p = f.unwrap().path();

@@ -1,5 +1,5 @@
 //! Map what the driver reports to the simulator's catalog (hetsim-sim), whose datasheet numbers
-//! (../shared/reference/gpus.csv, links.csv) every measurement is compared against.
+//! (docs/reference/gpus.csv, links.csv) every measurement is compared against.
 
 use hetsim_sim::catalog::{GpuSpec, LinkSpec, gpu_by_name, link_by_name};
 

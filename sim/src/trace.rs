@@ -312,8 +312,7 @@ mod tests {
 
     #[test]
     fn reads_the_public_splitwise_trace() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/traces/splitwise_conv.csv");
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces/splitwise_conv.csv");
         let rows = all(&p).unwrap();
         assert_eq!(rows.len(), 19_366);
         assert_eq!(

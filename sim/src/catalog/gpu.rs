@@ -1,8 +1,8 @@
 //! GPUs: datasheet numbers with their sources.
 //!
-//! Every number comes from `shared/reference/gpus.csv`, which names the page each was read from
+//! Every number comes from `docs/reference/gpus.csv`, which names the page each was read from
 //! (NVIDIA/AMD datasheets as quoted by stas00/ml-engineering, ai-dynamo/aiconfigurator, llm-analysis,
-//! vendor product briefs); `docs/catalog.md` repeats the source keys. Memory is taken as GiB
+//! vendor product briefs); `docs/reference/gpus_SOURCES.md` expands the source keys. Memory is taken as GiB
 //! (the "80 GB" card reports 81,920 MiB). Where the sources disagree the CSV's first-named value is
 //! used. GeForce cards have no PCIe peer-to-peer: their transfers are staged through host memory.
 
@@ -62,7 +62,7 @@ const fn gpu(
     }
 }
 
-/// The catalog. Source keys refer to `shared/reference/gpus_SOURCES.md`.
+/// The catalog. Source keys refer to `docs/reference/gpus_SOURCES.md`.
 pub static GPUS: [GpuSpec; 19] = [
     // [STAS-ACC], [AIC-h200_sxm], [MLC-H200]; MSRP [HFHW-h200] (estimate).
     gpu(

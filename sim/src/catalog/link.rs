@@ -1,6 +1,6 @@
 //! Links: per-direction bandwidth, the share of it transfers achieve, and latency.
 //!
-//! Peak numbers from `shared/reference/links.csv` (PCIe spec arithmetic, NVLink tables of
+//! Peak numbers from `docs/reference/links.csv` (PCIe spec arithmetic, NVLink tables of
 //! stas00/ml-engineering, IEEE line rates). Efficiencies: PCIe Gen5 pinned host↔device measured
 //! 55 GB/s of 63 (0.87) and NVLink 4 peer copy 386–396 GB/s of 450 (0.86–0.88) on this project's
 //! H200 machines; networks use the ~80 % rule of thumb in the same reference. Latencies are the

@@ -1,7 +1,7 @@
 //! Built-in models and the Hugging Face `config.json` reader.
 //!
 //! Built-in shapes are written out here (readable, no file needed at run time) and checked in tests
-//! against the configs published with the checkpoints (`shared/reference/hf-configs/`).
+//! against the configs published with the checkpoints (`tests/fixtures/hf-configs/`, with their sources).
 //! Qwen2.5-VL-32B/72B have no stored config here: their numbers come from the model cards
 //! (hidden 5120/8192, 64/80 layers, 40/64 heads, 8 KV heads) and are marked as such.
 
@@ -424,7 +424,7 @@ mod tests {
 
     fn reference(file: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/hf-configs")
+            .join("../tests/fixtures/hf-configs")
             .join(file)
     }
 
