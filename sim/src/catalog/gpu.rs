@@ -349,3 +349,68 @@ impl GpuSpec {
         self.memory_gib * (1u64 << 30) as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/reference/gpus.csv`, the datasheet table with sources: one row per GPU, the
+    /// columns up to `cloud_usd_per_hour` (the last column, free text with commas, is left out).
+    fn datasheet() -> Vec<std::collections::BTreeMap<String, String>> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/reference/gpus.csv");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let kept = header.iter().position(|h| *h == "source_notes").unwrap();
+        lines
+            .map(|l| {
+                header[..kept]
+                    .iter()
+                    .zip(l.splitn(kept + 1, ','))
+                    .map(|(h, v)| (h.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn number(row: &std::collections::BTreeMap<String, String>, field: &str) -> Option<f64> {
+        row[field].parse().ok()
+    }
+
+    /// Every catalog number that the datasheet table states is the table's number, and every
+    /// GPU of the table is in the catalog but the one the sources give no tensor rate for; where
+    /// the table is silent the catalog says why in a comment (e.g. the A10G's power).
+    #[test]
+    fn catalog_agrees_with_the_datasheet_table() {
+        const NO_TENSOR_RATE: &str = "RTX 6000 Ada";
+        let rows = datasheet();
+        assert_eq!(
+            rows.len(),
+            GPUS.len() + 1,
+            "one catalog entry per datasheet row"
+        );
+        for row in rows.iter().filter(|r| r["name"] != NO_TENSOR_RATE) {
+            let g = gpu_by_name(&row["name"].replace(' ', "-")).unwrap_or_else(|| {
+                panic!("{} is in the datasheet table, not the catalog", row["name"])
+            });
+            let n = g.name;
+            let checks = [
+                ("memory_gb", Some(g.memory_gib)),
+                ("mem_bw_gbps", Some(g.mem_bw_gbs)),
+                ("fp8_dense_tflops", g.tflops_fp8),
+                ("tdp_w", Some(g.power_w)),
+                ("launch_price_usd", g.price_usd),
+                ("cloud_usd_per_hour", g.cloud_usd_per_hour),
+            ];
+            for (field, ours) in checks {
+                if let Some(v) = number(row, field) {
+                    assert_eq!(ours, Some(v), "{n}: {field}");
+                }
+            }
+            let tensor = number(row, "bf16_dense_tflops").or(number(row, "fp16_dense_tflops"));
+            if let Some(v) = tensor {
+                assert_eq!(g.tflops_16bit, v, "{n}: 16-bit dense TFLOP/s");
+            }
+        }
+    }
+}
