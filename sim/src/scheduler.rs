@@ -453,3 +453,321 @@ impl Scheduler {
         plan.preempted.push(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// KV blocks of 4 tokens, so block counts stay small enough to check by hand.
+    const BLOCK: u64 = 4;
+
+    fn engine(schedule: Schedule, token_budget: u64, max_batch: u64, chunked: bool) -> EngineSpec {
+        EngineSpec {
+            schedule,
+            token_budget,
+            max_batch,
+            chunked_prefill: chunked,
+            block_tokens: BLOCK,
+            ..EngineSpec::default()
+        }
+    }
+
+    fn scheduler(total_blocks: u64) -> (Scheduler, Sequences) {
+        let sched = Scheduler::new(KvPool::new(BLOCK, total_blocks), true, true);
+        (sched, Sequences::new())
+    }
+
+    /// A decoding sequence of `context` tokens that has generated `generated`, holding `blocks`.
+    fn run(
+        s: &mut Scheduler,
+        q: &mut Sequences,
+        id: ReqId,
+        context: u64,
+        generated: u64,
+        blocks: u64,
+    ) {
+        assert!(s.kv.try_take(blocks));
+        let seq = Sequence {
+            prefilled: context,
+            generated,
+            blocks,
+            ..Sequence::new(context, 100)
+        };
+        q.insert(id, seq);
+        s.running.push(id);
+    }
+
+    /// A waiting sequence of `context` tokens with `prefilled` of them done, holding `blocks`.
+    fn wait(
+        s: &mut Scheduler,
+        q: &mut Sequences,
+        id: ReqId,
+        context: u64,
+        prefilled: u64,
+        blocks: u64,
+    ) {
+        assert!(s.kv.try_take(blocks));
+        let seq = Sequence {
+            prefilled,
+            blocks,
+            ..Sequence::new(context, 100)
+        };
+        q.insert(id, seq);
+        s.admit(id);
+    }
+
+    fn image(llm_tokens: u64) -> ImageTokens {
+        ImageTokens {
+            resized_width: 336,
+            resized_height: 336,
+            encoder_tokens: 577,
+            projector_tokens: 576,
+            llm_tokens,
+        }
+    }
+
+    #[test]
+    fn a_decode_out_of_memory_preempts_the_newest_running_sequence() {
+        // Three sequences of 8 context tokens, 1 generated, 2 blocks each: 6 of 7 blocks in use.
+        // Each decode writes position 8, the 9th token: 3 blocks. Sequence 1 takes the free block;
+        // sequence 2 finds none, so 3 (admitted last) is preempted, freeing 2; 2 takes one of them.
+        let (mut s, mut q) = scheduler(7);
+        for id in 1..=3 {
+            run(&mut s, &mut q, id, 8, 1, 2);
+        }
+        let plan = s.plan_step(&mut q, &engine(Schedule::Mixed, 8192, 256, true));
+        assert_eq!(plan.decodes, vec![1, 2]);
+        assert_eq!(plan.preempted, vec![3]);
+        assert_eq!(s.running, vec![1, 2]);
+        // 3 waits at the front to recompute its prompt and its token: 9 tokens, 3 blocks, and
+        // only 1 is free, so it does not prefill in this step.
+        assert!(plan.prefill_chunks.is_empty());
+        assert_eq!(s.waiting, VecDeque::from([3]));
+        let three = &q[&3];
+        assert_eq!(
+            (three.prefill_target, three.prefilled, three.blocks),
+            (9, 0, 0)
+        );
+        assert_eq!(three.preemptions, 1);
+        assert_eq!(s.kv.used_blocks(), 6);
+        assert_eq!(plan.batch.decode_ctx_tokens, 18);
+    }
+
+    #[test]
+    fn the_newest_running_sequence_preempts_itself() {
+        // Two sequences holding 2 blocks each, none free: 1 needs a third block and preempts 2;
+        // with 2 blocks free it takes one. 2 is gone from the step.
+        let (mut s, mut q) = scheduler(4);
+        run(&mut s, &mut q, 1, 8, 1, 2);
+        run(&mut s, &mut q, 2, 8, 1, 2);
+        let plan = s.plan_step(&mut q, &engine(Schedule::PrefillFirst, 8192, 256, true));
+        assert_eq!((plan.decodes, plan.preempted), (vec![1], vec![2]));
+        // Sequence 2 alone, with its own block short: it is the newest, so it preempts itself.
+        let (mut s, mut q) = scheduler(2);
+        run(&mut s, &mut q, 2, 8, 1, 2);
+        let plan = s.plan_step(&mut q, &engine(Schedule::PrefillFirst, 8192, 256, true));
+        assert!(plan.is_empty());
+        assert_eq!(plan.preempted, vec![2]);
+        assert_eq!((s.kv.used_blocks(), s.waiting.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_partial_prefill_loses_its_blocks_before_any_running_sequence() {
+        // Running 1 (8 tokens, 2 blocks) needs a third block; partial prefill 5 (8 of 20 done, 2
+        // blocks) holds the rest of the 4. 5 starts over, 1 decodes, and 5's 20 tokens (5 blocks)
+        // do not fit the 1 block left.
+        let (mut s, mut q) = scheduler(4);
+        run(&mut s, &mut q, 1, 8, 1, 2);
+        wait(&mut s, &mut q, 5, 20, 8, 2);
+        let plan = s.plan_step(&mut q, &engine(Schedule::Mixed, 8192, 256, true));
+        assert_eq!(plan.decodes, vec![1]);
+        assert_eq!((plan.abandoned, plan.preempted), (vec![5], vec![]));
+        assert!(plan.prefill_chunks.is_empty());
+        assert_eq!(
+            (q[&5].prefilled, q[&5].blocks, q[&5].preemptions),
+            (0, 0, 1)
+        );
+        assert_eq!(s.kv.used_blocks(), 3);
+    }
+
+    #[test]
+    fn a_prefill_takes_blocks_from_partial_prefills_behind_it_never_ahead() {
+        // Waiting: 1 (new, 8 tokens = 2 blocks), then 2 (8 of 16 done, holding 2 of 3 blocks).
+        // 1 comes first: it takes 2's blocks; 2 then needs 4 blocks and 1 is free.
+        let (mut s, mut q) = scheduler(3);
+        wait(&mut s, &mut q, 1, 8, 0, 0);
+        wait(&mut s, &mut q, 2, 16, 8, 2);
+        let plan = s.plan_step(&mut q, &engine(Schedule::Mixed, 8192, 256, true));
+        assert_eq!(plan.prefill_chunks, vec![(1, 8)]);
+        assert_eq!(plan.abandoned, vec![2]);
+        assert_eq!((q[&1].blocks, q[&2].blocks, s.kv.used_blocks()), (2, 0, 2));
+
+        // The other order: partial 2 is ahead and needs 2 more blocks, 1 is free; nothing behind
+        // it holds any, so it waits, and 1 waits behind it (first come, first served).
+        let (mut s, mut q) = scheduler(3);
+        wait(&mut s, &mut q, 2, 16, 8, 2);
+        wait(&mut s, &mut q, 1, 8, 0, 0);
+        let plan = s.plan_step(&mut q, &engine(Schedule::Mixed, 8192, 256, true));
+        assert!(plan.is_empty() && plan.abandoned.is_empty());
+        assert_eq!(q[&2].blocks, 2);
+    }
+
+    #[test]
+    fn chunked_prefill_splits_a_prompt_across_steps_within_the_budget() {
+        // Budget 10: prompt A of 25 tokens goes 10 + 10 + 5; B (4 tokens) joins the last step.
+        let e = engine(Schedule::Mixed, 10, 256, true);
+        let (mut s, mut q) = scheduler(100);
+        wait(&mut s, &mut q, 1, 25, 0, 0);
+        wait(&mut s, &mut q, 2, 4, 0, 0);
+        let mut chunks = Vec::new();
+        let mut last = StepPlan::default();
+        for _ in 0..3 {
+            last = s.plan_step(&mut q, &e);
+            chunks.push(last.prefill_chunks.clone());
+            s.complete_step(&mut q, &last);
+        }
+        assert_eq!(
+            chunks,
+            vec![vec![(1, 10)], vec![(1, 10)], vec![(1, 5), (2, 4)]]
+        );
+        // The last step: A's 5 tokens after 20 cached, B's 4 from scratch, both sample a token.
+        // Query–key pairs: 5 · (20 + 6/2) + 4 · (0 + 5/2) = 115 + 10.
+        assert_eq!(last.batch.prefill_tokens, 9);
+        assert_eq!(last.batch.prefill_pairs, 125.0);
+        assert_eq!(last.batch.prefill_kv_tokens, 29);
+        assert_eq!(last.batch.logits, 2);
+        // 25 tokens take 7 blocks, 4 take 1; both now decode.
+        assert_eq!((q[&1].blocks, q[&2].blocks), (7, 1));
+        assert_eq!(s.running, vec![1, 2]);
+    }
+
+    #[test]
+    fn unchunked_prefill_runs_prompts_whole_and_recomputations_alone() {
+        let e = engine(Schedule::Mixed, 10, 256, false);
+        // 6 + 6 tokens under a budget of 10: the second prompt waits for the next step.
+        let (mut s, mut q) = scheduler(100);
+        wait(&mut s, &mut q, 1, 6, 0, 0);
+        wait(&mut s, &mut q, 2, 6, 0, 0);
+        assert_eq!(s.plan_step(&mut q, &e).prefill_chunks, vec![(1, 6)]);
+        // The same with chunking: the second prompt's first 4 tokens fill the budget.
+        let (mut s, mut q) = scheduler(100);
+        wait(&mut s, &mut q, 1, 6, 0, 0);
+        wait(&mut s, &mut q, 2, 6, 0, 0);
+        let chunked = engine(Schedule::Mixed, 10, 256, true);
+        assert_eq!(
+            s.plan_step(&mut q, &chunked).prefill_chunks,
+            vec![(1, 6), (2, 4)]
+        );
+
+        // A preempted sequence recomputing 25 prompt + 3 generated tokens exceeds the budget: it
+        // runs whole, alone, and the prompt behind it waits.
+        let (mut s, mut q) = scheduler(100);
+        wait(&mut s, &mut q, 1, 25, 0, 0);
+        q.get_mut(&1).unwrap().generated = 3;
+        q.get_mut(&1).unwrap().prefill_target = 28;
+        wait(&mut s, &mut q, 2, 4, 0, 0);
+        let plan = s.plan_step(&mut q, &e);
+        assert_eq!(plan.prefill_chunks, vec![(1, 28)]);
+        let done = s.complete_step(&mut q, &plan);
+        assert_eq!(
+            done.prefilled,
+            vec![Prefilled {
+                id: 1,
+                first_token: false,
+                next: Next::Decoding
+            }]
+        );
+        assert_eq!(q[&1].generated, 3);
+    }
+
+    #[test]
+    fn max_batch_bounds_the_sequences_of_a_step() {
+        // Three running sequences and one waiting prompt, at most 2 sequences a step: the two
+        // oldest decode, nothing else fits.
+        let (mut s, mut q) = scheduler(100);
+        for id in 1..=3 {
+            run(&mut s, &mut q, id, 8, 1, 3);
+        }
+        wait(&mut s, &mut q, 4, 8, 0, 0);
+        let plan = s.plan_step(&mut q, &engine(Schedule::Mixed, 8192, 2, true));
+        assert_eq!(plan.decodes, vec![1, 2]);
+        assert!(plan.prefill_chunks.is_empty());
+    }
+
+    #[test]
+    fn prefill_first_prefills_alone_where_mixed_shares_the_step() {
+        // One running sequence, two waiting prompts of 8 tokens, at most 2 sequences a step.
+        let setup = || {
+            let (mut s, mut q) = scheduler(100);
+            run(&mut s, &mut q, 1, 8, 1, 3);
+            wait(&mut s, &mut q, 2, 8, 0, 0);
+            wait(&mut s, &mut q, 3, 8, 0, 0);
+            (s, q)
+        };
+        // Prefill first: the running sequence counts against the batch, so one prompt prefills,
+        // and the step has no decode.
+        let (mut s, mut q) = setup();
+        let plan = s.plan_step(&mut q, &engine(Schedule::PrefillFirst, 8192, 2, true));
+        assert_eq!((plan.prefill_chunks, plan.decodes), (vec![(2, 8)], vec![]));
+        // Mixed: the decode, then one prompt.
+        let (mut s, mut q) = setup();
+        let plan = s.plan_step(&mut q, &engine(Schedule::Mixed, 8192, 2, true));
+        assert_eq!((plan.prefill_chunks, plan.decodes), (vec![(2, 8)], vec![1]));
+        // Prefill first with the batch full of running sequences: decodes only.
+        let (mut s, mut q) = setup();
+        run(&mut s, &mut q, 4, 8, 1, 3);
+        let plan = s.plan_step(&mut q, &engine(Schedule::PrefillFirst, 8192, 2, true));
+        assert_eq!((plan.prefill_chunks, plan.decodes), (vec![], vec![1, 4]));
+    }
+
+    #[test]
+    fn a_completed_prefill_decodes_hands_off_or_finishes() {
+        let e = engine(Schedule::Mixed, 8192, 256, true);
+        // A prefill-only instance: 1 (3 output tokens) is handed off, 2 (1 output token) finishes
+        // and its 2 blocks come back; 1 keeps its 3 blocks until its KV is shipped.
+        let mut s = Scheduler::new(KvPool::new(BLOCK, 10), false, false);
+        let mut q = Sequences::new();
+        q.insert(1, Sequence::new(12, 3));
+        q.insert(2, Sequence::new(5, 1));
+        s.admit(1);
+        s.admit(2);
+        let plan = s.plan_step(&mut q, &e);
+        assert_eq!(s.kv.used_blocks(), 5);
+        let done = s.complete_step(&mut q, &plan);
+        let next: Vec<_> = done
+            .prefilled
+            .iter()
+            .map(|p| (p.id, p.first_token, p.next))
+            .collect();
+        assert_eq!(
+            next,
+            vec![(1, true, Next::HandOff), (2, true, Next::Finished)]
+        );
+        assert_eq!((s.kv.used_blocks(), q[&1].generated), (3, 1));
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn an_encoder_step_takes_whole_requests_up_to_its_image_limit() {
+        // Limit 4 images; requests of 2, 3 and 5 images: [2], [3], then the 5 alone.
+        let mut s = Scheduler::new(KvPool::new(BLOCK, 0), true, false);
+        let mut q = Sequences::new();
+        for (id, n) in [(1, 2), (2, 3), (3, 5)] {
+            q.insert(
+                id,
+                Sequence::with_images(10 * n, 1, vec![image(10); n as usize]),
+            );
+            s.encode_queue.push_back(id);
+        }
+        let mut steps = Vec::new();
+        while let Some(plan) = s.plan_encode(&q, 4) {
+            steps.push((plan.encode, plan.images.len()));
+        }
+        assert_eq!(steps, vec![(vec![1], 2), (vec![2], 3), (vec![3], 5)]);
+        // With a limit of 5, the first two share a step.
+        for id in 1..=3 {
+            s.encode_queue.push_back(id);
+        }
+        assert_eq!(s.plan_encode(&q, 5).map(|p| p.encode), Some(vec![1, 2]));
+    }
+}
