@@ -19,6 +19,7 @@ pub mod plan;
 pub mod profile;
 pub mod records;
 pub mod run;
+pub mod scheduler;
 pub mod stats;
 pub mod table;
 pub mod trace;

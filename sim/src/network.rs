@@ -59,8 +59,13 @@ pub struct Network {
     free: Vec<FlowId>,
     last_ns: u64,
     next_version: u64,
+    /// Bytes of every flow started.
     pub bytes_sent: u64,
+    /// Bytes moved for the flows that completed, from their rates (what they were started with
+    /// less what was left to move at completion, rounded).
     pub bytes_received: u64,
+    /// Most bytes any flow had left to move when it completed (≈ 0 if completion times are right).
+    pub max_remaining_at_completion: f64,
 }
 
 impl Network {
@@ -77,6 +82,7 @@ impl Network {
             next_version: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            max_remaining_at_completion: 0.0,
         }
     }
 
@@ -154,7 +160,8 @@ impl Network {
                 u.busy_ns += now - u.busy_since;
             }
         }
-        self.bytes_received += flow.bytes;
+        self.max_remaining_at_completion = self.max_remaining_at_completion.max(flow.remaining);
+        self.bytes_received += (flow.bytes as f64 - flow.remaining).round() as u64;
         (flow.bytes, self.reallocate(now))
     }
 

@@ -152,8 +152,18 @@ fn check(seed: u64) {
         assert_eq!(inv.finished + inv.dropped, inv.arrived, "{ctx}");
         assert_eq!(sink.requests.len() as u64, inv.arrived, "{ctx}");
         assert!(inv.peak_kv_fraction <= 1.0, "{ctx}");
+        // Every request gone, finished or dropped (at the horizon too), gave its KV back.
+        assert_eq!(inv.kv_blocks_left, 0, "KV blocks leaked: {ctx}");
+        // A flow's completion comes when its rate says it has moved all its bytes.
+        assert!(
+            inv.max_flow_remaining_bytes < 0.5,
+            "a flow completed early: {ctx}"
+        );
         if s.run.horizon_s.is_none() {
             assert_eq!(inv.arrived, s.workload.requests.unwrap(), "{ctx}");
+            assert_eq!(inv.busy_instances_left, 0, "work left behind: {ctx}");
+            // Received bytes are what the flows moved, so this fails if a flow ends early or
+            // never ends.
             assert_eq!(inv.bytes_sent, inv.bytes_received, "bytes lost: {ctx}");
             assert!(
                 sink.requests.iter().all(|r| [
