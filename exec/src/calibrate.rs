@@ -120,22 +120,29 @@ pub fn read_profile(path: &Path) -> Result<HardwareProfile> {
     HardwareProfile::load(path).map_err(|e| Error::Invalid(e.to_string()))
 }
 
-/// `prof` with the links of `from` (read from `from_path`), for a calibration that measured no
-/// links (`--no-links`): a phase table measured today joins a link calibration of the same
-/// machine taken earlier, without re-running the link probes. The links were not measured by
-/// `prof`'s command, so the command says where they came from.
-pub fn with_links_from(
-    mut prof: HardwareProfile,
-    from: &HardwareProfile,
-    from_path: &Path,
-) -> Result<HardwareProfile> {
+/// The profile whose links a calibration without link probes takes (`--links-from`): read with
+/// the simulator's loader, and refused if it has no links to give.
+pub fn read_links_from(path: &Path) -> Result<HardwareProfile> {
+    let from = read_profile(path)?;
     if from.links.is_empty() {
         return Err(Error::Invalid(format!(
             "--links-from {}: the profile has no links (take one written by `hetsim calibrate` \
              without --no-links)",
-            from_path.display()
+            path.display()
         )));
     }
+    Ok(from)
+}
+
+/// `prof` with the links of `from` (read by `read_links_from` from `from_path`), for a
+/// calibration that measured no links: a phase table measured today joins a link calibration of
+/// the same machine taken earlier, without re-running the link probes. The links were not
+/// measured by `prof`'s command, so the command says where they came from.
+pub fn with_links_from(
+    mut prof: HardwareProfile,
+    from: &HardwareProfile,
+    from_path: &Path,
+) -> HardwareProfile {
     prof.links = from.links.clone();
     prof.command = format!(
         "{} (links copied from {}: measured {} on {})",
@@ -144,7 +151,7 @@ pub fn with_links_from(
         from.date,
         from.machine
     );
-    Ok(prof)
+    prof
 }
 
 /// Run the probes and return every measurement.
@@ -791,9 +798,9 @@ mod tests {
         let run = "exec/results/2026-11-21-h200x4-validate";
         let links_path = repo("profiles/h200x2-2026-11-21.yaml");
         let phases = read_profile(&repo(&format!("{run}/phases.yaml"))).unwrap();
-        let from = read_profile(&links_path).unwrap();
+        let from = read_links_from(&links_path).unwrap();
         assert!(phases.links.is_empty());
-        let joined = with_links_from(phases.clone(), &from, &links_path).unwrap();
+        let joined = with_links_from(phases.clone(), &from, &links_path);
         let shipped = read_profile(&repo("profiles/h200x4-2026-11-21-llava-1.5-7b.yaml")).unwrap();
         assert_eq!(joined.links, shipped.links);
         assert_eq!(
@@ -818,8 +825,7 @@ mod tests {
     #[test]
     fn links_from_a_profile_without_links_is_bad_input() {
         let path = repo("profiles/h100-2026-11-21-llava-1.5-7b.yaml");
-        let p = read_profile(&path).unwrap();
-        let e = with_links_from(p.clone(), &p, &path).unwrap_err();
+        let e = read_links_from(&path).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("has no links"), "{e}");
     }

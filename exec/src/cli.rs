@@ -81,7 +81,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let links_from = a
         .links_from
         .as_deref()
-        .map(|p| calibrate::read_profile(p).map(|prof| (p, prof)))
+        .map(|p| calibrate::read_links_from(p).map(|prof| (p, prof)))
         .transpose()?;
     let cal = calibrate::measure(&opts)?;
     let md = report::calibration_markdown(&cal);
@@ -96,7 +96,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     }
     let mut prof = calibrate::to_profile(&cal);
     if let Some((path, from)) = &links_from {
-        prof = calibrate::with_links_from(prof, from, path)?;
+        prof = calibrate::with_links_from(prof, from, path);
     }
     if let Some(c) = phase_model {
         let gpu_index = a.gpu.as_ref().and_then(|g| g.first().copied()).unwrap_or(0);
@@ -431,5 +431,13 @@ mod tests {
         let e = calibrate(&a).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("missing.yaml"), "{e}");
+        // (tests run in exec/)
+        a.links_from = Some("../profiles/h100-2026-11-21-llava-1.5-7b.yaml".into());
+        assert!(
+            calibrate(&a)
+                .unwrap_err()
+                .to_string()
+                .contains("has no links")
+        );
     }
 }
