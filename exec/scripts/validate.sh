@@ -17,7 +17,7 @@
 #
 # Example, 4 GPUs, as recorded in exec/results/2026-11-21-h200x4-validate/:
 #   exec/scripts/validate.sh --calibrate --links-from \
-#     exec/results/2026-11-21-h200x2-transfer-validate/profile.yaml --parallel \
+#     profiles/h200x2-2026-11-21.yaml --parallel \
 #     experiments/validate-nvlink.yaml@0 experiments/validate-pcie.yaml@2
 #
 # DIR (default out/validate-<UTC date>) receives env.txt, commands.txt, selftest.txt, the new
