@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use hetsim_sim::catalog::resolve_link;
 use hetsim_sim::catalog::{BUILTIN_MODELS, Dtype, GPUS, LINKS, builtin_model};
 use hetsim_sim::error::{Error, InputError};
-use hetsim_sim::experiment::load_experiment;
+use hetsim_sim::experiment::{load_experiment, load_experiment_with_profile};
 use hetsim_sim::run::{Progress, comparison_table, run_experiment};
 use hetsim_sim::transfer::{TransferQuery, View, parse_size, transfer_report};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,6 +132,10 @@ struct ValidateArgs {
     /// RNG seed, overriding the file's
     #[arg(long)]
     seed: Option<u64>,
+    /// Hardware profile for the simulator, in place of the file's `profile:` (e.g. one
+    /// `hetsim calibrate --model` just wrote on this machine)
+    #[arg(long, value_name = "PATH")]
+    profile: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -491,11 +495,12 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             out,
             gpu,
             seed,
+            profile,
         }) => {
             let path = experiment.ok_or_else(|| {
                 InputError::new("hetsim validate: give an experiment file (or `validate transfer`)")
             })?;
-            let exp = load_experiment(&path, seed)?;
+            let exp = load_experiment_with_profile(&path, seed, profile.as_deref())?;
             let v = match hetsim_exec::replay::validate(&exp, out.as_deref(), gpu) {
                 Ok(v) => v,
                 Err(e) => return Ok(gpu_exit(Err(e))),

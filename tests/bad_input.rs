@@ -178,3 +178,23 @@ fn clap_rejects_unknown_commands_with_code_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read experiment"));
 }
+
+#[test]
+fn validate_names_a_missing_profile_before_touching_a_gpu() {
+    let o = Command::new(env!("CARGO_BIN_EXE_hetsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "validate",
+            "experiments/validate-nvlink.yaml",
+            "--profile",
+            "no-such-profile.yaml",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--profile: cannot read profile no-such-profile.yaml"),
+        "{err}"
+    );
+}

@@ -120,6 +120,40 @@ pub fn read_profile(path: &Path) -> Result<HardwareProfile> {
     HardwareProfile::load(path).map_err(|e| Error::Invalid(e.to_string()))
 }
 
+/// The profile whose links a calibration without link probes takes (`--links-from`): read with
+/// the simulator's loader, and refused if it has no links to give.
+pub fn read_links_from(path: &Path) -> Result<HardwareProfile> {
+    let from = read_profile(path)?;
+    if from.links.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--links-from {}: the profile has no links (take one written by `hetsim calibrate` \
+             without --no-links)",
+            path.display()
+        )));
+    }
+    Ok(from)
+}
+
+/// `prof` with the links of `from` (read by `read_links_from` from `from_path`), for a
+/// calibration that measured no links: a phase table measured today joins a link calibration of
+/// the same machine taken earlier, without re-running the link probes. The links were not
+/// measured by `prof`'s command, so the command says where they came from.
+pub fn with_links_from(
+    mut prof: HardwareProfile,
+    from: &HardwareProfile,
+    from_path: &Path,
+) -> HardwareProfile {
+    prof.links = from.links.clone();
+    prof.command = format!(
+        "{} (links copied from {}: measured {} on {})",
+        prof.command,
+        from_path.display(),
+        from.date,
+        from.machine
+    );
+    prof
+}
+
 /// Run the probes and return every measurement.
 pub fn measure(opts: &Options) -> Result<Calibration> {
     device::init()?;
@@ -704,34 +738,38 @@ pub fn to_profile(cal: &Calibration) -> HardwareProfile {
 mod tests {
     use super::*;
 
-    fn results(f: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("results")
-            .join(f)
+    /// A file of the repository, from its root.
+    fn repo(f: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f)
     }
 
     #[test]
     fn measured_profiles_load_in_the_simulator() {
         // The simulator's own loader checks catalog names and ranges.
-        for f in ["h200x2/profile.yaml", "h100/profile.yaml"] {
-            let p = read_profile(&results(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        for f in [
+            "profiles/h200x2-2026-11-21.yaml",
+            "profiles/h100-2026-11-21.yaml",
+        ] {
+            let p = read_profile(&repo(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
             assert_eq!(p.gpus.len(), 1, "{f}");
             assert!(p.link("pcie5-host-staged").is_some(), "{f}");
         }
-        let p = read_profile(&results("h200x2/profile.yaml")).unwrap();
+        let p = read_profile(&repo("profiles/h200x2-2026-11-21.yaml")).unwrap();
         assert_eq!(p.gpus[0].catalog_gpu, "H200-SXM");
         assert!(p.link("nvlink4").unwrap().bandwidth_gbs > 350.0);
     }
 
     #[test]
     fn profile_is_derived_from_the_measurements() {
-        let s = std::fs::read_to_string(results("h200x2/calibrate.json")).unwrap();
+        let s =
+            std::fs::read_to_string(repo("exec/results/2026-11-21-h200x2-probes/calibrate.json"))
+                .unwrap();
         let cal: Calibration = serde_json::from_str(&s).unwrap();
         let p = to_profile(&cal);
         let names: Vec<&str> = p.links.iter().map(|l| l.catalog_link.as_str()).collect();
         assert_eq!(names, ["nvlink4", "pcie5-host-staged", "pcie5"]);
         // Same numbers as the profile the run wrote (JSON and YAML may round the last digit).
-        let q = read_profile(&results("h200x2/profile.yaml")).unwrap();
+        let q = read_profile(&repo("profiles/h200x2-2026-11-21.yaml")).unwrap();
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
         assert_eq!((p.gpus.len(), p.links.len()), (q.gpus.len(), q.links.len()));
         for (a, b) in p.gpus.iter().zip(&q.gpus) {
@@ -752,5 +790,43 @@ mod tests {
         }
         // the report renders from the same data
         assert!(crate::report::calibration_markdown(&cal).contains("nvlink_peer"));
+    }
+    #[test]
+    fn links_from_joins_a_phase_table_with_a_link_calibration() {
+        // The 4×H200 validation profile was joined by hand (sed) from its phase table, measured
+        // with --no-links, and the 2×H200 link calibration; the option gives the same profile.
+        let run = "exec/results/2026-11-21-h200x4-validate";
+        let links_path = repo("profiles/h200x2-2026-11-21.yaml");
+        let phases = read_profile(&repo(&format!("{run}/phases.yaml"))).unwrap();
+        let from = read_links_from(&links_path).unwrap();
+        assert!(phases.links.is_empty());
+        let joined = with_links_from(phases.clone(), &from, &links_path);
+        let shipped = read_profile(&repo("profiles/h200x4-2026-11-21-llava-1.5-7b.yaml")).unwrap();
+        assert_eq!(joined.links, shipped.links);
+        assert_eq!(
+            (&joined.gpus, &joined.phases),
+            (&shipped.gpus, &shipped.phases)
+        );
+        // NVLink peer copy of the 2×H200 calibration at 04:27 UTC, as its report prints it.
+        assert_eq!(joined.link("nvlink4").unwrap().bandwidth_gbs.round(), 396.0);
+        assert!(joined.command.starts_with(&phases.command));
+        assert!(joined.command.ends_with(
+            "measured 2026-11-21T04:27:46Z on 2x NVIDIA H200 (driver 580.159.04, CUDA 13.0) host vm)"
+        ));
+        // What it writes, the simulator reads.
+        let dir = std::env::temp_dir().join(format!("hetsim-links-from-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("p.yaml");
+        write_profile(&joined, &out).unwrap();
+        assert_eq!(read_profile(&out).unwrap(), joined);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_from_a_profile_without_links_is_bad_input() {
+        let path = repo("profiles/h100-2026-11-21-llava-1.5-7b.yaml");
+        let e = read_links_from(&path).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("has no links"), "{e}");
     }
 }

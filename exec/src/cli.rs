@@ -32,6 +32,10 @@ pub struct CalibrateArgs {
     /// Skip the link probes.
     #[arg(long)]
     pub no_links: bool,
+    /// With --no-links: copy the `links` of this profile (an earlier `calibrate` of the same
+    /// machine) into the one written, so it is complete for `hetsim validate`.
+    #[arg(long, value_name = "PROFILE", requires = "no_links")]
+    pub links_from: Option<PathBuf>,
     /// Skip the compute probes.
     #[arg(long)]
     pub no_compute: bool,
@@ -73,6 +77,12 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         .as_deref()
         .map(|m| LlavaConfig::builtin(m, a.layers))
         .transpose()?;
+    // Read the link profile before spending GPU time, too.
+    let links_from = a
+        .links_from
+        .as_deref()
+        .map(|p| calibrate::read_links_from(p).map(|prof| (p, prof)))
+        .transpose()?;
     let cal = calibrate::measure(&opts)?;
     let md = report::calibration_markdown(&cal);
     println!("{md}");
@@ -85,6 +95,9 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         crate::util::write_atomically(p, s)?;
     }
     let mut prof = calibrate::to_profile(&cal);
+    if let Some((path, from)) = &links_from {
+        prof = calibrate::with_links_from(prof, from, path);
+    }
     if let Some(c) = phase_model {
         let gpu_index = a.gpu.as_ref().and_then(|g| g.first().copied()).unwrap_or(0);
         let gpu = device::Gpu::open(gpu_index)?;
@@ -386,11 +399,45 @@ mod tests {
             quick: true,
             no_green: true,
             no_links: true,
+            links_from: None,
             no_compute: true,
             gpu: None,
             model: None,
             layers: None,
         };
         assert_eq!(calibrate(&a).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn links_from_needs_no_links_and_is_read_before_the_probes() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: CalibrateArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from([&["calibrate"], args].concat());
+        assert!(parse(&["--out", "p.yaml", "--links-from", "l.yaml"]).is_err());
+        let mut a = parse(&[
+            "--out",
+            "p.yaml",
+            "--no-links",
+            "--links-from",
+            "missing.yaml",
+        ])
+        .unwrap()
+        .a;
+        a.no_compute = true;
+        let e = calibrate(&a).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("missing.yaml"), "{e}");
+        // (tests run in exec/)
+        a.links_from = Some("../profiles/h100-2026-11-21-llava-1.5-7b.yaml".into());
+        assert!(
+            calibrate(&a)
+                .unwrap_err()
+                .to_string()
+                .contains("has no links")
+        );
     }
 }

@@ -207,7 +207,7 @@ pub enum Pace {
     /// Each run after the GPU has idled this long. A served encode or prefill comes between
     /// memory-bound decode steps or idle time, and starts at boost clock; back to back, an H200
     /// reaches its 700 W cap within a few runs and prefills at ~1.6 GHz instead of 1.98 GHz
-    /// (exec/REPORT.md §12).
+    /// (exec/REPORT.md, "Validation").
     Rested(std::time::Duration),
 }
 

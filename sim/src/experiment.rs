@@ -384,15 +384,39 @@ impl At<'_> {
 
 /// Reads, checks and expands an experiment file. `seed` overrides the file's.
 pub fn load_experiment(path: &Path, seed: Option<u64>) -> Result<Experiment, InputError> {
+    load_experiment_with_profile(path, seed, None)
+}
+
+/// As `load_experiment`, with the hardware profile at `profile` (relative to the working
+/// directory, as a command-line path is) in place of the file's `profile:`: a fresh calibration
+/// checked against a shipped experiment without editing it.
+pub fn load_experiment_with_profile(
+    path: &Path,
+    seed: Option<u64>,
+    profile: Option<&Path>,
+) -> Result<Experiment, InputError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| InputError::new(format!("cannot read experiment {}: {e}", path.display())))?;
-    parse_experiment(&text, path, seed)
+    let profile = profile
+        .map(|p| HardwareProfile::load(p).map_err(|e| e.context("--profile")))
+        .transpose()?;
+    parse(&text, path, seed, profile)
 }
 
 pub fn parse_experiment(
     text: &str,
     path: &Path,
     seed_override: Option<u64>,
+) -> Result<Experiment, InputError> {
+    parse(text, path, seed_override, None)
+}
+
+/// `profile`, when given, replaces the file's `profile:` (which is then not read).
+fn parse(
+    text: &str,
+    path: &Path,
+    seed_override: Option<u64>,
+    profile: Option<HardwareProfile>,
 ) -> Result<Experiment, InputError> {
     let file_name = path.display().to_string();
     let at = At { file: &file_name };
@@ -404,12 +428,13 @@ pub fn parse_experiment(
             "{file_name}: `scenarios` is empty: give at least one"
         )));
     }
-    let profile = match &file.profile {
-        Some(p) => Some(
+    let profile = match (profile, &file.profile) {
+        (Some(given), _) => Some(given),
+        (None, Some(p)) => Some(
             HardwareProfile::load(&base_dir.join(&p.value))
                 .map_err(|e| at.err(Some(p), "profile", e))?,
         ),
-        None => None,
+        (None, None) => None,
     };
     let m = &file.matrix;
     if let Some(r) = m.rate.iter().find(|r| !(**r > 0.0 && r.is_finite())) {

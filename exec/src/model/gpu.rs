@@ -57,7 +57,8 @@ pub const EARLY_LAUNCH: [&str; 10] = [
 ];
 
 /// Rows of the products our `gemv` kernel takes (batch-1 decode), where it races cuBLASLt.
-/// An earlier kernel took up to 8 but lost to cuBLASLt above one (exec/REPORT.md §6).
+/// An earlier kernel took up to 8 but lost to cuBLASLt above one (the engine's first H100 record,
+/// `git show 9f3a3c1:exec/REPORT.md`, section 6).
 pub const GEMV_MAX_M: usize = 1;
 
 /// Which kernel runs a product of at most `GEMV_MAX_M` rows (no bias).
