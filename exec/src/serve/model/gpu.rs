@@ -6,15 +6,18 @@
 use super::cpu;
 use super::host::{HostWeights, f32_to_bf16, flatten, tensor_seed};
 use super::llava::{LlavaConfig, LlavaWeights, TensorSpec};
-use crate::device::{DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::gemm::{Epilogue, Lt, Plan};
+use crate::cuda::kernels::{Kernel, Module, grid_for};
 use crate::error::{Error, Result};
-use crate::gemm::{Epilogue, Lt, Plan};
 use crate::kargs;
-use crate::kernels::{Kernel, LLAVA_SRC, Module, grid_for};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::Path;
+
+/// The model's kernels, compiled with NVRTC when a model is loaded.
+pub const LLAVA_SRC: &str = include_str!("../../../../kernels/llava.cu");
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
 pub const KERNELS: [&str; 20] = [
@@ -180,7 +183,7 @@ pub fn download_i32(b: &DeviceBuffer, n: usize) -> Result<Vec<i32>> {
 /// Copy `dst.len()` bytes from device address `ptr` (synchronous).
 pub fn read_ptr(gpu: &Gpu, ptr: u64, dst: &mut [u8]) -> Result<()> {
     gpu.bind()?;
-    crate::device::ck!(
+    crate::cuda::device::ck!(
         cudarc::driver::sys::cuMemcpyDtoH_v2(
             dst.as_mut_ptr() as *mut std::ffi::c_void,
             ptr,
@@ -652,7 +655,7 @@ impl GpuModel {
         if gemv {
             return self.gemv(s, x, w, y, ep);
         }
-        crate::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{k}"))?;
+        crate::cuda::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{k}"))?;
         let mut plans = self.plans.borrow_mut();
         let p = match plans.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
@@ -708,7 +711,7 @@ impl GpuModel {
         let cu: Vec<i32> = (0..=images).map(|i| (i * npos) as i32).collect();
         let cu_key = sc.get(g, "v_cu", cu.len() * 4)?;
         let cu_raw: Vec<u8> = cu.iter().flat_map(|x| x.to_le_bytes()).collect();
-        crate::device::ck!(
+        crate::cuda::device::ck!(
             cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
                 cu_key,
                 cu_raw.as_ptr() as *const std::ffi::c_void,
@@ -1039,8 +1042,17 @@ impl GpuModel {
 
 #[cfg(test)]
 mod tests {
-    use super::{EARLY_LAUNCH, KERNELS, NormLaunch};
-    use crate::kernels::LLAVA_SRC;
+    use super::{EARLY_LAUNCH, KERNELS, LLAVA_SRC, NormLaunch};
+
+    #[test]
+    fn model_kernels_are_embedded() {
+        for k in KERNELS {
+            assert!(
+                LLAVA_SRC.contains(&format!("void {k}(")) || LLAVA_SRC.contains(&format!(") {k}(")),
+                "{k} missing from llava.cu"
+            );
+        }
+    }
 
     /// The body of `extern "C"` kernel `name` in kernels/llava.cu.
     fn kernel_body(name: &str) -> &'static str {

@@ -1,15 +1,18 @@
 //! Compute probes on one GPU: cuBLASLt bf16 GEMM over LLaVA-1.5-7B's shapes, HBM bandwidth with
 //! a copy kernel, and kernel launch overhead.
 
-use crate::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::gemm::{self, Lt};
+use crate::cuda::kernels::{Kernel, Module, grid_for};
 use crate::error::{Error, Result};
-use crate::gemm::{self, Lt};
 use crate::kargs;
-use crate::kernels::{Kernel, Module, PROBE_SRC, grid_for};
-use crate::probes::link::time_events;
+use crate::measure::probes::link::time_events;
 use crate::stats;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// The probe kernels (`kernels/probe.cu`).
+pub const PROBE_SRC: &str = include_str!("../../../../kernels/probe.cu");
 
 /// One GEMM shape and where in the model it comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,6 +311,16 @@ pub fn launch_overhead(gpu: &Gpu, pk: &ProbeKernels, s: &Stream) -> Result<Launc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_kernels_are_embedded() {
+        for k in ["empty_kernel", "copy_u4", "fill_bf16_uniform"] {
+            assert!(
+                PROBE_SRC.contains(&format!("void {k}(")),
+                "{k} missing from probe.cu"
+            );
+        }
+    }
 
     #[test]
     fn llava_shapes_cover_the_three_phases() {

@@ -2,17 +2,17 @@
 //! the GPU against the f32 CPU reference (`model::cpu`) on a small random model; then the engine
 //! end to end (continuous batching, graphs against direct launches).
 
-use crate::device::Gpu;
-use crate::engine::{Engine, EngineConfig, EventKind, Request};
+use crate::cuda::device::Gpu;
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::model::cpu;
-use crate::model::gpu::{
+use crate::serve::engine::{Engine, EngineConfig, EventKind, Request};
+use crate::serve::model::cpu;
+use crate::serve::model::gpu::{
     Attn, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_bf16,
     download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
 };
-use crate::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
-use crate::model::llava::LlavaConfig;
+use crate::serve::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
+use crate::serve::model::llava::LlavaConfig;
 
 pub struct Check {
     pub name: String,
@@ -86,7 +86,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let dy = g.alloc(nr * nd * 2)?;
         let (px, pw, pb, py) = (dx.ptr, dw.ptr, db.ptr, dy.ptr);
         let (r32, d32) = (nr as u32, nd as u32);
-        let nl = crate::model::gpu::NormLaunch::new(nr, nd);
+        let nl = crate::serve::model::gpu::NormLaunch::new(nr, nd);
         let group = nl.group;
         k.get("rmsnorm").launch(
             nl.grid,
@@ -256,12 +256,12 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let xv = rand_vec(mm * kk, 31, 1.0);
     let wv = rand_vec(nn * kk, 32, 1.0);
     let yv = rand_vec(mm * nn, 33, 1.0);
-    let wt = crate::model::gpu::DTensor {
+    let wt = crate::serve::model::gpu::DTensor {
         buf: upload_bf16(g, &wv)?,
         shape: vec![nn, kk],
     };
     let (dxv, dyv) = (upload_bf16(g, &xv)?, upload_bf16(g, &yv)?);
-    let acc = crate::gemm::Epilogue {
+    let acc = crate::cuda::gemm::Epilogue {
         accumulate: true,
         ..Default::default()
     };
@@ -303,7 +303,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let (st, os, h32, kv32) = (stride as u32, (heads * hd) as u32, heads as u32, kvh as u32);
         let (ko, vo) = ((heads * hd) as u32, ((heads + kvh) * hd) as u32);
         let (c32, scale) = (causal as i32, 1.0f32 / (hd as f32).sqrt());
-        let name = crate::model::gpu::flash_attn_kernel(hd);
+        let name = crate::serve::model::gpu::flash_attn_kernel(hd);
         m.k.get(name).launch3(
             (max_len.div_ceil(FLASH_ROWS) as u32, h32, lens.len() as u32),
             128,
@@ -351,8 +351,8 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     // Both partition lengths (and kernels) the engine uses: large and small batches.
     let mut got = Vec::new();
     for part in [
-        crate::model::gpu::DECODE_PART_MAX,
-        crate::model::gpu::DECODE_PART,
+        crate::serve::model::gpu::DECODE_PART_MAX,
+        crate::serve::model::gpu::DECODE_PART,
     ] {
         let parts = 530usize.div_ceil(part);
         let po = g.alloc(3 * heads * parts * 128 * 4)?;
@@ -376,7 +376,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         // left the counters at zero.
         for _ in 0..2 {
             o.memset_async(0, &s)?;
-            m.k.get(crate::model::gpu::decode_attn_kernel(part))
+            m.k.get(crate::serve::model::gpu::decode_attn_kernel(part))
                 .launch3(
                     (mp, h32, 3),
                     128,
@@ -547,7 +547,7 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
     let mut got_tokens = vec![download_i32(&am, 1)?[0] as u32];
     // decode, teacher-forced with the CPU's tokens
     let max_blocks = blocks;
-    let parts = (n + steps).div_ceil(crate::model::gpu::DECODE_PART);
+    let parts = (n + steps).div_ceil(crate::serve::model::gpu::DECODE_PART);
     let dtab = upload_i32(g, &table)?;
     let xd = g.alloc(d * 2)?;
     let row0 = upload_i32(g, &[0])?;
@@ -693,7 +693,7 @@ fn hand_off(
     let (mut equal, mut moved) = (0usize, 0usize);
     for (i, o) in outs.iter().enumerate() {
         let req = Request::synthetic(i as u64, i % 2, 3 + 4 * i, *o, c.llm.vocab);
-        let tokens = |ev: Vec<crate::engine::EngineEvent>| -> Vec<u32> {
+        let tokens = |ev: Vec<crate::serve::engine::EngineEvent>| -> Vec<u32> {
             ev.into_iter().filter_map(|e| e.token).collect()
         };
         whole.submit(req.clone())?;
@@ -705,7 +705,7 @@ fn hand_off(
             while let Some(h) = pre.hand_off(&packed)? {
                 // The decode worker's own copy of the packed KV, as a link would deliver it.
                 let kv = dec.model.gpu.alloc(h.kv_bytes)?;
-                crate::device::copy_dtod_async(kv.ptr, packed.ptr, h.kv_bytes, &pre.stream)?;
+                crate::cuda::device::copy_dtod_async(kv.ptr, packed.ptr, h.kv_bytes, &pre.stream)?;
                 pre.stream.synchronize()?;
                 dec.submit_prefilled(h, kv)?;
                 moved += 1;

@@ -17,15 +17,15 @@
 //! `kernels/kv_transfer.cu`); a decode worker takes such a request with its packed KV on its own
 //! GPU (`submit_prefilled`), scatters it into its pool and decodes from the first token on.
 
-use crate::device::{DeviceBuffer, Event, Gpu, PinnedBuffer, Stream, ck};
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, PinnedBuffer, Stream, ck};
+use crate::cuda::kernels::{Kernel, Module, grid_for};
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
-use crate::model::gpu::{
+use crate::serve::model::gpu::{
     Attn, DECODE_PART, GpuModel, KV_BLOCK, KvPool, Scratch, SmallProducts, TokenInputs,
     download_i32,
 };
-use crate::model::host::{IMAGE_TOKEN, mix64};
+use crate::serve::model::host::{IMAGE_TOKEN, mix64};
 use cudarc::driver::sys;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -271,7 +271,7 @@ fn upload_ints(
     unsafe {
         std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, staging.ptr as *mut u8, bytes);
     }
-    crate::device::copy_htod_async(dst, staging, 0, bytes, stream)?;
+    crate::cuda::device::copy_htod_async(dst, staging, 0, bytes, stream)?;
     stream.synchronize()
 }
 
@@ -503,7 +503,7 @@ impl Engine {
     pub fn load_kv_kernels(&mut self) -> Result<()> {
         if self.mover.is_none() {
             let g = &self.model.gpu;
-            let m = Module::load(g, "kv_transfer.cu", KV_SRC)?;
+            let m = Module::load(g, "kv_transfer.cu", crate::serve::kv::KV_SRC)?;
             self.mover = Some(KvMover {
                 gather: m.function("kv_gather")?,
                 scatter: m.function("kv_scatter")?,
@@ -530,7 +530,7 @@ impl Engine {
             table,
             blocks,
         )?;
-        crate::kv::launch_move(
+        crate::serve::kv::launch_move(
             if to_pool { &mv.scatter } else { &mv.gather },
             to_pool,
             self.pool.buf.ptr,
@@ -776,7 +776,7 @@ impl Engine {
                 Some(i) => self.emb_free.swap_remove(i),
                 None => self.model.gpu.alloc(bytes)?,
             };
-            crate::device::copy_dtod_async(buf.ptr, out + row as u64, bytes, &self.stream)?;
+            crate::cuda::device::copy_dtod_async(buf.ptr, out + row as u64, bytes, &self.stream)?;
             row += bytes;
             s.emb = Some(buf);
             done.push(s);
@@ -848,7 +848,7 @@ impl Engine {
             }
             if let Some(e) = &s.emb {
                 let bytes = s.req.images.len() * np * d * 2;
-                crate::device::copy_dtod_async(
+                crate::cuda::device::copy_dtod_async(
                     imgs + (img_base * d * 2) as u64,
                     e.ptr,
                     bytes,
@@ -871,7 +871,7 @@ impl Engine {
         let am = self.queue_prefill(&pass, imgs)?;
         self.stream.synchronize()?;
         let mut raw = vec![0u8; m * 4];
-        crate::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
+        crate::serve::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
         let t = self.now();
         let mut events = Vec::new();
         for (i, mut s) in seqs.into_iter().enumerate() {
@@ -1002,7 +1002,13 @@ impl Engine {
                 n * 4,
             );
         }
-        crate::device::copy_htod_async(self.dec.ints.ptr, &self.dec.host, 0, n * 4, &self.stream)
+        crate::cuda::device::copy_htod_async(
+            self.dec.ints.ptr,
+            &self.dec.host,
+            0,
+            n * 4,
+            &self.stream,
+        )
     }
 
     /// Run one decode step (graph replay or direct launches) and return the sampled tokens.
@@ -1020,7 +1026,7 @@ impl Engine {
         } else {
             self.queue_decode(bucket)?;
         }
-        crate::device::copy_dtoh_async(
+        crate::cuda::device::copy_dtoh_async(
             &self.dec.argmax_host,
             0,
             self.dec.argmax.ptr,
@@ -1278,7 +1284,7 @@ impl Engine {
 
     /// Device scratch of a decode step, for tests: logits of the last step [bucket, vocab].
     pub fn last_decode_logits(&self, rows: usize) -> Result<Vec<f32>> {
-        crate::model::gpu::download_f32(&self.dec.logits, rows * self.model.cfg.llm.vocab)
+        crate::serve::model::gpu::download_f32(&self.dec.logits, rows * self.model.cfg.llm.vocab)
     }
 
     /// Sampled tokens of the last decode step (device copy), for tests.

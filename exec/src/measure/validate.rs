@@ -8,14 +8,14 @@
 //! checksums (source paged, packed at both ends, destination paged) must be equal, or the run
 //! fails. The embedding goes the same way without gather/scatter (it is contiguous).
 
-use crate::catalog;
-use crate::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::kernels::{Kernel, Module, grid_for};
+use crate::cuda::staging::{MIB, Stager, staged_chunk};
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
-use crate::kv::{self, ModelShape, PagedGeometry};
-use crate::probes::link::{MIB, Stager, staged_chunk};
+use crate::measure::catalog;
 use crate::profile::HardwareProfile;
+use crate::serve::kv::{self, ModelShape, PagedGeometry};
 use crate::stats;
 use crate::util;
 use hetsim_sim::catalog::LinkSpec;
@@ -226,7 +226,7 @@ struct KvKernels {
 
 impl KvKernels {
     fn load(g: &Gpu) -> Result<KvKernels> {
-        let m = Module::load(g, "kv_transfer.cu", KV_SRC)?;
+        let m = Module::load(g, "kv_transfer.cu", kv::KV_SRC)?;
         Ok(KvKernels {
             gather: m.function("kv_gather")?,
             scatter: m.function("kv_scatter")?,

@@ -13,11 +13,14 @@
 //! The GPU kernels in `kernels/kv_transfer.cu` implement the same mapping in 16-byte vectors
 //! (8 bf16), so `head_dim` must be a multiple of 8.
 
-use crate::device::Stream;
+use crate::cuda::device::Stream;
+use crate::cuda::kernels::{Kernel, grid_for};
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::kernels::{Kernel, grid_for};
 use serde::{Deserialize, Serialize};
+
+/// The gather / scatter / checksum kernels of this layout.
+pub const KV_SRC: &str = include_str!("../../../kernels/kv_transfer.cu");
 
 pub const BLOCK_TOKENS: usize = 16;
 pub const BF16_BYTES: usize = 2;
@@ -238,6 +241,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kv_kernels_are_embedded() {
+        for k in [
+            "kv_gather",
+            "kv_scatter",
+            "kv_checksum_paged",
+            "checksum_u4",
+            "fill_random_u32",
+        ] {
+            assert!(
+                KV_SRC.contains(&format!("void {k}(")),
+                "{k} missing from kv_transfer.cu"
+            );
+        }
+    }
+
+    #[test]
     fn llava_sizes_match_the_design_brief() {
         let m = ModelShape::LLAVA_15_7B;
         assert_eq!(m.emb_bytes(), 4_718_592);
@@ -264,7 +283,7 @@ mod tests {
 
     #[test]
     fn the_engine_model_ships_what_the_design_brief_says() {
-        let c = crate::model::llava::LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
+        let c = crate::serve::model::llava::LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
         assert_eq!(c.transfer_shape(), ModelShape::LLAVA_15_7B);
         assert_eq!(c.transfer_shape().kv_bytes(596), 312_475_648);
     }

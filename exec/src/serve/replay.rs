@@ -14,7 +14,7 @@
 //!   request decodes from its first token on.
 //!
 //! Shipments go over the scenario's fabric: NVLink as `cuMemcpyPeerAsync` with peer access on;
-//! PCIe as GPU → pinned host → GPU, chunked and double-buffered (`probes::link::Stager`), into
+//! PCIe as GPU → pinned host → GPU, chunked and double-buffered (`cuda::staging::Stager`), into
 //! landing buffers on the destination GPU that are allocated once and reused. One host thread
 //! per GPU (`replay_split`).
 
@@ -28,12 +28,12 @@ use hetsim_sim::cluster::Role;
 use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
 use hetsim_sim::records::{RequestRecord, TransferRecord};
 
-use crate::device::{DeviceBuffer, Event, Gpu, Stream};
-use crate::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::staging::{Stager, staged_chunk};
 use crate::error::{Error, Result};
-use crate::model::gpu::{GpuModel, KV_BLOCK};
-use crate::model::llava::LlavaConfig;
-use crate::probes::link::{Stager, staged_chunk};
+use crate::serve::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
+use crate::serve::model::gpu::{GpuModel, KV_BLOCK};
+use crate::serve::model::llava::LlavaConfig;
 
 /// Whether this harness can replay the scenario for real, and if not, why.
 pub fn replayable(s: &Scenario) -> std::result::Result<(), String> {
@@ -274,7 +274,7 @@ fn record(
 
 /// Applies an engine's events to the requests' times; `off` turns the engine's clock into the
 /// replay's.
-fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::engine::EngineEvent>, off: f64) {
+fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::serve::engine::EngineEvent>, off: f64) {
     for e in events {
         let Some(r) = seen.get_mut(&e.id) else {
             continue;
@@ -379,7 +379,7 @@ impl Link {
         match self {
             Link::Peer(st, [a, b]) => {
                 a.record(st)?;
-                crate::device::copy_peer_async(dst, src, bytes, st)?;
+                crate::cuda::device::copy_peer_async(dst, src, bytes, st)?;
                 b.record(st)?;
                 st.synchronize()?;
                 Ok(Some(a.elapsed_ms(b)? * 1e-3))
