@@ -246,8 +246,8 @@ pub struct Engine {
     staging: PinnedBuffer,
     /// Scratch of encode and prefill steps (grows with them).
     sc: Scratch,
-    /// Scratch of decode steps: sized once for max_batch, never reallocated, because the
-    /// captured graphs hold its addresses.
+    /// Scratch of decode steps: sized once for max_batch and frozen (a reallocation panics),
+    /// because the captured graphs hold its addresses.
     dsc: Scratch,
     dec: DecodeBufs,
     graphs: BTreeMap<usize, Graph>,
@@ -334,6 +334,8 @@ impl Engine {
         model.decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
         dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
         dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
+        // Before the first capture: a decode step of any bucket now finds its buffers here.
+        dsc.freeze();
         Ok(Engine {
             free_blocks: (0..blocks as i32).rev().collect(),
             pool,
