@@ -83,31 +83,43 @@ fn gather_scatter_and_checksums_match_the_cpu() {
         sums.ptr,
         sums.ptr + 8,
     );
-    gather
-        .launch(
+    // SAFETY: kv_gather(pool, packed, table, n_vec, dv, s, heads, nblocks): pool holds nblocks
+    // blocks, packed kv_bytes(s) = 16·n_vec bytes, ts the request's blocks; all alive until the
+    // synchronize.
+    unsafe {
+        gather.launch(
             grid,
             256,
             &st,
             &mut kargs![pp, pk, pt, n_vec, dv, ss, h, nb],
         )
-        .unwrap();
-    csp.launch(
-        grid,
-        256,
-        &st,
-        &mut kargs![pp, pt, n_vec, dv, ss, h, nb, out0],
-    )
+    }
     .unwrap();
-    csf.launch(grid, 256, &st, &mut kargs![pk, n_vec, out1])
-        .unwrap();
-    scatter
-        .launch(
+    // SAFETY: kv_checksum_paged(pool, table, n_vec, dv, s, heads, nblocks, out): the buffers of the
+    // gather above, out the first u64 of sums.
+    unsafe {
+        csp.launch(
+            grid,
+            256,
+            &st,
+            &mut kargs![pp, pt, n_vec, dv, ss, h, nb, out0],
+        )
+    }
+    .unwrap();
+    // SAFETY: checksum_u4(buf, n_vec, out): packed holds 16·n_vec bytes, out the second u64 of
+    // sums.
+    unsafe { csf.launch(grid, 256, &st, &mut kargs![pk, n_vec, out1]) }.unwrap();
+    // SAFETY: kv_scatter(packed, pool, table, n_vec, dv, s, heads, nblocks): packed as gathered,
+    // dpool nblocks blocks, td the destination blocks; all alive until the synchronize.
+    unsafe {
+        scatter.launch(
             grid,
             256,
             &st,
             &mut kargs![pk, pd, ptd, n_vec, dv, ss, h, nb],
         )
-        .unwrap();
+    }
+    .unwrap();
     st.synchronize().unwrap();
 
     // CPU reference on bf16 elements (u16)

@@ -22,7 +22,8 @@ pub fn check(res: CUresult, what: impl FnOnce() -> String) -> Result<()> {
     }
     let mut name: *const std::ffi::c_char = std::ptr::null();
     let mut msg: *const std::ffi::c_char = std::ptr::null();
-    // SAFETY: the driver is loaded (we only get here after a driver call) and returns static strings.
+    // SAFETY: the driver is loaded (we only get here after a driver call) and returns static
+    // strings.
     unsafe {
         sys::cuGetErrorName(res, &mut name);
         sys::cuGetErrorString(res, &mut msg);

@@ -83,19 +83,37 @@ macro_rules! kargs {
 }
 
 impl Kernel {
-    /// Launch on `s` with a 1-D grid. `args` must point at values whose types match the kernel.
-    pub fn launch(
+    /// Launch on `s` with a 1-D grid.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Kernel::launch3`].
+    pub unsafe fn launch(
         &self,
         grid: u32,
         block: u32,
         s: &Stream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
-        self.launch3((grid, 1, 1), block, s, args)
+        // SAFETY: the caller upholds launch3's contract; only the grid's shape differs.
+        unsafe { self.launch3((grid, 1, 1), block, s, args) }
     }
 
     /// Launch on `s` with a 3-D grid.
-    pub fn launch3(
+    ///
+    /// # Safety
+    ///
+    /// The driver cannot check a launch against the kernel's CUDA signature; the caller
+    /// guarantees:
+    /// * `args` has one pointer per kernel parameter, in order, each to a live value of exactly
+    ///   the parameter's type (`u32` for `u32`, `u64` for a device pointer or `u64`, `f32` for
+    ///   `float`, `i32` for `int`), as [`kargs!`](crate::kargs) builds it;
+    /// * every device pointer among them belongs to `s`'s GPU and addresses memory large
+    ///   enough for every element the kernel reads or writes with this grid and these sizes;
+    /// * that memory stays allocated until the kernel has finished (the stream is synchronised
+    ///   or later work on it is ordered after the kernel), and no other stream writes it
+    ///   meanwhile unless ordered by events.
+    pub unsafe fn launch3(
         &self,
         grid: (u32, u32, u32),
         block: u32,

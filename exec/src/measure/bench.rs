@@ -457,12 +457,16 @@ impl Engine {
         let n = (self.pool_bytes() / 2) as u64;
         let g = &self.model.gpu;
         let (seed, scale, off) = (77u64, 1.0f32, 0.0f32);
-        self.model.k.get("fill_uniform").launch(
-            crate::cuda::kernels::grid_for(n, 256, g.info.sms),
-            256,
-            &self.stream,
-            &mut kargs![p, n, seed, scale, off],
-        )?;
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset) over the whole
+        // pool, n = pool bytes / 2; the stream is synchronised before returning.
+        unsafe {
+            self.model.k.get("fill_uniform").launch(
+                crate::cuda::kernels::grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![p, n, seed, scale, off],
+            )
+        }?;
         self.stream.synchronize()
     }
 }

@@ -532,17 +532,21 @@ impl Engine {
             table,
             blocks,
         )?;
-        crate::serve::kv::launch_move(
-            if to_pool { &mv.scatter } else { &mv.gather },
-            to_pool,
-            self.pool.buf.ptr,
-            packed,
-            table,
-            self.pool.blocks as u32,
-            self.model.cfg.transfer_shape().paged_geometry(tokens),
-            g.info.sms,
-            &self.stream,
-        )?;
+        // SAFETY: the pool holds pool.blocks blocks, `packed` (the caller's) the request's
+        // kv_bytes(tokens), `table` its blocks just uploaded; the stream is synchronised below.
+        unsafe {
+            crate::serve::kv::launch_move(
+                if to_pool { &mv.scatter } else { &mv.gather },
+                to_pool,
+                self.pool.buf.ptr,
+                packed,
+                table,
+                self.pool.blocks as u32,
+                self.model.cfg.transfer_shape().paged_geometry(tokens),
+                g.info.sms,
+                &self.stream,
+            )
+        }?;
         self.stream.synchronize()
     }
 
@@ -759,12 +763,16 @@ impl Engine {
         // Random pixels in [-1, 1): a normalised image.
         self.pixels_seed = mix64(self.pixels_seed);
         let (n, seed, scale, off) = (px_elems as u64, self.pixels_seed, 1.0f32, 0.0f32);
-        self.model.k.get("fill_uniform").launch(
-            grid_for(n, 256, g.info.sms),
-            256,
-            &self.stream,
-            &mut kargs![px, n, seed, scale, off],
-        )?;
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); px was sized
+        // px_elems bf16 just above and stays in the engine's scratch.
+        unsafe {
+            self.model.k.get("fill_uniform").launch(
+                grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![px, n, seed, scale, off],
+            )
+        }?;
         self.model
             .encode(&self.stream, px, images, out, &mut self.sc)?;
         let mut done = Vec::new();
@@ -1261,12 +1269,16 @@ impl Engine {
             images * v.patches() * self.model.cfg.llm.hidden * 2,
         )?;
         let (n, seed, scale, off) = (px_elems as u64, 5u64, 1.0f32, 0.0f32);
-        self.model.k.get("fill_uniform").launch(
-            grid_for(n, 256, g.info.sms),
-            256,
-            &self.stream,
-            &mut kargs![px, n, seed, scale, off],
-        )?;
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); px was sized
+        // px_elems bf16 just above and stays in the engine's scratch.
+        unsafe {
+            self.model.k.get("fill_uniform").launch(
+                grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![px, n, seed, scale, off],
+            )
+        }?;
         let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
         let mut times = Vec::new();
         // encode() uploads cu_seqlens synchronously first; the events bracket the GPU work only.

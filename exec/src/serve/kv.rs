@@ -110,8 +110,15 @@ pub struct PagedGeometry {
 
 /// Queue `kv_gather` (pool → packed) or, `to_pool`, `kv_scatter` (packed → pool) of one request
 /// whose blocks are listed at device address `table`, in a pool of `nblocks` blocks.
+///
+/// # Safety
+///
+/// `pool` holds `nblocks` blocks of this layout on `st`'s GPU, `packed` at least
+/// `geo.n_vec` 16-byte vectors, `table` the request's `s.div_ceil(16)` block ids (each below
+/// `nblocks`) as i32, and all three stay allocated until the kernel has run (`kernel` is
+/// `kv_scatter` when `to_pool`, else `kv_gather`).
 #[allow(clippy::too_many_arguments)]
-pub fn launch_move(
+pub unsafe fn launch_move(
     kernel: &Kernel,
     to_pool: bool,
     pool: u64,
@@ -125,19 +132,27 @@ pub fn launch_move(
     let (n, dv, s, h) = (geo.n_vec, geo.dv, geo.s, geo.heads);
     let grid = grid_for(n, 256, sms);
     if to_pool {
-        kernel.launch(
-            grid,
-            256,
-            st,
-            &mut kargs![packed, pool, table, n, dv, s, h, nblocks],
-        )
+        // SAFETY: kv_scatter(packed, pool, table, n_vec, dv, s, heads, nblocks), u64 / u32 as
+        // declared in kernels/kv_transfer.cu; the buffers are this function's caller's to vouch for.
+        unsafe {
+            kernel.launch(
+                grid,
+                256,
+                st,
+                &mut kargs![packed, pool, table, n, dv, s, h, nblocks],
+            )
+        }
     } else {
-        kernel.launch(
-            grid,
-            256,
-            st,
-            &mut kargs![pool, packed, table, n, dv, s, h, nblocks],
-        )
+        // SAFETY: kv_gather(pool, packed, table, n_vec, dv, s, heads, nblocks), u64 / u32 as
+        // declared in kernels/kv_transfer.cu; the buffers are this function's caller's to vouch for.
+        unsafe {
+            kernel.launch(
+                grid,
+                256,
+                st,
+                &mut kargs![pool, packed, table, n, dv, s, h, nblocks],
+            )
+        }
     }
 }
 

@@ -340,12 +340,24 @@ struct Shipped {
     times: Seen,
 }
 
-/// Device buffers travel between the two host threads; each thread binds its own GPU's context
-/// before it uses the driver, and a buffer is only read by the receiving thread after the
-/// sending thread synchronised the copy that wrote it (or, going back, after the engine that
-/// read it synchronised).
-struct Crossing<T>(T);
-unsafe impl<T> Send for Crossing<T> {}
+/// What the replay's threads hand each other. Their CUDA handles (contexts, streams, events,
+/// device and pinned pointers) are raw pointers, so none of them is `Send` by itself.
+trait Handed {}
+impl Handed for DeviceBuffer {}
+impl Handed for Vec<DeviceBuffer> {}
+impl Handed for Box<Shipped> {}
+impl Handed for (Outbound, Seen) {}
+impl Handed for (LinkKit, Instant) {}
+
+/// A [`Handed`] value on its way to another host thread.
+struct Crossing<T: Handed>(T);
+// SAFETY: a `Handed` value moves whole to the receiving thread, which becomes its only user:
+// nothing of it stays behind in the sender. CUDA driver handles may be used from any host thread
+// once that thread has bound the handle's context, and each thread binds its own GPU's context
+// before it calls the driver. A buffer is only read by the receiver after the sender synchronised
+// the copy that wrote it (or, going back, after the engine that read it synchronised). The
+// host-side parts (requests, times, an mpsc receiver of Crossings) are plain owned data.
+unsafe impl<T: Handed> Send for Crossing<T> {}
 
 /// How bytes cross from the upstream GPU to the downstream one.
 enum Link {

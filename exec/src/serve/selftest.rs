@@ -88,12 +88,16 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let (r32, d32) = (nr as u32, nd as u32);
         let nl = crate::serve::model::gpu::NormLaunch::new(nr, nd);
         let group = nl.group;
-        k.get("rmsnorm").launch(
-            nl.grid,
-            nl.block,
-            &s,
-            &mut kargs![px, pw, py, r32, d32, eps, group],
-        )?;
+        // SAFETY: rmsnorm(x, w, y, rows, d, eps, group): dx and dy hold nr × nd bf16 and dw nd,
+        // uploaded above and alive until the synchronize.
+        unsafe {
+            k.get("rmsnorm").launch(
+                nl.grid,
+                nl.block,
+                &s,
+                &mut kargs![px, pw, py, r32, d32, eps, group],
+            )
+        }?;
         s.synchronize()?;
         let shape = format!("{nr}×{nd}");
         check(
@@ -103,12 +107,16 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             &cpu::rms_norm(&x, &w, nd, eps),
             &shape,
         );
-        k.get("layernorm").launch(
-            nl.grid,
-            nl.block,
-            &s,
-            &mut kargs![px, pw, pb, py, r32, d32, eps, group],
-        )?;
+        // SAFETY: layernorm(x, w, b, y, rows, d, eps, group): dx and dy hold nr × nd bf16, dw and
+        // db nd, uploaded above and alive until the synchronize.
+        unsafe {
+            k.get("layernorm").launch(
+                nl.grid,
+                nl.block,
+                &s,
+                &mut kargs![px, pw, pb, py, r32, d32, eps, group],
+            )
+        }?;
         s.synchronize()?;
         check(
             out,
@@ -122,8 +130,9 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let x2 = rand_vec(rows * d, 4, 2.0);
     let dx2 = upload_bf16(g, &x2)?;
     let px2 = dx2.ptr;
-    k.get("add")
-        .launch(8, 256, &s, &mut kargs![px, px2, py, n])?;
+    // SAFETY: add(a, b, out, u64 n): dx, dx2 and dy hold rows × d = n bf16 and live until the
+    // synchronize.
+    unsafe { k.get("add").launch(8, 256, &s, &mut kargs![px, px2, py, n]) }?;
     s.synchronize()?;
     let want: Vec<f32> = x.iter().zip(&x2).map(|(a, b)| a + b).collect();
     check(
@@ -139,15 +148,22 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     ] {
         let t = upload_bf16(g, &x)?;
         let pt = t.ptr;
-        k.get(name).launch(8, 256, &s, &mut kargs![pt, n])?;
+        // SAFETY: the named kernel's parameters are listed beside it in kernels/llava.cu and match
+        // these arguments in order and type; every buffer was uploaded or allocated above with the
+        // sizes the CPU reference uses and lives until the synchronize.
+        unsafe { k.get(name).launch(8, 256, &s, &mut kargs![pt, n]) }?;
         s.synchronize()?;
         let want: Vec<f32> = x.iter().map(|v| f(*v)).collect();
         check(out, name, &download_bf16(&t, rows * d)?, &want, "in place");
     }
     let inter = 128usize;
     let (i32_, r32) = (inter as u32, rows as u32);
-    k.get("silu_mul")
-        .launch(8, 256, &s, &mut kargs![px, py, r32, i32_])?;
+    // SAFETY: silu_mul(gu, out, n, inter): dx holds rows × 2·inter bf16 and dy rows × inter (rows ×
+    // d each, d ≥ 2·inter), alive until the synchronize.
+    unsafe {
+        k.get("silu_mul")
+            .launch(8, 256, &s, &mut kargs![px, py, r32, i32_])
+    }?;
     s.synchronize()?;
     let want: Vec<f32> = x
         .chunks(2 * inter)
@@ -193,12 +209,17 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         kvh as u32,
         hd as u32,
     );
-    k.get("rope_kv_append").launch(
-        8,
-        256,
-        &s,
-        &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32],
-    )?;
+    // SAFETY: rope_kv_append(qkv, pos, slots, pool, inv_freq, n, stride, heads, kv_heads,
+    // head_dim): dq is [rows, stride] bf16, dp and dsl rows i32 naming slots inside dpool's
+    // pool_elems, dfreq hd / 2 f64; all live until the synchronize.
+    unsafe {
+        k.get("rope_kv_append").launch(
+            8,
+            256,
+            &s,
+            &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32],
+        )
+    }?;
     s.synchronize()?;
     let mut want = q.clone();
     let mut want_pool = vec![0f32; pool_elems];
@@ -240,8 +261,12 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     )?;
     let da = g.alloc(12)?;
     let (pl, pa, v32) = (dl.ptr, da.ptr, 1000u32);
-    k.get("argmax_rows")
-        .launch(3, 256, &s, &mut kargs![pl, pa, v32])?;
+    // SAFETY: argmax_rows(const float* x, int* out, u32 n), 3 blocks for 3 rows: dl holds 3 × 1000
+    // f32 and da 3 i32, alive until the synchronize.
+    unsafe {
+        k.get("argmax_rows")
+            .launch(3, 256, &s, &mut kargs![pl, pa, v32])
+    }?;
     s.synchronize()?;
     let got = download_i32(&da, 3)?;
     let want: Vec<i32> = logits.chunks(1000).map(|r| cpu::argmax(r) as i32).collect();
@@ -304,12 +329,17 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let (ko, vo) = ((heads * hd) as u32, ((heads + kvh) * hd) as u32);
         let (c32, scale) = (causal as i32, 1.0f32 / (hd as f32).sqrt());
         let name = crate::serve::model::gpu::flash_attn_kernel(hd);
-        m.k.get(name).launch3(
-            (max_len.div_ceil(FLASH_ROWS) as u32, h32, lens.len() as u32),
-            128,
-            &s,
-            &mut kargs![pq, po, pc, st, os, h32, kv32, ko, vo, c32, scale],
-        )?;
+        // SAFETY: the named kernel's parameters are listed beside it in kernels/llava.cu and match
+        // these arguments in order and type; every buffer was uploaded or allocated above with the
+        // sizes the CPU reference uses and lives until the synchronize.
+        unsafe {
+            m.k.get(name).launch3(
+                (max_len.div_ceil(FLASH_ROWS) as u32, h32, lens.len() as u32),
+                128,
+                &s,
+                &mut kargs![pq, po, pc, st, os, h32, kv32, ko, vo, c32, scale],
+            )
+        }?;
         s.synchronize()?;
         let want = cpu_attention(&qkv, &lens, heads, kvh, hd, causal);
         check(
@@ -376,15 +406,20 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         // left the counters at zero.
         for _ in 0..2 {
             o.memset_async(0, &s)?;
-            m.k.get(crate::serve::model::gpu::decode_attn_kernel(part))
-                .launch3(
-                    (mp, h32, 3),
-                    128,
-                    &s,
-                    &mut kargs![
-                        pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale
-                    ],
-                )?;
+            // SAFETY: DECODE_ATTN_ARGS of kernels/llava.cu in order and type; po / pml / done hold
+            // 3 × heads × parts partial results, dt 3 × max_blocks block ids inside dpool, dc 3
+            // contexts ≤ 530 = max_blocks·16 bounds; all alive until the synchronize.
+            unsafe {
+                m.k.get(crate::serve::model::gpu::decode_attn_kernel(part))
+                    .launch3(
+                        (mp, h32, 3),
+                        128,
+                        &s,
+                        &mut kargs![
+                            pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale
+                        ],
+                    )
+            }?;
         }
         s.synchronize()?;
         got.push((part, download_bf16(&o, 3 * heads * hd)?));

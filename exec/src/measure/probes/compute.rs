@@ -101,12 +101,17 @@ impl ProbeKernels {
     pub fn fill_bf16(&self, buf: &DeviceBuffer, seed: u64, s: &Stream, sms: u32) -> Result<()> {
         let n = (buf.bytes / 2) as u64;
         let (p, scale) = (buf.ptr, 1.0f32);
-        self.fill_bf16.launch(
-            grid_for(n, 256, sms),
-            256,
-            s,
-            &mut kargs![p, n, seed, scale],
-        )
+        // SAFETY: fill_bf16_uniform(unsigned short* p, u64 n, u64 seed, float scale) over the whole
+        // of `buf`, n = its bytes / 2; freeing `buf` (cuMemFree) waits for the device, so the
+        // kernel never writes freed memory.
+        unsafe {
+            self.fill_bf16.launch(
+                grid_for(n, 256, sms),
+                256,
+                s,
+                &mut kargs![p, n, seed, scale],
+            )
+        }
     }
 }
 
@@ -245,7 +250,9 @@ pub fn hbm_bandwidth(
     let grid = grid_for(n, 256, sms);
     let reps = 20;
     let tk = time_events(gpu, s, 3, reps, |_| {
-        pk.copy.launch(grid, 256, s, &mut kargs![sp, dp, n])
+        // SAFETY: copy_u4(const uint4* src, uint4* dst, u64 n): src and dst each hold `bytes` =
+        // 16·n bytes and outlive time_events, which synchronises.
+        unsafe { pk.copy.launch(grid, 256, s, &mut kargs![sp, dp, n]) }
     })?;
     let tm = time_events(gpu, s, 3, reps, |_| {
         device::copy_dtod_async(dp, sp, bytes, s)
@@ -273,7 +280,8 @@ pub struct LaunchResult {
 
 pub fn launch_overhead(gpu: &Gpu, pk: &ProbeKernels, s: &Stream) -> Result<LaunchResult> {
     let n = 5000;
-    let launch = || pk.empty.launch(1, 32, s, &mut []);
+    // SAFETY: empty_kernel takes no parameters.
+    let launch = || unsafe { pk.empty.launch(1, 32, s, &mut []) };
     for _ in 0..100 {
         launch()?;
     }

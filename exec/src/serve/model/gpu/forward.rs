@@ -3,6 +3,10 @@
 //! spliced in (`embed`), the decoder over packed prompts or one token per sequence (`decoder`),
 //! and the logits of chosen rows (`logits`). Every function only *queues* work on a stream;
 //! nothing synchronises, so the decode step can be captured into a CUDA graph.
+//!
+//! Inputs and outputs are device addresses (`u64`) of the shapes each function's comment gives;
+//! the functions cannot check them, and the `SAFETY` notes at their launches rely on them. They
+//! are the engine's and the selftest's to get right (both size them from the same config).
 
 use super::kernels::{
     DECODE_PART, FLASH_ROWS, Kernels, NormLaunch, decode_attn_kernel, decode_part,
@@ -121,24 +125,33 @@ impl GpuModel {
             let seed = tensor_seed(seed, index);
             index += 1;
             let (p, n64) = (buf.ptr, n as u64);
-            k.get("fill_uniform").launch(
-                grid_for(n64, 256, gpu.info.sms),
-                256,
-                &s,
-                &mut kargs![p, n64, seed, scale, offset],
-            )?;
+            // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); `buf`
+            // holds the n bf16 of the tensor and is kept in the weights, and the stream is
+            // synchronised before the model is returned.
+            unsafe {
+                k.get("fill_uniform").launch(
+                    grid_for(n64, 256, gpu.info.sms),
+                    256,
+                    &s,
+                    &mut kargs![p, n64, seed, scale, offset],
+                )
+            }?;
             if spec.name == "patch_embed" {
                 let (rows, kk, kp) = (
                     cfg.vision.hidden as u64,
                     cfg.vision.patch_dim() as u32,
                     cfg.vision.patch_dim_padded() as u32,
                 );
-                k.get("zero_cols").launch(
-                    grid_for(rows * (kp - kk) as u64, 256, gpu.info.sms),
-                    256,
-                    &s,
-                    &mut kargs![p, rows, kk, kp],
-                )?;
+                // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp); `p` is the patch embedding,
+                // rows × kp bf16 (its padded shape), alive in the weights.
+                unsafe {
+                    k.get("zero_cols").launch(
+                        grid_for(rows * (kp - kk) as u64, 256, gpu.info.sms),
+                        256,
+                        &s,
+                        &mut kargs![p, rows, kk, kp],
+                    )
+                }?;
             }
             Ok(DTensor {
                 buf,
@@ -244,12 +257,16 @@ impl GpuModel {
             v.patch as u32,
             kp as u32,
         );
-        self.k.get("im2col").launch(
-            self.grid((images * np * kp) as u64),
-            256,
-            s,
-            &mut kargs![pixels, patches, im, ch, size, p, kp32],
-        )?;
+        // SAFETY: im2col(px, out, images, ch, size, p, kp): `pixels` holds [images, ch, size, size]
+        // bf16 (the caller's contract) and `patches` was sized images·np·kp bf16 above.
+        unsafe {
+            self.k.get("im2col").launch(
+                self.grid((images * np * kp) as u64),
+                256,
+                s,
+                &mut kargs![pixels, patches, im, ch, size, p, kp32],
+            )
+        }?;
         self.gemm(
             s,
             patches,
@@ -262,12 +279,17 @@ impl GpuModel {
         )?;
         let (np32, dv32) = (np as u32, dv as u32);
         let (cls, pos) = (self.w.class_embed.ptr(), self.w.pos_embed.ptr());
-        self.k.get("clip_embed").launch(
-            self.grid((rows * dv) as u64),
-            256,
-            s,
-            &mut kargs![pe, cls, pos, h, im, np32, dv32],
-        )?;
+        // SAFETY: clip_embed(patch_out, cls, pos, out, images, np, d): pe is [images·np, dv], h is
+        // [images·(np+1), dv] (sized above), cls and pos are the model's [dv] and [np+1, dv]
+        // weights.
+        unsafe {
+            self.k.get("clip_embed").launch(
+                self.grid((rows * dv) as u64),
+                256,
+                s,
+                &mut kargs![pe, cls, pos, h, im, np32, dv32],
+            )
+        }?;
         self.layernorm(s, h, &self.w.pre_ln_w, &self.w.pre_ln_b, x, rows, dv)?;
         let hd = v.head_dim();
         let attn_k = flash_attn_kernel(hd);
@@ -277,29 +299,42 @@ impl GpuModel {
             let (stride, heads, k_off, v_off) =
                 ((3 * dv) as u32, v.heads as u32, dv as u32, (2 * dv) as u32);
             let (causal, scale) = (0i32, 1.0f32 / (hd as f32).sqrt());
-            self.k.get(attn_k).launch3(
-                (npos.div_ceil(FLASH_ROWS) as u32, heads, im),
-                128,
-                s,
-                &mut kargs![
-                    qkv, attn, cu_key, stride, dv32, heads, heads, k_off, v_off, causal, scale
-                ],
-            )?;
+            // SAFETY: flash_attn_d64/d128(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off,
+            // v_off, causal, scale): qkv is [rows, 3·dv], attn [rows, dv], cu holds images+1 i32
+            // (copied above); the grid covers npos rows per image in FLASH_ROWS blocks.
+            unsafe {
+                self.k.get(attn_k).launch3(
+                    (npos.div_ceil(FLASH_ROWS) as u32, heads, im),
+                    128,
+                    s,
+                    &mut kargs![
+                        qkv, attn, cu_key, stride, dv32, heads, heads, k_off, v_off, causal, scale
+                    ],
+                )
+            }?;
             self.gemm(s, attn, &l.o_w, x, rows, Some(&l.o_b), true, false)?;
             self.layernorm(s, x, &l.ln2_w, &l.ln2_b, h, rows, dv)?;
             self.gemm(s, h, &l.fc1_w, f, rows, Some(&l.fc1_b), false, false)?;
             let nf = (rows * v.intermediate) as u64;
-            self.k
-                .get("quick_gelu")
-                .launch(self.grid(nf), 256, s, &mut kargs![f, nf])?;
+            // SAFETY: quick_gelu(bf16* x, u64 n) in place on f, which was sized rows × intermediate
+            // bf16 above.
+            unsafe {
+                self.k
+                    .get("quick_gelu")
+                    .launch(self.grid(nf), 256, s, &mut kargs![f, nf])
+            }?;
             self.gemm(s, f, &l.fc2_w, x, rows, Some(&l.fc2_b), true, false)?;
         }
-        self.k.get("drop_cls").launch(
-            self.grid((images * np * dv) as u64),
-            256,
-            s,
-            &mut kargs![x, h, im, np32, dv32],
-        )?;
+        // SAFETY: drop_cls(x, out, images, np, d): x is [images·(np+1), dv], h at least [images·np,
+        // dv] (both sized above for rows = images·(np+1)).
+        unsafe {
+            self.k.get("drop_cls").launch(
+                self.grid((images * np * dv) as u64),
+                256,
+                s,
+                &mut kargs![x, h, im, np32, dv32],
+            )
+        }?;
         let d = self.cfg.llm.hidden;
         let p1 = sc.get(g, "v_p1", images * np * d * 2)?;
         self.gemm(
@@ -313,9 +348,12 @@ impl GpuModel {
             false,
         )?;
         let n1 = (images * np * d) as u64;
-        self.k
-            .get("gelu_erf")
-            .launch(self.grid(n1), 256, s, &mut kargs![p1, n1])?;
+        // SAFETY: gelu_erf(bf16* x, u64 n) in place on p1, sized images·np·d bf16 above.
+        unsafe {
+            self.k
+                .get("gelu_erf")
+                .launch(self.grid(n1), 256, s, &mut kargs![p1, n1])
+        }?;
         self.gemm(
             s,
             p1,
@@ -342,24 +380,34 @@ impl GpuModel {
         let (wp, bp, d32, eps) = (w.ptr(), b.ptr(), d as u32, self.cfg.vision.eps);
         let (r32, nl) = (rows as u32, NormLaunch::new(rows, d));
         let group = nl.group;
-        self.k.get("layernorm").launch(
-            nl.grid,
-            nl.block,
-            s,
-            &mut kargs![x, wp, bp, y, r32, d32, eps, group],
-        )
+        // SAFETY: layernorm(x, w, b, y, rows, d, eps, group): x and y hold rows × d bf16 (the
+        // callers' scratch), w and b are [d] weights; the launch shape is NormLaunch's for (rows,
+        // d).
+        unsafe {
+            self.k.get("layernorm").launch(
+                nl.grid,
+                nl.block,
+                s,
+                &mut kargs![x, wp, bp, y, r32, d32, eps, group],
+            )
+        }
     }
 
     fn rmsnorm(&self, s: &Stream, x: u64, w: &DTensor, y: u64, rows: usize) -> Result<()> {
         let (wp, d32, eps) = (w.ptr(), self.cfg.llm.hidden as u32, self.cfg.llm.eps);
         let (r32, nl) = (rows as u32, NormLaunch::new(rows, d32 as usize));
         let group = nl.group;
-        self.k.get("rmsnorm").launch(
-            nl.grid,
-            nl.block,
-            s,
-            &mut kargs![x, wp, y, r32, d32, eps, group],
-        )
+        // SAFETY: rmsnorm(x, w, y, rows, d, eps, group): x and y hold rows × hidden bf16 (the
+        // callers' scratch), w is a [hidden] weight; the launch shape is NormLaunch's for (rows,
+        // hidden).
+        unsafe {
+            self.k.get("rmsnorm").launch(
+                nl.grid,
+                nl.block,
+                s,
+                &mut kargs![x, wp, y, r32, d32, eps, group],
+            )
+        }
     }
 
     /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
@@ -375,12 +423,17 @@ impl GpuModel {
     ) -> Result<()> {
         let dv = (self.cfg.llm.hidden / 8) as u32;
         let (table, n32) = (self.w.embed.ptr(), n as u32);
-        self.k.get("embed_splice").launch(
-            self.grid(n as u64 * dv as u64),
-            256,
-            s,
-            &mut kargs![tokens, img_rows, table, images, out, n32, dv],
-        )
+        // SAFETY: embed_splice(tokens, img_row, table, img, out, n, dv): tokens and img_row hold n
+        // i32, out n × hidden bf16, images the rows img_row names (the caller's contract); table is
+        // the [vocab, hidden] embedding.
+        unsafe {
+            self.k.get("embed_splice").launch(
+                self.grid(n as u64 * dv as u64),
+                256,
+                s,
+                &mut kargs![tokens, img_rows, table, images, out, n32, dv],
+            )
+        }
     }
 
     /// Reserves the scratch of a decode step of up to n rows, so that steps of n or fewer
@@ -463,12 +516,18 @@ impl GpuModel {
             self.rmsnorm(s, x, &lw.attn_norm, h, n)?;
             self.gemm(s, h, &lw.qkv, qkv, n, None, false, false)?;
             let layer = pool.layer(li);
-            self.k.get("rope_kv_append").launch(
-                self.grid((n * (rot * l.head_dim / 16 + l.kv_heads * l.head_dim / 8)) as u64),
-                256,
-                s,
-                &mut kargs![qkv, pos, slots, layer, freqs, n32, stride, heads, kvh, hd],
-            )?;
+            // SAFETY: rope_kv_append(qkv, pos, slots, pool, inv_freq, n, stride, heads, kv_heads,
+            // head_dim): qkv is the [n, qkv_dim] scratch above, pos and slots n i32 (the caller's
+            // TokenInputs), `layer` one layer of `pool`, whose slots the block tables name;
+            // inv_freq is [head_dim / 2] f64.
+            unsafe {
+                self.k.get("rope_kv_append").launch(
+                    self.grid((n * (rot * l.head_dim / 16 + l.kv_heads * l.head_dim / 8)) as u64),
+                    256,
+                    s,
+                    &mut kargs![qkv, pos, slots, layer, freqs, n32, stride, heads, kvh, hd],
+                )
+            }?;
             match attn_kind {
                 Attn::Prefill {
                     cu_seqlens,
@@ -476,14 +535,20 @@ impl GpuModel {
                     max_len,
                 } => {
                     let (cu, causal, qd) = (*cu_seqlens, 1i32, l.q_dim() as u32);
-                    self.k.get(flash_attn_kernel(l.head_dim)).launch3(
-                        (max_len.div_ceil(FLASH_ROWS) as u32, heads, *seqs as u32),
-                        128,
-                        s,
-                        &mut kargs![
-                            qkv, attn, cu, stride, qd, heads, kvh, k_off, v_off, causal, scale
-                        ],
-                    )?;
+                    // SAFETY: flash_attn(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off,
+                    // v_off, causal, scale): qkv is [n, qkv_dim] and attn [n, q_dim] (scratch
+                    // above), cu holds seqs+1 i32 summing to n (the caller's Attn::Prefill); the
+                    // grid covers max_len rows per sequence.
+                    unsafe {
+                        self.k.get(flash_attn_kernel(l.head_dim)).launch3(
+                            (max_len.div_ceil(FLASH_ROWS) as u32, heads, *seqs as u32),
+                            128,
+                            s,
+                            &mut kargs![
+                                qkv, attn, cu, stride, qd, heads, kvh, k_off, v_off, causal, scale
+                            ],
+                        )
+                    }?;
                 }
                 Attn::Decode {
                     tables,
@@ -497,27 +562,37 @@ impl GpuModel {
                     let launched = (max_parts * DECODE_PART).div_ceil(part) as u32;
                     let kernel = self.k.get(decode_attn_kernel(part));
                     let (part, qd) = (part as u32, l.q_dim() as u32);
-                    kernel.launch3(
-                        (launched, heads, n32),
-                        128,
-                        s,
-                        &mut kargs![
-                            qkv, t, c, layer, po, pml, done, attn, stride, heads, kvh, mb, mp,
-                            part, qd, scale
-                        ],
-                    )?;
+                    // SAFETY: decode_attn(_short)(DECODE_ATTN_ARGS) in kernels/llava.cu, in order
+                    // and type; po / pml / done were sized for n × heads × max_parts
+                    // (decoder_buffers), tables and ctx hold n × max_blocks and n i32 (the caller's
+                    // Attn::Decode), `layer` is one layer of `pool`.
+                    unsafe {
+                        kernel.launch3(
+                            (launched, heads, n32),
+                            128,
+                            s,
+                            &mut kargs![
+                                qkv, t, c, layer, po, pml, done, attn, stride, heads, kvh, mb, mp,
+                                part, qd, scale
+                            ],
+                        )
+                    }?;
                 }
             }
             self.gemm(s, attn, &lw.o, x, n, None, true, false)?;
             self.rmsnorm(s, x, &lw.mlp_norm, h, n)?;
             self.gemm(s, h, &lw.gate_up, gu, n, None, false, false)?;
             let inter = l.intermediate as u32;
-            self.k.get("silu_mul").launch(
-                self.grid((n * l.intermediate) as u64),
-                256,
-                s,
-                &mut kargs![gu, act, n32, inter],
-            )?;
+            // SAFETY: silu_mul(gu, out, n, inter): gu is [n, 2·intermediate] and act [n,
+            // intermediate] bf16, both sized in decoder_buffers.
+            unsafe {
+                self.k.get("silu_mul").launch(
+                    self.grid((n * l.intermediate) as u64),
+                    256,
+                    s,
+                    &mut kargs![gu, act, n32, inter],
+                )
+            }?;
             self.gemm(s, act, &lw.down, x, n, None, true, false)?;
         }
         Ok(())
@@ -540,17 +615,25 @@ impl GpuModel {
         let sel = sc.get(&self.gpu, "l_sel", m * d * 2)?;
         let hn = sc.get(&self.gpu, "l_norm", m * d * 2)?;
         let (m32, d32) = (m as u32, d as u32);
-        self.k.get("gather_rows").launch(
-            self.grid((m * d) as u64),
-            256,
-            s,
-            &mut kargs![x, rows, sel, m32, d32],
-        )?;
+        // SAFETY: gather_rows(x, idx, out, m, d): x is the caller's [≥ max idx + 1, d] residual
+        // stream, rows holds m i32, sel was sized m × d bf16 above.
+        unsafe {
+            self.k.get("gather_rows").launch(
+                self.grid((m * d) as u64),
+                256,
+                s,
+                &mut kargs![x, rows, sel, m32, d32],
+            )
+        }?;
         self.rmsnorm(s, sel, &self.w.norm, hn, m)?;
         self.gemm(s, hn, &self.w.lm_head, logits, m, None, false, true)?;
         let v = self.cfg.llm.vocab as u32;
-        self.k
-            .get("argmax_rows")
-            .launch(m32, 256, s, &mut kargs![logits, argmax, v])
+        // SAFETY: argmax_rows(const float* x, int* out, u32 n), one block per row: logits holds m ×
+        // vocab f32 and argmax m i32 (the caller's contract).
+        unsafe {
+            self.k
+                .get("argmax_rows")
+                .launch(m32, 256, s, &mut kargs![logits, argmax, v])
+        }
     }
 }

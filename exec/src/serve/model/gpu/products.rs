@@ -206,8 +206,13 @@ impl GpuModel {
         let (n32, k32) = (n as u32, k as u32);
         let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
         let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
-        self.k
-            .get("gemv")
-            .launch(blocks, 256, s, &mut kargs![x, wp, y, n32, k32, acc, f32o])
+        // SAFETY: gemv(X, W, Y, N, K, accumulate, out_f32): w is an [n, k] weight, x holds k bf16
+        // and y n values of the output type (the caller's contract, as for gemm); 8 warps of 2 rows
+        // a block cover the n rows.
+        unsafe {
+            self.k
+                .get("gemv")
+                .launch(blocks, 256, s, &mut kargs![x, wp, y, n32, k32, acc, f32o])
+        }
     }
 }
