@@ -15,4 +15,5 @@ pub mod engine;
 pub mod kv;
 pub mod model;
 pub mod replay;
+pub mod scheduler;
 pub mod selftest;
