@@ -10,7 +10,7 @@ ls -d /usr/local/cuda* 2>/dev/null; ls /usr/local/cuda/lib64 2>/dev/null | grep 
 } > $OUT/env.txt 2>&1
 cat $OUT/env.txt
 $B/hetsim gpu-info 2>&1 | tee $OUT/info.txt
-$B/gpu-tests --nocapture --test-threads=1 2>&1 | tail -15 | tee $OUT/gpu-tests.txt
+$B/gpu-tests --include-ignored --nocapture --test-threads=1 2>&1 | tail -15 | tee $OUT/gpu-tests.txt
 timeout 300 $B/hetsim calibrate --out $OUT/profile.yaml --json $OUT/calibrate.json --report $OUT/calibrate.md 2> $OUT/calibrate.log > /dev/null; echo "calibrate rc=$?"
 tail -5 $OUT/calibrate.log
 timeout 120 $B/hetsim validate transfer --layers 8,32,80 --repeats 3 --csv $OUT/validate.csv --report $OUT/validate.md 2> $OUT/validate.log >/dev/null; echo "validate rc=$?"

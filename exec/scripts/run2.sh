@@ -7,7 +7,7 @@ R=$OUT/r; mkdir -p $R
 { date -u; nvidia-smi; nvidia-smi topo -m; nvidia-smi nvlink -s 2>&1 | head -40; } > $R/env.txt 2>&1
 head -30 $R/env.txt | grep -E "H200|GPU0|GPU1|NV[0-9]"
 $B/hetsim gpu-info 2>&1 | tee $R/info.txt
-$B/gpu-tests --nocapture --test-threads=1 2>&1 | tail -8 | tee $R/gpu-tests.txt
+$B/gpu-tests --include-ignored --nocapture --test-threads=1 2>&1 | tail -8 | tee $R/gpu-tests.txt
 C="$B/hetsim calibrate --out $R/profile.yaml --json $R/calibrate.json --report $R/calibrate.md"
 echo "$C" > $R/calibrate.cmd
 timeout 360 $C 2> $R/calibrate.log > /dev/null; echo "calibrate rc=$?"

@@ -27,3 +27,40 @@ pub mod stats;
 pub mod util;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.rs` file under `dir` with its text.
+    fn sources(dir: &Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(sources(&p));
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_part_uses_only_the_parts_before_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for (part, banned) in [
+            ("cuda", &["crate::serve", "crate::measure"][..]),
+            ("serve", &["crate::measure"][..]),
+        ] {
+            for (file, text) in sources(&src.join(part)) {
+                for b in banned {
+                    assert!(!text.contains(b), "{file} uses {b}");
+                }
+            }
+        }
+    }
+}
