@@ -501,7 +501,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 InputError::new("hetsim validate: give an experiment file (or `validate transfer`)")
             })?;
             let exp = load_experiment_with_profile(&path, seed, profile.as_deref())?;
-            let v = match hetsim_exec::replay::validate(&exp, out.as_deref(), gpu) {
+            let v = match hetsim_exec::serve::replay::validate(&exp, out.as_deref(), gpu) {
                 Ok(v) => v,
                 Err(e) => return Ok(gpu_exit(Err(e))),
             };

@@ -1,15 +1,16 @@
 //! Thin CLI layer the `hetsim` binary can mount: clap `Args` structs and `run` functions.
 //! Errors go to stderr; `exit_code` maps them (2: bad input or no CUDA; 1: a failed run).
 
-use crate::calibrate;
-use crate::device;
+use crate::cuda::device;
 use crate::error::{Error, Result};
-use crate::kv::ModelShape;
-use crate::model::LlavaConfig;
-use crate::report;
+use crate::measure::bench;
+use crate::measure::calibrate;
+use crate::measure::report;
+use crate::measure::validate;
+use crate::serve::kv::ModelShape;
+use crate::serve::model::LlavaConfig;
+use crate::serve::selftest;
 use crate::util;
-use crate::validate;
-use crate::{bench, selftest};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -101,7 +102,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     if let Some(c) = phase_model {
         let gpu_index = a.gpu.as_ref().and_then(|g| g.first().copied()).unwrap_or(0);
         let gpu = device::Gpu::open(gpu_index)?;
-        let catalog_gpu = crate::catalog::gpu_spec(&gpu.info.name)
+        let catalog_gpu = crate::measure::catalog::gpu_spec(&gpu.info.name)
             .map(|g| g.name.to_string())
             .unwrap_or_else(|| gpu.info.name.clone());
         let grid = if a.quick {
@@ -341,11 +342,11 @@ pub fn info() -> Result<()> {
             }
         }
     }
-    match crate::libs::ensure_nvrtc() {
+    match crate::cuda::libs::ensure_nvrtc() {
         Ok(()) => println!("NVRTC: ok"),
         Err(e) => println!("NVRTC: {e}"),
     }
-    match crate::gemm::Lt::version() {
+    match crate::cuda::gemm::Lt::version() {
         Ok(v) => println!("cuBLASLt: version {v}"),
         Err(e) => println!("cuBLASLt: {e}"),
     }

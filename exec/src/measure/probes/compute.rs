@@ -1,15 +1,18 @@
 //! Compute probes on one GPU: cuBLASLt bf16 GEMM over LLaVA-1.5-7B's shapes, HBM bandwidth with
 //! a copy kernel, and kernel launch overhead.
 
-use crate::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::gemm::{self, Lt};
+use crate::cuda::kernels::{Kernel, Module, grid_for};
 use crate::error::{Error, Result};
-use crate::gemm::{self, Lt};
 use crate::kargs;
-use crate::kernels::{Kernel, Module, PROBE_SRC, grid_for};
-use crate::probes::link::time_events;
+use crate::measure::probes::link::time_events;
 use crate::stats;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// The probe kernels (`kernels/probe.cu`).
+pub const PROBE_SRC: &str = include_str!("../../../../kernels/probe.cu");
 
 /// One GEMM shape and where in the model it comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,12 +101,17 @@ impl ProbeKernels {
     pub fn fill_bf16(&self, buf: &DeviceBuffer, seed: u64, s: &Stream, sms: u32) -> Result<()> {
         let n = (buf.bytes / 2) as u64;
         let (p, scale) = (buf.ptr, 1.0f32);
-        self.fill_bf16.launch(
-            grid_for(n, 256, sms),
-            256,
-            s,
-            &mut kargs![p, n, seed, scale],
-        )
+        // SAFETY: fill_bf16_uniform(unsigned short* p, u64 n, u64 seed, float scale) over the whole
+        // of `buf`, n = its bytes / 2; freeing `buf` (cuMemFree) waits for the device, so the
+        // kernel never writes freed memory.
+        unsafe {
+            self.fill_bf16.launch(
+                grid_for(n, 256, sms),
+                256,
+                s,
+                &mut kargs![p, n, seed, scale],
+            )
+        }
     }
 }
 
@@ -242,7 +250,9 @@ pub fn hbm_bandwidth(
     let grid = grid_for(n, 256, sms);
     let reps = 20;
     let tk = time_events(gpu, s, 3, reps, |_| {
-        pk.copy.launch(grid, 256, s, &mut kargs![sp, dp, n])
+        // SAFETY: copy_u4(const uint4* src, uint4* dst, u64 n): src and dst each hold `bytes` =
+        // 16·n bytes and outlive time_events, which synchronises.
+        unsafe { pk.copy.launch(grid, 256, s, &mut kargs![sp, dp, n]) }
     })?;
     let tm = time_events(gpu, s, 3, reps, |_| {
         device::copy_dtod_async(dp, sp, bytes, s)
@@ -270,7 +280,8 @@ pub struct LaunchResult {
 
 pub fn launch_overhead(gpu: &Gpu, pk: &ProbeKernels, s: &Stream) -> Result<LaunchResult> {
     let n = 5000;
-    let launch = || pk.empty.launch(1, 32, s, &mut []);
+    // SAFETY: empty_kernel takes no parameters.
+    let launch = || unsafe { pk.empty.launch(1, 32, s, &mut []) };
     for _ in 0..100 {
         launch()?;
     }
@@ -308,6 +319,16 @@ pub fn launch_overhead(gpu: &Gpu, pk: &ProbeKernels, s: &Stream) -> Result<Launc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_kernels_are_embedded() {
+        for k in ["empty_kernel", "copy_u4", "fill_bf16_uniform"] {
+            assert!(
+                PROBE_SRC.contains(&format!("void {k}(")),
+                "{k} missing from probe.cu"
+            );
+        }
+    }
 
     #[test]
     fn llava_shapes_cover_the_three_phases() {

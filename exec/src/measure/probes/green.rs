@@ -6,10 +6,10 @@
 //! `cuGreenCtxCreate` → a stream in it. Green contexts share the primary context's memory; kernels
 //! and cuBLASLt calls on that stream only use the partition's SMs.
 
-use crate::device::{Gpu, Stream, ck};
+use crate::cuda::device::{Gpu, Stream, ck};
+use crate::cuda::gemm::Lt;
 use crate::error::{Error, Result};
-use crate::gemm::Lt;
-use crate::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
+use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use cudarc::driver::sys::{
     self, CUcontext, CUdevResource, CUdevResourceDesc, CUdevResourceType, CUgreenCtx, CUstream,
 };
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// SM granularity of this device: (total SMs, minimum partition, alignment).
 pub fn sm_resource(gpu: &Gpu) -> Result<(CUdevResource, u32, u32, u32)> {
-    crate::device::init()?;
+    crate::cuda::device::init()?;
     let mut res: CUdevResource = unsafe { std::mem::zeroed() };
     ck!(
         sys::cuDeviceGetDevResource(

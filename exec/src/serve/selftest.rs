@@ -2,17 +2,17 @@
 //! the GPU against the f32 CPU reference (`model::cpu`) on a small random model; then the engine
 //! end to end (continuous batching, graphs against direct launches).
 
-use crate::device::Gpu;
-use crate::engine::{Engine, EngineConfig, EventKind, Request};
+use crate::cuda::device::Gpu;
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::model::cpu;
-use crate::model::gpu::{
+use crate::serve::engine::{Engine, EngineConfig, EventKind, Request};
+use crate::serve::model::cpu;
+use crate::serve::model::gpu::{
     Attn, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_bf16,
     download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
 };
-use crate::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
-use crate::model::llava::LlavaConfig;
+use crate::serve::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
+use crate::serve::model::llava::LlavaConfig;
 
 pub struct Check {
     pub name: String,
@@ -86,14 +86,18 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let dy = g.alloc(nr * nd * 2)?;
         let (px, pw, pb, py) = (dx.ptr, dw.ptr, db.ptr, dy.ptr);
         let (r32, d32) = (nr as u32, nd as u32);
-        let nl = crate::model::gpu::NormLaunch::new(nr, nd);
+        let nl = crate::serve::model::gpu::NormLaunch::new(nr, nd);
         let group = nl.group;
-        k.get("rmsnorm").launch(
-            nl.grid,
-            nl.block,
-            &s,
-            &mut kargs![px, pw, py, r32, d32, eps, group],
-        )?;
+        // SAFETY: rmsnorm(x, w, y, rows, d, eps, group): dx and dy hold nr × nd bf16 and dw nd,
+        // uploaded above and alive until the synchronize.
+        unsafe {
+            k.get("rmsnorm").launch(
+                nl.grid,
+                nl.block,
+                &s,
+                &mut kargs![px, pw, py, r32, d32, eps, group],
+            )
+        }?;
         s.synchronize()?;
         let shape = format!("{nr}×{nd}");
         check(
@@ -103,12 +107,16 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             &cpu::rms_norm(&x, &w, nd, eps),
             &shape,
         );
-        k.get("layernorm").launch(
-            nl.grid,
-            nl.block,
-            &s,
-            &mut kargs![px, pw, pb, py, r32, d32, eps, group],
-        )?;
+        // SAFETY: layernorm(x, w, b, y, rows, d, eps, group): dx and dy hold nr × nd bf16, dw and
+        // db nd, uploaded above and alive until the synchronize.
+        unsafe {
+            k.get("layernorm").launch(
+                nl.grid,
+                nl.block,
+                &s,
+                &mut kargs![px, pw, pb, py, r32, d32, eps, group],
+            )
+        }?;
         s.synchronize()?;
         check(
             out,
@@ -122,8 +130,9 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let x2 = rand_vec(rows * d, 4, 2.0);
     let dx2 = upload_bf16(g, &x2)?;
     let px2 = dx2.ptr;
-    k.get("add")
-        .launch(8, 256, &s, &mut kargs![px, px2, py, n])?;
+    // SAFETY: add(a, b, out, u64 n): dx, dx2 and dy hold rows × d = n bf16 and live until the
+    // synchronize.
+    unsafe { k.get("add").launch(8, 256, &s, &mut kargs![px, px2, py, n]) }?;
     s.synchronize()?;
     let want: Vec<f32> = x.iter().zip(&x2).map(|(a, b)| a + b).collect();
     check(
@@ -139,15 +148,22 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     ] {
         let t = upload_bf16(g, &x)?;
         let pt = t.ptr;
-        k.get(name).launch(8, 256, &s, &mut kargs![pt, n])?;
+        // SAFETY: the named kernel's parameters are listed beside it in kernels/llava.cu and match
+        // these arguments in order and type; every buffer was uploaded or allocated above with the
+        // sizes the CPU reference uses and lives until the synchronize.
+        unsafe { k.get(name).launch(8, 256, &s, &mut kargs![pt, n]) }?;
         s.synchronize()?;
         let want: Vec<f32> = x.iter().map(|v| f(*v)).collect();
         check(out, name, &download_bf16(&t, rows * d)?, &want, "in place");
     }
     let inter = 128usize;
     let (i32_, r32) = (inter as u32, rows as u32);
-    k.get("silu_mul")
-        .launch(8, 256, &s, &mut kargs![px, py, r32, i32_])?;
+    // SAFETY: silu_mul(gu, out, n, inter): dx holds rows × 2·inter bf16 and dy rows × inter (rows ×
+    // d each, d ≥ 2·inter), alive until the synchronize.
+    unsafe {
+        k.get("silu_mul")
+            .launch(8, 256, &s, &mut kargs![px, py, r32, i32_])
+    }?;
     s.synchronize()?;
     let want: Vec<f32> = x
         .chunks(2 * inter)
@@ -193,12 +209,17 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         kvh as u32,
         hd as u32,
     );
-    k.get("rope_kv_append").launch(
-        8,
-        256,
-        &s,
-        &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32],
-    )?;
+    // SAFETY: rope_kv_append(qkv, pos, slots, pool, inv_freq, n, stride, heads, kv_heads,
+    // head_dim): dq is [rows, stride] bf16, dp and dsl rows i32 naming slots inside dpool's
+    // pool_elems, dfreq hd / 2 f64; all live until the synchronize.
+    unsafe {
+        k.get("rope_kv_append").launch(
+            8,
+            256,
+            &s,
+            &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32],
+        )
+    }?;
     s.synchronize()?;
     let mut want = q.clone();
     let mut want_pool = vec![0f32; pool_elems];
@@ -240,8 +261,12 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     )?;
     let da = g.alloc(12)?;
     let (pl, pa, v32) = (dl.ptr, da.ptr, 1000u32);
-    k.get("argmax_rows")
-        .launch(3, 256, &s, &mut kargs![pl, pa, v32])?;
+    // SAFETY: argmax_rows(const float* x, int* out, u32 n), 3 blocks for 3 rows: dl holds 3 × 1000
+    // f32 and da 3 i32, alive until the synchronize.
+    unsafe {
+        k.get("argmax_rows")
+            .launch(3, 256, &s, &mut kargs![pl, pa, v32])
+    }?;
     s.synchronize()?;
     let got = download_i32(&da, 3)?;
     let want: Vec<i32> = logits.chunks(1000).map(|r| cpu::argmax(r) as i32).collect();
@@ -256,12 +281,12 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let xv = rand_vec(mm * kk, 31, 1.0);
     let wv = rand_vec(nn * kk, 32, 1.0);
     let yv = rand_vec(mm * nn, 33, 1.0);
-    let wt = crate::model::gpu::DTensor {
+    let wt = crate::serve::model::gpu::DTensor {
         buf: upload_bf16(g, &wv)?,
         shape: vec![nn, kk],
     };
     let (dxv, dyv) = (upload_bf16(g, &xv)?, upload_bf16(g, &yv)?);
-    let acc = crate::gemm::Epilogue {
+    let acc = crate::cuda::gemm::Epilogue {
         accumulate: true,
         ..Default::default()
     };
@@ -303,13 +328,18 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let (st, os, h32, kv32) = (stride as u32, (heads * hd) as u32, heads as u32, kvh as u32);
         let (ko, vo) = ((heads * hd) as u32, ((heads + kvh) * hd) as u32);
         let (c32, scale) = (causal as i32, 1.0f32 / (hd as f32).sqrt());
-        let name = crate::model::gpu::flash_attn_kernel(hd);
-        m.k.get(name).launch3(
-            (max_len.div_ceil(FLASH_ROWS) as u32, h32, lens.len() as u32),
-            128,
-            &s,
-            &mut kargs![pq, po, pc, st, os, h32, kv32, ko, vo, c32, scale],
-        )?;
+        let name = crate::serve::model::gpu::flash_attn_kernel(hd);
+        // SAFETY: the named kernel's parameters are listed beside it in kernels/llava.cu and match
+        // these arguments in order and type; every buffer was uploaded or allocated above with the
+        // sizes the CPU reference uses and lives until the synchronize.
+        unsafe {
+            m.k.get(name).launch3(
+                (max_len.div_ceil(FLASH_ROWS) as u32, h32, lens.len() as u32),
+                128,
+                &s,
+                &mut kargs![pq, po, pc, st, os, h32, kv32, ko, vo, c32, scale],
+            )
+        }?;
         s.synchronize()?;
         let want = cpu_attention(&qkv, &lens, heads, kvh, hd, causal);
         check(
@@ -351,8 +381,8 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     // Both partition lengths (and kernels) the engine uses: large and small batches.
     let mut got = Vec::new();
     for part in [
-        crate::model::gpu::DECODE_PART_MAX,
-        crate::model::gpu::DECODE_PART,
+        crate::serve::model::gpu::DECODE_PART_MAX,
+        crate::serve::model::gpu::DECODE_PART,
     ] {
         let parts = 530usize.div_ceil(part);
         let po = g.alloc(3 * heads * parts * 128 * 4)?;
@@ -376,15 +406,20 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         // left the counters at zero.
         for _ in 0..2 {
             o.memset_async(0, &s)?;
-            m.k.get(crate::model::gpu::decode_attn_kernel(part))
-                .launch3(
-                    (mp, h32, 3),
-                    128,
-                    &s,
-                    &mut kargs![
-                        pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale
-                    ],
-                )?;
+            // SAFETY: DECODE_ATTN_ARGS of kernels/llava.cu in order and type; po / pml / done hold
+            // 3 × heads × parts partial results, dt 3 × max_blocks block ids inside dpool, dc 3
+            // contexts ≤ 530 = max_blocks·16 bounds; all alive until the synchronize.
+            unsafe {
+                m.k.get(crate::serve::model::gpu::decode_attn_kernel(part))
+                    .launch3(
+                        (mp, h32, 3),
+                        128,
+                        &s,
+                        &mut kargs![
+                            pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale
+                        ],
+                    )
+            }?;
         }
         s.synchronize()?;
         got.push((part, download_bf16(&o, 3 * heads * hd)?));
@@ -547,7 +582,7 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
     let mut got_tokens = vec![download_i32(&am, 1)?[0] as u32];
     // decode, teacher-forced with the CPU's tokens
     let max_blocks = blocks;
-    let parts = (n + steps).div_ceil(crate::model::gpu::DECODE_PART);
+    let parts = (n + steps).div_ceil(crate::serve::model::gpu::DECODE_PART);
     let dtab = upload_i32(g, &table)?;
     let xd = g.alloc(d * 2)?;
     let row0 = upload_i32(g, &[0])?;
@@ -693,7 +728,7 @@ fn hand_off(
     let (mut equal, mut moved) = (0usize, 0usize);
     for (i, o) in outs.iter().enumerate() {
         let req = Request::synthetic(i as u64, i % 2, 3 + 4 * i, *o, c.llm.vocab);
-        let tokens = |ev: Vec<crate::engine::EngineEvent>| -> Vec<u32> {
+        let tokens = |ev: Vec<crate::serve::engine::EngineEvent>| -> Vec<u32> {
             ev.into_iter().filter_map(|e| e.token).collect()
         };
         whole.submit(req.clone())?;
@@ -705,7 +740,7 @@ fn hand_off(
             while let Some(h) = pre.hand_off(&packed)? {
                 // The decode worker's own copy of the packed KV, as a link would deliver it.
                 let kv = dec.model.gpu.alloc(h.kv_bytes)?;
-                crate::device::copy_dtod_async(kv.ptr, packed.ptr, h.kv_bytes, &pre.stream)?;
+                crate::cuda::device::copy_dtod_async(kv.ptr, packed.ptr, h.kv_bytes, &pre.stream)?;
                 pre.stream.synchronize()?;
                 dec.submit_prefilled(h, kv)?;
                 moved += 1;

@@ -2,15 +2,16 @@
 //! the phase profiler (`hetsim calibrate --model`): encode / prefill / decode times on a grid,
 //! written as the simulator's `PhaseProfile`.
 
-use crate::device::Gpu;
-use crate::engine::{Engine, EngineConfig, Pace};
+use crate::cuda::device::Gpu;
+use crate::cuda::gemm::Lt;
+use crate::cuda::timeline::OpTime;
 use crate::error::Result;
-use crate::gemm::Lt;
 use crate::kargs;
-use crate::model::gpu::{GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
-use crate::model::llava::LlavaConfig;
-use crate::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
+use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint};
+use crate::serve::engine::{Engine, EngineConfig, Pace};
+use crate::serve::model::gpu::{GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
+use crate::serve::model::llava::LlavaConfig;
 
 /// The two ceilings everything is compared with, measured on this GPU now.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +113,7 @@ pub fn bench_engine(
     kv_context: usize,
 ) -> Result<Engine> {
     let m = GpuModel::random(c, gpu, 42)?;
-    let blocks = max_batch * (kv_context.div_ceil(crate::model::gpu::KV_BLOCK) + 1) + 64;
+    let blocks = max_batch * (kv_context.div_ceil(crate::serve::model::gpu::KV_BLOCK) + 1) + 64;
     let e = Engine::new(
         m,
         EngineConfig {
@@ -239,6 +240,26 @@ pub fn bench(
     })
 }
 
+/// Markdown table of one pass: `passes` passes were recorded, so times are divided by it.
+fn breakdown_table(title: &str, ops: &[OpTime], passes: usize) -> String {
+    let total: f64 = ops.iter().map(|o| o.ms).sum();
+    let p = passes.max(1) as f64;
+    let mut s = format!(
+        "{title}: {:.3} ms per pass\n\n| operation | calls per pass | ms per pass | share |\n|---|---|---|---|\n",
+        total / p
+    );
+    for o in ops {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.1} % |\n",
+            o.label,
+            o.calls as f64 / p,
+            o.ms / p,
+            100.0 * o.ms / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    s
+}
+
 /// Per-operation GPU time of one pass at the bench's target points (`--breakdown`): decode
 /// batch 1 and 64 at context 700 (kernel by kernel: graphs off), prefill 8 × 704, encode 32
 /// images. Markdown tables.
@@ -255,11 +276,11 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     // Each timing call below runs two passes (a warm-up and one timed), both recorded.
     let mut one = |e: &mut Engine, title: String, f: &dyn Fn(&mut Engine) -> Result<f64>| {
         f(e)?;
-        crate::timeline::open();
+        crate::cuda::timeline::open();
         let run = f(e);
-        let ops = crate::timeline::close(&e.stream)?;
+        let ops = crate::cuda::timeline::close(&e.stream)?;
         run?;
-        out += &crate::timeline::table(&title, &ops, 2);
+        out += &breakdown_table(&title, &ops, 2);
         out += "\n";
         Ok::<(), crate::error::Error>(())
     };
@@ -436,12 +457,16 @@ impl Engine {
         let n = (self.pool_bytes() / 2) as u64;
         let g = &self.model.gpu;
         let (seed, scale, off) = (77u64, 1.0f32, 0.0f32);
-        self.model.k.get("fill_uniform").launch(
-            crate::kernels::grid_for(n, 256, g.info.sms),
-            256,
-            &self.stream,
-            &mut kargs![p, n, seed, scale, off],
-        )?;
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset) over the whole
+        // pool, n = pool bytes / 2; the stream is synchronised before returning.
+        unsafe {
+            self.model.k.get("fill_uniform").launch(
+                crate::cuda::kernels::grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![p, n, seed, scale, off],
+            )
+        }?;
         self.stream.synchronize()
     }
 }
@@ -449,6 +474,25 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn breakdown_table_divides_by_passes() {
+        let ops = [
+            OpTime {
+                label: "b".into(),
+                calls: 1,
+                ms: 5.0,
+            },
+            OpTime {
+                label: "a".into(),
+                calls: 2,
+                ms: 3.0,
+            },
+        ];
+        let t = breakdown_table("x", &ops, 2);
+        assert!(t.starts_with("x: 4.000 ms per pass"), "{t}");
+        assert!(t.contains("| a | 1 | 1.500 | 37.5 % |"), "{t}");
+    }
 
     #[test]
     fn flop_counts_match_hand_numbers() {

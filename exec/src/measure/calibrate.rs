@@ -3,13 +3,16 @@
 //! Each section records its error and the run goes on, so one failing probe (say, green contexts
 //! on a driver without them) never costs the others' numbers on a scarce GPU machine.
 
-use crate::catalog;
-use crate::device::{self, Gpu, GpuInfo, PeerInfo};
+use crate::cuda::device::{self, Gpu, GpuInfo, PeerInfo};
+use crate::cuda::gemm::Lt;
+use crate::cuda::staging::{GIB, MIB, Stager};
 use crate::error::{Error, Result};
-use crate::gemm::Lt;
-use crate::probes::compute::{self, GemmBuffers, GemmPoint, HbmResult, LaunchResult, ProbeKernels};
-use crate::probes::green::{self, GreenPoint};
-use crate::probes::link::{self, GIB, LinkBench, LinkCurve, MIB, ShareResult, Stager};
+use crate::measure::catalog;
+use crate::measure::probes::compute::{
+    self, GemmBuffers, GemmPoint, HbmResult, LaunchResult, ProbeKernels,
+};
+use crate::measure::probes::green::{self, GreenPoint};
+use crate::measure::probes::link::{self, LinkBench, LinkCurve, ShareResult};
 use crate::profile::{self, HardwareProfile};
 use crate::util;
 use serde::{Deserialize, Serialize};
@@ -789,7 +792,7 @@ mod tests {
             assert_eq!(a.points.len(), b.points.len());
         }
         // the report renders from the same data
-        assert!(crate::report::calibration_markdown(&cal).contains("nvlink_peer"));
+        assert!(crate::measure::report::calibration_markdown(&cal).contains("nvlink_peer"));
     }
     #[test]
     fn links_from_joins_a_phase_table_with_a_link_calibration() {

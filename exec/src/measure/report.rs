@@ -1,8 +1,8 @@
 //! Markdown tables of measured numbers, each against its physical limit.
 
-use crate::calibrate::Calibration;
-use crate::catalog;
-use crate::validate::{self, Row};
+use crate::measure::calibrate::Calibration;
+use crate::measure::catalog;
+use crate::measure::validate::{self, Row};
 use std::fmt::Write;
 
 fn human_bytes(b: u64) -> String {

@@ -8,14 +8,14 @@
 //! checksums (source paged, packed at both ends, destination paged) must be equal, or the run
 //! fails. The embedding goes the same way without gather/scatter (it is contiguous).
 
-use crate::catalog;
-use crate::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::device::{self, DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::kernels::{Kernel, Module, grid_for};
+use crate::cuda::staging::{MIB, Stager, staged_chunk};
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
-use crate::kv::{self, ModelShape, PagedGeometry};
-use crate::probes::link::{MIB, Stager, staged_chunk};
+use crate::measure::catalog;
 use crate::profile::HardwareProfile;
+use crate::serve::kv::{self, ModelShape, PagedGeometry};
 use crate::stats;
 use crate::util;
 use hetsim_sim::catalog::LinkSpec;
@@ -226,7 +226,7 @@ struct KvKernels {
 
 impl KvKernels {
     fn load(g: &Gpu) -> Result<KvKernels> {
-        let m = Module::load(g, "kv_transfer.cu", KV_SRC)?;
+        let m = Module::load(g, "kv_transfer.cu", kv::KV_SRC)?;
         Ok(KvKernels {
             gather: m.function("kv_gather")?,
             scatter: m.function("kv_scatter")?,
@@ -277,12 +277,17 @@ fn checksum_paged(k: &KvKernels, side: &Side, geo: PagedGeometry, st: &Stream) -
     side.sums.memset_async(0, st)?;
     let (pool, table, out, nb) = (side.pool.ptr, side.table.ptr, side.sums.ptr, side.nblocks);
     let (n, dv, s, h) = (geo.n_vec, geo.dv, geo.s, geo.heads);
-    k.cs_paged.launch(
-        grid_for(n, 256, k.sms),
-        256,
-        st,
-        &mut kargs![pool, table, n, dv, s, h, nb, out],
-    )
+    // SAFETY: kv_checksum_paged(pool, table, n_vec, dv, s, heads, nblocks, u64* out): `side`
+    // holds the pool of nb blocks, the request's block table and the u64 sum (Side::new), alive
+    // as long as the Side; freeing a buffer (cuMemFree) waits for the device anyway.
+    unsafe {
+        k.cs_paged.launch(
+            grid_for(n, 256, k.sms),
+            256,
+            st,
+            &mut kargs![pool, table, n, dv, s, h, nb, out],
+        )
+    }
 }
 
 fn checksum_flat(
@@ -295,15 +300,23 @@ fn checksum_flat(
     sums.memset_async(0, st)?;
     let n = (bytes / 16) as u64;
     let out = sums.ptr;
-    k.cs_flat
-        .launch(grid_for(n, 256, k.sms), 256, st, &mut kargs![buf, n, out])
+    // SAFETY: checksum_u4(const uint4* buf, u64 n_vec, u64* out): both callers pass a Side's
+    // packed buffer of `bytes` = 16·n bytes; `sums` holds the u64 it adds into.
+    unsafe {
+        k.cs_flat
+            .launch(grid_for(n, 256, k.sms), 256, st, &mut kargs![buf, n, out])
+    }
 }
 
 fn fill(k: &KvKernels, buf: &DeviceBuffer, seed: u64, st: &Stream) -> Result<()> {
     let n = (buf.bytes / 4) as u64;
     let p = buf.ptr;
-    k.fill
-        .launch(grid_for(n, 256, k.sms), 256, st, &mut kargs![p, n, seed])
+    // SAFETY: fill_random_u32(u32* p, u64 n, u64 seed) over the whole of `buf`, n = its bytes / 4;
+    // freeing `buf` (cuMemFree) waits for the device, so the kernel never writes freed memory.
+    unsafe {
+        k.fill
+            .launch(grid_for(n, 256, k.sms), 256, st, &mut kargs![p, n, seed])
+    }
 }
 
 /// Time one stage on `st` with events of `g`; returns seconds.
@@ -503,17 +516,22 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                         let cs = timed(&src_g, &s_src, || checksum_paged(&ks, &a, geo, &s_src))?;
                         let c_src = a.sums.read_u64()?;
                         let g = timed(&src_g, &s_src, || {
-                            kv::launch_move(
-                                &ks.gather,
-                                false,
-                                a.pool.ptr,
-                                a.packed.ptr,
-                                a.table.ptr,
-                                a.nblocks,
-                                geo,
-                                ks.sms,
-                                &s_src,
-                            )
+                            // SAFETY: `a`'s pool, packed buffer and block table were sized for
+                            // this shape and context in Side::new and outlive `timed`, which
+                            // synchronises s_src.
+                            unsafe {
+                                kv::launch_move(
+                                    &ks.gather,
+                                    false,
+                                    a.pool.ptr,
+                                    a.packed.ptr,
+                                    a.table.ptr,
+                                    a.nblocks,
+                                    geo,
+                                    ks.sms,
+                                    &s_src,
+                                )
+                            }
                         })?;
                         checksum_flat(&ks, a.packed.ptr, bytes, &a.sums, &s_src)?;
                         s_src.synchronize()?;
@@ -524,17 +542,22 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                         s_dst.synchronize()?;
                         let c_packed_dst = b.sums.read_u64()?;
                         let sc = timed(&dst_g, &s_dst, || {
-                            kv::launch_move(
-                                &kd.scatter,
-                                true,
-                                b.pool.ptr,
-                                b.packed.ptr,
-                                b.table.ptr,
-                                b.nblocks,
-                                geo,
-                                kd.sms,
-                                &s_dst,
-                            )
+                            // SAFETY: `b`'s pool, packed buffer and block table were sized for
+                            // this shape and context in Side::new and outlive `timed`, which
+                            // synchronises s_dst.
+                            unsafe {
+                                kv::launch_move(
+                                    &kd.scatter,
+                                    true,
+                                    b.pool.ptr,
+                                    b.packed.ptr,
+                                    b.table.ptr,
+                                    b.nblocks,
+                                    geo,
+                                    kd.sms,
+                                    &s_dst,
+                                )
+                            }
                         })?;
                         let cd = timed(&dst_g, &s_dst, || checksum_paged(kd, &b, geo, &s_dst))?;
                         let c_dst = b.sums.read_u64()?;

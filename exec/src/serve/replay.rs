@@ -14,7 +14,7 @@
 //!   request decodes from its first token on.
 //!
 //! Shipments go over the scenario's fabric: NVLink as `cuMemcpyPeerAsync` with peer access on;
-//! PCIe as GPU → pinned host → GPU, chunked and double-buffered (`probes::link::Stager`), into
+//! PCIe as GPU → pinned host → GPU, chunked and double-buffered (`cuda::staging::Stager`), into
 //! landing buffers on the destination GPU that are allocated once and reused. One host thread
 //! per GPU (`replay_split`).
 
@@ -28,12 +28,12 @@ use hetsim_sim::cluster::Role;
 use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
 use hetsim_sim::records::{RequestRecord, TransferRecord};
 
-use crate::device::{DeviceBuffer, Event, Gpu, Stream};
-use crate::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::staging::{Stager, staged_chunk};
 use crate::error::{Error, Result};
-use crate::model::gpu::{GpuModel, KV_BLOCK};
-use crate::model::llava::LlavaConfig;
-use crate::probes::link::{Stager, staged_chunk};
+use crate::serve::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
+use crate::serve::model::gpu::{GpuModel, KV_BLOCK};
+use crate::serve::model::llava::LlavaConfig;
 
 /// Whether this harness can replay the scenario for real, and if not, why.
 pub fn replayable(s: &Scenario) -> std::result::Result<(), String> {
@@ -274,7 +274,7 @@ fn record(
 
 /// Applies an engine's events to the requests' times; `off` turns the engine's clock into the
 /// replay's.
-fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::engine::EngineEvent>, off: f64) {
+fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::serve::engine::EngineEvent>, off: f64) {
     for e in events {
         let Some(r) = seen.get_mut(&e.id) else {
             continue;
@@ -340,12 +340,24 @@ struct Shipped {
     times: Seen,
 }
 
-/// Device buffers travel between the two host threads; each thread binds its own GPU's context
-/// before it uses the driver, and a buffer is only read by the receiving thread after the
-/// sending thread synchronised the copy that wrote it (or, going back, after the engine that
-/// read it synchronised).
-struct Crossing<T>(T);
-unsafe impl<T> Send for Crossing<T> {}
+/// What the replay's threads hand each other. Their CUDA handles (contexts, streams, events,
+/// device and pinned pointers) are raw pointers, so none of them is `Send` by itself.
+trait Handed {}
+impl Handed for DeviceBuffer {}
+impl Handed for Vec<DeviceBuffer> {}
+impl Handed for Box<Shipped> {}
+impl Handed for (Outbound, Seen) {}
+impl Handed for (LinkKit, Instant) {}
+
+/// A [`Handed`] value on its way to another host thread.
+struct Crossing<T: Handed>(T);
+// SAFETY: a `Handed` value moves whole to the receiving thread, which becomes its only user:
+// nothing of it stays behind in the sender. CUDA driver handles may be used from any host thread
+// once that thread has bound the handle's context, and each thread binds its own GPU's context
+// before it calls the driver. A buffer is only read by the receiver after the sender synchronised
+// the copy that wrote it (or, going back, after the engine that read it synchronised). The
+// host-side parts (requests, times, an mpsc receiver of Crossings) are plain owned data.
+unsafe impl<T: Handed> Send for Crossing<T> {}
 
 /// How bytes cross from the upstream GPU to the downstream one.
 enum Link {
@@ -379,7 +391,7 @@ impl Link {
         match self {
             Link::Peer(st, [a, b]) => {
                 a.record(st)?;
-                crate::device::copy_peer_async(dst, src, bytes, st)?;
+                crate::cuda::device::copy_peer_async(dst, src, bytes, st)?;
                 b.record(st)?;
                 st.synchronize()?;
                 Ok(Some(a.elapsed_ms(b)? * 1e-3))

@@ -3,13 +3,10 @@
 //! (requests join and leave between steps), decode steps replayed as CUDA graphs captured per
 //! batch-size bucket (1, 2, 4, …; the batch is padded to its bucket), greedy sampling.
 //!
-//! Scheduling, one `step()` at a time: prefill if prompts wait and their KV fits (up to
-//! `prefill_tokens` tokens), first encoding their images (up to `encode_batch`) in the same step,
-//! as vLLM runs the vision tower inside the prefill step; else one decode step of every running
-//! request. KV blocks for a request's whole length (prompt +
-//! output) are reserved when it is admitted to prefill, so a running request never waits for
-//! memory. Event times are host-clock seconds since the engine started, taken after the step's
-//! work has finished on the GPU.
+//! Scheduling, one `step()` at a time, is [`Scheduler`]'s (`serve::scheduler`: prefill first,
+//! encoding in the same step, KV blocks reserved at admission); the engine carries out each step
+//! it decides on the GPU and reports it done. Event times are host-clock seconds since the
+//! engine started, taken after the step's work has finished on the GPU.
 //!
 //! Stage-level disaggregation splits the engine in two: a prefill worker (`hand_off: true`)
 //! reserves KV for the prompt only and, instead of decoding, hands each prefilled request out
@@ -17,17 +14,18 @@
 //! `kernels/kv_transfer.cu`); a decode worker takes such a request with its packed KV on its own
 //! GPU (`submit_prefilled`), scatters it into its pool and decodes from the first token on.
 
-use crate::device::{DeviceBuffer, Event, Gpu, PinnedBuffer, Stream, ck};
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, PinnedBuffer, Stream, ck};
+use crate::cuda::kernels::{Kernel, Module, grid_for};
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::kernels::{KV_SRC, Kernel, Module, grid_for};
-use crate::model::gpu::{
+use crate::serve::model::gpu::{
     Attn, DECODE_PART, GpuModel, KV_BLOCK, KvPool, Scratch, SmallProducts, TokenInputs,
     download_i32,
 };
-use crate::model::host::{IMAGE_TOKEN, mix64};
+use crate::serve::model::host::{IMAGE_TOKEN, mix64};
+use crate::serve::scheduler::{Scheduler, SchedulerConfig, SeqSpec, Step, bucket};
 use cudarc::driver::sys;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -127,16 +125,33 @@ pub enum StepKind {
     Decode { batch: usize, bucket: usize },
 }
 
-struct Seq {
+/// What the engine holds of a request beside the scheduler's state of it (lengths, blocks).
+struct Held {
     req: Request,
     /// Image embeddings [images·np, d] once encoded.
     emb: Option<DeviceBuffer>,
-    blocks: Vec<i32>,
-    /// Tokens in the KV cache.
-    len: usize,
-    generated: Vec<u32>,
     /// `emb` came from the caller (`submit_encoded`): give it back through `take_spent`.
     lent: bool,
+    /// Decode worker: the packed KV handed in with the request, until it is in the pool.
+    kv: Option<DeviceBuffer>,
+    generated: Vec<u32>,
+}
+
+impl Held {
+    fn new(req: Request) -> Held {
+        Held {
+            req,
+            emb: None,
+            lent: false,
+            kv: None,
+            generated: Vec::new(),
+        }
+    }
+}
+
+/// Prompt tokens in the KV cache: each image token stands for `np` embedding rows.
+fn prompt_len(req: &Request, np: usize) -> usize {
+    req.prompt.len() + req.images.len() * (np - 1)
 }
 
 /// A request prefilled by a prefill worker, ready for a decode worker: its KV (`tokens`
@@ -156,12 +171,6 @@ struct KvMover {
     gather: Kernel,
     scatter: Kernel,
     table: DeviceBuffer,
-}
-
-impl Seq {
-    fn prompt_len(&self, np: usize) -> usize {
-        self.req.prompt.len() + self.req.images.len() * (np - 1)
-    }
 }
 
 struct Graph {
@@ -226,16 +235,11 @@ pub struct Engine {
     pub cfg: EngineConfig,
     pub stream: Stream,
     pool: KvPool,
-    free_blocks: Vec<i32>,
     max_blocks: usize,
     max_parts: usize,
-    waiting: VecDeque<Seq>,
-    encoded: VecDeque<Seq>,
-    running: BTreeMap<u64, Seq>,
-    /// Prefill worker: prefilled requests whose KV waits to be handed out.
-    prefilled: VecDeque<Seq>,
-    /// Decode worker: requests prefilled elsewhere, with their packed KV, waiting for room.
-    imported: VecDeque<(Seq, DeviceBuffer)>,
+    /// Which requests each step serves, and their KV blocks.
+    sched: Scheduler,
+    held: BTreeMap<u64, Held>,
     /// Caller's buffers this engine is done with.
     spent: Vec<DeviceBuffer>,
     /// Embedding buffers of finished encodes, for the next: allocating (and freeing, which
@@ -246,8 +250,8 @@ pub struct Engine {
     staging: PinnedBuffer,
     /// Scratch of encode and prefill steps (grows with them).
     sc: Scratch,
-    /// Scratch of decode steps: sized once for max_batch, never reallocated, because the
-    /// captured graphs hold its addresses.
+    /// Scratch of decode steps: sized once for max_batch and frozen (a reallocation panics),
+    /// because the captured graphs hold its addresses.
     dsc: Scratch,
     dec: DecodeBufs,
     graphs: BTreeMap<usize, Graph>,
@@ -271,25 +275,20 @@ fn upload_ints(
     unsafe {
         std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, staging.ptr as *mut u8, bytes);
     }
-    crate::device::copy_htod_async(dst, staging, 0, bytes, stream)?;
+    crate::cuda::device::copy_htod_async(dst, staging, 0, bytes, stream)?;
     stream.synchronize()
 }
 
-/// One event of `kind` at time `t` for each of `seqs` (events that carry no token).
-fn stamped(seqs: &[Seq], kind: EventKind, t: f64) -> Vec<EngineEvent> {
-    seqs.iter()
-        .map(|s| EngineEvent {
-            id: s.req.id,
+/// One event of `kind` at time `t` for each of `ids` (events that carry no token).
+fn stamped(ids: &[u64], kind: EventKind, t: f64) -> Vec<EngineEvent> {
+    ids.iter()
+        .map(|&id| EngineEvent {
+            id,
             kind,
             token: None,
             t,
         })
         .collect()
-}
-
-/// Batch-size buckets: powers of two up to max_batch (and max_batch itself).
-pub fn bucket(batch: usize, max_batch: usize) -> usize {
-    batch.next_power_of_two().min(max_batch)
 }
 
 impl Engine {
@@ -334,16 +333,21 @@ impl Engine {
         model.decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
         dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
         dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
+        // Before the first capture: a decode step of any bucket now finds its buffers here.
+        dsc.freeze();
         Ok(Engine {
-            free_blocks: (0..blocks as i32).rev().collect(),
+            sched: Scheduler::new(SchedulerConfig {
+                max_batch: cfg.max_batch,
+                max_context: cfg.max_context,
+                prefill_tokens: cfg.prefill_tokens,
+                encode_batch: cfg.encode_batch,
+                kv_blocks: blocks,
+                hand_off: cfg.hand_off,
+            }),
+            held: BTreeMap::new(),
             pool,
             max_blocks,
             max_parts,
-            waiting: VecDeque::new(),
-            encoded: VecDeque::new(),
-            running: BTreeMap::new(),
-            prefilled: VecDeque::new(),
-            imported: VecDeque::new(),
             spent: Vec::new(),
             emb_free: Vec::new(),
             mover: None,
@@ -385,12 +389,9 @@ impl Engine {
 
     /// Queue a request. Checked here, so a bad one never reaches the GPU.
     pub fn submit(&mut self, req: Request) -> Result<()> {
-        let seq = self.admit(req)?;
-        if seq.req.images.is_empty() {
-            self.encoded.push_back(seq);
-        } else {
-            self.waiting.push_back(seq);
-        }
+        let spec = self.admit(&req)?;
+        self.sched.submit(spec)?;
+        self.held.insert(req.id, Held::new(req));
         Ok(())
     }
 
@@ -399,28 +400,30 @@ impl Engine {
     /// caller has synchronised the copy that filled it), or None for a request without images.
     /// The request skips encoding and waits for prefill.
     pub fn submit_encoded(&mut self, req: Request, emb: Option<DeviceBuffer>) -> Result<()> {
-        let mut seq = self.admit(req)?;
+        let spec = self.admit(&req)?;
         let c = &self.model.cfg;
-        let want = seq.req.images.len() * c.image_tokens() * c.llm.hidden * 2;
+        let want = req.images.len() * c.image_tokens() * c.llm.hidden * 2;
         match &emb {
             None if want > 0 => {
                 return Err(Error::Invalid(format!(
                     "request {}: {} image(s) but no embeddings",
-                    seq.req.id,
-                    seq.req.images.len()
+                    req.id,
+                    req.images.len()
                 )));
             }
             Some(e) if e.bytes != want || e.gpu != self.model.gpu.ordinal => {
                 return Err(Error::Invalid(format!(
                     "request {}: embeddings of {} bytes on GPU {}, expected {want} bytes on GPU {}",
-                    seq.req.id, e.bytes, e.gpu, self.model.gpu.ordinal
+                    req.id, e.bytes, e.gpu, self.model.gpu.ordinal
                 )));
             }
             _ => {}
         }
-        seq.lent = emb.is_some();
-        seq.emb = emb;
-        self.encoded.push_back(seq);
+        self.sched.submit_encoded(spec)?;
+        let mut held = Held::new(req);
+        held.lent = emb.is_some();
+        held.emb = emb;
+        self.held.insert(held.req.id, held);
         Ok(())
     }
 
@@ -433,26 +436,27 @@ impl Engine {
     /// `packed` (on this GPU, at least `kv_bytes(tokens)` long; complete when this returns) and
     /// frees its blocks. None when no prefilled request waits.
     pub fn hand_off(&mut self, packed: &DeviceBuffer) -> Result<Option<HandOff>> {
-        let Some(s) = self.prefilled.front() else {
+        let Some(s) = self.sched.prefilled_front() else {
             return Ok(None);
         };
-        let bytes = self.kv_bytes(s.len);
+        let (id, tokens, blocks) = (s.spec.id, s.len, s.blocks.clone());
+        let bytes = self.kv_bytes(tokens);
         if packed.bytes < bytes || packed.gpu != self.model.gpu.ordinal {
             return Err(Error::Invalid(format!(
-                "request {}: packed KV needs {bytes} bytes on GPU {}, got {} on GPU {}",
-                s.req.id, self.model.gpu.ordinal, packed.bytes, packed.gpu
+                "request {id}: packed KV needs {bytes} bytes on GPU {}, got {} on GPU {}",
+                self.model.gpu.ordinal, packed.bytes, packed.gpu
             )));
         }
-        let Some(s) = self.prefilled.pop_front() else {
+        self.move_kv(&blocks, tokens, packed.ptr, false)?;
+        self.sched.pop_prefilled();
+        let Some(h) = self.held.remove(&id) else {
             return Ok(None);
         };
-        self.move_kv(&s.blocks, s.len, packed.ptr, false)?;
-        self.free_blocks.extend(s.blocks.iter().rev());
         Ok(Some(HandOff {
-            first_token: s.generated[0],
-            tokens: s.len,
+            first_token: h.generated[0],
+            tokens,
             kv_bytes: bytes,
-            req: s.req,
+            req: h.req,
         }))
     }
 
@@ -460,27 +464,25 @@ impl Engine {
     /// GPU, complete (the caller has synchronised the copy that filled it); the engine gives the
     /// buffer back through `take_spent` once the KV is in its pool.
     pub fn submit_prefilled(&mut self, h: HandOff, kv: DeviceBuffer) -> Result<()> {
-        let mut seq = self.admit(h.req)?;
-        let np = self.model.cfg.image_tokens();
-        let want = self.kv_bytes(seq.prompt_len(np));
-        if h.tokens != seq.prompt_len(np) || h.kv_bytes != want {
+        let spec = self.admit(&h.req)?;
+        let want = self.kv_bytes(spec.prompt_tokens);
+        if h.tokens != spec.prompt_tokens || h.kv_bytes != want {
             return Err(Error::Invalid(format!(
                 "request {}: handed off with {} tokens / {} bytes of KV, its prompt is {} tokens / {want} bytes",
-                seq.req.id,
-                h.tokens,
-                h.kv_bytes,
-                seq.prompt_len(np)
+                spec.id, h.tokens, h.kv_bytes, spec.prompt_tokens
             )));
         }
         if kv.bytes < want || kv.gpu != self.model.gpu.ordinal {
             return Err(Error::Invalid(format!(
                 "request {}: KV of {} bytes on GPU {}, expected at least {want} bytes on GPU {}",
-                seq.req.id, kv.bytes, kv.gpu, self.model.gpu.ordinal
+                spec.id, kv.bytes, kv.gpu, self.model.gpu.ordinal
             )));
         }
-        seq.len = h.tokens;
-        seq.generated.push(h.first_token);
-        self.imported.push_back((seq, kv));
+        self.sched.submit_prefilled(spec)?;
+        let mut held = Held::new(h.req);
+        held.generated.push(h.first_token);
+        held.kv = Some(kv);
+        self.held.insert(spec.id, held);
         Ok(())
     }
 
@@ -503,7 +505,7 @@ impl Engine {
     pub fn load_kv_kernels(&mut self) -> Result<()> {
         if self.mover.is_none() {
             let g = &self.model.gpu;
-            let m = Module::load(g, "kv_transfer.cu", KV_SRC)?;
+            let m = Module::load(g, "kv_transfer.cu", crate::serve::kv::KV_SRC)?;
             self.mover = Some(KvMover {
                 gather: m.function("kv_gather")?,
                 scatter: m.function("kv_scatter")?,
@@ -530,39 +532,39 @@ impl Engine {
             table,
             blocks,
         )?;
-        crate::kv::launch_move(
-            if to_pool { &mv.scatter } else { &mv.gather },
-            to_pool,
-            self.pool.buf.ptr,
-            packed,
-            table,
-            self.pool.blocks as u32,
-            self.model.cfg.transfer_shape().paged_geometry(tokens),
-            g.info.sms,
-            &self.stream,
-        )?;
+        // SAFETY: the pool holds pool.blocks blocks, `packed` (the caller's) the request's
+        // kv_bytes(tokens), `table` its blocks just uploaded; the stream is synchronised below.
+        unsafe {
+            crate::serve::kv::launch_move(
+                if to_pool { &mv.scatter } else { &mv.gather },
+                to_pool,
+                self.pool.buf.ptr,
+                packed,
+                table,
+                self.pool.blocks as u32,
+                self.model.cfg.transfer_shape().paged_geometry(tokens),
+                g.info.sms,
+                &self.stream,
+            )
+        }?;
         self.stream.synchronize()
     }
 
-    /// Moves imported requests into the pool and the running batch while there is room.
-    fn import_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
-        let mut moved = Vec::new();
-        // `moved` joins the batch only below, so count it against the batch's room here.
-        while self.running.len() + moved.len() < self.cfg.max_batch && self.can_import() {
-            let Some((mut s, kv)) = self.imported.pop_front() else {
-                break;
+    /// Scatters the packed KV of requests prefilled elsewhere into the blocks the scheduler
+    /// gave them.
+    fn import(&mut self, ids: &[u64]) -> Result<Vec<EngineEvent>> {
+        for &id in ids {
+            let Some(s) = self.sched.sequence(id) else {
+                continue;
             };
-            self.take_blocks(&mut s);
-            self.move_kv(&s.blocks, s.len, kv.ptr, true)?;
+            let (blocks, len) = (s.blocks.clone(), s.len);
+            let Some(kv) = self.held.get_mut(&id).and_then(|h| h.kv.take()) else {
+                continue;
+            };
+            self.move_kv(&blocks, len, kv.ptr, true)?;
             self.spent.push(kv);
-            moved.push(s);
         }
-        let events = stamped(&moved, EventKind::KvImported, self.now());
-        let seqs = moved.len();
-        for s in moved {
-            self.running.insert(s.req.id, s);
-        }
-        Ok((StepKind::Import { seqs }, events))
+        Ok(stamped(ids, EventKind::KvImported, self.now()))
     }
 
     /// Encode-only use (the encoder worker of a modality-level deployment): encode one batch of
@@ -573,18 +575,23 @@ impl Engine {
     pub fn encode_ready(
         &mut self,
     ) -> Result<(Vec<EngineEvent>, Vec<(Request, Option<DeviceBuffer>)>)> {
-        let events = if self.waiting.is_empty() {
-            Vec::new()
-        } else {
-            self.encode_step()?.1
+        let events = match self.sched.take_encode_only() {
+            Some((ids, images)) => self.encode(&ids, images)?,
+            None => Vec::new(),
         };
-        let out = self.encoded.drain(..).map(|s| (s.req, s.emb)).collect();
+        let out = self
+            .sched
+            .take_encoded()
+            .into_iter()
+            .filter_map(|id| self.held.remove(&id))
+            .map(|h| (h.req, h.emb))
+            .collect();
         Ok((events, out))
     }
 
     /// Requests waiting for the vision encoder.
     pub fn waiting_images(&self) -> usize {
-        self.waiting.len()
+        self.sched.waiting()
     }
 
     /// The instant the engine's clock counts from (`EngineEvent::t`, `now`).
@@ -592,8 +599,9 @@ impl Engine {
         self.start
     }
 
-    /// Checks a request and makes its sequence.
-    fn admit(&self, req: Request) -> Result<Seq> {
+    /// Checks a request's tokens against the model; its lengths as the scheduler takes them
+    /// (which checks them against the engine's context and pool).
+    fn admit(&self, req: &Request) -> Result<SeqSpec> {
         let c = &self.model.cfg;
         let imgs = req.prompt.iter().filter(|&&t| t == IMAGE_TOKEN).count();
         if imgs != req.images.len() {
@@ -613,140 +621,71 @@ impl Engine {
                 req.id
             )));
         }
-        if req.output_tokens == 0 {
-            return Err(Error::Invalid(format!(
-                "request {}: output tokens must be at least 1",
-                req.id
-            )));
-        }
-        let seq = Seq {
-            req,
-            emb: None,
-            blocks: Vec::new(),
-            len: 0,
-            generated: Vec::new(),
-            lent: false,
-        };
-        let total = seq.prompt_len(c.image_tokens()) + seq.req.output_tokens;
-        if total > self.cfg.max_context {
-            return Err(Error::Invalid(format!(
-                "request {}: {total} tokens (prompt + output) exceed the engine's max context {}",
-                seq.req.id, self.cfg.max_context
-            )));
-        }
-        if total > self.pool.blocks * KV_BLOCK {
-            return Err(Error::Invalid(format!(
-                "request {}: {total} tokens do not fit the KV pool ({} blocks)",
-                seq.req.id, self.pool.blocks
-            )));
-        }
-        Ok(seq)
+        Ok(SeqSpec {
+            id: req.id,
+            images: req.images.len(),
+            prompt_tokens: prompt_len(req, c.image_tokens()),
+            output_tokens: req.output_tokens,
+        })
     }
 
     /// Nothing queued or running.
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty()
-            && self.encoded.is_empty()
-            && self.running.is_empty()
-            && self.prefilled.is_empty()
-            && self.imported.is_empty()
-    }
-
-    /// The batch has room and the oldest encoded prompt's KV fits.
-    fn can_prefill(&self) -> bool {
-        self.running.len() < self.cfg.max_batch
-            && self
-                .encoded
-                .front()
-                .is_some_and(|s| self.blocks_needed(s) <= self.free_blocks.len())
-    }
-
-    /// The batch has room and the oldest imported request's KV fits.
-    fn can_import(&self) -> bool {
-        self.running.len() < self.cfg.max_batch
-            && self
-                .imported
-                .front()
-                .is_some_and(|(s, _)| self.blocks_needed(s) <= self.free_blocks.len())
-    }
-
-    fn blocks_needed(&self, s: &Seq) -> usize {
-        self.kv_tokens(s).div_ceil(KV_BLOCK)
-    }
-
-    /// Reserves the KV blocks `s` holds here (`kv_tokens`).
-    fn take_blocks(&mut self, s: &mut Seq) {
-        for _ in 0..self.blocks_needed(s) {
-            s.blocks.push(self.free_blocks.pop().unwrap_or(0));
-        }
-    }
-
-    /// Tokens of KV a request holds here from admission on: its whole length, or only its
-    /// prompt on a prefill worker.
-    fn kv_tokens(&self, s: &Seq) -> usize {
-        let prompt = s.prompt_len(self.model.cfg.image_tokens());
-        if self.cfg.hand_off {
-            prompt
-        } else {
-            prompt + s.req.output_tokens
-        }
+        self.sched.is_idle()
     }
 
     pub fn running(&self) -> usize {
-        self.running.len()
+        self.sched.running()
     }
 
-    /// One scheduling step; returns what it did and the events it produced.
+    /// One scheduling step: the scheduler's decision, carried out; returns what it did and the
+    /// events it produced.
     pub fn step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
-        if !self.waiting.is_empty() {
-            let (kind, mut events) = self.encode_step()?;
-            if self.can_prefill() {
-                let (kind, more) = self.prefill_step()?;
-                events.extend(more);
-                return Ok((kind, events));
+        let step = self.sched.next_step()?;
+        match step {
+            Step::Idle => {
+                self.sched.step_done();
+                Ok((StepKind::Idle, Vec::new()))
             }
-            return Ok((kind, events));
+            Step::Encode {
+                encode,
+                images,
+                prefill,
+            } => {
+                let mut events = self.encode(&encode, images)?;
+                if prefill.is_empty() {
+                    self.sched.step_done();
+                    return Ok((StepKind::Encode { images }, events));
+                }
+                let (kind, more) = self.prefill(&prefill)?;
+                events.extend(more);
+                Ok((kind, events))
+            }
+            Step::Import { ids } => {
+                let events = self.import(&ids)?;
+                self.sched.step_done();
+                Ok((StepKind::Import { seqs: ids.len() }, events))
+            }
+            Step::Prefill { ids } => self.prefill(&ids),
+            Step::Decode { ids, bucket } => {
+                let toks = self.decode(&ids, bucket)?;
+                let t = self.now();
+                let events = self.tokens_made(&ids, &toks, EventKind::Token, t);
+                Ok((
+                    StepKind::Decode {
+                        batch: ids.len(),
+                        bucket,
+                    },
+                    events,
+                ))
+            }
         }
-        if self.can_import() {
-            return self.import_step();
-        }
-        if self.can_prefill() {
-            return self.prefill_step();
-        }
-        if !self.running.is_empty() {
-            return self.decode_step();
-        }
-        if !self.prefilled.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{} prefilled request(s) wait to be handed off (Engine::hand_off) and hold the KV blocks the next needs",
-                self.prefilled.len()
-            )));
-        }
-        if let Some(id) = self
-            .encoded
-            .front()
-            .map(|s| s.req.id)
-            .or(self.imported.front().map(|(s, _)| s.req.id))
-        {
-            return Err(Error::Invalid(format!(
-                "request {id} needs more KV blocks than the pool has"
-            )));
-        }
-        Ok((StepKind::Idle, Vec::new()))
     }
 
-    fn encode_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
+    /// Encodes the images of `ids` (`images` in all) in one batch; their embeddings go to
+    /// buffers of their own.
+    fn encode(&mut self, ids: &[u64], images: usize) -> Result<Vec<EngineEvent>> {
         let c = self.model.cfg.clone();
-        // Whole requests, up to encode_batch images (at least one request).
-        let mut take = 0;
-        let mut images = 0;
-        for s in &self.waiting {
-            if take > 0 && images + s.req.images.len() > self.cfg.encode_batch {
-                break;
-            }
-            images += s.req.images.len();
-            take += 1;
-        }
         let v = &c.vision;
         let px_elems = images * v.channels * v.image_size * v.image_size;
         let g = &self.model.gpu;
@@ -757,61 +696,52 @@ impl Engine {
         // Random pixels in [-1, 1): a normalised image.
         self.pixels_seed = mix64(self.pixels_seed);
         let (n, seed, scale, off) = (px_elems as u64, self.pixels_seed, 1.0f32, 0.0f32);
-        self.model.k.get("fill_uniform").launch(
-            grid_for(n, 256, g.info.sms),
-            256,
-            &self.stream,
-            &mut kargs![px, n, seed, scale, off],
-        )?;
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); px was sized
+        // px_elems bf16 just above and stays in the engine's scratch.
+        unsafe {
+            self.model.k.get("fill_uniform").launch(
+                grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![px, n, seed, scale, off],
+            )
+        }?;
         self.model
             .encode(&self.stream, px, images, out, &mut self.sc)?;
-        let mut done = Vec::new();
         let mut row = 0usize;
-        for _ in 0..take {
-            let Some(mut s) = self.waiting.pop_front() else {
-                break;
+        for id in ids {
+            let Some(h) = self.held.get_mut(id) else {
+                continue;
             };
-            let bytes = s.req.images.len() * v.patches() * d * 2;
+            let bytes = h.req.images.len() * v.patches() * d * 2;
             let buf = match self.emb_free.iter().position(|b| b.bytes == bytes) {
                 Some(i) => self.emb_free.swap_remove(i),
                 None => self.model.gpu.alloc(bytes)?,
             };
-            crate::device::copy_dtod_async(buf.ptr, out + row as u64, bytes, &self.stream)?;
+            crate::cuda::device::copy_dtod_async(buf.ptr, out + row as u64, bytes, &self.stream)?;
             row += bytes;
-            s.emb = Some(buf);
-            done.push(s);
+            h.emb = Some(buf);
         }
         self.stream.synchronize()?;
-        let events = stamped(&done, EventKind::EncodeDone, self.now());
-        self.encoded.extend(done);
-        Ok((StepKind::Encode { images }, events))
+        Ok(stamped(ids, EventKind::EncodeDone, self.now()))
     }
 
-    fn prefill_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
+    /// Prefills the prompts of `ids` in one packed pass, reports the step done and returns its
+    /// kind and events (first tokens, and the requests that finish with them).
+    fn prefill(&mut self, ids: &[u64]) -> Result<(StepKind, Vec<EngineEvent>)> {
         let c = self.model.cfg.clone();
         let np = c.image_tokens();
         let d = c.llm.hidden;
-        let mut seqs = Vec::new();
-        let mut tokens = 0;
-        while let Some(s) = self.encoded.front() {
-            let len = s.prompt_len(np);
-            let need = self.blocks_needed(s);
-            if !seqs.is_empty()
-                && (tokens + len > self.cfg.prefill_tokens
-                    || self.running.len() + seqs.len() >= self.cfg.max_batch)
-            {
-                break;
-            }
-            if need > self.free_blocks.len() {
-                break;
-            }
-            let Some(mut s) = self.encoded.pop_front() else {
-                break;
+        let mut seqs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (Some(h), Some(s)) = (self.held.get(id), self.sched.sequence(*id)) else {
+                return Err(Error::Check(format!(
+                    "request {id} chosen for prefill is not held by the engine"
+                )));
             };
-            self.take_blocks(&mut s);
-            tokens += len;
-            seqs.push(s);
+            seqs.push((h, s.blocks.as_slice()));
         }
+        let tokens = seqs.iter().map(|(h, _)| prompt_len(&h.req, np)).sum();
         // Packed inputs: tokens, image rows (into a staging copy of all images), positions,
         // slots, cu_seqlens, last rows.
         let mut tok = Vec::with_capacity(tokens);
@@ -822,19 +752,18 @@ impl Engine {
         let mut last = Vec::new();
         let mut img_base = 0usize;
         let g = &self.model.gpu;
-        let total_imgs: usize = seqs.iter().map(|s| s.req.images.len()).sum();
+        let total_imgs: usize = seqs.iter().map(|(h, _)| h.req.images.len()).sum();
         let imgs = self.sc.get(g, "p_img", (total_imgs * np * d * 2).max(16))?;
-        for s in &seqs {
+        for (h, blocks) in &seqs {
             let mut p = 0usize;
             let mut img = 0usize;
-            for &t in &s.req.prompt {
+            for &t in &h.req.prompt {
                 if t == IMAGE_TOKEN {
                     for r in 0..np {
                         tok.push(0);
                         img_rows.push((img_base + img * np + r) as i32);
                         pos.push(p as i32);
-                        slots
-                            .push(s.blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
+                        slots.push(blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
                         p += 1;
                     }
                     img += 1;
@@ -842,24 +771,28 @@ impl Engine {
                     tok.push(t);
                     img_rows.push(-1);
                     pos.push(p as i32);
-                    slots.push(s.blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
+                    slots.push(blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
                     p += 1;
                 }
             }
-            if let Some(e) = &s.emb {
-                let bytes = s.req.images.len() * np * d * 2;
-                crate::device::copy_dtod_async(
+            if let Some(e) = &h.emb {
+                let bytes = h.req.images.len() * np * d * 2;
+                crate::cuda::device::copy_dtod_async(
                     imgs + (img_base * d * 2) as u64,
                     e.ptr,
                     bytes,
                     &self.stream,
                 )?;
             }
-            img_base += s.req.images.len() * np;
+            img_base += h.req.images.len() * np;
             cu.push(cu[cu.len() - 1] + p as i32);
             last.push(cu[cu.len() - 1] - 1);
         }
-        let max_len = seqs.iter().map(|s| s.prompt_len(np)).max().unwrap_or(0);
+        let max_len = seqs
+            .iter()
+            .map(|(h, _)| prompt_len(&h.req, np))
+            .max()
+            .unwrap_or(0);
         let m = seqs.len();
         let mut ints = Vec::with_capacity(4 * tok.len() + 2 * m + 1);
         for a in [&tok, &img_rows, &pos, &slots] {
@@ -871,36 +804,25 @@ impl Engine {
         let am = self.queue_prefill(&pass, imgs)?;
         self.stream.synchronize()?;
         let mut raw = vec![0u8; m * 4];
-        crate::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
+        crate::serve::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
         let t = self.now();
-        let mut events = Vec::new();
-        for (i, mut s) in seqs.into_iter().enumerate() {
-            let tk =
-                i32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
-                    as u32;
-            s.len = s.prompt_len(np);
-            if let Some(e) = s.emb.take() {
-                if s.lent {
+        let toks: Vec<u32> = raw
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
+            .collect();
+        for id in ids {
+            let Some(h) = self.held.get_mut(id) else {
+                continue;
+            };
+            if let Some(e) = h.emb.take() {
+                if h.lent {
                     self.spent.push(e);
                 } else {
                     self.recycle(e);
                 }
             }
-            s.generated.push(tk);
-            events.push(EngineEvent {
-                id: s.req.id,
-                kind: EventKind::FirstToken,
-                token: Some(tk),
-                t,
-            });
-            if s.generated.len() >= s.req.output_tokens {
-                events.push(self.finish(s, t));
-            } else if self.cfg.hand_off {
-                self.prefilled.push_back(s);
-            } else {
-                self.running.insert(s.req.id, s);
-            }
         }
+        let events = self.tokens_made(ids, &toks, EventKind::FirstToken, t);
         Ok((
             StepKind::Prefill {
                 seqs: m,
@@ -910,14 +832,38 @@ impl Engine {
         ))
     }
 
-    fn finish(&mut self, s: Seq, t: f64) -> EngineEvent {
-        self.free_blocks.extend(s.blocks.iter().rev());
-        EngineEvent {
-            id: s.req.id,
-            kind: EventKind::Finished,
-            token: None,
-            t,
+    /// Reports the step that made `toks` (one for each of `ids`) done: the token events and,
+    /// after each request that finished, its `Finished`.
+    fn tokens_made(
+        &mut self,
+        ids: &[u64],
+        toks: &[u32],
+        kind: EventKind,
+        t: f64,
+    ) -> Vec<EngineEvent> {
+        let finished = self.sched.step_done();
+        let mut events = Vec::with_capacity(ids.len() + finished.len());
+        for (&id, &tk) in ids.iter().zip(toks) {
+            if let Some(h) = self.held.get_mut(&id) {
+                h.generated.push(tk);
+            }
+            events.push(EngineEvent {
+                id,
+                kind,
+                token: Some(tk),
+                t,
+            });
+            if finished.contains(&id) {
+                self.held.remove(&id);
+                events.push(EngineEvent {
+                    id,
+                    kind: EventKind::Finished,
+                    token: None,
+                    t,
+                });
+            }
         }
+        events
     }
 
     /// Queue one decode step of `bucket` rows whose inputs are already in `dec.ints`.
@@ -1002,7 +948,13 @@ impl Engine {
                 n * 4,
             );
         }
-        crate::device::copy_htod_async(self.dec.ints.ptr, &self.dec.host, 0, n * 4, &self.stream)
+        crate::cuda::device::copy_htod_async(
+            self.dec.ints.ptr,
+            &self.dec.host,
+            0,
+            n * 4,
+            &self.stream,
+        )
     }
 
     /// Run one decode step (graph replay or direct launches) and return the sampled tokens.
@@ -1020,7 +972,7 @@ impl Engine {
         } else {
             self.queue_decode(bucket)?;
         }
-        crate::device::copy_dtoh_async(
+        crate::cuda::device::copy_dtoh_async(
             &self.dec.argmax_host,
             0,
             self.dec.argmax.ptr,
@@ -1032,44 +984,24 @@ impl Engine {
         Ok((0..batch).map(|i| unsafe { *p.add(i) } as u32).collect())
     }
 
-    fn decode_step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {
-        let batch = self.running.len();
-        let b = bucket(batch, self.cfg.max_batch);
-        let ids: Vec<u64> = self.running.keys().copied().collect();
-        let rows: Vec<(u32, usize, Vec<i32>)> = ids
-            .iter()
-            .map(|id| {
-                let s = &self.running[id];
-                (*s.generated.last().unwrap_or(&0), s.len, s.blocks.clone())
-            })
-            .collect();
+    /// One decode step of `ids` (the running requests, in order) padded to `bucket` rows;
+    /// returns the sampled tokens.
+    fn decode(&mut self, ids: &[u64], bucket: usize) -> Result<Vec<u32>> {
+        let mut rows: Vec<(u32, usize, Vec<i32>)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (Some(h), Some(s)) = (self.held.get(id), self.sched.sequence(*id)) else {
+                return Err(Error::Check(format!(
+                    "request {id} chosen for decode is not held by the engine"
+                )));
+            };
+            rows.push((*h.generated.last().unwrap_or(&0), s.len, s.blocks.clone()));
+        }
         let refs: Vec<(u32, usize, &[i32])> = rows
             .iter()
             .map(|(t, p, b)| (*t, *p, b.as_slice()))
             .collect();
-        self.write_decode_inputs(&refs, b)?;
-        let toks = self.run_decode(b, batch)?;
-        let t = self.now();
-        let mut events = Vec::new();
-        for (id, tk) in ids.into_iter().zip(toks) {
-            let Some(s) = self.running.get_mut(&id) else {
-                continue;
-            };
-            s.len += 1;
-            s.generated.push(tk);
-            events.push(EngineEvent {
-                id,
-                kind: EventKind::Token,
-                token: Some(tk),
-                t,
-            });
-            if s.generated.len() >= s.req.output_tokens
-                && let Some(s) = self.running.remove(&id)
-            {
-                events.push(self.finish(s, t));
-            }
-        }
-        Ok((StepKind::Decode { batch, bucket: b }, events))
+        self.write_decode_inputs(&refs, bucket)?;
+        self.run_decode(bucket, ids.len())
     }
 
     /// Run until every submitted request has finished; all events in order.
@@ -1253,12 +1185,16 @@ impl Engine {
             images * v.patches() * self.model.cfg.llm.hidden * 2,
         )?;
         let (n, seed, scale, off) = (px_elems as u64, 5u64, 1.0f32, 0.0f32);
-        self.model.k.get("fill_uniform").launch(
-            grid_for(n, 256, g.info.sms),
-            256,
-            &self.stream,
-            &mut kargs![px, n, seed, scale, off],
-        )?;
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); px was sized
+        // px_elems bf16 just above and stays in the engine's scratch.
+        unsafe {
+            self.model.k.get("fill_uniform").launch(
+                grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![px, n, seed, scale, off],
+            )
+        }?;
         let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
         let mut times = Vec::new();
         // encode() uploads cu_seqlens synchronously first; the events bracket the GPU work only.
@@ -1278,7 +1214,7 @@ impl Engine {
 
     /// Device scratch of a decode step, for tests: logits of the last step [bucket, vocab].
     pub fn last_decode_logits(&self, rows: usize) -> Result<Vec<f32>> {
-        crate::model::gpu::download_f32(&self.dec.logits, rows * self.model.cfg.llm.vocab)
+        crate::serve::model::gpu::download_f32(&self.dec.logits, rows * self.model.cfg.llm.vocab)
     }
 
     /// Sampled tokens of the last decode step (device copy), for tests.
@@ -1290,14 +1226,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_are_powers_of_two_capped() {
-        assert_eq!(bucket(1, 64), 1);
-        assert_eq!(bucket(3, 64), 4);
-        assert_eq!(bucket(33, 64), 64);
-        assert_eq!(bucket(50, 48), 48);
-    }
 
     #[test]
     fn synthetic_requests_are_well_formed() {

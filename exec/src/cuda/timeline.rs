@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::device::{Event, Stream};
+use crate::cuda::device::{Event, Stream};
 use crate::error::Result;
 
 thread_local! {
@@ -72,26 +72,6 @@ fn summarize(times: Vec<(String, f64)>) -> Vec<OpTime> {
     out
 }
 
-/// Markdown table of one pass: `passes` passes were recorded, so times are divided by it.
-pub fn table(title: &str, ops: &[OpTime], passes: usize) -> String {
-    let total: f64 = ops.iter().map(|o| o.ms).sum();
-    let p = passes.max(1) as f64;
-    let mut s = format!(
-        "{title}: {:.3} ms per pass\n\n| operation | calls per pass | ms per pass | share |\n|---|---|---|---|\n",
-        total / p
-    );
-    for o in ops {
-        s += &format!(
-            "| {} | {} | {:.3} | {:.1} % |\n",
-            o.label,
-            o.calls as f64 / p,
-            o.ms / p,
-            100.0 * o.ms / total.max(f64::MIN_POSITIVE)
-        );
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,8 +98,5 @@ mod tests {
                 },
             ]
         );
-        let t = table("x", &ops, 2);
-        assert!(t.starts_with("x: 4.000 ms per pass"), "{t}");
-        assert!(t.contains("| a | 1 | 1.500 | 37.5 % |"), "{t}");
     }
 }

@@ -2,9 +2,9 @@
 //! all row-major, fp32 accumulate. In cuBLAS's column-major terms that is
 //! `Yᵀ (N×M) = op_T(W as K×N) · Xᵀ (K×M)` — the "TN" case, cuBLASLt's fastest bf16 path.
 
-use crate::device::Stream;
+use crate::cuda::device::Stream;
+use crate::cuda::libs;
 use crate::error::{Error, Result};
-use crate::libs;
 use cudarc::cublaslt::sys::{self as lt, cublasStatus_t};
 use std::ffi::c_void;
 

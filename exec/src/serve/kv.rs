@@ -13,11 +13,14 @@
 //! The GPU kernels in `kernels/kv_transfer.cu` implement the same mapping in 16-byte vectors
 //! (8 bf16), so `head_dim` must be a multiple of 8.
 
-use crate::device::Stream;
+use crate::cuda::device::Stream;
+use crate::cuda::kernels::{Kernel, grid_for};
 use crate::error::{Error, Result};
 use crate::kargs;
-use crate::kernels::{Kernel, grid_for};
 use serde::{Deserialize, Serialize};
+
+/// The gather / scatter / checksum kernels of this layout.
+pub const KV_SRC: &str = include_str!("../../../kernels/kv_transfer.cu");
 
 pub const BLOCK_TOKENS: usize = 16;
 pub const BF16_BYTES: usize = 2;
@@ -107,8 +110,15 @@ pub struct PagedGeometry {
 
 /// Queue `kv_gather` (pool → packed) or, `to_pool`, `kv_scatter` (packed → pool) of one request
 /// whose blocks are listed at device address `table`, in a pool of `nblocks` blocks.
+///
+/// # Safety
+///
+/// `pool` holds `nblocks` blocks of this layout on `st`'s GPU, `packed` at least
+/// `geo.n_vec` 16-byte vectors, `table` the request's `s.div_ceil(16)` block ids (each below
+/// `nblocks`) as i32, and all three stay allocated until the kernel has run (`kernel` is
+/// `kv_scatter` when `to_pool`, else `kv_gather`).
 #[allow(clippy::too_many_arguments)]
-pub fn launch_move(
+pub unsafe fn launch_move(
     kernel: &Kernel,
     to_pool: bool,
     pool: u64,
@@ -122,19 +132,27 @@ pub fn launch_move(
     let (n, dv, s, h) = (geo.n_vec, geo.dv, geo.s, geo.heads);
     let grid = grid_for(n, 256, sms);
     if to_pool {
-        kernel.launch(
-            grid,
-            256,
-            st,
-            &mut kargs![packed, pool, table, n, dv, s, h, nblocks],
-        )
+        // SAFETY: kv_scatter(packed, pool, table, n_vec, dv, s, heads, nblocks), u64 / u32 as
+        // declared in kernels/kv_transfer.cu; the buffers are this function's caller's to vouch for.
+        unsafe {
+            kernel.launch(
+                grid,
+                256,
+                st,
+                &mut kargs![packed, pool, table, n, dv, s, h, nblocks],
+            )
+        }
     } else {
-        kernel.launch(
-            grid,
-            256,
-            st,
-            &mut kargs![pool, packed, table, n, dv, s, h, nblocks],
-        )
+        // SAFETY: kv_gather(pool, packed, table, n_vec, dv, s, heads, nblocks), u64 / u32 as
+        // declared in kernels/kv_transfer.cu; the buffers are this function's caller's to vouch for.
+        unsafe {
+            kernel.launch(
+                grid,
+                256,
+                st,
+                &mut kargs![pool, packed, table, n, dv, s, h, nblocks],
+            )
+        }
     }
 }
 
@@ -238,6 +256,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kv_kernels_are_embedded() {
+        for k in [
+            "kv_gather",
+            "kv_scatter",
+            "kv_checksum_paged",
+            "checksum_u4",
+            "fill_random_u32",
+        ] {
+            assert!(
+                KV_SRC.contains(&format!("void {k}(")),
+                "{k} missing from kv_transfer.cu"
+            );
+        }
+    }
+
+    #[test]
     fn llava_sizes_match_the_design_brief() {
         let m = ModelShape::LLAVA_15_7B;
         assert_eq!(m.emb_bytes(), 4_718_592);
@@ -264,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_engine_model_ships_what_the_design_brief_says() {
-        let c = crate::model::llava::LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
+        let c = crate::serve::model::llava::LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
         assert_eq!(c.transfer_shape(), ModelShape::LLAVA_15_7B);
         assert_eq!(c.transfer_shape().kv_bytes(596), 312_475_648);
     }

@@ -217,8 +217,8 @@ impl LlavaConfig {
     }
 
     /// The shapes that decide transfer sizes (KV cache and embeddings on the wire).
-    pub fn transfer_shape(&self) -> crate::kv::ModelShape {
-        crate::kv::ModelShape {
+    pub fn transfer_shape(&self) -> crate::serve::kv::ModelShape {
+        crate::serve::kv::ModelShape {
             layers: self.llm.layers,
             kv_heads: self.llm.kv_heads,
             head_dim: self.llm.head_dim,

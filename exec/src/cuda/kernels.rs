@@ -1,14 +1,10 @@
 //! Kernels from `kernels/*.cu`, embedded in the binary and compiled with NVRTC for the GPU at hand.
 
-use crate::device::{Gpu, Stream, ck};
+use crate::cuda::device::{Gpu, Stream, ck};
+use crate::cuda::libs;
 use crate::error::{Error, Result};
-use crate::libs;
 use cudarc::driver::sys::{self, CUfunction, CUmodule};
 use std::ffi::{CString, c_void};
-
-pub const PROBE_SRC: &str = include_str!("../../kernels/probe.cu");
-pub const KV_SRC: &str = include_str!("../../kernels/kv_transfer.cu");
-pub const LLAVA_SRC: &str = include_str!("../../kernels/llava.cu");
 
 /// A compiled module loaded into one GPU's primary context.
 pub struct Module {
@@ -87,26 +83,44 @@ macro_rules! kargs {
 }
 
 impl Kernel {
-    /// Launch on `s` with a 1-D grid. `args` must point at values whose types match the kernel.
-    pub fn launch(
+    /// Launch on `s` with a 1-D grid.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Kernel::launch3`].
+    pub unsafe fn launch(
         &self,
         grid: u32,
         block: u32,
         s: &Stream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
-        self.launch3((grid, 1, 1), block, s, args)
+        // SAFETY: the caller upholds launch3's contract; only the grid's shape differs.
+        unsafe { self.launch3((grid, 1, 1), block, s, args) }
     }
 
     /// Launch on `s` with a 3-D grid.
-    pub fn launch3(
+    ///
+    /// # Safety
+    ///
+    /// The driver cannot check a launch against the kernel's CUDA signature; the caller
+    /// guarantees:
+    /// * `args` has one pointer per kernel parameter, in order, each to a live value of exactly
+    ///   the parameter's type (`u32` for `u32`, `u64` for a device pointer or `u64`, `f32` for
+    ///   `float`, `i32` for `int`), as [`kargs!`](crate::kargs) builds it;
+    /// * every device pointer among them belongs to `s`'s GPU and addresses memory large
+    ///   enough for every element the kernel reads or writes with this grid and these sizes;
+    /// * that memory stays allocated until the kernel has finished (the stream is synchronised
+    ///   or later work on it is ordered after the kernel), and no other stream writes it
+    ///   meanwhile unless ordered by events.
+    pub unsafe fn launch3(
         &self,
         grid: (u32, u32, u32),
         block: u32,
         s: &Stream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
-        crate::timeline::mark(s, || self.name.clone())?;
+        crate::cuda::timeline::mark(s, || self.name.clone())?;
         let mut early = sys::CUlaunchAttribute {
             id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
             pad: [0; 4],
@@ -145,34 +159,6 @@ pub fn grid_for(n: u64, block: u32, sms: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernels_are_embedded() {
-        for k in [
-            "kv_gather",
-            "kv_scatter",
-            "kv_checksum_paged",
-            "checksum_u4",
-            "fill_random_u32",
-        ] {
-            assert!(
-                KV_SRC.contains(&format!("void {k}(")),
-                "{k} missing from kv_transfer.cu"
-            );
-        }
-        for k in crate::model::gpu::KERNELS {
-            assert!(
-                LLAVA_SRC.contains(&format!("void {k}(")) || LLAVA_SRC.contains(&format!(") {k}(")),
-                "{k} missing from llava.cu"
-            );
-        }
-        for k in ["empty_kernel", "copy_u4", "fill_bf16_uniform"] {
-            assert!(
-                PROBE_SRC.contains(&format!("void {k}(")),
-                "{k} missing from probe.cu"
-            );
-        }
-    }
 
     #[test]
     fn grid_is_bounded() {

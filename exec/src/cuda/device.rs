@@ -8,8 +8,8 @@
 //! Primary contexts are retained for the life of the process and never released (the driver
 //! tears them down at exit); this keeps buffer/stream drop order free of context lifetimes.
 
+use crate::cuda::libs;
 use crate::error::{Error, Result};
-use crate::libs;
 use cudarc::driver::sys::{self, CUcontext, CUdevice, CUdeviceptr, CUevent, CUresult, CUstream};
 use serde::{Deserialize, Serialize};
 use std::ffi::{CStr, c_void};
@@ -22,7 +22,8 @@ pub fn check(res: CUresult, what: impl FnOnce() -> String) -> Result<()> {
     }
     let mut name: *const std::ffi::c_char = std::ptr::null();
     let mut msg: *const std::ffi::c_char = std::ptr::null();
-    // SAFETY: the driver is loaded (we only get here after a driver call) and returns static strings.
+    // SAFETY: the driver is loaded (we only get here after a driver call) and returns static
+    // strings.
     unsafe {
         sys::cuGetErrorName(res, &mut name);
         sys::cuGetErrorString(res, &mut msg);
@@ -45,7 +46,7 @@ pub fn check(res: CUresult, what: impl FnOnce() -> String) -> Result<()> {
 /// Shorthand: `ck!(sys::cuFoo(a, b), "cuFoo({a})")`.
 macro_rules! ck {
     ($call:expr, $($fmt:tt)+) => {
-        $crate::device::check(unsafe { $call }, || format!($($fmt)+))
+        $crate::cuda::device::check(unsafe { $call }, || format!($($fmt)+))
     };
 }
 pub(crate) use ck;
@@ -278,8 +279,8 @@ pub fn peer_info(a: &Gpu, b: &Gpu) -> Result<PeerInfo> {
     let native_atomics = p2p(CU_DEVICE_P2P_ATTRIBUTE_NATIVE_ATOMIC_SUPPORTED)? != 0;
     let performance_rank = p2p(CU_DEVICE_P2P_ATTRIBUTE_PERFORMANCE_RANK)?;
     let nvlink_active_links = match (
-        crate::nvml::active_nvlinks(&a.info.pci_bus_id),
-        crate::nvml::active_nvlinks(&b.info.pci_bus_id),
+        crate::cuda::nvml::active_nvlinks(&a.info.pci_bus_id),
+        crate::cuda::nvml::active_nvlinks(&b.info.pci_bus_id),
     ) {
         (Some(x), Some(y)) => Some((x, y)),
         _ => None,
