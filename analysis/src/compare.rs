@@ -7,14 +7,16 @@
 use std::collections::BTreeMap;
 
 use hetsim_sim::error::InputError;
+use hetsim_sim::records::{RequestStatus, Source};
 use polars::prelude::*;
 
+use crate::columns::{f64s, texts, u64s};
 use crate::load::Results;
-use crate::metrics::{Metrics, Scenario, f64s, input, texts, u64s};
+use crate::metrics::{Metrics, Scenario, input};
 use crate::table::{Show, Table, Value};
 
-pub const SIM: &str = "sim";
-pub const EXEC: &str = "exec";
+pub const SIM: &str = Source::Sim.as_str();
+pub const EXEC: &str = Source::Exec.as_str();
 
 /// A scenario-level metric compared: key, label, unit, how to read it.
 struct Metric {
@@ -211,7 +213,7 @@ fn request_frame(r: &Results, source: &str, suffix: &str) -> LazyFrame {
         .filter(
             col("source")
                 .eq(lit(source))
-                .and(col("status").eq(lit("finished"))),
+                .and(col("status").eq(lit(RequestStatus::Finished.as_str()))),
         )
         .group_by([col("scenario"), col("request_id")])
         .agg(means)

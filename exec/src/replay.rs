@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use hetsim_sim::catalog::LinkKind;
 use hetsim_sim::cluster::Role;
 use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
-use hetsim_sim::records::{RequestRecord, TransferRecord};
+use hetsim_sim::records::{
+    DropReason, RequestRecord, RequestStatus, Source, TransferKind, TransferRecord,
+};
 
 use crate::device::{DeviceBuffer, Event, Gpu, Stream};
 use crate::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
@@ -237,12 +239,12 @@ fn record(
     };
     RequestRecord {
         scenario: s.name.clone(),
-        strategy: s.strategy.name(),
+        strategy: s.strategy,
         request_id: r.id,
         status: if t.finished.is_some() {
-            "finished".into()
+            RequestStatus::Finished
         } else {
-            "dropped:engine".into()
+            RequestStatus::Dropped(DropReason::Engine)
         },
         arrival_s: arrival,
         n_images: r.images.len() as u64,
@@ -268,7 +270,7 @@ fn record(
         prefill_instance: Some(if stage { up } else { down } as u64),
         decode_instance: Some(down as u64),
         preemptions: 0,
-        source: "exec",
+        source: Source::Exec,
     }
 }
 
@@ -825,7 +827,11 @@ fn replay_split(
             Some(TransferRecord {
                 scenario: s.name.clone(),
                 request_id: r.id,
-                kind: if stage { "kv" } else { "embedding" },
+                kind: if stage {
+                    TransferKind::Kv
+                } else {
+                    TransferKind::Embedding
+                },
                 src_instance: ui as u64,
                 dst_instance: di as u64,
                 link: fabric.name,
@@ -834,7 +840,7 @@ fn replay_split(
                 ready_s: if stage { t.first? } else { t.encoded? },
                 start_s: t.tx_start?,
                 end_s: t.tx_end?,
-                source: "exec",
+                source: Source::Exec,
             })
         })
         .collect();

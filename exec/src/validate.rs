@@ -186,7 +186,7 @@ pub fn write_csv(rows: &[Row], path: &std::path::Path) -> Result<()> {
 /// The simulator's writer publishes all five tables of a run; the other four are left empty.
 pub fn write_transfer_records(rows: &[Row], dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     use hetsim_sim::output::ResultWriter;
-    use hetsim_sim::records::TransferRecord;
+    use hetsim_sim::records::{Source, TransferKind, TransferRecord};
     let mut w = ResultWriter::create(dir).map_err(|e| Error::Invalid(e.to_string()))?;
     for (i, r) in rows.iter().enumerate() {
         let link = hetsim_sim::catalog::link_by_name(&r.link)
@@ -195,7 +195,11 @@ pub fn write_transfer_records(rows: &[Row], dir: &std::path::Path) -> Result<Vec
         let rec = TransferRecord {
             scenario: format!("validate-transfer/{}/L{}/{}", r.model, r.layers, r.method),
             request_id: i as u64,
-            kind: if r.payload == "kv" { "kv" } else { "embedding" },
+            kind: if r.payload == "kv" {
+                TransferKind::Kv
+            } else {
+                TransferKind::Embedding
+            },
             src_instance: r.src_gpu as u64,
             dst_instance: r.dst_gpu as u64,
             link,
@@ -204,7 +208,7 @@ pub fn write_transfer_records(rows: &[Row], dir: &std::path::Path) -> Result<Vec
             ready_s: 0.0,
             start_s: 0.0,
             end_s: r.transfer_us * 1e-6,
-            source: "exec",
+            source: Source::Exec,
         };
         w.transfers
             .append(&rec)

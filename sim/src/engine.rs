@@ -11,13 +11,15 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use crate::catalog::ImageTokens;
 use crate::cluster::Role;
+use crate::engine_spec::Schedule;
 use crate::error::{Error, InputError};
-use crate::experiment::{KvTransferMode, Routing, Scenario, Schedule};
+use crate::experiment::{KvTransferMode, Routing, Scenario};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
 use crate::perf::{BatchShape, PhaseModel};
 use crate::records::{
-    InstanceRecord, LinkRecord, RecordSink, RequestRecord, SummaryRecord, TransferRecord,
+    DropReason, InstanceRecord, LinkRecord, RecordSink, RequestRecord, RequestStatus, Source,
+    SummaryRecord, TransferKind, TransferRecord,
 };
 use crate::stats::LogHistogram;
 use crate::workload::{Request, RequestSource};
@@ -315,9 +317,9 @@ impl<'a> Simulation<'a> {
         }
         // Nothing left to happen: whatever is still in flight is a bug, reported as stalled.
         let reason = if stopped_at_horizon {
-            "horizon"
+            DropReason::Horizon
         } else {
-            "stalled"
+            DropReason::Stalled
         };
         let left: Vec<ReqId> = self.reqs.keys().copied().collect();
         for id in left {
@@ -423,7 +425,7 @@ impl<'a> Simulation<'a> {
         };
         let fits = |inst: &Instance| inst.kv.blocks_for(need_tokens) <= inst.kv.total_blocks;
         let Some(i) = self.route(role, fits) else {
-            return self.drop_request(id, "kv_capacity");
+            return self.drop_request(id, DropReason::KvCapacity);
         };
         self.assign(i, id);
         self.inst[i].waiting.push_back(id);
@@ -433,10 +435,10 @@ impl<'a> Simulation<'a> {
 
     /// Without chunked prefill a prompt longer than the step's token budget can never be
     /// scheduled; vLLM refuses such a prompt, and so does this engine.
-    fn inadmissible(&self, id: ReqId) -> Option<&'static str> {
+    fn inadmissible(&self, id: ReqId) -> Option<DropReason> {
         let e = &self.s.engine;
         (!e.chunked_prefill && self.reqs[&id].context > e.token_budget)
-            .then_some("prompt_over_token_budget")
+            .then_some(DropReason::PromptOverTokenBudget)
     }
 
     /// Picks an instance of `role` among those `ok` accepts. LLM work may also go to a stealing
@@ -858,7 +860,7 @@ impl<'a> Simulation<'a> {
         let Some(dst) = self.route(role, |inst| {
             inst.kv.blocks_for(need) <= inst.kv.total_blocks
         }) else {
-            return self.drop_request(id, "kv_capacity");
+            return self.drop_request(id, DropReason::KvCapacity);
         };
         self.assign(dst, id);
         if dst == e {
@@ -891,7 +893,7 @@ impl<'a> Simulation<'a> {
                 }) else {
                     // No decode instance can ever hold it. Drop it once prefill is over.
                     if layerwise.is_none() {
-                        self.drop_request(id, "kv_capacity")?;
+                        self.drop_request(id, DropReason::KvCapacity)?;
                     }
                     return Ok(());
                 };
@@ -1081,8 +1083,8 @@ impl<'a> Simulation<'a> {
             scenario: self.s.name.clone(),
             request_id: t.req,
             kind: match t.kind {
-                Kind::Embedding => "embedding",
-                Kind::Kv => "kv",
+                Kind::Embedding => TransferKind::Embedding,
+                Kind::Kv => TransferKind::Kv,
             },
             src_instance: t.src as u64,
             dst_instance: t.dst as u64,
@@ -1092,7 +1094,7 @@ impl<'a> Simulation<'a> {
             ready_s: secs(t.ready_ns),
             start_s: secs(t.start_ns),
             end_s: secs(self.now),
-            source: "sim",
+            source: Source::Sim,
         })?;
         match t.kind {
             Kind::Embedding => {
@@ -1164,10 +1166,10 @@ impl<'a> Simulation<'a> {
             self.good += 1;
         }
         self.output_tokens += out;
-        self.emit(&r, "finished", Some((ttft, tpot, e2e)))
+        self.emit(&r, RequestStatus::Finished, Some((ttft, tpot, e2e)))
     }
 
-    fn drop_request(&mut self, id: ReqId, reason: &str) -> Result<(), Error> {
+    fn drop_request(&mut self, id: ReqId, reason: DropReason) -> Result<(), Error> {
         let r = self.reqs.remove(&id).expect("live");
         for &a in &r.assigned {
             self.inst[a].load -= 1;
@@ -1179,21 +1181,21 @@ impl<'a> Simulation<'a> {
             self.inst[d].kv.give_back(r.reserved);
         }
         self.inv.dropped += 1;
-        self.emit(&r, &format!("dropped:{reason}"), None)
+        self.emit(&r, RequestStatus::Dropped(reason), None)
     }
 
     fn emit(
         &mut self,
         r: &Req,
-        status: &str,
+        status: RequestStatus,
         lat: Option<(f64, Option<f64>, f64)>,
     ) -> Result<(), Error> {
         let o = |t: Option<u64>| t.map(secs);
         let rec = RequestRecord {
             scenario: self.s.name.clone(),
-            strategy: self.s.strategy.name(),
+            strategy: self.s.strategy,
             request_id: r.r.id,
-            status: status.to_string(),
+            status,
             arrival_s: secs(r.r.arrival_ns),
             n_images: r.images.len() as u64,
             visual_tokens: r.visual,
@@ -1218,7 +1220,7 @@ impl<'a> Simulation<'a> {
             prefill_instance: r.prefill_inst.map(|x| x as u64),
             decode_instance: r.decode_inst.map(|x| x as u64),
             preemptions: r.preemptions,
-            source: "sim",
+            source: Source::Sim,
         };
         self.sink.request(&rec)
     }
@@ -1265,7 +1267,7 @@ impl<'a> Simulation<'a> {
                 preemptions: x.preemptions,
                 weight_gib_per_gpu: s.memory[i].weight_bytes / (1u64 << 30) as f64,
                 cost_usd: usd_per_s * duration,
-                source: "sim",
+                source: Source::Sim,
             });
         }
         // Every GPU of the cluster is paid for, used by an instance or not.
@@ -1286,7 +1288,7 @@ impl<'a> Simulation<'a> {
                 bytes: u.bytes,
                 busy_s: secs(u.busy_ns),
                 utilization: u.bytes as f64 / (p.bytes_per_s * duration),
-                source: "sim",
+                source: Source::Sim,
             })
             .collect();
         let busiest = links.iter().max_by(|a, b| {
@@ -1298,7 +1300,7 @@ impl<'a> Simulation<'a> {
         let q = |h: &LogHistogram, p: f64| h.quantile(p);
         let summary = SummaryRecord {
             scenario: s.name.clone(),
-            strategy: s.strategy.name(),
+            strategy: s.strategy,
             model: s.model.name.clone(),
             gpus: gpu_mix(s),
             gpu_count: s.cluster.gpus.len() as u64,
@@ -1345,7 +1347,7 @@ impl<'a> Simulation<'a> {
             } else {
                 0.0
             },
-            source: "sim",
+            source: Source::Sim,
         };
         RunResult {
             summary,
