@@ -882,21 +882,20 @@ pub fn validate(
 ) -> Result<Validation> {
     use hetsim_sim::output::ResultWriter;
     use hetsim_sim::records::MemorySink;
-    let sim_err = |e: hetsim_sim::error::Error| Error::Invalid(e.to_string());
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     let mut writer = match out {
-        Some(dir) => Some(ResultWriter::create(dir).map_err(sim_err)?),
+        Some(dir) => Some(ResultWriter::create(dir)?),
         None => None,
     };
     for s in &exp.scenarios {
         let mut sink = MemorySink::default();
-        let run = hetsim_sim::engine::simulate(s, &mut sink, &mut |_| {}).map_err(sim_err)?;
+        let run = hetsim_sim::engine::simulate(s, &mut sink, &mut |_| {})?;
         if let Some(w) = writer.as_mut() {
             for t in &sink.transfers {
-                w.transfers.append(t).map_err(sim_err)?;
+                w.transfers.append(t)?;
             }
-            w.summary.append(&run.summary).map_err(sim_err)?;
+            w.summary.append(&run.summary)?;
         }
         rows.extend(sink.requests);
         match replayable(s) {
@@ -908,15 +907,13 @@ pub fn validate(
                 } = replay(s, gpu)?;
                 if let Some(w) = writer.as_mut() {
                     for t in &transfers {
-                        w.transfers.append(t).map_err(sim_err)?;
+                        w.transfers.append(t)?;
                     }
                     let refs: Vec<&RequestRecord> = measured.iter().collect();
-                    w.summary
-                        .append(&hetsim_sim::compare::summarize_measured(
-                            &run.summary,
-                            &refs,
-                        ))
-                        .map_err(sim_err)?;
+                    w.summary.append(&hetsim_sim::compare::summarize_measured(
+                        &run.summary,
+                        &refs,
+                    ))?;
                 }
                 rows.extend(measured);
             }
@@ -927,11 +924,11 @@ pub fn validate(
     let mut files = Vec::new();
     if let (Some(mut w), Some(dir)) = (writer, out) {
         for r in &rows {
-            w.requests.append(r).map_err(sim_err)?;
+            w.requests.append(r)?;
         }
-        files = w.commit().map_err(sim_err)?;
+        files = w.commit()?;
         let csv = dir.join("comparison.csv");
-        crate::util::write_atomically(&csv, cmp.table.to_csv())?;
+        hetsim_sim::output::write_atomically(&csv, cmp.table.to_csv())?;
         files.push(csv);
     }
     Ok(Validation {

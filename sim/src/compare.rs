@@ -7,6 +7,15 @@ use std::collections::BTreeMap;
 use crate::records::{RequestRecord, RequestStatus, Source, SummaryRecord};
 use crate::table::{Table, Value};
 
+/// The error of a prediction, in %: (predicted − measured) / measured × 100, so positive means
+/// the simulator is pessimistic about a latency (or optimistic about a throughput). None where
+/// there is nothing to divide by or either side is not a number. The one definition: `validate`,
+/// `validate transfer` and `analyze` all call it (analysis's polars form is tested against it).
+pub fn error_pct(predicted: f64, measured: f64) -> Option<f64> {
+    (measured != 0.0 && predicted.is_finite() && measured.is_finite())
+        .then(|| (predicted - measured) / measured * 100.0)
+}
+
 /// Metrics of one scenario's requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
@@ -177,11 +186,7 @@ pub fn compare(rows: &[RequestRecord]) -> Comparison {
         let (p, m) = (metrics(sim), metrics(exec));
         for (name, pv) in &p.values {
             if let Some((_, mv)) = m.values.iter().find(|(n, _)| n == name) {
-                let err = if *mv != 0.0 {
-                    Some(100.0 * (pv - mv) / mv)
-                } else {
-                    None
-                };
+                let err = error_pct(*pv, *mv);
                 if let Some(e) = err {
                     errors.push(e.abs());
                 }
@@ -238,6 +243,15 @@ mod tests {
             preemptions: 0,
             source,
         }
+    }
+
+    #[test]
+    fn error_is_signed_and_relative_to_the_measurement() {
+        // 110 ms predicted against 100 ms measured: 10 % pessimistic; 90 ms: 10 % optimistic.
+        assert!((error_pct(0.110, 0.100).unwrap() - 10.0).abs() < 1e-9);
+        assert!((error_pct(0.090, 0.100).unwrap() + 10.0).abs() < 1e-9);
+        assert_eq!(error_pct(1.0, 0.0), None);
+        assert_eq!(error_pct(f64::NAN, 1.0), None);
     }
 
     #[test]

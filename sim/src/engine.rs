@@ -1113,8 +1113,8 @@ impl<'a> Simulation<'a> {
                 r.kv_transfer = None;
                 if r.first_token.is_none() {
                     // Layerwise stream outran its step (cannot, with the cap): keep the order honest.
-                    return Err(Error::Output(format!(
-                        "internal: KV of request {} arrived before its prefill ended (now {} start {:?} kv {:?} producer {:?} {}/{})",
+                    return Err(Error::Internal(format!(
+                        "KV of request {} arrived before its prefill ended (now {} start {:?} kv {:?} producer {:?} {}/{})",
                         t.req,
                         self.now,
                         r.prefill_start,

@@ -177,7 +177,7 @@ vocabulary! {
     /// Which side of the comparison a row comes from.
     pub enum Source {
         Sim = "sim": "the simulator",
-        Exec = "exec": "measured on GPUs (the harness's real replay)",
+        Exec = "exec": "measured on GPUs by the harness",
     }
 }
 
