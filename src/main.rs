@@ -302,15 +302,10 @@ fn transfer(a: TransferArgs) -> Result<(), Error> {
         }
     };
     match &a.out {
-        Some(path) => write_atomically(path, &text)?,
+        Some(path) => hetsim_sim::output::write_atomically(path, &text)?,
         None => say!("{text}"),
     }
     Ok(())
-}
-
-/// Never a half-written file (hetsim-exec's temporary-file-and-rename).
-fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
-    hetsim_exec::util::write_atomically(path, text).map_err(|e| Error::Output(e.to_string()))
 }
 
 struct Bar {
@@ -342,13 +337,9 @@ impl Progress for Bar {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
-        Err(Error::Input(e)) => {
+        Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e @ Error::Output(_)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -88,12 +88,12 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let md = report::calibration_markdown(&cal);
     println!("{md}");
     if let Some(p) = &a.report {
-        crate::util::write_atomically(p, &md)?;
+        hetsim_sim::output::write_atomically(p, &md)?;
     }
     if let Some(p) = &a.json {
         let s =
             serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
-        crate::util::write_atomically(p, s)?;
+        hetsim_sim::output::write_atomically(p, s)?;
     }
     let mut prof = calibrate::to_profile(&cal);
     if let Some((path, from)) = &links_from {
@@ -200,7 +200,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         let t = bench::breakdown(&c, a.gpu, a.only.as_deref())?;
         println!("{t}");
         if let Some(p) = &a.out {
-            crate::util::write_atomically(p, &t)?;
+            hetsim_sim::output::write_atomically(p, &t)?;
         }
         return Ok(());
     }
@@ -209,7 +209,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     let t = bench::bench_table(&c, &format!("{name}, {}", util::now_utc()), &report);
     println!("{t}");
     if let Some(p) = &a.out {
-        crate::util::write_atomically(p, &t)?;
+        hetsim_sim::output::write_atomically(p, &t)?;
     }
     Ok(())
 }
@@ -294,7 +294,7 @@ pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
     let md = report::validate_markdown(&rows, &opts.command);
     println!("{md}");
     if let Some(p) = &a.report {
-        crate::util::write_atomically(p, &md)?;
+        hetsim_sim::output::write_atomically(p, &md)?;
     }
     Ok(())
 }

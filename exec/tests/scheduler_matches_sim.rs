@@ -12,7 +12,7 @@
 //! first prompt longer than the budget, which the simulator's experiment validation refuses.
 
 use hetsim_exec::serve::scheduler::{Scheduler, SchedulerConfig, SeqSpec, Step};
-use hetsim_sim::experiment::{EngineSpec, Schedule};
+use hetsim_sim::engine_spec::{EngineSpec, Schedule};
 use hetsim_sim::kv::KvPool;
 use hetsim_sim::scheduler::{self as sim, Next, Sequence, Sequences};
 use rand::{RngExt, SeedableRng};

@@ -23,11 +23,13 @@ pub fn plan_chunks(bytes: usize, chunk: usize) -> Vec<(usize, usize)> {
     out
 }
 
-/// Chunk size for a staged copy of `bytes`: big enough that per-copy overhead is small, small
-/// enough that at least ~4 chunks overlap; `max_chunk` caps it (the staging slot size).
+/// Chunk size for a staged copy of `bytes`: the simulator's rule
+/// (`hetsim_sim::catalog::link::staging_chunk_bytes`, about 4 chunks overlapping), so what is
+/// measured is what is modelled; `max_chunk` (the staging slot size) caps it. The calibration's
+/// chunk sweep sets other sizes on purpose, to show how the rate depends on them.
 pub fn staged_chunk(bytes: usize, max_chunk: usize) -> usize {
-    let quarter = bytes.div_ceil(4).next_multiple_of(64 * KIB);
-    quarter.clamp(256 * KIB, max_chunk).min(bytes.max(1))
+    let chunk = hetsim_sim::catalog::link::staging_chunk_bytes(bytes as u64) as usize;
+    chunk.min(max_chunk).max(1)
 }
 
 /// The staging machinery for GPU → pinned host → GPU copies: `slots` pinned slots, a D2H stream

@@ -105,7 +105,7 @@ pub fn run(opts: &Options) -> Result<HardwareProfile> {
     if let Some(p) = &opts.json {
         let s =
             serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
-        crate::util::write_atomically(p, s)?;
+        hetsim_sim::output::write_atomically(p, s)?;
     }
     if let Some(p) = &opts.out {
         write_profile(&prof, p)?;
@@ -115,7 +115,7 @@ pub fn run(opts: &Options) -> Result<HardwareProfile> {
 
 /// Write a profile atomically (temp file + rename): never a half-written file.
 pub fn write_profile(prof: &HardwareProfile, path: &Path) -> Result<()> {
-    crate::util::write_atomically(path, prof.to_yaml())
+    Ok(hetsim_sim::output::write_atomically(path, prof.to_yaml())?)
 }
 
 /// Read a profile with the simulator's own loader (it checks names and ranges).

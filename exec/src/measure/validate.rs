@@ -19,6 +19,7 @@ use crate::serve::kv::{self, ModelShape, PagedGeometry};
 use crate::stats;
 use crate::util;
 use hetsim_sim::catalog::LinkSpec;
+use hetsim_sim::compare::error_pct;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -176,7 +177,7 @@ pub fn write_csv(rows: &[Row], path: &std::path::Path) -> Result<()> {
         s.push_str(&r.csv());
         s.push('\n');
     }
-    crate::util::write_atomically(path, s)
+    Ok(hetsim_sim::output::write_atomically(path, s)?)
 }
 
 /// Write the rows as the simulator's `transfers` table (hetsim-sim `TransferRecord`, source =
@@ -186,8 +187,8 @@ pub fn write_csv(rows: &[Row], path: &std::path::Path) -> Result<()> {
 /// The simulator's writer publishes all five tables of a run; the other four are left empty.
 pub fn write_transfer_records(rows: &[Row], dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     use hetsim_sim::output::ResultWriter;
-    use hetsim_sim::records::TransferRecord;
-    let mut w = ResultWriter::create(dir).map_err(|e| Error::Invalid(e.to_string()))?;
+    use hetsim_sim::records::{Source, TransferKind, TransferRecord};
+    let mut w = ResultWriter::create(dir)?;
     for (i, r) in rows.iter().enumerate() {
         let link = hetsim_sim::catalog::link_by_name(&r.link)
             .map(|l| l.name)
@@ -195,7 +196,11 @@ pub fn write_transfer_records(rows: &[Row], dir: &std::path::Path) -> Result<Vec
         let rec = TransferRecord {
             scenario: format!("validate-transfer/{}/L{}/{}", r.model, r.layers, r.method),
             request_id: i as u64,
-            kind: if r.payload == "kv" { "kv" } else { "embedding" },
+            kind: if r.payload == "kv" {
+                TransferKind::Kv
+            } else {
+                TransferKind::Embedding
+            },
             src_instance: r.src_gpu as u64,
             dst_instance: r.dst_gpu as u64,
             link,
@@ -204,13 +209,11 @@ pub fn write_transfer_records(rows: &[Row], dir: &std::path::Path) -> Result<Vec
             ready_s: 0.0,
             start_s: 0.0,
             end_s: r.transfer_us * 1e-6,
-            source: "exec",
+            source: Source::Exec,
         };
-        w.transfers
-            .append(&rec)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        w.transfers.append(&rec)?;
     }
-    w.commit().map_err(|e| Error::Invalid(e.to_string()))
+    Ok(w.commit()?)
 }
 
 /// The transfer kernels of one GPU.
@@ -630,9 +633,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                     bit_exact: exact,
                     repeats: opts.repeats,
                     predicted_us: predicted,
-                    error_pct: 100.0 * (predicted - x) / x,
+                    error_pct: error_pct(predicted, x).unwrap_or(f64::NAN),
                     predicted_datasheet_us: datasheet,
-                    error_datasheet_pct: 100.0 * (datasheet - x) / x,
+                    error_datasheet_pct: error_pct(datasheet, x).unwrap_or(f64::NAN),
                 };
                 eprintln!(
                     "[validate] L={layers:3} {payload:9} {mname:20} {:>12} B: gather {g:9.1} us, transfer {x:10.1} us ({:7.1} GB/s), scatter {sc:9.1} us, exact {exact}",

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use hetsim_sim::catalog::LinkKind;
 use hetsim_sim::cluster::Role;
 use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
-use hetsim_sim::records::{RequestRecord, TransferRecord};
+use hetsim_sim::records::{
+    DropReason, RequestRecord, RequestStatus, Source, TransferKind, TransferRecord,
+};
 
 use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream};
 use crate::cuda::staging::{Stager, staged_chunk};
@@ -237,12 +239,12 @@ fn record(
     };
     RequestRecord {
         scenario: s.name.clone(),
-        strategy: s.strategy.name(),
+        strategy: s.strategy,
         request_id: r.id,
         status: if t.finished.is_some() {
-            "finished".into()
+            RequestStatus::Finished
         } else {
-            "dropped:engine".into()
+            RequestStatus::Dropped(DropReason::Engine)
         },
         arrival_s: arrival,
         n_images: r.images.len() as u64,
@@ -268,7 +270,7 @@ fn record(
         prefill_instance: Some(if stage { up } else { down } as u64),
         decode_instance: Some(down as u64),
         preemptions: 0,
-        source: "exec",
+        source: Source::Exec,
     }
 }
 
@@ -837,7 +839,11 @@ fn replay_split(
             Some(TransferRecord {
                 scenario: s.name.clone(),
                 request_id: r.id,
-                kind: if stage { "kv" } else { "embedding" },
+                kind: if stage {
+                    TransferKind::Kv
+                } else {
+                    TransferKind::Embedding
+                },
                 src_instance: ui as u64,
                 dst_instance: di as u64,
                 link: fabric.name,
@@ -846,7 +852,7 @@ fn replay_split(
                 ready_s: if stage { t.first? } else { t.encoded? },
                 start_s: t.tx_start?,
                 end_s: t.tx_end?,
-                source: "exec",
+                source: Source::Exec,
             })
         })
         .collect();
@@ -888,21 +894,20 @@ pub fn validate(
 ) -> Result<Validation> {
     use hetsim_sim::output::ResultWriter;
     use hetsim_sim::records::MemorySink;
-    let sim_err = |e: hetsim_sim::error::Error| Error::Invalid(e.to_string());
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     let mut writer = match out {
-        Some(dir) => Some(ResultWriter::create(dir).map_err(sim_err)?),
+        Some(dir) => Some(ResultWriter::create(dir)?),
         None => None,
     };
     for s in &exp.scenarios {
         let mut sink = MemorySink::default();
-        let run = hetsim_sim::engine::simulate(s, &mut sink, &mut |_| {}).map_err(sim_err)?;
+        let run = hetsim_sim::engine::simulate(s, &mut sink, &mut |_| {})?;
         if let Some(w) = writer.as_mut() {
             for t in &sink.transfers {
-                w.transfers.append(t).map_err(sim_err)?;
+                w.transfers.append(t)?;
             }
-            w.summary.append(&run.summary).map_err(sim_err)?;
+            w.summary.append(&run.summary)?;
         }
         rows.extend(sink.requests);
         match replayable(s) {
@@ -914,15 +919,13 @@ pub fn validate(
                 } = replay(s, gpu)?;
                 if let Some(w) = writer.as_mut() {
                     for t in &transfers {
-                        w.transfers.append(t).map_err(sim_err)?;
+                        w.transfers.append(t)?;
                     }
                     let refs: Vec<&RequestRecord> = measured.iter().collect();
-                    w.summary
-                        .append(&hetsim_sim::compare::summarize_measured(
-                            &run.summary,
-                            &refs,
-                        ))
-                        .map_err(sim_err)?;
+                    w.summary.append(&hetsim_sim::compare::summarize_measured(
+                        &run.summary,
+                        &refs,
+                    ))?;
                 }
                 rows.extend(measured);
             }
@@ -933,11 +936,11 @@ pub fn validate(
     let mut files = Vec::new();
     if let (Some(mut w), Some(dir)) = (writer, out) {
         for r in &rows {
-            w.requests.append(r).map_err(sim_err)?;
+            w.requests.append(r)?;
         }
-        files = w.commit().map_err(sim_err)?;
+        files = w.commit()?;
         let csv = dir.join("comparison.csv");
-        crate::util::write_atomically(&csv, cmp.table.to_csv())?;
+        hetsim_sim::output::write_atomically(&csv, cmp.table.to_csv())?;
         files.push(csv);
     }
     Ok(Validation {
