@@ -300,3 +300,65 @@ fn models_by_config_path_and_text_only_models_run() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn text_only_models_replay_text_traces_whichever_way_images_are_switched_off() {
+    let dir = out_dir("text-trace");
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/splitwise_code.csv");
+    // (name, model, inside `trace: {...}`, beside `trace:` in the workload)
+    let scenarios = [
+        ("as-is", "llama-3.1-8b", "", ""),
+        (
+            "attach-none",
+            "llama-3.1-8b",
+            ", attach_images: {count: 0}",
+            "",
+        ),
+        (
+            "images-none",
+            "llama-3.1-8b",
+            "",
+            "      images: {count: 0}\n",
+        ),
+        (
+            "llava-with-images",
+            "llava-1.5-7b",
+            "",
+            "      images: {count: 1}\n",
+        ),
+    ];
+    let mut yaml = String::from(
+        "defaults:\n  cluster:\n    nodes: [{name: box, gpus: [{gpu: H100-SXM, count: 1}]}]\n  deployment:\n    strategy: colocated\n    instances: [{role: all, gpu: H100-SXM}]\nscenarios:\n",
+    );
+    for (name, model, in_trace, beside) in scenarios {
+        yaml += &format!(
+            "  - name: {name}\n    model: {model}\n    workload:\n      requests: 40\n      trace: {{path: {}{in_trace}}}\n{beside}",
+            trace.display()
+        );
+    }
+    let exp = dir.join("text.yaml");
+    std::fs::write(&exp, &yaml).unwrap();
+    let out = dir.join("out");
+    let o = hetsim(&["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "{yaml}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut visual: BTreeMap<String, u64> = BTreeMap::new();
+    for b in read(&out.join("requests.parquet")) {
+        for (s, v) in strings(&b, "scenario")
+            .into_iter()
+            .zip(u64s(&b, "visual_tokens"))
+        {
+            *visual.entry(s).or_default() += v;
+        }
+    }
+    assert_eq!(visual["as-is"], 0);
+    assert_eq!(visual["attach-none"], 0);
+    assert_eq!(visual["images-none"], 0);
+    // `images` beside a trace attaches to the rows that carry none: 576 tokens per 640×480 image.
+    assert_eq!(visual["llava-with-images"], 40 * 576);
+    std::fs::remove_dir_all(dir).unwrap();
+}
