@@ -362,3 +362,75 @@ fn text_only_models_replay_text_traces_whichever_way_images_are_switched_off() {
     assert_eq!(visual["llava-with-images"], 40 * 576);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn layerwise_kv_leaves_with_the_first_layer_and_moves_at_the_link_rate() {
+    let dir = out_dir("layerwise");
+    std::fs::create_dir_all(&dir).unwrap();
+    // One request a second: no two transfers share the link, so each moves at its rate.
+    let stage = |name: &str, mode: &str| {
+        format!(
+            "  - name: {name}\n    deployment:\n      strategy: stage\n      kv_transfer: {mode}\n      instances: [{{role: prefill, gpu: A100-SXM-80GB}}, {{role: decode, gpu: A100-SXM-80GB}}]\n"
+        )
+    };
+    let yaml = format!(
+        "defaults:\n  model: llava-1.5-7b\n  workload:\n    requests: 20\n    arrival: {{process: poisson, rate: 1}}\n  cluster:\n    nodes: [{{name: hgx, gpus: [{{gpu: A100-SXM-80GB, count: 2}}], fabric: nvlink3}}]\n  pricing: {{gpu_price_usd: {{A100-SXM-80GB: 16000}}}}\nscenarios:\n{}{}",
+        stage("layerwise", "layerwise"),
+        stage("after-prefill", "after_prefill")
+    );
+    let exp = dir.join("kv.yaml");
+    std::fs::write(&exp, yaml).unwrap();
+    let out = dir.join("out");
+    let o = hetsim(&["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // NVLink 3: 300 GB/s × 0.86 achieved, 3 µs per transfer (sim/src/catalog/link.rs); LLaVA-7B
+    // has 32 layers.
+    let (link_bps, latency_s, layers) = (300e9 * 0.86, 3e-6, 32.0);
+    let mut checked = 0;
+    for b in read(&out.join("requests.parquet")) {
+        let scenario = strings(&b, "scenario");
+        let col = |c: &str| f64s(&b, c);
+        let (enc_end, pre_start, pre_end) = (
+            col("encode_end_s"),
+            col("prefill_start_s"),
+            col("prefill_end_s"),
+        );
+        let (kv_start, kv_end, kv_bytes) = (
+            col("kv_transfer_start_s"),
+            col("kv_transfer_end_s"),
+            u64s(&b, "kv_bytes"),
+        );
+        for i in 0..b.num_rows() {
+            let (p0, p1) = (pre_start[i].unwrap(), pre_end[i].unwrap());
+            let (k0, k1, bytes) = (kv_start[i].unwrap(), kv_end[i].unwrap(), kv_bytes[i] as f64);
+            assert!(enc_end[i].unwrap() <= p0 && bytes > 1e8, "row {i}");
+            if scenario[i] == "layerwise" {
+                // The first bytes leave when the prefill's first layer has written its KV.
+                assert!(
+                    (k0 - (p0 + (p1 - p0) / layers)).abs() < 1e-8,
+                    "row {i}: KV started at {k0}, prefill {p0}..{p1}"
+                );
+                // While the prefill runs the stream trails it by one layer; the last layer's
+                // share (plus what the latency held back) crosses at the link's rate after it.
+                let tail_bytes = bytes * (1.0 / layers + latency_s / (p1 - p0));
+                let rate = tail_bytes / (k1 - p1);
+                assert!(
+                    (rate / link_bps - 1.0).abs() < 0.01,
+                    "row {i}: {tail_bytes} B after the prefill took {} s: {rate} B/s",
+                    k1 - p1
+                );
+            } else {
+                assert!(k0 >= p1, "row {i}");
+                let rate = bytes / (k1 - k0 - latency_s);
+                assert!(
+                    (rate / link_bps - 1.0).abs() < 0.01,
+                    "row {i}: {bytes} B in {} s",
+                    k1 - k0
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 40);
+    std::fs::remove_dir_all(dir).unwrap();
+}

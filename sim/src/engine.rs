@@ -67,8 +67,31 @@ struct Transfer {
     flows_left: usize,
     ready_ns: u64,
     start_ns: u64,
-    /// Layerwise KV: the prefill step producing the data ends here; until then flows are capped.
-    produced_by_ns: Option<(u64, u64)>,
+    /// Layerwise KV: the prefill step still producing the data; until it ends flows are capped.
+    producer: Option<Producer>,
+}
+
+/// A step that produces a layerwise KV transfer's bytes as it runs, one layer at a time.
+#[derive(Debug, Clone, Copy)]
+struct Producer {
+    /// The step's forward pass: the first layer starts at `start_ns`, the last ends at `end_ns`.
+    start_ns: u64,
+    end_ns: u64,
+    layers: u64,
+}
+
+impl Producer {
+    /// The first layer's KV exists: the transfer's first bytes can leave.
+    fn first_layer_ns(&self) -> u64 {
+        self.start_ns + (self.end_ns - self.start_ns).div_ceil(self.layers.max(1))
+    }
+
+    /// While the step runs a flow of `bytes` cannot leave faster than its layers appear; a
+    /// transfer that starts after the first layer then trails production by one layer, and the
+    /// last layer's share goes at full speed once the step ends.
+    fn cap_bytes_per_s(&self, bytes: u64, now: u64) -> Option<f64> {
+        (self.end_ns > now).then(|| bytes as f64 / secs(self.end_ns - self.start_ns).max(1e-9))
+    }
 }
 
 /// A request in flight, as the event loop sees it (what the scheduler decides on is its
@@ -474,8 +497,13 @@ impl<'a> Simulation<'a> {
                 })
                 .map(|(id, _)| *id)
                 .collect();
+            let producer = Producer {
+                start_ns: start + enc,
+                end_ns: end,
+                layers: self.s.model.llm.layers,
+            };
             for id in finishing {
-                self.start_kv_handoff(id, i, Some((start + enc, end)))?;
+                self.start_kv_handoff(id, i, Some(producer))?;
             }
         }
         self.start_step(i, start + enc, end, plan);
@@ -578,19 +606,19 @@ impl<'a> Simulation<'a> {
             return Ok(());
         }
         let bytes = self.s.model.emb_bytes(self.reqs[&id].visual, self.s.dtype);
-        self.start_transfer(Kind::Embedding, id, e, dst, bytes, None);
+        self.start_transfer(Kind::Embedding, id, e, dst, bytes, self.now, None);
         Ok(())
     }
 
     // ---- KV handoff (stage-level) ----
 
     /// Chooses a decode instance and queues the request's KV for it; with `layerwise`, the
-    /// transfer may start now, capped by the running prefill step (start, end).
+    /// transfer may start with the running prefill step's first layer, capped by the step.
     fn start_kv_handoff(
         &mut self,
         id: ReqId,
         src: usize,
-        layerwise: Option<(u64, u64)>,
+        layerwise: Option<Producer>,
     ) -> Result<(), Error> {
         let seq = &self.seqs[&id];
         let (context, need) = (seq.context, seq.context + seq.output_tokens);
@@ -611,14 +639,15 @@ impl<'a> Simulation<'a> {
                 d
             }
         };
-        if layerwise.is_some() {
+        if let Some(producer) = layerwise {
             // Stream only if room is there now and nobody queues ahead; else ship after prefill.
             let x = &mut self.inst[dst];
             let blocks = x.sched.kv.blocks_for(context);
             if x.incoming.is_empty() && x.sched.kv.try_take(blocks) {
                 self.reqs.get_mut(&id).expect("live").reserved = blocks;
                 let bytes = self.s.model.llm.kv_bytes(context, self.s.dtype);
-                let t = self.start_transfer(Kind::Kv, id, src, dst, bytes, layerwise);
+                let ready = producer.first_layer_ns();
+                let t = self.start_transfer(Kind::Kv, id, src, dst, bytes, ready, Some(producer));
                 self.reqs.get_mut(&id).expect("live").kv_transfer = Some(t);
             }
             return Ok(());
@@ -641,13 +670,21 @@ impl<'a> Simulation<'a> {
                 .expect("KV lives at its prefill instance");
             self.reqs.get_mut(&id).expect("live").reserved = blocks;
             let bytes = self.s.model.llm.kv_bytes(context, self.s.dtype);
-            let t = self.start_transfer(Kind::Kv, id, src, d, bytes, None);
-            self.reqs.get_mut(&id).expect("live").kv_transfer = Some(t);
+            let t = self.start_transfer(Kind::Kv, id, src, d, bytes, self.now, None);
+            let r = self.reqs.get_mut(&id).expect("live");
+            r.kv_transfer = Some(t);
+            // The KV was ready when prefill ended; it left once the destination had room.
+            if let Some(done) = r.first_token {
+                self.transfers[t].as_mut().expect("just started").ready_ns = done;
+            }
         }
     }
 
     // ---- transfers ----
 
+    /// Starts shipping `bytes` of request `req` from instance `src` to `dst`; the first bytes
+    /// can leave at `ready_ns` (now, or a layerwise producer's first layer).
+    #[allow(clippy::too_many_arguments)]
     fn start_transfer(
         &mut self,
         kind: Kind,
@@ -655,7 +692,8 @@ impl<'a> Simulation<'a> {
         src: usize,
         dst: usize,
         bytes: u64,
-        producer: Option<(u64, u64)>,
+        ready_ns: u64,
+        producer: Option<Producer>,
     ) -> usize {
         let c = &self.s.cluster;
         let (a, b) = (&c.instances[src], &c.instances[dst]);
@@ -693,9 +731,9 @@ impl<'a> Simulation<'a> {
             flows_left: planned.len(),
             planned,
             flows: Vec::new(),
-            ready_ns: self.now,
-            start_ns: self.now,
-            produced_by_ns: producer,
+            ready_ns,
+            start_ns: ready_ns,
+            producer,
         };
         let tid = match self.free_transfers.pop() {
             Some(k) => {
@@ -709,31 +747,22 @@ impl<'a> Simulation<'a> {
         };
         let r = self.reqs.get_mut(&req).expect("live");
         match kind {
-            Kind::Embedding => r.emb_start = Some(self.now),
-            Kind::Kv => r.kv_start = Some(self.now),
+            Kind::Embedding => r.emb_start = Some(ready_ns),
+            Kind::Kv => r.kv_start = Some(ready_ns),
         }
-        self.push(self.now + ns(startup), Event::TransferStart(tid));
+        self.push(ready_ns + ns(startup), Event::TransferStart(tid));
         tid
     }
 
     fn transfer_start(&mut self, tid: usize) {
         let t = self.transfers[tid].as_mut().expect("live transfer");
         let planned = std::mem::take(&mut t.planned);
-        // Layerwise: the data cannot leave faster than the prefill step produces it.
-        let cap_for = |bytes: u64, now: u64, producer: Option<(u64, u64)>| match producer {
-            Some((_, end)) if end > now => Some(bytes as f64 / secs(end - now).max(1e-9)),
-            _ => None,
-        };
-        let producer = t.produced_by_ns;
+        let producer = t.producer;
         let mut comps = Vec::new();
         let mut ids = Vec::new();
         for f in planned {
-            let (id, c) = self.net.start(
-                self.now,
-                f.ports,
-                f.bytes,
-                cap_for(f.bytes, self.now, producer),
-            );
+            let cap = producer.and_then(|p| p.cap_bytes_per_s(f.bytes, self.now));
+            let (id, c) = self.net.start(self.now, f.ports, f.bytes, cap);
             ids.push(id);
             comps = c;
         }
@@ -756,7 +785,7 @@ impl<'a> Simulation<'a> {
     /// The prefill step that produces a layerwise transfer ended: the rest may go at full speed.
     fn lift_cap(&mut self, tid: usize) {
         let t = self.transfers[tid].as_mut().expect("live transfer");
-        t.produced_by_ns = None;
+        t.producer = None;
         let flows = t.flows.clone();
         for f in flows {
             let comps = self.net.set_cap(self.now, f, None);
@@ -805,7 +834,7 @@ impl<'a> Simulation<'a> {
                         self.now,
                         r.prefill_start,
                         r.kv_start,
-                        t.produced_by_ns,
+                        t.producer,
                         seq.prefilled,
                         seq.prefill_target
                     )));
