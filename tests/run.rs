@@ -259,6 +259,15 @@ fn catalog_and_schema_print() {
         .take_while(|l| !l.is_empty())
         .count();
     assert!(gpus >= 12, "{gpus} GPUs");
+    // Every price comes with its source key and the date the source gives.
+    let h200 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("H200-SXM"))
+        .unwrap();
+    assert!(
+        h200.contains("[HFHW-h200], n.d.") && h200.contains("4.54   [SPHERON-BW], 2026-03-17"),
+        "{h200}"
+    );
     let o = hetsim(&["schema"]);
     let committed =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema.md"))
