@@ -31,6 +31,9 @@ pub struct Scenario {
     pub gpus: String,
     pub pricing: String,
     pub rate_rps: Option<f64>,
+    /// The p99 targets the scenario was judged against.
+    pub slo_ttft_s: Option<f64>,
+    pub slo_tpot_s: Option<f64>,
     /// Result directories holding this scenario.
     pub runs: u64,
 }
@@ -148,6 +151,8 @@ pub fn scenarios(r: &Results) -> Result<Vec<Scenario>, InputError> {
     }
     aggs.push(len().alias("rows"));
     aggs.push(col("run").n_unique().alias("runs"));
+    aggs.push(col("slo_ttft_s").first().alias("slo_ttft_s"));
+    aggs.push(col("slo_tpot_s").first().alias("slo_tpot_s"));
     let df = r
         .summary
         .clone()
@@ -191,6 +196,8 @@ pub fn scenarios(r: &Results) -> Result<Vec<Scenario>, InputError> {
                 gpus: texts(&df, "gpus")?[i].clone(),
                 pricing: texts(&df, "pricing")?[i].clone(),
                 rate_rps: f64s(&df, "rate_rps")?[i],
+                slo_ttft_s: f64s(&df, "slo_ttft_s")?[i],
+                slo_tpot_s: f64s(&df, "slo_tpot_s")?[i],
                 runs: runs[i],
             });
         }
