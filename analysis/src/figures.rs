@@ -396,36 +396,46 @@ fn nearest_rank(v: &[f64], q: f64) -> f64 {
     v[k - 1]
 }
 
+/// A latency a trace replay's figures show: TTFT in s, TPOT in ms.
+struct TraceMetric {
+    name: &'static str,
+    unit: &'static str,
+    /// Seconds to the figure's unit.
+    scale: f64,
+    rows: fn(&TraceLatency) -> &[(f64, f64)],
+    slo_s: fn(&Scenario) -> Option<f64>,
+    stems: [&'static str; 2],
+}
+
+const TRACE_METRICS: [TraceMetric; 2] = [
+    TraceMetric {
+        name: "TTFT",
+        unit: "s",
+        scale: 1.0,
+        rows: |t| &t.ttft,
+        slo_s: |s| s.slo_ttft_s,
+        stems: ["latency_cdf_ttft", "latency_over_time_ttft"],
+    },
+    TraceMetric {
+        name: "TPOT",
+        unit: "ms",
+        scale: 1e3,
+        rows: |t| &t.tpot,
+        slo_s: |s| s.slo_tpot_s,
+        stems: ["latency_cdf_tpot", "latency_over_time_tpot"],
+    },
+];
+
 /// Trace replays have no offered rate, so no latency–throughput curve: their latency is shown as
 /// a distribution (CDF of TTFT and TPOT) and over the replay (p99 per window of arrivals,
 /// against the SLO).
 pub fn trace_latency(traces: &[TraceLatency], scenarios: &[Scenario], out: &mut Figures) {
-    if traces.is_empty() {
-        return;
-    }
     let styles = Styles::new(traces.iter().map(|t| (t.curve.as_str(), t.source.as_str())));
-    let traced = || scenarios.iter().filter(|s| s.rate_rps.is_none());
-    // (stem, axis label, values in the figure's unit)
-    let ms = |v: &[f64]| v.iter().map(|x| x * 1e3).collect::<Vec<f64>>();
-    let kinds: [(
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&TraceLatency) -> &[(f64, f64)],
-    ); 2] = [
-        ("ttft", "TTFT (s)", "TTFT p99 per window (s)", |t| &t.ttft),
-        ("tpot", "TPOT (ms)", "TPOT p99 per window (ms)", |t| &t.tpot),
-    ];
-    for (kind, cdf_label, time_label, rows) in kinds {
-        let scale = |v: Vec<f64>| if kind == "tpot" { ms(&v) } else { v };
-        let mut cdfs = Vec::new();
-        let mut windows = Vec::new();
-        for t in traces {
-            let rows = rows(t);
-            if rows.is_empty() {
-                continue;
-            }
-            let mut sorted = scale(rows.iter().map(|r| r.1).collect());
+    for m in &TRACE_METRICS {
+        let (mut cdfs, mut windows) = (Vec::new(), Vec::new());
+        for t in traces.iter().filter(|t| !(m.rows)(t).is_empty()) {
+            let rows = (m.rows)(t);
+            let mut sorted: Vec<f64> = rows.iter().map(|r| r.1 * m.scale).collect();
             sorted.sort_by(f64::total_cmp);
             // 100 quantiles draw the curve; a marker every tenth names it in grey print.
             let cdf = (1..=100)
@@ -434,40 +444,41 @@ pub fn trace_latency(traces: &[TraceLatency], scenarios: &[Scenario], out: &mut 
             let mut s = styles.series(&t.curve, &t.source, cdf);
             s.marker_every = 10;
             cdfs.push(s);
-            windows.push(styles.series(&t.curve, &t.source, p99_windows(rows, kind == "tpot")));
+            windows.push(styles.series(&t.curve, &t.source, p99_windows(rows, m.scale)));
         }
         if cdfs.is_empty() {
             continue;
         }
-        let mut cdf = line(cdf_label, "Requests at or below (%)", cdfs);
+        let mut cdf = line(
+            &format!("{} ({})", m.name, m.unit),
+            "Requests at or below (%)",
+            cdfs,
+        );
         cdf.x_log = true;
         cdf.y_from_zero = true;
         cdf.y_max = Some(100.0);
-        let mut time = line("Arrival time (s)", time_label, windows);
+        let mut time = line(
+            "Arrival time (s)",
+            &format!("{} p99 per window ({})", m.name, m.unit),
+            windows,
+        );
         time.y_log = true;
-        time.references = if kind == "tpot" {
-            slo_lines(
-                traced().map(|s| s.slo_tpot_s.map(|v| v * 1e3)),
-                "TPOT",
-                "ms",
-            )
-        } else {
-            slo_lines(traced().map(|s| s.slo_ttft_s), "TTFT", "s")
-        };
-        let (cdf_stem, time_stem) = if kind == "tpot" {
-            ("latency_cdf_tpot", "latency_over_time_tpot")
-        } else {
-            ("latency_cdf_ttft", "latency_over_time_ttft")
-        };
-        out.add(cdf_stem, Figure::Line(cdf));
-        out.add(time_stem, Figure::Line(time));
+        let traced = scenarios.iter().filter(|s| s.rate_rps.is_none());
+        time.references = slo_lines(
+            traced.map(|s| (m.slo_s)(s).map(|v| v * m.scale)),
+            m.name,
+            m.unit,
+        );
+        out.add(m.stems[0], Figure::Line(cdf));
+        out.add(m.stems[1], Figure::Line(time));
     }
 }
 
 /// Windows over the replay: 30 of equal length (fewer when there are few requests, at least
 /// 20 requests a window on average), each a point at its middle with the p99 of the latencies
-/// of the requests that arrived in it. `rows`: (arrival, latency), in seconds.
-fn p99_windows(rows: &[(f64, f64)], in_ms: bool) -> Vec<(f64, f64)> {
+/// of the requests that arrived in it. `rows`: (arrival, latency) in seconds; latencies are
+/// multiplied by `scale`.
+fn p99_windows(rows: &[(f64, f64)], scale: f64) -> Vec<(f64, f64)> {
     let (t0, t1) = rows
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| {
@@ -478,7 +489,7 @@ fn p99_windows(rows: &[(f64, f64)], in_ms: bool) -> Vec<(f64, f64)> {
     let mut bins: Vec<Vec<f64>> = vec![Vec::new(); n];
     for &(t, v) in rows {
         let k = (((t - t0) / width) as usize).min(n - 1);
-        bins[k].push(if in_ms { v * 1e3 } else { v });
+        bins[k].push(v * scale);
     }
     bins.into_iter()
         .enumerate()
@@ -541,7 +552,7 @@ mod tests {
     fn windows_hold_the_p99_of_their_arrivals() {
         // 40 requests over 0..39 s: two windows of 19.5 s; latency = arrival / 100.
         let rows: Vec<(f64, f64)> = (0..40).map(|i| (i as f64, i as f64 / 100.0)).collect();
-        let w = p99_windows(&rows, false);
+        let w = p99_windows(&rows, 1.0);
         assert_eq!(w.len(), 2);
         assert_eq!(w[0], (9.75, 0.19));
         assert_eq!(w[1], (29.25, 0.39));
