@@ -155,12 +155,12 @@ mod tests {
             mode: PricingMode::Rental,
             ..PricingSpec::default()
         };
+        // No source gave the T4 an hourly price.
+        let t4 = gpu_by_name("T4").unwrap();
+        let e = p.usd_per_second(t4, false).unwrap_err().to_string();
+        assert!(e.contains("gpu_usd_per_hour") && e.contains("T4"), "{e}");
+        // An override wins over the catalog's $4.54/h.
         let h200 = gpu_by_name("H200-SXM").unwrap();
-        let e = p.usd_per_second(h200, false).unwrap_err().to_string();
-        assert!(
-            e.contains("gpu_usd_per_hour") && e.contains("H200-SXM"),
-            "{e}"
-        );
         p.gpu_usd_per_hour.insert("h200-sxm".into(), 3.6);
         assert!((p.usd_per_second(h200, false).unwrap() - 0.001).abs() < 1e-12);
         let capex = PricingSpec {

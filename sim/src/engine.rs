@@ -21,7 +21,7 @@ use crate::error::{Error, InputError};
 use crate::experiment::{KvTransferMode, Routing, Scenario};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
-use crate::perf::PhaseModel;
+use crate::perf::{PhaseModel, Work};
 use crate::records::RecordSink;
 use crate::scheduler::{Next, ReqId, Scheduler, Sequence, Sequences, StepPlan};
 use crate::workload::{Request, RequestSource};
@@ -128,6 +128,11 @@ struct Step {
     end: u64,
     encode_end: u64,
     plan: StepPlan,
+    /// FLOPs and HBM bytes per GPU.
+    work: Work,
+    /// Share of the instance's batch the step fills: sequences of `max_batch`, or images of
+    /// `encoder_batch_images` for an encoder's own step.
+    occupancy: f64,
 }
 
 struct Instance {
@@ -457,14 +462,16 @@ impl<'a> Simulation<'a> {
         let Some(plan) = self.inst[i].sched.plan_encode(&self.seqs, limit) else {
             return;
         };
-        let end = self.now + ns(self.inst[i].perf.encode_s(&plan.images));
+        let work = self.inst[i].perf.encode_work(&plan.images);
+        let end = self.now + ns(work.seconds);
         for id in &plan.encode {
             self.reqs
                 .get_mut(id)
                 .expect("queued request is live")
                 .encode_start = Some(self.now);
         }
-        self.start_step(i, end, end, plan);
+        let occupancy = plan.images.len() as f64 / limit as f64;
+        self.start_step(i, end, end, plan, work, occupancy);
     }
 
     fn try_llm_step(&mut self, i: usize) -> Result<(), Error> {
@@ -473,8 +480,12 @@ impl<'a> Simulation<'a> {
         if plan.is_empty() {
             return Ok(());
         }
-        let enc = ns(self.inst[i].perf.encode_s(&plan.images));
-        let dur = enc + ns(self.inst[i].perf.forward_s(&plan.batch));
+        let (enc_work, fwd_work) = (
+            self.inst[i].perf.encode_work(&plan.images),
+            self.inst[i].perf.forward_work(&plan.batch),
+        );
+        let enc = ns(enc_work.seconds);
+        let dur = enc + ns(fwd_work.seconds);
         let (start, end) = (self.now, self.now + dur);
         for id in &plan.encode {
             let r = self.reqs.get_mut(id).expect("live");
@@ -506,18 +517,30 @@ impl<'a> Simulation<'a> {
                 self.start_kv_handoff(id, i, Some(producer))?;
             }
         }
-        self.start_step(i, start + enc, end, plan);
+        let sequences = plan.prefill_chunks.len() + plan.decodes.len();
+        let occupancy = sequences as f64 / self.s.engine.max_batch as f64;
+        self.start_step(i, start + enc, end, plan, enc_work + fwd_work, occupancy);
         Ok(())
     }
 
     /// Starts instance `i`'s step now; its encoding ends at `encode_end`, the step at `end`.
-    fn start_step(&mut self, i: usize, encode_end: u64, end: u64, plan: StepPlan) {
+    fn start_step(
+        &mut self,
+        i: usize,
+        encode_end: u64,
+        end: u64,
+        plan: StepPlan,
+        work: Work,
+        occupancy: f64,
+    ) {
         self.acc.tally[i].images_encoded += plan.images.len() as u64;
         self.inst[i].step = Some(Step {
             start: self.now,
             end,
             encode_end,
             plan,
+            work,
+            occupancy,
         });
         self.push(end, Event::StepDone(i));
     }
@@ -530,6 +553,9 @@ impl<'a> Simulation<'a> {
         let tally = &mut self.acc.tally[i];
         tally.busy_ns += step.end - step.start;
         tally.steps += 1;
+        tally.flops += step.work.flops;
+        tally.hbm_bytes += step.work.bytes;
+        tally.occupied_ns += step.occupancy * (step.end - step.start) as f64;
         let plan = step.plan;
         let done = self.inst[i].sched.complete_step(&mut self.seqs, &plan);
         // An encoder's own step (a stealing encoder also runs LLM steps, which have tokens).

@@ -327,11 +327,6 @@ impl Scenario {
     /// (for tensor parallelism) its node's fabric, calibrated where the profile measured it.
     pub fn phase_model(&self, i: usize) -> Box<dyn PhaseModel> {
         let spec = &self.cluster.instances[i];
-        if spec.tp() == 1
-            && let Some(p) = &self.measured_phases[i]
-        {
-            return Box::new(crate::measured::MeasuredPhases::new(&self.model, p));
-        }
         let fabric = self.cluster.nodes[spec.node].fabric;
         let tp_link = (spec.tp() > 1).then_some(fabric);
         let mut r = Roofline::new(
@@ -347,7 +342,12 @@ impl Scenario {
         {
             r.tp_link = Some((bw, lat));
         }
-        Box::new(r)
+        match &self.measured_phases[i] {
+            Some(p) if spec.tp() == 1 => {
+                Box::new(crate::measured::MeasuredPhases::new(&self.model, p, r))
+            }
+            _ => Box::new(r),
+        }
     }
 }
 

@@ -48,6 +48,11 @@ pub struct RunResult {
 pub(super) struct InstanceTally {
     pub busy_ns: u64,
     pub steps: u64,
+    /// FLOPs and HBM bytes per GPU of the instance, over every step.
+    pub flops: f64,
+    pub hbm_bytes: f64,
+    /// Σ step occupancy × step time, ns: over `busy_ns`, the mean share of the batch filled.
+    pub occupied_ns: f64,
     pub images_encoded: u64,
     pub prefill_tokens: u64,
     pub decode_tokens: u64,
