@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use hetsim_sim::catalog::resolve_link;
 use hetsim_sim::catalog::{BUILTIN_MODELS, Dtype, GPUS, LINKS, builtin_model};
 use hetsim_sim::error::{Error, InputError};
-use hetsim_sim::experiment::load_experiment;
+use hetsim_sim::experiment::{load_experiment, load_experiment_with_profile};
 use hetsim_sim::run::{Progress, comparison_table, run_experiment};
 use hetsim_sim::transfer::{TransferQuery, View, parse_size, transfer_report};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,6 +132,10 @@ struct ValidateArgs {
     /// RNG seed, overriding the file's
     #[arg(long)]
     seed: Option<u64>,
+    /// Hardware profile for the simulator, in place of the file's `profile:` (e.g. one
+    /// `hetsim calibrate --model` just wrote on this machine)
+    #[arg(long, value_name = "PATH")]
+    profile: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -298,15 +302,10 @@ fn transfer(a: TransferArgs) -> Result<(), Error> {
         }
     };
     match &a.out {
-        Some(path) => write_atomically(path, &text)?,
+        Some(path) => hetsim_sim::output::write_atomically(path, &text)?,
         None => say!("{text}"),
     }
     Ok(())
-}
-
-/// Never a half-written file (hetsim-exec's temporary-file-and-rename).
-fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
-    hetsim_exec::util::write_atomically(path, text).map_err(|e| Error::Output(e.to_string()))
 }
 
 struct Bar {
@@ -338,13 +337,9 @@ impl Progress for Bar {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
-        Err(Error::Input(e)) => {
+        Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e @ Error::Output(_)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -491,12 +486,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             out,
             gpu,
             seed,
+            profile,
         }) => {
             let path = experiment.ok_or_else(|| {
                 InputError::new("hetsim validate: give an experiment file (or `validate transfer`)")
             })?;
-            let exp = load_experiment(&path, seed)?;
-            let v = match hetsim_exec::replay::validate(&exp, out.as_deref(), gpu) {
+            let exp = load_experiment_with_profile(&path, seed, profile.as_deref())?;
+            let v = match hetsim_exec::serve::replay::validate(&exp, out.as_deref(), gpu) {
                 Ok(v) => v,
                 Err(e) => return Ok(gpu_exit(Err(e))),
             };

@@ -1,4 +1,5 @@
 //! Bad input: a clear message naming the place, exit code 2, no panic, and no output left behind.
+//! A failure to write results is not bad input: exit code 1, naming the path.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -214,4 +215,68 @@ fn clap_rejects_unknown_commands_with_code_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read experiment"));
+}
+
+#[test]
+fn validate_names_a_missing_profile_before_touching_a_gpu() {
+    let o = Command::new(env!("CARGO_BIN_EXE_hetsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "validate",
+            "experiments/validate-nvlink.yaml",
+            "--profile",
+            "no-such-profile.yaml",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--profile: cannot read profile no-such-profile.yaml"),
+        "{err}"
+    );
+}
+
+/// `--out` where no directory can be made (under a regular file): the input was fine, so exit 1
+/// (not 2), and the message names the path and says writing failed.
+#[test]
+fn an_unwritable_out_is_an_output_error_not_bad_input() {
+    let dir = std::env::temp_dir().join(format!("hetsim-unwritable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let exp = dir.join("exp.yaml");
+    std::fs::write(&exp, base("A100-SXM-80GB", "2", "llava-1.5-7b")).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = file.join("out");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_hetsim"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot write results"), "{err}");
+    assert!(err.contains("a-file"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let table = file.join("cuts.csv");
+    let (code, err) = run(&[
+        "transfer",
+        "llava-1.5-7b",
+        "--format",
+        "csv",
+        "--out",
+        table.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot write results") && err.contains("a-file"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,20 +1,23 @@
 //! Predicted against measured: simulator rows (`source = sim`) joined with harness rows
 //! (`source = exec`) of the same scenario, per scenario metric and per request.
 //!
-//! Error % = (predicted − measured) / measured × 100: positive means the simulator is pessimistic
-//! about a latency (or optimistic about a throughput).
+//! Error % is `hetsim_sim::compare::error_pct`: (predicted − measured) / measured × 100, positive
+//! where the simulator is pessimistic about a latency (or optimistic about a throughput).
 
 use std::collections::BTreeMap;
 
+use hetsim_sim::compare::error_pct;
 use hetsim_sim::error::InputError;
+use hetsim_sim::records::{RequestStatus, Source};
 use polars::prelude::*;
 
+use crate::columns::{f64s, texts, u64s};
 use crate::load::Results;
-use crate::metrics::{Metrics, Scenario, f64s, input, texts, u64s};
+use crate::metrics::{Metrics, Scenario, input};
 use crate::table::{Show, Table, Value};
 
-pub const SIM: &str = "sim";
-pub const EXEC: &str = "exec";
+pub const SIM: &str = Source::Sim.as_str();
+pub const EXEC: &str = Source::Exec.as_str();
 
 /// A scenario-level metric compared: key, label, unit, how to read it.
 struct Metric {
@@ -95,11 +98,6 @@ const METRICS: &[Metric] = &[
 
 /// The latency metrics drawn in the predicted-against-measured plot.
 pub const PLOTTED: [&str; 4] = ["ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "e2e_p50_s"];
-
-pub fn error_pct(predicted: f64, measured: f64) -> Option<f64> {
-    (measured != 0.0 && predicted.is_finite() && measured.is_finite())
-        .then(|| (predicted - measured) / measured * 100.0)
-}
 
 /// One compared scenario metric.
 #[derive(Debug, Clone)]
@@ -211,10 +209,22 @@ fn request_frame(r: &Results, source: &str, suffix: &str) -> LazyFrame {
         .filter(
             col("source")
                 .eq(lit(source))
-                .and(col("status").eq(lit("finished"))),
+                .and(col("status").eq(lit(RequestStatus::Finished.as_str()))),
         )
         .group_by([col("scenario"), col("request_id")])
         .agg(means)
+}
+
+/// `error_pct` over columns, for per-request errors: rows it gives no error (a measured 0 or a
+/// missing value) are left out.
+fn error_pct_expr(predicted: Expr, measured: Expr) -> Expr {
+    ((predicted.clone() - measured.clone()) / measured.clone() * lit(100.0)).filter(
+        measured
+            .clone()
+            .neq(lit(0.0))
+            .and(predicted.is_not_null())
+            .and(measured.is_not_null()),
+    )
 }
 
 /// Per scenario and request metric: requests matched on (scenario, request_id) among finished
@@ -230,9 +240,7 @@ pub fn request_table(r: &Results, scenarios: &[Scenario]) -> Result<Table, Input
     let mut aggs = vec![len().alias("matched")];
     for (m, _) in REQUEST_METRICS {
         let measured = col(format!("{m}_exec"));
-        // Requests whose measured value is 0 or missing have no relative error.
-        let err = ((col(m) - measured.clone()) / measured.clone() * lit(100.0))
-            .filter(measured.clone().gt(lit(0.0)));
+        let err = error_pct_expr(col(m), measured.clone());
         aggs.extend([
             col(m).mean().alias(format!("{m}_pred")),
             measured.clone().mean().alias(format!("{m}_meas")),
@@ -318,4 +326,53 @@ pub fn request_table(r: &Results, scenarios: &[Scenario]) -> Result<Table, Input
     };
     t.rows.sort_by_key(rank);
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The polars form of the error and the simulator's `error_pct` agree on the same rows,
+    /// including which rows have no error.
+    #[test]
+    fn polars_error_is_the_simulators_error_pct() {
+        let predicted = [
+            Some(0.110),
+            Some(0.090),
+            Some(1.0),
+            None,
+            Some(0.2),
+            Some(3.5),
+        ];
+        let measured = [
+            Some(0.100),
+            Some(0.100),
+            Some(0.0),
+            Some(1.0),
+            None,
+            Some(2.5),
+        ];
+        let df = df!("p" => predicted, "m" => measured).unwrap();
+        let got = df
+            .lazy()
+            .select([error_pct_expr(col("p"), col("m")).alias("err")])
+            .collect()
+            .unwrap();
+        let got = f64s(&got, "err").unwrap();
+        let want: Vec<Option<f64>> = predicted
+            .iter()
+            .zip(&measured)
+            .filter_map(|(p, m)| error_pct((*p)?, (*m)?))
+            .map(Some)
+            .collect();
+        assert_eq!(got.len(), 3);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g.unwrap() - w.unwrap()).abs() < 1e-9,
+                "{got:?} against {want:?}"
+            );
+        }
+        // Hand-checked: 110 against 100 is +10 %, 90 against 100 is −10 %, 3.5 against 2.5 is +40 %.
+        assert!((want[2].unwrap() - 40.0).abs() < 1e-9);
+    }
 }

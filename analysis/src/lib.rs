@@ -7,6 +7,7 @@
 //! (comparison, curves, transfers, links, cost), `compare` (predicted against measured),
 //! `figures` + `plots` (what to draw, and drawing it), `table` (rendering), `write` (output).
 
+mod columns;
 pub mod compare;
 pub mod figures;
 pub mod load;

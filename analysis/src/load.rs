@@ -130,7 +130,7 @@ fn disambiguate(mut r: Results) -> Result<Results, InputError> {
         .map_err(reading)?;
     let mut links: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
     {
-        let t = |c: &str| crate::metrics::texts(&shipped, c).map_err(reading);
+        let t = |c: &str| crate::columns::texts(&shipped, c).map_err(reading);
         let (lr, ls, lo, ll) = (t("run")?, t("scenario")?, t("source")?, t("link")?);
         for i in 0..shipped.height() {
             links

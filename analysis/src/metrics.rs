@@ -10,8 +10,10 @@
 use std::collections::BTreeMap;
 
 use hetsim_sim::error::InputError;
+use hetsim_sim::records::RequestStatus;
 use polars::prelude::*;
 
+use crate::columns::{f64s, strs, texts, u64s};
 use crate::load::Results;
 
 /// Percentiles reported for TTFT, TPOT and end-to-end latency.
@@ -94,31 +96,6 @@ impl Metrics {
 
 pub fn input(what: &str) -> impl Fn(PolarsError) -> InputError + '_ {
     move |e| InputError::new(format!("reading results ({what}): {e}"))
-}
-
-// Column accessors for collected frames. Types were checked at load, so a failure here is a bug
-// in a query of this crate, reported as an error rather than a panic.
-
-pub fn strs(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<String>>> {
-    let c = df.column(name)?.cast(&DataType::String)?;
-    Ok(c.str()?.iter().map(|v| v.map(str::to_string)).collect())
-}
-
-pub fn texts(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
-    Ok(strs(df, name)?
-        .into_iter()
-        .map(Option::unwrap_or_default)
-        .collect())
-}
-
-pub fn f64s(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<f64>>> {
-    let c = df.column(name)?.cast(&DataType::Float64)?;
-    Ok(c.f64()?.iter().collect())
-}
-
-pub fn u64s(df: &DataFrame, name: &str) -> PolarsResult<Vec<u64>> {
-    let c = df.column(name)?.cast(&DataType::UInt64)?;
-    Ok(c.u64()?.iter().map(|v| v.unwrap_or(0)).collect())
 }
 
 fn keys() -> [Expr; 2] {
@@ -268,7 +245,7 @@ pub fn aggregate(
         }
     }
     let latency = with_group(&r.requests, &groups)
-        .filter(col("status").eq(lit("finished")))
+        .filter(col("status").eq(lit(RequestStatus::Finished.as_str())))
         .group_by(by.clone())
         .agg(qs)
         .collect()
@@ -414,8 +391,11 @@ mod tests {
 mod pooling {
     use std::path::{Path, PathBuf};
 
+    use hetsim_sim::experiment::Strategy;
     use hetsim_sim::output::ResultWriter;
-    use hetsim_sim::records::{LinkRecord, RequestRecord, SummaryRecord, TransferRecord};
+    use hetsim_sim::records::{
+        DropReason, LinkRecord, RequestRecord, Source, SummaryRecord, TransferKind, TransferRecord,
+    };
 
     use super::*;
     use crate::load::load;
@@ -423,12 +403,12 @@ mod pooling {
     fn request(scenario: &str, id: u64, ttft: Option<f64>, tpot: Option<f64>) -> RequestRecord {
         RequestRecord {
             scenario: scenario.into(),
-            strategy: "modality",
+            strategy: Strategy::Modality,
             request_id: id,
             status: if ttft.is_some() {
-                "finished".into()
+                RequestStatus::Finished
             } else {
-                "dropped:kv_capacity".into()
+                RequestStatus::Dropped(DropReason::KvCapacity)
             },
             arrival_s: id as f64,
             n_images: 1,
@@ -454,7 +434,7 @@ mod pooling {
             prefill_instance: None,
             decode_instance: None,
             preemptions: 0,
-            source: "sim",
+            source: Source::Sim,
         }
     }
 
@@ -462,7 +442,7 @@ mod pooling {
     fn summary(scenario: &str, n: (u64, u64), duration: f64, cost: f64, slo: f64) -> SummaryRecord {
         SummaryRecord {
             scenario: scenario.into(),
-            strategy: "modality",
+            strategy: Strategy::Modality,
             model: "llava-1.5-7b".into(),
             gpus: "2×RTX-4090 + 2×A100-PCIe-80GB".into(),
             gpu_count: 4,
@@ -475,15 +455,30 @@ mod pooling {
             throughput_rps: n.1 as f64 / duration,
             output_tokens: 100 * n.1,
             output_tokens_per_s: 100.0 * n.1 as f64 / duration,
+            goodput_rps: 0.0,
             slo_attainment: slo,
             slo_ttft_s: 1.0,
             slo_tpot_s: 0.1,
+            ttft_p50_s: None,
+            ttft_p90_s: None,
+            ttft_p99_s: None,
+            tpot_p50_s: None,
+            tpot_p90_s: None,
+            tpot_p99_s: None,
+            e2e_p50_s: None,
+            e2e_p90_s: None,
+            e2e_p99_s: None,
+            emb_bytes: 0,
+            kv_bytes: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            busiest_link: None,
+            busiest_link_utilization: 0.0,
             pricing: "capex",
             usd_per_hour: cost / duration * 3600.0,
             cost_usd: cost,
             tokens_per_dollar: 100.0 * n.1 as f64 / cost,
-            source: "sim",
-            ..Default::default()
+            source: Source::Sim,
         }
     }
 
@@ -491,7 +486,7 @@ mod pooling {
         TransferRecord {
             scenario: scenario.into(),
             request_id: id,
-            kind: "embedding",
+            kind: TransferKind::Embedding,
             src_instance: 0,
             dst_instance: 1,
             link: "pcie4-host-staged",
@@ -500,7 +495,7 @@ mod pooling {
             ready_s: 0.0,
             start_s: 0.0,
             end_s: 0.001,
-            source: "sim",
+            source: Source::Sim,
         }
     }
 
@@ -512,7 +507,7 @@ mod pooling {
             bytes: 1,
             busy_s: 0.1,
             utilization,
-            source: "sim",
+            source: Source::Sim,
         }
     }
 

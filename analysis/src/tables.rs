@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use hetsim_sim::error::InputError;
 use polars::prelude::*;
 
+use crate::columns::{f64s, texts, u64s};
 use crate::load::Results;
-use crate::metrics::{self, Metrics, Scenario, f64s, input, texts, u64s};
+use crate::metrics::{self, Metrics, Scenario, input};
 use crate::table::{Show, Table, Value};
 
 const MS: Show = Show::Fixed {

@@ -1,11 +1,103 @@
-#!/bin/bash
-# One-GPU call: hetsim validate on the H100 experiment (real replay of the colocated scenarios,
-# simulation with the measured phase profile, comparison). Everything lands in $OUT/results.tar.gz.
-B=.devbin
-R=$OUT/r; mkdir -p $R
-{ date -u; nvidia-smi; } > $R/env.txt 2>&1
-C="$B/hetsim validate experiments/validate-h100.yaml --out $R/val"
-echo "$C" > $R/validate.cmd
-timeout 540 $C > $R/validate.txt 2> $R/validate.log; echo "exit $?" >> $R/validate.txt
-tar czf $OUT/results.tar.gz -C $OUT r
-tail -45 $R/validate.txt; tail -5 $R/validate.log
+#!/usr/bin/env bash
+# The simulator against the real engine: the selftest first (a wrong kernel would make every
+# comparison meaningless), optionally a fresh phase table of the engine on this machine, then
+# `hetsim validate` of each experiment: its trace served for real and simulated, both compared.
+#
+#   exec/scripts/validate.sh [--calibrate [--links-from PROFILE]] [--profile PROFILE]
+#                            [--parallel] [--out DIR] EXPERIMENT[@GPU]...
+#
+#   EXPERIMENT@GPU   replay on GPU (and GPU + 1 for a two-GPU deployment); default GPU 0.
+#   --calibrate      measure the engine's phase table first (`hetsim calibrate --no-links
+#                    --model llava-1.5-7b` on the first experiment's GPU, ~4 minutes) and
+#                    simulate every experiment with it instead of the file's `profile:`.
+#   --links-from P   with --calibrate: copy the links of profile P (this machine's earlier
+#                    `hetsim calibrate`) into the new profile, for experiments that ship over them.
+#   --profile P      simulate with profile P instead of the file's `profile:`.
+#   --parallel       replay all experiments at once (give each its own GPUs).
+#
+# Example, 4 GPUs, as recorded in exec/results/2026-11-21-h200x4-validate/:
+#   exec/scripts/validate.sh --calibrate --links-from \
+#     profiles/h200x2-2026-11-21.yaml --parallel \
+#     experiments/validate-nvlink.yaml@0 experiments/validate-pcie.yaml@2
+#
+# DIR (default out/validate-<UTC date>) receives env.txt, commands.txt, selftest.txt, the new
+# profile.yaml and calibrate.md (with --calibrate), and for each experiment NAME.txt (the printed
+# comparison), NAME.log (the replay's progress) and NAME/ (both sources' rows, comparison.csv).
+# Nothing tracked is edited. HETSIM names the binary (default target/release/hetsim).
+set -euo pipefail
+
+usage() {
+  sed -n '6,7p' "$0" | sed 's/^#  //' >&2
+  exit 2
+}
+
+hetsim=${HETSIM:-target/release/hetsim}
+model=llava-1.5-7b
+out=out/validate-$(date -u +%F)
+calibrate=0 links_from="" profile="" parallel=0 runs=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --calibrate) calibrate=1; shift ;;
+    --links-from) links_from=$2; shift 2 ;;
+    --profile) profile=$2; shift 2 ;;
+    --parallel) parallel=1; shift ;;
+    --out) out=$2; shift 2 ;;
+    -*) usage ;;
+    *) runs+=("$1"); shift ;;
+  esac
+done
+[ ${#runs[@]} -gt 0 ] || usage
+if [ -n "$links_from" ] && [ $calibrate = 0 ]; then
+  echo "--links-from needs --calibrate" >&2; exit 2
+fi
+if [ -n "$profile" ] && [ $calibrate = 1 ]; then
+  echo "give --calibrate or --profile, not both" >&2; exit 2
+fi
+for r in "${runs[@]}"; do
+  [ -f "${r%@*}" ] || { echo "no experiment file ${r%@*}" >&2; exit 2; }
+done
+mkdir -p "$out"
+first_gpu=0
+[[ ${runs[0]} == *@* ]] && first_gpu=${runs[0]##*@}
+
+# Runs a command, keeps its line in commands.txt and its output (also printed) in NAME.txt.
+record() {
+  local name=$1; shift
+  echo "$(date -u +%FT%TZ) $*" >> "$out/commands.txt"
+  "$@" 2>&1 | tee "$out/$name.txt"
+}
+
+# The machine as the driver sees it; a note for the reader, so its failure stops nothing.
+{ date -u +%FT%TZ; nvidia-smi; nvidia-smi topo -m; } > "$out/env.txt" 2>&1 || true
+record selftest "$hetsim" exec selftest --gpu "$first_gpu"
+if [ $calibrate = 1 ]; then
+  profile=$out/profile.yaml
+  record calibrate "$hetsim" calibrate --no-links --no-green --model "$model" --gpu "$first_gpu" \
+    ${links_from:+--links-from "$links_from"} --out "$profile" --report "$out/calibrate.md"
+fi
+
+# One experiment: the comparison table to NAME.txt, the replay's progress to NAME.log.
+validate() {
+  local file=${1%@*} gpu=0 name
+  [[ $1 == *@* ]] && gpu=${1##*@}
+  name=$(basename "$file" .yaml)
+  local cmd=("$hetsim" validate "$file" --gpu "$gpu" --out "$out/$name"
+    ${profile:+--profile "$profile"})
+  echo "$(date -u +%FT%TZ) ${cmd[*]}" >> "$out/commands.txt"
+  "${cmd[@]}" > "$out/$name.txt" 2> "$out/$name.log"
+}
+
+failed=0
+if [ $parallel = 1 ]; then
+  pids=()
+  for r in "${runs[@]}"; do validate "$r" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || failed=1; done
+else
+  for r in "${runs[@]}"; do validate "$r" || failed=1; done
+fi
+echo "$(date -u +%FT%TZ) done" >> "$out/commands.txt"
+for r in "${runs[@]}"; do
+  name=$(basename "${r%@*}" .yaml)
+  echo "== $name"; cat "$out/$name.txt"; tail -3 "$out/$name.log"
+done
+exit $failed

@@ -1,15 +1,16 @@
 //! Thin CLI layer the `hetsim` binary can mount: clap `Args` structs and `run` functions.
 //! Errors go to stderr; `exit_code` maps them (2: bad input or no CUDA; 1: a failed run).
 
-use crate::calibrate;
-use crate::device;
+use crate::cuda::device;
 use crate::error::{Error, Result};
-use crate::kv::ModelShape;
-use crate::model::LlavaConfig;
-use crate::report;
+use crate::measure::bench;
+use crate::measure::calibrate;
+use crate::measure::report;
+use crate::measure::validate;
+use crate::serve::kv::ModelShape;
+use crate::serve::model::LlavaConfig;
+use crate::serve::selftest;
 use crate::util;
-use crate::validate;
-use crate::{bench, selftest};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -32,6 +33,10 @@ pub struct CalibrateArgs {
     /// Skip the link probes.
     #[arg(long)]
     pub no_links: bool,
+    /// With --no-links: copy the `links` of this profile (an earlier `calibrate` of the same
+    /// machine) into the one written, so it is complete for `hetsim validate`.
+    #[arg(long, value_name = "PROFILE", requires = "no_links")]
+    pub links_from: Option<PathBuf>,
     /// Skip the compute probes.
     #[arg(long)]
     pub no_compute: bool,
@@ -73,22 +78,31 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         .as_deref()
         .map(|m| LlavaConfig::builtin(m, a.layers))
         .transpose()?;
+    // Read the link profile before spending GPU time, too.
+    let links_from = a
+        .links_from
+        .as_deref()
+        .map(|p| calibrate::read_links_from(p).map(|prof| (p, prof)))
+        .transpose()?;
     let cal = calibrate::measure(&opts)?;
     let md = report::calibration_markdown(&cal);
     println!("{md}");
     if let Some(p) = &a.report {
-        crate::util::write_atomically(p, &md)?;
+        hetsim_sim::output::write_atomically(p, &md)?;
     }
     if let Some(p) = &a.json {
         let s =
             serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
-        crate::util::write_atomically(p, s)?;
+        hetsim_sim::output::write_atomically(p, s)?;
     }
     let mut prof = calibrate::to_profile(&cal);
+    if let Some((path, from)) = &links_from {
+        prof = calibrate::with_links_from(prof, from, path);
+    }
     if let Some(c) = phase_model {
         let gpu_index = a.gpu.as_ref().and_then(|g| g.first().copied()).unwrap_or(0);
         let gpu = device::Gpu::open(gpu_index)?;
-        let catalog_gpu = crate::catalog::gpu_spec(&gpu.info.name)
+        let catalog_gpu = crate::measure::catalog::gpu_spec(&gpu.info.name)
             .map(|g| g.name.to_string())
             .unwrap_or_else(|| gpu.info.name.clone());
         let grid = if a.quick {
@@ -186,7 +200,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         let t = bench::breakdown(&c, a.gpu, a.only.as_deref())?;
         println!("{t}");
         if let Some(p) = &a.out {
-            crate::util::write_atomically(p, &t)?;
+            hetsim_sim::output::write_atomically(p, &t)?;
         }
         return Ok(());
     }
@@ -195,7 +209,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     let t = bench::bench_table(&c, &format!("{name}, {}", util::now_utc()), &report);
     println!("{t}");
     if let Some(p) = &a.out {
-        crate::util::write_atomically(p, &t)?;
+        hetsim_sim::output::write_atomically(p, &t)?;
     }
     Ok(())
 }
@@ -280,7 +294,7 @@ pub fn validate_transfer(a: &ValidateTransferArgs) -> Result<()> {
     let md = report::validate_markdown(&rows, &opts.command);
     println!("{md}");
     if let Some(p) = &a.report {
-        crate::util::write_atomically(p, &md)?;
+        hetsim_sim::output::write_atomically(p, &md)?;
     }
     Ok(())
 }
@@ -328,11 +342,11 @@ pub fn info() -> Result<()> {
             }
         }
     }
-    match crate::libs::ensure_nvrtc() {
+    match crate::cuda::libs::ensure_nvrtc() {
         Ok(()) => println!("NVRTC: ok"),
         Err(e) => println!("NVRTC: {e}"),
     }
-    match crate::gemm::Lt::version() {
+    match crate::cuda::gemm::Lt::version() {
         Ok(v) => println!("cuBLASLt: version {v}"),
         Err(e) => println!("cuBLASLt: {e}"),
     }
@@ -386,11 +400,45 @@ mod tests {
             quick: true,
             no_green: true,
             no_links: true,
+            links_from: None,
             no_compute: true,
             gpu: None,
             model: None,
             layers: None,
         };
         assert_eq!(calibrate(&a).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn links_from_needs_no_links_and_is_read_before_the_probes() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: CalibrateArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from([&["calibrate"], args].concat());
+        assert!(parse(&["--out", "p.yaml", "--links-from", "l.yaml"]).is_err());
+        let mut a = parse(&[
+            "--out",
+            "p.yaml",
+            "--no-links",
+            "--links-from",
+            "missing.yaml",
+        ])
+        .unwrap()
+        .a;
+        a.no_compute = true;
+        let e = calibrate(&a).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("missing.yaml"), "{e}");
+        // (tests run in exec/)
+        a.links_from = Some("../profiles/h100-2026-11-21-llava-1.5-7b.yaml".into());
+        assert!(
+            calibrate(&a)
+                .unwrap_err()
+                .to_string()
+                .contains("has no links")
+        );
     }
 }

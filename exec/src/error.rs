@@ -27,16 +27,19 @@ pub enum Error {
     },
     /// A result failed its own check (e.g. checksums differ): the run is wrong, not the input.
     Check(String),
+    /// From the simulator's side of a run (scenario, records, result files): keeps its kind.
+    Sim(hetsim_sim::error::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// Exit code for the CLI: 2 for bad input or a machine without CUDA (the user must act),
-    /// 1 for a failure during the run.
+    /// 1 for a failure during the run (writing results included), 70 for a simulator bug.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NoDriver(_) | Error::Invalid(_) => 2,
+            Error::Sim(e) => e.exit_code().into(),
             _ => 1,
         }
     }
@@ -59,11 +62,18 @@ impl fmt::Display for Error {
             Error::Invalid(m) => write!(f, "invalid input: {m}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
             Error::Check(m) => write!(f, "check failed: {m}"),
+            Error::Sim(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<hetsim_sim::error::Error> for Error {
+    fn from(e: hetsim_sim::error::Error) -> Self {
+        Error::Sim(e)
+    }
+}
 
 pub fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
     Error::Io {

@@ -1,21 +1,7 @@
-//! Small helpers: UTC timestamps without a date crate, machine description, whole-file writes.
+//! Small helpers: UTC timestamps without a date crate, machine description. Files are written
+//! with the simulator's `hetsim_sim::output::write_atomically`.
 
-use crate::error::{Result, io_err};
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Writes `contents` to a temporary file beside `path` (its name + ".tmp"), then renames it into
-/// place: a reader never sees a half-written file, and a failed write leaves none behind.
-pub fn write_atomically(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    if let Err(e) = std::fs::write(&tmp, contents) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
-}
 
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil(days: i64) -> (i64, u32, u32) {
@@ -74,26 +60,6 @@ pub fn nvidia_driver_string() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn atomic_write_leaves_the_file_and_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("hetsim-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("out.md");
-        write_atomically(&p, "first").unwrap();
-        write_atomically(&p, "second").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "second");
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("out.md")]);
-        // A folder that does not exist: an error naming the file, nothing written.
-        let bad = dir.join("missing").join("out.md");
-        let e = write_atomically(&bad, "x").unwrap_err().to_string();
-        assert!(e.contains("missing"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn dates() {

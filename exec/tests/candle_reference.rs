@@ -15,9 +15,9 @@ use candle_transformers::models::clip::text_model::Activation;
 use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 use candle_transformers::models::llama::Cache;
 use candle_transformers::models::llava::{LLaVA, config::LLaVAConfig};
-use hetsim_exec::model::cpu;
-use hetsim_exec::model::host::{self, IMAGE_TOKEN};
-use hetsim_exec::model::llava::LlavaConfig;
+use hetsim_exec::serve::model::cpu;
+use hetsim_exec::serve::model::host::{self, IMAGE_TOKEN};
+use hetsim_exec::serve::model::llava::LlavaConfig;
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();

@@ -1,19 +1,21 @@
-//! GPU tests: they run on a machine with a CUDA driver and skip (with the reason printed) where
-//! there is none, such as CI. Each checks a GPU result against the CPU reference in `kv.rs`.
+//! GPU tests: each checks a GPU result against a CPU reference (`serve::kv`, an f64 product,
+//! the CPU model). They need a CUDA GPU, so they are ignored by default; on a GPU machine run
+//! `cargo test -p hetsim-exec --test gpu -- --ignored`. There a missing driver fails the test
+//! with the driver's error instead of skipping it.
 
-use hetsim_exec::device::{self, Gpu};
+use hetsim_exec::cuda::device::{self, Gpu};
+use hetsim_exec::cuda::kernels::{Module, grid_for};
+use hetsim_exec::cuda::staging::{MIB, Stager};
 use hetsim_exec::kargs;
-use hetsim_exec::kernels::{KV_SRC, Module, grid_for};
-use hetsim_exec::kv::{self, ModelShape};
-use hetsim_exec::probes::link::{LinkBench, MIB, Stager};
+use hetsim_exec::measure::probes::link::LinkBench;
+use hetsim_exec::serve::kv::{self, KV_SRC, ModelShape};
 
-fn gpu_or_skip(test: &str) -> Option<usize> {
-    match hetsim_exec::gpu_available() {
-        Ok(n) => Some(n),
-        Err(why) => {
-            println!("skipping {test}: {why}");
-            None
-        }
+/// How many GPUs the driver reports; panics with the driver's error where there is none.
+fn gpus() -> usize {
+    match device::device_count() {
+        Ok(0) => panic!("the CUDA driver reports no GPU"),
+        Ok(n) => n,
+        Err(e) => panic!("needs a CUDA GPU: {e}"),
     }
 }
 
@@ -25,10 +27,9 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on a GPU machine"]
 fn gather_scatter_and_checksums_match_the_cpu() {
-    let Some(_) = gpu_or_skip("gather_scatter_and_checksums_match_the_cpu") else {
-        return;
-    };
+    gpus();
     let g = Gpu::open(0).unwrap();
     let m = Module::load(&g, "kv_transfer.cu", KV_SRC).unwrap();
     let (gather, scatter, csp, csf) = (
@@ -82,31 +83,43 @@ fn gather_scatter_and_checksums_match_the_cpu() {
         sums.ptr,
         sums.ptr + 8,
     );
-    gather
-        .launch(
+    // SAFETY: kv_gather(pool, packed, table, n_vec, dv, s, heads, nblocks): pool holds nblocks
+    // blocks, packed kv_bytes(s) = 16·n_vec bytes, ts the request's blocks; all alive until the
+    // synchronize.
+    unsafe {
+        gather.launch(
             grid,
             256,
             &st,
             &mut kargs![pp, pk, pt, n_vec, dv, ss, h, nb],
         )
-        .unwrap();
-    csp.launch(
-        grid,
-        256,
-        &st,
-        &mut kargs![pp, pt, n_vec, dv, ss, h, nb, out0],
-    )
+    }
     .unwrap();
-    csf.launch(grid, 256, &st, &mut kargs![pk, n_vec, out1])
-        .unwrap();
-    scatter
-        .launch(
+    // SAFETY: kv_checksum_paged(pool, table, n_vec, dv, s, heads, nblocks, out): the buffers of the
+    // gather above, out the first u64 of sums.
+    unsafe {
+        csp.launch(
+            grid,
+            256,
+            &st,
+            &mut kargs![pp, pt, n_vec, dv, ss, h, nb, out0],
+        )
+    }
+    .unwrap();
+    // SAFETY: checksum_u4(buf, n_vec, out): packed holds 16·n_vec bytes, out the second u64 of
+    // sums.
+    unsafe { csf.launch(grid, 256, &st, &mut kargs![pk, n_vec, out1]) }.unwrap();
+    // SAFETY: kv_scatter(packed, pool, table, n_vec, dv, s, heads, nblocks): packed as gathered,
+    // dpool nblocks blocks, td the destination blocks; all alive until the synchronize.
+    unsafe {
+        scatter.launch(
             grid,
             256,
             &st,
             &mut kargs![pk, pd, ptd, n_vec, dv, ss, h, nb],
         )
-        .unwrap();
+    }
+    .unwrap();
     st.synchronize().unwrap();
 
     // CPU reference on bf16 elements (u16)
@@ -148,10 +161,9 @@ fn gather_scatter_and_checksums_match_the_cpu() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on a GPU machine"]
 fn staged_copy_delivers_every_byte() {
-    let Some(n) = gpu_or_skip("staged_copy_delivers_every_byte") else {
-        return;
-    };
+    let n = gpus();
     let a = Gpu::open(0).unwrap();
     let b = Gpu::open(if n > 1 { 1 } else { 0 }).unwrap();
     let bytes = 13 * MIB + 4096 + 16; // not a multiple of the chunk
@@ -179,15 +191,14 @@ fn staged_copy_delivers_every_byte() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on a GPU machine"]
 fn cublaslt_gemm_matches_f64_reference() {
-    let Some(_) = gpu_or_skip("cublaslt_gemm_matches_f64_reference") else {
-        return;
-    };
+    gpus();
     let g = Gpu::open(0).unwrap();
-    let pk = hetsim_exec::probes::compute::ProbeKernels::load(&g).unwrap();
-    let lt = hetsim_exec::gemm::Lt::new().unwrap();
+    let pk = hetsim_exec::measure::probes::compute::ProbeKernels::load(&g).unwrap();
+    let lt = hetsim_exec::cuda::gemm::Lt::new().unwrap();
     let s = g.stream().unwrap();
-    let err = hetsim_exec::probes::compute::check_gemm(&g, &lt, &pk, &s).unwrap();
+    let err = hetsim_exec::measure::probes::compute::check_gemm(&g, &lt, &pk, &s).unwrap();
     assert!(err < 1e-2, "{err}");
 }
 
@@ -201,11 +212,10 @@ fn no_driver_is_an_error_not_a_panic() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on a GPU machine"]
 fn engine_selftest_passes() {
-    let Some(_) = gpu_or_skip("engine_selftest_passes") else {
-        return;
-    };
-    let checks = hetsim_exec::selftest::run(0, 7).unwrap();
-    println!("{}", hetsim_exec::selftest::table(&checks));
-    hetsim_exec::selftest::failures(&checks).unwrap();
+    gpus();
+    let checks = hetsim_exec::serve::selftest::run(0, 7).unwrap();
+    println!("{}", hetsim_exec::serve::selftest::table(&checks));
+    hetsim_exec::serve::selftest::failures(&checks).unwrap();
 }

@@ -9,7 +9,8 @@
 
 use crate::catalog::{Dtype, ImageTokens, ModelSpec};
 use crate::cluster::Role;
-use crate::experiment::{EngineSpec, Scenario, Slo};
+use crate::engine_spec::EngineSpec;
+use crate::experiment::{Scenario, Slo};
 use crate::kv::MemoryPlan;
 use crate::perf::{BatchShape, PhaseModel, Work};
 

@@ -4,8 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use crate::records::{RequestRecord, SummaryRecord};
+use crate::records::{RequestRecord, RequestStatus, Source, SummaryRecord};
 use crate::table::{Table, Value};
+
+/// The error of a prediction, in %: (predicted − measured) / measured × 100, so positive means
+/// the simulator is pessimistic about a latency (or optimistic about a throughput). None where
+/// there is nothing to divide by or either side is not a number. The one definition: `validate`,
+/// `validate transfer` and `analyze` all call it (analysis's polars form is tested against it).
+pub fn error_pct(predicted: f64, measured: f64) -> Option<f64> {
+    (measured != 0.0 && predicted.is_finite() && measured.is_finite())
+        .then(|| (predicted - measured) / measured * 100.0)
+}
 
 /// Metrics of one scenario's requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +34,10 @@ fn quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
 
 /// TTFT, TPOT and end-to-end p50/p90/p99, throughput and bytes moved per request.
 pub fn metrics(rows: &[&RequestRecord]) -> Metrics {
-    let done: Vec<&&RequestRecord> = rows.iter().filter(|r| r.status == "finished").collect();
+    let done: Vec<&&RequestRecord> = rows
+        .iter()
+        .filter(|r| r.status == RequestStatus::Finished)
+        .collect();
     let col = |f: &dyn Fn(&RequestRecord) -> Option<f64>| {
         done.iter().filter_map(|r| f(r)).collect::<Vec<f64>>()
     };
@@ -76,7 +88,10 @@ fn metric_name(m: &str, q: &str) -> &'static str {
 /// A summary row for measured requests: request-derived fields from `rows`, the deployment's
 /// description and price from the simulated row of the same scenario (same cluster, same prices).
 pub fn summarize_measured(sim: &SummaryRecord, rows: &[&RequestRecord]) -> SummaryRecord {
-    let done: Vec<&&RequestRecord> = rows.iter().filter(|r| r.status == "finished").collect();
+    let done: Vec<&&RequestRecord> = rows
+        .iter()
+        .filter(|r| r.status == RequestStatus::Finished)
+        .collect();
     let q = |f: &dyn Fn(&RequestRecord) -> Option<f64>, p: f64| {
         quantile(done.iter().filter_map(|r| f(r)).collect(), p)
     };
@@ -135,7 +150,7 @@ pub fn summarize_measured(sim: &SummaryRecord, rows: &[&RequestRecord]) -> Summa
         } else {
             0.0
         },
-        source: "exec",
+        source: Source::Exec,
         ..sim.clone()
     }
 }
@@ -149,7 +164,7 @@ pub struct Comparison {
 
 /// Joins the two sources' rows on scenario and compares every metric both have.
 pub fn compare(rows: &[RequestRecord]) -> Comparison {
-    let mut by: BTreeMap<(&str, &str), Vec<&RequestRecord>> = BTreeMap::new();
+    let mut by: BTreeMap<(&str, Source), Vec<&RequestRecord>> = BTreeMap::new();
     for r in rows {
         by.entry((r.scenario.as_str(), r.source))
             .or_default()
@@ -164,17 +179,14 @@ pub fn compare(rows: &[RequestRecord]) -> Comparison {
     let mut table = Table::new(&["scenario", "metric", "predicted", "measured", "error_pct"]);
     let mut errors = Vec::new();
     for s in scenarios {
-        let (Some(sim), Some(exec)) = (by.get(&(s, "sim")), by.get(&(s, "exec"))) else {
+        let (Some(sim), Some(exec)) = (by.get(&(s, Source::Sim)), by.get(&(s, Source::Exec)))
+        else {
             continue;
         };
         let (p, m) = (metrics(sim), metrics(exec));
         for (name, pv) in &p.values {
             if let Some((_, mv)) = m.values.iter().find(|(n, _)| n == name) {
-                let err = if *mv != 0.0 {
-                    Some(100.0 * (pv - mv) / mv)
-                } else {
-                    None
-                };
+                let err = error_pct(*pv, *mv);
                 if let Some(e) = err {
                     errors.push(e.abs());
                 }
@@ -197,13 +209,14 @@ pub fn compare(rows: &[RequestRecord]) -> Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiment::Strategy;
 
-    fn row(scenario: &str, source: &'static str, id: u64, ttft: f64, tpot: f64) -> RequestRecord {
+    fn row(scenario: &str, source: Source, id: u64, ttft: f64, tpot: f64) -> RequestRecord {
         RequestRecord {
             scenario: scenario.into(),
-            strategy: "modality",
+            strategy: Strategy::Modality,
             request_id: id,
-            status: "finished".into(),
+            status: RequestStatus::Finished,
             arrival_s: id as f64,
             n_images: 1,
             visual_tokens: 576,
@@ -233,12 +246,21 @@ mod tests {
     }
 
     #[test]
+    fn error_is_signed_and_relative_to_the_measurement() {
+        // 110 ms predicted against 100 ms measured: 10 % pessimistic; 90 ms: 10 % optimistic.
+        assert!((error_pct(0.110, 0.100).unwrap() - 10.0).abs() < 1e-9);
+        assert!((error_pct(0.090, 0.100).unwrap() + 10.0).abs() < 1e-9);
+        assert_eq!(error_pct(1.0, 0.0), None);
+        assert_eq!(error_pct(f64::NAN, 1.0), None);
+    }
+
+    #[test]
     fn errors_are_prediction_over_measurement() {
         let mut rows = Vec::new();
         for i in 0..100 {
-            rows.push(row("a", "sim", i, 0.110, 0.010));
-            rows.push(row("a", "exec", i, 0.100, 0.010));
-            rows.push(row("only-sim", "sim", i, 0.1, 0.01));
+            rows.push(row("a", Source::Sim, i, 0.110, 0.010));
+            rows.push(row("a", Source::Exec, i, 0.100, 0.010));
+            rows.push(row("only-sim", Source::Sim, i, 0.1, 0.01));
         }
         let c = compare(&rows);
         let get = |m: &str| {
@@ -264,27 +286,22 @@ mod tests {
     #[test]
     fn measured_summary_is_recomputed_from_its_rows() {
         let rows: Vec<RequestRecord> = (0..10)
-            .map(|i| row("a", "exec", i, 0.1 + i as f64 * 0.01, 0.01))
+            .map(|i| row("a", Source::Exec, i, 0.1 + i as f64 * 0.01, 0.01))
             .collect();
         let refs: Vec<&RequestRecord> = rows.iter().collect();
         let sim = SummaryRecord {
             scenario: "a".into(),
-            strategy: "colocated",
-            model: "m".into(),
-            gpus: "1×H100-SXM".into(),
-            gpu_count: 1,
+            strategy: Strategy::Colocated,
             rate_rps: Some(1.0),
             slo_ttft_s: 0.155,
             slo_tpot_s: 0.05,
-            pricing: "capex",
             usd_per_hour: 3.6,
-            source: "sim",
-            ..Default::default()
+            ..crate::records::tests::summary()
         };
         let m = summarize_measured(&sim, &refs);
         assert_eq!(
             (m.source, m.requests, m.finished, m.output_tokens),
-            ("exec", 10, 10, 110)
+            (Source::Exec, 10, 10, 110)
         );
         // Arrivals 0…9 s; the last finishes at 9 + 0.19 + 0.1.
         assert!((m.duration_s - 9.29).abs() < 1e-9);

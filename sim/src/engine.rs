@@ -22,7 +22,7 @@ use crate::experiment::{KvTransferMode, Routing, Scenario};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
 use crate::perf::{PhaseModel, Work};
-use crate::records::RecordSink;
+use crate::records::{DropReason, RecordSink};
 use crate::scheduler::{Next, ReqId, Scheduler, Sequence, Sequences, StepPlan};
 use crate::workload::{Request, RequestSource};
 use accounting::Accounting;
@@ -279,9 +279,9 @@ impl<'a> Simulation<'a> {
         }
         // Nothing left to happen: whatever is still in flight is a bug, reported as stalled.
         let reason = if stopped_at_horizon {
-            "horizon"
+            DropReason::Horizon
         } else {
-            "stalled"
+            DropReason::Stalled
         };
         let left: Vec<ReqId> = self.reqs.keys().copied().collect();
         for id in left {
@@ -388,7 +388,7 @@ impl<'a> Simulation<'a> {
         let need = self.prefill_kv_tokens(id);
         let fits = |inst: &Instance| inst.sched.kv.blocks_for(need) <= inst.sched.kv.total_blocks;
         let Some(i) = self.route(self.prefill_role(), fits) else {
-            return self.drop_request(id, "kv_capacity");
+            return self.drop_request(id, DropReason::KvCapacity);
         };
         self.assign(i, id);
         self.inst[i].sched.admit(id);
@@ -398,10 +398,10 @@ impl<'a> Simulation<'a> {
 
     /// Without chunked prefill a prompt longer than the step's token budget can never be
     /// scheduled; vLLM refuses such a prompt, and so does this engine.
-    fn inadmissible(&self, id: ReqId) -> Option<&'static str> {
+    fn inadmissible(&self, id: ReqId) -> Option<DropReason> {
         let e = &self.s.engine;
         (!e.chunked_prefill && self.seqs[&id].context > e.token_budget)
-            .then_some("prompt_over_token_budget")
+            .then_some(DropReason::PromptOverTokenBudget)
     }
 
     /// Picks an instance of `role` among those `ok` accepts. LLM work may also go to a stealing
@@ -623,7 +623,7 @@ impl<'a> Simulation<'a> {
         let Some(dst) = self.route(self.prefill_role(), |inst| {
             inst.sched.kv.blocks_for(need) <= inst.sched.kv.total_blocks
         }) else {
-            return self.drop_request(id, "kv_capacity");
+            return self.drop_request(id, DropReason::KvCapacity);
         };
         self.assign(dst, id);
         if dst == e {
@@ -656,7 +656,7 @@ impl<'a> Simulation<'a> {
                 }) else {
                     // No decode instance can ever hold it. Drop it once prefill is over.
                     if layerwise.is_none() {
-                        self.drop_request(id, "kv_capacity")?;
+                        self.drop_request(id, DropReason::KvCapacity)?;
                     }
                     return Ok(());
                 };
@@ -854,8 +854,8 @@ impl<'a> Simulation<'a> {
                 r.kv_transfer = None;
                 if r.first_token.is_none() {
                     // Layerwise stream outran its step (cannot, with the cap): keep the order honest.
-                    return Err(Error::Output(format!(
-                        "internal: KV of request {} arrived before its prefill ended (now {} start {:?} kv {:?} producer {:?} {}/{})",
+                    return Err(Error::Internal(format!(
+                        "KV of request {} arrived before its prefill ended (now {} start {:?} kv {:?} producer {:?} {}/{})",
                         t.req,
                         self.now,
                         r.prefill_start,
@@ -892,7 +892,7 @@ impl<'a> Simulation<'a> {
         self.acc.finished(&r, &seq, self.now)
     }
 
-    fn drop_request(&mut self, id: ReqId, reason: &str) -> Result<(), Error> {
+    fn drop_request(&mut self, id: ReqId, reason: DropReason) -> Result<(), Error> {
         let r = self.reqs.remove(&id).expect("live");
         let seq = self.seqs.remove(&id).expect("live");
         for &a in &r.assigned {

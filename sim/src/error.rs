@@ -1,5 +1,12 @@
-//! Errors that reach the user. Bad input (exit code 2) is kept apart from failures to write
-//! results, so the binary can tell the user which one they must fix.
+//! Errors that reach the user, in three kinds the binary's exit code tells apart:
+//!
+//! - `Input` (exit 2): the user's file, field or value is wrong; the message says which and what
+//!   is allowed. A file that does not exist or cannot be opened is input too.
+//! - `Output` (exit 1): writing results failed (a read-only or missing directory, a full disk):
+//!   not the input's fault; the message names the path and the system's reason.
+//! - `Internal` (exit 70, EX_SOFTWARE): an invariant of the simulator broke — a bug, reported with
+//!   what was seen. Invariants checked by `assert!` (time never runs backwards, KV blocks within
+//!   capacity) panic with their message instead, since no result after them can be trusted.
 
 use std::fmt;
 
@@ -42,6 +49,19 @@ pub enum Error {
     Input(InputError),
     /// Writing results failed (disk full, permissions): not the input's fault.
     Output(String),
+    /// A bug: the simulator reached a state its invariants rule out.
+    Internal(String),
+}
+
+impl Error {
+    /// The process exit code for this kind of error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Input(_) => 2,
+            Error::Output(_) => 1,
+            Error::Internal(_) => 70,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -49,6 +69,7 @@ impl fmt::Display for Error {
         match self {
             Error::Input(e) => write!(f, "{e}"),
             Error::Output(e) => write!(f, "cannot write results: {e}"),
+            Error::Internal(e) => write!(f, "internal error (a bug in hetsim): {e}"),
         }
     }
 }

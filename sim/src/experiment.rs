@@ -14,6 +14,7 @@ use crate::catalog::{
 };
 use crate::cluster::{Cluster, Gpu, InstanceSpec, Node, Role};
 use crate::cost::PricingSpec;
+use crate::engine_spec::EngineSpec;
 use crate::error::{InputError, unknown_name};
 use crate::kv::MemoryPlan;
 use crate::perf::{Efficiency, PhaseModel, Roofline};
@@ -35,6 +36,13 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Colocated,
+        Strategy::Stage,
+        Strategy::Modality,
+        Strategy::Epd,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Colocated => "colocated",
@@ -76,51 +84,6 @@ pub enum Routing {
     /// Fewest requests assigned and not yet done (ties: lowest instance id).
     #[default]
     LeastLoaded,
-}
-
-/// How an LLM step mixes work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// Decodes and prefill chunks share a step (vLLM v1, Sarathi-style chunked prefill).
-    #[default]
-    Mixed,
-    /// A step prefills whatever new prompts fit, else decodes (vLLM v0; the project's GPU engine).
-    PrefillFirst,
-}
-
-/// Batching and memory knobs of the serving engine (vLLM's defaults where it has one).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EngineSpec {
-    /// Tokens one LLM step may process (prefill chunk tokens + one per decoding sequence).
-    pub token_budget: u64,
-    /// Sequences in one LLM step.
-    pub max_batch: u64,
-    pub block_tokens: u64,
-    /// Share of GPU memory the engine may take (weights, activations, KV).
-    pub memory_utilization: f64,
-    /// Images one encoder step may take.
-    pub encoder_batch_images: u64,
-    /// Split long prompts across steps (else a prompt must fit the budget whole).
-    pub chunked_prefill: bool,
-    pub schedule: Schedule,
-    pub efficiency: Efficiency,
-}
-
-impl Default for EngineSpec {
-    fn default() -> Self {
-        EngineSpec {
-            token_budget: 8192,
-            max_batch: 256,
-            block_tokens: 16,
-            memory_utilization: 0.9,
-            encoder_batch_images: 32,
-            chunked_prefill: true,
-            schedule: Schedule::Mixed,
-            efficiency: Efficiency::default(),
-        }
-    }
 }
 
 /// Latency targets a request must meet to count towards goodput.
@@ -384,15 +347,39 @@ impl At<'_> {
 
 /// Reads, checks and expands an experiment file. `seed` overrides the file's.
 pub fn load_experiment(path: &Path, seed: Option<u64>) -> Result<Experiment, InputError> {
+    load_experiment_with_profile(path, seed, None)
+}
+
+/// As `load_experiment`, with the hardware profile at `profile` (relative to the working
+/// directory, as a command-line path is) in place of the file's `profile:`: a fresh calibration
+/// checked against a shipped experiment without editing it.
+pub fn load_experiment_with_profile(
+    path: &Path,
+    seed: Option<u64>,
+    profile: Option<&Path>,
+) -> Result<Experiment, InputError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| InputError::new(format!("cannot read experiment {}: {e}", path.display())))?;
-    parse_experiment(&text, path, seed)
+    let profile = profile
+        .map(|p| HardwareProfile::load(p).map_err(|e| e.context("--profile")))
+        .transpose()?;
+    parse(&text, path, seed, profile)
 }
 
 pub fn parse_experiment(
     text: &str,
     path: &Path,
     seed_override: Option<u64>,
+) -> Result<Experiment, InputError> {
+    parse(text, path, seed_override, None)
+}
+
+/// `profile`, when given, replaces the file's `profile:` (which is then not read).
+fn parse(
+    text: &str,
+    path: &Path,
+    seed_override: Option<u64>,
+    profile: Option<HardwareProfile>,
 ) -> Result<Experiment, InputError> {
     let file_name = path.display().to_string();
     let at = At { file: &file_name };
@@ -404,12 +391,13 @@ pub fn parse_experiment(
             "{file_name}: `scenarios` is empty: give at least one"
         )));
     }
-    let profile = match &file.profile {
-        Some(p) => Some(
+    let profile = match (profile, &file.profile) {
+        (Some(given), _) => Some(given),
+        (None, Some(p)) => Some(
             HardwareProfile::load(&base_dir.join(&p.value))
                 .map_err(|e| at.err(Some(p), "profile", e))?,
         ),
-        None => None,
+        (None, None) => None,
     };
     let m = &file.matrix;
     if let Some(r) = m.rate.iter().find(|r| !(**r > 0.0 && r.is_finite())) {
@@ -1066,12 +1054,7 @@ pub struct SearchSpec {
 }
 
 fn all_strategies() -> Vec<Strategy> {
-    vec![
-        Strategy::Colocated,
-        Strategy::Stage,
-        Strategy::Modality,
-        Strategy::Epd,
-    ]
+    Strategy::ALL.to_vec()
 }
 
 /// A cluster given by hand (e.g. a paper's), scored beside the search.

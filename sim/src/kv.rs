@@ -1,8 +1,8 @@
 //! Paged KV memory of one LLM instance: fixed-size blocks of tokens, as vLLM's block manager.
 
 use crate::catalog::{Dtype, GpuSpec, ModelSpec};
+use crate::engine_spec::EngineSpec;
 use crate::error::InputError;
-use crate::experiment::EngineSpec;
 
 #[derive(Debug, Clone)]
 pub struct KvPool {

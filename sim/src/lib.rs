@@ -8,6 +8,7 @@ pub mod compare;
 pub mod cost;
 pub mod costmodel;
 pub mod engine;
+pub mod engine_spec;
 pub mod error;
 pub mod experiment;
 pub mod kv;

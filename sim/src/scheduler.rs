@@ -18,7 +18,7 @@
 //! Driving it step by step, e.g. to compare with another engine's scheduler on the same stream:
 //!
 //! ```
-//! use hetsim_sim::experiment::{EngineSpec, Schedule};
+//! use hetsim_sim::engine_spec::{EngineSpec, Schedule};
 //! use hetsim_sim::kv::KvPool;
 //! use hetsim_sim::scheduler::{Next, Scheduler, Sequence, Sequences};
 //!
@@ -44,7 +44,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::catalog::ImageTokens;
-use crate::experiment::{EngineSpec, Schedule};
+use crate::engine_spec::{EngineSpec, Schedule};
 use crate::kv::KvPool;
 use crate::perf::BatchShape;
 

@@ -236,12 +236,11 @@ impl Table {
         }
         let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(&e))?;
-        let tmp = path.with_extension("parquet.tmp");
-        let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
-        let mut w = ArrowWriter::try_new(file, schema, None).map_err(|e| err(&e))?;
+        // A command's table is small: encoded in memory, then written whole or not at all.
+        let mut w = ArrowWriter::try_new(Vec::new(), schema, None).map_err(|e| err(&e))?;
         w.write(&batch).map_err(|e| err(&e))?;
-        w.close().map_err(|e| err(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(&e))
+        let bytes = w.into_inner().map_err(|e| err(&e))?;
+        crate::output::write_atomically(path, bytes)
     }
 }
 

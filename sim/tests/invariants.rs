@@ -7,7 +7,7 @@ use std::path::Path;
 use hetsim_sim::catalog::Dtype;
 use hetsim_sim::engine::simulate;
 use hetsim_sim::experiment::{Strategy, parse_experiment};
-use hetsim_sim::records::MemorySink;
+use hetsim_sim::records::{DropReason, MemorySink, RequestStatus};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -166,19 +166,24 @@ fn check(seed: u64) {
             // never ends.
             assert_eq!(inv.bytes_sent, inv.bytes_received, "bytes lost: {ctx}");
             assert!(
-                sink.requests.iter().all(|r| [
-                    "finished",
-                    "dropped:kv_capacity",
-                    "dropped:prompt_over_token_budget"
-                ]
-                .contains(&r.status.as_str())),
+                sink.requests.iter().all(|r| matches!(
+                    r.status,
+                    RequestStatus::Finished
+                        | RequestStatus::Dropped(
+                            DropReason::KvCapacity | DropReason::PromptOverTokenBudget
+                        )
+                )),
                 "{ctx}"
             );
         }
         let shipped: u64 = sink.transfers.iter().map(|t| t.bytes).sum();
         assert_eq!(shipped, inv.bytes_received, "{ctx}");
         let llm = &s.model.llm;
-        for r in sink.requests.iter().filter(|r| r.status == "finished") {
+        for r in sink
+            .requests
+            .iter()
+            .filter(|r| r.status == RequestStatus::Finished)
+        {
             // Time never runs backwards along a request's life.
             let stages = [
                 Some(r.arrival_s),

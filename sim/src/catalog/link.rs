@@ -29,11 +29,17 @@ pub struct LinkSpec {
     pub host_staged: bool,
 }
 
-/// Chunk of the double-buffered host-staged copy (a quarter of the message, 256 KiB to 16 MiB, as
-/// the harness pipelines it): one chunk crosses before the pipeline is full. With a fixed 4 MiB
-/// chunk the model over-predicted a 4.7 MB staged embedding by 43 % on 2×H200 (exec/REPORT.md).
+/// Chunk of the double-buffered host-staged copy: a quarter of the message in whole 64 KiB (so
+/// every chunk starts aligned), 256 KiB to 16 MiB, never more than the message. The one rule: the
+/// harness chunks its staged copies with it (`hetsim_exec::cuda::staging::staged_chunk`) and the
+/// model charges one chunk of pipeline fill. With a fixed 4 MiB chunk the model over-predicted a
+/// 4.7 MB staged embedding by 43 % on 2×H200 (exec/REPORT.md).
 pub fn staging_chunk_bytes(bytes: u64) -> u64 {
-    bytes.div_ceil(4).clamp(256 << 10, 16 << 20).min(bytes)
+    bytes
+        .div_ceil(4)
+        .next_multiple_of(64 << 10)
+        .clamp(256 << 10, 16 << 20)
+        .min(bytes)
 }
 
 const fn link(
@@ -145,5 +151,7 @@ mod tests {
         // A 4.7 MB embedding pipelines in quarters.
         assert_eq!(staging_chunk_bytes(4_718_592), 1_179_648);
         assert_eq!(staging_chunk_bytes(100), 100);
+        // 5 MB: a quarter is 1,250,000 B, rounded up to 20 × 64 KiB.
+        assert_eq!(staging_chunk_bytes(5_000_000), 1_310_720);
     }
 }

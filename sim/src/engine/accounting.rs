@@ -7,7 +7,8 @@ use crate::error::Error;
 use crate::experiment::Scenario;
 use crate::network::Network;
 use crate::records::{
-    InstanceRecord, LinkRecord, RecordSink, RequestRecord, SummaryRecord, TransferRecord,
+    DropReason, InstanceRecord, LinkRecord, RecordSink, RequestRecord, RequestStatus, Source,
+    SummaryRecord, TransferKind, TransferRecord,
 };
 use crate::scheduler::Sequence;
 use crate::stats::LogHistogram;
@@ -116,12 +117,17 @@ impl<'a> Accounting<'a> {
             self.good += 1;
         }
         self.output_tokens += output_tokens;
-        self.request_row(r, seq, "finished", Some((ttft, tpot, e2e, now)))
+        self.request_row(
+            r,
+            seq,
+            RequestStatus::Finished,
+            Some((ttft, tpot, e2e, now)),
+        )
     }
 
-    pub fn dropped(&mut self, r: &Req, seq: &Sequence, reason: &str) -> Result<(), Error> {
+    pub fn dropped(&mut self, r: &Req, seq: &Sequence, reason: DropReason) -> Result<(), Error> {
         self.inv.dropped += 1;
-        self.request_row(r, seq, &format!("dropped:{reason}"), None)
+        self.request_row(r, seq, RequestStatus::Dropped(reason), None)
     }
 
     /// `lat`: TTFT, TPOT, end to end and the finish time of a finished request.
@@ -129,15 +135,15 @@ impl<'a> Accounting<'a> {
         &mut self,
         r: &Req,
         seq: &Sequence,
-        status: &str,
+        status: RequestStatus,
         lat: Option<(f64, Option<f64>, f64, u64)>,
     ) -> Result<(), Error> {
         let o = |t: Option<u64>| t.map(secs);
         let rec = RequestRecord {
             scenario: self.s.name.clone(),
-            strategy: self.s.strategy.name(),
+            strategy: self.s.strategy,
             request_id: r.r.id,
-            status: status.to_string(),
+            status,
             arrival_s: secs(r.r.arrival_ns),
             n_images: r.r.images.len() as u64,
             visual_tokens: r.visual,
@@ -162,7 +168,7 @@ impl<'a> Accounting<'a> {
             prefill_instance: r.prefill_inst.map(|x| x as u64),
             decode_instance: r.decode_inst.map(|x| x as u64),
             preemptions: seq.preemptions,
-            source: "sim",
+            source: Source::Sim,
         };
         self.sink.request(&rec)
     }
@@ -177,8 +183,8 @@ impl<'a> Accounting<'a> {
             scenario: self.s.name.clone(),
             request_id: t.req,
             kind: match t.kind {
-                Kind::Embedding => "embedding",
-                Kind::Kv => "kv",
+                Kind::Embedding => TransferKind::Embedding,
+                Kind::Kv => TransferKind::Kv,
             },
             src_instance: t.src as u64,
             dst_instance: t.dst as u64,
@@ -188,7 +194,7 @@ impl<'a> Accounting<'a> {
             ready_s: secs(t.ready_ns),
             start_s: secs(t.start_ns),
             end_s: secs(now),
-            source: "sim",
+            source: Source::Sim,
         })
     }
 
@@ -244,7 +250,7 @@ impl<'a> Accounting<'a> {
                 preemptions: t.preemptions,
                 weight_gib_per_gpu: s.memory[i].weight_bytes / (1u64 << 30) as f64,
                 cost_usd: usd_per_s * duration,
-                source: "sim",
+                source: Source::Sim,
             });
         }
         // Every GPU of the cluster is paid for, used by an instance or not.
@@ -265,7 +271,7 @@ impl<'a> Accounting<'a> {
                 bytes: u.bytes,
                 busy_s: secs(u.busy_ns),
                 utilization: u.bytes as f64 / (p.bytes_per_s * duration),
-                source: "sim",
+                source: Source::Sim,
             })
             .collect();
         let busiest = links.iter().max_by(|a, b| {
@@ -277,7 +283,7 @@ impl<'a> Accounting<'a> {
         let q = |h: &LogHistogram, p: f64| h.quantile(p);
         let summary = SummaryRecord {
             scenario: s.name.clone(),
-            strategy: s.strategy.name(),
+            strategy: s.strategy,
             model: s.model.name.clone(),
             gpus: super::gpu_mix(s),
             gpu_count: s.cluster.gpus.len() as u64,
@@ -324,7 +330,7 @@ impl<'a> Accounting<'a> {
             } else {
                 0.0
             },
-            source: "sim",
+            source: Source::Sim,
         };
         RunResult {
             summary,

@@ -1,1 +1,0 @@
-.devbin/hetsim-engine bench --iters 50 --out $OUT/r/bench.md

@@ -1,1 +1,0 @@
-.devbin/hetsim exec bench --breakdown --only decode --out $OUT/r/breakdown.md

@@ -1,1 +1,0 @@
-.devbin/hetsim exec selftest

@@ -1,1 +1,0 @@
-.devbin/hetsim exec bench --breakdown --out $OUT/r/breakdown.md

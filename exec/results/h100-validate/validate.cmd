@@ -1,1 +1,0 @@
-.devbin/hetsim validate experiments/validate-h100.yaml --out /root/out/r/val

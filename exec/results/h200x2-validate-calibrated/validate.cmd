@@ -1,1 +1,0 @@
-.devbin/hetsim validate /root/out/r/validate-nvlink.yaml --out /root/out/r/nv

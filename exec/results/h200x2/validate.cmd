@@ -1,1 +1,0 @@
-.devbin/hetsim-exec validate-transfer --profile /root/out/r/profile.yaml --csv /root/out/r/validate.csv --results /root/out/r/results --report /root/out/r/validate.md

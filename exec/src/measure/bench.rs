@@ -1,0 +1,546 @@
+//! Engine speed against the physical floor measured in the same run (`hetsim exec bench`), and
+//! the phase profiler (`hetsim calibrate --model`): encode / prefill / decode times on a grid,
+//! written as the simulator's `PhaseProfile`.
+
+use crate::cuda::device::Gpu;
+use crate::cuda::gemm::Lt;
+use crate::cuda::timeline::OpTime;
+use crate::error::Result;
+use crate::kargs;
+use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
+use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint};
+use crate::serve::engine::{Engine, EngineConfig, Pace};
+use crate::serve::model::gpu::{GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
+use crate::serve::model::llava::LlavaConfig;
+
+/// The two ceilings everything is compared with, measured on this GPU now.
+#[derive(Debug, Clone, Copy)]
+pub struct Floors {
+    /// Device copy, (read + write) / time, the better of our kernel and cuMemcpyDtoD.
+    pub copy_gbs: f64,
+    /// bf16 GEMM 8192³ through cuBLASLt, best heuristic candidate.
+    pub gemm_tflops: f64,
+}
+
+pub fn measure_floors(gpu: &Gpu) -> Result<Floors> {
+    let pk = ProbeKernels::load(gpu)?;
+    let lt = Lt::new()?;
+    let s = gpu.stream()?;
+    let hbm = compute::hbm_bandwidth(gpu, &pk, &s, 1 << 30, gpu.info.sms)?;
+    let n = 8192;
+    let bufs = GemmBuffers::new(gpu, &pk, &s, n, n, n, gpu.info.sms)?;
+    let p = compute::time_gemm(
+        gpu,
+        &lt,
+        &bufs,
+        &s,
+        &GemmShape {
+            phase: "peak".into(),
+            op: "square".into(),
+            m: n,
+            n,
+            k: n,
+        },
+    )?;
+    Ok(Floors {
+        copy_gbs: hbm.kernel_gbs.max(hbm.memcpy_gbs),
+        gemm_tflops: p.tflops,
+    })
+}
+
+/// FLOPs of the vision tower + projector over `images` images.
+pub fn encode_flops(c: &LlavaConfig, images: usize) -> f64 {
+    let v = &c.vision;
+    let (t, d, i) = (v.positions() as f64, v.hidden as f64, v.intermediate as f64);
+    let per_layer = 2.0 * t * (4.0 * d * d + 2.0 * d * i) + 4.0 * t * t * d;
+    let np = v.patches() as f64;
+    let dl = c.llm.hidden as f64;
+    let patch = 2.0 * np * v.patch_dim() as f64 * d;
+    let proj = 2.0 * np * (d * dl + dl * dl);
+    images as f64 * (per_layer * v.layers_run as f64 + patch + proj)
+}
+
+/// FLOPs of a prefill of `seqs` prompts of `tokens` each (causal attention: half the square),
+/// logits of the last token of each.
+pub fn prefill_flops(c: &LlavaConfig, seqs: usize, tokens: usize) -> f64 {
+    let l = &c.llm;
+    let d = l.hidden as f64;
+    let lin = (l.qkv_dim() as f64 + l.q_dim() as f64) * d + 3.0 * l.intermediate as f64 * d;
+    let n = (seqs * tokens) as f64;
+    let attn = 2.0 * 2.0 * l.q_dim() as f64 * (tokens as f64).powi(2) / 2.0 * seqs as f64;
+    l.layers as f64 * (2.0 * n * lin + attn) + 2.0 * seqs as f64 * d * l.vocab as f64
+}
+
+/// Bytes a decode step must read at least: the decoder's weights once, and every sequence's K
+/// and V.
+pub fn decode_bytes(m: &GpuModel, batch: usize, context: usize) -> f64 {
+    let l = &m.cfg.llm;
+    m.decoder_weight_bytes() as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
+}
+
+/// What `bench` measured: the floors, a row per point, and how each batch-1 product fared in
+/// each kernel (which the engine chose from).
+pub struct BenchReport {
+    pub floors: Floors,
+    pub rows: Vec<BenchRow>,
+    pub products: Vec<ProductRow>,
+}
+
+pub struct ProductRow {
+    pub shape: (usize, usize, usize),
+    pub race: ProductRace,
+    /// Weight bytes ÷ copy bandwidth.
+    pub floor_s: f64,
+}
+
+pub struct BenchRow {
+    pub phase: String,
+    pub shape: String,
+    pub seconds: f64,
+    pub floor_s: f64,
+    /// decode: time / floor; prefill, encode: fraction of GEMM peak
+    pub figure: f64,
+    pub target: Option<(String, bool)>,
+}
+
+/// An engine over random weights of `c` whose KV pool holds `max_batch` sequences of
+/// `kv_context` tokens (filled with random values so attention sees real numbers).
+pub fn bench_engine(
+    c: &LlavaConfig,
+    gpu: Gpu,
+    max_batch: usize,
+    max_context: usize,
+    kv_context: usize,
+) -> Result<Engine> {
+    let m = GpuModel::random(c, gpu, 42)?;
+    let blocks = max_batch * (kv_context.div_ceil(crate::serve::model::gpu::KV_BLOCK) + 1) + 64;
+    let e = Engine::new(
+        m,
+        EngineConfig {
+            max_batch,
+            max_context,
+            prefill_tokens: 16384,
+            encode_batch: 32,
+            kv_blocks: Some(blocks),
+            graphs: true,
+            hand_off: false,
+            seed: 1,
+        },
+    )?;
+    e.fill_kv_random()?;
+    Ok(e)
+}
+
+/// Runs the bench's points; `only` keeps one phase (`decode`, `prefill` or `encode`), for
+/// profiling one phase at a time.
+pub fn bench(
+    c: &LlavaConfig,
+    gpu_index: usize,
+    iters: usize,
+    only: Option<&str>,
+) -> Result<BenchReport> {
+    let runs = |phase: &str| only.is_none_or(|o| o == phase);
+    let gpu = Gpu::open(gpu_index)?;
+    let floors = measure_floors(&gpu)?;
+    let mut products = Vec::new();
+    let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
+    let mut rows = Vec::new();
+    let peak = floors.gemm_tflops * 1e12;
+    let bw = floors.copy_gbs * 1e9;
+    let decode_points: &[(usize, Option<f64>)] = if runs("decode") {
+        &[(1, Some(1.3)), (8, None), (32, None), (64, Some(1.15))]
+    } else {
+        &[]
+    };
+    for &(batch, target) in decode_points {
+        let t = e.time_decode(batch, 700, iters)?;
+        let floor = decode_bytes(&e.model, batch, 700) / bw;
+        let r = t / floor;
+        rows.push(BenchRow {
+            phase: "decode".into(),
+            shape: format!("batch {batch}, context 700"),
+            seconds: t,
+            floor_s: floor,
+            figure: r,
+            target: target.map(|x| (format!("≤ {x}× floor"), r <= x)),
+        });
+    }
+    // The small-batch steps with every product in one kind of kernel, to show what choosing per
+    // shape buys.
+    for (how, label) in [
+        (SmallProducts::Gemv, "gemv kernel only"),
+        (SmallProducts::CuBlasLt, "cuBLASLt only"),
+    ] {
+        e.set_small_products(how);
+        for batch in decode_points
+            .iter()
+            .map(|p| p.0)
+            .filter(|&b| b <= GEMV_MAX_M)
+        {
+            let t = e.time_decode(batch, 700, iters)?;
+            let floor = decode_bytes(&e.model, batch, 700) / bw;
+            rows.push(BenchRow {
+                phase: "decode".into(),
+                shape: format!("batch {batch}, context 700, {label}"),
+                seconds: t,
+                floor_s: floor,
+                figure: t / floor,
+                target: None,
+            });
+        }
+    }
+    e.set_small_products(SmallProducts::Fastest);
+    for ((m, n, k), race) in e.model.product_races() {
+        products.push(ProductRow {
+            shape: (m, n, k),
+            race,
+            floor_s: (n * k * 2) as f64 / bw,
+        });
+    }
+    let prefill_points: &[(usize, usize, Option<f64>)] = if runs("prefill") {
+        &[(1, 704, None), (8, 704, Some(0.65))]
+    } else {
+        &[]
+    };
+    for &(seqs, tokens, target) in prefill_points {
+        let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10), Pace::BackToBack)?;
+        let f = prefill_flops(&e.model.cfg, seqs, tokens);
+        let eff = f / t / peak;
+        rows.push(BenchRow {
+            phase: "prefill".into(),
+            shape: format!("{seqs} × {tokens} tokens"),
+            seconds: t,
+            floor_s: f / peak,
+            figure: eff,
+            target: target.map(|x| (format!("≥ {:.0} % of GEMM peak", x * 100.0), eff >= x)),
+        });
+    }
+    let encode_points: &[(usize, Option<f64>)] = if runs("encode") {
+        &[(1, None), (32, Some(0.55))]
+    } else {
+        &[]
+    };
+    for &(images, target) in encode_points {
+        let t = e.time_encode(images, iters.clamp(1, 10), Pace::BackToBack)?;
+        let f = encode_flops(&e.model.cfg, images);
+        let eff = f / t / peak;
+        rows.push(BenchRow {
+            phase: "encode".into(),
+            shape: format!("{images} images"),
+            seconds: t,
+            floor_s: f / peak,
+            figure: eff,
+            target: target.map(|x| (format!("≥ {:.0} % of GEMM peak", x * 100.0), eff >= x)),
+        });
+    }
+    Ok(BenchReport {
+        floors,
+        rows,
+        products,
+    })
+}
+
+/// Markdown table of one pass: `passes` passes were recorded, so times are divided by it.
+fn breakdown_table(title: &str, ops: &[OpTime], passes: usize) -> String {
+    let total: f64 = ops.iter().map(|o| o.ms).sum();
+    let p = passes.max(1) as f64;
+    let mut s = format!(
+        "{title}: {:.3} ms per pass\n\n| operation | calls per pass | ms per pass | share |\n|---|---|---|---|\n",
+        total / p
+    );
+    for o in ops {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.1} % |\n",
+            o.label,
+            o.calls as f64 / p,
+            o.ms / p,
+            100.0 * o.ms / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    s
+}
+
+/// Per-operation GPU time of one pass at the bench's target points (`--breakdown`): decode
+/// batch 1 and 64 at context 700 (kernel by kernel: graphs off), prefill 8 × 704, encode 32
+/// images. Markdown tables.
+pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Result<String> {
+    let runs = |phase: &str| only.is_none_or(|o| o == phase);
+    let gpu = Gpu::open(gpu_index)?;
+    let name = gpu.info.name.clone();
+    let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
+    e.cfg.graphs = false;
+    let mut out = format!(
+        "{} ({} decoder layers), bf16, {name}\n\n",
+        c.name, c.llm.layers
+    );
+    // Each timing call below runs two passes (a warm-up and one timed), both recorded.
+    let mut one = |e: &mut Engine, title: String, f: &dyn Fn(&mut Engine) -> Result<f64>| {
+        f(e)?;
+        crate::cuda::timeline::open();
+        let run = f(e);
+        let ops = crate::cuda::timeline::close(&e.stream)?;
+        run?;
+        out += &breakdown_table(&title, &ops, 2);
+        out += "\n";
+        Ok::<(), crate::error::Error>(())
+    };
+    if runs("decode") {
+        for b in [1usize, 64] {
+            one(&mut e, format!("decode, batch {b}, context 700"), &|e| {
+                e.time_decode(b, 700, 1)
+            })?;
+        }
+    }
+    if runs("prefill") {
+        one(&mut e, "prefill, 8 × 704 tokens".into(), &|e| {
+            e.time_prefill(8, 704, 1, Pace::BackToBack)
+        })?;
+    }
+    if runs("encode") {
+        one(&mut e, "encode, 32 images".into(), &|e| {
+            e.time_encode(32, 1, Pace::BackToBack)
+        })?;
+    }
+    Ok(out)
+}
+
+pub fn bench_table(c: &LlavaConfig, device: &str, report: &BenchReport) -> String {
+    let (floors, rows) = (&report.floors, &report.rows);
+    let mut s = format!(
+        "{} ({} decoder layers), bf16, {device}\nmeasured floors: device copy {:.0} GB/s, bf16 GEMM 8192³ {:.1} TFLOP/s\n\n",
+        c.name, c.llm.layers, floors.copy_gbs, floors.gemm_tflops
+    );
+    s += "| phase | shape | time ms | floor ms | time / floor | % of GEMM peak | target | met |\n|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let (ratio, eff) = if r.phase == "decode" {
+            (format!("{:.3}", r.figure), "".to_string())
+        } else {
+            (
+                format!("{:.3}", r.seconds / r.floor_s),
+                format!("{:.1} %", r.figure * 100.0),
+            )
+        };
+        let (t, met) = match &r.target {
+            Some((t, m)) => (t.clone(), if *m { "yes" } else { "NO" }.to_string()),
+            None => (String::new(), String::new()),
+        };
+        s += &format!(
+            "| {} | {} | {:.3} | {:.3} | {ratio} | {eff} | {t} | {met} |\n",
+            r.phase,
+            r.shape,
+            r.seconds * 1e3,
+            r.floor_s * 1e3,
+        );
+    }
+    if !report.products.is_empty() {
+        s += "\nbatch-1 products, each timed alone from a cold L2 (µs, median of 5; the engine runs the faster):\n\n| m × n × k | gemv kernel | cuBLASLt (tuned) | floor | faster |\n|---|---|---|---|---|\n";
+        for p in &report.products {
+            let (m, n, k) = p.shape;
+            s += &format!(
+                "| {m} × {n} × {k} | {:.1} | {:.1} | {:.1} | {} |\n",
+                p.race.gemv_s * 1e6,
+                p.race.cublaslt_s * 1e6,
+                p.floor_s * 1e6,
+                if p.race.gemv_wins() {
+                    "gemv"
+                } else {
+                    "cuBLASLt"
+                }
+            );
+        }
+    }
+    s
+}
+
+/// Grid of the phase profiler.
+pub struct PhaseGrid {
+    pub encode: Vec<usize>,
+    pub prefill: Vec<(usize, usize)>,
+    pub decode_batch: Vec<usize>,
+    pub decode_context: Vec<usize>,
+}
+
+impl PhaseGrid {
+    pub fn full() -> PhaseGrid {
+        PhaseGrid {
+            encode: vec![1, 2, 4, 8, 16, 32],
+            prefill: vec![
+                // Dense where prompts of one image lie: the time bends from memory-bound to
+                // compute-bound there, and the simulator interpolates linearly between points.
+                (1, 128),
+                (1, 256),
+                (1, 384),
+                (1, 512),
+                (1, 576),
+                (1, 640),
+                (1, 704),
+                (1, 1024),
+                (1, 2048),
+                (2, 1408),
+                (4, 2816),
+                (8, 5632),
+                (16, 11264),
+            ],
+            decode_batch: vec![1, 2, 4, 8, 16, 32, 64],
+            decode_context: vec![256, 704, 1024],
+        }
+    }
+    pub fn quick() -> PhaseGrid {
+        PhaseGrid {
+            encode: vec![1, 8],
+            prefill: vec![(1, 704), (4, 2816)],
+            decode_batch: vec![1, 16],
+            decode_context: vec![704],
+        }
+    }
+}
+
+/// How the phase profiler times encode and prefill points: each run from rest, as a served
+/// request's encode and prefill start (decode points run back to back, as decode steps do).
+pub const PROFILE_PACE: Pace = Pace::Rested(std::time::Duration::from_millis(100));
+
+/// Measure the phase grid for a model on one GPU.
+pub fn phase_profile(
+    c: &LlavaConfig,
+    gpu: Gpu,
+    catalog_gpu: &str,
+    grid: &PhaseGrid,
+    iters: usize,
+) -> Result<PhaseProfile> {
+    let max_batch = grid.decode_batch.iter().copied().max().unwrap_or(1);
+    let max_ctx = grid.decode_context.iter().copied().max().unwrap_or(1) + 16;
+    let max_prefill = grid.prefill.iter().map(|p| p.1 / p.0).max().unwrap_or(1);
+    let mut e = bench_engine(c, gpu, max_batch, max_ctx.max(max_prefill), max_ctx)?;
+    let mut encode = Vec::new();
+    for &n in &grid.encode {
+        eprintln!("phase profile: encode {n} images");
+        encode.push(EncodePoint {
+            images: n as u64,
+            seconds: e.time_encode(n, iters.clamp(1, 10), PROFILE_PACE)?,
+        });
+    }
+    let mut prefill = Vec::new();
+    for &(seqs, tokens) in &grid.prefill {
+        let each = tokens / seqs;
+        eprintln!("phase profile: prefill {seqs} × {each}");
+        prefill.push(PrefillPoint {
+            sequences: seqs as u64,
+            tokens: (each * seqs) as u64,
+            seconds: e.time_prefill(seqs, each, iters.clamp(1, 10), PROFILE_PACE)?,
+        });
+    }
+    let mut decode = Vec::new();
+    for &b in &grid.decode_batch {
+        for &ctx in &grid.decode_context {
+            eprintln!("phase profile: decode batch {b}, context {ctx}");
+            decode.push(DecodePoint {
+                batch: b as u64,
+                context: ctx as u64,
+                seconds: e.time_decode(b, ctx, iters)?,
+            });
+        }
+    }
+    Ok(PhaseProfile {
+        model: c.name.clone(),
+        catalog_gpu: catalog_gpu.to_string(),
+        dtype: "bf16".into(),
+        encode,
+        prefill,
+        decode,
+    })
+}
+
+impl Engine {
+    /// Random values in the whole KV pool (timing runs read contexts nobody wrote).
+    pub fn fill_kv_random(&self) -> Result<()> {
+        let p = self.pool_ptr();
+        let n = (self.pool_bytes() / 2) as u64;
+        let g = &self.model.gpu;
+        let (seed, scale, off) = (77u64, 1.0f32, 0.0f32);
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset) over the whole
+        // pool, n = pool bytes / 2; the stream is synchronised before returning.
+        unsafe {
+            self.model.k.get("fill_uniform").launch(
+                crate::cuda::kernels::grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![p, n, seed, scale, off],
+            )
+        }?;
+        self.stream.synchronize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breakdown_table_divides_by_passes() {
+        let ops = [
+            OpTime {
+                label: "b".into(),
+                calls: 1,
+                ms: 5.0,
+            },
+            OpTime {
+                label: "a".into(),
+                calls: 2,
+                ms: 3.0,
+            },
+        ];
+        let t = breakdown_table("x", &ops, 2);
+        assert!(t.starts_with("x: 4.000 ms per pass"), "{t}");
+        assert!(t.contains("| a | 1 | 1.500 | 37.5 % |"), "{t}");
+    }
+
+    #[test]
+    fn flop_counts_match_hand_numbers() {
+        let c = LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
+        // 7B prefill ≈ 2 · 6.5 G params · tokens (linear part) + attention.
+        let f = prefill_flops(&c, 8, 704);
+        let lin = 2.0 * 5632.0 * 32.0 * (4.0 * 4096.0 * 4096.0 + 3.0 * 11008.0 * 4096.0);
+        assert!(f > lin && f < lin * 1.05, "{f} vs {lin}");
+        // CLIP-L/336, 23 layers: ≈ 0.35 TFLOP per image incl. projector
+        let e = encode_flops(&c, 1) / 1e12;
+        assert!((0.33..0.40).contains(&e), "{e}");
+    }
+
+    #[test]
+    fn table_marks_targets_and_the_faster_batch_1_kernel() {
+        let c = LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
+        let report = BenchReport {
+            floors: Floors {
+                copy_gbs: 3000.0,
+                gemm_tflops: 700.0,
+            },
+            rows: vec![BenchRow {
+                phase: "decode".into(),
+                shape: "batch 1, context 700".into(),
+                seconds: 5.8e-3,
+                floor_s: 4.5e-3,
+                figure: 5.8 / 4.5,
+                target: Some(("≤ 1.3× floor".into(), true)),
+            }],
+            products: vec![ProductRow {
+                shape: (1, 4096, 4096),
+                race: ProductRace {
+                    gemv_s: 14e-6,
+                    cublaslt_s: 15e-6,
+                },
+                floor_s: 4096.0 * 4096.0 * 2.0 / 3e12,
+            }],
+        };
+        let t = bench_table(&c, "H100", &report);
+        assert!(
+            t.contains(
+                "| decode | batch 1, context 700 | 5.800 | 4.500 | 1.289 |  | ≤ 1.3× floor | yes |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 1 × 4096 × 4096 | 14.0 | 15.0 | 11.2 | gemv |"),
+            "{t}"
+        );
+    }
+}

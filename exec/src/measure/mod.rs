@@ -1,0 +1,19 @@
+//! Measurements: probes of links and compute, the calibration that turns them into a hardware
+//! profile, the engine's phase tables and per-operation breakdown (`bench`), and the timed,
+//! bit-exact transfer validation. Uses `cuda`, and `serve`'s model, engine and KV layout to time
+//! real phases and ship real caches.
+//!
+//! * [`probes`]: link probes (NVLink peer copy, PCIe staged / pageable, sharing) and compute
+//!   probes (cuBLASLt GEMM, HBM copy, launch overhead, green-context SM partitions).
+//! * [`calibrate`]: runs the probes, writes a [`crate::profile::HardwareProfile`].
+//! * [`bench`]: phase tables of the engine (`hetsim exec bench`).
+//! * [`validate`]: ships real paged KV caches and embeddings between GPUs, bit-exact, timed.
+//! * [`report`]: Markdown reports of calibration and validation.
+//! * [`catalog`]: which simulator catalog GPU a measured device is.
+
+pub mod bench;
+pub mod calibrate;
+pub mod catalog;
+pub mod probes;
+pub mod report;
+pub mod validate;

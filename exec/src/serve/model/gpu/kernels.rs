@@ -1,0 +1,230 @@
+//! The model's kernels (`kernels/llava.cu`): which ones the engine uses, which of them launch
+//! early, the registry that compiles and resolves them once per GPU, and the launch shapes
+//! that depend on the batch (decode-attention partitions, flash-attention rows, norm groups).
+
+use crate::cuda::device::Gpu;
+use crate::cuda::kernels::{Kernel, Module};
+use crate::error::Result;
+use std::collections::HashMap;
+
+/// The model's kernels, compiled with NVRTC when a model is loaded.
+pub const LLAVA_SRC: &str = include_str!("../../../../../kernels/llava.cu");
+
+/// Every kernel of `kernels/llava.cu` the engine uses.
+pub const KERNELS: [&str; 20] = [
+    "gemv",
+    "fill_uniform",
+    "zero_cols",
+    "rmsnorm",
+    "layernorm",
+    "rope_kv_append",
+    "silu_mul",
+    "gelu_erf",
+    "quick_gelu",
+    "add",
+    "embed_splice",
+    "gather_rows",
+    "im2col",
+    "clip_embed",
+    "drop_cls",
+    "flash_attn_d64",
+    "flash_attn_d128",
+    "decode_attn",
+    "decode_attn_short",
+    "argmax_rows",
+];
+
+/// Kernels launched as programmatic dependents on GPUs that have them (compute capability 9+):
+/// each begins with `after_predecessor` in kernels/llava.cu. The small kernels between a decode
+/// step's products, where launch latency is a large part of the time.
+pub const EARLY_LAUNCH: [&str; 10] = [
+    "gemv",
+    "rmsnorm",
+    "layernorm",
+    "silu_mul",
+    "embed_splice",
+    "gather_rows",
+    "rope_kv_append",
+    "decode_attn",
+    "decode_attn_short",
+    "argmax_rows",
+];
+
+/// Tokens per KV block (as in the kernels).
+pub const KV_BLOCK: usize = 16;
+/// Tokens per decode-attention partition: the shortest (the buffers of partial results are sized
+/// by it) and the longest (`PART` in the kernels).
+pub const DECODE_PART: usize = 64;
+pub const DECODE_PART_MAX: usize = 256;
+
+/// Partition length of a decode step of `batch` sequences: short for small batches, where
+/// sequences × heads alone would leave most SMs idle; long for large ones, where fewer
+/// partial results to merge is the better trade.
+pub fn decode_part(batch: usize) -> usize {
+    if batch < 8 {
+        DECODE_PART
+    } else {
+        DECODE_PART_MAX
+    }
+}
+
+/// The decode-attention kernel for partitions of `part` tokens: the short-partition one loads
+/// each part's keys and values at once (kernels/llava.cu `decode_attn_body`).
+pub fn decode_attn_kernel(part: usize) -> &'static str {
+    if part <= DECODE_PART {
+        "decode_attn_short"
+    } else {
+        "decode_attn"
+    }
+}
+
+/// Query rows of a flash-attention block (kernels/llava.cu: 4 warps of 16 rows).
+pub const FLASH_ROWS: usize = 64;
+
+/// The flash-attention kernel for heads of `head_dim`.
+pub fn flash_attn_kernel(head_dim: usize) -> &'static str {
+    if head_dim == 64 {
+        "flash_attn_d64"
+    } else {
+        "flash_attn_d128"
+    }
+}
+
+/// Every kernel of [`KERNELS`], compiled for one GPU.
+pub struct Kernels {
+    k: HashMap<&'static str, Kernel>,
+    _module: Module,
+}
+
+impl Kernels {
+    pub fn load(gpu: &Gpu) -> Result<Kernels> {
+        let m = Module::load(gpu, "llava.cu", LLAVA_SRC)?;
+        let mut k = HashMap::new();
+        let early = gpu.info.compute_capability.0 >= 9;
+        for name in KERNELS {
+            let mut f = m.function(name)?;
+            f.early_launch = early && EARLY_LAUNCH.contains(&name);
+            k.insert(name, f);
+        }
+        Ok(Kernels { k, _module: m })
+    }
+    pub fn get(&self, name: &str) -> &Kernel {
+        // Every name used below is in KERNELS, which `load` resolved.
+        &self.k[name]
+    }
+}
+
+/// How `layernorm` / `rmsnorm` cover `rows` rows of `d` values: `group` threads per row (whole
+/// warps, enough that each holds at most 4 of the row's 16-byte vectors in registers —
+/// kernels/llava.cu `HELD` — up to 256: the kernels' launch bound, which leaves them the
+/// registers for that), `block / group` rows per block, one pass over the rows.
+/// A row of 4096 gets 128 threads, so even a batch of one row has 128 loads in flight, not 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormLaunch {
+    pub grid: u32,
+    pub block: u32,
+    pub group: u32,
+}
+
+impl NormLaunch {
+    pub fn new(rows: usize, d: usize) -> NormLaunch {
+        const HELD: usize = 4;
+        let group = if d.is_multiple_of(8) {
+            (d / 8).div_ceil(HELD).next_multiple_of(32).clamp(32, 256)
+        } else {
+            32
+        };
+        let per_block = (256 / group).max(1);
+        NormLaunch {
+            grid: rows.div_ceil(per_block).max(1) as u32,
+            block: (group * per_block) as u32,
+            group: group as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EARLY_LAUNCH, KERNELS, LLAVA_SRC, NormLaunch};
+
+    #[test]
+    fn model_kernels_are_embedded() {
+        for k in KERNELS {
+            assert!(
+                LLAVA_SRC.contains(&format!("void {k}(")) || LLAVA_SRC.contains(&format!(") {k}(")),
+                "{k} missing from llava.cu"
+            );
+        }
+    }
+
+    /// The body of `extern "C"` kernel `name` in kernels/llava.cu.
+    fn kernel_body(name: &str) -> &'static str {
+        let sig = LLAVA_SRC
+            .find(&format!(" {name}("))
+            .unwrap_or_else(|| panic!("{name} not in llava.cu"));
+        let open = sig + LLAVA_SRC[sig..].find('{').unwrap();
+        let mut depth = 0;
+        for (i, c) in LLAVA_SRC[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return &LLAVA_SRC[open..open + i];
+                    }
+                }
+                _ => {}
+            }
+        }
+        panic!("{name}: unbalanced braces")
+    }
+
+    #[test]
+    fn early_launched_kernels_wait_for_their_predecessor() {
+        // Launched before the kernel ahead finishes, a kernel that does not wait would read
+        // its inputs half-written: each must call after_predecessor, itself or through the
+        // shared body it runs.
+        for name in EARLY_LAUNCH {
+            assert!(KERNELS.contains(&name), "{name}");
+            let body = kernel_body(name);
+            let waits = ["after_predecessor()", "norm_rows(", "decode_attn_body<"]
+                .iter()
+                .any(|w| body.contains(w));
+            assert!(waits, "{name} does not wait for its predecessor");
+        }
+        assert!(
+            kernel_body("norm_rows")
+                .trim_start_matches('{')
+                .trim_start()
+                .starts_with("after_predecessor();")
+        );
+        assert!(
+            kernel_body("decode_attn_body")
+                .trim_start_matches('{')
+                .trim_start()
+                .starts_with("after_predecessor();")
+        );
+    }
+
+    fn nl(rows: usize, d: usize) -> (u32, u32, u32) {
+        let l = NormLaunch::new(rows, d);
+        (l.grid, l.block, l.group)
+    }
+
+    #[test]
+    fn norm_launch_gives_each_thread_at_most_four_vectors_of_a_row() {
+        // 7B rows: 512 vectors → 128 threads, two rows a block.
+        assert_eq!(nl(1, 4096), (1, 256, 128));
+        assert_eq!(nl(64, 4096), (32, 256, 128));
+        assert_eq!(nl(9, 4096), (5, 256, 128));
+        // CLIP's 1024: a warp per row, 8 rows a block; 577 rows → 73 blocks.
+        assert_eq!(nl(577, 1024), (73, 256, 32));
+        // 13B's 5120: 640 vectors → 160 threads, one row a block.
+        assert_eq!(nl(3, 5120), (3, 160, 160));
+        // Past 8192 values (256 threads) the kernel re-reads the row instead.
+        assert_eq!(nl(2, 65536), (2, 256, 256));
+        // Not a multiple of 8: the plain per-value path, one warp.
+        assert_eq!(nl(9, 250), (2, 256, 32));
+        assert_eq!(nl(0, 4096), (1, 256, 128));
+    }
+}

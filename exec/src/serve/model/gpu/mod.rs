@@ -1,0 +1,29 @@
+//! The bf16 GPU forward of `model::llava`: our kernels (`kernels/llava.cu`) for everything but
+//! the matrix products, which go to cuBLASLt (bias and residual add fused into its epilogue).
+//!
+//! * [`kernels`]: the kernel registry (NVRTC module, early launch) and launch shapes.
+//! * [`tensor`]: bf16 tensors on the GPU, uploads and downloads.
+//! * [`scratch`]: named scratch buffers, frozen once decode graphs hold their addresses.
+//! * [`kv_pool`]: the paged KV cache of every decoder layer.
+//! * [`products`]: cuBLASLt plans and the batch-1 `gemv`, raced per shape.
+//! * [`forward`]: [`GpuModel`] and its passes: encode, embed, decoder, logits.
+
+pub mod forward;
+pub mod kernels;
+pub mod kv_pool;
+pub mod products;
+pub mod scratch;
+pub mod tensor;
+
+pub use forward::{Attn, GpuModel, TokenInputs};
+pub use kernels::{
+    DECODE_PART, DECODE_PART_MAX, EARLY_LAUNCH, FLASH_ROWS, KERNELS, KV_BLOCK, Kernels, LLAVA_SRC,
+    NormLaunch, decode_attn_kernel, decode_part, flash_attn_kernel,
+};
+pub use kv_pool::KvPool;
+pub use products::{GEMV_MAX_M, ProductKey, ProductRace, SmallProducts};
+pub use scratch::Scratch;
+pub use tensor::{
+    DTensor, download_bf16, download_f32, download_i32, read_ptr, upload_bf16, upload_f64,
+    upload_i32,
+};

@@ -1,0 +1,1041 @@
+//! Real replay of an experiment's trace on the GPU: open-loop arrivals at the trace's timestamps
+//! into the LLaVA engine, every request's times recorded in the shared schema (`source = exec`).
+//!
+//! * Colocated deployments (one instance serving everything on one GPU) replay on `Engine` as it
+//!   is.
+//! * Modality-level deployments of one encoder and one LLM instance (tp 1, each on its own GPU)
+//!   replay on two engines: the encoder's engine only encodes (`Engine::encode_ready`), its
+//!   embeddings `[images·576, d]` bf16 are shipped to the LLM's GPU, and the LLM's engine takes
+//!   them with `Engine::submit_encoded` (the request skips encoding) and prefills and decodes.
+//! * Stage-level deployments of one prefill and one decode instance replay the same way: the
+//!   prefill worker (`hand_off`) encodes and prefills, gathers each request's KV from its paged
+//!   pool into one packed buffer (exactly 2·L·H·s·D·2 bytes), which is shipped to the decode
+//!   worker's GPU; there `Engine::submit_prefilled` scatters it into the decode pool and the
+//!   request decodes from its first token on.
+//!
+//! Shipments go over the scenario's fabric: NVLink as `cuMemcpyPeerAsync` with peer access on;
+//! PCIe as GPU → pinned host → GPU, chunked and double-buffered (`cuda::staging::Stager`), into
+//! landing buffers on the destination GPU that are allocated once and reused. One host thread
+//! per GPU (`replay_split`).
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use hetsim_sim::catalog::LinkKind;
+use hetsim_sim::cluster::Role;
+use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
+use hetsim_sim::records::{
+    DropReason, RequestRecord, RequestStatus, Source, TransferKind, TransferRecord,
+};
+
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::staging::{Stager, staged_chunk};
+use crate::error::{Error, Result};
+use crate::serve::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
+use crate::serve::model::gpu::{GpuModel, KV_BLOCK};
+use crate::serve::model::llava::LlavaConfig;
+
+/// Whether this harness can replay the scenario for real, and if not, why.
+pub fn replayable(s: &Scenario) -> std::result::Result<(), String> {
+    let inst = &s.cluster.instances;
+    match s.strategy {
+        Strategy::Colocated => {
+            if inst.len() == 1 && inst[0].role == Role::All && inst[0].tp() == 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: colocated replay serves one instance of tp 1 on one GPU ({} instance(s) given)",
+                    s.name,
+                    inst.len()
+                ))
+            }
+        }
+        Strategy::Modality => split_replayable(s, Role::Encoder, Role::Llm),
+        Strategy::Stage => {
+            if s.kv_transfer == KvTransferMode::Layerwise {
+                return Err(format!(
+                    "{}: stage replay ships the KV after prefill (kv_transfer: after_prefill), not layer by layer",
+                    s.name
+                ));
+            }
+            split_replayable(s, Role::Prefill, Role::Decode)
+        }
+        other => Err(format!(
+            "{}: {} deployments do not replay for real (colocated, modality and stage do)",
+            s.name,
+            other.name()
+        )),
+    }
+}
+
+/// A disaggregated deployment the two-GPU replay serves: one `up` and one `down` instance, tp 1,
+/// on two GPUs of one node, no work stealing.
+fn split_replayable(s: &Scenario, up: Role, down: Role) -> std::result::Result<(), String> {
+    let inst = &s.cluster.instances;
+    let what = format!("{} replay", s.strategy.name());
+    let roles: Vec<Role> = inst.iter().map(|i| i.role).collect();
+    if inst.len() != 2 || !roles.contains(&up) || !roles.contains(&down) {
+        return Err(format!(
+            "{}: {what} serves one {} and one {} instance (given: {})",
+            s.name,
+            up.name(),
+            down.name(),
+            roles
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if inst.iter().any(|i| i.tp() != 1) {
+        return Err(format!("{}: {what} serves instances of tp 1 only", s.name));
+    }
+    if inst[0].gpus[0] == inst[1].gpus[0] || inst[0].node != inst[1].node {
+        return Err(format!(
+            "{}: {what} needs the {} and the {} on two GPUs of one node",
+            s.name,
+            up.name(),
+            down.name()
+        ));
+    }
+    if s.work_stealing {
+        return Err(format!(
+            "{}: {what} has no work stealing (the {} only {})",
+            s.name,
+            up.name(),
+            if up == Role::Encoder {
+                "encodes"
+            } else {
+                "prefills"
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// Times of one request on the replay's clock (seconds since the first arrival could happen).
+#[derive(Default, Clone)]
+struct Seen {
+    encode_start: Option<f64>,
+    encoded: Option<f64>,
+    /// The shipment of embeddings (modality) or KV (stage).
+    tx_start: Option<f64>,
+    tx_end: Option<f64>,
+    emb_bytes: u64,
+    kv_bytes: u64,
+    prefill_start: Option<f64>,
+    first: Option<f64>,
+    /// Stage-level: the KV is in the decode worker's pool.
+    decode_start: Option<f64>,
+    finished: Option<f64>,
+}
+
+/// What a real replay produced.
+pub struct Replayed {
+    pub requests: Vec<RequestRecord>,
+    /// Embedding (modality-level) or KV (stage-level) shipments.
+    pub transfers: Vec<TransferRecord>,
+}
+
+/// The engine's request for a trace request. The engine's prompt is [BOS, IMAGE × n, text…]:
+/// BOS is one of the trace's text tokens, so its context is the simulator's (visual + prompt
+/// tokens).
+fn to_engine(r: &hetsim_sim::workload::Request, c: &LlavaConfig) -> Request {
+    let mut q = Request::synthetic(
+        r.id,
+        r.images.len(),
+        (r.prompt_tokens as usize).saturating_sub(1),
+        r.output_tokens as usize,
+        c.llm.vocab,
+    );
+    q.images = r.images.clone();
+    q
+}
+
+fn arrival_s(r: &hetsim_sim::workload::Request) -> f64 {
+    r.arrival_ns as f64 * 1e-9
+}
+
+/// Serves the scenario's requests with random weights of the exact architecture: colocated on
+/// GPU `gpu`; modality-level on GPUs `gpu` + the cluster's GPU index of each instance.
+pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
+    replayable(s).map_err(Error::Invalid)?;
+    let c = LlavaConfig::builtin(&s.model.name, Some(s.model.llm.layers as usize))?;
+    let mut source = s
+        .workload
+        .requests(s.seed)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut reqs = Vec::new();
+    while let Some(r) = source
+        .next_request()
+        .map_err(|e| Error::Invalid(e.to_string()))?
+    {
+        reqs.push(r);
+    }
+    let longest = reqs
+        .iter()
+        .map(|r| {
+            1 + r.images.len() * c.image_tokens()
+                + r.prompt_tokens as usize
+                + r.output_tokens as usize
+        })
+        .max()
+        .unwrap_or(1);
+    let max_batch = (s.engine.max_batch as usize).clamp(1, 256);
+    let cfg = EngineConfig {
+        max_batch,
+        max_context: longest,
+        prefill_tokens: s.engine.token_budget as usize,
+        encode_batch: s.engine.encoder_batch_images as usize,
+        kv_blocks: None,
+        graphs: true,
+        hand_off: false,
+        seed: s.seed,
+    };
+    let (seen, transfers, instances) = if s.strategy == Strategy::Colocated {
+        (replay_colocated(&reqs, gpu, &c, &cfg)?, Vec::new(), (0, 0))
+    } else {
+        replay_split(s, gpu, &reqs, &c, &cfg)?
+    };
+    let requests = reqs
+        .iter()
+        .map(|r| {
+            let t = seen.get(&r.id).cloned().unwrap_or_default();
+            record(s, r, &t, instances)
+        })
+        .collect();
+    Ok(Replayed {
+        requests,
+        transfers,
+    })
+}
+
+fn record(
+    s: &Scenario,
+    r: &hetsim_sim::workload::Request,
+    t: &Seen,
+    (up, down): (usize, usize),
+) -> RequestRecord {
+    let stage = s.strategy == Strategy::Stage;
+    let model = &s.model;
+    let arrival = arrival_s(r);
+    let visual: u64 = r
+        .images
+        .iter()
+        .map(|&(w, h)| {
+            model
+                .image_tokens(w as u64, h as u64)
+                .map_or(0, |t| t.llm_tokens)
+        })
+        .sum();
+    let out = r.output_tokens as u64;
+    let ttft = t.first.map(|f| f - arrival);
+    let e2e = t.finished.map(|f| f - arrival);
+    let tpot = match (t.first, t.finished) {
+        (Some(f), Some(d)) if out > 1 => Some((d - f) / (out - 1) as f64),
+        _ => None,
+    };
+    RequestRecord {
+        scenario: s.name.clone(),
+        strategy: s.strategy,
+        request_id: r.id,
+        status: if t.finished.is_some() {
+            RequestStatus::Finished
+        } else {
+            RequestStatus::Dropped(DropReason::Engine)
+        },
+        arrival_s: arrival,
+        n_images: r.images.len() as u64,
+        visual_tokens: visual,
+        prompt_tokens: r.prompt_tokens as u64,
+        output_tokens: out,
+        emb_bytes: t.emb_bytes,
+        kv_bytes: t.kv_bytes,
+        ttft_s: ttft,
+        tpot_s: tpot,
+        e2e_s: e2e,
+        encode_start_s: t.encode_start,
+        encode_end_s: t.encoded,
+        emb_transfer_start_s: t.tx_start.filter(|_| !stage),
+        emb_transfer_end_s: t.tx_end.filter(|_| !stage),
+        prefill_start_s: t.prefill_start,
+        prefill_end_s: t.first,
+        kv_transfer_start_s: t.tx_start.filter(|_| stage),
+        kv_transfer_end_s: t.tx_end.filter(|_| stage),
+        decode_start_s: if stage { t.decode_start } else { t.first },
+        finish_s: t.finished,
+        encoder_instance: Some(up as u64),
+        prefill_instance: Some(if stage { up } else { down } as u64),
+        decode_instance: Some(down as u64),
+        preemptions: 0,
+        source: Source::Exec,
+    }
+}
+
+/// Applies an engine's events to the requests' times; `off` turns the engine's clock into the
+/// replay's.
+fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::serve::engine::EngineEvent>, off: f64) {
+    for e in events {
+        let Some(r) = seen.get_mut(&e.id) else {
+            continue;
+        };
+        let t = e.t - off;
+        match e.kind {
+            EventKind::EncodeDone => r.encoded = Some(t),
+            EventKind::FirstToken => r.first = Some(t),
+            EventKind::KvImported => r.decode_start = Some(t),
+            EventKind::Token => {}
+            EventKind::Finished => {
+                r.first.get_or_insert(t);
+                r.finished = Some(t);
+            }
+        }
+    }
+}
+
+fn replay_colocated(
+    reqs: &[hetsim_sim::workload::Request],
+    gpu: usize,
+    c: &LlavaConfig,
+    cfg: &EngineConfig,
+) -> Result<BTreeMap<u64, Seen>> {
+    let mut engine = Engine::new(GpuModel::random(c, Gpu::open(gpu)?, cfg.seed)?, cfg.clone())?;
+    warm_up(&mut engine, c, cfg.max_batch)?;
+
+    let t0 = engine.now();
+    let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+    let mut next = 0;
+    while next < reqs.len() || !engine.is_idle() {
+        let now = engine.now() - t0;
+        while next < reqs.len() && arrival_s(&reqs[next]) <= now {
+            engine.submit(to_engine(&reqs[next], c))?;
+            seen.insert(reqs[next].id, Seen::default());
+            next += 1;
+        }
+        if engine.is_idle() {
+            // Open loop: nothing to do until the next arrival.
+            let wait = arrival_s(&reqs[next]) - (engine.now() - t0);
+            if wait > 0.0 {
+                std::thread::sleep(Duration::from_secs_f64(wait));
+            }
+            continue;
+        }
+        let (_, events) = engine.step()?;
+        note(&mut seen, events, t0);
+    }
+    Ok(seen)
+}
+
+/// What crosses from the upstream GPU to the downstream one, complete on the downstream GPU.
+enum Payload {
+    /// Modality-level: the request's image embeddings (None without images).
+    Encoded(Request, Option<DeviceBuffer>),
+    /// Stage-level: the prefilled request and its packed KV.
+    Prefilled(HandOff, DeviceBuffer),
+}
+
+/// One request handed from the upstream thread to the downstream one, with its times so far.
+struct Shipped {
+    payload: Payload,
+    times: Seen,
+}
+
+/// What the replay's threads hand each other. Their CUDA handles (contexts, streams, events,
+/// device and pinned pointers) are raw pointers, so none of them is `Send` by itself.
+trait Handed {}
+impl Handed for DeviceBuffer {}
+impl Handed for Vec<DeviceBuffer> {}
+impl Handed for Box<Shipped> {}
+impl Handed for (Outbound, Seen) {}
+impl Handed for (LinkKit, Instant) {}
+
+/// A [`Handed`] value on its way to another host thread.
+struct Crossing<T: Handed>(T);
+// SAFETY: a `Handed` value moves whole to the receiving thread, which becomes its only user:
+// nothing of it stays behind in the sender. CUDA driver handles may be used from any host thread
+// once that thread has bound the handle's context, and each thread binds its own GPU's context
+// before it calls the driver. A buffer is only read by the receiver after the sender synchronised
+// the copy that wrote it (or, going back, after the engine that read it synchronised). The
+// host-side parts (requests, times, an mpsc receiver of Crossings) are plain owned data.
+unsafe impl<T: Handed> Send for Crossing<T> {}
+
+/// How bytes cross from the upstream GPU to the downstream one.
+enum Link {
+    /// cuMemcpyPeerAsync on a stream of the source GPU, peer access enabled both ways; events
+    /// around each copy time it on the GPU too.
+    Peer(Stream, [Event; 2]),
+    /// GPU → pinned host → GPU in chunks, two streams, 4 slots of 16 MiB.
+    Staged(Stager, Event),
+}
+
+impl Link {
+    fn open(src: &Gpu, dst: &Gpu, nvlink: bool) -> Result<Link> {
+        if nvlink {
+            src.enable_peer_access(dst)?;
+            dst.enable_peer_access(src)?;
+            Ok(Link::Peer(
+                src.stream()?,
+                [Event::timing(src)?, Event::timing(src)?],
+            ))
+        } else {
+            Ok(Link::Staged(
+                Stager::new(src, dst, 16 << 20, 4)?,
+                Event::sync_only(src)?,
+            ))
+        }
+    }
+
+    /// Copies the first `bytes` of `src` into `dst` and waits for it; the copy's time on the
+    /// GPU in seconds where it is measured (peer copies).
+    fn ship(&self, src: &DeviceBuffer, dst: &DeviceBuffer, bytes: usize) -> Result<Option<f64>> {
+        match self {
+            Link::Peer(st, [a, b]) => {
+                a.record(st)?;
+                crate::cuda::device::copy_peer_async(dst, src, bytes, st)?;
+                b.record(st)?;
+                st.synchronize()?;
+                Ok(Some(a.elapsed_ms(b)? * 1e-3))
+            }
+            Link::Staged(stager, start) => {
+                start.record(&stager.d2h)?;
+                let chunk = staged_chunk(bytes, stager.slot_bytes);
+                stager.enqueue(src.ptr, dst.ptr, bytes, chunk, start)?;
+                stager.h2d.synchronize()?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Destination buffers on the downstream GPU, allocated once and given back by the downstream
+/// engine after use: a fresh allocation per shipment would put cuMemAlloc (and the first
+/// touch of new pages over the link) into every transfer's time.
+struct LandingPool {
+    gpu: Gpu,
+    free: Vec<DeviceBuffer>,
+    back: mpsc::Receiver<Crossing<Vec<DeviceBuffer>>>,
+}
+
+impl LandingPool {
+    /// A buffer of at least `bytes` (exactly `bytes` when `exact`); binds `home` again after
+    /// allocating on the downstream GPU.
+    fn get(&mut self, bytes: usize, exact: bool, home: &Gpu) -> Result<DeviceBuffer> {
+        while let Ok(b) = self.back.try_recv() {
+            self.free.extend(b.0);
+        }
+        let fits = |b: &DeviceBuffer| {
+            if exact {
+                b.bytes == bytes
+            } else {
+                b.bytes >= bytes
+            }
+        };
+        if let Some(i) = self.free.iter().position(fits) {
+            return Ok(self.free.swap_remove(i));
+        }
+        let b = self.gpu.alloc(bytes)?;
+        home.bind()?;
+        Ok(b)
+    }
+
+    fn put(&mut self, b: DeviceBuffer) {
+        self.free.push(b);
+    }
+}
+
+/// What the upstream worker hands to the link, its source buffer on the upstream GPU.
+enum Outbound {
+    /// Modality-level: the request's image embeddings (None without images).
+    Embeddings(Request, Option<DeviceBuffer>),
+    /// Stage-level: the prefilled request and its packed KV (a buffer at least `kv_bytes` long).
+    Kv(HandOff, DeviceBuffer),
+}
+
+/// The link's side of a split replay, built by the upstream thread (which warms it up) and
+/// handed to the shipper thread with the clock's start.
+struct LinkKit {
+    home: Gpu,
+    link: Link,
+    pool: LandingPool,
+}
+
+/// Serves a disaggregated scenario on two GPUs with three host threads: the upstream thread takes
+/// the arrivals and runs the encoder (modality) or the prefill worker (stage); the shipper
+/// thread ships each request's embeddings or KV over the scenario's fabric, one after another
+/// as concurrent copies on one path were measured to go (waiting for each copy, so its times
+/// are the copy's own) while the upstream engine goes on computing, and hands the request over;
+/// the downstream thread serves what it has been handed and gives the landing buffers back.
+#[allow(clippy::type_complexity)]
+fn replay_split(
+    s: &Scenario,
+    gpu: usize,
+    reqs: &[hetsim_sim::workload::Request],
+    c: &LlavaConfig,
+    cfg: &EngineConfig,
+) -> Result<(BTreeMap<u64, Seen>, Vec<TransferRecord>, (usize, usize))> {
+    let stage = s.strategy == Strategy::Stage;
+    let (up_role, down_role) = if stage {
+        (Role::Prefill, Role::Decode)
+    } else {
+        (Role::Encoder, Role::Llm)
+    };
+    let inst = &s.cluster.instances;
+    let (Some(ui), Some(di)) = (
+        inst.iter().position(|i| i.role == up_role),
+        inst.iter().position(|i| i.role == down_role),
+    ) else {
+        return Err(Error::Invalid(format!(
+            "{}: no {} or no {} instance",
+            s.name,
+            up_role.name(),
+            down_role.name()
+        )));
+    };
+    let up_ord = gpu + inst[ui].gpus[0];
+    let down_ord = gpu + inst[di].gpus[0];
+    let fabric = s.cluster.nodes[inst[di].node].fabric;
+    let nvlink = fabric.kind == LinkKind::NvLink;
+    eprintln!(
+        "  {} on GPU {up_ord}, {} on GPU {down_ord}, {} over {} ({})",
+        up_role.name(),
+        down_role.name(),
+        if stage { "KV" } else { "embeddings" },
+        fabric.name,
+        if nvlink {
+            "peer copy"
+        } else {
+            "GPU → pinned host → GPU"
+        }
+    );
+    let np = c.image_tokens();
+    let shape = c.transfer_shape();
+    // Prompts of the trace and of the warm-up (one image, 8 text tokens).
+    let longest_prompt = reqs
+        .iter()
+        .map(|r| r.images.len() * np + r.prompt_tokens as usize)
+        .max()
+        .unwrap_or(1)
+        .max(np + 10);
+    let kv_capacity = shape.kv_bytes(longest_prompt);
+    let barrier = Barrier::new(2);
+    let t0cell: OnceLock<Instant> = OnceLock::new();
+    let (out_tx, out_rx) = mpsc::channel::<Crossing<(Outbound, Seen)>>();
+    let (kit_tx, kit_rx) = mpsc::channel::<Crossing<(LinkKit, Instant)>>();
+    // Shipped source buffers going back upstream for reuse.
+    let (src_back_tx, src_back_rx) = mpsc::channel::<Crossing<DeviceBuffer>>();
+    let (tx, rx) = mpsc::channel::<Crossing<Box<Shipped>>>();
+    let (back_tx, back_rx) = mpsc::channel::<Crossing<Vec<DeviceBuffer>>>();
+    // The threads share these; each owns its channel ends.
+    let (barrier, t0cell) = (&barrier, &t0cell);
+
+    let upstream = move || -> Result<BTreeMap<u64, Seen>> {
+        let setup = (|| -> Result<(Gpu, Engine, LinkKit, Option<DeviceBuffer>)> {
+            let ug = Gpu::open(up_ord)?;
+            let dg = Gpu::open(down_ord)?;
+            let link = Link::open(&ug, &dg, nvlink)?;
+            let ucfg = if stage {
+                EngineConfig {
+                    graphs: false,
+                    hand_off: true,
+                    ..cfg.clone()
+                }
+            } else {
+                // Encode only: a KV pool of one request, no decode graphs.
+                EngineConfig {
+                    max_batch: 1,
+                    kv_blocks: Some(cfg.max_context.div_ceil(KV_BLOCK)),
+                    graphs: false,
+                    ..cfg.clone()
+                }
+            };
+            let mut eng = Engine::new(GpuModel::random(c, Gpu::open(up_ord)?, cfg.seed)?, ucfg)?;
+            let mut pool = LandingPool {
+                gpu: dg,
+                free: Vec::new(),
+                back: back_rx,
+            };
+            let packed = if stage {
+                eng.load_kv_kernels()?;
+                Some(ug.alloc(kv_capacity)?)
+            } else {
+                None
+            };
+            // Warm-up: every encode batch size up to 8 and the largest (prefilled too, on a
+            // prefill worker), each request shipped once.
+            let eb = cfg.encode_batch.max(1);
+            let mut id = u64::MAX;
+            for n in (1..=eb.min(8)).chain(std::iter::once(eb)) {
+                for _ in 0..n {
+                    eng.submit(Request::synthetic(id, 1, 8, 2, c.llm.vocab))?;
+                    id -= 1;
+                }
+                while !eng.is_idle() {
+                    if let Some(packed) = &packed {
+                        eng.step()?;
+                        while let Some(h) = eng.hand_off(packed)? {
+                            let dst = pool.get(kv_capacity, false, &ug)?;
+                            link.ship(packed, &dst, h.kv_bytes)?;
+                            pool.put(dst);
+                        }
+                    } else {
+                        for (_, emb) in eng.encode_ready()?.1 {
+                            if let Some(src) = emb {
+                                let dst = pool.get(src.bytes, true, &ug)?;
+                                link.ship(&src, &dst, src.bytes)?;
+                                pool.put(dst);
+                            }
+                        }
+                    }
+                }
+            }
+            let kit = LinkKit {
+                home: Gpu::open(up_ord)?,
+                link,
+                pool,
+            };
+            ug.bind()?;
+            Ok((ug, eng, kit, packed))
+        })();
+        barrier.wait();
+        let (ug, mut eng, kit, packed) = setup?;
+        let t0 = *t0cell.get_or_init(Instant::now);
+        if kit_tx.send(Crossing((kit, t0))).is_err() {
+            return Ok(BTreeMap::new());
+        }
+        ug.bind()?;
+        let off = t0.duration_since(eng.started()).as_secs_f64();
+        let now = || t0.elapsed().as_secs_f64();
+        let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+        // Source buffers (packed KV, embeddings) come back from the shipper once shipped.
+        let mut packed_free: Vec<DeviceBuffer> = packed.into_iter().collect();
+        let mut next = 0;
+        loop {
+            while next < reqs.len() && arrival_s(&reqs[next]) <= now() {
+                eng.submit(to_engine(&reqs[next], c))?;
+                seen.insert(reqs[next].id, Seen::default());
+                next += 1;
+            }
+            if eng.is_idle() {
+                if next == reqs.len() {
+                    return Ok(seen);
+                }
+                let wait = arrival_s(&reqs[next]) - now();
+                if wait > 0.0 {
+                    std::thread::sleep(Duration::from_secs_f64(wait));
+                }
+                continue;
+            }
+            let start = now();
+            let mut out = Vec::new();
+            if stage {
+                let (_, events) = eng.step()?;
+                for e in &events {
+                    if let (EventKind::EncodeDone, Some(t)) = (e.kind, seen.get_mut(&e.id)) {
+                        t.encode_start = Some(start);
+                    }
+                }
+                let prefilled: Vec<u64> = events
+                    .iter()
+                    .filter(|e| e.kind == EventKind::FirstToken)
+                    .map(|e| e.id)
+                    .collect();
+                note(&mut seen, events, off);
+                // A step that encodes and prefills: the prefill starts when the encode ends.
+                for id in prefilled {
+                    if let Some(t) = seen.get_mut(&id) {
+                        t.prefill_start = Some(t.encoded.filter(|&e| e >= start).unwrap_or(start));
+                    }
+                }
+                loop {
+                    while let Ok(b) = src_back_rx.try_recv() {
+                        packed_free.push(b.0);
+                    }
+                    let packed = match packed_free.pop() {
+                        Some(b) => b,
+                        None => ug.alloc(kv_capacity)?,
+                    };
+                    match eng.hand_off(&packed)? {
+                        Some(h) => {
+                            let times = seen.remove(&h.req.id).unwrap_or_default();
+                            out.push((Outbound::Kv(h, packed), times));
+                        }
+                        None => {
+                            packed_free.push(packed);
+                            break;
+                        }
+                    }
+                }
+            } else {
+                while let Ok(b) = src_back_rx.try_recv() {
+                    eng.recycle(b.0);
+                }
+                let (events, ready) = eng.encode_ready()?;
+                let end = events.first().map_or(start, |e| e.t - off);
+                for (req, emb) in ready {
+                    let mut times = seen.remove(&req.id).unwrap_or_default();
+                    if emb.is_some() {
+                        times.encode_start = Some(start);
+                        times.encoded = Some(end);
+                    }
+                    out.push((Outbound::Embeddings(req, emb), times));
+                }
+            }
+            for o in out {
+                if out_tx.send(Crossing(o)).is_err() {
+                    // The shipper has stopped (an error there or downstream); it reports why.
+                    return Ok(seen);
+                }
+            }
+        }
+    };
+
+    let shipper = move || -> Result<()> {
+        let Ok(kit) = kit_rx.recv() else {
+            return Ok(()); // upstream failed to set up; it reports why
+        };
+        let (
+            LinkKit {
+                home,
+                link,
+                mut pool,
+            },
+            t0,
+        ) = kit.0;
+        home.bind()?;
+        let now = || t0.elapsed().as_secs_f64();
+        // (wall, on the GPU) seconds of each measured copy: where the host's view and the
+        // copy's own time part.
+        let mut timed: Vec<(f64, f64)> = Vec::new();
+        for item in out_rx.iter() {
+            let (outbound, mut times) = item.0;
+            let payload = match outbound {
+                Outbound::Embeddings(req, None) => Payload::Encoded(req, None),
+                Outbound::Embeddings(req, Some(src)) => {
+                    let dst = pool.get(src.bytes, true, &home)?;
+                    let a = now();
+                    let gpu_s = link.ship(&src, &dst, src.bytes)?;
+                    let b = now();
+                    (times.tx_start, times.tx_end) = (Some(a), Some(b));
+                    timed.extend(gpu_s.map(|g| (b - a, g)));
+                    times.emb_bytes = src.bytes as u64;
+                    // Back to the encoder for reuse (freed here once upstream has finished).
+                    let _ = src_back_tx.send(Crossing(src));
+                    home.bind()?;
+                    Payload::Encoded(req, Some(dst))
+                }
+                Outbound::Kv(h, src) => {
+                    let dst = pool.get(kv_capacity, false, &home)?;
+                    let a = now();
+                    let gpu_s = link.ship(&src, &dst, h.kv_bytes)?;
+                    let b = now();
+                    (times.tx_start, times.tx_end) = (Some(a), Some(b));
+                    timed.extend(gpu_s.map(|g| (b - a, g)));
+                    times.kv_bytes = h.kv_bytes as u64;
+                    // Upstream may have finished: then the buffer is freed here.
+                    let _ = src_back_tx.send(Crossing(src));
+                    home.bind()?;
+                    Payload::Prefilled(h, dst)
+                }
+            };
+            if tx
+                .send(Crossing(Box::new(Shipped { payload, times })))
+                .is_err()
+            {
+                return Ok(()); // downstream stopped; it reports why
+            }
+        }
+        if !timed.is_empty() {
+            let (wall, gpu): (Vec<f64>, Vec<f64>) = timed.into_iter().unzip();
+            eprintln!(
+                "  {} peer copies: median {:.1} µs wall (host clock around copy + sync), {:.1} µs on the GPU (CUDA events)",
+                wall.len(),
+                crate::stats::median(&wall) * 1e6,
+                crate::stats::median(&gpu) * 1e6
+            );
+        }
+        Ok(())
+    };
+
+    let downstream =
+        move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<BTreeMap<u64, Seen>> {
+            let back = back_tx;
+            let setup = (|| -> Result<Engine> {
+                let mut eng = Engine::new(
+                    GpuModel::random(c, Gpu::open(down_ord)?, cfg.seed)?,
+                    cfg.clone(),
+                )?;
+                warm_up(&mut eng, c, cfg.max_batch)?;
+                if stage {
+                    eng.load_kv_kernels()?;
+                }
+                Ok(eng)
+            })();
+            barrier.wait();
+            let mut eng = setup?;
+            eng.model.gpu.bind()?;
+            let t0 = *t0cell.get_or_init(Instant::now);
+            let off = t0.duration_since(eng.started()).as_secs_f64();
+            let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+            loop {
+                let got = if eng.is_idle() {
+                    match rx.recv() {
+                        Ok(m) => m,
+                        Err(_) => break, // the shipper is done and everything is served
+                    }
+                } else {
+                    match rx.try_recv() {
+                        Ok(m) => m,
+                        Err(_) => {
+                            let (_, events) = eng.step()?;
+                            note(&mut seen, events, off);
+                            let spent = eng.take_spent();
+                            if !spent.is_empty() {
+                                // Shipper gone: the buffers are freed here.
+                                let _ = back.send(Crossing(spent));
+                            }
+                            continue;
+                        }
+                    }
+                };
+                let m = *got.0;
+                eng.model.gpu.bind()?;
+                match m.payload {
+                    Payload::Encoded(req, emb) => {
+                        seen.insert(req.id, m.times);
+                        eng.submit_encoded(req, emb)?
+                    }
+                    Payload::Prefilled(h, kv) => {
+                        seen.insert(h.req.id, m.times);
+                        eng.submit_prefilled(h, kv)?
+                    }
+                }
+            }
+            Ok(seen)
+        };
+
+    let (up, ship, down) = std::thread::scope(|sc| {
+        let u = sc.spawn(upstream);
+        let sh = sc.spawn(shipper);
+        let down = downstream(rx);
+        let panicked = |who: &str| Error::Invalid(format!("the {who} thread panicked"));
+        let up = u.join().unwrap_or_else(|_| Err(panicked("upstream")));
+        let ship = sh.join().unwrap_or_else(|_| Err(panicked("shipper")));
+        (up, ship, down)
+    });
+    // Errors in the order they cause each other: upstream, link, downstream.
+    let up = up?;
+    ship?;
+    let mut seen = down?;
+    // Requests that finished upstream (one output token on a prefill worker).
+    for (id, t) in up {
+        seen.entry(id).or_insert(t);
+    }
+    let transfers = reqs
+        .iter()
+        .filter_map(|r| {
+            let t = seen.get(&r.id)?;
+            Some(TransferRecord {
+                scenario: s.name.clone(),
+                request_id: r.id,
+                kind: if stage {
+                    TransferKind::Kv
+                } else {
+                    TransferKind::Embedding
+                },
+                src_instance: ui as u64,
+                dst_instance: di as u64,
+                link: fabric.name,
+                bytes: if stage { t.kv_bytes } else { t.emb_bytes },
+                flows: 1,
+                ready_s: if stage { t.first? } else { t.encoded? },
+                start_s: t.tx_start?,
+                end_s: t.tx_end?,
+                source: Source::Exec,
+            })
+        })
+        .collect();
+    Ok((seen, transfers, (ui, di)))
+}
+
+/// Compiles every kernel and captures every decode graph before the clock starts: requests with
+/// output lengths 2 … max_batch + 1 make the batch shrink through every bucket.
+fn warm_up(engine: &mut Engine, c: &LlavaConfig, max_batch: usize) -> Result<()> {
+    for k in 0..max_batch {
+        engine.submit(Request::synthetic(
+            u64::MAX - k as u64,
+            usize::from(k == 0),
+            8,
+            k + 2,
+            c.llm.vocab,
+        ))?;
+    }
+    engine.run_to_completion()?;
+    Ok(())
+}
+
+/// What `hetsim validate` found.
+pub struct Validation {
+    /// scenario, metric, predicted, measured, error_pct.
+    pub comparison: hetsim_sim::table::Table,
+    pub median_abs_error_pct: Option<f64>,
+    /// Scenarios simulated but not replayed, with the reason.
+    pub skipped: Vec<String>,
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Simulates every scenario and replays those this harness can serve for real, on GPU `gpu`;
+/// writes both sources' rows (and the comparison) under `out`.
+pub fn validate(
+    exp: &hetsim_sim::experiment::Experiment,
+    out: Option<&std::path::Path>,
+    gpu: usize,
+) -> Result<Validation> {
+    use hetsim_sim::output::ResultWriter;
+    use hetsim_sim::records::MemorySink;
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    let mut writer = match out {
+        Some(dir) => Some(ResultWriter::create(dir)?),
+        None => None,
+    };
+    for s in &exp.scenarios {
+        let mut sink = MemorySink::default();
+        let run = hetsim_sim::engine::simulate(s, &mut sink, &mut |_| {})?;
+        if let Some(w) = writer.as_mut() {
+            for t in &sink.transfers {
+                w.transfers.append(t)?;
+            }
+            w.summary.append(&run.summary)?;
+        }
+        rows.extend(sink.requests);
+        match replayable(s) {
+            Ok(()) => {
+                eprintln!("replaying {} on GPU {gpu} …", s.name);
+                let Replayed {
+                    requests: measured,
+                    transfers,
+                } = replay(s, gpu)?;
+                if let Some(w) = writer.as_mut() {
+                    for t in &transfers {
+                        w.transfers.append(t)?;
+                    }
+                    let refs: Vec<&RequestRecord> = measured.iter().collect();
+                    w.summary.append(&hetsim_sim::compare::summarize_measured(
+                        &run.summary,
+                        &refs,
+                    ))?;
+                }
+                rows.extend(measured);
+            }
+            Err(why) => skipped.push(why),
+        }
+    }
+    let cmp = hetsim_sim::compare::compare(&rows);
+    let mut files = Vec::new();
+    if let (Some(mut w), Some(dir)) = (writer, out) {
+        for r in &rows {
+            w.requests.append(r)?;
+        }
+        files = w.commit()?;
+        let csv = dir.join("comparison.csv");
+        hetsim_sim::output::write_atomically(&csv, cmp.table.to_csv())?;
+        files.push(csv);
+    }
+    Ok(Validation {
+        comparison: cmp.table,
+        median_abs_error_pct: cmp.median_abs_error_pct,
+        skipped,
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hetsim_sim::experiment::{load_experiment, parse_experiment};
+
+    fn root() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn every_validate_scenario_replays() {
+        for f in ["validate-pcie.yaml", "validate-nvlink.yaml"] {
+            let exp = load_experiment(&root().join("experiments").join(f), None).unwrap();
+            assert_eq!(exp.scenarios.len(), 6, "{f}");
+            let mut shapes: Vec<&str> = Vec::new();
+            for s in &exp.scenarios {
+                assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s));
+                shapes.push(s.strategy.name());
+            }
+            shapes.dedup();
+            assert_eq!(shapes, ["colocated", "modality", "stage"], "{f}");
+        }
+    }
+
+    fn scenario(deployment: &str) -> Scenario {
+        let deployment: String = deployment.lines().map(|l| format!("      {l}\n")).collect();
+        let text = format!(
+            "name: t\nseed: 1\ndefaults:\n  model: llava-1.5-7b\n  cluster:\n    nodes: [{{name: box, gpus: [{{gpu: H200-SXM, count: 4}}], fabric: nvlink4}}]\n  workload:\n    requests: 4\n    arrival: {{process: poisson, rate: 2}}\n    images: {{count: 1, width: 640, height: 480}}\n    prompt_tokens: 20\n    output_tokens: 8\nscenarios:\n  - name: s\n    deployment:\n{deployment}"
+        );
+        let exp = parse_experiment(&text, std::path::Path::new("t.yaml"), None)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        exp.scenarios.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn shapes_outside_the_two_gpu_replay_are_refused() {
+        let ok = scenario(
+            "  strategy: modality\n  instances: [{role: encoder, gpu: H200-SXM}, {role: llm, gpu: H200-SXM}]\n",
+        );
+        assert!(replayable(&ok).is_ok(), "{:?}", replayable(&ok));
+        for (dep, want) in [
+            (
+                "  strategy: modality\n  instances: [{role: encoder, gpu: H200-SXM}, {role: llm, gpu: H200-SXM, tp: 2}]\n",
+                "tp 1",
+            ),
+            (
+                "  strategy: modality\n  instances: [{role: encoder, gpu: H200-SXM, count: 2}, {role: llm, gpu: H200-SXM}]\n",
+                "one encoder and one llm",
+            ),
+            (
+                "  strategy: stage\n  instances: [{role: prefill, gpu: H200-SXM, count: 2}, {role: decode, gpu: H200-SXM}]\n",
+                "one prefill and one decode",
+            ),
+            (
+                "  strategy: stage\n  kv_transfer: layerwise\n  instances: [{role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
+                "after prefill",
+            ),
+            (
+                "  strategy: epd\n  instances: [{role: encoder, gpu: H200-SXM}, {role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
+                "do not replay",
+            ),
+            (
+                "  strategy: modality\n  work_stealing: true\n  instances: [{role: encoder, gpu: H200-SXM}, {role: llm, gpu: H200-SXM}]\n",
+                "work stealing",
+            ),
+            (
+                "  strategy: colocated\n  instances: [{role: all, gpu: H200-SXM, count: 2}]\n",
+                "one instance",
+            ),
+        ] {
+            let s = scenario(dep);
+            let why = replayable(&s).unwrap_err();
+            assert!(why.contains(want), "{dep}: {why}");
+        }
+    }
+
+    #[test]
+    fn replay_refuses_before_touching_a_gpu() {
+        let s = scenario(
+            "  strategy: stage\n  kv_transfer: layerwise\n  instances: [{role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
+        );
+        match replay(&s, 0) {
+            Err(Error::Invalid(why)) => assert!(why.contains("layer by layer"), "{why}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("layer-wise stage replay should be refused"),
+        }
+    }
+}
