@@ -367,7 +367,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 b.finish_and_clear();
             }
             sayln!(
-                "{} — {} scenarios, ranked by tokens per dollar\n",
+                "{} — {} scenarios, ranked by SLO-meeting output tokens per dollar (SLO tokens/$)\n",
                 exp.name,
                 exp.scenarios.len()
             );

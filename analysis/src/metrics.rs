@@ -446,6 +446,7 @@ mod pooling {
             model: "llava-1.5-7b".into(),
             gpus: "2×RTX-4090 + 2×A100-PCIe-80GB".into(),
             gpu_count: 4,
+            cluster_gpu_count: 4,
             rate_rps: Some(2.0),
             seed: 1,
             requests: n.0,
@@ -457,6 +458,7 @@ mod pooling {
             output_tokens_per_s: 100.0 * n.1 as f64 / duration,
             goodput_rps: 0.0,
             slo_attainment: slo,
+            good_output_tokens: 0,
             slo_ttft_s: 1.0,
             slo_tpot_s: 0.1,
             ttft_p50_s: None,
@@ -478,6 +480,11 @@ mod pooling {
             usd_per_hour: cost / duration * 3600.0,
             cost_usd: cost,
             tokens_per_dollar: 100.0 * n.1 as f64 / cost,
+            good_tokens_per_dollar: 0.0,
+            utilization: None,
+            mfu: None,
+            mbu: None,
+            batch_occupancy: None,
             source: Source::Sim,
         }
     }

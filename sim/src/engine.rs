@@ -908,10 +908,23 @@ impl<'a> Simulation<'a> {
     }
 }
 
-/// "2×RTX-4090 + 2×A100-PCIe-80GB", in cluster order.
+/// The cluster's GPUs that instances use, in cluster order (a cluster may hold idle GPUs).
+pub fn used_gpus(s: &Scenario) -> Vec<usize> {
+    let mut used: Vec<usize> = s
+        .cluster
+        .instances
+        .iter()
+        .flat_map(|i| i.gpus.iter().copied())
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    used
+}
+
+/// "2×RTX-4090 + 2×A100-PCIe-80GB": the GPUs instances use, in cluster order.
 pub fn gpu_mix(s: &Scenario) -> String {
     let mut mix: Vec<(&str, u64)> = Vec::new();
-    for g in &s.cluster.gpus {
+    for g in used_gpus(s).into_iter().map(|g| &s.cluster.gpus[g]) {
         match mix.iter_mut().find(|(n, _)| *n == g.spec.name) {
             Some((_, c)) => *c += 1,
             None => mix.push((g.spec.name, 1)),
