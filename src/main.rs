@@ -367,7 +367,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 b.finish_and_clear();
             }
             sayln!(
-                "{} — {} scenarios, ranked by tokens per dollar\n",
+                "{} — {} scenarios, ranked by SLO-meeting output tokens per dollar (SLO tokens/$)\n",
                 exp.name,
                 exp.scenarios.len()
             );
@@ -529,6 +529,17 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A catalog price as the table prints it: the number, and "  [KEY], date" (or "-" and "").
+fn quoted(q: Option<hetsim_sim::catalog::gpu::Quote>, decimals: usize) -> (String, String) {
+    match q {
+        Some(q) => (
+            format!("{:.decimals$}", q.usd),
+            format!("  [{}], {}", q.source, q.date),
+        ),
+        None => ("-".into(), String::new()),
+    }
+}
+
 fn print_catalog() {
     sayln!("models (or give the path of a Hugging Face config.json):");
     sayln!(
@@ -561,30 +572,37 @@ fn print_catalog() {
             m.llm.kv_bytes_per_token(Dtype::Bf16) / 1024
         );
     }
-    sayln!("\nGPUs (datasheet; sources in sim/src/catalog/gpu.rs):");
     sayln!(
-        "  {:<15} {:>6} {:>8} {:>9} {:>6} {:>8} {:>6} {:>8}",
+        "\nGPUs (datasheet; each price's source key [docs/reference/gpus_SOURCES.md] and the date it gives, n.d. = none):"
+    );
+    sayln!(
+        "  {:<15} {:>6} {:>8} {:>9} {:>6} {:>8} {:>8} {:<24} {:>6} {:<24}",
         "name",
         "GiB",
         "GB/s",
         "TFLOP/s",
         "W",
+        "NVLink",
         "price$",
+        "  source, date",
         "$/h",
-        "NVLink"
+        "  source, date"
     );
     for g in &GPUS {
-        let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+        let (price, price_src) = quoted(g.price_usd, 0);
+        let (hourly, hourly_src) = quoted(g.cloud_usd_per_hour, 2);
         sayln!(
-            "  {:<15} {:>6.0} {:>8.0} {:>9.1} {:>6.0} {:>8} {:>6} {:>8}",
+            "  {:<15} {:>6.0} {:>8.0} {:>9.1} {:>6.0} {:>8} {:>8} {:<24} {:>6} {:<24}",
             g.name,
             g.memory_gib,
             g.mem_bw_gbs,
             g.tflops_16bit,
             g.power_w,
-            opt(g.price_usd, 0),
-            opt(g.cloud_usd_per_hour, 2),
-            g.nvlink.unwrap_or("-")
+            g.nvlink.unwrap_or("-"),
+            price,
+            price_src,
+            hourly,
+            hourly_src
         );
     }
     sayln!("\nlinks (per direction):");

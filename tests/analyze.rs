@@ -395,6 +395,10 @@ fn comparison_numbers_equal_direct_computations_from_the_rows() {
     }
     let svg = std::fs::read_to_string(out.join("latency_throughput_ttft.svg")).unwrap();
     assert!(svg.contains("Throughput (req/s)") && svg.contains("TTFT p99 (s)"));
+    // The experiment's SLO (ttft_s 1.0, tpot_s 0.1) is drawn and named.
+    assert!(svg.contains("TTFT SLO (1 s)"), "no SLO line");
+    let svg = std::fs::read_to_string(out.join("latency_throughput_tpot.svg")).unwrap();
+    assert!(svg.contains("TPOT SLO (100 ms)"), "no SLO line");
     // No staging directory left behind.
     assert!(
         std::fs::read_dir(&out).unwrap().all(|e| !e
@@ -553,6 +557,17 @@ fn exec_rows_are_compared_with_sim_rows() {
     }
     assert!(out.join("predicted_vs_measured.png").is_file());
     assert!(out.join("predicted_vs_measured.svg").is_file());
+    // Trace replays have no rate sweep: their latency is drawn as CDFs and over the replay.
+    for stem in [
+        "latency_cdf_ttft",
+        "latency_cdf_tpot",
+        "latency_over_time_ttft",
+        "latency_over_time_tpot",
+    ] {
+        assert!(out.join(format!("{stem}.png")).is_file(), "{stem}");
+    }
+    let svg = std::fs::read_to_string(out.join("latency_cdf_ttft.svg")).unwrap();
+    assert!(svg.contains("sample-jsonl (exec)") && svg.contains("Requests at or below (%)"));
     // Comparison lists both sources.
     let cmp = csv(&out.join("comparison.csv"));
     assert_eq!(cmp.iter().filter(|r| r["source"] == "exec").count(), n);
@@ -579,6 +594,42 @@ fn exec_rows_are_compared_with_sim_rows() {
     );
     std::fs::remove_dir_all(alone).unwrap();
     for d in [sim, exec, out] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// Rewrites `table` of `dir` with no rows (the schema kept), as `hetsim validate` writes none.
+fn empty_table(dir: &Path, table: &str) {
+    let path = dir.join(format!("{table}.parquet"));
+    let schema = read(&path)[0].schema();
+    let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+    w.flush().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn figures_without_data_are_left_out_and_the_report_says_so() {
+    // Validation output: summary, requests and transfers, but no instance or link rows.
+    let res = simulate("experiments/validate-nvlink.yaml", "no-data", None);
+    empty_table(&res, "instances");
+    empty_table(&res, "links");
+    let out = temp("no-data-out");
+    let stdout = ok(&hetsim(&[
+        "analyze",
+        res.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(
+        stdout.contains("figures left out: link_utilization (no run moved data over a link), cost_breakdown (no instance has a cost of its own)"),
+        "{stdout}"
+    );
+    for stem in ["link_utilization", "cost_breakdown"] {
+        assert!(!out.join(format!("{stem}.png")).exists(), "{stem}");
+        assert!(!out.join(format!("{stem}.svg")).exists(), "{stem}");
+    }
+    assert!(out.join("slo_attainment.png").is_file());
+    for d in [res, out] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

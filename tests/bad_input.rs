@@ -151,6 +151,43 @@ fn trace_problems_name_the_file_and_row() {
 }
 
 #[test]
+fn text_only_models_refuse_images_and_say_where_they_come_from() {
+    let llama_trace = |trace: &str, beside: &str| {
+        base("A100-SXM-80GB", "2", "llama-3.1-8b").replace(
+            "      requests: 10\n      arrival: {process: poisson, rate: 2}\n",
+            &format!("      trace: {{{trace}}}\n{beside}"),
+        )
+    };
+    let csv = "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,2\n0.5,10,3\n";
+    assert_rejected(
+        "attach",
+        &llama_trace("path: t.csv", "      images: {count: 1}\n"),
+        &[("t.csv", csv)],
+        &[
+            "`llama-3.1-8b` is text-only",
+            "`workload.images`",
+            "images: {count: 0}",
+        ],
+    );
+    assert_rejected(
+        "both",
+        &llama_trace(
+            "path: t.csv, attach_images: {count: 0}",
+            "      images: {count: 0}\n",
+        ),
+        &[("t.csv", csv)],
+        &["`images` or as `trace.attach_images`, not both"],
+    );
+    let rows = "{\"arrival_s\": 0, \"prompt_tokens\": 5, \"output_tokens\": 3}\n\n{\"arrival_s\": 1, \"prompt_tokens\": 5, \"output_tokens\": 3, \"images\": [[640, 480]]}\n";
+    assert_rejected(
+        "row-images",
+        &llama_trace("path: t.jsonl", "      images: {count: 0}\n"),
+        &[("t.jsonl", rows)],
+        &["t.jsonl row 3 carries images"],
+    );
+}
+
+#[test]
 fn roles_must_match_the_strategy() {
     let y = base("A100-SXM-80GB", "2", "llava-1.5-7b").replace("{role: all,", "{role: decode,");
     assert_rejected(

@@ -13,6 +13,7 @@ pub mod figures;
 pub mod load;
 pub mod metrics;
 pub mod plots;
+mod png;
 pub mod table;
 pub mod tables;
 mod write;
@@ -69,10 +70,13 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
     out_tables.push(tables::links(&results, &scenarios)?);
     out_tables.push(tables::cost(&cost_rows));
 
-    let mut figs = figures::latency_throughput(&points);
-    figs.extend(figures::against_rate(&points));
-    figs.extend(figures::transfer_bytes(&scenarios, &per));
-    figs.extend(figures::cost_breakdown(&cost_rows, &per));
+    let mut figs = figures::Figures::default();
+    figures::latency_throughput(&points, &scenarios, &mut figs);
+    figures::against_rate(&points, &mut figs);
+    let traces = tables::trace_latencies(&results, &scenarios)?;
+    figures::trace_latency(&traces, &scenarios, &mut figs);
+    figures::transfer_bytes(&scenarios, &per, &mut figs);
+    figures::cost_breakdown(&cost_rows, &per, &mut figs);
 
     let has_exec = scenarios.iter().any(|s| s.source == compare::EXEC);
     let pairs = compare::scenario_pairs(&scenarios, &per);
@@ -87,7 +91,7 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
         out_tables.push(compare::scenario_table(&pairs));
         out_tables.push(compare::request_table(&results, &scenarios)?);
         out_tables.push(summarise_validation(&pairs, &scenarios));
-        figs.extend(figures::predicted_measured(&pairs));
+        figures::predicted_measured(&pairs, &mut figs);
     }
 
     let mut text = notes;
@@ -121,7 +125,15 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
         Some(o) => o.to_path_buf(),
         None => default_out(dirs).expect("load checked dirs is not empty"),
     };
-    let files = write::write_all(&out, &out_tables, &figs).map_err(Error::Output)?;
+    if !figs.skipped.is_empty() {
+        let why: Vec<String> = figs
+            .skipped
+            .iter()
+            .map(|(stem, why)| format!("{stem} ({why})"))
+            .collect();
+        text.push_str(&format!("figures left out: {}\n", why.join(", ")));
+    }
+    let files = write::write_all(&out, &out_tables, &figs.drawn).map_err(Error::Output)?;
     Ok(Report {
         text,
         tables: out_tables,

@@ -33,6 +33,9 @@ pub struct Scenario {
     pub gpus: String,
     pub pricing: String,
     pub rate_rps: Option<f64>,
+    /// The p99 targets the scenario was judged against.
+    pub slo_ttft_s: Option<f64>,
+    pub slo_tpot_s: Option<f64>,
     /// Result directories holding this scenario.
     pub runs: u64,
 }
@@ -125,6 +128,8 @@ pub fn scenarios(r: &Results) -> Result<Vec<Scenario>, InputError> {
     }
     aggs.push(len().alias("rows"));
     aggs.push(col("run").n_unique().alias("runs"));
+    aggs.push(col("slo_ttft_s").first().alias("slo_ttft_s"));
+    aggs.push(col("slo_tpot_s").first().alias("slo_tpot_s"));
     let df = r
         .summary
         .clone()
@@ -168,6 +173,8 @@ pub fn scenarios(r: &Results) -> Result<Vec<Scenario>, InputError> {
                 gpus: texts(&df, "gpus")?[i].clone(),
                 pricing: texts(&df, "pricing")?[i].clone(),
                 rate_rps: f64s(&df, "rate_rps")?[i],
+                slo_ttft_s: f64s(&df, "slo_ttft_s")?[i],
+                slo_tpot_s: f64s(&df, "slo_tpot_s")?[i],
                 runs: runs[i],
             });
         }
@@ -439,6 +446,7 @@ mod pooling {
             model: "llava-1.5-7b".into(),
             gpus: "2×RTX-4090 + 2×A100-PCIe-80GB".into(),
             gpu_count: 4,
+            cluster_gpu_count: 4,
             rate_rps: Some(2.0),
             seed: 1,
             requests: n.0,
@@ -450,6 +458,7 @@ mod pooling {
             output_tokens_per_s: 100.0 * n.1 as f64 / duration,
             goodput_rps: 0.0,
             slo_attainment: slo,
+            good_output_tokens: 0,
             slo_ttft_s: 1.0,
             slo_tpot_s: 0.1,
             ttft_p50_s: None,
@@ -471,6 +480,11 @@ mod pooling {
             usd_per_hour: cost / duration * 3600.0,
             cost_usd: cost,
             tokens_per_dollar: 100.0 * n.1 as f64 / cost,
+            good_tokens_per_dollar: 0.0,
+            utilization: None,
+            mfu: None,
+            mbu: None,
+            batch_occupancy: None,
             source: Source::Sim,
         }
     }

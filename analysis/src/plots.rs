@@ -3,12 +3,16 @@
 //! Size: 3.5 in wide (one column of a two-column paper) at 300 dpi = 1050 px; fonts are sized in
 //! those pixels so that text prints at 7–9 pt. No titles (the caption says what a figure is);
 //! axis labels carry units; the legend sits under the plot so it never hides data. Series differ
-//! by colour (Okabe–Ito, readable with colour-blindness) *and* marker, so a grey print still works;
-//! measured (exec) series are dashed.
+//! by colour (Okabe–Ito first, readable with colour-blindness, then four more) *and* marker, so a
+//! grey print still works: 11 colours × 4 markers repeat no pair before 44 series. The line
+//! pattern tells result sets apart (a second directory, measured rows); measured markers are
+//! hollow. Markers of series that fall on the same spot (several at 100 %) are spread sideways,
+//! and reference lines (an SLO) are grey and named in the legend.
 //!
-//! Text is laid out (and PNG text rasterised) with DejaVu Sans from the `dejavu` crate, registered
-//! with plotters' `ab_glyph` backend: no system font or fontconfig is needed, so a headless CI
-//! machine draws the same PNG as a laptop.
+//! Text is laid out with DejaVu Sans from the `dejavu` crate, registered with plotters' `ab_glyph`
+//! backend, and PNG text is rasterised from the same font by `png::Png` (plotters' own drawing
+//! misplaces glyphs): no system font or fontconfig is needed, so a headless CI machine draws the
+//! same PNG as a laptop.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,8 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::png::Png;
 
 type Res = Result<(), Box<dyn Error>>;
 
@@ -35,7 +41,9 @@ const TICK_PT: f64 = 7.0;
 const LABEL_PT: f64 = 8.0;
 const LEGEND_PT: f64 = 7.0;
 
-const PALETTE: [RGBColor; 7] = [
+/// Okabe–Ito's seven (less its yellow, too pale on white), then Paul Tol's wine, olive, indigo
+/// and a grey. Eleven is prime to the four markers, so (colour, marker) pairs repeat only after 44.
+const PALETTE: [RGBColor; 11] = [
     RGBColor(0, 114, 178),   // blue
     RGBColor(213, 94, 0),    // vermillion
     RGBColor(0, 158, 115),   // bluish green
@@ -43,7 +51,15 @@ const PALETTE: [RGBColor; 7] = [
     RGBColor(230, 159, 0),   // orange
     RGBColor(86, 180, 233),  // sky blue
     RGBColor(0, 0, 0),       // black
+    RGBColor(136, 34, 85),   // wine
+    RGBColor(153, 153, 51),  // olive
+    RGBColor(51, 34, 136),   // indigo
+    RGBColor(119, 119, 119), // grey
 ];
+
+/// Line patterns in order: solid, dashed, dotted, long dash (dash and gap in pt).
+const PATTERNS: [Option<(f64, f64)>; 4] =
+    [None, Some((4.0, 2.5)), Some((1.2, 1.6)), Some((8.0, 3.0))];
 
 pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
@@ -51,7 +67,7 @@ pub fn color(i: usize) -> RGBColor {
 
 static FONTS: Once = Once::new();
 
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     FONTS.call_once(|| {
         // DejaVu Sans covers the characters our labels use (×, µ, –, ≤) in one font.
         if plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_err()
@@ -68,9 +84,21 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Colour and marker index.
     pub style: usize,
-    pub dashed: bool,
+    /// Line pattern index (solid, dashed, dotted, long dash, then again).
+    pub pattern: usize,
+    /// Measured on GPUs: hollow markers.
+    pub measured: bool,
     /// Markers only (a scatter), no line.
     pub markers_only: bool,
+    /// A marker on every n-th point (1: all; dense curves such as a CDF: fewer).
+    pub marker_every: usize,
+}
+
+/// A horizontal reference line (an SLO), grey, named in the legend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub y: f64,
+    pub label: String,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +114,8 @@ pub struct LineChart {
     pub series: Vec<Series>,
     /// Draw y = x and a ±band (as a fraction) around it: predicted against measured.
     pub identity_band: Option<f64>,
+    /// Horizontal lines to read the series against; the y axis always shows them.
+    pub references: Vec<Reference>,
 }
 
 /// Horizontal bars: one band per category (top to bottom), one bar per key inside it, side by
@@ -123,7 +153,7 @@ pub fn render(fig: &Figure, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, Stri
         root.present().map_err(|e| what(&svg, e.into()))?;
     }
     {
-        let root = BitMapBackend::new(&png, (WIDTH, height)).into_drawing_area();
+        let root = Png(BitMapBackend::new(&png, (WIDTH, height))).into_drawing_area();
         draw(fig, &legend, &root).map_err(|e| what(&png, e))?;
         root.present().map_err(|e| what(&png, e.into()))?;
     }
@@ -369,7 +399,12 @@ where
     DB::ErrorType: 'static,
 {
     let xs = bounds(c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
-    let ys = bounds(c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    let ys = bounds(
+        c.series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .chain(c.references.iter().map(|r| r.y)),
+    );
     let (Some((x0, x1)), Some((y0, y1))) = (xs, ys) else {
         return Ok(());
     };
@@ -410,34 +445,75 @@ where
             ))?;
         }
     }
+    let x_ends = x.sweep(1);
+    for r in &c.references {
+        chart.draw_series(DashedLineSeries::new(
+            x_ends.iter().map(|&v| (v, r.y)),
+            pt(REFERENCE_DASH.0) as i32,
+            pt(REFERENCE_DASH.1) as i32,
+            BLACK.mix(0.5).stroke_width(3),
+        ))?;
+    }
     for s in &c.series {
-        let col = color(s.style);
         if !s.markers_only && s.points.len() > 1 {
-            let style = col.stroke_width(pt(1.1) as u32);
-            if s.dashed {
-                chart.draw_series(DashedLineSeries::new(
-                    s.points.iter().copied(),
-                    pt(4.0) as i32,
-                    pt(2.5) as i32,
-                    style,
-                ))?;
-            } else {
-                chart.draw_series(LineSeries::new(s.points.iter().copied(), style))?;
+            let style = color(s.style).stroke_width(pt(1.1) as u32);
+            match PATTERNS[s.pattern % PATTERNS.len()] {
+                None => {
+                    chart.draw_series(LineSeries::new(s.points.iter().copied(), style))?;
+                }
+                Some((dash, gap)) => {
+                    chart.draw_series(DashedLineSeries::new(
+                        s.points.iter().copied(),
+                        pt(dash) as i32,
+                        pt(gap) as i32,
+                        style,
+                    ))?;
+                }
             }
         }
-        let size = pt(2.6) as i32;
-        for &p in &s.points {
-            let px = chart.backend_coord(&p);
+    }
+    // Markers last, over every line; markers on one spot are spread sideways.
+    let size = pt(2.6) as i32;
+    let pixels: Vec<Vec<(i32, i32)>> = c
+        .series
+        .iter()
+        .map(|s| s.points.iter().map(|p| chart.backend_coord(p)).collect())
+        .collect();
+    for (k, s) in c.series.iter().enumerate() {
+        for (i, &at) in pixels[k].iter().enumerate() {
+            if i % s.marker_every.max(1) != 0 {
+                continue;
+            }
+            let shift = dodge(&pixels, k, i, size);
             marker(
                 chart.plotting_area().strip_coord_spec(),
-                px,
+                (at.0 + shift, at.1),
                 s.style,
                 size,
-                !s.dashed,
+                !s.measured,
             )?;
         }
     }
     Ok(())
+}
+
+const REFERENCE_DASH: (f64, f64) = (2.0, 2.0);
+
+/// Sideways shift of series `k`'s marker `i` so that markers on one spot (within a marker
+/// radius) sit side by side, centred on it, in series order.
+pub fn dodge(pixels: &[Vec<(i32, i32)>], k: usize, i: usize, radius: i32) -> i32 {
+    let at = pixels[k][i];
+    let near =
+        |p: &(i32, i32)| (p.0 - at.0).abs() <= radius / 2 && (p.1 - at.1).abs() <= radius / 2;
+    let on_spot: Vec<usize> = (0..pixels.len())
+        .filter(|&j| pixels[j].iter().any(near))
+        .collect();
+    if on_spot.len() < 2 {
+        return 0;
+    }
+    let rank = on_spot.iter().position(|&j| j == k).unwrap_or(0) as f64;
+    let step = 2.2 * radius as f64;
+    ((rank - (on_spot.len() - 1) as f64 / 2.0) * step).round() as i32
 }
 
 /// Axes, ticks, grid and axis labels in the house style.
@@ -647,12 +723,13 @@ where
 pub struct Entry {
     label: String,
     style: usize,
-    dashed: bool,
+    pattern: usize,
+    measured: bool,
     line: bool,
     marker: bool,
     bar: bool,
-    /// A reference line (y = x, the band) in grey, not a data series.
-    reference: bool,
+    /// A reference line (y = x, the band, an SLO) in grey, not a data series: its dash pattern.
+    reference: Option<Option<(f64, f64)>>,
 }
 
 fn legend_entries(fig: &Figure) -> Vec<Entry> {
@@ -664,29 +741,34 @@ fn legend_entries(fig: &Figure) -> Vec<Entry> {
                 .map(|s| Entry {
                     label: s.label.clone(),
                     style: s.style,
-                    dashed: s.dashed,
+                    pattern: s.pattern,
+                    measured: s.measured,
                     line: !s.markers_only,
                     marker: true,
                     bar: false,
-                    reference: false,
+                    reference: None,
                 })
                 .collect();
+            let reference = |label: String, dash: Option<(f64, f64)>| Entry {
+                label,
+                style: 0,
+                pattern: 0,
+                measured: false,
+                line: true,
+                marker: false,
+                bar: false,
+                reference: Some(dash),
+            };
             if let Some(band) = c.identity_band {
                 // The reference lines need saying too, or a reader has to guess the band.
-                for (label, dashed) in [
-                    ("measured = predicted".to_string(), false),
-                    (format!("±{:.0} %", band * 100.0), true),
-                ] {
-                    v.push(Entry {
-                        label,
-                        style: 0,
-                        dashed,
-                        line: true,
-                        marker: false,
-                        bar: false,
-                        reference: true,
-                    });
-                }
+                v.push(reference("measured = predicted".into(), None));
+                v.push(reference(
+                    format!("±{:.0} %", band * 100.0),
+                    Some((3.0, 2.0)),
+                ));
+            }
+            for r in &c.references {
+                v.push(reference(r.label.clone(), Some(REFERENCE_DASH)));
             }
             v
         }
@@ -698,11 +780,12 @@ fn legend_entries(fig: &Figure) -> Vec<Entry> {
             .map(|(j, k)| Entry {
                 label: k.clone(),
                 style: j,
-                dashed: false,
+                pattern: 0,
+                measured: false,
                 line: false,
                 marker: false,
                 bar: true,
-                reference: false,
+                reference: None,
             })
             .collect(),
         Figure::Bar(_) => Vec::new(),
@@ -763,21 +846,31 @@ where
             ))?;
         }
         if e.line {
-            let s = if e.reference {
-                BLACK.mix(if e.dashed { 0.45 } else { 0.7 }).stroke_width(3)
-            } else {
-                col.stroke_width(pt(1.1) as u32)
+            let (s, pattern) = match e.reference {
+                Some(dash) => (
+                    BLACK
+                        .mix(if dash.is_some() { 0.5 } else { 0.7 })
+                        .stroke_width(3),
+                    dash,
+                ),
+                None => (
+                    col.stroke_width(pt(1.1) as u32),
+                    PATTERNS[e.pattern % PATTERNS.len()],
+                ),
             };
-            if e.dashed {
-                let dash = pt(4.0) as i32;
-                let mut a = x;
-                while a < x + w {
-                    let b = (a + dash).min(x + w);
-                    area.draw(&PathElement::new(vec![(a, y), (b, y)], s))?;
-                    a = b + pt(2.5) as i32;
+            match pattern {
+                Some((dash, gap)) => {
+                    let (dash, gap) = (pt(dash) as i32, pt(gap) as i32);
+                    let mut a = x;
+                    while a < x + w {
+                        let b = (a + dash).min(x + w);
+                        area.draw(&PathElement::new(vec![(a, y), (b, y)], s))?;
+                        a = b + gap;
+                    }
                 }
-            } else {
-                area.draw(&PathElement::new(vec![(x, y), (x + w, y)], s))?;
+                None => {
+                    area.draw(&PathElement::new(vec![(x, y), (x + w, y)], s))?;
+                }
             }
         }
         // A scatter series has no line sample: its marker sits where the line would start.
@@ -789,7 +882,7 @@ where
                 (marker_x + ox, y + oy),
                 e.style,
                 pt(2.6) as i32,
-                !e.dashed,
+                !e.measured,
             )?;
         }
         let text_x = if e.bar || !e.line { x + w / 2 } else { x + w };
@@ -834,6 +927,38 @@ mod tests {
         // Four decades: label decades only.
         let b = Axis::fit(0.001, 10.0, true, false, None);
         assert_eq!(b.bold, vec![0.001, 0.01, 0.1, 1.0, 10.0]);
+    }
+
+    #[test]
+    fn forty_four_series_before_a_colour_and_marker_repeat() {
+        let look = |i: usize| (color(i), i % 4);
+        for i in 0..44 {
+            for j in 0..i {
+                assert_ne!(look(i), look(j), "series {j} and {i}");
+            }
+        }
+        // The first eleven differ in colour alone.
+        for i in 0..PALETTE.len() {
+            for j in 0..i {
+                assert_ne!(color(i), color(j));
+            }
+        }
+        assert_eq!(look(44), look(0));
+    }
+
+    #[test]
+    fn markers_on_one_spot_spread_and_others_stay() {
+        // Three series at 100 % at the same rate, one elsewhere.
+        let px = vec![
+            vec![(100, 10), (200, 50)],
+            vec![(100, 10)],
+            vec![(101, 11)],
+            vec![(300, 90)],
+        ];
+        let shifts: Vec<i32> = (0..3).map(|k| dodge(&px, k, 0, 10)).collect();
+        assert_eq!(shifts, vec![-22, 0, 22]);
+        assert_eq!(dodge(&px, 0, 1, 10), 0);
+        assert_eq!(dodge(&px, 3, 0, 10), 0);
     }
 
     #[test]

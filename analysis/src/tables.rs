@@ -38,6 +38,78 @@ pub struct CurvePoint {
     pub m: Metrics,
 }
 
+/// The finished requests of the scenarios that replay a trace (no offered rate), per curve and
+/// source, as (arrival, latency) in seconds, in arrival order: trace replays have no rate sweep,
+/// so their latency is drawn as a distribution and over the replay.
+#[derive(Debug, Clone)]
+pub struct TraceLatency {
+    pub curve: String,
+    pub source: String,
+    pub ttft: Vec<(f64, f64)>,
+    /// Requests of more than one output token.
+    pub tpot: Vec<(f64, f64)>,
+}
+
+pub fn trace_latencies(
+    r: &Results,
+    scenarios: &[Scenario],
+) -> Result<Vec<TraceLatency>, InputError> {
+    let traced: BTreeSet<(&str, &str)> = scenarios
+        .iter()
+        .filter(|s| s.rate_rps.is_none())
+        .map(|s| (s.scenario.as_str(), s.source.as_str()))
+        .collect();
+    if traced.is_empty() {
+        return Ok(Vec::new());
+    }
+    let df = r
+        .requests
+        .clone()
+        .filter(col("ttft_s").is_not_null())
+        .select([
+            col("scenario"),
+            col("source"),
+            col("arrival_s"),
+            col("ttft_s"),
+            col("tpot_s"),
+        ])
+        .sort(["arrival_s"], SortMultipleOptions::default())
+        .collect()
+        .map_err(input("requests"))?;
+    let get = || -> PolarsResult<Vec<TraceLatency>> {
+        let (scenario, source) = (texts(&df, "scenario")?, texts(&df, "source")?);
+        let (arrival, ttft, tpot) = (
+            f64s(&df, "arrival_s")?,
+            f64s(&df, "ttft_s")?,
+            f64s(&df, "tpot_s")?,
+        );
+        let mut by: BTreeMap<(String, String), TraceLatency> = BTreeMap::new();
+        for i in 0..df.height() {
+            if !traced.contains(&(scenario[i].as_str(), source[i].as_str())) {
+                continue;
+            }
+            let curve = metrics::curve_name(&scenario[i]);
+            let t = by
+                .entry((curve.clone(), source[i].clone()))
+                .or_insert_with(|| TraceLatency {
+                    curve,
+                    source: source[i].clone(),
+                    ttft: Vec::new(),
+                    tpot: Vec::new(),
+                });
+            let (Some(a), Some(f)) = (arrival[i], ttft[i]) else {
+                continue;
+            };
+            t.ttft.push((a, f));
+            if let Some(p) = tpot[i] {
+                t.tpot.push((a, p));
+            }
+        }
+        Ok(by.into_values().collect())
+    };
+    get().map_err(input("requests"))
+}
+
 /// Scenario rows in reading order: by curve, then offered rate, then name; sim before exec.
 pub fn ordered(scenarios: &[Scenario]) -> Vec<&Scenario> {
     let mut v: Vec<&Scenario> = scenarios.iter().collect();

@@ -10,7 +10,7 @@ use crate::table::Table;
 /// Every file stem `analyze` can write. Files of these names that this run did not write are
 /// removed, so an output directory never mixes this run's tables with an older run's (validation
 /// tables left from a run that had exec rows, say).
-const STEMS: [&str; 17] = [
+const STEMS: [&str; 21] = [
     "report",
     "comparison",
     "curves",
@@ -25,6 +25,10 @@ const STEMS: [&str; 17] = [
     "slo_attainment",
     "tokens_per_dollar",
     "link_utilization",
+    "latency_cdf_ttft",
+    "latency_cdf_tpot",
+    "latency_over_time_ttft",
+    "latency_over_time_tpot",
     "transfer_bytes",
     "cost_breakdown",
     "predicted_vs_measured",

@@ -27,7 +27,7 @@ fn quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    // Nearest rank, as the simulator's summary.
+    // Nearest rank, exact: the simulator's summary is within 0.05 % of it (`stats`).
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     Some(v[rank - 1])
 }
@@ -106,13 +106,15 @@ pub fn summarize_measured(sim: &SummaryRecord, rows: &[&RequestRecord]) -> Summa
     let duration = if last > first { last - first } else { 0.0 };
     let per_s = |x: f64| if duration > 0.0 { x / duration } else { 0.0 };
     let output: u64 = done.iter().map(|r| r.output_tokens).sum();
-    let good = done
+    let good: Vec<&&&RequestRecord> = done
         .iter()
         .filter(|r| {
             r.ttft_s.is_some_and(|t| t <= sim.slo_ttft_s)
                 && r.tpot_s.is_none_or(|t| t <= sim.slo_tpot_s)
         })
-        .count() as f64;
+        .collect();
+    let good_tokens: u64 = good.iter().map(|r| r.output_tokens).sum();
+    let good = good.len() as f64;
     let bytes = |f: &dyn Fn(&RequestRecord) -> u64| rows.iter().map(|r| f(r)).sum::<u64>();
     let cost = sim.usd_per_hour * duration / 3600.0;
     SummaryRecord {
@@ -124,6 +126,7 @@ pub fn summarize_measured(sim: &SummaryRecord, rows: &[&RequestRecord]) -> Summa
         output_tokens: output,
         output_tokens_per_s: per_s(output as f64),
         goodput_rps: per_s(good),
+        good_output_tokens: good_tokens,
         slo_attainment: if rows.is_empty() {
             0.0
         } else {
@@ -150,6 +153,16 @@ pub fn summarize_measured(sim: &SummaryRecord, rows: &[&RequestRecord]) -> Summa
         } else {
             0.0
         },
+        good_tokens_per_dollar: if cost > 0.0 {
+            good_tokens as f64 / cost
+        } else {
+            0.0
+        },
+        // The harness measures requests, not its GPUs' busy time, FLOPs or bytes.
+        utilization: None,
+        mfu: None,
+        mbu: None,
+        batch_occupancy: None,
         source: Source::Exec,
         ..sim.clone()
     }

@@ -105,7 +105,7 @@ impl PricingSpec {
                 Ok(price / (self.lifetime_years * SECONDS_PER_YEAR) + energy)
             }
             PricingMode::Rental => {
-                let hourly = Self::override_for(&self.gpu_usd_per_hour, gpu).or(gpu.cloud_usd_per_hour).ok_or_else(|| {
+                let hourly = Self::override_for(&self.gpu_usd_per_hour, gpu).or(gpu.cloud_usd_per_hour.map(|q| q.usd)).ok_or_else(|| {
                     InputError::new(format!(
                         "no rental price for {} in the catalog: set `pricing.gpu_usd_per_hour: {{{}: <USD>}}` or use `mode: capex`",
                         gpu.name, gpu.name
@@ -118,7 +118,7 @@ impl PricingSpec {
 
     /// Purchase price of one GPU, with the NVLink board premium where it sits on one.
     pub fn purchase_usd(&self, gpu: &GpuSpec, on_nvlink: bool) -> Result<f64, InputError> {
-        let price = Self::override_for(&self.gpu_price_usd, gpu).or(gpu.price_usd).ok_or_else(|| {
+        let price = Self::override_for(&self.gpu_price_usd, gpu).or(gpu.price_usd.map(|q| q.usd)).ok_or_else(|| {
             InputError::new(format!(
                 "no purchase price for {} in the catalog: set `pricing.gpu_price_usd: {{{}: <USD>}}` or use `mode: rental`",
                 gpu.name, gpu.name
@@ -155,12 +155,12 @@ mod tests {
             mode: PricingMode::Rental,
             ..PricingSpec::default()
         };
+        // No source gave the T4 an hourly price.
+        let t4 = gpu_by_name("T4").unwrap();
+        let e = p.usd_per_second(t4, false).unwrap_err().to_string();
+        assert!(e.contains("gpu_usd_per_hour") && e.contains("T4"), "{e}");
+        // An override wins over the catalog's $4.54/h.
         let h200 = gpu_by_name("H200-SXM").unwrap();
-        let e = p.usd_per_second(h200, false).unwrap_err().to_string();
-        assert!(
-            e.contains("gpu_usd_per_hour") && e.contains("H200-SXM"),
-            "{e}"
-        );
         p.gpu_usd_per_hour.insert("h200-sxm".into(), 3.6);
         assert!((p.usd_per_second(h200, false).unwrap() - 0.001).abs() < 1e-12);
         let capex = PricingSpec {

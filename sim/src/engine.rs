@@ -21,7 +21,7 @@ use crate::error::{Error, InputError};
 use crate::experiment::{KvTransferMode, Routing, Scenario};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
-use crate::perf::PhaseModel;
+use crate::perf::{PhaseModel, Work};
 use crate::records::{DropReason, RecordSink};
 use crate::scheduler::{Next, ReqId, Scheduler, Sequence, Sequences, StepPlan};
 use crate::workload::{Request, RequestSource};
@@ -67,8 +67,31 @@ struct Transfer {
     flows_left: usize,
     ready_ns: u64,
     start_ns: u64,
-    /// Layerwise KV: the prefill step producing the data ends here; until then flows are capped.
-    produced_by_ns: Option<(u64, u64)>,
+    /// Layerwise KV: the prefill step still producing the data; until it ends flows are capped.
+    producer: Option<Producer>,
+}
+
+/// A step that produces a layerwise KV transfer's bytes as it runs, one layer at a time.
+#[derive(Debug, Clone, Copy)]
+struct Producer {
+    /// The step's forward pass: the first layer starts at `start_ns`, the last ends at `end_ns`.
+    start_ns: u64,
+    end_ns: u64,
+    layers: u64,
+}
+
+impl Producer {
+    /// The first layer's KV exists: the transfer's first bytes can leave.
+    fn first_layer_ns(&self) -> u64 {
+        self.start_ns + (self.end_ns - self.start_ns).div_ceil(self.layers.max(1))
+    }
+
+    /// While the step runs a flow of `bytes` cannot leave faster than its layers appear; a
+    /// transfer that starts after the first layer then trails production by one layer, and the
+    /// last layer's share goes at full speed once the step ends.
+    fn cap_bytes_per_s(&self, bytes: u64, now: u64) -> Option<f64> {
+        (self.end_ns > now).then(|| bytes as f64 / secs(self.end_ns - self.start_ns).max(1e-9))
+    }
 }
 
 /// A request in flight, as the event loop sees it (what the scheduler decides on is its
@@ -105,6 +128,11 @@ struct Step {
     end: u64,
     encode_end: u64,
     plan: StepPlan,
+    /// FLOPs and HBM bytes per GPU.
+    work: Work,
+    /// Share of the instance's batch the step fills: sequences of `max_batch`, or images of
+    /// `encoder_batch_images` for an encoder's own step.
+    occupancy: f64,
 }
 
 struct Instance {
@@ -434,14 +462,16 @@ impl<'a> Simulation<'a> {
         let Some(plan) = self.inst[i].sched.plan_encode(&self.seqs, limit) else {
             return;
         };
-        let end = self.now + ns(self.inst[i].perf.encode_s(&plan.images));
+        let work = self.inst[i].perf.encode_work(&plan.images);
+        let end = self.now + ns(work.seconds);
         for id in &plan.encode {
             self.reqs
                 .get_mut(id)
                 .expect("queued request is live")
                 .encode_start = Some(self.now);
         }
-        self.start_step(i, end, end, plan);
+        let occupancy = plan.images.len() as f64 / limit as f64;
+        self.start_step(i, end, end, plan, work, occupancy);
     }
 
     fn try_llm_step(&mut self, i: usize) -> Result<(), Error> {
@@ -450,8 +480,12 @@ impl<'a> Simulation<'a> {
         if plan.is_empty() {
             return Ok(());
         }
-        let enc = ns(self.inst[i].perf.encode_s(&plan.images));
-        let dur = enc + ns(self.inst[i].perf.forward_s(&plan.batch));
+        let (enc_work, fwd_work) = (
+            self.inst[i].perf.encode_work(&plan.images),
+            self.inst[i].perf.forward_work(&plan.batch),
+        );
+        let enc = ns(enc_work.seconds);
+        let dur = enc + ns(fwd_work.seconds);
         let (start, end) = (self.now, self.now + dur);
         for id in &plan.encode {
             let r = self.reqs.get_mut(id).expect("live");
@@ -474,22 +508,39 @@ impl<'a> Simulation<'a> {
                 })
                 .map(|(id, _)| *id)
                 .collect();
+            let producer = Producer {
+                start_ns: start + enc,
+                end_ns: end,
+                layers: self.s.model.llm.layers,
+            };
             for id in finishing {
-                self.start_kv_handoff(id, i, Some((start + enc, end)))?;
+                self.start_kv_handoff(id, i, Some(producer))?;
             }
         }
-        self.start_step(i, start + enc, end, plan);
+        let sequences = plan.prefill_chunks.len() + plan.decodes.len();
+        let occupancy = sequences as f64 / self.s.engine.max_batch as f64;
+        self.start_step(i, start + enc, end, plan, enc_work + fwd_work, occupancy);
         Ok(())
     }
 
     /// Starts instance `i`'s step now; its encoding ends at `encode_end`, the step at `end`.
-    fn start_step(&mut self, i: usize, encode_end: u64, end: u64, plan: StepPlan) {
+    fn start_step(
+        &mut self,
+        i: usize,
+        encode_end: u64,
+        end: u64,
+        plan: StepPlan,
+        work: Work,
+        occupancy: f64,
+    ) {
         self.acc.tally[i].images_encoded += plan.images.len() as u64;
         self.inst[i].step = Some(Step {
             start: self.now,
             end,
             encode_end,
             plan,
+            work,
+            occupancy,
         });
         self.push(end, Event::StepDone(i));
     }
@@ -502,6 +553,9 @@ impl<'a> Simulation<'a> {
         let tally = &mut self.acc.tally[i];
         tally.busy_ns += step.end - step.start;
         tally.steps += 1;
+        tally.flops += step.work.flops;
+        tally.hbm_bytes += step.work.bytes;
+        tally.occupied_ns += step.occupancy * (step.end - step.start) as f64;
         let plan = step.plan;
         let done = self.inst[i].sched.complete_step(&mut self.seqs, &plan);
         // An encoder's own step (a stealing encoder also runs LLM steps, which have tokens).
@@ -578,19 +632,19 @@ impl<'a> Simulation<'a> {
             return Ok(());
         }
         let bytes = self.s.model.emb_bytes(self.reqs[&id].visual, self.s.dtype);
-        self.start_transfer(Kind::Embedding, id, e, dst, bytes, None);
+        self.start_transfer(Kind::Embedding, id, e, dst, bytes, self.now, None);
         Ok(())
     }
 
     // ---- KV handoff (stage-level) ----
 
     /// Chooses a decode instance and queues the request's KV for it; with `layerwise`, the
-    /// transfer may start now, capped by the running prefill step (start, end).
+    /// transfer may start with the running prefill step's first layer, capped by the step.
     fn start_kv_handoff(
         &mut self,
         id: ReqId,
         src: usize,
-        layerwise: Option<(u64, u64)>,
+        layerwise: Option<Producer>,
     ) -> Result<(), Error> {
         let seq = &self.seqs[&id];
         let (context, need) = (seq.context, seq.context + seq.output_tokens);
@@ -611,14 +665,15 @@ impl<'a> Simulation<'a> {
                 d
             }
         };
-        if layerwise.is_some() {
+        if let Some(producer) = layerwise {
             // Stream only if room is there now and nobody queues ahead; else ship after prefill.
             let x = &mut self.inst[dst];
             let blocks = x.sched.kv.blocks_for(context);
             if x.incoming.is_empty() && x.sched.kv.try_take(blocks) {
                 self.reqs.get_mut(&id).expect("live").reserved = blocks;
                 let bytes = self.s.model.llm.kv_bytes(context, self.s.dtype);
-                let t = self.start_transfer(Kind::Kv, id, src, dst, bytes, layerwise);
+                let ready = producer.first_layer_ns();
+                let t = self.start_transfer(Kind::Kv, id, src, dst, bytes, ready, Some(producer));
                 self.reqs.get_mut(&id).expect("live").kv_transfer = Some(t);
             }
             return Ok(());
@@ -641,13 +696,21 @@ impl<'a> Simulation<'a> {
                 .expect("KV lives at its prefill instance");
             self.reqs.get_mut(&id).expect("live").reserved = blocks;
             let bytes = self.s.model.llm.kv_bytes(context, self.s.dtype);
-            let t = self.start_transfer(Kind::Kv, id, src, d, bytes, None);
-            self.reqs.get_mut(&id).expect("live").kv_transfer = Some(t);
+            let t = self.start_transfer(Kind::Kv, id, src, d, bytes, self.now, None);
+            let r = self.reqs.get_mut(&id).expect("live");
+            r.kv_transfer = Some(t);
+            // The KV was ready when prefill ended; it left once the destination had room.
+            if let Some(done) = r.first_token {
+                self.transfers[t].as_mut().expect("just started").ready_ns = done;
+            }
         }
     }
 
     // ---- transfers ----
 
+    /// Starts shipping `bytes` of request `req` from instance `src` to `dst`; the first bytes
+    /// can leave at `ready_ns` (now, or a layerwise producer's first layer).
+    #[allow(clippy::too_many_arguments)]
     fn start_transfer(
         &mut self,
         kind: Kind,
@@ -655,7 +718,8 @@ impl<'a> Simulation<'a> {
         src: usize,
         dst: usize,
         bytes: u64,
-        producer: Option<(u64, u64)>,
+        ready_ns: u64,
+        producer: Option<Producer>,
     ) -> usize {
         let c = &self.s.cluster;
         let (a, b) = (&c.instances[src], &c.instances[dst]);
@@ -693,9 +757,9 @@ impl<'a> Simulation<'a> {
             flows_left: planned.len(),
             planned,
             flows: Vec::new(),
-            ready_ns: self.now,
-            start_ns: self.now,
-            produced_by_ns: producer,
+            ready_ns,
+            start_ns: ready_ns,
+            producer,
         };
         let tid = match self.free_transfers.pop() {
             Some(k) => {
@@ -709,31 +773,22 @@ impl<'a> Simulation<'a> {
         };
         let r = self.reqs.get_mut(&req).expect("live");
         match kind {
-            Kind::Embedding => r.emb_start = Some(self.now),
-            Kind::Kv => r.kv_start = Some(self.now),
+            Kind::Embedding => r.emb_start = Some(ready_ns),
+            Kind::Kv => r.kv_start = Some(ready_ns),
         }
-        self.push(self.now + ns(startup), Event::TransferStart(tid));
+        self.push(ready_ns + ns(startup), Event::TransferStart(tid));
         tid
     }
 
     fn transfer_start(&mut self, tid: usize) {
         let t = self.transfers[tid].as_mut().expect("live transfer");
         let planned = std::mem::take(&mut t.planned);
-        // Layerwise: the data cannot leave faster than the prefill step produces it.
-        let cap_for = |bytes: u64, now: u64, producer: Option<(u64, u64)>| match producer {
-            Some((_, end)) if end > now => Some(bytes as f64 / secs(end - now).max(1e-9)),
-            _ => None,
-        };
-        let producer = t.produced_by_ns;
+        let producer = t.producer;
         let mut comps = Vec::new();
         let mut ids = Vec::new();
         for f in planned {
-            let (id, c) = self.net.start(
-                self.now,
-                f.ports,
-                f.bytes,
-                cap_for(f.bytes, self.now, producer),
-            );
+            let cap = producer.and_then(|p| p.cap_bytes_per_s(f.bytes, self.now));
+            let (id, c) = self.net.start(self.now, f.ports, f.bytes, cap);
             ids.push(id);
             comps = c;
         }
@@ -756,7 +811,7 @@ impl<'a> Simulation<'a> {
     /// The prefill step that produces a layerwise transfer ended: the rest may go at full speed.
     fn lift_cap(&mut self, tid: usize) {
         let t = self.transfers[tid].as_mut().expect("live transfer");
-        t.produced_by_ns = None;
+        t.producer = None;
         let flows = t.flows.clone();
         for f in flows {
             let comps = self.net.set_cap(self.now, f, None);
@@ -805,7 +860,7 @@ impl<'a> Simulation<'a> {
                         self.now,
                         r.prefill_start,
                         r.kv_start,
-                        t.produced_by_ns,
+                        t.producer,
                         seq.prefilled,
                         seq.prefill_target
                     )));
@@ -853,10 +908,23 @@ impl<'a> Simulation<'a> {
     }
 }
 
-/// "2×RTX-4090 + 2×A100-PCIe-80GB", in cluster order.
+/// The cluster's GPUs that instances use, in cluster order (a cluster may hold idle GPUs).
+pub fn used_gpus(s: &Scenario) -> Vec<usize> {
+    let mut used: Vec<usize> = s
+        .cluster
+        .instances
+        .iter()
+        .flat_map(|i| i.gpus.iter().copied())
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    used
+}
+
+/// "2×RTX-4090 + 2×A100-PCIe-80GB": the GPUs instances use, in cluster order.
 pub fn gpu_mix(s: &Scenario) -> String {
     let mut mix: Vec<(&str, u64)> = Vec::new();
-    for g in &s.cluster.gpus {
+    for g in used_gpus(s).into_iter().map(|g| &s.cluster.gpus[g]) {
         match mix.iter_mut().find(|(n, _)| *n == g.spec.name) {
             Some((_, c)) => *c += 1,
             None => mix.push((g.spec.name, 1)),

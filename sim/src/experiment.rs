@@ -19,7 +19,7 @@ use crate::error::{InputError, unknown_name};
 use crate::kv::MemoryPlan;
 use crate::perf::{Efficiency, PhaseModel, Roofline};
 use crate::profile::HardwareProfile;
-use crate::workload::WorkloadSpec;
+use crate::workload::{WorkloadCheck, WorkloadSpec};
 
 /// Where modality and stage boundaries cut the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -290,11 +290,6 @@ impl Scenario {
     /// (for tensor parallelism) its node's fabric, calibrated where the profile measured it.
     pub fn phase_model(&self, i: usize) -> Box<dyn PhaseModel> {
         let spec = &self.cluster.instances[i];
-        if spec.tp() == 1
-            && let Some(p) = &self.measured_phases[i]
-        {
-            return Box::new(crate::measured::MeasuredPhases::new(&self.model, p));
-        }
         let fabric = self.cluster.nodes[spec.node].fabric;
         let tp_link = (spec.tp() > 1).then_some(fabric);
         let mut r = Roofline::new(
@@ -310,7 +305,12 @@ impl Scenario {
         {
             r.tp_link = Some((bw, lat));
         }
-        Box::new(r)
+        match &self.measured_phases[i] {
+            Some(p) if spec.tp() == 1 => {
+                Box::new(crate::measured::MeasuredPhases::new(&self.model, p, r))
+            }
+            _ => Box::new(r),
+        }
     }
 }
 
@@ -577,14 +577,16 @@ fn resolve(
         })?;
         workload.arrival = Some(a.with_rate(r));
     }
-    workload
+    let check = workload
         .validate()
         .map_err(|e| e.context(format!("{}: {path}", at.file)))?;
-    if model.vision.is_none() && workload_has_images(&workload) {
-        return Err(InputError::new(format!(
-            "{}: {path}: model `{}` is text-only but the workload has images (set `images: {{count: 0}}`)",
-            at.file, model.name
-        )));
+    if model.vision.is_none() {
+        text_only(&workload, check).map_err(|e| {
+            e.context(format!(
+                "{}: {path}: model `{}` is text-only",
+                at.file, model.name
+            ))
+        })?;
     }
 
     let deployment = f.deployment.as_ref().ok_or_else(|| need("deployment"))?;
@@ -649,15 +651,29 @@ fn resolve(
     })
 }
 
-fn workload_has_images(w: &WorkloadSpec) -> bool {
-    let dist = match &w.trace {
-        Some(t) => match &t.attach_images {
-            Some(d) => &d.count,
-            None => return true, // JSONL/CSV traces may carry images; the engine checks each row.
-        },
-        None => &w.images.count,
+/// A text-only model accepts a workload only if no request can carry an image.
+fn text_only(w: &WorkloadSpec, check: WorkloadCheck) -> Result<(), InputError> {
+    if let (Some(t), Some(row)) = (&w.trace, check.first_row_with_images) {
+        return Err(InputError::new(format!(
+            "trace {} row {row} carries images: replay a text-only trace or use a vision model",
+            t.path.display()
+        )));
+    }
+    let field = match &w.trace {
+        Some(t) if t.attach_images.is_some() => "trace.attach_images",
+        _ => "images",
     };
-    dist.mean() > 0.0
+    match w.image_rule() {
+        Some(rule) if rule.count.mean() > 0.0 => Err(InputError::new(format!(
+            "the workload has images (`workload.{field}`); set `{field}: {{count: 0}}`{}",
+            if w.trace.is_some() {
+                " or remove it"
+            } else {
+                ""
+            }
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn validate_engine(e: &EngineSpec) -> Result<(), InputError> {

@@ -1,9 +1,10 @@
 //! A `PhaseModel` from measured phase times (`hetsim calibrate --model`): piecewise-linear
-//! interpolation over the measured grid, linear extrapolation beyond it. It replaces the roofline
-//! for instances of the measured model on the measured GPU at tp = 1; the engine does not change.
+//! interpolation over the measured grid, linear extrapolation beyond it. It replaces the roofline's
+//! times for instances of the measured model on the measured GPU at tp = 1; the FLOPs and bytes
+//! of the work (for MFU and MBU) are still the roofline's count, which does not depend on timing.
 
 use crate::catalog::{ImageTokens, ModelSpec};
-use crate::perf::{BatchShape, PhaseModel, Work};
+use crate::perf::{BatchShape, PhaseModel, Roofline, Work};
 use crate::profile::PhaseProfile;
 
 pub struct MeasuredPhases {
@@ -15,6 +16,8 @@ pub struct MeasuredPhases {
     prefill: Vec<(f64, f64)>,
     /// Per measured context: (context, [(batch, seconds)] by batch), by context.
     decode: Vec<(f64, Vec<(f64, f64)>)>,
+    /// Counts the FLOPs and HBM bytes of the work (its times are not used).
+    count: Roofline,
 }
 
 /// Linear interpolation through sorted points, extended along the end segments; never negative.
@@ -54,7 +57,7 @@ fn line(mut pts: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
 }
 
 impl MeasuredPhases {
-    pub fn new(model: &ModelSpec, p: &PhaseProfile) -> MeasuredPhases {
+    pub fn new(model: &ModelSpec, p: &PhaseProfile, count: Roofline) -> MeasuredPhases {
         let reference = model
             .image_tokens(640, 480)
             .map_or(1.0, |t| t.encoder_tokens as f64);
@@ -91,6 +94,7 @@ impl MeasuredPhases {
                     .collect(),
             ),
             decode,
+            count,
         }
     }
 
@@ -114,7 +118,7 @@ impl PhaseModel for MeasuredPhases {
             images.iter().map(|i| i.encoder_tokens as f64).sum::<f64>() / self.tokens_per_image;
         Work {
             seconds: interp(&self.encode, equivalent),
-            ..Work::default()
+            ..self.count.encode_work(images)
         }
     }
 
@@ -133,7 +137,7 @@ impl PhaseModel for MeasuredPhases {
         }
         Work {
             seconds: s,
-            ..Work::default()
+            ..self.count.forward_work(batch)
         }
     }
 }
@@ -141,7 +145,7 @@ impl PhaseModel for MeasuredPhases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::builtin_model;
+    use crate::catalog::{Dtype, builtin_model};
     use crate::profile::{DecodePoint, EncodePoint, PrefillPoint};
 
     fn profile() -> PhaseProfile {
@@ -199,7 +203,9 @@ mod tests {
     #[test]
     fn interpolates_and_extrapolates_the_grid() {
         let m = builtin_model("llava-1.5-7b").unwrap();
-        let p = MeasuredPhases::new(&m, &profile());
+        let gpu = crate::catalog::gpu_by_name("H100-SXM").unwrap();
+        let count = Roofline::new(&m, Dtype::Bf16, gpu, Default::default(), 1, None);
+        let p = MeasuredPhases::new(&m, &profile(), count);
         let img = m.image_tokens(640, 480).unwrap();
         assert!((p.encode_s(&[img]) - 0.004).abs() < 1e-12);
         // 16 images: 0.004 + 0.036 · (16 − 1) / (32 − 1).
@@ -215,5 +221,8 @@ mod tests {
         }
         // Context 1280 is halfway: (0.011 + 0.019) / 2.
         assert!((p.forward_s(&d) - 0.015).abs() < 1e-12);
+        // The work is the roofline's count: 64 decodes do 2 FLOPs per weight each, at least.
+        let w = p.forward_work(&d);
+        assert!(w.flops >= 64.0 * 2.0 * 6.5e9 && w.bytes >= 13e9, "{w:?}");
     }
 }

@@ -96,6 +96,18 @@ impl std::ops::Mul<f64> for Work {
     }
 }
 
+/// Dense tensor-core FLOP/s of `gpu` for weights in `dtype`: the roofline's compute ceiling and
+/// the denominator of MFU.
+pub fn peak_flops(gpu: &GpuSpec, dtype: Dtype) -> f64 {
+    let tflops = match dtype {
+        Dtype::Fp8 => gpu.tflops_fp8.unwrap_or(gpu.tflops_16bit),
+        // fp32 weights still run on tensor cores as tf32 in serving engines: half the 16-bit rate.
+        Dtype::Fp32 => gpu.tflops_16bit / 2.0,
+        Dtype::Bf16 | Dtype::Fp16 => gpu.tflops_16bit,
+    };
+    tflops * 1e12
+}
+
 /// Time of each phase on one instance, in seconds.
 pub trait PhaseModel: Send + Sync {
     /// Vision encoder + projector over a batch of images.
@@ -176,16 +188,10 @@ impl Roofline {
         tp: u64,
         tp_link: Option<&LinkSpec>,
     ) -> Self {
-        let peak_tflops = match dtype {
-            Dtype::Fp8 => gpu.tflops_fp8.unwrap_or(gpu.tflops_16bit),
-            // fp32 weights still run on tensor cores as tf32 in serving engines: half the 16-bit rate.
-            Dtype::Fp32 => gpu.tflops_16bit / 2.0,
-            Dtype::Bf16 | Dtype::Fp16 => gpu.tflops_16bit,
-        };
         Roofline {
             model: model.clone(),
             dtype,
-            peak_flops: peak_tflops * 1e12,
+            peak_flops: peak_flops(gpu, dtype),
             mem_bytes_per_s: gpu.mem_bw_gbs * 1e9,
             eff,
             tp,

@@ -289,9 +289,9 @@ result_table! {
         pub prefill_start_s: Option<f64>,
         /// prefill ended (= first token)
         pub prefill_end_s: Option<f64>,
-        /// KV transfer began
+        /// KV transfer's first bytes could leave: after prefill, once the decode instance had room; `layerwise`, when the last prefill step's first layer had written its KV
         pub kv_transfer_start_s: Option<f64>,
-        /// KV transfer ended
+        /// KV transfer's last byte arrived (`layerwise`: the latency it adds is kv_transfer_end_s − prefill_end_s)
         pub kv_transfer_end_s: Option<f64>,
         /// request joined a decoding batch
         pub decode_start_s: Option<f64>,
@@ -361,6 +361,12 @@ result_table! {
         pub busy_s: f64,
         /// busy_s / run duration
         pub utilization: f64,
+        /// model FLOP utilisation while busy: FLOPs per GPU of the steps / (GPU's dense peak FLOP/s for the dtype × busy_s); recomputation after preemption counts
+        pub mfu: f64,
+        /// memory-bandwidth utilisation while busy: HBM bytes per GPU the steps moved (weights, KV, activations) / (HBM bandwidth × busy_s)
+        pub mbu: f64,
+        /// share of the batch the steps filled (sequences / max_batch; an encoder's own step: images / encoder_batch_images), weighted by step time
+        pub batch_occupancy: f64,
         /// engine steps (encoder batches or LLM iterations)
         pub steps: u64,
         /// images through the vision encoder
@@ -419,6 +425,8 @@ result_table! {
         pub gpus: String,
         /// GPUs used by instances
         pub gpu_count: u64,
+        /// GPUs of the cluster, used by an instance or not (every one is paid for in usd_per_hour)
+        pub cluster_gpu_count: u64,
         /// offered arrival rate (synthetic workloads)
         pub rate_rps: Option<f64>,
         /// RNG seed
@@ -437,31 +445,33 @@ result_table! {
         pub output_tokens: u64,
         /// output_tokens / duration
         pub output_tokens_per_s: f64,
-        /// requests meeting both SLOs / duration
+        /// requests meeting both SLOs (TTFT ≤ slo_ttft_s, TPOT ≤ slo_tpot_s) / duration
         pub goodput_rps: f64,
         /// share of arrived requests meeting both SLOs
         pub slo_attainment: f64,
+        /// output tokens of the requests meeting both SLOs
+        pub good_output_tokens: u64,
         /// the TTFT target goodput counts against
         pub slo_ttft_s: f64,
         /// the TPOT target goodput counts against
         pub slo_tpot_s: f64,
-        /// TTFT median
+        /// TTFT median of finished requests (sim: from a log histogram, within 0.05 % of the nearest-rank value; exec: nearest rank)
         pub ttft_p50_s: Option<f64>,
-        /// TTFT p90
+        /// TTFT p90 (as ttft_p50_s)
         pub ttft_p90_s: Option<f64>,
-        /// TTFT p99
+        /// TTFT p99 (as ttft_p50_s)
         pub ttft_p99_s: Option<f64>,
-        /// TPOT median (requests with ≥ 2 output tokens)
+        /// TPOT median of finished requests with ≥ 2 output tokens (as ttft_p50_s)
         pub tpot_p50_s: Option<f64>,
-        /// TPOT p90
+        /// TPOT p90 (as ttft_p50_s)
         pub tpot_p90_s: Option<f64>,
-        /// TPOT p99
+        /// TPOT p99 (as ttft_p50_s)
         pub tpot_p99_s: Option<f64>,
-        /// end-to-end median
+        /// end-to-end median (as ttft_p50_s)
         pub e2e_p50_s: Option<f64>,
-        /// end-to-end p90
+        /// end-to-end p90 (as ttft_p50_s)
         pub e2e_p90_s: Option<f64>,
-        /// end-to-end p99
+        /// end-to-end p99 (as ttft_p50_s)
         pub e2e_p99_s: Option<f64>,
         /// embedding bytes shipped
         pub emb_bytes: u64,
@@ -483,6 +493,16 @@ result_table! {
         pub cost_usd: f64,
         /// output_tokens / cost_usd
         pub tokens_per_dollar: f64,
+        /// good_output_tokens / cost_usd: SLO-meeting output tokens per dollar, what `hetsim run` ranks by
+        pub good_tokens_per_dollar: f64,
+        /// busy GPU-time of the instances / (gpu_count × duration) (null for measured rows)
+        pub utilization: Option<f64>,
+        /// model FLOP utilisation: FLOPs the instances' steps did / (peak FLOP/s × busy GPU-time), over all instances (null for measured rows)
+        pub mfu: Option<f64>,
+        /// memory-bandwidth utilisation: HBM bytes the steps moved / (HBM bandwidth × busy GPU-time), over all instances (null for measured rows)
+        pub mbu: Option<f64>,
+        /// share of the batch the steps filled, weighted by step time, over all instances (null for measured rows)
+        pub batch_occupancy: Option<f64>,
         /// where the row comes from
         pub source: Source,
     }
@@ -586,6 +606,7 @@ pub(crate) mod tests {
             model: "m".into(),
             gpus: "1×H200-SXM".into(),
             gpu_count: 1,
+            cluster_gpu_count: 1,
             rate_rps: None,
             seed: 0,
             requests: 1,
@@ -597,6 +618,7 @@ pub(crate) mod tests {
             output_tokens_per_s: 1.0,
             goodput_rps: 1.0,
             slo_attainment: 1.0,
+            good_output_tokens: 1,
             slo_ttft_s: 1.0,
             slo_tpot_s: 0.1,
             ttft_p50_s: None,
@@ -618,6 +640,11 @@ pub(crate) mod tests {
             usd_per_hour: 1.0,
             cost_usd: 1.0,
             tokens_per_dollar: 1.0,
+            good_tokens_per_dollar: 1.0,
+            utilization: Some(1.0),
+            mfu: Some(0.5),
+            mbu: Some(0.5),
+            batch_occupancy: Some(0.5),
             source: Source::Sim,
         }
     }
@@ -723,9 +750,31 @@ pub(crate) mod tests {
         assert_eq!(requests[11], "ttft_s Float64?");
         assert_eq!(requests[26], "decode_instance UInt64?");
         let summary = shape::<SummaryRecord>();
-        assert_eq!(summary.len(), 38);
-        assert_eq!(summary[5], "rate_rps Float64?");
-        assert_eq!(summary[31], "busiest_link Utf8?");
+        assert_eq!(summary.len(), 45);
+        assert_eq!(summary[5], "cluster_gpu_count UInt64");
+        assert_eq!(summary[6], "rate_rps Float64?");
+        assert_eq!(summary[17], "good_output_tokens UInt64");
+        assert_eq!(summary[33], "busiest_link Utf8?");
+        assert_eq!(
+            summary[39..44],
+            [
+                "good_tokens_per_dollar Float64",
+                "utilization Float64?",
+                "mfu Float64?",
+                "mbu Float64?",
+                "batch_occupancy Float64?",
+            ]
+        );
+        let instances = shape::<InstanceRecord>();
+        assert_eq!(
+            instances[7..11],
+            [
+                "utilization Float64",
+                "mfu Float64",
+                "mbu Float64",
+                "batch_occupancy Float64",
+            ]
+        );
     }
 
     /// Files keep today's strings, and the schema names every value a status can take.

@@ -64,30 +64,38 @@ pub fn run_experiment(
     Ok(ExperimentResult { runs, files })
 }
 
-/// The comparison table printed at the end of `hetsim run`, best Tokens/$ first.
+/// The comparison table printed at the end of `hetsim run`, ranked by SLO-meeting output tokens
+/// per dollar (a run that misses its SLO ranks by what it delivered within it), then Tokens/$.
+/// `goodput` is requests/s meeting both SLOs, `SLO` the share of arrivals that did; `busy`, `MFU`,
+/// `MBU` and `batch` (occupancy) are over the GPUs instances use (docs/schema.md defines each).
 pub fn comparison_table(runs: &[RunResult]) -> String {
     let mut order: Vec<&RunResult> = runs.iter().collect();
     order.sort_by(|a, b| {
-        b.summary
-            .tokens_per_dollar
-            .total_cmp(&a.summary.tokens_per_dollar)
-            .then(a.summary.scenario.cmp(&b.summary.scenario))
+        let (a, b) = (&a.summary, &b.summary);
+        b.good_tokens_per_dollar
+            .total_cmp(&a.good_tokens_per_dollar)
+            .then(b.tokens_per_dollar.total_cmp(&a.tokens_per_dollar))
+            .then(a.scenario.cmp(&b.scenario))
     });
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}", v * 1e3));
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}", v * 100.0));
     let mut t = Table::new(&[
         "#",
         "scenario",
         "gpus",
         "done",
         "req/s",
-        "tok/s",
         "goodput",
+        "SLO",
+        "tok/s",
         "TTFT p50/p99 ms",
         "TPOT p50/p99 ms",
+        "busy/MFU/MBU/batch %",
         "MB moved/req",
         "busiest link",
         "$/h",
         "tokens/$",
+        "SLO tokens/$",
     ]);
     for (rank, r) in order.iter().enumerate() {
         let s = &r.summary;
@@ -96,22 +104,36 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
         } else {
             0.0
         };
+        let idle = s.cluster_gpu_count - s.gpu_count;
         t.push(vec![
             Value::U64(rank as u64 + 1),
             Value::Str(s.scenario.clone()),
-            Value::Str(s.gpus.clone()),
+            Value::Str(if idle > 0 {
+                format!("{} (+{idle} idle)", s.gpus)
+            } else {
+                s.gpus.clone()
+            }),
             Value::Str(format!("{}/{}", s.finished, s.requests)),
             Value::Str(format!("{:.2}", s.throughput_rps)),
-            Value::Str(format!("{:.0}", s.output_tokens_per_s)),
+            Value::Str(format!("{:.2}", s.goodput_rps)),
             Value::Str(format!("{:.0}%", s.slo_attainment * 100.0)),
+            Value::Str(format!("{:.0}", s.output_tokens_per_s)),
             Value::Str(format!("{}/{}", ms(s.ttft_p50_s), ms(s.ttft_p99_s))),
             Value::Str(format!("{}/{}", ms(s.tpot_p50_s), ms(s.tpot_p99_s))),
+            Value::Str(format!(
+                "{}/{}/{}/{}",
+                pct(s.utilization),
+                pct(s.mfu),
+                pct(s.mbu),
+                pct(s.batch_occupancy)
+            )),
             Value::Str(format!("{moved:.1}")),
             Value::Str(s.busiest_link.as_ref().map_or("-".to_string(), |l| {
                 format!("{l} {:.0}%", s.busiest_link_utilization * 100.0)
             })),
             Value::Str(format!("{:.2}", s.usd_per_hour)),
             Value::Str(format!("{:.0}", s.tokens_per_dollar)),
+            Value::Str(format!("{:.0}", s.good_tokens_per_dollar)),
         ]);
     }
     t.to_text(0)

@@ -129,6 +129,11 @@ impl TraceReader {
         self.rows
     }
 
+    /// The row number errors give for the last row read (a CSV header is row 1).
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
     pub fn next_row(&mut self) -> Result<Option<TraceRow>, InputError> {
         loop {
             let Some(line) = self.lines.next() else {

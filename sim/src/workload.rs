@@ -383,7 +383,8 @@ pub struct TraceSpec {
     /// Multiplies inter-arrival times: 0.5 replays twice as fast.
     #[serde(default = "unit")]
     pub time_scale: f64,
-    /// Images for traces that carry none (text traces such as Splitwise's).
+    /// Images for rows of text-only formats (Splitwise, Azure); the same rule as
+    /// `workload.images`, spelt inside the trace (give one of the two).
     #[serde(default)]
     pub attach_images: Option<ImageDist>,
 }
@@ -401,8 +402,11 @@ pub struct WorkloadSpec {
     pub requests: Option<u64>,
     #[serde(default)]
     pub arrival: Option<Arrival>,
+    /// Images of each request: synthetic workloads draw them (default: one 640×480 image); with
+    /// a trace, rows of text-only formats get these (default: none; JSONL and CSV rows carry
+    /// their own).
     #[serde(default)]
-    pub images: ImageDist,
+    pub images: Option<ImageDist>,
     #[serde(default = "default_prompt")]
     pub prompt_tokens: Dist,
     #[serde(default = "default_output")]
@@ -418,15 +422,33 @@ fn default_output() -> Dist {
     Dist::Fixed(128.0)
 }
 
+/// What reading a workload through once found out.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WorkloadCheck {
+    /// Row (as trace errors number them) of the first replayed trace row that carries images.
+    pub first_row_with_images: Option<u64>,
+}
+
 impl WorkloadSpec {
+    /// The rule that gives requests their images: synthetic requests draw every image from it,
+    /// trace rows only when their format has no image field (then `None` means no images).
+    pub fn image_rule(&self) -> Option<ImageDist> {
+        match &self.trace {
+            Some(t) => t.attach_images.clone().or_else(|| self.images.clone()),
+            None => Some(self.images.clone().unwrap_or_default()),
+        }
+    }
+
     /// Checks every parameter; for traces, reads the whole file once so a bad row stops the run
     /// before anything is simulated or written.
-    pub fn validate(&self) -> Result<(), InputError> {
+    pub fn validate(&self) -> Result<WorkloadCheck, InputError> {
         self.prompt_tokens
             .validate("workload.prompt_tokens", 0.0, 1e7)?;
         self.output_tokens
             .validate("workload.output_tokens", 1.0, 1e7)?;
-        self.images.validate("workload.images")?;
+        if let Some(img) = &self.images {
+            img.validate("workload.images")?;
+        }
         if self.requests == Some(0) {
             return Err(InputError::new(
                 "`workload.requests` = 0: simulate at least one request",
@@ -445,7 +467,8 @@ impl WorkloadSpec {
                         "`workload.requests`: how many requests to simulate (e.g. 1000)",
                     ));
                 }
-                a.validate()
+                a.validate()?;
+                Ok(WorkloadCheck::default())
             }
             (Some(t), None) => {
                 if !(t.time_scale > 0.0 && t.time_scale.is_finite()) {
@@ -455,17 +478,31 @@ impl WorkloadSpec {
                     )));
                 }
                 if let Some(img) = &t.attach_images {
+                    if self.images.is_some() {
+                        return Err(InputError::new(
+                            "`workload`: give the images of trace rows once, as `images` or as `trace.attach_images`, not both",
+                        ));
+                    }
                     img.validate("workload.trace.attach_images")?;
                 }
                 let mut reader = TraceReader::open(&t.path, t.format)?;
-                while reader.next_row()?.is_some() {}
+                let mut check = WorkloadCheck::default();
+                while let Some(row) = reader.next_row()? {
+                    let replayed = self.requests.is_none_or(|n| reader.rows_read() <= n);
+                    if replayed
+                        && check.first_row_with_images.is_none()
+                        && row.images.is_some_and(|i| !i.is_empty())
+                    {
+                        check.first_row_with_images = Some(reader.line_no());
+                    }
+                }
                 if reader.rows_read() == 0 {
                     return Err(InputError::new(format!(
                         "trace {}: no rows",
                         t.path.display()
                     )));
                 }
-                Ok(())
+                Ok(check)
             }
         }
     }
@@ -478,11 +515,12 @@ impl WorkloadSpec {
             Some(t) => SourceKind::Trace {
                 reader: Box::new(TraceReader::open(&t.path, t.format)?),
                 time_scale: t.time_scale,
-                attach: t.attach_images.clone(),
+                attach: self.image_rule(),
                 first_arrival_s: None,
             },
             None => SourceKind::Synthetic {
                 arrival: self.arrival.clone().expect("validated"),
+                images: self.image_rule().unwrap_or_default(),
                 clock_s: 0.0,
             },
         };
@@ -499,6 +537,7 @@ impl WorkloadSpec {
 enum SourceKind {
     Synthetic {
         arrival: Arrival,
+        images: ImageDist,
         clock_s: f64,
     },
     Trace {
@@ -526,7 +565,11 @@ impl RequestSource {
         }
         let id = self.next_id;
         let req = match &mut self.kind {
-            SourceKind::Synthetic { arrival, clock_s } => {
+            SourceKind::Synthetic {
+                arrival,
+                images,
+                clock_s,
+            } => {
                 // The first request arrives at t = 0; the clock then advances by random gaps.
                 if id > 0 {
                     *clock_s += arrival.gap_s(&mut self.arrivals);
@@ -534,7 +577,7 @@ impl RequestSource {
                 Request {
                     id,
                     arrival_ns: seconds_to_ns(*clock_s),
-                    images: self.spec.images.sample(&mut self.shapes),
+                    images: images.sample(&mut self.shapes),
                     prompt_tokens: self.spec.prompt_tokens.sample_u32(&mut self.shapes),
                     output_tokens: self.spec.output_tokens.sample_u32(&mut self.shapes).max(1),
                 }

@@ -20,15 +20,28 @@ pub struct GpuSpec {
     pub tflops_fp8: Option<f64>,
     pub power_w: f64,
     /// Launch / list price in USD, where a source gave one.
-    pub price_usd: Option<f64>,
+    pub price_usd: Option<Quote>,
     /// On-demand cloud price per GPU-hour, where a source gave one.
-    pub cloud_usd_per_hour: Option<f64>,
+    pub cloud_usd_per_hour: Option<Quote>,
     /// NVLink generation of the SXM/OAM parts (a catalog link name).
     pub nvlink: Option<&'static str>,
     /// PCIe generation of the host link (x16).
     pub pcie_gen: u8,
     /// Peer-to-peer over PCIe (datacenter parts); GeForce parts stage through host memory.
     pub pcie_p2p: bool,
+}
+
+/// A price with where and when it was read: `source` is a key of
+/// `docs/reference/gpus_SOURCES.md`, `date` the date the source gives for it (`n.d.`: none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quote {
+    pub usd: f64,
+    pub source: &'static str,
+    pub date: &'static str,
+}
+
+const fn quote(usd: f64, source: &'static str, date: &'static str) -> Option<Quote> {
+    Some(Quote { usd, source, date })
 }
 
 #[allow(clippy::too_many_arguments)] // one row of the table below
@@ -40,8 +53,8 @@ const fn gpu(
     tflops_16bit: f64,
     tflops_fp8: Option<f64>,
     power_w: f64,
-    price_usd: Option<f64>,
-    cloud_usd_per_hour: Option<f64>,
+    price_usd: Option<Quote>,
+    cloud_usd_per_hour: Option<Quote>,
     nvlink: Option<&'static str>,
     pcie_gen: u8,
     pcie_p2p: bool,
@@ -64,7 +77,7 @@ const fn gpu(
 
 /// The catalog. Source keys refer to `docs/reference/gpus_SOURCES.md`.
 pub static GPUS: [GpuSpec; 19] = [
-    // [STAS-ACC], [AIC-h200_sxm], [MLC-H200]; MSRP [HFHW-h200] (estimate).
+    // [STAS-ACC], [AIC-h200_sxm], [MLC-H200]; MSRP [HFHW-h200] (estimate); $/h [SPHERON-BW].
     gpu(
         "H200-SXM",
         "Hopper",
@@ -73,8 +86,8 @@ pub static GPUS: [GpuSpec; 19] = [
         989.0,
         Some(1979.0),
         700.0,
-        Some(32000.0),
-        None,
+        quote(32000.0, "HFHW-h200", "n.d."),
+        quote(4.54, "SPHERON-BW", "2026-03-17"),
         Some("nvlink4"),
         5,
         true,
@@ -88,8 +101,8 @@ pub static GPUS: [GpuSpec; 19] = [
         989.0,
         Some(1979.0),
         700.0,
-        Some(30000.0),
-        Some(4.25),
+        quote(30000.0, "HFHW-h100", "n.d."),
+        quote(4.25, "VIDUR-COST", "2024-02-07"),
         Some("nvlink4"),
         5,
         true,
@@ -104,7 +117,7 @@ pub static GPUS: [GpuSpec; 19] = [
         Some(1513.0),
         350.0,
         None,
-        Some(2.49),
+        quote(2.49, "SKY-LAMBDA", "n.d."),
         None,
         5,
         true,
@@ -118,8 +131,8 @@ pub static GPUS: [GpuSpec; 19] = [
         312.0,
         None,
         400.0,
-        Some(15000.0),
-        Some(2.21),
+        quote(15000.0, "HFHW-a100", "n.d."),
+        quote(2.21, "VIDUR-COST", "2024-02-07"),
         Some("nvlink3"),
         4,
         true,
@@ -134,7 +147,7 @@ pub static GPUS: [GpuSpec; 19] = [
         None,
         400.0,
         None,
-        Some(1.29),
+        quote(1.29, "SKY-LAMBDA", "n.d."),
         Some("nvlink3"),
         4,
         true,
@@ -149,12 +162,12 @@ pub static GPUS: [GpuSpec; 19] = [
         None,
         300.0,
         None,
-        Some(1.99),
+        quote(1.99, "SKY-RP", "n.d."),
         None,
         4,
         true,
     ),
-    // [STAS-ACC], [AIC-l40s]; MSRP [HFHW-l40s] (estimate).
+    // [STAS-ACC], [AIC-l40s]; MSRP [HFHW-l40s] (estimate); $/h [MODAL-L40S] (AWS G6e).
     gpu(
         "L40S",
         "Ada",
@@ -163,8 +176,8 @@ pub static GPUS: [GpuSpec; 19] = [
         362.0,
         Some(733.0),
         350.0,
-        Some(8500.0),
-        None,
+        quote(8500.0, "HFHW-l40s", "n.d."),
+        quote(1.861, "MODAL-L40S", "2025-08-12"),
         None,
         4,
         true,
@@ -179,7 +192,7 @@ pub static GPUS: [GpuSpec; 19] = [
         None,
         300.0,
         None,
-        Some(1.14),
+        quote(1.14, "SKY-RP", "n.d."),
         None,
         4,
         true,
@@ -194,7 +207,7 @@ pub static GPUS: [GpuSpec; 19] = [
         Some(242.0),
         72.0,
         None,
-        Some(0.44),
+        quote(0.44, "SKY-RP", "n.d."),
         None,
         4,
         true,
@@ -209,7 +222,7 @@ pub static GPUS: [GpuSpec; 19] = [
         None,
         150.0,
         None,
-        Some(1.01),
+        quote(1.01, "MEL", "n.d."),
         None,
         4,
         true,
@@ -227,8 +240,8 @@ pub static GPUS: [GpuSpec; 19] = [
         149.7,
         None,
         300.0,
-        Some(5500.0),
-        Some(1.28),
+        quote(5500.0, "HFHW-a40", "n.d."),
+        quote(1.28, "VIDUR-COST", "2024-02-07"),
         None,
         4,
         true,
@@ -242,8 +255,8 @@ pub static GPUS: [GpuSpec; 19] = [
         165.2,
         Some(330.3),
         450.0,
-        Some(1599.0),
-        Some(0.74),
+        quote(1599.0, "PCG", "n.d."),
+        quote(0.74, "SKY-RP", "n.d."),
         None,
         4,
         false,
@@ -257,8 +270,8 @@ pub static GPUS: [GpuSpec; 19] = [
         71.0,
         None,
         350.0,
-        Some(1499.0),
-        Some(0.44),
+        quote(1499.0, "TG", "n.d."),
+        quote(0.44, "SKY-RP", "n.d."),
         None,
         4,
         false,
@@ -272,8 +285,8 @@ pub static GPUS: [GpuSpec; 19] = [
         154.8,
         None,
         300.0,
-        Some(4649.0),
-        Some(0.80),
+        quote(4649.0, "SYSRQ", "n.d."),
+        quote(0.80, "SKY-LAMBDA", "n.d."),
         None,
         4,
         true,
@@ -287,7 +300,7 @@ pub static GPUS: [GpuSpec; 19] = [
         65.0,
         None,
         70.0,
-        Some(2000.0),
+        quote(2000.0, "HFHW-t4", "n.d."),
         None,
         None,
         3,
@@ -303,12 +316,12 @@ pub static GPUS: [GpuSpec; 19] = [
         None,
         300.0,
         None,
-        Some(0.55),
+        quote(0.55, "SKY-LAMBDA", "n.d."),
         Some("nvlink2"),
         3,
         true,
     ),
-    // [STAS-ACC] (DGX B200 datasheet).
+    // [STAS-ACC] (DGX B200 datasheet); $/h [SPHERON-BW]. No purchase price in a dated source read.
     gpu(
         "B200",
         "Blackwell",
@@ -318,12 +331,13 @@ pub static GPUS: [GpuSpec; 19] = [
         Some(4500.0),
         1000.0,
         None,
-        None,
+        quote(6.03, "SPHERON-BW", "2026-03-17"),
         Some("nvlink5"),
         5,
         true,
     ),
-    // [STAS-ACC], [GENZ]; Infinity Fabric is not NVLink: no NVLink link here.
+    // [STAS-ACC], [GENZ]; $/h [CLIFF-MI300X] (Vultr). Infinity Fabric is not NVLink: no NVLink
+    // link here. No purchase price in a dated source read.
     gpu(
         "MI300X",
         "CDNA3",
@@ -333,7 +347,7 @@ pub static GPUS: [GpuSpec; 19] = [
         Some(2610.0),
         750.0,
         None,
-        None,
+        quote(1.85, "CLIFF-MI300X", "2026-05-18"),
         None,
         5,
         true,
@@ -384,6 +398,11 @@ mod tests {
     fn catalog_agrees_with_the_datasheet_table() {
         const NO_TENSOR_RATE: &str = "RTX 6000 Ada";
         let rows = datasheet();
+        let sources = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/reference/gpus_SOURCES.md"
+        ))
+        .unwrap();
         assert_eq!(
             rows.len(),
             GPUS.len() + 1,
@@ -399,12 +418,35 @@ mod tests {
                 ("mem_bw_gbps", Some(g.mem_bw_gbs)),
                 ("fp8_dense_tflops", g.tflops_fp8),
                 ("tdp_w", Some(g.power_w)),
-                ("launch_price_usd", g.price_usd),
-                ("cloud_usd_per_hour", g.cloud_usd_per_hour),
             ];
             for (field, ours) in checks {
                 if let Some(v) = number(row, field) {
                     assert_eq!(ours, Some(v), "{n}: {field}");
+                }
+            }
+            // A price is in the catalog exactly when the table has one, with its source and date.
+            let prices = [
+                ("launch_price_usd", "price", g.price_usd),
+                ("cloud_usd_per_hour", "cloud", g.cloud_usd_per_hour),
+            ];
+            for (field, prefix, ours) in prices {
+                let theirs = number(row, field).map(|usd| {
+                    (
+                        usd,
+                        row[&format!("{prefix}_source")].clone(),
+                        row[&format!("{prefix}_date")].clone(),
+                    )
+                });
+                let ours = ours.map(|q| (q.usd, q.source.to_string(), q.date.to_string()));
+                assert_eq!(ours, theirs, "{n}: {field}");
+                // A key is listed itself or as a family, `[HFHW-<x>]` for `HFHW-h200`.
+                if let Some((_, key, _)) = theirs {
+                    let family = key.split('-').next().unwrap_or_default();
+                    assert!(
+                        sources.contains(&format!("[{key}]"))
+                            || sources.contains(&format!("[{family}-<x>]")),
+                        "{n}: source [{key}] not in gpus_SOURCES.md"
+                    );
                 }
             }
             let tensor = number(row, "bf16_dense_tflops").or(number(row, "fp16_dense_tflops"));

@@ -6,6 +6,7 @@ use super::{Instance, Kind, Req, Transfer, secs};
 use crate::error::Error;
 use crate::experiment::Scenario;
 use crate::network::Network;
+use crate::perf::peak_flops;
 use crate::records::{
     DropReason, InstanceRecord, LinkRecord, RecordSink, RequestRecord, RequestStatus, Source,
     SummaryRecord, TransferKind, TransferRecord,
@@ -49,6 +50,11 @@ pub struct RunResult {
 pub(super) struct InstanceTally {
     pub busy_ns: u64,
     pub steps: u64,
+    /// FLOPs and HBM bytes per GPU of the instance, over every step.
+    pub flops: f64,
+    pub hbm_bytes: f64,
+    /// Σ step occupancy × step time, ns: over `busy_ns`, the mean share of the batch filled.
+    pub occupied_ns: f64,
     pub images_encoded: u64,
     pub prefill_tokens: u64,
     pub decode_tokens: u64,
@@ -63,8 +69,9 @@ pub(super) struct Accounting<'a> {
     ttft: LogHistogram,
     tpot: LogHistogram,
     e2e: LogHistogram,
-    /// Finished requests that met both SLOs.
+    /// Finished requests that met both SLOs, and their output tokens.
     good: u64,
+    good_tokens: u64,
     output_tokens: u64,
     emb_bytes: u64,
     kv_bytes: u64,
@@ -81,6 +88,7 @@ impl<'a> Accounting<'a> {
             tpot: LogHistogram::default(),
             e2e: LogHistogram::default(),
             good: 0,
+            good_tokens: 0,
             output_tokens: 0,
             emb_bytes: 0,
             kv_bytes: 0,
@@ -110,6 +118,7 @@ impl<'a> Accounting<'a> {
         }
         if ttft <= self.s.slo.ttft_s && tpot.is_none_or(|t| t <= self.s.slo.tpot_s) {
             self.good += 1;
+            self.good_tokens += output_tokens;
         }
         self.output_tokens += output_tokens;
         self.request_row(
@@ -204,6 +213,12 @@ impl<'a> Accounting<'a> {
         inv.max_flow_remaining_bytes = net.max_remaining_at_completion;
         let mut instances = Vec::new();
         let mut usd_per_s_total = 0.0;
+        // Over all instances: busy GPU-time, the most work it could hold, the work done, and the
+        // batch filled; each a share of its ceiling.
+        let share = |done: f64, most: f64| if most > 0.0 { done / most } else { 0.0 };
+        let mut busy_gpu_s = 0.0;
+        let (mut most_flops, mut most_bytes, mut done_flops, mut done_bytes) = (0.0, 0.0, 0.0, 0.0);
+        let (mut occupied_s, mut busy_s_total) = (0.0, 0.0);
         for (i, ((x, t), spec)) in inst
             .iter()
             .zip(&self.tally)
@@ -227,6 +242,17 @@ impl<'a> Accounting<'a> {
             }
             inv.kv_blocks_left += kv.used_blocks();
             inv.busy_instances_left += u64::from(!x.is_idle());
+            let busy_s = secs(t.busy_ns);
+            let gpus = spec.tp() as f64;
+            let peak = peak_flops(spec.gpu, s.dtype) * busy_s;
+            let bandwidth = spec.gpu.mem_bw_gbs * 1e9 * busy_s;
+            busy_gpu_s += busy_s * gpus;
+            most_flops += peak * gpus;
+            most_bytes += bandwidth * gpus;
+            done_flops += t.flops * gpus;
+            done_bytes += t.hbm_bytes * gpus;
+            occupied_s += t.occupied_ns * 1e-9;
+            busy_s_total += busy_s;
             instances.push(InstanceRecord {
                 scenario: s.name.clone(),
                 instance_id: i as u64,
@@ -234,8 +260,11 @@ impl<'a> Accounting<'a> {
                 gpu: spec.gpu.name,
                 tp: spec.tp(),
                 node: s.cluster.nodes[spec.node].name.clone(),
-                busy_s: secs(t.busy_ns),
+                busy_s,
                 utilization: t.busy_ns as f64 / duration_ns as f64,
+                mfu: share(t.flops, peak),
+                mbu: share(t.hbm_bytes, bandwidth),
+                batch_occupancy: share(t.occupied_ns, t.busy_ns as f64),
                 steps: t.steps,
                 images_encoded: t.images_encoded,
                 prefill_tokens: t.prefill_tokens,
@@ -281,7 +310,8 @@ impl<'a> Accounting<'a> {
             strategy: s.strategy,
             model: s.model.name.clone(),
             gpus: super::gpu_mix(s),
-            gpu_count: s.cluster.gpus.len() as u64,
+            gpu_count: super::used_gpus(s).len() as u64,
+            cluster_gpu_count: s.cluster.gpus.len() as u64,
             rate_rps: s.workload.arrival.as_ref().map(|a| a.rate()),
             seed: s.seed,
             requests: inv.arrived,
@@ -292,6 +322,7 @@ impl<'a> Accounting<'a> {
             output_tokens: self.output_tokens,
             output_tokens_per_s: self.output_tokens as f64 / duration,
             goodput_rps: self.good as f64 / duration,
+            good_output_tokens: self.good_tokens,
             slo_attainment: if inv.arrived > 0 {
                 self.good as f64 / inv.arrived as f64
             } else {
@@ -325,6 +356,17 @@ impl<'a> Accounting<'a> {
             } else {
                 0.0
             },
+            good_tokens_per_dollar: if cost > 0.0 {
+                self.good_tokens as f64 / cost
+            } else {
+                0.0
+            },
+            utilization: Some(
+                busy_gpu_s / (super::used_gpus(s).len() as f64 * duration).max(1e-12),
+            ),
+            mfu: Some(share(done_flops, most_flops)),
+            mbu: Some(share(done_bytes, most_bytes)),
+            batch_occupancy: Some(share(occupied_s, busy_s_total)),
             source: Source::Sim,
         };
         RunResult {
