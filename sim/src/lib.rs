@@ -10,6 +10,7 @@ pub mod costmodel;
 pub mod engine;
 pub mod error;
 pub mod experiment;
+pub mod headroom;
 pub mod kv;
 pub mod measured;
 pub mod network;
