@@ -385,7 +385,21 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Transfer(a) => transfer(a)?,
         Command::Plan { plan, out, seed } => {
             let plan = hetsim_sim::experiment::load_plan(&plan, seed)?;
-            let r = hetsim_sim::plan::search(&plan)?;
+            // On standard error, hidden when it is not a terminal.
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{wide_bar} {pos}/{len} candidates simulated ({elapsed}, ETA {eta})",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            let r = hetsim_sim::plan::search(&plan, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            });
+            bar.finish_and_clear();
+            let r = r?;
             let table = hetsim_sim::plan::candidates_table(&r);
             let keep = |rows: &[usize]| hetsim_sim::table::Table {
                 rows: rows.iter().map(|i| table.rows[*i].clone()).collect(),
@@ -410,7 +424,16 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 say!("{}", keep(&refs).to_text(3));
             }
             if let Some(b) = r.best {
-                sayln!("\nbest plan: {}", r.scored[b].candidate.name);
+                sayln!(
+                    "\nbest plan (highest Tokens/$ at the offered rate among the feasible): {}",
+                    r.scored[b].candidate.name
+                );
+            }
+            if let Some((cap, asked)) = &r.best_capacity {
+                sayln!(
+                    "• headroom: {}",
+                    hetsim_sim::headroom::headroom_text(cap, *asked)
+                );
             }
             for n in &r.notes {
                 sayln!("• {n}");

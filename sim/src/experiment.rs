@@ -1016,6 +1016,9 @@ struct PlanFile {
     defaults: ScenarioFields,
     budget: Budget,
     search: SearchSpec,
+    /// GPUs owned: at most this many of each listed type in any candidate.
+    #[serde(default)]
+    inventory: std::collections::BTreeMap<String, u32>,
     #[serde(default)]
     references: Vec<ReferenceFields>,
 }
@@ -1082,6 +1085,8 @@ pub struct Plan {
     pub budget: Budget,
     pub search: SearchSpec,
     pub references: Vec<(String, Strategy, Vec<PoolSpec>)>,
+    /// At most this many GPUs of each listed type (catalog names); types not listed: no limit.
+    pub inventory: Vec<(String, u32)>,
     file: String,
     base_dir: PathBuf,
     profile: Option<HardwareProfile>,
@@ -1138,6 +1143,11 @@ pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
     if let Some(fab) = &f.search.fabric {
         resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
     }
+    let mut inventory = Vec::new();
+    for (g, n) in &f.inventory {
+        let spec = resolve_gpu(g).map_err(|e| e.context(format!("{file_name}: inventory")))?;
+        inventory.push((spec.name.to_string(), *n));
+    }
     let seed = seed.or(f.seed).unwrap_or(0);
     let mut plan = Plan {
         name: f.name.clone().unwrap_or_else(|| {
@@ -1152,6 +1162,7 @@ pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
             .iter()
             .map(|r| (r.name.clone(), r.strategy, r.instances.clone()))
             .collect(),
+        inventory,
         file: file_name.clone(),
         base_dir,
         profile,

@@ -59,7 +59,9 @@ pub enum Verdict {
     FallsBehind,
     LatencyGrows,
     /// Too few requests or too short a window to tell; this many would do.
-    ShortHorizon { needed_requests: u64 },
+    ShortHorizon {
+        needed_requests: u64,
+    },
 }
 
 /// How a run kept up with its arrivals, with the numbers behind the verdict.
@@ -190,6 +192,10 @@ pub struct Judged {
     pub verdict: Result<(), Miss>,
 }
 
+/// A run whose horizon is too short to judge is simulated again with up to this many times its
+/// requests.
+pub const HORIZON_EXTENSION: u64 = 10;
+
 /// Simulates `s` and judges it; when the horizon is too short to tell, simulates once more with
 /// as many requests as the rule asks for (at most `max_requests`).
 pub fn simulate_judged(s: &Scenario, max_requests: u64) -> Result<Judged, Error> {
@@ -294,6 +300,34 @@ impl Capacity {
     }
 }
 
+/// One line for users: capacity, margin at the asked rate, the seeds' spread and what limits it.
+pub fn headroom_text(c: &Capacity, asked: f64) -> String {
+    let seeds = if c.per_seed.len() > 1 {
+        format!(
+            "; per seed {} (spread {:.2} req/s: p99 of {} requests rests on {} samples)",
+            c.per_seed
+                .iter()
+                .map(|(s, r)| format!("{s}: {r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.spread(),
+            c.requests,
+            c.requests / 100
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "serves up to {:.2} req/s within the SLO, {:+.0} % against the asked {asked:.2} req/s{seeds}; above it: {} \
+         (bisection to {:.0} %, {} requests a run)",
+        c.requests_per_s,
+        100.0 * c.margin(asked),
+        c.limit.map_or("nothing failed", Miss::label),
+        100.0 * TOLERANCE,
+        c.requests
+    )
+}
+
 /// Bisection over the arrival rate: starts from a guess (e.g. the closed form's capacity),
 /// widens the bracket by doubling or halving until one rate passes and one fails, then halves it
 /// until it is narrower than [`TOLERANCE`] of the passing rate. Each rate is simulated with
@@ -325,7 +359,7 @@ pub fn capacity_search(s: &Scenario, guess: f64, requests: u64) -> Result<Capaci
         base.seed = s.seed + k;
         let serves = |rate: f64| -> Result<Result<(), Miss>, Error> {
             let at = at_rate(&base, rate, Some(requests))?;
-            Ok(simulate_judged(&at, requests)?.verdict)
+            Ok(simulate_judged(&at, HORIZON_EXTENSION * requests)?.verdict)
         };
         // Bracket: `lo` passes (or is 0), `hi` fails.
         let (mut lo, mut hi, mut miss);
