@@ -130,7 +130,7 @@ fn a_budget_too_small_names_the_cheapest_feasible_cost() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("no cluster within the budget ($5000 to buy)")
-            && err.contains("the cheapest that does is"),
+            && err.contains("the cheapest that does, by purchase price (capex mode), is"),
         "{err}"
     );
 }
@@ -143,4 +143,144 @@ fn unreachable_targets_name_the_bottleneck_phase() {
     let (code, err) = plan_with("ttft", &[("ttft_s: 1.0", "ttft_s: 0.005")]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("prefill is the bottleneck"), "{err}");
+}
+
+/// Runs `hetsim plan` on a plan written here; returns exit code, stdout and stderr.
+fn plan_text(name: &str, yaml: &str) -> (i32, String, String) {
+    let p = std::env::temp_dir().join(format!("hetsim-plan-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&p, yaml).unwrap();
+    let o = hetsim(&["plan", p.to_str().unwrap()]);
+    std::fs::remove_file(p).unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// LLaVA-1.5-7B at 30 req/s with only a TTFT target (TPOT loose), as in issue 14.
+const TTFT_ONLY: &str = "
+seed: 1
+defaults:
+  model: llava-1.5-7b
+  workload:
+    requests: 600
+    arrival: {process: poisson, rate: 30}
+    images: {count: 1, width: 640, height: 480}
+    prompt_tokens: {dist: uniform, min: 15, max: 25}
+    output_tokens: 128
+  slo: {ttft_s: 1.0, tpot_s: 10.0}
+  pricing: {mode: capex}
+budget: {capex_usd: 1000000}
+search:
+  gpus: [H100-SXM]
+  max_gpus: 6
+  strategies: [colocated]
+references:
+  - name: overloaded
+    strategy: stage
+    instances:
+      - {role: prefill, gpu: RTX-4090, count: 3}
+      - {role: decode, gpu: RTX-3090, count: 5}
+  - name: healthy
+    strategy: colocated
+    instances: [{role: all, gpu: H100-SXM, count: 6}]
+";
+
+/// A table line's cells: separated by two spaces or more (a cell may hold one).
+fn cells(line: &str) -> Vec<&str> {
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+fn row<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    cells(
+        text.lines()
+            .skip_while(|l| !l.starts_with("references"))
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {text}")),
+    )
+}
+
+#[test]
+fn an_overloaded_cluster_is_not_feasible_and_a_healthy_one_is() {
+    let (code, text, err) = plan_text("overload", TTFT_ONLY);
+    assert_eq!(code, 0, "{err}");
+    // Its p99 TTFT meets the target, but it finishes ~26 of ~32.5 arriving req/s: it falls behind.
+    let over = row(&text, "overloaded");
+    assert!(over.contains(&"simulated:falls-behind"), "{over:?}");
+    let header = cells(text.lines().find(|l| l.starts_with("candidate ")).unwrap());
+    let col = |r: &[&str], name: &str| -> f64 {
+        r[header.iter().position(|h| *h == name).unwrap()]
+            .parse()
+            .unwrap()
+    };
+    assert!(col(&over, "ttft_p99_s") < 1.0, "{over:?}");
+    assert!(
+        col(&over, "completion_rps") < 0.85 * col(&over, "arrival_rps"),
+        "{over:?}"
+    );
+    // 6×H100: its summary throughput is below the arrival rate only because of the drain after
+    // the last arrival; over the arrival window it finishes what arrives.
+    let healthy = row(&text, "healthy");
+    assert!(healthy.contains(&"feasible"), "{healthy:?}");
+    assert!(col(&healthy, "throughput_rps") < col(&healthy, "arrival_rps"));
+    assert!(col(&healthy, "completion_rps") > 0.97 * col(&healthy, "arrival_rps"));
+    assert!(text.contains("• headroom: serves up to"), "{text}");
+}
+
+#[test]
+fn a_gpu_without_a_price_is_an_error_naming_it_and_the_mode() {
+    // The catalog has no rental price for an L40S: before, all its candidates read pruned:memory.
+    let (code, err) = plan_with(
+        "noprice",
+        &[
+            ("mode: capex", "mode: rental"),
+            ("budget: {capex_usd: 38000}", "budget: {usd_per_hour: 3.0}"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`rental` pricing mode")
+            && err.contains("no rental price for L40S")
+            && err.contains("gpu_usd_per_hour"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rental_mode_names_the_cheapest_by_dollars_per_hour() {
+    // A100s almost free to buy but $1.99/h to rent: by purchase price the cheapest feasible was
+    // 2×A100 ($200, $3.98/h); by the rental price it is 4×RTX-4090 at 4 × $0.74 = $2.96/h.
+    let (code, err) = plan_with(
+        "rental",
+        &[
+            ("mode: capex", "mode: rental"),
+            ("A100-PCIe-80GB: 16000", "A100-PCIe-80GB: 100"),
+            ("budget: {capex_usd: 38000}", "budget: {usd_per_hour: 0.5}"),
+            (
+                "[A100-PCIe-80GB, RTX-4090, L40S]",
+                "[A100-PCIe-80GB, RTX-4090]",
+            ),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("by rental price (rental mode), is `colocated all:4×RTX-4090` at $2.96/h"),
+        "{err}"
+    );
+    assert!(!err.contains("inf"), "{err}");
+}
+
+#[test]
+fn an_inventory_caps_the_gpus_of_each_type() {
+    let yaml = TTFT_ONLY.replace("budget:", "inventory: {H100-SXM: 3}\nbudget:");
+    let (code, text, err) = plan_text("inventory", &yaml);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("colocated all:3×H100-SXM"), "{text}");
+    assert!(!text.contains("colocated all:4×H100-SXM"), "{text}");
+    // 1, 2 or 3 H100s, and the two references.
+    assert!(text.contains("— 5 candidates"), "{text}");
 }
