@@ -87,7 +87,8 @@ pub struct PhaseTimes {
 /// Per-request phase times on an instance with `perf` and `memory`, for the `mix` workload.
 ///
 /// Encode: a full encoder batch, divided by the requests in it. Prefill: as many whole prompts as
-/// fit the token budget in one step, divided by their number. Decode: the largest batch that fits
+/// fit the token budget in one step, divided by their number (a prompt longer than the budget:
+/// the sum of its chunks). Decode: the largest batch that fits
 /// the KV memory, `max_batch` and the TPOT target, over `o − 1` steps, divided by the batch.
 pub fn phase_times(
     perf: &dyn PhaseModel,
@@ -106,12 +107,27 @@ pub fn phase_times(
         Work::default()
     };
     let ctx = mix.context().round().max(1.0) as u64;
-    let prompts = (engine.token_budget / ctx).clamp(1, engine.max_batch);
-    let mut batch = BatchShape::default();
-    for _ in 0..prompts {
-        batch.add_prefill_chunk(0, ctx.min(engine.token_budget), true);
-    }
-    let prefill = perf.forward_work(&batch) * (1.0 / prompts as f64);
+    let prefill = if ctx > engine.token_budget {
+        // Longer than a step's budget: prefilled in chunks, each attending to the context before
+        // it (pricing one budget's worth, as before, was up to 2.4× optimistic on HD images).
+        let mut work = Work::default();
+        let mut cached = 0;
+        while cached < ctx {
+            let new = (ctx - cached).min(engine.token_budget);
+            let mut chunk = BatchShape::default();
+            chunk.add_prefill_chunk(cached, new, cached + new == ctx);
+            work += perf.forward_work(&chunk);
+            cached += new;
+        }
+        work
+    } else {
+        let prompts = (engine.token_budget / ctx).clamp(1, engine.max_batch);
+        let mut batch = BatchShape::default();
+        for _ in 0..prompts {
+            batch.add_prefill_chunk(0, ctx, true);
+        }
+        perf.forward_work(&batch) * (1.0 / prompts as f64)
+    };
 
     let steps = (mix.output_tokens - 1.0).max(0.0);
     let mean_ctx = (mix.context() + mix.output_tokens / 2.0).round() as u64;

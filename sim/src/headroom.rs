@@ -346,7 +346,8 @@ pub fn capacity_search(s: &Scenario, guess: f64, requests: u64) -> Result<Capaci
     } else {
         requests.max(MIN_REQUESTS)
     };
-    let seeds = if requests / 100 < P99_SAMPLES {
+    // A trace's arrivals do not depend on the seed.
+    let seeds = if s.workload.trace.is_none() && requests / 100 < P99_SAMPLES {
         SEEDS_FEW_SAMPLES
     } else {
         1
