@@ -277,6 +277,49 @@ mod tests {
     use crate::experiment::load_experiment;
 
     #[test]
+    fn a_prompt_longer_than_the_token_budget_is_priced_whole() {
+        // Qwen2.5-VL-7B, two 1080p images: 5,220 tokens of context against a 2,048-token budget.
+        // Chunks of 2048, 2048 and 1124 tokens after 0, 2048 and 4096 cached attend to
+        // 2048·1024.5 + 2048·3072.5 + 1124·4658.5 = 13,626,810 pairs = 5220·5221/2, the whole
+        // prompt's; the linear layers see the same 5,220 tokens. So the FLOPs equal one
+        // 5,220-token pass (before: those of 2,048 tokens, 2.5× too few), and the time is at least it.
+        let model = crate::catalog::builtin_model("qwen2.5-vl-7b").unwrap();
+        let gpu = crate::catalog::gpu_by_name("A100-PCIe-80GB").unwrap();
+        let mix = RequestMix {
+            images: 0.0,
+            image: ImageTokens {
+                resized_width: 0,
+                resized_height: 0,
+                encoder_tokens: 0,
+                projector_tokens: 0,
+                llm_tokens: 0,
+            },
+            visual_tokens: 5200.0,
+            prompt_tokens: 20.0,
+            output_tokens: 128.0,
+        };
+        let perf =
+            crate::perf::Roofline::new(&model, Dtype::Bf16, gpu, Default::default(), 1, None);
+        let at = |budget| {
+            let engine = EngineSpec {
+                token_budget: budget,
+                ..EngineSpec::default()
+            };
+            phase_times(&perf, None, &mix, &engine, &Slo::default()).prefill
+        };
+        let (chunked, whole) = (at(2048), at(8192));
+        assert!(
+            (chunked.flops / whole.flops - 1.0).abs() < 1e-12,
+            "{chunked:?} {whole:?}"
+        );
+        assert!(chunked.seconds >= whole.seconds, "{chunked:?} {whole:?}");
+        assert!(
+            chunked.seconds < 1.2 * whole.seconds,
+            "{chunked:?} {whole:?}"
+        );
+    }
+
+    #[test]
     fn closed_form_capacity_tracks_the_simulator() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/pcie.yaml");

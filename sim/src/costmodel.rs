@@ -7,8 +7,8 @@ use crate::capacity::{
 use crate::catalog::GpuSpec;
 use crate::engine::simulate;
 use crate::error::Error;
-use crate::headroom::{Capacity, MIN_REQUESTS, at_rate, capacity_search};
 use crate::experiment::{Experiment, Scenario, Strategy, base_name};
+use crate::headroom::{Capacity, MIN_REQUESTS, at_rate, capacity_search};
 use crate::records::MemorySink;
 use crate::table::{Table, Value};
 
