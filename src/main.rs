@@ -51,6 +51,10 @@ enum Command {
         /// RNG seed, overriding the file's
         #[arg(long)]
         seed: Option<u64>,
+        /// Also find each scenario's capacity: the highest rate served within its SLO and keeping
+        /// up (bisection by simulation), and the margin at the asked rate
+        #[arg(long)]
+        capacity: bool,
     },
     /// Bytes at every place a model can be cut across two devices, and their time over links
     Transfer(TransferArgs),
@@ -360,6 +364,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             experiment,
             out,
             seed,
+            capacity,
         } => {
             let exp = load_experiment(&experiment, seed)?;
             let started = std::time::Instant::now();
@@ -377,6 +382,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 exp.scenarios.len()
             );
             say!("{}", comparison_table(&result.runs));
+            if capacity {
+                sayln!(
+                    "\ncapacity: the highest rate each scenario serves within its SLO and keeping up (bisection to {:.0} %)\n",
+                    100.0 * hetsim_sim::headroom::TOLERANCE
+                );
+                say!("{}", hetsim_sim::run::capacity_table(&exp)?.to_text(2));
+            }
             for f in &result.files {
                 sayln!("wrote {}", f.display());
             }

@@ -368,3 +368,61 @@ fn an_inventory_caps_the_gpus_of_each_type() {
     // 1, 2 or 3 H100s, and the two references.
     assert!(text.contains("— 5 candidates"), "{text}");
 }
+
+#[test]
+fn run_capacity_reports_the_highest_rate_within_slo_and_the_margin() {
+    // Four RTX 4090s serving whole LLaVA requests; 600 requests a run, so a p99 rests on 6
+    // samples and the search runs three seeds.
+    let yaml = "
+name: headroom
+seed: 1
+defaults:
+  model: llava-1.5-7b
+  workload:
+    requests: 600
+    arrival: {process: poisson, rate: 12}
+    images: {count: 1, width: 640, height: 480}
+    prompt_tokens: {dist: uniform, min: 15, max: 25}
+    output_tokens: 128
+  slo: {ttft_s: 1.0, tpot_s: 0.1}
+  pricing: {gpu_price_usd: {RTX-4090: 3000}}
+  cluster:
+    nodes: [{name: box, gpus: [{gpu: RTX-4090, count: 4}], fabric: pcie4-host-staged}]
+  deployment:
+    strategy: colocated
+    instances: [{role: all, gpu: RTX-4090, count: 4}]
+scenarios:
+  - name: four-4090
+";
+    let p = std::env::temp_dir().join(format!("hetsim-capacity-{}.yaml", std::process::id()));
+    std::fs::write(&p, yaml).unwrap();
+    let o = hetsim(&["run", p.to_str().unwrap(), "--capacity"]);
+    std::fs::remove_file(&p).unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let row = cells(
+        text.lines()
+            .skip_while(|l| !l.starts_with("capacity:"))
+            .find(|l| l.starts_with("four-4090"))
+            .unwrap_or_else(|| panic!("{text}")),
+    );
+    let asked: f64 = row[1].parse().unwrap();
+    let capacity: f64 = row[2].parse().unwrap();
+    let margin: f64 = row[3].trim_end_matches('%').parse().unwrap();
+    assert_eq!(asked, 12.0);
+    // Between the asked rate it serves and the closed form's 27 req/s it cannot reach in SLO.
+    assert!((12.0..27.0).contains(&capacity), "{row:?}");
+    assert!(
+        (margin - 100.0 * (capacity / asked - 1.0)).abs() < 0.5,
+        "{row:?}"
+    );
+    let seeds: Vec<f64> = row[4].split(' ').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(seeds.len(), 3, "{row:?}");
+    assert_eq!(
+        capacity,
+        seeds.iter().cloned().fold(f64::INFINITY, f64::min)
+    );
+    let spread: f64 = row[5].parse().unwrap();
+    let (lo, hi) = (capacity, seeds.iter().cloned().fold(0.0, f64::max));
+    assert!((spread - (hi - lo)).abs() < 0.011, "{row:?}");
+}

@@ -90,7 +90,7 @@ pub fn evaluate(s: &Scenario, requests: u64) -> Result<ScenarioCost, Error> {
         f64::NAN
     };
     let slo_capacity = if measured {
-        Some(capacity_search(s, simulated_rps, requests)?)
+        capacity_search(s, simulated_rps, requests)?
     } else {
         None
     };

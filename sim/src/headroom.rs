@@ -225,9 +225,14 @@ pub fn simulate_judged(s: &Scenario, max_requests: u64) -> Result<Judged, Error>
 /// The requests per second a scenario's workload offers: its arrival rate, or for a trace the
 /// realised rate of its (scaled) timestamps.
 pub fn offered_rate(s: &Scenario) -> Result<f64, InputError> {
-    if let Some(a) = &s.workload.arrival {
-        return Ok(a.rate());
+    match &s.workload.arrival {
+        Some(a) => Ok(a.rate()),
+        None => Ok(trace_arrivals(s)?.1),
     }
+}
+
+/// A trace's requests (as many as the scenario replays) and their realised arrival rate.
+fn trace_arrivals(s: &Scenario) -> Result<(u64, f64), InputError> {
     let mut src = s.workload.requests(s.seed)?;
     let (mut n, mut first, mut last) = (0u64, f64::INFINITY, f64::NEG_INFINITY);
     while let Some(r) = src.next_request()? {
@@ -242,7 +247,7 @@ pub fn offered_rate(s: &Scenario) -> Result<f64, InputError> {
             s.name
         )));
     }
-    Ok((n - 1) as f64 / (last - first))
+    Ok((n, (n - 1) as f64 / (last - first)))
 }
 
 /// The scenario with its arrivals at `rate` requests per second: a new rate for a synthetic
@@ -332,8 +337,9 @@ pub fn headroom_text(c: &Capacity, asked: f64) -> String {
 /// widens the bracket by doubling or halving until one rate passes and one fails, then halves it
 /// until it is narrower than [`TOLERANCE`] of the passing rate. Each rate is simulated with
 /// `requests` requests and seeds `seed, seed + 1, …` (see [`SEEDS_FEW_SAMPLES`]); every seed is
-/// searched on its own and the capacity is the lowest.
-pub fn capacity_search(s: &Scenario, guess: f64, requests: u64) -> Result<Capacity, Error> {
+/// searched on its own and the capacity is the lowest. A trace is replayed with its own
+/// requests, compressed or stretched in time; None when it holds fewer than [`MIN_REQUESTS`].
+pub fn capacity_search(s: &Scenario, guess: f64, requests: u64) -> Result<Option<Capacity>, Error> {
     if !(guess > 0.0 && guess.is_finite()) {
         return Err(InputError::new(format!(
             "{}: no starting rate for the capacity search (closed form gives {guess})",
@@ -342,7 +348,11 @@ pub fn capacity_search(s: &Scenario, guess: f64, requests: u64) -> Result<Capaci
         .into());
     }
     let requests = if s.workload.trace.is_some() {
-        s.workload.requests.unwrap_or(u64::MAX)
+        let (n, _) = trace_arrivals(s)?;
+        if n < MIN_REQUESTS {
+            return Ok(None);
+        }
+        n
     } else {
         requests.max(MIN_REQUESTS)
     };
@@ -417,12 +427,12 @@ pub fn capacity_search(s: &Scenario, guess: f64, requests: u64) -> Result<Capaci
         }
         per_seed.push((base.seed, lo));
     }
-    Ok(Capacity {
+    Ok(Some(Capacity {
         per_seed,
         requests_per_s: lowest,
         limit,
         requests,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -458,7 +458,7 @@ pub fn search(plan: &Plan, progress: Progress) -> Result<PlanResult, Error> {
             let c = &scored[b].candidate;
             let s = plan.scenario(&c.name, c.strategy, &c.pools)?;
             let requests = s.workload.requests.unwrap_or(0);
-            Some((capacity_search(&s, rate, requests)?, rate))
+            capacity_search(&s, rate, requests)?.map(|c| (c, rate))
         }
         None => None,
     };
