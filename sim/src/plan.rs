@@ -20,7 +20,8 @@ use crate::engine::RunResult;
 use crate::error::{Error, InputError};
 use crate::experiment::{Plan, PoolSpec, Strategy};
 use crate::headroom::{
-    Capacity, HORIZON_EXTENSION, Judged, Miss, Sustain, capacity_search, simulate_judged,
+    Capacity, HORIZON_EXTENSION, Judged, Miss, Sustain, capacity_search, offered_rate,
+    simulate_judged,
 };
 use crate::table::{Table, Value};
 
@@ -354,7 +355,7 @@ pub fn search(plan: &Plan, progress: Progress) -> Result<PlanResult, Error> {
     let started = Instant::now();
     let t = plan.template();
     check_prices(plan)?;
-    let rate = t.workload.arrival.as_ref().map_or(0.0, |a| a.rate());
+    let rate = offered_rate(t)?;
     let mix = RequestMix::of(t, 2000)?;
     let candidates = enumerate(plan)?;
     let mut scored: Vec<Scored> = candidates
