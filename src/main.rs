@@ -51,6 +51,10 @@ enum Command {
         /// RNG seed, overriding the file's
         #[arg(long)]
         seed: Option<u64>,
+        /// Also find each scenario's capacity: the highest rate served within its SLO and keeping
+        /// up (bisection by simulation), and the margin at the asked rate
+        #[arg(long)]
+        capacity: bool,
     },
     /// Bytes at every place a model can be cut across two devices, and their time over links
     Transfer(TransferArgs),
@@ -355,6 +359,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             experiment,
             out,
             seed,
+            capacity,
         } => {
             let exp = load_experiment(&experiment, seed)?;
             let started = std::time::Instant::now();
@@ -372,6 +377,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 exp.scenarios.len()
             );
             say!("{}", comparison_table(&result.runs));
+            if capacity {
+                sayln!(
+                    "\ncapacity: the highest rate each scenario serves within its SLO and keeping up (bisection to {:.0} %)\n",
+                    100.0 * hetsim_sim::headroom::TOLERANCE
+                );
+                say!("{}", hetsim_sim::run::capacity_table(&exp)?.to_text(2));
+            }
             for f in &result.files {
                 sayln!("wrote {}", f.display());
             }
@@ -380,7 +392,21 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Transfer(a) => transfer(a)?,
         Command::Plan { plan, out, seed } => {
             let plan = hetsim_sim::experiment::load_plan(&plan, seed)?;
-            let r = hetsim_sim::plan::search(&plan)?;
+            // On standard error, hidden when it is not a terminal.
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{wide_bar} {pos}/{len} candidates simulated ({elapsed}, ETA {eta})",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            let r = hetsim_sim::plan::search(&plan, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            });
+            bar.finish_and_clear();
+            let r = r?;
             let table = hetsim_sim::plan::candidates_table(&r);
             let keep = |rows: &[usize]| hetsim_sim::table::Table {
                 rows: rows.iter().map(|i| table.rows[*i].clone()).collect(),
@@ -405,7 +431,16 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 say!("{}", keep(&refs).to_text(3));
             }
             if let Some(b) = r.best {
-                sayln!("\nbest plan: {}", r.scored[b].candidate.name);
+                sayln!(
+                    "\nbest plan (highest Tokens/$ at the offered rate among the feasible): {}",
+                    r.scored[b].candidate.name
+                );
+            }
+            if let Some((cap, asked)) = &r.best_capacity {
+                sayln!(
+                    "• headroom: {}",
+                    hetsim_sim::headroom::headroom_text(cap, *asked)
+                );
             }
             for n in &r.notes {
                 sayln!("• {n}");

@@ -88,7 +88,8 @@ pub struct PhaseTimes {
 /// Per-request phase times on an instance with `perf` and `memory`, for the `mix` workload.
 ///
 /// Encode: a full encoder batch, divided by the requests in it. Prefill: as many whole prompts as
-/// fit the token budget in one step, divided by their number. Decode: the largest batch that fits
+/// fit the token budget in one step, divided by their number (a prompt longer than the budget:
+/// the sum of its chunks). Decode: the largest batch that fits
 /// the KV memory, `max_batch` and the TPOT target, over `o − 1` steps, divided by the batch.
 pub fn phase_times(
     perf: &dyn PhaseModel,
@@ -107,12 +108,27 @@ pub fn phase_times(
         Work::default()
     };
     let ctx = mix.context().round().max(1.0) as u64;
-    let prompts = (engine.token_budget / ctx).clamp(1, engine.max_batch);
-    let mut batch = BatchShape::default();
-    for _ in 0..prompts {
-        batch.add_prefill_chunk(0, ctx.min(engine.token_budget), true);
-    }
-    let prefill = perf.forward_work(&batch) * (1.0 / prompts as f64);
+    let prefill = if ctx > engine.token_budget {
+        // Longer than a step's budget: prefilled in chunks, each attending to the context before
+        // it (pricing one budget's worth, as before, was up to 2.4× optimistic on HD images).
+        let mut work = Work::default();
+        let mut cached = 0;
+        while cached < ctx {
+            let new = (ctx - cached).min(engine.token_budget);
+            let mut chunk = BatchShape::default();
+            chunk.add_prefill_chunk(cached, new, cached + new == ctx);
+            work += perf.forward_work(&chunk);
+            cached += new;
+        }
+        work
+    } else {
+        let prompts = (engine.token_budget / ctx).clamp(1, engine.max_batch);
+        let mut batch = BatchShape::default();
+        for _ in 0..prompts {
+            batch.add_prefill_chunk(0, ctx, true);
+        }
+        perf.forward_work(&batch) * (1.0 / prompts as f64)
+    };
 
     let steps = (mix.output_tokens - 1.0).max(0.0);
     let mean_ctx = (mix.context() + mix.output_tokens / 2.0).round() as u64;
@@ -260,6 +276,49 @@ pub fn tier_times(
 mod tests {
     use super::*;
     use crate::experiment::load_experiment;
+
+    #[test]
+    fn a_prompt_longer_than_the_token_budget_is_priced_whole() {
+        // Qwen2.5-VL-7B, two 1080p images: 5,220 tokens of context against a 2,048-token budget.
+        // Chunks of 2048, 2048 and 1124 tokens after 0, 2048 and 4096 cached attend to
+        // 2048·1024.5 + 2048·3072.5 + 1124·4658.5 = 13,626,810 pairs = 5220·5221/2, the whole
+        // prompt's; the linear layers see the same 5,220 tokens. So the FLOPs equal one
+        // 5,220-token pass (before: those of 2,048 tokens, 2.5× too few), and the time is at least it.
+        let model = crate::catalog::builtin_model("qwen2.5-vl-7b").unwrap();
+        let gpu = crate::catalog::gpu_by_name("A100-PCIe-80GB").unwrap();
+        let mix = RequestMix {
+            images: 0.0,
+            image: ImageTokens {
+                resized_width: 0,
+                resized_height: 0,
+                encoder_tokens: 0,
+                projector_tokens: 0,
+                llm_tokens: 0,
+            },
+            visual_tokens: 5200.0,
+            prompt_tokens: 20.0,
+            output_tokens: 128.0,
+        };
+        let perf =
+            crate::perf::Roofline::new(&model, Dtype::Bf16, gpu, Default::default(), 1, None);
+        let at = |budget| {
+            let engine = EngineSpec {
+                token_budget: budget,
+                ..EngineSpec::default()
+            };
+            phase_times(&perf, None, &mix, &engine, &Slo::default()).prefill
+        };
+        let (chunked, whole) = (at(2048), at(8192));
+        assert!(
+            (chunked.flops / whole.flops - 1.0).abs() < 1e-12,
+            "{chunked:?} {whole:?}"
+        );
+        assert!(chunked.seconds >= whole.seconds, "{chunked:?} {whole:?}");
+        assert!(
+            chunked.seconds < 1.2 * whole.seconds,
+            "{chunked:?} {whole:?}"
+        );
+    }
 
     #[test]
     fn closed_form_capacity_tracks_the_simulator() {

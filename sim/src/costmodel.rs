@@ -8,6 +8,7 @@ use crate::catalog::GpuSpec;
 use crate::engine::simulate;
 use crate::error::Error;
 use crate::experiment::{Experiment, Scenario, Strategy, base_name};
+use crate::headroom::{Capacity, MIN_REQUESTS, at_rate, capacity_search};
 use crate::records::MemorySink;
 use crate::table::{Table, Value};
 
@@ -19,8 +20,13 @@ pub struct ScenarioCost {
     pub usd_per_hour: f64,
     pub mix: RequestMix,
     pub capacity: DeploymentCapacity,
+    /// Capacity the simulator reaches at saturation; NaN where the run is too short to reach it.
     pub simulated_rps: f64,
     pub simulated_tokens_per_dollar: f64,
+    /// The highest rate served within the SLO and keeping up (`headroom`), where measurable.
+    pub slo_capacity: Option<Capacity>,
+    /// Requests the saturation run replayed.
+    pub saturation_requests: u64,
 }
 
 impl ScenarioCost {
@@ -37,17 +43,14 @@ pub struct CostReport {
     pub notes: Vec<String>,
 }
 
-/// Predicts each scenario's capacity, then simulates it at 1.5× that rate (`requests` requests)
-/// to measure the capacity the engine actually reaches. Tokens/$ here are at saturation: the
-/// deployment's best, not what a given offered rate yields.
+/// Predicts each scenario's capacity, then simulates it at 1.5× that rate (`requests` requests;
+/// a trace's own requests with its timestamps compressed to that rate) to measure the capacity
+/// the engine actually reaches. Tokens/$ here are at saturation: the deployment's best, not what
+/// a given offered rate yields.
 pub fn evaluate(s: &Scenario, requests: u64) -> Result<ScenarioCost, Error> {
     let mix = RequestMix::of(s, 2000)?;
     let capacity = deployment_capacity(s, &mix);
-    let mut sat = s.clone();
-    if let Some(a) = &s.workload.arrival {
-        sat.workload.arrival = Some(a.with_rate(1.5 * capacity.requests_per_s));
-        sat.workload.requests = Some(requests);
-    }
+    let sat = at_rate(s, 1.5 * capacity.requests_per_s, Some(requests))?;
     let mut rows = MemorySink::default();
     let run = simulate(&sat, &mut rows, &mut |_| {})?;
     // Capacity is the rate tokens come out while requests still arrive faster than they can be
@@ -74,22 +77,44 @@ pub fn evaluate(s: &Scenario, requests: u64) -> Result<ScenarioCost, Error> {
         .map(|r| r.output_tokens as f64)
         .sum::<f64>()
         / rows.requests.len().max(1) as f64;
-    let tokens_per_s = if s.workload.arrival.is_some() && end > 0.0 {
+    let tokens_per_s = if end > 0.0 {
         (tokens_by(end) - tokens_by(end / 2.0)) / (end / 2.0)
     } else {
         run.summary.output_tokens_per_s
     };
-    let simulated_rps = tokens_per_s / mean_out;
+    // Too few requests (a short trace) never fill the batches: no saturation to read.
+    let measured = run.summary.requests >= MIN_REQUESTS;
+    let simulated_rps = if measured {
+        tokens_per_s / mean_out
+    } else {
+        f64::NAN
+    };
+    let slo_capacity = if measured {
+        capacity_search(s, simulated_rps, requests)?
+    } else {
+        None
+    };
     Ok(ScenarioCost {
         name: base_name(&s.name).to_string(),
         capex_usd: s.cluster.purchase_usd(&s.pricing).unwrap_or(f64::NAN),
         usd_per_hour: run.summary.usd_per_hour,
         simulated_rps,
-        simulated_tokens_per_dollar: tokens_per_s * 3600.0 / run.summary.usd_per_hour,
+        simulated_tokens_per_dollar: simulated_rps * mean_out * 3600.0 / run.summary.usd_per_hour,
+        slo_capacity,
+        saturation_requests: run.summary.requests,
         scenario: s.clone(),
         mix,
         capacity,
     })
+}
+
+/// A figure, or an empty cell where it could not be measured.
+fn finite(v: f64) -> Value {
+    if v.is_finite() {
+        Value::F64(v)
+    } else {
+        Value::Null
+    }
 }
 
 pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error> {
@@ -121,10 +146,34 @@ pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error>
         "bottleneck",
         "simulated_rps",
         "error_pct",
+        "slo_capacity_rps",
         "predicted_tokens_per_dollar",
         "simulated_tokens_per_dollar",
     ]);
     for c in &costs {
+        if c.scenario.workload.trace.is_some() {
+            notes.push(if c.simulated_rps.is_finite() {
+                format!(
+                    "{}: a trace, replayed at saturation as the others: its {} requests with their timestamps compressed to \
+                     offer 1.5 × the predicted capacity (the trace's own rate says nothing about capacity)",
+                    c.name, c.saturation_requests
+                )
+            } else {
+                format!(
+                    "{}: the trace holds {} requests, too few to reach saturation (at least {MIN_REQUESTS}): no simulated \
+                     capacity to compare the closed form with",
+                    c.name, c.saturation_requests
+                )
+            });
+        }
+        if let Some(cap) = c.slo_capacity.as_ref().filter(|cap| cap.per_seed.len() > 1) {
+            notes.push(format!(
+                "{}: SLO capacity over {} seeds, spread {:.2} req/s",
+                c.name,
+                cap.per_seed.len(),
+                cap.spread()
+            ));
+        }
         deployments.push(vec![
             Value::Str(c.name.clone()),
             Value::Str(c.scenario.strategy.name().into()),
@@ -133,10 +182,13 @@ pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error>
             Value::F64(c.usd_per_hour),
             Value::F64(c.capacity.requests_per_s),
             Value::Str(c.capacity.bottleneck.clone()),
-            Value::F64(c.simulated_rps),
-            Value::F64(100.0 * (c.capacity.requests_per_s - c.simulated_rps) / c.simulated_rps),
+            finite(c.simulated_rps),
+            finite(100.0 * (c.capacity.requests_per_s - c.simulated_rps) / c.simulated_rps),
+            c.slo_capacity
+                .as_ref()
+                .map_or(Value::Null, |cap| Value::F64(cap.requests_per_s)),
             Value::F64(c.predicted_tokens_per_dollar()),
-            Value::F64(c.simulated_tokens_per_dollar),
+            finite(c.simulated_tokens_per_dollar),
         ]);
     }
 
@@ -162,9 +214,9 @@ pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error>
             Value::Str(base.name.clone()),
             Value::F64(1.0 - c.capex_usd / base.capex_usd),
             Value::F64(c.capacity.requests_per_s / base.capacity.requests_per_s),
-            Value::F64(sim_ratio),
+            finite(sim_ratio),
             Value::F64(c.predicted_tokens_per_dollar() / base.predicted_tokens_per_dollar() - 1.0),
-            Value::F64(c.simulated_tokens_per_dollar / base.simulated_tokens_per_dollar - 1.0),
+            finite(c.simulated_tokens_per_dollar / base.simulated_tokens_per_dollar - 1.0),
             opt(rep.and_then(|r| r.capex_saving)),
             opt(rep.and_then(|r| r.throughput_ratio)),
             opt(rep.and_then(|r| r.tokens_per_dollar_gain)),

@@ -1020,6 +1020,9 @@ struct PlanFile {
     defaults: ScenarioFields,
     budget: Budget,
     search: SearchSpec,
+    /// GPUs owned: at most this many of each listed type in any candidate.
+    #[serde(default)]
+    inventory: std::collections::BTreeMap<String, u32>,
     #[serde(default)]
     references: Vec<ReferenceFields>,
 }
@@ -1081,6 +1084,8 @@ pub struct Plan {
     pub budget: Budget,
     pub search: SearchSpec,
     pub references: Vec<(String, Strategy, Vec<PoolSpec>)>,
+    /// At most this many GPUs of each listed type (catalog names); types not listed: no limit.
+    pub inventory: Vec<(String, u32)>,
     file: String,
     base_dir: PathBuf,
     profile: Option<HardwareProfile>,
@@ -1137,6 +1142,11 @@ pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
     if let Some(fab) = &f.search.fabric {
         resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
     }
+    let mut inventory = Vec::new();
+    for (g, n) in &f.inventory {
+        let spec = resolve_gpu(g).map_err(|e| e.context(format!("{file_name}: inventory")))?;
+        inventory.push((spec.name.to_string(), *n));
+    }
     let seed = seed.or(f.seed).unwrap_or(0);
     let mut plan = Plan {
         name: f.name.clone().unwrap_or_else(|| {
@@ -1151,6 +1161,7 @@ pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
             .iter()
             .map(|r| (r.name.clone(), r.strategy, r.instances.clone()))
             .collect(),
+        inventory,
         file: file_name.clone(),
         base_dir,
         profile,

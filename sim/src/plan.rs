@@ -4,8 +4,10 @@
 //! strategy. The closed-form model (`capacity`) prunes what cannot fit, cannot keep up with the
 //! offered rate, or cannot meet the latency targets even alone; the simulator scores every
 //! survivor, in parallel on all cores. Objective: Tokens/$ at the offered rate, subject to the
-//! p99 TTFT and TPOT targets (the plan's `slo`) and no dropped request.
+//! p99 TTFT and TPOT targets (the plan's `slo`), no dropped request, and keeping up with the
+//! offered rate (`headroom`: a p99 under target says nothing about a queue that grows).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -13,10 +15,14 @@ use rayon::prelude::*;
 use crate::capacity::{RequestMix, deployment_capacity};
 use crate::catalog::{GpuSpec, resolve_gpu};
 use crate::cluster::Role;
-use crate::engine::{RunResult, simulate};
+use crate::cost::PricingMode;
+use crate::engine::RunResult;
 use crate::error::{Error, InputError};
 use crate::experiment::{Plan, PoolSpec, Strategy};
-use crate::records::NullSink;
+use crate::headroom::{
+    Capacity, HORIZON_EXTENSION, Judged, Miss, Sustain, capacity_search, offered_rate,
+    simulate_judged,
+};
 use crate::table::{Table, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +42,8 @@ pub enum Status {
     TooSlow,
     /// Even alone, a request would miss a target: the phase named.
     SloUnreachable(&'static str),
-    /// Simulated, and missed a target (metric named) or dropped requests.
-    MissedSlo(&'static str),
+    /// Simulated, and missed a target, dropped requests or did not keep up.
+    Missed(Miss),
     Feasible,
 }
 
@@ -48,7 +54,7 @@ impl Status {
             Status::NoFit => "pruned:memory".into(),
             Status::TooSlow => "pruned:capacity".into(),
             Status::SloUnreachable(p) => format!("pruned:slo-{p}"),
-            Status::MissedSlo(m) => format!("simulated:missed-{m}"),
+            Status::Missed(m) => format!("simulated:{}", m.label()),
             Status::Feasible => "feasible".into(),
         }
     }
@@ -56,12 +62,15 @@ impl Status {
 
 pub struct Scored {
     pub candidate: Candidate,
-    pub capex_usd: f64,
+    /// Purchase price; None in rental mode where the catalog has none (nothing needs it there).
+    pub capex_usd: Option<f64>,
     pub usd_per_hour: f64,
     pub predicted_rps: Option<f64>,
     pub bottleneck: Option<String>,
     pub status: Status,
     pub run: Option<RunResult>,
+    /// How the simulated run kept up with its arrivals.
+    pub sustain: Option<Sustain>,
 }
 
 pub struct PlanResult {
@@ -72,6 +81,58 @@ pub struct PlanResult {
     pub simulated: usize,
     pub seconds: f64,
     pub notes: Vec<String>,
+    /// The best plan's capacity within the SLO (found by simulation), and the offered rate.
+    pub best_capacity: Option<(Capacity, f64)>,
+}
+
+/// What the plan ranks "cheapest" by: the figure its pricing mode charges.
+fn cheapness(plan: &Plan, s: &Scored) -> f64 {
+    match plan.template().pricing.mode {
+        PricingMode::Capex => s.capex_usd.unwrap_or(f64::INFINITY),
+        PricingMode::Rental => s.usd_per_hour,
+    }
+}
+
+/// Every GPU the plan may use must have a price in its pricing mode (and a purchase price if the
+/// budget caps capex): otherwise its candidates could neither be ranked nor kept in budget.
+fn check_prices(plan: &Plan) -> Result<(), InputError> {
+    let pricing = &plan.template().pricing;
+    let mode = match pricing.mode {
+        PricingMode::Capex => "capex",
+        PricingMode::Rental => "rental",
+    };
+    let from_refs = plan
+        .references
+        .iter()
+        .flat_map(|(_, _, pools)| pools.iter().map(|p| &p.gpu));
+    for name in plan.search.gpus.iter().chain(from_refs) {
+        let g = resolve_gpu(name)?;
+        let priced = pricing
+            .usd_per_second(g, false)
+            .and_then(|_| match plan.budget.capex_usd {
+                Some(_) => pricing.purchase_usd(g, false).map(|_| ()),
+                None => Ok(()),
+            });
+        priced.map_err(|e| {
+            e.context(format!(
+                "plan in `{mode}` pricing mode: every GPU it may use needs a price ({})",
+                g.name
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// At most `inventory[g]` GPUs of each listed type (types not listed: no limit).
+fn within_inventory(plan: &Plan, pools: &[PoolSpec]) -> bool {
+    plan.inventory.iter().all(|(gpu, owned)| {
+        pools
+            .iter()
+            .filter(|p| p.gpu == *gpu)
+            .map(|p| p.count)
+            .sum::<u32>()
+            <= *owned
+    })
 }
 
 /// Every composition the search space allows.
@@ -103,6 +164,9 @@ pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
             continue;
         }
         let mut push = |pools: Vec<PoolSpec>| {
+            if !within_inventory(plan, &pools) {
+                return;
+            }
             out.push(Candidate {
                 name: format!("{} {}", strategy.name(), label(&pools)),
                 strategy,
@@ -185,7 +249,7 @@ pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
     Ok(out)
 }
 
-fn capex_of(plan: &Plan, pools: &[PoolSpec]) -> Result<f64, InputError> {
+fn capex_of(plan: &Plan, pools: &[PoolSpec]) -> Option<f64> {
     let pricing = &plan.template().pricing;
     let mut total = 0.0;
     for p in pools {
@@ -195,14 +259,15 @@ fn capex_of(plan: &Plan, pools: &[PoolSpec]) -> Result<f64, InputError> {
             .fabric
             .as_deref()
             .is_some_and(|f| f.starts_with("nvlink"));
-        total += pricing.purchase_usd(resolve_gpu(&p.gpu)?, on_nvlink)? * p.count as f64;
+        let gpu = resolve_gpu(&p.gpu).ok()?;
+        total += pricing.purchase_usd(gpu, on_nvlink).ok()? * p.count as f64;
     }
-    Ok(total)
+    Some(total)
 }
 
 /// Closed-form screening of one candidate (no simulation).
 fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget: bool) -> Scored {
-    let capex = capex_of(plan, &c.pools).unwrap_or(f64::INFINITY);
+    let capex = capex_of(plan, &c.pools);
     let mut scored = Scored {
         candidate: c.clone(),
         capex_usd: capex,
@@ -211,6 +276,7 @@ fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget
         bottleneck: None,
         status: Status::NoFit,
         run: None,
+        sustain: None,
     };
     let Ok(s) = plan.scenario(&c.name, c.strategy, &c.pools) else {
         return scored;
@@ -219,7 +285,10 @@ fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget
         .cluster
         .usd_per_second(&s.pricing)
         .map_or(f64::INFINITY, |x| x * 3600.0);
-    let over = plan.budget.capex_usd.is_some_and(|b| capex > b)
+    let over = plan
+        .budget
+        .capex_usd
+        .is_some_and(|b| capex.is_none_or(|c| c > b))
         || plan
             .budget
             .usd_per_hour
@@ -264,29 +333,29 @@ fn min_decode_step(s: &crate::experiment::Scenario) -> f64 {
     best
 }
 
-fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<RunResult, Error> {
+fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<Judged, Error> {
     let s = plan.scenario(&c.name, c.strategy, &c.pools)?;
-    simulate(&s, &mut NullSink, &mut |_| {})
+    let requests = s.workload.requests.unwrap_or(0);
+    simulate_judged(&s, HORIZON_EXTENSION * requests)
 }
 
-fn judge(plan: &Plan, run: &RunResult) -> Status {
-    let slo = &plan.template().slo;
-    let s = &run.summary;
-    if s.dropped > 0 {
-        Status::MissedSlo("drops")
-    } else if s.ttft_p99_s.is_none_or(|t| t > slo.ttft_s) {
-        Status::MissedSlo("ttft")
-    } else if s.tpot_p99_s.is_some_and(|t| t > slo.tpot_s) {
-        Status::MissedSlo("tpot")
-    } else {
-        Status::Feasible
-    }
+fn record(scored: &mut Scored, judged: Judged) {
+    scored.status = match judged.verdict {
+        Ok(()) => Status::Feasible,
+        Err(m) => Status::Missed(m),
+    };
+    scored.run = Some(judged.run);
+    scored.sustain = Some(judged.sustain);
 }
 
-pub fn search(plan: &Plan) -> Result<PlanResult, Error> {
+/// Simulation progress: `done` of `total` candidates simulated so far (called from any thread).
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+pub fn search(plan: &Plan, progress: Progress) -> Result<PlanResult, Error> {
     let started = Instant::now();
     let t = plan.template();
-    let rate = t.workload.arrival.as_ref().map_or(0.0, |a| a.rate());
+    check_prices(plan)?;
+    let rate = offered_rate(t)?;
     let mix = RequestMix::of(t, 2000)?;
     let candidates = enumerate(plan)?;
     let mut scored: Vec<Scored> = candidates
@@ -296,15 +365,19 @@ pub fn search(plan: &Plan) -> Result<PlanResult, Error> {
     let survivors: Vec<usize> = (0..scored.len())
         .filter(|&i| scored[i].status == Status::Feasible)
         .collect();
-    let runs: Vec<(usize, Result<RunResult, Error>)> = survivors
+    let done = AtomicUsize::new(0);
+    progress(0, survivors.len());
+    let runs: Vec<(usize, Result<Judged, Error>)> = survivors
         .par_iter()
-        .map(|&i| (i, simulate_candidate(plan, &scored[i].candidate)))
+        .map(|&i| {
+            let r = simulate_candidate(plan, &scored[i].candidate);
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, survivors.len());
+            (i, r)
+        })
         .collect();
     let simulated = runs.len();
     for (i, r) in runs {
-        let run = r?;
-        scored[i].status = judge(plan, &run);
-        scored[i].run = Some(run);
+        record(&mut scored[i], r?);
     }
     let mut notes = Vec::new();
     let feasible = |s: &Scored| s.status == Status::Feasible && s.run.is_some();
@@ -318,19 +391,29 @@ pub fn search(plan: &Plan) -> Result<PlanResult, Error> {
             scored[i] = screen(plan, &mix, &scored[i].candidate, rate, false);
         }
         over.retain(|&i| scored[i].status == Status::Feasible);
-        over.sort_by(|a, b| scored[*a].capex_usd.total_cmp(&scored[*b].capex_usd));
+        over.sort_by(|a, b| {
+            cheapness(plan, &scored[*a])
+                .total_cmp(&cheapness(plan, &scored[*b]))
+                .then(scored[*a].candidate.name.cmp(&scored[*b].candidate.name))
+        });
         for i in over {
-            let run = simulate_candidate(plan, &scored[i].candidate)?;
-            scored[i].status = judge(plan, &run);
+            let judged = simulate_candidate(plan, &scored[i].candidate)?;
+            record(&mut scored[i], judged);
             if scored[i].status == Status::Feasible {
                 let c = &scored[i];
+                let price = match (plan.template().pricing.mode, c.capex_usd) {
+                    (PricingMode::Capex, Some(capex)) => format!(
+                        "by purchase price (capex mode), is `{}` at ${capex:.0} (${:.2}/h)",
+                        c.candidate.name, c.usd_per_hour
+                    ),
+                    _ => format!(
+                        "by rental price (rental mode), is `{}` at ${:.2}/h",
+                        c.candidate.name, c.usd_per_hour
+                    ),
+                };
                 return Err(InputError::new(format!(
-                    "no cluster within the budget ({}) meets the targets at {rate} req/s; the cheapest that does is `{}` at ${:.0} \
-                     (${:.2}/h)",
+                    "no cluster within the budget ({}) meets the targets at {rate} req/s; the cheapest that does, {price}",
                     budget_text(plan),
-                    c.candidate.name,
-                    c.capex_usd,
-                    c.usd_per_hour
                 ))
                 .into());
             }
@@ -370,6 +453,16 @@ pub fn search(plan: &Plan) -> Result<PlanResult, Error> {
             notes.push(versus_reference(&scored[b], &scored[r]));
         }
     }
+    // Headroom of the best plan: it passed at the offered rate, so the search climbs from there.
+    let best_capacity = match best {
+        Some(b) => {
+            let c = &scored[b].candidate;
+            let s = plan.scenario(&c.name, c.strategy, &c.pools)?;
+            let requests = s.workload.requests.unwrap_or(0);
+            capacity_search(&s, rate, requests)?.map(|c| (c, rate))
+        }
+        None => None,
+    };
     Ok(PlanResult {
         candidates: scored.len(),
         scored,
@@ -378,6 +471,7 @@ pub fn search(plan: &Plan) -> Result<PlanResult, Error> {
         simulated,
         seconds: started.elapsed().as_secs_f64(),
         notes,
+        best_capacity,
     })
 }
 
@@ -399,16 +493,21 @@ fn unreachable_targets(plan: &Plan, scored: &[Scored], rate: f64) -> String {
     let prefill = count(&|s| {
         matches!(
             s,
-            Status::SloUnreachable("prefill") | Status::MissedSlo("ttft")
+            Status::SloUnreachable("prefill") | Status::Missed(Miss::Ttft)
         )
     });
     let decode = count(&|s| {
         matches!(
             s,
-            Status::SloUnreachable("decode") | Status::MissedSlo("tpot")
+            Status::SloUnreachable("decode") | Status::Missed(Miss::Tpot)
         )
     });
-    let slow = count(&|s| matches!(s, Status::TooSlow));
+    let slow = count(&|s| {
+        matches!(
+            s,
+            Status::TooSlow | Status::Missed(Miss::FallsBehind | Miss::LatencyGrows)
+        )
+    });
     let phase = if decode >= prefill && decode > 0 {
         format!(
             "decode is the bottleneck: TPOT p99 ≤ {:.0} ms is out of reach ({decode} candidates miss it)",
@@ -498,6 +597,9 @@ pub fn candidates_table(r: &PlanResult) -> Table {
         "tpot_p99_s",
         "e2e_p99_s",
         "throughput_rps",
+        "arrival_rps",
+        "completion_rps",
+        "e2e_growth",
         "tokens_per_dollar",
         "pareto",
         "best",
@@ -510,7 +612,7 @@ pub fn candidates_table(r: &PlanResult) -> Table {
             Value::Str(s.candidate.strategy.name().into()),
             Value::Bool(s.candidate.reference),
             Value::U64(s.candidate.pools.iter().map(|p| p.count as u64).sum()),
-            Value::F64(s.capex_usd),
+            f(s.capex_usd),
             f(s.usd_per_hour.is_finite().then_some(s.usd_per_hour)),
             f(s.predicted_rps),
             s.bottleneck.clone().map_or(Value::Null, Value::Str),
@@ -519,6 +621,11 @@ pub fn candidates_table(r: &PlanResult) -> Table {
             f(sum.and_then(|x| x.tpot_p99_s)),
             f(sum.and_then(|x| x.e2e_p99_s)),
             f(sum.map(|x| x.throughput_rps)),
+            f(s.sustain.map(|k| k.arrival_rps).filter(|x| x.is_finite())),
+            f(s.sustain
+                .map(|k| k.completion_rps)
+                .filter(|x| x.is_finite())),
+            f(s.sustain.map(|k| k.e2e_growth).filter(|x| x.is_finite())),
             f(sum.map(|x| x.tokens_per_dollar)),
             Value::Bool(r.pareto.contains(&i)),
             Value::Bool(r.best == Some(i)),

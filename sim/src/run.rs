@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::capacity::{RequestMix, deployment_capacity};
 use crate::engine::{RunResult, simulate};
 use crate::error::Error;
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, base_name};
+use crate::headroom::{Capacity, MIN_REQUESTS, Miss, capacity_search, offered_rate};
 use crate::output::ResultWriter;
 use crate::records::{NullSink, RecordSink};
 use crate::table::{Table, Value};
@@ -137,4 +139,60 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
         ]);
     }
     t.to_text(0)
+}
+
+/// Each scenario's headroom (`hetsim run --capacity`): the highest arrival rate it serves within
+/// its SLO and keeping up, found by simulation from the closed form's estimate, and the margin at
+/// the rate it was asked to serve.
+pub fn capacity_table(exp: &Experiment) -> Result<Table, Error> {
+    let mut t = Table::new(&[
+        "scenario",
+        "asked req/s",
+        "capacity req/s",
+        "margin",
+        "per seed",
+        "spread",
+        "above it",
+    ]);
+    // The matrix varies only the rate, which capacity does not depend on: one search per base name.
+    let mut searched: Vec<(&str, Option<Capacity>)> = Vec::new();
+    for s in &exp.scenarios {
+        let asked = offered_rate(s)?;
+        let base = base_name(&s.name);
+        if !searched.iter().any(|(b, _)| *b == base) {
+            let mix = RequestMix::of(s, 2000)?;
+            let guess = deployment_capacity(s, &mix).requests_per_s;
+            let requests = s.workload.requests.unwrap_or(2000);
+            searched.push((base, capacity_search(s, guess, requests)?));
+        }
+        let found = searched.iter().find(|(b, _)| *b == base).map(|(_, c)| c);
+        let row = match found.expect("searched above") {
+            Some(c) => vec![
+                Value::Str(s.name.clone()),
+                Value::Str(format!("{asked:.2}")),
+                Value::Str(format!("{:.2}", c.requests_per_s)),
+                Value::Str(format!("{:+.0}%", 100.0 * c.margin(asked))),
+                Value::Str(
+                    c.per_seed
+                        .iter()
+                        .map(|(_, r)| format!("{r:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                Value::Str(format!("{:.2}", c.spread())),
+                Value::Str(c.limit.map_or("-", Miss::label).to_string()),
+            ],
+            None => vec![
+                Value::Str(s.name.clone()),
+                Value::Str(format!("{asked:.2}")),
+                Value::Str("-".into()),
+                Value::Str("-".into()),
+                Value::Str("-".into()),
+                Value::Str("-".into()),
+                Value::Str(format!("trace under {MIN_REQUESTS} requests")),
+            ],
+        };
+        t.push(row);
+    }
+    Ok(t)
 }
