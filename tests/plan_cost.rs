@@ -317,18 +317,20 @@ fn an_overloaded_cluster_is_not_feasible_and_a_healthy_one_is() {
 
 #[test]
 fn a_gpu_without_a_price_is_an_error_naming_it_and_the_mode() {
-    // The catalog has no rental price for an L40S: before, all its candidates read pruned:memory.
+    // The catalog has no rental price for a T4 (no dated source): before, a GPU without a price
+    // had all its candidates read pruned:memory.
     let (code, err) = plan_with(
         "noprice",
         &[
             ("mode: capex", "mode: rental"),
             ("budget: {capex_usd: 38000}", "budget: {usd_per_hour: 3.0}"),
+            ("RTX-4090, L40S]", "RTX-4090, T4]"),
         ],
     );
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("`rental` pricing mode")
-            && err.contains("no rental price for L40S")
+            && err.contains("no rental price for T4")
             && err.contains("gpu_usd_per_hour"),
         "{err}"
     );

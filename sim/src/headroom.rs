@@ -19,7 +19,7 @@
 use crate::engine::{RunResult, simulate};
 use crate::error::{Error, InputError};
 use crate::experiment::Scenario;
-use crate::records::{RecordSink, RequestRecord, TransferRecord};
+use crate::records::{RecordSink, RequestRecord, RequestStatus, TransferRecord};
 
 /// Fewer requests cannot resolve a shortfall of a few tens of per cent.
 pub const MIN_REQUESTS: u64 = 300;
@@ -36,7 +36,7 @@ pub struct Timeline {
 
 impl RecordSink for Timeline {
     fn request(&mut self, r: &RequestRecord) -> Result<(), Error> {
-        let done = r.status == "finished";
+        let done = r.status == RequestStatus::Finished;
         self.requests
             .push((r.arrival_s, r.finish_s.filter(|_| done)));
         Ok(())
