@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use hetsim_sim::stats::nearest_rank;
+
 use crate::compare::{self, EXEC, Pair};
 use crate::metrics::{Metrics, Scenario, curve_name};
 use crate::plots::{BarChart, Figure, LineChart, Reference, Series, tick};
@@ -390,12 +392,6 @@ pub fn predicted_measured(pairs: &[Pair], out: &mut Figures) {
     );
 }
 
-/// Nearest-rank quantile of sorted `v` (`q` in (0, 1]).
-fn nearest_rank(v: &[f64], q: f64) -> f64 {
-    let k = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[k - 1]
-}
-
 /// A latency a trace replay's figures show: TTFT in s, TPOT in ms.
 struct TraceMetric {
     name: &'static str,
@@ -439,7 +435,12 @@ pub fn trace_latency(traces: &[TraceLatency], scenarios: &[Scenario], out: &mut 
             sorted.sort_by(f64::total_cmp);
             // 100 quantiles draw the curve; a marker every tenth names it in grey print.
             let cdf = (1..=100)
-                .map(|q| (nearest_rank(&sorted, q as f64 / 100.0), q as f64))
+                .map(|q| {
+                    (
+                        nearest_rank(&sorted, q as f64 / 100.0).expect("a replay with latencies"),
+                        q as f64,
+                    )
+                })
                 .collect();
             let mut s = styles.series(&t.curve, &t.source, cdf);
             s.marker_every = 10;
@@ -496,7 +497,10 @@ fn p99_windows(rows: &[(f64, f64)], scale: f64) -> Vec<(f64, f64)> {
         .filter(|(_, b)| !b.is_empty())
         .map(|(k, mut b)| {
             b.sort_by(f64::total_cmp);
-            (t0 + (k as f64 + 0.5) * width, nearest_rank(&b, 0.99))
+            (
+                t0 + (k as f64 + 0.5) * width,
+                nearest_rank(&b, 0.99).expect("a non-empty window"),
+            )
         })
         .collect()
 }
@@ -556,6 +560,6 @@ mod tests {
         assert_eq!(w.len(), 2);
         assert_eq!(w[0], (9.75, 0.19));
         assert_eq!(w[1], (29.25, 0.39));
-        assert_eq!(nearest_rank(&[1.0, 2.0, 3.0], 0.5), 2.0);
+        assert_eq!(nearest_rank(&[1.0, 2.0, 3.0], 0.5), Some(2.0));
     }
 }

@@ -23,12 +23,8 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$out"
 
-# Runs a command, keeps its line in commands.txt and its output (also printed) in NAME.txt.
-record() {
-  local name=$1; shift
-  echo "$(date -u +%FT%TZ) $*" >> "$out/commands.txt"
-  "$@" 2>&1 | tee "$out/$name.txt"
-}
+# shellcheck source=record.sh
+source "$(dirname "$0")/record.sh"
 
 # The machine as the driver sees it; a note for the reader, so its failure stops nothing.
 { date -u +%FT%TZ; nvidia-smi; } > "$out/env.txt" 2>&1 || true

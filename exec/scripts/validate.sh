@@ -60,12 +60,8 @@ mkdir -p "$out"
 first_gpu=0
 [[ ${runs[0]} == *@* ]] && first_gpu=${runs[0]##*@}
 
-# Runs a command, keeps its line in commands.txt and its output (also printed) in NAME.txt.
-record() {
-  local name=$1; shift
-  echo "$(date -u +%FT%TZ) $*" >> "$out/commands.txt"
-  "$@" 2>&1 | tee "$out/$name.txt"
-}
+# shellcheck source=record.sh
+source "$(dirname "$0")/record.sh"
 
 # The machine as the driver sees it; a note for the reader, so its failure stops nothing.
 { date -u +%FT%TZ; nvidia-smi; nvidia-smi topo -m; } > "$out/env.txt" 2>&1 || true

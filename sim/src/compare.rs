@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::records::{RequestRecord, RequestStatus, Source, SummaryRecord};
+use crate::stats::nearest_rank;
 use crate::table::{Table, Value};
 
 /// The error of a prediction, in %: (predicted − measured) / measured × 100, so positive means
@@ -23,13 +24,9 @@ pub struct Metrics {
 }
 
 fn quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
     v.sort_by(f64::total_cmp);
-    // Nearest rank, exact: the simulator's summary is within 0.05 % of it (`stats`).
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    Some(v[rank - 1])
+    // Exact: the simulator's summary is within 0.05 % of it (`stats`).
+    nearest_rank(&v, q)
 }
 
 /// TTFT, TPOT and end-to-end p50/p90/p99, throughput and bytes moved per request.

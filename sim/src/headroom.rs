@@ -20,6 +20,7 @@ use crate::engine::{RunResult, simulate};
 use crate::error::{Error, InputError};
 use crate::experiment::Scenario;
 use crate::records::{RecordSink, RequestRecord, RequestStatus, TransferRecord};
+use crate::stats::nearest_rank;
 
 /// Fewer requests cannot resolve a shortfall of a few tens of per cent.
 pub const MIN_REQUESTS: u64 = 300;
@@ -77,11 +78,8 @@ pub struct Sustain {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
     v.sort_by(f64::total_cmp);
-    v[(v.len() - 1) / 2]
+    nearest_rank(&v, 0.5).unwrap_or(f64::NAN)
 }
 
 /// Judges a run's timeline by the rules in the module documentation.

@@ -3,6 +3,13 @@
 //! reported as its geometric middle: within √γ − 1 ≈ 5.0e-4 (0.05 %) of the exact nearest-rank
 //! value, relative. The request rows hold the exact latencies (`analyze` pools those).
 
+/// The exact nearest-rank quantile of `sorted` (ascending; `q` in (0, 1]): the value at rank
+/// ⌈q·n⌉. Every exact percentile hetsim reports is this one; None when there is no value.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+}
+
 #[derive(Debug, Clone)]
 pub struct LogHistogram {
     counts: Vec<u64>,
@@ -82,6 +89,16 @@ impl LogHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_is_the_value_at_rank_ceil_q_n() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        // ⌈0.5·4⌉ = 2, ⌈0.99·4⌉ = 4, ⌈0.01·4⌉ = 1.
+        assert_eq!(nearest_rank(&v, 0.5), Some(2.0));
+        assert_eq!(nearest_rank(&v, 0.99), Some(4.0));
+        assert_eq!(nearest_rank(&v, 0.01), Some(1.0));
+        assert_eq!(nearest_rank(&[], 0.5), None);
+    }
 
     #[test]
     fn quantiles_are_within_the_bucket_error() {
