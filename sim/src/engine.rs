@@ -21,7 +21,7 @@ use crate::error::{Error, InputError};
 use crate::experiment::{KvTransferMode, Routing, Scenario};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
-use crate::perf::{PhaseModel, Work};
+use crate::perf::{ComputeDuty, PhaseModel, Work};
 use crate::records::{DropReason, RecordSink};
 use crate::scheduler::{Next, ReqId, Scheduler, Sequence, Sequences, StepPlan};
 use crate::workload::{Request, RequestSource};
@@ -146,6 +146,8 @@ struct Instance {
     incoming: VecDeque<ReqId>,
     /// Requests routed here and not yet gone (least-loaded routing).
     load: u64,
+    /// Recent share of time in compute-bound steps: the GPU's power state.
+    duty: ComputeDuty,
 }
 
 impl Instance {
@@ -200,6 +202,7 @@ impl<'a> Simulation<'a> {
                 step: None,
                 incoming: VecDeque::new(),
                 load: 0,
+                duty: ComputeDuty::default(),
             });
             pools.entry(spec.role).or_default().push(i);
         }
@@ -463,6 +466,7 @@ impl<'a> Simulation<'a> {
             return;
         };
         let work = self.inst[i].perf.encode_work(&plan.images);
+        let work = work * self.sustained_slowdown(i, true);
         let end = self.now + ns(work.seconds);
         for id in &plan.encode {
             self.reqs
@@ -480,9 +484,11 @@ impl<'a> Simulation<'a> {
         if plan.is_empty() {
             return Ok(());
         }
+        let compute = !plan.images.is_empty() || plan.batch.prefill_tokens > 0;
+        let slowdown = self.sustained_slowdown(i, compute);
         let (enc_work, fwd_work) = (
-            self.inst[i].perf.encode_work(&plan.images),
-            self.inst[i].perf.forward_work(&plan.batch),
+            self.inst[i].perf.encode_work(&plan.images) * slowdown,
+            self.inst[i].perf.forward_work(&plan.batch) * slowdown,
         );
         let enc = ns(enc_work.seconds);
         let dur = enc + ns(fwd_work.seconds);
@@ -523,6 +529,17 @@ impl<'a> Simulation<'a> {
         Ok(())
     }
 
+    /// The factor a step starting now on instance `i` is slowed by: its GPU's power state, for a
+    /// compute-bound step (a step with images or prefill tokens; decode steps are memory-bound).
+    fn sustained_slowdown(&self, i: usize, compute: bool) -> f64 {
+        let x = &self.inst[i];
+        if compute {
+            x.perf.sustained_slowdown(x.duty.at(self.now))
+        } else {
+            1.0
+        }
+    }
+
     /// Starts instance `i`'s step now; its encoding ends at `encode_end`, the step at `end`.
     fn start_step(
         &mut self,
@@ -534,6 +551,8 @@ impl<'a> Simulation<'a> {
         occupancy: f64,
     ) {
         self.acc.tally[i].images_encoded += plan.images.len() as u64;
+        let compute = !plan.images.is_empty() || plan.batch.prefill_tokens > 0;
+        self.inst[i].duty.record(self.now, end, compute);
         self.inst[i].step = Some(Step {
             start: self.now,
             end,

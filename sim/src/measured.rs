@@ -16,6 +16,8 @@ pub struct MeasuredPhases {
     prefill: Vec<(f64, f64)>,
     /// Per measured context: (context, [(batch, seconds)] by batch), by context.
     decode: Vec<(f64, Vec<(f64, f64)>)>,
+    /// (duty, slowdown) of compute-bound steps under sustained load, by duty, from (0, 1).
+    sustained: Vec<(f64, f64)>,
     /// Counts the FLOPs and HBM bytes of the work (its times are not used).
     count: Roofline,
 }
@@ -94,6 +96,11 @@ impl MeasuredPhases {
                     .collect(),
             ),
             decode,
+            sustained: line(
+                std::iter::once((0.0, 1.0))
+                    .chain(p.sustained.iter().map(|s| (s.duty, s.slowdown)))
+                    .collect(),
+            ),
             count,
         }
     }
@@ -109,6 +116,13 @@ impl MeasuredPhases {
 }
 
 impl PhaseModel for MeasuredPhases {
+    /// Interpolated between the measured duties (and no slowdown at duty 0), held at the last
+    /// measured duty beyond it; never a speed-up.
+    fn sustained_slowdown(&self, duty: f64) -> f64 {
+        let last = self.sustained.last().map_or(0.0, |p| p.0);
+        interp(&self.sustained, duty.clamp(0.0, last)).max(1.0)
+    }
+
     fn encode_work(&self, images: &[ImageTokens]) -> Work {
         if images.is_empty() {
             return Work::default();
@@ -146,7 +160,7 @@ impl PhaseModel for MeasuredPhases {
 mod tests {
     use super::*;
     use crate::catalog::{Dtype, builtin_model};
-    use crate::profile::{DecodePoint, EncodePoint, PrefillPoint};
+    use crate::profile::{DecodePoint, EncodePoint, PrefillPoint, SustainedPoint};
 
     fn profile() -> PhaseProfile {
         PhaseProfile {
@@ -197,6 +211,10 @@ mod tests {
                     seconds: 0.0190,
                 },
             ],
+            sustained: vec![SustainedPoint {
+                duty: 0.8,
+                slowdown: 1.2,
+            }],
         }
     }
 
@@ -221,6 +239,10 @@ mod tests {
         }
         // Context 1280 is halfway: (0.011 + 0.019) / 2.
         assert!((p.forward_s(&d) - 0.015).abs() < 1e-12);
+        // Sustained load: none at rest, 1.1 halfway to the measured duty, held beyond it.
+        assert_eq!(p.sustained_slowdown(0.0), 1.0);
+        assert!((p.sustained_slowdown(0.4) - 1.1).abs() < 1e-12);
+        assert!((p.sustained_slowdown(1.0) - 1.2).abs() < 1e-12);
         // The work is the roofline's count: 64 decodes do 2 FLOPs per weight each, at least.
         let w = p.forward_work(&d);
         assert!(w.flops >= 64.0 * 2.0 * 6.5e9 && w.bytes >= 13e9, "{w:?}");

@@ -115,6 +115,13 @@ pub trait PhaseModel: Send + Sync {
     /// One LLM forward step (all layers, LM head for the sampling sequences).
     fn forward_work(&self, batch: &BatchShape) -> Work;
 
+    /// How much slower a compute-bound step (encode, prefill) runs when the GPU has spent
+    /// `duty` of its recent time on such steps (see [`ComputeDuty`]). Datasheets say nothing
+    /// of it, so only a measured profile answers other than 1.
+    fn sustained_slowdown(&self, _duty: f64) -> f64 {
+        1.0
+    }
+
     fn encode_s(&self, images: &[ImageTokens]) -> f64 {
         self.encode_work(images).seconds
     }
@@ -122,6 +129,40 @@ pub trait PhaseModel: Send + Sync {
     fn forward_s(&self, batch: &BatchShape) -> f64 {
         self.forward_work(batch).seconds
     }
+}
+
+/// Time constant of a GPU's power state, seconds. A power-capped GPU that stays busy with
+/// compute-bound work lowers its clock over seconds, not steps: on an H200 at 90 % load the SM
+/// clock fell from 1980 to ~1680 MHz over ~5 s with the power at its 700 W cap, and rose again
+/// within a second of the load easing (exec/results/2026-12-03-h200-ttft-tail/clocks.csv). The
+/// calibrate probe holds each duty for 8 s (4 time constants) before it reads the slowdown.
+pub const POWER_TAU_S: f64 = 2.0;
+
+/// The share of an instance's recent time spent in compute-bound steps: an exponential average
+/// over [`POWER_TAU_S`], which idle time and decode steps pull towards 0 and encode and prefill
+/// steps towards 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ComputeDuty {
+    duty: f64,
+    at_ns: u64,
+}
+
+impl ComputeDuty {
+    /// The duty at `now_ns` (≥ the end of the last recorded step).
+    pub fn at(&self, now_ns: u64) -> f64 {
+        self.duty * decay(now_ns.saturating_sub(self.at_ns))
+    }
+
+    /// A step ran from `start_ns` to `end_ns`, compute-bound or not.
+    pub fn record(&mut self, start_ns: u64, end_ns: u64, compute: bool) {
+        let kept = decay(end_ns.saturating_sub(start_ns));
+        self.duty = self.at(start_ns) * kept + if compute { 1.0 - kept } else { 0.0 };
+        self.at_ns = end_ns;
+    }
+}
+
+fn decay(ns: u64) -> f64 {
+    (-(ns as f64) * 1e-9 / POWER_TAU_S).exp()
 }
 
 /// Efficiency defaults. GEMM 0.75: the project's H100 ran an 8192³ bf16 product at 790–798 of
@@ -410,6 +451,29 @@ mod tests {
             one > many / 32.0,
             "batching amortises weights and overheads"
         );
+    }
+
+    #[test]
+    fn compute_duty_follows_the_share_of_time_in_compute_steps() {
+        let mut d = ComputeDuty::default();
+        let s = 1_000_000_000u64;
+        // 20 s of alternating 0.1 s prefill, 0.1 s decode: the average settles at ~0.5.
+        let mut t = 0;
+        for _ in 0..100 {
+            d.record(t, t + s / 10, true);
+            d.record(t + s / 10, t + s / 5, false);
+            t += s / 5;
+        }
+        assert!((d.at(t) - 0.5).abs() < 0.03, "{}", d.at(t));
+        // Always busy: towards 1; then idle for one time constant: × 1/e.
+        for _ in 0..100 {
+            d.record(t, t + s / 5, true);
+            t += s / 5;
+        }
+        let busy = d.at(t);
+        assert!(busy > 0.99, "{busy}");
+        let later = d.at(t + (POWER_TAU_S * 1e9) as u64);
+        assert!((later - busy / std::f64::consts::E).abs() < 1e-9, "{later}");
     }
 
     #[test]

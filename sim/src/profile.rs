@@ -43,6 +43,21 @@ pub struct PhaseProfile {
     pub prefill: Vec<PrefillPoint>,
     /// One decode step of `batch` sequences of `context` tokens each.
     pub decode: Vec<DecodePoint>,
+    /// How much slower compute-bound steps (encode, prefill) run under sustained load, by the
+    /// share of recent time spent on them; the times above are from rest. Empty in profiles
+    /// measured before 2026-12-03: then no slowdown is applied.
+    #[serde(default)]
+    pub sustained: Vec<SustainedPoint>,
+}
+
+/// A power-capped GPU lowers its clock when it stays busy with compute-bound work: at `duty`
+/// (share of recent time in compute-bound steps, the rest in decode steps), such a step takes
+/// `slowdown` × its time from rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SustainedPoint {
+    pub duty: f64,
+    pub slowdown: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,10 +182,13 @@ impl HardwareProfile {
                     .all(|e| e.tokens > 0 && e.sequences > 0 && positive(e.seconds))
                 && p.decode.iter().all(|e| e.batch > 0 && positive(e.seconds))
                 && !p.prefill.is_empty()
-                && !p.decode.is_empty();
+                && !p.decode.is_empty()
+                && p.sustained.iter().all(|s| {
+                    (0.0..=1.0).contains(&s.duty) && s.slowdown.is_finite() && s.slowdown > 0.0
+                });
             if !ok {
                 return Err(InputError::new(format!(
-                    "phases[{i}]: needs prefill and decode points, every count ≥ 1 and every time > 0 s"
+                    "phases[{i}]: needs prefill and decode points, every count ≥ 1, every time > 0 s, every sustained duty in [0, 1] with a slowdown > 0"
                 )));
             }
         }
@@ -258,6 +276,10 @@ mod tests {
                     batch: 1,
                     context: 700,
                     seconds: 0.007,
+                }],
+                sustained: vec![SustainedPoint {
+                    duty: 1.0,
+                    slowdown: 1.2,
                 }],
             }],
         };

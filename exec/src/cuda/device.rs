@@ -439,9 +439,20 @@ pub struct DeviceBuffer {
     pub gpu: usize,
 }
 
+/// cuMemAlloc calls so far in this process. The replay's step log reads it around each step: an
+/// allocation while serving (a scratch buffer growing for a batch larger than any before) costs
+/// the step milliseconds that no phase table measured.
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Device allocations made so far by this process (all GPUs).
+pub fn allocations_so_far() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl DeviceBuffer {
     pub fn new(gpu: &Gpu, bytes: usize) -> Result<DeviceBuffer> {
         gpu.bind()?;
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut ptr: CUdeviceptr = 0;
         ck!(
             sys::cuMemAlloc_v2(&mut ptr, bytes.max(1)),

@@ -8,7 +8,7 @@ use crate::cuda::timeline::OpTime;
 use crate::error::Result;
 use crate::kargs;
 use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
-use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint};
+use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint, SustainedPoint};
 use crate::serve::engine::{Engine, EngineConfig, Pace};
 use crate::serve::model::gpu::{GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
 use crate::serve::model::llava::LlavaConfig;
@@ -358,6 +358,8 @@ pub struct PhaseGrid {
     pub prefill: Vec<(usize, usize)>,
     pub decode_batch: Vec<usize>,
     pub decode_context: Vec<usize>,
+    /// Shares of time on prefill at which the sustained-load slowdown is measured.
+    pub sustained_duty: Vec<f64>,
 }
 
 impl PhaseGrid {
@@ -383,6 +385,7 @@ impl PhaseGrid {
             ],
             decode_batch: vec![1, 2, 4, 8, 16, 32, 64],
             decode_context: vec![256, 704, 1024],
+            sustained_duty: vec![1.0, 0.7, 0.4],
         }
     }
     pub fn quick() -> PhaseGrid {
@@ -391,6 +394,7 @@ impl PhaseGrid {
             prefill: vec![(1, 704), (4, 2816)],
             decode_batch: vec![1, 16],
             decode_context: vec![704],
+            sustained_duty: vec![1.0],
         }
     }
 }
@@ -429,6 +433,7 @@ pub fn phase_profile(
             seconds: e.time_prefill(seqs, each, iters.clamp(1, 10), PROFILE_PACE)?,
         });
     }
+    let sustained = sustained_slowdown(&mut e, &grid.sustained_duty)?;
     let mut decode = Vec::new();
     for &b in &grid.decode_batch {
         for &ctx in &grid.decode_context {
@@ -447,7 +452,56 @@ pub fn phase_profile(
         encode,
         prefill,
         decode,
+        sustained,
     })
+}
+
+/// The prefill the sustained-load probe repeats: 8 prompts of 600 tokens (LLaVA's one image and
+/// a short question), compute-bound on every GPU the catalog holds.
+const SUSTAINED_PREFILL: (usize, usize) = (8, 600);
+/// Decode filler between the probe's prefills, as a serving engine's decode steps fill them.
+const SUSTAINED_DECODE: (usize, usize) = (32, 704);
+/// Seconds each duty runs; the slowdown is taken over its second half, after the power
+/// controller has settled (on an H200 the clock fell over several seconds, with the power at
+/// its cap: exec/results/2026-12-03-h200-ttft-tail/clocks.csv).
+const SUSTAINED_WINDOW_S: f64 = 8.0;
+
+/// How much slower a compute-bound step runs when the GPU has spent `duty` of its recent time on
+/// such steps (the rest on decode steps), against the same step from rest: a GPU at its power
+/// cap lowers its clock. One point per duty: prefills repeated for SUSTAINED_WINDOW_S with decode
+/// steps between them in proportion, the median prefill time of the second half over the rested
+/// time.
+pub fn sustained_slowdown(e: &mut Engine, duties: &[f64]) -> Result<Vec<SustainedPoint>> {
+    let (seqs, tokens) = SUSTAINED_PREFILL;
+    let (batch, context) = SUSTAINED_DECODE;
+    let rested = e.time_prefill(seqs, tokens, 5, PROFILE_PACE)?;
+    let mut points = Vec::new();
+    for &duty in duties {
+        eprintln!(
+            "phase profile: sustained load, {:.0} % prefill",
+            duty * 100.0
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let start = std::time::Instant::now();
+        let (mut prefill_s, mut late) = (0.0, Vec::new());
+        while start.elapsed().as_secs_f64() < SUSTAINED_WINDOW_S {
+            // time_prefill(…, 1, …) runs the prefill twice and reports the second.
+            let t = e.time_prefill(seqs, tokens, 1, Pace::BackToBack)?;
+            prefill_s += 2.0 * t;
+            if start.elapsed().as_secs_f64() > SUSTAINED_WINDOW_S / 2.0 {
+                late.push(t);
+            }
+            while prefill_s / start.elapsed().as_secs_f64() > duty {
+                e.time_decode(batch, context, 4)?;
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        points.push(SustainedPoint {
+            duty: (prefill_s / elapsed).min(1.0),
+            slowdown: crate::stats::median(&late) / rested,
+        });
+    }
+    Ok(points)
 }
 
 impl Engine {

@@ -119,10 +119,24 @@ pub struct EngineEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepKind {
     Idle,
-    Encode { images: usize },
-    Prefill { seqs: usize, tokens: usize },
-    Import { seqs: usize },
-    Decode { batch: usize, bucket: usize },
+    Encode {
+        images: usize,
+    },
+    /// `images` were encoded in the same step, just before the prefill.
+    Prefill {
+        seqs: usize,
+        tokens: usize,
+        images: usize,
+    },
+    Import {
+        seqs: usize,
+    },
+    /// `context` is Σ context length of the batch's sequences.
+    Decode {
+        batch: usize,
+        bucket: usize,
+        context: usize,
+    },
 }
 
 /// What the engine holds of a request beside the scheduler's state of it (lengths, blocks).
@@ -383,6 +397,12 @@ impl Engine {
     }
 
     /// Seconds since the engine started (the clock of its events).
+    /// cuBLASLt plans the model has made so far: a new one inside a served step is set-up work
+    /// (a heuristic query) that a phase table measured in steady state does not contain.
+    pub fn plans_made(&self) -> usize {
+        self.model.plans_made()
+    }
+
     pub fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
@@ -659,6 +679,14 @@ impl Engine {
                 }
                 let (kind, more) = self.prefill(&prefill)?;
                 events.extend(more);
+                let kind = match kind {
+                    StepKind::Prefill { seqs, tokens, .. } => StepKind::Prefill {
+                        seqs,
+                        tokens,
+                        images,
+                    },
+                    other => other,
+                };
                 Ok((kind, events))
             }
             Step::Import { ids } => {
@@ -668,6 +696,11 @@ impl Engine {
             }
             Step::Prefill { ids } => self.prefill(&ids),
             Step::Decode { ids, bucket } => {
+                let context = ids
+                    .iter()
+                    .filter_map(|id| self.sched.sequence(*id))
+                    .map(|s| s.len)
+                    .sum();
                 let toks = self.decode(&ids, bucket)?;
                 let t = self.now();
                 let events = self.tokens_made(&ids, &toks, EventKind::Token, t);
@@ -675,6 +708,7 @@ impl Engine {
                     StepKind::Decode {
                         batch: ids.len(),
                         bucket,
+                        context,
                     },
                     events,
                 ))
@@ -827,6 +861,7 @@ impl Engine {
             StepKind::Prefill {
                 seqs: m,
                 tokens: pass.n,
+                images: 0,
             },
             events,
         ))

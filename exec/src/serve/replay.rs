@@ -30,10 +30,12 @@ use hetsim_sim::records::{
     DropReason, RequestRecord, RequestStatus, Source, TransferKind, TransferRecord,
 };
 
-use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream, allocations_so_far};
 use crate::cuda::staging::{Stager, staged_chunk};
 use crate::error::{Error, Result};
-use crate::serve::engine::{Engine, EngineConfig, EventKind, HandOff, Request};
+use crate::serve::engine::{
+    Engine, EngineConfig, EngineEvent, EventKind, HandOff, Request, StepKind,
+};
 use crate::serve::model::gpu::{GpuModel, KV_BLOCK};
 use crate::serve::model::llava::LlavaConfig;
 
@@ -137,6 +139,140 @@ pub struct Replayed {
     pub requests: Vec<RequestRecord>,
     /// Embedding (modality-level) or KV (stage-level) shipments.
     pub transfers: Vec<TransferRecord>,
+    /// Every engine step of a colocated replay, in order (empty for the two-GPU shapes).
+    pub steps: Vec<StepTiming>,
+}
+
+/// One engine step as the colocated replay saw it, on the replay's clock, with the set-up work
+/// that happened inside it: a device allocation or a new GEMM plan is a cost of the first step of
+/// its shape that a steady-state phase table does not hold, so the step log tells a slow step
+/// from a mispredicted one.
+#[derive(Debug, Clone)]
+pub struct StepTiming {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub kind: StepKind,
+    /// Requests whose images this step encoded, whose prompts it prefilled, that it decoded.
+    pub encoded: Vec<u64>,
+    pub prefilled: Vec<u64>,
+    pub decoded: Vec<u64>,
+    /// cuMemAlloc calls during the step.
+    pub allocations: u64,
+    /// cuBLASLt plans made during the step.
+    pub new_plans: usize,
+    /// What the scenario's phase model (the simulator's) says this step costs.
+    pub predicted_s: f64,
+}
+
+impl StepTiming {
+    fn new(start_s: f64, end_s: f64, kind: StepKind, events: &[EngineEvent]) -> StepTiming {
+        let of = |k: EventKind| {
+            let mut ids: Vec<u64> = events
+                .iter()
+                .filter(|e| e.kind == k)
+                .map(|e| e.id)
+                .collect();
+            ids.dedup();
+            ids
+        };
+        StepTiming {
+            start_s,
+            end_s,
+            kind,
+            encoded: of(EventKind::EncodeDone),
+            prefilled: of(EventKind::FirstToken),
+            decoded: of(EventKind::Token),
+            allocations: 0,
+            new_plans: 0,
+            predicted_s: 0.0,
+        }
+    }
+
+    /// The simulator's time for this step's work: its images encoded, then one forward over its
+    /// prompts and decodes.
+    fn predict(
+        &self,
+        perf: &dyn hetsim_sim::perf::PhaseModel,
+        model: &hetsim_sim::catalog::ModelSpec,
+        reqs: &BTreeMap<u64, &hetsim_sim::workload::Request>,
+    ) -> f64 {
+        let tokens = |&(w, h): &(u32, u32)| model.image_tokens(w as u64, h as u64).ok();
+        let images: Vec<_> = self
+            .encoded
+            .iter()
+            .filter_map(|id| reqs.get(id))
+            .flat_map(|r| r.images.iter().filter_map(tokens))
+            .collect();
+        let mut batch = hetsim_sim::perf::BatchShape::default();
+        for r in self.prefilled.iter().filter_map(|id| reqs.get(id)) {
+            let visual: u64 = r
+                .images
+                .iter()
+                .filter_map(tokens)
+                .map(|t| t.llm_tokens)
+                .sum();
+            batch.add_prefill_chunk(0, visual + r.prompt_tokens as u64, true);
+        }
+        if let StepKind::Decode {
+            batch: n, context, ..
+        } = self.kind
+        {
+            batch.decode_seqs = n as u64;
+            batch.decode_ctx_tokens = context as u64;
+            batch.logits += n as u64;
+        }
+        let encode = if images.is_empty() {
+            0.0
+        } else {
+            perf.encode_s(&images)
+        };
+        encode + perf.forward_s(&batch)
+    }
+}
+
+/// The step log of a colocated replay as a table (`hetsim validate` writes it as steps.csv).
+pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Table {
+    use hetsim_sim::table::{Table, Value};
+    let mut t = Table::new(&[
+        "scenario",
+        "start_s",
+        "measured_s",
+        "predicted_s",
+        "images",
+        "prefill_seqs",
+        "prefill_tokens",
+        "decode_batch",
+        "decode_context",
+        "allocations",
+        "new_plans",
+    ]);
+    for st in steps {
+        let (images, seqs, tokens, batch, context) = match st.kind {
+            StepKind::Encode { images } => (images, 0, 0, 0, 0),
+            StepKind::Prefill {
+                seqs,
+                tokens,
+                images,
+            } => (images, seqs, tokens, 0, 0),
+            StepKind::Decode { batch, context, .. } => (0, 0, 0, batch, context),
+            StepKind::Import { .. } | StepKind::Idle => (0, 0, 0, 0, 0),
+        };
+        let n = |v: usize| Value::U64(v as u64);
+        t.push(vec![
+            Value::Str(scenario.to_string()),
+            Value::F64(st.start_s),
+            Value::F64(st.end_s - st.start_s),
+            Value::F64(st.predicted_s),
+            n(images),
+            n(seqs),
+            n(tokens),
+            n(batch),
+            n(context),
+            Value::U64(st.allocations),
+            n(st.new_plans),
+        ]);
+    }
+    t
 }
 
 /// The engine's request for a trace request. The engine's prompt is [BOS, IMAGE × n, text…]:
@@ -194,10 +330,17 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
         hand_off: false,
         seed: s.seed,
     };
-    let (seen, transfers, instances) = if s.strategy == Strategy::Colocated {
-        (replay_colocated(&reqs, gpu, &c, &cfg)?, Vec::new(), (0, 0))
+    let (seen, transfers, instances, steps) = if s.strategy == Strategy::Colocated {
+        let (seen, mut steps) = replay_colocated(&reqs, gpu, &c, &cfg)?;
+        let perf = s.phase_model(0);
+        let by_id = reqs.iter().map(|r| (r.id, r)).collect();
+        for st in &mut steps {
+            st.predicted_s = st.predict(&*perf, &s.model, &by_id);
+        }
+        (seen, Vec::new(), (0, 0), steps)
     } else {
-        replay_split(s, gpu, &reqs, &c, &cfg)?
+        let (seen, transfers, instances) = replay_split(s, gpu, &reqs, &c, &cfg)?;
+        (seen, transfers, instances, Vec::new())
     };
     let requests = reqs
         .iter()
@@ -209,6 +352,7 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
     Ok(Replayed {
         requests,
         transfers,
+        steps,
     })
 }
 
@@ -300,12 +444,13 @@ fn replay_colocated(
     gpu: usize,
     c: &LlavaConfig,
     cfg: &EngineConfig,
-) -> Result<BTreeMap<u64, Seen>> {
+) -> Result<(BTreeMap<u64, Seen>, Vec<StepTiming>)> {
     let mut engine = Engine::new(GpuModel::random(c, Gpu::open(gpu)?, cfg.seed)?, cfg.clone())?;
-    warm_up(&mut engine, c, cfg.max_batch)?;
+    warm_up(&mut engine, c, cfg)?;
 
     let t0 = engine.now();
     let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+    let mut steps = Vec::new();
     let mut next = 0;
     while next < reqs.len() || !engine.is_idle() {
         let now = engine.now() - t0;
@@ -322,10 +467,18 @@ fn replay_colocated(
             }
             continue;
         }
-        let (_, events) = engine.step()?;
+        let (allocs, plans) = (allocations_so_far(), engine.plans_made());
+        let start = engine.now() - t0;
+        let (kind, events) = engine.step()?;
+        let mut step = StepTiming::new(start, engine.now() - t0, kind, &events);
+        step.allocations = allocations_so_far() - allocs;
+        step.new_plans = engine.plans_made() - plans;
+        if kind != StepKind::Idle {
+            steps.push(step);
+        }
         note(&mut seen, events, t0);
     }
-    Ok(seen)
+    Ok((seen, steps))
 }
 
 /// What crosses from the upstream GPU to the downstream one, complete on the downstream GPU.
@@ -766,7 +919,7 @@ fn replay_split(
                     GpuModel::random(c, Gpu::open(down_ord)?, cfg.seed)?,
                     cfg.clone(),
                 )?;
-                warm_up(&mut eng, c, cfg.max_batch)?;
+                warm_up(&mut eng, c, cfg)?;
                 if stage {
                     eng.load_kv_kernels()?;
                 }
@@ -859,18 +1012,45 @@ fn replay_split(
     Ok((seen, transfers, (ui, di)))
 }
 
-/// Compiles every kernel and captures every decode graph before the clock starts: requests with
-/// output lengths 2 … max_batch + 1 make the batch shrink through every bucket.
-fn warm_up(engine: &mut Engine, c: &LlavaConfig, max_batch: usize) -> Result<()> {
-    for k in 0..max_batch {
+/// Everything a served step would otherwise set up the first time it meets a shape happens here,
+/// before the clock starts, as a serving engine's start-up profiling run does: every kernel
+/// compiled, every decode graph captured (requests with output lengths 2 … max_batch + 1 make the
+/// batch shrink through every bucket), and the prefill and encoder scratch grown to the largest
+/// step the engine allows (a full encoder batch, prefills filling the token budget, the longest
+/// prompt). Without the last part the first two- or three-prompt prefill of a replay allocated
+/// ~20 buffers and took 2.4× its steady-state time (the step log of
+/// exec/results/2026-12-03-h200-ttft-tail/), which alone made the measured TTFT p99 30–40 %
+/// worse than the simulator's.
+fn warm_up(engine: &mut Engine, c: &LlavaConfig, cfg: &EngineConfig) -> Result<()> {
+    let vocab = c.llm.vocab;
+    for k in 0..cfg.max_batch {
         engine.submit(Request::synthetic(
             u64::MAX - k as u64,
             usize::from(k == 0),
             8,
             k + 2,
-            c.llm.vocab,
+            vocab,
         ))?;
     }
+    engine.run_to_completion()?;
+    let base = u64::MAX - cfg.max_batch as u64;
+    for k in 0..cfg.encode_batch.max(1) {
+        engine.submit(Request::synthetic(base - k as u64, 1, 8, 1, vocab))?;
+    }
+    engine.run_to_completion()?;
+    // One text-only prompt as long as a step or a request allows.
+    let longest = cfg
+        .prefill_tokens
+        .min(cfg.max_context)
+        .saturating_sub(2)
+        .max(1);
+    engine.submit(Request::synthetic(
+        base - cfg.encode_batch.max(1) as u64,
+        0,
+        longest,
+        1,
+        vocab,
+    ))?;
     engine.run_to_completion()?;
     Ok(())
 }
@@ -896,6 +1076,7 @@ pub fn validate(
     use hetsim_sim::records::MemorySink;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
+    let mut steps: Option<hetsim_sim::table::Table> = None;
     let mut writer = match out {
         Some(dir) => Some(ResultWriter::create(dir)?),
         None => None,
@@ -916,7 +1097,13 @@ pub fn validate(
                 let Replayed {
                     requests: measured,
                     transfers,
+                    steps: step_log,
                 } = replay(s, gpu)?;
+                let t = step_table(&s.name, &step_log);
+                match steps.as_mut() {
+                    None => steps = Some(t),
+                    Some(all) => all.rows.extend(t.rows),
+                }
                 if let Some(w) = writer.as_mut() {
                     for t in &transfers {
                         w.transfers.append(t)?;
@@ -942,6 +1129,11 @@ pub fn validate(
         let csv = dir.join("comparison.csv");
         hetsim_sim::output::write_atomically(&csv, cmp.table.to_csv())?;
         files.push(csv);
+        if let Some(t) = &steps {
+            let csv = dir.join("steps.csv");
+            hetsim_sim::output::write_atomically(&csv, t.to_csv())?;
+            files.push(csv);
+        }
     }
     Ok(Validation {
         comparison: cmp.table,

@@ -141,6 +141,11 @@ impl GpuModel {
     }
 
     /// The small-M products timed so far, by (m, n, k).
+    /// cuBLASLt plans made so far (one per product shape and epilogue).
+    pub fn plans_made(&self) -> usize {
+        self.plans.borrow().len()
+    }
+
     pub fn product_races(&self) -> Vec<((usize, usize, usize), ProductRace)> {
         let mut v: Vec<_> = self
             .races
