@@ -34,8 +34,9 @@ pub struct GpuSpec {
     /// clock where the vendor quotes the tensor rate at a lower one (H100 SXM: 1830 against
     /// 1980 MHz), else equal to it.
     pub tensor_clock_mhz: f64,
-    /// Last-level on-chip cache as the vendor quotes it, MiB (Hopper's "50 MB" L2 is 50 MiB):
-    /// the L2 on NVIDIA parts, the 256 MiB Infinity Cache on MI300X (whose L2 is 4 MiB per XCD).
+    /// Last-level on-chip cache, MiB: the L2 on NVIDIA parts (H100's "50 MB" is 50 MiB; the
+    /// H200, for which no vendor figure was found, as the driver reports it: 60 MiB), the
+    /// 256 MiB Infinity Cache on MI300X (whose L2 is 4 MiB per XCD).
     pub l2_mib: f64,
     /// Launch / list price in USD, where a source gave one.
     pub price_usd: Option<Quote>,
@@ -65,7 +66,7 @@ const fn quote(usd: f64, source: &'static str, date: &'static str) -> Option<Quo
 /// The catalog. Source keys refer to `docs/reference/gpus_SOURCES.md`.
 pub static GPUS: [GpuSpec; 19] = [
     // [STAS-ACC], [AIC-h200_sxm], [MLC-H200]; MSRP [HFHW-h200] (estimate); $/h [SPHERON-BW].
-    // arch [TORCH-PROPS], [GKW], [HPCTECH-H100].
+    // arch [HETSIM-CAL], [TORCH-PROPS], [GKW].
     GpuSpec {
         name: "H200-SXM",
         arch: "Hopper",
@@ -77,7 +78,7 @@ pub static GPUS: [GpuSpec; 19] = [
         sm_count: 132,
         boost_clock_mhz: 1980.0,
         tensor_clock_mhz: 1830.0,
-        l2_mib: 50.0,
+        l2_mib: 60.0,
         price_usd: quote(32000.0, "HFHW-h200", "n.d."),
         cloud_usd_per_hour: quote(4.54, "SPHERON-BW", "2026-03-17"),
         nvlink: Some("nvlink4"),
@@ -85,7 +86,7 @@ pub static GPUS: [GpuSpec; 19] = [
         pcie_p2p: true,
     },
     // [STAS-ACC], [AIC-h100_sxm], [GKW]; MSRP [HFHW-h100]; $/h [VIDUR-COST] CoreWeave 2024-02-07.
-    // arch [HPCTECH-H100], [GKW].
+    // arch [HPCTECH-H100], [GKW], [HETSIM-CAL], [DEVQ].
     GpuSpec {
         name: "H100-SXM",
         arch: "Hopper",
@@ -165,7 +166,7 @@ pub static GPUS: [GpuSpec; 19] = [
         pcie_p2p: true,
     },
     // [AIC-a100_pcie], [STAS-ACC]; $/h [SKY-RP].
-    // arch [SYSRQ-A100PCIE] (40 GB card), [ARCH-KNOWN].
+    // arch [DEVQ], [SYSRQ-A100PCIE].
     GpuSpec {
         name: "A100-PCIe-80GB",
         arch: "Ampere",
@@ -185,7 +186,7 @@ pub static GPUS: [GpuSpec; 19] = [
         pcie_p2p: true,
     },
     // [STAS-ACC], [AIC-l40s]; MSRP [HFHW-l40s] (estimate); $/h [MODAL-L40S] (AWS G6e).
-    // arch [TORCH-PROPS], [TPU-L40S]; L2 [ARCH-KNOWN].
+    // arch [DEVQ], [TORCH-PROPS], [TPU-L40S].
     GpuSpec {
         name: "L40S",
         arch: "Ada",
@@ -225,7 +226,7 @@ pub static GPUS: [GpuSpec; 19] = [
         pcie_p2p: true,
     },
     // [AIC-l4]; $/h [SKY-RP].
-    // arch [FPSBENCH-L4] (58 SMs disputed: 60 elsewhere).
+    // arch [DEVQ], [FPSBENCH-L4].
     GpuSpec {
         name: "L4",
         arch: "Ada",
@@ -245,7 +246,7 @@ pub static GPUS: [GpuSpec; 19] = [
         pcie_p2p: true,
     },
     // [LLMA-a10g-pcie-24gb]; $/h [MEL]. TDP not in sources: 150 W as the A10 it derives from.
-    // arch [TORCH-PROPS]; clock [ARCH-KNOWN].
+    // arch [TORCH-PROPS], [DEVQ].
     GpuSpec {
         name: "A10G",
         arch: "Ampere",
@@ -265,7 +266,7 @@ pub static GPUS: [GpuSpec; 19] = [
         pcie_p2p: true,
     },
     // [PL] (A10 datasheet), [TS].
-    // arch [SYSRQ-A10].
+    // arch [SYSRQ-A10], [DEVQ].
     GpuSpec {
         name: "A10",
         arch: "Ampere",
@@ -385,7 +386,7 @@ pub static GPUS: [GpuSpec; 19] = [
         pcie_p2p: true,
     },
     // [PL] (V100 datasheet) fp16 tensor 125; [LLMA-v100-sxm-32gb]; $/h [SKY-LAMBDA] (16 GB part).
-    // arch [TECHRIVAL-V100]; clock [ARCH-KNOWN].
+    // arch [DEVQ], [TECHRIVAL-V100].
     GpuSpec {
         name: "V100-SXM2-32GB",
         arch: "Volta",
@@ -426,7 +427,7 @@ pub static GPUS: [GpuSpec; 19] = [
     },
     // [STAS-ACC], [GENZ]; $/h [CLIFF-MI300X] (Vultr). Infinity Fabric is not NVLink: no NVLink
     // link here. No purchase price in a dated source read.
-    // arch [ROCM-MI300], [STH-MI300X]; clock [ARCH-KNOWN].
+    // arch [ROCMINFO], [ROCM-MI300], [STH-MI300X].
     GpuSpec {
         name: "MI300X",
         arch: "CDNA3",
