@@ -31,8 +31,8 @@ pub struct GpuSpec {
     pub boost_clock_mhz: f64,
     /// The clock `tflops_16bit` is quoted at, MHz: `tflops_16bit` = `sm_count` × the
     /// architecture's dense 16-bit tensor FLOP per SM per clock × this clock. Below the boost
-    /// clock where the vendor quotes the tensor rate at a lower one (H100 SXM: 1830 against
-    /// 1980 MHz), else equal to it.
+    /// clock where a source gives a lower one (H100 SXM: 1830 against 1980 MHz) or the quoted
+    /// rate implies one (H100 PCIe: 1620 against 1755 MHz), else equal to it.
     pub tensor_clock_mhz: f64,
     /// Last-level on-chip cache, MiB: the L2 on NVIDIA parts (H100's "50 MB" is 50 MiB; the
     /// H200, for which no vendor figure was found, as the driver reports it: 60 MiB), the
