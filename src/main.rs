@@ -58,6 +58,9 @@ enum Command {
     },
     /// Bytes at every place a model can be cut across two devices, and their time over links
     Transfer(TransferArgs),
+    /// Fit the operator model to a profile's phase table and GEMM probes (what carries to other
+    /// GPUs); with --against, predict other GPUs' measured tables from the fit (leave one GPU out)
+    Fit(FitArgs),
     /// Closed-form cost model beside the simulator: capacity and Tokens/$ of each scenario,
     /// per-phase cost of each GPU type, cheapest homogeneous and heterogeneous placements
     Cost {
@@ -227,6 +230,100 @@ const IMAGE_SIZES: [&str; 9] = [
     "3840x2160",
 ];
 
+#[derive(clap::Args)]
+struct FitArgs {
+    /// Profile with one phase table (`hetsim calibrate --model`): the GPU to fit on
+    profile: PathBuf,
+    /// Profile of another GPU with its own phase table: predicted from the fit and compared
+    #[arg(long)]
+    against: Vec<PathBuf>,
+    /// With one --against: EXPERIMENT=COMPARISON_CSV, a `hetsim validate` of that GPU. The
+    /// experiment is simulated on the fit (the --against profile's links, none of its phases)
+    /// and held against the measured column
+    #[arg(long)]
+    replay: Vec<String>,
+    /// Print every measured point beside its prediction, not only the summary by phase
+    #[arg(long)]
+    points: bool,
+    /// Write PROFILE with the fit added (`operator_fit:`), for `hetsim run` on other GPUs
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+fn fit(a: FitArgs) -> Result<(), Error> {
+    use hetsim_sim::fit::{
+        ProfileTable, evaluate, fit_markdown, points_table, replay_check, summarize,
+    };
+    use hetsim_sim::profile::HardwareProfile;
+    if !a.replay.is_empty() && a.against.len() != 1 {
+        return Err(InputError::new(
+            "--replay needs exactly one --against: the GPU the replay ran on",
+        )
+        .into());
+    }
+    let mut profile = HardwareProfile::load(&a.profile)?;
+    let table = ProfileTable::of(&profile, &a.profile.display().to_string())?;
+    let f = hetsim_sim::fit::fit(&table.measurements())?;
+    say!("{}", fit_markdown(&f));
+    if a.points {
+        sayln!();
+        say!(
+            "{}",
+            points_table(&evaluate(&table.measurements(), &f)?).to_text(2)
+        );
+    }
+    for other in &a.against {
+        let mut target = HardwareProfile::load(other)?;
+        let t = ProfileTable::of(&target, &other.display().to_string())?;
+        let points = evaluate(&t.measurements(), &f)?;
+        sayln!(
+            "\n## {} on {} predicted from the fit on {} ({})\n",
+            t.phases.model,
+            t.gpu.name,
+            f.catalog_gpu,
+            other.display()
+        );
+        sayln!("| phase | points | median abs error % | max abs error % |\n|---|---|---|---|");
+        for r in summarize(&points) {
+            sayln!(
+                "| {} | {} | {:.1} | {:.1} |",
+                r.phase,
+                r.points,
+                r.median_abs_error_pct,
+                r.max_abs_error_pct
+            );
+        }
+        if a.points {
+            sayln!();
+            say!("{}", points_table(&points).to_text(2));
+        }
+        target.phases.clear();
+        target.operator_fit = Some(f.clone());
+        for r in &a.replay {
+            let Some((exp, csv)) = r.split_once('=') else {
+                return Err(InputError::new(format!(
+                    "--replay {r}: expected EXPERIMENT=COMPARISON_CSV"
+                ))
+                .into());
+            };
+            let c = replay_check(exp.as_ref(), target.clone(), csv.as_ref())?;
+            sayln!(
+                "\n### replay {exp} simulated on the fit, against {csv}: median |error| {:.1} % over {} metrics\n",
+                c.median_abs_error_pct.unwrap_or(f64::NAN),
+                c.table.rows.len()
+            );
+            let t = c.table;
+            say!("{}", t.to_text(4));
+        }
+    }
+    if let Some(out) = &a.out {
+        profile.operator_fit = Some(f);
+        hetsim_sim::output::write_atomically(out, profile.to_yaml())?;
+        sayln!("\nwrote {}", out.display());
+    }
+    Ok(())
+}
+
 fn transfer(a: TransferArgs) -> Result<(), Error> {
     let sizes = |list: &[String]| {
         list.iter()
@@ -390,6 +487,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             eprintln!("simulated in {:.2} s", started.elapsed().as_secs_f64());
         }
         Command::Transfer(a) => transfer(a)?,
+        Command::Fit(a) => fit(a)?,
         Command::Plan { plan, out, seed } => {
             let plan = hetsim_sim::experiment::load_plan(&plan, seed)?;
             // On standard error, hidden when it is not a terminal.

@@ -115,6 +115,16 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         prof.phases
             .retain(|x| !(x.model == p.model && x.catalog_gpu == p.catalog_gpu));
         prof.phases.push(p);
+        // The table predicts this GPU; fitted through the operators it predicts the others.
+        match hetsim_sim::fit::ProfileTable::of(&prof, "the new profile")
+            .and_then(|t| hetsim_sim::fit::fit(&t.measurements()))
+        {
+            Ok(fit) => {
+                println!("{}", hetsim_sim::fit::fit_markdown(&fit));
+                prof.operator_fit = Some(fit);
+            }
+            Err(e) => eprintln!("no operator fit in the profile: {e}"),
+        }
     }
     calibrate::write_profile(&prof, &a.out)?;
     eprintln!("wrote {}", a.out.display());

@@ -358,11 +358,21 @@ pub fn load_experiment_with_profile(
     seed: Option<u64>,
     profile: Option<&Path>,
 ) -> Result<Experiment, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(format!("cannot read experiment {}: {e}", path.display())))?;
     let profile = profile
         .map(|p| HardwareProfile::load(p).map_err(|e| e.context("--profile")))
         .transpose()?;
+    load_experiment_on(path, seed, profile)
+}
+
+/// As `load_experiment_with_profile`, with a profile already in memory (`hetsim fit` simulates
+/// with a profile it built).
+pub fn load_experiment_on(
+    path: &Path,
+    seed: Option<u64>,
+    profile: Option<HardwareProfile>,
+) -> Result<Experiment, InputError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::new(format!("cannot read experiment {}: {e}", path.display())))?;
     parse(&text, path, seed, profile)
 }
 
@@ -891,9 +901,14 @@ fn build_cluster(
             Role::Llm | Role::Decode => false,
         } && model.vision.is_some();
         let holds_llm = role != Role::Encoder || d.work_stealing;
-        let eff = match profile.and_then(|p| p.gpu(gpu.name)) {
-            Some(gp) => engine.efficiency.calibrated(gp),
-            None => engine.efficiency,
+        // An operator fit carries to every GPU; a GPU probe alone sets only GEMM and memory.
+        let eff = match (
+            profile.and_then(|p| p.operator_fit.as_ref()),
+            profile.and_then(|p| p.gpu(gpu.name)),
+        ) {
+            (Some(fit), _) => fit.efficiency,
+            (None, Some(gp)) => engine.efficiency.calibrated(gp),
+            (None, None) => engine.efficiency,
         };
         let plan = MemoryPlan::new(
             model,

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod engine_spec;
 pub mod error;
 pub mod experiment;
+pub mod fit;
 pub mod headroom;
 pub mod kv;
 pub mod measured;

@@ -165,15 +165,23 @@ fn decay(ns: u64) -> f64 {
     (-(ns as f64) * 1e-9 / POWER_TAU_S).exp()
 }
 
-/// Efficiency defaults. GEMM 0.75: the project's H100 ran an 8192³ bf16 product at 790–798 of
-/// 989 TFLOP/s (0.80); smaller shapes do worse. Attention 0.5: FlashAttention-2 reaches 50–70 % of
-/// peak in its paper's forward benchmarks. Memory 0.8: the H200 copy reached 4.3 of 4.8 TB/s, and
-/// older parts reach less. Kernel overhead 4 µs: launch plus tail of a small kernel. Step overhead
-/// 300 µs: scheduler, sampling and host work per engine iteration.
+/// The operator model's parameters: what one GPU's measurements teach about any other, given
+/// its datasheet (`sim::fit` fits them; `hetsim fit` shows how well they carry).
+///
+/// Defaults. GEMM 0.75 of the tensor rate at the boost clock for a product that fills whole waves
+/// with a long K: the project's H100 ran an 8192³ bf16 product at 790–798 of 989 TFLOP/s
+/// (0.80 of the datasheet rate, quoted at 1830 MHz; the SMs ran at 1980). K half 64: a tile's
+/// prologue and epilogue cost about 64 steps of K (a 577×1024×1024 product reached 0.09 of peak,
+/// an 18464×3072×1024 one 0.71). Attention 0.5: FlashAttention-2 reaches 50–70 % of peak in its
+/// paper's forward benchmarks. Memory 0.8: the H200 copy reached 4.3 of 4.8 TB/s, and older parts
+/// reach less. Kernel overhead 4 µs: launch plus tail of a small kernel. Step overhead 300 µs:
+/// scheduler, sampling and host work per engine iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Efficiency {
     pub gemm: f64,
+    /// K (per thread block, after any split) at which a GEMM tile runs at half its long-K rate.
+    pub gemm_k_half: f64,
     pub attention: f64,
     pub memory: f64,
     pub kernel_overhead_us: f64,
@@ -184,6 +192,7 @@ impl Default for Efficiency {
     fn default() -> Self {
         Efficiency {
             gemm: 0.75,
+            gemm_k_half: 64.0,
             attention: 0.5,
             memory: 0.8,
             kernel_overhead_us: 4.0,
@@ -197,6 +206,7 @@ impl Efficiency {
     pub fn calibrated(self, p: &GpuProfile) -> Efficiency {
         Efficiency {
             gemm: p.gemm_efficiency,
+            gemm_k_half: self.gemm_k_half,
             // Attention tracks the GEMM units: keep the default ratio between them.
             attention: self.attention * p.gemm_efficiency / self.gemm,
             memory: p.memory_efficiency,
@@ -206,6 +216,14 @@ impl Efficiency {
     }
 }
 
+/// Output tile shapes (rows × columns) a GEMM kernel may use.
+const GEMM_TILES: [(f64, f64); 4] = [
+    (128.0, 256.0),
+    (256.0, 128.0),
+    (128.0, 128.0),
+    (64.0, 128.0),
+];
+
 /// The roofline model of one instance: a model (or the part of it the instance runs) on `tp`
 /// GPUs of one type.
 #[derive(Debug, Clone)]
@@ -213,6 +231,9 @@ pub struct Roofline {
     pub model: ModelSpec,
     pub dtype: Dtype,
     pub peak_flops: f64,
+    /// Tensor FLOP/s of one SM at the boost clock (datasheet rate ÷ SMs × boost ÷ quoted clock).
+    pub sm_flops: f64,
+    pub sms: f64,
     pub mem_bytes_per_s: f64,
     pub eff: Efficiency,
     pub tp: u64,
@@ -233,6 +254,9 @@ impl Roofline {
             model: model.clone(),
             dtype,
             peak_flops: peak_flops(gpu, dtype),
+            sm_flops: peak_flops(gpu, dtype) / f64::from(gpu.sm_count) * gpu.boost_clock_mhz
+                / gpu.tensor_clock_mhz,
+            sms: f64::from(gpu.sm_count),
             mem_bytes_per_s: gpu.mem_bw_gbs * 1e9,
             eff,
             tp,
@@ -252,13 +276,39 @@ impl Roofline {
         }
     }
 
-    fn gemm(&self, tokens: f64, k: f64, n: f64) -> Work {
+    /// A `m`×`k` by `k`×`n` product. Its compute time is counted in whole waves of output tiles
+    /// over the SMs, for the fastest of a few tile shapes (cuBLASLt picks per shape): with fewer
+    /// tiles than SMs, K is split across blocks (split-K), and each block's K pays a fixed
+    /// prologue and epilogue (`gemm_k_half`). This is what carries from one GPU to another: a
+    /// 577-row product is one partial wave on 132 SMs and on 58.
+    pub fn gemm(&self, m: f64, k: f64, n: f64) -> Work {
         let b = self.dtype.bytes() as f64;
-        self.op(
-            2.0 * tokens * k * n,
-            (k * n + tokens * (k + n)) * b,
-            self.eff.gemm,
-        )
+        let flops = 2.0 * m * k * n;
+        let bytes = (k * n + m * (k + n)) * b;
+        if flops == 0.0 {
+            return Work::default();
+        }
+        let compute = GEMM_TILES
+            .iter()
+            .map(|&(tm, tn)| {
+                let tiles = (m / tm).ceil() * (n / tn).ceil();
+                let split = (self.sms / tiles)
+                    .floor()
+                    .clamp(1.0, (k / 256.0).floor().max(1.0));
+                let k_block = k / split;
+                let waves = (tiles * split / self.sms).ceil();
+                let rate =
+                    self.sm_flops * self.eff.gemm * k_block / (k_block + self.eff.gemm_k_half);
+                waves * 2.0 * tm * tn * k_block / rate
+            })
+            .fold(f64::INFINITY, f64::min);
+        let seconds = compute.max(bytes / (self.mem_bytes_per_s * self.eff.memory))
+            + self.eff.kernel_overhead_us * 1e-6;
+        Work {
+            seconds,
+            flops,
+            bytes,
+        }
     }
 
     /// Ring all-reduce of `bytes` across the TP group (link time, no HBM work counted).

@@ -27,6 +27,10 @@ pub struct HardwareProfile {
     /// roofline for instances of that model on that GPU at tp = 1.
     #[serde(default)]
     pub phases: Vec<PhaseProfile>,
+    /// The operator model fitted to `phases` and the GEMM probes (`sim::fit`): the performance
+    /// of every GPU without a phase table of its own, from its datasheet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_fit: Option<crate::fit::OperatorFit>,
 }
 
 /// Phase times of one model on one GPU type, measured on a grid.
@@ -235,6 +239,7 @@ mod tests {
             machine: "2× NVIDIA H200".into(),
             date: "2026-11-21".into(),
             command: "hetsim calibrate --out p.yaml".into(),
+            operator_fit: None,
             gpus: vec![GpuProfile {
                 catalog_gpu: "H200-SXM".into(),
                 reported_name: "NVIDIA H200".into(),

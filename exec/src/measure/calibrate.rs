@@ -734,6 +734,7 @@ pub fn to_profile(cal: &Calibration) -> HardwareProfile {
         gpus,
         links,
         phases: Vec::new(),
+        operator_fit: None,
     }
 }
 

@@ -746,6 +746,7 @@ mod tests {
             machine: "m".into(),
             date: "d".into(),
             command: "c".into(),
+            operator_fit: None,
             gpus: vec![],
             links: vec![
                 crate::profile::LinkProfile {
