@@ -1121,19 +1121,15 @@ pub fn validate(
     }
     let cmp = hetsim_sim::compare::compare(&rows);
     let mut files = Vec::new();
-    if let (Some(mut w), Some(dir)) = (writer, out) {
+    if let Some(mut w) = writer {
         for r in &rows {
             w.requests.append(r)?;
         }
-        files = w.commit()?;
-        let csv = dir.join("comparison.csv");
-        hetsim_sim::output::write_atomically(&csv, cmp.table.to_csv())?;
-        files.push(csv);
+        w.add_file("comparison.csv", cmp.table.to_csv())?;
         if let Some(t) = &steps {
-            let csv = dir.join("steps.csv");
-            hetsim_sim::output::write_atomically(&csv, t.to_csv())?;
-            files.push(csv);
+            w.add_file("steps.csv", t.to_csv())?;
         }
+        files = w.commit()?;
     }
     Ok(Validation {
         comparison: cmp.table,
