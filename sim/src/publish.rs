@@ -248,7 +248,7 @@ impl StagedDir {
             std::fs::create_dir(&staging)?;
             File::open(&staging)
         })
-        .map_err(|e| out_err(&staging, e))?;
+        .map_err(|e| out_err(target, e))?;
         register(&staging);
         Ok(StagedDir {
             target: target.to_path_buf(),
@@ -385,8 +385,8 @@ impl PendingFile {
         let file = create_locked(&tmp, || {
             OpenOptions::new().write(true).create_new(true).open(&tmp)
         })
-        .map_err(|e| out_err(&tmp, e))?;
-        let lock = file.try_clone().map_err(|e| out_err(&tmp, e))?;
+        .map_err(|e| out_err(path, e))?;
+        let lock = file.try_clone().map_err(|e| out_err(path, e))?;
         register(&tmp);
         let pending = PendingFile {
             tmp,

@@ -972,7 +972,12 @@ fn replay_split(
         let u = sc.spawn(upstream);
         let sh = sc.spawn(shipper);
         let down = downstream(rx);
-        let panicked = |who: &str| Error::Invalid(format!("the {who} thread panicked"));
+        // A panicking thread is a bug in the harness, not the user's input.
+        let panicked = |who: &str| {
+            Error::Sim(hetsim_sim::error::Error::Internal(format!(
+                "the {who} thread panicked"
+            )))
+        };
         let up = u.join().unwrap_or_else(|_| Err(panicked("upstream")));
         let ship = sh.join().unwrap_or_else(|_| Err(panicked("shipper")));
         (up, ship, down)
