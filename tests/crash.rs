@@ -345,4 +345,23 @@ fn a_full_disk_or_a_read_only_directory_is_exit_1_naming_the_path() {
         table.to_str().unwrap(),
     ]);
     assert_output_failure(&o, &table, "Read-only file system", root.path());
+    #[cfg(feature = "analysis")]
+    {
+        let scratch = tempfile::tempdir().unwrap();
+        let res = scratch.path().join("res");
+        ok(&run_to_end(&[
+            "run",
+            "experiments/trace-replay.yaml",
+            "--out",
+            res.to_str().unwrap(),
+        ]));
+        let fig = root.path().join("fig");
+        let o = run_to_end(&[
+            "analyze",
+            res.to_str().unwrap(),
+            "--out",
+            fig.to_str().unwrap(),
+        ]);
+        assert_output_failure(&o, &fig, "Read-only file system", root.path());
+    }
 }

@@ -323,7 +323,9 @@ impl StagedDir {
         };
         std::fs::rename(&self.staging, &self.target).map_err(|e| out_err(&self.target, e))?;
         if had_old {
-            std::fs::remove_dir_all(&old).map_err(|e| out_err(&old, e))?;
+            // The new result is in place: what is left of the old one (a concurrent sweep may
+            // be removing it too) is swept by the next run if this fails.
+            remove_entry(&old);
         }
         sync_dir(&parent)
     }
