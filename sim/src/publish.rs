@@ -366,7 +366,16 @@ fn check_replaceable(target: &Path, contents: Contents) -> Result<(), Error> {
     if empty || Manifest::read(target, contents).is_ok() {
         return Ok(());
     }
-    refuse("exists and holds files hetsim did not write")
+    let other = std::fs::read_to_string(target.join(MANIFEST))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Manifest>(&t).ok());
+    match other {
+        Some(m) => refuse(&format!(
+            "holds another kind of hetsim output ({})",
+            m.format
+        )),
+        None => refuse("exists and holds files hetsim did not write"),
+    }
 }
 
 /// A file being written under a hidden temporary name beside its target (`.NAME.tmp-PID`),
@@ -468,6 +477,7 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("(hetsim-results/1)"), "{e}");
     }
 
     #[test]
