@@ -268,6 +268,45 @@ fn killed_analyses_leave_a_whole_analysis_or_none() {
     assert_complete_dir(&res, "hetsim-results/1");
 }
 
+#[test]
+fn concurrent_runs_into_one_directory_leave_one_whole_result() {
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("out");
+    let args = [
+        "run",
+        "experiments/pcie.yaml",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let runs: Vec<Child> = (0..3)
+        .map(|_| {
+            hetsim()
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = runs
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code())
+        .collect();
+    // Each sweeps beside the others' live staging directories without touching them; the last
+    // rename wins, and one that finds another's result landing under it fails cleanly (exit 1).
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(0) | Some(1))),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&Some(0)), "{codes:?}");
+    assert_complete_dir(&out, "hetsim-results/1");
+    assert!(
+        hidden(parent.path()).is_empty(),
+        "{:?}",
+        hidden(parent.path())
+    );
+}
+
 /// A small tmpfs mounted over a temporary directory, unmounted when dropped. Mounting needs root
 /// (CI and the development machines run as root); elsewhere the test says so and does less.
 struct Tmpfs(PathBuf);

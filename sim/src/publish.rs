@@ -321,7 +321,14 @@ impl StagedDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(out_err(&self.target, e)),
         };
-        std::fs::rename(&self.staging, &self.target).map_err(|e| out_err(&self.target, e))?;
+        if let Err(e) = std::fs::rename(&self.staging, &self.target) {
+            // Another run's result landed meanwhile (or the rename failed): put the old one
+            // back, or drop it if the place is taken.
+            if had_old && std::fs::rename(&old, &self.target).is_err() {
+                remove_entry(&old);
+            }
+            return Err(out_err(&self.target, e));
+        }
         if had_old {
             // The new result is in place: what is left of the old one (a concurrent sweep may
             // be removing it too) is swept by the next run if this fails.
