@@ -293,7 +293,10 @@ impl StagedDir {
         let manifest = Manifest {
             format: self.contents.format().to_string(),
             hetsim: env!("CARGO_PKG_VERSION").to_string(),
-            command: std::env::args().collect(),
+            // Lossy: an argument that is not UTF-8 must not stop the run at its last step.
+            command: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
             files: self.files.clone(),
         };
         let json = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
