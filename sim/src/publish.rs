@@ -8,6 +8,7 @@
 //! Each staging directory and temporary file is locked (`flock`) by the process writing it for
 //! as long as it lives: the sweep removes only entries whose lock it can take, so a concurrent
 //! run's work in progress is never touched. The kernel drops the lock of a killed process.
+//! (Unix only: directories are opened to lock them and entries compared by inode.)
 //!
 //! On SIGINT or SIGTERM the binary calls `abandon_all_and_exit`: every staging directory and
 //! temporary file still registered here is removed before the process exits.
