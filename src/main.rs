@@ -435,7 +435,26 @@ impl Progress for Bar {
     }
 }
 
+/// On SIGINT or SIGTERM, removes this run's staging directories and temporary files and exits
+/// 128 + the signal (130, 143), as shells report a process a signal ended. A thread waits for
+/// the signal, so the cleanup runs outside the signal handler.
+fn clean_up_on_signal() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    hetsim_sim::publish::abandon_all_and_exit(128 + sig);
+                }
+            });
+        }
+        // Without the handler a signal still ends the run; the next run sweeps what it left.
+        Err(e) => eprintln!("warning: cannot handle SIGINT/SIGTERM: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
+    clean_up_on_signal();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -496,6 +496,8 @@ fn fake_exec(from: &Path, to: &Path, factor: f64) {
         }
         w.close().unwrap();
     }
+    // The same files, so the same manifest: it marks the set complete.
+    std::fs::copy(from.join("manifest.json"), to.join("manifest.json")).unwrap();
 }
 
 #[test]
@@ -733,17 +735,28 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
 
     let empty = temp("bad-empty");
     std::fs::create_dir_all(&empty).unwrap();
-    rejected(&[&empty], "no summary.parquet");
+    rejected(
+        &[&empty],
+        "manifest.json: missing: not a complete hetsim result directory",
+    );
 
     // A table with another table's schema.
     let wrong = temp("bad-schema");
     std::fs::create_dir_all(&wrong).unwrap();
-    for t in ["summary", "requests", "transfers", "instances", "links"] {
-        std::fs::copy(
-            good.join(format!("{t}.parquet")),
-            wrong.join(format!("{t}.parquet")),
-        )
-        .unwrap();
+    for t in [
+        "summary",
+        "requests",
+        "transfers",
+        "instances",
+        "links",
+        "manifest",
+    ] {
+        let file = if t == "manifest" {
+            "manifest.json".to_string()
+        } else {
+            format!("{t}.parquet")
+        };
+        std::fs::copy(good.join(&file), wrong.join(&file)).unwrap();
     }
     std::fs::copy(good.join("transfers.parquet"), wrong.join("links.parquet")).unwrap();
     rejected(&[&good, &wrong], "column `port` is missing");

@@ -133,7 +133,7 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
             .collect();
         text.push_str(&format!("figures left out: {}\n", why.join(", ")));
     }
-    let files = write::write_all(&out, &out_tables, &figs.drawn).map_err(Error::Output)?;
+    let files = write::write_all(&out, &out_tables, &figs.drawn)?;
     Ok(Report {
         text,
         tables: out_tables,

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use hetsim_sim::error::InputError;
+use hetsim_sim::publish::{Contents, MANIFEST, Manifest};
 use hetsim_sim::records::{
     Column, ColumnType, InstanceRecord, LinkRecord, RequestRecord, Row, SummaryRecord,
     TransferRecord,
@@ -72,6 +73,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<Results, InputError> {
             )));
         }
         seen.push((canonical, dir));
+        complete(dir)?;
         let label = dir.display().to_string();
         for (i, (table, columns)) in TABLES.iter().enumerate() {
             frames[i].push(scan(dir, table, columns, &label)?);
@@ -88,6 +90,22 @@ pub fn load(dirs: &[PathBuf]) -> Result<Results, InputError> {
         runs: dirs.iter().map(|d| d.display().to_string()).collect(),
         renamed: Vec::new(),
     })
+}
+
+/// A directory is read only when its manifest (written last, `hetsim_sim::publish`) says it is
+/// a complete set of result tables: a run killed half way leaves none to read.
+fn complete(dir: &Path) -> Result<(), InputError> {
+    let manifest = Manifest::read(dir, Contents::Results)?;
+    for (table, _) in TABLES {
+        let file = format!("{table}.parquet");
+        if !manifest.files.iter().any(|f| f.name == file) {
+            return Err(InputError::new(format!(
+                "{}: does not list {file}: not a complete set of result tables",
+                dir.join(MANIFEST).display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Two experiments may use the same scenario names for different deployments (pcie.yaml and

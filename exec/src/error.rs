@@ -81,3 +81,22 @@ pub fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hetsim_sim::error::{Error as SimError, InputError};
+
+    #[test]
+    fn a_simulator_error_keeps_its_exit_code() {
+        let code = |e: SimError| Error::Sim(e).exit_code();
+        assert_eq!(code(InputError::new("bad field").into()), 2);
+        assert_eq!(code(SimError::Output("out: disk full".into())), 1);
+        assert_eq!(code(SimError::Internal("pool not empty".into())), 70);
+        let io = io_err(
+            std::path::Path::new("x"),
+            std::io::Error::other("read-only"),
+        );
+        assert_eq!(io.exit_code(), 1);
+    }
+}

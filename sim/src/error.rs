@@ -145,4 +145,17 @@ mod tests {
         assert!(e.message().contains("did you mean `A100-SXM-80GB`"), "{e}");
         assert_eq!(distance("rtx4090", "RTX-4090".to_lowercase().as_str()), 0);
     }
+
+    #[test]
+    fn a_bug_reads_as_a_bug_and_a_failed_write_as_one() {
+        let bug = Error::Internal("KV pool not empty at the end".into());
+        assert_eq!(bug.exit_code(), 70);
+        assert!(
+            bug.to_string()
+                .starts_with("internal error (a bug in hetsim)")
+        );
+        let full = Error::Output("out/requests.parquet: No space left on device".into());
+        assert_eq!(full.exit_code(), 1);
+        assert!(full.to_string().starts_with("cannot write results: out/"));
+    }
 }

@@ -20,6 +20,7 @@ pub mod output;
 pub mod perf;
 pub mod plan;
 pub mod profile;
+pub mod publish;
 pub mod records;
 pub mod run;
 pub mod scheduler;

@@ -1,11 +1,12 @@
-//! Streaming parquet writers for the result tables, and the one rule every file hetsim writes
-//! follows: written under a temporary name beside its target, flushed to disk, then renamed into
-//! place (`PendingFile`, `write_atomically`). A reader never sees a half-written file, and a
-//! failure leaves none behind.
+//! Streaming parquet writers for the result tables, and the one rule every single file hetsim
+//! writes follows: written under a temporary name beside its target, flushed to disk, then renamed
+//! into place (`write_atomically`, on `publish::PendingFile`). A reader never sees a half-written
+//! file, and a failure leaves none behind.
 //!
 //! Rows are buffered in Arrow builders and written as a row group every `BATCH_ROWS` rows, so
-//! memory stays bounded however long the run. Each table is renamed into place only when the whole
-//! run succeeded: a failed run leaves no half-written table behind.
+//! memory stays bounded however long the run. The tables of a run are written into a staging
+//! directory that is published whole with its manifest when the run succeeded
+//! (`publish::StagedDir`): a failed or killed run leaves no result directory behind.
 
 use std::fs::File;
 use std::io::Write;
@@ -21,6 +22,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::Error;
+use crate::publish::{Contents, PendingFile, StagedDir, out_err};
 use crate::records::{
     Cell, ColumnType, InstanceRecord, LinkRecord, RecordSink, RequestRecord, Row, SummaryRecord,
     TransferRecord,
@@ -50,61 +52,6 @@ pub fn schema_of<R: Row>() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A file being written under a hidden temporary name beside its target (`.NAME.tmp-PID`, so two
-/// runs writing one directory do not share one); `publish` moves it into place, and dropping it
-/// unpublished removes it.
-pub struct PendingFile {
-    tmp: PathBuf,
-    path: PathBuf,
-    published: bool,
-}
-
-impl PendingFile {
-    pub fn create(path: &Path) -> Result<(PendingFile, File), Error> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| out_err(path, "not a file name"))?;
-        let tmp = path.with_file_name(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = File::create(&tmp).map_err(|e| out_err(&tmp, e))?;
-        let pending = PendingFile {
-            tmp,
-            path: path.to_path_buf(),
-            published: false,
-        };
-        Ok((pending, file))
-    }
-
-    /// Where the file is while it is written, for error messages.
-    pub fn tmp(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Flushes `file` (this pending file's handle) to disk, so the rename never exposes a file
-    /// whose bytes are still only in the page cache.
-    pub fn seal(&self, file: File) -> Result<(), Error> {
-        file.sync_all().map_err(|e| out_err(&self.tmp, e))
-    }
-
-    /// Renames the sealed file into place.
-    pub fn publish(mut self) -> Result<PathBuf, Error> {
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| out_err(&self.path, e))?;
-        self.published = true;
-        Ok(std::mem::take(&mut self.path))
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.published {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
 /// Writes `bytes` to `path` whole or not at all.
 pub fn write_atomically(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), Error> {
     let (pending, mut file) = PendingFile::create(path)?;
@@ -114,9 +61,10 @@ pub fn write_atomically(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), Erro
     pending.publish().map(drop)
 }
 
-/// One parquet table being written.
+/// One parquet table being written into a staging directory.
 pub struct TableWriter<R: Row> {
-    file: PendingFile,
+    path: PathBuf,
+    rows: u64,
     schema: SchemaRef,
     writer: Option<ArrowWriter<File>>,
     builders: Vec<Builder>,
@@ -124,13 +72,10 @@ pub struct TableWriter<R: Row> {
     _row: PhantomData<R>,
 }
 
-pub(crate) fn out_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Output(format!("{}: {e}", path.display()))
-}
-
 impl<R: Row> TableWriter<R> {
     pub fn create(dir: &Path) -> Result<TableWriter<R>, Error> {
-        let (pending, file) = PendingFile::create(&dir.join(format!("{}.parquet", R::TABLE)))?;
+        let path = dir.join(Self::file_name());
+        let file = File::create(&path).map_err(|e| out_err(&path, e))?;
         let schema = schema_of::<R>();
         // Row groups of 64k rows: a long run holds at most one encoded group per table in memory.
         let props = WriterProperties::builder()
@@ -138,16 +83,21 @@ impl<R: Row> TableWriter<R> {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
-            .map_err(|e| out_err(pending.tmp(), e))?;
+            .map_err(|e| out_err(&path, e))?;
         let builders = Self::fresh_builders();
         Ok(TableWriter {
-            file: pending,
+            path,
+            rows: 0,
             schema,
             writer: Some(writer),
             builders,
             buffered: 0,
             _row: PhantomData,
         })
+    }
+
+    fn file_name() -> String {
+        format!("{}.parquet", R::TABLE)
     }
 
     fn fresh_builders() -> Vec<Builder> {
@@ -171,6 +121,7 @@ impl<R: Row> TableWriter<R> {
             }
         }
         self.buffered += 1;
+        self.rows += 1;
         if self.buffered >= BATCH_ROWS {
             self.flush()?;
         }
@@ -193,65 +144,66 @@ impl<R: Row> TableWriter<R> {
             })
             .collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| out_err(self.file.tmp(), e))?;
+            .map_err(|e| out_err(&self.path, e))?;
         self.writer
             .as_mut()
             .expect("open until finished")
             .write(&batch)
-            .map_err(|e| out_err(self.file.tmp(), e))?;
+            .map_err(|e| out_err(&self.path, e))?;
         self.buffered = 0;
         Ok(())
     }
 
-    /// Writes the footer and flushes the file to disk; it stays at its temporary name until
-    /// `publish`.
-    fn close(&mut self) -> Result<(), Error> {
+    /// Writes the footer, flushes the file to disk and lists it in `dir`'s manifest.
+    fn close(&mut self, dir: &mut StagedDir) -> Result<(), Error> {
         self.flush()?;
         let w = self.writer.take().expect("closed once");
-        let file = w.into_inner().map_err(|e| out_err(self.file.tmp(), e))?;
-        self.file.seal(file)
-    }
-
-    fn publish(self) -> Result<PathBuf, Error> {
-        self.file.publish()
+        let file = w.into_inner().map_err(|e| out_err(&self.path, e))?;
+        file.sync_all().map_err(|e| out_err(&self.path, e))?;
+        dir.record(&Self::file_name(), Some(self.rows));
+        Ok(())
     }
 }
 
-/// All five tables of a run.
+/// All five tables of a run, in a staging directory published whole by `commit`.
 pub struct ResultWriter {
     pub requests: TableWriter<RequestRecord>,
     pub transfers: TableWriter<TransferRecord>,
     pub instances: TableWriter<InstanceRecord>,
     pub links: TableWriter<LinkRecord>,
     pub summary: TableWriter<SummaryRecord>,
+    dir: StagedDir,
 }
 
 impl ResultWriter {
+    /// Starts writing the result directory `dir` (absent, empty, or a previous result that the
+    /// commit replaces).
     pub fn create(dir: &Path) -> Result<ResultWriter, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
+        let staged = StagedDir::create(dir, Contents::Results)?;
+        let at = staged.path();
         Ok(ResultWriter {
-            requests: TableWriter::create(dir)?,
-            transfers: TableWriter::create(dir)?,
-            instances: TableWriter::create(dir)?,
-            links: TableWriter::create(dir)?,
-            summary: TableWriter::create(dir)?,
+            requests: TableWriter::create(at)?,
+            transfers: TableWriter::create(at)?,
+            instances: TableWriter::create(at)?,
+            links: TableWriter::create(at)?,
+            summary: TableWriter::create(at)?,
+            dir: staged,
         })
     }
 
-    /// Closes every table, then moves them all into place.
+    /// Adds a file beside the tables (`hetsim validate`'s comparison.csv).
+    pub fn add_file(&mut self, name: &str, bytes: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.dir.write(name, bytes)
+    }
+
+    /// Closes every table, then publishes the directory with its manifest; returns its files.
     pub fn commit(mut self) -> Result<Vec<PathBuf>, Error> {
-        self.requests.close()?;
-        self.transfers.close()?;
-        self.instances.close()?;
-        self.links.close()?;
-        self.summary.close()?;
-        Ok(vec![
-            self.summary.publish()?,
-            self.requests.publish()?,
-            self.transfers.publish()?,
-            self.instances.publish()?,
-            self.links.publish()?,
-        ])
+        self.summary.close(&mut self.dir)?;
+        self.requests.close(&mut self.dir)?;
+        self.transfers.close(&mut self.dir)?;
+        self.instances.close(&mut self.dir)?;
+        self.links.close(&mut self.dir)?;
+        self.dir.commit()
     }
 }
 
@@ -267,6 +219,7 @@ impl RecordSink for ResultWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::Manifest;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -278,43 +231,27 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_leaves_the_file_and_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("out.md");
-        write_atomically(&p, "first").unwrap();
-        write_atomically(&p, "second").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "second");
-        assert_eq!(names(dir.path()), ["out.md"]);
-        // A folder that does not exist: an output error naming the file, nothing written.
-        let bad = dir.path().join("missing").join("out.md");
-        let e = write_atomically(&bad, "x").unwrap_err();
-        assert!(matches!(e, Error::Output(_)), "{e:?}");
-        assert!(e.to_string().contains("missing"), "{e}");
-        assert_eq!(names(dir.path()), ["out.md"]);
-    }
-
-    #[test]
-    fn an_abandoned_run_leaves_no_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = ResultWriter::create(dir.path()).unwrap();
-        assert_eq!(
-            names(dir.path()).len(),
-            5,
-            "five temporaries while the run lasts"
-        );
+    fn an_abandoned_run_leaves_no_table_and_a_committed_one_all_five() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        let w = ResultWriter::create(&dir).unwrap();
+        assert_eq!(names(root.path()).len(), 1, "one staging directory");
         drop(w);
-        assert!(names(dir.path()).is_empty());
-        let files = ResultWriter::create(dir.path()).unwrap().commit().unwrap();
-        assert_eq!(files[0], dir.path().join("summary.parquet"));
+        assert!(names(root.path()).is_empty());
+        let files = ResultWriter::create(&dir).unwrap().commit().unwrap();
+        assert_eq!(files[0], dir.join("summary.parquet"));
         assert_eq!(
-            names(dir.path()),
+            names(&dir),
             [
                 "instances.parquet",
                 "links.parquet",
+                "manifest.json",
                 "requests.parquet",
                 "summary.parquet",
                 "transfers.parquet"
             ]
         );
+        let m = Manifest::read(&dir, Contents::Results).unwrap();
+        assert!(m.files.iter().all(|f| f.rows == Some(0)), "{m:?}");
     }
 }

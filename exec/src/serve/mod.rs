@@ -8,11 +8,13 @@
 //! * [`engine`]: carries out the scheduler's steps on one GPU (CUDA-graph decode, hand-off of
 //!   prefilled requests between GPUs).
 //! * [`kv`]: paged-pool and packed KV / embedding layouts, their CPU reference and kernels.
+//! * [`landing`]: back-pressure of the two-GPU replay (the landing window); plain data, no GPU.
 //! * [`replay`]: real trace replay on one or two GPUs, rows in the simulator's schema.
 //! * [`selftest`]: every kernel against the CPU reference.
 
 pub mod engine;
 pub mod kv;
+pub mod landing;
 pub mod model;
 pub mod replay;
 pub mod scheduler;

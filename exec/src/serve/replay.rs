@@ -16,7 +16,9 @@
 //! Shipments go over the scenario's fabric: NVLink as `cuMemcpyPeerAsync` with peer access on;
 //! PCIe as GPU → pinned host → GPU, chunked and double-buffered (`cuda::staging::Stager`), into
 //! landing buffers on the destination GPU that are allocated once and reused. One host thread
-//! per GPU (`replay_split`).
+//! per GPU (`replay_split`). Under overload the upstream waits while a window's worth of
+//! shipments is landed and not yet read downstream (`landing`), so the landing buffers stay
+//! bounded instead of growing with the backlog until CUDA runs out of memory.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -36,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::serve::engine::{
     Engine, EngineConfig, EngineEvent, EventKind, HandOff, Request, StepKind,
 };
+use crate::serve::landing::{self, SharedWindow};
 use crate::serve::model::gpu::{GpuModel, KV_BLOCK};
 use crate::serve::model::llava::LlavaConfig;
 
@@ -564,37 +567,49 @@ impl Link {
 
 /// Destination buffers on the downstream GPU, allocated once and given back by the downstream
 /// engine after use: a fresh allocation per shipment would put cuMemAlloc (and the first
-/// touch of new pages over the link) into every transfer's time.
+/// touch of new pages over the link) into every transfer's time. Their total stays within the
+/// landing window (`landing::Pool`).
 struct LandingPool {
     gpu: Gpu,
-    free: Vec<DeviceBuffer>,
+    buffers: landing::Pool<DeviceBuffer>,
     back: mpsc::Receiver<Crossing<Vec<DeviceBuffer>>>,
+}
+
+impl landing::Landed for DeviceBuffer {
+    fn bytes(&self) -> u64 {
+        self.bytes as u64
+    }
 }
 
 impl LandingPool {
     /// A buffer of at least `bytes` (exactly `bytes` when `exact`); binds `home` again after
-    /// allocating on the downstream GPU.
+    /// allocating or freeing on the downstream GPU.
     fn get(&mut self, bytes: usize, exact: bool, home: &Gpu) -> Result<DeviceBuffer> {
         while let Ok(b) = self.back.try_recv() {
-            self.free.extend(b.0);
-        }
-        let fits = |b: &DeviceBuffer| {
-            if exact {
-                b.bytes == bytes
-            } else {
-                b.bytes >= bytes
+            for buffer in b.0 {
+                self.buffers.put(buffer);
             }
-        };
-        if let Some(i) = self.free.iter().position(fits) {
-            return Ok(self.free.swap_remove(i));
         }
-        let b = self.gpu.alloc(bytes)?;
+        let gpu = &self.gpu;
+        let b = self
+            .buffers
+            .get(bytes as u64, exact, |n| gpu.alloc(n as usize))?;
         home.bind()?;
         Ok(b)
     }
 
     fn put(&mut self, b: DeviceBuffer) {
-        self.free.push(b);
+        self.buffers.put(b);
+    }
+}
+
+/// Closes the landing window when the downstream thread ends, however it ends, so an upstream
+/// waiting for room stops instead of waiting forever.
+struct CloseOnExit<'a>(&'a SharedWindow);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -672,6 +687,20 @@ fn replay_split(
         .unwrap_or(1)
         .max(np + 10);
     let kv_capacity = shape.kv_bytes(longest_prompt);
+    let most_images = reqs
+        .iter()
+        .map(|r| r.images.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let largest = if stage {
+        kv_capacity
+    } else {
+        most_images * shape.emb_bytes()
+    };
+    // Back-pressure: what is handed over and not yet read downstream stays within the window.
+    let window = SharedWindow::new(landing::window_bytes(largest as u64));
+    let window = &window;
     let barrier = Barrier::new(2);
     let t0cell: OnceLock<Instant> = OnceLock::new();
     let (out_tx, out_rx) = mpsc::channel::<Crossing<(Outbound, Seen)>>();
@@ -706,7 +735,7 @@ fn replay_split(
             let mut eng = Engine::new(GpuModel::random(c, Gpu::open(up_ord)?, cfg.seed)?, ucfg)?;
             let mut pool = LandingPool {
                 gpu: dg,
-                free: Vec::new(),
+                buffers: landing::Pool::new(window.snapshot().limit()),
                 back: back_rx,
             };
             let packed = if stage {
@@ -836,8 +865,14 @@ fn replay_split(
                 }
             }
             for o in out {
-                if out_tx.send(Crossing(o)).is_err() {
-                    // The shipper has stopped (an error there or downstream); it reports why.
+                let bytes = match &o.0 {
+                    Outbound::Kv(..) => kv_capacity,
+                    Outbound::Embeddings(_, emb) => emb.as_ref().map_or(0, |e| e.bytes),
+                };
+                // Waits while the downstream holds a window's worth; false once it stopped.
+                let room = bytes == 0 || window.reserve(bytes as u64);
+                if !room || out_tx.send(Crossing(o)).is_err() {
+                    // The shipper or downstream has stopped (an error there); it reports why.
                     return Ok(seen);
                 }
             }
@@ -899,6 +934,13 @@ fn replay_split(
                 return Ok(()); // downstream stopped; it reports why
             }
         }
+        let w = window.snapshot();
+        eprintln!(
+            "  landing buffers: peak {:.0} MiB allocated, {:.0} MiB handed over at once, window {:.0} MiB",
+            pool.buffers.peak() as f64 / 1048576.0,
+            w.peak() as f64 / 1048576.0,
+            w.limit() as f64 / 1048576.0
+        );
         if !timed.is_empty() {
             let (wall, gpu): (Vec<f64>, Vec<f64>) = timed.into_iter().unzip();
             eprintln!(
@@ -914,6 +956,7 @@ fn replay_split(
     let downstream =
         move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<BTreeMap<u64, Seen>> {
             let back = back_tx;
+            let _close = CloseOnExit(window);
             let setup = (|| -> Result<Engine> {
                 let mut eng = Engine::new(
                     GpuModel::random(c, Gpu::open(down_ord)?, cfg.seed)?,
@@ -945,8 +988,11 @@ fn replay_split(
                             note(&mut seen, events, off);
                             let spent = eng.take_spent();
                             if !spent.is_empty() {
-                                // Shipper gone: the buffers are freed here.
+                                let bytes: usize = spent.iter().map(|b| b.bytes).sum();
+                                // Shipper gone: the buffers are freed here. Sent before the
+                                // room is made, so the shipper finds them when it needs them.
                                 let _ = back.send(Crossing(spent));
+                                window.release(bytes as u64);
                             }
                             continue;
                         }
@@ -972,7 +1018,12 @@ fn replay_split(
         let u = sc.spawn(upstream);
         let sh = sc.spawn(shipper);
         let down = downstream(rx);
-        let panicked = |who: &str| Error::Invalid(format!("the {who} thread panicked"));
+        // A panicking thread is a bug in the harness, not the user's input.
+        let panicked = |who: &str| {
+            Error::Sim(hetsim_sim::error::Error::Internal(format!(
+                "the {who} thread panicked"
+            )))
+        };
         let up = u.join().unwrap_or_else(|_| Err(panicked("upstream")));
         let ship = sh.join().unwrap_or_else(|_| Err(panicked("shipper")));
         (up, ship, down)
@@ -1121,19 +1172,15 @@ pub fn validate(
     }
     let cmp = hetsim_sim::compare::compare(&rows);
     let mut files = Vec::new();
-    if let (Some(mut w), Some(dir)) = (writer, out) {
+    if let Some(mut w) = writer {
         for r in &rows {
             w.requests.append(r)?;
         }
-        files = w.commit()?;
-        let csv = dir.join("comparison.csv");
-        hetsim_sim::output::write_atomically(&csv, cmp.table.to_csv())?;
-        files.push(csv);
+        w.add_file("comparison.csv", cmp.table.to_csv())?;
         if let Some(t) = &steps {
-            let csv = dir.join("steps.csv");
-            hetsim_sim::output::write_atomically(&csv, t.to_csv())?;
-            files.push(csv);
+            w.add_file("steps.csv", t.to_csv())?;
         }
+        files = w.commit()?;
     }
     Ok(Validation {
         comparison: cmp.table,
