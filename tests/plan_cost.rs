@@ -265,7 +265,7 @@ references:
     strategy: stage
     instances:
       - {role: prefill, gpu: RTX-4090, count: 3}
-      - {role: decode, gpu: RTX-3090, count: 5}
+      - {role: decode, gpu: RTX-3090, count: 6}
   - name: healthy
     strategy: colocated
     instances: [{role: all, gpu: H100-SXM, count: 6}]
@@ -292,7 +292,8 @@ fn row<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
 fn an_overloaded_cluster_is_not_feasible_and_a_healthy_one_is() {
     let (code, text, err) = plan_text("overload", TTFT_ONLY);
     assert_eq!(code, 0, "{err}");
-    // Its p99 TTFT meets the target, but it finishes ~26 of ~32.5 arriving req/s: it falls behind.
+    // Its p99 TTFT meets the target, but it finishes ~25 of ~32.5 arriving req/s: it falls behind
+    // (with 5 RTX-3090s the closed form already prunes it: the decode pool tops out at ~26 req/s).
     let over = row(&text, "overloaded");
     assert!(over.contains(&"simulated:falls-behind"), "{over:?}");
     let header = cells(text.lines().find(|l| l.starts_with("candidate ")).unwrap());
