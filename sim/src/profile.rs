@@ -1,5 +1,5 @@
 //! A hardware profile: what `hetsim calibrate` measured on a GPU machine, in a form `hetsim run`
-//! uses in place of datasheet defaults. The file is YAML; `docs/profile.md` documents it.
+//! uses in place of datasheet defaults. The file is YAML; the types below document it.
 //!
 //! The simulator reads only the summary numbers (efficiencies, overheads, link bandwidths); the
 //! measured points are kept so a reader can see what the summary came from.
