@@ -485,6 +485,8 @@ mod pooling {
             mfu: None,
             mbu: None,
             batch_occupancy: None,
+            prediction_basis: "same-arch",
+            prediction_error_pct: Some(12.0),
             source: Source::Sim,
         }
     }

@@ -160,6 +160,7 @@ pub fn summarize_measured(sim: &SummaryRecord, rows: &[&RequestRecord]) -> Summa
         mfu: None,
         mbu: None,
         batch_occupancy: None,
+        prediction_error_pct: None,
         source: Source::Exec,
         ..sim.clone()
     }

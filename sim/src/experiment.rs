@@ -271,6 +271,8 @@ pub struct Scenario {
     pub efficiency: Vec<Efficiency>,
     /// Per instance: measured phase times of this model on its GPU, where the profile has them.
     pub measured_phases: Vec<Option<crate::profile::PhaseProfile>>,
+    /// Per instance: where its performance model came from, which sets how far to trust it.
+    pub basis: Vec<crate::trust::Basis>,
     pub routing: Routing,
     pub kv_transfer: KvTransferMode,
     /// Encoder instances also serve LLM work when idle (modality-level only).
@@ -638,9 +640,23 @@ fn resolve(
                 .filter(|p| p.dtype == dtype.name())
                 .cloned()
         })
+        .collect::<Vec<_>>();
+    let basis = cluster
+        .instances
+        .iter()
+        .zip(&measured_phases)
+        .map(|(inst, m)| {
+            crate::trust::Basis::of(
+                inst.gpu,
+                inst.tp(),
+                m.is_some(),
+                profile.and_then(|p| p.operator_fit.as_ref()),
+            )
+        })
         .collect();
     Ok(Scenario {
         name,
+        basis,
         strategy,
         model,
         dtype,

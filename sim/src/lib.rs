@@ -28,4 +28,5 @@ pub mod stats;
 pub mod table;
 pub mod trace;
 pub mod transfer;
+pub mod trust;
 pub mod workload;

@@ -503,6 +503,10 @@ result_table! {
         pub mbu: Option<f64>,
         /// share of the batch the steps filled, weighted by step time, over all instances (null for measured rows)
         pub batch_occupancy: Option<f64>,
+        /// where the least certain instance's performance model came from: `measured` (its own phase table), `same-arch` (fitted on another GPU of its architecture), `other-arch` (sim/src/trust.rs)
+        pub prediction_basis: &'static str,
+        /// half-width of the interval around the predicted latencies and throughput, percent, that covers ~80 % of the recorded replays of that basis (null for measured rows)
+        pub prediction_error_pct: Option<f64>,
         /// where the row comes from
         pub source: Source,
     }
@@ -645,6 +649,8 @@ pub(crate) mod tests {
             mfu: Some(0.5),
             mbu: Some(0.5),
             batch_occupancy: Some(0.5),
+            prediction_basis: "measured",
+            prediction_error_pct: Some(2.3),
             source: Source::Sim,
         }
     }
@@ -750,7 +756,7 @@ pub(crate) mod tests {
         assert_eq!(requests[11], "ttft_s Float64?");
         assert_eq!(requests[26], "decode_instance UInt64?");
         let summary = shape::<SummaryRecord>();
-        assert_eq!(summary.len(), 45);
+        assert_eq!(summary.len(), 47);
         assert_eq!(summary[5], "cluster_gpu_count UInt64");
         assert_eq!(summary[6], "rate_rps Float64?");
         assert_eq!(summary[17], "good_output_tokens UInt64");

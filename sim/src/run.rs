@@ -98,6 +98,7 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
         "$/h",
         "tokens/$",
         "SLO tokens/$",
+        "± %",
     ]);
     for (rank, r) in order.iter().enumerate() {
         let s = &r.summary;
@@ -136,9 +137,41 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
             Value::Str(format!("{:.2}", s.usd_per_hour)),
             Value::Str(format!("{:.0}", s.tokens_per_dollar)),
             Value::Str(format!("{:.0}", s.good_tokens_per_dollar)),
+            Value::Str(format!(
+                "{:.0} {}",
+                s.prediction_error_pct.unwrap_or(f64::NAN),
+                s.prediction_basis
+            )),
         ]);
     }
-    t.to_text(0)
+    let mut text = t.to_text(0);
+    // Neighbours in the ranking that the prediction's error cannot order.
+    let ties: Vec<String> = order
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| {
+            let (a, b) = (&w[0].summary, &w[1].summary);
+            crate::trust::overlap(
+                a.good_tokens_per_dollar,
+                a.prediction_error_pct.unwrap_or(0.0),
+                b.good_tokens_per_dollar,
+                b.prediction_error_pct.unwrap_or(0.0),
+            ) && a.good_tokens_per_dollar > 0.0
+        })
+        .map(|(i, _)| format!("#{} and #{}", i + 1, i + 2))
+        .collect();
+    text += &format!(
+        "\n± %: the interval around each predicted latency, throughput and Tokens/$ that covers ~80 % of \
+         the recorded replays for where its performance model came from (measured phase table, \
+         operator fit on the same or another architecture; sim/src/trust.rs).\n"
+    );
+    if !ties.is_empty() {
+        text += &format!(
+            "within each other's intervals, so not ordered by this prediction: {}\n",
+            ties.join(", ")
+        );
+    }
+    text
 }
 
 /// Each scenario's headroom (`hetsim run --capacity`): the highest arrival rate it serves within

@@ -304,6 +304,12 @@ impl<'a> Accounting<'a> {
                 .then(b.port.cmp(&a.port))
         });
         let cost = usd_per_s_total * duration;
+        let least_certain = s
+            .basis
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(crate::trust::Basis::OtherArchitecture);
         let q = |h: &LogHistogram, p: f64| h.quantile(p);
         let summary = SummaryRecord {
             scenario: s.name.clone(),
@@ -367,6 +373,8 @@ impl<'a> Accounting<'a> {
             mfu: Some(share(done_flops, most_flops)),
             mbu: Some(share(done_bytes, most_bytes)),
             batch_occupancy: Some(share(occupied_s, busy_s_total)),
+            prediction_basis: least_certain.name(),
+            prediction_error_pct: Some(least_certain.error_pct()),
             source: Source::Sim,
         };
         RunResult {

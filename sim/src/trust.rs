@@ -1,0 +1,161 @@
+//! How far to trust a prediction: the interval the measured errors justify, by where each
+//! instance's performance model came from.
+//!
+//! The widths are the 80th percentile of |error| over the latency metrics (TTFT, TPOT and e2e at
+//! p50/p90/p99) and throughput of the repository's replays, so a prediction's interval covers
+//! about four measured points in five:
+//! - `measured`: the instance's GPU has its own phase table, calibrated just before the replay:
+//!   2.3 % over 150 points (exec/results/2026-11-21-h100-validate, …-h200x4-validate).
+//! - `same-arch`: the operator model fitted on another GPU of the same architecture (or the
+//!   defaults, which were set on Hopper measurements, on a Hopper GPU): 12.0 % over 150 points
+//!   (`hetsim fit` H100 → H200 and H200 → H100 replays, exec/REPORT.md "Across GPUs").
+//! - `other-arch`: fitted on another architecture, or the defaults on a non-Hopper GPU. Nothing
+//!   here measured that (only Hopper GPUs were lent), so the width is an assumption: twice
+//!   `same-arch`, 24 %.
+//!
+//! A deployment is as uncertain as its least certain instance.
+
+use serde::Serialize;
+
+use crate::catalog::{GpuSpec, gpu_by_name};
+use crate::fit::OperatorFit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Basis {
+    Measured,
+    SameArchitecture,
+    OtherArchitecture,
+}
+
+/// The architecture the built-in defaults were set on (`perf::Efficiency`).
+const DEFAULTS_ARCH: &str = "Hopper";
+
+impl Basis {
+    /// Where an instance's model comes from: its own phase table (`measured`, tp 1 only), else
+    /// the profile's operator fit, else the defaults.
+    pub fn of(gpu: &GpuSpec, tp: u64, measured: bool, fit: Option<&OperatorFit>) -> Basis {
+        if measured && tp == 1 {
+            return Basis::Measured;
+        }
+        let from = match fit {
+            Some(f) => gpu_by_name(&f.catalog_gpu).map(|g| g.arch),
+            None => Some(DEFAULTS_ARCH),
+        };
+        if from == Some(gpu.arch) {
+            Basis::SameArchitecture
+        } else {
+            Basis::OtherArchitecture
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Measured => "measured",
+            Basis::SameArchitecture => "same-arch",
+            Basis::OtherArchitecture => "other-arch",
+        }
+    }
+
+    /// Half-width of the interval, percent of the predicted value.
+    pub fn error_pct(self) -> f64 {
+        match self {
+            Basis::Measured => 2.3,
+            Basis::SameArchitecture => 12.0,
+            Basis::OtherArchitecture => 24.0,
+        }
+    }
+}
+
+/// Whether `a ± a_pct %` and `b ± b_pct %` overlap: two predictions their errors cannot order.
+pub fn overlap(a: f64, a_pct: f64, b: f64, b_pct: f64) -> bool {
+    let (lo_a, hi_a) = (a * (1.0 - a_pct / 100.0), a * (1.0 + a_pct / 100.0));
+    let (lo_b, hi_b) = (b * (1.0 - b_pct / 100.0), b * (1.0 + b_pct / 100.0));
+    lo_a <= hi_b && lo_b <= hi_a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::gpu_by_name;
+    use crate::fit::{ProfileTable, fit};
+    use crate::profile::HardwareProfile;
+    use std::path::{Path, PathBuf};
+
+    fn repo(p: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+    }
+
+    fn p80(mut errs: Vec<f64>) -> f64 {
+        errs.sort_by(f64::total_cmp);
+        crate::stats::nearest_rank(&errs, 0.8).unwrap()
+    }
+
+    /// The widths are what the committed records give: recomputed here, so a new record or a
+    /// model change that moves them fails until the constants follow.
+    #[test]
+    fn widths_are_the_80th_percentile_of_the_recorded_errors() {
+        let runs = [
+            ("validate-h100", "2026-11-21-h100-validate/val"),
+            ("validate-nvlink", "2026-11-21-h200x4-validate/nv"),
+            ("validate-pcie", "2026-11-21-h200x4-validate/pc"),
+        ];
+        let mut calibrated = Vec::new();
+        for (_, dir) in runs {
+            let text = std::fs::read_to_string(repo(&format!("exec/results/{dir}/comparison.csv")))
+                .unwrap();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split(',').collect();
+                if f[1] != "bytes_per_request" && !f[4].is_empty() {
+                    calibrated.push(f[4].parse::<f64>().unwrap().abs());
+                }
+            }
+        }
+        assert_eq!(calibrated.len(), 150);
+        assert!((p80(calibrated) - Basis::Measured.error_pct()).abs() < 0.05);
+
+        let load = |p: &str| HardwareProfile::load(&repo(&format!("profiles/{p}"))).unwrap();
+        let h100 = load("h100-2026-11-21-llava-1.5-7b.yaml");
+        let h200 = load("h200x4-2026-11-21-llava-1.5-7b.yaml");
+        let mut across = Vec::new();
+        for (from, to, replays) in [(&h200, &h100, &runs[..1]), (&h100, &h200, &runs[1..])] {
+            let f = fit(&ProfileTable::of(from, "from").unwrap().measurements()).unwrap();
+            let mut target = to.clone();
+            target.phases.clear();
+            target.operator_fit = Some(f);
+            for (exp, dir) in replays {
+                let c = crate::fit::replay_check(
+                    &repo(&format!("experiments/{exp}.yaml")),
+                    target.clone(),
+                    &repo(&format!("exec/results/{dir}/comparison.csv")),
+                )
+                .unwrap();
+                across.extend(c.table.rows.iter().map(|r| match r[4] {
+                    crate::table::Value::F64(e) => e.abs(),
+                    _ => unreachable!("error_pct is a number"),
+                }));
+            }
+        }
+        assert_eq!(across.len(), 150);
+        let w = p80(across);
+        assert!(
+            (w - Basis::SameArchitecture.error_pct()).abs() < 0.5,
+            "same-arch p80 {w}"
+        );
+        assert_eq!(
+            Basis::OtherArchitecture.error_pct(),
+            2.0 * Basis::SameArchitecture.error_pct()
+        );
+    }
+
+    #[test]
+    fn basis_follows_where_the_model_came_from() {
+        let h200 = gpu_by_name("H200-SXM").unwrap();
+        let l4 = gpu_by_name("L4").unwrap();
+        assert_eq!(Basis::of(h200, 1, true, None), Basis::Measured);
+        assert_eq!(Basis::of(h200, 2, true, None), Basis::SameArchitecture);
+        assert_eq!(Basis::of(h200, 1, false, None), Basis::SameArchitecture);
+        assert_eq!(Basis::of(l4, 1, false, None), Basis::OtherArchitecture);
+        assert!(overlap(100.0, 12.0, 120.0, 12.0));
+        assert!(!overlap(100.0, 2.3, 110.0, 2.3));
+    }
+}
