@@ -160,10 +160,10 @@ pub fn comparison_table(runs: &[RunResult]) -> String {
         })
         .map(|(i, _)| format!("#{} and #{}", i + 1, i + 2))
         .collect();
-    text += &format!(
+    text.push_str(
         "\n± %: the interval around each predicted latency, throughput and Tokens/$ that covers ~80 % of \
          the recorded replays for where its performance model came from (measured phase table, \
-         operator fit on the same or another architecture; sim/src/trust.rs).\n"
+         operator fit on the same or another architecture; sim/src/trust.rs).\n",
     );
     if !ties.is_empty() {
         text += &format!(
