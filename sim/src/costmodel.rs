@@ -149,6 +149,8 @@ pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error>
         "slo_capacity_rps",
         "predicted_tokens_per_dollar",
         "simulated_tokens_per_dollar",
+        "basis",
+        "interval_pct",
     ]);
     for c in &costs {
         if c.scenario.workload.trace.is_some() {
@@ -189,6 +191,8 @@ pub fn cost_report(exp: &Experiment, requests: u64) -> Result<CostReport, Error>
                 .map_or(Value::Null, |cap| Value::F64(cap.requests_per_s)),
             Value::F64(c.predicted_tokens_per_dollar()),
             finite(c.simulated_tokens_per_dollar),
+            Value::Str(crate::trust::least_certain(&c.scenario.basis).name().into()),
+            Value::F64(crate::trust::least_certain(&c.scenario.basis).error_pct()),
         ]);
     }
 

@@ -562,10 +562,23 @@ fn versus_reference(best: &Scored, reference: &Scored) -> String {
             .as_ref()
             .map_or(f64::NAN, |r| r.summary.tokens_per_dollar)
     };
+    let err = |s: &Scored| {
+        s.run
+            .as_ref()
+            .and_then(|r| r.summary.prediction_error_pct)
+            .unwrap_or(0.0)
+    };
     let verdict = match reference.status {
         Status::Feasible => format!(
-            "{:+.0} % Tokens/$",
-            100.0 * (tpd(best) / tpd(reference) - 1.0)
+            "{:+.0} % Tokens/$ ({} the predictions' intervals, ±{:.0} % and ±{:.0} %)",
+            100.0 * (tpd(best) / tpd(reference) - 1.0),
+            if crate::trust::overlap(tpd(best), err(best), tpd(reference), err(reference)) {
+                "within"
+            } else {
+                "beyond"
+            },
+            err(best),
+            err(reference)
         ),
         ref other => format!("the reference is {}", other.label()),
     };
@@ -601,6 +614,7 @@ pub fn candidates_table(r: &PlanResult) -> Table {
         "completion_rps",
         "e2e_growth",
         "tokens_per_dollar",
+        "error_pct",
         "pareto",
         "best",
     ]);
@@ -627,6 +641,7 @@ pub fn candidates_table(r: &PlanResult) -> Table {
                 .filter(|x| x.is_finite())),
             f(s.sustain.map(|k| k.e2e_growth).filter(|x| x.is_finite())),
             f(sum.map(|x| x.tokens_per_dollar)),
+            f(sum.and_then(|x| x.prediction_error_pct)),
             Value::Bool(r.pareto.contains(&i)),
             Value::Bool(r.best == Some(i)),
         ]);

@@ -12,8 +12,6 @@
 //! - `other-arch`: fitted on another architecture, or the defaults on a non-Hopper GPU. Nothing
 //!   here measured that (only Hopper GPUs were lent), so the width is an assumption: twice
 //!   `same-arch`, 24 %.
-//!
-//! A deployment is as uncertain as its least certain instance.
 
 use serde::Serialize;
 
@@ -64,6 +62,15 @@ impl Basis {
             Basis::OtherArchitecture => 24.0,
         }
     }
+}
+
+/// A deployment is as uncertain as its least certain instance.
+pub fn least_certain(instances: &[Basis]) -> Basis {
+    instances
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(Basis::OtherArchitecture)
 }
 
 /// Whether `a ± a_pct %` and `b ± b_pct %` overlap: two predictions their errors cannot order.

@@ -304,12 +304,7 @@ impl<'a> Accounting<'a> {
                 .then(b.port.cmp(&a.port))
         });
         let cost = usd_per_s_total * duration;
-        let least_certain = s
-            .basis
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(crate::trust::Basis::OtherArchitecture);
+        let least_certain = crate::trust::least_certain(&s.basis);
         let q = |h: &LogHistogram, p: f64| h.quantile(p);
         let summary = SummaryRecord {
             scenario: s.name.clone(),
