@@ -293,6 +293,9 @@ impl<'a> Simulation<'a> {
             }
             self.drop_request(id, reason)?;
         }
+        if stopped_at_horizon {
+            self.drop_after_horizon()?;
+        }
         progress(self.acc.done());
         Ok(self.acc.finish(self.now, &self.inst, &self.net))
     }
@@ -305,6 +308,34 @@ impl<'a> Simulation<'a> {
             .take()
             .expect("an arrival event has its request");
         self.pull_arrival()?;
+        let (id, has_images) = self.admit(r)?;
+        if has_images && self.s.strategy.has_encoder_pool() {
+            let e = self
+                .route(Role::Encoder, |_| true)
+                .expect("validated: an encoder pool exists");
+            self.reqs.get_mut(&id).expect("inserted").encoder = Some(e);
+            self.assign(e, id);
+            self.inst[e].sched.encode_queue.push_back(id);
+            self.try_step(e)?;
+        } else {
+            self.enter_llm(id)?;
+        }
+        Ok(())
+    }
+
+    /// The workload's requests after the horizon: each is reported `dropped:horizon`, so the
+    /// tables hold every request the workload asked for (docs/experiment.md `run`).
+    fn drop_after_horizon(&mut self) -> Result<(), Error> {
+        while let Some(r) = self.next_arrival.take() {
+            self.next_arrival = self.source.next_request()?;
+            let (id, _) = self.admit(r)?;
+            self.drop_request(id, DropReason::Horizon)?;
+        }
+        Ok(())
+    }
+
+    /// Counts an arrived request and gives it its sequence and bookkeeping, not yet routed.
+    fn admit(&mut self, r: Request) -> Result<(ReqId, bool), Error> {
         self.acc.inv.arrived += 1;
         let model = &self.s.model;
         let mut images = Vec::with_capacity(r.images.len());
@@ -347,18 +378,7 @@ impl<'a> Simulation<'a> {
                 assigned: Vec::new(),
             },
         );
-        if has_images && self.s.strategy.has_encoder_pool() {
-            let e = self
-                .route(Role::Encoder, |_| true)
-                .expect("validated: an encoder pool exists");
-            self.reqs.get_mut(&id).expect("inserted").encoder = Some(e);
-            self.assign(e, id);
-            self.inst[e].sched.encode_queue.push_back(id);
-            self.try_step(e)?;
-        } else {
-            self.enter_llm(id)?;
-        }
-        Ok(())
+        Ok((id, has_images))
     }
 
     /// The pool a request's prefill runs in.

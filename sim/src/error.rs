@@ -89,6 +89,15 @@ pub fn unknown_name<'a>(
     known: impl IntoIterator<Item = &'a str>,
 ) -> InputError {
     let known: Vec<&str> = known.into_iter().collect();
+    let shown = crate::bounds::excerpt(name);
+    // A name far longer than any known one is nothing mistyped (and the edit distance would
+    // cost its length times theirs).
+    if shown.len() < name.len() {
+        return InputError::new(format!(
+            "unknown {what} `{shown}`: known: {}",
+            known.join(", ")
+        ));
+    }
     let mut scored: Vec<(usize, &str)> = known
         .iter()
         .map(|k| (distance(&name.to_lowercase(), &k.to_lowercase()), *k))
