@@ -1209,9 +1209,14 @@ pub struct Plan {
 }
 
 pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
-    let file_name = path.display().to_string();
     let text = crate::input::read_text(path, "plan")?;
-    let f: PlanFile = serde_saphyr::from_str(&text)
+    parse_plan(&text, path, seed)
+}
+
+/// A plan from its text, as if read from `path` (paths in it are relative to its directory).
+pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
+    let file_name = path.display().to_string();
+    let f: PlanFile = serde_saphyr::from_str(text)
         .map_err(|e| InputError::new(format!("{file_name}: invalid plan: {e}")))?;
     let at = At { file: &file_name };
     let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();

@@ -196,9 +196,14 @@ pub struct LinkPoint {
 impl HardwareProfile {
     pub fn load(path: &Path) -> Result<HardwareProfile, InputError> {
         let text = crate::input::read_text(path, "profile")?;
-        let p: HardwareProfile = serde_saphyr::from_str(&text)
-            .map_err(|e| InputError::new(format!("{}: {e}", path.display())))?;
-        p.validate().map_err(|e| e.context(path.display()))?;
+        HardwareProfile::from_yaml(&text).map_err(|e| e.context(path.display()))
+    }
+
+    /// A profile from its YAML text, checked.
+    pub fn from_yaml(text: &str) -> Result<HardwareProfile, InputError> {
+        let p: HardwareProfile =
+            serde_saphyr::from_str(text).map_err(|e| InputError::new(e.to_string()))?;
+        p.validate()?;
         Ok(p)
     }
 

@@ -2,8 +2,7 @@
 //! `traces/README.md` documents the formats. Rows are read one at a time; errors name the file
 //! and the row (1-based, counting the header as row 1 in CSV files, as a spreadsheet does).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Take};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -48,7 +47,7 @@ struct JsonRow {
 
 pub struct TraceReader {
     path: PathBuf,
-    reader: BufReader<Take<File>>,
+    reader: Box<dyn BufRead + Send>,
     format: TraceFormat,
     line_no: u64,
     rows: u64,
@@ -66,6 +65,16 @@ const YEARS: std::ops::RangeInclusive<i64> = 1970..=2200;
 impl TraceReader {
     pub fn open(path: &Path, format: TraceFormat) -> Result<TraceReader, InputError> {
         let file = crate::input::open(path, "trace", crate::input::MAX_TRACE_BYTES)?;
+        TraceReader::from_reader(path, BufReader::new(file), format)
+    }
+
+    /// Reads the rows of `reader` as the trace file `path` (its name decides `auto` and appears in
+    /// errors): the fuzz targets feed rows from memory.
+    pub fn from_reader(
+        path: &Path,
+        reader: impl BufRead + Send + 'static,
+        format: TraceFormat,
+    ) -> Result<TraceReader, InputError> {
         let is_jsonl = format == TraceFormat::Jsonl
             || (format == TraceFormat::Auto
                 && path
@@ -73,7 +82,7 @@ impl TraceReader {
                     .is_some_and(|e| e == "jsonl" || e == "json"));
         let mut reader = TraceReader {
             path: path.to_path_buf(),
-            reader: BufReader::new(file),
+            reader: Box::new(reader),
             format: TraceFormat::Jsonl,
             line_no: 0,
             rows: 0,
