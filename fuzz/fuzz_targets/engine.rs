@@ -62,7 +62,8 @@ impl Dist {
                 c(*hi)
             ),
             Dist::Choice(vw) => {
-                let values: Vec<String> = vw.iter().take(4).map(|(v, _)| c(*v).to_string()).collect();
+                let values: Vec<String> =
+                    vw.iter().take(4).map(|(v, _)| c(*v).to_string()).collect();
                 let weights: Vec<String> = vw.iter().take(4).map(|(_, w)| w.to_string()).collect();
                 format!(
                     "{{dist: choice, values: [{}], weights: [{}]}}",
@@ -116,7 +117,8 @@ impl Case {
                 Some(e) => e.1 += count * tp,
                 None => node_gpus.push((gpu, count * tp)),
             }
-            instances += &format!("        - {{role: {role}, gpu: {gpu}, tp: {tp}, count: {count}}}\n");
+            instances +=
+                &format!("        - {{role: {role}, gpu: {gpu}, tp: {tp}, count: {count}}}\n");
         }
         let gpus: Vec<String> = node_gpus
             .iter()
@@ -128,7 +130,10 @@ impl Case {
                 f64::from(self.rate_tenths % 2000 + 1) / 10.0,
                 f64::from(cv % 100 + 1) / 10.0
             ),
-            None => format!("{{process: poisson, rate: {}}}", f64::from(self.rate_tenths % 2000 + 1) / 10.0),
+            None => format!(
+                "{{process: poisson, rate: {}}}",
+                f64::from(self.rate_tenths % 2000 + 1) / 10.0
+            ),
         };
         let images = match &self.images {
             Some((n, w, h)) => format!(
@@ -149,15 +154,27 @@ impl Case {
             dtype = pick(&DTYPES, self.dtype),
             sharing = if self.fifo { "fifo" } else { "fair" },
             gpus = gpus.join(", "),
-            routing = if self.round_robin { "round_robin" } else { "least_loaded" },
-            kv = if self.layerwise { "layerwise" } else { "after_prefill" },
+            routing = if self.round_robin {
+                "round_robin"
+            } else {
+                "least_loaded"
+            },
+            kv = if self.layerwise {
+                "layerwise"
+            } else {
+                "after_prefill"
+            },
             steal = self.work_stealing && strategy == "modality",
             budget = self.token_budget % 16384,
             batch = self.max_batch,
             block = self.block_tokens % 64,
             enc = self.encoder_batch % 64,
             chunked = self.chunked_prefill,
-            schedule = if self.prefill_first { "prefill_first" } else { "mixed" },
+            schedule = if self.prefill_first {
+                "prefill_first"
+            } else {
+                "mixed"
+            },
             mem = f64::from(self.memory_percent % 100 + 1) / 100.0,
             requests = self.requests % 24 + 1,
             prompt = self.prompt.yaml(8192),
