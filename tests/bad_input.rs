@@ -901,3 +901,30 @@ fn large_work_is_estimated_and_refused_unless_allowed() {
     assert!(code == 2 && err.contains("table cells"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The ranges refuse nothing the repository ships: every experiment, plan and profile loads.
+#[test]
+fn every_shipped_file_passes_the_checks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = |dir: &str| {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        v.sort();
+        v
+    };
+    for p in files("experiments") {
+        let r = hetsim_sim::experiment::load_experiment(&p, None);
+        assert!(r.is_ok(), "{}: {}", p.display(), r.err().unwrap());
+    }
+    for p in files("experiments/plans") {
+        let r = hetsim_sim::experiment::load_plan(&p, None);
+        assert!(r.is_ok(), "{}: {}", p.display(), r.err().unwrap());
+    }
+    for p in files("profiles") {
+        let r = hetsim_sim::profile::HardwareProfile::load(&p);
+        assert!(r.is_ok(), "{}: {}", p.display(), r.err().unwrap());
+    }
+}
