@@ -785,6 +785,18 @@ fn long_values_are_quoted_in_short() {
         &[],
         &["unknown model `xxxx", "bytes in all"],
     );
+    // Parser errors quote the value (and the line) they stop at.
+    let y = edit(
+        &llava(),
+        "strategy: colocated",
+        &format!("strategy: {}", "x".repeat(100_000)),
+    );
+    assert_rejected(
+        "long-variant",
+        &y,
+        &[],
+        &["exp.yaml", "line 8 column 17", "unknown variant `xxxx"],
+    );
     let binary: String = (0..200_000u32)
         .map(|i| char::from_u32(0x100 + i % 500).unwrap())
         .collect();
