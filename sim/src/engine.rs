@@ -28,9 +28,14 @@ use crate::workload::{Request, RequestSource};
 use accounting::Accounting;
 pub use accounting::{Invariants, RunResult};
 
+/// Nanoseconds of a duration, at most `MAX_SIM_NS` (so `now + ns(…)` cannot overflow; a run
+/// that passes `MAX_SIM_NS` is refused in `run`).
 fn ns(seconds: f64) -> u64 {
-    (seconds * 1e9).ceil().max(0.0) as u64
+    (seconds * 1e9).ceil().clamp(0.0, MAX_SIM_NS as f64) as u64
 }
+
+/// `bounds::MAX_SIM_SECONDS` on the nanosecond clock.
+pub const MAX_SIM_NS: u64 = (crate::bounds::MAX_SIM_SECONDS * 1e9) as u64;
 
 fn secs(ns: u64) -> f64 {
     ns as f64 * 1e-9
@@ -262,6 +267,14 @@ impl<'a> Simulation<'a> {
                 stopped_at_horizon = true;
                 self.now = h;
                 break;
+            }
+            if at > MAX_SIM_NS {
+                return Err(InputError::new(format!(
+                    "{}: the simulated clock passed {} s (a step or transfer of days: check the profile's bandwidths and the workload's sizes, or set `run.horizon_s`)",
+                    self.s.name,
+                    crate::bounds::Num(crate::bounds::MAX_SIM_SECONDS)
+                ))
+                .into());
             }
             assert!(at >= self.now, "time ran backwards: {at} < {}", self.now);
             self.now = at;
