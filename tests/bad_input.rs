@@ -940,3 +940,17 @@ fn every_shipped_file_passes_the_checks() {
         assert!(r.is_ok(), "{}: {}", p.display(), r.err().unwrap());
     }
 }
+
+#[test]
+fn plan_reference_counts_are_range_checked() {
+    let dir = case_dir("plan-refs");
+    let plan = "defaults:\n  model: llava-1.5-7b\n  workload:\n    requests: 100\n    arrival: {process: poisson, rate: 1}\nbudget: {capex_usd: 1000000}\nsearch:\n  gpus: [H100-SXM]\n  max_gpus: 2\nreferences:\n  - name: huge\n    strategy: stage\n    instances: [{role: prefill, gpu: H100-SXM, count: 4294967295}, {role: decode, gpu: H100-SXM, count: 4294967295}]\n";
+    std::fs::write(dir.join("plan.yaml"), plan).unwrap();
+    let (code, err) = hetsim_in(&dir, &["plan", "plan.yaml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("plan.yaml: references `huge`: `instances[0].count` = 4294967295"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1312,6 +1312,12 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
         return Err(first_err.expect("at least one GPU type was tried"));
     }
     for (name, strategy, pools) in &plan.references {
+        for (i, p) in pools.iter().enumerate() {
+            // As a node's GPU count in an experiment; the pools of one type are summed.
+            Bound::closed(1.0, 1024.0, "GPUs")
+                .check_u64(&format!("instances[{i}].count"), u64::from(p.count))
+                .map_err(|e| e.context(format!("{file_name}: references `{name}`")))?;
+        }
         plan.scenario(name, *strategy, pools)
             .map_err(|e| e.context(format!("references `{name}`")))?;
     }
@@ -1352,7 +1358,8 @@ impl Plan {
         let mut gpus: Vec<GpuCount> = Vec::new();
         for p in pools {
             match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
-                Some(g) => g.count.value += p.count,
+                // Saturating: a sum past 1024 is refused as a node's GPU count.
+                Some(g) => g.count.value = g.count.value.saturating_add(p.count),
                 None => gpus.push(GpuCount {
                     gpu: sp(p.gpu.clone()),
                     count: su(p.count),
