@@ -880,6 +880,20 @@ fn large_work_is_estimated_and_refused_unless_allowed() {
         &[],
         &["scenarios × matrix", "1000000 scenarios"],
     );
+    let nodes: String = (0..100)
+        .map(|i| format!("        - {{name: n{i}, gpus: [{{gpu: A100-SXM-80GB, count: 1024}}]}}\n"))
+        .collect();
+    let y = edit(
+        &llava(),
+        "        - {name: box, gpus: [{gpu: A100-SXM-80GB, count: 2}]}\n",
+        &nodes,
+    );
+    assert_rejected(
+        "gpus",
+        &y,
+        &[],
+        &["nodes[64].gpus[0].count", "at most 65536"],
+    );
     let dir = case_dir("large");
     std::fs::write(dir.join("exp.yaml"), llava()).unwrap();
     let (code, err) = hetsim_in(

@@ -30,6 +30,8 @@ const MAX_TOKEN_BUDGET: u64 = 1 << 24;
 const MAX_BATCH: u64 = 1 << 20;
 /// Tokens per KV block (vLLM uses 16 to 256); blocks × block tokens stays inside u64.
 const MAX_BLOCK_TOKENS: u64 = 1 << 16;
+/// GPUs of one cluster, over all its nodes.
+const MAX_CLUSTER_GPUS: usize = 65_536;
 /// Efficiencies and shares of memory.
 const SHARE: Bound = Bound::above(0.0, 1.0, "");
 /// Per-kernel and per-step overheads: up to a second.
@@ -861,6 +863,15 @@ fn build_cluster(
                 ));
             }
             specs.extend(std::iter::repeat_n(spec, g.count.value as usize));
+            if gpus.len() + specs.len() > MAX_CLUSTER_GPUS {
+                return Err(at.err(
+                    Some(&g.count),
+                    &format!("{np}.gpus[{gi}].count"),
+                    InputError::new(format!(
+                        "the cluster passes {MAX_CLUSTER_GPUS} GPUs here: allowed at most {MAX_CLUSTER_GPUS}"
+                    )),
+                ));
+            }
         }
         if specs.is_empty() {
             return Err(InputError::new(format!("{}: {np}.gpus is empty", at.file)));
