@@ -718,10 +718,7 @@ fn images_fit(model: &ModelSpec, w: &WorkloadSpec, check: WorkloadCheck) -> Resu
     if rule.count.range().1 < 0.5 {
         return Ok(());
     }
-    let field = match &w.trace {
-        Some(t) if t.attach_images.is_some() => "workload.trace.attach_images",
-        _ => "workload.images",
-    };
+    let field = images_field(w);
     // Drawn sizes are rounded and at least 1 pixel (`ImageDist::sample`).
     let side = |v: f64| v.round().max(1.0) as u64;
     let (w_lo, w_hi) = rule.width.range();
@@ -729,13 +726,21 @@ fn images_fit(model: &ModelSpec, w: &WorkloadSpec, check: WorkloadCheck) -> Resu
     for (width, height) in [(w_hi, h_lo), (w_lo, h_hi)] {
         model.image_tokens(side(width), side(height)).map_err(|e| {
             e.context(format!(
-                "`{field}` can draw {}×{}",
+                "`workload.{field}` can draw {}×{}",
                 side(width),
                 side(height)
             ))
         })?;
     }
     Ok(())
+}
+
+/// The field under `workload` that gives the images' rule.
+fn images_field(w: &WorkloadSpec) -> &'static str {
+    match &w.trace {
+        Some(t) if t.attach_images.is_some() => "trace.attach_images",
+        _ => "images",
+    }
 }
 
 /// A text-only model accepts a workload only if no request can carry an image.
@@ -746,10 +751,7 @@ fn text_only(w: &WorkloadSpec, check: WorkloadCheck) -> Result<(), InputError> {
             t.path.display()
         )));
     }
-    let field = match &w.trace {
-        Some(t) if t.attach_images.is_some() => "trace.attach_images",
-        _ => "images",
-    };
+    let field = images_field(w);
     match w.image_rule() {
         Some(rule) if rule.count.mean() > 0.0 => Err(InputError::new(format!(
             "the workload has images (`workload.{field}`); set `{field}: {{count: 0}}`{}",

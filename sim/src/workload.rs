@@ -261,7 +261,6 @@ impl Dist {
         }
     }
 
-    /// Integer draw (token and image counts, pixel sizes): rounded to nearest.
     /// The least and the greatest value a draw can take.
     pub fn range(&self) -> (f64, f64) {
         match self {
@@ -277,6 +276,7 @@ impl Dist {
         }
     }
 
+    /// Integer draw (token and image counts, pixel sizes): rounded to nearest.
     pub fn sample_u32(&self, rng: &mut Xoshiro256PlusPlus) -> u32 {
         self.sample(rng).round().clamp(0.0, u32::MAX as f64) as u32
     }
