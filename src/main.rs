@@ -7,9 +7,10 @@ use clap::{Parser, Subcommand};
 use hetsim_sim::catalog::resolve_link;
 use hetsim_sim::catalog::{BUILTIN_MODELS, Dtype, GPUS, LINKS, builtin_model};
 use hetsim_sim::error::{Error, InputError};
-use hetsim_sim::experiment::{load_experiment, load_experiment_with_profile};
+use hetsim_sim::experiment::{load_experiment_sized, load_experiment_with_profile};
 use hetsim_sim::run::{Progress, comparison_table, run_experiment};
 use hetsim_sim::transfer::{TransferQuery, View, parse_size, transfer_report};
+use hetsim_sim::work::MAX_REQUESTS;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Writes to standard output; a closed pipe (`hetsim … | head`) ends the program quietly, as
@@ -55,6 +56,9 @@ enum Command {
         /// up (bisection by simulation), and the margin at the asked rate
         #[arg(long)]
         capacity: bool,
+        /// Run even past the size limits (1,000 scenarios, 10 million requests)
+        #[arg(long)]
+        allow_large: bool,
     },
     /// Bytes at every place a model can be cut across two devices, and their time over links
     Transfer(TransferArgs),
@@ -72,6 +76,9 @@ enum Command {
         /// RNG seed, overriding the file's
         #[arg(long)]
         seed: Option<u64>,
+        /// Run even past the size limits (1,000 scenarios, 10 million requests)
+        #[arg(long)]
+        allow_large: bool,
     },
     /// Search cluster compositions under a budget and p99 latency targets: closed form prunes,
     /// the simulator scores the rest in parallel; prints the Pareto front and the best plan
@@ -84,6 +91,9 @@ enum Command {
         /// RNG seed, overriding the file's
         #[arg(long)]
         seed: Option<u64>,
+        /// Search even past the limit of 50,000 candidates
+        #[arg(long)]
+        allow_large: bool,
     },
     /// Tables and figures from result directories: comparison, latency–throughput curves,
     /// transfers, links, cost, and predicted against measured when exec rows are present
@@ -200,6 +210,9 @@ struct TransferArgs {
     /// Write to this file instead of standard output (required for parquet)
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Compute even past the limit of 100,000 table cells
+    #[arg(long)]
+    allow_large: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -347,9 +360,6 @@ fn transfer(a: TransferArgs) -> Result<(), Error> {
         ViewArg::Depth => View::Depth,
         ViewArg::ImageSizes => View::ImageSizes,
     };
-    if a.depths.contains(&0) {
-        return Err(InputError::new("--depths: every depth must be at least 1 layer").into());
-    }
     let query = TransferQuery {
         models: a.models,
         sizes: if a.images.is_empty() {
@@ -368,6 +378,7 @@ fn transfer(a: TransferArgs) -> Result<(), Error> {
         view,
         depths: a.depths,
     };
+    query.check(a.allow_large)?;
     let report = transfer_report(&query, a.format == FormatArg::Table)?;
     let mut all = hetsim_sim::table::Table {
         columns: report.tables[0].columns.clone(),
@@ -476,8 +487,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             out,
             seed,
             capacity,
+            allow_large,
         } => {
-            let exp = load_experiment(&experiment, seed)?;
+            let exp = load_experiment_sized(&experiment, seed, None, allow_large)?;
             let started = std::time::Instant::now();
             let mut bar = Bar {
                 bar: None,
@@ -507,7 +519,12 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Transfer(a) => transfer(a)?,
         Command::Fit(a) => fit(a)?,
-        Command::Plan { plan, out, seed } => {
+        Command::Plan {
+            plan,
+            out,
+            seed,
+            allow_large,
+        } => {
             let plan = hetsim_sim::experiment::load_plan(&plan, seed)?;
             // On standard error, hidden when it is not a terminal.
             let bar = ProgressBar::new(0);
@@ -518,7 +535,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .expect("static template")
                 .progress_chars("=> "),
             );
-            let r = hetsim_sim::plan::search(&plan, &|done, total| {
+            let r = hetsim_sim::plan::search(&plan, allow_large, &|done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             });
@@ -571,11 +588,15 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             experiment,
             requests,
             seed,
+            allow_large,
         } => {
             if requests == 0 {
                 return Err(InputError::new("--requests 0: simulate at least one request").into());
             }
-            let exp = load_experiment(&experiment, seed)?;
+            let exp = load_experiment_sized(&experiment, seed, None, allow_large)?;
+            let total = requests.saturating_mul(exp.scenarios.len() as u64);
+            hetsim_sim::work::within("requests", total, MAX_REQUESTS, allow_large)
+                .map_err(|e| e.context("--requests × scenarios"))?;
             let r = hetsim_sim::costmodel::cost_report(&exp, requests)?;
             sayln!(
                 "{} — closed-form capacity against the simulator at saturation\n",

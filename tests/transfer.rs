@@ -185,7 +185,7 @@ fn bad_input_is_named() {
         ),
         (
             vec!["transfer", "llava-1.5-7b", "--context", "999999999999"],
-            "absurd",
+            "`--context` = 999999999999: allowed [0, 10000000] tokens",
         ),
         (
             vec!["transfer", "llava-1.5-7b", "--dtype", "int3"],
@@ -197,7 +197,7 @@ fn bad_input_is_named() {
         ),
         (
             vec!["transfer", "llava-1.5-7b", "--layers", "0"],
-            "at least one layer",
+            "`--layers` = 0: allowed [1, 1024] layers",
         ),
         (
             vec!["transfer", "llava-1.5-7b", "--format", "parquet"],

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::bounds::Bound;
 use crate::catalog::{GpuSpec, resolve_gpu};
 use crate::error::InputError;
 
@@ -53,36 +54,46 @@ impl Default for PricingSpec {
 
 const SECONDS_PER_YEAR: f64 = 365.25 * 86_400.0;
 
+// Ranges of the pricing fields: wide enough for any real purchase, narrow enough that a typo
+// (a negative premium, a price of 1e308) is refused rather than ranked.
+const LIFETIME_YEARS: Bound = Bound::above(0.0, 100.0, "years");
+const PUE: Bound = Bound::closed(1.0, 10.0, "");
+const USD_PER_KWH: Bound = Bound::closed(0.0, 100.0, "USD/kWh");
+const POWER_FRACTION: Bound = Bound::closed(0.0, 2.0, "of TDP");
+const NVLINK_PREMIUM: Bound = Bound::closed(0.0, 10.0, "of the GPU price");
+const GPU_PRICE_USD: Bound = Bound::closed(0.0, 1e8, "USD");
+const GPU_USD_PER_HOUR: Bound = Bound::closed(0.0, 1e5, "USD/h");
+
 impl PricingSpec {
     pub fn validate(&self) -> Result<(), InputError> {
-        for (field, v) in [("lifetime_years", self.lifetime_years), ("pue", self.pue)] {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(InputError::new(format!(
-                    "`pricing.{field}` = {v}: must be positive"
-                )));
-            }
-        }
-        for (field, v) in [
-            ("usd_per_kwh", self.usd_per_kwh),
-            ("power_fraction", self.power_fraction),
+        for (field, v, bound) in [
+            (
+                "pricing.lifetime_years",
+                self.lifetime_years,
+                LIFETIME_YEARS,
+            ),
+            ("pricing.pue", self.pue, PUE),
+            ("pricing.usd_per_kwh", self.usd_per_kwh, USD_PER_KWH),
+            (
+                "pricing.power_fraction",
+                self.power_fraction,
+                POWER_FRACTION,
+            ),
+            (
+                "pricing.nvlink_premium",
+                self.nvlink_premium,
+                NVLINK_PREMIUM,
+            ),
         ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(InputError::new(format!(
-                    "`pricing.{field}` = {v}: must be ≥ 0"
-                )));
-            }
+            bound.check(field, v)?;
         }
-        for (table, map) in [
-            ("gpu_price_usd", &self.gpu_price_usd),
-            ("gpu_usd_per_hour", &self.gpu_usd_per_hour),
+        for (table, map, bound) in [
+            ("gpu_price_usd", &self.gpu_price_usd, GPU_PRICE_USD),
+            ("gpu_usd_per_hour", &self.gpu_usd_per_hour, GPU_USD_PER_HOUR),
         ] {
             for (gpu, v) in map {
                 resolve_gpu(gpu).map_err(|e| e.context(format!("pricing.{table}")))?;
-                if !(*v >= 0.0 && v.is_finite()) {
-                    return Err(InputError::new(format!(
-                        "`pricing.{table}.{gpu}` = {v}: must be ≥ 0"
-                    )));
-                }
+                bound.check(&format!("pricing.{table}.{gpu}"), *v)?;
             }
         }
         Ok(())

@@ -28,9 +28,14 @@ use crate::workload::{Request, RequestSource};
 use accounting::Accounting;
 pub use accounting::{Invariants, RunResult};
 
+/// Nanoseconds of a duration, at most `MAX_SIM_NS` (so `now + ns(…)` cannot overflow; a run
+/// that passes `MAX_SIM_NS` is refused in `run`).
 fn ns(seconds: f64) -> u64 {
-    (seconds * 1e9).ceil().max(0.0) as u64
+    (seconds * 1e9).ceil().clamp(0.0, MAX_SIM_NS as f64) as u64
 }
+
+/// `bounds::MAX_SIM_SECONDS` on the nanosecond clock.
+pub const MAX_SIM_NS: u64 = (crate::bounds::MAX_SIM_SECONDS * 1e9) as u64;
 
 fn secs(ns: u64) -> f64 {
     ns as f64 * 1e-9
@@ -263,6 +268,14 @@ impl<'a> Simulation<'a> {
                 self.now = h;
                 break;
             }
+            if at > MAX_SIM_NS {
+                return Err(InputError::new(format!(
+                    "{}: the simulated clock passed {} s (a step or transfer of days: check the profile's bandwidths and the workload's sizes, or set `run.horizon_s`)",
+                    self.s.name,
+                    crate::bounds::Num(crate::bounds::MAX_SIM_SECONDS)
+                ))
+                .into());
+            }
             assert!(at >= self.now, "time ran backwards: {at} < {}", self.now);
             self.now = at;
             match e {
@@ -293,6 +306,9 @@ impl<'a> Simulation<'a> {
             }
             self.drop_request(id, reason)?;
         }
+        if stopped_at_horizon {
+            self.drop_after_horizon()?;
+        }
         progress(self.acc.done());
         Ok(self.acc.finish(self.now, &self.inst, &self.net))
     }
@@ -305,6 +321,34 @@ impl<'a> Simulation<'a> {
             .take()
             .expect("an arrival event has its request");
         self.pull_arrival()?;
+        let (id, has_images) = self.admit(r)?;
+        if has_images && self.s.strategy.has_encoder_pool() {
+            let e = self
+                .route(Role::Encoder, |_| true)
+                .expect("validated: an encoder pool exists");
+            self.reqs.get_mut(&id).expect("inserted").encoder = Some(e);
+            self.assign(e, id);
+            self.inst[e].sched.encode_queue.push_back(id);
+            self.try_step(e)?;
+        } else {
+            self.enter_llm(id)?;
+        }
+        Ok(())
+    }
+
+    /// The workload's requests after the horizon: each is reported `dropped:horizon`, so the
+    /// tables hold every request the workload asked for (docs/experiment.md `run`).
+    fn drop_after_horizon(&mut self) -> Result<(), Error> {
+        while let Some(r) = self.next_arrival.take() {
+            self.next_arrival = self.source.next_request()?;
+            let (id, _) = self.admit(r)?;
+            self.drop_request(id, DropReason::Horizon)?;
+        }
+        Ok(())
+    }
+
+    /// Counts an arrived request and gives it its sequence and bookkeeping, not yet routed.
+    fn admit(&mut self, r: Request) -> Result<(ReqId, bool), Error> {
         self.acc.inv.arrived += 1;
         let model = &self.s.model;
         let mut images = Vec::with_capacity(r.images.len());
@@ -347,18 +391,7 @@ impl<'a> Simulation<'a> {
                 assigned: Vec::new(),
             },
         );
-        if has_images && self.s.strategy.has_encoder_pool() {
-            let e = self
-                .route(Role::Encoder, |_| true)
-                .expect("validated: an encoder pool exists");
-            self.reqs.get_mut(&id).expect("inserted").encoder = Some(e);
-            self.assign(e, id);
-            self.inst[e].sched.encode_queue.push_back(id);
-            self.try_step(e)?;
-        } else {
-            self.enter_llm(id)?;
-        }
-        Ok(())
+        Ok((id, has_images))
     }
 
     /// The pool a request's prefill runs in.

@@ -20,20 +20,40 @@ pub struct InputError {
 impl InputError {
     pub fn new(message: impl Into<String>) -> Self {
         InputError {
-            message: message.into(),
+            message: shorten(&message.into()),
         }
     }
 
     /// Prefixes where the problem is (a file, a field path).
     pub fn context(self, at: impl fmt::Display) -> Self {
         InputError {
-            message: format!("{at}: {}", self.message),
+            message: shorten(&format!("{at}: {}", self.message)),
         }
     }
 
     pub fn message(&self) -> &str {
         &self.message
     }
+}
+
+/// The longest run of non-space characters a message keeps: longer than any path or name a
+/// person writes, far shorter than a value pasted by mistake (parser errors quote the value,
+/// sometimes twice).
+const LONGEST_RUN: usize = 200;
+
+/// `message` with every run of non-space characters past `LONGEST_RUN` cut to it and `…`.
+fn shorten(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(4 * LONGEST_RUN));
+    let mut run = 0;
+    for c in message.chars() {
+        run = if c.is_whitespace() { 0 } else { run + 1 };
+        if run <= LONGEST_RUN {
+            out.push(c);
+        } else if run == LONGEST_RUN + 1 {
+            out.push('…');
+        }
+    }
+    out
 }
 
 impl fmt::Display for InputError {
@@ -89,6 +109,15 @@ pub fn unknown_name<'a>(
     known: impl IntoIterator<Item = &'a str>,
 ) -> InputError {
     let known: Vec<&str> = known.into_iter().collect();
+    let shown = crate::bounds::excerpt(name);
+    // A name far longer than any known one is nothing mistyped (and the edit distance would
+    // cost its length times theirs).
+    if shown.len() < name.len() {
+        return InputError::new(format!(
+            "unknown {what} `{shown}`: known: {}",
+            known.join(", ")
+        ));
+    }
     let mut scored: Vec<(usize, &str)> = known
         .iter()
         .map(|k| (distance(&name.to_lowercase(), &k.to_lowercase()), *k))
@@ -134,6 +163,17 @@ fn distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let e = InputError::new(format!("unknown variant `{}`", "x".repeat(100_000)))
+            .context("exp.yaml");
+        assert!(e.message().len() < 300, "{}", e.message().len());
+        assert!(
+            e.message().starts_with("exp.yaml: unknown variant `xxx") && e.message().ends_with('…')
+        );
+        assert_eq!(InputError::new("a short one").message(), "a short one");
+    }
 
     #[test]
     fn suggests_the_nearest_name() {

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::bounds::{Bound, MAX_SIM_SECONDS};
 use crate::catalog::{
-    Dtype, GpuSpec, LinkKind, LinkSpec, ModelSpec, resolve_gpu, resolve_link, resolve_model,
+    Dtype, GpuSpec, LinkKind, LinkSpec, ModelSpec, resolve_gpu, resolve_link, resolve_model_in,
 };
 use crate::cluster::{Cluster, Gpu, InstanceSpec, Node, Role};
 use crate::cost::PricingSpec;
@@ -19,7 +20,24 @@ use crate::error::{InputError, unknown_name};
 use crate::kv::MemoryPlan;
 use crate::perf::{Efficiency, PhaseModel, Roofline};
 use crate::profile::HardwareProfile;
-use crate::workload::{WorkloadCheck, WorkloadSpec};
+use crate::work::{MAX_REQUESTS, MAX_SCENARIOS};
+use crate::workload::{RATE, WorkloadCheck, WorkloadSpec};
+
+/// Tokens in one LLM step: far past any engine's budget, and small enough that activation sizes
+/// (tokens × hidden × bytes) stay exact.
+const MAX_TOKEN_BUDGET: u64 = 1 << 24;
+/// Sequences in one step, images in one encoder step.
+const MAX_BATCH: u64 = 1 << 20;
+/// Tokens per KV block (vLLM uses 16 to 256); blocks × block tokens stays inside u64.
+const MAX_BLOCK_TOKENS: u64 = 1 << 16;
+/// GPUs of one cluster, over all its nodes.
+const MAX_CLUSTER_GPUS: usize = 65_536;
+/// Efficiencies and shares of memory.
+const SHARE: Bound = Bound::above(0.0, 1.0, "");
+/// Per-kernel and per-step overheads: up to a second.
+const OVERHEAD_US: Bound = Bound::closed(0.0, 1e6, "µs");
+/// Latency targets.
+const SLO_S: Bound = Bound::above(0.0, 1e6, "s");
 
 /// Where modality and stage boundaries cut the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -283,6 +301,8 @@ pub struct Scenario {
     pub pricing: PricingSpec,
     pub run: RunSpec,
     pub seed: u64,
+    /// Requests the workload makes (`workload.requests`, or the trace rows replayed).
+    pub requests: u64,
     /// Values of the matrix axes this scenario was expanded with, for the result tables.
     pub rate: Option<f64>,
 }
@@ -323,6 +343,15 @@ pub struct Experiment {
     pub compare: Option<CompareSpec>,
 }
 
+impl Experiment {
+    /// Requests all scenarios together make.
+    pub fn requests(&self) -> u64 {
+        self.scenarios
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.requests))
+    }
+}
+
 /// A scenario's name without its matrix suffix: `a[rate=4]` → `a`.
 pub fn base_name(name: &str) -> &str {
     name.split_once('[').map_or(name, |(b, _)| b)
@@ -360,22 +389,40 @@ pub fn load_experiment_with_profile(
     seed: Option<u64>,
     profile: Option<&Path>,
 ) -> Result<Experiment, InputError> {
+    load_experiment_sized(path, seed, profile, false)
+}
+
+/// As `load_experiment_with_profile`; `allow_large` lifts the limit on the number of scenarios
+/// (`work::MAX_SCENARIOS`) and on the requests they make together (`work::MAX_REQUESTS`).
+pub fn load_experiment_sized(
+    path: &Path,
+    seed: Option<u64>,
+    profile: Option<&Path>,
+    allow_large: bool,
+) -> Result<Experiment, InputError> {
     let profile = profile
         .map(|p| HardwareProfile::load(p).map_err(|e| e.context("--profile")))
         .transpose()?;
-    load_experiment_on(path, seed, profile)
+    load_experiment_on(path, seed, profile, allow_large)
 }
 
-/// As `load_experiment_with_profile`, with a profile already in memory (`hetsim fit` simulates
-/// with a profile it built).
+/// As `load_experiment_sized`, with a profile already in memory (`hetsim fit` simulates with a
+/// profile it built).
 pub fn load_experiment_on(
     path: &Path,
     seed: Option<u64>,
     profile: Option<HardwareProfile>,
+    allow_large: bool,
 ) -> Result<Experiment, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(format!("cannot read experiment {}: {e}", path.display())))?;
-    parse(&text, path, seed, profile)
+    let text = crate::input::read_text(path, "experiment")?;
+    let exp = parse(&text, path, seed, profile, allow_large)?;
+    crate::work::within("requests", exp.requests(), MAX_REQUESTS, allow_large).map_err(|e| {
+        e.context(format!(
+            "{}: workload.requests over all scenarios",
+            path.display()
+        ))
+    })?;
+    Ok(exp)
 }
 
 pub fn parse_experiment(
@@ -383,7 +430,7 @@ pub fn parse_experiment(
     path: &Path,
     seed_override: Option<u64>,
 ) -> Result<Experiment, InputError> {
-    parse(text, path, seed_override, None)
+    parse(text, path, seed_override, None, false)
 }
 
 /// `profile`, when given, replaces the file's `profile:` (which is then not read).
@@ -392,6 +439,7 @@ fn parse(
     path: &Path,
     seed_override: Option<u64>,
     profile: Option<HardwareProfile>,
+    allow_large: bool,
 ) -> Result<Experiment, InputError> {
     let file_name = path.display().to_string();
     let at = At { file: &file_name };
@@ -412,10 +460,9 @@ fn parse(
         (None, None) => None,
     };
     let m = &file.matrix;
-    if let Some(r) = m.rate.iter().find(|r| !(**r > 0.0 && r.is_finite())) {
-        return Err(InputError::new(format!(
-            "{file_name}: matrix.rate: {r} is not a positive number of requests per second"
-        )));
+    for (i, r) in m.rate.iter().enumerate() {
+        RATE.check(&format!("matrix.rate[{i}]"), *r)
+            .map_err(|e| e.context(&file_name))?;
     }
     let seeds: Vec<Option<u64>> = if m.seed.is_empty() {
         vec![seed_override.or(file.seed)]
@@ -438,6 +485,13 @@ fn parse(
         m.network.iter().map(Some).collect()
     };
 
+    let expanded = [fabrics.len(), networks.len(), rates.len(), seeds.len()]
+        .iter()
+        .fold(file.scenarios.len() as u64, |n, axis| {
+            n.saturating_mul(*axis as u64)
+        });
+    crate::work::within("scenarios", expanded, MAX_SCENARIOS, allow_large)
+        .map_err(|e| e.context(format!("{file_name}: scenarios × matrix")))?;
     let mut scenarios = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for (i, fields) in file.scenarios.iter().enumerate() {
@@ -548,7 +602,7 @@ fn resolve(
         ))
     };
     let model_name = f.model.as_ref().ok_or_else(|| need("model"))?;
-    let model = resolve_model(&model_name.value)
+    let model = resolve_model_in(&model_name.value, base_dir)
         .map_err(|e| at.err(Some(model_name), &format!("{path}.model"), e))?;
     let dtype = match &f.dtype {
         Some(d) => {
@@ -559,24 +613,20 @@ fn resolve(
     let engine = f.engine.clone().unwrap_or_default();
     validate_engine(&engine).map_err(|e| e.context(format!("{}: {path}.engine", at.file)))?;
     let slo = f.slo.unwrap_or_default();
-    if !(slo.ttft_s > 0.0 && slo.tpot_s > 0.0) {
-        return Err(InputError::new(format!(
-            "{}: {path}.slo: ttft_s and tpot_s must be positive seconds",
-            at.file
-        )));
+    for (field, v) in [("slo.ttft_s", slo.ttft_s), ("slo.tpot_s", slo.tpot_s)] {
+        SLO_S
+            .check(field, v)
+            .map_err(|e| e.context(format!("{}: {path}", at.file)))?;
     }
     let pricing = f.pricing.clone().unwrap_or_default();
     pricing
         .validate()
         .map_err(|e| e.context(format!("{}: {path}", at.file)))?;
     let run = f.run.clone().unwrap_or_default();
-    if let Some(h) = run.horizon_s
-        && !(h > 0.0 && h.is_finite())
-    {
-        return Err(InputError::new(format!(
-            "{}: {path}.run.horizon_s = {h}: must be positive",
-            at.file
-        )));
+    if let Some(h) = run.horizon_s {
+        Bound::above(0.0, MAX_SIM_SECONDS, "s")
+            .check("run.horizon_s", h)
+            .map_err(|e| e.context(format!("{}: {path}", at.file)))?;
     }
 
     let mut workload = f.workload.clone().ok_or_else(|| need("workload"))?;
@@ -599,6 +649,9 @@ fn resolve(
                 at.file, model.name
             ))
         })?;
+    } else {
+        images_fit(&model, &workload, check)
+            .map_err(|e| e.context(format!("{}: {path}", at.file)))?;
     }
 
     let deployment = f.deployment.as_ref().ok_or_else(|| need("deployment"))?;
@@ -631,16 +684,16 @@ fn resolve(
             )),
         ));
     }
-    let measured_phases = cluster
-        .instances
-        .iter()
-        .map(|inst| {
-            profile
-                .and_then(|p| p.phases(&model.name, inst.gpu.name))
-                .filter(|p| p.dtype == dtype.name())
-                .cloned()
-        })
-        .collect::<Vec<_>>();
+    let mut measured_phases = Vec::new();
+    for inst in &cluster.instances {
+        let table = match profile {
+            Some(p) => p
+                .phases(&model.name, inst.gpu.name, dtype)
+                .map_err(|e| e.context(format!("{}: {path}.dtype: profile", at.file)))?,
+            None => None,
+        };
+        measured_phases.push(table.cloned());
+    }
     let basis = cluster
         .instances
         .iter()
@@ -673,8 +726,48 @@ fn resolve(
         pricing,
         run,
         seed,
+        requests: check.requests,
         rate,
     })
+}
+
+/// Every image the workload can make is one the model's preprocessor takes (Qwen2.5-VL refuses
+/// an aspect ratio over 200): found here, with the field or trace row, not mid-run.
+fn images_fit(model: &ModelSpec, w: &WorkloadSpec, check: WorkloadCheck) -> Result<(), InputError> {
+    if let (Some(t), Some((row, width, height))) = (&w.trace, check.most_elongated_image) {
+        model
+            .image_tokens(u64::from(width), u64::from(height))
+            .map_err(|e| e.context(format!("trace {} row {row}", t.path.display())))?;
+    }
+    let Some(rule) = w.image_rule() else {
+        return Ok(());
+    };
+    if rule.count.range().1 < 0.5 {
+        return Ok(());
+    }
+    let field = images_field(w);
+    // Drawn sizes are rounded and at least 1 pixel (`ImageDist::sample`).
+    let side = |v: f64| v.round().max(1.0) as u64;
+    let (w_lo, w_hi) = rule.width.range();
+    let (h_lo, h_hi) = rule.height.range();
+    for (width, height) in [(w_hi, h_lo), (w_lo, h_hi)] {
+        model.image_tokens(side(width), side(height)).map_err(|e| {
+            e.context(format!(
+                "`workload.{field}` can draw {}×{}",
+                side(width),
+                side(height)
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The field under `workload` that gives the images' rule.
+fn images_field(w: &WorkloadSpec) -> &'static str {
+    match &w.trace {
+        Some(t) if t.attach_images.is_some() => "trace.attach_images",
+        _ => "images",
+    }
 }
 
 /// A text-only model accepts a workload only if no request can carry an image.
@@ -685,10 +778,7 @@ fn text_only(w: &WorkloadSpec, check: WorkloadCheck) -> Result<(), InputError> {
             t.path.display()
         )));
     }
-    let field = match &w.trace {
-        Some(t) if t.attach_images.is_some() => "trace.attach_images",
-        _ => "images",
-    };
+    let field = images_field(w);
     match w.image_rule() {
         Some(rule) if rule.count.mean() > 0.0 => Err(InputError::new(format!(
             "the workload has images (`workload.{field}`); set `{field}: {{count: 0}}`{}",
@@ -703,37 +793,28 @@ fn text_only(w: &WorkloadSpec, check: WorkloadCheck) -> Result<(), InputError> {
 }
 
 fn validate_engine(e: &EngineSpec) -> Result<(), InputError> {
-    let positive = [
-        ("token_budget", e.token_budget),
-        ("max_batch", e.max_batch),
-        ("block_tokens", e.block_tokens),
-        ("encoder_batch_images", e.encoder_batch_images),
-    ];
-    if let Some((field, v)) = positive.iter().find(|(_, v)| *v == 0) {
-        return Err(InputError::new(format!(
-            "`{field}` = {v}: must be at least 1"
-        )));
+    for (field, v, max) in [
+        ("token_budget", e.token_budget, MAX_TOKEN_BUDGET),
+        ("max_batch", e.max_batch, MAX_BATCH),
+        ("block_tokens", e.block_tokens, MAX_BLOCK_TOKENS),
+        ("encoder_batch_images", e.encoder_batch_images, MAX_BATCH),
+    ] {
+        Bound::closed(1.0, max as f64, "").check_u64(field, v)?;
     }
-    if !(e.memory_utilization > 0.0 && e.memory_utilization <= 1.0) {
-        return Err(InputError::new(format!(
-            "`memory_utilization` = {}: must be in (0, 1]",
-            e.memory_utilization
-        )));
-    }
+    SHARE.check("memory_utilization", e.memory_utilization)?;
     let eff = &e.efficiency;
     for (field, v) in [
-        ("gemm", eff.gemm),
-        ("attention", eff.attention),
-        ("memory", eff.memory),
+        ("efficiency.gemm", eff.gemm),
+        ("efficiency.attention", eff.attention),
+        ("efficiency.memory", eff.memory),
     ] {
-        if !(v > 0.0 && v <= 1.0) {
-            return Err(InputError::new(format!(
-                "`efficiency.{field}` = {v}: must be in (0, 1]"
-            )));
-        }
+        SHARE.check(field, v)?;
     }
-    if !(eff.kernel_overhead_us >= 0.0 && eff.step_overhead_us >= 0.0) {
-        return Err(InputError::new("`efficiency` overheads must be ≥ 0 µs"));
+    for (field, v) in [
+        ("efficiency.kernel_overhead_us", eff.kernel_overhead_us),
+        ("efficiency.step_overhead_us", eff.step_overhead_us),
+    ] {
+        OVERHEAD_US.check(field, v)?;
     }
     Ok(())
 }
@@ -811,6 +892,15 @@ fn build_cluster(
                 ));
             }
             specs.extend(std::iter::repeat_n(spec, g.count.value as usize));
+            if gpus.len() + specs.len() > MAX_CLUSTER_GPUS {
+                return Err(at.err(
+                    Some(&g.count),
+                    &format!("{np}.gpus[{gi}].count"),
+                    InputError::new(format!(
+                        "the cluster passes {MAX_CLUSTER_GPUS} GPUs here: allowed at most {MAX_CLUSTER_GPUS}"
+                    )),
+                ));
+            }
         }
         if specs.is_empty() {
             return Err(InputError::new(format!("{}: {np}.gpus is empty", at.file)));
@@ -917,6 +1007,8 @@ fn build_cluster(
             Role::Llm | Role::Decode => false,
         } && model.vision.is_some();
         let holds_llm = role != Role::Encoder || d.work_stealing;
+        tp_splits_heads(model, tp as u64, holds_vision, holds_llm)
+            .map_err(|e| at.err(Some(&inst.tp), &format!("{ip}.tp"), e))?;
         // An operator fit carries to every GPU; a GPU probe alone sets only GEMM and memory.
         let eff = match (
             profile.and_then(|p| p.operator_fit.as_ref()),
@@ -1001,6 +1093,38 @@ fn build_cluster(
     let mut cluster = Cluster::new(nodes, gpus, network, instances, calibrated);
     cluster.sharing = c.link_sharing;
     Ok((cluster, memory, efficiency))
+}
+
+/// Tensor parallelism splits attention by heads (vLLM's rule): every GPU gets a whole number of
+/// query heads, and the KV heads either split evenly or are replicated evenly.
+fn tp_splits_heads(
+    model: &ModelSpec,
+    tp: u64,
+    holds_vision: bool,
+    holds_llm: bool,
+) -> Result<(), InputError> {
+    let l = &model.llm;
+    if holds_llm && !l.heads.is_multiple_of(tp) {
+        return Err(InputError::new(format!(
+            "tp = {tp} does not divide the {} attention heads of `{}`",
+            l.heads, model.name
+        )));
+    }
+    if holds_llm && !l.kv_heads.is_multiple_of(tp) && !tp.is_multiple_of(l.kv_heads) {
+        return Err(InputError::new(format!(
+            "tp = {tp} neither divides nor is a multiple of the {} KV heads of `{}`",
+            l.kv_heads, model.name
+        )));
+    }
+    match &model.vision {
+        Some(v) if holds_vision && !v.vit.heads.is_multiple_of(tp) => {
+            Err(InputError::new(format!(
+                "tp = {tp} does not divide the {} vision-encoder heads of `{}`",
+                v.vit.heads, model.name
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), InputError> {
@@ -1109,6 +1233,9 @@ pub struct PoolSpec {
     pub count: u32,
 }
 
+const BUDGET_USD: Bound = Bound::above(0.0, 1e12, "USD");
+const BUDGET_USD_PER_HOUR: Bound = Bound::above(0.0, 1e9, "USD/h");
+
 /// A validated plan file: builds candidate scenarios on demand.
 pub struct Plan {
     pub name: String,
@@ -1127,10 +1254,14 @@ pub struct Plan {
 }
 
 pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
+    let text = crate::input::read_text(path, "plan")?;
+    parse_plan(&text, path, seed)
+}
+
+/// A plan from its text, as if read from `path` (paths in it are relative to its directory).
+pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
     let file_name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(format!("cannot read plan {file_name}: {e}")))?;
-    let f: PlanFile = serde_saphyr::from_str(&text)
+    let f: PlanFile = serde_saphyr::from_str(text)
         .map_err(|e| InputError::new(format!("{file_name}: invalid plan: {e}")))?;
     let at = At { file: &file_name };
     let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -1141,16 +1272,16 @@ pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
         ),
         None => None,
     };
-    for (field, v) in [
-        ("capex_usd", f.budget.capex_usd),
-        ("usd_per_hour", f.budget.usd_per_hour),
+    for (field, v, bound) in [
+        ("budget.capex_usd", f.budget.capex_usd, BUDGET_USD),
+        (
+            "budget.usd_per_hour",
+            f.budget.usd_per_hour,
+            BUDGET_USD_PER_HOUR,
+        ),
     ] {
-        if let Some(v) = v
-            && !(v > 0.0 && v.is_finite())
-        {
-            return Err(InputError::new(format!(
-                "{file_name}: budget.{field} = {v}: must be positive"
-            )));
+        if let Some(v) = v {
+            bound.check(field, v).map_err(|e| e.context(&file_name))?;
         }
     }
     if f.budget.capex_usd.is_none() && f.budget.usd_per_hour.is_none() {
@@ -1226,6 +1357,12 @@ pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
         return Err(first_err.expect("at least one GPU type was tried"));
     }
     for (name, strategy, pools) in &plan.references {
+        for (i, p) in pools.iter().enumerate() {
+            // As a node's GPU count in an experiment; the pools of one type are summed.
+            Bound::closed(1.0, 1024.0, "GPUs")
+                .check_u64(&format!("instances[{i}].count"), u64::from(p.count))
+                .map_err(|e| e.context(format!("{file_name}: references `{name}`")))?;
+        }
         plan.scenario(name, *strategy, pools)
             .map_err(|e| e.context(format!("references `{name}`")))?;
     }
@@ -1233,6 +1370,11 @@ pub fn load_plan(path: &Path, seed: Option<u64>) -> Result<Plan, InputError> {
 }
 
 impl Plan {
+    /// The plan file, as errors name it.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     pub fn template(&self) -> &Scenario {
         self.template.as_ref().expect("set by load_plan")
     }
@@ -1261,7 +1403,8 @@ impl Plan {
         let mut gpus: Vec<GpuCount> = Vec::new();
         for p in pools {
             match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
-                Some(g) => g.count.value += p.count,
+                // Saturating: a sum past 1024 is refused as a node's GPU count.
+                Some(g) => g.count.value = g.count.value.saturating_add(p.count),
                 None => gpus.push(GpuCount {
                     gpu: sp(p.gpu.clone()),
                     count: su(p.count),

@@ -464,7 +464,7 @@ pub fn replay_check(
     measured_csv: &Path,
 ) -> Result<Comparison, Error> {
     let measured = read_comparison(measured_csv)?;
-    let exp = load_experiment_on(experiment, None, Some(profile))?;
+    let exp = load_experiment_on(experiment, None, Some(profile), false)?;
     let mut table = Table::new(&["scenario", "metric", "predicted", "measured", "error_pct"]);
     let mut errors = Vec::new();
     for s in &exp.scenarios {

@@ -1,6 +1,7 @@
 //! hetsim's simulator: everything needed to turn an experiment file into result rows, and no GPU
 //! code. See ARCHITECTURE.md at the repository root for the map.
 
+pub mod bounds;
 pub mod capacity;
 pub mod catalog;
 pub mod cluster;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod experiment;
 pub mod fit;
 pub mod headroom;
+pub mod input;
 pub mod kv;
 pub mod measured;
 pub mod network;
@@ -29,4 +31,5 @@ pub mod table;
 pub mod trace;
 pub mod transfer;
 pub mod trust;
+pub mod work;
 pub mod workload;

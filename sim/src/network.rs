@@ -195,7 +195,9 @@ impl Network {
                     let secs = f.remaining / f.rate;
                     out.push(Completion {
                         id,
-                        at_ns: now + (secs * 1e9).ceil() as u64,
+                        // Capped like the engine's durations: the engine refuses times past it.
+                        at_ns: now
+                            + (secs * 1e9).ceil().min(crate::engine::MAX_SIM_NS as f64) as u64,
                         version: f.version,
                     });
                 }

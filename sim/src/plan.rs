@@ -135,6 +135,41 @@ fn within_inventory(plan: &Plan, pools: &[PoolSpec]) -> bool {
     })
 }
 
+/// How many candidates `enumerate` would list before the inventory filter, in closed form
+/// (saturating), so a search too large to enumerate is refused before it starts.
+pub fn candidate_count(plan: &Plan) -> u64 {
+    // As `enumerate` counts types: by catalog name (load_plan resolved every one).
+    let mut names: Vec<&str> = plan
+        .search
+        .gpus
+        .iter()
+        .filter_map(|g| resolve_gpu(g).ok())
+        .map(|g| g.name)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let types = names.len() as u64;
+    let max = u64::from(plan.search.max_gpus);
+    let vision = plan.template().model.vision.is_some();
+    // Exact at every step (a product of i + 1 consecutive integers is divisible by (i + 1)!).
+    let choose = |n: u64, k: u64| match n.checked_sub(k) {
+        Some(_) => (0..k).fold(1u64, |c, i| c.saturating_mul(n - i) / (i + 1)),
+        None => 0,
+    };
+    let references = plan.references.len() as u64;
+    plan.search.strategies.iter().fold(references, |sum, s| {
+        let n = match s {
+            _ if s.has_encoder_pool() && !vision => 0,
+            // Non-empty multisets of GPU types of at most `max` GPUs.
+            Strategy::Colocated => choose(max + types, types) - 1,
+            // Two pools of ≥ 1 GPU each, `max` in all, each of any type.
+            Strategy::Modality | Strategy::Stage => types.pow(2).saturating_mul(choose(max, 2)),
+            Strategy::Epd => types.pow(3).saturating_mul(choose(max, 3)),
+        };
+        sum.saturating_add(n)
+    })
+}
+
 /// Every composition the search space allows.
 pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
     let mut types: Vec<&'static GpuSpec> = Vec::new();
@@ -351,8 +386,21 @@ fn record(scored: &mut Scored, judged: Judged) {
 /// Simulation progress: `done` of `total` candidates simulated so far (called from any thread).
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
-pub fn search(plan: &Plan, progress: Progress) -> Result<PlanResult, Error> {
+/// `allow_large` lifts the limit on the candidates enumerated (`work::MAX_PLAN_CANDIDATES`).
+pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<PlanResult, Error> {
     let started = Instant::now();
+    crate::work::within(
+        "candidates",
+        candidate_count(plan),
+        crate::work::MAX_PLAN_CANDIDATES,
+        allow_large,
+    )
+    .map_err(|e| {
+        e.context(format!(
+            "{}: search (gpus × max_gpus × strategies)",
+            plan.file()
+        ))
+    })?;
     let t = plan.template();
     check_prices(plan)?;
     let rate = offered_rate(t)?;
@@ -412,13 +460,16 @@ pub fn search(plan: &Plan, progress: Progress) -> Result<PlanResult, Error> {
                     ),
                 };
                 return Err(InputError::new(format!(
-                    "no cluster within the budget ({}) meets the targets at {rate} req/s; the cheapest that does, {price}",
+                    "{}: budget: no cluster within the budget ({}) meets the targets at {rate} req/s; the cheapest that does, {price}",
+                    plan.file(),
                     budget_text(plan),
                 ))
                 .into());
             }
         }
-        return Err(InputError::new(unreachable_targets(plan, &scored, rate)).into());
+        return Err(InputError::new(unreachable_targets(plan, &scored, rate))
+            .context(format!("{}: defaults.slo", plan.file()))
+            .into());
     }
     // Best Tokens/$ first; the Pareto front of Tokens/$ against p99 end-to-end latency.
     let mut order: Vec<usize> = (0..scored.len())
@@ -647,4 +698,24 @@ pub fn candidates_table(r: &PlanResult) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closed_form_count_is_what_enumerate_lists() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../experiments/plans/paper-budget.yaml");
+        let mut plan = crate::experiment::load_plan(&path, None).unwrap();
+        for max_gpus in [1, 2, 3, 6] {
+            plan.search.max_gpus = max_gpus;
+            assert_eq!(
+                candidate_count(&plan),
+                enumerate(&plan).unwrap().len() as u64,
+                "max_gpus {max_gpus}"
+            );
+        }
+    }
 }

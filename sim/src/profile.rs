@@ -8,6 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::Bound;
+use crate::catalog::Dtype;
 use crate::error::InputError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +55,64 @@ pub struct PhaseProfile {
     #[serde(default)]
     pub sustained: Vec<SustainedPoint>,
 }
+
+impl PhaseProfile {
+    /// The dtype the table was measured at (checked when the profile was read).
+    pub fn dtype(&self) -> Dtype {
+        Dtype::parse(&self.dtype).unwrap_or(Dtype::Bf16)
+    }
+
+    fn validate(&self) -> Result<(), InputError> {
+        let model = crate::catalog::resolve_model(&self.model).map_err(|e| e.context("model"))?;
+        crate::catalog::resolve_gpu(&self.catalog_gpu).map_err(|e| e.context("catalog_gpu"))?;
+        Dtype::parse(&self.dtype).map_err(|e| e.context("dtype"))?;
+        // An empty table would make its phase free; a text-only model has nothing to encode.
+        let encodes = model.vision.is_some();
+        for (table, empty, wanted) in [
+            ("encode", self.encode.is_empty(), encodes),
+            ("prefill", self.prefill.is_empty(), true),
+            ("decode", self.decode.is_empty(), true),
+        ] {
+            if empty && wanted {
+                return Err(InputError::new(format!(
+                    "`{table}` is empty: give at least one measured point"
+                )));
+            }
+        }
+        for (j, e) in self.encode.iter().enumerate() {
+            COUNT.check_u64(&format!("encode[{j}].images"), e.images)?;
+            STEP_SECONDS.check(&format!("encode[{j}].seconds"), e.seconds)?;
+        }
+        for (j, e) in self.prefill.iter().enumerate() {
+            COUNT.check_u64(&format!("prefill[{j}].sequences"), e.sequences)?;
+            COUNT.check_u64(&format!("prefill[{j}].tokens"), e.tokens)?;
+            STEP_SECONDS.check(&format!("prefill[{j}].seconds"), e.seconds)?;
+        }
+        for (j, e) in self.decode.iter().enumerate() {
+            COUNT.check_u64(&format!("decode[{j}].batch"), e.batch)?;
+            CONTEXT.check_u64(&format!("decode[{j}].context"), e.context)?;
+            STEP_SECONDS.check(&format!("decode[{j}].seconds"), e.seconds)?;
+        }
+        for (j, p) in self.sustained.iter().enumerate() {
+            DUTY.check(&format!("sustained[{j}].duty"), p.duty)?;
+            SLOWDOWN.check(&format!("sustained[{j}].slowdown"), p.slowdown)?;
+        }
+        Ok(())
+    }
+}
+
+// Ranges of what a profile may say: any real GPU or link lies well inside them.
+const TFLOPS: Bound = Bound::above(0.0, 1e5, "TFLOP/s");
+const EFFICIENCY: Bound = Bound::above(0.0, 1.2, "");
+const BANDWIDTH_GBS: Bound = Bound::closed(1e-3, 1e6, "GB/s");
+const LAUNCH_US: Bound = Bound::closed(0.0, 1e4, "µs");
+const LATENCY_US: Bound = Bound::closed(0.0, 1e6, "µs");
+/// One measured step: from a nanosecond to an hour.
+const STEP_SECONDS: Bound = Bound::closed(1e-9, 3600.0, "s");
+const COUNT: Bound = Bound::closed(1.0, 1e9, "");
+const CONTEXT: Bound = Bound::closed(0.0, 1e9, "tokens");
+const DUTY: Bound = Bound::closed(0.0, 1.0, "");
+const SLOWDOWN: Bound = Bound::closed(0.1, 100.0, "");
 
 /// A power-capped GPU lowers its clock when it stays busy with compute-bound work: at `duty`
 /// (share of recent time in compute-bound steps, the rest in decode steps), such a step takes
@@ -139,11 +199,15 @@ pub struct LinkPoint {
 
 impl HardwareProfile {
     pub fn load(path: &Path) -> Result<HardwareProfile, InputError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(format!("cannot read profile {}: {e}", path.display())))?;
-        let p: HardwareProfile = serde_saphyr::from_str(&text)
-            .map_err(|e| InputError::new(format!("{}: {e}", path.display())))?;
-        p.validate().map_err(|e| e.context(path.display()))?;
+        let text = crate::input::read_text(path, "profile")?;
+        HardwareProfile::from_yaml(&text).map_err(|e| e.context(path.display()))
+    }
+
+    /// A profile from its YAML text, checked.
+    pub fn from_yaml(text: &str) -> Result<HardwareProfile, InputError> {
+        let p: HardwareProfile =
+            serde_saphyr::from_str(text).map_err(|e| InputError::new(e.to_string()))?;
+        p.validate()?;
         Ok(p)
     }
 
@@ -155,57 +219,25 @@ impl HardwareProfile {
         for (i, g) in self.gpus.iter().enumerate() {
             crate::catalog::resolve_gpu(&g.catalog_gpu)
                 .map_err(|e| e.context(format!("gpus[{i}].catalog_gpu")))?;
-            for (field, v, max) in [
-                ("gemm_efficiency", g.gemm_efficiency, 1.2),
-                ("memory_efficiency", g.memory_efficiency, 1.2),
+            for (field, v, bound) in [
+                ("gemm_tflops", g.gemm_tflops, TFLOPS),
+                ("gemm_efficiency", g.gemm_efficiency, EFFICIENCY),
+                ("hbm_gbs", g.hbm_gbs, BANDWIDTH_GBS),
+                ("memory_efficiency", g.memory_efficiency, EFFICIENCY),
+                ("launch_overhead_us", g.launch_overhead_us, LAUNCH_US),
             ] {
-                if !(v > 0.0 && v <= max) {
-                    return Err(InputError::new(format!(
-                        "gpus[{i}].{field} = {v}: must be in (0, {max}]"
-                    )));
-                }
-            }
-            if !(g.launch_overhead_us >= 0.0 && g.launch_overhead_us.is_finite()) {
-                return Err(InputError::new(format!(
-                    "gpus[{i}].launch_overhead_us = {}: must be ≥ 0",
-                    g.launch_overhead_us
-                )));
+                bound.check(&format!("gpus[{i}].{field}"), v)?;
             }
         }
         for (i, p) in self.phases.iter().enumerate() {
-            crate::catalog::resolve_model(&p.model)
-                .map_err(|e| e.context(format!("phases[{i}].model")))?;
-            crate::catalog::resolve_gpu(&p.catalog_gpu)
-                .map_err(|e| e.context(format!("phases[{i}].catalog_gpu")))?;
-            crate::catalog::Dtype::parse(&p.dtype)
-                .map_err(|e| e.context(format!("phases[{i}].dtype")))?;
-            let positive = |v: f64| v.is_finite() && v > 0.0;
-            let ok = p.encode.iter().all(|e| e.images > 0 && positive(e.seconds))
-                && p.prefill
-                    .iter()
-                    .all(|e| e.tokens > 0 && e.sequences > 0 && positive(e.seconds))
-                && p.decode.iter().all(|e| e.batch > 0 && positive(e.seconds))
-                && !p.prefill.is_empty()
-                && !p.decode.is_empty()
-                && p.sustained.iter().all(|s| {
-                    (0.0..=1.0).contains(&s.duty) && s.slowdown.is_finite() && s.slowdown > 0.0
-                });
-            if !ok {
-                return Err(InputError::new(format!(
-                    "phases[{i}]: needs prefill and decode points, every count ≥ 1, every time > 0 s, every sustained duty in [0, 1] with a slowdown > 0"
-                )));
-            }
+            p.validate()
+                .map_err(|e| e.context(format!("phases[{i}]")))?;
         }
         for (i, l) in self.links.iter().enumerate() {
             crate::catalog::resolve_link(&l.catalog_link)
                 .map_err(|e| e.context(format!("links[{i}].catalog_link")))?;
-            let bandwidth_ok = l.bandwidth_gbs.is_finite() && l.bandwidth_gbs > 0.0;
-            if !bandwidth_ok || !l.latency_us.is_finite() || l.latency_us < 0.0 {
-                return Err(InputError::new(format!(
-                    "links[{i}]: bandwidth_gbs = {} must be > 0 and latency_us = {} ≥ 0",
-                    l.bandwidth_gbs, l.latency_us
-                )));
-            }
+            BANDWIDTH_GBS.check(&format!("links[{i}].bandwidth_gbs"), l.bandwidth_gbs)?;
+            LATENCY_US.check(&format!("links[{i}].latency_us"), l.latency_us)?;
         }
         Ok(())
     }
@@ -216,10 +248,33 @@ impl HardwareProfile {
             .find(|g| g.catalog_gpu.eq_ignore_ascii_case(catalog_name))
     }
 
-    pub fn phases(&self, model: &str, gpu: &str) -> Option<&PhaseProfile> {
-        self.phases
+    /// The phase table of `model` on `gpu` at `dtype`. A table of that model and GPU measured at
+    /// another dtype only is an error, not a silent fall back to the roofline.
+    pub fn phases(
+        &self,
+        model: &str,
+        gpu: &str,
+        dtype: Dtype,
+    ) -> Result<Option<&PhaseProfile>, InputError> {
+        let tables: Vec<(usize, &PhaseProfile)> = self
+            .phases
             .iter()
-            .find(|p| p.model == model && p.catalog_gpu.eq_ignore_ascii_case(gpu))
+            .enumerate()
+            .filter(|(_, p)| p.model == model && p.catalog_gpu.eq_ignore_ascii_case(gpu))
+            .collect();
+        if let Some((_, p)) = tables.iter().find(|(_, p)| p.dtype() == dtype) {
+            return Ok(Some(p));
+        }
+        match tables.first() {
+            None => Ok(None),
+            Some((i, p)) => Err(InputError::new(format!(
+                "phases[{i}] measured `{model}` on {gpu} at dtype {}, and the scenario runs {}: calibrate at {} or set the scenario's `dtype: {}`",
+                p.dtype().name(),
+                dtype.name(),
+                dtype.name(),
+                p.dtype().name()
+            ))),
+        }
     }
 
     pub fn link(&self, catalog_name: &str) -> Option<&LinkProfile> {
@@ -297,6 +352,25 @@ mod tests {
         assert!(
             e.contains("links[0].catalog_link") && e.contains("nvlink4"),
             "{e}"
+        );
+        // A dtype in capitals names the same table; another dtype is an error, not a miss.
+        std::fs::write(&path, p.to_yaml().replace("dtype: bf16", "dtype: BF16")).unwrap();
+        let upper = HardwareProfile::load(&path).unwrap();
+        let found = upper
+            .phases("llava-1.5-7b", "h200-sxm", Dtype::Bf16)
+            .unwrap();
+        assert_eq!(found.map(|t| t.decode.len()), Some(1));
+        let e = upper
+            .phases("llava-1.5-7b", "H200-SXM", Dtype::Fp8)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at dtype bf16, and the scenario runs fp8"),
+            "{e}"
+        );
+        assert_eq!(
+            upper.phases("llava-1.5-13b", "H200-SXM", Dtype::Fp8),
+            Ok(None)
         );
     }
 }

@@ -2,12 +2,12 @@
 //! `traces/README.md` documents the formats. Rows are read one at a time; errors name the file
 //! and the row (1-based, counting the header as row 1 in CSV files, as a spreadsheet does).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::bounds::{Bound, MAX_SIM_SECONDS, Num, excerpt};
 use crate::error::InputError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -47,7 +47,7 @@ struct JsonRow {
 
 pub struct TraceReader {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
+    reader: Box<dyn BufRead + Send>,
     format: TraceFormat,
     line_no: u64,
     rows: u64,
@@ -55,74 +55,94 @@ pub struct TraceReader {
     line: String,
 }
 
+/// A row longer than this is no trace row (a binary file, or one without line breaks).
+const MAX_ROW_BYTES: u64 = 1 << 20;
+/// Arrival times a seconds-based trace may give (JSONL, CSV, Splitwise).
+const ARRIVAL_S: Bound = Bound::closed(0.0, MAX_SIM_SECONDS, "s");
+/// Azure timestamps: years whose epoch seconds stay exact in f64 to well under a microsecond.
+const YEARS: std::ops::RangeInclusive<i64> = 1970..=2200;
+
 impl TraceReader {
     pub fn open(path: &Path, format: TraceFormat) -> Result<TraceReader, InputError> {
-        let file = File::open(path)
-            .map_err(|e| InputError::new(format!("cannot open trace {}: {e}", path.display())))?;
-        let mut lines = BufReader::new(file).lines();
-        let mut line_no = 0;
+        let file = crate::input::open(path, "trace", crate::input::MAX_TRACE_BYTES)?;
+        TraceReader::from_reader(path, BufReader::new(file), format)
+    }
+
+    /// Reads the rows of `reader` as the trace file `path` (its name decides `auto` and appears in
+    /// errors): the fuzz targets feed rows from memory.
+    pub fn from_reader(
+        path: &Path,
+        reader: impl BufRead + Send + 'static,
+        format: TraceFormat,
+    ) -> Result<TraceReader, InputError> {
         let is_jsonl = format == TraceFormat::Jsonl
             || (format == TraceFormat::Auto
                 && path
                     .extension()
                     .is_some_and(|e| e == "jsonl" || e == "json"));
-        let format = if is_jsonl {
-            TraceFormat::Jsonl
-        } else {
-            let header = match lines.next() {
-                Some(Ok(h)) => h,
-                Some(Err(e)) => {
-                    return Err(InputError::new(format!("trace {}: {e}", path.display())));
-                }
-                None => {
-                    return Err(InputError::new(format!(
-                        "trace {}: empty file, expected a CSV header",
-                        path.display()
-                    )));
-                }
-            };
-            line_no = 1;
-            let cols: Vec<String> = header
-                .trim()
-                .split(',')
-                .map(|c| c.trim().to_string())
-                .collect();
-            let detected = match cols
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .as_slice()
-            {
-                ["arrival_s", "prompt_tokens", "output_tokens", "images"] => TraceFormat::Csv,
-                ["arrived_at", "num_prefill_tokens", "num_decode_tokens"] => TraceFormat::Splitwise,
-                ["TIMESTAMP", "ContextTokens", "GeneratedTokens"] => TraceFormat::Azure,
-                _ => {
-                    return Err(InputError::new(format!(
-                        "trace {}: header `{}` is not a known format; expected `arrival_s,prompt_tokens,output_tokens,images`, \
-                         `arrived_at,num_prefill_tokens,num_decode_tokens` (Splitwise/Vidur) or \
-                         `TIMESTAMP,ContextTokens,GeneratedTokens` (Azure)",
-                        path.display(),
-                        header.trim()
-                    )));
-                }
-            };
-            if format != TraceFormat::Auto && format != detected {
-                return Err(InputError::new(format!(
-                    "trace {}: `format: {format:?}` was asked for but the header says {detected:?}",
-                    path.display()
-                )));
-            }
-            detected
-        };
-        Ok(TraceReader {
+        let mut reader = TraceReader {
             path: path.to_path_buf(),
-            lines,
-            format,
-            line_no,
+            reader: Box::new(reader),
+            format: TraceFormat::Jsonl,
+            line_no: 0,
             rows: 0,
             last_arrival: f64::NEG_INFINITY,
             line: String::new(),
-        })
+        };
+        if !is_jsonl {
+            reader.format = reader.read_header(format)?;
+        }
+        Ok(reader)
+    }
+
+    /// Reads the CSV header (row 1) and returns the format it names.
+    fn read_header(&mut self, asked: TraceFormat) -> Result<TraceFormat, InputError> {
+        if !self.read_line()? {
+            return Err(InputError::new(format!(
+                "trace {}: empty file, expected a CSV header",
+                self.path.display()
+            )));
+        }
+        let header = self.line.trim();
+        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+        let detected = match cols.as_slice() {
+            ["arrival_s", "prompt_tokens", "output_tokens", "images"] => TraceFormat::Csv,
+            ["arrived_at", "num_prefill_tokens", "num_decode_tokens"] => TraceFormat::Splitwise,
+            ["TIMESTAMP", "ContextTokens", "GeneratedTokens"] => TraceFormat::Azure,
+            _ => {
+                return Err(InputError::new(format!(
+                    "trace {}: header `{}` is not a known format; expected `arrival_s,prompt_tokens,output_tokens,images`, \
+                     `arrived_at,num_prefill_tokens,num_decode_tokens` (Splitwise/Vidur) or \
+                     `TIMESTAMP,ContextTokens,GeneratedTokens` (Azure)",
+                    self.path.display(),
+                    excerpt(header)
+                )));
+            }
+        };
+        if asked != TraceFormat::Auto && asked != detected {
+            return Err(InputError::new(format!(
+                "trace {}: `format: {asked:?}` was asked for but the header says {detected:?}",
+                self.path.display()
+            )));
+        }
+        Ok(detected)
+    }
+
+    /// The next line into `self.line` (false at the end of the file), at most `MAX_ROW_BYTES`.
+    fn read_line(&mut self) -> Result<bool, InputError> {
+        self.line.clear();
+        self.line_no += 1;
+        let n = (&mut self.reader)
+            .take(MAX_ROW_BYTES)
+            .read_line(&mut self.line)
+            .map_err(|e| self.err(format!("cannot read: {e}")))?;
+        if n as u64 == MAX_ROW_BYTES && !self.line.ends_with('\n') {
+            return Err(self.err(format!(
+                "longer than {} MiB: not a trace row (is this a text trace?)",
+                MAX_ROW_BYTES >> 20
+            )));
+        }
+        Ok(n > 0)
     }
 
     pub fn rows_read(&self) -> u64 {
@@ -136,11 +156,9 @@ impl TraceReader {
 
     pub fn next_row(&mut self) -> Result<Option<TraceRow>, InputError> {
         loop {
-            let Some(line) = self.lines.next() else {
+            if !self.read_line()? {
                 return Ok(None);
-            };
-            self.line_no += 1;
-            self.line = line.map_err(|e| self.err(format!("cannot read: {e}")))?;
+            }
             if self.line.trim().is_empty() {
                 continue;
             }
@@ -148,7 +166,8 @@ impl TraceReader {
             if row.arrival_s < self.last_arrival {
                 return Err(self.err(format!(
                     "arrival {} is before the previous row's {}: rows must be in arrival order",
-                    row.arrival_s, self.last_arrival
+                    Num(row.arrival_s),
+                    Num(self.last_arrival)
                 )));
             }
             self.last_arrival = row.arrival_s;
@@ -170,7 +189,7 @@ impl TraceReader {
         let row = match self.format {
             TraceFormat::Jsonl => {
                 let r: JsonRow =
-                    serde_json::from_str(line).map_err(|e| self.err(format!("{e}")))?;
+                    serde_json::from_str(line).map_err(|e| self.err(excerpt(&e.to_string())))?;
                 TraceRow {
                     arrival_s: r.arrival_s,
                     prompt_tokens: r.prompt_tokens,
@@ -192,20 +211,30 @@ impl TraceReader {
                     cols[i].parse::<u32>().map_err(|_| {
                         self.err(format!(
                             "`{name}` = `{}` is not a whole number of tokens",
-                            cols[i]
+                            excerpt(cols[i])
                         ))
                     })
                 };
                 let arrival_s = match self.format {
-                    TraceFormat::Azure => parse_timestamp(cols[0]).ok_or_else(|| {
-                        self.err(format!(
-                            "`TIMESTAMP` = `{}`: expected `YYYY-MM-DD HH:MM:SS[.fraction]`",
-                            cols[0]
-                        ))
+                    TraceFormat::Azure => parse_timestamp(cols[0]).map_err(|why| {
+                        self.err(format!("`TIMESTAMP` = `{}`: {why}", excerpt(cols[0])))
                     })?,
-                    _ => cols[0].parse::<f64>().map_err(|_| {
-                        self.err(format!("arrival `{}` is not a number of seconds", cols[0]))
-                    })?,
+                    _ => {
+                        let field = if self.format == TraceFormat::Csv {
+                            "arrival_s"
+                        } else {
+                            "arrived_at"
+                        };
+                        let v = cols[0].parse::<f64>().map_err(|_| {
+                            self.err(format!(
+                                "`{field}` = `{}` is not a number of seconds",
+                                excerpt(cols[0])
+                            ))
+                        })?;
+                        ARRIVAL_S
+                            .check(field, v)
+                            .map_err(|e| self.err(e.message().to_string()))?
+                    }
                 };
                 let (p, o) = match self.format {
                     TraceFormat::Csv => ("prompt_tokens", "output_tokens"),
@@ -216,7 +245,7 @@ impl TraceReader {
                     Some(parse_images(cols[3]).ok_or_else(|| {
                         self.err(format!(
                             "`images` = `{}`: expected sizes like `640x480;336x336`, or empty",
-                            cols[3]
+                            excerpt(cols[3])
                         ))
                     })?)
                 } else {
@@ -230,11 +259,10 @@ impl TraceReader {
                 }
             }
         };
-        if !(row.arrival_s.is_finite() && row.arrival_s >= 0.0) {
-            return Err(self.err(format!(
-                "arrival {} must be a non-negative number of seconds",
-                row.arrival_s
-            )));
+        if self.format == TraceFormat::Jsonl {
+            ARRIVAL_S
+                .check("arrival_s", row.arrival_s)
+                .map_err(|e| self.err(e.message().to_string()))?;
         }
         if row.output_tokens == 0 {
             return Err(
@@ -265,24 +293,43 @@ fn parse_images(s: &str) -> Option<Vec<(u32, u32)>> {
         .collect()
 }
 
-/// `2023-11-16 18:15:46.6805900` → seconds since the Unix epoch (UTC, proleptic Gregorian).
-fn parse_timestamp(s: &str) -> Option<f64> {
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+/// `2023-11-16 18:15:46.6805900` → seconds since the Unix epoch (UTC, proleptic Gregorian), or
+/// what is wrong with it.
+fn parse_timestamp(s: &str) -> Result<f64, String> {
+    let shape = || "expected `YYYY-MM-DD HH:MM:SS[.fraction]`".to_string();
+    let (date, time) = s.split_once([' ', 'T']).ok_or_else(shape)?;
+    let whole = |p: Option<&str>| p.and_then(|p| p.parse::<i64>().ok()).ok_or_else(shape);
+    let mut d = date.split('-');
+    let (y, m, day) = (whole(d.next())?, whole(d.next())?, whole(d.next())?);
     let mut t = time.split(':');
-    let (hh, mm) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let ss = t.next()?.parse::<f64>().ok()?;
-    if !(1..=12).contains(&m)
-        || !(1..=31).contains(&day)
-        || hh > 23
-        || mm > 59
-        || !(0.0..61.0).contains(&ss)
-    {
-        return None;
+    let (hh, mm) = (whole(t.next())?, whole(t.next())?);
+    let ss = t
+        .next()
+        .and_then(|p| p.parse::<f64>().ok())
+        .ok_or_else(shape)?;
+    if d.next().is_some() || t.next().is_some() {
+        return Err(shape());
+    }
+    let out_of = |what: &str, v: String, range: &str| Err(format!("{what} {v} is not in {range}"));
+    if !YEARS.contains(&y) {
+        return out_of("year", y.to_string(), "1970–2200");
+    }
+    if !(1..=12).contains(&m) {
+        return out_of("month", m.to_string(), "1–12");
+    }
+    let days = days_in_month(y, m);
+    if !(1..=days).contains(&day) {
+        return Err(format!("day {day}: {y}-{m:02} has {days} days"));
+    }
+    if !(0..=23).contains(&hh) {
+        return out_of("hour", hh.to_string(), "0–23");
+    }
+    if !(0..=59).contains(&mm) {
+        return out_of("minute", mm.to_string(), "0–59");
+    }
+    // 60 and a fraction: a leap second.
+    if !(0.0..61.0).contains(&ss) {
+        return out_of("second", Num(ss).to_string(), "[0, 61)");
     }
     // Days from civil (H. Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
@@ -292,7 +339,17 @@ fn parse_timestamp(s: &str) -> Option<f64> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+    Ok((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 #[cfg(test)]
@@ -358,7 +415,8 @@ mod tests {
         );
         let rows = all(&a).unwrap();
         assert!((rows[1].arrival_s - rows[0].arrival_s - 3.31941).abs() < 1e-6);
-        assert_eq!(parse_timestamp("1970-01-02 00:00:01"), Some(86_401.0));
+        assert_eq!(parse_timestamp("1970-01-02 00:00:01"), Ok(86_401.0));
+        assert_eq!(parse_timestamp("2024-02-29 00:00:00"), Ok(1_709_164_800.0));
     }
 
     #[test]
@@ -392,7 +450,7 @@ mod tests {
             .unwrap();
         assert!(
             e.to_string()
-                .contains("cannot open trace /nonexistent/t.csv")
+                .contains("cannot read trace /nonexistent/t.csv")
         );
     }
 }

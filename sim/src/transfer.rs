@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 
+use crate::bounds::Bound;
 use crate::catalog::{Dtype, ImageTokens, LinkSpec, ModelSpec, VitSpec};
 use crate::error::InputError;
 use crate::table::{Table, Value};
@@ -465,12 +466,53 @@ pub fn parse_size(s: &str) -> Result<(u64, u64), InputError> {
     Ok((w, h))
 }
 
-pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferReport, InputError> {
-    if q.layers == Some(0) {
-        return Err(InputError::new(
-            "--layers 0: a model has at least one layer",
-        ));
+// Ranges of the command-line numbers: the depths of the HF config reader, token counts far
+// past any context window.
+const LAYERS: Bound = Bound::closed(1.0, 1024.0, "layers");
+const TOKENS: Bound = Bound::closed(0.0, 1e7, "tokens");
+
+impl TransferQuery {
+    /// Every number in range, and the table no larger than `work::MAX_TRANSFER_CELLS` unless
+    /// `allow_large`.
+    pub fn check(&self, allow_large: bool) -> Result<(), InputError> {
+        if let Some(l) = self.layers {
+            LAYERS.check_u64("--layers", l)?;
+        }
+        for d in &self.depths {
+            LAYERS.check_u64("--depths", *d)?;
+        }
+        for (flag, v) in [
+            ("--prompt-tokens", Some(self.prompt_tokens)),
+            ("--visual-tokens", self.visual_tokens),
+            ("--context", self.context_tokens),
+            ("--output-tokens", Some(self.output_tokens)),
+        ] {
+            if let Some(v) = v {
+                TOKENS.check_u64(flag, v)?;
+            }
+        }
+        // Rows: a cut per layer (the LLM's, a vision tower's and a few more; config depths are
+        // bounded by the reader), a depth or an image size each; a column per link beside a
+        // few fixed ones.
+        let rows = match self.view {
+            View::Cuts => self.layers.unwrap_or(256) + 64,
+            View::Depth => self.depths.len() as u64,
+            View::ImageSizes => self.sizes.len() as u64,
+        };
+        let cells = (self.models.len() as u64)
+            .saturating_mul(rows)
+            .saturating_mul(self.links.len() as u64 + 8);
+        crate::work::within(
+            "table cells",
+            cells,
+            crate::work::MAX_TRANSFER_CELLS,
+            allow_large,
+        )
+        .map_err(|e| e.context("--links × models × rows"))
     }
+}
+
+pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferReport, InputError> {
     let mut tables = Vec::new();
     let mut notes = Vec::new();
     let mut models = Vec::new();

@@ -13,8 +13,21 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use crate::bounds::{Bound, MAX_SIM_SECONDS, Num};
 use crate::error::InputError;
 use crate::trace::{TraceFormat, TraceReader};
+
+/// Arrival rates: below 10⁻⁶ requests/s the gaps leave the simulated clock's range; above 10⁶ no
+/// modelled cluster keeps up.
+pub const RATE: Bound = Bound::closed(1e-6, 1e6, "requests/s");
+/// Gamma burstiness: the shape 1/cv² stays within [10⁻⁴, 10⁴], where the sampler is exact.
+const CV: Bound = Bound::closed(0.01, 100.0, "");
+/// Choice weights: their sum stays finite.
+const WEIGHT: Bound = Bound::closed(0.0, 1e12, "");
+/// Location parameters of normal and lognormal draws (before clipping).
+const LOCATION: Bound = Bound::closed(-1e12, 1e12, "");
+/// A trace's clock multiplier.
+const TIME_SCALE: Bound = Bound::closed(1e-6, 1e6, "");
 
 /// One request as the workload describes it (before any model turns images into tokens).
 #[derive(Debug, Clone, PartialEq)]
@@ -175,9 +188,14 @@ impl Dist {
                     "give `min` and `max` within {range} so every draw is allowed"
                 ))
             }
-            Dist::LogNormal { median, .. } if median.is_nan() || *median <= 0.0 => {
-                bad(format!("lognormal median {median} must be > 0"))
+            Dist::LogNormal { median, .. } if !(*median > 0.0 && LOCATION.contains(*median)) => {
+                bad(format!(
+                    "lognormal median {} must be in (0, {}]",
+                    Num(*median),
+                    Num(LOCATION.max)
+                ))
             }
+            Dist::Normal { mean, .. } => LOCATION.check(&format!("{field}.mean"), *mean).map(drop),
             Dist::Choice { values, weights } => {
                 if values.is_empty() || values.len() != weights.len() {
                     return bad(format!(
@@ -189,10 +207,11 @@ impl Dist {
                 if let Some(v) = values.iter().find(|v| !in_range(**v)) {
                     return bad(format!("choice value {v} is outside {range}"));
                 }
-                if weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))
-                    || weights.iter().sum::<f64>() <= 0.0
-                {
-                    return bad("choice weights must be ≥ 0 with a positive sum".into());
+                for (i, w) in weights.iter().enumerate() {
+                    WEIGHT.check(&format!("{field}.weights[{i}]"), *w)?;
+                }
+                if weights.iter().sum::<f64>() <= 0.0 {
+                    return bad("choice weights must have a positive sum".into());
                 }
                 Ok(())
             }
@@ -239,6 +258,21 @@ impl Dist {
                 }
                 *values.last().expect("validated non-empty")
             }
+        }
+    }
+
+    /// The least and the greatest value a draw can take.
+    pub fn range(&self) -> (f64, f64) {
+        match self {
+            Dist::Fixed(v) => (*v, *v),
+            Dist::Uniform { min, max }
+            | Dist::Normal { min, max, .. }
+            | Dist::LogNormal { min, max, .. } => (*min, *max),
+            Dist::Choice { values, .. } => values
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                    (lo.min(*v), hi.max(*v))
+                }),
         }
     }
 
@@ -290,18 +324,9 @@ impl Arrival {
     }
 
     pub fn validate(&self) -> Result<(), InputError> {
-        let rate = self.rate();
-        if !(rate > 0.0 && rate.is_finite()) {
-            return Err(InputError::new(format!(
-                "`arrival.rate` = {rate}: must be a positive number of requests per second"
-            )));
-        }
-        if let Arrival::Gamma { cv, .. } = self
-            && !(*cv > 0.0 && cv.is_finite())
-        {
-            return Err(InputError::new(format!(
-                "`arrival.cv` = {cv}: must be positive"
-            )));
+        RATE.check("arrival.rate", self.rate())?;
+        if let Arrival::Gamma { cv, .. } = self {
+            CV.check("arrival.cv", *cv)?;
         }
         Ok(())
     }
@@ -427,6 +452,10 @@ fn default_output() -> Dist {
 pub struct WorkloadCheck {
     /// Row (as trace errors number them) of the first replayed trace row that carries images.
     pub first_row_with_images: Option<u64>,
+    /// Requests the workload makes: `requests`, or the trace rows replayed.
+    pub requests: u64,
+    /// The replayed trace row image farthest from square: (row, width, height).
+    pub most_elongated_image: Option<(u64, u32, u32)>,
 }
 
 impl WorkloadSpec {
@@ -468,15 +497,23 @@ impl WorkloadSpec {
                     ));
                 }
                 a.validate()?;
-                Ok(WorkloadCheck::default())
-            }
-            (Some(t), None) => {
-                if !(t.time_scale > 0.0 && t.time_scale.is_finite()) {
+                let requests = self.requests.unwrap_or(1);
+                let span_s = requests.saturating_sub(1) as f64 / a.rate();
+                if span_s > MAX_SIM_SECONDS {
                     return Err(InputError::new(format!(
-                        "`workload.trace.time_scale` = {}: must be positive",
-                        t.time_scale
+                        "`workload.requests` = {requests} at `arrival.rate` = {} requests/s arrive over {} s: allowed at most {} s of simulated time",
+                        Num(a.rate()),
+                        Num(span_s),
+                        Num(MAX_SIM_SECONDS)
                     )));
                 }
+                Ok(WorkloadCheck {
+                    requests,
+                    ..WorkloadCheck::default()
+                })
+            }
+            (Some(t), None) => {
+                TIME_SCALE.check("workload.trace.time_scale", t.time_scale)?;
                 if let Some(img) = &t.attach_images {
                     if self.images.is_some() {
                         return Err(InputError::new(
@@ -487,13 +524,33 @@ impl WorkloadSpec {
                 }
                 let mut reader = TraceReader::open(&t.path, t.format)?;
                 let mut check = WorkloadCheck::default();
+                let mut first_s = None;
                 while let Some(row) = reader.next_row()? {
                     let replayed = self.requests.is_none_or(|n| reader.rows_read() <= n);
-                    if replayed
-                        && check.first_row_with_images.is_none()
-                        && row.images.is_some_and(|i| !i.is_empty())
-                    {
+                    let t0 = *first_s.get_or_insert(row.arrival_s);
+                    let at_s = (row.arrival_s - t0) * t.time_scale;
+                    if replayed && at_s > MAX_SIM_SECONDS {
+                        return Err(InputError::new(format!(
+                            "trace {} row {}: arrives {} s after the first row (× time_scale {}): allowed at most {} s of simulated time",
+                            t.path.display(),
+                            reader.line_no(),
+                            Num(at_s),
+                            Num(t.time_scale),
+                            Num(MAX_SIM_SECONDS)
+                        )));
+                    }
+                    let images = row.images.as_deref().unwrap_or_default();
+                    if replayed && check.first_row_with_images.is_none() && !images.is_empty() {
                         check.first_row_with_images = Some(reader.line_no());
+                    }
+                    let aspect = |(w, h): (u32, u32)| f64::from(w.max(h)) / f64::from(w.min(h));
+                    for &(w, h) in images.iter().filter(|_| replayed) {
+                        if check
+                            .most_elongated_image
+                            .is_none_or(|(_, bw, bh)| aspect((w, h)) > aspect((bw, bh)))
+                        {
+                            check.most_elongated_image = Some((reader.line_no(), w, h));
+                        }
                     }
                 }
                 if reader.rows_read() == 0 {
@@ -502,6 +559,9 @@ impl WorkloadSpec {
                         t.path.display()
                     )));
                 }
+                check.requests = self
+                    .requests
+                    .map_or(reader.rows_read(), |n| n.min(reader.rows_read()));
                 Ok(check)
             }
         }
@@ -573,6 +633,14 @@ impl RequestSource {
                 // The first request arrives at t = 0; the clock then advances by random gaps.
                 if id > 0 {
                     *clock_s += arrival.gap_s(&mut self.arrivals);
+                }
+                // The expected span was checked; a freak run of long gaps is refused here.
+                if *clock_s > MAX_SIM_SECONDS {
+                    return Err(InputError::new(format!(
+                        "request {id} would arrive at {} s: allowed at most {} s of simulated time; raise `arrival.rate` or lower `workload.requests`",
+                        Num(*clock_s),
+                        Num(MAX_SIM_SECONDS)
+                    )));
                 }
                 Request {
                     id,

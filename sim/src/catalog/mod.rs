@@ -14,14 +14,21 @@ use std::path::Path;
 
 use crate::error::{InputError, unknown_name};
 
-/// A model by built-in name, or by the path of a Hugging Face `config.json`.
+/// A model by built-in name, or by the path of a Hugging Face `config.json` (relative to the
+/// working directory).
 pub fn resolve_model(name_or_path: &str) -> Result<ModelSpec, InputError> {
+    resolve_model_in(name_or_path, Path::new(""))
+}
+
+/// As `resolve_model`, with a relative config path taken relative to `base` (the directory of
+/// the experiment file that names it).
+pub fn resolve_model_in(name_or_path: &str, base: &Path) -> Result<ModelSpec, InputError> {
     if let Some(m) = builtin_model(name_or_path) {
         return Ok(m);
     }
     let looks_like_path = name_or_path.ends_with(".json") || name_or_path.contains('/');
     if looks_like_path {
-        return match load_hf_config(Path::new(name_or_path))? {
+        return match load_hf_config(&base.join(name_or_path))? {
             HfModel::Model(m) => Ok(m),
             HfModel::VisionOnly { name, .. } => Err(InputError::new(format!(
                 "{name_or_path}: `{name}` is a vision encoder alone, with no language model to serve"

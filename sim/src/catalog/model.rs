@@ -322,7 +322,32 @@ pub struct ModelSpec {
     pub llm: LlmSpec,
 }
 
+/// The most parameters a model may have: 10¹⁴, 250 times the largest published dense model.
+pub const MAX_PARAMS: u64 = 100_000_000_000_000;
+/// The most KV-cache bytes one token may take (fp32): 1 GiB, 2,000 times LLaMA-3.1-405B's.
+pub const MAX_KV_BYTES_PER_TOKEN: u64 = 1 << 30;
+
 impl ModelSpec {
+    /// Refuses a model whose totals leave the range the simulator's arithmetic is exact in (the
+    /// config reader's field limits keep each product inside u64 up to here).
+    pub fn check_sizes(&self) -> Result<(), InputError> {
+        let params = self.llm.params() + self.vision.as_ref().map_or(0, |v| v.params());
+        if params > MAX_PARAMS {
+            return Err(InputError::new(format!(
+                "{} parameters: allowed at most {}",
+                crate::bounds::Num(params as f64),
+                crate::bounds::Num(MAX_PARAMS as f64)
+            )));
+        }
+        let kv = self.llm.kv_bytes_per_token(Dtype::Fp32);
+        if kv > MAX_KV_BYTES_PER_TOKEN {
+            return Err(InputError::new(format!(
+                "{kv} KV-cache bytes per token (fp32): allowed at most {MAX_KV_BYTES_PER_TOKEN}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Tokens for one image, by this model's own rule.
     pub fn image_tokens(&self, width: u64, height: u64) -> Result<ImageTokens, InputError> {
         match &self.vision {

@@ -169,9 +169,7 @@ pub enum HfModel {
 
 /// Reads a `config.json`; `name` is what hetsim will call the model (the file stem by default).
 pub fn load_hf_config(path: &Path) -> Result<HfModel, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        InputError::new(format!("cannot read model config {}: {e}", path.display()))
-    })?;
+    let text = crate::input::read_text(path, "model config")?;
     let value: Value = serde_json::from_str(&text).map_err(|e| {
         InputError::new(format!(
             "{}: not valid JSON (line {}, column {}): {e}",
@@ -199,14 +197,15 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
         "llava" => {
             let text = object(top, "text_config")?;
             let vision = object(top, "vision_config")?;
-            let llm = llama_with_defaults(text)?;
+            let llm = llama_with_defaults(text).map_err(|e| e.context("text_config"))?;
             let feature_layer = int_or(top, "vision_feature_layer", -2)?;
-            let (vit, tokens) = clip_vision(vision, feature_layer)?;
+            let (vit, tokens) =
+                clip_vision(vision, feature_layer).map_err(|e| e.context("vision_config"))?;
             let projector = ProjectorSpec::Mlp2xGelu {
                 input: vit.hidden,
                 output: llm.hidden,
             };
-            Ok(HfModel::Model(ModelSpec {
+            checked(ModelSpec {
                 name: name.to_string(),
                 vision: Some(VisionSpec {
                     vit,
@@ -215,53 +214,17 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
                     window: None,
                 }),
                 llm,
-            }))
+            })
         }
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;
-            let merge = uint(v, "spatial_merge_size")?;
-            let patch = uint(v, "patch_size")?;
-            let hidden = uint(v, "hidden_size")?;
-            let out = uint(v, "out_hidden_size")?;
-            let window_px = uint_or(v, "window_size", 0)?;
-            let full: Vec<u64> = match v.get("fullatt_block_indexes") {
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
-                _ => Vec::new(),
-            };
-            let vit = VitSpec {
-                layers: uint(v, "depth")?,
-                layers_run: uint(v, "depth")?,
-                hidden,
-                heads: uint(v, "num_heads")?,
-                intermediate: uint(v, "intermediate_size")?,
-                gated_mlp: model_type == "qwen2_5_vl",
-                patch,
-                patch_input: uint_or(v, "in_chans", 3)? * uint_or(v, "temporal_patch_size", 2)?,
-            };
-            let window = (window_px > 0).then(|| WindowAttention {
-                window_patches: (window_px / patch).pow(2),
-                full_attention_blocks: full,
-            });
-            Ok(HfModel::Model(ModelSpec {
+            let vision = qwen_vision(v, model_type).map_err(|e| e.context("vision_config"))?;
+            checked(ModelSpec {
                 name: name.to_string(),
-                vision: Some(VisionSpec {
-                    vit,
-                    tokens: VisualTokenRule::Dynamic {
-                        patch,
-                        merge,
-                        min_pixels: QWEN_MIN_PIXELS,
-                        max_pixels: QWEN_MAX_PIXELS,
-                    },
-                    projector: ProjectorSpec::PatchMerger {
-                        vit_hidden: hidden,
-                        merge,
-                        output: out,
-                    },
-                    window,
-                }),
+                vision: Some(vision),
                 llm,
-            }))
+            })
         }
         "clip" | "clip_vision_model" => {
             let vision = if model_type == "clip" {
@@ -270,6 +233,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
                 top
             };
             let (vit, tokens) = clip_vision(vision, -1)?;
+            check_vit_heads(&vit)?;
             Ok(HfModel::VisionOnly {
                 name: name.to_string(),
                 vit,
@@ -281,17 +245,65 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
         )),
         _ if top.contains_key("num_hidden_layers") => {
             let qkv_bias = matches!(model_type, "qwen2" | "qwen2_moe");
-            Ok(HfModel::Model(ModelSpec {
+            checked(ModelSpec {
                 name: name.to_string(),
                 vision: None,
                 llm: decoder(top, qkv_bias)?,
-            }))
+            })
         }
         other => Err(InputError::new(format!(
             "model_type `{other}` is not supported: hetsim reads llava, qwen2_5_vl, qwen2_vl, clip and \
              LLaMA-style decoders (llama, mistral, qwen2, …)"
         ))),
     }
+}
+
+/// Qwen2-VL / Qwen2.5-VL `vision_config`: a ViT with dynamic resolution and a patch merger.
+fn qwen_vision(v: &Map<String, Value>, model_type: &str) -> Result<VisionSpec, InputError> {
+    let merge = uint(v, "spatial_merge_size")?;
+    let patch = uint(v, "patch_size")?;
+    let hidden = uint(v, "hidden_size")?;
+    let out = uint(v, "out_hidden_size")?;
+    let window_px = uint_or(v, "window_size", 0)?;
+    let full: Vec<u64> = match v.get("fullatt_block_indexes") {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
+        _ => Vec::new(),
+    };
+    let vit = VitSpec {
+        layers: uint(v, "depth")?,
+        layers_run: uint(v, "depth")?,
+        hidden,
+        heads: uint(v, "num_heads")?,
+        intermediate: uint(v, "intermediate_size")?,
+        gated_mlp: model_type == "qwen2_5_vl",
+        patch,
+        patch_input: uint_or(v, "in_chans", 3)? * uint_or(v, "temporal_patch_size", 2)?,
+    };
+    let window = (window_px > 0).then(|| WindowAttention {
+        window_patches: (window_px / patch).pow(2),
+        full_attention_blocks: full,
+    });
+    if window_px > 0 && window_px < patch {
+        return Err(InputError::new(format!(
+            "field `window_size` = {window_px} is smaller than `patch_size` = {patch}: a window holds at least one patch"
+        )));
+    }
+    check_vit_heads(&vit)?;
+    Ok(VisionSpec {
+        vit,
+        tokens: VisualTokenRule::Dynamic {
+            patch,
+            merge,
+            min_pixels: QWEN_MIN_PIXELS,
+            max_pixels: QWEN_MAX_PIXELS,
+        },
+        projector: ProjectorSpec::PatchMerger {
+            vit_hidden: hidden,
+            merge,
+            output: out,
+        },
+        window,
+    })
 }
 
 /// A decoder whose config states every size (top-level text models, Qwen2.5-VL).
@@ -302,8 +314,8 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
         layers: uint(c, "num_hidden_layers")?,
         hidden,
         heads,
-        kv_heads: uint_or(c, "num_key_value_heads", heads)?,
-        head_dim: uint_or(c, "head_dim", hidden / heads)?,
+        kv_heads: kv_heads(c, heads)?,
+        head_dim: head_dim(c, hidden, heads)?,
         intermediate: uint(c, "intermediate_size")?,
         vocab: uint(c, "vocab_size")?,
         tied_embeddings: c
@@ -323,8 +335,8 @@ fn llama_with_defaults(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         layers: uint_or(c, "num_hidden_layers", 32)?,
         hidden,
         heads,
-        kv_heads: uint_or(c, "num_key_value_heads", heads)?,
-        head_dim: uint_or(c, "head_dim", hidden / heads)?,
+        kv_heads: kv_heads(c, heads)?,
+        head_dim: head_dim(c, hidden, heads)?,
         intermediate: uint_or(c, "intermediate_size", 11008)?,
         vocab: uint_or(c, "vocab_size", 32000)?,
         tied_embeddings: c
@@ -333,6 +345,45 @@ fn llama_with_defaults(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .unwrap_or(false),
         qkv_bias: false,
     })
+}
+
+/// Grouped-query attention: each KV head serves a whole number of query heads.
+fn kv_heads(c: &Map<String, Value>, heads: u64) -> Result<u64, InputError> {
+    let kv = uint_or(c, "num_key_value_heads", heads)?;
+    if kv > heads || !heads.is_multiple_of(kv) {
+        return Err(InputError::new(format!(
+            "field `num_key_value_heads` = {kv} must divide `num_attention_heads` = {heads} (and so be at most it)"
+        )));
+    }
+    Ok(kv)
+}
+
+/// A config without `head_dim` splits the hidden size evenly across the heads.
+fn head_dim(c: &Map<String, Value>, hidden: u64, heads: u64) -> Result<u64, InputError> {
+    if c.get("head_dim").is_none_or(Value::is_null)
+        && (heads > hidden || !hidden.is_multiple_of(heads))
+    {
+        return Err(InputError::new(format!(
+            "field `num_attention_heads` = {heads} must divide `hidden_size` = {hidden} when `head_dim` is not given"
+        )));
+    }
+    uint_or(c, "head_dim", hidden / heads)
+}
+
+fn check_vit_heads(v: &VitSpec) -> Result<(), InputError> {
+    if v.heads > v.hidden || !v.hidden.is_multiple_of(v.heads) {
+        return Err(InputError::new(format!(
+            "the vision encoder's {} heads must divide its `hidden_size` = {}",
+            v.heads, v.hidden
+        )));
+    }
+    Ok(())
+}
+
+/// A model read from a config, once its total sizes are known to be sane.
+fn checked(m: ModelSpec) -> Result<HfModel, InputError> {
+    m.check_sizes()?;
+    Ok(HfModel::Model(m))
 }
 
 /// `CLIPVisionConfig` (defaults are the ViT-B/32 ones, as in transformers).
@@ -399,11 +450,28 @@ fn uint_or(c: &Map<String, Value>, field: &str, default: u64) -> Result<u64, Inp
     }
 }
 
+/// The largest value hetsim accepts for a size field: well past every published checkpoint,
+/// and small enough that the parameter and byte counts built from them (products of up to four
+/// fields) cannot wrap u64 before `ModelSpec::check_sizes` sees them.
+fn size_limit(field: &str) -> u64 {
+    match field {
+        "num_hidden_layers" | "depth" | "head_dim" | "patch_size" => 1 << 10,
+        "spatial_merge_size" | "in_chans" | "temporal_patch_size" | "num_channels" => 1 << 4,
+        "image_size" | "window_size" => 1 << 14,
+        "intermediate_size" => 1 << 18,
+        "vocab_size" => 1 << 22,
+        // hidden sizes and head counts
+        _ => 1 << 16,
+    }
+}
+
 fn positive(field: &str, v: &Value) -> Result<u64, InputError> {
+    let max = size_limit(field);
     match v.as_u64() {
-        Some(n) if n > 0 => Ok(n),
+        Some(n) if n > 0 && n <= max => Ok(n),
         _ => Err(InputError::new(format!(
-            "field `{field}` = {v}: must be a positive integer"
+            "field `{field}` = {}: must be a positive integer up to {max}",
+            crate::bounds::excerpt(&v.to_string())
         ))),
     }
 }
