@@ -34,8 +34,6 @@ const MAX_BLOCK_TOKENS: u64 = 1 << 16;
 const MAX_CLUSTER_GPUS: usize = 65_536;
 /// Efficiencies and shares of memory.
 const SHARE: Bound = Bound::above(0.0, 1.0, "");
-/// Per-kernel and per-step overheads: up to a second.
-const OVERHEAD_US: Bound = Bound::closed(0.0, 1e6, "µs");
 /// Latency targets.
 const SLO_S: Bound = Bound::above(0.0, 1e6, "s");
 
@@ -802,21 +800,7 @@ fn validate_engine(e: &EngineSpec) -> Result<(), InputError> {
         Bound::closed(1.0, max as f64, "").check_u64(field, v)?;
     }
     SHARE.check("memory_utilization", e.memory_utilization)?;
-    let eff = &e.efficiency;
-    for (field, v) in [
-        ("efficiency.gemm", eff.gemm),
-        ("efficiency.attention", eff.attention),
-        ("efficiency.memory", eff.memory),
-    ] {
-        SHARE.check(field, v)?;
-    }
-    for (field, v) in [
-        ("efficiency.kernel_overhead_us", eff.kernel_overhead_us),
-        ("efficiency.step_overhead_us", eff.step_overhead_us),
-    ] {
-        OVERHEAD_US.check(field, v)?;
-    }
-    Ok(())
+    e.efficiency.validate("efficiency")
 }
 
 /// The default fabric of a node: the NVLink all its GPUs share, else PCIe of the slowest

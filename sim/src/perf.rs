@@ -202,6 +202,25 @@ impl Default for Efficiency {
 }
 
 impl Efficiency {
+    /// Every parameter in its range; errors name `at`.`field`.
+    pub fn validate(&self, at: &str) -> Result<(), crate::error::InputError> {
+        use crate::bounds::Bound;
+        const SHARE: Bound = Bound::above(0.0, 1.0, "");
+        const K: Bound = Bound::closed(0.0, 1e6, "");
+        const OVERHEAD_US: Bound = Bound::closed(0.0, 1e6, "µs");
+        for (field, v, b) in [
+            ("gemm", self.gemm, SHARE),
+            ("gemm_k_half", self.gemm_k_half, K),
+            ("attention", self.attention, SHARE),
+            ("memory", self.memory, SHARE),
+            ("kernel_overhead_us", self.kernel_overhead_us, OVERHEAD_US),
+            ("step_overhead_us", self.step_overhead_us, OVERHEAD_US),
+        ] {
+            b.check(&format!("{at}.{field}"), v)?;
+        }
+        Ok(())
+    }
+
     /// Defaults overridden by what `hetsim calibrate` measured on this GPU type.
     pub fn calibrated(self, p: &GpuProfile) -> Efficiency {
         Efficiency {

@@ -239,6 +239,12 @@ impl HardwareProfile {
             BANDWIDTH_GBS.check(&format!("links[{i}].bandwidth_gbs"), l.bandwidth_gbs)?;
             LATENCY_US.check(&format!("links[{i}].latency_us"), l.latency_us)?;
         }
+        if let Some(f) = &self.operator_fit {
+            crate::catalog::resolve_gpu(&f.catalog_gpu)
+                .map_err(|e| e.context("operator_fit.catalog_gpu"))?;
+            f.efficiency.validate("operator_fit.efficiency")?;
+            LAUNCH_US.check("operator_fit.probe_overhead_us", f.probe_overhead_us)?;
+        }
         Ok(())
     }
 

@@ -154,6 +154,40 @@ mod tests {
         );
     }
 
+    /// A fitted profile on an experiment: the measured GPU keeps its table, another Hopper
+    /// is `same-arch`, an Ada card `other-arch`, and the fit is what their instances run on.
+    #[test]
+    fn a_fitted_profile_sets_each_instances_basis_and_model() {
+        let mut profile =
+            HardwareProfile::load(&repo("profiles/h100-2026-11-21-llava-1.5-7b.yaml")).unwrap();
+        let f = fit(&ProfileTable::of(&profile, "h100").unwrap().measurements()).unwrap();
+        profile.operator_fit = Some(f.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let exp = dir.path().join("e.yaml");
+        std::fs::write(
+            &exp,
+            "name: t\nseed: 1\ndefaults:\n  model: llava-1.5-7b\n  cluster:\n    nodes: [{name: n, gpus: [{gpu: H100-SXM, count: 1}, {gpu: H200-SXM, count: 1}, {gpu: L4, count: 1}]}]\n  workload: {requests: 20, arrival: {process: poisson, rate: 2}, images: {count: 1, width: 640, height: 480}, prompt_tokens: 20, output_tokens: 16}\n  slo: {ttft_s: 1, tpot_s: 0.1}\n  pricing: {mode: rental}\nscenarios:\n  - name: mixed\n    deployment:\n      strategy: colocated\n      instances: [{role: all, gpu: H100-SXM}, {role: all, gpu: H200-SXM}, {role: all, gpu: L4}]\n",
+        )
+        .unwrap();
+        let e = crate::experiment::load_experiment_on(&exp, None, Some(profile), false).unwrap();
+        let s = &e.scenarios[0];
+        assert_eq!(
+            s.basis,
+            [
+                Basis::Measured,
+                Basis::SameArchitecture,
+                Basis::OtherArchitecture
+            ]
+        );
+        assert_eq!(s.efficiency[1], f.efficiency);
+        assert_eq!(s.efficiency[2], f.efficiency);
+        let run =
+            crate::engine::simulate(s, &mut crate::records::MemorySink::default(), &mut |_| {})
+                .unwrap();
+        assert_eq!(run.summary.prediction_basis, "other-arch");
+        assert_eq!(run.summary.prediction_error_pct, Some(24.0));
+    }
+
     #[test]
     fn basis_follows_where_the_model_came_from() {
         let h200 = gpu_by_name("H200-SXM").unwrap();
