@@ -133,8 +133,9 @@ pub trait PhaseModel: Send + Sync {
 
 /// Time constant of a GPU's power state, seconds. A power-capped GPU that stays busy with
 /// compute-bound work lowers its clock over seconds, not steps: on an H200 at 90 % load the SM
-/// clock fell from 1980 to ~1680 MHz over ~5 s with the power at its 700 W cap, and rose again
-/// within a second of the load easing (exec/results/2026-12-03-h200-ttft-tail/clocks.csv). The
+/// clock fell from 1980 MHz to 1575–1935 MHz (median ~1740) within ~2 s with the power at its
+/// 700 W cap, and was back at 1980 MHz within a second of the load ending
+/// (exec/results/2026-12-03-h200-ttft-tail/clocks.csv, sampled every 200 ms). The
 /// calibrate probe holds each duty for 8 s (4 time constants) before it reads the slowdown.
 pub const POWER_TAU_S: f64 = 2.0;
 

@@ -1069,9 +1069,9 @@ fn replay_split(
 /// batch shrink through every bucket), and the prefill and encoder scratch grown to the largest
 /// step the engine allows (a full encoder batch, prefills filling the token budget, the longest
 /// prompt). Without the last part the first two- or three-prompt prefill of a replay allocated
-/// ~20 buffers and took 2.4× its steady-state time (the step log of
-/// exec/results/2026-12-03-h200-ttft-tail/), which alone made the measured TTFT p99 30–40 %
-/// worse than the simulator's.
+/// ~20 buffers and took up to 2.4× its steady-state time (a step log of 2026-12-03 00:12 UTC,
+/// not kept), which alone made the measured TTFT p99 30–40 % worse than the simulator's; with
+/// it no served step allocates (exec/results/2026-12-03-h200-ttft-tail/validate-h200/steps.csv).
 fn warm_up(engine: &mut Engine, c: &LlavaConfig, cfg: &EngineConfig) -> Result<()> {
     let vocab = c.llm.vocab;
     for k in 0..cfg.max_batch {
