@@ -396,13 +396,18 @@ impl Engine {
         self.pool.buf.bytes
     }
 
-    /// Seconds since the engine started (the clock of its events).
     /// cuBLASLt plans the model has made so far: a new one inside a served step is set-up work
     /// (a heuristic query) that a phase table measured in steady state does not contain.
     pub fn plans_made(&self) -> usize {
         self.model.plans_made()
     }
 
+    /// Host seconds the model has spent making those plans.
+    pub fn planning_seconds(&self) -> f64 {
+        self.model.planning_seconds()
+    }
+
+    /// Seconds since the engine started (the clock of its events).
     pub fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }

@@ -161,8 +161,9 @@ pub struct StepTiming {
     pub decoded: Vec<u64>,
     /// cuMemAlloc calls during the step.
     pub allocations: u64,
-    /// cuBLASLt plans made during the step.
+    /// cuBLASLt plans made during the step, and the host seconds making them took.
     pub new_plans: usize,
+    pub planning_s: f64,
     /// What the scenario's phase model (the simulator's) says this step costs.
     pub predicted_s: f64,
 }
@@ -187,6 +188,7 @@ impl StepTiming {
             decoded: of(EventKind::Token),
             allocations: 0,
             new_plans: 0,
+            planning_s: 0.0,
             predicted_s: 0.0,
         }
     }
@@ -248,6 +250,7 @@ pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Ta
         "decode_context",
         "allocations",
         "new_plans",
+        "planning_s",
     ]);
     for st in steps {
         let (images, seqs, tokens, batch, context) = match st.kind {
@@ -273,6 +276,7 @@ pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Ta
             n(context),
             Value::U64(st.allocations),
             n(st.new_plans),
+            Value::F64(st.planning_s),
         ]);
     }
     t
@@ -470,12 +474,17 @@ fn replay_colocated(
             }
             continue;
         }
-        let (allocs, plans) = (allocations_so_far(), engine.plans_made());
+        let (allocs, plans, planning) = (
+            allocations_so_far(),
+            engine.plans_made(),
+            engine.planning_seconds(),
+        );
         let start = engine.now() - t0;
         let (kind, events) = engine.step()?;
         let mut step = StepTiming::new(start, engine.now() - t0, kind, &events);
         step.allocations = allocations_so_far() - allocs;
         step.new_plans = engine.plans_made() - plans;
+        step.planning_s = engine.planning_seconds() - planning;
         if kind != StepKind::Idle {
             steps.push(step);
         }

@@ -73,6 +73,8 @@ pub struct GpuModel {
     pub(super) plans: RefCell<HashMap<ProductKey, Plan>>,
     /// Small-M shapes timed in gemv and in their tuned cuBLASLt plan.
     pub(super) races: RefCell<HashMap<ProductKey, ProductRace>>,
+    /// Host seconds spent creating cuBLASLt plans (descriptors and heuristic queries) so far.
+    pub(super) planning_s: std::cell::Cell<f64>,
     pub ws: DeviceBuffer,
     /// The decoder's rotary frequencies (f64 [head_dim / 2], `cpu::rope_inv_freq`).
     rope_inv_freq: DeviceBuffer,
@@ -106,6 +108,7 @@ impl GpuModel {
             lt: Lt::new()?,
             plans: RefCell::new(HashMap::new()),
             races: RefCell::new(HashMap::new()),
+            planning_s: std::cell::Cell::new(0.0),
             ws,
             rope_inv_freq,
             gpu,

@@ -140,12 +140,17 @@ impl GpuModel {
         s.synchronize()
     }
 
-    /// The small-M products timed so far, by (m, n, k).
     /// cuBLASLt plans made so far (one per product shape and epilogue).
     pub fn plans_made(&self) -> usize {
         self.plans.borrow().len()
     }
 
+    /// Host seconds spent making them (not counting the timed races of decode plans).
+    pub fn planning_seconds(&self) -> f64 {
+        self.planning_s.get()
+    }
+
+    /// The small-M products timed so far, by (m, n, k).
     pub fn product_races(&self) -> Vec<((usize, usize, usize), ProductRace)> {
         let mut v: Vec<_> = self
             .races
@@ -193,7 +198,13 @@ impl GpuModel {
         let mut plans = self.plans.borrow_mut();
         let p = match plans.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => v.insert(self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?),
+            Entry::Vacant(v) => {
+                let started = std::time::Instant::now();
+                let p = self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?;
+                self.planning_s
+                    .set(self.planning_s.get() + started.elapsed().as_secs_f64());
+                v.insert(p)
+            }
         };
         self.lt.run_with(
             p,
