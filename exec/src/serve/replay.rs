@@ -1076,8 +1076,8 @@ fn replay_split(
 /// before the clock starts, as a serving engine's start-up profiling run does: every kernel
 /// compiled, every decode graph captured (requests with output lengths 2 … max_batch + 1 make the
 /// batch shrink through every bucket), and the prefill and encoder scratch grown to the largest
-/// step the engine allows (a full encoder batch, prefills filling the token budget, the longest
-/// prompt). Without the last part the first two- or three-prompt prefill of a replay allocated
+/// step the engine allows (encoder batches of every size up to a full one, prefills filling the
+/// token budget, the longest prompt). Without the last part the first two- or three-prompt prefill of a replay allocated
 /// ~20 buffers and took up to 2.4× its steady-state time (a step log of 2026-12-03 00:12 UTC,
 /// not kept), which alone made the measured TTFT p99 30–40 % worse than the simulator's; with
 /// it no served step allocates (exec/results/2026-12-03-h200-ttft-tail/validate-h200/steps.csv).
@@ -1093,24 +1093,24 @@ fn warm_up(engine: &mut Engine, c: &LlavaConfig, cfg: &EngineConfig) -> Result<(
         ))?;
     }
     engine.run_to_completion()?;
-    let base = u64::MAX - cfg.max_batch as u64;
-    for k in 0..cfg.encode_batch.max(1) {
-        engine.submit(Request::synthetic(base - k as u64, 1, 8, 1, vocab))?;
+    // Every encoder batch size, each with its prompts prefilled in the same step: the first
+    // batch of n images ran 10–20 ms over its steady-state time (not in the host's plan making:
+    // exec/results/2026-12-03-h200-ttft-tail/first-shapes/).
+    let mut id = u64::MAX - cfg.max_batch as u64;
+    for n in 1..=cfg.encode_batch.max(1) {
+        for _ in 0..n {
+            engine.submit(Request::synthetic(id, 1, 8, 1, vocab))?;
+            id -= 1;
+        }
+        engine.run_to_completion()?;
     }
-    engine.run_to_completion()?;
     // One text-only prompt as long as a step or a request allows.
     let longest = cfg
         .prefill_tokens
         .min(cfg.max_context)
         .saturating_sub(2)
         .max(1);
-    engine.submit(Request::synthetic(
-        base - cfg.encode_batch.max(1) as u64,
-        0,
-        longest,
-        1,
-        vocab,
-    ))?;
+    engine.submit(Request::synthetic(id, 0, longest, 1, vocab))?;
     engine.run_to_completion()?;
     Ok(())
 }
