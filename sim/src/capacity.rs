@@ -179,13 +179,25 @@ pub fn deployment_capacity(s: &Scenario, mix: &RequestMix) -> DeploymentCapacity
         let perf = s.phase_model(i);
         let mem = (spec.role != Role::Encoder || s.work_stealing).then(|| &s.memory[i]);
         let t = phase_times(perf.as_ref(), mem, mix, &s.engine, &s.slo);
-        let per_request = match spec.role {
-            Role::Encoder => t.encode.seconds,
-            Role::All => t.encode.seconds + t.prefill.seconds + t.decode.seconds,
-            Role::Llm => t.prefill.seconds + t.decode.seconds,
-            Role::Prefill => t.prefill.seconds + if enc_pool { 0.0 } else { t.encode.seconds },
-            Role::Decode => t.decode.seconds,
+        // (compute-bound, decode) seconds per request of what this role runs.
+        let (compute, decode) = match spec.role {
+            Role::Encoder => (t.encode.seconds, 0.0),
+            Role::All => (t.encode.seconds + t.prefill.seconds, t.decode.seconds),
+            Role::Llm => (t.prefill.seconds, t.decode.seconds),
+            Role::Prefill => (
+                t.prefill.seconds + if enc_pool { 0.0 } else { t.encode.seconds },
+                0.0,
+            ),
+            Role::Decode => (0.0, t.decode.seconds),
         };
+        // At saturation the GPU never rests: its compute-bound steps run at the slowdown of
+        // their share of its time (`PhaseModel::sustained_slowdown`, 1 without a measurement).
+        let duty = if compute + decode > 0.0 {
+            compute / (compute + decode)
+        } else {
+            0.0
+        };
+        let per_request = compute * perf.sustained_slowdown(duty) + decode;
         let rate = if per_request > 0.0 {
             1.0 / per_request
         } else {
@@ -335,5 +347,31 @@ mod tests {
                 s.name
             );
         }
+    }
+
+    /// A profile that measured a sustained-load slowdown lowers the closed-form capacity of a
+    /// colocated GPU by about that factor on its compute-bound share, and only there.
+    #[test]
+    fn capacity_pays_the_sustained_slowdown() {
+        use crate::profile::HardwareProfile;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let exp = root.join("experiments/validate-h200.yaml");
+        let profile =
+            HardwareProfile::load(&root.join("profiles/h200-2026-12-03-llava-1.5-7b.yaml"))
+                .unwrap();
+        let mut rested = profile.clone();
+        rested.phases[0].sustained.clear();
+        let cap = |p: HardwareProfile| {
+            let e = crate::experiment::load_experiment_on(&exp, None, Some(p), false).unwrap();
+            let s = &e.scenarios[0];
+            deployment_capacity(s, &RequestMix::of(s, 500).unwrap()).requests_per_s
+        };
+        let (hot, cold) = (cap(profile.clone()), cap(rested));
+        let slowdown = profile.phases[0].sustained[0].slowdown;
+        assert!(hot < cold, "{hot} vs {cold}");
+        assert!(
+            cold / hot < slowdown,
+            "{hot} vs {cold}: only the compute share slows"
+        );
     }
 }
