@@ -507,8 +507,7 @@ pub fn replay_check(
 
 /// (scenario, metric, measured) of a `hetsim validate` comparison.csv.
 fn read_comparison(path: &Path) -> Result<Vec<(String, String, f64)>, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(format!("cannot read {}: {e}", path.display())))?;
+    let text = crate::input::read_text(path, "comparison")?;
     let mut lines = text.lines().enumerate();
     let header = "scenario,metric,predicted,measured,error_pct";
     match lines.next() {

@@ -220,15 +220,7 @@ impl RecordSink for ResultWriter {
 mod tests {
     use super::*;
     use crate::publish::Manifest;
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::publish::tests::names;
 
     #[test]
     fn an_abandoned_run_leaves_no_table_and_a_committed_one_all_five() {
