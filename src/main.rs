@@ -9,6 +9,7 @@ use hetsim_sim::catalog::{BUILTIN_MODELS, Dtype, GPUS, LINKS, builtin_model};
 use hetsim_sim::error::{Error, InputError};
 use hetsim_sim::experiment::{load_experiment_sized, load_experiment_with_profile};
 use hetsim_sim::run::{Progress, comparison_table, run_experiment};
+use hetsim_sim::timeline::TraceOptions;
 use hetsim_sim::transfer::{TransferQuery, View, parse_size, transfer_report};
 use hetsim_sim::work::MAX_REQUESTS;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -59,6 +60,8 @@ enum Command {
         /// Run even past the size limits (1,000 scenarios, 10 million requests)
         #[arg(long)]
         allow_large: bool,
+        #[command(flatten)]
+        trace: TraceArgs,
     },
     /// Bytes at every place a model can be cut across two devices, and their time over links
     Transfer(TransferArgs),
@@ -153,6 +156,31 @@ struct ValidateArgs {
     /// `hetsim calibrate --model` just wrote on this machine)
     #[arg(long, value_name = "PATH")]
     profile: Option<PathBuf>,
+    /// The simulated and the real replay's timeline of each scenario (same tracks)
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// Also write each scenario's timeline (Chrome Trace Event JSON, opens in Perfetto) into
+    /// --out: steps per instance, transfers per route, request flows, KV and queue counters
+    #[arg(long)]
+    trace: bool,
+    /// Keep only what overlaps FROM:TO seconds of the run on the timelines
+    #[arg(long, value_name = "FROM:TO", requires = "trace")]
+    trace_window: Option<String>,
+    /// Keep the transfers and flows of one request in N on the timelines
+    #[arg(long, value_name = "N", requires = "trace")]
+    trace_sample: Option<u64>,
+}
+
+impl TraceArgs {
+    fn options(&self) -> Result<Option<TraceOptions>, InputError> {
+        self.trace
+            .then(|| TraceOptions::parse(self.trace_window.as_deref(), self.trace_sample))
+            .transpose()
+    }
 }
 
 #[derive(Subcommand)]
@@ -488,14 +516,16 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             seed,
             capacity,
             allow_large,
+            trace,
         } => {
+            let trace = trace.options()?;
             let exp = load_experiment_sized(&experiment, seed, None, allow_large)?;
             let started = std::time::Instant::now();
             let mut bar = Bar {
                 bar: None,
                 total: exp.scenarios.len(),
             };
-            let result = run_experiment(&exp, out.as_deref(), &mut bar)?;
+            let result = run_experiment(&exp, out.as_deref(), trace, &mut bar)?;
             if let Some(b) = bar.bar.take() {
                 b.finish_and_clear();
             }
@@ -660,12 +690,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             gpu,
             seed,
             profile,
+            trace,
         }) => {
+            let trace = trace.options()?;
             let path = experiment.ok_or_else(|| {
                 InputError::new("hetsim validate: give an experiment file (or `validate transfer`)")
             })?;
             let exp = load_experiment_with_profile(&path, seed, profile.as_deref())?;
-            let v = match hetsim_exec::serve::replay::validate(&exp, out.as_deref(), gpu) {
+            let v = match hetsim_exec::serve::replay::validate(&exp, out.as_deref(), trace, gpu) {
                 Ok(v) => v,
                 Err(e) => return Ok(gpu_exit(Err(e))),
             };

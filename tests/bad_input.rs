@@ -694,7 +694,8 @@ fn a_tiny_horizon_reports_every_request_dropped() {
     );
     let path = dir.join("exp.yaml");
     let exp = hetsim_sim::experiment::parse_experiment(&y, &path, None).unwrap();
-    let r = hetsim_sim::run::run_experiment(&exp, None, &mut hetsim_sim::run::NoProgress).unwrap();
+    let r = hetsim_sim::run::run_experiment(&exp, None, None, &mut hetsim_sim::run::NoProgress)
+        .unwrap();
     let s = &r.runs[0].summary;
     assert_eq!((s.requests, s.finished, s.dropped), (10, 0, 10));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -190,7 +190,7 @@ fuzz_target!(|case: Case| {
         return;
     };
     let mut quiet = hetsim_sim::run::NoProgress;
-    if let Err(Error::Internal(e)) = hetsim_sim::run::run_experiment(&exp, None, &mut quiet) {
+    if let Err(Error::Internal(e)) = hetsim_sim::run::run_experiment(&exp, None, None, &mut quiet) {
         panic!("internal error on\n{yaml}\n{e}");
     }
 });

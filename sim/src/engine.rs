@@ -24,6 +24,7 @@ use crate::network::{Completion, FlowId, Network};
 use crate::perf::{ComputeDuty, PhaseModel, Work};
 use crate::records::{DropReason, RecordSink};
 use crate::scheduler::{Next, ReqId, Scheduler, Sequence, Sequences, StepPlan};
+use crate::timeline::StepSpan;
 use crate::workload::{Request, RequestSource};
 use accounting::Accounting;
 pub use accounting::{Invariants, RunResult};
@@ -610,6 +611,22 @@ impl<'a> Simulation<'a> {
         tally.occupied_ns += step.occupancy * (step.end - step.start) as f64;
         let plan = step.plan;
         let done = self.inst[i].sched.complete_step(&mut self.seqs, &plan);
+        let sched = &self.inst[i].sched;
+        self.acc.step(&StepSpan {
+            instance: i as u64,
+            start_s: secs(step.start),
+            encode_end_s: secs(step.encode_end.min(step.end)),
+            end_s: secs(step.end),
+            images: plan.images.len() as u64,
+            prefill_seqs: plan.prefill_chunks.len() as u64,
+            prefill_tokens: plan.batch.prefill_tokens,
+            decode_seqs: plan.decodes.len() as u64,
+            decode_context_tokens: plan.batch.decode_ctx_tokens,
+            kv_blocks_used: sched.kv.used_blocks(),
+            kv_blocks: self.s.memory[i].kv_blocks,
+            queued: (sched.encode_queue.len() + sched.waiting.len()) as u64,
+            running: sched.running.len() as u64,
+        })?;
         // An encoder's own step (a stealing encoder also runs LLM steps, which have tokens).
         if self.inst[i].role == Role::Encoder && plan.is_empty() {
             for id in plan.encode {

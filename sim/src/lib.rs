@@ -28,6 +28,7 @@ pub mod run;
 pub mod scheduler;
 pub mod stats;
 pub mod table;
+pub mod timeline;
 pub mod trace;
 pub mod transfer;
 pub mod trust;

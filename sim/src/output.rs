@@ -196,6 +196,16 @@ impl ResultWriter {
         self.dir.write(name, bytes)
     }
 
+    /// Where a file beside the tables is written before the commit; `record` lists it.
+    pub fn staged_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Lists a file written at `staged_path(name)` (and flushed) in the manifest.
+    pub fn record(&mut self, name: &str) {
+        self.dir.record(name, None);
+    }
+
     /// Closes every table, then publishes the directory with its manifest; returns its files.
     pub fn commit(mut self) -> Result<Vec<PathBuf>, Error> {
         self.summary.close(&mut self.dir)?;

@@ -516,6 +516,10 @@ result_table! {
 pub trait RecordSink {
     fn request(&mut self, r: &RequestRecord) -> Result<(), crate::error::Error>;
     fn transfer(&mut self, t: &TransferRecord) -> Result<(), crate::error::Error>;
+    /// An engine step ended (drawn on timelines; not a table).
+    fn step(&mut self, _: &crate::timeline::StepSpan) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
 }
 
 /// Keeps everything in memory: for tests and for callers that score runs (the planner).

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use crate::capacity::{RequestMix, deployment_capacity};
 use crate::engine::{RunResult, simulate};
 use crate::error::Error;
+use crate::error::InputError;
 use crate::experiment::{Experiment, base_name};
 use crate::headroom::{Capacity, MIN_REQUESTS, Miss, capacity_search, offered_rate};
 use crate::output::ResultWriter;
-use crate::records::{NullSink, RecordSink};
+use crate::records::{NullSink, Source};
 use crate::table::{Table, Value};
+use crate::timeline::{self, TimelineSink, TimelineWriter, TraceOptions};
 
 pub struct ExperimentResult {
     pub runs: Vec<RunResult>,
@@ -30,11 +32,20 @@ impl Progress for NoProgress {
     fn done(&mut self, _: u64) {}
 }
 
+/// Runs every scenario; with `out`, writes the result tables there, and with `trace` too a
+/// timeline per scenario (`timeline::file_name`).
 pub fn run_experiment(
     exp: &Experiment,
     out: Option<&Path>,
+    trace: Option<TraceOptions>,
     progress: &mut dyn Progress,
 ) -> Result<ExperimentResult, Error> {
+    if trace.is_some() && out.is_none() {
+        return Err(InputError::new(
+            "--trace writes each scenario's timeline into the result directory: give --out DIR too",
+        )
+        .into());
+    }
     let mut writer = match out {
         Some(dir) => Some(ResultWriter::create(dir)?),
         None => None,
@@ -43,11 +54,28 @@ pub fn run_experiment(
     for (i, s) in exp.scenarios.iter().enumerate() {
         progress.scenario(i, &s.name, s.workload.requests);
         let mut null = NullSink;
-        let sink: &mut dyn RecordSink = match writer.as_mut() {
-            Some(w) => w,
-            None => &mut null,
+        let run = match (writer.as_mut(), trace) {
+            (Some(w), Some(opts)) => {
+                let name = timeline::file_name(i, &s.name, Source::Sim);
+                let mut timeline = TimelineWriter::create(
+                    &w.staged_path(&name),
+                    &s.name,
+                    Source::Sim,
+                    &timeline::instance_names(s),
+                    opts,
+                )?;
+                let mut sink = TimelineSink {
+                    rows: w,
+                    timeline: &mut timeline,
+                };
+                let run = simulate(s, &mut sink, &mut |n| progress.done(n))?;
+                timeline.finish()?;
+                w.record(&name);
+                run
+            }
+            (Some(w), None) => simulate(s, w, &mut |n| progress.done(n))?,
+            (None, _) => simulate(s, &mut null, &mut |n| progress.done(n))?,
         };
-        let run = simulate(s, sink, &mut |n| progress.done(n))?;
         if let Some(w) = writer.as_mut() {
             for r in &run.instances {
                 w.instances.append(r)?;

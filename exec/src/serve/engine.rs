@@ -663,6 +663,16 @@ impl Engine {
         self.sched.running()
     }
 
+    /// Requests waiting to be encoded or prefilled.
+    pub fn queued(&self) -> usize {
+        self.sched.queued()
+    }
+
+    /// KV blocks holding sequences now.
+    pub fn kv_blocks_used(&self) -> usize {
+        self.pool.blocks - self.sched.free_blocks()
+    }
+
     /// One scheduling step: the scheduler's decision, carried out; returns what it did and the
     /// events it produced.
     pub fn step(&mut self) -> Result<(StepKind, Vec<EngineEvent>)> {

@@ -31,6 +31,7 @@ use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
 use hetsim_sim::records::{
     DropReason, RequestRecord, RequestStatus, Source, TransferKind, TransferRecord,
 };
+use hetsim_sim::timeline::{self, StepSpan, TimelineSink, TimelineWriter, TraceOptions};
 
 use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream, allocations_so_far};
 use crate::cuda::staging::{Stager, staged_chunk};
@@ -153,6 +154,8 @@ pub struct Replayed {
 #[derive(Debug, Clone)]
 pub struct StepTiming {
     pub start_s: f64,
+    /// Its images are encoded and its forward starts (= `start_s` without images).
+    pub encode_end_s: f64,
     pub end_s: f64,
     pub kind: StepKind,
     /// Requests whose images this step encoded, whose prompts it prefilled, that it decoded.
@@ -166,10 +169,24 @@ pub struct StepTiming {
     pub planning_s: f64,
     /// What the scenario's phase model (the simulator's) says this step costs.
     pub predicted_s: f64,
+    /// After the step: KV blocks in use, requests waiting to be encoded or prefilled, requests
+    /// decoding.
+    pub kv_blocks_used: u64,
+    pub queued: u64,
+    pub running: u64,
+    /// The engine's KV pool.
+    pub kv_blocks: u64,
 }
 
 impl StepTiming {
-    fn new(start_s: f64, end_s: f64, kind: StepKind, events: &[EngineEvent]) -> StepTiming {
+    /// `off`: the replay's start on the engine's clock (`EngineEvent::t`).
+    fn new(
+        start_s: f64,
+        end_s: f64,
+        kind: StepKind,
+        events: &[EngineEvent],
+        off: f64,
+    ) -> StepTiming {
         let of = |k: EventKind| {
             let mut ids: Vec<u64> = events
                 .iter()
@@ -179,8 +196,17 @@ impl StepTiming {
             ids.dedup();
             ids
         };
+        let encode_end_s = match kind {
+            StepKind::Encode { .. } => end_s,
+            _ => events
+                .iter()
+                .filter(|e| e.kind == EventKind::EncodeDone)
+                .map(|e| e.t - off)
+                .fold(start_s, f64::max),
+        };
         StepTiming {
             start_s,
+            encode_end_s,
             end_s,
             kind,
             encoded: of(EventKind::EncodeDone),
@@ -190,6 +216,41 @@ impl StepTiming {
             new_plans: 0,
             planning_s: 0.0,
             predicted_s: 0.0,
+            kv_blocks_used: 0,
+            queued: 0,
+            running: 0,
+            kv_blocks: 0,
+        }
+    }
+
+    /// The step on a timeline (`hetsim_sim::timeline`), as instance `instance`.
+    pub fn span(&self, instance: u64) -> StepSpan {
+        let (images, prefill_seqs, prefill_tokens, decode_seqs, decode_context_tokens) =
+            match self.kind {
+                StepKind::Encode { images } => (images, 0, 0, 0, 0),
+                StepKind::Prefill {
+                    seqs,
+                    tokens,
+                    images,
+                } => (images, seqs, tokens, 0, 0),
+                StepKind::Decode { batch, context, .. } => (0, 0, 0, batch, context),
+                StepKind::Import { .. } | StepKind::Idle => (0, 0, 0, 0, 0),
+            };
+        let n = |v: usize| v as u64;
+        StepSpan {
+            instance,
+            start_s: self.start_s,
+            encode_end_s: self.encode_end_s,
+            end_s: self.end_s,
+            images: n(images),
+            prefill_seqs: n(prefill_seqs),
+            prefill_tokens: n(prefill_tokens),
+            decode_seqs: n(decode_seqs),
+            decode_context_tokens: n(decode_context_tokens),
+            kv_blocks_used: self.kv_blocks_used,
+            kv_blocks: self.kv_blocks,
+            queued: self.queued,
+            running: self.running,
         }
     }
 
@@ -481,10 +542,26 @@ fn replay_colocated(
         );
         let start = engine.now() - t0;
         let (kind, events) = engine.step()?;
-        let mut step = StepTiming::new(start, engine.now() - t0, kind, &events);
+        let mut step = StepTiming::new(start, engine.now() - t0, kind, &events, t0);
         step.allocations = allocations_so_far() - allocs;
         step.new_plans = engine.plans_made() - plans;
         step.planning_s = engine.planning_seconds() - planning;
+        step.kv_blocks_used = engine.kv_blocks_used() as u64;
+        step.queued = engine.queued() as u64;
+        step.running = engine.running() as u64;
+        step.kv_blocks = engine.kv_blocks() as u64;
+        // The engine reports when encoding and prefill end; they start with the step (its
+        // forward, after the step's images), as in the simulator. Prompts are not chunked here.
+        for id in &step.encoded {
+            if let Some(r) = seen.get_mut(id) {
+                r.encode_start.get_or_insert(start);
+            }
+        }
+        for id in &step.prefilled {
+            if let Some(r) = seen.get_mut(id) {
+                r.prefill_start.get_or_insert(step.encode_end_s);
+            }
+        }
         if kind != StepKind::Idle {
             steps.push(step);
         }
@@ -1130,8 +1207,15 @@ pub struct Validation {
 pub fn validate(
     exp: &hetsim_sim::experiment::Experiment,
     out: Option<&std::path::Path>,
+    trace: Option<TraceOptions>,
     gpu: usize,
 ) -> Result<Validation> {
+    if trace.is_some() && out.is_none() {
+        return Err(Error::Invalid(
+            "--trace writes each scenario's timelines into the result directory: give --out DIR too"
+                .into(),
+        ));
+    }
     use hetsim_sim::output::ResultWriter;
     use hetsim_sim::records::MemorySink;
     let mut rows = Vec::new();
@@ -1141,9 +1225,29 @@ pub fn validate(
         Some(dir) => Some(ResultWriter::create(dir)?),
         None => None,
     };
-    for s in &exp.scenarios {
+    for (i, s) in exp.scenarios.iter().enumerate() {
         let mut sink = MemorySink::default();
-        let run = hetsim_sim::engine::simulate(s, &mut sink, &mut |_| {})?;
+        let timeline = |w: &mut ResultWriter, source| -> Result<(String, TimelineWriter)> {
+            let name = timeline::file_name(i, &s.name, source);
+            let names = timeline::instance_names(s);
+            let opts = trace.unwrap_or_default();
+            let t = TimelineWriter::create(&w.staged_path(&name), &s.name, source, &names, opts)?;
+            Ok((name, t))
+        };
+        let run = match (writer.as_mut(), trace) {
+            (Some(w), Some(_)) => {
+                let (name, mut t) = timeline(w, Source::Sim)?;
+                let mut both = TimelineSink {
+                    rows: &mut sink,
+                    timeline: &mut t,
+                };
+                let run = hetsim_sim::engine::simulate(s, &mut both, &mut |_| {})?;
+                t.finish()?;
+                w.record(&name);
+                run
+            }
+            _ => hetsim_sim::engine::simulate(s, &mut sink, &mut |_| {})?,
+        };
         if let Some(w) = writer.as_mut() {
             for t in &sink.transfers {
                 w.transfers.append(t)?;
@@ -1159,6 +1263,20 @@ pub fn validate(
                     transfers,
                     steps: step_log,
                 } = replay(s, gpu)?;
+                if let (Some(w), Some(_)) = (writer.as_mut(), trace) {
+                    let (name, mut t) = timeline(w, Source::Exec)?;
+                    for st in &step_log {
+                        t.step(&st.span(0))?;
+                    }
+                    for x in &transfers {
+                        t.transfer(x)?;
+                    }
+                    for r in &measured {
+                        t.request(r)?;
+                    }
+                    t.finish()?;
+                    w.record(&name);
+                }
                 let t = step_table(&s.name, &step_log);
                 match steps.as_mut() {
                     None => steps = Some(t),
@@ -1206,6 +1324,54 @@ mod tests {
 
     fn root() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn a_measured_step_is_drawn_like_a_simulated_one() {
+        use crate::serve::engine::EngineEvent;
+        let ev = |id, kind, t| EngineEvent {
+            id,
+            kind,
+            token: None,
+            t,
+        };
+        // The engine's clock started 100 s before the replay: events are on the engine's clock.
+        let events = [
+            ev(7, EventKind::EncodeDone, 100.012),
+            ev(7, EventKind::FirstToken, 100.050),
+            ev(8, EventKind::FirstToken, 100.050),
+        ];
+        let kind = StepKind::Prefill {
+            seqs: 2,
+            tokens: 1200,
+            images: 1,
+        };
+        let mut st = StepTiming::new(0.0, 0.050, kind, &events, 100.0);
+        assert!((st.encode_end_s - 0.012).abs() < 1e-9);
+        assert_eq!(st.prefilled, [7, 8]);
+        st.kv_blocks = 64;
+        st.kv_blocks_used = 10;
+        let span = st.span(0);
+        assert_eq!(
+            (
+                span.images,
+                span.prefill_seqs,
+                span.prefill_tokens,
+                span.decode_seqs
+            ),
+            (1, 2, 1200, 0)
+        );
+        assert_eq!((span.kv_blocks_used, span.kv_blocks), (10, 64));
+        let decode = StepKind::Decode {
+            batch: 5,
+            bucket: 8,
+            context: 3000,
+        };
+        let d = StepTiming::new(0.05, 0.06, decode, &[], 100.0).span(0);
+        assert_eq!(
+            (d.encode_end_s, d.decode_seqs, d.decode_context_tokens),
+            (0.05, 5, 3000)
+        );
     }
 
     #[test]

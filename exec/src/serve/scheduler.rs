@@ -226,6 +226,11 @@ impl Scheduler {
         self.waiting.len()
     }
 
+    /// Requests waiting to be encoded or prefilled.
+    pub fn queued(&self) -> usize {
+        self.waiting.len() + self.encoded.len()
+    }
+
     pub fn free_blocks(&self) -> usize {
         self.free_blocks.len()
     }

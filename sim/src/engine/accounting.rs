@@ -178,6 +178,10 @@ impl<'a> Accounting<'a> {
     }
 
     /// The last flow of a transfer arrived at `now`.
+    pub fn step(&mut self, s: &crate::timeline::StepSpan) -> Result<(), Error> {
+        self.sink.step(s)
+    }
+
     pub fn transfer_done(&mut self, t: &Transfer, now: u64) -> Result<(), Error> {
         match t.kind {
             Kind::Embedding => self.emb_bytes += t.bytes,
