@@ -315,7 +315,8 @@ fn names_from_the_yaml_show_as_written() {
     let mut yaml = String::from(
         "name: html-names\nseed: 1\ndefaults:\n  model: llava-1.5-7b\n  dtype: bf16\n  workload:\n    \
          requests: 30\n    arrival: {process: poisson, rate: 2}\n    images: {count: 1, width: 336, height: 336}\n    \
-         prompt_tokens: 20\n    output_tokens: 8\n  slo: {ttft_s: 1.0, tpot_s: 0.1}\nscenarios:\n",
+         prompt_tokens: 20\n    output_tokens: 8\n  slo: {ttft_s: 1.0, tpot_s: 0.1}\n  \
+         pricing: {mode: capex, lifetime_years: 3, gpu_price_usd: {A100-PCIe-80GB: 16000}}\nscenarios:\n",
     );
     for n in names {
         let quoted = serde_json::to_string(n).unwrap();
@@ -331,6 +332,15 @@ fn names_from_the_yaml_show_as_written() {
     let res = dir.join("results");
     hetsim(&["run", exp.to_str().unwrap(), "--out", res.to_str().unwrap()]);
     let out = dir.join("analysis");
+    // Without the flag, no page.
+    let plain = hetsim(&[
+        "analyze",
+        res.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!out.join("report.html").exists(), "{plain}");
+    assert!(!plain.contains("report.html"), "{plain}");
     hetsim(&[
         "analyze",
         res.to_str().unwrap(),
