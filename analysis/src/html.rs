@@ -404,6 +404,20 @@ pub fn plot(fig: &Figure) -> Plot {
     p
 }
 
+/// The figure as plotly's JSON ({data, layout, config}). Log axes label the 2 and 5 between
+/// decades, not every digit (plotly's `dtick: "D2"`, which the crate's numeric `dtick` cannot
+/// say).
+fn figure_json(fig: &Figure) -> String {
+    let mut v = serde_json::to_value(plot(fig)).expect("a plotly figure is JSON");
+    for axis in ["xaxis", "yaxis"] {
+        let a = &mut v["layout"][axis];
+        if a["type"] == "log" {
+            a["dtick"] = "D2".into();
+        }
+    }
+    v.to_string()
+}
+
 /// A table as HTML: every column, those the terminal leaves out marked `more` (hidden until
 /// "all columns" is ticked); each header sorts on click, numbers by their raw value (`data-v`).
 fn table_html(t: &Table) -> String {
@@ -564,7 +578,7 @@ pub fn page(p: &Page) -> String {
             esc(if heading.is_empty() { stem } else { heading }),
             esc(sentence)
         );
-        data.push(format!("[\"fig-{stem}\",{}]", plot(fig).to_json()));
+        data.push(format!("[\"fig-{stem}\",{}]", figure_json(fig)));
     }
     if !p.figures.skipped.is_empty() {
         h.push_str("<p class=\"note\">Figures left out: ");
@@ -810,6 +824,7 @@ mod tests {
         assert!(hover.contains("TTFT p99 (s): %{y"), "{hover}");
         assert!(hover.contains("%{text}"), "{hover}");
         assert_eq!(figs[0].1["layout"]["yaxis"]["type"], "log");
+        assert_eq!(figs[0].1["layout"]["yaxis"]["dtick"], "D2");
         // Bars: one trace per key, stacked for the cost, grouped and log for the bytes.
         assert_eq!(names(&figs[5].1), ["embeddings", "KV cache"]);
         assert_eq!(figs[5].1["layout"]["barmode"], "group");
