@@ -109,6 +109,10 @@ enum Command {
         /// Directory for the tables (markdown, CSV) and figures (SVG, PNG) [default: RESULTS/analysis]
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Also write report.html: every table and figure in one self-contained, interactive
+        /// page (sortable tables, hover for values, scenarios to show and hide; no network)
+        #[arg(long)]
+        html: bool,
     },
     /// List the built-in models, GPUs and links
     Catalog,
@@ -654,14 +658,21 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
         #[cfg(feature = "analysis")]
-        Command::Analyze { results, out } => {
-            let report = hetsim_analysis::analyze(&results, out.as_deref())?;
+        Command::Analyze { results, out, html } => {
+            let report = hetsim_analysis::analyze(&results, out.as_deref(), html)?;
             say!("{}", report.text);
             sayln!(
-                "wrote {} files (tables as markdown and CSV, figures as SVG and PNG) to {}",
+                "wrote {} files (tables as markdown and CSV, figures as SVG and PNG{}) to {}",
                 report.files.len(),
+                if html { ", the report as HTML" } else { "" },
                 report.out.display()
             );
+            if html {
+                sayln!(
+                    "report: {}",
+                    report.out.join(hetsim_analysis::html::FILE).display()
+                );
+            }
         }
         // polars takes ~15 min to build on 2 cores, so the default build leaves `analyze` out;
         // the command still exists so that the user is told how to get it.

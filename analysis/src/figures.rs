@@ -83,6 +83,7 @@ impl<'a> Styles<'a> {
             measured: source == EXEC,
             markers_only: false,
             marker_every: 1,
+            notes: Vec::new(),
         }
     }
 }
@@ -103,9 +104,14 @@ fn curve_series(
         let (Some(xv), Some(yv)) = (x(p), y(p)) else {
             continue;
         };
-        let s = styles.series(&p.curve, &p.source, vec![(xv, yv)]);
+        let note = format!("offered {} req/s", tick(p.rate_rps));
+        let mut s = styles.series(&p.curve, &p.source, vec![(xv, yv)]);
+        s.notes.push(note.clone());
         match out.iter_mut().find(|o| o.label == s.label) {
-            Some(o) => o.points.push((xv, yv)),
+            Some(o) => {
+                o.points.push((xv, yv));
+                o.notes.push(note);
+            }
             None => out.push(s),
         }
     }
@@ -350,12 +356,12 @@ pub fn cost_breakdown(
 pub fn predicted_measured(pairs: &[Pair], out: &mut Figures) {
     let mut series: Vec<Series> = Vec::new();
     for (k, metric) in compare::PLOTTED.iter().enumerate() {
-        let points: Vec<(f64, f64)> = pairs
+        let (points, notes): (Vec<(f64, f64)>, Vec<String>) = pairs
             .iter()
             .filter(|p| p.metric == *metric)
-            .filter_map(|p| Some((p.predicted?, p.measured?)))
-            .filter(|(a, b)| *a > 0.0 && *b > 0.0)
-            .collect();
+            .filter_map(|p| Some(((p.predicted?, p.measured?), p.scenario.clone())))
+            .filter(|((a, b), _)| *a > 0.0 && *b > 0.0)
+            .unzip();
         if points.is_empty() {
             continue;
         }
@@ -371,6 +377,7 @@ pub fn predicted_measured(pairs: &[Pair], out: &mut Figures) {
             measured: false,
             markers_only: true,
             marker_every: 1,
+            notes,
         });
     }
     if series.is_empty() {

@@ -5,11 +5,13 @@
 //!
 //! Modules: `load` (open and check the tables), `metrics` (the pooled polars queries), `tables`
 //! (comparison, curves, transfers, links, cost), `compare` (predicted against measured),
-//! `figures` + `plots` (what to draw, and drawing it), `table` (rendering), `write` (output).
+//! `figures` + `plots` (what to draw, and drawing it), `table` (rendering), `html` (the
+//! interactive report of `--html`, from the same tables and figures), `write` (output).
 
 mod columns;
 pub mod compare;
 pub mod figures;
+pub mod html;
 pub mod load;
 pub mod metrics;
 pub mod plots;
@@ -32,7 +34,7 @@ pub struct Report {
     pub text: String,
     /// Every table, in the order written.
     pub tables: Vec<Table>,
-    /// Files written (markdown, CSV, SVG, PNG).
+    /// Files written (markdown, CSV, SVG, PNG, and report.html with `html`).
     pub files: Vec<PathBuf>,
     /// The directory they are in.
     pub out: PathBuf,
@@ -44,9 +46,10 @@ pub fn default_out(dirs: &[PathBuf]) -> Option<PathBuf> {
 }
 
 /// Reads the result directories, computes every table and figure, writes them to `out` (default:
-/// `RESULTS_DIR/analysis`) and returns what to print. Bad input is `Error::Input` (exit code 2)
-/// and nothing is written; a failed write is `Error::Output`.
-pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
+/// `RESULTS_DIR/analysis`), with `html` also one self-contained interactive `report.html`, and
+/// returns what to print. Bad input is `Error::Input` (exit code 2) and nothing is written; a
+/// failed write is `Error::Output`.
+pub fn analyze(dirs: &[PathBuf], out: Option<&Path>, html: bool) -> Result<Report, Error> {
     let results = load::load(dirs)?;
     let scenarios = metrics::scenarios(&results)?;
     if scenarios.is_empty() {
@@ -133,7 +136,14 @@ pub fn analyze(dirs: &[PathBuf], out: Option<&Path>) -> Result<Report, Error> {
             .collect();
         text.push_str(&format!("figures left out: {}\n", why.join(", ")));
     }
-    let files = write::write_all(&out, &out_tables, &figs.drawn)?;
+    let page = html.then(|| {
+        html::page(&html::Page {
+            runs: &results.runs,
+            tables: &out_tables,
+            figures: &figs,
+        })
+    });
+    let files = write::write_all(&out, &out_tables, &figs.drawn, page.as_deref())?;
     Ok(Report {
         text,
         tables: out_tables,

@@ -92,6 +92,9 @@ pub struct Series {
     pub markers_only: bool,
     /// A marker on every n-th point (1: all; dense curves such as a CDF: fewer).
     pub marker_every: usize,
+    /// What each point is (the offered rate, the scenario), shown on hover in the HTML report:
+    /// one per point, or empty.
+    pub notes: Vec<String>,
 }
 
 /// A horizontal reference line (an SLO), grey, named in the legend.

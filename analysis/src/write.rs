@@ -10,15 +10,17 @@ use hetsim_sim::publish::{Contents, StagedDir};
 use crate::plots::{self, Figure};
 use crate::table::Table;
 
-/// Writes the tables and figures into a staging directory and publishes it whole as `out`
-/// (replacing a previous analysis there), with a manifest listing the files.
+/// Writes the tables, figures and the HTML report (`html`, when asked for) into a staging
+/// directory and publishes it whole as `out` (replacing a previous analysis there), with a
+/// manifest listing the files.
 pub fn write_all(
     out: &Path,
     tables: &[Table],
     figures: &[(&'static str, Figure)],
+    html: Option<&str>,
 ) -> Result<Vec<PathBuf>, Error> {
     let mut dir = StagedDir::create(out, Contents::Analysis)?;
-    let names = stage(dir.path(), tables, figures).map_err(Error::Output)?;
+    let names = stage(dir.path(), tables, figures, html).map_err(Error::Output)?;
     for name in &names {
         dir.record(name, None);
     }
@@ -30,6 +32,7 @@ fn stage(
     dir: &Path,
     tables: &[Table],
     figures: &[(&'static str, Figure)],
+    html: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     // One markdown file with every table, for reading; one CSV per table, for scripts.
@@ -44,6 +47,10 @@ fn stage(
     };
     put("report.md", &md)?;
     names.push("report.md".to_string());
+    if let Some(page) = html {
+        put(crate::html::FILE, page)?;
+        names.push(crate::html::FILE.to_string());
+    }
     for t in tables {
         let name = format!("{}.csv", t.name);
         put(&name, &t.to_csv())?;
