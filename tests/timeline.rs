@@ -210,3 +210,36 @@ fn trace_options_are_checked_before_anything_runs() {
         assert!(!out.exists());
     }
 }
+
+/// The simulated and the real replay's timelines of one validate run (H200, 2026-12-03) have the
+/// same tracks: the same processes, threads and counters, and the same requests' flows.
+#[test]
+fn a_validate_runs_simulated_and_measured_timelines_line_up_by_track() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("exec/results/2026-12-03-h200-timelines/validate-h200");
+    let mut pairs = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".sim.json") else {
+            continue;
+        };
+        let read = |f: &str| {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap();
+            check(&text).unwrap_or_else(|e| panic!("{f}: {e}"))
+        };
+        let (sim, exec) = (read(&name), read(&format!("{stem}.exec.json")));
+        assert_eq!(sim.scenario, exec.scenario);
+        assert_eq!(sim.processes, exec.processes, "{stem}");
+        let tracks = |s: &TraceShape| s.slices.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(tracks(&sim), tracks(&exec), "{stem}");
+        let counters = |s: &TraceShape| s.counters.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(counters(&sim), counters(&exec), "{stem}");
+        assert_eq!(
+            sim.flows, exec.flows,
+            "{stem}: every request's flow on both"
+        );
+        pairs += 1;
+    }
+    assert_eq!(pairs, 4);
+}
