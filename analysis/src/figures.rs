@@ -7,7 +7,7 @@ use hetsim_sim::stats::nearest_rank;
 use crate::compare::{self, EXEC, Pair};
 use crate::metrics::{Metrics, Scenario, curve_name};
 use crate::plots::{BarChart, Figure, LineChart, Reference, Series, tick};
-use crate::tables::{CostRow, CurvePoint, TraceLatency, UNUSED_GPUS};
+use crate::tables::{CostRow, CurvePoint, NO_INSTANCE_ROWS, TraceLatency, UNUSED_GPUS};
 
 /// What `analyze` draws, and the figures it left out with the reason: a figure with nothing to
 /// show would read as "zero" or "unused".
@@ -280,7 +280,7 @@ pub fn cost_breakdown(
 ) {
     if !rows
         .iter()
-        .any(|r| r.gpu != UNUSED_GPUS && r.cost_usd > 0.0)
+        .any(|r| r.gpu != UNUSED_GPUS && r.gpu != NO_INSTANCE_ROWS && r.cost_usd > 0.0)
     {
         return out.skip("cost_breakdown", "no instance has a cost of its own");
     }

@@ -640,8 +640,9 @@ pub struct CostRow {
     pub scenario: String,
     pub source: String,
     pub gpu: String,
-    pub instances: u64,
-    pub gpus: u64,
+    /// None where the results hold no instance rows for the scenario (unknown, not zero).
+    pub instances: Option<u64>,
+    pub gpus: Option<u64>,
     pub utilization: Option<f64>,
     pub cost_usd: f64,
     pub usd_per_hour: Option<f64>,
@@ -650,6 +651,11 @@ pub struct CostRow {
 
 /// Label of the cost row for GPUs that hold no instance.
 pub const UNUSED_GPUS: &str = "unused GPUs";
+
+/// Label of the cost row of a scenario whose results hold no instance rows at all (`hetsim
+/// validate` and the GPU harness give only the summary's total): the whole cluster's cost, of
+/// GPUs that may well have been busy, so not "unused".
+pub const NO_INSTANCE_ROWS: &str = "all GPUs (no instance rows)";
 
 pub fn cost_rows(
     r: &Results,
@@ -690,8 +696,8 @@ pub fn cost_rows(
                     scenario: sc[i].clone(),
                     source: so[i].clone(),
                     gpu: g[i].clone(),
-                    instances: n[i],
-                    gpus: gpus[i],
+                    instances: Some(n[i]),
+                    gpus: Some(gpus[i]),
                     utilization: util[i],
                     cost_usd: cost[i].unwrap_or(0.0),
                     usd_per_hour: None,
@@ -710,13 +716,26 @@ pub fn cost_rows(
         // Summary cost counts every GPU; instance costs only the GPUs instances hold. Anything
         // above float noise is paid for GPUs that did nothing.
         let unused = m.cost_usd - used;
-        if unused > 1e-9 * m.cost_usd.max(1e-12) {
+        if rows.is_empty() && m.cost_usd > 0.0 {
+            // Nothing says which GPUs were used or how busy they were.
+            rows.push(CostRow {
+                scenario: s.scenario.clone(),
+                source: s.source.clone(),
+                gpu: NO_INSTANCE_ROWS.to_string(),
+                instances: None,
+                gpus: None,
+                utilization: None,
+                cost_usd: m.cost_usd,
+                usd_per_hour: None,
+                share: None,
+            });
+        } else if unused > 1e-9 * m.cost_usd.max(1e-12) {
             rows.push(CostRow {
                 scenario: s.scenario.clone(),
                 source: s.source.clone(),
                 gpu: UNUSED_GPUS.to_string(),
-                instances: 0,
-                gpus: 0,
+                instances: Some(0),
+                gpus: Some(0),
                 utilization: Some(0.0),
                 cost_usd: unused,
                 usd_per_hour: None,
@@ -741,8 +760,9 @@ pub fn cost(rows: &[CostRow]) -> Table {
         "cost",
         "Cost breakdown by GPU type",
         "Per scenario: the instances on each GPU type (instances table, cost_usd = their GPUs over \
-         the run), and the GPUs of the cluster no instance used. Shares add up to the scenario's \
-         cost_usd in the comparison table.",
+         the run), and the GPUs of the cluster no instance used; where the results hold no instance \
+         rows (validate, the GPU harness), one row of the whole cluster. Shares add up to the \
+         scenario's cost_usd in the comparison table.",
     );
     let c = crate::table::column;
     t.columns = vec![
@@ -772,8 +792,8 @@ pub fn cost(rows: &[CostRow]) -> Table {
             text(&r.scenario),
             text(&r.source),
             text(&r.gpu),
-            Value::Int(Some(r.instances)),
-            Value::Int(Some(r.gpus)),
+            Value::Int(r.instances),
+            Value::Int(r.gpus),
             num(r.utilization),
             num(r.usd_per_hour),
             num(Some(r.cost_usd)),
@@ -781,4 +801,47 @@ pub fn cost(rows: &[CostRow]) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load;
+    use crate::metrics::{pooling_fixture, scenarios};
+
+    /// `hetsim validate` and the GPU harness write no instance rows: their cost is the whole
+    /// cluster's, with the GPU count and how busy they were unknown, not "unused GPUs", 0 of
+    /// them, 0 % busy.
+    #[test]
+    fn cost_without_instance_rows_is_the_whole_cluster_not_unused_gpus() {
+        let root = tempfile::tempdir().unwrap();
+        let r = load(&pooling_fixture(root.path())).unwrap();
+        let sc = scenarios(&r).unwrap();
+        let per = per_scenario(&r, &sc).unwrap();
+        let rows = cost_rows(&r, &sc, &per).unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row.gpu, NO_INSTANCE_ROWS);
+        assert_eq!(
+            (row.instances, row.gpus, row.utilization),
+            (None, None, None)
+        );
+        let m = &per[&(row.scenario.clone(), row.source.clone())];
+        assert_eq!(row.cost_usd, m.cost_usd);
+        assert_eq!(row.share, Some(1.0));
+        let table = cost(&rows);
+        let md = table.to_markdown();
+        assert!(
+            md.contains("| all GPUs (no instance rows) | - | - | - |"),
+            "{md}"
+        );
+        // And no cost figure: no instance has a cost of its own.
+        let mut figs = crate::figures::Figures::default();
+        crate::figures::cost_breakdown(&rows, &per, &mut figs);
+        assert!(figs.drawn.is_empty());
+        assert_eq!(
+            figs.skipped,
+            vec![("cost_breakdown", "no instance has a cost of its own")]
+        );
+    }
 }
