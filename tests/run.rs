@@ -552,3 +552,84 @@ fn mfu_mbu_and_occupancy_are_the_steps_work_over_the_busy_time() {
     assert!((f64s(s, "mbu")[0].unwrap() - col("mbu")).abs() < 1e-12);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `bench_serve.json` speaks vLLM `bench serve`'s keys, and its numbers are the request rows'
+/// under vLLM's definitions: a request's token gaps sum to (finish − first token), so the mean
+/// ITL is the mean TPOT weighted by (output tokens − 1), exactly.
+#[test]
+fn bench_serve_json_has_vllms_metrics_and_they_agree_with_the_request_rows() {
+    let dir = out_dir("bench-serve");
+    let o = hetsim(&[
+        "run",
+        "experiments/nvlink.yaml",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(dir.join("bench_serve.json")).unwrap();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let summary = read(&dir.join("summary.parquet"));
+    let scenarios: Vec<String> = summary
+        .iter()
+        .flat_map(|b| strings(b, "scenario"))
+        .collect();
+    assert_eq!(all.len(), scenarios.len());
+    let requests = read(&dir.join("requests.parquet"));
+    for (b, name) in all.iter().zip(&scenarios) {
+        assert_eq!(b["scenario"], name.as_str());
+        assert_eq!(b["source"], "sim");
+        for k in [
+            "duration",
+            "completed",
+            "failed",
+            "total_input_tokens",
+            "total_output_tokens",
+            "request_throughput",
+            "request_goodput",
+            "output_throughput",
+            "total_token_throughput",
+        ] {
+            assert!(b[k].is_number(), "{name}: {k}");
+        }
+        for m in ["ttft", "tpot", "itl", "e2el"] {
+            for s in ["mean", "median", "std", "p90", "p99"] {
+                assert!(
+                    b[format!("{s}_{m}_ms")].as_f64().unwrap() > 0.0,
+                    "{name}: {s}_{m}_ms"
+                );
+            }
+        }
+        let (mut weighted, mut gaps, mut input, mut output) = (0.0, 0.0, 0u64, 0u64);
+        for r in &requests {
+            let (sc, st) = (strings(r, "scenario"), strings(r, "status"));
+            let (tpot, out, prompt) = (
+                f64s(r, "tpot_s"),
+                u64s(r, "output_tokens"),
+                u64s(r, "prompt_tokens"),
+            );
+            for i in 0..r.num_rows() {
+                if &sc[i] != name || st[i] != "finished" {
+                    continue;
+                }
+                input += prompt[i];
+                output += out[i];
+                if let Some(t) = tpot[i] {
+                    weighted += t * (out[i] - 1) as f64;
+                    gaps += (out[i] - 1) as f64;
+                }
+            }
+        }
+        let itl = b["mean_itl_ms"].as_f64().unwrap();
+        assert!(
+            (itl - 1e3 * weighted / gaps).abs() < 1e-6 * itl,
+            "{name}: {itl}"
+        );
+        assert_eq!(b["total_input_tokens"].as_u64().unwrap(), input);
+        assert_eq!(b["total_output_tokens"].as_u64().unwrap(), output);
+        let d = b["duration"].as_f64().unwrap();
+        let total = b["total_token_throughput"].as_f64().unwrap();
+        assert!((total - (input + output) as f64 / d).abs() < 1e-9 * total);
+        // numpy's median lies between the nearest-rank p50s around it (the summary's is one).
+        assert!(b["median_ttft_ms"].as_f64().unwrap() <= b["p99_ttft_ms"].as_f64().unwrap());
+    }
+}

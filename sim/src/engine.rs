@@ -121,6 +121,8 @@ struct Req {
     kv_start: Option<u64>,
     kv_end: Option<u64>,
     decode_start: Option<u64>,
+    /// The request's latest token (its ITL counts from here).
+    last_token: Option<u64>,
     encoder: Option<usize>,
     prefill_inst: Option<usize>,
     decode_inst: Option<usize>,
@@ -386,6 +388,7 @@ impl<'a> Simulation<'a> {
                 kv_start: None,
                 kv_end: None,
                 decode_start: None,
+                last_token: None,
                 encoder: None,
                 prefill_inst: None,
                 decode_inst: None,
@@ -637,10 +640,20 @@ impl<'a> Simulation<'a> {
         let tally = &mut self.acc.tally[i];
         tally.prefill_tokens += plan.prefill_chunks.iter().map(|(_, c)| c).sum::<u64>();
         tally.decode_tokens += plan.decodes.len() as u64;
+        // Each decoded sequence got its next token now.
+        for id in &plan.decodes {
+            let r = self.reqs.get_mut(id).expect("a decoded request is live");
+            let last = r
+                .last_token
+                .replace(self.now)
+                .expect("a decoding request has its first token");
+            self.acc.token_gap(self.now - last);
+        }
         for p in done.prefilled {
             let r = self.reqs.get_mut(&p.id).expect("live");
             if p.first_token {
                 r.first_token = Some(self.now);
+                r.last_token = Some(self.now);
                 r.prefill_inst = Some(i);
             }
             match p.next {

@@ -1,6 +1,7 @@
 //! hetsim's simulator: everything needed to turn an experiment file into result rows, and no GPU
 //! code. See ARCHITECTURE.md at the repository root for the map.
 
+pub mod bench_serve;
 pub mod bounds;
 pub mod capacity;
 pub mod catalog;

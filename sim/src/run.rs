@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bench_serve;
 use crate::capacity::{RequestMix, deployment_capacity};
 use crate::engine::{RunResult, simulate};
 use crate::error::Error;
@@ -88,7 +89,11 @@ pub fn run_experiment(
         runs.push(run);
     }
     let files = match writer {
-        Some(w) => w.commit()?,
+        Some(mut w) => {
+            let bench: Vec<_> = runs.iter().map(|r| r.bench.clone()).collect();
+            w.add_file(bench_serve::FILE, bench_serve::file(&bench))?;
+            w.commit()?
+        }
         None => Vec::new(),
     };
     Ok(ExperimentResult { runs, files })

@@ -15,6 +15,7 @@ pub struct LogHistogram {
     counts: Vec<u64>,
     n: u64,
     sum: f64,
+    sum_sq: f64,
     min: f64,
     max: f64,
 }
@@ -31,6 +32,7 @@ impl Default for LogHistogram {
             counts: Vec::new(),
             n: 0,
             sum: 0.0,
+            sum_sq: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
         }
@@ -51,6 +53,7 @@ impl LogHistogram {
         self.counts[b] += 1;
         self.n += 1;
         self.sum += v;
+        self.sum_sq += v * v;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
     }
@@ -63,6 +66,12 @@ impl LogHistogram {
         (self.n > 0).then(|| self.sum / self.n as f64)
     }
 
+    /// The population standard deviation (numpy's `std`, as vLLM reports it).
+    pub fn std(&self) -> Option<f64> {
+        let mean = self.mean()?;
+        Some((self.sum_sq / self.n as f64 - mean * mean).max(0.0).sqrt())
+    }
+
     /// The q-quantile (0 ≤ q ≤ 1): the bucket holding the nearest-rank value, as its geometric
     /// middle clamped to the observed min and max (within 0.05 % of the nearest-rank value).
     pub fn quantile(&self, q: f64) -> Option<f64> {
@@ -70,6 +79,24 @@ impl LogHistogram {
             return None;
         }
         let rank = ((q * self.n as f64).ceil() as u64).clamp(1, self.n);
+        self.at_rank(rank)
+    }
+
+    /// numpy's default percentile (vLLM's): linear between the order statistics around
+    /// (n − 1)·q, each read from its bucket (within 0.05 %).
+    pub fn interpolated(&self, q: f64) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        let h = (self.n - 1) as f64 * q.clamp(0.0, 1.0);
+        let lo = h.floor() as u64;
+        let a = self.at_rank(lo + 1)?;
+        let b = self.at_rank((lo + 2).min(self.n))?;
+        Some(a + (h - lo as f64) * (b - a))
+    }
+
+    /// The value of 1-based rank `rank`, as its bucket's geometric middle.
+    fn at_rank(&self, rank: u64) -> Option<f64> {
         let mut seen = 0;
         for (b, c) in self.counts.iter().enumerate() {
             seen += c;
@@ -98,6 +125,20 @@ mod tests {
         assert_eq!(nearest_rank(&v, 0.99), Some(4.0));
         assert_eq!(nearest_rank(&v, 0.01), Some(1.0));
         assert_eq!(nearest_rank(&[], 0.5), None);
+    }
+
+    #[test]
+    fn interpolated_percentiles_and_std_are_numpys() {
+        let mut h = LogHistogram::default();
+        for v in [0.010, 0.020, 0.030, 0.040, 0.100] {
+            h.record(v);
+        }
+        // numpy.percentile([10, 20, 30, 40, 100], [50, 99]) = [30, 97.6]; numpy.std = 31.62…
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * b;
+        assert!(close(h.interpolated(0.5).unwrap(), 0.030));
+        assert!(close(h.interpolated(0.99).unwrap(), 0.0976));
+        assert!(close(h.std().unwrap(), 0.031_622_776));
+        assert_eq!(LogHistogram::default().interpolated(0.5), None);
     }
 
     #[test]

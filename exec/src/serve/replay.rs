@@ -25,6 +25,7 @@ use std::sync::mpsc;
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use hetsim_sim::bench_serve::{self, BenchServe};
 use hetsim_sim::catalog::LinkKind;
 use hetsim_sim::cluster::Role;
 use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
@@ -136,6 +137,9 @@ struct Seen {
     /// Stage-level: the KV is in the decode worker's pool.
     decode_start: Option<f64>,
     finished: Option<f64>,
+    /// The latest token, and the gaps between consecutive tokens (vLLM's ITL).
+    last_token: Option<f64>,
+    itl: Vec<f64>,
 }
 
 /// What a real replay produced.
@@ -145,6 +149,8 @@ pub struct Replayed {
     pub transfers: Vec<TransferRecord>,
     /// Every engine step of a colocated replay, in order (empty for the two-GPU shapes).
     pub steps: Vec<StepTiming>,
+    /// Gaps between consecutive tokens of the finished requests, s.
+    pub itl_s: Vec<f64>,
 }
 
 /// One engine step as the colocated replay saw it, on the replay's clock, with the set-up work
@@ -417,10 +423,16 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
             record(s, r, &t, instances)
         })
         .collect();
+    let itl_s = seen
+        .values()
+        .filter(|t| t.finished.is_some())
+        .flat_map(|t| t.itl.iter().copied())
+        .collect();
     Ok(Replayed {
         requests,
         transfers,
         steps,
+        itl_s,
     })
 }
 
@@ -496,9 +508,18 @@ fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::serve::engine::Engine
         let t = e.t - off;
         match e.kind {
             EventKind::EncodeDone => r.encoded = Some(t),
-            EventKind::FirstToken => r.first = Some(t),
+            EventKind::FirstToken => {
+                r.first = Some(t);
+                r.last_token = Some(t);
+            }
             EventKind::KvImported => r.decode_start = Some(t),
-            EventKind::Token => {}
+            EventKind::Token => {
+                // A stage-level request's first token was noted upstream: its times came along.
+                if let Some(last) = r.last_token.or(r.first) {
+                    r.itl.push(t - last);
+                }
+                r.last_token = Some(t);
+            }
             EventKind::Finished => {
                 r.first.get_or_insert(t);
                 r.finished = Some(t);
@@ -1221,6 +1242,7 @@ pub fn validate(
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     let mut steps: Option<hetsim_sim::table::Table> = None;
+    let mut bench = Vec::new();
     let mut writer = match out {
         Some(dir) => Some(ResultWriter::create(dir)?),
         None => None,
@@ -1254,6 +1276,7 @@ pub fn validate(
             }
             w.summary.append(&run.summary)?;
         }
+        bench.push(run.bench.clone());
         rows.extend(sink.requests);
         match replayable(s) {
             Ok(()) => {
@@ -1262,6 +1285,7 @@ pub fn validate(
                     requests: measured,
                     transfers,
                     steps: step_log,
+                    itl_s,
                 } = replay(s, gpu)?;
                 if let (Some(w), Some(_)) = (writer.as_mut(), trace) {
                     let (name, mut t) = timeline(w, Source::Exec)?;
@@ -1282,15 +1306,14 @@ pub fn validate(
                     None => steps = Some(t),
                     Some(all) => all.rows.extend(t.rows),
                 }
+                let refs: Vec<&RequestRecord> = measured.iter().collect();
+                let summary = hetsim_sim::compare::summarize_measured(&run.summary, &refs);
+                bench.push(BenchServe::from_requests(&summary, &refs, itl_s));
                 if let Some(w) = writer.as_mut() {
                     for t in &transfers {
                         w.transfers.append(t)?;
                     }
-                    let refs: Vec<&RequestRecord> = measured.iter().collect();
-                    w.summary.append(&hetsim_sim::compare::summarize_measured(
-                        &run.summary,
-                        &refs,
-                    ))?;
+                    w.summary.append(&summary)?;
                 }
                 rows.extend(measured);
             }
@@ -1304,6 +1327,7 @@ pub fn validate(
             w.requests.append(r)?;
         }
         w.add_file("comparison.csv", cmp.table.to_csv())?;
+        w.add_file(bench_serve::FILE, bench_serve::file(&bench))?;
         if let Some(t) = &steps {
             w.add_file("steps.csv", t.to_csv())?;
         }

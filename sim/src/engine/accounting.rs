@@ -43,6 +43,8 @@ pub struct RunResult {
     pub instances: Vec<InstanceRecord>,
     pub links: Vec<LinkRecord>,
     pub invariants: Invariants,
+    /// The run under vLLM `bench serve`'s names.
+    pub bench: crate::bench_serve::BenchServe,
 }
 
 /// Work one instance did.
@@ -69,6 +71,11 @@ pub(super) struct Accounting<'a> {
     ttft: LogHistogram,
     tpot: LogHistogram,
     e2e: LogHistogram,
+    /// Gaps between consecutive tokens of a request (vLLM's ITL).
+    itl: LogHistogram,
+    /// Text and visual tokens of finished prompts.
+    input_tokens: u64,
+    visual_tokens: u64,
     /// Finished requests that met both SLOs, and their output tokens.
     good: u64,
     good_tokens: u64,
@@ -87,6 +94,9 @@ impl<'a> Accounting<'a> {
             ttft: LogHistogram::default(),
             tpot: LogHistogram::default(),
             e2e: LogHistogram::default(),
+            itl: LogHistogram::default(),
+            input_tokens: 0,
+            visual_tokens: 0,
             good: 0,
             good_tokens: 0,
             output_tokens: 0,
@@ -121,6 +131,8 @@ impl<'a> Accounting<'a> {
             self.good_tokens += output_tokens;
         }
         self.output_tokens += output_tokens;
+        self.input_tokens += u64::from(r.r.prompt_tokens);
+        self.visual_tokens += r.visual;
         self.request_row(
             r,
             seq,
@@ -178,6 +190,11 @@ impl<'a> Accounting<'a> {
     }
 
     /// The last flow of a transfer arrived at `now`.
+    /// A request's next token came `gap_ns` after its previous one.
+    pub fn token_gap(&mut self, gap_ns: u64) {
+        self.itl.record(secs(gap_ns));
+    }
+
     pub fn step(&mut self, s: &crate::timeline::StepSpan) -> Result<(), Error> {
         self.sink.step(s)
     }
@@ -376,11 +393,24 @@ impl<'a> Accounting<'a> {
             prediction_error_pct: Some(least_certain.error_pct()),
             source: Source::Sim,
         };
+        let lat = crate::bench_serve::Latencies {
+            ttft: self.ttft,
+            tpot: self.tpot,
+            itl: self.itl,
+            e2el: self.e2e,
+        };
+        let bench = crate::bench_serve::BenchServe::new(
+            &summary,
+            self.input_tokens,
+            self.visual_tokens,
+            &lat,
+        );
         RunResult {
             summary,
             instances,
             links,
             invariants: inv,
+            bench,
         }
     }
 }
