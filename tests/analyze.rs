@@ -497,7 +497,9 @@ fn fake_exec(from: &Path, to: &Path, factor: f64) {
         w.close().unwrap();
     }
     // The same files, so the same manifest: it marks the set complete.
-    std::fs::copy(from.join("manifest.json"), to.join("manifest.json")).unwrap();
+    for f in ["bench_serve.json", "manifest.json"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
 }
 
 #[test]
@@ -750,9 +752,10 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
         "instances",
         "links",
         "manifest",
+        "bench_serve",
     ] {
-        let file = if t == "manifest" {
-            "manifest.json".to_string()
+        let file = if matches!(t, "manifest" | "bench_serve") {
+            format!("{t}.json")
         } else {
             format!("{t}.parquet")
         };
