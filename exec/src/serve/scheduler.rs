@@ -3,9 +3,12 @@
 //! tested) without a GPU; [`Engine`](super::engine::Engine) carries each step out.
 //!
 //! Policy, one step at a time (prefill first, as vLLM's default):
-//! 1. Requests wait for the vision encoder: encode whole requests, oldest first, up to
-//!    `encode_batch` images (at least one request); then, in the same step, prefill if a prompt
-//!    can start (as vLLM runs the vision tower inside the prefill step).
+//! 1. Requests wait for the vision encoder and the next prefill pass can take some of them:
+//!    encode those (whole requests, oldest first, up to `encode_batch` images, at least one
+//!    request), then prefill them in the same step (as vLLM runs the vision tower inside the
+//!    prefill step, for the requests it schedules). Images that cannot be prefilled yet wait
+//!    unencoded. (The encoder worker of a modality-level deployment encodes whatever waits:
+//!    `take_encode_only`.)
 //! 2. Else, on a decode worker, move requests prefilled elsewhere into the pool while the batch
 //!    has room and their KV fits.
 //! 3. Else prefill encoded prompts, oldest first, while they fit `prefill_tokens` tokens (the
@@ -107,6 +110,39 @@ pub enum Step {
 /// Batch-size buckets: powers of two up to max_batch (and max_batch itself).
 pub fn bucket(batch: usize, max_batch: usize) -> usize {
     batch.next_power_of_two().min(max_batch)
+}
+
+/// One prefill pass being filled: the first prompt is taken whatever its length; the next ones
+/// while the pass stays within `prefill_tokens` tokens and the batch within `max_batch`; each
+/// only if its KV blocks are free.
+struct PrefillPass {
+    taken: usize,
+    tokens: usize,
+    free_blocks: usize,
+}
+
+impl PrefillPass {
+    fn new(s: &Scheduler) -> PrefillPass {
+        PrefillPass {
+            taken: 0,
+            tokens: 0,
+            free_blocks: s.free_blocks.len(),
+        }
+    }
+
+    fn admit(&mut self, s: &Scheduler, id: u64) -> bool {
+        let len = s.seqs[&id].spec.prompt_tokens;
+        let blocks = s.blocks_needed(&id);
+        let room = s.running.len() + self.taken < s.cfg.max_batch;
+        let fits = self.taken == 0 || self.tokens + len <= s.cfg.prefill_tokens;
+        if !room || !fits || blocks > self.free_blocks {
+            return false;
+        }
+        self.taken += 1;
+        self.tokens += len;
+        self.free_blocks -= blocks;
+        true
+    }
 }
 
 pub struct Scheduler {
@@ -247,13 +283,10 @@ impl Scheduler {
                 "the scheduler's last step ({step:?}) was not reported done"
             )));
         }
-        let step = if !self.waiting.is_empty() {
-            let (encode, images) = self.take_encode_batch();
-            let prefill = if self.can_prefill() {
-                self.take_prefill()
-            } else {
-                Vec::new()
-            };
+        let admitted = self.waiting_admitted();
+        let step = if admitted > 0 {
+            let (encode, images) = self.take_encode_batch(admitted);
+            let prefill = self.take_prefill();
             Step::Encode {
                 encode,
                 images,
@@ -276,7 +309,12 @@ impl Scheduler {
                 "{} prefilled request(s) wait to be handed off (Engine::hand_off) and hold the KV blocks the next needs",
                 self.prefilled.len()
             )));
-        } else if let Some(id) = self.encoded.front().or(self.imported.front()) {
+        } else if let Some(id) = self
+            .encoded
+            .front()
+            .or(self.imported.front())
+            .or(self.waiting.front())
+        {
             return Err(Error::Invalid(format!(
                 "request {id} needs more KV blocks than the pool has"
             )));
@@ -329,7 +367,7 @@ impl Scheduler {
     /// Encode-only use (the encoder of a modality-level deployment): the next batch of waiting
     /// requests to encode (`Step::Encode`'s choice, without prefill), or None when none waits.
     pub fn take_encode_only(&mut self) -> Option<(Vec<u64>, usize)> {
-        (!self.waiting.is_empty()).then(|| self.take_encode_batch())
+        (!self.waiting.is_empty()).then(|| self.take_encode_batch(usize::MAX))
     }
 
     /// Encode-only use: every encoded request leaves (handed to a prefill elsewhere).
@@ -357,14 +395,14 @@ impl Scheduler {
 
     /// Whole waiting requests, oldest first, up to `encode_batch` images (at least one
     /// request); they move to the prefill queue.
-    fn take_encode_batch(&mut self) -> (Vec<u64>, usize) {
+    fn take_encode_batch(&mut self, most: usize) -> (Vec<u64>, usize) {
         let mut ids = Vec::new();
         let mut images = 0;
         while let Some(&id) = self.waiting.front() {
-            let n = self.seqs[&id].spec.images;
-            if !ids.is_empty() && images + n > self.cfg.encode_batch {
+            if ids.len() == most || !self.fits_encode_batch(ids.len(), images, id) {
                 break;
             }
+            let n = self.seqs[&id].spec.images;
             self.waiting.pop_front();
             images += n;
             ids.push(id);
@@ -391,24 +429,43 @@ impl Scheduler {
                 .is_some_and(|id| self.blocks_needed(id) <= self.free_blocks.len())
     }
 
-    /// Encoded prompts for one prefill pass, their blocks taken.
-    fn take_prefill(&mut self) -> Vec<u64> {
-        let mut ids = Vec::new();
-        let mut tokens = 0;
-        while let Some(&id) = self.encoded.front() {
-            let len = self.seqs[&id].spec.prompt_tokens;
-            if !ids.is_empty()
-                && (tokens + len > self.cfg.prefill_tokens
-                    || self.running.len() + ids.len() >= self.cfg.max_batch)
-            {
+    /// The first request of an encode batch goes whatever its images; the others while the
+    /// batch's images stay within `encode_batch`.
+    fn fits_encode_batch(&self, taken: usize, images: usize, id: u64) -> bool {
+        taken == 0 || images + self.seqs[&id].spec.images <= self.cfg.encode_batch
+    }
+
+    /// How many waiting requests (oldest first) to encode now: those the prefill pass right
+    /// after would take, behind the encoded prompts ahead of them, within one encode batch. The
+    /// engine encodes only what it prefills in the same step, as vLLM runs the vision tower
+    /// for the requests a step schedules; images that cannot be prefilled yet wait unencoded
+    /// (the simulator's `prefill_first` schedule does the same).
+    fn waiting_admitted(&self) -> usize {
+        let mut pass = PrefillPass::new(self);
+        if !self.encoded.iter().all(|id| pass.admit(self, *id)) {
+            return 0;
+        }
+        let (mut n, mut images) = (0, 0);
+        for &id in &self.waiting {
+            if !self.fits_encode_batch(n, images, id) || !pass.admit(self, id) {
                 break;
             }
-            if self.blocks_needed(&id) > self.free_blocks.len() {
+            images += self.seqs[&id].spec.images;
+            n += 1;
+        }
+        n
+    }
+
+    /// Encoded prompts for one prefill pass, their blocks taken.
+    fn take_prefill(&mut self) -> Vec<u64> {
+        let mut pass = PrefillPass::new(self);
+        let mut ids = Vec::new();
+        while let Some(&id) = self.encoded.front() {
+            if !pass.admit(self, id) {
                 break;
             }
             self.encoded.pop_front();
             self.take_blocks(id);
-            tokens += len;
             ids.push(id);
         }
         ids
@@ -706,6 +763,48 @@ mod tests {
             Step::Encode {
                 encode: vec![2],
                 images: 2,
+                prefill: vec![2]
+            }
+        );
+    }
+
+    #[test]
+    fn images_wait_unencoded_while_no_prefill_can_take_them() {
+        let mut s = Scheduler::new(config(1, 100));
+        s.submit(text(1, 20, 3)).unwrap();
+        assert_eq!(s.next_step().unwrap(), Step::Prefill { ids: vec![1] });
+        s.step_done();
+        s.submit(SeqSpec {
+            id: 2,
+            images: 1,
+            prompt_tokens: 600,
+            output_tokens: 2,
+        })
+        .unwrap();
+        // The batch of one is full: request 1 decodes, request 2's image is not encoded ahead.
+        assert_eq!(
+            s.next_step().unwrap(),
+            Step::Decode {
+                ids: vec![1],
+                bucket: 1
+            }
+        );
+        assert!(s.step_done().is_empty());
+        assert_eq!(s.waiting(), 1);
+        assert_eq!(
+            s.next_step().unwrap(),
+            Step::Decode {
+                ids: vec![1],
+                bucket: 1
+            }
+        );
+        assert_eq!(s.step_done(), vec![1]);
+        // Room again: encoded and prefilled in one step.
+        assert_eq!(
+            s.next_step().unwrap(),
+            Step::Encode {
+                encode: vec![2],
+                images: 1,
                 prefill: vec![2]
             }
         );
