@@ -3,17 +3,17 @@
 //! tested) without a GPU; [`Engine`](super::engine::Engine) carries each step out.
 //!
 //! Policy, one step at a time (prefill first, as vLLM's default):
-//! 1. Requests wait for the vision encoder and the next prefill pass can take some of them:
-//!    encode those (whole requests, oldest first, up to `encode_batch` images, at least one
-//!    request), then prefill them in the same step (as vLLM runs the vision tower inside the
-//!    prefill step, for the requests it schedules). Images that cannot be prefilled yet wait
-//!    unencoded. (The encoder worker of a modality-level deployment encodes whatever waits:
-//!    `take_encode_only`.)
+//! 1. A prefill pass, first come first served over the prompts ready for it (text-only, or
+//!    encoded elsewhere) and those waiting for the vision encoder: while they fit
+//!    `prefill_tokens` tokens (the first always does), the batch `max_batch` sequences, the
+//!    pool its free blocks, and the waiting ones one encode batch of `encode_batch` images (at
+//!    least one request). The waiting ones it takes are encoded first, in the same step, as
+//!    vLLM runs the vision tower for the requests a step schedules; images that cannot be
+//!    prefilled yet wait unencoded. (The encoder worker of a modality-level deployment
+//!    encodes whatever waits: `take_encode_only`.)
 //! 2. Else, on a decode worker, move requests prefilled elsewhere into the pool while the batch
 //!    has room and their KV fits.
-//! 3. Else prefill encoded prompts, oldest first, while they fit `prefill_tokens` tokens (the
-//!    first always does), the batch `max_batch` sequences and the pool its free blocks.
-//! 4. Else one decode step of every running request, padded to its batch-size bucket.
+//! 3. Else one decode step of every running request, padded to its batch-size bucket.
 //!
 //! KV blocks of 16 tokens for a request's whole length (prompt + output; the prompt only on a
 //! prefill worker, `hand_off`) are taken when it is chosen for prefill or import, so a running
@@ -86,6 +86,8 @@ pub struct Sequence {
     pub len: usize,
     /// Tokens generated so far.
     pub generated: usize,
+    /// Submission order: prefill is first come, first served across the queues.
+    pub arrival: u64,
 }
 
 /// What the next step does, by request id (oldest first; decode in id order).
@@ -161,6 +163,8 @@ pub struct Scheduler {
     free_blocks: Vec<i32>,
     /// The step handed out by `next_step` and not yet reported done.
     pending: Option<Step>,
+    /// Requests submitted so far (each one's `arrival`).
+    submitted: u64,
 }
 
 impl Scheduler {
@@ -175,6 +179,7 @@ impl Scheduler {
             prefilled: VecDeque::new(),
             imported: VecDeque::new(),
             pending: None,
+            submitted: 0,
         }
     }
 
@@ -190,7 +195,8 @@ impl Scheduler {
         } else {
             self.encoded.push_back(spec.id);
         }
-        self.seqs.insert(spec.id, fresh(spec));
+        let seq = self.fresh(spec);
+        self.seqs.insert(seq.spec.id, seq);
         Ok(())
     }
 
@@ -198,7 +204,8 @@ impl Scheduler {
     pub fn submit_encoded(&mut self, spec: SeqSpec) -> Result<()> {
         self.check(&spec)?;
         self.encoded.push_back(spec.id);
-        self.seqs.insert(spec.id, fresh(spec));
+        let seq = self.fresh(spec);
+        self.seqs.insert(seq.spec.id, seq);
         Ok(())
     }
 
@@ -206,15 +213,24 @@ impl Scheduler {
     pub fn submit_prefilled(&mut self, spec: SeqSpec) -> Result<()> {
         self.check(&spec)?;
         self.imported.push_back(spec.id);
-        self.seqs.insert(
-            spec.id,
-            Sequence {
-                len: spec.prompt_tokens,
-                generated: 1,
-                ..fresh(spec)
-            },
-        );
+        let seq = Sequence {
+            len: spec.prompt_tokens,
+            generated: 1,
+            ..self.fresh(spec)
+        };
+        self.seqs.insert(seq.spec.id, seq);
         Ok(())
+    }
+
+    fn fresh(&mut self, spec: SeqSpec) -> Sequence {
+        self.submitted += 1;
+        Sequence {
+            spec,
+            blocks: Vec::new(),
+            len: 0,
+            generated: 0,
+            arrival: self.submitted,
+        }
     }
 
     fn check(&self, spec: &SeqSpec) -> Result<()> {
@@ -283,10 +299,10 @@ impl Scheduler {
                 "the scheduler's last step ({step:?}) was not reported done"
             )));
         }
-        let admitted = self.waiting_admitted();
-        let step = if admitted > 0 {
-            let (encode, images) = self.take_encode_batch(admitted);
-            let prefill = self.take_prefill();
+        let (encode, prefill) = self.next_pass();
+        let step = if !encode.is_empty() {
+            let images = encode.iter().map(|id| self.seqs[id].spec.images).sum();
+            self.take_pass(&encode, &prefill);
             Step::Encode {
                 encode,
                 images,
@@ -296,10 +312,9 @@ impl Scheduler {
             Step::Import {
                 ids: self.take_imports(),
             }
-        } else if self.can_prefill() {
-            Step::Prefill {
-                ids: self.take_prefill(),
-            }
+        } else if !prefill.is_empty() {
+            self.take_pass(&[], &prefill);
+            Step::Prefill { ids: prefill }
         } else if !self.running.is_empty() {
             let ids: Vec<u64> = self.running.iter().copied().collect();
             let bucket = bucket(ids.len(), self.cfg.max_batch);
@@ -367,7 +382,7 @@ impl Scheduler {
     /// Encode-only use (the encoder of a modality-level deployment): the next batch of waiting
     /// requests to encode (`Step::Encode`'s choice, without prefill), or None when none waits.
     pub fn take_encode_only(&mut self) -> Option<(Vec<u64>, usize)> {
-        (!self.waiting.is_empty()).then(|| self.take_encode_batch(usize::MAX))
+        (!self.waiting.is_empty()).then(|| self.take_encode_batch())
     }
 
     /// Encode-only use: every encoded request leaves (handed to a prefill elsewhere).
@@ -395,11 +410,11 @@ impl Scheduler {
 
     /// Whole waiting requests, oldest first, up to `encode_batch` images (at least one
     /// request); they move to the prefill queue.
-    fn take_encode_batch(&mut self, most: usize) -> (Vec<u64>, usize) {
+    fn take_encode_batch(&mut self) -> (Vec<u64>, usize) {
         let mut ids = Vec::new();
         let mut images = 0;
         while let Some(&id) = self.waiting.front() {
-            if ids.len() == most || !self.fits_encode_batch(ids.len(), images, id) {
+            if !self.fits_encode_batch(ids.len(), images, id) {
                 break;
             }
             let n = self.seqs[&id].spec.images;
@@ -409,15 +424,6 @@ impl Scheduler {
         }
         self.encoded.extend(&ids);
         (ids, images)
-    }
-
-    /// The batch has room and the oldest encoded prompt's KV fits.
-    fn can_prefill(&self) -> bool {
-        self.running.len() < self.cfg.max_batch
-            && self
-                .encoded
-                .front()
-                .is_some_and(|id| self.blocks_needed(id) <= self.free_blocks.len())
     }
 
     /// The batch has room and the oldest imported request's KV fits.
@@ -435,40 +441,56 @@ impl Scheduler {
         taken == 0 || images + self.seqs[&id].spec.images <= self.cfg.encode_batch
     }
 
-    /// How many waiting requests (oldest first) to encode now: those the prefill pass right
-    /// after would take, behind the encoded prompts ahead of them, within one encode batch. The
-    /// engine encodes only what it prefills in the same step, as vLLM runs the vision tower
-    /// for the requests a step schedules; images that cannot be prefilled yet wait unencoded
-    /// (the simulator's `prefill_first` schedule does the same).
-    fn waiting_admitted(&self) -> usize {
+    /// The next prefill pass, first come first served over the prompts ready for it (text-only
+    /// or encoded) and those waiting for the encoder, the latter within one encode batch: which
+    /// to encode first, and which to prefill (in arrival order). The engine encodes only what it
+    /// prefills in the same step, as vLLM runs the vision tower for the requests a step
+    /// schedules; images that cannot be prefilled yet wait unencoded (the simulator's
+    /// `prefill_first` schedule does the same).
+    fn next_pass(&self) -> (Vec<u64>, Vec<u64>) {
         let mut pass = PrefillPass::new(self);
-        if !self.encoded.iter().all(|id| pass.admit(self, *id)) {
-            return 0;
-        }
-        let (mut n, mut images) = (0, 0);
-        for &id in &self.waiting {
-            if !self.fits_encode_batch(n, images, id) || !pass.admit(self, id) {
+        let (mut encode, mut prefill, mut images) = (Vec::new(), Vec::new(), 0);
+        let (mut ready, mut waiting) = (
+            self.encoded.iter().peekable(),
+            self.waiting.iter().peekable(),
+        );
+        loop {
+            let from_waiting = match (ready.peek(), waiting.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(a), Some(b)) => self.seqs[b].arrival < self.seqs[a].arrival,
+            };
+            let queue = if from_waiting {
+                &mut waiting
+            } else {
+                &mut ready
+            };
+            let id = **queue.peek().expect("chosen because it is there");
+            if from_waiting && !self.fits_encode_batch(encode.len(), images, id) {
                 break;
             }
-            images += self.seqs[&id].spec.images;
-            n += 1;
-        }
-        n
-    }
-
-    /// Encoded prompts for one prefill pass, their blocks taken.
-    fn take_prefill(&mut self) -> Vec<u64> {
-        let mut pass = PrefillPass::new(self);
-        let mut ids = Vec::new();
-        while let Some(&id) = self.encoded.front() {
             if !pass.admit(self, id) {
                 break;
             }
-            self.encoded.pop_front();
-            self.take_blocks(id);
-            ids.push(id);
+            queue.next();
+            if from_waiting {
+                images += self.seqs[&id].spec.images;
+                encode.push(id);
+            }
+            prefill.push(id);
         }
-        ids
+        (encode, prefill)
+    }
+
+    /// Takes `next_pass`'s choice out of the queues (each a prefix of its queue), with the
+    /// prompts' KV blocks.
+    fn take_pass(&mut self, encode: &[u64], prefill: &[u64]) {
+        self.waiting.drain(..encode.len());
+        self.encoded.drain(..prefill.len() - encode.len());
+        for &id in prefill {
+            self.take_blocks(id);
+        }
     }
 
     /// Imported requests that fit, their blocks taken. They join the batch only when the step
@@ -523,15 +545,6 @@ impl Scheduler {
         self.seqs
             .get_mut(&id)
             .expect("a step's ids are sequences of this scheduler")
-    }
-}
-
-fn fresh(spec: SeqSpec) -> Sequence {
-    Sequence {
-        spec,
-        blocks: Vec::new(),
-        len: 0,
-        generated: 0,
     }
 }
 
