@@ -320,29 +320,19 @@ pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Ta
         "planning_s",
     ]);
     for st in steps {
-        let (images, seqs, tokens, batch, context) = match st.kind {
-            StepKind::Encode { images } => (images, 0, 0, 0, 0),
-            StepKind::Prefill {
-                seqs,
-                tokens,
-                images,
-            } => (images, seqs, tokens, 0, 0),
-            StepKind::Decode { batch, context, .. } => (0, 0, 0, batch, context),
-            StepKind::Import { .. } | StepKind::Idle => (0, 0, 0, 0, 0),
-        };
-        let n = |v: usize| Value::U64(v as u64);
+        let sp = st.span(0);
         t.push(vec![
             Value::Str(scenario.to_string()),
             Value::F64(st.start_s),
             Value::F64(st.end_s - st.start_s),
             Value::F64(st.predicted_s),
-            n(images),
-            n(seqs),
-            n(tokens),
-            n(batch),
-            n(context),
+            Value::U64(sp.images),
+            Value::U64(sp.prefill_seqs),
+            Value::U64(sp.prefill_tokens),
+            Value::U64(sp.decode_seqs),
+            Value::U64(sp.decode_context_tokens),
             Value::U64(st.allocations),
-            n(st.new_plans),
+            Value::U64(st.new_plans as u64),
             Value::F64(st.planning_s),
         ]);
     }
