@@ -640,14 +640,27 @@ impl<'a> Simulation<'a> {
         let tally = &mut self.acc.tally[i];
         tally.prefill_tokens += plan.prefill_chunks.iter().map(|(_, c)| c).sum::<u64>();
         tally.decode_tokens += plan.decodes.len() as u64;
-        // Each decoded sequence got its next token now.
+        // Each decoded sequence got its next token now. Sequences that decoded in the step
+        // before share one gap: counted as a run, not one by one.
+        let mut run: Option<(u64, u64)> = None;
         for id in &plan.decodes {
             let r = self.reqs.get_mut(id).expect("a decoded request is live");
             let last = r
                 .last_token
                 .replace(self.now)
                 .expect("a decoding request has its first token");
-            self.acc.token_gap(self.now - last);
+            let gap = self.now - last;
+            match &mut run {
+                Some((g, n)) if *g == gap => *n += 1,
+                _ => {
+                    if let Some((g, n)) = run.replace((gap, 1)) {
+                        self.acc.token_gaps(g, n);
+                    }
+                }
+            }
+        }
+        if let Some((g, n)) = run {
+            self.acc.token_gaps(g, n);
         }
         for p in done.prefilled {
             let r = self.reqs.get_mut(&p.id).expect("live");

@@ -41,7 +41,15 @@ impl Default for LogHistogram {
 
 impl LogHistogram {
     pub fn record(&mut self, v: f64) {
+        self.record_n(v, 1);
+    }
+
+    /// Records `v` `n` times (a decode step's sequences mostly share one token gap).
+    pub fn record_n(&mut self, v: f64, n: u64) {
         debug_assert!(v.is_finite() && v >= 0.0, "latency {v}");
+        if n == 0 {
+            return;
+        }
         if self.counts.is_empty() {
             self.counts = vec![0; BUCKETS + 1];
         }
@@ -50,10 +58,10 @@ impl LogHistogram {
         } else {
             (((v / LOW).ln() / GAMMA.ln()).floor() as usize + 1).min(BUCKETS)
         };
-        self.counts[b] += 1;
-        self.n += 1;
-        self.sum += v;
-        self.sum_sq += v * v;
+        self.counts[b] += n;
+        self.n += n;
+        self.sum += v * n as f64;
+        self.sum_sq += v * v * n as f64;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
     }

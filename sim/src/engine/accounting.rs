@@ -190,9 +190,9 @@ impl<'a> Accounting<'a> {
     }
 
     /// The last flow of a transfer arrived at `now`.
-    /// A request's next token came `gap_ns` after its previous one.
-    pub fn token_gap(&mut self, gap_ns: u64) {
-        self.itl.record(secs(gap_ns));
+    /// `n` requests' next tokens came `gap_ns` after their previous ones.
+    pub fn token_gaps(&mut self, gap_ns: u64, n: u64) {
+        self.itl.record_n(secs(gap_ns), n);
     }
 
     pub fn step(&mut self, s: &crate::timeline::StepSpan) -> Result<(), Error> {
