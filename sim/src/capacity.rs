@@ -31,6 +31,7 @@ impl RequestMix {
         let mut src = s.workload.requests(s.seed)?;
         let (mut k, mut imgs, mut vis, mut enc, mut proj, mut prompt, mut out) =
             (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut tiles, mut feat) = (0u64, 0u64);
         while k < n
             && let Some(r) = src.next_request()?
         {
@@ -41,6 +42,8 @@ impl RequestMix {
                 vis += t.llm_tokens;
                 enc += t.encoder_tokens;
                 proj += t.projector_tokens;
+                tiles += t.tiles;
+                feat += t.feature_tokens;
             }
             prompt += r.prompt_tokens as u64;
             out += r.output_tokens as u64;
@@ -58,8 +61,10 @@ impl RequestMix {
             image: ImageTokens {
                 resized_width: 0,
                 resized_height: 0,
+                tiles: per_image(tiles).max(1),
                 encoder_tokens: per_image(enc),
                 projector_tokens: per_image(proj),
+                feature_tokens: per_image(feat),
                 llm_tokens: per_image(vis),
             },
             visual_tokens: vis as f64 / k,
@@ -303,8 +308,10 @@ mod tests {
             image: ImageTokens {
                 resized_width: 0,
                 resized_height: 0,
+                tiles: 0,
                 encoder_tokens: 0,
                 projector_tokens: 0,
+                feature_tokens: 0,
                 llm_tokens: 0,
             },
             visual_tokens: 5200.0,

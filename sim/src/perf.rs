@@ -369,13 +369,15 @@ impl PhaseModel for Roofline {
                 Some(w) => w.full_attention_blocks.contains(&layer),
                 None => true,
             };
+            // Each tile is its own sequence (LLaVA-NeXT): attention stays inside it.
             let pairs: f64 = images
                 .iter()
                 .map(|i| {
                     let n = i.encoder_tokens as f64;
+                    let per_tile = n / i.tiles as f64;
                     let span = match (&v.window, full) {
-                        (Some(w), false) => (w.window_patches as f64).min(n),
-                        _ => n,
+                        (Some(w), false) => (w.window_patches as f64).min(per_tile),
+                        _ => per_tile,
                     };
                     n * span
                 })
@@ -394,10 +396,12 @@ impl PhaseModel for Roofline {
             t += self.all_reduce(n * d * b) * 2.0;
         }
         let llm_tokens: f64 = images.iter().map(|i| i.llm_tokens as f64).sum();
+        let projected: f64 = images.iter().map(|i| i.projector_tokens as f64).sum();
         t += match v.projector {
+            // The MLP runs on every token entering it (LLaVA-NeXT's tiles before unpadding).
             ProjectorSpec::Mlp2xGelu { input, output } => {
-                self.gemm(llm_tokens, input as f64, output as f64 / tp)
-                    + self.gemm(llm_tokens, output as f64 / tp, output as f64)
+                self.gemm(projected, input as f64, output as f64 / tp)
+                    + self.gemm(projected, output as f64 / tp, output as f64)
             }
             ProjectorSpec::PatchMerger {
                 vit_hidden,

@@ -520,8 +520,10 @@ mod tests {
         ImageTokens {
             resized_width: 336,
             resized_height: 336,
+            tiles: 1,
             encoder_tokens: 577,
             projector_tokens: 576,
+            feature_tokens: llm_tokens,
             llm_tokens,
         }
     }

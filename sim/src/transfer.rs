@@ -102,10 +102,13 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
             projector_tokens * v.projector.input_width() * b,
             None,
         );
+        // The vision side ships its features; text tokens a processor puts between them
+        // (Pixtral's row breaks) are looked up on the LLM side.
+        let features: u64 = shape.images.iter().map(|i| i.feature_tokens).sum();
         push(
             "modality_boundary".into(),
             CutKind::ModalityBoundary,
-            model.emb_bytes(shape.visual_tokens, shape.dtype),
+            model.emb_bytes(features, shape.dtype),
             None,
         );
     }
@@ -267,6 +270,7 @@ pub fn request_shape(
                 .map(|t| ImageTokens {
                     encoder_tokens: scale(t.encoder_tokens),
                     projector_tokens: scale(t.projector_tokens),
+                    feature_tokens: scale(t.feature_tokens),
                     llm_tokens: scale(t.llm_tokens),
                     ..*t
                 })
@@ -405,7 +409,7 @@ pub fn image_sizes_table(
             Value::U64(tok.resized_height),
             Value::U64(tok.encoder_tokens),
             Value::U64(tok.llm_tokens),
-            Value::U64(model.emb_bytes(tok.llm_tokens, dtype)),
+            Value::U64(model.emb_bytes(tok.feature_tokens, dtype)),
         ]);
     }
     Ok(t)

@@ -1,5 +1,6 @@
 //! What hetsim knows about the world: models, GPUs, links.
 
+pub mod families;
 pub mod gpu;
 pub mod link;
 pub mod model;

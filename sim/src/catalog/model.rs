@@ -154,6 +154,25 @@ pub enum VisualTokenRule {
         min_pixels: u64,
         max_pixels: u64,
     },
+    /// LLaVA-NeXT "anyres" (transformers `LlavaNextProcessor`): the image is fitted to the best of
+    /// `pinpoints` (height, width) and cut into `tile`-pixel tiles, each encoded on its own, plus
+    /// the whole image resized to one tile. The tiles' features lose the rows or columns that were
+    /// padding, and each remaining row ends with a learned newline token.
+    AnyRes {
+        tile: u64,
+        patch: u64,
+        pinpoints: Vec<(u64, u64)>,
+    },
+    /// Pixtral (transformers `PixtralProcessor`): the image keeps its own resolution, scaled down
+    /// only to fit `longest_edge`, in patches of `patch · merge` pixels (a partial patch counts);
+    /// each row of patches ends with a break token and the last with an end token. Those are
+    /// text tokens: the LLM's input has `rows · (cols + 1)` tokens, of which `rows · cols` are
+    /// vision features.
+    NativeResolution {
+        longest_edge: u64,
+        patch: u64,
+        merge: u64,
+    },
 }
 
 /// Pixel size an image is resized to before patching, and the token counts that follow.
@@ -161,11 +180,16 @@ pub enum VisualTokenRule {
 pub struct ImageTokens {
     pub resized_width: u64,
     pub resized_height: u64,
-    /// Tokens through the ViT (patches, plus CLS where the encoder has one).
+    /// Sequences the encoder runs the image as (LLaVA-NeXT: its tiles and the base image).
+    pub tiles: u64,
+    /// Tokens through the ViT (patches, plus CLS where the encoder has one), over all tiles.
     pub encoder_tokens: u64,
     /// Tokens entering the projector (LLaVA drops CLS; Qwen's merger takes every patch).
     pub projector_tokens: u64,
-    /// Tokens the LLM sees.
+    /// Rows of vision features the LLM receives (what the modality boundary ships).
+    pub feature_tokens: u64,
+    /// Tokens the image takes in the LLM's input: the features plus any text tokens the
+    /// processor puts between them (Pixtral's row breaks).
     pub llm_tokens: u64,
 }
 
@@ -176,18 +200,20 @@ impl VisualTokenRule {
                 "image size {width}×{height}: both sides must be at least 1 pixel"
             )));
         }
-        match *self {
-            VisualTokenRule::FixedSquare { image_size, patch } => {
+        match self {
+            &VisualTokenRule::FixedSquare { image_size, patch } => {
                 let side = image_size / patch;
                 Ok(ImageTokens {
                     resized_width: image_size,
                     resized_height: image_size,
+                    tiles: 1,
                     encoder_tokens: side * side + 1,
                     projector_tokens: side * side,
+                    feature_tokens: side * side,
                     llm_tokens: side * side,
                 })
             }
-            VisualTokenRule::Dynamic {
+            &VisualTokenRule::Dynamic {
                 patch,
                 merge,
                 min_pixels,
@@ -199,12 +225,116 @@ impl VisualTokenRule {
                 Ok(ImageTokens {
                     resized_width: w,
                     resized_height: h,
+                    tiles: 1,
                     encoder_tokens: patches,
                     projector_tokens: patches,
+                    feature_tokens: patches / (merge * merge),
                     llm_tokens: patches / (merge * merge),
                 })
             }
+            VisualTokenRule::AnyRes {
+                tile,
+                patch,
+                pinpoints,
+            } => Ok(anyres_tokens(width, height, *tile, *patch, pinpoints)),
+            &VisualTokenRule::NativeResolution {
+                longest_edge,
+                patch,
+                merge,
+            } => Ok(native_resolution_tokens(
+                width,
+                height,
+                longest_edge,
+                patch,
+                merge,
+            )),
         }
+    }
+}
+
+/// transformers' `select_best_resolution`: the pinpoint (height, width) that keeps the most of the
+/// image's pixels once scaled to fit, and of those the one that wastes the fewest. Returns
+/// (height, width).
+pub fn select_best_resolution(width: u64, height: u64, pinpoints: &[(u64, u64)]) -> (u64, u64) {
+    let (w, h) = (width as f64, height as f64);
+    let mut best = pinpoints[0];
+    let (mut best_effective, mut best_wasted) = (0u64, u64::MAX);
+    for &(ph, pw) in pinpoints {
+        let scale = (pw as f64 / w).min(ph as f64 / h);
+        // Python's int() truncates.
+        let (dw, dh) = ((w * scale) as u64, (h * scale) as u64);
+        let effective = (dw * dh).min(width * height);
+        let wasted = pw * ph - effective;
+        if effective > best_effective || (effective == best_effective && wasted < best_wasted) {
+            (best, best_effective, best_wasted) = ((ph, pw), effective, wasted);
+        }
+    }
+    best
+}
+
+/// LLaVA-NeXT's token count (`LlavaNextProcessor._get_number_of_features`, CLS dropped).
+fn anyres_tokens(
+    width: u64,
+    height: u64,
+    tile: u64,
+    patch: u64,
+    pinpoints: &[(u64, u64)],
+) -> ImageTokens {
+    let side = tile / patch;
+    let (best_h, best_w) = select_best_resolution(width, height, pinpoints);
+    let (rows, cols) = (best_h / tile, best_w / tile);
+    let (mut cur_h, mut cur_w) = (side * rows, side * cols);
+    // Python's int(round(x, 7)): round away float noise at the 7th decimal, then truncate.
+    let trunc7 = |x: f64| ((x * 1e7).round_ties_even() / 1e7) as u64;
+    let (w, h) = (width as f64, height as f64);
+    if w / h > cur_w as f64 / cur_h as f64 {
+        let new_h = trunc7(h * (cur_w as f64 / w));
+        cur_h -= (cur_h - new_h) / 2 * 2;
+    } else {
+        let new_w = trunc7(w * (cur_h as f64 / h));
+        cur_w -= (cur_w - new_w) / 2 * 2;
+    }
+    let tiles = 1 + rows * cols;
+    let features = cur_h * cur_w + cur_h + side * side;
+    ImageTokens {
+        resized_width: best_w,
+        resized_height: best_h,
+        tiles,
+        encoder_tokens: tiles * (side * side + 1),
+        projector_tokens: tiles * side * side,
+        feature_tokens: features,
+        llm_tokens: features,
+    }
+}
+
+/// Pixtral's token count (`get_resize_output_image_size` and `PixtralProcessor`).
+fn native_resolution_tokens(
+    width: u64,
+    height: u64,
+    longest_edge: u64,
+    patch: u64,
+    merge: u64,
+) -> ImageTokens {
+    let (mut w, mut h) = (width as f64, height as f64);
+    let edge = longest_edge as f64;
+    // The same float operations as the processor, so the floors agree to the pixel.
+    let ratio = (h / edge).max(w / edge);
+    if ratio > 1.0 {
+        h = (h / ratio).floor();
+        w = (w / ratio).floor();
+    }
+    let step = patch * merge;
+    let rows = (h as u64 - 1) / step + 1;
+    let cols = (w as u64 - 1) / step + 1;
+    let patches = rows * cols * merge * merge;
+    ImageTokens {
+        resized_width: cols * step,
+        resized_height: rows * step,
+        tiles: 1,
+        encoder_tokens: patches,
+        projector_tokens: patches,
+        feature_tokens: rows * cols,
+        llm_tokens: rows * (cols + 1),
     }
 }
 
@@ -307,8 +437,9 @@ impl VisionSpec {
     pub fn params(&self) -> u64 {
         let positions = match self.tokens {
             VisualTokenRule::FixedSquare { image_size, patch } => (image_size / patch).pow(2) + 1,
-            // Qwen2.5-VL uses 2-D rotary positions: no learned position table.
-            VisualTokenRule::Dynamic { .. } => 0,
+            VisualTokenRule::AnyRes { tile, patch, .. } => (tile / patch).pow(2) + 1,
+            // Qwen2.5-VL and Pixtral use 2-D rotary positions: no learned position table.
+            VisualTokenRule::Dynamic { .. } | VisualTokenRule::NativeResolution { .. } => 0,
         };
         self.vit.params(positions) + self.projector.params()
     }
@@ -359,9 +490,9 @@ impl ModelSpec {
         }
     }
 
-    /// `D_emb = N_v · d · b`: the projector's output for `visual_tokens` tokens.
-    pub fn emb_bytes(&self, visual_tokens: u64, dtype: Dtype) -> u64 {
-        visual_tokens * self.llm.hidden * dtype.bytes()
+    /// `D_emb = N_v · d · b`: the projector's output for `feature_tokens` rows of features.
+    pub fn emb_bytes(&self, feature_tokens: u64, dtype: Dtype) -> u64 {
+        feature_tokens * self.llm.hidden * dtype.bytes()
     }
 
     pub fn llm_weight_bytes(&self, dtype: Dtype) -> u64 {

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::families::fields::{object, uint, uint_or};
 use super::model::*;
 use crate::error::InputError;
 
@@ -194,28 +195,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
         .ok_or_else(|| InputError::new("config.json must be a JSON object"))?;
     let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
     match model_type {
-        "llava" => {
-            let text = object(top, "text_config")?;
-            let vision = object(top, "vision_config")?;
-            let llm = llama_with_defaults(text).map_err(|e| e.context("text_config"))?;
-            let feature_layer = int_or(top, "vision_feature_layer", -2)?;
-            let (vit, tokens) =
-                clip_vision(vision, feature_layer).map_err(|e| e.context("vision_config"))?;
-            let projector = ProjectorSpec::Mlp2xGelu {
-                input: vit.hidden,
-                output: llm.hidden,
-            };
-            checked(ModelSpec {
-                name: name.to_string(),
-                vision: Some(VisionSpec {
-                    vit,
-                    tokens,
-                    projector,
-                    window: None,
-                }),
-                llm,
-            })
-        }
+        "llava" | "llava_next" => super::families::llava::parse(name, top, model_type),
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;
@@ -232,7 +212,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
             } else {
                 top
             };
-            let (vit, tokens) = clip_vision(vision, -1)?;
+            let (vit, tokens) = super::families::llava::clip_vision(vision, -1)?;
             check_vit_heads(&vit)?;
             Ok(HfModel::VisionOnly {
                 name: name.to_string(),
@@ -252,8 +232,8 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
             })
         }
         other => Err(InputError::new(format!(
-            "model_type `{other}` is not supported: hetsim reads llava, qwen2_5_vl, qwen2_vl, clip and \
-             LLaMA-style decoders (llama, mistral, qwen2, …)"
+            "model_type `{other}` is not supported: hetsim reads {}",
+            super::families::KNOWN_MODEL_TYPES
         ))),
     }
 }
@@ -314,7 +294,7 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
         layers: uint(c, "num_hidden_layers")?,
         hidden,
         heads,
-        kv_heads: kv_heads(c, heads)?,
+        kv_heads: kv_heads(c, heads, heads)?,
         head_dim: head_dim(c, hidden, heads)?,
         intermediate: uint(c, "intermediate_size")?,
         vocab: uint(c, "vocab_size")?,
@@ -326,30 +306,13 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
     })
 }
 
-/// LLaVA's `text_config` lists only fields that differ from `LlamaConfig`'s defaults (the 7B file
-/// gives none of the sizes), so the defaults are part of the format.
-fn llama_with_defaults(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
-    let hidden = uint_or(c, "hidden_size", 4096)?;
-    let heads = uint_or(c, "num_attention_heads", 32)?;
-    Ok(LlmSpec {
-        layers: uint_or(c, "num_hidden_layers", 32)?,
-        hidden,
-        heads,
-        kv_heads: kv_heads(c, heads)?,
-        head_dim: head_dim(c, hidden, heads)?,
-        intermediate: uint_or(c, "intermediate_size", 11008)?,
-        vocab: uint_or(c, "vocab_size", 32000)?,
-        tied_embeddings: c
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        qkv_bias: false,
-    })
-}
-
 /// Grouped-query attention: each KV head serves a whole number of query heads.
-fn kv_heads(c: &Map<String, Value>, heads: u64) -> Result<u64, InputError> {
-    let kv = uint_or(c, "num_key_value_heads", heads)?;
+pub(crate) fn kv_heads(
+    c: &Map<String, Value>,
+    heads: u64,
+    default: u64,
+) -> Result<u64, InputError> {
+    let kv = uint_or(c, "num_key_value_heads", default)?;
     if kv > heads || !heads.is_multiple_of(kv) {
         return Err(InputError::new(format!(
             "field `num_key_value_heads` = {kv} must divide `num_attention_heads` = {heads} (and so be at most it)"
@@ -359,7 +322,7 @@ fn kv_heads(c: &Map<String, Value>, heads: u64) -> Result<u64, InputError> {
 }
 
 /// A config without `head_dim` splits the hidden size evenly across the heads.
-fn head_dim(c: &Map<String, Value>, hidden: u64, heads: u64) -> Result<u64, InputError> {
+pub(crate) fn head_dim(c: &Map<String, Value>, hidden: u64, heads: u64) -> Result<u64, InputError> {
     if c.get("head_dim").is_none_or(Value::is_null)
         && (heads > hidden || !hidden.is_multiple_of(heads))
     {
@@ -370,7 +333,7 @@ fn head_dim(c: &Map<String, Value>, hidden: u64, heads: u64) -> Result<u64, Inpu
     uint_or(c, "head_dim", hidden / heads)
 }
 
-fn check_vit_heads(v: &VitSpec) -> Result<(), InputError> {
+pub(crate) fn check_vit_heads(v: &VitSpec) -> Result<(), InputError> {
     if v.heads > v.hidden || !v.hidden.is_multiple_of(v.heads) {
         return Err(InputError::new(format!(
             "the vision encoder's {} heads must divide its `hidden_size` = {}",
@@ -381,108 +344,9 @@ fn check_vit_heads(v: &VitSpec) -> Result<(), InputError> {
 }
 
 /// A model read from a config, once its total sizes are known to be sane.
-fn checked(m: ModelSpec) -> Result<HfModel, InputError> {
+pub(crate) fn checked(m: ModelSpec) -> Result<HfModel, InputError> {
     m.check_sizes()?;
     Ok(HfModel::Model(m))
-}
-
-/// `CLIPVisionConfig` (defaults are the ViT-B/32 ones, as in transformers).
-fn clip_vision(
-    c: &Map<String, Value>,
-    feature_layer: i64,
-) -> Result<(VitSpec, VisualTokenRule), InputError> {
-    let layers = uint_or(c, "num_hidden_layers", 12)?;
-    // hidden_states has layers+1 entries (the embeddings first); index -1 is the last layer.
-    let layers_run = if feature_layer < 0 {
-        layers as i64 + 1 + feature_layer
-    } else {
-        feature_layer
-    };
-    if layers_run < 1 || layers_run > layers as i64 {
-        return Err(InputError::new(format!(
-            "field `vision_feature_layer` = {feature_layer} selects no layer of a {layers}-layer encoder"
-        )));
-    }
-    let patch = uint_or(c, "patch_size", 32)?;
-    let image_size = uint_or(c, "image_size", 224)?;
-    if image_size % patch != 0 {
-        return Err(InputError::new(format!(
-            "field `image_size` = {image_size} is not a multiple of `patch_size` = {patch}"
-        )));
-    }
-    Ok((
-        VitSpec {
-            layers,
-            layers_run: layers_run as u64,
-            hidden: uint_or(c, "hidden_size", 768)?,
-            heads: uint_or(c, "num_attention_heads", 12)?,
-            intermediate: uint_or(c, "intermediate_size", 3072)?,
-            gated_mlp: false,
-            patch,
-            patch_input: uint_or(c, "num_channels", 3)?,
-        },
-        VisualTokenRule::FixedSquare { image_size, patch },
-    ))
-}
-
-fn object<'a>(
-    c: &'a Map<String, Value>,
-    field: &str,
-) -> Result<&'a Map<String, Value>, InputError> {
-    c.get(field)
-        .and_then(Value::as_object)
-        .ok_or_else(|| InputError::new(format!("missing object field `{field}`")))
-}
-
-fn uint(c: &Map<String, Value>, field: &str) -> Result<u64, InputError> {
-    match c.get(field) {
-        None => Err(InputError::new(format!(
-            "missing field `{field}`, which the size calculation needs"
-        ))),
-        Some(v) => positive(field, v),
-    }
-}
-
-fn uint_or(c: &Map<String, Value>, field: &str, default: u64) -> Result<u64, InputError> {
-    match c.get(field) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => positive(field, v),
-    }
-}
-
-/// The largest value hetsim accepts for a size field: well past every published checkpoint,
-/// and small enough that the parameter and byte counts built from them (products of up to four
-/// fields) cannot wrap u64 before `ModelSpec::check_sizes` sees them.
-fn size_limit(field: &str) -> u64 {
-    match field {
-        "num_hidden_layers" | "depth" | "head_dim" | "patch_size" => 1 << 10,
-        "spatial_merge_size" | "in_chans" | "temporal_patch_size" | "num_channels" => 1 << 4,
-        "image_size" | "window_size" => 1 << 14,
-        "intermediate_size" => 1 << 18,
-        "vocab_size" => 1 << 22,
-        // hidden sizes and head counts
-        _ => 1 << 16,
-    }
-}
-
-fn positive(field: &str, v: &Value) -> Result<u64, InputError> {
-    let max = size_limit(field);
-    match v.as_u64() {
-        Some(n) if n > 0 && n <= max => Ok(n),
-        _ => Err(InputError::new(format!(
-            "field `{field}` = {}: must be a positive integer up to {max}",
-            crate::bounds::excerpt(&v.to_string())
-        ))),
-    }
-}
-
-fn int_or(c: &Map<String, Value>, field: &str, default: i64) -> Result<i64, InputError> {
-    match c.get(field) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_i64()
-            .ok_or_else(|| InputError::new(format!("field `{field}` = {v}: must be an integer"))),
-    }
 }
 
 #[cfg(test)]

@@ -119,9 +119,9 @@ impl LlavaConfig {
         })?;
         let (image_size, patch) = match v.tokens {
             VisualTokenRule::FixedSquare { image_size, patch } => (image_size, patch),
-            VisualTokenRule::Dynamic { .. } => {
+            _ => {
                 return Err(Error::Invalid(format!(
-                    "--model {name}: dynamic-resolution vision towers (Qwen2.5-VL) are not in the engine; it runs LLaVA-1.5"
+                    "--model {name}: only fixed-square vision towers are in the engine; it runs LLaVA-1.5"
                 )));
             }
         };

@@ -1,0 +1,9 @@
+//! Config readers for the model families whose configs differ from a plain decoder's, one family
+//! per file, and the shared field readers.
+
+pub mod fields;
+pub mod llava;
+
+/// The `model_type`s hetsim reads, as an unknown one's error lists them.
+pub const KNOWN_MODEL_TYPES: &str = "llava (CLIP or Pixtral vision), llava_next, qwen2_vl, qwen2_5_vl, clip, \
+     clip_vision_model, and LLaMA-style decoders (llama, mistral, qwen2, …)";

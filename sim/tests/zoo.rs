@@ -1,0 +1,74 @@
+//! The model zoo against transformers: every record file in tests/fixtures/zoo/ (made by
+//! groundtruth.py from each family's own processor and a random-weight model) must be
+//! reproduced exactly from the family's config: visual tokens, feature rows and bytes, and the
+//! KV-cache bytes of the whole prompt.
+
+use std::path::PathBuf;
+
+use hetsim_sim::catalog::{Dtype, resolve_model};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("record field `{field}` missing in {v}"))
+}
+
+#[test]
+fn every_family_matches_transformers_on_every_fixture_size() {
+    let dir = repo().join("tests/fixtures/zoo");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "no record files in {}", dir.display());
+    for file in files {
+        let fixture: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(fixture["dtype"], "bf16", "{}", file.display());
+        let config = repo().join(fixture["config"].as_str().unwrap());
+        let model = resolve_model(config.to_str().unwrap()).unwrap();
+        assert_eq!(
+            model.llm.layers,
+            u(&fixture, "num_hidden_layers"),
+            "{}",
+            file.display()
+        );
+        let records = fixture["records"].as_array().unwrap();
+        assert!(records.len() >= 6);
+        for r in records {
+            let at = format!("{} {}", file.display(), r["images"]);
+            let (mut visual, mut features) = (0, 0);
+            for img in r["images"].as_array().unwrap() {
+                let t = model
+                    .image_tokens(u(img, "width"), u(img, "height"))
+                    .unwrap();
+                visual += t.llm_tokens;
+                features += t.feature_tokens;
+            }
+            assert_eq!(visual, u(r, "visual_tokens"), "visual tokens, {at}");
+            assert_eq!(features, u(r, "feature_tokens"), "feature rows, {at}");
+            assert_eq!(
+                model.llm.hidden,
+                u(r, "feature_width"),
+                "feature width, {at}"
+            );
+            assert_eq!(
+                model.emb_bytes(features, Dtype::Bf16),
+                u(r, "feature_bytes"),
+                "embedding bytes, {at}"
+            );
+            let context = visual + u(r, "text_tokens");
+            assert_eq!(context, u(r, "input_tokens"), "{at}");
+            let kv = model.llm.kv_bytes(context, Dtype::Bf16);
+            assert_eq!(kv, u(r, "kv_bytes_full"), "KV bytes, {at}");
+            assert_eq!(kv / model.llm.layers, u(r, "kv_bytes_per_layer"), "{at}");
+        }
+    }
+}
