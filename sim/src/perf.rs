@@ -21,6 +21,8 @@ pub struct BatchShape {
     pub prefill_pairs: f64,
     /// KV tokens prefill attention reads: Σ (p + q).
     pub prefill_kv_tokens: u64,
+    /// Prefill chunks in the batch.
+    pub prefill_chunks: u64,
     pub decode_seqs: u64,
     /// Σ context length of the decoding sequences (KV read per layer).
     pub decode_ctx_tokens: u64,
@@ -33,6 +35,7 @@ impl BatchShape {
         self.prefill_tokens += new;
         self.prefill_pairs += new as f64 * (cached as f64 + (new as f64 + 1.0) / 2.0);
         self.prefill_kv_tokens += cached + new;
+        self.prefill_chunks += 1;
         self.logits += u64::from(samples);
     }
 
@@ -412,6 +415,11 @@ impl PhaseModel for Roofline {
                 self.gemm(llm_tokens, wide, wide / tp)
                     + self.gemm(llm_tokens, wide / tp, output as f64)
             }
+            ProjectorSpec::PooledLinear { vit_hidden, output } => {
+                let features: f64 = images.iter().map(|i| i.feature_tokens as f64).sum();
+                self.op(0.0, projected * vit_hidden as f64 * b, 1.0)
+                    + self.gemm(features, vit_hidden as f64, output as f64 / tp)
+            }
         };
         // Qwen-style encoders preprocess on the CPU; LLaVA resizes to a fixed square. Neither is
         // on the GPU's critical path in a pipelined server, so it is not charged here.
@@ -431,24 +439,39 @@ impl PhaseModel for Roofline {
         let ff = l.intermediate as f64;
         let t_all = batch.tokens() as f64;
 
+        // Attention of one layer; a sliding layer's queries see at most `window` keys. The batch
+        // keeps sums, not each sequence's context, so the cap is applied to the sums: exact when
+        // every sequence is on the same side of the window, an upper bound otherwise.
+        let attention = |window: Option<u64>| {
+            let mut w = Work::default();
+            if batch.prefill_tokens > 0 {
+                let (pairs, keys) = match window {
+                    Some(win) => (
+                        batch.prefill_pairs.min((batch.prefill_tokens * win) as f64),
+                        batch
+                            .prefill_kv_tokens
+                            .min(batch.prefill_tokens + batch.prefill_chunks * win),
+                    ),
+                    None => (batch.prefill_pairs, batch.prefill_kv_tokens),
+                };
+                let flops = 4.0 * pairs * q / tp;
+                let bytes =
+                    (keys as f64 * 2.0 * kv + batch.prefill_tokens as f64 * 2.0 * q) / tp * b;
+                w += self.op(flops, bytes, self.eff.attention);
+            }
+            if batch.decode_seqs > 0 {
+                let ctx = window.map_or(batch.decode_ctx_tokens, |win| {
+                    batch.decode_ctx_tokens.min(batch.decode_seqs * win)
+                }) as f64;
+                let flops = 4.0 * ctx * q / tp;
+                let bytes = (ctx * 2.0 * kv + batch.decode_seqs as f64 * 2.0 * q) / tp * b;
+                w += self.op(flops, bytes, self.eff.attention);
+            }
+            w
+        };
+
         let mut layer = Work::default();
         layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
-        if batch.prefill_tokens > 0 {
-            let flops = 4.0 * batch.prefill_pairs * q / tp;
-            let bytes = (batch.prefill_kv_tokens as f64 * 2.0 * kv
-                + batch.prefill_tokens as f64 * 2.0 * q)
-                / tp
-                * b;
-            layer += self.op(flops, bytes, self.eff.attention);
-        }
-        if batch.decode_seqs > 0 {
-            let flops = 4.0 * batch.decode_ctx_tokens as f64 * q / tp;
-            let bytes = (batch.decode_ctx_tokens as f64 * 2.0 * kv
-                + batch.decode_seqs as f64 * 2.0 * q)
-                / tp
-                * b;
-            layer += self.op(flops, bytes, self.eff.attention);
-        }
         layer += self.gemm(t_all, q / tp, d);
         layer += self.gemm(t_all, d, 2.0 * ff / tp);
         layer += self.gemm(t_all, ff / tp, d);
@@ -457,7 +480,14 @@ impl PhaseModel for Roofline {
         layer += self.all_reduce(t_all * d * b) * 2.0;
 
         let head = self.gemm(batch.logits as f64, d, l.vocab as f64 / tp);
-        layer * l.layers as f64 + head + Work::time(self.eff.step_overhead_us * 1e-6)
+        let sliding = l.sliding.map_or(Work::default(), |w| {
+            attention(Some(w.window)) * w.layers as f64
+        });
+        layer * l.layers as f64
+            + attention(None) * l.full_attention_layers() as f64
+            + sliding
+            + head
+            + Work::time(self.eff.step_overhead_us * 1e-6)
     }
 }
 
@@ -548,6 +578,25 @@ mod tests {
         assert!(busy > 0.99, "{busy}");
         let later = d.at(t + (POWER_TAU_S * 1e9) as u64);
         assert!((later - busy / std::f64::consts::E).abs() < 1e-9, "{later}");
+    }
+
+    #[test]
+    fn sliding_layers_read_only_their_window() {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/hf-configs/gemma-3-4b-it.json");
+        let m = crate::catalog::resolve_model(p.to_str().unwrap()).unwrap();
+        let gpu = gpu_by_name("A100-SXM-80GB").unwrap();
+        let r = Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 1, None);
+        let read = |ctx| {
+            let mut b = BatchShape::default();
+            b.add_decode(ctx);
+            r.forward_work(&b).bytes
+        };
+        // From 4,000 to 8,000 tokens of context only the 5 full-attention layers read more:
+        // 5 · 4000 · 4 KiB (2 · 4 KV heads · 256 · 2 B); the 29 sliding layers stay at 1,024.
+        assert_eq!(read(8000) - read(4000), 5.0 * 4000.0 * 4096.0);
+        // Below the window every layer reads the whole context.
+        assert_eq!(read(1000) - read(500), 34.0 * 500.0 * 4096.0);
     }
 
     #[test]

@@ -367,7 +367,7 @@ pub fn depth_table(
         };
         for &l in depths {
             let mut deep = m.clone();
-            deep.llm.layers = l;
+            deep.llm = m.llm.with_layers(l);
             let r = kv_to_embedding_ratio(&deep, context, visual, dtype);
             t.push(vec![
                 Value::Str(m.name.clone()),
@@ -557,7 +557,7 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
     }
     for m in &mut models {
         if let Some(l) = q.layers {
-            m.llm.layers = l;
+            m.llm = m.llm.with_layers(l);
         }
     }
     match q.view {

@@ -40,6 +40,19 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             "{}",
             file.display()
         );
+        let kinds = &fixture["layer_kinds"];
+        assert_eq!(
+            (
+                model.llm.full_attention_layers(),
+                model.llm.sliding.map_or(0, |w| w.layers)
+            ),
+            (
+                kinds["full_attention"].as_u64().unwrap_or(0),
+                kinds["sliding_attention"].as_u64().unwrap_or(0)
+            ),
+            "layer kinds, {}",
+            file.display()
+        );
         let records = fixture["records"].as_array().unwrap();
         assert!(records.len() >= 6);
         for r in records {
@@ -68,7 +81,15 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             assert_eq!(context, u(r, "input_tokens"), "{at}");
             let kv = model.llm.kv_bytes(context, Dtype::Bf16);
             assert_eq!(kv, u(r, "kv_bytes_full"), "KV bytes, {at}");
-            assert_eq!(kv / model.llm.layers, u(r, "kv_bytes_per_layer"), "{at}");
+            for (kind, bytes) in r["kv_bytes_by_layer_kind"].as_object().unwrap() {
+                let sliding = kind == "sliding_attention";
+                assert!(sliding || kind == "full_attention", "{kind}");
+                assert_eq!(
+                    model.llm.layer_kv_bytes(sliding, context, Dtype::Bf16),
+                    bytes.as_u64().unwrap(),
+                    "{kind} layer KV bytes, {at}"
+                );
+            }
         }
     }
 }

@@ -60,6 +60,26 @@ pub struct LlmSpec {
     pub tied_embeddings: bool,
     /// Qwen2 puts biases on q, k and v; LLaMA has none. Tiny, but it keeps the parameter count exact.
     pub qkv_bias: bool,
+    /// Layers that attend only to a window of recent tokens (Gemma 3's local layers); the others
+    /// attend to the whole context.
+    pub sliding: Option<SlidingWindow>,
+}
+
+/// Sliding-window attention in some of a decoder's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindow {
+    /// Tokens a query attends to, itself included (config `sliding_window`).
+    pub window: u64,
+    /// How many of the decoder's layers slide.
+    pub layers: u64,
+}
+
+impl SlidingWindow {
+    /// Tokens of a sliding layer's KV cache after `context` tokens: the last `window − 1` (the
+    /// next query brings its own), as transformers' `DynamicSlidingWindowLayer` keeps them.
+    pub fn cached(&self, context: u64) -> u64 {
+        context.min(self.window - 1)
+    }
 }
 
 impl LlmSpec {
@@ -71,14 +91,44 @@ impl LlmSpec {
         self.kv_heads * self.head_dim
     }
 
-    /// Bytes of K and V for one token across all layers: `2 · L · n_kv · d_head · b`.
+    /// Bytes of K and V for one token across all layers: `2 · L · n_kv · d_head · b` (while the
+    /// context is shorter than any sliding window; past it, see `kv_bytes`).
     pub fn kv_bytes_per_token(&self, dtype: Dtype) -> u64 {
         2 * self.layers * self.kv_dim() * dtype.bytes()
     }
 
-    /// `D_KV = 2 · L · n_kv · d_head · s · b`.
+    /// Layers that attend to the whole context.
+    pub fn full_attention_layers(&self) -> u64 {
+        self.layers - self.sliding.map_or(0, |w| w.layers)
+    }
+
+    /// `D_KV = 2 · n_kv · d_head · b · (L_full · s + L_sliding · min(s, W − 1))`: sliding layers
+    /// keep only their window.
     pub fn kv_bytes(&self, context_tokens: u64, dtype: Dtype) -> u64 {
-        self.kv_bytes_per_token(dtype) * context_tokens
+        let sliding = self.sliding.map_or(0, |w| w.layers);
+        self.full_attention_layers() * self.layer_kv_bytes(false, context_tokens, dtype)
+            + sliding * self.layer_kv_bytes(true, context_tokens, dtype)
+    }
+
+    /// K and V of one layer after `context_tokens`: a sliding layer (`sliding`) keeps its window.
+    pub fn layer_kv_bytes(&self, sliding: bool, context_tokens: u64, dtype: Dtype) -> u64 {
+        let tokens = match self.sliding {
+            Some(w) if sliding => w.cached(context_tokens),
+            _ => context_tokens,
+        };
+        2 * self.kv_dim() * dtype.bytes() * tokens
+    }
+
+    /// The same decoder at another depth, with the same share of sliding layers (rounded down).
+    pub fn with_layers(&self, layers: u64) -> LlmSpec {
+        LlmSpec {
+            layers,
+            sliding: self.sliding.map(|w| SlidingWindow {
+                layers: w.layers * layers / self.layers,
+                ..w
+            }),
+            ..self.clone()
+        }
     }
 
     pub fn layer_params(&self) -> u64 {
@@ -173,6 +223,15 @@ pub enum VisualTokenRule {
         patch: u64,
         merge: u64,
     },
+    /// Gemma 3 (transformers `Gemma3Processor`, pan-and-scan off, as the checkpoints' processors
+    /// ship): every image is resized to `image_size` square; its `(image/patch)²` patches are
+    /// average-pooled to `tokens` features, which the LLM sees between a begin-of-image and an
+    /// end-of-image token.
+    Pooled {
+        image_size: u64,
+        patch: u64,
+        tokens: u64,
+    },
 }
 
 /// Pixel size an image is resized to before patching, and the token counts that follow.
@@ -237,6 +296,22 @@ impl VisualTokenRule {
                 patch,
                 pinpoints,
             } => Ok(anyres_tokens(width, height, *tile, *patch, pinpoints)),
+            &VisualTokenRule::Pooled {
+                image_size,
+                patch,
+                tokens,
+            } => {
+                let patches = (image_size / patch).pow(2);
+                Ok(ImageTokens {
+                    resized_width: image_size,
+                    resized_height: image_size,
+                    tiles: 1,
+                    encoder_tokens: patches,
+                    projector_tokens: patches,
+                    feature_tokens: tokens,
+                    llm_tokens: tokens + 2,
+                })
+            }
             &VisualTokenRule::NativeResolution {
                 longest_edge,
                 patch,
@@ -381,6 +456,8 @@ pub enum ProjectorSpec {
         merge: u64,
         output: u64,
     },
+    /// Gemma 3: average-pool the patches, RMSNorm, one Linear (no bias) into the LLM's width.
+    PooledLinear { vit_hidden: u64, output: u64 },
 }
 
 impl ProjectorSpec {
@@ -397,6 +474,7 @@ impl ProjectorSpec {
                 let wide = vit_hidden * merge * merge;
                 vit_hidden + wide * wide + wide + wide * output + output
             }
+            ProjectorSpec::PooledLinear { vit_hidden, output } => vit_hidden + vit_hidden * output,
         }
     }
 
@@ -404,15 +482,16 @@ impl ProjectorSpec {
     pub fn input_width(&self) -> u64 {
         match *self {
             ProjectorSpec::Mlp2xGelu { input, .. } => input,
-            ProjectorSpec::PatchMerger { vit_hidden, .. } => vit_hidden,
+            ProjectorSpec::PatchMerger { vit_hidden, .. }
+            | ProjectorSpec::PooledLinear { vit_hidden, .. } => vit_hidden,
         }
     }
 
     pub fn output_width(&self) -> u64 {
         match *self {
-            ProjectorSpec::Mlp2xGelu { output, .. } | ProjectorSpec::PatchMerger { output, .. } => {
-                output
-            }
+            ProjectorSpec::Mlp2xGelu { output, .. }
+            | ProjectorSpec::PatchMerger { output, .. }
+            | ProjectorSpec::PooledLinear { output, .. } => output,
         }
     }
 }
@@ -438,6 +517,10 @@ impl VisionSpec {
         let positions = match self.tokens {
             VisualTokenRule::FixedSquare { image_size, patch } => (image_size / patch).pow(2) + 1,
             VisualTokenRule::AnyRes { tile, patch, .. } => (tile / patch).pow(2) + 1,
+            // SigLIP: a learned position per patch, no CLS.
+            VisualTokenRule::Pooled {
+                image_size, patch, ..
+            } => (image_size / patch).pow(2),
             // Qwen2.5-VL and Pixtral use 2-D rotary positions: no learned position table.
             VisualTokenRule::Dynamic { .. } | VisualTokenRule::NativeResolution { .. } => 0,
         };

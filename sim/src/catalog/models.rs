@@ -102,6 +102,7 @@ fn llama(
         vocab,
         tied_embeddings: false,
         qkv_bias: false,
+        sliding: None,
     }
 }
 
@@ -196,6 +197,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
     let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
     match model_type {
         "llava" | "llava_next" => super::families::llava::parse(name, top, model_type),
+        "gemma3" => super::families::gemma3::parse(name, top),
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;
@@ -303,6 +305,7 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
             .and_then(Value::as_bool)
             .unwrap_or(false),
         qkv_bias,
+        sliding: None,
     })
 }
 

@@ -185,6 +185,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         qkv_bias: false,
+        sliding: None,
     })
 }
 
@@ -351,9 +352,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("pixtral") && e.contains("full"), "{e}");
-        let e = parsed(serde_json::json!({"model_type": "gemma3"}))
+        let e = parsed(serde_json::json!({"model_type": "mllama"}))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("gemma3") && e.contains("llava_next"), "{e}");
+        assert!(
+            e.contains("mllama") && e.contains("llava_next") && e.contains("gemma3"),
+            "{e}"
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! per file, and the shared field readers.
 
 pub mod fields;
+pub mod gemma3;
 pub mod llava;
 
 /// The `model_type`s hetsim reads, as an unknown one's error lists them.
-pub const KNOWN_MODEL_TYPES: &str = "llava (CLIP or Pixtral vision), llava_next, qwen2_vl, qwen2_5_vl, clip, \
+pub const KNOWN_MODEL_TYPES: &str = "llava (CLIP or Pixtral vision), llava_next, gemma3, qwen2_vl, qwen2_5_vl, clip, \
      clip_vision_model, and LLaMA-style decoders (llama, mistral, qwen2, …)";
