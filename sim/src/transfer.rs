@@ -613,20 +613,41 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                         m.name
                     )));
                 }
+                // The embedding is the feature rows (without Pixtral's breaks or Gemma's
+                // begin/end tokens); a forced --visual-tokens count with no image is taken as rows.
+                let features = if shape.images.is_empty() {
+                    shape.visual_tokens
+                } else {
+                    shape.images.iter().map(|i| i.feature_tokens).sum()
+                };
                 tables.push(depth_table(
                     std::slice::from_ref(m),
                     &q.depths,
                     shape.context_tokens,
-                    shape.visual_tokens,
+                    features,
                     q.dtype,
                 ));
-                notes.push(format!(
-                    "{}: R = 2L · (n_kv · d_head / d) · (s / N_v) with s = {}, N_v = {}: linear in L, {:.3} per layer",
-                    m.name,
-                    shape.context_tokens,
-                    shape.visual_tokens,
-                    2.0 * (m.llm.kv_dim() as f64 / m.llm.hidden as f64) * shape.context_tokens as f64 / shape.visual_tokens as f64
-                ));
+                let per_layer = 2.0
+                    * (m.llm.kv_dim() as f64 / m.llm.hidden as f64)
+                    * shape.context_tokens as f64
+                    / features as f64;
+                notes.push(match m.llm.sliding {
+                    Some(w) if shape.context_tokens >= w.window => format!(
+                        "{}: s = {}, N_v = {}: {} of {} layers keep only the last {} tokens, so R is below \
+                         2L · (n_kv · d_head / d) · (s / N_v) ({:.3} per layer) and stops growing with s in those layers",
+                        m.name,
+                        shape.context_tokens,
+                        features,
+                        w.layers,
+                        m.llm.layers,
+                        w.window - 1,
+                        per_layer
+                    ),
+                    _ => format!(
+                        "{}: R = 2L · (n_kv · d_head / d) · (s / N_v) with s = {}, N_v = {}: linear in L, {:.3} per layer",
+                        m.name, shape.context_tokens, features, per_layer
+                    ),
+                });
             }
         }
         View::ImageSizes => {
@@ -717,6 +738,34 @@ mod tests {
         let best = c.iter().find(|x| x.smallest_stage_based).unwrap();
         assert_eq!(best.kind, CutKind::ModalityBoundary);
         assert_eq!(best.bytes, 391 * 3584 * 2);
+    }
+
+    #[test]
+    fn gemma_and_pixtral_ship_feature_rows_and_the_pre_projector_cut_wins_or_loses() {
+        let fixture = |f: &str| {
+            let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/hf-configs")
+                .join(f);
+            crate::catalog::resolve_model(p.to_str().unwrap()).unwrap()
+        };
+        let bytes = |m: &ModelSpec, kind: CutKind| {
+            let shape = request_shape(m, &[(640, 480)], 20, None, None, 128, Dtype::Bf16).unwrap();
+            cuts(m, &shape, &[])
+                .into_iter()
+                .find(|c| c.kind == kind)
+                .unwrap()
+                .bytes
+        };
+        let g = fixture("gemma-3-4b-it.json");
+        // 256 pooled rows × 2560 × 2 B; before the pool, 64² patches × 1152 × 2 B.
+        assert_eq!(bytes(&g, CutKind::ModalityBoundary), 256 * 2560 * 2);
+        assert_eq!(bytes(&g, CutKind::PreProjector), 4096 * 1152 * 2);
+        // 278 tokens (258 + 20) are under the window: 34 layers · 4 KiB each.
+        assert_eq!(bytes(&g, CutKind::PrefillDecode), 34 * 4096 * 278);
+        let p = fixture("pixtral-12b.json");
+        // 1,200 feature rows (not the 1,230 tokens with breaks) × 5120 × 2 B.
+        assert_eq!(bytes(&p, CutKind::ModalityBoundary), 1200 * 5120 * 2);
+        assert_eq!(bytes(&p, CutKind::PreProjector), 1200 * 1024 * 2);
     }
 
     #[test]

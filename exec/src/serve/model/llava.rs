@@ -127,9 +127,9 @@ impl LlavaConfig {
         };
         let projector_in = match v.projector {
             ProjectorSpec::Mlp2xGelu { input, .. } => input as usize,
-            ProjectorSpec::PatchMerger { .. } => {
+            _ => {
                 return Err(Error::Invalid(format!(
-                    "--model {name}: patch-merger projector not supported; the engine runs LLaVA-1.5"
+                    "--model {name}: only the MLP projector is in the engine; it runs LLaVA-1.5"
                 )));
             }
         };
