@@ -400,7 +400,7 @@ impl PhaseModel for Roofline {
         }
         let llm_tokens: f64 = images.iter().map(|i| i.llm_tokens as f64).sum();
         let projected: f64 = images.iter().map(|i| i.projector_tokens as f64).sum();
-        t += match v.projector {
+        let projector = match v.projector {
             // The MLP runs on every token entering it (LLaVA-NeXT's tiles before unpadding).
             ProjectorSpec::Mlp2xGelu { input, output } => {
                 self.gemm(projected, input as f64, output as f64 / tp)
@@ -421,6 +421,8 @@ impl PhaseModel for Roofline {
                     + self.gemm(features, vit_hidden as f64, output as f64 / tp)
             }
         };
+        // Qwen3-VL's DeepStack taps run a projector of their own each.
+        t += projector * (1 + v.deepstack) as f64;
         // Qwen-style encoders preprocess on the CPU; LLaVA resizes to a fixed square. Neither is
         // on the GPU's critical path in a pipelined server, so it is not charged here.
         t + Work::time(self.eff.step_overhead_us * 1e-6)

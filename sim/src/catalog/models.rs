@@ -39,6 +39,7 @@ fn llava(name: &str, llm: LlmSpec) -> ModelSpec {
                 output: d,
             },
             window: None,
+            deepstack: 0,
         }),
         llm,
     }
@@ -79,6 +80,7 @@ fn qwen25_vl(name: &str, vit_intermediate: u64, llm: LlmSpec) -> ModelSpec {
                 window_patches: 64,
                 full_attention_blocks: vec![7, 15, 23, 31],
             }),
+            deepstack: 0,
         }),
         llm,
     }
@@ -198,6 +200,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
     match model_type {
         "llava" | "llava_next" => super::families::llava::parse(name, top, model_type),
         "gemma3" => super::families::gemma3::parse(name, top),
+        "qwen3_vl" => super::families::qwen3_vl::parse(name, top),
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;
@@ -226,7 +229,8 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
             "missing field `model_type`: hetsim needs it to know the architecture",
         )),
         _ if top.contains_key("num_hidden_layers") => {
-            let qkv_bias = matches!(model_type, "qwen2" | "qwen2_moe");
+            dense_full_attention(top, model_type)?;
+            let qkv_bias = model_type == "qwen2";
             checked(ModelSpec {
                 name: name.to_string(),
                 vision: None,
@@ -285,7 +289,45 @@ fn qwen_vision(v: &Map<String, Value>, model_type: &str) -> Result<VisionSpec, I
             output: out,
         },
         window,
+        deepstack: 0,
     })
+}
+
+/// A plain decoder is read as dense with full attention in every layer; a config that says
+/// otherwise (experts, a compressed latent KV, sliding windows) would be silently wrong that way.
+fn dense_full_attention(top: &Map<String, Value>, model_type: &str) -> Result<(), InputError> {
+    let set = |k: &str| {
+        top.get(k)
+            .is_some_and(|v| !v.is_null() && v != &Value::from(0))
+    };
+    let what = if [
+        "num_experts",
+        "num_local_experts",
+        "n_routed_experts",
+        "moe_intermediate_size",
+    ]
+    .iter()
+    .any(|k| set(k))
+    {
+        "mixture-of-experts layers"
+    } else if set("kv_lora_rank") {
+        "multi-head latent attention"
+    } else if set("sliding_window") && top.get("use_sliding_window") != Some(&Value::Bool(false)) {
+        "sliding-window attention"
+    } else if top
+        .get("layer_types")
+        .and_then(Value::as_array)
+        .is_some_and(|kinds| kinds.iter().any(|k| k != "full_attention"))
+    {
+        "per-layer attention kinds (`layer_types`)"
+    } else {
+        return Ok(());
+    };
+    Err(InputError::new(format!(
+        "model_type `{model_type}` has {what}, which hetsim does not model for a plain decoder: it reads dense, \
+         full-attention LLaMA-style decoders (and {})",
+        super::families::KNOWN_MODEL_TYPES
+    )))
 }
 
 /// A decoder whose config states every size (top-level text models, Qwen2.5-VL).
@@ -458,6 +500,39 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn experts_latent_kv_and_windows_are_not_read_as_a_dense_decoder() {
+        let dense = serde_json::json!({"model_type": "x", "num_hidden_layers": 2, "hidden_size": 64,
+            "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100});
+        let with = |k: &str, v: Value| {
+            let mut c = dense.clone();
+            c[k] = v;
+            parse_hf_config("x", &c).map_err(|e| e.to_string())
+        };
+        assert!(
+            with("num_local_experts", 8.into())
+                .unwrap_err()
+                .contains("mixture-of-experts")
+        );
+        assert!(
+            with("kv_lora_rank", 512.into())
+                .unwrap_err()
+                .contains("latent")
+        );
+        assert!(
+            with("sliding_window", 4096.into())
+                .unwrap_err()
+                .contains("sliding")
+        );
+        // Qwen2 states a window it does not use; an all-full layer list is a dense decoder too.
+        let mut qwen = dense.clone();
+        qwen["sliding_window"] = 32768.into();
+        qwen["use_sliding_window"] = false.into();
+        qwen["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
+        assert!(parse_hf_config("x", &qwen).is_ok());
+        assert!(with("num_experts", Value::Null).is_ok());
     }
 
     #[test]
