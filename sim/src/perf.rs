@@ -422,7 +422,7 @@ impl PhaseModel for Roofline {
             }
         };
         // Qwen3-VL's DeepStack taps run a projector of their own each.
-        t += projector * (1 + v.deepstack) as f64;
+        t += projector * (1 + v.deepstack.len()) as f64;
         // Qwen-style encoders preprocess on the CPU; LLaVA resizes to a fixed square. Neither is
         // on the GPU's critical path in a pipelined server, so it is not charged here.
         t + Work::time(self.eff.step_overhead_us * 1e-6)

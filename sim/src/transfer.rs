@@ -92,14 +92,15 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
     if let Some(v) = &model.vision
         && !shape.images.is_empty()
     {
-        for (name, bytes) in vision_layer_bytes(&v.vit, &shape.images, shape.dtype) {
+        for (name, bytes) in vision_layer_bytes(&v.vit, &v.deepstack, &shape.images, shape.dtype) {
             push(name, CutKind::VisionLayer, bytes, None);
         }
+        // Every DeepStack tap crosses too: each has a projector of its own on the far side.
         let projector_tokens: u64 = shape.images.iter().map(|i| i.projector_tokens).sum();
         push(
             "pre_projector".into(),
             CutKind::PreProjector,
-            projector_tokens * v.projector.input_width() * b,
+            (1 + v.deepstack.len() as u64) * projector_tokens * v.projector.input_width() * b,
             None,
         );
         // The vision side ships its features; text tokens a processor puts between them
@@ -114,8 +115,16 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
     }
     let hidden = llm.hidden * b;
     let decode_steps = shape.output_tokens.saturating_sub(1);
+    // DeepStack features are added after the LLM's first layers: a cut before one of them ships
+    // the features it still needs.
+    let taps = model
+        .vision
+        .as_ref()
+        .map_or(0, |v| v.deepstack.len() as u64);
+    let features: u64 = shape.images.iter().map(|i| i.feature_tokens).sum();
     for layer in 1..llm.layers {
-        let prefill = shape.context_tokens * hidden;
+        let prefill =
+            shape.context_tokens * hidden + taps.saturating_sub(layer) * features * hidden;
         push(
             format!("llm.layer{layer}"),
             CutKind::LlmLayer,
@@ -147,18 +156,22 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
     out
 }
 
-/// Bytes after each ViT layer that runs (every layer's output is tokens × width).
+/// Bytes after each ViT layer that runs: its output (tokens × width), and the outputs of the
+/// DeepStack taps already passed, which the far side's tap projectors need.
 pub fn vision_layer_bytes(
     vit: &VitSpec,
+    deepstack: &[u64],
     images: &[ImageTokens],
     dtype: Dtype,
 ) -> Vec<(String, u64)> {
     let tokens: u64 = images.iter().map(|i| i.encoder_tokens).sum();
     (1..=vit.layers_run)
         .map(|l| {
+            // Layer index i (from 0) has run once l > i.
+            let taps = deepstack.iter().filter(|&&i| i < l).count() as u64;
             (
                 format!("vision.layer{l}"),
-                tokens * vit.hidden * dtype.bytes(),
+                (1 + taps) * tokens * vit.hidden * dtype.bytes(),
             )
         })
         .collect()
@@ -537,7 +550,7 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                                 "{name} is a vision encoder alone: only `--view cuts` applies"
                             )));
                         }
-                        let rows = vision_layer_bytes(&vit, &img, q.dtype);
+                        let rows = vision_layer_bytes(&vit, &[], &img, q.dtype);
                         let mut t = Table::new(&["model", "cut", "bytes"]);
                         for (cut, bytes) in rows {
                             t.push(vec![
@@ -762,6 +775,22 @@ mod tests {
         assert_eq!(bytes(&g, CutKind::PreProjector), 4096 * 1152 * 2);
         // 278 tokens (258 + 20) are under the window: 34 layers · 4 KiB each.
         assert_eq!(bytes(&g, CutKind::PrefillDecode), 34 * 4096 * 278);
+        let q = fixture("qwen3-vl-4b-instruct.json");
+        // 640×480: 40 × 30 patches of 16 px (1,200 × 1024 wide), 300 merged tokens of 2560. The
+        // three DeepStack taps (after ViT layers 6, 12, 18) cross with everything after them.
+        assert_eq!(bytes(&q, CutKind::ModalityBoundary), 4 * 300 * 2560 * 2);
+        assert_eq!(bytes(&q, CutKind::PreProjector), 4 * 1200 * 1024 * 2);
+        let shape = request_shape(&q, &[(640, 480)], 20, None, None, 128, Dtype::Bf16).unwrap();
+        let c = cuts(&q, &shape, &[]);
+        let at = |name: &str| c.iter().find(|c| c.name == name).unwrap();
+        assert_eq!(at("vision.layer5").bytes, 1200 * 1024 * 2);
+        assert_eq!(at("vision.layer6").bytes, 2 * 1200 * 1024 * 2);
+        assert!(at("vision.layer5").smallest_stage_based);
+        // After LLM layer 1, two taps' features are still to be added.
+        assert_eq!(
+            at("llm.layer1").bytes_per_prefill,
+            Some(320 * 2560 * 2 + 2 * 300 * 2560 * 2)
+        );
         let p = fixture("pixtral-12b.json");
         // 1,200 feature rows (not the 1,230 tokens with breaks) × 5120 × 2 B.
         assert_eq!(bytes(&p, CutKind::ModalityBoundary), 1200 * 5120 * 2);

@@ -503,10 +503,10 @@ pub struct VisionSpec {
     pub projector: ProjectorSpec,
     /// Qwen2.5-VL ViT: attention inside windows of `window_tokens` patches except at these blocks.
     pub window: Option<WindowAttention>,
-    /// Qwen3-VL DeepStack: intermediate ViT layers, each through a projector of its own, whose
-    /// features are added to the LLM's first layers — sets of features beyond the main one that
-    /// the vision side hands over.
-    pub deepstack: u64,
+    /// Qwen3-VL DeepStack: ViT layers (0-based) whose outputs go through a projector of their own
+    /// each and are added to the LLM's first layers — feature sets beyond the main one that the
+    /// vision side hands over.
+    pub deepstack: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -528,7 +528,7 @@ impl VisionSpec {
             // Qwen2.5-VL and Pixtral use 2-D rotary positions: no learned position table.
             VisualTokenRule::Dynamic { .. } | VisualTokenRule::NativeResolution { .. } => 0,
         };
-        self.vit.params(positions) + (1 + self.deepstack) * self.projector.params()
+        self.vit.params(positions) + (1 + self.deepstack.len() as u64) * self.projector.params()
     }
 }
 
@@ -580,7 +580,7 @@ impl ModelSpec {
     /// `D_emb = N_v · d · b`: the projector's output for `feature_tokens` rows of features (times
     /// the feature sets: Qwen3-VL's DeepStack hands over three more).
     pub fn emb_bytes(&self, feature_tokens: u64, dtype: Dtype) -> u64 {
-        let sets = 1 + self.vision.as_ref().map_or(0, |v| v.deepstack);
+        let sets = 1 + self.vision.as_ref().map_or(0, |v| v.deepstack.len() as u64);
         sets * feature_tokens * self.llm.hidden * dtype.bytes()
     }
 

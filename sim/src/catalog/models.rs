@@ -39,7 +39,7 @@ fn llava(name: &str, llm: LlmSpec) -> ModelSpec {
                 output: d,
             },
             window: None,
-            deepstack: 0,
+            deepstack: Vec::new(),
         }),
         llm,
     }
@@ -80,7 +80,7 @@ fn qwen25_vl(name: &str, vit_intermediate: u64, llm: LlmSpec) -> ModelSpec {
                 window_patches: 64,
                 full_attention_blocks: vec![7, 15, 23, 31],
             }),
-            deepstack: 0,
+            deepstack: Vec::new(),
         }),
         llm,
     }
@@ -289,7 +289,7 @@ fn qwen_vision(v: &Map<String, Value>, model_type: &str) -> Result<VisionSpec, I
             output: out,
         },
         window,
-        deepstack: 0,
+        deepstack: Vec::new(),
     })
 }
 

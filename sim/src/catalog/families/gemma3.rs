@@ -49,7 +49,7 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
             },
             vit,
             window: None,
-            deepstack: 0,
+            deepstack: Vec::new(),
         }),
         llm,
     })

@@ -94,7 +94,7 @@ pub fn parse(
             tokens,
             projector,
             window: None,
-            deepstack: 0,
+            deepstack: Vec::new(),
         }),
         llm,
     })

@@ -69,18 +69,20 @@ fn vision(v: &Map<String, Value>, llm_hidden: u64) -> Result<VisionSpec, InputEr
             "field `out_hidden_size` = {out} is not the text model's hidden size {llm_hidden}: the merger feeds the LLM directly"
         )));
     }
-    let taps = match v.get("deepstack_visual_indexes") {
-        None | Some(Value::Null) => 3,
-        Some(Value::Array(a)) if a.iter().all(|i| i.as_u64().is_some_and(|i| i < depth)) => {
-            a.len() as u64
-        }
-        Some(other) => {
-            return Err(InputError::new(format!(
-                "field `deepstack_visual_indexes` = {}: must list layers of the {depth}-layer encoder",
-                crate::bounds::excerpt(&other.to_string())
-            )));
-        }
+    let taps: Vec<u64> = match v.get("deepstack_visual_indexes") {
+        None | Some(Value::Null) => vec![8, 16, 24],
+        Some(Value::Array(a)) => a.iter().map(|i| i.as_u64().unwrap_or(u64::MAX)).collect(),
+        Some(_) => vec![u64::MAX],
     };
+    if taps.iter().any(|&i| i >= depth) {
+        return Err(InputError::new(format!(
+            "field `deepstack_visual_indexes` = {}: must list layers (from 0) of the {depth}-layer encoder",
+            crate::bounds::excerpt(
+                &v.get("deepstack_visual_indexes")
+                    .map_or("[8, 16, 24] (default)".into(), |x| x.to_string())
+            )
+        )));
+    }
     let vit = VitSpec {
         layers: depth,
         layers_run: depth,
