@@ -475,10 +475,21 @@ impl PhaseModel for Roofline {
         let mut layer = Work::default();
         layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
         layer += self.gemm(t_all, q / tp, d);
-        layer += self.gemm(t_all, d, 2.0 * ff / tp);
-        layer += self.gemm(t_all, ff / tp, d);
+        // The MLP: one for a dense decoder; for MoE, a router and the experts the step's tokens
+        // reach, each a product over its share of the t · k routed tokens (so every touched
+        // expert's weights are read once and the FLOPs are those of k experts per token).
+        let (experts, routed) = match l.moe {
+            Some(m) => {
+                layer += self.gemm(t_all, d, m.experts as f64);
+                (m.experts_touched(t_all), t_all * m.active as f64)
+            }
+            None => (1.0, t_all),
+        };
+        let per_expert = routed / experts;
+        layer += self.gemm(per_expert, d, 2.0 * ff / tp) * experts;
+        layer += self.gemm(per_expert, ff / tp, d) * experts;
         // Two RMSNorms, rotary, SiLU·mul, two residual adds.
-        layer += self.op(0.0, t_all * (8.0 * d + 3.0 * ff / tp) * b, 1.0);
+        layer += self.op(0.0, (t_all * 8.0 * d + routed * 3.0 * ff / tp) * b, 1.0);
         layer += self.all_reduce(t_all * d * b) * 2.0;
 
         let head = self.gemm(batch.logits as f64, d, l.vocab as f64 / tp);
@@ -580,6 +591,44 @@ mod tests {
         assert!(busy > 0.99, "{busy}");
         let later = d.at(t + (POWER_TAU_S * 1e9) as u64);
         assert!((later - busy / std::f64::consts::E).abs() < 1e-9, "{later}");
+    }
+
+    #[test]
+    fn moe_decode_reads_the_routed_experts_and_prefill_all_of_them() {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/hf-configs/mixtral-8x7b-instruct-v0.1.json");
+        let m = crate::catalog::resolve_model(p.to_str().unwrap()).unwrap();
+        let gpu = gpu_by_name("H100-SXM").unwrap();
+        let r = Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 1, None);
+        let l = &m.llm;
+        let expert = (3 * l.hidden * l.intermediate) as f64;
+        // Weights read by one decode token: 6 of the 8 experts in each of 32 layers are skipped,
+        // and of the input embedding only a row is read: 46.7 B − 32 · 6 · 176 M − 131 M =
+        // 12.75 B parameters, 25.5 GB.
+        let active = l.params() as f64 - 32.0 * 6.0 * expert - (l.vocab * l.hidden) as f64;
+        let mut d = BatchShape::default();
+        d.add_decode(100);
+        let read = r.forward_work(&d).bytes;
+        assert!(
+            read > active * 2.0 && read < active * 2.0 * 1.01,
+            "{read} vs {}",
+            active * 2.0
+        );
+        // 2 · 2 · 4096 · 14336 · 3 FLOPs a token in each layer's experts (2 of 8), as a dense
+        // model of the active width.
+        let mut p1 = BatchShape::default();
+        p1.add_prefill_chunk(0, 4096, true);
+        let w = r.forward_work(&p1);
+        assert!(
+            w.bytes > l.params() as f64 * 2.0,
+            "a 4096-token prefill reaches every expert"
+        );
+        let mlp_flops = 32.0 * 4096.0 * 2.0 * 2.0 * expert;
+        assert!(
+            w.flops > mlp_flops && w.flops < mlp_flops * 1.6,
+            "{} vs {mlp_flops}",
+            w.flops
+        );
     }
 
     #[test]

@@ -63,6 +63,29 @@ pub struct LlmSpec {
     /// Layers that attend only to a window of recent tokens (Gemma 3's local layers); the others
     /// attend to the whole context.
     pub sliding: Option<SlidingWindow>,
+    /// Mixture-of-experts MLPs (Mixtral): every expert's weights are resident, each token runs
+    /// `active` of them. `intermediate` is then each expert's width.
+    pub moe: Option<Moe>,
+}
+
+/// A mixture-of-experts MLP in every decoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moe {
+    pub experts: u64,
+    /// Experts each token is routed to (`num_experts_per_tok`).
+    pub active: u64,
+}
+
+impl Moe {
+    /// Distinct experts a step of `tokens` tokens reads, expected under uniform routing:
+    /// `E · (1 − (1 − 1/E)^(tokens · k))`. Decode of one token reads k; a large prefill reads all.
+    pub fn experts_touched(&self, tokens: f64) -> f64 {
+        let e = self.experts as f64;
+        let picks = tokens * self.active as f64;
+        (e * (1.0 - (1.0 - 1.0 / e).powf(picks)))
+            .max(self.active as f64)
+            .min(e)
+    }
 }
 
 /// Sliding-window attention in some of a decoder's layers.
@@ -139,8 +162,17 @@ impl LlmSpec {
         } else {
             0
         };
-        let mlp = 3 * d * self.intermediate;
+        // SwiGLU: gate, up, down; a router of d × E in front of the experts.
+        let mlp = match self.moe {
+            Some(m) => m.experts * 3 * d * self.intermediate + d * m.experts,
+            None => 3 * d * self.intermediate,
+        };
         attn + bias + mlp + 2 * d
+    }
+
+    /// MLP parameters a token runs through (all of them for a dense decoder).
+    pub fn active_mlp_params(&self) -> u64 {
+        3 * self.hidden * self.intermediate * self.moe.map_or(1, |m| m.active)
     }
 
     pub fn params(&self) -> u64 {

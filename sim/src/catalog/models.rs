@@ -105,6 +105,7 @@ fn llama(
         tied_embeddings: false,
         qkv_bias: false,
         sliding: None,
+        moe: None,
     }
 }
 
@@ -201,6 +202,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
         "llava" | "llava_next" => super::families::llava::parse(name, top, model_type),
         "gemma3" => super::families::gemma3::parse(name, top),
         "qwen3_vl" => super::families::qwen3_vl::parse(name, top),
+        "mixtral" => super::families::mixtral::parse(name, top),
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;
@@ -348,6 +350,7 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
             .unwrap_or(false),
         qkv_bias,
         sliding: None,
+        moe: None,
     })
 }
 

@@ -122,6 +122,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             window,
             layers: sliding_layers,
         }),
+        moe: None,
     })
 }
 

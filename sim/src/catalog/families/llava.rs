@@ -187,6 +187,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .unwrap_or(false),
         qkv_bias: false,
         sliding: None,
+        moe: None,
     })
 }
 

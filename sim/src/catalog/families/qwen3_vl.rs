@@ -55,6 +55,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         sliding: None,
+        moe: None,
     })
 }
 
