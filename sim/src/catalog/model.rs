@@ -348,13 +348,7 @@ impl VisualTokenRule {
                 longest_edge,
                 patch,
                 merge,
-            } => Ok(native_resolution_tokens(
-                width,
-                height,
-                longest_edge,
-                patch,
-                merge,
-            )),
+            } => native_resolution_tokens(width, height, longest_edge, patch, merge),
         }
     }
 }
@@ -421,7 +415,7 @@ fn native_resolution_tokens(
     longest_edge: u64,
     patch: u64,
     merge: u64,
-) -> ImageTokens {
+) -> Result<ImageTokens, InputError> {
     let (mut w, mut h) = (width as f64, height as f64);
     let edge = longest_edge as f64;
     // The same float operations as the processor, so the floors agree to the pixel.
@@ -430,11 +424,17 @@ fn native_resolution_tokens(
         h = (h / ratio).floor();
         w = (w / ratio).floor();
     }
+    if h < 1.0 || w < 1.0 {
+        return Err(InputError::new(format!(
+            "image {width}×{height}: scaled to fit {longest_edge} px its short side is under one pixel \
+             (the processor would give it no patches)"
+        )));
+    }
     let step = patch * merge;
     let rows = (h as u64 - 1) / step + 1;
     let cols = (w as u64 - 1) / step + 1;
     let patches = rows * cols * merge * merge;
-    ImageTokens {
+    Ok(ImageTokens {
         resized_width: cols * step,
         resized_height: rows * step,
         tiles: 1,
@@ -442,7 +442,7 @@ fn native_resolution_tokens(
         projector_tokens: patches,
         feature_tokens: rows * cols,
         llm_tokens: rows * (cols + 1),
-    }
+    })
 }
 
 /// Qwen2-VL's `smart_resize` (transformers `image_processing_qwen2_vl.py`): round each side to the

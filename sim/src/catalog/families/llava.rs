@@ -309,6 +309,9 @@ mod tests {
         );
         // A partial patch counts: 641×479 → 41 × 30.
         assert_eq!(m.image_tokens(641, 479).unwrap().feature_tokens, 41 * 30);
+        // 1×32768 scales by 32 to 0×1024: refused, not a panic.
+        let e = m.image_tokens(1, 32768).unwrap_err().to_string();
+        assert!(e.contains("under one pixel"), "{e}");
     }
 
     #[test]

@@ -75,9 +75,9 @@ fn vision(v: &Map<String, Value>, llm_hidden: u64) -> Result<VisionSpec, InputEr
         Some(Value::Array(a)) => a.iter().map(|i| i.as_u64().unwrap_or(u64::MAX)).collect(),
         Some(_) => vec![u64::MAX],
     };
-    if taps.iter().any(|&i| i >= depth) {
+    if taps.iter().any(|&i| i >= depth) || !taps.is_sorted_by(|a, b| a < b) {
         return Err(InputError::new(format!(
-            "field `deepstack_visual_indexes` = {}: must list layers (from 0) of the {depth}-layer encoder",
+            "field `deepstack_visual_indexes` = {}: must list distinct layers (from 0, increasing) of the {depth}-layer encoder",
             crate::bounds::excerpt(
                 &v.get("deepstack_visual_indexes")
                     .map_or("[8, 16, 24] (default)".into(), |x| x.to_string())
