@@ -26,7 +26,7 @@ use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use hetsim_sim::bench_serve::{self, BenchServe};
-use hetsim_sim::catalog::LinkKind;
+use hetsim_sim::catalog::{GpuSpec, LinkKind};
 use hetsim_sim::cluster::Role;
 use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
 use hetsim_sim::records::{
@@ -35,6 +35,7 @@ use hetsim_sim::records::{
 use hetsim_sim::timeline::{self, StepSpan, TimelineSink, TimelineWriter, TraceOptions};
 
 use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream, allocations_so_far};
+use crate::cuda::green::GreenCtx;
 use crate::cuda::staging::{Stager, staged_chunk};
 use crate::error::{Error, Result};
 use crate::serve::engine::{
@@ -621,32 +622,42 @@ enum Link {
     Peer(Stream, [Event; 2]),
     /// GPU → pinned host → GPU in chunks, two streams, 4 slots of 16 MiB.
     Staged(Stager, Event),
+    /// Between green-context partitions of one GPU: cuMemcpyDtoDAsync on a stream of its
+    /// primary context (the partitions share its memory), timed by events like a peer copy.
+    OnDevice(Stream, [Event; 2]),
 }
 
 impl Link {
-    fn open(src: &Gpu, dst: &Gpu, nvlink: bool) -> Result<Link> {
-        if nvlink {
-            src.enable_peer_access(dst)?;
-            dst.enable_peer_access(src)?;
-            Ok(Link::Peer(
-                src.stream()?,
-                [Event::timing(src)?, Event::timing(src)?],
-            ))
-        } else {
-            Ok(Link::Staged(
+    /// `src` and `dst` are primary contexts (of one GPU for `LinkKind::OnDevice`).
+    fn open(src: &Gpu, dst: &Gpu, kind: LinkKind) -> Result<Link> {
+        let timed = || -> Result<[Event; 2]> { Ok([Event::timing(src)?, Event::timing(src)?]) };
+        match kind {
+            LinkKind::NvLink => {
+                src.enable_peer_access(dst)?;
+                dst.enable_peer_access(src)?;
+                Ok(Link::Peer(src.stream()?, timed()?))
+            }
+            LinkKind::OnDevice => Ok(Link::OnDevice(src.stream()?, timed()?)),
+            LinkKind::Pcie | LinkKind::Network => Ok(Link::Staged(
                 Stager::new(src, dst, 16 << 20, 4)?,
                 Event::sync_only(src)?,
-            ))
+            )),
         }
     }
 
     /// Copies the first `bytes` of `src` into `dst` and waits for it; the copy's time on the
-    /// GPU in seconds where it is measured (peer copies).
+    /// GPU in seconds where it is measured (peer and on-device copies). Leaves the link's
+    /// context current: a caller serving from another context binds its own again.
     fn ship(&self, src: &DeviceBuffer, dst: &DeviceBuffer, bytes: usize) -> Result<Option<f64>> {
         match self {
-            Link::Peer(st, [a, b]) => {
+            Link::Peer(st, [a, b]) | Link::OnDevice(st, [a, b]) => {
+                st.bind()?;
                 a.record(st)?;
-                crate::cuda::device::copy_peer_async(dst, src, bytes, st)?;
+                if matches!(self, Link::Peer(..)) {
+                    crate::cuda::device::copy_peer_async(dst, src, bytes, st)?;
+                } else {
+                    crate::cuda::device::copy_async(dst, src, bytes, st)?;
+                }
                 b.record(st)?;
                 st.synchronize()?;
                 Ok(Some(a.elapsed_ms(b)? * 1e-3))
@@ -718,6 +729,49 @@ enum Outbound {
     Kv(HandOff, DeviceBuffer),
 }
 
+/// The two green contexts a split replay on one GPU serves from, made before its threads start
+/// and destroyed after they end.
+struct Partitions {
+    gpu: Gpu,
+    up: GreenCtx,
+    down: GreenCtx,
+}
+
+// SAFETY: each replay thread makes only its own partition's context current (the upstream
+// `up`, the downstream `down`; the shipper uses the primary context), which is the driver's one
+// rule for green contexts; the handles themselves are only read after creation.
+unsafe impl Sync for Partitions {}
+
+impl Partitions {
+    /// GPU `ordinal` split as the scenario's partition GPUs ask, or why it cannot be.
+    fn new(ordinal: usize, up: &GpuSpec, down: &GpuSpec) -> Result<Partitions> {
+        let gpu = Gpu::open(ordinal)?;
+        let (a, b) = GreenCtx::split(&gpu, up.sm_count)?;
+        if (a.sms, b.sms) != (up.sm_count, down.sm_count) {
+            let (_, total, least, align) = crate::cuda::green::sm_resource(&gpu)?;
+            return Err(Error::Invalid(format!(
+                "GPU {ordinal} ({total} SMs) splits into {} + {} SMs, not the scenario's {} + {}: \
+                 give partitions the driver makes (at least {least} SMs, in steps of {align}, \
+                 adding up to {total})",
+                a.sms, b.sms, up.sm_count, down.sm_count
+            )));
+        }
+        Ok(Partitions {
+            gpu,
+            up: a,
+            down: b,
+        })
+    }
+
+    fn up_view(&self) -> Result<Gpu> {
+        Ok(self.up.view(&self.gpu))
+    }
+
+    fn down_view(&self) -> Result<Gpu> {
+        Ok(self.down.view(&self.gpu))
+    }
+}
+
 /// The link's side of a split replay, built by the upstream thread (which warms it up) and
 /// handed to the shipper thread with the clock's start.
 struct LinkKit {
@@ -758,20 +812,36 @@ fn replay_split(
             down_role.name()
         )));
     };
-    let up_ord = gpu + inst[ui].gpus[0];
-    let down_ord = gpu + inst[di].gpus[0];
     let fabric = s.cluster.nodes[inst[di].node].fabric;
-    let nvlink = fabric.kind == LinkKind::NvLink;
+    // Partitions of one GPU (the simulator's `<GPU>@<SMs>sm`) are green contexts of GPU `gpu`.
+    let partitions = match fabric.kind {
+        LinkKind::OnDevice => Some(Partitions::new(gpu, inst[ui].gpu, inst[di].gpu)?),
+        _ => None,
+    };
+    let partitions = partitions.as_ref();
+    let (up_ord, down_ord) = match partitions {
+        Some(_) => (gpu, gpu),
+        None => (gpu + inst[ui].gpus[0], gpu + inst[di].gpus[0]),
+    };
+    // Each side's GPU as its engine sees it: the GPU, or its partition.
+    let open_up = move || partitions.map_or_else(|| Gpu::open(up_ord), |p| p.up_view());
+    let open_down = move || partitions.map_or_else(|| Gpu::open(down_ord), |p| p.down_view());
+    let place = |ord: usize, role: usize| match partitions {
+        Some(_) => format!("{} of GPU {ord}", inst[role].gpu.name),
+        None => format!("GPU {ord}"),
+    };
     eprintln!(
-        "  {} on GPU {up_ord}, {} on GPU {down_ord}, {} over {} ({})",
+        "  {} on {}, {} on {}, {} over {} ({})",
         up_role.name(),
+        place(up_ord, ui),
         down_role.name(),
+        place(down_ord, di),
         if stage { "KV" } else { "embeddings" },
         fabric.name,
-        if nvlink {
-            "peer copy"
-        } else {
-            "GPU → pinned host → GPU"
+        match fabric.kind {
+            LinkKind::NvLink => "peer copy",
+            LinkKind::OnDevice => "copy on the device",
+            LinkKind::Pcie | LinkKind::Network => "GPU → pinned host → GPU",
         }
     );
     let np = c.image_tokens();
@@ -799,6 +869,10 @@ fn replay_split(
     let window = SharedWindow::new(landing::window_bytes(largest as u64));
     let window = &window;
     let barrier = Barrier::new(2);
+    // On one GPU the downstream sizes its KV pool by the memory left free, so it sets up once the
+    // upstream holds what it needs.
+    let upstream_ready = partitions.map(|_| Barrier::new(2));
+    let upstream_ready = upstream_ready.as_ref();
     let t0cell: OnceLock<Instant> = OnceLock::new();
     let (out_tx, out_rx) = mpsc::channel::<Crossing<(Outbound, Seen)>>();
     let (kit_tx, kit_rx) = mpsc::channel::<Crossing<(LinkKit, Instant)>>();
@@ -811,9 +885,11 @@ fn replay_split(
 
     let upstream = move || -> Result<BTreeMap<u64, Seen>> {
         let setup = (|| -> Result<(Gpu, Engine, LinkKit, Option<DeviceBuffer>)> {
-            let ug = Gpu::open(up_ord)?;
+            let ug = open_up()?;
+            // Landing buffers and the link live in the primary contexts (one thread at a time
+            // may have a green context current: the shipper has its own).
             let dg = Gpu::open(down_ord)?;
-            let link = Link::open(&ug, &dg, nvlink)?;
+            let link = Link::open(&Gpu::open(up_ord)?, &dg, fabric.kind)?;
             let ucfg = if stage {
                 EngineConfig {
                     graphs: false,
@@ -829,7 +905,8 @@ fn replay_split(
                     ..cfg.clone()
                 }
             };
-            let mut eng = Engine::new(GpuModel::random(c, Gpu::open(up_ord)?, cfg.seed)?, ucfg)?;
+            ug.bind()?;
+            let mut eng = Engine::new(GpuModel::random(c, open_up()?, cfg.seed)?, ucfg)?;
             let mut pool = LandingPool {
                 gpu: dg,
                 buffers: landing::Pool::new(window.snapshot().limit()),
@@ -856,6 +933,7 @@ fn replay_split(
                         while let Some(h) = eng.hand_off(packed)? {
                             let dst = pool.get(kv_capacity, false, &ug)?;
                             link.ship(packed, &dst, h.kv_bytes)?;
+                            ug.bind()?;
                             pool.put(dst);
                         }
                     } else {
@@ -863,6 +941,7 @@ fn replay_split(
                             if let Some(src) = emb {
                                 let dst = pool.get(src.bytes, true, &ug)?;
                                 link.ship(&src, &dst, src.bytes)?;
+                                ug.bind()?;
                                 pool.put(dst);
                             }
                         }
@@ -877,6 +956,9 @@ fn replay_split(
             ug.bind()?;
             Ok((ug, eng, kit, packed))
         })();
+        if let Some(b) = upstream_ready {
+            b.wait();
+        }
         barrier.wait();
         let (ug, mut eng, kit, packed) = setup?;
         let t0 = *t0cell.get_or_init(Instant::now);
@@ -1054,11 +1136,13 @@ fn replay_split(
         move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<BTreeMap<u64, Seen>> {
             let back = back_tx;
             let _close = CloseOnExit(window);
+            if let Some(b) = upstream_ready {
+                b.wait();
+            }
             let setup = (|| -> Result<Engine> {
-                let mut eng = Engine::new(
-                    GpuModel::random(c, Gpu::open(down_ord)?, cfg.seed)?,
-                    cfg.clone(),
-                )?;
+                let dg = open_down()?;
+                dg.bind()?;
+                let mut eng = Engine::new(GpuModel::random(c, dg, cfg.seed)?, cfg.clone())?;
                 warm_up(&mut eng, c, cfg)?;
                 if stage {
                     eng.load_kv_kernels()?;
@@ -1400,6 +1484,16 @@ mod tests {
             }
             shapes.dedup();
             assert_eq!(shapes, ["colocated", "modality", "stage"], "{f}");
+        }
+        // One H200 split by green contexts, beside the whole GPU colocated.
+        let exp = load_experiment(&root().join("experiments/validate-green.yaml"), None).unwrap();
+        let shapes: Vec<&str> = exp.scenarios.iter().map(|s| s.strategy.name()).collect();
+        assert_eq!(
+            shapes,
+            ["modality", "modality", "modality", "colocated", "colocated"]
+        );
+        for s in &exp.scenarios {
+            assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s));
         }
     }
 
