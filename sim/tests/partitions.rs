@@ -41,9 +41,9 @@ fn a_split_gpu_is_two_gpus_that_copy_through_its_memory() {
     assert_eq!(c.nodes[0].fabric.kind, LinkKind::OnDevice);
     let route = c.route(0, 1, 4_718_592).unwrap();
     assert_eq!(route.link.name, "H200-SXM-on-device");
-    // 5 µs to start; 4,718,592 B at 4800 / 2 × 3881 / 4800 = 1940.5 GB/s.
-    assert!((route.startup_s - 5e-6).abs() < 1e-12);
-    assert!((c.ports[route.ports[0]].bytes_per_s - 1940.5e9).abs() < 1.0);
+    // 30 µs to start, 122.6 GB/s: the copy engine as measured on the H200.
+    assert!((route.startup_s - 30e-6).abs() < 1e-12);
+    assert!((c.ports[route.ports[0]].bytes_per_s - 122.6e9).abs() < 1.0);
     // Its run moves every request's 4.7 MB of embeddings over it.
     let mut sink = hetsim_sim::records::NullSink;
     let r = hetsim_sim::engine::simulate(&exp.scenarios[0], &mut sink, &mut |_| {}).unwrap();
@@ -88,9 +88,19 @@ fn splits_that_are_not_one_gpu_are_refused() {
 }
 
 /// The shipped green-context experiment: with the whole H200's profile, the partitions have no
-/// phase table of their own and are timed by the operator model fitted on the whole GPU.
+/// phase table of their own and are timed by the operator model fitted on the whole GPU; with
+/// the profile `calibrate --split 40` wrote, each partition has its own.
 #[test]
-fn the_green_experiment_times_partitions_by_the_fit() {
+fn the_green_experiment_times_partitions_by_their_tables_or_the_fit() {
+    let split = load_experiment_with_profile(
+        &repo("experiments/validate-green.yaml"),
+        None,
+        Some(&repo("profiles/h200-2026-12-03-llava-1.5-7b-split40.yaml")),
+    )
+    .unwrap();
+    for s in &split.scenarios {
+        assert!(s.measured_phases.iter().all(Option::is_some), "{}", s.name);
+    }
     let exp = load_experiment_with_profile(
         &repo("experiments/validate-green.yaml"),
         None,

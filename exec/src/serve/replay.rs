@@ -1123,7 +1123,7 @@ fn replay_split(
         if !timed.is_empty() {
             let (wall, gpu): (Vec<f64>, Vec<f64>) = timed.into_iter().unzip();
             eprintln!(
-                "  {} peer copies: median {:.1} µs wall (host clock around copy + sync), {:.1} µs on the GPU (CUDA events)",
+                "  {} copies: median {:.1} µs wall (host clock around copy + sync), {:.1} µs on the GPU (CUDA events)",
                 wall.len(),
                 crate::stats::median(&wall) * 1e6,
                 crate::stats::median(&gpu) * 1e6

@@ -11,9 +11,13 @@
 //! one GPU add up to it (the real engine's pools are sized by what is free, not by a share:
 //! docs/experiment.md says where that differs).
 //!
-//! Partitions of one GPU reach each other through its memory: [`on_device_link`] is a
-//! device-to-device copy, which reads and writes every byte (half the HBM bandwidth each way),
-//! at the copy efficiency the H200 measured (3881 of 4800 GB/s).
+//! Partitions of one GPU reach each other through its memory: [`on_device_link`] is the
+//! `cuMemcpyDtoDAsync` the replay hands embeddings over with. The driver runs it on a copy
+//! engine, not at HBM speed: on the H200 a 4,718,592-byte copy took 37.3–39.7 µs on the GPU
+//! (CUDA events, medians of 120 and 240 copies) and 67.1–71.2 µs between the host's clock
+//! readings around it and its synchronisation (exec/results/2026-12-03-h200-green-split/).
+//! The link is that measurement, on every GPU: 4,718,592 B / 38.5 µs = 122.6 GB/s and 30 µs of
+//! start-up (the wall time less the GPU time).
 
 use std::sync::Mutex;
 
@@ -24,10 +28,9 @@ use crate::error::{InputError, unknown_name};
 /// The least share of its parent's SMs a partition may have (40 of 132 on an H200 is 0.303).
 pub const MIN_SHARE: f64 = 0.30;
 
-/// Device-to-device copy bandwidth over HBM bandwidth, H200 (copy kernel, 2026-11-21).
-const COPY_EFFICIENCY: f64 = 3881.0 / 4800.0;
-/// One `cuMemcpyAsync` on the device: the launch, as for the other links.
-const COPY_LATENCY_US: f64 = 5.0;
+/// The on-device copy's rate, GB/s, and start-up, µs (H200, 2026-12-03: see above).
+const COPY_GBS: f64 = 122.6;
+const COPY_LATENCY_US: f64 = 30.0;
 
 static PARTITIONS: Mutex<Vec<&'static GpuSpec>> = Mutex::new(Vec::new());
 static DEVICE_LINKS: Mutex<Vec<&'static LinkSpec>> = Mutex::new(Vec::new());
@@ -112,8 +115,8 @@ pub fn on_device_link(gpu: &'static GpuSpec) -> &'static LinkSpec {
     let link: &'static LinkSpec = Box::leak(Box::new(LinkSpec {
         name: Box::leak(name.into_boxed_str()),
         kind: LinkKind::OnDevice,
-        peak_gbs: parent.mem_bw_gbs / 2.0,
-        efficiency: COPY_EFFICIENCY,
+        peak_gbs: COPY_GBS,
+        efficiency: 1.0,
         latency_us: COPY_LATENCY_US,
         host_staged: false,
     }));
@@ -172,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn the_on_device_copy_reads_and_writes_through_hbm() {
+    fn the_on_device_copy_is_the_measured_copy_engine_rate() {
         let p = gpu_by_name("H200-SXM@40sm").unwrap();
         let l = on_device_link(p);
         assert_eq!(l.name, "H200-SXM-on-device");
@@ -180,8 +183,8 @@ mod tests {
             l,
             on_device_link(gpu_by_name("H200-SXM").unwrap())
         ));
-        // 4,718,592 B at 2400 GB/s × 0.8085 = 1940.6 GB/s: 2.43 µs + 5 µs.
+        // 4,718,592 B at 122.6 GB/s = 38.49 µs, + 30 µs: the measured 67–71 µs wall.
         let t = l.transfer_s(4_718_592);
-        assert!((t - 7.4315e-6).abs() < 1e-9, "{t}");
+        assert!((t - 68.487e-6).abs() < 1e-9, "{t}");
     }
 }
