@@ -148,18 +148,20 @@ pub struct Replayed {
     pub requests: Vec<RequestRecord>,
     /// Embedding (modality-level) or KV (stage-level) shipments.
     pub transfers: Vec<TransferRecord>,
-    /// Every engine step of a colocated replay, in order (empty for the two-GPU shapes).
+    /// Every engine step of every instance, in order of their starts.
     pub steps: Vec<StepTiming>,
     /// Gaps between consecutive tokens of the finished requests, s.
     pub itl_s: Vec<f64>,
 }
 
-/// One engine step as the colocated replay saw it, on the replay's clock, with the set-up work
+/// One engine step as the replay saw it, on the replay's clock, with the set-up work
 /// that happened inside it: a device allocation or a new GEMM plan is a cost of the first step of
 /// its shape that a steady-state phase table does not hold, so the step log tells a slow step
 /// from a mispredicted one.
 #[derive(Debug, Clone)]
 pub struct StepTiming {
+    /// The scenario's instance that ran it.
+    pub instance: u64,
     pub start_s: f64,
     /// Its images are encoded and its forward starts (= `start_s` without images).
     pub encode_end_s: f64,
@@ -212,6 +214,7 @@ impl StepTiming {
                 .fold(start_s, f64::max),
         };
         StepTiming {
+            instance: 0,
             start_s,
             encode_end_s,
             end_s,
@@ -230,8 +233,8 @@ impl StepTiming {
         }
     }
 
-    /// The step on a timeline (`hetsim_sim::timeline`), as instance `instance`.
-    pub fn span(&self, instance: u64) -> StepSpan {
+    /// The step on a timeline (`hetsim_sim::timeline`).
+    pub fn span(&self) -> StepSpan {
         let (images, prefill_seqs, prefill_tokens, decode_seqs, decode_context_tokens) =
             match self.kind {
                 StepKind::Encode { images } => (images, 0, 0, 0, 0),
@@ -245,7 +248,7 @@ impl StepTiming {
             };
         let n = |v: usize| v as u64;
         StepSpan {
-            instance,
+            instance: self.instance,
             start_s: self.start_s,
             encode_end_s: self.encode_end_s,
             end_s: self.end_s,
@@ -303,11 +306,12 @@ impl StepTiming {
     }
 }
 
-/// The step log of a colocated replay as a table (`hetsim validate` writes it as steps.csv).
+/// The step log of a replay as a table (`hetsim validate` writes it as steps.csv).
 pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Table {
     use hetsim_sim::table::{Table, Value};
     let mut t = Table::new(&[
         "scenario",
+        "instance",
         "start_s",
         "measured_s",
         "predicted_s",
@@ -321,9 +325,10 @@ pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Ta
         "planning_s",
     ]);
     for st in steps {
-        let sp = st.span(0);
+        let sp = st.span();
         t.push(vec![
             Value::Str(scenario.to_string()),
+            Value::U64(st.instance),
             Value::F64(st.start_s),
             Value::F64(st.end_s - st.start_s),
             Value::F64(st.predicted_s),
@@ -395,18 +400,29 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
         hand_off: false,
         seed: s.seed,
     };
-    let (seen, transfers, instances, steps) = if s.strategy == Strategy::Colocated {
-        let (seen, mut steps) = replay_colocated(&reqs, gpu, &c, &cfg)?;
-        let perf = s.phase_model(0);
-        let by_id = reqs.iter().map(|r| (r.id, r)).collect();
-        for st in &mut steps {
-            st.predicted_s = st.predict(&*perf, &s.model, &by_id);
+    let Split {
+        seen,
+        transfers,
+        instances,
+        mut steps,
+    } = if s.strategy == Strategy::Colocated {
+        let (seen, steps) = replay_colocated(&reqs, gpu, &c, &cfg)?;
+        Split {
+            seen,
+            transfers: Vec::new(),
+            instances: (0, 0),
+            steps,
         }
-        (seen, Vec::new(), (0, 0), steps)
     } else {
-        let (seen, transfers, instances) = replay_split(s, gpu, &reqs, &c, &cfg)?;
-        (seen, transfers, instances, Vec::new())
+        replay_split(s, gpu, &reqs, &c, &cfg)?
     };
+    let by_id = reqs.iter().map(|r| (r.id, r)).collect();
+    let perf: Vec<_> = (0..s.cluster.instances.len())
+        .map(|i| s.phase_model(i))
+        .collect();
+    for st in &mut steps {
+        st.predicted_s = st.predict(&*perf[st.instance as usize], &s.model, &by_id);
+    }
     let requests = reqs
         .iter()
         .map(|r| {
@@ -519,6 +535,46 @@ fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::serve::engine::Engine
     }
 }
 
+/// One `Engine::step` of instance `instance`, timed on the replay's clock (`off`: the replay's
+/// start on the engine's clock) with the set-up work inside it; the encode and prefill starts of
+/// its requests go into `seen`. The engine reports when encoding and prefill end; they start
+/// with the step (its forward, after the step's images), as in the simulator. Prompts are not
+/// chunked here.
+fn timed_step(
+    engine: &mut Engine,
+    off: f64,
+    instance: usize,
+    seen: &mut BTreeMap<u64, Seen>,
+) -> Result<(StepTiming, Vec<EngineEvent>)> {
+    let (allocs, plans, planning) = (
+        allocations_so_far(),
+        engine.plans_made(),
+        engine.planning_seconds(),
+    );
+    let start = engine.now() - off;
+    let (kind, events) = engine.step()?;
+    let mut step = StepTiming::new(start, engine.now() - off, kind, &events, off);
+    step.instance = instance as u64;
+    step.allocations = allocations_so_far() - allocs;
+    step.new_plans = engine.plans_made() - plans;
+    step.planning_s = engine.planning_seconds() - planning;
+    step.kv_blocks_used = engine.kv_blocks_used() as u64;
+    step.queued = engine.queued() as u64;
+    step.running = engine.running() as u64;
+    step.kv_blocks = engine.kv_blocks() as u64;
+    for id in &step.encoded {
+        if let Some(r) = seen.get_mut(id) {
+            r.encode_start.get_or_insert(start);
+        }
+    }
+    for id in &step.prefilled {
+        if let Some(r) = seen.get_mut(id) {
+            r.prefill_start.get_or_insert(step.encode_end_s);
+        }
+    }
+    Ok((step, events))
+}
+
 fn replay_colocated(
     reqs: &[hetsim_sim::workload::Request],
     gpu: usize,
@@ -547,34 +603,8 @@ fn replay_colocated(
             }
             continue;
         }
-        let (allocs, plans, planning) = (
-            allocations_so_far(),
-            engine.plans_made(),
-            engine.planning_seconds(),
-        );
-        let start = engine.now() - t0;
-        let (kind, events) = engine.step()?;
-        let mut step = StepTiming::new(start, engine.now() - t0, kind, &events, t0);
-        step.allocations = allocations_so_far() - allocs;
-        step.new_plans = engine.plans_made() - plans;
-        step.planning_s = engine.planning_seconds() - planning;
-        step.kv_blocks_used = engine.kv_blocks_used() as u64;
-        step.queued = engine.queued() as u64;
-        step.running = engine.running() as u64;
-        step.kv_blocks = engine.kv_blocks() as u64;
-        // The engine reports when encoding and prefill end; they start with the step (its
-        // forward, after the step's images), as in the simulator. Prompts are not chunked here.
-        for id in &step.encoded {
-            if let Some(r) = seen.get_mut(id) {
-                r.encode_start.get_or_insert(start);
-            }
-        }
-        for id in &step.prefilled {
-            if let Some(r) = seen.get_mut(id) {
-                r.prefill_start.get_or_insert(step.encode_end_s);
-            }
-        }
-        if kind != StepKind::Idle {
+        let (step, events) = timed_step(&mut engine, t0, 0, &mut seen)?;
+        if step.kind != StepKind::Idle {
             steps.push(step);
         }
         note(&mut seen, events, t0);
@@ -780,6 +810,15 @@ struct LinkKit {
     pool: LandingPool,
 }
 
+/// What a split replay measured: every request's times, the shipments, the (upstream,
+/// downstream) instances, and both instances' steps.
+struct Split {
+    seen: BTreeMap<u64, Seen>,
+    transfers: Vec<TransferRecord>,
+    instances: (usize, usize),
+    steps: Vec<StepTiming>,
+}
+
 /// Serves a disaggregated scenario on two GPUs with three host threads: the upstream thread takes
 /// the arrivals and runs the encoder (modality) or the prefill worker (stage); the shipper
 /// thread ships each request's embeddings or KV over the scenario's fabric, one after another
@@ -793,7 +832,7 @@ fn replay_split(
     reqs: &[hetsim_sim::workload::Request],
     c: &LlavaConfig,
     cfg: &EngineConfig,
-) -> Result<(BTreeMap<u64, Seen>, Vec<TransferRecord>, (usize, usize))> {
+) -> Result<Split> {
     let stage = s.strategy == Strategy::Stage;
     let (up_role, down_role) = if stage {
         (Role::Prefill, Role::Decode)
@@ -883,7 +922,8 @@ fn replay_split(
     // The threads share these; each owns its channel ends.
     let (barrier, t0cell) = (&barrier, &t0cell);
 
-    let upstream = move || -> Result<BTreeMap<u64, Seen>> {
+    type Served = (BTreeMap<u64, Seen>, Vec<StepTiming>);
+    let upstream = move || -> Result<Served> {
         let setup = (|| -> Result<(Gpu, Engine, LinkKit, Option<DeviceBuffer>)> {
             let ug = open_up()?;
             // Landing buffers and the link live in the primary contexts (one thread at a time
@@ -963,12 +1003,13 @@ fn replay_split(
         let (ug, mut eng, kit, packed) = setup?;
         let t0 = *t0cell.get_or_init(Instant::now);
         if kit_tx.send(Crossing((kit, t0))).is_err() {
-            return Ok(BTreeMap::new());
+            return Ok(Default::default());
         }
         ug.bind()?;
         let off = t0.duration_since(eng.started()).as_secs_f64();
         let now = || t0.elapsed().as_secs_f64();
         let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+        let mut steps = Vec::new();
         // Source buffers (packed KV, embeddings) come back from the shipper once shipped.
         let mut packed_free: Vec<DeviceBuffer> = packed.into_iter().collect();
         let mut next = 0;
@@ -980,7 +1021,7 @@ fn replay_split(
             }
             if eng.is_idle() {
                 if next == reqs.len() {
-                    return Ok(seen);
+                    return Ok((seen, steps));
                 }
                 let wait = arrival_s(&reqs[next]) - now();
                 if wait > 0.0 {
@@ -991,24 +1032,11 @@ fn replay_split(
             let start = now();
             let mut out = Vec::new();
             if stage {
-                let (_, events) = eng.step()?;
-                for e in &events {
-                    if let (EventKind::EncodeDone, Some(t)) = (e.kind, seen.get_mut(&e.id)) {
-                        t.encode_start = Some(start);
-                    }
+                let (step, events) = timed_step(&mut eng, off, ui, &mut seen)?;
+                if step.kind != StepKind::Idle {
+                    steps.push(step);
                 }
-                let prefilled: Vec<u64> = events
-                    .iter()
-                    .filter(|e| e.kind == EventKind::FirstToken)
-                    .map(|e| e.id)
-                    .collect();
                 note(&mut seen, events, off);
-                // A step that encodes and prefills: the prefill starts when the encode ends.
-                for id in prefilled {
-                    if let Some(t) = seen.get_mut(&id) {
-                        t.prefill_start = Some(t.encoded.filter(|&e| e >= start).unwrap_or(start));
-                    }
-                }
                 loop {
                     while let Ok(b) = src_back_rx.try_recv() {
                         packed_free.push(b.0);
@@ -1034,6 +1062,18 @@ fn replay_split(
                 }
                 let (events, ready) = eng.encode_ready()?;
                 let end = events.first().map_or(start, |e| e.t - off);
+                if !events.is_empty() {
+                    let images = ready
+                        .iter()
+                        .filter(|(_, emb)| emb.is_some())
+                        .map(|(r, _)| r.images.len())
+                        .sum();
+                    let mut step =
+                        StepTiming::new(start, end, StepKind::Encode { images }, &events, off);
+                    step.instance = ui as u64;
+                    step.queued = eng.queued() as u64;
+                    steps.push(step);
+                }
                 for (req, emb) in ready {
                     let mut times = seen.remove(&req.id).unwrap_or_default();
                     if emb.is_some() {
@@ -1052,7 +1092,7 @@ fn replay_split(
                 let room = bytes == 0 || window.reserve(bytes as u64);
                 if !room || out_tx.send(Crossing(o)).is_err() {
                     // The shipper or downstream has stopped (an error there); it reports why.
-                    return Ok(seen);
+                    return Ok((seen, steps));
                 }
             }
         }
@@ -1132,68 +1172,71 @@ fn replay_split(
         Ok(())
     };
 
-    let downstream =
-        move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<BTreeMap<u64, Seen>> {
-            let back = back_tx;
-            let _close = CloseOnExit(window);
-            if let Some(b) = upstream_ready {
-                b.wait();
+    let downstream = move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<Served> {
+        let back = back_tx;
+        let _close = CloseOnExit(window);
+        if let Some(b) = upstream_ready {
+            b.wait();
+        }
+        let setup = (|| -> Result<Engine> {
+            let dg = open_down()?;
+            dg.bind()?;
+            let mut eng = Engine::new(GpuModel::random(c, dg, cfg.seed)?, cfg.clone())?;
+            warm_up(&mut eng, c, cfg)?;
+            if stage {
+                eng.load_kv_kernels()?;
             }
-            let setup = (|| -> Result<Engine> {
-                let dg = open_down()?;
-                dg.bind()?;
-                let mut eng = Engine::new(GpuModel::random(c, dg, cfg.seed)?, cfg.clone())?;
-                warm_up(&mut eng, c, cfg)?;
-                if stage {
-                    eng.load_kv_kernels()?;
+            Ok(eng)
+        })();
+        barrier.wait();
+        let mut eng = setup?;
+        eng.model.gpu.bind()?;
+        let t0 = *t0cell.get_or_init(Instant::now);
+        let off = t0.duration_since(eng.started()).as_secs_f64();
+        let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+        let mut steps = Vec::new();
+        loop {
+            let got = if eng.is_idle() {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break, // the shipper is done and everything is served
                 }
-                Ok(eng)
-            })();
-            barrier.wait();
-            let mut eng = setup?;
-            eng.model.gpu.bind()?;
-            let t0 = *t0cell.get_or_init(Instant::now);
-            let off = t0.duration_since(eng.started()).as_secs_f64();
-            let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
-            loop {
-                let got = if eng.is_idle() {
-                    match rx.recv() {
-                        Ok(m) => m,
-                        Err(_) => break, // the shipper is done and everything is served
-                    }
-                } else {
-                    match rx.try_recv() {
-                        Ok(m) => m,
-                        Err(_) => {
-                            let (_, events) = eng.step()?;
-                            note(&mut seen, events, off);
-                            let spent = eng.take_spent();
-                            if !spent.is_empty() {
-                                let bytes: usize = spent.iter().map(|b| b.bytes).sum();
-                                // Shipper gone: the buffers are freed here. Sent before the
-                                // room is made, so the shipper finds them when it needs them.
-                                let _ = back.send(Crossing(spent));
-                                window.release(bytes as u64);
-                            }
-                            continue;
+            } else {
+                match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => {
+                        let (step, events) = timed_step(&mut eng, off, di, &mut seen)?;
+                        if step.kind != StepKind::Idle {
+                            steps.push(step);
                         }
-                    }
-                };
-                let m = *got.0;
-                eng.model.gpu.bind()?;
-                match m.payload {
-                    Payload::Encoded(req, emb) => {
-                        seen.insert(req.id, m.times);
-                        eng.submit_encoded(req, emb)?
-                    }
-                    Payload::Prefilled(h, kv) => {
-                        seen.insert(h.req.id, m.times);
-                        eng.submit_prefilled(h, kv)?
+                        note(&mut seen, events, off);
+                        let spent = eng.take_spent();
+                        if !spent.is_empty() {
+                            let bytes: usize = spent.iter().map(|b| b.bytes).sum();
+                            // Shipper gone: the buffers are freed here. Sent before the
+                            // room is made, so the shipper finds them when it needs them.
+                            let _ = back.send(Crossing(spent));
+                            window.release(bytes as u64);
+                        }
+                        continue;
                     }
                 }
+            };
+            let m = *got.0;
+            eng.model.gpu.bind()?;
+            match m.payload {
+                Payload::Encoded(req, emb) => {
+                    seen.insert(req.id, m.times);
+                    eng.submit_encoded(req, emb)?
+                }
+                Payload::Prefilled(h, kv) => {
+                    seen.insert(h.req.id, m.times);
+                    eng.submit_prefilled(h, kv)?
+                }
             }
-            Ok(seen)
-        };
+        }
+        Ok((seen, steps))
+    };
 
     let (up, ship, down) = std::thread::scope(|sc| {
         let u = sc.spawn(upstream);
@@ -1210,9 +1253,11 @@ fn replay_split(
         (up, ship, down)
     });
     // Errors in the order they cause each other: upstream, link, downstream.
-    let up = up?;
+    let (up, mut steps) = up?;
     ship?;
-    let mut seen = down?;
+    let (mut seen, down_steps) = down?;
+    steps.extend(down_steps);
+    steps.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
     // Requests that finished upstream (one output token on a prefill worker).
     for (id, t) in up {
         seen.entry(id).or_insert(t);
@@ -1241,7 +1286,12 @@ fn replay_split(
             })
         })
         .collect();
-    Ok((seen, transfers, (ui, di)))
+    Ok(Split {
+        seen,
+        transfers,
+        instances: (ui, di),
+        steps,
+    })
 }
 
 /// Everything a served step would otherwise set up the first time it meets a shape happens here,
@@ -1364,7 +1414,7 @@ pub fn validate(
                 if let (Some(w), Some(_)) = (writer.as_mut(), trace) {
                     let (name, mut t) = timeline(w, Source::Exec)?;
                     for st in &step_log {
-                        t.step(&st.span(0))?;
+                        t.step(&st.span())?;
                     }
                     for x in &transfers {
                         t.transfer(x)?;
@@ -1449,7 +1499,7 @@ mod tests {
         assert_eq!(st.prefilled, [7, 8]);
         st.kv_blocks = 64;
         st.kv_blocks_used = 10;
-        let span = st.span(0);
+        let span = st.span();
         assert_eq!(
             (
                 span.images,
@@ -1465,7 +1515,7 @@ mod tests {
             bucket: 8,
             context: 3000,
         };
-        let d = StepTiming::new(0.05, 0.06, decode, &[], 100.0).span(0);
+        let d = StepTiming::new(0.05, 0.06, decode, &[], 100.0).span();
         assert_eq!(
             (d.encode_end_s, d.decode_seqs, d.decode_context_tokens),
             (0.05, 5, 3000)
