@@ -2,6 +2,7 @@
 //! Errors go to stderr; `exit_code` maps them (2: bad input or no CUDA; 1: a failed run).
 
 use crate::cuda::device;
+use crate::cuda::green::GreenCtx;
 use crate::error::{Error, Result};
 use crate::measure::bench;
 use crate::measure::calibrate;
@@ -50,6 +51,11 @@ pub struct CalibrateArgs {
     /// Decoder depth for the phase profiler (default: the model's own).
     #[arg(long)]
     pub layers: Option<usize>,
+    /// With --model: also profile the phases on the two green-context partitions of the GPU
+    /// that a split of this many SMs makes (the split and the SMs that remain), one at a time,
+    /// as the simulator's `<GPU>@<SMs>sm` GPUs (`partitions:` in an experiment's node).
+    #[arg(long, value_name = "SMS", requires = "model")]
+    pub split: Option<u32>,
 }
 
 pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
@@ -110,6 +116,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         } else {
             bench::PhaseGrid::full()
         };
+        let whole = device::Gpu::open(gpu_index)?;
         let p = bench::phase_profile(&c, gpu, &catalog_gpu, &grid, 20)?;
         println!("{}", phase_markdown(&p));
         prof.phases
@@ -124,6 +131,22 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
                 prof.operator_fit = Some(fit);
             }
             Err(e) => eprintln!("no operator fit in the profile: {e}"),
+        }
+        if let Some(sms) = a.split {
+            let invalid = |e: hetsim_sim::error::InputError| Error::Invalid(e.to_string());
+            let parent = hetsim_sim::catalog::resolve_gpu(&catalog_gpu).map_err(invalid)?;
+            let (small, rest) = GreenCtx::split(&whole, sms)?;
+            for part in [&small, &rest] {
+                let spec =
+                    hetsim_sim::catalog::partition::partition(parent, part.sms).map_err(invalid)?;
+                eprintln!("phase profile on {} (the other partition idle)", spec.name);
+                let p = bench::phase_profile(&c, part.view(&whole), spec.name, &grid, 20)?;
+                println!("{}", phase_markdown(&p));
+                prof.phases
+                    .retain(|x| !(x.model == p.model && x.catalog_gpu == p.catalog_gpu));
+                prof.phases.push(p);
+            }
+            whole.bind()?;
         }
     }
     calibrate::write_profile(&prof, &a.out)?;
@@ -415,6 +438,7 @@ mod tests {
             gpu: None,
             model: None,
             layers: None,
+            split: None,
         };
         assert_eq!(calibrate(&a).unwrap_err().exit_code(), 2);
     }

@@ -2,7 +2,8 @@
 //! instances placed on them. A transfer's path and its links follow from where its ends sit.
 //!
 //! Every GPU has a PCIe port (two directions) and, on NVLink nodes, an NVLink port (two
-//! directions, through NVSwitch: the per-GPU port is the bottleneck). Every node has a NIC (two
+//! directions, through NVSwitch: the per-GPU port is the bottleneck); SM partitions of one GPU
+//! (a node of its own) have an on-device copy port instead. Every node has a NIC (two
 //! directions). These ports are the resources concurrent transfers share.
 
 use crate::catalog::{GpuSpec, LinkKind, LinkSpec};
@@ -122,7 +123,8 @@ impl Cluster {
         let mut ports = Vec::with_capacity(gpus.len() * GPU_PORTS + nodes.len() * NODE_PORTS);
         for (i, g) in gpus.iter().enumerate() {
             let node = &nodes[g.node];
-            let nvlink = if node.fabric.kind == LinkKind::NvLink {
+            // Partitions of one GPU copy through its memory in the NVLink slots' place.
+            let nvlink = if matches!(node.fabric.kind, LinkKind::NvLink | LinkKind::OnDevice) {
                 node.fabric
             } else {
                 g.pcie
@@ -210,7 +212,8 @@ impl Cluster {
             let fabric = self.nodes[na].fabric;
             let (ga, gb) = (&self.gpus[a], &self.gpus[b]);
             let on_nvlink = |g: &Gpu| g.spec.nvlink == Some(fabric.name);
-            if fabric.kind == LinkKind::NvLink && on_nvlink(ga) && on_nvlink(gb) {
+            let on_device = fabric.kind == LinkKind::OnDevice;
+            if on_device || fabric.kind == LinkKind::NvLink && on_nvlink(ga) && on_nvlink(gb) {
                 let ports = vec![self.gpu_port(a, 2), self.gpu_port(b, 3)];
                 return Some(Route {
                     ports,

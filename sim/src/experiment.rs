@@ -216,6 +216,9 @@ struct NodeFields {
 struct GpuCount {
     gpu: Spanned<String>,
     count: Spanned<u32>,
+    /// SM counts of the partitions each of these GPUs is split into (green contexts).
+    #[serde(default)]
+    partitions: Option<Spanned<Vec<u32>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -803,6 +806,38 @@ fn validate_engine(e: &EngineSpec) -> Result<(), InputError> {
     e.efficiency.validate("efficiency")
 }
 
+/// The partitions one node's GPU entry splits its GPU into: one GPU, the node's only entry,
+/// split into partitions whose SMs add up to at most the GPU's.
+fn partitions_of(
+    spec: &'static GpuSpec,
+    node: &NodeFields,
+    g: &GpuCount,
+    p: &Spanned<Vec<u32>>,
+) -> Result<Vec<&'static GpuSpec>, InputError> {
+    if node.gpus.len() != 1 || g.count.value != 1 {
+        return Err(InputError::new(
+            "a node with a partitioned GPU holds that one GPU (count: 1) and nothing else: give other GPUs their own node",
+        ));
+    }
+    if p.value.len() < 2 {
+        return Err(InputError::new(format!(
+            "{} partition(s): give the SM counts of at least two",
+            p.value.len()
+        )));
+    }
+    let total: u64 = p.value.iter().map(|&n| u64::from(n)).sum();
+    if total > u64::from(spec.sm_count) {
+        return Err(InputError::new(format!(
+            "partitions of {total} SMs in all: {} has {}",
+            spec.name, spec.sm_count
+        )));
+    }
+    p.value
+        .iter()
+        .map(|&sms| crate::catalog::partition::partition(spec, sms))
+        .collect()
+}
+
 /// The default fabric of a node: the NVLink all its GPUs share, else PCIe of the slowest
 /// generation, staged through the host if any GPU lacks peer-to-peer.
 fn default_fabric(gpus: &[&'static GpuSpec]) -> &'static LinkSpec {
@@ -875,7 +910,15 @@ fn build_cluster(
                     InputError::new(format!("{} GPUs: give 1 to 1024", g.count.value)),
                 ));
             }
-            specs.extend(std::iter::repeat_n(spec, g.count.value as usize));
+            match &g.partitions {
+                None => specs.extend(std::iter::repeat_n(spec, g.count.value as usize)),
+                Some(p) => {
+                    let field = format!("{np}.gpus[{gi}].partitions");
+                    let parts =
+                        partitions_of(spec, n, g, p).map_err(|e| at.err(Some(p), &field, e))?;
+                    specs.extend(parts);
+                }
+            }
             if gpus.len() + specs.len() > MAX_CLUSTER_GPUS {
                 return Err(at.err(
                     Some(&g.count),
@@ -889,7 +932,19 @@ fn build_cluster(
         if specs.is_empty() {
             return Err(InputError::new(format!("{}: {np}.gpus is empty", at.file)));
         }
+        let partitioned = specs.iter().any(|g| g.partition_of.is_some());
         let fabric = match fabric_override.or(n.fabric.as_ref()) {
+            Some(f) if partitioned => {
+                return Err(at.err(
+                    Some(f),
+                    &format!("{np}.fabric"),
+                    InputError::new(format!(
+                        "`{}`: the partitions of one GPU reach each other through its memory; give no fabric for this node",
+                        f.value
+                    )),
+                ));
+            }
+            None if partitioned => crate::catalog::partition::on_device_link(specs[0]),
             Some(f) => {
                 let field = format!("{np}.fabric");
                 let l = resolve_link(&f.value).map_err(|e| at.err(Some(f), &field, e))?;
@@ -1138,6 +1193,10 @@ fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), I
             ))),
             None => Ok(()),
         },
+        LinkKind::OnDevice => Err(InputError::new(format!(
+            "`{}` is the copy between partitions of one GPU: give the node `partitions` instead",
+            l.name
+        ))),
     }
 }
 
@@ -1392,6 +1451,7 @@ impl Plan {
                 None => gpus.push(GpuCount {
                     gpu: sp(p.gpu.clone()),
                     count: su(p.count),
+                    partitions: None,
                 }),
             }
         }

@@ -310,6 +310,15 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Makes the stream's context (primary or green) current on the calling thread.
+    pub fn bind(&self) -> Result<()> {
+        ck!(
+            sys::cuCtxSetCurrent(self.ctx),
+            "cuCtxSetCurrent(stream context, GPU {})",
+            self.gpu
+        )
+    }
+
     pub(crate) fn new(ctx: CUcontext, gpu: usize) -> Result<Stream> {
         ck!(sys::cuCtxSetCurrent(ctx), "cuCtxSetCurrent(GPU {gpu})")?;
         let mut raw: CUstream = std::ptr::null_mut();
@@ -605,6 +614,16 @@ pub fn copy_dtod_async(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize, s: &Str
         s.gpu
     )
 }
+/// A copy between buffers of one GPU (of any of its contexts, green ones included: they share
+/// its memory), on `s`, whose context the caller has made current.
+pub fn copy_async(dst: &DeviceBuffer, src: &DeviceBuffer, bytes: usize, s: &Stream) -> Result<()> {
+    ck!(
+        sys::cuMemcpyDtoDAsync_v2(dst.ptr, src.ptr, bytes, s.raw),
+        "cuMemcpyDtoDAsync({bytes} bytes on GPU {})",
+        src.gpu
+    )
+}
+
 pub fn copy_peer_async(
     dst: &DeviceBuffer,
     src: &DeviceBuffer,

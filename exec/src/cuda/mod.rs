@@ -6,12 +6,14 @@
 //! * [`libs`]: finding and loading the CUDA libraries at run time.
 //! * [`kernels`]: NVRTC compilation, modules, kernel launches.
 //! * [`gemm`]: bf16 products through cuBLASLt.
+//! * [`green`]: green contexts, partitions of a GPU's SMs.
 //! * [`staging`]: GPU → pinned host → GPU copies for GPUs without peer access.
 //! * [`timeline`]: per-operation GPU time of launches while a timeline is open.
 //! * [`nvml`]: active NVLink count.
 
 pub mod device;
 pub mod gemm;
+pub mod green;
 pub mod kernels;
 pub mod libs;
 pub mod nvml;

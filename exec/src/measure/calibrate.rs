@@ -338,7 +338,7 @@ fn compute_probes(g: &Gpu, opts: &Options, errors: &mut Vec<String>) -> Result<C
         gran = note(
             errors,
             "green-context SM resource",
-            green::sm_resource(g).map(|(_, a, b, c)| (a, b, c)),
+            crate::cuda::green::sm_resource(g).map(|(_, a, b, c)| (a, b, c)),
         );
         if let Some((total, _, _)) = gran {
             let counts: Vec<u32> = if opts.quick {

@@ -26,7 +26,7 @@ use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use hetsim_sim::bench_serve::{self, BenchServe};
-use hetsim_sim::catalog::LinkKind;
+use hetsim_sim::catalog::{GpuSpec, LinkKind};
 use hetsim_sim::cluster::Role;
 use hetsim_sim::experiment::{KvTransferMode, Scenario, Strategy};
 use hetsim_sim::records::{
@@ -35,6 +35,7 @@ use hetsim_sim::records::{
 use hetsim_sim::timeline::{self, StepSpan, TimelineSink, TimelineWriter, TraceOptions};
 
 use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream, allocations_so_far};
+use crate::cuda::green::GreenCtx;
 use crate::cuda::staging::{Stager, staged_chunk};
 use crate::error::{Error, Result};
 use crate::serve::engine::{
@@ -147,18 +148,20 @@ pub struct Replayed {
     pub requests: Vec<RequestRecord>,
     /// Embedding (modality-level) or KV (stage-level) shipments.
     pub transfers: Vec<TransferRecord>,
-    /// Every engine step of a colocated replay, in order (empty for the two-GPU shapes).
+    /// Every engine step of every instance, in order of their starts.
     pub steps: Vec<StepTiming>,
     /// Gaps between consecutive tokens of the finished requests, s.
     pub itl_s: Vec<f64>,
 }
 
-/// One engine step as the colocated replay saw it, on the replay's clock, with the set-up work
+/// One engine step as the replay saw it, on the replay's clock, with the set-up work
 /// that happened inside it: a device allocation or a new GEMM plan is a cost of the first step of
 /// its shape that a steady-state phase table does not hold, so the step log tells a slow step
 /// from a mispredicted one.
 #[derive(Debug, Clone)]
 pub struct StepTiming {
+    /// The scenario's instance that ran it.
+    pub instance: u64,
     pub start_s: f64,
     /// Its images are encoded and its forward starts (= `start_s` without images).
     pub encode_end_s: f64,
@@ -211,6 +214,7 @@ impl StepTiming {
                 .fold(start_s, f64::max),
         };
         StepTiming {
+            instance: 0,
             start_s,
             encode_end_s,
             end_s,
@@ -229,8 +233,8 @@ impl StepTiming {
         }
     }
 
-    /// The step on a timeline (`hetsim_sim::timeline`), as instance `instance`.
-    pub fn span(&self, instance: u64) -> StepSpan {
+    /// The step on a timeline (`hetsim_sim::timeline`).
+    pub fn span(&self) -> StepSpan {
         let (images, prefill_seqs, prefill_tokens, decode_seqs, decode_context_tokens) =
             match self.kind {
                 StepKind::Encode { images } => (images, 0, 0, 0, 0),
@@ -244,7 +248,7 @@ impl StepTiming {
             };
         let n = |v: usize| v as u64;
         StepSpan {
-            instance,
+            instance: self.instance,
             start_s: self.start_s,
             encode_end_s: self.encode_end_s,
             end_s: self.end_s,
@@ -302,11 +306,12 @@ impl StepTiming {
     }
 }
 
-/// The step log of a colocated replay as a table (`hetsim validate` writes it as steps.csv).
+/// The step log of a replay as a table (`hetsim validate` writes it as steps.csv).
 pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Table {
     use hetsim_sim::table::{Table, Value};
     let mut t = Table::new(&[
         "scenario",
+        "instance",
         "start_s",
         "measured_s",
         "predicted_s",
@@ -320,9 +325,10 @@ pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Ta
         "planning_s",
     ]);
     for st in steps {
-        let sp = st.span(0);
+        let sp = st.span();
         t.push(vec![
             Value::Str(scenario.to_string()),
+            Value::U64(st.instance),
             Value::F64(st.start_s),
             Value::F64(st.end_s - st.start_s),
             Value::F64(st.predicted_s),
@@ -394,18 +400,29 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
         hand_off: false,
         seed: s.seed,
     };
-    let (seen, transfers, instances, steps) = if s.strategy == Strategy::Colocated {
-        let (seen, mut steps) = replay_colocated(&reqs, gpu, &c, &cfg)?;
-        let perf = s.phase_model(0);
-        let by_id = reqs.iter().map(|r| (r.id, r)).collect();
-        for st in &mut steps {
-            st.predicted_s = st.predict(&*perf, &s.model, &by_id);
+    let Split {
+        seen,
+        transfers,
+        instances,
+        mut steps,
+    } = if s.strategy == Strategy::Colocated {
+        let (seen, steps) = replay_colocated(&reqs, gpu, &c, &cfg)?;
+        Split {
+            seen,
+            transfers: Vec::new(),
+            instances: (0, 0),
+            steps,
         }
-        (seen, Vec::new(), (0, 0), steps)
     } else {
-        let (seen, transfers, instances) = replay_split(s, gpu, &reqs, &c, &cfg)?;
-        (seen, transfers, instances, Vec::new())
+        replay_split(s, gpu, &reqs, &c, &cfg)?
     };
+    let by_id = reqs.iter().map(|r| (r.id, r)).collect();
+    let perf: Vec<_> = (0..s.cluster.instances.len())
+        .map(|i| s.phase_model(i))
+        .collect();
+    for st in &mut steps {
+        st.predicted_s = st.predict(&*perf[st.instance as usize], &s.model, &by_id);
+    }
     let requests = reqs
         .iter()
         .map(|r| {
@@ -518,6 +535,46 @@ fn note(seen: &mut BTreeMap<u64, Seen>, events: Vec<crate::serve::engine::Engine
     }
 }
 
+/// One `Engine::step` of instance `instance`, timed on the replay's clock (`off`: the replay's
+/// start on the engine's clock) with the set-up work inside it; the encode and prefill starts of
+/// its requests go into `seen`. The engine reports when encoding and prefill end; they start
+/// with the step (its forward, after the step's images), as in the simulator. Prompts are not
+/// chunked here.
+fn timed_step(
+    engine: &mut Engine,
+    off: f64,
+    instance: usize,
+    seen: &mut BTreeMap<u64, Seen>,
+) -> Result<(StepTiming, Vec<EngineEvent>)> {
+    let (allocs, plans, planning) = (
+        allocations_so_far(),
+        engine.plans_made(),
+        engine.planning_seconds(),
+    );
+    let start = engine.now() - off;
+    let (kind, events) = engine.step()?;
+    let mut step = StepTiming::new(start, engine.now() - off, kind, &events, off);
+    step.instance = instance as u64;
+    step.allocations = allocations_so_far() - allocs;
+    step.new_plans = engine.plans_made() - plans;
+    step.planning_s = engine.planning_seconds() - planning;
+    step.kv_blocks_used = engine.kv_blocks_used() as u64;
+    step.queued = engine.queued() as u64;
+    step.running = engine.running() as u64;
+    step.kv_blocks = engine.kv_blocks() as u64;
+    for id in &step.encoded {
+        if let Some(r) = seen.get_mut(id) {
+            r.encode_start.get_or_insert(start);
+        }
+    }
+    for id in &step.prefilled {
+        if let Some(r) = seen.get_mut(id) {
+            r.prefill_start.get_or_insert(step.encode_end_s);
+        }
+    }
+    Ok((step, events))
+}
+
 fn replay_colocated(
     reqs: &[hetsim_sim::workload::Request],
     gpu: usize,
@@ -546,34 +603,8 @@ fn replay_colocated(
             }
             continue;
         }
-        let (allocs, plans, planning) = (
-            allocations_so_far(),
-            engine.plans_made(),
-            engine.planning_seconds(),
-        );
-        let start = engine.now() - t0;
-        let (kind, events) = engine.step()?;
-        let mut step = StepTiming::new(start, engine.now() - t0, kind, &events, t0);
-        step.allocations = allocations_so_far() - allocs;
-        step.new_plans = engine.plans_made() - plans;
-        step.planning_s = engine.planning_seconds() - planning;
-        step.kv_blocks_used = engine.kv_blocks_used() as u64;
-        step.queued = engine.queued() as u64;
-        step.running = engine.running() as u64;
-        step.kv_blocks = engine.kv_blocks() as u64;
-        // The engine reports when encoding and prefill end; they start with the step (its
-        // forward, after the step's images), as in the simulator. Prompts are not chunked here.
-        for id in &step.encoded {
-            if let Some(r) = seen.get_mut(id) {
-                r.encode_start.get_or_insert(start);
-            }
-        }
-        for id in &step.prefilled {
-            if let Some(r) = seen.get_mut(id) {
-                r.prefill_start.get_or_insert(step.encode_end_s);
-            }
-        }
-        if kind != StepKind::Idle {
+        let (step, events) = timed_step(&mut engine, t0, 0, &mut seen)?;
+        if step.kind != StepKind::Idle {
             steps.push(step);
         }
         note(&mut seen, events, t0);
@@ -621,32 +652,42 @@ enum Link {
     Peer(Stream, [Event; 2]),
     /// GPU → pinned host → GPU in chunks, two streams, 4 slots of 16 MiB.
     Staged(Stager, Event),
+    /// Between green-context partitions of one GPU: cuMemcpyDtoDAsync on a stream of its
+    /// primary context (the partitions share its memory), timed by events like a peer copy.
+    OnDevice(Stream, [Event; 2]),
 }
 
 impl Link {
-    fn open(src: &Gpu, dst: &Gpu, nvlink: bool) -> Result<Link> {
-        if nvlink {
-            src.enable_peer_access(dst)?;
-            dst.enable_peer_access(src)?;
-            Ok(Link::Peer(
-                src.stream()?,
-                [Event::timing(src)?, Event::timing(src)?],
-            ))
-        } else {
-            Ok(Link::Staged(
+    /// `src` and `dst` are primary contexts (of one GPU for `LinkKind::OnDevice`).
+    fn open(src: &Gpu, dst: &Gpu, kind: LinkKind) -> Result<Link> {
+        let timed = || -> Result<[Event; 2]> { Ok([Event::timing(src)?, Event::timing(src)?]) };
+        match kind {
+            LinkKind::NvLink => {
+                src.enable_peer_access(dst)?;
+                dst.enable_peer_access(src)?;
+                Ok(Link::Peer(src.stream()?, timed()?))
+            }
+            LinkKind::OnDevice => Ok(Link::OnDevice(src.stream()?, timed()?)),
+            LinkKind::Pcie | LinkKind::Network => Ok(Link::Staged(
                 Stager::new(src, dst, 16 << 20, 4)?,
                 Event::sync_only(src)?,
-            ))
+            )),
         }
     }
 
     /// Copies the first `bytes` of `src` into `dst` and waits for it; the copy's time on the
-    /// GPU in seconds where it is measured (peer copies).
+    /// GPU in seconds where it is measured (peer and on-device copies). Leaves the link's
+    /// context current: a caller serving from another context binds its own again.
     fn ship(&self, src: &DeviceBuffer, dst: &DeviceBuffer, bytes: usize) -> Result<Option<f64>> {
         match self {
-            Link::Peer(st, [a, b]) => {
+            Link::Peer(st, [a, b]) | Link::OnDevice(st, [a, b]) => {
+                st.bind()?;
                 a.record(st)?;
-                crate::cuda::device::copy_peer_async(dst, src, bytes, st)?;
+                if matches!(self, Link::Peer(..)) {
+                    crate::cuda::device::copy_peer_async(dst, src, bytes, st)?;
+                } else {
+                    crate::cuda::device::copy_async(dst, src, bytes, st)?;
+                }
                 b.record(st)?;
                 st.synchronize()?;
                 Ok(Some(a.elapsed_ms(b)? * 1e-3))
@@ -718,12 +759,64 @@ enum Outbound {
     Kv(HandOff, DeviceBuffer),
 }
 
+/// The two green contexts a split replay on one GPU serves from, made before its threads start
+/// and destroyed after they end.
+struct Partitions {
+    gpu: Gpu,
+    up: GreenCtx,
+    down: GreenCtx,
+}
+
+// SAFETY: each replay thread makes only its own partition's context current (the upstream
+// `up`, the downstream `down`; the shipper uses the primary context), which is the driver's one
+// rule for green contexts; the handles themselves are only read after creation.
+unsafe impl Sync for Partitions {}
+
+impl Partitions {
+    /// GPU `ordinal` split as the scenario's partition GPUs ask, or why it cannot be.
+    fn new(ordinal: usize, up: &GpuSpec, down: &GpuSpec) -> Result<Partitions> {
+        let gpu = Gpu::open(ordinal)?;
+        let (a, b) = GreenCtx::split(&gpu, up.sm_count)?;
+        if (a.sms, b.sms) != (up.sm_count, down.sm_count) {
+            let (_, total, least, align) = crate::cuda::green::sm_resource(&gpu)?;
+            return Err(Error::Invalid(format!(
+                "GPU {ordinal} ({total} SMs) splits into {} + {} SMs, not the scenario's {} + {}: \
+                 give partitions the driver makes (at least {least} SMs, in steps of {align}, \
+                 adding up to {total})",
+                a.sms, b.sms, up.sm_count, down.sm_count
+            )));
+        }
+        Ok(Partitions {
+            gpu,
+            up: a,
+            down: b,
+        })
+    }
+
+    fn up_view(&self) -> Result<Gpu> {
+        Ok(self.up.view(&self.gpu))
+    }
+
+    fn down_view(&self) -> Result<Gpu> {
+        Ok(self.down.view(&self.gpu))
+    }
+}
+
 /// The link's side of a split replay, built by the upstream thread (which warms it up) and
 /// handed to the shipper thread with the clock's start.
 struct LinkKit {
     home: Gpu,
     link: Link,
     pool: LandingPool,
+}
+
+/// What a split replay measured: every request's times, the shipments, the (upstream,
+/// downstream) instances, and both instances' steps.
+struct Split {
+    seen: BTreeMap<u64, Seen>,
+    transfers: Vec<TransferRecord>,
+    instances: (usize, usize),
+    steps: Vec<StepTiming>,
 }
 
 /// Serves a disaggregated scenario on two GPUs with three host threads: the upstream thread takes
@@ -739,7 +832,7 @@ fn replay_split(
     reqs: &[hetsim_sim::workload::Request],
     c: &LlavaConfig,
     cfg: &EngineConfig,
-) -> Result<(BTreeMap<u64, Seen>, Vec<TransferRecord>, (usize, usize))> {
+) -> Result<Split> {
     let stage = s.strategy == Strategy::Stage;
     let (up_role, down_role) = if stage {
         (Role::Prefill, Role::Decode)
@@ -758,20 +851,36 @@ fn replay_split(
             down_role.name()
         )));
     };
-    let up_ord = gpu + inst[ui].gpus[0];
-    let down_ord = gpu + inst[di].gpus[0];
     let fabric = s.cluster.nodes[inst[di].node].fabric;
-    let nvlink = fabric.kind == LinkKind::NvLink;
+    // Partitions of one GPU (the simulator's `<GPU>@<SMs>sm`) are green contexts of GPU `gpu`.
+    let partitions = match fabric.kind {
+        LinkKind::OnDevice => Some(Partitions::new(gpu, inst[ui].gpu, inst[di].gpu)?),
+        _ => None,
+    };
+    let partitions = partitions.as_ref();
+    let (up_ord, down_ord) = match partitions {
+        Some(_) => (gpu, gpu),
+        None => (gpu + inst[ui].gpus[0], gpu + inst[di].gpus[0]),
+    };
+    // Each side's GPU as its engine sees it: the GPU, or its partition.
+    let open_up = move || partitions.map_or_else(|| Gpu::open(up_ord), |p| p.up_view());
+    let open_down = move || partitions.map_or_else(|| Gpu::open(down_ord), |p| p.down_view());
+    let place = |ord: usize, role: usize| match partitions {
+        Some(_) => format!("{} of GPU {ord}", inst[role].gpu.name),
+        None => format!("GPU {ord}"),
+    };
     eprintln!(
-        "  {} on GPU {up_ord}, {} on GPU {down_ord}, {} over {} ({})",
+        "  {} on {}, {} on {}, {} over {} ({})",
         up_role.name(),
+        place(up_ord, ui),
         down_role.name(),
+        place(down_ord, di),
         if stage { "KV" } else { "embeddings" },
         fabric.name,
-        if nvlink {
-            "peer copy"
-        } else {
-            "GPU → pinned host → GPU"
+        match fabric.kind {
+            LinkKind::NvLink => "peer copy",
+            LinkKind::OnDevice => "copy on the device",
+            LinkKind::Pcie | LinkKind::Network => "GPU → pinned host → GPU",
         }
     );
     let np = c.image_tokens();
@@ -799,6 +908,10 @@ fn replay_split(
     let window = SharedWindow::new(landing::window_bytes(largest as u64));
     let window = &window;
     let barrier = Barrier::new(2);
+    // On one GPU the downstream sizes its KV pool by the memory left free, so it sets up once the
+    // upstream holds what it needs.
+    let upstream_ready = partitions.map(|_| Barrier::new(2));
+    let upstream_ready = upstream_ready.as_ref();
     let t0cell: OnceLock<Instant> = OnceLock::new();
     let (out_tx, out_rx) = mpsc::channel::<Crossing<(Outbound, Seen)>>();
     let (kit_tx, kit_rx) = mpsc::channel::<Crossing<(LinkKit, Instant)>>();
@@ -809,11 +922,14 @@ fn replay_split(
     // The threads share these; each owns its channel ends.
     let (barrier, t0cell) = (&barrier, &t0cell);
 
-    let upstream = move || -> Result<BTreeMap<u64, Seen>> {
+    type Served = (BTreeMap<u64, Seen>, Vec<StepTiming>);
+    let upstream = move || -> Result<Served> {
         let setup = (|| -> Result<(Gpu, Engine, LinkKit, Option<DeviceBuffer>)> {
-            let ug = Gpu::open(up_ord)?;
+            let ug = open_up()?;
+            // Landing buffers and the link live in the primary contexts (one thread at a time
+            // may have a green context current: the shipper has its own).
             let dg = Gpu::open(down_ord)?;
-            let link = Link::open(&ug, &dg, nvlink)?;
+            let link = Link::open(&Gpu::open(up_ord)?, &dg, fabric.kind)?;
             let ucfg = if stage {
                 EngineConfig {
                     graphs: false,
@@ -829,7 +945,8 @@ fn replay_split(
                     ..cfg.clone()
                 }
             };
-            let mut eng = Engine::new(GpuModel::random(c, Gpu::open(up_ord)?, cfg.seed)?, ucfg)?;
+            ug.bind()?;
+            let mut eng = Engine::new(GpuModel::random(c, open_up()?, cfg.seed)?, ucfg)?;
             let mut pool = LandingPool {
                 gpu: dg,
                 buffers: landing::Pool::new(window.snapshot().limit()),
@@ -856,6 +973,7 @@ fn replay_split(
                         while let Some(h) = eng.hand_off(packed)? {
                             let dst = pool.get(kv_capacity, false, &ug)?;
                             link.ship(packed, &dst, h.kv_bytes)?;
+                            ug.bind()?;
                             pool.put(dst);
                         }
                     } else {
@@ -863,6 +981,7 @@ fn replay_split(
                             if let Some(src) = emb {
                                 let dst = pool.get(src.bytes, true, &ug)?;
                                 link.ship(&src, &dst, src.bytes)?;
+                                ug.bind()?;
                                 pool.put(dst);
                             }
                         }
@@ -877,16 +996,20 @@ fn replay_split(
             ug.bind()?;
             Ok((ug, eng, kit, packed))
         })();
+        if let Some(b) = upstream_ready {
+            b.wait();
+        }
         barrier.wait();
         let (ug, mut eng, kit, packed) = setup?;
         let t0 = *t0cell.get_or_init(Instant::now);
         if kit_tx.send(Crossing((kit, t0))).is_err() {
-            return Ok(BTreeMap::new());
+            return Ok(Default::default());
         }
         ug.bind()?;
         let off = t0.duration_since(eng.started()).as_secs_f64();
         let now = || t0.elapsed().as_secs_f64();
         let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+        let mut steps = Vec::new();
         // Source buffers (packed KV, embeddings) come back from the shipper once shipped.
         let mut packed_free: Vec<DeviceBuffer> = packed.into_iter().collect();
         let mut next = 0;
@@ -898,7 +1021,7 @@ fn replay_split(
             }
             if eng.is_idle() {
                 if next == reqs.len() {
-                    return Ok(seen);
+                    return Ok((seen, steps));
                 }
                 let wait = arrival_s(&reqs[next]) - now();
                 if wait > 0.0 {
@@ -909,24 +1032,11 @@ fn replay_split(
             let start = now();
             let mut out = Vec::new();
             if stage {
-                let (_, events) = eng.step()?;
-                for e in &events {
-                    if let (EventKind::EncodeDone, Some(t)) = (e.kind, seen.get_mut(&e.id)) {
-                        t.encode_start = Some(start);
-                    }
+                let (step, events) = timed_step(&mut eng, off, ui, &mut seen)?;
+                if step.kind != StepKind::Idle {
+                    steps.push(step);
                 }
-                let prefilled: Vec<u64> = events
-                    .iter()
-                    .filter(|e| e.kind == EventKind::FirstToken)
-                    .map(|e| e.id)
-                    .collect();
                 note(&mut seen, events, off);
-                // A step that encodes and prefills: the prefill starts when the encode ends.
-                for id in prefilled {
-                    if let Some(t) = seen.get_mut(&id) {
-                        t.prefill_start = Some(t.encoded.filter(|&e| e >= start).unwrap_or(start));
-                    }
-                }
                 loop {
                     while let Ok(b) = src_back_rx.try_recv() {
                         packed_free.push(b.0);
@@ -952,6 +1062,18 @@ fn replay_split(
                 }
                 let (events, ready) = eng.encode_ready()?;
                 let end = events.first().map_or(start, |e| e.t - off);
+                if !events.is_empty() {
+                    let images = ready
+                        .iter()
+                        .filter(|(_, emb)| emb.is_some())
+                        .map(|(r, _)| r.images.len())
+                        .sum();
+                    let mut step =
+                        StepTiming::new(start, end, StepKind::Encode { images }, &events, off);
+                    step.instance = ui as u64;
+                    step.queued = eng.queued() as u64;
+                    steps.push(step);
+                }
                 for (req, emb) in ready {
                     let mut times = seen.remove(&req.id).unwrap_or_default();
                     if emb.is_some() {
@@ -970,7 +1092,7 @@ fn replay_split(
                 let room = bytes == 0 || window.reserve(bytes as u64);
                 if !room || out_tx.send(Crossing(o)).is_err() {
                     // The shipper or downstream has stopped (an error there); it reports why.
-                    return Ok(seen);
+                    return Ok((seen, steps));
                 }
             }
         }
@@ -1041,7 +1163,7 @@ fn replay_split(
         if !timed.is_empty() {
             let (wall, gpu): (Vec<f64>, Vec<f64>) = timed.into_iter().unzip();
             eprintln!(
-                "  {} peer copies: median {:.1} µs wall (host clock around copy + sync), {:.1} µs on the GPU (CUDA events)",
+                "  {} copies: median {:.1} µs wall (host clock around copy + sync), {:.1} µs on the GPU (CUDA events)",
                 wall.len(),
                 crate::stats::median(&wall) * 1e6,
                 crate::stats::median(&gpu) * 1e6
@@ -1050,66 +1172,71 @@ fn replay_split(
         Ok(())
     };
 
-    let downstream =
-        move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<BTreeMap<u64, Seen>> {
-            let back = back_tx;
-            let _close = CloseOnExit(window);
-            let setup = (|| -> Result<Engine> {
-                let mut eng = Engine::new(
-                    GpuModel::random(c, Gpu::open(down_ord)?, cfg.seed)?,
-                    cfg.clone(),
-                )?;
-                warm_up(&mut eng, c, cfg)?;
-                if stage {
-                    eng.load_kv_kernels()?;
+    let downstream = move |rx: mpsc::Receiver<Crossing<Box<Shipped>>>| -> Result<Served> {
+        let back = back_tx;
+        let _close = CloseOnExit(window);
+        if let Some(b) = upstream_ready {
+            b.wait();
+        }
+        let setup = (|| -> Result<Engine> {
+            let dg = open_down()?;
+            dg.bind()?;
+            let mut eng = Engine::new(GpuModel::random(c, dg, cfg.seed)?, cfg.clone())?;
+            warm_up(&mut eng, c, cfg)?;
+            if stage {
+                eng.load_kv_kernels()?;
+            }
+            Ok(eng)
+        })();
+        barrier.wait();
+        let mut eng = setup?;
+        eng.model.gpu.bind()?;
+        let t0 = *t0cell.get_or_init(Instant::now);
+        let off = t0.duration_since(eng.started()).as_secs_f64();
+        let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+        let mut steps = Vec::new();
+        loop {
+            let got = if eng.is_idle() {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break, // the shipper is done and everything is served
                 }
-                Ok(eng)
-            })();
-            barrier.wait();
-            let mut eng = setup?;
-            eng.model.gpu.bind()?;
-            let t0 = *t0cell.get_or_init(Instant::now);
-            let off = t0.duration_since(eng.started()).as_secs_f64();
-            let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
-            loop {
-                let got = if eng.is_idle() {
-                    match rx.recv() {
-                        Ok(m) => m,
-                        Err(_) => break, // the shipper is done and everything is served
-                    }
-                } else {
-                    match rx.try_recv() {
-                        Ok(m) => m,
-                        Err(_) => {
-                            let (_, events) = eng.step()?;
-                            note(&mut seen, events, off);
-                            let spent = eng.take_spent();
-                            if !spent.is_empty() {
-                                let bytes: usize = spent.iter().map(|b| b.bytes).sum();
-                                // Shipper gone: the buffers are freed here. Sent before the
-                                // room is made, so the shipper finds them when it needs them.
-                                let _ = back.send(Crossing(spent));
-                                window.release(bytes as u64);
-                            }
-                            continue;
+            } else {
+                match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => {
+                        let (step, events) = timed_step(&mut eng, off, di, &mut seen)?;
+                        if step.kind != StepKind::Idle {
+                            steps.push(step);
                         }
+                        note(&mut seen, events, off);
+                        let spent = eng.take_spent();
+                        if !spent.is_empty() {
+                            let bytes: usize = spent.iter().map(|b| b.bytes).sum();
+                            // Shipper gone: the buffers are freed here. Sent before the
+                            // room is made, so the shipper finds them when it needs them.
+                            let _ = back.send(Crossing(spent));
+                            window.release(bytes as u64);
+                        }
+                        continue;
                     }
-                };
-                let m = *got.0;
-                eng.model.gpu.bind()?;
-                match m.payload {
-                    Payload::Encoded(req, emb) => {
-                        seen.insert(req.id, m.times);
-                        eng.submit_encoded(req, emb)?
-                    }
-                    Payload::Prefilled(h, kv) => {
-                        seen.insert(h.req.id, m.times);
-                        eng.submit_prefilled(h, kv)?
-                    }
+                }
+            };
+            let m = *got.0;
+            eng.model.gpu.bind()?;
+            match m.payload {
+                Payload::Encoded(req, emb) => {
+                    seen.insert(req.id, m.times);
+                    eng.submit_encoded(req, emb)?
+                }
+                Payload::Prefilled(h, kv) => {
+                    seen.insert(h.req.id, m.times);
+                    eng.submit_prefilled(h, kv)?
                 }
             }
-            Ok(seen)
-        };
+        }
+        Ok((seen, steps))
+    };
 
     let (up, ship, down) = std::thread::scope(|sc| {
         let u = sc.spawn(upstream);
@@ -1126,9 +1253,11 @@ fn replay_split(
         (up, ship, down)
     });
     // Errors in the order they cause each other: upstream, link, downstream.
-    let up = up?;
+    let (up, mut steps) = up?;
     ship?;
-    let mut seen = down?;
+    let (mut seen, down_steps) = down?;
+    steps.extend(down_steps);
+    steps.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
     // Requests that finished upstream (one output token on a prefill worker).
     for (id, t) in up {
         seen.entry(id).or_insert(t);
@@ -1157,7 +1286,12 @@ fn replay_split(
             })
         })
         .collect();
-    Ok((seen, transfers, (ui, di)))
+    Ok(Split {
+        seen,
+        transfers,
+        instances: (ui, di),
+        steps,
+    })
 }
 
 /// Everything a served step would otherwise set up the first time it meets a shape happens here,
@@ -1280,7 +1414,7 @@ pub fn validate(
                 if let (Some(w), Some(_)) = (writer.as_mut(), trace) {
                     let (name, mut t) = timeline(w, Source::Exec)?;
                     for st in &step_log {
-                        t.step(&st.span(0))?;
+                        t.step(&st.span())?;
                     }
                     for x in &transfers {
                         t.transfer(x)?;
@@ -1365,7 +1499,7 @@ mod tests {
         assert_eq!(st.prefilled, [7, 8]);
         st.kv_blocks = 64;
         st.kv_blocks_used = 10;
-        let span = st.span(0);
+        let span = st.span();
         assert_eq!(
             (
                 span.images,
@@ -1381,7 +1515,7 @@ mod tests {
             bucket: 8,
             context: 3000,
         };
-        let d = StepTiming::new(0.05, 0.06, decode, &[], 100.0).span(0);
+        let d = StepTiming::new(0.05, 0.06, decode, &[], 100.0).span();
         assert_eq!(
             (d.encode_end_s, d.decode_seqs, d.decode_context_tokens),
             (0.05, 5, 3000)
@@ -1400,6 +1534,16 @@ mod tests {
             }
             shapes.dedup();
             assert_eq!(shapes, ["colocated", "modality", "stage"], "{f}");
+        }
+        // One H200 split by green contexts, beside the whole GPU colocated.
+        let exp = load_experiment(&root().join("experiments/validate-green.yaml"), None).unwrap();
+        let shapes: Vec<&str> = exp.scenarios.iter().map(|s| s.strategy.name()).collect();
+        assert_eq!(
+            shapes,
+            ["modality", "modality", "modality", "colocated", "colocated"]
+        );
+        for s in &exp.scenarios {
+            assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s));
         }
     }
 

@@ -48,6 +48,8 @@ pub struct GpuSpec {
     pub pcie_gen: u8,
     /// Peer-to-peer over PCIe (datacenter parts); GeForce parts stage through host memory.
     pub pcie_p2p: bool,
+    /// The GPU this one is an SM partition of (`catalog::partition`), for catalog GPUs none.
+    pub partition_of: Option<&'static GpuSpec>,
 }
 
 /// A price with where and when it was read: `source` is a key of
@@ -84,6 +86,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: Some("nvlink4"),
         pcie_gen: 5,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [STAS-ACC], [AIC-h100_sxm], [GKW]; MSRP [HFHW-h100]; $/h [VIDUR-COST] CoreWeave 2024-02-07.
     // arch [HPCTECH-H100], [GKW], [HETSIM-CAL], [DEVQ].
@@ -104,6 +107,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: Some("nvlink4"),
         pcie_gen: 5,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [AIC-h100_pcie], [H100PCIE-PB]; $/h [SKY-LAMBDA].
     // arch [HPCTECH-H100], [CNC-H100]; tensor clock [TENSOR-IMPLIED].
@@ -124,6 +128,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 5,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [AIC-a100_sxm], [STAS-ACC]; MSRP [HFHW-a100] (estimate); $/h [VIDUR-COST].
     // arch [TORCH-PROPS], [GKW-A100], [TPU-A100].
@@ -144,6 +149,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: Some("nvlink3"),
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [LLMA-a100-sxm-40gb], [LAMBDA-CSV]; $/h [SKY-LAMBDA] (8× box / 8).
     // arch [TPU-A100], [CNC-H100].
@@ -164,6 +170,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: Some("nvlink3"),
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [AIC-a100_pcie], [STAS-ACC]; $/h [SKY-RP].
     // arch [DEVQ], [SYSRQ-A100PCIE].
@@ -184,6 +191,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [STAS-ACC], [AIC-l40s]; MSRP [HFHW-l40s] (estimate); $/h [MODAL-L40S] (AWS G6e).
     // arch [DEVQ], [TORCH-PROPS], [TPU-L40S].
@@ -204,6 +212,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [LV], [PL]; TDP from NVIDIA's L40 product brief (300 W) is not in the reference set: 300 W assumed.
     // arch [ARXIV-L40], [TOPCPU-L40], [PCPARTDB-L40].
@@ -224,6 +233,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [AIC-l4]; $/h [SKY-RP].
     // arch [DEVQ], [FPSBENCH-L4].
@@ -244,6 +254,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [LLMA-a10g-pcie-24gb]; $/h [MEL]. TDP not in sources: 150 W as the A10 it derives from.
     // arch [TORCH-PROPS], [DEVQ].
@@ -264,6 +275,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [PL] (A10 datasheet), [TS].
     // arch [SYSRQ-A10], [DEVQ].
@@ -284,6 +296,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [A40-DS]; MSRP [HFHW-a40]; $/h [VIDUR-COST].
     // arch [A40-DS], [HMC-A40], [GA10X-GIST].
@@ -304,6 +317,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [WAREDB-4090], [GIST-MS]; 450 W [TECHGOING]; $1,599 MSRP [PCG]; $/h [SKY-RP]. FP32-accumulate rate.
     // arch [TORCH-PROPS], [TH-4090].
@@ -324,6 +338,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: false,
+        partition_of: None,
     },
     // [SPICE], [ARCHD]; $1,499 [TG]; $/h [SKY-RP].
     // arch [TH-3090].
@@ -344,6 +359,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: false,
+        partition_of: None,
     },
     // [SYSRQ], [LV]; $4,649 [SYSRQ]; $/h [SKY-LAMBDA].
     // arch [SYSRQ].
@@ -364,6 +380,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 4,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [PL] (T4 datasheet): fp16 tensor 65; [SYSRQ-T4]; MSRP [HFHW-t4].
     // arch [DEVQ-T4].
@@ -384,6 +401,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 3,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [PL] (V100 datasheet) fp16 tensor 125; [LLMA-v100-sxm-32gb]; $/h [SKY-LAMBDA] (16 GB part).
     // arch [DEVQ], [TECHRIVAL-V100].
@@ -404,6 +422,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: Some("nvlink2"),
         pcie_gen: 3,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [STAS-ACC] (DGX B200 datasheet); $/h [SPHERON-BW]. No purchase price in a dated source read.
     // arch [TORCH-PROPS], [CNC-B200], [HMC-B200].
@@ -424,6 +443,7 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: Some("nvlink5"),
         pcie_gen: 5,
         pcie_p2p: true,
+        partition_of: None,
     },
     // [STAS-ACC], [GENZ]; $/h [CLIFF-MI300X] (Vultr). Infinity Fabric is not NVLink: no NVLink
     // link here. No purchase price in a dated source read.
@@ -445,11 +465,16 @@ pub static GPUS: [GpuSpec; 19] = [
         nvlink: None,
         pcie_gen: 5,
         pcie_p2p: true,
+        partition_of: None,
     },
 ];
 
+/// A catalog GPU, or an SM partition of one named `<GPU>@<SMs>sm` (`catalog::partition`).
 pub fn gpu_by_name(name: &str) -> Option<&'static GpuSpec> {
-    GPUS.iter().find(|g| g.name.eq_ignore_ascii_case(name))
+    match name.split_once('@') {
+        Some(_) => super::partition::by_name(name).ok(),
+        None => GPUS.iter().find(|g| g.name.eq_ignore_ascii_case(name)),
+    }
 }
 
 impl GpuSpec {

@@ -14,6 +14,8 @@ pub enum LinkKind {
     NvLink,
     /// Between nodes (Ethernet/RoCE or InfiniBand).
     Network,
+    /// Between SM partitions of one GPU: a copy through its own memory (`catalog::partition`).
+    OnDevice,
 }
 
 #[derive(Debug, Clone, PartialEq)]

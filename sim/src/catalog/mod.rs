@@ -5,6 +5,7 @@ pub mod gpu;
 pub mod link;
 pub mod model;
 pub mod models;
+pub mod partition;
 
 pub use gpu::{GPUS, GpuSpec, gpu_by_name};
 pub use link::{LINKS, LinkKind, LinkSpec, link_by_name};
@@ -41,6 +42,9 @@ pub fn resolve_model_in(name_or_path: &str, base: &Path) -> Result<ModelSpec, In
 }
 
 pub fn resolve_gpu(name: &str) -> Result<&'static GpuSpec, InputError> {
+    if name.contains('@') {
+        return partition::by_name(name);
+    }
     gpu_by_name(name).ok_or_else(|| unknown_name("GPU", name, GPUS.iter().map(|g| g.name)))
 }
 
