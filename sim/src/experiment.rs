@@ -564,6 +564,42 @@ fn parse(
     })
 }
 
+/// Checks that `tree` (a scenario's fields, as an experiment's `defaults` block holds them)
+/// has the shape of an experiment's scenario: field names and types, nothing resolved yet.
+pub fn check_scenario_tree(tree: &serde_json::Value) -> Result<(), InputError> {
+    ScenarioFields::deserialize(tree)
+        .map(drop)
+        .map_err(|e| InputError::new(e.to_string()))
+}
+
+/// Resolves a scenario given as a tree of an experiment's scenario fields (what `hetsim sweep`
+/// expands each point of its axes into), with every check an experiment's scenario gets. `file`
+/// names the file it came from, `base_dir` is where its relative paths start.
+pub fn resolve_scenario_tree(
+    tree: &serde_json::Value,
+    name: &str,
+    file: &str,
+    base_dir: &Path,
+    profile: Option<&HardwareProfile>,
+    seed: u64,
+) -> Result<Scenario, InputError> {
+    let fields = ScenarioFields::deserialize(tree)
+        .map_err(|e| InputError::new(format!("{file}: {name}: {e}")))?;
+    let at = At { file };
+    resolve(
+        &at,
+        name,
+        &fields,
+        name.to_string(),
+        base_dir,
+        profile,
+        None,
+        None,
+        None,
+        seed,
+    )
+}
+
 /// A scenario's own blocks win; a block it gives replaces the default block whole.
 fn merge(d: &ScenarioFields, s: &ScenarioFields) -> ScenarioFields {
     ScenarioFields {
