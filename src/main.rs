@@ -750,15 +750,23 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .filter(|i| r.scored[*i].candidate.reference)
                 .collect();
             sayln!(
-                "{} — {} candidates, {} simulated, in {:.2} s ({:.0} candidates/s)\n",
+                "{} — {} candidates, {} simulated, in {:.2} s (closed form {:.0} candidates/s, \
+                 simulation {:.1} candidates/s, on {} threads)\n",
                 plan.name,
                 r.candidates,
                 r.simulated,
                 r.seconds,
-                r.candidates as f64 / r.seconds
+                r.candidates as f64 / r.screen_seconds,
+                r.simulated as f64 / r.simulate_seconds,
+                r.threads
             );
-            sayln!("Pareto front (Tokens/$ against p99 end-to-end latency), best first\n");
+            sayln!("Pareto front (Tokens/$ against p99 TTFT and p99 TPOT), best Tokens/$ first\n");
             say!("{}", keep(&front).to_text(3));
+            let rejected = hetsim_sim::plan::rejections_table(&r);
+            if !rejected.rows.is_empty() {
+                sayln!("\nrejected, and why (docs/plan.md: each status)\n");
+                say!("{}", rejected.to_text(0));
+            }
             if !refs.is_empty() {
                 sayln!("\nreferences\n");
                 say!("{}", keep(&refs).to_text(3));

@@ -1021,12 +1021,7 @@ fn build_cluster(
             ),
             None => None,
         };
-        let holds_vision = match role {
-            Role::Encoder | Role::All => true,
-            Role::Prefill => !strategy.has_encoder_pool(),
-            Role::Llm | Role::Decode => false,
-        } && model.vision.is_some();
-        let holds_llm = role != Role::Encoder || d.work_stealing;
+        let (holds_vision, holds_llm) = holds(model, strategy, role, d.work_stealing);
         tp_splits_heads(model, tp as u64, holds_vision, holds_llm)
             .map_err(|e| at.err(Some(&inst.tp), &format!("{ip}.tp"), e))?;
         // An operator fit carries to every GPU; a GPU probe alone sets only GEMM and memory.
@@ -1115,9 +1110,24 @@ fn build_cluster(
     Ok((cluster, memory, efficiency))
 }
 
+/// What an instance of `role` holds in memory: (the vision encoder, the LLM).
+pub(crate) fn holds(
+    model: &ModelSpec,
+    strategy: Strategy,
+    role: Role,
+    work_stealing: bool,
+) -> (bool, bool) {
+    let vision = match role {
+        Role::Encoder | Role::All => true,
+        Role::Prefill => !strategy.has_encoder_pool(),
+        Role::Llm | Role::Decode => false,
+    } && model.vision.is_some();
+    (vision, role != Role::Encoder || work_stealing)
+}
+
 /// Tensor parallelism splits attention by heads (vLLM's rule): every GPU gets a whole number of
 /// query heads, and the KV heads either split evenly or are replicated evenly.
-fn tp_splits_heads(
+pub(crate) fn tp_splits_heads(
     model: &ModelSpec,
     tp: u64,
     holds_vision: bool,
@@ -1229,6 +1239,20 @@ pub struct SearchSpec {
     pub routing: Routing,
     #[serde(default)]
     pub kv_transfer: KvTransferMode,
+    /// Tensor-parallel degrees a pool's instances may use (every instance of a pool the same).
+    #[serde(default = "tp_one")]
+    pub tp: Vec<u32>,
+    /// Work stealing off and/or on, for `modality` candidates (encoder GPUs also serve the LLM).
+    #[serde(default = "stealing_off")]
+    pub work_stealing: Vec<bool>,
+}
+
+fn tp_one() -> Vec<u32> {
+    vec![1]
+}
+
+fn stealing_off() -> Vec<bool> {
+    vec![false]
 }
 
 fn all_strategies() -> Vec<Strategy> {
@@ -1242,26 +1266,50 @@ struct ReferenceFields {
     name: String,
     strategy: Strategy,
     instances: Vec<PoolSpec>,
+    #[serde(default)]
+    work_stealing: bool,
 }
 
-/// A pool of identical single-GPU instances.
+/// A pool of identical instances: `count` instances of `tp` GPUs each.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     pub role: Role,
     pub gpu: String,
     pub count: u32,
+    #[serde(default = "one_gpu")]
+    pub tp: u32,
+}
+
+fn one_gpu() -> u32 {
+    1
+}
+
+impl PoolSpec {
+    /// GPUs the pool takes.
+    pub fn gpus(&self) -> u32 {
+        self.count.saturating_mul(self.tp)
+    }
 }
 
 const BUDGET_USD: Bound = Bound::above(0.0, 1e12, "USD");
 const BUDGET_USD_PER_HOUR: Bound = Bound::above(0.0, 1e9, "USD/h");
+
+/// A cluster given by hand in a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub name: String,
+    pub strategy: Strategy,
+    pub pools: Vec<PoolSpec>,
+    pub work_stealing: bool,
+}
 
 /// A validated plan file: builds candidate scenarios on demand.
 pub struct Plan {
     pub name: String,
     pub budget: Budget,
     pub search: SearchSpec,
-    pub references: Vec<(String, Strategy, Vec<PoolSpec>)>,
+    pub references: Vec<Reference>,
     /// At most this many GPUs of each listed type (catalog names); types not listed: no limit.
     pub inventory: Vec<(String, u32)>,
     file: String,
@@ -1321,6 +1369,28 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
     for g in &f.search.gpus {
         resolve_gpu(g).map_err(|e| e.context(format!("{file_name}: search.gpus")))?;
     }
+    let mut tps = f.search.tp.clone();
+    tps.sort_unstable();
+    tps.dedup();
+    if tps.is_empty()
+        || tps.len() != f.search.tp.len()
+        || tps
+            .iter()
+            .any(|t| !t.is_power_of_two() || *t > f.search.max_gpus)
+    {
+        return Err(InputError::new(format!(
+            "{file_name}: search.tp {:?}: give distinct powers of two, at most max_gpus ({})",
+            f.search.tp, f.search.max_gpus
+        )));
+    }
+    let mut stealing = f.search.work_stealing.clone();
+    stealing.dedup();
+    if stealing.is_empty() || stealing.len() != f.search.work_stealing.len() {
+        return Err(InputError::new(format!(
+            "{file_name}: search.work_stealing {:?}: give [false], [true] or [false, true]",
+            f.search.work_stealing
+        )));
+    }
     if let Some(fab) = &f.search.fabric {
         resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
     }
@@ -1341,7 +1411,12 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
         references: f
             .references
             .iter()
-            .map(|r| (r.name.clone(), r.strategy, r.instances.clone()))
+            .map(|r| Reference {
+                name: r.name.clone(),
+                strategy: r.strategy,
+                pools: r.instances.clone(),
+                work_stealing: r.work_stealing,
+            })
             .collect(),
         inventory,
         file: file_name.clone(),
@@ -1362,7 +1437,9 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
                 role: Role::All,
                 gpu: g.clone(),
                 count: 1,
+                tp: 1,
             }],
+            false,
         ) {
             Ok(t) => {
                 plan.template = Some(t);
@@ -1376,14 +1453,15 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
     if plan.template.is_none() {
         return Err(first_err.expect("at least one GPU type was tried"));
     }
-    for (name, strategy, pools) in &plan.references {
-        for (i, p) in pools.iter().enumerate() {
+    for r in &plan.references {
+        let name = &r.name;
+        for (i, p) in r.pools.iter().enumerate() {
             // As a node's GPU count in an experiment; the pools of one type are summed.
             Bound::closed(1.0, 1024.0, "GPUs")
-                .check_u64(&format!("instances[{i}].count"), u64::from(p.count))
+                .check_u64(&format!("instances[{i}].count"), u64::from(p.gpus()))
                 .map_err(|e| e.context(format!("{file_name}: references `{name}`")))?;
         }
-        plan.scenario(name, *strategy, pools)
+        plan.scenario(name, r.strategy, &r.pools, r.work_stealing)
             .map_err(|e| e.context(format!("references `{name}`")))?;
     }
     Ok(plan)
@@ -1399,12 +1477,13 @@ impl Plan {
         self.template.as_ref().expect("set by load_plan")
     }
 
-    /// A candidate: pools of single-GPU instances on one node with the search's fabric.
+    /// A candidate: pools of instances (`tp` GPUs each) on one node with the search's fabric.
     pub fn scenario(
         &self,
         name: &str,
         strategy: Strategy,
         pools: &[PoolSpec],
+        work_stealing: bool,
     ) -> Result<Scenario, InputError> {
         let sp = |v: String| {
             Spanned::new(
@@ -1424,10 +1503,10 @@ impl Plan {
         for p in pools {
             match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
                 // Saturating: a sum past 1024 is refused as a node's GPU count.
-                Some(g) => g.count.value = g.count.value.saturating_add(p.count),
+                Some(g) => g.count.value = g.count.value.saturating_add(p.gpus()),
                 None => gpus.push(GpuCount {
                     gpu: sp(p.gpu.clone()),
-                    count: su(p.count),
+                    count: su(p.gpus()),
                 }),
             }
         }
@@ -1458,13 +1537,13 @@ impl Plan {
                     ),
                     gpu: sp(p.gpu.clone()),
                     node: None,
-                    tp: su(1),
+                    tp: su(p.tp),
                     count: su(p.count),
                 })
                 .collect(),
             routing: self.search.routing,
             kv_transfer: self.search.kv_transfer,
-            work_stealing: false,
+            work_stealing,
         });
         let at = At { file: &self.file };
         resolve(
