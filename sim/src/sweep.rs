@@ -387,7 +387,8 @@ pub fn parse_sweep(
     }
     let scenarios = axes
         .iter()
-        .fold(1u64, |n, a| n.saturating_mul(a.levels.len() as u64));
+        .try_fold(1u64, |n, a| n.checked_mul(a.levels.len() as u64))
+        .ok_or_else(|| fail("the product of the axes passes 2⁶⁴ scenarios".into()))?;
     crate::work::within("scenarios", scenarios, MAX_SWEEP_SCENARIOS, allow_large)
         .map_err(|e| e.context(format!("{file}: the product of the axes")))?;
     let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -703,8 +704,9 @@ struct ShardManifest {
 struct PartRecord {
     name: String,
     rows: u64,
-    /// Content hashes (hex) of the scenarios in the part, in row order.
-    scenarios: Vec<String>,
+    /// The scenarios in the part, in row order: their indices and content hashes (hex).
+    indices: Vec<u64>,
+    hashes: Vec<String>,
 }
 
 impl ShardManifest {
@@ -844,19 +846,26 @@ pub fn run_shard(
             std::fs::remove_file(entry.path()).map_err(|e| out_err(&entry.path(), e))?;
         }
     }
-    let done: BTreeSet<u64> = manifest
+    // Done: its index listed with its hash. By index, because two axis values can make the same
+    // scenario (same hash) at two indices; and by hash, so a listed row is of this scenario.
+    let done: BTreeSet<(u64, &str)> = manifest
         .parts
         .iter()
-        .flat_map(|p| p.scenarios.iter())
-        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .flat_map(|p| {
+            p.indices
+                .iter()
+                .copied()
+                .zip(p.hashes.iter().map(String::as_str))
+        })
         .collect();
     let mut todo = Vec::new();
     for i in shard.indices(sweep.scenarios) {
         let p = sweep.point(i)?;
-        if !done.contains(&p.hash) {
+        if !done.contains(&(i, format!("{:016x}", p.hash).as_str())) {
             todo.push(p);
         }
     }
+    drop(done);
     let skipped = manifest.assigned - todo.len() as u64;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -901,7 +910,8 @@ pub fn run_shard(
         manifest.parts.push(PartRecord {
             name,
             rows: chunk.len() as u64,
-            scenarios: chunk.iter().map(|p| format!("{:016x}", p.hash)).collect(),
+            indices: chunk.iter().map(|p| p.index).collect(),
+            hashes: chunk.iter().map(|p| format!("{:016x}", p.hash)).collect(),
         });
         write_atomically(&manifest_path, to_json(&manifest))?;
         progress(manifest.done(), manifest.assigned);
@@ -1381,6 +1391,24 @@ axes:
             .unwrap_err()
             .to_string();
         assert!(e.contains("started as 3 shards"), "{e}");
+    }
+
+    #[test]
+    fn two_indices_of_one_scenario_resume_each_by_its_index() {
+        // The third rate repeats the first: indices 0 and 4 are the same scenario.
+        let text = SMALL.replace("values: [2, 4, 8]", "values: [2, 4, 2]");
+        let s = parse_sweep(&text, Path::new("small.yaml"), None, false).unwrap();
+        assert_eq!(s.point(0).unwrap().hash, s.point(4).unwrap().hash);
+        let dir = tempfile::tempdir().unwrap();
+        let sh = Shard::new(0, 1).unwrap();
+        let first = run(&s, dir.path(), sh, 1);
+        let mut m: ShardManifest =
+            serde_json::from_str(&std::fs::read_to_string(first.dir.join(MANIFEST)).unwrap())
+                .unwrap();
+        m.parts.truncate(1); // killed after index 0
+        std::fs::write(first.dir.join(MANIFEST), to_json(&m)).unwrap();
+        assert_eq!(run(&s, dir.path(), sh, 1).skipped, 1);
+        merge(dir.path(), None, &dir.path().join("t.parquet")).unwrap();
     }
 
     #[test]
