@@ -1157,7 +1157,10 @@ pub(crate) fn tp_splits_heads(
     }
 }
 
-fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), InputError> {
+pub(crate) fn check_fabric(
+    l: &'static LinkSpec,
+    gpus: &[&'static GpuSpec],
+) -> Result<(), InputError> {
     match l.kind {
         LinkKind::Network => Err(InputError::new(format!(
             "`{}` is a network link; inside a node use pcie3/4/5, pcie3/4/5-host-staged or nvlink2/3/4/5",
@@ -1232,9 +1235,10 @@ pub struct SearchSpec {
     pub max_gpus: u32,
     #[serde(default = "all_strategies")]
     pub strategies: Vec<Strategy>,
-    /// The fabric of the (single) node; default: from the GPUs, as in experiments.
+    /// The fabric of the (single) node, or a list of them to search over (link options); default:
+    /// from the GPUs, as in experiments.
     #[serde(default)]
-    pub fabric: Option<String>,
+    pub fabric: Fabrics,
     #[serde(default)]
     pub routing: Routing,
     #[serde(default)]
@@ -1245,6 +1249,28 @@ pub struct SearchSpec {
     /// Work stealing off and/or on, for `modality` candidates (encoder GPUs also serve the LLM).
     #[serde(default = "stealing_off")]
     pub work_stealing: Vec<bool>,
+}
+
+/// One fabric name or a list of them.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(untagged)]
+pub enum Fabrics {
+    /// From the GPUs.
+    #[default]
+    Default,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Fabrics {
+    /// Each fabric searched; `None` is the default from the GPUs.
+    pub fn each(&self) -> Vec<Option<&str>> {
+        match self {
+            Fabrics::Default => vec![None],
+            Fabrics::One(f) => vec![Some(f)],
+            Fabrics::Many(list) => list.iter().map(|f| Some(f.as_str())).collect(),
+        }
+    }
 }
 
 fn tp_one() -> Vec<u32> {
@@ -1268,6 +1294,9 @@ struct ReferenceFields {
     instances: Vec<PoolSpec>,
     #[serde(default)]
     work_stealing: bool,
+    /// The node's fabric; default: the search's where it gives one, else from the GPUs.
+    #[serde(default)]
+    fabric: Option<String>,
 }
 
 /// A pool of identical instances: `count` instances of `tp` GPUs each.
@@ -1302,6 +1331,7 @@ pub struct Reference {
     pub strategy: Strategy,
     pub pools: Vec<PoolSpec>,
     pub work_stealing: bool,
+    pub fabric: Option<String>,
 }
 
 /// A validated plan file: builds candidate scenarios on demand.
@@ -1391,8 +1421,22 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
             f.search.work_stealing
         )));
     }
-    if let Some(fab) = &f.search.fabric {
-        resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
+    let fabrics = f.search.fabric.each();
+    let mut distinct = fabrics.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if fabrics.is_empty() || distinct.len() != fabrics.len() {
+        return Err(InputError::new(format!(
+            "{file_name}: search.fabric: give a link name or a list of distinct ones"
+        )));
+    }
+    for fab in fabrics.into_iter().flatten() {
+        let l = resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
+        if l.kind == LinkKind::Network {
+            return Err(InputError::new(format!(
+                "{file_name}: search.fabric: `{fab}` is a network link; inside a node use pcie3/4/5, pcie3/4/5-host-staged or nvlink2/3/4/5"
+            )));
+        }
     }
     let mut inventory = Vec::new();
     for (g, n) in &f.inventory {
@@ -1416,6 +1460,10 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
                 strategy: r.strategy,
                 pools: r.instances.clone(),
                 work_stealing: r.work_stealing,
+                fabric: r.fabric.clone().or_else(|| match &f.search.fabric {
+                    Fabrics::One(one) => Some(one.clone()),
+                    Fabrics::Default | Fabrics::Many(_) => None,
+                }),
             })
             .collect(),
         inventory,
@@ -1440,6 +1488,7 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
                 tp: 1,
             }],
             false,
+            None,
         ) {
             Ok(t) => {
                 plan.template = Some(t);
@@ -1461,8 +1510,14 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
                 .check_u64(&format!("instances[{i}].count"), u64::from(p.gpus()))
                 .map_err(|e| e.context(format!("{file_name}: references `{name}`")))?;
         }
-        plan.scenario(name, r.strategy, &r.pools, r.work_stealing)
-            .map_err(|e| e.context(format!("references `{name}`")))?;
+        plan.scenario(
+            name,
+            r.strategy,
+            &r.pools,
+            r.work_stealing,
+            r.fabric.as_deref(),
+        )
+        .map_err(|e| e.context(format!("references `{name}`")))?;
     }
     Ok(plan)
 }
@@ -1477,13 +1532,15 @@ impl Plan {
         self.template.as_ref().expect("set by load_plan")
     }
 
-    /// A candidate: pools of instances (`tp` GPUs each) on one node with the search's fabric.
+    /// A candidate: pools of instances (`tp` GPUs each) on one node with `fabric` (None: from
+    /// the GPUs).
     pub fn scenario(
         &self,
         name: &str,
         strategy: Strategy,
         pools: &[PoolSpec],
         work_stealing: bool,
+        fabric: Option<&str>,
     ) -> Result<Scenario, InputError> {
         let sp = |v: String| {
             Spanned::new(
@@ -1516,7 +1573,7 @@ impl Plan {
             nodes: vec![NodeFields {
                 name: sp("box".into()),
                 gpus,
-                fabric: self.search.fabric.clone().map(sp),
+                fabric: fabric.map(|f| sp(f.to_string())),
             }],
             network: None,
             link_sharing: crate::network::Sharing::Fair,

@@ -14,12 +14,13 @@ use rayon::prelude::*;
 
 use crate::capacity::{RequestMix, deployment_capacity};
 use crate::catalog::LinkKind;
+use crate::catalog::resolve_link;
 use crate::catalog::{GpuSpec, resolve_gpu};
 use crate::cluster::Role;
 use crate::cost::PricingMode;
 use crate::engine::RunResult;
 use crate::error::{Error, InputError};
-use crate::experiment::{Plan, PoolSpec, Strategy, holds, tp_splits_heads};
+use crate::experiment::{Plan, PoolSpec, Strategy, check_fabric, holds, tp_splits_heads};
 use crate::headroom::{
     Capacity, HORIZON_EXTENSION, Judged, Miss, Sustain, capacity_search, offered_rate,
     simulate_judged,
@@ -33,6 +34,8 @@ pub struct Candidate {
     pub pools: Vec<PoolSpec>,
     /// Encoder GPUs also serve LLM work (modality only).
     pub work_stealing: bool,
+    /// The node's fabric; None: from the GPUs.
+    pub fabric: Option<String>,
     pub reference: bool,
 }
 
@@ -49,6 +52,9 @@ pub enum Status {
     /// heads of what the pool holds) or `no-nvlink` (TP > 1 outside an NVLink domain: its
     /// all-reduce on every layer would cross PCIe).
     TpUnsupported(&'static str),
+    /// The searched fabric cannot join these GPUs (an NVLink generation they lack, peer-to-peer
+    /// PCIe for GPUs without it).
+    FabricUnfit,
     /// Simulated, and missed a target, dropped requests or did not keep up.
     Missed(Miss),
     Feasible,
@@ -62,6 +68,7 @@ impl Status {
             Status::TooSlow => "pruned:capacity".into(),
             Status::SloUnreachable(p) => format!("pruned:slo-{p}"),
             Status::TpUnsupported(why) => format!("pruned:tp-{why}"),
+            Status::FabricUnfit => "pruned:fabric".into(),
             Status::Missed(m) => format!("simulated:{}", m.label()),
             Status::Feasible => "feasible".into(),
         }
@@ -216,7 +223,7 @@ pub fn candidate_count(plan: &Plan) -> u64 {
             Strategy::Stage => split(2),
             Strategy::Epd => split(3),
         };
-        sum.saturating_add(n)
+        sum.saturating_add(n.saturating_mul(plan.search.fabric.each().len() as u64))
     })
 }
 
@@ -238,6 +245,7 @@ pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
         .collect();
     let max = plan.search.max_gpus;
     let vision = plan.template().model.vision.is_some();
+    let fabrics = plan.search.fabric.each();
     let mut out = Vec::new();
     let pool = |role, (g, tp): (&GpuSpec, u32), count| PoolSpec {
         role,
@@ -258,14 +266,21 @@ pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
             if !within_inventory(plan, &pools) {
                 return;
             }
-            for &work_stealing in stealing {
-                out.push(Candidate {
-                    name: candidate_name(strategy, &pools, work_stealing),
-                    strategy,
-                    pools: pools.clone(),
-                    work_stealing,
-                    reference: false,
-                })
+            for fabric in &fabrics {
+                for &work_stealing in stealing {
+                    let mut name = candidate_name(strategy, &pools, work_stealing);
+                    if let (Some(f), true) = (fabric, fabrics.len() > 1) {
+                        name = format!("{name} @{f}");
+                    }
+                    out.push(Candidate {
+                        name,
+                        strategy,
+                        pools: pools.clone(),
+                        work_stealing,
+                        fabric: fabric.map(str::to_string),
+                        reference: false,
+                    })
+                }
             }
         };
         if strategy == Strategy::Colocated {
@@ -314,6 +329,7 @@ pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
             strategy: r.strategy,
             pools: r.pools.clone(),
             work_stealing: r.work_stealing,
+            fabric: r.fabric.clone(),
             reference: true,
         });
     }
@@ -365,16 +381,12 @@ fn candidate_name(strategy: Strategy, pools: &[PoolSpec], work_stealing: bool) -
     )
 }
 
-fn capex_of(plan: &Plan, pools: &[PoolSpec]) -> Option<f64> {
+fn capex_of(plan: &Plan, c: &Candidate) -> Option<f64> {
     let pricing = &plan.template().pricing;
     let mut total = 0.0;
-    for p in pools {
-        // Plans are single nodes; NVLink premium only where the search's fabric is NVLink.
-        let on_nvlink = plan
-            .search
-            .fabric
-            .as_deref()
-            .is_some_and(|f| f.starts_with("nvlink"));
+    for p in &c.pools {
+        // Plans are single nodes; NVLink premium only where the candidate's fabric is NVLink.
+        let on_nvlink = c.fabric.as_deref().is_some_and(|f| f.starts_with("nvlink"));
         let gpu = resolve_gpu(&p.gpu).ok()?;
         total += pricing.purchase_usd(gpu, on_nvlink).ok()? * f64::from(p.gpus());
     }
@@ -383,7 +395,7 @@ fn capex_of(plan: &Plan, pools: &[PoolSpec]) -> Option<f64> {
 
 /// Closed-form screening of one candidate (no simulation).
 fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget: bool) -> Scored {
-    let capex = capex_of(plan, &c.pools);
+    let capex = capex_of(plan, c);
     let mut scored = Scored {
         candidate: c.clone(),
         capex_usd: capex,
@@ -403,7 +415,25 @@ fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget
         scored.status = Status::TpUnsupported("heads");
         return scored;
     }
-    let Ok(s) = plan.scenario(&c.name, c.strategy, &c.pools, c.work_stealing) else {
+    if let Some(f) = &c.fabric {
+        let gpus: Option<Vec<&'static GpuSpec>> =
+            c.pools.iter().map(|p| resolve_gpu(&p.gpu).ok()).collect();
+        let fits = resolve_link(f)
+            .ok()
+            .zip(gpus)
+            .is_some_and(|(l, g)| check_fabric(l, &g).is_ok());
+        if !fits {
+            scored.status = Status::FabricUnfit;
+            return scored;
+        }
+    }
+    let Ok(s) = plan.scenario(
+        &c.name,
+        c.strategy,
+        &c.pools,
+        c.work_stealing,
+        c.fabric.as_deref(),
+    ) else {
         return scored;
     };
     if s.cluster
@@ -467,7 +497,13 @@ fn min_decode_step(s: &crate::experiment::Scenario) -> f64 {
 }
 
 fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<Judged, Error> {
-    let s = plan.scenario(&c.name, c.strategy, &c.pools, c.work_stealing)?;
+    let s = plan.scenario(
+        &c.name,
+        c.strategy,
+        &c.pools,
+        c.work_stealing,
+        c.fabric.as_deref(),
+    )?;
     let requests = s.workload.requests.unwrap_or(0);
     simulate_judged(&s, HORIZON_EXTENSION * requests)
 }
@@ -608,7 +644,13 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
     let best_capacity = match best {
         Some(b) => {
             let c = &scored[b].candidate;
-            let s = plan.scenario(&c.name, c.strategy, &c.pools, c.work_stealing)?;
+            let s = plan.scenario(
+                &c.name,
+                c.strategy,
+                &c.pools,
+                c.work_stealing,
+                c.fabric.as_deref(),
+            )?;
             let requests = s.workload.requests.unwrap_or(0);
             capacity_search(&s, rate, requests)?.map(|c| (c, rate))
         }
@@ -854,6 +896,10 @@ mod tests {
             (8, vec![1, 2, 4], vec![true]),
         ] {
             plan.search.max_gpus = max_gpus;
+            plan.search.fabric = match max_gpus {
+                8 => crate::experiment::Fabrics::Many(vec!["pcie4".into(), "nvlink3".into()]),
+                _ => crate::experiment::Fabrics::Default,
+            };
             plan.search.tp = tp.clone();
             plan.search.work_stealing = stealing.clone();
             assert_eq!(
@@ -866,6 +912,7 @@ mod tests {
         // nb×TP tb with na·ta + nb·tb ≤ 4: TP 1/1: (1,1..3), (2,1..2), (3,1) = 6; TP 1/2:
         // (1,1), (2,1) = 2; TP 2/1: 2; TP 2/2: (1,1) = 1; 11 layouts × 3² type pairs = 99.
         plan.search.max_gpus = 4;
+        plan.search.fabric = crate::experiment::Fabrics::Default;
         plan.search.tp = vec![1, 2];
         plan.search.strategies = vec![Strategy::Stage];
         let refs = plan.references.len() as u64;
