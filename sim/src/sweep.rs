@@ -466,11 +466,6 @@ fn shown_text(v: &Value) -> String {
 }
 
 impl Sweep {
-    /// The file the sweep was read from, as messages name it.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
     fn tree(&self, levels: &[usize]) -> Result<Tree, String> {
         let mut tree = self.base.clone();
         for (a, &l) in self.axes.iter().zip(levels) {
