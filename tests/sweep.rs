@@ -215,3 +215,40 @@ fn bad_sweep_input_is_exit_code_2_naming_the_file() {
         assert_eq!(o.status.code(), Some(2), "{args:?}");
     }
 }
+
+#[test]
+fn the_kubernetes_manifest_runs_one_shard_per_completion_index() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/sweep-indexed-job.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let completions = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("completions: "))
+        .expect("completions");
+    let shards = lines
+        .iter()
+        .position(|l| *l == "- --shards")
+        .map(|i| lines[i + 1].trim_start_matches("- ").trim_matches('"'))
+        .expect("--shards");
+    assert_eq!(
+        completions, shards,
+        "--shards must be the Job's completions"
+    );
+    assert!(lines.contains(&"completionMode: Indexed"));
+    // The Kubernetes schema, where the validator is installed (pip install kubernetes-validate).
+    match Command::new("kubernetes-validate")
+        .args(["-k", "1.31.0", "--strict"])
+        .arg(&path)
+        .output()
+    {
+        Ok(o) => assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => eprintln!(
+            "skipped the schema check: pip install kubernetes-validate to validate the manifest"
+        ),
+    }
+}
