@@ -1249,6 +1249,12 @@ pub struct SearchSpec {
     /// Work stealing off and/or on, for `modality` candidates (encoder GPUs also serve the LLM).
     #[serde(default = "stealing_off")]
     pub work_stealing: Vec<bool>,
+    /// GPUs a node holds: candidates larger than that span several nodes; default one node.
+    #[serde(default)]
+    pub gpus_per_node: Option<u32>,
+    /// The network between nodes; default as in experiments (100gbe).
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// One fabric name or a list of them.
@@ -1389,11 +1395,11 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
     }
     if f.search.gpus.is_empty()
         || f.search.max_gpus == 0
-        || f.search.max_gpus > 16
+        || f.search.max_gpus > f.search.gpus_per_node.map_or(16, |_| 64)
         || f.search.strategies.is_empty()
     {
         return Err(InputError::new(format!(
-            "{file_name}: search: give at least one GPU type, max_gpus from 1 to 16 and at least one strategy"
+            "{file_name}: search: give at least one GPU type, max_gpus from 1 to 16 (to 64 with gpus_per_node) and at least one strategy"
         )));
     }
     for g in &f.search.gpus {
@@ -1404,14 +1410,31 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
     tps.dedup();
     if tps.is_empty()
         || tps.len() != f.search.tp.len()
-        || tps
-            .iter()
-            .any(|t| !t.is_power_of_two() || *t > f.search.max_gpus)
+        || tps.iter().any(|t| {
+            !t.is_power_of_two()
+                || *t > f.search.max_gpus
+                || f.search.gpus_per_node.is_some_and(|n| *t > n)
+        })
     {
         return Err(InputError::new(format!(
-            "{file_name}: search.tp {:?}: give distinct powers of two, at most max_gpus ({})",
+            "{file_name}: search.tp {:?}: give distinct powers of two, at most max_gpus ({}) and \
+             gpus_per_node (a TP group stays in one node)",
             f.search.tp, f.search.max_gpus
         )));
+    }
+    if f.search.gpus_per_node.is_some_and(|n| n == 0 || n > 64) {
+        return Err(InputError::new(format!(
+            "{file_name}: search.gpus_per_node {:?}: give 1 to 64",
+            f.search.gpus_per_node
+        )));
+    }
+    if let Some(net) = &f.search.network {
+        let l = resolve_link(net).map_err(|e| e.context(format!("{file_name}: search.network")))?;
+        if l.kind != LinkKind::Network {
+            return Err(InputError::new(format!(
+                "{file_name}: search.network: `{net}` is an intra-node link; between nodes use 10gbe, 25gbe, 100gbe, 200gbe, 400gbe, ib-hdr or ib-ndr"
+            )));
+        }
     }
     let mut stealing = f.search.work_stealing.clone();
     stealing.dedup();
@@ -1556,26 +1579,46 @@ impl Plan {
                 serde_saphyr::Location::UNKNOWN,
             )
         };
-        let mut gpus: Vec<GpuCount> = Vec::new();
+        // Instances fill nodes of `gpus_per_node` in pool order, a TP group never split across
+        // two (the placement in `build_cluster` then puts each instance where it was counted).
+        let per_node = self.search.gpus_per_node.unwrap_or(u32::MAX);
+        let mut nodes: Vec<(u32, Vec<GpuCount>)> = vec![(0, Vec::new())];
         for p in pools {
-            match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
-                // Saturating: a sum past 1024 is refused as a node's GPU count.
-                Some(g) => g.count.value = g.count.value.saturating_add(p.gpus()),
-                None => gpus.push(GpuCount {
-                    gpu: sp(p.gpu.clone()),
-                    count: su(p.gpus()),
-                }),
+            for _ in 0..p.count {
+                let (used, _) = nodes.last().expect("one node at least");
+                if *used > 0 && used.saturating_add(p.tp) > per_node {
+                    nodes.push((0, Vec::new()));
+                }
+                let (used, gpus) = nodes.last_mut().expect("one node at least");
+                *used = used.saturating_add(p.tp);
+                match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
+                    // Saturating: a sum past 1024 is refused as a node's GPU count.
+                    Some(g) => g.count.value = g.count.value.saturating_add(p.tp),
+                    None => gpus.push(GpuCount {
+                        gpu: sp(p.gpu.clone()),
+                        count: su(p.tp),
+                    }),
+                }
             }
         }
+        let single = nodes.len() == 1;
         let mut fields = self.defaults.clone();
         fields.name = Some(name.to_string());
         fields.cluster = Some(ClusterFields {
-            nodes: vec![NodeFields {
-                name: sp("box".into()),
-                gpus,
-                fabric: fabric.map(|f| sp(f.to_string())),
-            }],
-            network: None,
+            nodes: nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, gpus))| NodeFields {
+                    name: sp(if single {
+                        "box".into()
+                    } else {
+                        format!("node{i}")
+                    }),
+                    gpus,
+                    fabric: fabric.map(|f| sp(f.to_string())),
+                })
+                .collect(),
+            network: self.search.network.clone().map(sp),
             link_sharing: crate::network::Sharing::Fair,
         });
         fields.deployment = Some(DeploymentFields {

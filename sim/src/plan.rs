@@ -883,6 +883,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn instances_fill_nodes_in_order_and_a_tp_group_stays_in_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../experiments/plans/paper-budget-wide.yaml");
+        let mut plan = crate::experiment::load_plan(&path, None).unwrap();
+        plan.search.gpus_per_node = Some(4);
+        plan.search.network = Some("ib-ndr".into());
+        let pool = |role, count, tp| PoolSpec {
+            role,
+            gpu: "A100-SXM-80GB".into(),
+            count,
+            tp,
+        };
+        // Prefill 1×TP1 and decode 3×TP2 on nodes of 4: node0 takes the prefill GPU and one
+        // decode group (3 GPUs); the next group would make 5, so node1 takes the other two (4).
+        let s = plan
+            .scenario(
+                "x",
+                Strategy::Stage,
+                &[pool(Role::Prefill, 1, 1), pool(Role::Decode, 3, 2)],
+                false,
+                None,
+            )
+            .unwrap();
+        let sizes: Vec<usize> = s.cluster.nodes.iter().map(|n| n.gpus.len()).collect();
+        assert_eq!(sizes, [3, 4]);
+        let nodes: Vec<usize> = s.cluster.instances.iter().map(|i| i.node).collect();
+        assert_eq!(nodes, [0, 0, 1, 1]);
+        assert_eq!(s.cluster.network.name, "ib-ndr");
+        assert!(
+            s.cluster
+                .nodes
+                .iter()
+                .all(|n| n.fabric.kind == LinkKind::NvLink),
+            "A100-SXM nodes default to their NVLink"
+        );
+    }
+
+    #[test]
     fn the_closed_form_count_is_what_enumerate_lists() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../experiments/plans/paper-budget.yaml");
