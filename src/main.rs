@@ -98,6 +98,10 @@ enum Command {
         #[arg(long)]
         allow_large: bool,
     },
+    /// Run a sweep file's scenarios, or one shard of them (`--shard I/N`, or from a Slurm job
+    /// array's or Kubernetes Indexed Job's environment), into hive-partitioned parquet; resumes
+    /// what a killed run left; `merge` makes one table, `status` says what is missing
+    Sweep(SweepArgs),
     /// Tables and figures from result directories: comparison, latency–throughput curves,
     /// transfers, links, cost, and predicted against measured when exec rows are present
     /// (needs a build with `--features analysis`)
@@ -163,6 +167,60 @@ struct ValidateArgs {
     /// The simulated and the real replay's timeline of each scenario (same tracks)
     #[command(flatten)]
     trace: TraceArgs,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SweepArgs {
+    #[command(subcommand)]
+    what: Option<SweepCommand>,
+    /// Sweep YAML (see docs/sweep.md)
+    sweep: Option<PathBuf>,
+    /// Directory for sweep=<id>/shard=<i>/part-*.parquet (shared by every shard)
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Run shard I of N (scenarios with index ≡ I mod N) [default: from SLURM_ARRAY_TASK_ID /
+    /// JOB_COMPLETION_INDEX, else the whole sweep as 0/1]
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Shards in all, with JOB_COMPLETION_INDEX (the Indexed Job's `completions`)
+    #[arg(long, value_name = "N")]
+    shards: Option<u64>,
+    /// RNG seed, overriding the file's (part of every scenario's hash)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Scenarios per part file: what a killed run loses at most
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    part_scenarios: usize,
+    /// Threads [default: SLURM_CPUS_PER_TASK, else the cores this process may use]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Run even past the limit of 10 million scenarios
+    #[arg(long)]
+    allow_large: bool,
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Every shard's parts as one table, in scenario order (refused while scenarios are missing)
+    Merge {
+        /// The sweep's --out directory
+        dir: PathBuf,
+        /// The merged table (parquet)
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Which sweep=<id>, where the directory holds several
+        #[arg(long, value_name = "ID")]
+        sweep: Option<String>,
+    },
+    /// Scenarios done and missing per shard
+    Status {
+        /// The sweep's --out directory
+        dir: PathBuf,
+        /// Which sweep=<id>, where the directory holds several
+        #[arg(long, value_name = "ID")]
+        sweep: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -366,6 +424,113 @@ fn fit(a: FitArgs) -> Result<(), Error> {
         hetsim_sim::output::write_atomically(out, profile.to_yaml())?;
         sayln!("\nwrote {}", out.display());
     }
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<(), Error> {
+    use hetsim_sim::sweep::{Shard, load_sweep, merge, run_shard, status};
+    match a.what {
+        Some(SweepCommand::Merge { dir, out, sweep }) => {
+            let rows = merge(&dir, sweep.as_deref(), &out)?;
+            sayln!("wrote {} ({rows} scenarios)", out.display());
+            return Ok(());
+        }
+        Some(SweepCommand::Status { dir, sweep }) => {
+            let st = status(&dir, sweep.as_deref())?;
+            sayln!(
+                "sweep `{}` ({}): {} of {} scenarios done over {} shards",
+                st.name,
+                st.id,
+                st.done(),
+                st.scenarios,
+                st.shards.len()
+            );
+            say!("{}", st.table().to_text(0));
+            match st.missing() {
+                m if m.is_empty() => sayln!("complete"),
+                m => sayln!("incomplete: shards {m}"),
+            }
+            return Ok(());
+        }
+        None => {}
+    }
+    let (Some(file), Some(out)) = (a.sweep, a.out) else {
+        return Err(InputError::new(
+            "give a sweep file and --out DIR (`hetsim sweep SWEEP.yaml --out DIR`), or `merge` / `status`",
+        )
+        .into());
+    };
+    if a.part_scenarios == 0 {
+        return Err(InputError::new("--part-scenarios 0: give at least 1").into());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let (shard, from) = match (&a.shard, Shard::from_env(&env, a.shards)?) {
+        (Some(s), _) => (Shard::parse(s)?, "--shard"),
+        (None, Some((s, from))) => (s, from),
+        (None, None) if a.shards.is_some() => {
+            return Err(InputError::new(
+                "--shards N needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); elsewhere give --shard I/N",
+            )
+            .into());
+        }
+        (None, None) => (
+            Shard::new(0, 1)?,
+            "no --shard and no job array: the whole sweep",
+        ),
+    };
+    let threads = match a.threads {
+        Some(0) => return Err(InputError::new("--threads 0: give at least 1").into()),
+        Some(n) => n,
+        None => match std::env::var("SLURM_CPUS_PER_TASK") {
+            Ok(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    InputError::new(format!(
+                        "SLURM_CPUS_PER_TASK=`{v}`: expected a whole number ≥ 1"
+                    ))
+                })?,
+            Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+    };
+    let sweep = load_sweep(&file, a.seed, a.allow_large)?;
+    let started = std::time::Instant::now();
+    eprintln!(
+        "sweep `{}` ({}): {} scenarios; shard {}/{} ({from}): {} of them, {threads} threads",
+        sweep.name,
+        sweep.id,
+        sweep.scenarios,
+        shard.index,
+        shard.count,
+        shard.len(sweep.scenarios)
+    );
+    let r = run_shard(
+        &sweep,
+        &out,
+        shard,
+        a.part_scenarios,
+        threads,
+        &mut |done, all| {
+            eprintln!(
+                "shard {}/{}: {done} of {all} done ({:.1} s)",
+                shard.index,
+                shard.count,
+                started.elapsed().as_secs_f64()
+            )
+        },
+    )?;
+    sayln!(
+        "shard {}/{}: {} scenarios: {} simulated, {} rejected, {} done before; {}",
+        shard.index,
+        shard.count,
+        r.assigned,
+        r.simulated,
+        r.rejected,
+        r.skipped,
+        r.dir.display()
+    );
     Ok(())
 }
 
@@ -585,15 +750,23 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .filter(|i| r.scored[*i].candidate.reference)
                 .collect();
             sayln!(
-                "{} — {} candidates, {} simulated, in {:.2} s ({:.0} candidates/s)\n",
+                "{} — {} candidates, {} simulated, in {:.2} s (closed form {:.0} candidates/s, \
+                 simulation {:.1} candidates/s, on {} threads)\n",
                 plan.name,
                 r.candidates,
                 r.simulated,
                 r.seconds,
-                r.candidates as f64 / r.seconds
+                r.candidates as f64 / r.screen_seconds,
+                r.simulated as f64 / r.simulate_seconds,
+                r.threads
             );
-            sayln!("Pareto front (Tokens/$ against p99 end-to-end latency), best first\n");
+            sayln!("Pareto front (Tokens/$ against p99 TTFT and p99 TPOT), best Tokens/$ first\n");
             say!("{}", keep(&front).to_text(3));
+            let rejected = hetsim_sim::plan::rejections_table(&r);
+            if !rejected.rows.is_empty() {
+                sayln!("\nrejected, and why (docs/plan.md: each status)\n");
+                say!("{}", rejected.to_text(0));
+            }
             if !refs.is_empty() {
                 sayln!("\nreferences\n");
                 say!("{}", keep(&refs).to_text(3));
@@ -618,6 +791,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 sayln!("wrote {}", out.display());
             }
         }
+        Command::Sweep(a) => sweep(a)?,
         Command::Cost {
             experiment,
             requests,

@@ -429,3 +429,37 @@ scenarios:
     let (lo, hi) = (capacity, seeds.iter().cloned().fold(0.0, f64::max));
     assert!((spread - (hi - lo)).abs() < 0.011, "{row:?}");
 }
+
+#[test]
+fn a_wider_search_prunes_tensor_parallelism_and_fabrics_with_their_reasons() {
+    // TP 2 on GPUs without NVLink, and NVLink 3 for GPUs that lack it, are rejected in closed
+    // form with their reasons; the output lists the rejection groups and the front.
+    let mut text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("experiments/plans/paper-budget-wide.yaml"),
+    )
+    .unwrap();
+    text = text
+        .replace(
+            "  max_gpus: 6",
+            "  max_gpus: 3\n  fabric: [pcie4-host-staged, nvlink3]",
+        )
+        .replace("requests: 600", "requests: 300");
+    let p = std::env::temp_dir().join(format!("hetsim-plan-wide-{}.yaml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    let o = hetsim(&["plan", p.to_str().unwrap()]);
+    std::fs::remove_file(p).unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for reason in ["pruned:tp-no-nvlink", "pruned:fabric", "pruned:budget"] {
+        assert!(out.contains(reason), "{reason}: {out}");
+    }
+    assert!(
+        out.contains("Pareto front (Tokens/$ against p99 TTFT and p99 TPOT)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(tp2) @nvlink3"),
+        "a TP-2 candidate on NVLink: {out}"
+    );
+}

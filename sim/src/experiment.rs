@@ -567,6 +567,42 @@ fn parse(
     })
 }
 
+/// Checks that `tree` (a scenario's fields, as an experiment's `defaults` block holds them)
+/// has the shape of an experiment's scenario: field names and types, nothing resolved yet.
+pub fn check_scenario_tree(tree: &serde_json::Value) -> Result<(), InputError> {
+    ScenarioFields::deserialize(tree)
+        .map(drop)
+        .map_err(|e| InputError::new(e.to_string()))
+}
+
+/// Resolves a scenario given as a tree of an experiment's scenario fields (what `hetsim sweep`
+/// expands each point of its axes into), with every check an experiment's scenario gets. `file`
+/// names the file it came from, `base_dir` is where its relative paths start.
+pub fn resolve_scenario_tree(
+    tree: &serde_json::Value,
+    name: &str,
+    file: &str,
+    base_dir: &Path,
+    profile: Option<&HardwareProfile>,
+    seed: u64,
+) -> Result<Scenario, InputError> {
+    let fields = ScenarioFields::deserialize(tree)
+        .map_err(|e| InputError::new(format!("{file}: {name}: {e}")))?;
+    let at = At { file };
+    resolve(
+        &at,
+        name,
+        &fields,
+        name.to_string(),
+        base_dir,
+        profile,
+        None,
+        None,
+        None,
+        seed,
+    )
+}
+
 /// A scenario's own blocks win; a block it gives replaces the default block whole.
 fn merge(d: &ScenarioFields, s: &ScenarioFields) -> ScenarioFields {
     ScenarioFields {
@@ -1040,12 +1076,7 @@ fn build_cluster(
             ),
             None => None,
         };
-        let holds_vision = match role {
-            Role::Encoder | Role::All => true,
-            Role::Prefill => !strategy.has_encoder_pool(),
-            Role::Llm | Role::Decode => false,
-        } && model.vision.is_some();
-        let holds_llm = role != Role::Encoder || d.work_stealing;
+        let (holds_vision, holds_llm) = holds(model, strategy, role, d.work_stealing);
         tp_splits_heads(model, tp as u64, holds_vision, holds_llm)
             .map_err(|e| at.err(Some(&inst.tp), &format!("{ip}.tp"), e))?;
         // An operator fit carries to every GPU; a GPU probe alone sets only GEMM and memory.
@@ -1134,9 +1165,24 @@ fn build_cluster(
     Ok((cluster, memory, efficiency))
 }
 
+/// What an instance of `role` holds in memory: (the vision encoder, the LLM).
+pub(crate) fn holds(
+    model: &ModelSpec,
+    strategy: Strategy,
+    role: Role,
+    work_stealing: bool,
+) -> (bool, bool) {
+    let vision = match role {
+        Role::Encoder | Role::All => true,
+        Role::Prefill => !strategy.has_encoder_pool(),
+        Role::Llm | Role::Decode => false,
+    } && model.vision.is_some();
+    (vision, role != Role::Encoder || work_stealing)
+}
+
 /// Tensor parallelism splits attention by heads (vLLM's rule): every GPU gets a whole number of
 /// query heads, and the KV heads either split evenly or are replicated evenly.
-fn tp_splits_heads(
+pub(crate) fn tp_splits_heads(
     model: &ModelSpec,
     tp: u64,
     holds_vision: bool,
@@ -1166,7 +1212,10 @@ fn tp_splits_heads(
     }
 }
 
-fn check_fabric(l: &'static LinkSpec, gpus: &[&'static GpuSpec]) -> Result<(), InputError> {
+pub(crate) fn check_fabric(
+    l: &'static LinkSpec,
+    gpus: &[&'static GpuSpec],
+) -> Result<(), InputError> {
     match l.kind {
         LinkKind::Network => Err(InputError::new(format!(
             "`{}` is a network link; inside a node use pcie3/4/5, pcie3/4/5-host-staged or nvlink2/3/4/5",
@@ -1245,13 +1294,56 @@ pub struct SearchSpec {
     pub max_gpus: u32,
     #[serde(default = "all_strategies")]
     pub strategies: Vec<Strategy>,
-    /// The fabric of the (single) node; default: from the GPUs, as in experiments.
+    /// The fabric of the (single) node, or a list of them to search over (link options); default:
+    /// from the GPUs, as in experiments.
     #[serde(default)]
-    pub fabric: Option<String>,
+    pub fabric: Fabrics,
     #[serde(default)]
     pub routing: Routing,
     #[serde(default)]
     pub kv_transfer: KvTransferMode,
+    /// Tensor-parallel degrees a pool's instances may use (every instance of a pool the same).
+    #[serde(default = "tp_one")]
+    pub tp: Vec<u32>,
+    /// Work stealing off and/or on, for `modality` candidates (encoder GPUs also serve the LLM).
+    #[serde(default = "stealing_off")]
+    pub work_stealing: Vec<bool>,
+    /// GPUs a node holds: candidates larger than that span several nodes; default one node.
+    #[serde(default)]
+    pub gpus_per_node: Option<u32>,
+    /// The network between nodes; default as in experiments (100gbe).
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// One fabric name or a list of them.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(untagged)]
+pub enum Fabrics {
+    /// From the GPUs.
+    #[default]
+    Default,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Fabrics {
+    /// Each fabric searched; `None` is the default from the GPUs.
+    pub fn each(&self) -> Vec<Option<&str>> {
+        match self {
+            Fabrics::Default => vec![None],
+            Fabrics::One(f) => vec![Some(f)],
+            Fabrics::Many(list) => list.iter().map(|f| Some(f.as_str())).collect(),
+        }
+    }
+}
+
+fn tp_one() -> Vec<u32> {
+    vec![1]
+}
+
+fn stealing_off() -> Vec<bool> {
+    vec![false]
 }
 
 fn all_strategies() -> Vec<Strategy> {
@@ -1265,26 +1357,54 @@ struct ReferenceFields {
     name: String,
     strategy: Strategy,
     instances: Vec<PoolSpec>,
+    #[serde(default)]
+    work_stealing: bool,
+    /// The node's fabric; default: the search's where it gives one, else from the GPUs.
+    #[serde(default)]
+    fabric: Option<String>,
 }
 
-/// A pool of identical single-GPU instances.
+/// A pool of identical instances: `count` instances of `tp` GPUs each.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     pub role: Role,
     pub gpu: String,
     pub count: u32,
+    #[serde(default = "one_gpu")]
+    pub tp: u32,
+}
+
+fn one_gpu() -> u32 {
+    1
+}
+
+impl PoolSpec {
+    /// GPUs the pool takes.
+    pub fn gpus(&self) -> u32 {
+        self.count.saturating_mul(self.tp)
+    }
 }
 
 const BUDGET_USD: Bound = Bound::above(0.0, 1e12, "USD");
 const BUDGET_USD_PER_HOUR: Bound = Bound::above(0.0, 1e9, "USD/h");
+
+/// A cluster given by hand in a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub name: String,
+    pub strategy: Strategy,
+    pub pools: Vec<PoolSpec>,
+    pub work_stealing: bool,
+    pub fabric: Option<String>,
+}
 
 /// A validated plan file: builds candidate scenarios on demand.
 pub struct Plan {
     pub name: String,
     pub budget: Budget,
     pub search: SearchSpec,
-    pub references: Vec<(String, Strategy, Vec<PoolSpec>)>,
+    pub references: Vec<Reference>,
     /// At most this many GPUs of each listed type (catalog names); types not listed: no limit.
     pub inventory: Vec<(String, u32)>,
     file: String,
@@ -1334,18 +1454,71 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
     }
     if f.search.gpus.is_empty()
         || f.search.max_gpus == 0
-        || f.search.max_gpus > 16
+        || f.search.max_gpus > f.search.gpus_per_node.map_or(16, |_| 64)
         || f.search.strategies.is_empty()
     {
         return Err(InputError::new(format!(
-            "{file_name}: search: give at least one GPU type, max_gpus from 1 to 16 and at least one strategy"
+            "{file_name}: search: give at least one GPU type, max_gpus from 1 to 16 (to 64 with gpus_per_node) and at least one strategy"
         )));
     }
     for g in &f.search.gpus {
         resolve_gpu(g).map_err(|e| e.context(format!("{file_name}: search.gpus")))?;
     }
-    if let Some(fab) = &f.search.fabric {
-        resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
+    let mut tps = f.search.tp.clone();
+    tps.sort_unstable();
+    tps.dedup();
+    if tps.is_empty()
+        || tps.len() != f.search.tp.len()
+        || tps.iter().any(|t| {
+            !t.is_power_of_two()
+                || *t > f.search.max_gpus
+                || f.search.gpus_per_node.is_some_and(|n| *t > n)
+        })
+    {
+        return Err(InputError::new(format!(
+            "{file_name}: search.tp {:?}: give distinct powers of two, at most max_gpus ({}) and \
+             gpus_per_node (a TP group stays in one node)",
+            f.search.tp, f.search.max_gpus
+        )));
+    }
+    if f.search.gpus_per_node.is_some_and(|n| n == 0 || n > 64) {
+        return Err(InputError::new(format!(
+            "{file_name}: search.gpus_per_node {:?}: give 1 to 64",
+            f.search.gpus_per_node
+        )));
+    }
+    if let Some(net) = &f.search.network {
+        let l = resolve_link(net).map_err(|e| e.context(format!("{file_name}: search.network")))?;
+        if l.kind != LinkKind::Network {
+            return Err(InputError::new(format!(
+                "{file_name}: search.network: `{net}` is an intra-node link; between nodes use 10gbe, 25gbe, 100gbe, 200gbe, 400gbe, ib-hdr or ib-ndr"
+            )));
+        }
+    }
+    let mut stealing = f.search.work_stealing.clone();
+    stealing.dedup();
+    if stealing.is_empty() || stealing.len() != f.search.work_stealing.len() {
+        return Err(InputError::new(format!(
+            "{file_name}: search.work_stealing {:?}: give [false], [true] or [false, true]",
+            f.search.work_stealing
+        )));
+    }
+    let fabrics = f.search.fabric.each();
+    let mut distinct = fabrics.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if fabrics.is_empty() || distinct.len() != fabrics.len() {
+        return Err(InputError::new(format!(
+            "{file_name}: search.fabric: give a link name or a list of distinct ones"
+        )));
+    }
+    for fab in fabrics.into_iter().flatten() {
+        let l = resolve_link(fab).map_err(|e| e.context(format!("{file_name}: search.fabric")))?;
+        if l.kind == LinkKind::Network {
+            return Err(InputError::new(format!(
+                "{file_name}: search.fabric: `{fab}` is a network link; inside a node use pcie3/4/5, pcie3/4/5-host-staged or nvlink2/3/4/5"
+            )));
+        }
     }
     let mut inventory = Vec::new();
     for (g, n) in &f.inventory {
@@ -1364,7 +1537,16 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
         references: f
             .references
             .iter()
-            .map(|r| (r.name.clone(), r.strategy, r.instances.clone()))
+            .map(|r| Reference {
+                name: r.name.clone(),
+                strategy: r.strategy,
+                pools: r.instances.clone(),
+                work_stealing: r.work_stealing,
+                fabric: r.fabric.clone().or_else(|| match &f.search.fabric {
+                    Fabrics::One(one) => Some(one.clone()),
+                    Fabrics::Default | Fabrics::Many(_) => None,
+                }),
+            })
             .collect(),
         inventory,
         file: file_name.clone(),
@@ -1385,7 +1567,10 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
                 role: Role::All,
                 gpu: g.clone(),
                 count: 1,
+                tp: 1,
             }],
+            false,
+            None,
         ) {
             Ok(t) => {
                 plan.template = Some(t);
@@ -1399,15 +1584,22 @@ pub fn parse_plan(text: &str, path: &Path, seed: Option<u64>) -> Result<Plan, In
     if plan.template.is_none() {
         return Err(first_err.expect("at least one GPU type was tried"));
     }
-    for (name, strategy, pools) in &plan.references {
-        for (i, p) in pools.iter().enumerate() {
+    for r in &plan.references {
+        let name = &r.name;
+        for (i, p) in r.pools.iter().enumerate() {
             // As a node's GPU count in an experiment; the pools of one type are summed.
             Bound::closed(1.0, 1024.0, "GPUs")
-                .check_u64(&format!("instances[{i}].count"), u64::from(p.count))
+                .check_u64(&format!("instances[{i}].count"), u64::from(p.gpus()))
                 .map_err(|e| e.context(format!("{file_name}: references `{name}`")))?;
         }
-        plan.scenario(name, *strategy, pools)
-            .map_err(|e| e.context(format!("references `{name}`")))?;
+        plan.scenario(
+            name,
+            r.strategy,
+            &r.pools,
+            r.work_stealing,
+            r.fabric.as_deref(),
+        )
+        .map_err(|e| e.context(format!("references `{name}`")))?;
     }
     Ok(plan)
 }
@@ -1422,12 +1614,15 @@ impl Plan {
         self.template.as_ref().expect("set by load_plan")
     }
 
-    /// A candidate: pools of single-GPU instances on one node with the search's fabric.
+    /// A candidate: pools of instances (`tp` GPUs each) on one node with `fabric` (None: from
+    /// the GPUs).
     pub fn scenario(
         &self,
         name: &str,
         strategy: Strategy,
         pools: &[PoolSpec],
+        work_stealing: bool,
+        fabric: Option<&str>,
     ) -> Result<Scenario, InputError> {
         let sp = |v: String| {
             Spanned::new(
@@ -1443,27 +1638,47 @@ impl Plan {
                 serde_saphyr::Location::UNKNOWN,
             )
         };
-        let mut gpus: Vec<GpuCount> = Vec::new();
+        // Instances fill nodes of `gpus_per_node` in pool order, a TP group never split across
+        // two (the placement in `build_cluster` then puts each instance where it was counted).
+        let per_node = self.search.gpus_per_node.unwrap_or(u32::MAX);
+        let mut nodes: Vec<(u32, Vec<GpuCount>)> = vec![(0, Vec::new())];
         for p in pools {
-            match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
-                // Saturating: a sum past 1024 is refused as a node's GPU count.
-                Some(g) => g.count.value = g.count.value.saturating_add(p.count),
-                None => gpus.push(GpuCount {
-                    gpu: sp(p.gpu.clone()),
-                    count: su(p.count),
-                    partitions: None,
-                }),
+            for _ in 0..p.count {
+                let (used, _) = nodes.last().expect("one node at least");
+                if *used > 0 && used.saturating_add(p.tp) > per_node {
+                    nodes.push((0, Vec::new()));
+                }
+                let (used, gpus) = nodes.last_mut().expect("one node at least");
+                *used = used.saturating_add(p.tp);
+                match gpus.iter_mut().find(|g| g.gpu.value == p.gpu) {
+                    // Saturating: a sum past 1024 is refused as a node's GPU count.
+                    Some(g) => g.count.value = g.count.value.saturating_add(p.tp),
+                    None => gpus.push(GpuCount {
+                        gpu: sp(p.gpu.clone()),
+                        count: su(p.tp),
+                        partitions: None,
+                    }),
+                }
             }
         }
+        let single = nodes.len() == 1;
         let mut fields = self.defaults.clone();
         fields.name = Some(name.to_string());
         fields.cluster = Some(ClusterFields {
-            nodes: vec![NodeFields {
-                name: sp("box".into()),
-                gpus,
-                fabric: self.search.fabric.clone().map(sp),
-            }],
-            network: None,
+            nodes: nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, gpus))| NodeFields {
+                    name: sp(if single {
+                        "box".into()
+                    } else {
+                        format!("node{i}")
+                    }),
+                    gpus,
+                    fabric: fabric.map(|f| sp(f.to_string())),
+                })
+                .collect(),
+            network: self.search.network.clone().map(sp),
             link_sharing: crate::network::Sharing::Fair,
         });
         fields.deployment = Some(DeploymentFields {
@@ -1482,13 +1697,13 @@ impl Plan {
                     ),
                     gpu: sp(p.gpu.clone()),
                     node: None,
-                    tp: su(1),
+                    tp: su(p.tp),
                     count: su(p.count),
                 })
                 .collect(),
             routing: self.search.routing,
             kv_transfer: self.search.kv_transfer,
-            work_stealing: false,
+            work_stealing,
         });
         let at = At { file: &self.file };
         resolve(

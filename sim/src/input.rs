@@ -12,6 +12,9 @@ use crate::error::InputError;
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// Trace files: the public Azure and Splitwise traces are tens of MiB.
 pub const MAX_TRACE_BYTES: u64 = 256 << 20;
+/// Parquet tables hetsim wrote and reads back (`hetsim sweep merge`): a million-row sweep is
+/// about 200 MiB.
+pub const MAX_TABLE_BYTES: u64 = 4 << 30;
 
 /// Opens `path` (a `what`: "experiment", "trace", …) if it is a regular file of at most `cap`
 /// bytes; the returned reader stops at `cap` even if the file grows meanwhile.

@@ -28,6 +28,7 @@ pub mod records;
 pub mod run;
 pub mod scheduler;
 pub mod stats;
+pub mod sweep;
 pub mod table;
 pub mod timeline;
 pub mod trace;

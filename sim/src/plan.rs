@@ -13,12 +13,14 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::capacity::{RequestMix, deployment_capacity};
+use crate::catalog::LinkKind;
+use crate::catalog::resolve_link;
 use crate::catalog::{GpuSpec, resolve_gpu};
 use crate::cluster::Role;
 use crate::cost::PricingMode;
 use crate::engine::RunResult;
 use crate::error::{Error, InputError};
-use crate::experiment::{Plan, PoolSpec, Strategy};
+use crate::experiment::{Plan, PoolSpec, Strategy, check_fabric, holds, tp_splits_heads};
 use crate::headroom::{
     Capacity, HORIZON_EXTENSION, Judged, Miss, Sustain, capacity_search, offered_rate,
     simulate_judged,
@@ -30,6 +32,10 @@ pub struct Candidate {
     pub name: String,
     pub strategy: Strategy,
     pub pools: Vec<PoolSpec>,
+    /// Encoder GPUs also serve LLM work (modality only).
+    pub work_stealing: bool,
+    /// The node's fabric; None: from the GPUs.
+    pub fabric: Option<String>,
     pub reference: bool,
 }
 
@@ -42,6 +48,13 @@ pub enum Status {
     TooSlow,
     /// Even alone, a request would miss a target: the phase named.
     SloUnreachable(&'static str),
+    /// A pool's tensor parallelism cannot be: `heads` (the degree does not divide the attention
+    /// heads of what the pool holds) or `no-nvlink` (TP > 1 outside an NVLink domain: its
+    /// all-reduce on every layer would cross PCIe).
+    TpUnsupported(&'static str),
+    /// The searched fabric cannot join these GPUs (an NVLink generation they lack, peer-to-peer
+    /// PCIe for GPUs without it).
+    FabricUnfit,
     /// Simulated, and missed a target, dropped requests or did not keep up.
     Missed(Miss),
     Feasible,
@@ -54,6 +67,8 @@ impl Status {
             Status::NoFit => "pruned:memory".into(),
             Status::TooSlow => "pruned:capacity".into(),
             Status::SloUnreachable(p) => format!("pruned:slo-{p}"),
+            Status::TpUnsupported(why) => format!("pruned:tp-{why}"),
+            Status::FabricUnfit => "pruned:fabric".into(),
             Status::Missed(m) => format!("simulated:{}", m.label()),
             Status::Feasible => "feasible".into(),
         }
@@ -80,6 +95,12 @@ pub struct PlanResult {
     pub candidates: usize,
     pub simulated: usize,
     pub seconds: f64,
+    /// Wall time of the closed-form screening of every candidate, and of simulating the
+    /// survivors at the offered rate (before the headroom search): the planner's two speeds.
+    pub screen_seconds: f64,
+    pub simulate_seconds: f64,
+    /// Threads the screening and simulation ran on.
+    pub threads: usize,
     pub notes: Vec<String>,
     /// The best plan's capacity within the SLO (found by simulation), and the offered rate.
     pub best_capacity: Option<(Capacity, f64)>,
@@ -104,7 +125,7 @@ fn check_prices(plan: &Plan) -> Result<(), InputError> {
     let from_refs = plan
         .references
         .iter()
-        .flat_map(|(_, _, pools)| pools.iter().map(|p| &p.gpu));
+        .flat_map(|r| r.pools.iter().map(|p| &p.gpu));
     for name in plan.search.gpus.iter().chain(from_refs) {
         let g = resolve_gpu(name)?;
         let priced = pricing
@@ -129,14 +150,26 @@ fn within_inventory(plan: &Plan, pools: &[PoolSpec]) -> bool {
         pools
             .iter()
             .filter(|p| p.gpu == *gpu)
-            .map(|p| p.count)
+            .map(PoolSpec::gpus)
             .sum::<u32>()
             <= *owned
     })
 }
 
-/// How many candidates `enumerate` would list before the inventory filter, in closed form
-/// (saturating), so a search too large to enumerate is refused before it starts.
+/// Ways to give `pools` pools (in order) at least one instance each, an instance of pool k
+/// taking `tps[k]` GPUs, with at most `max` GPUs in all.
+fn fillings(tps: &[u64], max: u64) -> u64 {
+    match tps.split_first() {
+        None => 1,
+        Some((&tp, rest)) => (1..=max / tp)
+            .map(|n| fillings(rest, max - n * tp))
+            .fold(0u64, u64::saturating_add),
+    }
+}
+
+/// How many candidates `enumerate` would list before the inventory filter, without listing them
+/// (sums over the TP degrees only, saturating), so a search too large to enumerate is refused
+/// before it starts.
 pub fn candidate_count(plan: &Plan) -> u64 {
     // As `enumerate` counts types: by catalog name (load_plan resolved every one).
     let mut names: Vec<&str> = plan
@@ -150,27 +183,53 @@ pub fn candidate_count(plan: &Plan) -> u64 {
     names.dedup();
     let types = names.len() as u64;
     let max = u64::from(plan.search.max_gpus);
+    let tps: Vec<u64> = plan.search.tp.iter().map(|t| u64::from(*t)).collect();
     let vision = plan.template().model.vision.is_some();
-    // Exact at every step (a product of i + 1 consecutive integers is divisible by (i + 1)!).
-    let choose = |n: u64, k: u64| match n.checked_sub(k) {
-        Some(_) => (0..k).fold(1u64, |c, i| c.saturating_mul(n - i) / (i + 1)),
-        None => 0,
+    // Pools of `n` roles, each of any type and TP degree.
+    let split = |n: usize| {
+        let mut sum = 0u64;
+        let mut pick = vec![0usize; n];
+        loop {
+            let chosen: Vec<u64> = pick.iter().map(|&i| tps[i]).collect();
+            sum = sum.saturating_add(fillings(&chosen, max));
+            let Some(k) = (0..n).rev().find(|&k| pick[k] + 1 < tps.len()) else {
+                break;
+            };
+            pick[k] += 1;
+            pick[k + 1..].iter_mut().for_each(|p| *p = 0);
+        }
+        sum.saturating_mul(types.pow(n as u32))
+    };
+    // Colocated: non-empty multisets of (type, TP) choices of at most `max` GPUs, by a table
+    // of ways to take exactly g GPUs.
+    let colocated = {
+        let mut ways = vec![0u64; max as usize + 1];
+        ways[0] = 1;
+        for _ in 0..types {
+            for &tp in &tps {
+                for g in tp as usize..=max as usize {
+                    ways[g] = ways[g].saturating_add(ways[g - tp as usize]);
+                }
+            }
+        }
+        ways[1..].iter().fold(0u64, |a, w| a.saturating_add(*w))
     };
     let references = plan.references.len() as u64;
     plan.search.strategies.iter().fold(references, |sum, s| {
         let n = match s {
             _ if s.has_encoder_pool() && !vision => 0,
-            // Non-empty multisets of GPU types of at most `max` GPUs.
-            Strategy::Colocated => choose(max + types, types) - 1,
-            // Two pools of ≥ 1 GPU each, `max` in all, each of any type.
-            Strategy::Modality | Strategy::Stage => types.pow(2).saturating_mul(choose(max, 2)),
-            Strategy::Epd => types.pow(3).saturating_mul(choose(max, 3)),
+            Strategy::Colocated => colocated,
+            Strategy::Modality => split(2).saturating_mul(plan.search.work_stealing.len() as u64),
+            Strategy::Stage => split(2),
+            Strategy::Epd => split(3),
         };
-        sum.saturating_add(n)
+        sum.saturating_add(n.saturating_mul(plan.search.fabric.each().len() as u64))
     })
 }
 
-/// Every composition the search space allows.
+/// Every composition the search space allows: pools of each strategy's roles, each of any GPU
+/// type and TP degree and at least one instance, at most `max_gpus` GPUs in all; `modality` once
+/// per work-stealing setting.
 pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
     let mut types: Vec<&'static GpuSpec> = Vec::new();
     for g in &plan.search.gpus {
@@ -179,130 +238,164 @@ pub fn enumerate(plan: &Plan) -> Result<Vec<Candidate>, InputError> {
             types.push(spec);
         }
     }
+    // A pool's choice: (type, TP degree), types outer.
+    let choices: Vec<(&'static GpuSpec, u32)> = types
+        .iter()
+        .flat_map(|g| plan.search.tp.iter().map(move |t| (*g, *t)))
+        .collect();
     let max = plan.search.max_gpus;
     let vision = plan.template().model.vision.is_some();
+    let fabrics = plan.search.fabric.each();
     let mut out = Vec::new();
-    let pool = |role, g: &GpuSpec, count| PoolSpec {
+    let pool = |role, (g, tp): (&GpuSpec, u32), count| PoolSpec {
         role,
         gpu: g.name.to_string(),
         count,
-    };
-    let label = |pools: &[PoolSpec]| {
-        pools
-            .iter()
-            .map(|p| format!("{}:{}×{}", p.role.name(), p.count, p.gpu))
-            .collect::<Vec<_>>()
-            .join(" ")
+        tp,
     };
     for &strategy in &plan.search.strategies {
         if strategy.has_encoder_pool() && !vision {
             continue;
         }
+        let stealing: &[bool] = if strategy == Strategy::Modality {
+            &plan.search.work_stealing
+        } else {
+            &[false]
+        };
         let mut push = |pools: Vec<PoolSpec>| {
             if !within_inventory(plan, &pools) {
                 return;
             }
-            out.push(Candidate {
-                name: format!("{} {}", strategy.name(), label(&pools)),
-                strategy,
-                pools,
-                reference: false,
-            })
-        };
-        match strategy {
-            Strategy::Colocated => {
-                // Every multiset of GPU types up to max_gpus, each GPU serving whole requests.
-                let mut counts = vec![0u32; types.len()];
-                loop {
-                    let mut k = 0;
-                    while k < counts.len() {
-                        counts[k] += 1;
-                        if counts.iter().sum::<u32>() <= max {
-                            break;
-                        }
-                        counts[k] = 0;
-                        k += 1;
+            for fabric in &fabrics {
+                for &work_stealing in stealing {
+                    let mut name = candidate_name(strategy, &pools, work_stealing);
+                    if let (Some(f), true) = (fabric, fabrics.len() > 1) {
+                        name = format!("{name} @{f}");
                     }
-                    if k == counts.len() {
+                    out.push(Candidate {
+                        name,
+                        strategy,
+                        pools: pools.clone(),
+                        work_stealing,
+                        fabric: fabric.map(str::to_string),
+                        reference: false,
+                    })
+                }
+            }
+        };
+        if strategy == Strategy::Colocated {
+            // Every multiset of choices up to max_gpus, each GPU serving whole requests.
+            let mut counts = vec![0u32; choices.len()];
+            let gpus = |counts: &[u32]| -> u32 {
+                counts.iter().zip(&choices).map(|(n, (_, tp))| n * tp).sum()
+            };
+            loop {
+                let mut k = 0;
+                while k < counts.len() {
+                    counts[k] += 1;
+                    if gpus(&counts) <= max {
                         break;
                     }
-                    push(
-                        types
-                            .iter()
-                            .zip(&counts)
-                            .filter(|(_, n)| **n > 0)
-                            .map(|(g, n)| pool(Role::All, g, *n))
-                            .collect(),
-                    );
+                    counts[k] = 0;
+                    k += 1;
                 }
-            }
-            Strategy::Modality | Strategy::Stage => {
-                let (first, second) = if strategy == Strategy::Modality {
-                    (Role::Encoder, Role::Llm)
-                } else {
-                    (Role::Prefill, Role::Decode)
-                };
-                for a in &types {
-                    for b in &types {
-                        for na in 1..max {
-                            for nb in 1..=(max - na) {
-                                push(vec![pool(first, a, na), pool(second, b, nb)]);
-                            }
-                        }
-                    }
+                if k == counts.len() {
+                    break;
                 }
+                push(
+                    choices
+                        .iter()
+                        .zip(&counts)
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(c, n)| pool(Role::All, *c, *n))
+                        .collect(),
+                );
             }
-            Strategy::Epd => {
-                for e in &types {
-                    for p in &types {
-                        for d in &types {
-                            for ne in 1..max {
-                                for np in 1..max - ne {
-                                    for nd in 1..=(max - ne - np) {
-                                        push(vec![
-                                            pool(Role::Encoder, e, ne),
-                                            pool(Role::Prefill, p, np),
-                                            pool(Role::Decode, d, nd),
-                                        ]);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            continue;
         }
+        // One pool per role, in the strategy's order: every choice and count for each.
+        let roles = match strategy {
+            Strategy::Modality => &[Role::Encoder, Role::Llm][..],
+            Strategy::Stage => &[Role::Prefill, Role::Decode][..],
+            Strategy::Epd => &[Role::Encoder, Role::Prefill, Role::Decode][..],
+            Strategy::Colocated => unreachable!("handled above"),
+        };
+        let mut pools: Vec<PoolSpec> = Vec::new();
+        fill(&choices, roles, max, &mut pools, &mut push);
     }
-    for (name, strategy, pools) in &plan.references {
+    for r in &plan.references {
         out.push(Candidate {
-            name: name.clone(),
-            strategy: *strategy,
-            pools: pools.clone(),
+            name: r.name.clone(),
+            strategy: r.strategy,
+            pools: r.pools.clone(),
+            work_stealing: r.work_stealing,
+            fabric: r.fabric.clone(),
             reference: true,
         });
     }
     Ok(out)
 }
 
-fn capex_of(plan: &Plan, pools: &[PoolSpec]) -> Option<f64> {
+/// Extends `pools` with a pool for each of `roles` (every choice, at least one instance, within
+/// `left` GPUs), calling `push` with each full set.
+fn fill(
+    choices: &[(&'static GpuSpec, u32)],
+    roles: &[Role],
+    left: u32,
+    pools: &mut Vec<PoolSpec>,
+    push: &mut dyn FnMut(Vec<PoolSpec>),
+) {
+    let Some((&role, rest)) = roles.split_first() else {
+        push(pools.clone());
+        return;
+    };
+    for &(g, tp) in choices {
+        // Leave at least one GPU for each later pool.
+        let room = left.saturating_sub(rest.len() as u32);
+        for count in 1..=room / tp {
+            pools.push(PoolSpec {
+                role,
+                gpu: g.name.to_string(),
+                count,
+                tp,
+            });
+            fill(choices, rest, left - count * tp, pools, push);
+            pools.pop();
+        }
+    }
+}
+
+fn candidate_name(strategy: Strategy, pools: &[PoolSpec], work_stealing: bool) -> String {
+    let pools: Vec<String> = pools
+        .iter()
+        .map(|p| match p.tp {
+            1 => format!("{}:{}×{}", p.role.name(), p.count, p.gpu),
+            tp => format!("{}:{}×{}(tp{tp})", p.role.name(), p.count, p.gpu),
+        })
+        .collect();
+    format!(
+        "{} {}{}",
+        strategy.name(),
+        pools.join(" "),
+        if work_stealing { " +stealing" } else { "" }
+    )
+}
+
+fn capex_of(plan: &Plan, c: &Candidate) -> Option<f64> {
     let pricing = &plan.template().pricing;
     let mut total = 0.0;
-    for p in pools {
-        // Plans are single nodes; NVLink premium only where the search's fabric is NVLink.
-        let on_nvlink = plan
-            .search
-            .fabric
-            .as_deref()
-            .is_some_and(|f| f.starts_with("nvlink"));
+    for p in &c.pools {
+        // Plans are single nodes; NVLink premium only where the candidate's fabric is NVLink.
+        let on_nvlink = c.fabric.as_deref().is_some_and(|f| f.starts_with("nvlink"));
         let gpu = resolve_gpu(&p.gpu).ok()?;
-        total += pricing.purchase_usd(gpu, on_nvlink).ok()? * p.count as f64;
+        total += pricing.purchase_usd(gpu, on_nvlink).ok()? * f64::from(p.gpus());
     }
     Some(total)
 }
 
 /// Closed-form screening of one candidate (no simulation).
 fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget: bool) -> Scored {
-    let capex = capex_of(plan, &c.pools);
+    let capex = capex_of(plan, c);
     let mut scored = Scored {
         candidate: c.clone(),
         capex_usd: capex,
@@ -313,9 +406,44 @@ fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget
         run: None,
         sustain: None,
     };
-    let Ok(s) = plan.scenario(&c.name, c.strategy, &c.pools) else {
+    let model = &plan.template().model;
+    let splits = |p: &PoolSpec| {
+        let (vision, llm) = holds(model, c.strategy, p.role, c.work_stealing);
+        tp_splits_heads(model, u64::from(p.tp), vision, llm).is_ok()
+    };
+    if !c.pools.iter().all(splits) {
+        scored.status = Status::TpUnsupported("heads");
+        return scored;
+    }
+    if let Some(f) = &c.fabric {
+        let gpus: Option<Vec<&'static GpuSpec>> =
+            c.pools.iter().map(|p| resolve_gpu(&p.gpu).ok()).collect();
+        let fits = resolve_link(f)
+            .ok()
+            .zip(gpus)
+            .is_some_and(|(l, g)| check_fabric(l, &g).is_ok());
+        if !fits {
+            scored.status = Status::FabricUnfit;
+            return scored;
+        }
+    }
+    let Ok(s) = plan.scenario(
+        &c.name,
+        c.strategy,
+        &c.pools,
+        c.work_stealing,
+        c.fabric.as_deref(),
+    ) else {
         return scored;
     };
+    if s.cluster
+        .instances
+        .iter()
+        .any(|i| i.tp() > 1 && s.cluster.nodes[i.node].fabric.kind != LinkKind::NvLink)
+    {
+        scored.status = Status::TpUnsupported("no-nvlink");
+        return scored;
+    }
     scored.usd_per_hour = s
         .cluster
         .usd_per_second(&s.pricing)
@@ -369,7 +497,13 @@ fn min_decode_step(s: &crate::experiment::Scenario) -> f64 {
 }
 
 fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<Judged, Error> {
-    let s = plan.scenario(&c.name, c.strategy, &c.pools)?;
+    let s = plan.scenario(
+        &c.name,
+        c.strategy,
+        &c.pools,
+        c.work_stealing,
+        c.fabric.as_deref(),
+    )?;
     let requests = s.workload.requests.unwrap_or(0);
     simulate_judged(&s, HORIZON_EXTENSION * requests)
 }
@@ -406,10 +540,13 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
     let rate = offered_rate(t)?;
     let mix = RequestMix::of(t, 2000)?;
     let candidates = enumerate(plan)?;
+    let screening = Instant::now();
     let mut scored: Vec<Scored> = candidates
         .par_iter()
         .map(|c| screen(plan, &mix, c, rate, true))
         .collect();
+    let screen_seconds = screening.elapsed().as_secs_f64();
+    let simulating = Instant::now();
     let survivors: Vec<usize> = (0..scored.len())
         .filter(|&i| scored[i].status == Status::Feasible)
         .collect();
@@ -424,6 +561,7 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
         })
         .collect();
     let simulated = runs.len();
+    let simulate_seconds = simulating.elapsed().as_secs_f64();
     for (i, r) in runs {
         record(&mut scored[i], r?);
     }
@@ -471,30 +609,28 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
             .context(format!("{}: defaults.slo", plan.file()))
             .into());
     }
-    // Best Tokens/$ first; the Pareto front of Tokens/$ against p99 end-to-end latency.
+    // Best Tokens/$ first; the Pareto front of Tokens/$ against p99 TTFT and p99 TPOT.
     let mut order: Vec<usize> = (0..scored.len())
         .filter(|&i| feasible(&scored[i]))
         .collect();
     let key = |i: usize| {
         let s = &scored[i].run.as_ref().expect("feasible ones ran").summary;
-        (s.tokens_per_dollar, s.e2e_p99_s.unwrap_or(f64::INFINITY))
+        let p99 = |v: Option<f64>| v.unwrap_or(f64::INFINITY);
+        (s.tokens_per_dollar, p99(s.ttft_p99_s), p99(s.tpot_p99_s))
     };
     order.sort_by(|a, b| {
-        let (ta, la) = key(*a);
-        let (tb, lb) = key(*b);
+        let (ta, fa, pa) = key(*a);
+        let (tb, fb, pb) = key(*b);
         tb.total_cmp(&ta)
-            .then(la.total_cmp(&lb))
+            .then(fa.total_cmp(&fb))
+            .then(pa.total_cmp(&pb))
             .then(scored[*a].candidate.name.cmp(&scored[*b].candidate.name))
     });
-    let mut pareto = Vec::new();
-    let mut best_latency = f64::INFINITY;
-    for &i in &order {
-        let (_, lat) = key(i);
-        if lat < best_latency {
-            pareto.push(i);
-            best_latency = lat;
-        }
-    }
+    let pareto: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| !order.iter().any(|&j| dominates(key(j), key(i))))
+        .collect();
     let best = order
         .iter()
         .copied()
@@ -508,7 +644,13 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
     let best_capacity = match best {
         Some(b) => {
             let c = &scored[b].candidate;
-            let s = plan.scenario(&c.name, c.strategy, &c.pools)?;
+            let s = plan.scenario(
+                &c.name,
+                c.strategy,
+                &c.pools,
+                c.work_stealing,
+                c.fabric.as_deref(),
+            )?;
             let requests = s.workload.requests.unwrap_or(0);
             capacity_search(&s, rate, requests)?.map(|c| (c, rate))
         }
@@ -521,9 +663,43 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
         best,
         simulated,
         seconds: started.elapsed().as_secs_f64(),
+        screen_seconds,
+        simulate_seconds,
+        threads: rayon::current_num_threads(),
         notes,
         best_capacity,
     })
+}
+
+/// Whether `a` is at least as good as `b` in Tokens/$ (higher) and both p99s (lower), and
+/// better in one.
+fn dominates(a: (f64, f64, f64), b: (f64, f64, f64)) -> bool {
+    a.0 >= b.0 && a.1 <= b.1 && a.2 <= b.2 && (a.0 > b.0 || a.1 < b.1 || a.2 < b.2)
+}
+
+/// Why the candidates not feasible were rejected: one row per reason and strategy, with how
+/// many and the first such candidate.
+pub fn rejections_table(r: &PlanResult) -> Table {
+    let mut groups: std::collections::BTreeMap<(String, &'static str), (u64, &str)> =
+        Default::default();
+    for s in r.scored.iter().filter(|s| s.status != Status::Feasible) {
+        let e = groups
+            .entry((s.status.label(), s.candidate.strategy.name()))
+            .or_insert((0, &s.candidate.name));
+        e.0 += 1;
+    }
+    let mut rows: Vec<_> = groups.into_iter().collect();
+    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    let mut t = Table::new(&["rejected as", "strategy", "candidates", "for example"]);
+    for ((label, strategy), (n, example)) in rows {
+        t.push(vec![
+            Value::Str(label),
+            Value::Str(strategy.into()),
+            Value::U64(n),
+            Value::Str(example.to_string()),
+        ]);
+    }
+    t
 }
 
 fn budget_text(plan: &Plan) -> String {
@@ -651,6 +827,7 @@ pub fn candidates_table(r: &PlanResult) -> Table {
         "candidate",
         "strategy",
         "reference",
+        "work_stealing",
         "gpu_count",
         "capex_usd",
         "usd_per_hour",
@@ -676,7 +853,8 @@ pub fn candidates_table(r: &PlanResult) -> Table {
             Value::Str(s.candidate.name.clone()),
             Value::Str(s.candidate.strategy.name().into()),
             Value::Bool(s.candidate.reference),
-            Value::U64(s.candidate.pools.iter().map(|p| p.count as u64).sum()),
+            Value::Bool(s.candidate.work_stealing),
+            Value::U64(s.candidate.pools.iter().map(|p| u64::from(p.gpus())).sum()),
             f(s.capex_usd),
             f(s.usd_per_hour.is_finite().then_some(s.usd_per_hour)),
             f(s.predicted_rps),
@@ -705,17 +883,77 @@ mod tests {
     use super::*;
 
     #[test]
+    fn instances_fill_nodes_in_order_and_a_tp_group_stays_in_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../experiments/plans/paper-budget-wide.yaml");
+        let mut plan = crate::experiment::load_plan(&path, None).unwrap();
+        plan.search.gpus_per_node = Some(4);
+        plan.search.network = Some("ib-ndr".into());
+        let pool = |role, count, tp| PoolSpec {
+            role,
+            gpu: "A100-SXM-80GB".into(),
+            count,
+            tp,
+        };
+        // Prefill 1×TP1 and decode 3×TP2 on nodes of 4: node0 takes the prefill GPU and one
+        // decode group (3 GPUs); the next group would make 5, so node1 takes the other two (4).
+        let s = plan
+            .scenario(
+                "x",
+                Strategy::Stage,
+                &[pool(Role::Prefill, 1, 1), pool(Role::Decode, 3, 2)],
+                false,
+                None,
+            )
+            .unwrap();
+        let sizes: Vec<usize> = s.cluster.nodes.iter().map(|n| n.gpus.len()).collect();
+        assert_eq!(sizes, [3, 4]);
+        let nodes: Vec<usize> = s.cluster.instances.iter().map(|i| i.node).collect();
+        assert_eq!(nodes, [0, 0, 1, 1]);
+        assert_eq!(s.cluster.network.name, "ib-ndr");
+        assert!(
+            s.cluster
+                .nodes
+                .iter()
+                .all(|n| n.fabric.kind == LinkKind::NvLink),
+            "A100-SXM nodes default to their NVLink"
+        );
+    }
+
+    #[test]
     fn the_closed_form_count_is_what_enumerate_lists() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../experiments/plans/paper-budget.yaml");
         let mut plan = crate::experiment::load_plan(&path, None).unwrap();
-        for max_gpus in [1, 2, 3, 6] {
+        for (max_gpus, tp, stealing) in [
+            (1, vec![1], vec![false]),
+            (2, vec![1], vec![false]),
+            (3, vec![1], vec![false]),
+            (6, vec![1], vec![false]),
+            (6, vec![1, 2], vec![false, true]),
+            (8, vec![1, 2, 4], vec![true]),
+        ] {
             plan.search.max_gpus = max_gpus;
+            plan.search.fabric = match max_gpus {
+                8 => crate::experiment::Fabrics::Many(vec!["pcie4".into(), "nvlink3".into()]),
+                _ => crate::experiment::Fabrics::Default,
+            };
+            plan.search.tp = tp.clone();
+            plan.search.work_stealing = stealing.clone();
             assert_eq!(
                 candidate_count(&plan),
                 enumerate(&plan).unwrap().len() as u64,
-                "max_gpus {max_gpus}"
+                "max_gpus {max_gpus}, tp {tp:?}, stealing {stealing:?}"
             );
         }
+        // By hand: 3 types, TP {1, 2}, at most 4 GPUs, stage only. Prefill na×TP ta and decode
+        // nb×TP tb with na·ta + nb·tb ≤ 4: TP 1/1: (1,1..3), (2,1..2), (3,1) = 6; TP 1/2:
+        // (1,1), (2,1) = 2; TP 2/1: 2; TP 2/2: (1,1) = 1; 11 layouts × 3² type pairs = 99.
+        plan.search.max_gpus = 4;
+        plan.search.fabric = crate::experiment::Fabrics::Default;
+        plan.search.tp = vec![1, 2];
+        plan.search.strategies = vec![Strategy::Stage];
+        let refs = plan.references.len() as u64;
+        assert_eq!(candidate_count(&plan), 99 + refs);
     }
 }

@@ -9,7 +9,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 
-use crate::error::Error;
+use crate::error::{Error, InputError};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -175,18 +176,29 @@ impl Table {
 
     /// Parquet, column types from the values (a column of numbers and nulls is numeric).
     pub fn write_parquet(&self, path: &Path) -> Result<(), Error> {
+        let kinds: Vec<Kind> = (0..self.columns.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .find_map(|r| Kind::of(&r[c]))
+                    .unwrap_or(Kind::Str)
+            })
+            .collect();
+        self.write_parquet_as(path, &kinds)
+    }
+
+    /// Parquet with the column types given (a value of another type is written as null): files
+    /// written in pieces (`hetsim sweep`'s parts) share one schema even where a piece's column is
+    /// all null.
+    pub fn write_parquet_as(&self, path: &Path, kinds: &[Kind]) -> Result<(), Error> {
+        assert_eq!(kinds.len(), self.columns.len(), "one type per column");
         let err = |e: &dyn std::fmt::Display| Error::Output(format!("{}: {e}", path.display()));
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
-        for (c, name) in self.columns.iter().enumerate() {
+        for (c, (name, kind)) in self.columns.iter().zip(kinds).enumerate() {
             let col = self.rows.iter().map(|r| &r[c]);
-            let kind = col
-                .clone()
-                .find(|v| !matches!(v, Value::Null))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let (ty, array): (DataType, ArrayRef) = match kind {
-                Value::U64(_) => {
+            let array: ArrayRef = match kind {
+                Kind::U64 => {
                     let mut b = UInt64Builder::new();
                     col.for_each(|v| {
                         b.append_option(if let Value::U64(x) = v {
@@ -195,9 +207,9 @@ impl Table {
                             None
                         })
                     });
-                    (DataType::UInt64, Arc::new(b.finish()))
+                    Arc::new(b.finish())
                 }
-                Value::F64(_) => {
+                Kind::F64 => {
                     let mut b = Float64Builder::new();
                     col.for_each(|v| {
                         b.append_option(if let Value::F64(x) = v {
@@ -206,9 +218,9 @@ impl Table {
                             None
                         })
                     });
-                    (DataType::Float64, Arc::new(b.finish()))
+                    Arc::new(b.finish())
                 }
-                Value::Bool(_) => {
+                Kind::Bool => {
                     let mut b = BooleanBuilder::new();
                     col.for_each(|v| {
                         b.append_option(if let Value::Bool(x) = v {
@@ -217,9 +229,9 @@ impl Table {
                             None
                         })
                     });
-                    (DataType::Boolean, Arc::new(b.finish()))
+                    Arc::new(b.finish())
                 }
-                Value::Str(_) | Value::Null => {
+                Kind::Str => {
                     let mut b = StringBuilder::new();
                     col.for_each(|v| {
                         b.append_option(if let Value::Str(x) = v {
@@ -228,10 +240,10 @@ impl Table {
                             None
                         })
                     });
-                    (DataType::Utf8, Arc::new(b.finish()))
+                    Arc::new(b.finish())
                 }
             };
-            fields.push(Field::new(name, ty, true));
+            fields.push(Field::new(name, kind.data_type(), true));
             arrays.push(array);
         }
         let schema = Arc::new(Schema::new(fields));
@@ -241,6 +253,129 @@ impl Table {
         w.write(&batch).map_err(|e| err(&e))?;
         let bytes = w.into_inner().map_err(|e| err(&e))?;
         crate::output::write_atomically(path, bytes)
+    }
+
+    /// Reads a parquet file `write_parquet_as` wrote (string, uint64, float64 and boolean
+    /// columns), with its column types.
+    pub fn read_parquet(path: &Path) -> Result<(Table, Vec<Kind>), InputError> {
+        use arrow_array::{Array, BooleanArray, Float64Array, StringArray, UInt64Array};
+        let err = |e: &dyn std::fmt::Display| {
+            InputError::new(format!(
+                "{}: cannot read as a parquet table: {e}",
+                path.display()
+            ))
+        };
+        // Regular file and size checked; parquet reads by offset, so the plain file is handed on.
+        let file =
+            crate::input::open(path, "parquet table", crate::input::MAX_TABLE_BYTES)?.into_inner();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(&e))?;
+        let schema = builder.schema().clone();
+        let reader = builder.build().map_err(|e| err(&e))?;
+        let mut kinds = Vec::new();
+        for f in schema.fields() {
+            kinds.push(match f.data_type() {
+                DataType::Utf8 => Kind::Str,
+                DataType::UInt64 => Kind::U64,
+                DataType::Float64 => Kind::F64,
+                DataType::Boolean => Kind::Bool,
+                other => {
+                    return Err(err(&format!(
+                        "column `{}` is {other}; hetsim tables hold string, uint64, float64 and boolean columns",
+                        f.name()
+                    )));
+                }
+            });
+        }
+        let mut table = Table {
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            rows: Vec::new(),
+        };
+        for batch in reader {
+            let batch = batch.map_err(|e| err(&e))?;
+            let first = table.rows.len();
+            table
+                .rows
+                .extend((0..batch.num_rows()).map(|_| Vec::with_capacity(kinds.len())));
+            for (array, kind) in batch.columns().iter().zip(&kinds) {
+                let rows = &mut table.rows[first..];
+                let any = array.as_any();
+                // The downcasts match the schema just read.
+                match kind {
+                    Kind::Str => {
+                        let a = any.downcast_ref::<StringArray>().expect("utf8 column");
+                        for (i, r) in rows.iter_mut().enumerate() {
+                            r.push(if a.is_null(i) {
+                                Value::Null
+                            } else {
+                                Value::Str(a.value(i).to_string())
+                            });
+                        }
+                    }
+                    Kind::U64 => {
+                        let a = any.downcast_ref::<UInt64Array>().expect("uint64 column");
+                        for (i, r) in rows.iter_mut().enumerate() {
+                            r.push(if a.is_null(i) {
+                                Value::Null
+                            } else {
+                                Value::U64(a.value(i))
+                            });
+                        }
+                    }
+                    Kind::F64 => {
+                        let a = any.downcast_ref::<Float64Array>().expect("float64 column");
+                        for (i, r) in rows.iter_mut().enumerate() {
+                            r.push(if a.is_null(i) {
+                                Value::Null
+                            } else {
+                                Value::F64(a.value(i))
+                            });
+                        }
+                    }
+                    Kind::Bool => {
+                        let a = any.downcast_ref::<BooleanArray>().expect("boolean column");
+                        for (i, r) in rows.iter_mut().enumerate() {
+                            r.push(if a.is_null(i) {
+                                Value::Null
+                            } else {
+                                Value::Bool(a.value(i))
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok((table, kinds))
+    }
+}
+
+/// The type of a table column in parquet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    U64,
+    F64,
+    Bool,
+}
+
+impl Kind {
+    /// The type a value implies; none for a null.
+    pub fn of(v: &Value) -> Option<Kind> {
+        match v {
+            Value::Str(_) => Some(Kind::Str),
+            Value::U64(_) => Some(Kind::U64),
+            Value::F64(_) => Some(Kind::F64),
+            Value::Bool(_) => Some(Kind::Bool),
+            Value::Null => None,
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            Kind::Str => DataType::Utf8,
+            Kind::U64 => DataType::UInt64,
+            Kind::F64 => DataType::Float64,
+            Kind::Bool => DataType::Boolean,
+        }
     }
 }
 

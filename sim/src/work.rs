@@ -6,6 +6,9 @@ use crate::error::InputError;
 
 /// Scenarios of one experiment after matrix expansion.
 pub const MAX_SCENARIOS: u64 = 1_000;
+/// Scenarios a sweep file expands to: a sweep is meant for a cluster (`--shard`), so its limit
+/// is only a guard against a typo's product.
+pub const MAX_SWEEP_SCENARIOS: u64 = 10_000_000;
 /// Requests simulated by one command, over all its scenarios.
 pub const MAX_REQUESTS: u64 = 10_000_000;
 /// Cluster compositions `hetsim plan` enumerates.
