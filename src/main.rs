@@ -97,6 +97,20 @@ enum Command {
         /// Search even past the limit of 50,000 candidates
         #[arg(long)]
         allow_large: bool,
+        /// Run one shard of the plan's simulations into this folder (docs/plan.md, "Sharded");
+        /// the shard is `--shard I/N`, or a Slurm job array's / Kubernetes Indexed Job's
+        #[arg(long, value_name = "DIR", conflicts_with = "merge")]
+        shard_out: Option<PathBuf>,
+        /// With --shard-out: this shard of that many (`I/N`)
+        #[arg(long, value_name = "I/N", requires = "shard_out")]
+        shard: Option<String>,
+        /// With --shard-out in a Kubernetes Indexed Job: the Job's `completions`
+        #[arg(long, value_name = "N", requires = "shard_out")]
+        shards: Option<u64>,
+        /// Answer from the shards in this folder (every one of them written) instead of
+        /// simulating here
+        #[arg(long, value_name = "DIR")]
+        merge: Option<PathBuf>,
     },
     /// Run a sweep file's scenarios, or one shard of them (`--shard I/N`, or from a Slurm job
     /// array's or Kubernetes Indexed Job's environment), into hive-partitioned parquet; resumes
@@ -427,8 +441,34 @@ fn fit(a: FitArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The shard this process runs: `--shard I/N`, else a job array's (Slurm, or a Kubernetes
+/// Indexed Job with `--shards N`), else all of it (`whole` says what that is); and where it came
+/// from.
+fn shard_of(
+    shard: Option<&str>,
+    shards: Option<u64>,
+    whole: &str,
+) -> Result<(hetsim_sim::sweep::Shard, String), Error> {
+    use hetsim_sim::sweep::Shard;
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(match (shard, Shard::from_env(&env, shards)?) {
+        (Some(s), _) => (Shard::parse(s)?, "--shard".to_string()),
+        (None, Some((s, from))) => (s, from.to_string()),
+        (None, None) if shards.is_some() => {
+            return Err(InputError::new(
+                "--shards N needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); elsewhere give --shard I/N",
+            )
+            .into());
+        }
+        (None, None) => (
+            Shard::new(0, 1)?,
+            format!("no --shard and no job array: {whole}"),
+        ),
+    })
+}
+
 fn sweep(a: SweepArgs) -> Result<(), Error> {
-    use hetsim_sim::sweep::{Shard, load_sweep, merge, run_shard, status};
+    use hetsim_sim::sweep::{load_sweep, merge, run_shard, status};
     match a.what {
         Some(SweepCommand::Merge { dir, out, sweep }) => {
             let rows = merge(&dir, sweep.as_deref(), &out)?;
@@ -463,21 +503,7 @@ fn sweep(a: SweepArgs) -> Result<(), Error> {
     if a.part_scenarios == 0 {
         return Err(InputError::new("--part-scenarios 0: give at least 1").into());
     }
-    let env = |k: &str| std::env::var(k).ok();
-    let (shard, from) = match (&a.shard, Shard::from_env(&env, a.shards)?) {
-        (Some(s), _) => (Shard::parse(s)?, "--shard"),
-        (None, Some((s, from))) => (s, from),
-        (None, None) if a.shards.is_some() => {
-            return Err(InputError::new(
-                "--shards N needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); elsewhere give --shard I/N",
-            )
-            .into());
-        }
-        (None, None) => (
-            Shard::new(0, 1)?,
-            "no --shard and no job array: the whole sweep",
-        ),
-    };
+    let (shard, from) = shard_of(a.shard.as_deref(), a.shards, "the whole sweep")?;
     let threads = match a.threads {
         Some(0) => return Err(InputError::new("--threads 0: give at least 1").into()),
         Some(n) => n,
@@ -723,8 +749,34 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             out,
             seed,
             allow_large,
+            shard_out,
+            shard,
+            shards,
+            merge,
         } => {
             let plan = hetsim_sim::experiment::load_plan(&plan, seed)?;
+            if let Some(dir) = shard_out {
+                let (shard, from) = shard_of(shard.as_deref(), shards, "the whole plan")?;
+                let done =
+                    hetsim_sim::plan::simulate_shard(&plan, allow_large, shard, &dir, &|_, _| {})?;
+                if done.resumed {
+                    sayln!(
+                        "shard {}/{} ({from}): already done, {}",
+                        shard.index,
+                        shard.count,
+                        done.path.display()
+                    );
+                } else {
+                    sayln!(
+                        "shard {}/{} ({from}): {} candidates simulated, wrote {}",
+                        shard.index,
+                        shard.count,
+                        done.simulated,
+                        done.path.display()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             // On standard error, hidden when it is not a terminal.
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -734,10 +786,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .expect("static template")
                 .progress_chars("=> "),
             );
-            let r = hetsim_sim::plan::search(&plan, allow_large, &|done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            });
+            let r = match &merge {
+                Some(dir) => hetsim_sim::plan::merge_shards(&plan, allow_large, dir),
+                None => hetsim_sim::plan::search(&plan, allow_large, &|done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                }),
+            };
             bar.finish_and_clear();
             let r = r?;
             let table = hetsim_sim::plan::candidates_table(&r);
@@ -749,17 +804,26 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let refs: Vec<usize> = (0..r.scored.len())
                 .filter(|i| r.scored[*i].candidate.reference)
                 .collect();
-            sayln!(
-                "{} — {} candidates, {} simulated, in {:.2} s (closed form {:.0} candidates/s, \
-                 simulation {:.1} candidates/s, on {} threads)\n",
-                plan.name,
-                r.candidates,
-                r.simulated,
-                r.seconds,
-                r.candidates as f64 / r.screen_seconds,
-                r.simulated as f64 / r.simulate_seconds,
-                r.threads
-            );
+            match &merge {
+                Some(dir) => sayln!(
+                    "{} — {} candidates, {} simulated by the shards in {}\n",
+                    plan.name,
+                    r.candidates,
+                    r.simulated,
+                    dir.display()
+                ),
+                None => sayln!(
+                    "{} — {} candidates, {} simulated, in {:.2} s (closed form {:.0} candidates/s, \
+                     simulation {:.1} candidates/s, on {} threads)\n",
+                    plan.name,
+                    r.candidates,
+                    r.simulated,
+                    r.seconds,
+                    r.candidates as f64 / r.screen_seconds,
+                    r.simulated as f64 / r.simulate_seconds,
+                    r.threads
+                ),
+            }
             sayln!("Pareto front (Tokens/$ against p99 TTFT and p99 TPOT), best Tokens/$ first\n");
             say!("{}", keep(&front).to_text(3));
             let rejected = hetsim_sim::plan::rejections_table(&r);

@@ -4,8 +4,9 @@
 //! `deploy/slurm/sweep.sbatch` as a 64-task job array running this build's binary, waits, merges,
 //! and checks the merged table equals a single-process run byte for byte. Then it runs the sweep
 //! as one array task, kills that task with SIGKILL through `scancel` once it has listed a part,
-//! submits it again, and checks the resumed table is the same. The daemons are stopped at the end
-//! (by the pids they wrote), whatever happens.
+//! submits it again, and checks the resumed table is the same. Last, `deploy/slurm/plan.sbatch`
+//! runs a small plan as an 8-task array, whose merged answer must be the single process's. The
+//! daemons are stopped at the end (by the pids they wrote), whatever happens.
 //!
 //! Sandbox settings: no cgroups (`proctrack/linuxproc`, `task/none`), no accounting, so it runs
 //! in a container. Without slurmctld on PATH, or not as root, the test says "skipped" and passes,
@@ -217,8 +218,20 @@ impl Cluster {
             .join("\n")
     }
 
-    /// Submits the shipped sbatch script as an array of `tasks`; returns the job id.
+    /// Submits the shipped sweep script as an array of `tasks`; returns the job id.
     fn submit(&self, tasks: u64, sweep: &Path, out: &Path, extra: &[&str]) -> String {
+        self.submit_script(SBATCH, tasks, sweep, out, extra)
+    }
+
+    /// Submits shipped sbatch `script` as an array of `tasks` with its two arguments.
+    fn submit_script(
+        &self,
+        script: &str,
+        tasks: u64,
+        file: &Path,
+        out: &Path,
+        extra: &[&str],
+    ) -> String {
         let o = self
             .client("sbatch")
             .arg("--parsable")
@@ -231,8 +244,8 @@ impl Cluster {
                 "--export=ALL,HETSIM={}",
                 env!("CARGO_BIN_EXE_hetsim")
             ))
-            .arg(SBATCH)
-            .arg(sweep)
+            .arg(script)
+            .arg(file)
             .arg(out)
             .args(extra)
             .output()
@@ -260,15 +273,20 @@ impl Cluster {
         }
     }
 
-    /// Task logs of job `id` that do not end in the shard's summary line.
+    /// Task logs of job `id` that do not end in the sweep shard's summary line.
     fn failed_tasks(&self, id: &str) -> Vec<String> {
+        self.failed_tasks_by(id, " scenarios: ")
+    }
+
+    /// Task logs of job `id` without `done` (the shard's summary line) or with an error.
+    fn failed_tasks_by(&self, id: &str, done: &str) -> Vec<String> {
         let mut bad = Vec::new();
         for e in std::fs::read_dir(self.dir.join("log")).unwrap() {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             if name.starts_with(&format!("task-{id}_")) {
                 let t = std::fs::read_to_string(&p).unwrap();
-                if !t.contains(" scenarios: ") || t.contains("error:") {
+                if !t.contains(done) || t.contains("error:") {
                     bad.push(format!("{name}: {t}"));
                 }
             }
@@ -314,7 +332,33 @@ fn parts_listed(out: &Path) -> usize {
         .map_or(0, |m| m["parts"].as_array().unwrap().len())
 }
 
-fn sweep_through_slurm(sweep: &Path, shards: u64, limit: Duration) {
+/// `deploy/slurm/plan.sbatch` as an 8-task array over a small plan: the merged answer is the
+/// single process's, byte for byte.
+fn plan_through_slurm(cluster: &Cluster, dir: &Path, limit: Duration) {
+    let plan = root().join("tests/fixtures/plan-shards.yaml");
+    let shards = dir.join("plan-shards");
+    let job = cluster.submit_script("deploy/slurm/plan.sbatch", 8, &plan, &shards, &[]);
+    cluster.wait(&job, limit);
+    let bad = cluster.failed_tasks_by(&job, "candidates simulated");
+    assert!(bad.is_empty(), "plan tasks failed:\n{}", bad.join("\n"));
+    let (merged, one) = (
+        dir.join("plan-merged.parquet"),
+        dir.join("plan-one.parquet"),
+    );
+    hetsim(&["plan", s(&plan), "--merge", s(&shards), "--out", s(&merged)]);
+    hetsim(&["plan", s(&plan), "--out", s(&one)]);
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&one).unwrap(),
+        "the plan merged from the Slurm array differs from the single process's"
+    );
+    println!(
+        "plan {}: 8 shards through Slurm merge to the single process's answer",
+        plan.display()
+    );
+}
+
+fn sweep_through_slurm(sweep: &Path, shards: u64, limit: Duration, with_plan: bool) {
     if !slurm_available() {
         return;
     }
@@ -396,6 +440,9 @@ fn sweep_through_slurm(sweep: &Path, shards: u64, limit: Duration) {
         std::fs::read(&one_table).unwrap(),
         "the killed and resumed task's table differs from the single process's"
     );
+    if with_plan {
+        plan_through_slurm(&cluster, t.path(), limit);
+    }
     drop(cluster);
 }
 
@@ -403,7 +450,7 @@ fn sweep_through_slurm(sweep: &Path, shards: u64, limit: Duration) {
 fn a_sweep_as_a_slurm_job_array_merges_to_the_single_process_table() {
     let sweep =
         std::env::var_os("HETSIM_SLURM_SWEEP").map_or_else(|| root().join(CI_SWEEP), PathBuf::from);
-    sweep_through_slurm(&sweep, 64, Duration::from_secs(240));
+    sweep_through_slurm(&sweep, 64, Duration::from_secs(240), true);
 }
 
 /// The full-size run: 100,000 scenarios as 64 shards (release build:
@@ -412,5 +459,5 @@ fn a_sweep_as_a_slurm_job_array_merges_to_the_single_process_table() {
 #[ignore]
 fn the_paper_grid_as_a_slurm_job_array() {
     let sweep = root().join("experiments/sweeps/paper-grid.yaml");
-    sweep_through_slurm(&sweep, 64, Duration::from_secs(3600));
+    sweep_through_slurm(&sweep, 64, Duration::from_secs(3600), false);
 }

@@ -1610,6 +1610,11 @@ impl Plan {
         &self.file
     }
 
+    /// The seed every candidate is simulated with.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     pub fn template(&self) -> &Scenario {
         self.template.as_ref().expect("set by load_plan")
     }

@@ -152,6 +152,15 @@ pub enum Miss {
 }
 
 impl Miss {
+    pub const ALL: [Miss; 6] = [
+        Miss::Drops,
+        Miss::Ttft,
+        Miss::Tpot,
+        Miss::FallsBehind,
+        Miss::LatencyGrows,
+        Miss::ShortHorizon,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Miss::Drops => "missed-drops",

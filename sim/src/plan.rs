@@ -3,10 +3,12 @@
 //! Every candidate is a single node of single-GPU instances: GPU types and counts per pool and a
 //! strategy. The closed-form model (`capacity`) prunes what cannot fit, cannot keep up with the
 //! offered rate, or cannot meet the latency targets even alone; the simulator scores every
-//! survivor, in parallel on all cores. Objective: Tokens/$ at the offered rate, subject to the
+//! survivor, in parallel on all cores, or across the shards of a job array (`simulate_shard`,
+//! `merge_shards`). Objective: Tokens/$ at the offered rate, subject to the
 //! p99 TTFT and TPOT targets (the plan's `slo`), no dropped request, and keeping up with the
 //! offered rate (`headroom`: a p99 under target says nothing about a queue that grows).
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -18,12 +20,10 @@ use crate::catalog::resolve_link;
 use crate::catalog::{GpuSpec, resolve_gpu};
 use crate::cluster::Role;
 use crate::cost::PricingMode;
-use crate::engine::RunResult;
 use crate::error::{Error, InputError};
 use crate::experiment::{Plan, PoolSpec, Strategy, check_fabric, holds, tp_splits_heads};
 use crate::headroom::{
-    Capacity, HORIZON_EXTENSION, Judged, Miss, Sustain, capacity_search, offered_rate,
-    simulate_judged,
+    Capacity, HORIZON_EXTENSION, Judged, Miss, capacity_search, offered_rate, simulate_judged,
 };
 use crate::table::{Table, Value};
 
@@ -83,9 +83,59 @@ pub struct Scored {
     pub predicted_rps: Option<f64>,
     pub bottleneck: Option<String>,
     pub status: Status,
-    pub run: Option<RunResult>,
-    /// How the simulated run kept up with its arrivals.
-    pub sustain: Option<Sustain>,
+    /// What the simulation of a survivor gave.
+    pub run: Option<PlanRun>,
+}
+
+/// What the planner keeps of a simulated candidate: the figures it ranks and reports by. A
+/// shard of a sharded plan (`simulate_shard`) hands exactly these to the merge, so a merged plan
+/// is the single-process one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRun {
+    pub ttft_p99_s: Option<f64>,
+    pub tpot_p99_s: Option<f64>,
+    pub e2e_p99_s: Option<f64>,
+    pub throughput_rps: f64,
+    pub tokens_per_dollar: f64,
+    pub prediction_error_pct: Option<f64>,
+    /// How the run kept up with its arrivals over the judged window (`headroom::Sustain`).
+    pub arrival_rps: f64,
+    pub completion_rps: f64,
+    pub e2e_growth: f64,
+    /// Mean utilisation of each of the candidate's pools, in pool order.
+    pub pool_busy: Vec<f64>,
+}
+
+impl PlanRun {
+    fn of(c: &Candidate, judged: &Judged) -> PlanRun {
+        let sum = &judged.run.summary;
+        let pool_busy = c
+            .pools
+            .iter()
+            .map(|p| {
+                let u: Vec<f64> = judged
+                    .run
+                    .instances
+                    .iter()
+                    .filter(|i| i.role == p.role.name() && i.gpu == p.gpu)
+                    .map(|i| i.utilization)
+                    .collect();
+                u.iter().sum::<f64>() / u.len().max(1) as f64
+            })
+            .collect();
+        PlanRun {
+            ttft_p99_s: sum.ttft_p99_s,
+            tpot_p99_s: sum.tpot_p99_s,
+            e2e_p99_s: sum.e2e_p99_s,
+            throughput_rps: sum.throughput_rps,
+            tokens_per_dollar: sum.tokens_per_dollar,
+            prediction_error_pct: sum.prediction_error_pct,
+            arrival_rps: judged.sustain.arrival_rps,
+            completion_rps: judged.sustain.completion_rps,
+            e2e_growth: judged.sustain.e2e_growth,
+            pool_busy,
+        }
+    }
 }
 
 pub struct PlanResult {
@@ -404,7 +454,6 @@ fn screen(plan: &Plan, mix: &RequestMix, c: &Candidate, rate: f64, within_budget
         bottleneck: None,
         status: Status::NoFit,
         run: None,
-        sustain: None,
     };
     let model = &plan.template().model;
     let splits = |p: &PoolSpec| {
@@ -508,20 +557,35 @@ fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<Judged, Error> {
     simulate_judged(&s, HORIZON_EXTENSION * requests)
 }
 
-fn record(scored: &mut Scored, judged: Judged) {
-    scored.status = match judged.verdict {
+fn outcome(c: &Candidate, judged: &Judged) -> (PlanRun, Status) {
+    let status = match judged.verdict {
         Ok(()) => Status::Feasible,
         Err(m) => Status::Missed(m),
     };
-    scored.run = Some(judged.run);
-    scored.sustain = Some(judged.sustain);
+    (PlanRun::of(c, judged), status)
+}
+
+fn record(scored: &mut Scored, judged: Judged) {
+    let (run, status) = outcome(&scored.candidate, &judged);
+    scored.run = Some(run);
+    scored.status = status;
 }
 
 /// Simulation progress: `done` of `total` candidates simulated so far (called from any thread).
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
+/// Every candidate screened in closed form, the offered rate, and the survivors to simulate.
+struct Screened {
+    started: Instant,
+    rate: f64,
+    mix: RequestMix,
+    scored: Vec<Scored>,
+    survivors: Vec<usize>,
+    screen_seconds: f64,
+}
+
 /// `allow_large` lifts the limit on the candidates enumerated (`work::MAX_PLAN_CANDIDATES`).
-pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<PlanResult, Error> {
+fn screen_all(plan: &Plan, allow_large: bool) -> Result<Screened, Error> {
     let started = Instant::now();
     crate::work::within(
         "candidates",
@@ -541,30 +605,75 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
     let mix = RequestMix::of(t, 2000)?;
     let candidates = enumerate(plan)?;
     let screening = Instant::now();
-    let mut scored: Vec<Scored> = candidates
+    let scored: Vec<Scored> = candidates
         .par_iter()
         .map(|c| screen(plan, &mix, c, rate, true))
         .collect();
     let screen_seconds = screening.elapsed().as_secs_f64();
-    let simulating = Instant::now();
     let survivors: Vec<usize> = (0..scored.len())
         .filter(|&i| scored[i].status == Status::Feasible)
         .collect();
+    Ok(Screened {
+        started,
+        rate,
+        mix,
+        scored,
+        survivors,
+        screen_seconds,
+    })
+}
+
+/// Simulates the candidates `which` (indices into `scored`) in parallel.
+fn simulate_all(
+    plan: &Plan,
+    scored: &[Scored],
+    which: &[usize],
+    progress: Progress,
+) -> Result<Vec<(usize, PlanRun, Status)>, Error> {
     let done = AtomicUsize::new(0);
-    progress(0, survivors.len());
-    let runs: Vec<(usize, Result<Judged, Error>)> = survivors
+    progress(0, which.len());
+    let runs: Vec<(usize, Result<Judged, Error>)> = which
         .par_iter()
         .map(|&i| {
             let r = simulate_candidate(plan, &scored[i].candidate);
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1, survivors.len());
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, which.len());
             (i, r)
         })
         .collect();
-    let simulated = runs.len();
+    runs.into_iter()
+        .map(|(i, r)| {
+            let (run, status) = outcome(&scored[i].candidate, &r?);
+            Ok((i, run, status))
+        })
+        .collect()
+}
+
+/// `allow_large` lifts the limit on the candidates enumerated (`work::MAX_PLAN_CANDIDATES`).
+pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<PlanResult, Error> {
+    let mut sc = screen_all(plan, allow_large)?;
+    let simulating = Instant::now();
+    let runs = simulate_all(plan, &sc.scored, &sc.survivors, progress)?;
     let simulate_seconds = simulating.elapsed().as_secs_f64();
-    for (i, r) in runs {
-        record(&mut scored[i], r?);
+    for (i, run, status) in runs {
+        sc.scored[i].run = Some(run);
+        sc.scored[i].status = status;
     }
+    finish(plan, sc, simulate_seconds)
+}
+
+/// The answer from screened candidates whose survivors have been simulated: the budget's and
+/// targets' verdicts when nothing is feasible, else the ranking, the Pareto front, the
+/// references' comparison and the best plan's headroom.
+fn finish(plan: &Plan, sc: Screened, simulate_seconds: f64) -> Result<PlanResult, Error> {
+    let Screened {
+        started,
+        rate,
+        mix,
+        mut scored,
+        survivors,
+        screen_seconds,
+    } = sc;
+    let simulated = survivors.len();
     let mut notes = Vec::new();
     let feasible = |s: &Scored| s.status == Status::Feasible && s.run.is_some();
     if !scored.iter().any(|s| feasible(s) && !s.candidate.reference) {
@@ -614,7 +723,7 @@ pub fn search(plan: &Plan, allow_large: bool, progress: Progress) -> Result<Plan
         .filter(|&i| feasible(&scored[i]))
         .collect();
     let key = |i: usize| {
-        let s = &scored[i].run.as_ref().expect("feasible ones ran").summary;
+        let s = scored[i].run.as_ref().expect("feasible ones ran");
         let p99 = |v: Option<f64>| v.unwrap_or(f64::INFINITY);
         (s.tokens_per_dollar, p99(s.ttft_p99_s), p99(s.tpot_p99_s))
     };
@@ -763,16 +872,9 @@ fn versus_reference(best: &Scored, reference: &Scored) -> String {
         s.candidate
             .pools
             .iter()
-            .map(|p| {
-                let busy = run.map(|r| {
-                    let u: Vec<f64> = r
-                        .instances
-                        .iter()
-                        .filter(|i| i.role == p.role.name() && i.gpu == p.gpu)
-                        .map(|i| i.utilization)
-                        .collect();
-                    u.iter().sum::<f64>() / u.len().max(1) as f64
-                });
+            .enumerate()
+            .map(|(k, p)| {
+                let busy = run.map(|r| r.pool_busy[k]);
                 format!(
                     "{}×{} {} {}",
                     p.count,
@@ -784,15 +886,11 @@ fn versus_reference(best: &Scored, reference: &Scored) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let tpd = |s: &Scored| {
-        s.run
-            .as_ref()
-            .map_or(f64::NAN, |r| r.summary.tokens_per_dollar)
-    };
+    let tpd = |s: &Scored| s.run.as_ref().map_or(f64::NAN, |r| r.tokens_per_dollar);
     let err = |s: &Scored| {
         s.run
             .as_ref()
-            .and_then(|r| r.summary.prediction_error_pct)
+            .and_then(|r| r.prediction_error_pct)
             .unwrap_or(0.0)
     };
     let verdict = match reference.status {
@@ -821,6 +919,256 @@ fn versus_reference(best: &Scored, reference: &Scored) -> String {
     )
 }
 
+/// A plan run as shards (`hetsim plan --shard I/N --shard-out DIR`, or a job array's shard):
+/// every shard screens every candidate in closed form (cheap, and the same everywhere), then
+/// simulates the survivors whose rank among them is its index modulo the count, and writes what
+/// the planner keeps of each (`PlanRun`) to `DIR/shard-<I>-of-<N>.parquet`. `merge_shards`
+/// reads them all back into the single-process answer. A shard whose file is already there for
+/// the same plan is not run again (resume after pre-emption); the file appears whole or not at
+/// all.
+pub fn simulate_shard(
+    plan: &Plan,
+    allow_large: bool,
+    shard: crate::sweep::Shard,
+    dir: &Path,
+    progress: Progress,
+) -> Result<ShardDone, Error> {
+    let id = plan_id(plan)?;
+    let path = shard_path(dir, shard);
+    if path.is_file() && read_shard(&path, &id).is_ok() {
+        return Ok(ShardDone {
+            path,
+            simulated: 0,
+            resumed: true,
+        });
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Output(format!("{}: cannot create: {e}", dir.display())))?;
+    let sc = screen_all(plan, allow_large)?;
+    let mine: Vec<usize> = sc
+        .survivors
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k as u64 % shard.count == shard.index)
+        .map(|(_, &i)| i)
+        .collect();
+    let runs = simulate_all(plan, &sc.scored, &mine, progress)?;
+    let mut t = Table::new(&SHARD_COLUMNS);
+    for (i, run, status) in &runs {
+        let opt = |v: Option<f64>| v.map_or(Value::Null, Value::F64);
+        let busy: Vec<String> = run.pool_busy.iter().map(|b| b.to_string()).collect();
+        t.push(vec![
+            Value::Str(id.clone()),
+            Value::U64(*i as u64),
+            Value::Str(sc.scored[*i].candidate.name.clone()),
+            Value::Str(status.label()),
+            opt(run.ttft_p99_s),
+            opt(run.tpot_p99_s),
+            opt(run.e2e_p99_s),
+            Value::F64(run.throughput_rps),
+            Value::F64(run.tokens_per_dollar),
+            opt(run.prediction_error_pct),
+            Value::F64(run.arrival_rps),
+            Value::F64(run.completion_rps),
+            Value::F64(run.e2e_growth),
+            Value::Str(busy.join(",")),
+        ]);
+    }
+    use crate::table::Kind;
+    let (s, u, f) = (Kind::Str, Kind::U64, Kind::F64);
+    t.write_parquet_as(&path, &[s, u, s, s, f, f, f, f, f, f, f, f, f, s])?;
+    Ok(ShardDone {
+        path,
+        simulated: runs.len(),
+        resumed: false,
+    })
+}
+
+/// What a shard did: its file, how many candidates it simulated, or that it was already done.
+pub struct ShardDone {
+    pub path: PathBuf,
+    pub simulated: usize,
+    pub resumed: bool,
+}
+
+const SHARD_COLUMNS: [&str; 14] = [
+    "plan_id",
+    "candidate",
+    "name",
+    "status",
+    "ttft_p99_s",
+    "tpot_p99_s",
+    "e2e_p99_s",
+    "throughput_rps",
+    "tokens_per_dollar",
+    "error_pct",
+    "arrival_rps",
+    "completion_rps",
+    "e2e_growth",
+    "pool_busy",
+];
+
+/// The plan's identity in its shards' files: its file's text, the seed and hetsim's version.
+fn plan_id(plan: &Plan) -> Result<String, InputError> {
+    let text = std::fs::read(plan.file())
+        .map_err(|e| InputError::new(format!("{}: cannot read: {e}", plan.file())))?;
+    let mut bytes = text;
+    bytes.extend_from_slice(format!("\0{}\0{}", plan.seed(), env!("CARGO_PKG_VERSION")).as_bytes());
+    Ok(format!("{:016x}", crate::sweep::fnv1a64(&bytes)))
+}
+
+fn shard_path(dir: &Path, shard: crate::sweep::Shard) -> PathBuf {
+    dir.join(format!("shard-{}-of-{}.parquet", shard.index, shard.count))
+}
+
+/// One shard's simulated candidates: (candidate index, name, run, status).
+fn read_shard(path: &Path, id: &str) -> Result<Vec<(usize, String, PlanRun, Status)>, InputError> {
+    let (t, _) = Table::read_parquet(path)?;
+    let bad = |what: String| InputError::new(format!("{}: {what}", path.display()));
+    if t.columns != SHARD_COLUMNS {
+        return Err(bad(format!(
+            "columns {:?}: not a shard of `hetsim plan` (expected {SHARD_COLUMNS:?})",
+            t.columns
+        )));
+    }
+    let mut out = Vec::new();
+    for (r, row) in t.rows.iter().enumerate() {
+        let at = |what: &str| bad(format!("row {r}: {what}"));
+        let text = |c: usize| match &row[c] {
+            Value::Str(s) => Ok(s.clone()),
+            _ => Err(at(SHARD_COLUMNS[c])),
+        };
+        let num = |c: usize| match row[c] {
+            Value::F64(x) => Ok(Some(x)),
+            Value::Null => Ok(None),
+            _ => Err(at(SHARD_COLUMNS[c])),
+        };
+        let need = |c: usize| num(c)?.ok_or_else(|| at(SHARD_COLUMNS[c]));
+        if text(0)? != id {
+            return Err(bad(format!(
+                "written for another plan (id {}, this plan's is {id}: another plan file, seed \
+                 or hetsim version); run its shards again",
+                text(0)?
+            )));
+        }
+        let Value::U64(index) = row[1] else {
+            return Err(at("candidate"));
+        };
+        let label = text(3)?;
+        let status = if label == Status::Feasible.label() {
+            Status::Feasible
+        } else {
+            Miss::ALL
+                .into_iter()
+                .map(Status::Missed)
+                .find(|s| s.label() == label)
+                .ok_or_else(|| at(&format!("status `{label}`")))?
+        };
+        let pool_busy = text(13)?
+            .split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse::<f64>().map_err(|_| at("pool_busy")))
+            .collect::<Result<Vec<f64>, InputError>>()?;
+        out.push((
+            index as usize,
+            text(2)?,
+            PlanRun {
+                ttft_p99_s: num(4)?,
+                tpot_p99_s: num(5)?,
+                e2e_p99_s: num(6)?,
+                throughput_rps: need(7)?,
+                tokens_per_dollar: need(8)?,
+                prediction_error_pct: num(9)?,
+                arrival_rps: need(10)?,
+                completion_rps: need(11)?,
+                e2e_growth: need(12)?,
+                pool_busy,
+            },
+            status,
+        ));
+    }
+    Ok(out)
+}
+
+/// The answer of a plan whose survivors the shards in `dir` simulated: the same as `search`
+/// on one machine. Refused while a shard is missing, or when the shards disagree with the plan.
+pub fn merge_shards(plan: &Plan, allow_large: bool, dir: &Path) -> Result<PlanResult, Error> {
+    let id = plan_id(plan)?;
+    let mut sc = screen_all(plan, allow_large)?;
+    let mut files: Vec<(u64, u64, PathBuf)> = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| InputError::new(format!("{}: cannot read: {e}", dir.display())))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let parsed = name
+            .strip_prefix("shard-")
+            .and_then(|n| n.strip_suffix(".parquet"))
+            .and_then(|n| n.split_once("-of-"))
+            .and_then(|(i, n)| Some((i.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
+        if let Some((i, n)) = parsed {
+            files.push((i, n, e.path()));
+        }
+    }
+    files.sort();
+    let counts: std::collections::BTreeSet<u64> = files.iter().map(|f| f.1).collect();
+    let count = match counts.iter().collect::<Vec<_>>().as_slice() {
+        [n] => **n,
+        [] => {
+            return Err(InputError::new(format!(
+                "{}: no shard files (shard-I-of-N.parquet): run `hetsim plan … --shard I/N --shard-out {}` first",
+                dir.display(),
+                dir.display()
+            ))
+            .into());
+        }
+        many => {
+            return Err(InputError::new(format!(
+                "{}: shards of different counts ({many:?}): one plan run has one shard count",
+                dir.display()
+            ))
+            .into());
+        }
+    };
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !files.iter().any(|f| f.0 == *i))
+        .map(|i| i.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(InputError::new(format!(
+            "{}: shard(s) {} of {count} are missing: run them (`--shard I/{count}`), then merge",
+            dir.display(),
+            missing.join(", ")
+        ))
+        .into());
+    }
+    let mut filled = vec![false; sc.scored.len()];
+    for (_, _, path) in &files {
+        for (i, name, run, status) in read_shard(path, &id)? {
+            let ok = sc.survivors.contains(&i) && sc.scored[i].candidate.name == name && !filled[i];
+            if !ok {
+                return Err(InputError::new(format!(
+                    "{}: candidate {i} (`{name}`) is not a survivor of this plan's screening, or is \
+                     in two shards: the shards were written for another plan",
+                    path.display()
+                ))
+                .into());
+            }
+            filled[i] = true;
+            sc.scored[i].run = Some(run);
+            sc.scored[i].status = status;
+        }
+    }
+    if let Some(&i) = sc.survivors.iter().find(|&&i| !filled[i]) {
+        return Err(InputError::new(format!(
+            "{}: candidate {i} (`{}`) was simulated by no shard: the shards were written for another plan",
+            dir.display(),
+            sc.scored[i].candidate.name
+        ))
+        .into());
+    }
+    finish(plan, sc, 0.0)
+}
+
 /// Every candidate as a table (for parquet / CSV).
 pub fn candidates_table(r: &PlanResult) -> Table {
     let mut t = Table::new(&[
@@ -847,7 +1195,7 @@ pub fn candidates_table(r: &PlanResult) -> Table {
         "best",
     ]);
     for (i, s) in r.scored.iter().enumerate() {
-        let sum = s.run.as_ref().map(|x| &x.summary);
+        let sum = s.run.as_ref();
         let f = |v: Option<f64>| v.map_or(Value::Null, Value::F64);
         t.push(vec![
             Value::Str(s.candidate.name.clone()),
@@ -864,11 +1212,9 @@ pub fn candidates_table(r: &PlanResult) -> Table {
             f(sum.and_then(|x| x.tpot_p99_s)),
             f(sum.and_then(|x| x.e2e_p99_s)),
             f(sum.map(|x| x.throughput_rps)),
-            f(s.sustain.map(|k| k.arrival_rps).filter(|x| x.is_finite())),
-            f(s.sustain
-                .map(|k| k.completion_rps)
-                .filter(|x| x.is_finite())),
-            f(s.sustain.map(|k| k.e2e_growth).filter(|x| x.is_finite())),
+            f(sum.map(|k| k.arrival_rps).filter(|x| x.is_finite())),
+            f(sum.map(|k| k.completion_rps).filter(|x| x.is_finite())),
+            f(sum.map(|k| k.e2e_growth).filter(|x| x.is_finite())),
             f(sum.map(|x| x.tokens_per_dollar)),
             f(sum.and_then(|x| x.prediction_error_pct)),
             Value::Bool(r.pareto.contains(&i)),
