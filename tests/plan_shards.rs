@@ -3,39 +3,16 @@
 //! same printed front, best plan and notes. A shard already written is not run again, a damaged
 //! one is; a missing shard or one of another plan is refused with exit code 2.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use common::{hetsim, ok, s};
+use std::process::Output;
 
 const PLAN: &str = "tests/fixtures/plan-shards.yaml";
-
-fn hetsim(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hetsim"))
-        .args(args)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .envs(env.iter().copied())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the hetsim binary runs")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn refused(o: Output) -> String {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// The printed answer without its first line (timings or where the shards were) and the

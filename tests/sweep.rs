@@ -3,37 +3,14 @@
 //! a job array's environment; bad input is exit code 2. (tests/slurm.rs runs the same sweep
 //! through a real Slurm.)
 
+mod common;
+
+use common::{hetsim, ok, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SWEEP: &str = "tests/fixtures/sweep-ci.yaml";
-
-fn hetsim(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hetsim"))
-        .args(args)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .env_remove("SLURM_CPUS_PER_TASK")
-        .envs(env.iter().copied())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the hetsim binary runs")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// The one shard=<i> directory of shard `i` under a sweep's --out.
 fn shard_dir(out: &Path, i: u64) -> PathBuf {

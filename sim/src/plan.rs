@@ -545,7 +545,11 @@ fn min_decode_step(s: &crate::experiment::Scenario) -> f64 {
     best
 }
 
-fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<Judged, Error> {
+/// The candidate as a scenario, with the requests of the plan's workload.
+fn candidate_scenario(
+    plan: &Plan,
+    c: &Candidate,
+) -> Result<(crate::experiment::Scenario, u64), InputError> {
     let s = plan.scenario(
         &c.name,
         c.strategy,
@@ -554,6 +558,11 @@ fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<Judged, Error> {
         c.fabric.as_deref(),
     )?;
     let requests = s.workload.requests.unwrap_or(0);
+    Ok((s, requests))
+}
+
+fn simulate_candidate(plan: &Plan, c: &Candidate) -> Result<Judged, Error> {
+    let (s, requests) = candidate_scenario(plan, c)?;
     simulate_judged(&s, HORIZON_EXTENSION * requests)
 }
 
@@ -752,15 +761,7 @@ fn finish(plan: &Plan, sc: Screened, simulate_seconds: f64) -> Result<PlanResult
     // Headroom of the best plan: it passed at the offered rate, so the search climbs from there.
     let best_capacity = match best {
         Some(b) => {
-            let c = &scored[b].candidate;
-            let s = plan.scenario(
-                &c.name,
-                c.strategy,
-                &c.pools,
-                c.work_stealing,
-                c.fabric.as_deref(),
-            )?;
-            let requests = s.workload.requests.unwrap_or(0);
+            let (s, requests) = candidate_scenario(plan, &scored[b].candidate)?;
             capacity_search(&s, rate, requests)?.map(|c| (c, rate))
         }
         None => None,

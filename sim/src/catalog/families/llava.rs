@@ -171,6 +171,17 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             )));
         }
     };
+    llama_style(c, intermediate, kv_default)
+}
+
+/// A LLaMA-style decoder (LLaMA, Mistral, Mixtral's attention and shape) with its class's
+/// defaults for absent keys: 4096 wide, 32 layers, 32 heads, vocabulary 32,000, and the
+/// class's MLP width and KV heads (None: as many as the attention heads). Full attention, dense.
+pub(super) fn llama_style(
+    c: &Map<String, Value>,
+    intermediate: u64,
+    kv_default: Option<u64>,
+) -> Result<LlmSpec, InputError> {
     let hidden = uint_or(c, "hidden_size", 4096)?;
     let heads = uint_or(c, "num_attention_heads", 32)?;
     Ok(LlmSpec {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::fields::uint_or;
 use crate::catalog::model::*;
-use crate::catalog::models::{HfModel, checked, head_dim, kv_heads};
+use crate::catalog::models::{HfModel, checked};
 use crate::error::InputError;
 
 pub fn parse(name: &str, c: &Map<String, Value>) -> Result<HfModel, InputError> {
@@ -18,8 +18,6 @@ pub fn parse(name: &str, c: &Map<String, Value>) -> Result<HfModel, InputError> 
             c["sliding_window"]
         )));
     }
-    let hidden = uint_or(c, "hidden_size", 4096)?;
-    let heads = uint_or(c, "num_attention_heads", 32)?;
     let experts = uint_or(c, "num_local_experts", 8)?;
     let active = uint_or(c, "num_experts_per_tok", 2)?;
     if active > experts {
@@ -27,25 +25,15 @@ pub fn parse(name: &str, c: &Map<String, Value>) -> Result<HfModel, InputError> 
             "field `num_experts_per_tok` = {active} is more than `num_local_experts` = {experts}"
         )));
     }
+    // MixtralConfig's attention and widths are MistralConfig's: experts of MLP width 14336.
+    let llm = LlmSpec {
+        moe: Some(Moe { experts, active }),
+        ..super::llava::llama_style(c, 14336, Some(8))?
+    };
     checked(ModelSpec {
         name: name.to_string(),
         vision: None,
-        llm: LlmSpec {
-            layers: uint_or(c, "num_hidden_layers", 32)?,
-            hidden,
-            heads,
-            kv_heads: kv_heads(c, heads, 8)?,
-            head_dim: head_dim(c, hidden, heads)?,
-            intermediate: uint_or(c, "intermediate_size", 14336)?,
-            vocab: uint_or(c, "vocab_size", 32000)?,
-            tied_embeddings: c
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            qkv_bias: false,
-            sliding: None,
-            moe: Some(Moe { experts, active }),
-        },
+        llm,
     })
 }
 
