@@ -3,7 +3,7 @@
 //! candle-transformers' LLaVA in CI (`tests/candle_reference.rs`).
 
 use super::host::{HostWeights, IMAGE_TOKEN};
-use super::llava::LlavaConfig;
+use super::llava::{DecoderLayer, LlavaConfig, LlmConfig};
 use crate::error::{Error, Result};
 
 /// y[m, n] = x[m, k] · w[n, k]ᵀ (+ b[n])
@@ -118,10 +118,23 @@ pub fn rope_inv_freq(d: usize, theta: f32) -> Vec<f64> {
 
 /// Rotary embedding, LLaMA's "rotate half" form, in place on one head vector at `pos`.
 pub fn rope(v: &mut [f32], pos: usize, theta: f32) {
-    let d = v.len();
-    let half = d / 2;
-    for (i, inv_freq) in rope_inv_freq(d, theta).into_iter().enumerate() {
-        let a = pos as f64 * inv_freq;
+    rope_sections(v, [pos; 3], [v.len() / 2, 0, 0], theta);
+}
+
+/// Rotary embedding whose frequencies take their angle from one of three positions: the first
+/// `sections[0]` frequencies from `pos[0]`, the next `sections[1]` from `pos[1]`, the rest from
+/// `pos[2]` (Qwen2-VL's M-RoPE: temporal, row, column). Pairs (i, i + d/2) rotate together.
+pub fn rope_sections(v: &mut [f32], pos: [usize; 3], sections: [usize; 3], theta: f32) {
+    let half = v.len() / 2;
+    for (i, inv_freq) in rope_inv_freq(v.len(), theta).into_iter().enumerate() {
+        let axis = if i < sections[0] {
+            0
+        } else if i < sections[0] + sections[1] {
+            1
+        } else {
+            2
+        };
+        let a = pos[axis] as f64 * inv_freq;
         let (s, c) = (a.sin() as f32, a.cos() as f32);
         let (x0, x1) = (v[i], v[i + half]);
         v[i] = x0 * c - x1 * s;
@@ -131,7 +144,7 @@ pub fn rope(v: &mut [f32], pos: usize, theta: f32) {
 
 /// Softmax attention of `nq` query rows over `nk` key rows for one head; row i may see keys
 /// `0..=i + (nk - nq)` when causal (queries are the last nq positions).
-fn attend(
+pub fn attend(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -173,13 +186,13 @@ fn attend(
 }
 
 /// Columns `[off, off + d)` of every row of a row-major [n, width] matrix.
-fn columns(x: &[f32], width: usize, off: usize, d: usize) -> Vec<f32> {
+pub fn columns(x: &[f32], width: usize, off: usize, d: usize) -> Vec<f32> {
     x.chunks(width)
         .flat_map(|r| r[off..off + d].to_vec())
         .collect()
 }
 
-fn add_into(x: &mut [f32], y: &[f32]) {
+pub fn add_into(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
@@ -294,67 +307,102 @@ pub struct CpuKv {
 }
 
 impl CpuKv {
-    pub fn len(&self, c: &LlavaConfig) -> usize {
-        self.k.first().map_or(0, |k| k.len() / c.llm.kv_dim())
+    pub fn len(&self, l: &LlmConfig) -> usize {
+        self.k.first().map_or(0, |k| k.len() / l.kv_dim())
     }
     pub fn is_empty(&self) -> bool {
         self.k.first().is_none_or(|k| k.is_empty())
     }
 }
 
-/// Run the decoder over `x` ([n, d] new tokens after the `kv` context), appending to `kv`.
+/// LLaVA's decoder over `x` ([n, d] new tokens after the `kv` context), appending to `kv`.
 /// Returns the logits of every new position, [n, vocab].
 pub fn decoder(c: &LlavaConfig, w: &HostWeights, x: &[f32], kv: &mut CpuKv) -> Vec<f32> {
-    let l = &c.llm;
-    let d = l.hidden;
-    let n = x.len() / d;
-    if kv.k.is_empty() {
-        kv.k = vec![Vec::new(); l.layers];
-        kv.v = vec![Vec::new(); l.layers];
-    }
-    let past = kv.len(c);
-    let (hd, qd, kvd) = (l.head_dim, l.q_dim(), l.kv_dim());
-    let mut x = x.to_vec();
-    for (li, lw) in w.layers.iter().enumerate() {
-        let h = rms_norm(&x, &lw.attn_norm, d, l.eps);
-        let mut qkv = linear(&h, &lw.qkv, None, n, l.qkv_dim(), d);
-        for (i, row) in qkv.chunks_mut(l.qkv_dim()).enumerate() {
-            for head in row[..qd + kvd].chunks_mut(hd) {
-                rope(head, past + i, l.rope_theta);
-            }
-            kv.k[li].extend_from_slice(&row[qd..qd + kvd]);
-            kv.v[li].extend_from_slice(&row[qd + kvd..]);
+    let past = kv.len(&c.llm);
+    let positions: Vec<[usize; 3]> = (past..past + x.len() / c.llm.hidden)
+        .map(|p| [p; 3])
+        .collect();
+    let lm = Decoder {
+        layers: &w.layers,
+        norm: &w.norm,
+        lm_head: &w.lm_head,
+    };
+    lm.forward(&c.llm, x, &positions, kv)
+}
+
+/// The weights of a LLaMA-style decoder (LLaVA's Vicuna, Qwen2), borrowed from a model's.
+pub struct Decoder<'a> {
+    pub layers: &'a [DecoderLayer<Vec<f32>>],
+    pub norm: &'a [f32],
+    /// The output projection (the embedding table where a model ties them).
+    pub lm_head: &'a [f32],
+}
+
+impl Decoder<'_> {
+    /// The decoder over `x` ([n, d] new tokens after the `kv` context) at `positions` (one
+    /// triple per token: equal for text; Qwen2-VL's images differ), appending to `kv`.
+    /// Returns the logits of every new position, [n, vocab].
+    pub fn forward(
+        &self,
+        l: &LlmConfig,
+        x: &[f32],
+        positions: &[[usize; 3]],
+        kv: &mut CpuKv,
+    ) -> Vec<f32> {
+        let d = l.hidden;
+        let n = x.len() / d;
+        assert_eq!(positions.len(), n, "one position per token");
+        if kv.k.is_empty() {
+            kv.k = vec![Vec::new(); l.layers];
+            kv.v = vec![Vec::new(); l.layers];
         }
-        let total = past + n;
-        let mut attn = vec![0f32; n * qd];
-        let group = l.heads / l.kv_heads;
-        for head in 0..l.heads {
-            let kvh = head / group;
-            let q = columns(&qkv, l.qkv_dim(), head * hd, hd);
-            let k = columns(&kv.k[li], kvd, kvh * hd, hd);
-            let v = columns(&kv.v[li], kvd, kvh * hd, hd);
-            let o = attend(&q, &k, &v, n, total, hd, true);
-            for i in 0..n {
-                attn[i * qd + head * hd..][..hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+        let past = kv.len(l);
+        let sections = l.mrope.unwrap_or([l.head_dim / 2, 0, 0]);
+        let (hd, qd, kvd) = (l.head_dim, l.q_dim(), l.kv_dim());
+        let mut x = x.to_vec();
+        for (li, lw) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &lw.attn_norm, d, l.eps);
+            let mut qkv = linear(&h, &lw.qkv, lw.qkv_b.as_deref(), n, l.qkv_dim(), d);
+            for (row, &pos) in qkv.chunks_mut(l.qkv_dim()).zip(positions) {
+                for head in row[..qd + kvd].chunks_mut(hd) {
+                    rope_sections(head, pos, sections, l.rope_theta);
+                }
+                kv.k[li].extend_from_slice(&row[qd..qd + kvd]);
+                kv.v[li].extend_from_slice(&row[qd + kvd..]);
             }
+            let total = past + n;
+            let mut attn = vec![0f32; n * qd];
+            let group = l.heads / l.kv_heads;
+            for head in 0..l.heads {
+                let kvh = head / group;
+                let q = columns(&qkv, l.qkv_dim(), head * hd, hd);
+                let k = columns(&kv.k[li], kvd, kvh * hd, hd);
+                let v = columns(&kv.v[li], kvd, kvh * hd, hd);
+                let o = attend(&q, &k, &v, n, total, hd, true);
+                for i in 0..n {
+                    attn[i * qd + head * hd..][..hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+                }
+            }
+            add_into(&mut x, &linear(&attn, &lw.o, None, n, d, qd));
+            let h = rms_norm(&x, &lw.mlp_norm, d, l.eps);
+            let gu = linear(&h, &lw.gate_up, None, n, 2 * l.intermediate, d);
+            let a = swiglu(&gu, l.intermediate);
+            add_into(&mut x, &linear(&a, &lw.down, None, n, d, l.intermediate));
         }
-        add_into(&mut x, &linear(&attn, &lw.o, None, n, d, qd));
-        let h = rms_norm(&x, &lw.mlp_norm, d, l.eps);
-        let gu = linear(&h, &lw.gate_up, None, n, 2 * l.intermediate, d);
-        let a: Vec<f32> = gu
-            .chunks(2 * l.intermediate)
-            .flat_map(|r| {
-                let (g, u) = r.split_at(l.intermediate);
-                g.iter()
-                    .zip(u)
-                    .map(|(g, u)| silu(*g) * u)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        add_into(&mut x, &linear(&a, &lw.down, None, n, d, l.intermediate));
+        let h = rms_norm(&x, self.norm, d, l.eps);
+        linear(&h, self.lm_head, None, n, l.vocab, d)
     }
-    let h = rms_norm(&x, &w.norm, d, l.eps);
-    linear(&h, &w.lm_head, None, n, l.vocab, d)
+}
+
+/// silu(gate) · up of rows laid out `[gate; up]` ([n, 2·i] → [n, i]).
+pub fn swiglu(gate_up: &[f32], i: usize) -> Vec<f32> {
+    gate_up
+        .chunks(2 * i)
+        .flat_map(|r| {
+            let (g, u) = r.split_at(i);
+            g.iter().zip(u).map(|(g, u)| silu(*g) * u).collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 pub fn argmax(x: &[f32]) -> usize {

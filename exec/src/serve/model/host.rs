@@ -51,30 +51,29 @@ pub fn tensor_seed(seed: u64, index: usize) -> u64 {
 
 /// Random weights with the model's exact shapes, every value a bf16 number.
 pub fn random(c: &LlavaConfig, seed: u64) -> Result<HostWeights> {
-    let specs = tensor_specs(c);
     let mut index = 0usize;
     LlavaWeights::build(c, |s: &TensorSpec| {
-        let ts = tensor_seed(seed, index);
         index += 1;
-        let (scale, offset) = s.init.scale_offset();
-        let n: usize = s.shape.iter().product();
-        let mut v: Vec<f32> = (0..n as u64)
-            .map(|i| round_bf16(offset + scale * uniform(ts, i)))
-            .collect();
-        if s.name == "patch_embed" {
-            zero_padding(c, &mut v);
-        }
-        Ok(v)
+        Ok(random_tensor(s, seed, index - 1))
     })
-    .inspect(|_| debug_assert_eq!(index, specs.len()))
 }
 
-/// The patch matrix's padding columns must be zero: they meet zero pixels, but NaN·0 is NaN.
-fn zero_padding(c: &LlavaConfig, v: &mut [f32]) {
-    let (k, kp) = (c.vision.patch_dim(), c.vision.patch_dim_padded());
-    for row in v.chunks_mut(kp) {
-        row[k..].fill(0.0);
+/// Tensor number `index` of a model seeded with `seed`: uniform by its `Init`, rounded to bf16
+/// (the GPU's `fill_uniform` draws the same numbers), padding columns zero.
+pub fn random_tensor(s: &TensorSpec, seed: u64, index: usize) -> Vec<f32> {
+    let ts = tensor_seed(seed, index);
+    let (scale, offset) = s.init.scale_offset();
+    let n: usize = s.shape.iter().product();
+    let mut v: Vec<f32> = (0..n as u64)
+        .map(|i| round_bf16(offset + scale * uniform(ts, i)))
+        .collect();
+    // Padding columns must be zero: they meet zero inputs, but NaN·0 is NaN.
+    if let Some((k, kp)) = s.padded_cols() {
+        for row in v.chunks_mut(kp) {
+            row[k..].fill(0.0);
+        }
     }
+    v
 }
 
 /// Safetensors files opened (memory-mapped) for reading by name.
@@ -122,17 +121,17 @@ impl Checkpoint {
         Ok(Checkpoint { maps, index })
     }
 
-    /// A tensor as f32, by its llava-hf name or the same name in the newer layout.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let alt = new_layout_name(name);
-        let (key, fi) = match (self.index.get(name), self.index.get(&alt)) {
-            (Some(&i), _) => (name, i),
-            (None, Some(&i)) => (alt.as_str(), i),
-            (None, None) => {
-                return Err(Error::Invalid(format!(
-                    "checkpoint has no tensor `{name}` (nor `{alt}`)"
-                )));
-            }
+    /// A tensor as f32, stored under the first of `names` the checkpoint holds (a name in each
+    /// layout transformers has used).
+    pub fn get(&self, names: &[String], shape: &[usize]) -> Result<Vec<f32>> {
+        let Some((key, fi)) = names
+            .iter()
+            .find_map(|n| self.index.get(n).map(|&i| (n.as_str(), i)))
+        else {
+            return Err(Error::Invalid(format!(
+                "checkpoint has no tensor `{}`",
+                names.join("` nor `")
+            )));
         };
         let (path, map) = &self.maps[fi];
         let st = SafeTensors::deserialize(map)
@@ -150,15 +149,15 @@ impl Checkpoint {
         to_f32(&t).map_err(|m| Error::Invalid(format!("{}: `{key}`: {m}", path.display())))
     }
 
-    /// Our tensor `s`: its checkpoint parts read and stacked by rows (patch_embed padded).
-    pub fn read_spec(&self, c: &LlavaConfig, s: &TensorSpec) -> Result<Vec<f32>> {
+    /// Our tensor `s`: its checkpoint parts read (each under its name or `alias(name)`) and
+    /// stacked by rows, padded to our width where we hold it wider.
+    pub fn read_spec(&self, s: &TensorSpec, alias: impl Fn(&str) -> String) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(s.shape.iter().product());
         for (name, shape) in &s.parts {
-            out.extend(self.get(name, shape)?);
+            out.extend(self.get(&[name.clone(), alias(name)], shape)?);
         }
-        if s.name == "patch_embed" {
-            let (k, kp) = (c.vision.patch_dim(), c.vision.patch_dim_padded());
-            let mut padded = vec![0f32; c.vision.hidden * kp];
+        if let Some((k, kp)) = s.padded_cols() {
+            let mut padded = vec![0f32; s.shape[0] * kp];
             for (r, row) in out.chunks(k).enumerate() {
                 padded[r * kp..r * kp + k].copy_from_slice(row);
             }
@@ -190,7 +189,7 @@ fn to_f32(t: &TensorView) -> std::result::Result<Vec<f32>, String> {
 /// Load a checkpoint into host memory (f32).
 pub fn load(c: &LlavaConfig, path: &Path) -> Result<HostWeights> {
     let ck = Checkpoint::open(path)?;
-    LlavaWeights::build(c, |s| ck.read_spec(c, s))
+    LlavaWeights::build(c, |s| ck.read_spec(s, new_layout_name))
 }
 
 /// Split our tensors back into the checkpoint's and write them as one f32 safetensors file,
@@ -202,15 +201,29 @@ pub fn write_safetensors(
     extra: &[(String, Vec<usize>, Vec<f32>)],
     path: &Path,
 ) -> Result<()> {
-    let specs = tensor_specs(c);
-    let values = flatten(w);
+    write_tensors(&tensor_specs(c), &flatten(w), extra, path)
+}
+
+/// Our tensors (`specs`, `values` in the same order) as a checkpoint's: each split into its parts,
+/// padding columns dropped, written as one f32 safetensors file with `extra` tensors after them.
+pub fn write_tensors(
+    specs: &[TensorSpec],
+    values: &[&Vec<f32>],
+    extra: &[(String, Vec<usize>, Vec<f32>)],
+    path: &Path,
+) -> Result<()> {
+    if specs.len() != values.len() {
+        return Err(Error::Check(format!(
+            "{} tensors for {} specs",
+            values.len(),
+            specs.len()
+        )));
+    }
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (s, v) in specs.iter().zip(values) {
-        let v: Vec<f32> = if s.name == "patch_embed" {
-            let (k, kp) = (c.vision.patch_dim(), c.vision.patch_dim_padded());
-            v.chunks(kp).flat_map(|r| r[..k].to_vec()).collect()
-        } else {
-            v.clone()
+        let v: Vec<f32> = match s.padded_cols() {
+            Some((k, kp)) => v.chunks(kp).flat_map(|r| r[..k].to_vec()).collect(),
+            None => v.to_vec(),
         };
         let mut off = 0;
         for (name, shape) in &s.parts {
@@ -259,7 +272,7 @@ pub fn flatten<T>(w: &LlavaWeights<T>) -> Vec<&T> {
     }
     v.extend([&w.proj1_w, &w.proj1_b, &w.proj2_w, &w.proj2_b, &w.embed]);
     for l in &w.layers {
-        v.extend([&l.attn_norm, &l.qkv, &l.o, &l.mlp_norm, &l.gate_up, &l.down]);
+        v.extend(l.tensors());
     }
     v.extend([&w.norm, &w.lm_head]);
     v

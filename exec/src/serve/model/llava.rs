@@ -81,6 +81,12 @@ pub struct LlmConfig {
     pub vocab: usize,
     pub eps: f32,
     pub rope_theta: f32,
+    /// q/k/v projections with biases (Qwen2), stored fused as `qkv_b`.
+    pub qkv_bias: bool,
+    /// Multimodal RoPE (Qwen2-VL's M-RoPE): how many of the `head_dim / 2` rotary frequencies
+    /// take a token's temporal, row and column position. `None`: every frequency takes the
+    /// token's index (LLaMA).
+    pub mrope: Option<[usize; 3]>,
 }
 
 impl LlmConfig {
@@ -173,6 +179,8 @@ impl LlavaConfig {
                 // LLaVA-1.5 / Vicuna-1.5 config.json: rms_norm_eps 1e-5, rope_theta 10000.
                 eps: 1e-5,
                 rope_theta: 10_000.0,
+                qkv_bias: false,
+                mrope: None,
             },
             projector_in,
         })
@@ -206,6 +214,8 @@ impl LlavaConfig {
                 vocab: 1000,
                 eps: 1e-5,
                 rope_theta: 10_000.0,
+                qkv_bias: false,
+                mrope: None,
             },
             projector_in: 128,
         }
@@ -259,6 +269,28 @@ pub enum Init {
     Uniform(f32),
 }
 
+impl TensorSpec {
+    /// (checkpoint columns, our columns) of a 2-D tensor we hold with zero columns appended
+    /// (the patch embedding's K rounded up to 8); `None` when we hold it as stored.
+    pub fn padded_cols(&self) -> Option<(usize, usize)> {
+        let stored: usize = self.parts.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        match self.shape[..] {
+            [rows, cols] if rows * cols != stored => Some((stored / rows, cols)),
+            _ => None,
+        }
+    }
+}
+
+impl<T> DecoderLayer<T> {
+    /// The layer's tensors in `tensor_specs` order.
+    pub fn tensors(&self) -> Vec<&T> {
+        let mut v = vec![&self.attn_norm, &self.qkv];
+        v.extend(&self.qkv_b);
+        v.extend([&self.o, &self.mlp_norm, &self.gate_up, &self.down]);
+        v
+    }
+}
+
 impl Init {
     /// (scale, offset): value = offset + scale · u, u uniform in [-1, 1).
     pub fn scale_offset(self) -> (f32, f32) {
@@ -287,11 +319,12 @@ pub struct VisionLayer<T> {
     pub fc2_b: T, // [dv]
 }
 
-/// Weights of one LLaMA decoder layer.
+/// Weights of one LLaMA / Qwen2 decoder layer.
 #[derive(Debug)]
 pub struct DecoderLayer<T> {
     pub attn_norm: T, // [d]           input_layernorm
     pub qkv: T,       // [(H + 2·H_kv)·D, d]   rows: q_proj, k_proj, v_proj
+    pub qkv_b: Option<T>, // [(H + 2·H_kv)·D]  Qwen2's q/k/v biases
     pub o: T,         // [d, H·D]
     pub mlp_norm: T,  // [d]           post_attention_layernorm
     pub gate_up: T,   // [2·I, d]      rows: gate_proj, up_proj
@@ -618,6 +651,7 @@ impl<T> LlavaWeights<T> {
             layers.push(DecoderLayer {
                 attn_norm: next()?,
                 qkv: next()?,
+                qkv_b: None,
                 o: next()?,
                 mlp_norm: next()?,
                 gate_up: next()?,

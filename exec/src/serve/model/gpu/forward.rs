@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::kargs;
 use crate::serve::model::cpu;
 use crate::serve::model::host::{Checkpoint, HostWeights, flatten, tensor_seed};
-use crate::serve::model::llava::{LlavaConfig, LlavaWeights, TensorSpec};
+use crate::serve::model::llava::{LlavaConfig, LlavaWeights, TensorSpec, new_layout_name};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -139,14 +139,10 @@ impl GpuModel {
                     &mut kargs![p, n64, seed, scale, offset],
                 )
             }?;
-            if spec.name == "patch_embed" {
-                let (rows, kk, kp) = (
-                    cfg.vision.hidden as u64,
-                    cfg.vision.patch_dim() as u32,
-                    cfg.vision.patch_dim_padded() as u32,
-                );
-                // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp); `p` is the patch embedding,
-                // rows × kp bf16 (its padded shape), alive in the weights.
+            if let Some((kk, kp)) = spec.padded_cols() {
+                let (rows, kk, kp) = (spec.shape[0] as u64, kk as u32, kp as u32);
+                // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp); `p` is a padded tensor,
+                // rows × kp bf16, alive in the weights.
                 unsafe {
                     k.get("zero_cols").launch(
                         grid_for(rows * (kp - kk) as u64, 256, gpu.info.sms),
@@ -187,7 +183,7 @@ impl GpuModel {
         let k = Kernels::load(&gpu)?;
         let ck = Checkpoint::open(path)?;
         let w = LlavaWeights::build(cfg, |spec| {
-            let v = ck.read_spec(cfg, spec)?;
+            let v = ck.read_spec(spec, new_layout_name)?;
             Ok(DTensor {
                 buf: upload_bf16(&gpu, &v)?,
                 shape: spec.shape.clone(),
@@ -206,7 +202,8 @@ impl GpuModel {
         let w = &self.w;
         let mut b = (w.norm.elems() + w.lm_head.elems()) as u64 * 2;
         for l in &w.layers {
-            b += [&l.attn_norm, &l.qkv, &l.o, &l.mlp_norm, &l.gate_up, &l.down]
+            b += l
+                .tensors()
                 .iter()
                 .map(|t| t.elems() as u64 * 2)
                 .sum::<u64>();
@@ -517,7 +514,7 @@ impl GpuModel {
         let scale = 1.0f32 / (l.head_dim as f32).sqrt();
         for (li, lw) in self.w.layers.iter().enumerate() {
             self.rmsnorm(s, x, &lw.attn_norm, h, n)?;
-            self.gemm(s, h, &lw.qkv, qkv, n, None, false, false)?;
+            self.gemm(s, h, &lw.qkv, qkv, n, lw.qkv_b.as_ref(), false, false)?;
             let layer = pool.layer(li);
             // SAFETY: rope_kv_append(qkv, pos, slots, pool, inv_freq, n, stride, heads, kv_heads,
             // head_dim): qkv is the [n, qkv_dim] scratch above, pos and slots n i32 (the caller's
