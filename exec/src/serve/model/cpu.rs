@@ -400,7 +400,10 @@ pub fn swiglu(gate_up: &[f32], i: usize) -> Vec<f32> {
         .chunks(2 * i)
         .flat_map(|r| {
             let (g, u) = r.split_at(i);
-            g.iter().zip(u).map(|(g, u)| silu(*g) * u).collect::<Vec<_>>()
+            g.iter()
+                .zip(u)
+                .map(|(g, u)| silu(*g) * u)
+                .collect::<Vec<_>>()
         })
         .collect()
 }

@@ -273,7 +273,11 @@ impl TensorSpec {
     /// (checkpoint columns, our columns) of a 2-D tensor we hold with zero columns appended
     /// (the patch embedding's K rounded up to 8); `None` when we hold it as stored.
     pub fn padded_cols(&self) -> Option<(usize, usize)> {
-        let stored: usize = self.parts.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        let stored: usize = self
+            .parts
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
         match self.shape[..] {
             [rows, cols] if rows * cols != stored => Some((stored / rows, cols)),
             _ => None,
@@ -322,13 +326,13 @@ pub struct VisionLayer<T> {
 /// Weights of one LLaMA / Qwen2 decoder layer.
 #[derive(Debug)]
 pub struct DecoderLayer<T> {
-    pub attn_norm: T, // [d]           input_layernorm
-    pub qkv: T,       // [(H + 2·H_kv)·D, d]   rows: q_proj, k_proj, v_proj
+    pub attn_norm: T,     // [d]           input_layernorm
+    pub qkv: T,           // [(H + 2·H_kv)·D, d]   rows: q_proj, k_proj, v_proj
     pub qkv_b: Option<T>, // [(H + 2·H_kv)·D]  Qwen2's q/k/v biases
-    pub o: T,         // [d, H·D]
-    pub mlp_norm: T,  // [d]           post_attention_layernorm
-    pub gate_up: T,   // [2·I, d]      rows: gate_proj, up_proj
-    pub down: T,      // [d, I]
+    pub o: T,             // [d, H·D]
+    pub mlp_norm: T,      // [d]           post_attention_layernorm
+    pub gate_up: T,       // [2·I, d]      rows: gate_proj, up_proj
+    pub down: T,          // [d, I]
 }
 
 #[derive(Debug)]

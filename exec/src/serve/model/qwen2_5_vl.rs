@@ -122,7 +122,9 @@ impl Qwen25VlConfig {
         let spec = builtin_model(name)
             .filter(|_| name.starts_with("qwen2.5-vl-"))
             .ok_or_else(|| {
-                Error::Invalid(format!("--model {name}: not a built-in Qwen2.5-VL ({known})"))
+                Error::Invalid(format!(
+                    "--model {name}: not a built-in Qwen2.5-VL ({known})"
+                ))
             })?;
         let v = spec
             .vision
@@ -135,12 +137,13 @@ impl Qwen25VlConfig {
             max_pixels,
         } = v.tokens
         else {
-            return Err(Error::Check(format!("{name}: catalog entry is not dynamic-resolution")));
+            return Err(Error::Check(format!(
+                "{name}: catalog entry is not dynamic-resolution"
+            )));
         };
-        let window = v
-            .window
-            .as_ref()
-            .ok_or_else(|| Error::Check(format!("{name}: catalog entry has no window attention")))?;
+        let window = v.window.as_ref().ok_or_else(|| {
+            Error::Check(format!("{name}: catalog entry has no window attention"))
+        })?;
         let l = &spec.llm;
         let layers = match layers {
             Some(0) => return Err(Error::Invalid("--layers must be at least 1".into())),
@@ -435,14 +438,15 @@ pub fn tensor_specs(c: &Qwen25VlConfig) -> Vec<TensorSpec> {
     let gain = Init::Gain;
     let mut out = Vec::new();
     // Our tensor `name`, made of these checkpoint parts stacked by rows.
-    let mut push = |name: String, shape: Vec<usize>, init: Init, parts: Vec<(String, Vec<usize>)>| {
-        out.push(TensorSpec {
-            name,
-            shape,
-            init,
-            parts,
-        })
-    };
+    let mut push =
+        |name: String, shape: Vec<usize>, init: Init, parts: Vec<(String, Vec<usize>)>| {
+            out.push(TensorSpec {
+                name,
+                shape,
+                init,
+                parts,
+            })
+        };
     let one = |n: String, s: &[usize]| vec![(n, s.to_vec())];
     push(
         "patch_embed".into(),
@@ -462,23 +466,48 @@ pub fn tensor_specs(c: &Qwen25VlConfig) -> Vec<TensorSpec> {
                 .collect::<Vec<_>>()
         };
         let ts = [
-            ("norm1", vec![dv], gain, one(format!("{p}.norm1.weight"), &[dv])),
+            (
+                "norm1",
+                vec![dv],
+                gain,
+                one(format!("{p}.norm1.weight"), &[dv]),
+            ),
             (
                 "qkv_w",
                 vec![3 * dv, dv],
                 lin(dv),
                 one(format!("{p}.attn.qkv.weight"), &[3 * dv, dv]),
             ),
-            ("qkv_b", vec![3 * dv], bias, one(format!("{p}.attn.qkv.bias"), &[3 * dv])),
+            (
+                "qkv_b",
+                vec![3 * dv],
+                bias,
+                one(format!("{p}.attn.qkv.bias"), &[3 * dv]),
+            ),
             (
                 "proj_w",
                 vec![dv, dv],
                 lin(dv),
                 one(format!("{p}.attn.proj.weight"), &[dv, dv]),
             ),
-            ("proj_b", vec![dv], bias, one(format!("{p}.attn.proj.bias"), &[dv])),
-            ("norm2", vec![dv], gain, one(format!("{p}.norm2.weight"), &[dv])),
-            ("gate_up_w", vec![2 * iv, dv], lin(dv), gate_up("weight", &[iv, dv])),
+            (
+                "proj_b",
+                vec![dv],
+                bias,
+                one(format!("{p}.attn.proj.bias"), &[dv]),
+            ),
+            (
+                "norm2",
+                vec![dv],
+                gain,
+                one(format!("{p}.norm2.weight"), &[dv]),
+            ),
+            (
+                "gate_up_w",
+                vec![2 * iv, dv],
+                lin(dv),
+                gate_up("weight", &[iv, dv]),
+            ),
             ("gate_up_b", vec![2 * iv], bias, gate_up("bias", &[iv])),
             (
                 "down_w",
@@ -486,18 +515,48 @@ pub fn tensor_specs(c: &Qwen25VlConfig) -> Vec<TensorSpec> {
                 lin(iv),
                 one(format!("{p}.mlp.down_proj.weight"), &[dv, iv]),
             ),
-            ("down_b", vec![dv], bias, one(format!("{p}.mlp.down_proj.bias"), &[dv])),
+            (
+                "down_b",
+                vec![dv],
+                bias,
+                one(format!("{p}.mlp.down_proj.bias"), &[dv]),
+            ),
         ];
         for (n, shape, init, parts) in ts {
             push(format!("v{i}.{n}"), shape, init, parts);
         }
     }
     let m = format!("{V}.merger");
-    push("merger_norm".into(), vec![dv], gain, one(format!("{m}.ln_q.weight"), &[dv]));
-    push("merger1_w".into(), vec![dm, dm], lin(dm), one(format!("{m}.mlp.0.weight"), &[dm, dm]));
-    push("merger1_b".into(), vec![dm], bias, one(format!("{m}.mlp.0.bias"), &[dm]));
-    push("merger2_w".into(), vec![d, dm], lin(dm), one(format!("{m}.mlp.2.weight"), &[d, dm]));
-    push("merger2_b".into(), vec![d], bias, one(format!("{m}.mlp.2.bias"), &[d]));
+    push(
+        "merger_norm".into(),
+        vec![dv],
+        gain,
+        one(format!("{m}.ln_q.weight"), &[dv]),
+    );
+    push(
+        "merger1_w".into(),
+        vec![dm, dm],
+        lin(dm),
+        one(format!("{m}.mlp.0.weight"), &[dm, dm]),
+    );
+    push(
+        "merger1_b".into(),
+        vec![dm],
+        bias,
+        one(format!("{m}.mlp.0.bias"), &[dm]),
+    );
+    push(
+        "merger2_w".into(),
+        vec![d, dm],
+        lin(dm),
+        one(format!("{m}.mlp.2.weight"), &[d, dm]),
+    );
+    push(
+        "merger2_b".into(),
+        vec![d],
+        bias,
+        one(format!("{m}.mlp.2.bias"), &[d]),
+    );
     push(
         "embed".into(),
         vec![l.vocab, d],
@@ -507,21 +566,30 @@ pub fn tensor_specs(c: &Qwen25VlConfig) -> Vec<TensorSpec> {
     for i in 0..l.layers {
         let p = format!("{L}.layers.{i}");
         let qkv = |s: &str, tail: &[usize]| {
-            [("q_proj", l.q_dim()), ("k_proj", l.kv_dim()), ("v_proj", l.kv_dim())]
-                .iter()
-                .map(|(x, rows)| {
-                    let mut shape = vec![*rows];
-                    shape.extend(tail);
-                    (format!("{p}.self_attn.{x}.{s}"), shape)
-                })
-                .collect::<Vec<_>>()
+            [
+                ("q_proj", l.q_dim()),
+                ("k_proj", l.kv_dim()),
+                ("v_proj", l.kv_dim()),
+            ]
+            .iter()
+            .map(|(x, rows)| {
+                let mut shape = vec![*rows];
+                shape.extend(tail);
+                (format!("{p}.self_attn.{x}.{s}"), shape)
+            })
+            .collect::<Vec<_>>()
         };
         let gate_up = ["gate_proj", "up_proj"]
             .iter()
             .map(|x| (format!("{p}.mlp.{x}.weight"), vec![l.intermediate, d]))
             .collect::<Vec<_>>();
         let ts = [
-            ("attn_norm", vec![d], gain, one(format!("{p}.input_layernorm.weight"), &[d])),
+            (
+                "attn_norm",
+                vec![d],
+                gain,
+                one(format!("{p}.input_layernorm.weight"), &[d]),
+            ),
             ("qkv", vec![l.qkv_dim(), d], lin(d), qkv("weight", &[d])),
             ("qkv_b", vec![l.qkv_dim()], bias, qkv("bias", &[])),
             (
@@ -548,7 +616,12 @@ pub fn tensor_specs(c: &Qwen25VlConfig) -> Vec<TensorSpec> {
             push(format!("l{i}.{n}"), shape, init, parts);
         }
     }
-    push("norm".into(), vec![d], gain, one(format!("{L}.norm.weight"), &[d]));
+    push(
+        "norm".into(),
+        vec![d],
+        gain,
+        one(format!("{L}.norm.weight"), &[d]),
+    );
     if !c.tied {
         push(
             "lm_head".into(),
@@ -562,7 +635,10 @@ pub fn tensor_specs(c: &Qwen25VlConfig) -> Vec<TensorSpec> {
 
 impl<T> Qwen25VlWeights<T> {
     /// Build the weights from a source of tensors, taken in `tensor_specs` order.
-    pub fn build(c: &Qwen25VlConfig, mut get: impl FnMut(&TensorSpec) -> Result<T>) -> Result<Self> {
+    pub fn build(
+        c: &Qwen25VlConfig,
+        mut get: impl FnMut(&TensorSpec) -> Result<T>,
+    ) -> Result<Self> {
         let specs = tensor_specs(c);
         let mut it = specs.iter();
         let mut next = || -> Result<T> {
@@ -672,7 +748,9 @@ mod tests {
         let c = Qwen25VlConfig::builtin("qwen2.5-vl-7b", None).unwrap();
         assert_eq!(c.params(), 8_292_166_656);
         assert_eq!(
-            Qwen25VlConfig::builtin("qwen2.5-vl-3b", None).unwrap().params(),
+            Qwen25VlConfig::builtin("qwen2.5-vl-3b", None)
+                .unwrap()
+                .params(),
             3_754_622_976
         );
         assert_eq!(c.vision.head_dim(), 80);
@@ -683,7 +761,10 @@ mod tests {
         assert!(c3.tied);
         assert!(!tensor_specs(&c3).iter().any(|s| s.name == "lm_head"));
         for bad in ["llava-1.5-7b", "qwen2.5-vl-9b"] {
-            assert_eq!(Qwen25VlConfig::builtin(bad, None).unwrap_err().exit_code(), 2);
+            assert_eq!(
+                Qwen25VlConfig::builtin(bad, None).unwrap_err().exit_code(),
+                2
+            );
         }
     }
 
@@ -714,15 +795,24 @@ mod tests {
         // Two text tokens, a 2 × 3 image (4 × 6 patches), one text token: the image's tokens
         // start at 2, its rows and columns add to the start, the text resumes at 2 + 3.
         let c = Qwen25VlConfig::tiny();
-        let (pos, next) =
-            mrope_positions(&c, &[5, 6, IMAGE_TOKEN, 7], &[ImageGrid { rows: 4, cols: 6 }]).unwrap();
+        let (pos, next) = mrope_positions(
+            &c,
+            &[5, 6, IMAGE_TOKEN, 7],
+            &[ImageGrid { rows: 4, cols: 6 }],
+        )
+        .unwrap();
         assert_eq!(pos.len(), 2 + 6 + 1);
         assert_eq!(pos[2], [2, 2, 2]);
         assert_eq!(pos[4], [2, 2, 4]);
         assert_eq!(pos[5], [2, 3, 2]);
         assert_eq!(pos[8], [5, 5, 5]);
         assert_eq!(next, 6);
-        assert_eq!(mrope_positions(&c, &[IMAGE_TOKEN], &[]).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            mrope_positions(&c, &[IMAGE_TOKEN], &[])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 
     #[test]

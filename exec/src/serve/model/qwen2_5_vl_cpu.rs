@@ -7,11 +7,13 @@ use super::cpu::{
     CpuKv, Decoder, add_into, argmax, attend, columns, gelu_erf, linear, rms_norm, rope_inv_freq,
     swiglu,
 };
+use super::host::{Checkpoint, random_tensor, write_tensors};
 use super::qwen2_5_vl::{
     IMAGE_TOKEN, ImageGrid, Qwen25VlConfig, Qwen25VlWeights, merge_block_order, mrope_positions,
-    patchify, windows,
+    patchify, published_layout_name, tensor_specs, windows,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
+use std::path::Path;
 
 pub type HostWeights = Qwen25VlWeights<Vec<f32>>;
 
@@ -78,9 +80,19 @@ pub fn encode_image(c: &Qwen25VlConfig, w: &HostWeights, img: &Image) -> Result<
                 start += len;
             }
         }
-        add_into(&mut x, &linear(&attn, &b.proj_w, Some(&b.proj_b), n, dv, dv));
+        add_into(
+            &mut x,
+            &linear(&attn, &b.proj_w, Some(&b.proj_b), n, dv, dv),
+        );
         let h = rms_norm(&x, &b.norm2, dv, v.eps);
-        let gu = linear(&h, &b.gate_up_w, Some(&b.gate_up_b), n, 2 * v.intermediate, dv);
+        let gu = linear(
+            &h,
+            &b.gate_up_w,
+            Some(&b.gate_up_b),
+            n,
+            2 * v.intermediate,
+            dv,
+        );
         let a = swiglu(&gu, v.intermediate);
         add_into(
             &mut x,
@@ -196,5 +208,102 @@ pub fn generate(
         tokens,
         logits,
         prefill_logits: all,
+    })
+}
+
+/// Random weights with the model's exact shapes, every value a bf16 number (`host::random_tensor`).
+pub fn random(c: &Qwen25VlConfig, seed: u64) -> Result<HostWeights> {
+    let mut index = 0usize;
+    Qwen25VlWeights::build(c, |s| {
+        index += 1;
+        Ok(random_tensor(s, seed, index - 1))
+    })
+}
+
+/// Load a checkpoint (a `.safetensors` file or a folder of them) in either transformers layout.
+pub fn load(c: &Qwen25VlConfig, path: &Path) -> Result<HostWeights> {
+    let ck = Checkpoint::open(path)?;
+    Qwen25VlWeights::build(c, |s| ck.read_spec(s, published_layout_name))
+}
+
+/// Write `w` as a Hugging Face checkpoint folder that transformers' `from_pretrained` loads:
+/// `model.safetensors` (f32, transformers ≥ 5 names) and `config.json`.
+pub fn write_checkpoint(c: &Qwen25VlConfig, w: &HostWeights, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    write_tensors(
+        &tensor_specs(c),
+        &w.tensors(),
+        &[],
+        &dir.join("model.safetensors"),
+    )?;
+    let json = serde_json::to_string_pretty(&hf_config(c))
+        .map_err(|e| Error::Check(format!("config.json: {e}")))?;
+    let path = dir.join("config.json");
+    std::fs::write(&path, json).map_err(|e| io_err(&path, e))
+}
+
+/// Token ids of the special tokens in a config written by `write_checkpoint`: the last ids of
+/// the vocabulary (the published ones, 151652…151656, are past a test model's vocabulary).
+pub fn special_tokens(c: &Qwen25VlConfig) -> SpecialTokens {
+    let v = c.llm.vocab as i32;
+    SpecialTokens {
+        image_pad: v - 1,
+        vision_end: v - 2,
+        vision_start: v - 3,
+        video_pad: v - 4,
+        end_of_text: v - 5,
+    }
+}
+
+pub struct SpecialTokens {
+    pub image_pad: i32,
+    pub vision_end: i32,
+    pub vision_start: i32,
+    pub video_pad: i32,
+    /// bos and eos (`<|endoftext|>` in the published configs).
+    pub end_of_text: i32,
+}
+
+/// The model as a transformers `Qwen2_5_VLConfig` (the published configs' flat layout).
+pub fn hf_config(c: &Qwen25VlConfig) -> serde_json::Value {
+    let (v, l, t) = (&c.vision, &c.llm, special_tokens(c));
+    serde_json::json!({
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "hidden_act": "silu",
+        "hidden_size": l.hidden,
+        "intermediate_size": l.intermediate,
+        "num_attention_heads": l.heads,
+        "num_hidden_layers": l.layers,
+        "num_key_value_heads": l.kv_heads,
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": l.eps,
+        "rope_theta": l.rope_theta,
+        "rope_scaling": {"type": "mrope", "mrope_section": l.mrope},
+        "use_sliding_window": false,
+        "tie_word_embeddings": c.tied,
+        "vocab_size": l.vocab,
+        "image_token_id": t.image_pad,
+        "video_token_id": t.video_pad,
+        "vision_start_token_id": t.vision_start,
+        "vision_end_token_id": t.vision_end,
+        "bos_token_id": t.end_of_text,
+        "eos_token_id": t.end_of_text,
+        "torch_dtype": "float32",
+        "vision_config": {
+            "depth": v.depth,
+            "hidden_act": "silu",
+            "hidden_size": v.hidden,
+            "intermediate_size": v.intermediate,
+            "num_heads": v.heads,
+            "in_chans": v.channels,
+            "out_hidden_size": v.out_hidden,
+            "patch_size": v.patch,
+            "spatial_merge_size": v.merge,
+            "temporal_patch_size": v.temporal_patch,
+            "window_size": v.window,
+            "fullatt_block_indexes": v.full_attention_blocks,
+            "tokens_per_second": 2
+        }
     })
 }
