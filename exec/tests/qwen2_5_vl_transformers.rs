@@ -15,7 +15,7 @@ use hetsim_exec::serve::model::qwen2_5_vl_cpu::{
     self as qcpu, HostWeights, Image, encode_image, special_tokens,
 };
 use safetensors::{Dtype, tensor::TensorView};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const SEED: u64 = 11;
 const STEPS: usize = 4;
@@ -85,13 +85,7 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
 }
 
 /// Write the checkpoint and inputs the reference script reads.
-fn write_case(
-    c: &Qwen25VlConfig,
-    w: &HostWeights,
-    images: &[Image],
-    prompt: &[i32],
-    dir: &PathBuf,
-) {
+fn write_case(c: &Qwen25VlConfig, w: &HostWeights, images: &[Image], prompt: &[i32], dir: &Path) {
     qcpu::write_checkpoint(c, w, dir).unwrap();
     let t = special_tokens(c);
     let input_ids: Vec<i32> = {

@@ -190,7 +190,7 @@ pub fn bench(
         }
     }
     e.set_small_products(SmallProducts::Fastest);
-    for ((m, n, k), race) in e.model.product_races() {
+    for ((m, n, k), race) in e.model.products.product_races() {
         products.push(ProductRow {
             shape: (m, n, k),
             race,

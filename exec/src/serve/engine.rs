@@ -321,7 +321,7 @@ impl Engine {
             None => {
                 let free = model.gpu.free_memory()?;
                 // Activations of a full prefill step and of the encoder are the other users.
-                KvPool::blocks_for(c, free.saturating_sub(4 << 30) * 9 / 10)
+                KvPool::blocks_for(&c.llm, free.saturating_sub(4 << 30) * 9 / 10)
             }
         };
         if blocks < max_blocks {
@@ -330,7 +330,7 @@ impl Engine {
                 cfg.max_context
             )));
         }
-        let pool = KvPool::new(&model.gpu, c, blocks)?;
+        let pool = KvPool::new(&model.gpu, &c.llm, blocks)?;
         let mb = cfg.max_batch;
         let ints = model.gpu.alloc((6 * mb + mb * max_blocks) * 4)?;
         let host = PinnedBuffer::new(&model.gpu, (6 * mb + mb * max_blocks) * 4)?;
@@ -384,7 +384,7 @@ impl Engine {
 
     /// Which kernel runs the small-batch products; drops captured graphs.
     pub fn set_small_products(&mut self, how: SmallProducts) {
-        self.model.small_products = how;
+        self.model.products.small = how;
         self.graphs.clear();
     }
 
@@ -399,12 +399,12 @@ impl Engine {
     /// cuBLASLt plans the model has made so far: a new one inside a served step is set-up work
     /// (a heuristic query) that a phase table measured in steady state does not contain.
     pub fn plans_made(&self) -> usize {
-        self.model.plans_made()
+        self.model.products.plans_made()
     }
 
     /// Host seconds the model has spent making those plans.
     pub fn planning_seconds(&self) -> f64 {
-        self.model.planning_seconds()
+        self.model.products.planning_seconds()
     }
 
     /// Seconds since the engine started (the clock of its events).

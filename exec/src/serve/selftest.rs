@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::kargs;
 use crate::serve::engine::{Engine, EngineConfig, EventKind, Request};
 use crate::serve::model::cpu;
+use crate::serve::model::gpu::products::gemv;
 use crate::serve::model::gpu::{
     Attn, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_bf16,
     download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
@@ -290,7 +291,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         accumulate: true,
         ..Default::default()
     };
-    m.gemv(&s, dxv.ptr, &wt, dyv.ptr, acc)?;
+    gemv(&m.k, &s, dxv.ptr, &wt, dyv.ptr, acc)?;
     s.synchronize()?;
     let mut want = cpu::linear(&xv, &wv, None, mm, nn, kk);
     want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);
@@ -545,7 +546,7 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
     }
     let n = tok.len();
     let blocks = (n + steps).div_ceil(KV_BLOCK);
-    let pool = KvPool::new(g, c, blocks + 3)?;
+    let pool = KvPool::new(g, &c.llm, blocks + 3)?;
     // A scattered block table: block i of the request is pool block (i·2 + 1) mod blocks+3.
     let table: Vec<i32> = (0..blocks)
         .map(|i| ((i * 2 + 1) % (blocks + 3)) as i32)

@@ -13,19 +13,19 @@ use super::kernels::{
     flash_attn_kernel,
 };
 use super::kv_pool::KvPool;
-use super::products::{ProductKey, ProductRace, SmallProducts, WORKSPACE};
+use super::products::Products;
 use super::scratch::Scratch;
 use super::tensor::{DTensor, upload_bf16, upload_f64};
 use crate::cuda::device::{DeviceBuffer, Gpu, Stream};
-use crate::cuda::gemm::{Lt, Plan};
+use crate::cuda::gemm::Epilogue;
 use crate::cuda::kernels::grid_for;
 use crate::error::{Error, Result};
 use crate::kargs;
 use crate::serve::model::cpu;
 use crate::serve::model::host::{Checkpoint, HostWeights, flatten, tensor_seed};
-use crate::serve::model::llava::{LlavaConfig, LlavaWeights, TensorSpec, new_layout_name};
-use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::serve::model::llava::{
+    DecoderLayer, LlavaConfig, LlavaWeights, TensorSpec, new_layout_name,
+};
 use std::path::Path;
 
 /// Device addresses of a decoder pass's scratch (0: not used by this kind of pass).
@@ -69,17 +69,10 @@ pub struct GpuModel {
     pub cfg: LlavaConfig,
     pub w: LlavaWeights<DTensor>,
     pub k: Kernels,
-    pub lt: Lt,
-    pub(super) plans: RefCell<HashMap<ProductKey, Plan>>,
-    /// Small-M shapes timed in gemv and in their tuned cuBLASLt plan.
-    pub(super) races: RefCell<HashMap<ProductKey, ProductRace>>,
-    /// Host seconds spent creating cuBLASLt plans (descriptors and heuristic queries) so far.
-    pub(super) planning_s: std::cell::Cell<f64>,
-    pub ws: DeviceBuffer,
+    pub products: Products,
     /// The decoder's rotary frequencies (f64 [head_dim / 2], `cpu::rope_inv_freq`).
     rope_inv_freq: DeviceBuffer,
     pub gpu: Gpu,
-    pub small_products: SmallProducts,
 }
 
 impl GpuModel {
@@ -96,7 +89,7 @@ impl GpuModel {
                 cfg.vision.head_dim()
             )));
         }
-        let ws = gpu.alloc(WORKSPACE)?;
+        let products = Products::new(&gpu)?;
         let rope_inv_freq = upload_f64(
             &gpu,
             &cpu::rope_inv_freq(cfg.llm.head_dim, cfg.llm.rope_theta),
@@ -105,14 +98,9 @@ impl GpuModel {
             cfg,
             w,
             k,
-            lt: Lt::new()?,
-            plans: RefCell::new(HashMap::new()),
-            races: RefCell::new(HashMap::new()),
-            planning_s: std::cell::Cell::new(0.0),
-            ws,
+            products,
             rope_inv_freq,
             gpu,
-            small_products: SmallProducts::Fastest,
         })
     }
 
@@ -636,4 +624,60 @@ impl GpuModel {
                 .launch(m32, 256, s, &mut kargs![logits, argmax, v])
         }
     }
+}
+
+impl GpuModel {
+    /// Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ (+ bias): `Products::gemm` with this model's kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        s: &Stream,
+        x: u64,
+        w: &DTensor,
+        y: u64,
+        m: usize,
+        bias: Option<&DTensor>,
+        accumulate: bool,
+        out_f32: bool,
+    ) -> Result<()> {
+        self.products
+            .gemm(&self.k, s, x, w, y, m, bias, accumulate, out_f32)
+    }
+
+    /// Plans for every product of a decode step of `m` rows (`Products::tune`).
+    pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
+        let weights = decode_products(&self.w.layers, &self.w.lm_head);
+        self.products.tune(&self.gpu, &self.k, s, m, weights)
+    }
+}
+
+/// The products of a decode step: one layer's (every layer has the same shapes) and the output
+/// projection, each with its epilogue.
+pub fn decode_products<'a>(
+    layers: &'a [DecoderLayer<DTensor>],
+    output: &'a DTensor,
+) -> Vec<(&'a DTensor, Epilogue)> {
+    let Some(l) = layers.first() else {
+        return Vec::new();
+    };
+    let plain = Epilogue::default();
+    let acc = Epilogue {
+        accumulate: true,
+        ..plain
+    };
+    let f32o = Epilogue {
+        out_f32: true,
+        ..plain
+    };
+    let qkv = Epilogue {
+        bias: l.qkv_b.is_some(),
+        ..plain
+    };
+    vec![
+        (&l.qkv, qkv),
+        (&l.o, acc),
+        (&l.gate_up, plain),
+        (&l.down, acc),
+        (output, f32o),
+    ]
 }
