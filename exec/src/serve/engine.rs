@@ -344,7 +344,9 @@ impl Engine {
             argmax_host: PinnedBuffer::new(&model.gpu, mb * 4)?,
         };
         let mut dsc = Scratch::new();
-        model.decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
+        model
+            .pass()
+            .decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
         dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
         dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
         // Before the first capture: a decode step of any bucket now finds its buffers here.
@@ -925,6 +927,7 @@ impl Engine {
         self.model.embed(&self.stream, at(0), at(4), 0, x, bucket)?;
         let inp = TokenInputs {
             positions: at(1),
+            planes: false,
             slots: at(2),
         };
         let attn = Attn::Decode {
@@ -932,7 +935,7 @@ impl Engine {
             ctx: at(3),
             max_blocks: self.max_blocks,
         };
-        self.model.decoder(
+        self.model.pass().decoder(
             &self.stream,
             x,
             bucket,
@@ -943,6 +946,7 @@ impl Engine {
             self.max_parts,
         )?;
         self.model
+            .pass()
             .logits(&self.stream, x, at(5), bucket, logits, am, &mut self.dsc)
     }
 
@@ -1159,6 +1163,7 @@ impl Engine {
         self.model.embed(&self.stream, at(0), at(n), imgs, x, n)?;
         let inp = TokenInputs {
             positions: at(2 * n),
+            planes: false,
             slots: at(3 * n),
         };
         let attn = Attn::Prefill {
@@ -1167,8 +1172,9 @@ impl Engine {
             max_len: p.max_len,
         };
         self.model
+            .pass()
             .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
-        self.model.logits(
+        self.model.pass().logits(
             &self.stream,
             x,
             at(4 * n + m + 1),

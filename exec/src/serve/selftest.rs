@@ -181,12 +181,18 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         &want,
         "",
     );
-    // rope on 2 q heads + 1 k head of 128 at positions up to 3000, and the rotated k and the v
-    // written to cache slots (row 3: slot −1, a padding row, writes nothing).
+    // rope on 2 q heads + 1 k head of 128, M-RoPE (Qwen2-VL's sections 16/24/24 over three
+    // planes of positions up to 3000), and the rotated k and the v written to cache slots (row
+    // 3: slot −1, a padding row, writes nothing). LLaMA's one position per token is the full
+    // forward's check.
     let (heads, kvh, hd) = (2usize, 1usize, 128usize);
     let stride = (heads + 2 * kvh) * hd; // q, q, k, v
     let q = rand_vec(rows * stride, 5, 1.0);
-    let pos: Vec<i32> = (0..rows as i32).map(|i| i * 431).collect();
+    let sections = [16usize, 24, 24];
+    let pos3 = |i: i32| [i * 431, i * 431 + 3 * i, i * 431 + 7 - i];
+    let pos: Vec<i32> = (0..3)
+        .flat_map(|plane| (0..rows as i32).map(move |i| pos3(i)[plane]))
+        .collect();
     let slots: Vec<i32> = (0..rows as i32)
         .map(|i| if i == 3 { -1 } else { (i * 7 + 2) % 40 })
         .collect();
@@ -210,15 +216,17 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         kvh as u32,
         hd as u32,
     );
+    let (s0, s1) = (sections[0] as u32, sections[1] as u32);
     // SAFETY: rope_kv_append(qkv, pos, slots, pool, inv_freq, n, stride, heads, kv_heads,
-    // head_dim): dq is [rows, stride] bf16, dp and dsl rows i32 naming slots inside dpool's
-    // pool_elems, dfreq hd / 2 f64; all live until the synchronize.
+    // head_dim, plane, sec0, sec1): dq is [rows, stride] bf16, dp 3 planes of rows i32, dsl
+    // rows i32 naming slots inside dpool's pool_elems, dfreq hd / 2 f64; all live until the
+    // synchronize.
     unsafe {
         k.get("rope_kv_append").launch(
             8,
             256,
             &s,
-            &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32],
+            &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32, r32, s0, s1],
         )
     }?;
     s.synchronize()?;
@@ -226,7 +234,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let mut want_pool = vec![0f32; pool_elems];
     for (i, r) in want.chunks_mut(stride).enumerate() {
         for h in r[..(heads + kvh) * hd].chunks_mut(hd) {
-            cpu::rope(h, pos[i] as usize, theta);
+            cpu::rope_sections(h, pos3(i as i32).map(|p| p as usize), sections, theta);
         }
         if slots[i] >= 0 {
             let (blk, slot) = (slots[i] as usize / KV_BLOCK, slots[i] as usize % KV_BLOCK);
@@ -242,7 +250,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         "rope_kv_append: q, k rotated",
         &download_bf16(&dq, rows * stride)?,
         &want,
-        "positions 0…2586",
+        "M-RoPE, 3 planes, positions 0…2604",
     );
     check(
         out,
@@ -566,6 +574,7 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
     m.embed(&s, dt.ptr, di.ptr, emb.ptr, x.ptr, n)?;
     let inp = TokenInputs {
         positions: dp.ptr,
+        planes: false,
         slots: ds.ptr,
     };
     let attn = Attn::Prefill {
@@ -573,11 +582,13 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
         seqs: 1,
         max_len: n,
     };
-    m.decoder(&s, x.ptr, n, &inp, &attn, &pool, &mut sc, 1)?;
+    m.pass()
+        .decoder(&s, x.ptr, n, &inp, &attn, &pool, &mut sc, 1)?;
     let v = c.llm.vocab;
     let logits = g.alloc(v * 4)?;
     let am = g.alloc(4)?;
-    m.logits(&s, x.ptr, dlast.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
+    m.pass()
+        .logits(&s, x.ptr, dlast.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
     s.synchronize()?;
     let mut worst = rel_err(&download_f32(&logits, v)?, &want.logits[0]);
     let mut got_tokens = vec![download_i32(&am, 1)?[0] as u32];
@@ -600,6 +611,7 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
         m.embed(&s, dtok.ptr, minus1.ptr, 0, xd.ptr, 1)?;
         let inp = TokenInputs {
             positions: dpos.ptr,
+            planes: false,
             slots: dslot.ptr,
         };
         let attn = Attn::Decode {
@@ -607,8 +619,10 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
             ctx: dctx.ptr,
             max_blocks,
         };
-        m.decoder(&s, xd.ptr, 1, &inp, &attn, &pool, &mut sc, parts)?;
-        m.logits(&s, xd.ptr, row0.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
+        m.pass()
+            .decoder(&s, xd.ptr, 1, &inp, &attn, &pool, &mut sc, parts)?;
+        m.pass()
+            .logits(&s, xd.ptr, row0.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
         s.synchronize()?;
         worst = worst.max(rel_err(&download_f32(&logits, v)?, &want.logits[step]));
         got_tokens.push(download_i32(&am, 1)?[0] as u32);
