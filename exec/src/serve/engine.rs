@@ -924,7 +924,9 @@ impl Engine {
         let base = self.dec.ints.ptr;
         let at = |i: usize| base + (i * mb * 4) as u64;
         let (x, logits, am) = (self.dec.x.ptr, self.dec.logits.ptr, self.dec.argmax.ptr);
-        self.model.embed(&self.stream, at(0), at(4), 0, x, bucket)?;
+        self.model
+            .pass()
+            .embed(&self.stream, at(0), at(4), 0, x, bucket)?;
         let inp = TokenInputs {
             positions: at(1),
             planes: false,
@@ -1160,7 +1162,9 @@ impl Engine {
             .sc
             .get(g, "p_logits", m * self.model.cfg.llm.vocab * 4)?;
         let am = self.sc.get(g, "p_argmax", m * 4)?;
-        self.model.embed(&self.stream, at(0), at(n), imgs, x, n)?;
+        self.model
+            .pass()
+            .embed(&self.stream, at(0), at(n), imgs, x, n)?;
         let inp = TokenInputs {
             positions: at(2 * n),
             planes: false,

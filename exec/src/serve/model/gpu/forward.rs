@@ -384,32 +384,6 @@ impl GpuModel {
         }
     }
 
-    /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
-    /// image row index ≥ 0 replaces the token).
-    pub fn embed(
-        &self,
-        s: &Stream,
-        tokens: u64,
-        img_rows: u64,
-        images: u64,
-        out: u64,
-        n: usize,
-    ) -> Result<()> {
-        let dv = (self.cfg.llm.hidden / 8) as u32;
-        let (table, n32) = (self.w.embed.ptr(), n as u32);
-        // SAFETY: embed_splice(tokens, img_row, table, img, out, n, dv): tokens and img_row hold n
-        // i32, out n × hidden bf16, images the rows img_row names (the caller's contract); table is
-        // the [vocab, hidden] embedding.
-        unsafe {
-            self.k.get("embed_splice").launch(
-                self.grid(n as u64 * dv as u64),
-                256,
-                s,
-                &mut kargs![tokens, img_rows, table, images, out, n32, dv],
-            )
-        }
-    }
-
     /// The decoder's passes over this model's layers.
     pub fn pass(&self) -> DecoderPass<'_> {
         DecoderPass {
@@ -417,6 +391,7 @@ impl GpuModel {
             products: &self.products,
             gpu: &self.gpu,
             llm: &self.cfg.llm,
+            embed: &self.w.embed,
             layers: &self.w.layers,
             norm: &self.w.norm,
             output: &self.w.lm_head,
@@ -432,6 +407,7 @@ pub struct DecoderPass<'a> {
     pub products: &'a Products,
     pub gpu: &'a Gpu,
     pub llm: &'a LlmConfig,
+    pub embed: &'a DTensor,
     pub layers: &'a [DecoderLayer<DTensor>],
     pub norm: &'a DTensor,
     /// lm_head, or the embedding table where a model ties them.
@@ -443,6 +419,32 @@ pub struct DecoderPass<'a> {
 impl DecoderPass<'_> {
     fn grid(&self, n: u64) -> u32 {
         grid_for(n, 256, self.gpu.info.sms)
+    }
+
+    /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
+    /// image row index ≥ 0 replaces the token).
+    pub fn embed(
+        &self,
+        s: &Stream,
+        tokens: u64,
+        img_rows: u64,
+        images: u64,
+        out: u64,
+        n: usize,
+    ) -> Result<()> {
+        let dv = (self.llm.hidden / 8) as u32;
+        let (table, n32) = (self.embed.ptr(), n as u32);
+        // SAFETY: embed_splice(tokens, img_row, table, img, out, n, dv): tokens and img_row hold n
+        // i32, out n × hidden bf16, images the rows img_row names (the caller's contract); table is
+        // the [vocab, hidden] embedding.
+        unsafe {
+            self.k.get("embed_splice").launch(
+                self.grid(n as u64 * dv as u64),
+                256,
+                s,
+                &mut kargs![tokens, img_rows, table, images, out, n32, dv],
+            )
+        }
     }
 
     /// Reserves the scratch of a decode step of up to n rows, so that steps of n or fewer
