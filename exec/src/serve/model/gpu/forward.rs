@@ -421,6 +421,12 @@ impl DecoderPass<'_> {
         grid_for(n, 256, self.gpu.info.sms)
     }
 
+    /// Plans for every product of a decode step of `m` rows (`Products::tune`).
+    pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
+        let weights = decode_products(self.layers, self.output);
+        self.products.tune(self.gpu, self.k, s, m, weights)
+    }
+
     /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
     /// image row index ≥ 0 replaces the token).
     pub fn embed(
@@ -715,8 +721,7 @@ impl GpuModel {
 
     /// Plans for every product of a decode step of `m` rows (`Products::tune`).
     pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
-        let weights = decode_products(&self.w.layers, &self.w.lm_head);
-        self.products.tune(&self.gpu, &self.k, s, m, weights)
+        self.pass().tune_decode_plans(s, m)
     }
 }
 

@@ -114,7 +114,7 @@ impl QwenGpu {
         k: Kernels,
     ) -> Result<QwenGpu> {
         let hd = cfg.vision.head_dim();
-        if cfg.llm.head_dim != 128 || hd > VIT_HEAD || hd % 4 != 0 {
+        if cfg.llm.head_dim != 128 || hd > VIT_HEAD || !hd.is_multiple_of(4) {
             return Err(Error::Invalid(format!(
                 "{}: head dims {} (decoder) and {hd} (ViT): the engine takes 128 and at most 128",
                 cfg.name, cfg.llm.head_dim
