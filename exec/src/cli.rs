@@ -237,8 +237,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             ));
         }
         let c = Qwen25VlConfig::builtin(&a.model, a.layers)?;
-        let report = crate::measure::bench_qwen::bench(&c, a.gpu, a.iters)?;
-        return print_bench(a, &c.name, c.llm.layers, &report);
+        let (report, ops) = crate::measure::bench_qwen::bench(&c, a.gpu, a.iters)?;
+        return print_bench(a, &c.name, c.llm.layers, &report, &ops);
     }
     let c = LlavaConfig::builtin(&a.model, a.layers)?;
     if a.breakdown {
@@ -250,14 +250,16 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let report = bench::bench(&c, a.gpu, a.iters, a.only.as_deref())?;
-    print_bench(a, &c.name, c.llm.layers, &report)
+    print_bench(a, &c.name, c.llm.layers, &report, "")
 }
 
+/// The bench's table, then `more` (markdown), printed and written to `--out`.
 fn print_bench(
     a: &BenchArgs,
     model: &str,
     layers: usize,
     report: &bench::BenchReport,
+    more: &str,
 ) -> Result<()> {
     let name = device::Gpu::open(a.gpu)?.info.name;
     let t = bench::bench_table(
@@ -265,7 +267,8 @@ fn print_bench(
         layers,
         &format!("{name}, {}", util::now_utc()),
         report,
-    );
+    ) + "\n"
+        + more;
     println!("{t}");
     if let Some(p) = &a.out {
         hetsim_sim::output::write_atomically(p, &t)?;

@@ -240,7 +240,7 @@ pub fn bench(
 }
 
 /// Markdown table of one pass: `passes` passes were recorded, so times are divided by it.
-fn breakdown_table(title: &str, ops: &[OpTime], passes: usize) -> String {
+pub fn breakdown_table(title: &str, ops: &[OpTime], passes: usize) -> String {
     let total: f64 = ops.iter().map(|o| o.ms).sum();
     let p = passes.max(1) as f64;
     let mut s = format!(

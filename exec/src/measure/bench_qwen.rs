@@ -4,7 +4,7 @@
 //! far), so decode steps are launched kernel by kernel, without CUDA graphs: their launch time
 //! is in the figures.
 
-use super::bench::{BenchReport, BenchRow, measure_floors, prefill_flops};
+use super::bench::{BenchReport, BenchRow, breakdown_table, measure_floors, prefill_flops};
 use crate::cuda::device::{Event, Gpu, Stream};
 use crate::error::Result;
 use crate::serve::model::gpu::{
@@ -53,6 +53,16 @@ fn decode_bytes(m: &QwenGpu, batch: usize, context: usize) -> f64 {
     weights as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
 }
 
+/// GPU time per operation of one run of `run` (after a warm-up), as a markdown table.
+fn breakdown(s: &Stream, title: &str, mut run: impl FnMut() -> Result<()>) -> Result<String> {
+    run()?;
+    crate::cuda::timeline::open();
+    let ran = run();
+    let ops = crate::cuda::timeline::close(s)?;
+    ran?;
+    Ok(breakdown_table(title, &ops, 1) + "\n")
+}
+
 /// Median seconds of `iters` runs of `run` after one warm-up, by events on `s`.
 fn time(gpu: &Gpu, s: &Stream, iters: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
     run()?;
@@ -68,7 +78,9 @@ fn time(gpu: &Gpu, s: &Stream, iters: usize, mut run: impl FnMut() -> Result<()>
     Ok(crate::stats::median(&t))
 }
 
-pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<BenchReport> {
+/// The bench's rows and, for each phase's largest point, the GPU time per operation of one pass
+/// (markdown).
+pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<(BenchReport, String)> {
     let gpu = Gpu::open(gpu_index)?;
     let floors = measure_floors(&gpu)?;
     let (peak, bw) = (floors.gemm_tflops * 1e12, floors.copy_gbs * 1e9);
@@ -77,6 +89,7 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<Bench
     let s = gpu.stream()?;
     let mut sc = Scratch::new();
     let mut rows = Vec::new();
+    let mut ops = String::new();
     let pass = m.pass();
     let l = &c.llm;
     // Decode: batch 1 and 64, 1,024 tokens of context each (the KV pool's contents do not change
@@ -117,11 +130,17 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<Bench
             ctx: dctx.ptr,
             max_blocks: per,
         };
-        let t = time(gpu, &s, iters, || {
+        let mut step = || {
             pass.embed(&s, dt.ptr, dimg.ptr, 0, x.ptr, batch)?;
             pass.decoder(&s, x.ptr, batch, &inp, &attn, &pool, &mut sc, parts)?;
             pass.logits(&s, x.ptr, drows.ptr, batch, logits.ptr, am.ptr, &mut sc)
-        })?;
+        };
+        let t = time(gpu, &s, iters, &mut step)?;
+        ops += &breakdown(
+            &s,
+            &format!("decode, batch {batch}, context {context}"),
+            &mut step,
+        )?;
         let floor = decode_bytes(&m, batch, context) / bw;
         let r = t / floor;
         rows.push(BenchRow {
@@ -186,9 +205,11 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<Bench
         let ptrs = vec![px.ptr; images];
         let tokens: usize = grids.iter().map(|&g| c.image_tokens(g)).sum();
         let out = gpu.alloc(tokens * l.hidden * 2)?;
-        let t = time(gpu, &s, iters.clamp(1, 10), || {
-            m.encode(&s, &grids, &ptrs, out.ptr, &mut sc)
-        })?;
+        let mut pass_once = || m.encode(&s, &grids, &ptrs, out.ptr, &mut sc);
+        let t = time(gpu, &s, iters.clamp(1, 10), &mut pass_once)?;
+        if images == 16 {
+            ops += &breakdown(&s, "encode, 16 images of 1280 × 720", &mut pass_once)?;
+        }
         let f = encode_flops(c, &grids);
         let eff = f / t / peak;
         rows.push(BenchRow {
@@ -200,11 +221,14 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<Bench
             target: (images == 16).then(|| ("≥ 50 % of GEMM peak".into(), eff >= 0.5)),
         });
     }
-    Ok(BenchReport {
-        floors,
-        rows,
-        products: Vec::new(),
-    })
+    Ok((
+        BenchReport {
+            floors,
+            rows,
+            products: Vec::new(),
+        },
+        ops,
+    ))
 }
 
 #[cfg(test)]
