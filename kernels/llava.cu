@@ -367,21 +367,34 @@ extern "C" __global__ void qwen_patchify(const bf16* __restrict__ px, const int*
 // The ViT's 2-D rotary (Qwen2.5-VL) in place on `heads` heads of each row of qkv [n, stride]
 // (q heads then k heads, `head_stride` apart), each rotating its first `rot` values: pair
 // (i, i + rot/2) turns by row · inv_freq[i] for i < rot/4 and col · inv_freq[i − rot/4] after
-// (rc: row, col per token; inv_freq: rot/4 f64).
+// (rc: row, col per token; inv_freq: rot/4 f32 — angles stay below a few hundred radians, where
+// f32 is exact enough for a bf16 result). A thread per 8 pairs (16-byte vectors); rot/2 a
+// multiple of 8.
 extern "C" __global__ void rope_2d(bf16* __restrict__ qkv, const int* __restrict__ rc,
-                                   const double* __restrict__ inv_freq, u32 n, u32 stride, u32 heads,
+                                   const float* __restrict__ inv_freq, u32 n, u32 stride, u32 heads,
                                    u32 head_stride, u32 rot) {
-    const u32 half = rot / 2, quarter = rot / 4;
-    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < (u64)n * heads * half;
+    const u32 half = rot / 2, quarter = rot / 4, hv = half / 8;
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < (u64)n * heads * hv;
          i += (u64)gridDim.x * blockDim.x) {
-        const u32 j = i % half, h = i / half % heads, tok = i / ((u64)half * heads);
-        const double a = j < quarter ? rc[2 * tok] * inv_freq[j] : rc[2 * tok + 1] * inv_freq[j - quarter];
-        float sn, cs;
-        sincosf((float)a, &sn, &cs);
+        const u32 j0 = i % hv * 8, h = i / hv % heads, tok = i / ((u64)hv * heads);
+        const float r = rc[2 * tok], c = rc[2 * tok + 1];
         bf16* v = qkv + (u64)tok * stride + (u64)h * head_stride;
-        const float x0 = bf(v[j]), x1 = bf(v[j + half]);
-        v[j] = to_bf(x0 * cs - x1 * sn);
-        v[j + half] = to_bf(x1 * cs + x0 * sn);
+        uint4* lo = (uint4*)(v + j0);
+        uint4* hi = (uint4*)(v + half + j0);
+        float x0[8], x1[8], y0[8], y1[8];
+        unpack8(*lo, x0);
+        unpack8(*hi, x1);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const u32 j = j0 + k;
+            const float a = j < quarter ? r * inv_freq[j] : c * inv_freq[j - quarter];
+            float sn, cs;
+            sincosf(a, &sn, &cs);
+            y0[k] = x0[k] * cs - x1[k] * sn;
+            y1[k] = x1[k] * cs + x0[k] * sn;
+        }
+        *lo = pack8(y0);
+        *hi = pack8(y1);
     }
 }
 
@@ -782,29 +795,35 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
         const bf16 *__restrict__ pool, float *part_o, float *part_ml, unsigned *__restrict__ done,      \
         bf16 *__restrict__ out, u32 stride, u32 heads, u32 kv_heads, u32 max_blocks, u32 max_parts, u32 part, \
         u32 out_stride, float scale
-template <int U>
+// One block serves the G query heads of one KV head (GQA: G = heads / kv_heads; MHA: 1), so
+// each key and value row is read once for all of them: block (p, kv head, seq).
+template <int U, int G>
 __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
     after_predecessor();
-    __shared__ float sc[PART];
+    __shared__ float sc[G][PART];
     __shared__ float red[8][128];
     __shared__ bool merge;
-    const int p = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int p = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, h0 = kvh * G;
     const int len = ctx[b];
-    const u64 base = ((u64)b * heads + h) * max_parts, idx = base + p;
+    // Partial result q of query head h of this sequence.
+    auto slot = [&](int h, int q) { return ((u64)b * heads + h) * max_parts + q; };
     const int start = p * part;
     if (start >= len) {
-        if (threadIdx.x == 0) { part_ml[idx * 2] = NEG_INF; part_ml[idx * 2 + 1] = 0.f; }
+        if (threadIdx.x < G) {
+            part_ml[slot(h0 + threadIdx.x, p) * 2] = NEG_INF;
+            part_ml[slot(h0 + threadIdx.x, p) * 2 + 1] = 0.f;
+        }
     } else {
         const int end = min(len, start + (int)part), n = end - start;
-        const int kvh = h / (heads / kv_heads);
         const int l16 = threadIdx.x & 15, hw = threadIdx.x >> 4;  // 8 half-warps
         const int* tab = tables + (u64)b * max_blocks;
-        float q[8];
-        {
-            uint4 qv = *(const uint4*)(qkv + (u64)b * stride + h * 128 + l16 * 8);
+        float q[G][8];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            uint4 qv = *(const uint4*)(qkv + (u64)b * stride + (h0 + g) * 128 + l16 * 8);
             const u32* w = (const u32*)&qv;
 #pragma unroll
-            for (int i = 0; i < 4; i++) { q[2 * i] = lo_f(w[i]) * scale; q[2 * i + 1] = hi_f(w[i]) * scale; }
+            for (int i = 0; i < 4; i++) { q[g][2 * i] = lo_f(w[i]) * scale; q[g][2 * i + 1] = hi_f(w[i]) * scale; }
         }
         const u64 head_off = (u64)kvh * KV_BLOCK * 128 + l16 * 8;
         const u64 kv_step = (u64)kv_heads * KV_BLOCK * 128;  // K → V within a block
@@ -830,21 +849,35 @@ __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
             for (int u = 0; u < U; u++) {
                 int t = t0 + u * 8;
                 const u32* w = (const u32*)&kr[u];
-                float acc = 0.f;
+                float k8[8];
 #pragma unroll
-                for (int i = 0; i < 4; i++) acc += q[2 * i] * lo_f(w[i]) + q[2 * i + 1] * hi_f(w[i]);
-                for (int o = 8; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-                if (t < n && l16 == 0) sc[t] = acc;
+                for (int i = 0; i < 4; i++) { k8[2 * i] = lo_f(w[i]); k8[2 * i + 1] = hi_f(w[i]); }
+#pragma unroll
+                for (int g = 0; g < G; g++) {
+                    float acc = 0.f;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) acc += q[g][i] * k8[i];
+                    for (int o = 8; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+                    if (t < n && l16 == 0) sc[g][t] = acc;
+                }
             }
         }
         __syncthreads();
-        float mx = NEG_INF;
-        for (int t = threadIdx.x; t < n; t += blockDim.x) mx = fmaxf(mx, sc[t]);
-        mx = block_max(mx);
-        float sum = 0.f;
-        for (int t = threadIdx.x; t < n; t += blockDim.x) { float e = __expf(sc[t] - mx); sc[t] = e; sum += e; }
-        sum = block_sum(sum);  // its barrier also publishes sc
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        float mx[G], sum[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float m = NEG_INF;
+            for (int t = threadIdx.x; t < n; t += blockDim.x) m = fmaxf(m, sc[g][t]);
+            mx[g] = block_max(m);
+            float sm = 0.f;
+            for (int t = threadIdx.x; t < n; t += blockDim.x) { float e = __expf(sc[g][t] - mx[g]); sc[g][t] = e; sm += e; }
+            sum[g] = block_sum(sm);  // its barrier also publishes sc
+        }
+        float acc[G][8];
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[g][i] = 0.f;
         for (int b0 = 0; b0 < n; b0 += 8 * U) {
             const int t0 = b0 + hw;
             if (!one_chunk) {
@@ -862,55 +895,80 @@ __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
             for (int u = 0; u < U; u++) {
                 int t = t0 + u * 8;
                 if (t < n) {
-                    float pr = sc[t];
                     const u32* w = (const u32*)&vr[u];
+                    float v8[8];
 #pragma unroll
-                    for (int i = 0; i < 4; i++) { acc[2 * i] += pr * lo_f(w[i]); acc[2 * i + 1] += pr * hi_f(w[i]); }
+                    for (int i = 0; i < 4; i++) { v8[2 * i] = lo_f(w[i]); v8[2 * i + 1] = hi_f(w[i]); }
+#pragma unroll
+                    for (int g = 0; g < G; g++) {
+                        const float pr = sc[g][t];
+#pragma unroll
+                        for (int i = 0; i < 8; i++) acc[g][i] += pr * v8[i];
+                    }
                 }
             }
         }
 #pragma unroll
-        for (int i = 0; i < 8; i++) red[hw][l16 * 8 + i] = acc[i];
-        __syncthreads();
-        float o = 0.f;
+        for (int g = 0; g < G; g++) {
+            __syncthreads();  // red is free again
 #pragma unroll
-        for (int i = 0; i < 8; i++) o += red[i][threadIdx.x];
-        part_o[idx * 128 + threadIdx.x] = o;
-        if (threadIdx.x == 0) { part_ml[idx * 2] = mx; part_ml[idx * 2 + 1] = sum; }
+            for (int i = 0; i < 8; i++) red[hw][l16 * 8 + i] = acc[g][i];
+            __syncthreads();
+            float o = 0.f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) o += red[i][threadIdx.x];
+            const u64 idx = slot(h0 + g, p);
+            part_o[idx * 128 + threadIdx.x] = o;
+            if (threadIdx.x == 0) { part_ml[idx * 2] = mx[g]; part_ml[idx * 2 + 1] = sum[g]; }
+        }
     }
-    // Publish this block's partial result, then count it; the last one merges.
+    // Publish this block's partial results, then count it; the last one merges.
     __threadfence();
     __syncthreads();
-    if (threadIdx.x == 0) merge = atomicAdd(&done[(u64)b * heads + h], 1u) == gridDim.x - 1;
+    unsigned* counter = &done[(u64)b * kv_heads + kvh];
+    if (threadIdx.x == 0) merge = atomicAdd(counter, 1u) == gridDim.x - 1;
     __syncthreads();
     if (!merge) return;
     __threadfence();
     // Other blocks' results are read from L2 (__ldcg): this SM's L1 may hold none of them, but
     // must not serve stale lines either.
     const int parts = (len + part - 1) / part, d = threadIdx.x;
-    float m = NEG_INF;
-    for (int q = 0; q < parts; q++) m = fmaxf(m, __ldcg(part_ml + (base + q) * 2));
-    float l = 0.f, o = 0.f;
-    for (int q = 0; q < parts; q++) {
-        float w = __expf(__ldcg(part_ml + (base + q) * 2) - m);
-        l += __ldcg(part_ml + (base + q) * 2 + 1) * w;
-        o += __ldcg(part_o + (base + q) * 128 + d) * w;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const u64 base = slot(h0 + g, 0);
+        float m = NEG_INF;
+        for (int q = 0; q < parts; q++) m = fmaxf(m, __ldcg(part_ml + (base + q) * 2));
+        float l = 0.f, o = 0.f;
+        for (int q = 0; q < parts; q++) {
+            float w = __expf(__ldcg(part_ml + (base + q) * 2) - m);
+            l += __ldcg(part_ml + (base + q) * 2 + 1) * w;
+            o += __ldcg(part_o + (base + q) * 128 + d) * w;
+        }
+        // A sequence of length 0 (batch padding) gets zeros.
+        out[(u64)b * out_stride + (h0 + g) * 128 + d] = to_bf(l > 0.f ? o / l : 0.f);
     }
-    // A sequence of length 0 (batch padding) gets zeros.
-    out[(u64)b * out_stride + h * 128 + d] = to_bf(l > 0.f ? o / l : 0.f);
-    if (d == 0) done[(u64)b * heads + h] = 0;
+    if (d == 0) *counter = 0;
 }
 
-// Long parts (large batches): four keys per half-warp in flight, values in a second pass.
-extern "C" __global__ void __launch_bounds__(128) decode_attn(DECODE_ATTN_ARGS) {
-    decode_attn_body<4>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, max_blocks,
-                        max_parts, part, out_stride, scale);
-}
-// Short parts (≤ 64 tokens, small batches): one chunk, keys and values loaded together.
-extern "C" __global__ void __launch_bounds__(128) decode_attn_short(DECODE_ATTN_ARGS) {
-    decode_attn_body<8>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, max_blocks,
-                        max_parts, part, out_stride, scale);
-}
+// Per group size G (query heads per KV head: LLaVA-7B 1, Qwen2.5-VL-7B 7, -3B and -72B 8,
+// -32B 5, the tests' 2): long parts (large batches), four keys per half-warp in flight, values
+// in a second pass; short parts (≤ 64 tokens, small batches), one chunk, keys and values loaded
+// together.
+#define DECODE_ATTN_G(G)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128) decode_attn_g##G(DECODE_ATTN_ARGS) {                \
+        decode_attn_body<4, G>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, \
+                               max_blocks, max_parts, part, out_stride, scale);                           \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(128) decode_attn_short_g##G(DECODE_ATTN_ARGS) {          \
+        decode_attn_body<8, G>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, \
+                               max_blocks, max_parts, part, out_stride, scale);                           \
+    }
+DECODE_ATTN_G(1)
+DECODE_ATTN_G(2)
+DECODE_ATTN_G(4)
+DECODE_ATTN_G(5)
+DECODE_ATTN_G(7)
+DECODE_ATTN_G(8)
 
 // Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.
 extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, u32 n) {
@@ -918,10 +976,20 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
     const float* r = x + (u64)blockIdx.x * n;
     float best = NEG_INF;
     int bi = 0x7fffffff;
-    for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = r[i];
+    auto take = [&](float v, u32 i) {
         if (v > best || (v == best && (int)i < bi)) { best = v; bi = i; }
+    };
+    // 16-byte loads where the row allows them (a vocabulary of 152,064 is 37 loads a thread
+    // at 1,024 threads), then the rest one by one.
+    const u32 n4 = n % 4 == 0 && ((u64)r & 15) == 0 ? n / 4 : 0;
+    for (u32 i = threadIdx.x; i < n4; i += blockDim.x) {
+        const float4 v = ((const float4*)r)[i];
+        take(v.x, 4 * i);
+        take(v.y, 4 * i + 1);
+        take(v.z, 4 * i + 2);
+        take(v.w, 4 * i + 3);
     }
+    for (u32 i = 4 * n4 + threadIdx.x; i < n; i += blockDim.x) take(r[i], i);
     for (int o = 16; o > 0; o >>= 1) {
         float v2 = __shfl_xor_sync(0xffffffffu, best, o);
         int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -947,8 +1015,8 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
 // it lost to cuBLASLt anyway.) The engine races it against cuBLASLt per shape
 // (exec/src/model/gpu.rs `tune_decode_plans`). K a multiple of 8; grid·block/32 ≥ N/2 warps.
 extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ X, const bf16* __restrict__ W,
-                                                       void* __restrict__ Y, u32 N, u32 K, int accumulate,
-                                                       int out_f32) {
+                                                       const bf16* __restrict__ bias, void* __restrict__ Y, u32 N,
+                                                       u32 K, int accumulate, int out_f32) {
     after_predecessor();
     const u32 warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     const u32 n0 = warp * 2;
@@ -986,8 +1054,8 @@ extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ 
     const float s0 = warp_sum(acc0), s1 = warp_sum(acc1);
     if (lane == 0) {
         for (int j = 0; j < (two ? 2 : 1); j++) {
-            const float v = j == 0 ? s0 : s1;
             const u64 o = n0 + j;
+            const float v = (j == 0 ? s0 : s1) + (bias ? bf(bias[o]) : 0.f);
             if (out_f32) {
                 float* y = (float*)Y;
                 y[o] = accumulate ? y[o] + v : v;

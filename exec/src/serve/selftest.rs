@@ -266,6 +266,8 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         "6 slots in 3 blocks, one padding row",
     );
     // argmax
+    // Rows of 1,000 (16-byte loads) and a last row of 999 whose start is not 16-byte aligned
+    // (one by one).
     let logits: Vec<f32> = rand_vec(3 * 1000, 6, 5.0);
     let dl = g.alloc(3 * 1000 * 4)?;
     dl.copy_from_host(
@@ -274,17 +276,22 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             .flat_map(|v| v.to_le_bytes())
             .collect::<Vec<_>>(),
     )?;
-    let da = g.alloc(12)?;
+    let da = g.alloc(16)?;
     let (pl, pa, v32) = (dl.ptr, da.ptr, 1000u32);
-    // SAFETY: argmax_rows(const float* x, int* out, u32 n), 3 blocks for 3 rows: dl holds 3 × 1000
-    // f32 and da 3 i32, alive until the synchronize.
+    let (pl2, pa2, v2) = (dl.ptr + 4, da.ptr + 12, 999u32);
+    // SAFETY: argmax_rows(const float* x, int* out, u32 n), a block per row: dl holds 3 × 1000
+    // f32 (the second launch reads 999 of them from the second value on) and da 4 i32, alive
+    // until the synchronize.
     unsafe {
         k.get("argmax_rows")
-            .launch(3, 256, &s, &mut kargs![pl, pa, v32])
+            .launch(3, 1024, &s, &mut kargs![pl, pa, v32])?;
+        k.get("argmax_rows")
+            .launch(1, 1024, &s, &mut kargs![pl2, pa2, v2])
     }?;
     s.synchronize()?;
-    let got = download_i32(&da, 3)?;
-    let want: Vec<i32> = logits.chunks(1000).map(|r| cpu::argmax(r) as i32).collect();
+    let got = download_i32(&da, 4)?;
+    let mut want: Vec<i32> = logits.chunks(1000).map(|r| cpu::argmax(r) as i32).collect();
+    want.push(cpu::argmax(&logits[1..1000]) as i32);
     out.push(Check {
         name: "argmax".into(),
         error: if got == want { 0.0 } else { 1.0 },
@@ -300,18 +307,24 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         buf: upload_bf16(g, &wv)?,
         shape: vec![nn, kk],
     };
-    let (dxv, dyv) = (upload_bf16(g, &xv)?, upload_bf16(g, &yv)?);
+    let bv = rand_vec(nn, 34, 0.5);
+    let (dxv, dyv, dbv) = (
+        upload_bf16(g, &xv)?,
+        upload_bf16(g, &yv)?,
+        upload_bf16(g, &bv)?,
+    );
     let acc = crate::cuda::gemm::Epilogue {
         accumulate: true,
+        bias: true,
         ..Default::default()
     };
-    gemv(&m.k, &s, dxv.ptr, &wt, dyv.ptr, acc)?;
+    gemv(&m.k, &s, dxv.ptr, &wt, dbv.ptr, dyv.ptr, acc)?;
     s.synchronize()?;
-    let mut want = cpu::linear(&xv, &wv, None, mm, nn, kk);
+    let mut want = cpu::linear(&xv, &wv, Some(&bv), mm, nn, kk);
     want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);
     check(
         out,
-        "gemv (M = 1), Y += X·Wᵀ",
+        "gemv (M = 1), Y += X·Wᵀ + b",
         &download_bf16(&dyv, mm * nn)?,
         &want,
         "1×37×264",
@@ -372,104 +385,112 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             &format!("lengths {lens:?}"),
         );
     }
-    // Paged decode: 3 sequences, contexts 1, 300, 530 (spans 1–3 partitions), GQA 4/2.
-    let (heads, kvh, hd) = (4usize, 2usize, 128usize);
-    let ctx = [1usize, 300, 530];
-    let stride = (heads + 2 * kvh) * hd;
-    let max_blocks = 34usize;
-    let nblocks = 3 * max_blocks;
-    // Random pool, scattered block tables.
-    let pool_elems = nblocks * 2 * kvh * KV_BLOCK * hd;
-    let pool = rand_vec(pool_elems, 21, 2.0);
-    let dpool = upload_bf16(g, &pool)?;
-    let mut tables = vec![0i32; 3 * max_blocks];
-    for (i, t) in tables.iter_mut().enumerate() {
-        *t = ((i * 37 + 11) % nblocks) as i32;
-    }
-    let q = rand_vec(3 * stride, 22, 2.0);
-    let (dq, dt, dc) = (
-        upload_bf16(g, &q)?,
-        upload_i32(g, &tables)?,
-        upload_i32(g, &ctx.iter().map(|c| *c as i32).collect::<Vec<_>>())?,
-    );
-    let scale = 1.0f32 / (hd as f32).sqrt();
-    // Both partition lengths (and kernels) the engine uses: large and small batches.
-    let mut got = Vec::new();
-    for part in [
-        crate::serve::model::gpu::DECODE_PART_MAX,
-        crate::serve::model::gpu::DECODE_PART,
-    ] {
-        let parts = 530usize.div_ceil(part);
-        let po = g.alloc(3 * heads * parts * 128 * 4)?;
-        let pml = g.alloc(3 * heads * parts * 2 * 4)?;
-        let done = g.alloc(3 * heads * 4)?;
-        done.memset_async(0, &s)?;
-        let o = g.alloc(3 * heads * hd * 2)?;
-        let (pq, pt, pc, pp, ppo, pm, pd, poo) = (
-            dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, done.ptr, o.ptr,
+    // Paged decode: 3 sequences, contexts 1, 300, 530 (spans 1–3 partitions); MHA (a group of
+    // 1: LLaVA) and GQA groups of 2 (the tiny models) and 7 (Qwen2.5-VL-7B).
+    let hd = 128usize;
+    for (heads, kvh) in [(2usize, 2usize), (4, 2), (14, 2)] {
+        let ctx = [1usize, 300, 530];
+        let stride = (heads + 2 * kvh) * hd;
+        let max_blocks = 34usize;
+        let nblocks = 3 * max_blocks;
+        // Random pool, scattered block tables.
+        let pool_elems = nblocks * 2 * kvh * KV_BLOCK * hd;
+        let pool = rand_vec(pool_elems, 21, 2.0);
+        let dpool = upload_bf16(g, &pool)?;
+        let mut tables = vec![0i32; 3 * max_blocks];
+        for (i, t) in tables.iter_mut().enumerate() {
+            *t = ((i * 37 + 11) % nblocks) as i32;
+        }
+        let q = rand_vec(3 * stride, 22, 2.0);
+        let (dq, dt, dc) = (
+            upload_bf16(g, &q)?,
+            upload_i32(g, &tables)?,
+            upload_i32(g, &ctx.iter().map(|c| *c as i32).collect::<Vec<_>>())?,
         );
-        let (st, h32, kv32, mb, mp, p32, qd) = (
-            stride as u32,
-            heads as u32,
-            kvh as u32,
-            max_blocks as u32,
-            parts as u32,
-            part as u32,
-            (heads * hd) as u32,
-        );
-        // Twice, the output cleared before each: the second launch only merges if the first
-        // left the counters at zero.
-        for _ in 0..2 {
-            o.memset_async(0, &s)?;
-            // SAFETY: DECODE_ATTN_ARGS of kernels/llava.cu in order and type; po / pml / done hold
-            // 3 × heads × parts partial results, dt 3 × max_blocks block ids inside dpool, dc 3
-            // contexts ≤ 530 = max_blocks·16 bounds; all alive until the synchronize.
-            unsafe {
-                m.k.get(crate::serve::model::gpu::decode_attn_kernel(part))
+        let scale = 1.0f32 / (hd as f32).sqrt();
+        // Both partition lengths (and kernels) the engine uses: large and small batches.
+        let mut got = Vec::new();
+        for part in [
+            crate::serve::model::gpu::DECODE_PART_MAX,
+            crate::serve::model::gpu::DECODE_PART,
+        ] {
+            let parts = 530usize.div_ceil(part);
+            let po = g.alloc(3 * heads * parts * 128 * 4)?;
+            let pml = g.alloc(3 * heads * parts * 2 * 4)?;
+            let done = g.alloc(3 * heads * 4)?;
+            done.memset_async(0, &s)?;
+            let o = g.alloc(3 * heads * hd * 2)?;
+            let (pq, pt, pc, pp, ppo, pm, pd, poo) = (
+                dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, done.ptr, o.ptr,
+            );
+            let (st, h32, kv32, mb, mp, p32, qd) = (
+                stride as u32,
+                heads as u32,
+                kvh as u32,
+                max_blocks as u32,
+                parts as u32,
+                part as u32,
+                (heads * hd) as u32,
+            );
+            // Twice, the output cleared before each: the second launch only merges if the first
+            // left the counters at zero.
+            for _ in 0..2 {
+                o.memset_async(0, &s)?;
+                // SAFETY: DECODE_ATTN_ARGS of kernels/llava.cu in order and type; po / pml / done hold
+                // 3 × heads × parts partial results, dt 3 × max_blocks block ids inside dpool, dc 3
+                // contexts ≤ 530 = max_blocks·16 bounds; all alive until the synchronize.
+                unsafe {
+                    m.k.get(crate::serve::model::gpu::decode_attn_kernel(
+                        part,
+                        heads / kvh,
+                    ))
                     .launch3(
-                        (mp, h32, 3),
+                        (mp, kv32, 3),
                         128,
                         &s,
                         &mut kargs![
                             pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale
                         ],
                     )
-            }?;
+                }?;
+            }
+            s.synchronize()?;
+            got.push((part, download_bf16(&o, 3 * heads * hd)?));
         }
-        s.synchronize()?;
-        got.push((part, download_bf16(&o, 3 * heads * hd)?));
-    }
-    let mut want = vec![0f32; 3 * heads * hd];
-    for b in 0..3 {
-        for h in 0..heads {
-            let g2 = h / (heads / kvh);
-            let row = |t: usize, kv: usize| {
-                let blk = tables[b * max_blocks + t / KV_BLOCK] as usize;
-                let off = (((blk * 2 + kv) * kvh + g2) * KV_BLOCK + t % KV_BLOCK) * hd;
-                &pool[off..off + hd]
-            };
-            let qh = &q[b * stride + h * hd..][..hd];
-            let sc: Vec<f32> = (0..ctx[b])
-                .map(|t| qh.iter().zip(row(t, 0)).map(|(a, b)| a * b).sum::<f32>() * scale)
-                .collect();
-            let mx = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f32> = sc.iter().map(|v| (v - mx).exp()).collect();
-            let sum: f32 = e.iter().sum();
-            for (t, p) in e.iter().enumerate() {
-                for (dd, v) in row(t, 1).iter().enumerate() {
-                    want[(b * heads + h) * hd + dd] += p / sum * v;
+        let mut want = vec![0f32; 3 * heads * hd];
+        for b in 0..3 {
+            for h in 0..heads {
+                let g2 = h / (heads / kvh);
+                let row = |t: usize, kv: usize| {
+                    let blk = tables[b * max_blocks + t / KV_BLOCK] as usize;
+                    let off = (((blk * 2 + kv) * kvh + g2) * KV_BLOCK + t % KV_BLOCK) * hd;
+                    &pool[off..off + hd]
+                };
+                let qh = &q[b * stride + h * hd..][..hd];
+                let sc: Vec<f32> = (0..ctx[b])
+                    .map(|t| qh.iter().zip(row(t, 0)).map(|(a, b)| a * b).sum::<f32>() * scale)
+                    .collect();
+                let mx = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = sc.iter().map(|v| (v - mx).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                for (t, p) in e.iter().enumerate() {
+                    for (dd, v) in row(t, 1).iter().enumerate() {
+                        want[(b * heads + h) * hd + dd] += p / sum * v;
+                    }
                 }
             }
         }
-    }
-    for (part, o) in got {
-        check(
-            out,
-            &format!("decode_attn (paged, parts of {part}, merged in-kernel)"),
-            &o,
-            &want,
-            "contexts 1, 300, 530; scattered blocks; GQA 4/2",
-        );
+        for (part, o) in got {
+            check(
+                out,
+                &format!("decode_attn (paged, parts of {part}, heads {heads}/{kvh})"),
+                &o,
+                &want,
+                &format!(
+                    "contexts 1, 300, 530; scattered blocks; {heads} heads over {kvh} KV heads"
+                ),
+            );
+        }
     }
     Ok(())
 }

@@ -201,7 +201,7 @@ impl Qwen25VlConfig {
                 depth: 3,
                 hidden: 160,
                 heads: 2,
-                intermediate: 192,
+                intermediate: 200,
                 patch: 14,
                 temporal_patch: 2,
                 merge: 2,

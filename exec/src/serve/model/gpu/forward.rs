@@ -9,8 +9,8 @@
 //! are the engine's and the selftest's to get right (both size them from the same config).
 
 use super::kernels::{
-    DECODE_PART, FLASH_ROWS, Kernels, NormLaunch, decode_attn_kernel, decode_part,
-    flash_attn_kernel,
+    DECODE_PART, FLASH_ROWS, Kernels, NormLaunch, check_decode_group, decode_attn_kernel,
+    decode_part, flash_attn_kernel,
 };
 use super::kv_pool::KvPool;
 use super::products::Products;
@@ -80,6 +80,7 @@ pub struct GpuModel {
 
 impl GpuModel {
     fn new(cfg: LlavaConfig, gpu: Gpu, w: LlavaWeights<DTensor>, k: Kernels) -> Result<GpuModel> {
+        check_decode_group(&cfg.name, cfg.llm.heads, cfg.llm.kv_heads)?;
         if cfg.llm.head_dim != 128 {
             return Err(Error::Invalid(format!(
                 "decoder head_dim {} : the engine's decode attention is built for 128",
@@ -592,15 +593,16 @@ impl DecoderPass<'_> {
                     // Partitions of the longest context at this length; the partial results keep
                     // the stride of the shortest partition.
                     let launched = (max_parts * DECODE_PART).div_ceil(part) as u32;
-                    let kernel = self.k.get(decode_attn_kernel(part));
+                    let kernel = self.k.get(decode_attn_kernel(part, l.heads / l.kv_heads));
                     let (part, qd) = (part as u32, l.q_dim() as u32);
-                    // SAFETY: decode_attn(_short)(DECODE_ATTN_ARGS) in kernels/llava.cu, in order
-                    // and type; po / pml / done were sized for n × heads × max_parts
-                    // (decoder_buffers), tables and ctx hold n × max_blocks and n i32 (the caller's
-                    // Attn::Decode), `layer` is one layer of `pool`.
+                    // SAFETY: decode_attn(_short)_gG(DECODE_ATTN_ARGS) in kernels/llava.cu, in
+                    // order and type, G = heads / kv_heads (checked at load); po / pml / done were
+                    // sized for n × heads × max_parts (decoder_buffers), tables and ctx hold
+                    // n × max_blocks and n i32 (the caller's Attn::Decode), `layer` is one layer of
+                    // `pool`. A block per (partition, KV head, sequence).
                     unsafe {
                         kernel.launch3(
-                            (launched, heads, n32),
+                            (launched, kvh, n32),
                             128,
                             s,
                             &mut kargs![
@@ -664,12 +666,12 @@ impl DecoderPass<'_> {
         self.products
             .gemm(self.k, s, hn, self.output, logits, m, None, false, true)?;
         let v = l.vocab as u32;
-        // SAFETY: argmax_rows(const float* x, int* out, u32 n), one block per row: logits holds m ×
-        // vocab f32 and argmax m i32 (the caller's contract).
+        // SAFETY: argmax_rows(const float* x, int* out, u32 n), one block of up to 32 warps per
+        // row: logits holds m × vocab f32 and argmax m i32 (the caller's contract).
         unsafe {
             self.k
                 .get("argmax_rows")
-                .launch(m32, 256, s, &mut kargs![logits, argmax, v])
+                .launch(m32, 1024, s, &mut kargs![logits, argmax, v])
         }
     }
 }

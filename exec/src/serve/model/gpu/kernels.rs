@@ -11,7 +11,7 @@ use std::collections::HashMap;
 pub const LLAVA_SRC: &str = include_str!("../../../../../kernels/llava.cu");
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 22] = [
+pub const KERNELS: [&str; 32] = [
     "gemv",
     "fill_uniform",
     "zero_cols",
@@ -31,15 +31,25 @@ pub const KERNELS: [&str; 22] = [
     "rope_2d",
     "flash_attn_d64",
     "flash_attn_d128",
-    "decode_attn",
-    "decode_attn_short",
+    "decode_attn_g1",
+    "decode_attn_short_g1",
+    "decode_attn_g2",
+    "decode_attn_short_g2",
+    "decode_attn_g4",
+    "decode_attn_short_g4",
+    "decode_attn_g5",
+    "decode_attn_short_g5",
+    "decode_attn_g7",
+    "decode_attn_short_g7",
+    "decode_attn_g8",
+    "decode_attn_short_g8",
     "argmax_rows",
 ];
 
 /// Kernels launched as programmatic dependents on GPUs that have them (compute capability 9+):
 /// each begins with `after_predecessor` in kernels/llava.cu. The small kernels between a decode
 /// step's products, where launch latency is a large part of the time.
-pub const EARLY_LAUNCH: [&str; 10] = [
+pub const EARLY_LAUNCH: [&str; 20] = [
     "gemv",
     "rmsnorm",
     "layernorm",
@@ -47,8 +57,18 @@ pub const EARLY_LAUNCH: [&str; 10] = [
     "embed_splice",
     "gather_rows",
     "rope_kv_append",
-    "decode_attn",
-    "decode_attn_short",
+    "decode_attn_g1",
+    "decode_attn_short_g1",
+    "decode_attn_g2",
+    "decode_attn_short_g2",
+    "decode_attn_g4",
+    "decode_attn_short_g4",
+    "decode_attn_g5",
+    "decode_attn_short_g5",
+    "decode_attn_g7",
+    "decode_attn_short_g7",
+    "decode_attn_g8",
+    "decode_attn_short_g8",
     "argmax_rows",
 ];
 
@@ -70,14 +90,48 @@ pub fn decode_part(batch: usize) -> usize {
     }
 }
 
-/// The decode-attention kernel for partitions of `part` tokens: the short-partition one loads
+/// Query heads per KV head the decode attention is built for (kernels/llava.cu
+/// `DECODE_ATTN_G`): one block serves a KV head's whole group.
+pub const DECODE_GROUPS: [usize; 6] = [1, 2, 4, 5, 7, 8];
+
+/// The decode-attention kernel for partitions of `part` tokens and `group` query heads per KV
+/// head (one of `DECODE_GROUPS`, which model loading checks): the short-partition one loads
 /// each part's keys and values at once (kernels/llava.cu `decode_attn_body`).
-pub fn decode_attn_kernel(part: usize) -> &'static str {
+pub fn decode_attn_kernel(part: usize, group: usize) -> &'static str {
+    const LONG: [&str; 6] = [
+        "decode_attn_g1",
+        "decode_attn_g2",
+        "decode_attn_g4",
+        "decode_attn_g5",
+        "decode_attn_g7",
+        "decode_attn_g8",
+    ];
+    const SHORT: [&str; 6] = [
+        "decode_attn_short_g1",
+        "decode_attn_short_g2",
+        "decode_attn_short_g4",
+        "decode_attn_short_g5",
+        "decode_attn_short_g7",
+        "decode_attn_short_g8",
+    ];
+    let i = DECODE_GROUPS.iter().position(|&g| g == group).unwrap_or(0);
     if part <= DECODE_PART {
-        "decode_attn_short"
+        SHORT[i]
     } else {
-        "decode_attn"
+        LONG[i]
     }
+}
+
+/// Whether the decode attention takes a decoder of `heads` query and `kv_heads` KV heads.
+pub fn check_decode_group(name: &str, heads: usize, kv_heads: usize) -> crate::error::Result<()> {
+    if kv_heads > 0 && heads.is_multiple_of(kv_heads) && DECODE_GROUPS.contains(&(heads / kv_heads))
+    {
+        return Ok(());
+    }
+    Err(crate::error::Error::Invalid(format!(
+        "{name}: {heads} query heads over {kv_heads} KV heads; the decode attention is built for \
+         groups of {DECODE_GROUPS:?} query heads per KV head"
+    )))
 }
 
 /// Query rows of a flash-attention block (kernels/llava.cu: 4 warps of 16 rows).
@@ -152,10 +206,21 @@ mod tests {
     #[test]
     fn model_kernels_are_embedded() {
         for k in KERNELS {
+            // The decode attentions come from DECODE_ATTN_G(G), one pair per group size.
+            let by_macro = k.strip_prefix("decode_attn").is_some_and(|rest| {
+                let g = rest.rsplit('g').next().unwrap_or("");
+                LLAVA_SRC.contains(&format!("\nDECODE_ATTN_G({g})\n"))
+            });
             assert!(
-                LLAVA_SRC.contains(&format!("void {k}(")) || LLAVA_SRC.contains(&format!(") {k}(")),
+                by_macro
+                    || LLAVA_SRC.contains(&format!("void {k}("))
+                    || LLAVA_SRC.contains(&format!(") {k}(")),
                 "{k} missing from llava.cu"
             );
+        }
+        for g in super::DECODE_GROUPS {
+            assert!(KERNELS.contains(&super::decode_attn_kernel(64, g)));
+            assert!(KERNELS.contains(&super::decode_attn_kernel(256, g)));
         }
     }
 
@@ -188,7 +253,14 @@ mod tests {
         // shared body it runs.
         for name in EARLY_LAUNCH {
             assert!(KERNELS.contains(&name), "{name}");
-            let body = kernel_body(name);
+            // The decode attentions are made by a macro per group size.
+            let body = if name.starts_with("decode_attn") {
+                let g = name.rsplit('g').next().unwrap();
+                assert!(LLAVA_SRC.contains(&format!("DECODE_ATTN_G({g})")), "{name}");
+                kernel_body("DECODE_ATTN_G")
+            } else {
+                kernel_body(name)
+            };
             let waits = ["after_predecessor()", "norm_rows(", "decode_attn_body<"]
                 .iter()
                 .any(|w| body.contains(w));

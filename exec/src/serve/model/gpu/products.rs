@@ -17,7 +17,7 @@ use std::collections::hash_map::Entry;
 /// `git show 9f3a3c1:exec/REPORT.md`, section 6).
 pub const GEMV_MAX_M: usize = 1;
 
-/// Which kernel runs a product of at most `GEMV_MAX_M` rows (no bias).
+/// Which kernel runs a product of at most `GEMV_MAX_M` rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmallProducts {
     /// Per shape, whichever of gemv and the tuned cuBLASLt plan was faster when timed.
@@ -97,7 +97,7 @@ impl Products {
             .filter(|(w, ep)| {
                 let key = (m, w.shape[0], w.shape[1], *ep);
                 !self.plans.borrow().contains_key(&key)
-                    || (race_gemv && !ep.bias && !self.races.borrow().contains_key(&key))
+                    || (race_gemv && !self.races.borrow().contains_key(&key))
             })
             .collect();
         if products.is_empty() {
@@ -145,8 +145,8 @@ impl Products {
                     t
                 }
             };
-            if race_gemv && !ep.bias {
-                let gemv_s = time(&|| gemv(k, s, x.ptr, w, y.ptr, ep))?;
+            if race_gemv {
+                let gemv_s = time(&|| gemv(k, s, x.ptr, w, b, y.ptr, ep))?;
                 let race = ProductRace {
                     gemv_s,
                     cublaslt_s: lt_s,
@@ -201,7 +201,6 @@ impl Products {
         };
         let key = (m, n, kk, ep);
         let use_gemv = m <= GEMV_MAX_M
-            && bias.is_none()
             && match self.small {
                 SmallProducts::Gemv => true,
                 SmallProducts::CuBlasLt => false,
@@ -209,8 +208,9 @@ impl Products {
                     self.races.borrow().get(&key).is_some_and(|r| r.gemv_wins())
                 }
             };
+        let bias = bias.map_or(0, |b| b.ptr());
         if use_gemv {
-            return gemv(k, s, x, w, y, ep);
+            return gemv(k, s, x, w, bias, y, ep);
         }
         crate::cuda::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{kk}"))?;
         let mut plans = self.plans.borrow_mut();
@@ -224,29 +224,33 @@ impl Products {
                 v.insert(p)
             }
         };
-        self.lt.run_with(
-            p,
-            x,
-            w.ptr(),
-            y,
-            bias.map_or(0, |b| b.ptr()),
-            self.ws.ptr,
-            s,
-        )
+        self.lt.run_with(p, x, w.ptr(), y, bias, self.ws.ptr, s)
     }
 }
 
-/// The product of one row X[k] through our gemv kernel (no bias).
-pub fn gemv(k: &Kernels, s: &Stream, x: u64, w: &DTensor, y: u64, ep: Epilogue) -> Result<()> {
+/// The product of one row X[k] through our gemv kernel, plus `bias` (0: none; else [n] bf16).
+pub fn gemv(
+    k: &Kernels,
+    s: &Stream,
+    x: u64,
+    w: &DTensor,
+    bias: u64,
+    y: u64,
+    ep: Epilogue,
+) -> Result<()> {
     let (n, kk) = (w.shape[0], w.shape[1]);
     let (n32, k32) = (n as u32, kk as u32);
     let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
     let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
-    // SAFETY: gemv(X, W, Y, N, K, accumulate, out_f32): w is an [n, k] weight, x holds k bf16
-    // and y n values of the output type (the caller's contract, as for gemm); 8 warps of 2 rows
-    // a block cover the n rows.
+    // SAFETY: gemv(X, W, bias, Y, N, K, accumulate, out_f32): w is an [n, k] weight, x holds k
+    // bf16, bias 0 or n bf16, and y n values of the output type (the caller's contract, as for
+    // gemm); 8 warps of 2 rows a block cover the n rows.
     unsafe {
-        k.get("gemv")
-            .launch(blocks, 256, s, &mut kargs![x, wp, y, n32, k32, acc, f32o])
+        k.get("gemv").launch(
+            blocks,
+            256,
+            s,
+            &mut kargs![x, wp, bias, y, n32, k32, acc, f32o],
+        )
     }
 }

@@ -9,11 +9,11 @@
 //! more work in the qkv product and the attention (exec/REPORT.md has the time it takes).
 
 use super::forward::{DecoderPass, TokenInputs, rmsnorm};
-use super::kernels::{FLASH_ROWS, Kernels, flash_attn_kernel};
+use super::kernels::{FLASH_ROWS, Kernels, check_decode_group, flash_attn_kernel};
 use super::kv_pool::KvPool;
 use super::products::Products;
 use super::scratch::Scratch;
-use super::tensor::{DTensor, upload_bf16, upload_f64, upload_i32};
+use super::tensor::{DTensor, upload_bf16, upload_f32, upload_f64, upload_i32};
 use crate::cuda::device::{DeviceBuffer, Gpu, Stream};
 use crate::cuda::kernels::grid_for;
 use crate::error::{Error, Result};
@@ -29,53 +29,59 @@ use crate::serve::model::qwen2_5_vl_cpu::HostWeights;
 /// Width the ViT's heads are held at (the attention kernel's).
 pub const VIT_HEAD: usize = 128;
 
-/// A ViT tensor held with its heads padded: viewed as [outer][groups][head][inner], each
-/// group's `head` rows become `VIT_HEAD`, zero-filled.
-#[derive(Debug, Clone, Copy)]
-struct HeadPad {
+/// The ViT MLP's width as held: rounded up to a multiple of 64, so that the down product's K
+/// keeps rows 16-byte aligned (Qwen2.5-VL-7B's 3,420 is not: cuBLASLt ran that product at 26 %
+/// of its peak, `exec/results/2026-12-03-h200-qwen2.5-vl-first-run/`).
+pub fn held_intermediate(c: &Qwen25VlConfig) -> usize {
+    c.vision.intermediate.next_multiple_of(64)
+}
+
+/// A ViT tensor held wider than the checkpoint's: viewed as [outer][groups][used][inner], each
+/// group's `used` rows become `held`, zero-filled. The attention's heads (80 → 128) and the
+/// MLP's width (3,420 → 3,456); the zeros change no result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pad {
     outer: usize,
     groups: usize,
+    used: usize,
+    held: usize,
     inner: usize,
 }
 
-impl HeadPad {
+impl Pad {
     /// The padding of our tensor `spec` (None: held as it is).
-    fn of(c: &Qwen25VlConfig, spec: &TensorSpec) -> Option<HeadPad> {
-        let (h, dv) = (c.vision.heads, c.vision.hidden);
+    fn of(c: &Qwen25VlConfig, spec: &TensorSpec) -> Option<Pad> {
+        let (h, dv, hd) = (c.vision.heads, c.vision.hidden, c.vision.head_dim());
+        let (i, ip) = (c.vision.intermediate, held_intermediate(c));
         let field = spec.name.strip_prefix('v')?.split_once('.')?.1;
-        match field {
-            "qkv_w" => Some(HeadPad {
-                outer: 1,
-                groups: 3 * h,
-                inner: dv,
-            }),
-            "qkv_b" => Some(HeadPad {
-                outer: 1,
-                groups: 3 * h,
-                inner: 1,
-            }),
-            "proj_w" => Some(HeadPad {
-                outer: dv,
-                groups: h,
-                inner: 1,
-            }),
-            _ => None,
-        }
+        let pad = |outer, groups, used, held, inner| Pad {
+            outer,
+            groups,
+            used,
+            held,
+            inner,
+        };
+        let p = match field {
+            "qkv_w" => pad(1, 3 * h, hd, VIT_HEAD, dv),
+            "qkv_b" => pad(1, 3 * h, hd, VIT_HEAD, 1),
+            "proj_w" => pad(dv, h, hd, VIT_HEAD, 1),
+            "gate_up_w" => pad(1, 2, i, ip, dv),
+            "gate_up_b" => pad(1, 2, i, ip, 1),
+            "down_w" => pad(dv, 1, i, ip, 1),
+            _ => return None,
+        };
+        (p.used != p.held).then_some(p)
     }
 
-    fn padded_shape(&self, spec: &TensorSpec, hd: usize) -> Vec<usize> {
+    fn padded_shape(&self, spec: &TensorSpec) -> Vec<usize> {
         let mut shape = spec.shape.clone();
-        let last = shape.len() - 1;
-        if self.outer == 1 {
-            shape[0] = shape[0] / hd * VIT_HEAD;
-        } else {
-            shape[last] = shape[last] / hd * VIT_HEAD;
-        }
+        let axis = if self.outer == 1 { 0 } else { shape.len() - 1 };
+        shape[axis] = self.groups * self.held;
         shape
     }
 
-    fn pad(&self, v: &[f32], hd: usize) -> Vec<f32> {
-        let (rows, k, kp) = self.rows(hd);
+    fn pad(&self, v: &[f32]) -> Vec<f32> {
+        let (rows, k, kp) = self.rows();
         let mut out = vec![0f32; rows * kp];
         for (r, row) in v.chunks(k).enumerate() {
             out[r * kp..r * kp + k].copy_from_slice(row);
@@ -84,11 +90,11 @@ impl HeadPad {
     }
 
     /// As a matrix of (rows, used columns, held columns).
-    fn rows(&self, hd: usize) -> (usize, usize, usize) {
+    fn rows(&self) -> (usize, usize, usize) {
         (
             self.outer * self.groups,
-            hd * self.inner,
-            VIT_HEAD * self.inner,
+            self.used * self.inner,
+            self.held * self.inner,
         )
     }
 }
@@ -102,7 +108,7 @@ pub struct QwenGpu {
     pub gpu: Gpu,
     /// The decoder's rotary frequencies (f64 [head_dim / 2]).
     rope_inv_freq: DeviceBuffer,
-    /// The ViT's (f64 [head_dim / 4]: a half-width head's table, `qwen2_5_vl_cpu::rope_vision`).
+    /// The ViT's (f32 [head_dim / 4]: a half-width head's table, `qwen2_5_vl_cpu::rope_vision`).
     vit_inv_freq: DeviceBuffer,
 }
 
@@ -113,17 +119,24 @@ impl QwenGpu {
         w: Qwen25VlWeights<DTensor>,
         k: Kernels,
     ) -> Result<QwenGpu> {
+        check_decode_group(&cfg.name, cfg.llm.heads, cfg.llm.kv_heads)?;
         let hd = cfg.vision.head_dim();
-        if cfg.llm.head_dim != 128 || hd > VIT_HEAD || !hd.is_multiple_of(4) {
+        if cfg.llm.head_dim != 128 || hd > VIT_HEAD || !hd.is_multiple_of(16) {
             return Err(Error::Invalid(format!(
-                "{}: head dims {} (decoder) and {hd} (ViT): the engine takes 128 and at most 128",
+                "{}: head dims {} (decoder) and {hd} (ViT): the engine takes 128, and a multiple of 16 up to 128",
                 cfg.name, cfg.llm.head_dim
             )));
         }
         Ok(QwenGpu {
             products: Products::new(&gpu)?,
             rope_inv_freq: upload_f64(&gpu, &rope_inv_freq(cfg.llm.head_dim, cfg.llm.rope_theta))?,
-            vit_inv_freq: upload_f64(&gpu, &rope_inv_freq(hd / 2, cfg.vision.rope_theta))?,
+            vit_inv_freq: upload_f32(
+                &gpu,
+                &rope_inv_freq(hd / 2, cfg.vision.rope_theta)
+                    .iter()
+                    .map(|&f| f as f32)
+                    .collect::<Vec<_>>(),
+            )?,
             cfg,
             w,
             k,
@@ -131,17 +144,16 @@ impl QwenGpu {
         })
     }
 
-    /// Upload host weights (f32, rounded to bf16), the ViT's heads padded.
+    /// Upload host weights (f32, rounded to bf16), the ViT's tensors padded (`Pad`).
     pub fn from_host(cfg: &Qwen25VlConfig, gpu: Gpu, hw: &HostWeights) -> Result<QwenGpu> {
         let k = Kernels::load(&gpu)?;
-        let hd = cfg.vision.head_dim();
         let mut values = hw.tensors().into_iter();
         let w = Qwen25VlWeights::build(cfg, |spec| {
             let v = values
                 .next()
                 .ok_or_else(|| Error::Check("host weights shorter than the model".into()))?;
-            let (v, shape) = match HeadPad::of(cfg, spec) {
-                Some(p) => (p.pad(v, hd), p.padded_shape(spec, hd)),
+            let (v, shape) = match Pad::of(cfg, spec) {
+                Some(p) => (p.pad(v), p.padded_shape(spec)),
                 None => (v.clone(), spec.shape.clone()),
             };
             Ok(DTensor {
@@ -152,16 +164,15 @@ impl QwenGpu {
         QwenGpu::new(cfg.clone(), gpu, w, k)
     }
 
-    /// Random weights with the exact shapes (the ViT's heads padded with zeros), generated on
+    /// Random weights with the exact shapes (the ViT's padding zeros), generated on
     /// the GPU: for timing; nothing downloaded.
     pub fn random(cfg: &Qwen25VlConfig, gpu: Gpu, seed: u64) -> Result<QwenGpu> {
         let k = Kernels::load(&gpu)?;
         let s = gpu.stream()?;
-        let hd = cfg.vision.head_dim();
         let mut index = 0usize;
         let w = Qwen25VlWeights::build(cfg, |spec: &TensorSpec| {
-            let pad = HeadPad::of(cfg, spec);
-            let shape = pad.map_or(spec.shape.clone(), |p| p.padded_shape(spec, hd));
+            let pad = Pad::of(cfg, spec);
+            let shape = pad.map_or(spec.shape.clone(), |p| p.padded_shape(spec));
             let n = shape.iter().product::<usize>();
             let buf = gpu.alloc(n * 2)?;
             let (scale, offset) = spec.init.scale_offset();
@@ -180,7 +191,7 @@ impl QwenGpu {
                 )
             }?;
             if let Some(pad) = pad {
-                let (rows, used, held) = pad.rows(hd);
+                let (rows, used, held) = pad.rows();
                 let (rows, used, held) = (rows as u64, used as u32, held as u32);
                 // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp): `p` is the tensor just
                 // filled, rows × held bf16 (its padded shape).
@@ -310,8 +321,9 @@ impl QwenGpu {
         let hb = sc.get(g, "q_h", n * dv * 2)?;
         let qkv = sc.get(g, "q_qkv", n * qkv_w * 2)?;
         let attn = sc.get(g, "q_attn", n * attn_w * 2)?;
-        let gu = sc.get(g, "q_gu", n * 2 * v.intermediate * 2)?;
-        let act = sc.get(g, "q_act", n * v.intermediate * 2)?;
+        let inter = held_intermediate(c);
+        let gu = sc.get(g, "q_gu", n * 2 * inter * 2)?;
+        let act = sc.get(g, "q_act", n * inter * 2)?;
         for ((&grid, &px), &first) in grids.iter().zip(pixels).zip(&base) {
             let (rows, ch, height, width, p, frames) = (
                 grid.patches() as u32,
@@ -354,10 +366,11 @@ impl QwenGpu {
             let rcp = d_rc.ptr;
             // SAFETY: rope_2d(qkv, rc, inv_freq, n, stride, heads, head_stride, rot): qkv is the
             // [n, stride] scratch, its first 2·h heads (q, k) VIT_HEAD apart; rc n pairs,
-            // inv_freq hd / 4 f64 (both uploaded above / at load).
+            // inv_freq hd / 4 f32 (both uploaded above / at load); hd / 2 is a multiple of 8
+            // (checked at load).
             unsafe {
                 self.k.get("rope_2d").launch(
-                    self.grid((n * 2 * h * hd / 2) as u64),
+                    self.grid((n * 2 * h * hd / 16) as u64),
                     256,
                     s,
                     &mut kargs![qkv, rcp, freqs, n32, stride, heads2, head_stride, rot],
@@ -386,15 +399,15 @@ impl QwenGpu {
             self.gemm(s, attn, &b.proj_w, x, n, Some(&b.proj_b), true)?;
             rmsnorm(&self.k, s, x, &b.norm2, hb, n, dv, v.eps)?;
             self.gemm(s, hb, &b.gate_up_w, gu, n, Some(&b.gate_up_b), false)?;
-            let inter = v.intermediate as u32;
-            // SAFETY: silu_mul(gu, out, n, inter): gu is [n, 2·intermediate] and act [n,
-            // intermediate] bf16 (scratch above).
+            let inter32 = inter as u32;
+            // SAFETY: silu_mul(gu, out, n, inter): gu is [n, 2·inter] and act [n, inter] bf16
+            // (scratch above; inter the held width, zero columns past the model's).
             unsafe {
                 self.k.get("silu_mul").launch(
-                    self.grid((n * v.intermediate) as u64),
+                    self.grid((n * inter) as u64),
                     256,
                     s,
-                    &mut kargs![gu, act, n32, inter],
+                    &mut kargs![gu, act, n32, inter32],
                 )
             }?;
             self.gemm(s, act, &b.down_w, x, n, Some(&b.down_b), true)?;
@@ -470,29 +483,46 @@ mod tests {
     use crate::serve::model::qwen2_5_vl::tensor_specs;
 
     #[test]
-    fn vit_heads_are_padded_with_zeros() {
+    fn vit_tensors_are_padded_with_zeros() {
         let c = Qwen25VlConfig::tiny();
         let (h, hd, dv) = (c.vision.heads, c.vision.head_dim(), c.vision.hidden);
         let specs = tensor_specs(&c);
         let find = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
         // qkv: [3·dv, dv] → [3·h·128, dv]; the row of head g, dim j moves to g·128 + j.
         let qkv = find("v0.qkv_w");
-        let pad = HeadPad::of(&c, qkv).unwrap();
-        assert_eq!(pad.padded_shape(qkv, hd), vec![3 * h * VIT_HEAD, dv]);
+        let pad = Pad::of(&c, qkv).unwrap();
+        assert_eq!(pad.padded_shape(qkv), vec![3 * h * VIT_HEAD, dv]);
         let v: Vec<f32> = (0..3 * dv * dv).map(|i| (i / dv) as f32 + 1.0).collect();
-        let p = pad.pad(&v, hd);
+        let p = pad.pad(&v);
         assert_eq!(p[(VIT_HEAD + 5) * dv], (hd + 5) as f32 + 1.0);
         assert!(p[hd * dv..VIT_HEAD * dv].iter().all(|&x| x == 0.0));
         // proj: [dv, dv] → [dv, h·128]; column g·80 + j moves to g·128 + j.
         let proj = find("v2.proj_w");
-        let pad = HeadPad::of(&c, proj).unwrap();
-        assert_eq!(pad.padded_shape(proj, hd), vec![dv, h * VIT_HEAD]);
+        let pad = Pad::of(&c, proj).unwrap();
+        assert_eq!(pad.padded_shape(proj), vec![dv, h * VIT_HEAD]);
         let v: Vec<f32> = (0..dv * dv).map(|i| (i % dv) as f32 + 1.0).collect();
-        let p = pad.pad(&v, hd);
+        let p = pad.pad(&v);
         let row1 = &p[h * VIT_HEAD..2 * h * VIT_HEAD];
         assert_eq!(row1[VIT_HEAD], hd as f32 + 1.0);
         assert!(row1[hd..VIT_HEAD].iter().all(|&x| x == 0.0));
-        assert!(HeadPad::of(&c, find("v0.gate_up_w")).is_none());
-        assert!(HeadPad::of(&c, find("l0.qkv")).is_none());
+        // The MLP: the tiny model's 200 → 256, gate and up each; down's columns likewise.
+        let (i, ip) = (c.vision.intermediate, held_intermediate(&c));
+        assert_eq!((i, ip), (200, 256));
+        let gu = find("v1.gate_up_w");
+        let pad = Pad::of(&c, gu).unwrap();
+        assert_eq!(pad.padded_shape(gu), vec![2 * ip, dv]);
+        let v: Vec<f32> = (0..2 * i * dv).map(|x| (x / dv) as f32 + 1.0).collect();
+        let p = pad.pad(&v);
+        assert_eq!(
+            p[ip * dv],
+            i as f32 + 1.0,
+            "up's first row after gate's padding"
+        );
+        let down = find("v1.down_w");
+        assert_eq!(Pad::of(&c, down).unwrap().padded_shape(down), vec![dv, ip]);
+        assert!(Pad::of(&c, find("l0.qkv")).is_none());
+        // 7B: 3,420 is held as 3,456.
+        let c7 = Qwen25VlConfig::builtin("qwen2.5-vl-7b", None).unwrap();
+        assert_eq!(held_intermediate(&c7), 3456);
     }
 }

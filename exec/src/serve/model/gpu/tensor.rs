@@ -78,6 +78,13 @@ pub fn upload_i32(gpu: &Gpu, v: &[i32]) -> Result<DeviceBuffer> {
     Ok(b)
 }
 
+pub fn upload_f32(gpu: &Gpu, v: &[f32]) -> Result<DeviceBuffer> {
+    let b = gpu.alloc(v.len().max(1) * 4)?;
+    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    b.copy_from_host(&raw)?;
+    Ok(b)
+}
+
 pub fn upload_f64(gpu: &Gpu, v: &[f64]) -> Result<DeviceBuffer> {
     let b = gpu.alloc(v.len().max(1) * 8)?;
     let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
