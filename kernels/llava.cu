@@ -795,15 +795,16 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
         const bf16 *__restrict__ pool, float *part_o, float *part_ml, unsigned *__restrict__ done,      \
         bf16 *__restrict__ out, u32 stride, u32 heads, u32 kv_heads, u32 max_blocks, u32 max_parts, u32 part, \
         u32 out_stride, float scale
-// One block serves the G query heads of one KV head (GQA: G = heads / kv_heads; MHA: 1), so
-// each key and value row is read once for all of them: block (p, kv head, seq).
+// Block (p, y, seq) serves query heads y·G … y·G + G − 1, which share one KV head: G = 1 (a
+// block per query head: the most blocks, for small batches) or G = heads / kv_heads (GQA's
+// whole group: each key and value row read once for all of them, for large batches).
 template <int U, int G>
 __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
     after_predecessor();
     __shared__ float sc[G][PART];
     __shared__ float red[8][128];
     __shared__ bool merge;
-    const int p = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, h0 = kvh * G;
+    const int p = blockIdx.x, b = blockIdx.z, h0 = blockIdx.y * G, kvh = h0 / (heads / kv_heads);
     const int len = ctx[b];
     // Partial result q of query head h of this sequence.
     auto slot = [&](int h, int q) { return ((u64)b * heads + h) * max_parts + q; };
@@ -925,7 +926,7 @@ __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
     // Publish this block's partial results, then count it; the last one merges.
     __threadfence();
     __syncthreads();
-    unsigned* counter = &done[(u64)b * kv_heads + kvh];
+    unsigned* counter = &done[(u64)b * gridDim.y + blockIdx.y];
     if (threadIdx.x == 0) merge = atomicAdd(counter, 1u) == gridDim.x - 1;
     __syncthreads();
     if (!merge) return;
@@ -950,17 +951,18 @@ __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
     if (d == 0) *counter = 0;
 }
 
-// Per group size G (query heads per KV head: LLaVA-7B 1, Qwen2.5-VL-7B 7, -3B and -72B 8,
-// -32B 5, the tests' 2): long parts (large batches), four keys per half-warp in flight, values
-// in a second pass; short parts (≤ 64 tokens, small batches), one chunk, keys and values loaded
-// together.
+// Short parts (≤ 64 tokens, small batches): a block per query head, one chunk, keys and values
+// loaded together.
+extern "C" __global__ void __launch_bounds__(128) decode_attn_short(DECODE_ATTN_ARGS) {
+    decode_attn_body<8, 1>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads,
+                           max_blocks, max_parts, part, out_stride, scale);
+}
+// Long parts (large batches): a block per KV head's group of G query heads (LLaVA-7B 1,
+// Qwen2.5-VL-7B 7, -3B and -72B 8, -32B 5, the tests' 2), four keys per half-warp in flight,
+// values in a second pass.
 #define DECODE_ATTN_G(G)                                                                                  \
     extern "C" __global__ void __launch_bounds__(128) decode_attn_g##G(DECODE_ATTN_ARGS) {                \
         decode_attn_body<4, G>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, \
-                               max_blocks, max_parts, part, out_stride, scale);                           \
-    }                                                                                                     \
-    extern "C" __global__ void __launch_bounds__(128) decode_attn_short_g##G(DECODE_ATTN_ARGS) {          \
-        decode_attn_body<8, G>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, \
                                max_blocks, max_parts, part, out_stride, scale);                           \
     }
 DECODE_ATTN_G(1)

@@ -439,13 +439,11 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                 // SAFETY: DECODE_ATTN_ARGS of kernels/llava.cu in order and type; po / pml / done hold
                 // 3 × heads × parts partial results, dt 3 × max_blocks block ids inside dpool, dc 3
                 // contexts ≤ 530 = max_blocks·16 bounds; all alive until the synchronize.
+                let (name, per_block) =
+                    crate::serve::model::gpu::decode_attn_kernel(part, heads / kvh);
                 unsafe {
-                    m.k.get(crate::serve::model::gpu::decode_attn_kernel(
-                        part,
-                        heads / kvh,
-                    ))
-                    .launch3(
-                        (mp, kv32, 3),
+                    m.k.get(name).launch3(
+                        (mp, (heads / per_block) as u32, 3),
                         128,
                         &s,
                         &mut kargs![

@@ -593,16 +593,17 @@ impl DecoderPass<'_> {
                     // Partitions of the longest context at this length; the partial results keep
                     // the stride of the shortest partition.
                     let launched = (max_parts * DECODE_PART).div_ceil(part) as u32;
-                    let kernel = self.k.get(decode_attn_kernel(part, l.heads / l.kv_heads));
+                    let (name, per_block) = decode_attn_kernel(part, l.heads / l.kv_heads);
+                    let (kernel, head_blocks) = (self.k.get(name), (l.heads / per_block) as u32);
                     let (part, qd) = (part as u32, l.q_dim() as u32);
-                    // SAFETY: decode_attn(_short)_gG(DECODE_ATTN_ARGS) in kernels/llava.cu, in
-                    // order and type, G = heads / kv_heads (checked at load); po / pml / done were
-                    // sized for n × heads × max_parts (decoder_buffers), tables and ctx hold
-                    // n × max_blocks and n i32 (the caller's Attn::Decode), `layer` is one layer of
-                    // `pool`. A block per (partition, KV head, sequence).
+                    // SAFETY: decode_attn_short / _gG (DECODE_ATTN_ARGS) in kernels/llava.cu, in
+                    // order and type, G dividing heads / kv_heads (checked at load); po / pml /
+                    // done were sized for n × heads × max_parts (decoder_buffers), tables and ctx
+                    // hold n × max_blocks and n i32 (the caller's Attn::Decode), `layer` is one
+                    // layer of `pool`. A block per (partition, G query heads, sequence).
                     unsafe {
                         kernel.launch3(
-                            (launched, kvh, n32),
+                            (launched, head_blocks, n32),
                             128,
                             s,
                             &mut kargs![

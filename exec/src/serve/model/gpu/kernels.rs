@@ -11,7 +11,7 @@ use std::collections::HashMap;
 pub const LLAVA_SRC: &str = include_str!("../../../../../kernels/llava.cu");
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 32] = [
+pub const KERNELS: [&str; 27] = [
     "gemv",
     "fill_uniform",
     "zero_cols",
@@ -31,25 +31,20 @@ pub const KERNELS: [&str; 32] = [
     "rope_2d",
     "flash_attn_d64",
     "flash_attn_d128",
+    "decode_attn_short",
     "decode_attn_g1",
-    "decode_attn_short_g1",
     "decode_attn_g2",
-    "decode_attn_short_g2",
     "decode_attn_g4",
-    "decode_attn_short_g4",
     "decode_attn_g5",
-    "decode_attn_short_g5",
     "decode_attn_g7",
-    "decode_attn_short_g7",
     "decode_attn_g8",
-    "decode_attn_short_g8",
     "argmax_rows",
 ];
 
 /// Kernels launched as programmatic dependents on GPUs that have them (compute capability 9+):
 /// each begins with `after_predecessor` in kernels/llava.cu. The small kernels between a decode
 /// step's products, where launch latency is a large part of the time.
-pub const EARLY_LAUNCH: [&str; 20] = [
+pub const EARLY_LAUNCH: [&str; 15] = [
     "gemv",
     "rmsnorm",
     "layernorm",
@@ -57,18 +52,13 @@ pub const EARLY_LAUNCH: [&str; 20] = [
     "embed_splice",
     "gather_rows",
     "rope_kv_append",
+    "decode_attn_short",
     "decode_attn_g1",
-    "decode_attn_short_g1",
     "decode_attn_g2",
-    "decode_attn_short_g2",
     "decode_attn_g4",
-    "decode_attn_short_g4",
     "decode_attn_g5",
-    "decode_attn_short_g5",
     "decode_attn_g7",
-    "decode_attn_short_g7",
     "decode_attn_g8",
-    "decode_attn_short_g8",
     "argmax_rows",
 ];
 
@@ -94,10 +84,13 @@ pub fn decode_part(batch: usize) -> usize {
 /// `DECODE_ATTN_G`): one block serves a KV head's whole group.
 pub const DECODE_GROUPS: [usize; 6] = [1, 2, 4, 5, 7, 8];
 
-/// The decode-attention kernel for partitions of `part` tokens and `group` query heads per KV
-/// head (one of `DECODE_GROUPS`, which model loading checks): the short-partition one loads
-/// each part's keys and values at once (kernels/llava.cu `decode_attn_body`).
-pub fn decode_attn_kernel(part: usize, group: usize) -> &'static str {
+/// The decode-attention kernel for partitions of `part` tokens of a decoder whose KV heads
+/// each serve `group` query heads (one of `DECODE_GROUPS`, which model loading checks), and the
+/// query heads each of its blocks serves. Short partitions (small batches) take a block per
+/// query head, which keeps the SMs busy when there are few sequences; long ones a block per
+/// KV head, which reads each key and value row once for the whole group (kernels/llava.cu
+/// `decode_attn_body`).
+pub fn decode_attn_kernel(part: usize, group: usize) -> (&'static str, usize) {
     const LONG: [&str; 6] = [
         "decode_attn_g1",
         "decode_attn_g2",
@@ -106,20 +99,11 @@ pub fn decode_attn_kernel(part: usize, group: usize) -> &'static str {
         "decode_attn_g7",
         "decode_attn_g8",
     ];
-    const SHORT: [&str; 6] = [
-        "decode_attn_short_g1",
-        "decode_attn_short_g2",
-        "decode_attn_short_g4",
-        "decode_attn_short_g5",
-        "decode_attn_short_g7",
-        "decode_attn_short_g8",
-    ];
-    let i = DECODE_GROUPS.iter().position(|&g| g == group).unwrap_or(0);
     if part <= DECODE_PART {
-        SHORT[i]
-    } else {
-        LONG[i]
+        return ("decode_attn_short", 1);
     }
+    let i = DECODE_GROUPS.iter().position(|&g| g == group).unwrap_or(0);
+    (LONG[i], DECODE_GROUPS[i])
 }
 
 /// Whether the decode attention takes a decoder of `heads` query and `kv_heads` KV heads.
@@ -206,8 +190,8 @@ mod tests {
     #[test]
     fn model_kernels_are_embedded() {
         for k in KERNELS {
-            // The decode attentions come from DECODE_ATTN_G(G), one pair per group size.
-            let by_macro = k.strip_prefix("decode_attn").is_some_and(|rest| {
+            // The long decode attentions come from DECODE_ATTN_G(G), one per group size.
+            let by_macro = k.strip_prefix("decode_attn_g").is_some_and(|rest| {
                 let g = rest.rsplit('g').next().unwrap_or("");
                 LLAVA_SRC.contains(&format!("\nDECODE_ATTN_G({g})\n"))
             });
@@ -219,8 +203,9 @@ mod tests {
             );
         }
         for g in super::DECODE_GROUPS {
-            assert!(KERNELS.contains(&super::decode_attn_kernel(64, g)));
-            assert!(KERNELS.contains(&super::decode_attn_kernel(256, g)));
+            assert_eq!(super::decode_attn_kernel(64, g), ("decode_attn_short", 1));
+            let (k, per_block) = super::decode_attn_kernel(256, g);
+            assert!(KERNELS.contains(&k) && per_block == g, "{k}");
         }
     }
 
@@ -253,8 +238,8 @@ mod tests {
         // shared body it runs.
         for name in EARLY_LAUNCH {
             assert!(KERNELS.contains(&name), "{name}");
-            // The decode attentions are made by a macro per group size.
-            let body = if name.starts_with("decode_attn") {
+            // The long decode attentions are made by a macro per group size.
+            let body = if name.starts_with("decode_attn_g") {
                 let g = name.rsplit('g').next().unwrap();
                 assert!(LLAVA_SRC.contains(&format!("DECODE_ATTN_G({g})")), "{name}");
                 kernel_body("DECODE_ATTN_G")
