@@ -10,7 +10,7 @@ use crate::kargs;
 use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint, SustainedPoint};
 use crate::serve::engine::{Engine, EngineConfig, Pace};
-use crate::serve::model::gpu::{GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
+use crate::serve::model::gpu::{DecoderPass, GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
 use crate::serve::model::llava::{LlavaConfig, LlmConfig};
 
 /// The two ceilings everything is compared with, measured on this GPU now.
@@ -72,10 +72,14 @@ pub fn prefill_flops(l: &LlmConfig, seqs: usize, tokens: usize) -> f64 {
 
 /// Bytes a decode step must read at least: the decoder's weights once, and every sequence's K
 /// and V.
-pub fn decode_bytes(m: &GpuModel, batch: usize, context: usize) -> f64 {
-    let l = &m.cfg.llm;
-    m.decoder_weight_bytes() as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
+pub fn decode_bytes(pass: &DecoderPass, batch: usize, context: usize) -> f64 {
+    let l = pass.llm;
+    pass.weight_bytes() as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
 }
+
+/// The size of the images the LLaVA phases are timed with (LLaVA-1.5 resizes every image to
+/// 336²: any size costs the same).
+const LLAVA_IMAGE: (u32, u32) = (640, 480);
 
 /// What `bench` measured: the floors, a row per point, and how each batch-1 product fared in
 /// each kernel (which the engine chose from).
@@ -153,7 +157,7 @@ pub fn bench(
     };
     for &(batch, target) in decode_points {
         let t = e.time_decode(batch, 700, iters)?;
-        let floor = decode_bytes(&e.model, batch, 700) / bw;
+        let floor = decode_bytes(&e.model.pass(), batch, 700) / bw;
         let r = t / floor;
         rows.push(BenchRow {
             phase: "decode".into(),
@@ -177,7 +181,7 @@ pub fn bench(
             .filter(|&b| b <= GEMV_MAX_M)
         {
             let t = e.time_decode(batch, 700, iters)?;
-            let floor = decode_bytes(&e.model, batch, 700) / bw;
+            let floor = decode_bytes(&e.model.pass(), batch, 700) / bw;
             rows.push(BenchRow {
                 phase: "decode".into(),
                 shape: format!("batch {batch}, context 700, {label}"),
@@ -189,7 +193,7 @@ pub fn bench(
         }
     }
     e.set_small_products(SmallProducts::Fastest);
-    for ((m, n, k), race) in e.model.products.product_races() {
+    for ((m, n, k), race) in e.model.products().product_races() {
         products.push(ProductRow {
             shape: (m, n, k),
             race,
@@ -203,7 +207,7 @@ pub fn bench(
     };
     for &(seqs, tokens, target) in prefill_points {
         let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10), Pace::BackToBack)?;
-        let f = prefill_flops(&e.model.cfg.llm, seqs, tokens);
+        let f = prefill_flops(e.model.llm(), seqs, tokens);
         let eff = f / t / peak;
         rows.push(BenchRow {
             phase: "prefill".into(),
@@ -220,8 +224,8 @@ pub fn bench(
         &[]
     };
     for &(images, target) in encode_points {
-        let t = e.time_encode(images, iters.clamp(1, 10), Pace::BackToBack)?;
-        let f = encode_flops(&e.model.cfg, images);
+        let t = e.time_encode(images, LLAVA_IMAGE, iters.clamp(1, 10), Pace::BackToBack)?;
+        let f = encode_flops(c, images);
         let eff = f / t / peak;
         rows.push(BenchRow {
             phase: "encode".into(),
@@ -297,7 +301,7 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     }
     if runs("encode") {
         one(&mut e, "encode, 32 images".into(), &|e| {
-            e.time_encode(32, 1, Pace::BackToBack)
+            e.time_encode(32, LLAVA_IMAGE, 1, Pace::BackToBack)
         })?;
     }
     Ok(out)
@@ -420,7 +424,7 @@ pub fn phase_profile(
         eprintln!("phase profile: encode {n} images");
         encode.push(EncodePoint {
             images: n as u64,
-            seconds: e.time_encode(n, iters.clamp(1, 10), PROFILE_PACE)?,
+            seconds: e.time_encode(n, LLAVA_IMAGE, iters.clamp(1, 10), PROFILE_PACE)?,
         });
     }
     let mut prefill = Vec::new();
@@ -509,12 +513,12 @@ impl Engine {
     pub fn fill_kv_random(&self) -> Result<()> {
         let p = self.pool_ptr();
         let n = (self.pool_bytes() / 2) as u64;
-        let g = &self.model.gpu;
+        let g = self.model.gpu();
         let (seed, scale, off) = (77u64, 1.0f32, 0.0f32);
         // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset) over the whole
         // pool, n = pool bytes / 2; the stream is synchronised before returning.
         unsafe {
-            self.model.k.get("fill_uniform").launch(
+            self.model.kernels().get("fill_uniform").launch(
                 crate::cuda::kernels::grid_for(n, 256, g.info.sms),
                 256,
                 &self.stream,

@@ -4,7 +4,9 @@
 //! far), so decode steps are launched kernel by kernel, without CUDA graphs: their launch time
 //! is in the figures.
 
-use super::bench::{BenchReport, BenchRow, breakdown_table, measure_floors, prefill_flops};
+use super::bench::{
+    BenchReport, BenchRow, breakdown_table, decode_bytes, measure_floors, prefill_flops,
+};
 use crate::cuda::device::{Event, Gpu, Stream};
 use crate::error::Result;
 use crate::serve::model::gpu::{
@@ -37,20 +39,6 @@ pub fn encode_flops(c: &Qwen25VlConfig, grids: &[ImageGrid]) -> f64 {
         f += attn + linear + patch + merger;
     }
     f
-}
-
-/// Bytes a decode step reads at least: the decoder's weights once and every sequence's K and V.
-fn decode_bytes(m: &QwenGpu, batch: usize, context: usize) -> f64 {
-    let l = &m.cfg.llm;
-    let w = &m.w;
-    let layers: usize = w
-        .layers
-        .iter()
-        .flat_map(|l| l.tensors())
-        .map(|t| t.elems())
-        .sum();
-    let weights = (layers + w.norm.elems() + w.output().elems()) * 2;
-    weights as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
 }
 
 /// GPU time per operation of one run of `run` (after a warm-up), as a markdown table.
@@ -141,7 +129,7 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<(Benc
             &format!("decode, batch {batch}, context {context}"),
             &mut step,
         )?;
-        let floor = decode_bytes(&m, batch, context) / bw;
+        let floor = decode_bytes(&pass, batch, context) / bw;
         let r = t / floor;
         rows.push(BenchRow {
             phase: "decode".into(),

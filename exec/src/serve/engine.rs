@@ -19,7 +19,7 @@ use crate::cuda::kernels::{Kernel, Module, grid_for};
 use crate::error::{Error, Result};
 use crate::kargs;
 use crate::serve::model::gpu::{
-    Attn, DECODE_PART, GpuModel, KV_BLOCK, KvPool, Scratch, SmallProducts, TokenInputs,
+    Attn, DECODE_PART, KV_BLOCK, KvPool, Scratch, ServedModel, SmallProducts, TokenInputs,
     download_i32,
 };
 use crate::serve::model::host::{IMAGE_TOKEN, mix64};
@@ -62,9 +62,9 @@ impl Default for EngineConfig {
     }
 }
 
-/// One request: images (their sizes only: LLaVA-1.5 resizes every image to 336×336, so the
-/// pixels are random), a prompt with one `IMAGE_TOKEN` per image, and how many tokens to
-/// generate.
+/// One request: images (their sizes only: the pixels are random; LLaVA-1.5 resizes every image
+/// to 336×336, Qwen2.5-VL keeps about its size, so its tokens follow from it), a prompt with
+/// one `IMAGE_TOKEN` per image, and how many tokens to generate.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub id: u64,
@@ -142,7 +142,12 @@ pub enum StepKind {
 /// What the engine holds of a request beside the scheduler's state of it (lengths, blocks).
 struct Held {
     req: Request,
-    /// Image embeddings [images·np, d] once encoded.
+    /// LLM tokens of each of its images.
+    image_tokens: Vec<usize>,
+    /// Position of the first generated token minus its index in the KV cache (M-RoPE packs an
+    /// image's positions into fewer than its tokens; 0 for LLaVA).
+    position_shift: isize,
+    /// Image embeddings [Σ image_tokens, d] once encoded.
     emb: Option<DeviceBuffer>,
     /// `emb` came from the caller (`submit_encoded`): give it back through `take_spent`.
     lent: bool,
@@ -152,9 +157,11 @@ struct Held {
 }
 
 impl Held {
-    fn new(req: Request) -> Held {
+    fn new(req: Request, a: Admitted) -> Held {
         Held {
             req,
+            image_tokens: a.image_tokens,
+            position_shift: a.position_shift,
             emb: None,
             lent: false,
             kv: None,
@@ -163,9 +170,19 @@ impl Held {
     }
 }
 
-/// Prompt tokens in the KV cache: each image token stands for `np` embedding rows.
-fn prompt_len(req: &Request, np: usize) -> usize {
-    req.prompt.len() + req.images.len() * (np - 1)
+/// What `Engine::admit` found of a request: its lengths for the scheduler, and what the engine
+/// keeps of it.
+struct Admitted {
+    spec: SeqSpec,
+    image_tokens: Vec<usize>,
+    position_shift: isize,
+}
+
+impl Held {
+    /// Embedding bytes of its images (d-wide bf16 rows).
+    fn emb_bytes(&self, d: usize) -> usize {
+        self.image_tokens.iter().sum::<usize>() * d * 2
+    }
 }
 
 /// A request prefilled by a prefill worker, ready for a decode worker: its KV (`tokens`
@@ -245,7 +262,7 @@ impl Pace {
 }
 
 pub struct Engine {
-    pub model: GpuModel,
+    pub model: ServedModel,
     pub cfg: EngineConfig,
     pub stream: Stream,
     pool: KvPool,
@@ -306,22 +323,24 @@ fn stamped(ids: &[u64], kind: EventKind, t: f64) -> Vec<EngineEvent> {
 }
 
 impl Engine {
-    pub fn new(model: GpuModel, cfg: EngineConfig) -> Result<Engine> {
+    pub fn new(model: impl Into<ServedModel>, cfg: EngineConfig) -> Result<Engine> {
+        let model = model.into();
         if cfg.max_batch == 0 || cfg.encode_batch == 0 || cfg.max_context == 0 {
             return Err(Error::Invalid(
                 "max batch, encode batch and max context must be at least 1".into(),
             ));
         }
-        let c = &model.cfg;
-        let stream = model.gpu.stream()?;
+        let l = model.llm().clone();
+        let gpu = model.gpu();
+        let stream = gpu.stream()?;
         let max_blocks = cfg.max_context.div_ceil(KV_BLOCK);
         let max_parts = cfg.max_context.div_ceil(DECODE_PART);
         let blocks = match cfg.kv_blocks {
             Some(b) => b,
             None => {
-                let free = model.gpu.free_memory()?;
+                let free = gpu.free_memory()?;
                 // Activations of a full prefill step and of the encoder are the other users.
-                KvPool::blocks_for(&c.llm, free.saturating_sub(4 << 30) * 9 / 10)
+                KvPool::blocks_for(&l, free.saturating_sub(4 << 30) * 9 / 10)
             }
         };
         if blocks < max_blocks {
@@ -330,25 +349,25 @@ impl Engine {
                 cfg.max_context
             )));
         }
-        let pool = KvPool::new(&model.gpu, &c.llm, blocks)?;
+        let pool = KvPool::new(gpu, &l, blocks)?;
         let mb = cfg.max_batch;
-        let ints = model.gpu.alloc((6 * mb + mb * max_blocks) * 4)?;
-        let host = PinnedBuffer::new(&model.gpu, (6 * mb + mb * max_blocks) * 4)?;
-        let d = c.llm.hidden;
+        let ints = gpu.alloc((6 * mb + mb * max_blocks) * 4)?;
+        let host = PinnedBuffer::new(gpu, (6 * mb + mb * max_blocks) * 4)?;
+        let d = l.hidden;
         let dec = DecodeBufs {
             ints,
             host,
-            x: model.gpu.alloc(mb * d * 2)?,
-            logits: model.gpu.alloc(mb * c.llm.vocab * 4)?,
-            argmax: model.gpu.alloc(mb * 4)?,
-            argmax_host: PinnedBuffer::new(&model.gpu, mb * 4)?,
+            x: gpu.alloc(mb * d * 2)?,
+            logits: gpu.alloc(mb * l.vocab * 4)?,
+            argmax: gpu.alloc(mb * 4)?,
+            argmax_host: PinnedBuffer::new(gpu, mb * 4)?,
         };
         let mut dsc = Scratch::new();
         model
             .pass()
             .decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
-        dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
-        dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
+        dsc.get(gpu, "l_sel", mb * d * 2)?;
+        dsc.get(gpu, "l_norm", mb * d * 2)?;
         // Before the first capture: a decode step of any bucket now finds its buffers here.
         dsc.freeze();
         Ok(Engine {
@@ -367,7 +386,7 @@ impl Engine {
             spent: Vec::new(),
             emb_free: Vec::new(),
             mover: None,
-            staging: PinnedBuffer::new(&model.gpu, 64 << 10)?,
+            staging: PinnedBuffer::new(gpu, 64 << 10)?,
             sc: Scratch::new(),
             dsc,
             dec,
@@ -386,7 +405,7 @@ impl Engine {
 
     /// Which kernel runs the small-batch products; drops captured graphs.
     pub fn set_small_products(&mut self, how: SmallProducts) {
-        self.model.products.small = how;
+        self.model.products_mut().small = how;
         self.graphs.clear();
     }
 
@@ -401,12 +420,12 @@ impl Engine {
     /// cuBLASLt plans the model has made so far: a new one inside a served step is set-up work
     /// (a heuristic query) that a phase table measured in steady state does not contain.
     pub fn plans_made(&self) -> usize {
-        self.model.products.plans_made()
+        self.model.products().plans_made()
     }
 
     /// Host seconds the model has spent making those plans.
     pub fn planning_seconds(&self) -> f64 {
-        self.model.products.planning_seconds()
+        self.model.products().planning_seconds()
     }
 
     /// Seconds since the engine started (the clock of its events).
@@ -416,20 +435,20 @@ impl Engine {
 
     /// Queue a request. Checked here, so a bad one never reaches the GPU.
     pub fn submit(&mut self, req: Request) -> Result<()> {
-        let spec = self.admit(&req)?;
-        self.sched.submit(spec)?;
-        self.held.insert(req.id, Held::new(req));
+        let a = self.admit(&req)?;
+        self.sched.submit(a.spec)?;
+        self.held.insert(req.id, Held::new(req, a));
         Ok(())
     }
 
     /// Queue a request whose image embeddings were computed elsewhere (modality-level
-    /// disaggregation): `emb` is `[images·576, d]` bf16 on this engine's GPU, complete (the
-    /// caller has synchronised the copy that filled it), or None for a request without images.
-    /// The request skips encoding and waits for prefill.
+    /// disaggregation): `emb` is `[Σ image tokens, d]` bf16 on this engine's GPU, complete
+    /// (the caller has synchronised the copy that filled it), or None for a request without
+    /// images. The request skips encoding and waits for prefill.
     pub fn submit_encoded(&mut self, req: Request, emb: Option<DeviceBuffer>) -> Result<()> {
-        let spec = self.admit(&req)?;
-        let c = &self.model.cfg;
-        let want = req.images.len() * c.image_tokens() * c.llm.hidden * 2;
+        let a = self.admit(&req)?;
+        let want = a.image_tokens.iter().sum::<usize>() * self.model.llm().hidden * 2;
+        let ordinal = self.model.gpu().ordinal;
         match &emb {
             None if want > 0 => {
                 return Err(Error::Invalid(format!(
@@ -438,16 +457,16 @@ impl Engine {
                     req.images.len()
                 )));
             }
-            Some(e) if e.bytes != want || e.gpu != self.model.gpu.ordinal => {
+            Some(e) if e.bytes != want || e.gpu != ordinal => {
                 return Err(Error::Invalid(format!(
-                    "request {}: embeddings of {} bytes on GPU {}, expected {want} bytes on GPU {}",
-                    req.id, e.bytes, e.gpu, self.model.gpu.ordinal
+                    "request {}: embeddings of {} bytes on GPU {}, expected {want} bytes on GPU {ordinal}",
+                    req.id, e.bytes, e.gpu
                 )));
             }
             _ => {}
         }
-        self.sched.submit_encoded(spec)?;
-        let mut held = Held::new(req);
+        self.sched.submit_encoded(a.spec)?;
+        let mut held = Held::new(req, a);
         held.lent = emb.is_some();
         held.emb = emb;
         self.held.insert(held.req.id, held);
@@ -456,7 +475,7 @@ impl Engine {
 
     /// Bytes of the packed KV of `tokens` tokens: 2 · layers · kv_heads · tokens · head_dim · 2.
     pub fn kv_bytes(&self, tokens: usize) -> usize {
-        self.model.cfg.transfer_shape().kv_bytes(tokens)
+        self.model.kv_shape().kv_bytes(tokens)
     }
 
     /// Prefill-worker use: hands out the oldest prefilled request with its KV gathered into
@@ -468,10 +487,11 @@ impl Engine {
         };
         let (id, tokens, blocks) = (s.spec.id, s.len, s.blocks.clone());
         let bytes = self.kv_bytes(tokens);
-        if packed.bytes < bytes || packed.gpu != self.model.gpu.ordinal {
+        let ordinal = self.model.gpu().ordinal;
+        if packed.bytes < bytes || packed.gpu != ordinal {
             return Err(Error::Invalid(format!(
-                "request {id}: packed KV needs {bytes} bytes on GPU {}, got {} on GPU {}",
-                self.model.gpu.ordinal, packed.bytes, packed.gpu
+                "request {id}: packed KV needs {bytes} bytes on GPU {ordinal}, got {} on GPU {}",
+                packed.bytes, packed.gpu
             )));
         }
         self.move_kv(&blocks, tokens, packed.ptr, false)?;
@@ -491,22 +511,24 @@ impl Engine {
     /// GPU, complete (the caller has synchronised the copy that filled it); the engine gives the
     /// buffer back through `take_spent` once the KV is in its pool.
     pub fn submit_prefilled(&mut self, h: HandOff, kv: DeviceBuffer) -> Result<()> {
-        let spec = self.admit(&h.req)?;
+        let a = self.admit(&h.req)?;
+        let spec = a.spec;
         let want = self.kv_bytes(spec.prompt_tokens);
+        let ordinal = self.model.gpu().ordinal;
         if h.tokens != spec.prompt_tokens || h.kv_bytes != want {
             return Err(Error::Invalid(format!(
                 "request {}: handed off with {} tokens / {} bytes of KV, its prompt is {} tokens / {want} bytes",
                 spec.id, h.tokens, h.kv_bytes, spec.prompt_tokens
             )));
         }
-        if kv.bytes < want || kv.gpu != self.model.gpu.ordinal {
+        if kv.bytes < want || kv.gpu != ordinal {
             return Err(Error::Invalid(format!(
-                "request {}: KV of {} bytes on GPU {}, expected at least {want} bytes on GPU {}",
-                spec.id, kv.bytes, kv.gpu, self.model.gpu.ordinal
+                "request {}: KV of {} bytes on GPU {}, expected at least {want} bytes on GPU {ordinal}",
+                spec.id, kv.bytes, kv.gpu
             )));
         }
         self.sched.submit_prefilled(spec)?;
-        let mut held = Held::new(h.req);
+        let mut held = Held::new(h.req, a);
         held.generated.push(h.first_token);
         held.kv = Some(kv);
         self.held.insert(spec.id, held);
@@ -517,7 +539,7 @@ impl Engine {
     /// is done with it, for later encodes.
     pub fn recycle(&mut self, emb: DeviceBuffer) {
         // Enough for two full encode batches; more would only hold memory.
-        if emb.gpu == self.model.gpu.ordinal && self.emb_free.len() < 2 * self.cfg.encode_batch {
+        if emb.gpu == self.model.gpu().ordinal && self.emb_free.len() < 2 * self.cfg.encode_batch {
             self.emb_free.push(emb);
         }
     }
@@ -531,7 +553,7 @@ impl Engine {
     /// than on first use (a replay keeps NVRTC out of its first request's time).
     pub fn load_kv_kernels(&mut self) -> Result<()> {
         if self.mover.is_none() {
-            let g = &self.model.gpu;
+            let g = self.model.gpu();
             let m = Module::load(g, "kv_transfer.cu", crate::serve::kv::KV_SRC)?;
             self.mover = Some(KvMover {
                 gather: m.function("kv_gather")?,
@@ -547,18 +569,12 @@ impl Engine {
     /// the pool and the packed buffer at `packed`; waits for it.
     fn move_kv(&mut self, blocks: &[i32], tokens: usize, packed: u64, to_pool: bool) -> Result<()> {
         self.load_kv_kernels()?;
-        let g = &self.model.gpu;
+        let g = self.model.gpu();
         let Some(mv) = &self.mover else {
             return Ok(());
         };
         let table = mv.table.ptr;
-        upload_ints(
-            &mut self.staging,
-            &self.model.gpu,
-            &self.stream,
-            table,
-            blocks,
-        )?;
+        upload_ints(&mut self.staging, g, &self.stream, table, blocks)?;
         // SAFETY: the pool holds pool.blocks blocks, `packed` (the caller's) the request's
         // kv_bytes(tokens), `table` its blocks just uploaded; the stream is synchronised below.
         unsafe {
@@ -569,7 +585,7 @@ impl Engine {
                 packed,
                 table,
                 self.pool.blocks as u32,
-                self.model.cfg.transfer_shape().paged_geometry(tokens),
+                self.model.kv_shape().paged_geometry(tokens),
                 g.info.sms,
                 &self.stream,
             )
@@ -596,7 +612,7 @@ impl Engine {
 
     /// Encode-only use (the encoder worker of a modality-level deployment): encode one batch of
     /// waiting images, if any, and hand out every request whose embeddings are ready, with its
-    /// embedding buffer (`[images·576, d]` bf16 on this GPU; None for a request without
+    /// embedding buffer (`[Σ image tokens, d]` bf16 on this GPU; None for a request without
     /// images). The events are the batch's `EncodeDone`s. Nothing is prefilled here.
     #[allow(clippy::type_complexity)]
     pub fn encode_ready(
@@ -628,8 +644,8 @@ impl Engine {
 
     /// Checks a request's tokens against the model; its lengths as the scheduler takes them
     /// (which checks them against the engine's context and pool).
-    fn admit(&self, req: &Request) -> Result<SeqSpec> {
-        let c = &self.model.cfg;
+    fn admit(&self, req: &Request) -> Result<Admitted> {
+        let vocab = self.model.llm().vocab;
         let imgs = req.prompt.iter().filter(|&&t| t == IMAGE_TOKEN).count();
         if imgs != req.images.len() {
             return Err(Error::Invalid(format!(
@@ -641,18 +657,32 @@ impl Engine {
         if let Some(t) = req
             .prompt
             .iter()
-            .find(|&&t| t != IMAGE_TOKEN && (t < 0 || t as usize >= c.llm.vocab))
+            .find(|&&t| t != IMAGE_TOKEN && (t < 0 || t as usize >= vocab))
         {
             return Err(Error::Invalid(format!(
                 "request {}: token {t} outside the vocabulary",
                 req.id
             )));
         }
-        Ok(SeqSpec {
-            id: req.id,
-            images: req.images.len(),
-            prompt_tokens: prompt_len(req, c.image_tokens()),
-            output_tokens: req.output_tokens,
+        let image_tokens = req
+            .images
+            .iter()
+            .map(|&i| self.model.image_tokens(i))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Error::Invalid(format!("request {}: {e}", req.id)))?;
+        let prompt_tokens = req.prompt.len() - imgs + image_tokens.iter().sum::<usize>();
+        let (_, next) = self
+            .model
+            .positions(&req.prompt, IMAGE_TOKEN, &req.images)?;
+        Ok(Admitted {
+            spec: SeqSpec {
+                id: req.id,
+                images: req.images.len(),
+                prompt_tokens,
+                output_tokens: req.output_tokens,
+            },
+            image_tokens,
+            position_shift: next as isize - prompt_tokens as isize,
         })
     }
 
@@ -736,38 +766,43 @@ impl Engine {
     /// Encodes the images of `ids` (`images` in all) in one batch; their embeddings go to
     /// buffers of their own.
     fn encode(&mut self, ids: &[u64], images: usize) -> Result<Vec<EngineEvent>> {
-        let c = self.model.cfg.clone();
-        let v = &c.vision;
-        let px_elems = images * v.channels * v.image_size * v.image_size;
-        let g = &self.model.gpu;
+        let sizes: Vec<(u32, u32)> = ids
+            .iter()
+            .filter_map(|id| self.held.get(id))
+            .flat_map(|h| h.req.images.iter().copied())
+            .collect();
+        if sizes.len() != images {
+            return Err(Error::Check(format!(
+                "encode batch of {images} images holds {}",
+                sizes.len()
+            )));
+        }
+        let mut px_elems = 0;
+        for &i in &sizes {
+            px_elems += self.model.image_pixels(i)?;
+        }
+        let d = self.model.llm().hidden;
+        let emb_rows: usize = ids
+            .iter()
+            .filter_map(|id| self.held.get(id))
+            .map(|h| h.image_tokens.iter().sum::<usize>())
+            .sum();
+        let g = self.model.gpu();
         let px = self.sc.get(g, "e_px", px_elems * 2)?;
-        let emb_rows = images * v.patches();
-        let d = c.llm.hidden;
         let out = self.sc.get(g, "e_out", emb_rows * d * 2)?;
-        // Random pixels in [-1, 1): a normalised image.
         self.pixels_seed = mix64(self.pixels_seed);
-        let (n, seed, scale, off) = (px_elems as u64, self.pixels_seed, 1.0f32, 0.0f32);
-        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); px was sized
-        // px_elems bf16 just above and stays in the engine's scratch.
-        unsafe {
-            self.model.k.get("fill_uniform").launch(
-                grid_for(n, 256, g.info.sms),
-                256,
-                &self.stream,
-                &mut kargs![px, n, seed, scale, off],
-            )
-        }?;
+        self.random_pixels(px, px_elems, self.pixels_seed)?;
         self.model
-            .encode(&self.stream, px, images, out, &mut self.sc)?;
+            .encode(&self.stream, &sizes, px, out, &mut self.sc)?;
         let mut row = 0usize;
         for id in ids {
             let Some(h) = self.held.get_mut(id) else {
                 continue;
             };
-            let bytes = h.req.images.len() * v.patches() * d * 2;
+            let bytes = h.emb_bytes(d);
             let buf = match self.emb_free.iter().position(|b| b.bytes == bytes) {
                 Some(i) => self.emb_free.swap_remove(i),
-                None => self.model.gpu.alloc(bytes)?,
+                None => self.model.gpu().alloc(bytes)?,
             };
             crate::cuda::device::copy_dtod_async(buf.ptr, out + row as u64, bytes, &self.stream)?;
             row += bytes;
@@ -777,12 +812,26 @@ impl Engine {
         Ok(stamped(ids, EventKind::EncodeDone, self.now()))
     }
 
+    /// Random pixels in [-1, 1) (a normalised image) into `n` bf16 at `px`.
+    fn random_pixels(&self, px: u64, n: usize, seed: u64) -> Result<()> {
+        let (n, scale, off) = (n as u64, 1.0f32, 0.0f32);
+        let g = self.model.gpu();
+        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); px holds n
+        // bf16 (the caller's scratch).
+        unsafe {
+            self.model.kernels().get("fill_uniform").launch(
+                grid_for(n, 256, g.info.sms),
+                256,
+                &self.stream,
+                &mut kargs![px, n, seed, scale, off],
+            )
+        }
+    }
+
     /// Prefills the prompts of `ids` in one packed pass, reports the step done and returns its
     /// kind and events (first tokens, and the requests that finish with them).
     fn prefill(&mut self, ids: &[u64]) -> Result<(StepKind, Vec<EngineEvent>)> {
-        let c = self.model.cfg.clone();
-        let np = c.image_tokens();
-        let d = c.llm.hidden;
+        let d = self.model.llm().hidden;
         let mut seqs = Vec::with_capacity(ids.len());
         for id in ids {
             let (Some(h), Some(s)) = (self.held.get(id), self.sched.sequence(*id)) else {
@@ -792,70 +841,74 @@ impl Engine {
             };
             seqs.push((h, s.blocks.as_slice()));
         }
-        let tokens = seqs.iter().map(|(h, _)| prompt_len(&h.req, np)).sum();
-        // Packed inputs: tokens, image rows (into a staging copy of all images), positions,
-        // slots, cu_seqlens, last rows.
-        let mut tok = Vec::with_capacity(tokens);
-        let mut img_rows = Vec::with_capacity(tokens);
-        let mut pos = Vec::with_capacity(tokens);
-        let mut slots = Vec::with_capacity(tokens);
+        // Packed inputs: tokens, image rows (into a staging copy of all images), KV slots,
+        // positions (three planes), cu_seqlens, last rows.
+        let mut tok = Vec::new();
+        let mut img_rows = Vec::new();
+        let mut pos: Vec<[usize; 3]> = Vec::new();
+        let mut slots = Vec::new();
         let mut cu = vec![0i32];
         let mut last = Vec::new();
         let mut img_base = 0usize;
-        let g = &self.model.gpu;
-        let total_imgs: usize = seqs.iter().map(|(h, _)| h.req.images.len()).sum();
-        let imgs = self.sc.get(g, "p_img", (total_imgs * np * d * 2).max(16))?;
+        let mut max_len = 0;
+        let g = self.model.gpu();
+        let total_rows: usize = seqs
+            .iter()
+            .map(|(h, _)| h.image_tokens.iter().sum::<usize>())
+            .sum();
+        let imgs = self.sc.get(g, "p_img", (total_rows * d * 2).max(16))?;
         for (h, blocks) in &seqs {
-            let mut p = 0usize;
+            let (positions, _) = self
+                .model
+                .positions(&h.req.prompt, IMAGE_TOKEN, &h.req.images)?;
+            pos.extend_from_slice(&positions);
             let mut img = 0usize;
+            let mut row = img_base;
             for &t in &h.req.prompt {
                 if t == IMAGE_TOKEN {
-                    for r in 0..np {
+                    for _ in 0..h.image_tokens[img] {
                         tok.push(0);
-                        img_rows.push((img_base + img * np + r) as i32);
-                        pos.push(p as i32);
-                        slots.push(blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
-                        p += 1;
+                        img_rows.push(row as i32);
+                        row += 1;
                     }
                     img += 1;
                 } else {
                     tok.push(t);
                     img_rows.push(-1);
-                    pos.push(p as i32);
-                    slots.push(blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32);
-                    p += 1;
                 }
             }
+            let len = positions.len();
+            slots.extend(
+                (0..len).map(|p| blocks[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32),
+            );
             if let Some(e) = &h.emb {
-                let bytes = h.req.images.len() * np * d * 2;
                 crate::cuda::device::copy_dtod_async(
                     imgs + (img_base * d * 2) as u64,
                     e.ptr,
-                    bytes,
+                    h.emb_bytes(d),
                     &self.stream,
                 )?;
             }
-            img_base += h.req.images.len() * np;
-            cu.push(cu[cu.len() - 1] + p as i32);
+            img_base = row;
+            cu.push(cu[cu.len() - 1] + len as i32);
             last.push(cu[cu.len() - 1] - 1);
+            max_len = max_len.max(len);
         }
-        let max_len = seqs
-            .iter()
-            .map(|(h, _)| prompt_len(&h.req, np))
-            .max()
-            .unwrap_or(0);
-        let m = seqs.len();
-        let mut ints = Vec::with_capacity(4 * tok.len() + 2 * m + 1);
-        for a in [&tok, &img_rows, &pos, &slots] {
+        let (n, m) = (tok.len(), seqs.len());
+        let mut ints = Vec::with_capacity(6 * n + 2 * m + 1);
+        for a in [&tok, &img_rows, &slots] {
             ints.extend_from_slice(a);
+        }
+        for axis in 0..3 {
+            ints.extend(pos.iter().map(|p| p[axis] as i32));
         }
         ints.extend_from_slice(&cu);
         ints.extend_from_slice(&last);
-        let pass = self.upload_prefill(&ints, tok.len(), m, max_len)?;
+        let pass = self.upload_prefill(&ints, n, m, max_len)?;
         let am = self.queue_prefill(&pass, imgs)?;
         self.stream.synchronize()?;
         let mut raw = vec![0u8; m * 4];
-        crate::serve::model::gpu::read_ptr(&self.model.gpu, am, &mut raw)?;
+        crate::serve::model::gpu::read_ptr(self.model.gpu(), am, &mut raw)?;
         let t = self.now();
         let toks: Vec<u32> = raw
             .chunks_exact(4)
@@ -977,17 +1030,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Write the decode inputs of `rows` (token, position, context, block table) for a step of
-    /// `bucket` rows; rows past the batch are padding (context 0, slot −1).
-    fn write_decode_inputs(&mut self, rows: &[(u32, usize, &[i32])], bucket: usize) -> Result<()> {
+    /// Write the decode inputs of `rows` (token, its index in the KV cache, its rotary
+    /// position, block table) for a step of `bucket` rows; rows past the batch are padding
+    /// (context 0, slot −1).
+    fn write_decode_inputs(
+        &mut self,
+        rows: &[(u32, usize, usize, &[i32])],
+        bucket: usize,
+    ) -> Result<()> {
         let mb = self.cfg.max_batch;
         let n = 6 * mb + mb * self.max_blocks;
         let mut v = vec![0i32; n];
-        for (i, &(tok, pos, blocks)) in rows.iter().enumerate() {
+        for (i, &(tok, at, pos, blocks)) in rows.iter().enumerate() {
             v[i] = tok as i32;
             v[mb + i] = pos as i32;
-            v[2 * mb + i] = blocks[pos / KV_BLOCK] * KV_BLOCK as i32 + (pos % KV_BLOCK) as i32;
-            v[3 * mb + i] = pos as i32 + 1;
+            v[2 * mb + i] = blocks[at / KV_BLOCK] * KV_BLOCK as i32 + (at % KV_BLOCK) as i32;
+            v[3 * mb + i] = at as i32 + 1;
             v[6 * mb + i * self.max_blocks..][..blocks.len()].copy_from_slice(blocks);
         }
         for i in rows.len()..bucket {
@@ -1043,18 +1101,20 @@ impl Engine {
     /// One decode step of `ids` (the running requests, in order) padded to `bucket` rows;
     /// returns the sampled tokens.
     fn decode(&mut self, ids: &[u64], bucket: usize) -> Result<Vec<u32>> {
-        let mut rows: Vec<(u32, usize, Vec<i32>)> = Vec::with_capacity(ids.len());
+        let mut rows: Vec<(u32, usize, usize, Vec<i32>)> = Vec::with_capacity(ids.len());
         for id in ids {
             let (Some(h), Some(s)) = (self.held.get(id), self.sched.sequence(*id)) else {
                 return Err(Error::Check(format!(
                     "request {id} chosen for decode is not held by the engine"
                 )));
             };
-            rows.push((*h.generated.last().unwrap_or(&0), s.len, s.blocks.clone()));
+            let pos = (s.len as isize + h.position_shift) as usize;
+            let tok = *h.generated.last().unwrap_or(&0);
+            rows.push((tok, s.len, pos, s.blocks.clone()));
         }
-        let refs: Vec<(u32, usize, &[i32])> = rows
+        let refs: Vec<(u32, usize, usize, &[i32])> = rows
             .iter()
-            .map(|(t, p, b)| (*t, *p, b.as_slice()))
+            .map(|(t, at, p, b)| (*t, *at, *p, b.as_slice()))
             .collect();
         self.write_decode_inputs(&refs, bucket)?;
         self.run_decode(bucket, ids.len())
@@ -1095,18 +1155,18 @@ impl Engine {
         let tables: Vec<Vec<i32>> = (0..batch)
             .map(|i| ((i * per) as i32..((i + 1) * per) as i32).collect())
             .collect();
-        let rows: Vec<(u32, usize, &[i32])> = tables
+        let rows: Vec<(u32, usize, usize, &[i32])> = tables
             .iter()
             .enumerate()
-            .map(|(i, t)| ((i % 100) as u32 + 2, context, t.as_slice()))
+            .map(|(i, t)| ((i % 100) as u32 + 2, context, context, t.as_slice()))
             .collect();
         self.write_decode_inputs(&rows, b)?;
         self.stream.synchronize()?;
         // Warm-up (and capture).
         self.run_decode(b, batch)?;
         let (e0, e1) = (
-            Event::timing(&self.model.gpu)?,
-            Event::timing(&self.model.gpu)?,
+            Event::timing(self.model.gpu())?,
+            Event::timing(self.model.gpu())?,
         );
         let mut times = Vec::with_capacity(iters);
         for _ in 0..iters.max(1) {
@@ -1124,8 +1184,8 @@ impl Engine {
     }
 
     /// Upload the inputs of a prefill pass over n packed tokens: i32 arrays of tokens, image
-    /// rows, positions and KV slots (n each), then cu_seqlens (seqs + 1) and each prompt's last
-    /// row (seqs).
+    /// rows and KV slots (n each), positions (three planes of n), then cu_seqlens (seqs + 1)
+    /// and each prompt's last row (seqs).
     fn upload_prefill(
         &mut self,
         ints: &[i32],
@@ -1133,11 +1193,11 @@ impl Engine {
         seqs: usize,
         max_len: usize,
     ) -> Result<PrefillPass> {
-        debug_assert_eq!(ints.len(), 4 * n + 2 * seqs + 1);
-        let inputs = self.sc.get(&self.model.gpu, "p_ints", ints.len() * 4)?;
+        debug_assert_eq!(ints.len(), 6 * n + 2 * seqs + 1);
+        let inputs = self.sc.get(self.model.gpu(), "p_ints", ints.len() * 4)?;
         upload_ints(
             &mut self.staging,
-            &self.model.gpu,
+            self.model.gpu(),
             &self.stream,
             inputs,
             ints,
@@ -1156,22 +1216,20 @@ impl Engine {
     fn queue_prefill(&mut self, p: &PrefillPass, imgs: u64) -> Result<u64> {
         let (n, m) = (p.n, p.seqs);
         let at = |i: usize| p.inputs + (i * 4) as u64;
-        let g = &self.model.gpu;
-        let x = self.sc.get(g, "p_x", n * self.model.cfg.llm.hidden * 2)?;
-        let logits = self
-            .sc
-            .get(g, "p_logits", m * self.model.cfg.llm.vocab * 4)?;
+        let g = self.model.gpu();
+        let x = self.sc.get(g, "p_x", n * self.model.llm().hidden * 2)?;
+        let logits = self.sc.get(g, "p_logits", m * self.model.llm().vocab * 4)?;
         let am = self.sc.get(g, "p_argmax", m * 4)?;
         self.model
             .pass()
             .embed(&self.stream, at(0), at(n), imgs, x, n)?;
         let inp = TokenInputs {
-            positions: at(2 * n),
-            planes: false,
-            slots: at(3 * n),
+            positions: at(3 * n),
+            planes: true,
+            slots: at(2 * n),
         };
         let attn = Attn::Prefill {
-            cu_seqlens: at(4 * n),
+            cu_seqlens: at(6 * n),
             seqs: m,
             max_len: p.max_len,
         };
@@ -1181,7 +1239,7 @@ impl Engine {
         self.model.pass().logits(
             &self.stream,
             x,
-            at(4 * n + m + 1),
+            at(6 * n + m + 1),
             m,
             logits,
             am,
@@ -1207,16 +1265,18 @@ impl Engine {
             )));
         }
         let n = seqs * tokens;
-        let vocab = self.model.cfg.llm.vocab as u64;
-        let mut ints = Vec::with_capacity(4 * n + 2 * seqs + 1);
+        let vocab = self.model.llm().vocab as u64;
+        let mut ints = Vec::with_capacity(6 * n + 2 * seqs + 1);
         ints.extend((0..n).map(|i| (mix64(i as u64) % vocab) as i32));
         ints.extend(std::iter::repeat_n(-1, n));
-        ints.extend((0..n).map(|i| (i % tokens) as i32));
         ints.extend((0..n).map(|i| ((i / tokens) * per * KV_BLOCK + i % tokens) as i32));
+        for _ in 0..3 {
+            ints.extend((0..n).map(|i| (i % tokens) as i32));
+        }
         ints.extend((0..=seqs).map(|s| (s * tokens) as i32));
         ints.extend((0..seqs).map(|s| ((s + 1) * tokens - 1) as i32));
         let pass = self.upload_prefill(&ints, n, seqs, tokens)?;
-        let g = &self.model.gpu;
+        let g = self.model.gpu();
         let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
         let mut times = Vec::new();
         for i in 0..iters.max(1) + 1 {
@@ -1232,37 +1292,33 @@ impl Engine {
         Ok(crate::stats::median(&times))
     }
 
-    /// Time encoding `images` images (vision tower + projector). Median of `iters`, paced as
-    /// `pace` says.
-    pub fn time_encode(&mut self, images: usize, iters: usize, pace: Pace) -> Result<f64> {
-        let v = self.model.cfg.vision.clone();
-        let g = &self.model.gpu;
-        let px_elems = images * v.channels * v.image_size * v.image_size;
+    /// Time encoding `images` images of `size` (vision tower + projector; LLaVA resizes every
+    /// image to its one size). Median of `iters`, paced as `pace` says.
+    pub fn time_encode(
+        &mut self,
+        images: usize,
+        size: (u32, u32),
+        iters: usize,
+        pace: Pace,
+    ) -> Result<f64> {
+        let sizes = vec![size; images];
+        let px_elems = images * self.model.image_pixels(size)?;
+        let rows = images * self.model.image_tokens(size)?;
+        let g = self.model.gpu();
         let px = self.sc.get(g, "e_px", px_elems * 2)?;
-        let out = self.sc.get(
-            g,
-            "e_out",
-            images * v.patches() * self.model.cfg.llm.hidden * 2,
-        )?;
-        let (n, seed, scale, off) = (px_elems as u64, 5u64, 1.0f32, 0.0f32);
-        // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); px was sized
-        // px_elems bf16 just above and stays in the engine's scratch.
-        unsafe {
-            self.model.k.get("fill_uniform").launch(
-                grid_for(n, 256, g.info.sms),
-                256,
-                &self.stream,
-                &mut kargs![px, n, seed, scale, off],
-            )
-        }?;
+        let out = self
+            .sc
+            .get(g, "e_out", rows * self.model.llm().hidden * 2)?;
+        self.random_pixels(px, px_elems, 5)?;
         let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
         let mut times = Vec::new();
-        // encode() uploads cu_seqlens synchronously first; the events bracket the GPU work only.
+        // encode() uploads its index arrays synchronously first; the events bracket the GPU
+        // work only.
         for i in 0..iters.max(1) + 1 {
             pace.rest(&self.stream)?;
             e0.record(&self.stream)?;
             self.model
-                .encode(&self.stream, px, images, out, &mut self.sc)?;
+                .encode(&self.stream, &sizes, px, out, &mut self.sc)?;
             e1.record(&self.stream)?;
             let t = e0.elapsed_ms(&e1)? / 1e3;
             if i > 0 {
@@ -1274,7 +1330,7 @@ impl Engine {
 
     /// Device scratch of a decode step, for tests: logits of the last step [bucket, vocab].
     pub fn last_decode_logits(&self, rows: usize) -> Result<Vec<f32>> {
-        crate::serve::model::gpu::download_f32(&self.dec.logits, rows * self.model.cfg.llm.vocab)
+        crate::serve::model::gpu::download_f32(&self.dec.logits, rows * self.model.llm().vocab)
     }
 
     /// Sampled tokens of the last decode step (device copy), for tests.

@@ -1190,7 +1190,7 @@ fn replay_split(
         })();
         barrier.wait();
         let mut eng = setup?;
-        eng.model.gpu.bind()?;
+        eng.model.gpu().bind()?;
         let t0 = *t0cell.get_or_init(Instant::now);
         let off = t0.duration_since(eng.started()).as_secs_f64();
         let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
@@ -1223,7 +1223,7 @@ fn replay_split(
                 }
             };
             let m = *got.0;
-            eng.model.gpu.bind()?;
+            eng.model.gpu().bind()?;
             match m.payload {
                 Payload::Encoded(req, emb) => {
                     seen.insert(req.id, m.times);

@@ -11,8 +11,8 @@ use crate::serve::engine::{Engine, EngineConfig, EventKind, Request};
 use crate::serve::model::cpu;
 use crate::serve::model::gpu::products::gemv;
 use crate::serve::model::gpu::{
-    Attn, DecoderPass, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, QwenGpu, Scratch, TokenInputs,
-    download_bf16, download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
+    Attn, DecoderPass, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, QwenGpu, Scratch, ServedModel,
+    TokenInputs, download_bf16, download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
 };
 use crate::serve::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
 use crate::serve::model::llava::LlavaConfig;
@@ -819,9 +819,32 @@ fn qwen_forward(gpu: usize, seed: u64, out: &mut Vec<Check>) -> Result<()> {
 /// The engine end to end: requests of different lengths join and leave; graphs and direct
 /// launches must produce the same tokens, every request its exact number of tokens.
 fn engine(gpu: usize, c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<()> {
+    let requests: Vec<Request> = [5usize, 1, 9, 3, 7, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| Request::synthetic(i as u64, i % 2, 3 + 4 * i, o, c.llm.vocab))
+        .collect();
+    let model = || {
+        Ok(ServedModel::from(GpuModel::from_host(
+            c,
+            Gpu::open(gpu)?,
+            w,
+        )?))
+    };
+    continuous_batching("engine", &model, &requests, out)?;
+    hand_off(gpu, c, w, out)
+}
+
+/// Runs `requests` through an engine of `model()` with direct launches, then with graphs: the
+/// tokens must be equal, every request its exact number of them.
+fn continuous_batching(
+    what: &str,
+    model: &dyn Fn() -> Result<ServedModel>,
+    requests: &[Request],
+    out: &mut Vec<Check>,
+) -> Result<()> {
     let mut runs = Vec::new();
     for graphs in [false, true] {
-        let m = GpuModel::from_host(c, Gpu::open(gpu)?, w)?;
         let cfg = EngineConfig {
             max_batch: 4,
             max_context: 256,
@@ -832,20 +855,13 @@ fn engine(gpu: usize, c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Chec
             hand_off: false,
             seed: 3,
         };
-        let mut e = Engine::new(m, cfg)?;
-        let outs = [5usize, 1, 9, 3, 7, 2];
-        for (i, o) in outs.iter().enumerate() {
-            e.submit(Request::synthetic(
-                i as u64,
-                i % 2,
-                3 + 4 * i,
-                *o,
-                c.llm.vocab,
-            ))?;
+        let mut e = Engine::new(model()?, cfg)?;
+        for r in requests {
+            e.submit(r.clone())?;
         }
-        eprintln!("  engine, graphs {graphs}: running");
+        eprintln!("  {what}, graphs {graphs}: running");
         let ev = e.run_to_completion()?;
-        let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); outs.len()];
+        let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); requests.len()];
         let mut bad = 0usize;
         let mut finished = 0usize;
         let mut last_t = 0.0;
@@ -862,24 +878,128 @@ fn engine(gpu: usize, c: &LlavaConfig, w: &host::HostWeights, out: &mut Vec<Chec
                 EventKind::EncodeDone | EventKind::KvImported => {}
             }
         }
-        for (i, o) in outs.iter().enumerate() {
-            if tokens[i].len() != *o {
+        for (r, t) in requests.iter().zip(&tokens) {
+            if t.len() != r.output_tokens {
                 bad += 1;
             }
         }
-        if finished != outs.len() {
+        if finished != requests.len() {
             bad += 1;
         }
         runs.push((bad, tokens));
     }
     let same = runs[0].1 == runs[1].1;
     out.push(Check {
-        name: "engine: continuous batching, graphs = direct".into(),
+        name: format!("{what}: continuous batching, graphs = direct"),
         error: (runs[0].0 + runs[1].0 + usize::from(!same)) as f64,
         limit: 0.0,
-        note: format!("6 requests, batch ≤ 4; tokens equal: {same}"),
+        note: format!(
+            "{} requests, batch ≤ 4; tokens equal: {same}",
+            requests.len()
+        ),
     });
-    hand_off(gpu, c, w, out)
+    Ok(())
+}
+
+/// Qwen2.5-VL in the engine: requests with images of different sizes (so different token
+/// counts and M-RoPE position shifts) batched as LLaVA's are; and one request alone against
+/// the CPU reference on the same pixels (the engine's random pixels are the host's `uniform`
+/// draws), which checks the engine's prefill positions and its decode positions after an image.
+fn qwen_engine(gpu: usize, seed: u64, out: &mut Vec<Check>) -> Result<()> {
+    let c = Qwen25VlConfig::tiny();
+    let w = qcpu::random(&c, seed)?;
+    let model = || {
+        Ok(ServedModel::from(QwenGpu::from_host(
+            &c,
+            Gpu::open(gpu)?,
+            &w,
+        )?))
+    };
+    // 112 × 84 px: 6 × 8 patches, 12 tokens; 56 × 84: 6 × 4, 6 tokens; 300 × 200 (resized to
+    // 308 × 196: 14 × 22 patches, 77 tokens).
+    let sizes = [(112u32, 84u32), (56, 84), (300, 200)];
+    let requests: Vec<Request> = [5usize, 1, 9, 3, 7, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| {
+            let mut r = Request::synthetic(i as u64, i % 3, 3 + 4 * i, o, c.llm.vocab - 8);
+            r.images = (0..i % 3).map(|k| sizes[(i + k) % 3]).collect();
+            r
+        })
+        .collect();
+    continuous_batching("qwen2.5-vl engine", &model, &requests, out)?;
+    // One request alone: text, two images, text.
+    let steps = 6;
+    let t = qcpu::special_tokens(&c);
+    let prompt = vec![
+        1,
+        t.vision_start,
+        IMAGE_TOKEN,
+        t.vision_end,
+        40,
+        t.vision_start,
+        IMAGE_TOKEN,
+        t.vision_end,
+        41,
+        42,
+    ];
+    let req = Request {
+        id: 0,
+        images: vec![sizes[0], sizes[2]],
+        prompt: prompt.clone(),
+        output_tokens: steps,
+    };
+    let cfg = EngineConfig {
+        max_batch: 4,
+        max_context: 256,
+        prefill_tokens: 256,
+        encode_batch: 2,
+        kv_blocks: Some(64),
+        graphs: true,
+        hand_off: false,
+        seed: 9,
+    };
+    let mut e = Engine::new(model()?, cfg)?;
+    e.submit(req)?;
+    let got: Vec<u32> = e
+        .run_to_completion()?
+        .iter()
+        .filter_map(|x| x.token)
+        .collect();
+    // The engine's first encode draws pixels from mix64(seed): the images back to back.
+    let grids: Vec<ImageGrid> = [sizes[0], sizes[2]]
+        .iter()
+        .map(|&(w, h)| c.grid(w as usize, h as usize))
+        .collect::<Result<_>>()?;
+    let px_seed = host::mix64(9);
+    let mut at = 0u64;
+    let images: Vec<qcpu::Image> = grids
+        .iter()
+        .map(|&grid| {
+            let n = (3 * grid.patches() * c.vision.patch * c.vision.patch) as u64;
+            let pixels = (at..at + n)
+                .map(|i| round_bf16(uniform(px_seed, i)))
+                .collect();
+            at += n;
+            qcpu::Image { grid, pixels }
+        })
+        .collect();
+    let qprompt: Vec<i32> = prompt
+        .iter()
+        .map(|&t| if t == IMAGE_TOKEN { QWEN_IMAGE } else { t })
+        .collect();
+    let want = qcpu::generate(&c, &w, &images, &qprompt, steps)?;
+    let same = got.iter().zip(&want.tokens).filter(|(a, b)| a == b).count();
+    out.push(Check {
+        name: "qwen2.5-vl engine: one request = CPU reference".into(),
+        error: (steps - same) as f64 + got.len().abs_diff(steps) as f64,
+        limit: 0.0,
+        note: format!(
+            "{same}/{steps} greedy tokens equal; images 12 + 77 tokens; GPU {got:?}, CPU {:?}",
+            want.tokens
+        ),
+    });
+    Ok(())
 }
 
 /// Stage-level disaggregation: a prefill worker hands each request's KV (gathered from its
@@ -907,7 +1027,7 @@ fn hand_off(
     // Pools of different sizes: the blocks a request gets differ on each side.
     let mut pre = Engine::new(GpuModel::from_host(c, open()?, w)?, cfg(true, 40))?;
     let mut dec = Engine::new(GpuModel::from_host(c, open()?, w)?, cfg(false, 80))?;
-    let packed = pre.model.gpu.alloc(pre.kv_bytes(256))?;
+    let packed = pre.model.gpu().alloc(pre.kv_bytes(256))?;
     let outs = [5usize, 1, 9, 3, 7, 2];
     let (mut equal, mut moved) = (0usize, 0usize);
     for (i, o) in outs.iter().enumerate() {
@@ -923,7 +1043,7 @@ fn hand_off(
             got.extend(tokens(pre.step()?.1));
             while let Some(h) = pre.hand_off(&packed)? {
                 // The decode worker's own copy of the packed KV, as a link would deliver it.
-                let kv = dec.model.gpu.alloc(h.kv_bytes)?;
+                let kv = dec.model.gpu().alloc(h.kv_bytes)?;
                 crate::cuda::device::copy_dtod_async(kv.ptr, packed.ptr, h.kv_bytes, &pre.stream)?;
                 pre.stream.synchronize()?;
                 dec.submit_prefilled(h, kv)?;
@@ -959,6 +1079,8 @@ pub fn run(gpu: usize, seed: u64) -> Result<Vec<Check>> {
     qwen_forward(gpu, seed, &mut out)?;
     eprintln!("selftest: engine");
     engine(gpu, &c, &w, &mut out)?;
+    eprintln!("selftest: qwen2.5-vl engine");
+    qwen_engine(gpu, seed, &mut out)?;
     Ok(out)
 }
 

@@ -188,21 +188,6 @@ impl GpuModel {
         flatten(&self.w).iter().map(|t| t.elems() as u64 * 2).sum()
     }
 
-    /// Bytes of the decoder's weights a decode step reads (everything but the vision side; the
-    /// embedding table only in the rows it gathers, ignored).
-    pub fn decoder_weight_bytes(&self) -> u64 {
-        let w = &self.w;
-        let mut b = (w.norm.elems() + w.lm_head.elems()) as u64 * 2;
-        for l in &w.layers {
-            b += l
-                .tensors()
-                .iter()
-                .map(|t| t.elems() as u64 * 2)
-                .sum::<u64>();
-        }
-        b
-    }
-
     fn grid(&self, n: u64) -> u32 {
         grid_for(n, 256, self.gpu.info.sms)
     }
@@ -420,6 +405,18 @@ pub struct DecoderPass<'a> {
 impl DecoderPass<'_> {
     fn grid(&self, n: u64) -> u32 {
         grid_for(n, 256, self.gpu.info.sms)
+    }
+
+    /// Bytes of the decoder's weights a decode step reads: every layer's, the final norm and
+    /// the output projection (the embedding table only in the rows it gathers, ignored).
+    pub fn weight_bytes(&self) -> u64 {
+        let layers: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| l.tensors())
+            .map(|t| t.elems())
+            .sum();
+        ((layers + self.norm.elems() + self.output.elems()) * 2) as u64
     }
 
     /// Plans for every product of a decode step of `m` rows (`Products::tune`).

@@ -9,6 +9,8 @@
 //! * [`forward`]: [`GpuModel`] (LLaVA) and its encode; [`DecoderPass`]: embed, decoder,
 //!   logits over either model's decoder.
 //! * [`qwen2_5_vl`]: [`QwenGpu`], Qwen2.5-VL's weights and ViT + merger on the same kernels.
+//! * [`served`]: [`ServedModel`], either model as the engine serves it (image tokens, encode,
+//!   positions).
 
 pub mod forward;
 pub mod kernels;
@@ -16,6 +18,7 @@ pub mod kv_pool;
 pub mod products;
 pub mod qwen2_5_vl;
 pub mod scratch;
+pub mod served;
 pub mod tensor;
 
 pub use forward::{Attn, DecoderPass, GpuModel, TokenInputs};
@@ -27,6 +30,7 @@ pub use kv_pool::KvPool;
 pub use products::{GEMV_MAX_M, ProductKey, ProductRace, SmallProducts};
 pub use qwen2_5_vl::QwenGpu;
 pub use scratch::Scratch;
+pub use served::ServedModel;
 pub use tensor::{
     DTensor, download_bf16, download_f32, download_i32, read_ptr, upload_bf16, upload_f64,
     upload_i32,

@@ -1,0 +1,207 @@
+//! The model an engine serves: LLaVA-1.5 or Qwen2.5-VL on one GPU. The engine is the same for
+//! both (`serve::engine`); what differs is asked here: how an image becomes LLM tokens, how it
+//! is encoded, and the decoder's positions (one per token, or M-RoPE's three).
+
+use super::forward::{DecoderPass, GpuModel};
+use super::kernels::Kernels;
+use super::products::Products;
+use super::qwen2_5_vl::QwenGpu;
+use super::scratch::Scratch;
+use crate::cuda::device::{Gpu, Stream};
+use crate::error::Result;
+use crate::serve::kv::ModelShape;
+use crate::serve::model::llava::LlmConfig;
+use crate::serve::model::qwen2_5_vl::{self, ImageGrid};
+
+pub enum ServedModel {
+    Llava(GpuModel),
+    Qwen(QwenGpu),
+}
+
+impl From<GpuModel> for ServedModel {
+    fn from(m: GpuModel) -> Self {
+        ServedModel::Llava(m)
+    }
+}
+
+impl From<QwenGpu> for ServedModel {
+    fn from(m: QwenGpu) -> Self {
+        ServedModel::Qwen(m)
+    }
+}
+
+/// An image as a request brings it (its size in pixels, width × height).
+pub type ImageSize = (u32, u32);
+
+impl ServedModel {
+    pub fn name(&self) -> &str {
+        match self {
+            ServedModel::Llava(m) => &m.cfg.name,
+            ServedModel::Qwen(m) => &m.cfg.name,
+        }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        match self {
+            ServedModel::Llava(m) => &m.gpu,
+            ServedModel::Qwen(m) => &m.gpu,
+        }
+    }
+
+    pub fn kernels(&self) -> &Kernels {
+        match self {
+            ServedModel::Llava(m) => &m.k,
+            ServedModel::Qwen(m) => &m.k,
+        }
+    }
+
+    pub fn products(&self) -> &Products {
+        match self {
+            ServedModel::Llava(m) => &m.products,
+            ServedModel::Qwen(m) => &m.products,
+        }
+    }
+
+    pub fn products_mut(&mut self) -> &mut Products {
+        match self {
+            ServedModel::Llava(m) => &mut m.products,
+            ServedModel::Qwen(m) => &mut m.products,
+        }
+    }
+
+    pub fn llm(&self) -> &LlmConfig {
+        match self {
+            ServedModel::Llava(m) => &m.cfg.llm,
+            ServedModel::Qwen(m) => &m.cfg.llm,
+        }
+    }
+
+    pub fn pass(&self) -> DecoderPass<'_> {
+        match self {
+            ServedModel::Llava(m) => m.pass(),
+            ServedModel::Qwen(m) => m.pass(),
+        }
+    }
+
+    /// The shapes that decide KV sizes (the KV layout is the decoder's: both families alike).
+    /// `visual_tokens` is LLaVA's fixed 576; Qwen2.5-VL's depend on each image (`image_tokens`).
+    pub fn kv_shape(&self) -> ModelShape {
+        let l = self.llm();
+        ModelShape {
+            layers: l.layers,
+            kv_heads: l.kv_heads,
+            head_dim: l.head_dim,
+            hidden: l.hidden,
+            visual_tokens: match self {
+                ServedModel::Llava(m) => m.cfg.image_tokens(),
+                ServedModel::Qwen(_) => 1,
+            },
+        }
+    }
+
+    /// Qwen2.5-VL's patch grid of an image (after its processor's resize).
+    fn grid(m: &QwenGpu, (w, h): ImageSize) -> Result<ImageGrid> {
+        m.cfg.grid(w as usize, h as usize)
+    }
+
+    /// LLM tokens one image of this size becomes.
+    pub fn image_tokens(&self, size: ImageSize) -> Result<usize> {
+        match self {
+            ServedModel::Llava(m) => Ok(m.cfg.image_tokens()),
+            ServedModel::Qwen(m) => Ok(m.cfg.image_tokens(Self::grid(m, size)?)),
+        }
+    }
+
+    /// Pixel values (bf16) the encoder takes for one image of this size: LLaVA's 336², Qwen's
+    /// resized image.
+    pub fn image_pixels(&self, size: ImageSize) -> Result<usize> {
+        match self {
+            ServedModel::Llava(m) => {
+                let v = &m.cfg.vision;
+                Ok(v.channels * v.image_size * v.image_size)
+            }
+            ServedModel::Qwen(m) => {
+                let (g, v) = (Self::grid(m, size)?, &m.cfg.vision);
+                Ok(v.channels * g.patches() * v.patch * v.patch)
+            }
+        }
+    }
+
+    /// Encodes `images` whose pixels lie back to back at `pixels` (`image_pixels` each): their
+    /// LLM embedding rows, image after image, into `out` ([Σ image_tokens, d] bf16).
+    pub fn encode(
+        &self,
+        s: &Stream,
+        images: &[ImageSize],
+        pixels: u64,
+        out: u64,
+        sc: &mut Scratch,
+    ) -> Result<()> {
+        match self {
+            ServedModel::Llava(m) => m.encode(s, pixels, images.len(), out, sc),
+            ServedModel::Qwen(m) => {
+                let grids = images
+                    .iter()
+                    .map(|&i| Self::grid(m, i))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut at = pixels;
+                let mut ptrs = Vec::with_capacity(images.len());
+                for &i in images {
+                    ptrs.push(at);
+                    at += (self.image_pixels(i)? * 2) as u64;
+                }
+                m.encode(s, &grids, &ptrs, out, sc)
+            }
+        }
+    }
+
+    /// The decoder's positions of a prompt (`image_token` once per image, `images` their
+    /// sizes), as three planes' values per token (all equal for LLaVA's one position), and the
+    /// position the first generated token takes.
+    pub fn positions(
+        &self,
+        prompt: &[i32],
+        image_token: i32,
+        images: &[ImageSize],
+    ) -> Result<(Vec<[usize; 3]>, usize)> {
+        match self {
+            ServedModel::Llava(m) => {
+                let mut out = Vec::new();
+                for &t in prompt {
+                    let n = if t == image_token {
+                        m.cfg.image_tokens()
+                    } else {
+                        1
+                    };
+                    for _ in 0..n {
+                        out.push([out.len(); 3]);
+                    }
+                }
+                let next = out.len();
+                Ok((out, next))
+            }
+            ServedModel::Qwen(m) => {
+                let grids = images
+                    .iter()
+                    .map(|&i| Self::grid(m, i))
+                    .collect::<Result<Vec<_>>>()?;
+                let prompt: Vec<i32> = prompt
+                    .iter()
+                    .map(|&t| {
+                        if t == image_token {
+                            qwen2_5_vl::IMAGE_TOKEN
+                        } else {
+                            t
+                        }
+                    })
+                    .collect();
+                qwen2_5_vl::mrope_positions(&m.cfg, &prompt, &grids)
+            }
+        }
+    }
+
+    /// Plans for every product of a decode step of `m` rows.
+    pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
+        self.pass().tune_decode_plans(s, m)
+    }
+}
