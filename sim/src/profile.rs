@@ -54,6 +54,11 @@ pub struct PhaseProfile {
     /// measured before 2026-12-03: then no slowdown is applied.
     #[serde(default)]
     pub sustained: Vec<SustainedPoint>,
+    /// On an SM partition of a GPU (`H200-SXM@40sm`): how much slower each phase's step runs
+    /// while the sibling partition runs a sustained load (`sim::interference`). Absent from
+    /// profiles that did not measure it: then the run's summary says interference is unmodelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interference: Vec<InterferencePoint>,
 }
 
 impl PhaseProfile {
@@ -97,6 +102,11 @@ impl PhaseProfile {
             DUTY.check(&format!("sustained[{j}].duty"), p.duty)?;
             SLOWDOWN.check(&format!("sustained[{j}].slowdown"), p.slowdown)?;
         }
+        for (j, p) in self.interference.iter().enumerate() {
+            BANDWIDTH_GBS.check(&format!("interference[{j}].own_gbs"), p.own_gbs)?;
+            BANDWIDTH_GBS.check(&format!("interference[{j}].sibling_gbs"), p.sibling_gbs)?;
+            SLOWDOWN.check(&format!("interference[{j}].slowdown"), p.slowdown)?;
+        }
         Ok(())
     }
 }
@@ -121,6 +131,19 @@ const SLOWDOWN: Bound = Bound::closed(0.1, 100.0, "");
 #[serde(deny_unknown_fields)]
 pub struct SustainedPoint {
     pub duty: f64,
+    pub slowdown: f64,
+}
+
+/// A step of `phase` on a partition, timed alone and beside a sustained `load` loop on the sibling
+/// partition: `slowdown` = beside / alone. `own_gbs` and `sibling_gbs` are the HBM demand of the
+/// step alone and of the load's step (the roofline's bytes over the measured time, GB/s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterferencePoint {
+    pub phase: crate::interference::Phase,
+    pub load: crate::interference::Phase,
+    pub own_gbs: f64,
+    pub sibling_gbs: f64,
     pub slowdown: f64,
 }
 
@@ -346,6 +369,13 @@ mod tests {
                 sustained: vec![SustainedPoint {
                     duty: 1.0,
                     slowdown: 1.2,
+                }],
+                interference: vec![InterferencePoint {
+                    phase: crate::interference::Phase::Encode,
+                    load: crate::interference::Phase::Decode,
+                    own_gbs: 360.0,
+                    sibling_gbs: 3000.0,
+                    slowdown: 1.45,
                 }],
             }],
         };

@@ -1,0 +1,238 @@
+//! Interference between SM partitions of one GPU: sibling partitions (green contexts,
+//! `catalog::partition`) have SMs of their own but one memory system (HBM, L2), so while both
+//! are busy each step's memory-bound part runs slower than it does alone.
+//!
+//! The model. A step's time alone is `T`; its memory-bound part is the share of `T` its HBM bytes
+//! take at the memory system's bandwidth `B`: `own / B`, where `own` = bytes / `T` is the step's
+//! HBM demand alone (bytes: the roofline's count of the work, `perf::Work::bytes`). While a
+//! sibling draws `sibling` bytes/s, that part is stretched by `k(sibling)`:
+//!
+//! ```text
+//! slowdown = 1 + own / B · (k(sibling) − 1) = 1 + own · e(sibling),   e = (k − 1) / B
+//! ```
+//!
+//! `e(sibling)` is what a measurement gives (`profile::InterferencePoint`): a probe times a
+//! step of each phase on one partition alone and beside a sustained load on the other, and
+//! `e = (slowdown − 1) / own`. `B` cancels, so the model needs no bandwidth figure; between the
+//! measured loads `e` is interpolated linearly in the sibling's demand (0 with the sibling
+//! idle), and held at the highest measured load beyond it. So the slowdown grows with how much of
+//! the step is memory traffic and with how hard the sibling streams, and a compute-bound step
+//! beside a compute-bound sibling is barely touched, as the record shows (encode beside decode
+//! ×1.45, beside prefill ×1.18, decode beside encode ×1.09:
+//! exec/results/2026-12-03-h200-green-split/steps).
+//!
+//! Why not derive `k` from the roofline alone. The simplest derivation, the sibling's traffic as
+//! background leaving `B − sibling` to the step (`k = B / (B − sibling)`), gives the recorded
+//! encode beside decode ×1.26 with `B` the profile's measured 4237 GB/s (the record: ×1.45), has
+//! no bound as the sibling nears `B`, and moves by ten points with `B` within its measured range
+//! (3881–4237 GB/s). Without a measured table the simulator therefore does not model
+//! interference and says so (`notes`).
+//!
+//! In the event loop a step's time is fixed when it starts (`engine`): the slowdown is decided
+//! by the siblings' steps in flight at that moment, each drawing its bytes over its scheduled
+//! time, summed. Not a rate integration like `network`'s shared ports: that would retime steps in
+//! flight whenever a sibling starts or stops, and the engine hands a step's end to the KV
+//! hand-off and the scheduler when it starts. The state at the start is what the record shows to
+//! matter: an encode that started while the LLM partition decoded overlapped it for 95–98 % of
+//! its time (the LLM runs steps back to back), one that started beside an idle LLM ran as fast as
+//! alone (median ×1.00).
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::{Experiment, Scenario};
+use crate::profile::InterferencePoint;
+
+/// The kind of step: what runs on a partition, and what a probe runs on its sibling as the load
+/// (`decode`: a memory-bound loop; `encode`: a compute-bound one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Encode,
+    Prefill,
+    Decode,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Encode, Phase::Prefill, Phase::Decode];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Encode => "encode",
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
+        }
+    }
+
+    /// An LLM forward: prefill if it has prompt tokens (compute-bound), else decode.
+    pub fn of_forward(prefill_tokens: u64) -> Phase {
+        if prefill_tokens > 0 {
+            Phase::Prefill
+        } else {
+            Phase::Decode
+        }
+    }
+}
+
+/// One partition's measured interference, by phase: (sibling demand B/s, excess slowdown per
+/// own demand s/B), by sibling demand, from (0, 0).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Interference {
+    by_phase: [Vec<(f64, f64)>; 3],
+}
+
+impl Interference {
+    pub fn new(points: &[InterferencePoint]) -> Interference {
+        let mut by_phase: [Vec<(f64, f64)>; 3] = Default::default();
+        for (i, phase) in Phase::ALL.into_iter().enumerate() {
+            let mut pts: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.phase == phase)
+                .map(|p| (p.sibling_gbs * 1e9, (p.slowdown - 1.0) / (p.own_gbs * 1e9)))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts.insert(0, (0.0, 0.0));
+            by_phase[i] = pts;
+        }
+        Interference { by_phase }
+    }
+
+    /// Whether `phase` has a measurement.
+    pub fn measured(&self, phase: Phase) -> bool {
+        !self.by_phase[phase as usize].is_empty()
+    }
+
+    /// How much slower a step of `phase` drawing `own` bytes/s alone runs beside siblings drawing
+    /// `sibling` bytes/s: 1 for an unmeasured phase or an idle sibling, never a speed-up.
+    pub fn slowdown(&self, phase: Phase, own: f64, sibling: f64) -> f64 {
+        let pts = &self.by_phase[phase as usize];
+        let Some(&(last, _)) = pts.last() else {
+            return 1.0;
+        };
+        (1.0 + own * interp(pts, sibling.min(last))).max(1.0)
+    }
+}
+
+/// Linear interpolation through points sorted by x, `x` within them.
+fn interp(pts: &[(f64, f64)], x: f64) -> f64 {
+    let i = pts.partition_point(|p| p.0 < x).clamp(1, pts.len() - 1);
+    let ((x0, y0), (x1, y1)) = (pts[i - 1], pts[i]);
+    if x1 == x0 {
+        y1
+    } else {
+        y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    }
+}
+
+/// For each instance of `s`, the instances on other partitions of the same GPU. A partitioned
+/// GPU is the only GPU of its node (`experiment`), so they are the node's other instances on
+/// partitions.
+pub fn siblings(s: &Scenario) -> Vec<Vec<usize>> {
+    let inst = &s.cluster.instances;
+    inst.iter()
+        .map(|a| {
+            inst.iter()
+                .filter(|b| {
+                    b.id != a.id
+                        && b.node == a.node
+                        && a.gpu.partition_of.is_some()
+                        && b.gpu.partition_of.is_some()
+                })
+                .map(|b| b.id)
+                .collect()
+        })
+        .collect()
+}
+
+/// The interference model of instance `i` of `s`: its phase table's measured points.
+pub fn of_instance(s: &Scenario, i: usize) -> Interference {
+    s.measured_phases[i]
+        .as_ref()
+        .map_or_else(Interference::default, |t| {
+            Interference::new(&t.interference)
+        })
+}
+
+/// What a run's summary says of the interference it does not model: one line per scenario with
+/// an instance on a partition whose siblings' load its profile has no measurement of.
+pub fn notes(exp: &Experiment) -> Option<String> {
+    let mut lines = Vec::new();
+    for s in &exp.scenarios {
+        let sib = siblings(s);
+        let missing: Vec<String> = (0..s.cluster.instances.len())
+            .filter(|&i| !sib[i].is_empty())
+            .filter(|&i| {
+                let m = of_instance(s, i);
+                !Phase::ALL.iter().all(|p| m.measured(*p))
+            })
+            .map(|i| format!("#{i} {}", s.cluster.instances[i].gpu.name))
+            .collect();
+        if !missing.is_empty() {
+            lines.push(format!(
+                "{}: interference between partitions of one GPU unmodelled for {} (no measured \
+                 `interference` table in the profile: `hetsim calibrate --split`); their steps \
+                 are timed as if the other partition were idle, on the H200 up to 45 % fast \
+                 (sim/src/interference.rs)",
+                s.name,
+                missing.join(", ")
+            ));
+        }
+    }
+    (!lines.is_empty()).then(|| lines.join("\n") + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(
+        phase: Phase,
+        load: Phase,
+        own: f64,
+        sibling: f64,
+        slowdown: f64,
+    ) -> InterferencePoint {
+        InterferencePoint {
+            phase,
+            load,
+            own_gbs: own,
+            sibling_gbs: sibling,
+            slowdown,
+        }
+    }
+
+    #[test]
+    fn slowdown_scales_with_own_demand_and_the_siblings() {
+        let m = Interference::new(&[
+            point(Phase::Encode, Phase::Decode, 360.0, 3000.0, 1.45),
+            point(Phase::Encode, Phase::Prefill, 360.0, 900.0, 1.18),
+        ]);
+        let gbs = 1e9;
+        // At a measured point, the measured step: its slowdown.
+        assert!((m.slowdown(Phase::Encode, 360.0 * gbs, 3000.0 * gbs) - 1.45).abs() < 1e-12);
+        // Twice the own demand: twice the excess, 1 + 2 × 0.45.
+        assert!((m.slowdown(Phase::Encode, 720.0 * gbs, 3000.0 * gbs) - 1.90).abs() < 1e-12);
+        // Between the loads: e = 0.18/360 + (0.45 − 0.18)/360 × (1950 − 900)/(3000 − 900),
+        // slowdown 1 + 0.18 + 0.27 × 0.5 = 1.315.
+        assert!((m.slowdown(Phase::Encode, 360.0 * gbs, 1950.0 * gbs) - 1.315).abs() < 1e-12);
+        // Below the lightest load, towards 1 at an idle sibling: 1 + 0.18 × 450/900.
+        assert!((m.slowdown(Phase::Encode, 360.0 * gbs, 450.0 * gbs) - 1.09).abs() < 1e-12);
+        assert_eq!(m.slowdown(Phase::Encode, 360.0 * gbs, 0.0), 1.0);
+        // Held beyond the heaviest load measured.
+        assert!((m.slowdown(Phase::Encode, 360.0 * gbs, 9000.0 * gbs) - 1.45).abs() < 1e-12);
+        // Unmeasured phases are not slowed, and say so.
+        assert!(m.measured(Phase::Encode) && !m.measured(Phase::Decode));
+        assert_eq!(m.slowdown(Phase::Decode, 3000.0 * gbs, 3000.0 * gbs), 1.0);
+        // A measured speed-up (noise) is not applied.
+        let fast = Interference::new(&[point(Phase::Decode, Phase::Encode, 3000.0, 360.0, 0.98)]);
+        assert_eq!(fast.slowdown(Phase::Decode, 3000.0 * gbs, 360.0 * gbs), 1.0);
+    }
+
+    #[test]
+    fn forwards_are_prefill_with_prompt_tokens() {
+        assert_eq!(Phase::of_forward(1), Phase::Prefill);
+        assert_eq!(Phase::of_forward(0), Phase::Decode);
+    }
+}
