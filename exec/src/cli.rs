@@ -6,6 +6,7 @@ use crate::cuda::green::GreenCtx;
 use crate::error::{Error, Result};
 use crate::measure::bench;
 use crate::measure::calibrate;
+use crate::measure::probes::green;
 use crate::measure::report;
 use crate::measure::validate;
 use crate::serve::kv::ModelShape;
@@ -140,7 +141,12 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
                 let spec =
                     hetsim_sim::catalog::partition::partition(parent, part.sms).map_err(invalid)?;
                 eprintln!("phase profile on {} (the other partition idle)", spec.name);
-                let p = bench::phase_profile(&c, part.view(&whole), spec.name, &grid, 20)?;
+                let mut p = bench::phase_profile(&c, part.view(&whole), spec.name, &grid, 20)?;
+                // How much its steps slow while the other partition is busy.
+                let model = hetsim_sim::catalog::resolve_model(&c.name).map_err(invalid)?;
+                let small_part = std::ptr::eq(part, &small);
+                let timed = green::interference(&c, &model, gpu_index, sms, small_part)?;
+                p.interference = timed.iter().map(|t| t.point()).collect();
                 println!("{}", phase_markdown(&p));
                 prof.phases
                     .retain(|x| !(x.model == p.model && x.catalog_gpu == p.catalog_gpu));
@@ -175,6 +181,19 @@ pub fn phase_markdown(p: &crate::profile::PhaseProfile) -> String {
     s += "\n| decode batch | context | ms |\n|---|---|---|\n";
     for e in &p.decode {
         s += &format!("| {} | {} | {:.3} |\n", e.batch, e.context, e.seconds * 1e3);
+    }
+    if !p.interference.is_empty() {
+        s += "\n| step | sibling's load | own GB/s | sibling GB/s | slowdown |\n|---|---|---|---|---|\n";
+        for i in &p.interference {
+            s += &format!(
+                "| {} | {} | {:.0} | {:.0} | {:.3} |\n",
+                i.phase.name(),
+                i.load.name(),
+                i.own_gbs,
+                i.sibling_gbs,
+                i.slowdown
+            );
+        }
     }
     s
 }

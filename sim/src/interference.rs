@@ -173,8 +173,8 @@ pub fn notes(exp: &Experiment) -> Option<String> {
             lines.push(format!(
                 "{}: interference between partitions of one GPU unmodelled for {} (no measured \
                  `interference` table in the profile: `hetsim calibrate --split`); their steps \
-                 are timed as if the other partition were idle, on the H200 up to 45 % fast \
-                 (sim/src/interference.rs)",
+                 are timed as if the other partition were idle (on the H200 an encode beside \
+                 the LLM partition's decode took 1.45× its time alone: sim/src/interference.rs)",
                 s.name,
                 missing.join(", ")
             ));
