@@ -54,7 +54,9 @@ pub struct CalibrateArgs {
     pub layers: Option<usize>,
     /// With --model: also profile the phases on the two green-context partitions of the GPU
     /// that a split of this many SMs makes (the split and the SMs that remain), one at a time,
-    /// as the simulator's `<GPU>@<SMs>sm` GPUs (`partitions:` in an experiment's node).
+    /// as the simulator's `<GPU>@<SMs>sm` GPUs (`partitions:` in an experiment's node), and
+    /// each phase's step on each beside a sustained decode and encode loop on the other (the
+    /// phase table's `interference`).
     #[arg(long, value_name = "SMS", requires = "model")]
     pub split: Option<u32>,
 }
@@ -136,16 +138,15 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         if let Some(sms) = a.split {
             let invalid = |e: hetsim_sim::error::InputError| Error::Invalid(e.to_string());
             let parent = hetsim_sim::catalog::resolve_gpu(&catalog_gpu).map_err(invalid)?;
+            let model = hetsim_sim::catalog::resolve_model(&c.name).map_err(invalid)?;
             let (small, rest) = GreenCtx::split(&whole, sms)?;
-            for part in [&small, &rest] {
+            for (part, is_small) in [(&small, true), (&rest, false)] {
                 let spec =
                     hetsim_sim::catalog::partition::partition(parent, part.sms).map_err(invalid)?;
                 eprintln!("phase profile on {} (the other partition idle)", spec.name);
                 let mut p = bench::phase_profile(&c, part.view(&whole), spec.name, &grid, 20)?;
-                // How much its steps slow while the other partition is busy.
-                let model = hetsim_sim::catalog::resolve_model(&c.name).map_err(invalid)?;
-                let small_part = std::ptr::eq(part, &small);
-                let timed = green::interference(&c, &model, gpu_index, sms, small_part)?;
+                // And how much its steps slow while the other partition is busy.
+                let timed = green::interference(&c, &model, gpu_index, sms, is_small)?;
                 p.interference = timed.iter().map(|t| t.point()).collect();
                 println!("{}", phase_markdown(&p));
                 prof.phases

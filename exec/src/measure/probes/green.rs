@@ -75,6 +75,9 @@ const LOAD_DECODE: (usize, usize) = (32, 704);
 const LOAD_ENCODE_IMAGES: usize = 8;
 /// Runs of each timed step; the median is kept.
 const PROBE_ITERS: usize = 10;
+/// Steps the load runs per timing call: the host's work between calls (inputs written, a
+/// synchronisation) leaves the sibling idle for a moment, one call in `LOAD_ITERS + 1` steps.
+const LOAD_ITERS: usize = 8;
 
 /// A step's shape: what the probe times, and what the load repeats.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,12 +199,11 @@ impl Timed {
     }
 }
 
-/// How much each phase's step on `measured` (one partition of the split of GPU `ordinal` at
-/// `split_sms`: `small` or the rest) slows while the other partition runs each sustained load.
-/// The load runs on its own host thread (a green context is current on one thread at a time),
-/// which opens the GPU and makes the same split again: the driver's split is deterministic, so
-/// its partition is the same SMs as the one the caller left idle. Returns the measurements with
-/// the phases alone timed first, sibling idle.
+/// How much each phase's step on one partition of GPU `ordinal` split at `split_sms` (the
+/// split's own partition if `small`, else the SMs that remain) slows while the other partition
+/// runs each sustained load. The load runs on its own host thread, which takes the other
+/// partition's green context (one context is current on one thread at a time) and hands it back
+/// when the load stops: the two are the two halves of one split, so no SM is in both.
 pub fn interference(
     c: &LlavaConfig,
     model: &ModelSpec,
@@ -215,7 +217,7 @@ pub fn interference(
         crate::error::Error::Invalid(format!("{}: not in the catalog", whole.info.name))
     })?;
     let (a, b) = GreenCtx::split(&whole, split_sms)?;
-    let (part, other) = if small { (&a, &b) } else { (&b, &a) };
+    let (part, mut other) = if small { (a, b) } else { (b, a) };
     let spec = partition(parent, part.sms).map_err(invalid)?;
     let sibling_spec = partition(parent, other.sms).map_err(invalid)?;
     part.bind()?;
@@ -235,68 +237,71 @@ pub fn interference(
     for load in [Phase::Decode, Phase::Encode] {
         let shape = StepShape::load(load);
         eprintln!(
-            "interference on {}: {} load on the sibling",
+            "interference on {}: {} load on {}",
             spec.name,
-            load.name()
+            load.name(),
+            sibling_spec.name
         );
-        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stop_flag = std::sync::atomic::AtomicBool::new(false);
+        let stop = &stop_flag;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let timed = std::thread::scope(|s| -> Result<Vec<Timed>> {
-            let runner = s.spawn(|| -> Result<Vec<f64>> {
-                let gpu = Gpu::open(ordinal)?;
-                let (a, b) = GreenCtx::split(&gpu, split_sms)?;
-                // The caller's partition's twin stays unused; it lives until the thread ends.
-                let (g, _unused) = if small { (b, a) } else { (a, b) };
-                g.bind()?;
-                let mut le =
-                    bench_engine(c, g.view(&gpu), LOAD_DECODE.0, 1024, LOAD_DECODE.1 + 16)?;
-                shape.time(&mut le, 2, true)?; // warm: plans and graphs made
-                let _ = ready_tx.send(());
-                let mut steps = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    steps.push(shape.time(&mut le, 1, true)?);
-                }
-                Ok(steps)
-            });
-            // The load is running (or its thread failed: its error comes out of join).
-            let _ = ready_rx.recv();
-            let mut timed = Vec::new();
-            let mut failed = None;
-            for &(probe, alone_s) in &alone {
-                match probe.time(&mut e, PROBE_ITERS, false) {
-                    Ok(beside_s) => timed.push((probe, alone_s, beside_s)),
-                    Err(err) => {
-                        failed = Some(err);
-                        break;
+        let (back, beside, steps) = std::thread::scope(|s| {
+            let runner = s.spawn(move || {
+                let run = || -> Result<Vec<f64>> {
+                    let gpu = Gpu::open(ordinal)?;
+                    other.bind()?;
+                    let mut le =
+                        bench_engine(c, other.view(&gpu), LOAD_DECODE.0, 1024, LOAD_DECODE.1 + 16)?;
+                    shape.time(&mut le, 1, true)?; // plans and graphs made before the probe
+                    let _ = ready_tx.send(());
+                    let mut steps = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        steps.push(shape.time(&mut le, LOAD_ITERS, true)?);
                     }
-                }
-            }
+                    Ok(steps)
+                };
+                let steps = run();
+                (other, steps)
+            });
+            // The load is running, or its thread failed (its error comes out of the join).
+            let _ = ready_rx.recv();
+            let beside: Result<Vec<f64>> = alone
+                .iter()
+                .map(|(probe, _)| probe.time(&mut e, PROBE_ITERS, false))
+                .collect();
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let steps = runner
-                .join()
-                .map_err(|_| crate::error::Error::Invalid("the load thread panicked".into()))??;
-            if let Some(err) = failed {
-                return Err(err);
-            }
-            let load_step_s = crate::stats::median(&steps);
-            let load_bytes = shape.bytes(model, sibling_spec).map_err(invalid)?;
-            timed
-                .into_iter()
-                .map(|(probe, alone_s, beside_s)| {
-                    Ok(Timed {
-                        phase: probe.phase(),
-                        load,
-                        alone_s,
-                        beside_s,
-                        load_step_s,
-                        own_bytes: probe.bytes(model, spec).map_err(invalid)?,
-                        load_bytes,
-                    })
-                })
-                .collect()
+            let joined = runner.join().map_err(|_| {
+                crate::error::Error::Invalid("the interference probe's load thread panicked".into())
+            });
+            joined.map(|(back, steps)| (back, beside, steps))
         })?;
-        out.extend(timed);
+        other = back;
+        let (beside, steps) = (beside?, steps?);
+        if steps.is_empty() {
+            return Err(crate::error::Error::Invalid(format!(
+                "interference on {}: the {} load ran no step while the probe ran",
+                spec.name,
+                load.name()
+            )));
+        }
+        let load_step_s = crate::stats::median(&steps);
+        let load_bytes = shape.bytes(model, sibling_spec).map_err(invalid)?;
+        for (&(probe, alone_s), beside_s) in alone.iter().zip(beside) {
+            out.push(Timed {
+                phase: probe.phase(),
+                load,
+                alone_s,
+                beside_s,
+                load_step_s,
+                own_bytes: probe.bytes(model, spec).map_err(invalid)?,
+                load_bytes,
+            });
+        }
     }
+    // Destroying a green context makes it current first: the whole GPU is bound again last.
+    drop(e);
+    drop(other);
+    drop(part);
     whole.bind()?;
     Ok(out)
 }
