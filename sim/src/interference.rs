@@ -18,14 +18,14 @@
 //! idle), and held at the highest measured load beyond it. So the slowdown grows with how much of
 //! the step is memory traffic and with how hard the sibling streams, and a compute-bound step
 //! beside a compute-bound sibling is barely touched, as the record shows (encode beside decode
-//! ×1.45, beside prefill ×1.18, decode beside encode ×1.09:
+//! ×1.43–1.48, beside prefill ×1.17–1.19, decode beside encode ×1.09–1.11:
 //! exec/results/2026-12-03-h200-green-split/steps).
 //!
 //! Why not derive `k` from the roofline alone. The simplest derivation, the sibling's traffic as
 //! background leaving `B − sibling` to the step (`k = B / (B − sibling)`), gives the recorded
-//! encode beside decode ×1.26 with `B` the profile's measured 4237 GB/s (the record: ×1.45), has
-//! no bound as the sibling nears `B`, and moves by ten points with `B` within its measured range
-//! (3881–4237 GB/s). Without a measured table the simulator therefore does not model
+//! encode beside the decode's 2915 GB/s ×1.19 with `B` the profile's measured 4237 GB/s (the
+//! record: ×1.48), ×1.28 with the 3881 GB/s measured on 2026-11-21, and has no bound as the
+//! sibling nears `B`. Without a measured table the simulator therefore does not model
 //! interference and says so (`notes`).
 //!
 //! In the event loop a step's time is fixed when it starts (`engine`): the slowdown is decided
@@ -174,7 +174,7 @@ pub fn notes(exp: &Experiment) -> Option<String> {
                 "{}: interference between partitions of one GPU unmodelled for {} (no measured \
                  `interference` table in the profile: `hetsim calibrate --split`); their steps \
                  are timed as if the other partition were idle (on the H200 an encode beside \
-                 the LLM partition's decode took 1.45× its time alone: sim/src/interference.rs)",
+                 the LLM partition's decode took 1.43–1.48× its time alone: sim/src/interference.rs)",
                 s.name,
                 missing.join(", ")
             ));
