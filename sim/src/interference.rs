@@ -16,10 +16,12 @@
 //! `e = (slowdown − 1) / own`. `B` cancels, so the model needs no bandwidth figure; between the
 //! measured loads `e` is interpolated linearly in the sibling's demand (0 with the sibling
 //! idle), and held at the highest measured load beyond it. So the slowdown grows with how much of
-//! the step is memory traffic and with how hard the sibling streams, and a compute-bound step
-//! beside a compute-bound sibling is barely touched, as the record shows (encode beside decode
-//! ×1.43–1.48, beside prefill ×1.17–1.19, decode beside encode ×1.09–1.11:
-//! exec/results/2026-12-03-h200-green-split/steps).
+//! the step is memory traffic and with how hard the sibling streams, as in the record: an encode
+//! slowed ×1.43–1.48 beside the LLM partition's decode (2.9 TB/s), ×1.17–1.19 beside its prefill
+//! (0.9 TB/s), a decode ×1.09–1.11 beside an encode (0.25 TB/s)
+//! (exec/results/2026-12-03-h200-green-split/steps). Beside a prefill, both partitions are
+//! compute-bound and share one power budget too; a measured point holds whatever the cause, at
+//! that sibling demand.
 //!
 //! Why not derive `k` from the roofline alone. The simplest derivation, the sibling's traffic as
 //! background leaving `B − sibling` to the step (`k = B / (B − sibling)`), gives the recorded
@@ -30,7 +32,8 @@
 //!
 //! In the event loop a step's time is fixed when it starts (`engine`): the slowdown is decided
 //! by the siblings' steps in flight at that moment, each drawing its bytes over its scheduled
-//! time, summed. Not a rate integration like `network`'s shared ports: that would retime steps in
+//! time, summed: over the whole step if that sibling has work queued after its step (it will run
+//! another), else only until its step ends. Not a rate integration like `network`'s shared ports: that would retime steps in
 //! flight whenever a sibling starts or stops, and the engine hands a step's end to the KV
 //! hand-off and the scheduler when it starts. The state at the start is what the record shows to
 //! matter: an encode that started while the LLM partition decoded overlapped it for 95–98 % of
