@@ -603,14 +603,15 @@ impl<'a> Simulation<'a> {
             .siblings
             .iter()
             .filter_map(|j| self.inst[*j].step.as_ref().map(|st| (&self.inst[*j], st)))
-            .filter(|(_, st)| st.end > st.start)
             .map(|(y, st)| {
-                let share = if y.sched.is_idle() {
-                    (secs(st.end - self.now) / work.seconds).min(1.0)
-                } else {
-                    1.0
-                };
-                share * st.work.bytes / secs(st.end - st.start)
+                crate::interference::sibling_demand(
+                    st.work.bytes,
+                    secs(st.start),
+                    secs(st.end),
+                    secs(self.now),
+                    work.seconds,
+                    !y.sched.is_idle(),
+                )
             })
             .sum();
         let slowdown = x

@@ -118,6 +118,29 @@ impl Interference {
     }
 }
 
+/// The HBM demand a sibling's step in flight puts on a step of `own_s` seconds starting `now`:
+/// its bytes over its scheduled time, over the whole step if the sibling `continues` (it has
+/// work queued after this step), else only for the part of the step before it ends. Times in
+/// seconds.
+pub fn sibling_demand(
+    bytes: f64,
+    start: f64,
+    end: f64,
+    now: f64,
+    own_s: f64,
+    continues: bool,
+) -> f64 {
+    if end <= start || own_s <= 0.0 {
+        return 0.0;
+    }
+    let share = if continues {
+        1.0
+    } else {
+        ((end - now) / own_s).clamp(0.0, 1.0)
+    };
+    share * bytes / (end - start)
+}
+
 /// Linear interpolation through points sorted by x, `x` within them.
 fn interp(pts: &[(f64, f64)], x: f64) -> f64 {
     let i = pts.partition_point(|p| p.0 < x).clamp(1, pts.len() - 1);
@@ -231,6 +254,17 @@ mod tests {
         // A measured speed-up (noise) is not applied.
         let fast = Interference::new(&[point(Phase::Decode, Phase::Encode, 3000.0, 360.0, 0.98)]);
         assert_eq!(fast.slowdown(Phase::Decode, 3000.0 * gbs, 360.0 * gbs), 1.0);
+    }
+
+    #[test]
+    fn a_sibling_draws_for_the_whole_step_only_if_it_goes_on() {
+        // 24 GB over an 8 ms step: 3 TB/s, over all of a 4 ms step if the sibling goes on.
+        assert!((sibling_demand(24e9, 0.0, 0.008, 0.006, 0.004, true) - 3e12).abs() < 1.0);
+        // Else for the 2 ms of it left: half of the 4 ms step, 1.5 TB/s.
+        assert!((sibling_demand(24e9, 0.0, 0.008, 0.006, 0.004, false) - 1.5e12).abs() < 1.0);
+        // All of a short step that ends before the sibling's does.
+        assert!((sibling_demand(24e9, 0.0, 0.008, 0.001, 0.004, false) - 3e12).abs() < 1.0);
+        assert_eq!(sibling_demand(24e9, 0.0, 0.0, 0.0, 0.004, true), 0.0);
     }
 
     #[test]

@@ -408,5 +408,30 @@ mod tests {
             upper.phases("llava-1.5-13b", "H200-SXM", Dtype::Fp8),
             Ok(None)
         );
+        // An interference point's demands and slowdown are checked, its phases named.
+        for (from, to, expect) in [
+            (
+                "own_gbs: 360.0",
+                "own_gbs: 0.0",
+                "phases[0]: `interference[0].own_gbs`",
+            ),
+            (
+                "sibling_gbs: 3000.0",
+                "sibling_gbs: .nan",
+                "phases[0]: `interference[0].sibling_gbs`",
+            ),
+            (
+                "slowdown: 1.45",
+                "slowdown: 1000.0",
+                "phases[0]: `interference[0].slowdown`",
+            ),
+            ("load: decode", "load: idle", "unknown variant `idle`"),
+        ] {
+            let text = p.to_yaml();
+            assert!(text.contains(from), "{from} in\n{text}");
+            std::fs::write(&path, text.replace(from, to)).unwrap();
+            let e = HardwareProfile::load(&path).unwrap_err().to_string();
+            assert!(e.contains(expect), "{to}: {e}");
+        }
     }
 }

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use hetsim_sim::experiment::{Experiment, load_experiment_on};
-use hetsim_sim::interference::{Interference, Phase};
+use hetsim_sim::interference::{Interference, Phase, sibling_demand};
 use hetsim_sim::perf::BatchShape;
 use hetsim_sim::profile::{HardwareProfile, InterferencePoint};
 use hetsim_sim::records::{RecordSink, RequestRecord, TransferRecord};
@@ -127,22 +127,15 @@ fn beside<'a>(all: &'a [Step], s: &Step) -> Option<&'a Step> {
     })
 }
 
-/// The share of `s` (timed alone) the engine charges its sibling's step `o` for: all of it if
-/// the sibling went on to another step within it (the engine: the sibling had work queued),
-/// else until `o` ended.
-fn share(all: &[Step], s: &Step, o: &Step) -> f64 {
-    let until = s.start + s.alone;
-    let next = all.iter().any(|n| {
+/// Whether the sibling went on from its step `o` to another within `s` (timed alone): the
+/// record's sign of what the engine reads as the sibling having work queued.
+fn goes_on(all: &[Step], s: &Step, o: &Step) -> bool {
+    all.iter().any(|n| {
         n.scenario == o.scenario
             && n.instance == o.instance
             && n.start >= o.end()
-            && n.start < until
-    });
-    if next {
-        1.0
-    } else {
-        ((o.end() - s.start) / s.alone).min(1.0)
-    }
+            && n.start < s.start + s.alone
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -284,7 +277,16 @@ fn interference_brings_the_recorded_partition_steps_in() {
     // Each step as the engine decides it: the sibling's step in flight at its start, drawing its
     // bytes over the time it ran, for all of the step if the sibling went on to another.
     let after = errors(&all, |s| {
-        let sibling = beside(&all, s).map_or(0.0, |o| o.drawn() * share(&all, s, o));
+        let sibling = beside(&all, s).map_or(0.0, |o| {
+            sibling_demand(
+                o.bytes,
+                o.start,
+                o.end(),
+                s.start,
+                s.alone,
+                goes_on(&all, s, o),
+            )
+        });
         s.alone * model[s.instance].slowdown(s.phase, s.own(), sibling)
     });
     for ((sc, phase, b), (_, _, a)) in before.iter().zip(&after) {
