@@ -42,6 +42,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Role;
 use crate::experiment::{Experiment, Scenario};
 use crate::profile::InterferencePoint;
 
@@ -181,26 +182,55 @@ pub fn of_instance(s: &Scenario, i: usize) -> Interference {
         })
 }
 
+/// The phases instance `i` of `s` runs: encode where it holds the vision encoder, prefill and
+/// decode where it holds the LLM (a prefill or decode instance only its own).
+fn phases_run(s: &Scenario, i: usize) -> Vec<Phase> {
+    let role = s.cluster.instances[i].role;
+    let (vision, llm) = crate::experiment::holds(&s.model, s.strategy, role, s.work_stealing);
+    let mut out = Vec::new();
+    if vision {
+        out.push(Phase::Encode);
+    }
+    if llm && role != Role::Decode {
+        out.push(Phase::Prefill);
+    }
+    if llm && role != Role::Prefill {
+        out.push(Phase::Decode);
+    }
+    out
+}
+
 /// What a run's summary says of the interference it does not model: one line per scenario with
-/// an instance on a partition whose siblings' load its profile has no measurement of.
+/// an instance on a partition that runs a phase its profile has no interference measurement of.
 pub fn notes(exp: &Experiment) -> Option<String> {
     let mut lines = Vec::new();
     for s in &exp.scenarios {
         let sib = siblings(s);
         let missing: Vec<String> = (0..s.cluster.instances.len())
             .filter(|&i| !sib[i].is_empty())
-            .filter(|&i| {
+            .filter_map(|i| {
                 let m = of_instance(s, i);
-                !Phase::ALL.iter().all(|p| m.measured(*p))
+                let phases: Vec<&str> = phases_run(s, i)
+                    .into_iter()
+                    .filter(|p| !m.measured(*p))
+                    .map(Phase::name)
+                    .collect();
+                (!phases.is_empty()).then(|| {
+                    format!(
+                        "#{i} {} ({})",
+                        s.cluster.instances[i].gpu.name,
+                        phases.join(", ")
+                    )
+                })
             })
-            .map(|i| format!("#{i} {}", s.cluster.instances[i].gpu.name))
             .collect();
         if !missing.is_empty() {
             lines.push(format!(
-                "{}: interference between partitions of one GPU unmodelled for {} (no measured \
-                 `interference` table in the profile: `hetsim calibrate --split`); their steps \
-                 are timed as if the other partition were idle (on the H200 an encode beside \
-                 the LLM partition's decode took 1.43–1.48× its time alone: sim/src/interference.rs)",
+                "{}: interference between partitions of one GPU unmodelled for {} (the profile \
+                 has no `interference` points of these phases: `hetsim calibrate --split` \
+                 measures them); those steps are timed as if the other partition were idle (on \
+                 the H200 an encode beside the LLM partition's decode took 1.43–1.48× its time \
+                 alone: sim/src/interference.rs)",
                 s.name,
                 missing.join(", ")
             ));

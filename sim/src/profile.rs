@@ -69,7 +69,15 @@ impl PhaseProfile {
 
     fn validate(&self) -> Result<(), InputError> {
         let model = crate::catalog::resolve_model(&self.model).map_err(|e| e.context("model"))?;
-        crate::catalog::resolve_gpu(&self.catalog_gpu).map_err(|e| e.context("catalog_gpu"))?;
+        let gpu =
+            crate::catalog::resolve_gpu(&self.catalog_gpu).map_err(|e| e.context("catalog_gpu"))?;
+        if !self.interference.is_empty() && gpu.partition_of.is_none() {
+            return Err(InputError::new(format!(
+                "`interference` on {}: it is measured on an SM partition of a GPU, named \
+                 `<GPU>@<SMs>sm` (`hetsim calibrate --split`)",
+                gpu.name
+            )));
+        }
         Dtype::parse(&self.dtype).map_err(|e| e.context("dtype"))?;
         // An empty table would make its phase free; a text-only model has nothing to encode.
         let encodes = model.vision.is_some();
@@ -370,13 +378,7 @@ mod tests {
                     duty: 1.0,
                     slowdown: 1.2,
                 }],
-                interference: vec![InterferencePoint {
-                    phase: crate::interference::Phase::Encode,
-                    load: crate::interference::Phase::Decode,
-                    own_gbs: 360.0,
-                    sibling_gbs: 3000.0,
-                    slowdown: 1.45,
-                }],
+                interference: vec![],
             }],
         };
         let dir = tempfile::tempdir().unwrap();
@@ -408,26 +410,45 @@ mod tests {
             upper.phases("llava-1.5-13b", "H200-SXM", Dtype::Fp8),
             Ok(None)
         );
-        // An interference point's demands and slowdown are checked, its phases named.
+        // A partition's table may say how it slows beside the other partition; the points'
+        // demands and slowdown are checked, their phases named, and a whole GPU has none.
+        let mut split = p.clone();
+        let mut part = p.phases[0].clone();
+        part.catalog_gpu = "H200-SXM@40sm".into();
+        part.interference = vec![InterferencePoint {
+            phase: crate::interference::Phase::Encode,
+            load: crate::interference::Phase::Decode,
+            own_gbs: 360.0,
+            sibling_gbs: 3000.0,
+            slowdown: 1.45,
+        }];
+        split.phases.push(part);
+        std::fs::write(&path, split.to_yaml()).unwrap();
+        assert_eq!(HardwareProfile::load(&path).unwrap(), split);
         for (from, to, expect) in [
             (
                 "own_gbs: 360.0",
                 "own_gbs: 0.0",
-                "phases[0]: `interference[0].own_gbs`",
+                "phases[1]: `interference[0].own_gbs`",
             ),
             (
                 "sibling_gbs: 3000.0",
                 "sibling_gbs: .nan",
-                "phases[0]: `interference[0].sibling_gbs`",
+                "phases[1]: `interference[0].sibling_gbs`",
             ),
             (
                 "slowdown: 1.45",
                 "slowdown: 1000.0",
-                "phases[0]: `interference[0].slowdown`",
+                "phases[1]: `interference[0].slowdown`",
             ),
             ("load: decode", "load: idle", "unknown variant `idle`"),
+            (
+                "H200-SXM@40sm",
+                "H200-SXM",
+                "phases[1]: `interference` on H200-SXM",
+            ),
         ] {
-            let text = p.to_yaml();
+            let text = split.to_yaml();
             assert!(text.contains(from), "{from} in\n{text}");
             std::fs::write(&path, text.replace(from, to)).unwrap();
             let e = HardwareProfile::load(&path).unwrap_err().to_string();

@@ -306,6 +306,12 @@ fn interference_brings_the_recorded_partition_steps_in() {
     let split = ["H200-SXM@40sm", "H200-SXM@92sm"];
     let profile = with_interference(shipped.clone(), &points, &split);
     let exp_with = load(profile.clone());
+    // What is left unmodelled, the run says: the LLM partition's prefill.
+    let note = hetsim_sim::interference::notes(&exp_with).unwrap();
+    assert!(
+        note.contains("unmodelled for #1 H200-SXM@92sm (prefill) ("),
+        "{note}"
+    );
     for (plain, with) in exp.scenarios.iter().zip(&exp_with.scenarios) {
         let measured = median(
             all.iter()

@@ -53,7 +53,9 @@ fn a_split_gpu_is_two_gpus_that_copy_through_its_memory() {
     // unmodelled; a whole GPU has nothing to say.
     let note = hetsim_sim::interference::notes(&exp).unwrap();
     assert!(
-        note.contains("unmodelled for #0 H200-SXM@40sm, #1 H200-SXM@92sm"),
+        note.contains(
+            "unmodelled for #0 H200-SXM@40sm (encode), #1 H200-SXM@92sm (prefill, decode)"
+        ),
         "{note}"
     );
     let whole = experiment(
