@@ -730,6 +730,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 exp.scenarios.len()
             );
             say!("{}", comparison_table(&result.runs));
+            if let Some(note) = hetsim_sim::interference::notes(&exp) {
+                say!("{note}");
+            }
             if capacity {
                 sayln!(
                     "\ncapacity: the highest rate each scenario serves within its SLO and keeping up (bisection to {:.0} %)\n",

@@ -6,6 +6,7 @@ use crate::cuda::green::GreenCtx;
 use crate::error::{Error, Result};
 use crate::measure::bench;
 use crate::measure::calibrate;
+use crate::measure::probes::green;
 use crate::measure::report;
 use crate::measure::validate;
 use crate::serve::kv::ModelShape;
@@ -54,7 +55,9 @@ pub struct CalibrateArgs {
     pub layers: Option<usize>,
     /// With --model: also profile the phases on the two green-context partitions of the GPU
     /// that a split of this many SMs makes (the split and the SMs that remain), one at a time,
-    /// as the simulator's `<GPU>@<SMs>sm` GPUs (`partitions:` in an experiment's node).
+    /// as the simulator's `<GPU>@<SMs>sm` GPUs (`partitions:` in an experiment's node), and
+    /// each phase's step on each beside a sustained decode and encode loop on the other (the
+    /// phase table's `interference`).
     #[arg(long, value_name = "SMS", requires = "model")]
     pub split: Option<u32>,
 }
@@ -136,12 +139,16 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         if let Some(sms) = a.split {
             let invalid = |e: hetsim_sim::error::InputError| Error::Invalid(e.to_string());
             let parent = hetsim_sim::catalog::resolve_gpu(&catalog_gpu).map_err(invalid)?;
+            let model = hetsim_sim::catalog::resolve_model(&c.name).map_err(invalid)?;
             let (small, rest) = GreenCtx::split(&whole, sms)?;
-            for part in [&small, &rest] {
+            for (part, is_small) in [(&small, true), (&rest, false)] {
                 let spec =
                     hetsim_sim::catalog::partition::partition(parent, part.sms).map_err(invalid)?;
                 eprintln!("phase profile on {} (the other partition idle)", spec.name);
-                let p = bench::phase_profile(&c, part.view(&whole), spec.name, &grid, 20)?;
+                let mut p = bench::phase_profile(&c, part.view(&whole), spec.name, &grid, 20)?;
+                // And how much its steps slow while the other partition is busy.
+                let timed = green::interference(&c, &model, gpu_index, sms, is_small)?;
+                p.interference = timed.iter().map(|t| t.point()).collect();
                 println!("{}", phase_markdown(&p));
                 prof.phases
                     .retain(|x| !(x.model == p.model && x.catalog_gpu == p.catalog_gpu));
@@ -176,6 +183,19 @@ pub fn phase_markdown(p: &crate::profile::PhaseProfile) -> String {
     s += "\n| decode batch | context | ms |\n|---|---|---|\n";
     for e in &p.decode {
         s += &format!("| {} | {} | {:.3} |\n", e.batch, e.context, e.seconds * 1e3);
+    }
+    if !p.interference.is_empty() {
+        s += "\n| step | sibling's load | own GB/s | sibling GB/s | slowdown |\n|---|---|---|---|---|\n";
+        for i in &p.interference {
+            s += &format!(
+                "| {} | {} | {:.0} | {:.0} | {:.3} |\n",
+                i.phase.name(),
+                i.load.name(),
+                i.own_gbs,
+                i.sibling_gbs,
+                i.slowdown
+            );
+        }
     }
     s
 }

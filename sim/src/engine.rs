@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use crate::cluster::Role;
 use crate::error::{Error, InputError};
 use crate::experiment::{KvTransferMode, Routing, Scenario};
+use crate::interference::{Interference, Phase};
 use crate::kv::KvPool;
 use crate::network::{Completion, FlowId, Network};
 use crate::perf::{ComputeDuty, PhaseModel, Work};
@@ -156,6 +157,10 @@ struct Instance {
     load: u64,
     /// Recent share of time in compute-bound steps: the GPU's power state.
     duty: ComputeDuty,
+    /// Instances on other partitions of this instance's GPU, and how much their load slows this
+    /// one's steps (`interference`; empty off a partition or without a measurement).
+    siblings: Vec<usize>,
+    interference: Interference,
 }
 
 impl Instance {
@@ -192,6 +197,7 @@ impl<'a> Simulation<'a> {
     ) -> Result<Simulation<'a>, InputError> {
         let mut inst = Vec::new();
         let mut pools: BTreeMap<Role, Vec<usize>> = BTreeMap::new();
+        let mut siblings = crate::interference::siblings(s).into_iter();
         for (i, spec) in s.cluster.instances.iter().enumerate() {
             let perf = s.phase_model(i);
             let encodes = match spec.role {
@@ -211,6 +217,8 @@ impl<'a> Simulation<'a> {
                 incoming: VecDeque::new(),
                 load: 0,
                 duty: ComputeDuty::default(),
+                siblings: siblings.next().unwrap_or_default(),
+                interference: crate::interference::of_instance(s, i),
             });
             pools.entry(spec.role).or_default().push(i);
         }
@@ -503,7 +511,7 @@ impl<'a> Simulation<'a> {
             return;
         };
         let work = self.inst[i].perf.encode_work(&plan.images);
-        let work = work * self.sustained_slowdown(i, true);
+        let work = self.beside_siblings(i, Phase::Encode, work * self.sustained_slowdown(i, true));
         let end = self.now + ns(work.seconds);
         for id in &plan.encode {
             self.reqs
@@ -526,6 +534,10 @@ impl<'a> Simulation<'a> {
         let (enc_work, fwd_work) = (
             self.inst[i].perf.encode_work(&plan.images) * slowdown,
             self.inst[i].perf.forward_work(&plan.batch) * slowdown,
+        );
+        let (enc_work, fwd_work) = (
+            self.beside_siblings(i, Phase::Encode, enc_work),
+            self.beside_siblings(i, Phase::of_forward(plan.batch.prefill_tokens), fwd_work),
         );
         let enc = ns(enc_work.seconds);
         let dur = enc + ns(fwd_work.seconds);
@@ -574,6 +586,41 @@ impl<'a> Simulation<'a> {
             x.perf.sustained_slowdown(x.duty.at(self.now))
         } else {
             1.0
+        }
+    }
+
+    /// `work` of `phase` starting now on instance `i`, its time stretched by the memory traffic of
+    /// its sibling partitions (`interference`), as known at the step's start (a step's time is
+    /// fixed when it starts): a sibling's step in flight draws its bytes over its scheduled time,
+    /// for the whole of this step if the sibling has work queued after it (it runs steps back to
+    /// back), else only until it ends.
+    fn beside_siblings(&self, i: usize, phase: Phase, work: Work) -> Work {
+        let x = &self.inst[i];
+        if work.seconds <= 0.0 || !x.interference.measured(phase) {
+            return work;
+        }
+        let sibling: f64 = x
+            .siblings
+            .iter()
+            .filter_map(|j| self.inst[*j].step.as_ref().map(|st| (&self.inst[*j], st)))
+            .map(|(y, st)| {
+                crate::interference::sibling_demand(
+                    st.work.bytes,
+                    secs(st.start),
+                    secs(st.end),
+                    secs(self.now),
+                    work.seconds,
+                    !y.sched.is_idle(),
+                )
+            })
+            .sum();
+        let slowdown = x
+            .interference
+            .slowdown(phase, work.bytes / work.seconds, sibling);
+        // Only the time: the step moves the same bytes and does the same FLOPs.
+        Work {
+            seconds: work.seconds * slowdown,
+            ..work
         }
     }
 

@@ -681,6 +681,7 @@ mod tests {
                     })
                     .collect(),
                 sustained: vec![],
+                interference: vec![],
             };
             let m = Measurements {
                 gpu,

@@ -16,6 +16,7 @@ pub mod experiment;
 pub mod fit;
 pub mod headroom;
 pub mod input;
+pub mod interference;
 pub mod kv;
 pub mod measured;
 pub mod network;

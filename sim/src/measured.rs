@@ -215,6 +215,7 @@ mod tests {
                 duty: 0.8,
                 slowdown: 1.2,
             }],
+            interference: vec![],
         }
     }
 

@@ -54,6 +54,11 @@ pub struct PhaseProfile {
     /// measured before 2026-12-03: then no slowdown is applied.
     #[serde(default)]
     pub sustained: Vec<SustainedPoint>,
+    /// On an SM partition of a GPU (`H200-SXM@40sm`): how much slower each phase's step runs
+    /// while the sibling partition runs a sustained load (`sim::interference`). Absent from
+    /// profiles that did not measure it: then the run's summary says interference is unmodelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interference: Vec<InterferencePoint>,
 }
 
 impl PhaseProfile {
@@ -64,7 +69,15 @@ impl PhaseProfile {
 
     fn validate(&self) -> Result<(), InputError> {
         let model = crate::catalog::resolve_model(&self.model).map_err(|e| e.context("model"))?;
-        crate::catalog::resolve_gpu(&self.catalog_gpu).map_err(|e| e.context("catalog_gpu"))?;
+        let gpu =
+            crate::catalog::resolve_gpu(&self.catalog_gpu).map_err(|e| e.context("catalog_gpu"))?;
+        if !self.interference.is_empty() && gpu.partition_of.is_none() {
+            return Err(InputError::new(format!(
+                "`interference` on {}: it is measured on an SM partition of a GPU, named \
+                 `<GPU>@<SMs>sm` (`hetsim calibrate --split`)",
+                gpu.name
+            )));
+        }
         Dtype::parse(&self.dtype).map_err(|e| e.context("dtype"))?;
         // An empty table would make its phase free; a text-only model has nothing to encode.
         let encodes = model.vision.is_some();
@@ -97,6 +110,11 @@ impl PhaseProfile {
             DUTY.check(&format!("sustained[{j}].duty"), p.duty)?;
             SLOWDOWN.check(&format!("sustained[{j}].slowdown"), p.slowdown)?;
         }
+        for (j, p) in self.interference.iter().enumerate() {
+            BANDWIDTH_GBS.check(&format!("interference[{j}].own_gbs"), p.own_gbs)?;
+            BANDWIDTH_GBS.check(&format!("interference[{j}].sibling_gbs"), p.sibling_gbs)?;
+            SLOWDOWN.check(&format!("interference[{j}].slowdown"), p.slowdown)?;
+        }
         Ok(())
     }
 }
@@ -121,6 +139,19 @@ const SLOWDOWN: Bound = Bound::closed(0.1, 100.0, "");
 #[serde(deny_unknown_fields)]
 pub struct SustainedPoint {
     pub duty: f64,
+    pub slowdown: f64,
+}
+
+/// A step of `phase` on a partition, timed alone and beside a sustained `load` loop on the sibling
+/// partition: `slowdown` = beside / alone. `own_gbs` and `sibling_gbs` are the HBM demand of the
+/// step alone and of the load's step (the roofline's bytes over the measured time, GB/s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterferencePoint {
+    pub phase: crate::interference::Phase,
+    pub load: crate::interference::Phase,
+    pub own_gbs: f64,
+    pub sibling_gbs: f64,
     pub slowdown: f64,
 }
 
@@ -347,6 +378,7 @@ mod tests {
                     duty: 1.0,
                     slowdown: 1.2,
                 }],
+                interference: vec![],
             }],
         };
         let dir = tempfile::tempdir().unwrap();
@@ -378,5 +410,49 @@ mod tests {
             upper.phases("llava-1.5-13b", "H200-SXM", Dtype::Fp8),
             Ok(None)
         );
+        // A partition's table may say how it slows beside the other partition; the points'
+        // demands and slowdown are checked, their phases named, and a whole GPU has none.
+        let mut split = p.clone();
+        let mut part = p.phases[0].clone();
+        part.catalog_gpu = "H200-SXM@40sm".into();
+        part.interference = vec![InterferencePoint {
+            phase: crate::interference::Phase::Encode,
+            load: crate::interference::Phase::Decode,
+            own_gbs: 360.0,
+            sibling_gbs: 3000.0,
+            slowdown: 1.45,
+        }];
+        split.phases.push(part);
+        std::fs::write(&path, split.to_yaml()).unwrap();
+        assert_eq!(HardwareProfile::load(&path).unwrap(), split);
+        for (from, to, expect) in [
+            (
+                "own_gbs: 360.0",
+                "own_gbs: 0.0",
+                "phases[1]: `interference[0].own_gbs`",
+            ),
+            (
+                "sibling_gbs: 3000.0",
+                "sibling_gbs: .nan",
+                "phases[1]: `interference[0].sibling_gbs`",
+            ),
+            (
+                "slowdown: 1.45",
+                "slowdown: 1000.0",
+                "phases[1]: `interference[0].slowdown`",
+            ),
+            ("load: decode", "load: idle", "unknown variant `idle`"),
+            (
+                "H200-SXM@40sm",
+                "H200-SXM",
+                "phases[1]: `interference` on H200-SXM",
+            ),
+        ] {
+            let text = split.to_yaml();
+            assert!(text.contains(from), "{from} in\n{text}");
+            std::fs::write(&path, text.replace(from, to)).unwrap();
+            let e = HardwareProfile::load(&path).unwrap_err().to_string();
+            assert!(e.contains(expect), "{to}: {e}");
+        }
     }
 }

@@ -14,6 +14,11 @@
 //! - `other-arch`: fitted on another architecture, or the defaults on a non-Hopper GPU. Nothing
 //!   here measured that (only Hopper GPUs were lent), so the width is an assumption: twice
 //!   `same-arch`, 30.2 %.
+//!
+//! The widths do not cover what the simulator leaves out and says it does: SM partitions of one
+//! GPU without a measured interference table (`interference::notes`, printed under `run`'s
+//! table). On the recorded H200 split their steps were up to 31 % short (the encoder's), the
+//! request metrics 2–3 % (exec/REPORT.md, green-context partitions).
 
 use serde::Serialize;
 

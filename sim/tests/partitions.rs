@@ -49,6 +49,21 @@ fn a_split_gpu_is_two_gpus_that_copy_through_its_memory() {
     let r = hetsim_sim::engine::simulate(&exp.scenarios[0], &mut sink, &mut |_| {}).unwrap();
     assert_eq!(r.summary.finished, 20);
     assert_eq!(r.summary.emb_bytes, 20 * 4_718_592);
+    // Without a profile's interference table, the run says the partitions' interference is
+    // unmodelled; a whole GPU has nothing to say.
+    let note = hetsim_sim::interference::notes(&exp).unwrap();
+    assert!(
+        note.contains(
+            "unmodelled for #0 H200-SXM@40sm (encode), #1 H200-SXM@92sm (prefill, decode)"
+        ),
+        "{note}"
+    );
+    let whole = experiment(
+        "{name: box, gpus: [{gpu: H200-SXM, count: 2}]}",
+        "[{role: encoder, gpu: H200-SXM}, {role: llm, gpu: H200-SXM}]",
+    );
+    let whole = parse_experiment(&whole, Path::new("p.yaml"), None).unwrap();
+    assert_eq!(hetsim_sim::interference::notes(&whole), None);
 }
 
 #[test]

@@ -44,6 +44,12 @@ pub struct GreenCtx {
     pub sms: u32,
 }
 
+// SAFETY: a driver context and its streams may be used from any host thread, and a green
+// context may be current on one host thread at a time. `GreenCtx` is neither `Sync` nor
+// `Clone`, so after a move only the thread that owns it binds it (the interference probe runs a
+// load on one partition from its own thread while the caller times the other).
+unsafe impl Send for GreenCtx {}
+
 impl GreenCtx {
     /// A green context with at least `min_sms` SMs (the driver rounds up).
     pub fn new(gpu: &Gpu, min_sms: u32) -> Result<GreenCtx> {

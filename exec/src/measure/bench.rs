@@ -457,6 +457,8 @@ pub fn phase_profile(
         prefill,
         decode,
         sustained,
+        // Measured beside a sibling partition's load by `probes::green::interference`.
+        interference: Vec::new(),
     })
 }
 
