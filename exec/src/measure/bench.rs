@@ -79,7 +79,7 @@ pub fn decode_bytes(pass: &DecoderPass, batch: usize, context: usize) -> f64 {
 
 /// The size of the images the LLaVA phases are timed with (LLaVA-1.5 resizes every image to
 /// 336²: any size costs the same).
-const LLAVA_IMAGE: (u32, u32) = (640, 480);
+pub const LLAVA_IMAGE: (u32, u32) = (640, 480);
 
 /// What `bench` measured: the floors, a row per point, and how each batch-1 product fared in
 /// each kernel (which the engine chose from).

@@ -164,7 +164,9 @@ impl StepShape {
             PROFILE_PACE
         };
         match self {
-            StepShape::Encode { images } => e.time_encode(images, iters, pace),
+            StepShape::Encode { images } => {
+                e.time_encode(images, crate::measure::bench::LLAVA_IMAGE, iters, pace)
+            }
             StepShape::Prefill { seqs, tokens } => e.time_prefill(seqs, tokens / seqs, iters, pace),
             StepShape::Decode { batch, context } => e.time_decode(batch, context, iters),
         }
