@@ -95,6 +95,7 @@ pub fn parse(
             projector,
             window: None,
             deepstack: Vec::new(),
+            feature_taps: Vec::new(),
         }),
         llm,
     })
@@ -199,6 +200,7 @@ pub(super) fn llama_style(
         qkv_bias: false,
         sliding: None,
         moe: None,
+        cross_attention: None,
     })
 }
 
