@@ -127,3 +127,23 @@ fn every_family_matches_transformers_on_every_fixture_size() {
         }
     }
 }
+
+/// The simulator ships an image as its LLM tokens' embeddings and a request's KV as its
+/// context's; a cross-attention model needs neither and both of something else, so a scenario of
+/// one is refused (exit 2) rather than simulated with wrong bytes.
+#[test]
+fn a_cross_attention_model_is_refused_by_the_simulator_not_miscounted() {
+    let yaml = "name: x\nseed: 1\ndefaults:\n  model: ../tests/fixtures/hf-configs/llama-3.2-11b-vision-instruct.json\n  \
+        cluster:\n    nodes: [{name: n, gpus: [{gpu: H100-SXM, count: 2}], fabric: nvlink4}]\n  deployment:\n    \
+        strategy: modality\n    instances: [{role: encoder, gpu: H100-SXM}, {role: llm, gpu: H100-SXM}]\n  workload:\n    \
+        requests: 4\n    arrival: {process: poisson, rate: 4}\n    images: {count: 1, width: 640, height: 480}\n    \
+        prompt_tokens: 20\n    output_tokens: 16\nscenarios: [{name: s}]\n";
+    let e = hetsim_sim::experiment::parse_experiment(yaml, &repo().join("experiments/x.yaml"), None)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("cross-attention layers, which the simulator does not model yet")
+            && msg.contains("hetsim transfer"),
+        "{msg}"
+    );
+}
