@@ -138,8 +138,9 @@ fn a_cross_attention_model_is_refused_by_the_simulator_not_miscounted() {
         strategy: modality\n    instances: [{role: encoder, gpu: H100-SXM}, {role: llm, gpu: H100-SXM}]\n  workload:\n    \
         requests: 4\n    arrival: {process: poisson, rate: 4}\n    images: {count: 1, width: 640, height: 480}\n    \
         prompt_tokens: 20\n    output_tokens: 16\nscenarios: [{name: s}]\n";
-    let e = hetsim_sim::experiment::parse_experiment(yaml, &repo().join("experiments/x.yaml"), None)
-        .unwrap_err();
+    let e =
+        hetsim_sim::experiment::parse_experiment(yaml, &repo().join("experiments/x.yaml"), None)
+            .unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("cross-attention layers, which the simulator does not model yet")
