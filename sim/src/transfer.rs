@@ -579,7 +579,7 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
             Some(m) => models.push(m),
             None if name.ends_with(".json") || name.contains('/') => {
                 match crate::catalog::load_hf_config(std::path::Path::new(name))? {
-                    crate::catalog::HfModel::Model(m) => models.push(m),
+                    crate::catalog::HfModel::Model(m) => models.push(*m),
                     crate::catalog::HfModel::VisionOnly { name, vit, tokens } => {
                         // A vision encoder alone: only cuts inside it exist.
                         let mut img = Vec::new();

@@ -166,7 +166,7 @@ pub fn builtin_model(name: &str) -> Option<ModelSpec> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HfModel {
     /// An LLM, with or without a vision side.
-    Model(ModelSpec),
+    Model(Box<ModelSpec>),
     /// A vision encoder alone (a CLIP checkpoint): it has cuts inside it, but nothing to serve.
     VisionOnly {
         name: String,
@@ -400,7 +400,7 @@ pub(crate) fn check_vit_heads(v: &VitSpec) -> Result<(), InputError> {
 /// A model read from a config, once its total sizes are known to be sane.
 pub(crate) fn checked(m: ModelSpec) -> Result<HfModel, InputError> {
     m.check_sizes()?;
-    Ok(HfModel::Model(m))
+    Ok(HfModel::Model(Box::new(m)))
 }
 
 #[cfg(test)]
@@ -416,7 +416,7 @@ mod tests {
 
     fn loaded(file: &str) -> ModelSpec {
         match load_hf_config(&reference(file)).unwrap() {
-            HfModel::Model(m) => m,
+            HfModel::Model(m) => *m,
             other => panic!("{file} gave {other:?}"),
         }
     }

@@ -288,7 +288,7 @@ mod tests {
             .join("../tests/fixtures/hf-configs")
             .join(file);
         match load_hf_config(&p).unwrap() {
-            HfModel::Model(m) => m,
+            HfModel::Model(m) => *m,
             other => panic!("{other:?}"),
         }
     }

@@ -197,7 +197,7 @@ mod tests {
         let HfModel::Model(m) = load_hf_config(&p).unwrap() else {
             panic!("mllama is a model")
         };
-        m
+        *m
     }
 
     #[test]
