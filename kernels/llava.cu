@@ -349,6 +349,42 @@ extern "C" __global__ void drop_cls(const bf16* __restrict__ x, bf16* __restrict
     }
 }
 
+// Qwen2.5-VL's patches of one image: output row i is the patch at (row, col) = rc[2i], rc[2i+1]
+// of the image px [ch, height, width] (bf16), flattened as the conv kernel is,
+// [channel][frame][y][x], the image repeated in each of `frames` frames.
+extern "C" __global__ void qwen_patchify(const bf16* __restrict__ px, const int* __restrict__ rc,
+                                         bf16* __restrict__ out, u32 n, u32 ch, u32 height, u32 width, u32 p,
+                                         u32 frames) {
+    const u32 k = ch * frames * p * p;
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < (u64)n * k; i += (u64)gridDim.x * blockDim.x) {
+        const u32 row = i / k, e = i % k;
+        const u32 x = e % p, y = e / p % p, c = e / (p * p * frames);
+        const u32 r = rc[2 * row], col = rc[2 * row + 1];
+        out[i] = px[((u64)c * height + r * p + y) * width + col * p + x];
+    }
+}
+
+// The ViT's 2-D rotary (Qwen2.5-VL) in place on `heads` heads of each row of qkv [n, stride]
+// (q heads then k heads, `head_stride` apart), each rotating its first `rot` values: pair
+// (i, i + rot/2) turns by row · inv_freq[i] for i < rot/4 and col · inv_freq[i − rot/4] after
+// (rc: row, col per token; inv_freq: rot/4 f64).
+extern "C" __global__ void rope_2d(bf16* __restrict__ qkv, const int* __restrict__ rc,
+                                   const double* __restrict__ inv_freq, u32 n, u32 stride, u32 heads,
+                                   u32 head_stride, u32 rot) {
+    const u32 half = rot / 2, quarter = rot / 4;
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < (u64)n * heads * half;
+         i += (u64)gridDim.x * blockDim.x) {
+        const u32 j = i % half, h = i / half % heads, tok = i / ((u64)half * heads);
+        const double a = j < quarter ? rc[2 * tok] * inv_freq[j] : rc[2 * tok + 1] * inv_freq[j - quarter];
+        float sn, cs;
+        sincosf((float)a, &sn, &cs);
+        bf16* v = qkv + (u64)tok * stride + (u64)h * head_stride;
+        const float x0 = bf(v[j]), x1 = bf(v[j + half]);
+        v[j] = to_bf(x0 * cs - x1 * sn);
+        v[j + half] = to_bf(x1 * cs + x0 * sn);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flash attention over variable-length sequences packed without padding (cu_seqlens), full or
 // causal: the ViT (per image) and the decoder's prefill. Tensor cores via mma.sync m16n8k16 bf16.
@@ -675,10 +711,14 @@ extern "C" __global__ void __launch_bounds__(128) flash_attn_d128(const bf16* qk
 // of a batch). One launch for what the attention needs before it can run. A thread per 16-byte
 // vector: 8 rotated pairs (frequencies from the table inv_freq[head_dim / 2], computed once on
 // the host), or 8 values of v. head_dim a multiple of 16; n · vectors per token < 2³².
+//
+// M-RoPE (Qwen2-VL): frequency i takes its position from plane 0 (i < sec0), 1 (i < sec0 + sec1)
+// or 2 of `pos`, planes `plane` ints apart ([3][n]); plane = 0 reads one position per token
+// (LLaMA: sec0 = head_dim / 2).
 extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __restrict__ pos,
                                           const int* __restrict__ slots, bf16* __restrict__ pool,
                                           const double* __restrict__ inv_freq, u32 n, u32 stride, u32 heads,
-                                          u32 kv_heads, u32 head_dim) {
+                                          u32 kv_heads, u32 head_dim, u32 plane, u32 sec0, u32 sec1) {
     after_predecessor();
     const u32 half = head_dim / 2, hv = half / 8, dv = head_dim / 8;
     const u32 rotated = (heads + kv_heads) * hv;  // vectors of pairs per token, then v's vectors
@@ -693,7 +733,6 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
         };
         if (e < rotated) {
             const u32 h = e / hv, j0 = e % hv * 8;
-            const double p = pos[tok];
             uint4* lo = (uint4*)(row + (u64)h * head_dim + j0);
             uint4* hi = (uint4*)(row + (u64)h * head_dim + half + j0);
             float x0[8], x1[8], y0[8], y1[8];
@@ -704,7 +743,8 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
                 // The angle in f64 (positions reach thousands of radians), reduced to [-π, π],
                 // then f32 sine and cosine: as exact as f64 throughout for a bf16 result, far
                 // cheaper.
-                const double a = p * inv_freq[j0 + k];
+                const u32 fi = j0 + k, axis = fi < sec0 ? 0 : fi < sec0 + sec1 ? 1 : 2;
+                const double a = (double)pos[axis * plane + tok] * inv_freq[fi];
                 const float red = (float)(a - 6.283185307179586 * rint(a * 0.15915494309189535));
                 float sn, cs;
                 sincosf(red, &sn, &cs);

@@ -10,6 +10,7 @@ use crate::measure::report;
 use crate::measure::validate;
 use crate::serve::kv::ModelShape;
 use crate::serve::model::LlavaConfig;
+use crate::serve::model::qwen2_5_vl::Qwen25VlConfig;
 use crate::serve::selftest;
 use crate::util;
 use std::path::PathBuf;
@@ -200,7 +201,7 @@ pub fn selftest(a: &SelftestArgs) -> Result<()> {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Built-in LLaVA model.
+    /// Built-in LLaVA-1.5 or Qwen2.5-VL model.
     #[arg(long, default_value = "llava-1.5-7b")]
     pub model: String,
     /// Decoder depth (default: the model's own).
@@ -225,10 +226,21 @@ pub struct BenchArgs {
 
 /// Engine speed against the floors measured in the same run; prints a table.
 pub fn bench(a: &BenchArgs) -> Result<()> {
-    let c = LlavaConfig::builtin(&a.model, a.layers)?;
     if a.iters == 0 {
         return Err(Error::Invalid("--iters must be at least 1".into()));
     }
+    if a.model.starts_with("qwen2.5-vl-") {
+        if a.breakdown || a.only.is_some() {
+            return Err(Error::Invalid(
+                "--breakdown and --only are for LLaVA models; Qwen2.5-VL's bench times every phase"
+                    .into(),
+            ));
+        }
+        let c = Qwen25VlConfig::builtin(&a.model, a.layers)?;
+        let report = crate::measure::bench_qwen::bench(&c, a.gpu, a.iters)?;
+        return print_bench(a, &c.name, c.llm.layers, &report);
+    }
+    let c = LlavaConfig::builtin(&a.model, a.layers)?;
     if a.breakdown {
         let t = bench::breakdown(&c, a.gpu, a.only.as_deref())?;
         println!("{t}");
@@ -238,8 +250,22 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let report = bench::bench(&c, a.gpu, a.iters, a.only.as_deref())?;
+    print_bench(a, &c.name, c.llm.layers, &report)
+}
+
+fn print_bench(
+    a: &BenchArgs,
+    model: &str,
+    layers: usize,
+    report: &bench::BenchReport,
+) -> Result<()> {
     let name = device::Gpu::open(a.gpu)?.info.name;
-    let t = bench::bench_table(&c, &format!("{name}, {}", util::now_utc()), &report);
+    let t = bench::bench_table(
+        model,
+        layers,
+        &format!("{name}, {}", util::now_utc()),
+        report,
+    );
     println!("{t}");
     if let Some(p) = &a.out {
         hetsim_sim::output::write_atomically(p, &t)?;

@@ -15,25 +15,10 @@ use hetsim_exec::serve::model::qwen2_5_vl_cpu::{
     self as qcpu, HostWeights, Image, encode_image, special_tokens,
 };
 use safetensors::{Dtype, tensor::TensorView};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const SEED: u64 = 11;
 const STEPS: usize = 4;
-
-/// A smooth, deterministic image in [-1, 1] (what a normalised photo looks like), bf16 values.
-fn pixels(c: &Qwen25VlConfig, g: ImageGrid, index: usize) -> Vec<f32> {
-    let (h, w) = (g.rows * c.vision.patch, g.cols * c.vision.patch);
-    let mut v = Vec::with_capacity(3 * h * w);
-    for ch in 0..3 {
-        for y in 0..h {
-            for x in 0..w {
-                let a = 0.071 * x as f64 + 0.113 * y as f64 + 1.7 * ch as f64 + 0.5 * index as f64;
-                v.push(half::bf16::from_f64(a.sin() * (1.0 - 0.002 * y as f64)).to_f32());
-            }
-        }
-    }
-    v
-}
 
 /// Two images: 10 × 14 patches (5 × 7 merged tokens: windows of 16, 12, 4 and 3 tokens) and
 /// 4 × 4 (one window), in a prompt with text before, between and after them.
@@ -47,7 +32,7 @@ fn case(c: &Qwen25VlConfig) -> (Vec<Image>, Vec<i32>) {
         .enumerate()
         .map(|(i, &g)| Image {
             grid: g,
-            pixels: pixels(c, g, i),
+            pixels: qcpu::random_image(c, g, SEED + i as u64),
         })
         .collect();
     let t = special_tokens(c);
@@ -85,13 +70,7 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
 }
 
 /// Write the checkpoint and inputs the reference script reads.
-fn write_case(
-    c: &Qwen25VlConfig,
-    w: &HostWeights,
-    images: &[Image],
-    prompt: &[i32],
-    dir: &PathBuf,
-) {
+fn write_case(c: &Qwen25VlConfig, w: &HostWeights, images: &[Image], prompt: &[i32], dir: &Path) {
     qcpu::write_checkpoint(c, w, dir).unwrap();
     let t = special_tokens(c);
     let input_ids: Vec<i32> = {

@@ -11,7 +11,7 @@ use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels
 use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint, SustainedPoint};
 use crate::serve::engine::{Engine, EngineConfig, Pace};
 use crate::serve::model::gpu::{GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
-use crate::serve::model::llava::LlavaConfig;
+use crate::serve::model::llava::{LlavaConfig, LlmConfig};
 
 /// The two ceilings everything is compared with, measured on this GPU now.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +62,7 @@ pub fn encode_flops(c: &LlavaConfig, images: usize) -> f64 {
 
 /// FLOPs of a prefill of `seqs` prompts of `tokens` each (causal attention: half the square),
 /// logits of the last token of each.
-pub fn prefill_flops(c: &LlavaConfig, seqs: usize, tokens: usize) -> f64 {
-    let l = &c.llm;
+pub fn prefill_flops(l: &LlmConfig, seqs: usize, tokens: usize) -> f64 {
     let d = l.hidden as f64;
     let lin = (l.qkv_dim() as f64 + l.q_dim() as f64) * d + 3.0 * l.intermediate as f64 * d;
     let n = (seqs * tokens) as f64;
@@ -190,7 +189,7 @@ pub fn bench(
         }
     }
     e.set_small_products(SmallProducts::Fastest);
-    for ((m, n, k), race) in e.model.product_races() {
+    for ((m, n, k), race) in e.model.products.product_races() {
         products.push(ProductRow {
             shape: (m, n, k),
             race,
@@ -204,7 +203,7 @@ pub fn bench(
     };
     for &(seqs, tokens, target) in prefill_points {
         let t = e.time_prefill(seqs, tokens, iters.clamp(1, 10), Pace::BackToBack)?;
-        let f = prefill_flops(&e.model.cfg, seqs, tokens);
+        let f = prefill_flops(&e.model.cfg.llm, seqs, tokens);
         let eff = f / t / peak;
         rows.push(BenchRow {
             phase: "prefill".into(),
@@ -304,11 +303,12 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     Ok(out)
 }
 
-pub fn bench_table(c: &LlavaConfig, device: &str, report: &BenchReport) -> String {
+/// The bench's table for model `name` of `layers` decoder layers.
+pub fn bench_table(name: &str, layers: usize, device: &str, report: &BenchReport) -> String {
     let (floors, rows) = (&report.floors, &report.rows);
     let mut s = format!(
-        "{} ({} decoder layers), bf16, {device}\nmeasured floors: device copy {:.0} GB/s, bf16 GEMM 8192³ {:.1} TFLOP/s\n\n",
-        c.name, c.llm.layers, floors.copy_gbs, floors.gemm_tflops
+        "{name} ({layers} decoder layers), bf16, {device}\nmeasured floors: device copy {:.0} GB/s, bf16 GEMM 8192³ {:.1} TFLOP/s\n\n",
+        floors.copy_gbs, floors.gemm_tflops
     );
     s += "| phase | shape | time ms | floor ms | time / floor | % of GEMM peak | target | met |\n|---|---|---|---|---|---|---|---|\n";
     for r in rows {
@@ -552,7 +552,7 @@ mod tests {
     fn flop_counts_match_hand_numbers() {
         let c = LlavaConfig::builtin("llava-1.5-7b", None).unwrap();
         // 7B prefill ≈ 2 · 6.5 G params · tokens (linear part) + attention.
-        let f = prefill_flops(&c, 8, 704);
+        let f = prefill_flops(&c.llm, 8, 704);
         let lin = 2.0 * 5632.0 * 32.0 * (4.0 * 4096.0 * 4096.0 + 3.0 * 11008.0 * 4096.0);
         assert!(f > lin && f < lin * 1.05, "{f} vs {lin}");
         // CLIP-L/336, 23 layers: ≈ 0.35 TFLOP per image incl. projector
@@ -585,7 +585,7 @@ mod tests {
                 floor_s: 4096.0 * 4096.0 * 2.0 / 3e12,
             }],
         };
-        let t = bench_table(&c, "H100", &report);
+        let t = bench_table(&c.name, c.llm.layers, "H100", &report);
         assert!(
             t.contains(
                 "| decode | batch 1, context 700 | 5.800 | 4.500 | 1.289 |  | ≤ 1.3× floor | yes |"

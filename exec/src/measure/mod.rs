@@ -6,12 +6,14 @@
 //! * [`probes`]: link probes (NVLink peer copy, PCIe staged / pageable, sharing) and compute
 //!   probes (cuBLASLt GEMM, HBM copy, launch overhead, green-context SM partitions).
 //! * [`calibrate`]: runs the probes, writes a [`crate::profile::HardwareProfile`].
-//! * [`bench`]: phase tables of the engine (`hetsim exec bench`).
+//! * [`bench`]: phase tables of the engine (`hetsim exec bench`); [`bench_qwen`]: Qwen2.5-VL's
+//!   passes against the same floors.
 //! * [`validate`]: ships real paged KV caches and embeddings between GPUs, bit-exact, timed.
 //! * [`report`]: Markdown reports of calibration and validation.
 //! * [`catalog`]: which simulator catalog GPU a measured device is.
 
 pub mod bench;
+pub mod bench_qwen;
 pub mod calibrate;
 pub mod catalog;
 pub mod probes;

@@ -321,7 +321,7 @@ impl Engine {
             None => {
                 let free = model.gpu.free_memory()?;
                 // Activations of a full prefill step and of the encoder are the other users.
-                KvPool::blocks_for(c, free.saturating_sub(4 << 30) * 9 / 10)
+                KvPool::blocks_for(&c.llm, free.saturating_sub(4 << 30) * 9 / 10)
             }
         };
         if blocks < max_blocks {
@@ -330,7 +330,7 @@ impl Engine {
                 cfg.max_context
             )));
         }
-        let pool = KvPool::new(&model.gpu, c, blocks)?;
+        let pool = KvPool::new(&model.gpu, &c.llm, blocks)?;
         let mb = cfg.max_batch;
         let ints = model.gpu.alloc((6 * mb + mb * max_blocks) * 4)?;
         let host = PinnedBuffer::new(&model.gpu, (6 * mb + mb * max_blocks) * 4)?;
@@ -344,7 +344,9 @@ impl Engine {
             argmax_host: PinnedBuffer::new(&model.gpu, mb * 4)?,
         };
         let mut dsc = Scratch::new();
-        model.decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
+        model
+            .pass()
+            .decoder_scratch(&mut dsc, mb, max_parts, &stream)?;
         dsc.get(&model.gpu, "l_sel", mb * d * 2)?;
         dsc.get(&model.gpu, "l_norm", mb * d * 2)?;
         // Before the first capture: a decode step of any bucket now finds its buffers here.
@@ -384,7 +386,7 @@ impl Engine {
 
     /// Which kernel runs the small-batch products; drops captured graphs.
     pub fn set_small_products(&mut self, how: SmallProducts) {
-        self.model.small_products = how;
+        self.model.products.small = how;
         self.graphs.clear();
     }
 
@@ -399,12 +401,12 @@ impl Engine {
     /// cuBLASLt plans the model has made so far: a new one inside a served step is set-up work
     /// (a heuristic query) that a phase table measured in steady state does not contain.
     pub fn plans_made(&self) -> usize {
-        self.model.plans_made()
+        self.model.products.plans_made()
     }
 
     /// Host seconds the model has spent making those plans.
     pub fn planning_seconds(&self) -> f64 {
-        self.model.planning_seconds()
+        self.model.products.planning_seconds()
     }
 
     /// Seconds since the engine started (the clock of its events).
@@ -922,9 +924,12 @@ impl Engine {
         let base = self.dec.ints.ptr;
         let at = |i: usize| base + (i * mb * 4) as u64;
         let (x, logits, am) = (self.dec.x.ptr, self.dec.logits.ptr, self.dec.argmax.ptr);
-        self.model.embed(&self.stream, at(0), at(4), 0, x, bucket)?;
+        self.model
+            .pass()
+            .embed(&self.stream, at(0), at(4), 0, x, bucket)?;
         let inp = TokenInputs {
             positions: at(1),
+            planes: false,
             slots: at(2),
         };
         let attn = Attn::Decode {
@@ -932,7 +937,7 @@ impl Engine {
             ctx: at(3),
             max_blocks: self.max_blocks,
         };
-        self.model.decoder(
+        self.model.pass().decoder(
             &self.stream,
             x,
             bucket,
@@ -943,6 +948,7 @@ impl Engine {
             self.max_parts,
         )?;
         self.model
+            .pass()
             .logits(&self.stream, x, at(5), bucket, logits, am, &mut self.dsc)
     }
 
@@ -1156,9 +1162,12 @@ impl Engine {
             .sc
             .get(g, "p_logits", m * self.model.cfg.llm.vocab * 4)?;
         let am = self.sc.get(g, "p_argmax", m * 4)?;
-        self.model.embed(&self.stream, at(0), at(n), imgs, x, n)?;
+        self.model
+            .pass()
+            .embed(&self.stream, at(0), at(n), imgs, x, n)?;
         let inp = TokenInputs {
             positions: at(2 * n),
+            planes: false,
             slots: at(3 * n),
         };
         let attn = Attn::Prefill {
@@ -1167,8 +1176,9 @@ impl Engine {
             max_len: p.max_len,
         };
         self.model
+            .pass()
             .decoder(&self.stream, x, n, &inp, &attn, &self.pool, &mut self.sc, 1)?;
-        self.model.logits(
+        self.model.pass().logits(
             &self.stream,
             x,
             at(4 * n + m + 1),

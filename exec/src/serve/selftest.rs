@@ -1,18 +1,25 @@
-//! `hetsim exec selftest`: every kernel of `kernels/llava.cu` and the whole LLaVA forward on
-//! the GPU against the f32 CPU reference (`model::cpu`) on a small random model; then the engine
-//! end to end (continuous batching, graphs against direct launches).
+//! `hetsim exec selftest`: every kernel of `kernels/llava.cu` and the whole LLaVA and
+//! Qwen2.5-VL forwards on the GPU against their f32 CPU references (`model::cpu`,
+//! `model::qwen2_5_vl_cpu`) on small random models; then the engine end to end (continuous
+//! batching, graphs against direct launches).
 
 use crate::cuda::device::Gpu;
+use crate::cuda::device::Stream;
 use crate::error::{Error, Result};
 use crate::kargs;
 use crate::serve::engine::{Engine, EngineConfig, EventKind, Request};
 use crate::serve::model::cpu;
+use crate::serve::model::gpu::products::gemv;
 use crate::serve::model::gpu::{
-    Attn, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, Scratch, TokenInputs, download_bf16,
-    download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
+    Attn, DecoderPass, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, QwenGpu, Scratch, TokenInputs,
+    download_bf16, download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
 };
 use crate::serve::model::host::{self, IMAGE_TOKEN, round_bf16, uniform};
 use crate::serve::model::llava::LlavaConfig;
+use crate::serve::model::qwen2_5_vl::{
+    IMAGE_TOKEN as QWEN_IMAGE, ImageGrid, Qwen25VlConfig, mrope_positions,
+};
+use crate::serve::model::qwen2_5_vl_cpu as qcpu;
 
 pub struct Check {
     pub name: String,
@@ -180,12 +187,18 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         &want,
         "",
     );
-    // rope on 2 q heads + 1 k head of 128 at positions up to 3000, and the rotated k and the v
-    // written to cache slots (row 3: slot −1, a padding row, writes nothing).
+    // rope on 2 q heads + 1 k head of 128, M-RoPE (Qwen2-VL's sections 16/24/24 over three
+    // planes of positions up to 3000), and the rotated k and the v written to cache slots (row
+    // 3: slot −1, a padding row, writes nothing). LLaMA's one position per token is the full
+    // forward's check.
     let (heads, kvh, hd) = (2usize, 1usize, 128usize);
     let stride = (heads + 2 * kvh) * hd; // q, q, k, v
     let q = rand_vec(rows * stride, 5, 1.0);
-    let pos: Vec<i32> = (0..rows as i32).map(|i| i * 431).collect();
+    let sections = [16usize, 24, 24];
+    let pos3 = |i: i32| [i * 431, i * 431 + 3 * i, i * 431 + 7 - i];
+    let pos: Vec<i32> = (0..3)
+        .flat_map(|plane| (0..rows as i32).map(move |i| pos3(i)[plane]))
+        .collect();
     let slots: Vec<i32> = (0..rows as i32)
         .map(|i| if i == 3 { -1 } else { (i * 7 + 2) % 40 })
         .collect();
@@ -209,15 +222,17 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         kvh as u32,
         hd as u32,
     );
+    let (s0, s1) = (sections[0] as u32, sections[1] as u32);
     // SAFETY: rope_kv_append(qkv, pos, slots, pool, inv_freq, n, stride, heads, kv_heads,
-    // head_dim): dq is [rows, stride] bf16, dp and dsl rows i32 naming slots inside dpool's
-    // pool_elems, dfreq hd / 2 f64; all live until the synchronize.
+    // head_dim, plane, sec0, sec1): dq is [rows, stride] bf16, dp 3 planes of rows i32, dsl
+    // rows i32 naming slots inside dpool's pool_elems, dfreq hd / 2 f64; all live until the
+    // synchronize.
     unsafe {
         k.get("rope_kv_append").launch(
             8,
             256,
             &s,
-            &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32],
+            &mut kargs![pq, pp, psl, ppool, pf, r32, st, hh, kh, hd32, r32, s0, s1],
         )
     }?;
     s.synchronize()?;
@@ -225,7 +240,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
     let mut want_pool = vec![0f32; pool_elems];
     for (i, r) in want.chunks_mut(stride).enumerate() {
         for h in r[..(heads + kvh) * hd].chunks_mut(hd) {
-            cpu::rope(h, pos[i] as usize, theta);
+            cpu::rope_sections(h, pos3(i as i32).map(|p| p as usize), sections, theta);
         }
         if slots[i] >= 0 {
             let (blk, slot) = (slots[i] as usize / KV_BLOCK, slots[i] as usize % KV_BLOCK);
@@ -241,7 +256,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         "rope_kv_append: q, k rotated",
         &download_bf16(&dq, rows * stride)?,
         &want,
-        "positions 0…2586",
+        "M-RoPE, 3 planes, positions 0…2604",
     );
     check(
         out,
@@ -290,7 +305,7 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         accumulate: true,
         ..Default::default()
     };
-    m.gemv(&s, dxv.ptr, &wt, dyv.ptr, acc)?;
+    gemv(&m.k, &s, dxv.ptr, &wt, dyv.ptr, acc)?;
     s.synchronize()?;
     let mut want = cpu::linear(&xv, &wv, None, mm, nn, kk);
     want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);
@@ -543,28 +558,81 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
             img_rows.push(-1);
         }
     }
-    let n = tok.len();
+    let positions: Vec<[usize; 3]> = (0..tok.len()).map(|p| [p; 3]).collect();
+    let (n, pass) = (tok.len(), m.pass());
+    let prompt = Prompt {
+        tokens: &tok,
+        img_rows: &img_rows,
+        images: emb.ptr,
+        positions: &positions,
+        planes: false,
+        next: n,
+    };
+    decoder_check(
+        &pass,
+        &s,
+        &prompt,
+        &want.logits,
+        &want.tokens,
+        "forward",
+        out,
+    )
+}
+
+/// A prompt as the decoder takes it: tokens with image rows spliced in (row ≥ 0 of `images`
+/// replaces the token), positions (one per token, or M-RoPE planes), and the position of the
+/// first generated token.
+struct Prompt<'a> {
+    tokens: &'a [i32],
+    img_rows: &'a [i32],
+    images: u64,
+    positions: &'a [[usize; 3]],
+    planes: bool,
+    next: usize,
+}
+
+/// Prefill of the prompt, then decode steps fed the CPU's tokens (so every step's logits are
+/// comparable), against the CPU's logits and greedy tokens.
+fn decoder_check(
+    pass: &DecoderPass,
+    s: &Stream,
+    p: &Prompt,
+    want_logits: &[Vec<f32>],
+    want_tokens: &[u32],
+    what: &str,
+    out: &mut Vec<Check>,
+) -> Result<()> {
+    let g = pass.gpu;
+    let (n, steps, d) = (p.tokens.len(), want_tokens.len(), pass.llm.hidden);
+    let mut sc = Scratch::new();
     let blocks = (n + steps).div_ceil(KV_BLOCK);
-    let pool = KvPool::new(g, c, blocks + 3)?;
+    let pool = KvPool::new(g, pass.llm, blocks + 3)?;
     // A scattered block table: block i of the request is pool block (i·2 + 1) mod blocks+3.
     let table: Vec<i32> = (0..blocks)
         .map(|i| ((i * 2 + 1) % (blocks + 3)) as i32)
         .collect();
-    let slot = |p: usize| table[p / KV_BLOCK] * KV_BLOCK as i32 + (p % KV_BLOCK) as i32;
-    let pos: Vec<i32> = (0..n as i32).collect();
+    let slot = |q: usize| table[q / KV_BLOCK] * KV_BLOCK as i32 + (q % KV_BLOCK) as i32;
+    let pos: Vec<i32> = if p.planes {
+        (0..3)
+            .flat_map(|a| p.positions.iter().map(move |q| q[a] as i32))
+            .collect()
+    } else {
+        p.positions.iter().map(|q| q[0] as i32).collect()
+    };
     let slots: Vec<i32> = (0..n).map(slot).collect();
     let (dt, di, dp, ds) = (
-        upload_i32(g, &tok)?,
-        upload_i32(g, &img_rows)?,
+        upload_i32(g, p.tokens)?,
+        upload_i32(g, p.img_rows)?,
         upload_i32(g, &pos)?,
         upload_i32(g, &slots)?,
     );
     let dcu = upload_i32(g, &[0, n as i32])?;
     let dlast = upload_i32(g, &[n as i32 - 1])?;
     let x = g.alloc(n * d * 2)?;
-    m.embed(&s, dt.ptr, di.ptr, emb.ptr, x.ptr, n)?;
+    pass.embed(s, dt.ptr, di.ptr, p.images, x.ptr, n)?;
     let inp = TokenInputs {
         positions: dp.ptr,
+        planes: p.planes,
         slots: ds.ptr,
     };
     let attn = Attn::Prefill {
@@ -572,15 +640,14 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
         seqs: 1,
         max_len: n,
     };
-    m.decoder(&s, x.ptr, n, &inp, &attn, &pool, &mut sc, 1)?;
-    let v = c.llm.vocab;
+    pass.decoder(s, x.ptr, n, &inp, &attn, &pool, &mut sc, 1)?;
+    let v = pass.llm.vocab;
     let logits = g.alloc(v * 4)?;
     let am = g.alloc(4)?;
-    m.logits(&s, x.ptr, dlast.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
+    pass.logits(s, x.ptr, dlast.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
     s.synchronize()?;
-    let mut worst = rel_err(&download_f32(&logits, v)?, &want.logits[0]);
+    let mut worst = rel_err(&download_f32(&logits, v)?, &want_logits[0]);
     let mut got_tokens = vec![download_i32(&am, 1)?[0] as u32];
-    // decode, teacher-forced with the CPU's tokens
     let max_blocks = blocks;
     let parts = (n + steps).div_ceil(crate::serve::model::gpu::DECODE_PART);
     let dtab = upload_i32(g, &table)?;
@@ -588,17 +655,18 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
     let row0 = upload_i32(g, &[0])?;
     let minus1 = upload_i32(g, &[-1])?;
     for step in 1..steps {
-        let p = n + step - 1;
-        let t = want.tokens[step - 1] as i32;
+        let q = n + step - 1;
+        let t = want_tokens[step - 1] as i32;
         let (dtok, dpos, dslot, dctx) = (
             upload_i32(g, &[t])?,
-            upload_i32(g, &[p as i32])?,
-            upload_i32(g, &[slot(p)])?,
-            upload_i32(g, &[p as i32 + 1])?,
+            upload_i32(g, &[(p.next + step - 1) as i32])?,
+            upload_i32(g, &[slot(q)])?,
+            upload_i32(g, &[q as i32 + 1])?,
         );
-        m.embed(&s, dtok.ptr, minus1.ptr, 0, xd.ptr, 1)?;
+        pass.embed(s, dtok.ptr, minus1.ptr, 0, xd.ptr, 1)?;
         let inp = TokenInputs {
             positions: dpos.ptr,
+            planes: false,
             slots: dslot.ptr,
         };
         let attn = Attn::Decode {
@@ -606,30 +674,127 @@ fn forward(m: &GpuModel, w: &host::HostWeights, out: &mut Vec<Check>) -> Result<
             ctx: dctx.ptr,
             max_blocks,
         };
-        m.decoder(&s, xd.ptr, 1, &inp, &attn, &pool, &mut sc, parts)?;
-        m.logits(&s, xd.ptr, row0.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
+        pass.decoder(s, xd.ptr, 1, &inp, &attn, &pool, &mut sc, parts)?;
+        pass.logits(s, xd.ptr, row0.ptr, 1, logits.ptr, am.ptr, &mut sc)?;
         s.synchronize()?;
-        worst = worst.max(rel_err(&download_f32(&logits, v)?, &want.logits[step]));
+        worst = worst.max(rel_err(&download_f32(&logits, v)?, &want_logits[step]));
         got_tokens.push(download_i32(&am, 1)?[0] as u32);
     }
     out.push(Check {
-        name: "forward: prefill + decode logits".into(),
+        name: format!("{what}: prefill + decode logits"),
         error: worst,
         limit: LIMIT,
         note: format!("{n} prompt tokens, {steps} steps, worst step"),
     });
     let same = got_tokens
         .iter()
-        .zip(&want.tokens)
+        .zip(want_tokens)
         .filter(|(a, b)| a == b)
         .count();
     out.push(Check {
-        name: "greedy tokens (GPU = CPU)".into(),
+        name: format!("{what}: greedy tokens (GPU = CPU)"),
         error: (steps - same) as f64,
         limit: 0.0,
         note: format!("{same}/{steps} equal; GPU {got_tokens:?}"),
     });
     Ok(())
+}
+
+/// Qwen2.5-VL's forward on the GPU (bf16) against its CPU reference (f32) on a tiny random
+/// model: the ViT + merger of two images of different grids (windows cut short, a
+/// full-attention block), then prefill (M-RoPE planes) and decode.
+fn qwen_forward(gpu: usize, seed: u64, out: &mut Vec<Check>) -> Result<()> {
+    let c = Qwen25VlConfig::tiny();
+    let w = qcpu::random(&c, seed)?;
+    let m = QwenGpu::from_host(&c, Gpu::open(gpu)?, &w)?;
+    let g = &m.gpu;
+    let s = g.stream()?;
+    let grids = [
+        ImageGrid { rows: 10, cols: 14 },
+        ImageGrid { rows: 6, cols: 4 },
+    ];
+    let images: Vec<qcpu::Image> = grids
+        .iter()
+        .enumerate()
+        .map(|(i, &grid)| qcpu::Image {
+            grid,
+            pixels: qcpu::random_image(&c, grid, seed + i as u64),
+        })
+        .collect();
+    let t = qcpu::special_tokens(&c);
+    let prompt = vec![
+        1,
+        45,
+        t.vision_start,
+        QWEN_IMAGE,
+        t.vision_end,
+        300,
+        7,
+        t.vision_start,
+        QWEN_IMAGE,
+        t.vision_end,
+        99,
+        12,
+        5,
+    ];
+    let steps = 6;
+    let want = qcpu::generate(&c, &w, &images, &prompt, steps)?;
+    let d = c.llm.hidden;
+    let tokens: Vec<usize> = grids.iter().map(|&gr| c.image_tokens(gr)).collect();
+    let total: usize = tokens.iter().sum();
+    let px: Vec<_> = images
+        .iter()
+        .map(|i| upload_bf16(g, &i.pixels))
+        .collect::<Result<_>>()?;
+    let emb = g.alloc(total * d * 2)?;
+    let mut sc = Scratch::new();
+    let ptrs: Vec<u64> = px.iter().map(|b| b.ptr).collect();
+    m.encode(&s, &grids, &ptrs, emb.ptr, &mut sc)?;
+    let want_emb: Vec<f32> = images
+        .iter()
+        .map(|i| qcpu::encode_image(&c, &w, i))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    check(
+        out,
+        "qwen2.5-vl encode: ViT + merger",
+        &download_bf16(&emb, total * d)?,
+        &want_emb,
+        "2 images, 35 + 6 tokens",
+    );
+    let (mut tok, mut img_rows) = (Vec::new(), Vec::new());
+    let mut images_seen = 0;
+    for &p in &prompt {
+        if p == QWEN_IMAGE {
+            let first: usize = tokens[..images_seen].iter().sum();
+            for r in 0..tokens[images_seen] {
+                tok.push(0);
+                img_rows.push((first + r) as i32);
+            }
+            images_seen += 1;
+        } else {
+            tok.push(p);
+            img_rows.push(-1);
+        }
+    }
+    let (positions, next) = mrope_positions(&c, &prompt, &grids)?;
+    let p = Prompt {
+        tokens: &tok,
+        img_rows: &img_rows,
+        images: emb.ptr,
+        positions: &positions,
+        planes: true,
+        next,
+    };
+    decoder_check(
+        &m.pass(),
+        &s,
+        &p,
+        &want.logits,
+        &want.tokens,
+        "qwen2.5-vl forward",
+        out,
+    )
 }
 
 /// The engine end to end: requests of different lengths join and leave; graphs and direct
@@ -771,6 +936,8 @@ pub fn run(gpu: usize, seed: u64) -> Result<Vec<Check>> {
     kernels(&m, &mut out)?;
     eprintln!("selftest: forward");
     forward(&m, &w, &mut out)?;
+    eprintln!("selftest: qwen2.5-vl forward");
+    qwen_forward(gpu, seed, &mut out)?;
     eprintln!("selftest: engine");
     engine(gpu, &c, &w, &mut out)?;
     Ok(out)

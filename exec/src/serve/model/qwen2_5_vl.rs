@@ -282,7 +282,7 @@ pub fn patchify(c: &Qwen25VlConfig, g: ImageGrid, pixels: &[f32]) -> Result<Vec<
             v.channels
         )));
     }
-    if g.rows % m != 0 || g.cols % m != 0 {
+    if !g.rows.is_multiple_of(m) || !g.cols.is_multiple_of(m) {
         return Err(Error::Invalid(format!(
             "patch grid {}×{} is not a whole number of {m}×{m} merge blocks",
             g.rows, g.cols

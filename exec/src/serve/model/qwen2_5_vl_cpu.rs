@@ -7,7 +7,7 @@ use super::cpu::{
     CpuKv, Decoder, add_into, argmax, attend, columns, gelu_erf, linear, rms_norm, rope_inv_freq,
     swiglu,
 };
-use super::host::{Checkpoint, random_tensor, write_tensors};
+use super::host::{Checkpoint, mix64, random_tensor, round_bf16, uniform, write_tensors};
 use super::qwen2_5_vl::{
     IMAGE_TOKEN, ImageGrid, Qwen25VlConfig, Qwen25VlWeights, merge_block_order, mrope_positions,
     patchify, published_layout_name, tensor_specs, windows,
@@ -209,6 +209,15 @@ pub fn generate(
         logits,
         prefill_logits: all,
     })
+}
+
+/// Random pixels in [-1, 1] (what a normalised image looks like) of an image of this grid,
+/// [3, rows·patch, cols·patch], bf16 values.
+pub fn random_image(c: &Qwen25VlConfig, g: ImageGrid, seed: u64) -> Vec<f32> {
+    let n = c.vision.channels * g.patches() * c.vision.patch * c.vision.patch;
+    (0..n as u64)
+        .map(|i| round_bf16(uniform(mix64(seed ^ 0x5157), i)))
+        .collect()
 }
 
 /// Random weights with the model's exact shapes, every value a bf16 number (`host::random_tensor`).

@@ -13,19 +13,19 @@ use super::kernels::{
     flash_attn_kernel,
 };
 use super::kv_pool::KvPool;
-use super::products::{ProductKey, ProductRace, SmallProducts, WORKSPACE};
+use super::products::Products;
 use super::scratch::Scratch;
 use super::tensor::{DTensor, upload_bf16, upload_f64};
 use crate::cuda::device::{DeviceBuffer, Gpu, Stream};
-use crate::cuda::gemm::{Lt, Plan};
+use crate::cuda::gemm::Epilogue;
 use crate::cuda::kernels::grid_for;
 use crate::error::{Error, Result};
 use crate::kargs;
 use crate::serve::model::cpu;
 use crate::serve::model::host::{Checkpoint, HostWeights, flatten, tensor_seed};
-use crate::serve::model::llava::{LlavaConfig, LlavaWeights, TensorSpec, new_layout_name};
-use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::serve::model::llava::{
+    DecoderLayer, LlavaConfig, LlavaWeights, LlmConfig, TensorSpec, new_layout_name,
+};
 use std::path::Path;
 
 /// Device addresses of a decoder pass's scratch (0: not used by this kind of pass).
@@ -60,7 +60,10 @@ pub enum Attn {
 
 /// Per-token inputs of a decoder pass (device i32 arrays of length n).
 pub struct TokenInputs {
+    /// i32 positions: one per token, or (M-RoPE, `planes`) three planes of n: temporal, row,
+    /// column.
     pub positions: u64,
+    pub planes: bool,
     /// block·16 + slot for each token's K/V; −1 skips (padding)
     pub slots: u64,
 }
@@ -69,17 +72,10 @@ pub struct GpuModel {
     pub cfg: LlavaConfig,
     pub w: LlavaWeights<DTensor>,
     pub k: Kernels,
-    pub lt: Lt,
-    pub(super) plans: RefCell<HashMap<ProductKey, Plan>>,
-    /// Small-M shapes timed in gemv and in their tuned cuBLASLt plan.
-    pub(super) races: RefCell<HashMap<ProductKey, ProductRace>>,
-    /// Host seconds spent creating cuBLASLt plans (descriptors and heuristic queries) so far.
-    pub(super) planning_s: std::cell::Cell<f64>,
-    pub ws: DeviceBuffer,
+    pub products: Products,
     /// The decoder's rotary frequencies (f64 [head_dim / 2], `cpu::rope_inv_freq`).
     rope_inv_freq: DeviceBuffer,
     pub gpu: Gpu,
-    pub small_products: SmallProducts,
 }
 
 impl GpuModel {
@@ -96,7 +92,7 @@ impl GpuModel {
                 cfg.vision.head_dim()
             )));
         }
-        let ws = gpu.alloc(WORKSPACE)?;
+        let products = Products::new(&gpu)?;
         let rope_inv_freq = upload_f64(
             &gpu,
             &cpu::rope_inv_freq(cfg.llm.head_dim, cfg.llm.rope_theta),
@@ -105,14 +101,9 @@ impl GpuModel {
             cfg,
             w,
             k,
-            lt: Lt::new()?,
-            plans: RefCell::new(HashMap::new()),
-            races: RefCell::new(HashMap::new()),
-            planning_s: std::cell::Cell::new(0.0),
-            ws,
+            products,
             rope_inv_freq,
             gpu,
-            small_products: SmallProducts::Fastest,
         })
     }
 
@@ -393,21 +384,47 @@ impl GpuModel {
         }
     }
 
-    fn rmsnorm(&self, s: &Stream, x: u64, w: &DTensor, y: u64, rows: usize) -> Result<()> {
-        let (wp, d32, eps) = (w.ptr(), self.cfg.llm.hidden as u32, self.cfg.llm.eps);
-        let (r32, nl) = (rows as u32, NormLaunch::new(rows, d32 as usize));
-        let group = nl.group;
-        // SAFETY: rmsnorm(x, w, y, rows, d, eps, group): x and y hold rows × hidden bf16 (the
-        // callers' scratch), w is a [hidden] weight; the launch shape is NormLaunch's for (rows,
-        // hidden).
-        unsafe {
-            self.k.get("rmsnorm").launch(
-                nl.grid,
-                nl.block,
-                s,
-                &mut kargs![x, wp, y, r32, d32, eps, group],
-            )
+    /// The decoder's passes over this model's layers.
+    pub fn pass(&self) -> DecoderPass<'_> {
+        DecoderPass {
+            k: &self.k,
+            products: &self.products,
+            gpu: &self.gpu,
+            llm: &self.cfg.llm,
+            embed: &self.w.embed,
+            layers: &self.w.layers,
+            norm: &self.w.norm,
+            output: &self.w.lm_head,
+            inv_freq: self.rope_inv_freq.ptr,
         }
+    }
+}
+
+/// A decoder's passes (LLaVA's Vicuna, Qwen2): the layers, final norm and output projection of
+/// one model, with the kernels and products they run on. Each only queues work (see the top).
+pub struct DecoderPass<'a> {
+    pub k: &'a Kernels,
+    pub products: &'a Products,
+    pub gpu: &'a Gpu,
+    pub llm: &'a LlmConfig,
+    pub embed: &'a DTensor,
+    pub layers: &'a [DecoderLayer<DTensor>],
+    pub norm: &'a DTensor,
+    /// lm_head, or the embedding table where a model ties them.
+    pub output: &'a DTensor,
+    /// The rotary frequencies (f64 [head_dim / 2], `cpu::rope_inv_freq`).
+    pub inv_freq: u64,
+}
+
+impl DecoderPass<'_> {
+    fn grid(&self, n: u64) -> u32 {
+        grid_for(n, 256, self.gpu.info.sms)
+    }
+
+    /// Plans for every product of a decode step of `m` rows (`Products::tune`).
+    pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
+        let weights = decode_products(self.layers, self.output);
+        self.products.tune(self.gpu, self.k, s, m, weights)
     }
 
     /// Input rows: token embeddings with image rows spliced in (i32 arrays of length n; an
@@ -421,8 +438,8 @@ impl GpuModel {
         out: u64,
         n: usize,
     ) -> Result<()> {
-        let dv = (self.cfg.llm.hidden / 8) as u32;
-        let (table, n32) = (self.w.embed.ptr(), n as u32);
+        let dv = (self.llm.hidden / 8) as u32;
+        let (table, n32) = (self.embed.ptr(), n as u32);
         // SAFETY: embed_splice(tokens, img_row, table, img, out, n, dv): tokens and img_row hold n
         // i32, out n × hidden bf16, images the rows img_row names (the caller's contract); table is
         // the [vocab, hidden] embedding.
@@ -456,8 +473,8 @@ impl GpuModel {
         decode: bool,
         s: &Stream,
     ) -> Result<DecoderBuffers> {
-        let l = &self.cfg.llm;
-        let g = &self.gpu;
+        let l = self.llm;
+        let g = self.gpu;
         let mut b = DecoderBuffers {
             h: sc.get(g, "d_h", n * l.hidden * 2)?,
             qkv: sc.get(g, "d_qkv", n * l.qkv_dim() * 2)?,
@@ -492,7 +509,7 @@ impl GpuModel {
         sc: &mut Scratch,
         max_parts: usize,
     ) -> Result<()> {
-        let l = &self.cfg.llm;
+        let l = self.llm;
         let decode = matches!(attn_kind, Attn::Decode { .. });
         let DecoderBuffers {
             h,
@@ -506,26 +523,41 @@ impl GpuModel {
         } = self.decoder_buffers(sc, n, max_parts, decode, s)?;
         let (n32, stride, hd) = (n as u32, l.qkv_dim() as u32, l.head_dim as u32);
         let (heads, kvh) = (l.heads as u32, l.kv_heads as u32);
-        let (rot, freqs) = (l.heads + l.kv_heads, self.rope_inv_freq.ptr);
+        let (rot, freqs) = (l.heads + l.kv_heads, self.inv_freq);
         let k_off = l.q_dim() as u32;
         let v_off = (l.q_dim() + l.kv_dim()) as u32;
         let pos = inp.positions;
         let slots = inp.slots;
+        let plane = if inp.planes { n32 } else { 0 };
+        let [sec0, sec1, _] = l.mrope.unwrap_or([l.head_dim / 2, 0, 0]).map(|x| x as u32);
         let scale = 1.0f32 / (l.head_dim as f32).sqrt();
-        for (li, lw) in self.w.layers.iter().enumerate() {
-            self.rmsnorm(s, x, &lw.attn_norm, h, n)?;
-            self.gemm(s, h, &lw.qkv, qkv, n, lw.qkv_b.as_ref(), false, false)?;
+        for (li, lw) in self.layers.iter().enumerate() {
+            rmsnorm(self.k, s, x, &lw.attn_norm, h, n, l.hidden, l.eps)?;
+            self.products.gemm(
+                self.k,
+                s,
+                h,
+                &lw.qkv,
+                qkv,
+                n,
+                lw.qkv_b.as_ref(),
+                false,
+                false,
+            )?;
             let layer = pool.layer(li);
             // SAFETY: rope_kv_append(qkv, pos, slots, pool, inv_freq, n, stride, heads, kv_heads,
-            // head_dim): qkv is the [n, qkv_dim] scratch above, pos and slots n i32 (the caller's
-            // TokenInputs), `layer` one layer of `pool`, whose slots the block tables name;
-            // inv_freq is [head_dim / 2] f64.
+            // head_dim, plane, sec0, sec1): qkv is the [n, qkv_dim] scratch above, pos (n or 3·n
+            // with planes) and slots n i32 (the caller's TokenInputs), `layer` one layer of
+            // `pool`, whose slots the block tables name; inv_freq is [head_dim / 2] f64.
             unsafe {
                 self.k.get("rope_kv_append").launch(
                     self.grid((n * (rot * l.head_dim / 16 + l.kv_heads * l.head_dim / 8)) as u64),
                     256,
                     s,
-                    &mut kargs![qkv, pos, slots, layer, freqs, n32, stride, heads, kvh, hd],
+                    &mut kargs![
+                        qkv, pos, slots, layer, freqs, n32, stride, heads, kvh, hd, plane, sec0,
+                        sec1
+                    ],
                 )
             }?;
             match attn_kind {
@@ -579,9 +611,11 @@ impl GpuModel {
                     }?;
                 }
             }
-            self.gemm(s, attn, &lw.o, x, n, None, true, false)?;
-            self.rmsnorm(s, x, &lw.mlp_norm, h, n)?;
-            self.gemm(s, h, &lw.gate_up, gu, n, None, false, false)?;
+            self.products
+                .gemm(self.k, s, attn, &lw.o, x, n, None, true, false)?;
+            rmsnorm(self.k, s, x, &lw.mlp_norm, h, n, l.hidden, l.eps)?;
+            self.products
+                .gemm(self.k, s, h, &lw.gate_up, gu, n, None, false, false)?;
             let inter = l.intermediate as u32;
             // SAFETY: silu_mul(gu, out, n, inter): gu is [n, 2·intermediate] and act [n,
             // intermediate] bf16, both sized in decoder_buffers.
@@ -593,7 +627,8 @@ impl GpuModel {
                     &mut kargs![gu, act, n32, inter],
                 )
             }?;
-            self.gemm(s, act, &lw.down, x, n, None, true, false)?;
+            self.products
+                .gemm(self.k, s, act, &lw.down, x, n, None, true, false)?;
         }
         Ok(())
     }
@@ -611,9 +646,9 @@ impl GpuModel {
         argmax: u64,
         sc: &mut Scratch,
     ) -> Result<()> {
-        let d = self.cfg.llm.hidden;
-        let sel = sc.get(&self.gpu, "l_sel", m * d * 2)?;
-        let hn = sc.get(&self.gpu, "l_norm", m * d * 2)?;
+        let (d, l) = (self.llm.hidden, self.llm);
+        let sel = sc.get(self.gpu, "l_sel", m * d * 2)?;
+        let hn = sc.get(self.gpu, "l_norm", m * d * 2)?;
         let (m32, d32) = (m as u32, d as u32);
         // SAFETY: gather_rows(x, idx, out, m, d): x is the caller's [≥ max idx + 1, d] residual
         // stream, rows holds m i32, sel was sized m × d bf16 above.
@@ -625,9 +660,10 @@ impl GpuModel {
                 &mut kargs![x, rows, sel, m32, d32],
             )
         }?;
-        self.rmsnorm(s, sel, &self.w.norm, hn, m)?;
-        self.gemm(s, hn, &self.w.lm_head, logits, m, None, false, true)?;
-        let v = self.cfg.llm.vocab as u32;
+        rmsnorm(self.k, s, sel, self.norm, hn, m, d, l.eps)?;
+        self.products
+            .gemm(self.k, s, hn, self.output, logits, m, None, false, true)?;
+        let v = l.vocab as u32;
         // SAFETY: argmax_rows(const float* x, int* out, u32 n), one block per row: logits holds m ×
         // vocab f32 and argmax m i32 (the caller's contract).
         unsafe {
@@ -636,4 +672,86 @@ impl GpuModel {
                 .launch(m32, 256, s, &mut kargs![logits, argmax, v])
         }
     }
+}
+
+/// RMSNorm of `rows` rows of `d` values: y = x / rms(x) · w.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm(
+    k: &Kernels,
+    s: &Stream,
+    x: u64,
+    w: &DTensor,
+    y: u64,
+    rows: usize,
+    d: usize,
+    eps: f32,
+) -> Result<()> {
+    let (wp, d32) = (w.ptr(), d as u32);
+    let (r32, nl) = (rows as u32, NormLaunch::new(rows, d));
+    let group = nl.group;
+    // SAFETY: rmsnorm(x, w, y, rows, d, eps, group): x and y hold rows × d bf16 (the callers'
+    // scratch), w is a [d] weight; the launch shape is NormLaunch's for (rows, d).
+    unsafe {
+        k.get("rmsnorm").launch(
+            nl.grid,
+            nl.block,
+            s,
+            &mut kargs![x, wp, y, r32, d32, eps, group],
+        )
+    }
+}
+
+impl GpuModel {
+    /// Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ (+ bias): `Products::gemm` with this model's kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        s: &Stream,
+        x: u64,
+        w: &DTensor,
+        y: u64,
+        m: usize,
+        bias: Option<&DTensor>,
+        accumulate: bool,
+        out_f32: bool,
+    ) -> Result<()> {
+        self.products
+            .gemm(&self.k, s, x, w, y, m, bias, accumulate, out_f32)
+    }
+
+    /// Plans for every product of a decode step of `m` rows (`Products::tune`).
+    pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
+        self.pass().tune_decode_plans(s, m)
+    }
+}
+
+/// The products of a decode step: one layer's (every layer has the same shapes) and the output
+/// projection, each with its epilogue.
+pub fn decode_products<'a>(
+    layers: &'a [DecoderLayer<DTensor>],
+    output: &'a DTensor,
+) -> Vec<(&'a DTensor, Epilogue)> {
+    let Some(l) = layers.first() else {
+        return Vec::new();
+    };
+    let plain = Epilogue::default();
+    let acc = Epilogue {
+        accumulate: true,
+        ..plain
+    };
+    let f32o = Epilogue {
+        out_f32: true,
+        ..plain
+    };
+    let qkv = Epilogue {
+        bias: l.qkv_b.is_some(),
+        ..plain
+    };
+    vec![
+        (&l.qkv, qkv),
+        (&l.o, acc),
+        (&l.gate_up, plain),
+        (&l.down, acc),
+        (output, f32o),
+    ]
 }

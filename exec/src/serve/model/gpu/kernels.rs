@@ -11,7 +11,7 @@ use std::collections::HashMap;
 pub const LLAVA_SRC: &str = include_str!("../../../../../kernels/llava.cu");
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 20] = [
+pub const KERNELS: [&str; 22] = [
     "gemv",
     "fill_uniform",
     "zero_cols",
@@ -27,6 +27,8 @@ pub const KERNELS: [&str; 20] = [
     "im2col",
     "clip_embed",
     "drop_cls",
+    "qwen_patchify",
+    "rope_2d",
     "flash_attn_d64",
     "flash_attn_d128",
     "decode_attn",

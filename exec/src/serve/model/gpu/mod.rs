@@ -6,22 +6,26 @@
 //! * [`scratch`]: named scratch buffers, frozen once decode graphs hold their addresses.
 //! * [`kv_pool`]: the paged KV cache of every decoder layer.
 //! * [`products`]: cuBLASLt plans and the batch-1 `gemv`, raced per shape.
-//! * [`forward`]: [`GpuModel`] and its passes: encode, embed, decoder, logits.
+//! * [`forward`]: [`GpuModel`] (LLaVA) and its encode; [`DecoderPass`]: embed, decoder,
+//!   logits over either model's decoder.
+//! * [`qwen2_5_vl`]: [`QwenGpu`], Qwen2.5-VL's weights and ViT + merger on the same kernels.
 
 pub mod forward;
 pub mod kernels;
 pub mod kv_pool;
 pub mod products;
+pub mod qwen2_5_vl;
 pub mod scratch;
 pub mod tensor;
 
-pub use forward::{Attn, GpuModel, TokenInputs};
+pub use forward::{Attn, DecoderPass, GpuModel, TokenInputs};
 pub use kernels::{
     DECODE_PART, DECODE_PART_MAX, EARLY_LAUNCH, FLASH_ROWS, KERNELS, KV_BLOCK, Kernels, LLAVA_SRC,
     NormLaunch, decode_attn_kernel, decode_part, flash_attn_kernel,
 };
 pub use kv_pool::KvPool;
 pub use products::{GEMV_MAX_M, ProductKey, ProductRace, SmallProducts};
+pub use qwen2_5_vl::QwenGpu;
 pub use scratch::Scratch;
 pub use tensor::{
     DTensor, download_bf16, download_f32, download_i32, read_ptr, upload_bf16, upload_f64,

@@ -2,12 +2,14 @@
 //! its epilogue) and, for one-row products, our `gemv` kernel where it was timed faster.
 //! `Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ`, row-major, as a PyTorch `Linear`.
 
-use super::forward::GpuModel;
+use super::kernels::Kernels;
 use super::tensor::DTensor;
-use crate::cuda::device::{Event, Stream};
-use crate::cuda::gemm::{Epilogue, Plan};
+use crate::cuda::device::{DeviceBuffer, Event, Gpu, Stream};
+use crate::cuda::gemm::{Epilogue, Lt, Plan};
 use crate::error::Result;
 use crate::kargs;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 /// Rows of the products our `gemv` kernel takes (batch-1 decode), where it races cuBLASLt.
@@ -44,60 +46,72 @@ impl ProductRace {
 }
 
 /// cuBLASLt workspace of every product.
-pub(super) const WORKSPACE: usize = 32 << 20;
+const WORKSPACE: usize = 32 << 20;
 
-impl GpuModel {
-    /// Plans for every product of a decode step of `m` rows, each the fastest on this GPU of
-    /// up to 16 cuBLASLt heuristic candidates and, for m ≤ GEMV_MAX_M, of our gemv kernel
-    /// (each timed from a cold L2 into scratch outputs, so nothing the step reads changes).
-    /// Called before every decode step, outside graph capture (which cannot time): a plan made
-    /// inside capture would get the heuristic's first guess. Nothing to do once the plans exist.
-    pub fn tune_decode_plans(&self, s: &Stream, m: usize) -> Result<()> {
+/// One model's matrix products on one GPU: the cuBLASLt handle, its plans by shape, the timed
+/// races of small products, and the workspace they share.
+pub struct Products {
+    lt: Lt,
+    plans: RefCell<HashMap<ProductKey, Plan>>,
+    /// Small-M shapes timed in gemv and in their tuned cuBLASLt plan.
+    races: RefCell<HashMap<ProductKey, ProductRace>>,
+    /// Host seconds spent creating cuBLASLt plans (descriptors and heuristic queries) so far.
+    planning_s: Cell<f64>,
+    ws: DeviceBuffer,
+    pub small: SmallProducts,
+}
+
+impl Products {
+    pub fn new(gpu: &Gpu) -> Result<Products> {
+        Ok(Products {
+            lt: Lt::new()?,
+            plans: RefCell::new(HashMap::new()),
+            races: RefCell::new(HashMap::new()),
+            planning_s: Cell::new(0.0),
+            ws: gpu.alloc(WORKSPACE)?,
+            small: SmallProducts::Fastest,
+        })
+    }
+
+    /// Plans for the products of a decode step of `m` rows (`weights`: each weight with its
+    /// epilogue), each the fastest on this GPU of up to 16 cuBLASLt heuristic candidates and,
+    /// for m ≤ GEMV_MAX_M, of our gemv kernel (each timed from a cold L2 into scratch outputs,
+    /// so nothing the step reads changes). Called before every decode step, outside graph
+    /// capture (which cannot time): a plan made inside capture would get the heuristic's first
+    /// guess. Nothing to do once the plans exist.
+    pub fn tune(
+        &self,
+        gpu: &Gpu,
+        k: &Kernels,
+        s: &Stream,
+        m: usize,
+        weights: Vec<(&DTensor, Epilogue)>,
+    ) -> Result<()> {
         let small = m <= GEMV_MAX_M;
-        if small && self.small_products == SmallProducts::Gemv {
+        if small && self.small == SmallProducts::Gemv {
             return Ok(());
         }
-        let race_gemv = small && self.small_products == SmallProducts::Fastest;
-        let Some(l) = self.w.layers.first() else {
-            return Ok(());
-        };
-        let plain = Epilogue::default();
-        let acc = Epilogue {
-            accumulate: true,
-            ..plain
-        };
-        let f32o = Epilogue {
-            out_f32: true,
-            ..plain
-        };
-        let products: Vec<(&DTensor, Epilogue)> = [
-            (&l.qkv, plain),
-            (&l.o, acc),
-            (&l.gate_up, plain),
-            (&l.down, acc),
-            (&self.w.lm_head, f32o),
-        ]
-        .into_iter()
-        .filter(|(w, ep)| {
-            let key = (m, w.shape[0], w.shape[1], *ep);
-            !self.plans.borrow().contains_key(&key)
-                || (race_gemv && !self.races.borrow().contains_key(&key))
-        })
-        .collect();
+        let race_gemv = small && self.small == SmallProducts::Fastest;
+        let products: Vec<(&DTensor, Epilogue)> = weights
+            .into_iter()
+            .filter(|(w, ep)| {
+                let key = (m, w.shape[0], w.shape[1], *ep);
+                !self.plans.borrow().contains_key(&key)
+                    || (race_gemv && !self.races.borrow().contains_key(&key))
+            })
+            .collect();
         if products.is_empty() {
             return Ok(());
         }
         let kmax = products.iter().map(|p| p.0.shape[1]).max().unwrap_or(1);
         let nmax = products.iter().map(|p| p.0.shape[0]).max().unwrap_or(1);
-        let x = self.gpu.alloc(m * kmax * 2)?;
-        let y = self.gpu.alloc(m * nmax * 4)?;
-        let (e0, e1) = (Event::timing(&self.gpu)?, Event::timing(&self.gpu)?);
+        let x = gpu.alloc(m * kmax * 2)?;
+        let y = gpu.alloc(m * nmax * 4)?;
+        let (e0, e1) = (Event::timing(gpu)?, Event::timing(gpu)?);
         // In a decode step every weight comes from HBM (13 GB stream through the L2 between two
         // uses of one matrix); timed back to back, a 4096² matrix would sit in the 50 MB L2 and
         // read at 4 TB/s. So each run starts with the L2 flushed by writing twice its size.
-        let flush = self
-            .gpu
-            .alloc((2 * self.gpu.info.l2_bytes as usize).max(1 << 20))?;
+        let flush = gpu.alloc((2 * gpu.info.l2_bytes as usize).max(1 << 20))?;
         // Median seconds of 5 runs after a warm-up (a candidate the library turns down fails
         // there).
         let time = |run: &dyn Fn() -> Result<()>| -> Result<f64> {
@@ -113,8 +127,8 @@ impl GpuModel {
             Ok(crate::stats::median(&t))
         };
         for (w, ep) in products {
-            let (n, k) = (w.shape[0], w.shape[1]);
-            let key = (m, n, k, ep);
+            let (n, kk) = (w.shape[0], w.shape[1]);
+            let key = (m, n, kk, ep);
             let run_lt = |p: &Plan| {
                 self.lt
                     .run_with(p, x.ptr, w.ptr(), y.ptr, 0, self.ws.ptr, s)
@@ -122,14 +136,14 @@ impl GpuModel {
             let lt_s = match self.plans.borrow_mut().entry(key) {
                 Entry::Occupied(e) => time(&|| run_lt(e.get()))?,
                 Entry::Vacant(v) => {
-                    let mut p = self.lt.plan_with(m, n, k, WORKSPACE, 16, ep)?;
+                    let mut p = self.lt.plan_with(m, n, kk, WORKSPACE, 16, ep)?;
                     let (t, _) = p.choose_fastest(|p| time(&|| run_lt(p)))?;
                     v.insert(p);
                     t
                 }
             };
             if race_gemv {
-                let gemv_s = time(&|| self.gemv(s, x.ptr, w, y.ptr, ep))?;
+                let gemv_s = time(&|| gemv(k, s, x.ptr, w, y.ptr, ep))?;
                 let race = ProductRace {
                     gemv_s,
                     cublaslt_s: lt_s,
@@ -166,6 +180,7 @@ impl GpuModel {
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
         &self,
+        k: &Kernels,
         s: &Stream,
         x: u64,
         w: &DTensor,
@@ -175,32 +190,32 @@ impl GpuModel {
         accumulate: bool,
         out_f32: bool,
     ) -> Result<()> {
-        let (n, k) = (w.shape[0], w.shape[1]);
+        let (n, kk) = (w.shape[0], w.shape[1]);
         let ep = Epilogue {
             bias: bias.is_some(),
             accumulate,
             out_f32,
         };
-        let key = (m, n, k, ep);
-        let gemv = m <= GEMV_MAX_M
+        let key = (m, n, kk, ep);
+        let use_gemv = m <= GEMV_MAX_M
             && bias.is_none()
-            && match self.small_products {
+            && match self.small {
                 SmallProducts::Gemv => true,
                 SmallProducts::CuBlasLt => false,
                 SmallProducts::Fastest => {
                     self.races.borrow().get(&key).is_some_and(|r| r.gemv_wins())
                 }
             };
-        if gemv {
-            return self.gemv(s, x, w, y, ep);
+        if use_gemv {
+            return gemv(k, s, x, w, y, ep);
         }
-        crate::cuda::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{k}"))?;
+        crate::cuda::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{kk}"))?;
         let mut plans = self.plans.borrow_mut();
         let p = match plans.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => {
                 let started = std::time::Instant::now();
-                let p = self.lt.plan_with(m, n, k, WORKSPACE, 1, ep)?;
+                let p = self.lt.plan_with(m, n, kk, WORKSPACE, 1, ep)?;
                 self.planning_s
                     .set(self.planning_s.get() + started.elapsed().as_secs_f64());
                 v.insert(p)
@@ -216,20 +231,19 @@ impl GpuModel {
             s,
         )
     }
+}
 
-    /// The product of one row X[k] through our gemv kernel (no bias).
-    pub fn gemv(&self, s: &Stream, x: u64, w: &DTensor, y: u64, ep: Epilogue) -> Result<()> {
-        let (n, k) = (w.shape[0], w.shape[1]);
-        let (n32, k32) = (n as u32, k as u32);
-        let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
-        let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
-        // SAFETY: gemv(X, W, Y, N, K, accumulate, out_f32): w is an [n, k] weight, x holds k bf16
-        // and y n values of the output type (the caller's contract, as for gemm); 8 warps of 2 rows
-        // a block cover the n rows.
-        unsafe {
-            self.k
-                .get("gemv")
-                .launch(blocks, 256, s, &mut kargs![x, wp, y, n32, k32, acc, f32o])
-        }
+/// The product of one row X[k] through our gemv kernel (no bias).
+pub fn gemv(k: &Kernels, s: &Stream, x: u64, w: &DTensor, y: u64, ep: Epilogue) -> Result<()> {
+    let (n, kk) = (w.shape[0], w.shape[1]);
+    let (n32, k32) = (n as u32, kk as u32);
+    let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
+    let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
+    // SAFETY: gemv(X, W, Y, N, K, accumulate, out_f32): w is an [n, k] weight, x holds k bf16
+    // and y n values of the output type (the caller's contract, as for gemm); 8 warps of 2 rows
+    // a block cover the n rows.
+    unsafe {
+        k.get("gemv")
+            .launch(blocks, 256, s, &mut kargs![x, wp, y, n32, k32, acc, f32o])
     }
 }

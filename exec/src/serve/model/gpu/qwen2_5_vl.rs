@@ -1,0 +1,498 @@
+//! The bf16 GPU forward of `model::qwen2_5_vl` on the same kernels and products as LLaVA's:
+//! the ViT + merger (`encode`) here, the decoder through [`DecoderPass`] (q/k/v biases in the
+//! product's epilogue, M-RoPE's three position planes in `rope_kv_append`).
+//!
+//! The ViT's heads are 80 wide; the attention kernel is built for 64 and 128. So the ViT's
+//! weights are held with each head padded to 128: `qkv` gets 48 zero rows (and zero biases)
+//! after each head's 80, `proj` 48 zero columns after each head's 80. The padded dimensions
+//! carry zeros through q·k and p·v, so every result is the unpadded model's; the cost is 60 %
+//! more work in the qkv product and the attention (exec/REPORT.md has the time it takes).
+
+use super::forward::{DecoderPass, TokenInputs, rmsnorm};
+use super::kernels::{FLASH_ROWS, Kernels, flash_attn_kernel};
+use super::kv_pool::KvPool;
+use super::products::Products;
+use super::scratch::Scratch;
+use super::tensor::{DTensor, upload_bf16, upload_f64, upload_i32};
+use crate::cuda::device::{DeviceBuffer, Gpu, Stream};
+use crate::cuda::kernels::grid_for;
+use crate::error::{Error, Result};
+use crate::kargs;
+use crate::serve::model::cpu::rope_inv_freq;
+use crate::serve::model::host::tensor_seed;
+use crate::serve::model::llava::TensorSpec;
+use crate::serve::model::qwen2_5_vl::{
+    ImageGrid, Qwen25VlConfig, Qwen25VlWeights, merge_block_order, windows,
+};
+use crate::serve::model::qwen2_5_vl_cpu::HostWeights;
+
+/// Width the ViT's heads are held at (the attention kernel's).
+pub const VIT_HEAD: usize = 128;
+
+/// A ViT tensor held with its heads padded: viewed as [outer][groups][head][inner], each
+/// group's `head` rows become `VIT_HEAD`, zero-filled.
+#[derive(Debug, Clone, Copy)]
+struct HeadPad {
+    outer: usize,
+    groups: usize,
+    inner: usize,
+}
+
+impl HeadPad {
+    /// The padding of our tensor `spec` (None: held as it is).
+    fn of(c: &Qwen25VlConfig, spec: &TensorSpec) -> Option<HeadPad> {
+        let (h, dv) = (c.vision.heads, c.vision.hidden);
+        let field = spec.name.strip_prefix('v')?.split_once('.')?.1;
+        match field {
+            "qkv_w" => Some(HeadPad {
+                outer: 1,
+                groups: 3 * h,
+                inner: dv,
+            }),
+            "qkv_b" => Some(HeadPad {
+                outer: 1,
+                groups: 3 * h,
+                inner: 1,
+            }),
+            "proj_w" => Some(HeadPad {
+                outer: dv,
+                groups: h,
+                inner: 1,
+            }),
+            _ => None,
+        }
+    }
+
+    fn padded_shape(&self, spec: &TensorSpec, hd: usize) -> Vec<usize> {
+        let mut shape = spec.shape.clone();
+        let last = shape.len() - 1;
+        if self.outer == 1 {
+            shape[0] = shape[0] / hd * VIT_HEAD;
+        } else {
+            shape[last] = shape[last] / hd * VIT_HEAD;
+        }
+        shape
+    }
+
+    fn pad(&self, v: &[f32], hd: usize) -> Vec<f32> {
+        let (rows, k, kp) = self.rows(hd);
+        let mut out = vec![0f32; rows * kp];
+        for (r, row) in v.chunks(k).enumerate() {
+            out[r * kp..r * kp + k].copy_from_slice(row);
+        }
+        out
+    }
+
+    /// As a matrix of (rows, used columns, held columns).
+    fn rows(&self, hd: usize) -> (usize, usize, usize) {
+        (
+            self.outer * self.groups,
+            hd * self.inner,
+            VIT_HEAD * self.inner,
+        )
+    }
+}
+
+/// The model on one GPU.
+pub struct QwenGpu {
+    pub cfg: Qwen25VlConfig,
+    pub w: Qwen25VlWeights<DTensor>,
+    pub k: Kernels,
+    pub products: Products,
+    pub gpu: Gpu,
+    /// The decoder's rotary frequencies (f64 [head_dim / 2]).
+    rope_inv_freq: DeviceBuffer,
+    /// The ViT's (f64 [head_dim / 4]: a half-width head's table, `qwen2_5_vl_cpu::rope_vision`).
+    vit_inv_freq: DeviceBuffer,
+}
+
+impl QwenGpu {
+    fn new(
+        cfg: Qwen25VlConfig,
+        gpu: Gpu,
+        w: Qwen25VlWeights<DTensor>,
+        k: Kernels,
+    ) -> Result<QwenGpu> {
+        let hd = cfg.vision.head_dim();
+        if cfg.llm.head_dim != 128 || hd > VIT_HEAD || !hd.is_multiple_of(4) {
+            return Err(Error::Invalid(format!(
+                "{}: head dims {} (decoder) and {hd} (ViT): the engine takes 128 and at most 128",
+                cfg.name, cfg.llm.head_dim
+            )));
+        }
+        Ok(QwenGpu {
+            products: Products::new(&gpu)?,
+            rope_inv_freq: upload_f64(&gpu, &rope_inv_freq(cfg.llm.head_dim, cfg.llm.rope_theta))?,
+            vit_inv_freq: upload_f64(&gpu, &rope_inv_freq(hd / 2, cfg.vision.rope_theta))?,
+            cfg,
+            w,
+            k,
+            gpu,
+        })
+    }
+
+    /// Upload host weights (f32, rounded to bf16), the ViT's heads padded.
+    pub fn from_host(cfg: &Qwen25VlConfig, gpu: Gpu, hw: &HostWeights) -> Result<QwenGpu> {
+        let k = Kernels::load(&gpu)?;
+        let hd = cfg.vision.head_dim();
+        let mut values = hw.tensors().into_iter();
+        let w = Qwen25VlWeights::build(cfg, |spec| {
+            let v = values
+                .next()
+                .ok_or_else(|| Error::Check("host weights shorter than the model".into()))?;
+            let (v, shape) = match HeadPad::of(cfg, spec) {
+                Some(p) => (p.pad(v, hd), p.padded_shape(spec, hd)),
+                None => (v.clone(), spec.shape.clone()),
+            };
+            Ok(DTensor {
+                buf: upload_bf16(&gpu, &v)?,
+                shape,
+            })
+        })?;
+        QwenGpu::new(cfg.clone(), gpu, w, k)
+    }
+
+    /// Random weights with the exact shapes (the ViT's heads padded with zeros), generated on
+    /// the GPU: for timing; nothing downloaded.
+    pub fn random(cfg: &Qwen25VlConfig, gpu: Gpu, seed: u64) -> Result<QwenGpu> {
+        let k = Kernels::load(&gpu)?;
+        let s = gpu.stream()?;
+        let hd = cfg.vision.head_dim();
+        let mut index = 0usize;
+        let w = Qwen25VlWeights::build(cfg, |spec: &TensorSpec| {
+            let pad = HeadPad::of(cfg, spec);
+            let shape = pad.map_or(spec.shape.clone(), |p| p.padded_shape(spec, hd));
+            let n = shape.iter().product::<usize>();
+            let buf = gpu.alloc(n * 2)?;
+            let (scale, offset) = spec.init.scale_offset();
+            let seed = tensor_seed(seed, index);
+            index += 1;
+            let (p, n64) = (buf.ptr, n as u64);
+            // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); `buf`
+            // holds the n bf16 of the tensor and is kept in the weights; the stream is
+            // synchronised before the model is returned.
+            unsafe {
+                k.get("fill_uniform").launch(
+                    grid_for(n64, 256, gpu.info.sms),
+                    256,
+                    &s,
+                    &mut kargs![p, n64, seed, scale, offset],
+                )
+            }?;
+            if let Some(pad) = pad {
+                let (rows, used, held) = pad.rows(hd);
+                let (rows, used, held) = (rows as u64, used as u32, held as u32);
+                // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp): `p` is the tensor just
+                // filled, rows × held bf16 (its padded shape).
+                unsafe {
+                    k.get("zero_cols").launch(
+                        grid_for(rows * (held - used) as u64, 256, gpu.info.sms),
+                        256,
+                        &s,
+                        &mut kargs![p, rows, used, held],
+                    )
+                }?;
+            }
+            Ok(DTensor { buf, shape })
+        })?;
+        s.synchronize()?;
+        QwenGpu::new(cfg.clone(), gpu, w, k)
+    }
+
+    /// Weight bytes on the GPU (the ViT's padding included).
+    pub fn weight_bytes(&self) -> u64 {
+        self.w.tensors().iter().map(|t| t.elems() as u64 * 2).sum()
+    }
+
+    /// The decoder's passes.
+    pub fn pass(&self) -> DecoderPass<'_> {
+        DecoderPass {
+            k: &self.k,
+            products: &self.products,
+            gpu: &self.gpu,
+            llm: &self.cfg.llm,
+            embed: &self.w.embed,
+            layers: &self.w.layers,
+            norm: &self.w.norm,
+            output: self.w.output(),
+            inv_freq: self.rope_inv_freq.ptr,
+        }
+    }
+
+    /// A KV pool of `blocks` blocks for this decoder.
+    pub fn kv_pool(&self, blocks: usize) -> Result<KvPool> {
+        KvPool::new(&self.gpu, &self.cfg.llm, blocks)
+    }
+
+    fn grid(&self, n: u64) -> u32 {
+        grid_for(n, 256, self.gpu.info.sms)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        s: &Stream,
+        x: u64,
+        w: &DTensor,
+        y: u64,
+        m: usize,
+        bias: Option<&DTensor>,
+        accumulate: bool,
+    ) -> Result<()> {
+        self.products
+            .gemm(&self.k, s, x, w, y, m, bias, accumulate, false)
+    }
+
+    /// ViT + merger over images of these grids, whose pixels ([3, rows·14, cols·14] bf16, the
+    /// processor's resized and normalised image) are at `pixels`: their LLM embedding rows,
+    /// image after image, each in raster order of its merged grid, into `out` ([Σ tokens, d]).
+    pub fn encode(
+        &self,
+        s: &Stream,
+        grids: &[ImageGrid],
+        pixels: &[u64],
+        out: u64,
+        sc: &mut Scratch,
+    ) -> Result<()> {
+        if grids.len() != pixels.len() || grids.is_empty() {
+            return Err(Error::Check(format!(
+                "encode: {} grids for {} images",
+                grids.len(),
+                pixels.len()
+            )));
+        }
+        let c = &self.cfg;
+        let v = &c.vision;
+        let g = &self.gpu;
+        let (dv, hd, h, mu) = (v.hidden, v.head_dim(), v.heads, v.merge_unit());
+        // Host side: each patch's (row, col) in window order, the attention segments (whole
+        // images; windows) and where each merged row goes back to raster order.
+        let mut rc = Vec::new();
+        let (mut cu_full, mut cu_win) = (vec![0i32], vec![0i32]);
+        let mut back = Vec::new();
+        let mut max_window = 0;
+        let mut base = Vec::with_capacity(grids.len());
+        for &grid in grids {
+            let order: Vec<(usize, usize)> = merge_block_order(grid, v.merge).collect();
+            let win = windows(c, grid);
+            let first = rc.len() / 2;
+            base.push(first);
+            for &unit in &win.order {
+                for &(r, col) in &order[unit * mu..(unit + 1) * mu] {
+                    rc.extend([r as i32, col as i32]);
+                }
+            }
+            let t0 = first / mu;
+            let mut raster = vec![0i32; win.order.len()];
+            for (j, &unit) in win.order.iter().enumerate() {
+                raster[unit] = (t0 + j) as i32;
+            }
+            back.extend(raster);
+            for &size in &win.sizes {
+                cu_win.push(cu_win[cu_win.len() - 1] + (size * mu) as i32);
+                max_window = max_window.max(size * mu);
+            }
+            cu_full.push(cu_full[cu_full.len() - 1] + grid.patches() as i32);
+        }
+        let n = rc.len() / 2;
+        let tokens = n / mu;
+        let max_image = grids.iter().map(|g| g.patches()).max().unwrap_or(0);
+        let (d_rc, d_full, d_win, d_back) = (
+            upload_i32(g, &rc)?,
+            upload_i32(g, &cu_full)?,
+            upload_i32(g, &cu_win)?,
+            upload_i32(g, &back)?,
+        );
+        let k = v.patch_dim();
+        let (qkv_w, attn_w) = (3 * h * VIT_HEAD, h * VIT_HEAD);
+        let patches = sc.get(g, "q_patches", n * k * 2)?;
+        let x = sc.get(g, "q_x", n * dv * 2)?;
+        let hb = sc.get(g, "q_h", n * dv * 2)?;
+        let qkv = sc.get(g, "q_qkv", n * qkv_w * 2)?;
+        let attn = sc.get(g, "q_attn", n * attn_w * 2)?;
+        let gu = sc.get(g, "q_gu", n * 2 * v.intermediate * 2)?;
+        let act = sc.get(g, "q_act", n * v.intermediate * 2)?;
+        for ((&grid, &px), &first) in grids.iter().zip(pixels).zip(&base) {
+            let (rows, ch, height, width, p, frames) = (
+                grid.patches() as u32,
+                v.channels as u32,
+                (grid.rows * v.patch) as u32,
+                (grid.cols * v.patch) as u32,
+                v.patch as u32,
+                v.temporal_patch as u32,
+            );
+            let (rcp, outp) = (
+                d_rc.ptr + (first * 2 * 4) as u64,
+                patches + (first * k * 2) as u64,
+            );
+            // SAFETY: qwen_patchify(px, rc, out, n, ch, height, width, p, frames): `px` is the
+            // caller's [ch, height, width] bf16 image, rc holds this image's rows·cols (row, col)
+            // pairs from `first` on (uploaded above), out its rows of the patches scratch.
+            unsafe {
+                self.k.get("qwen_patchify").launch(
+                    self.grid(grid.patches() as u64 * k as u64),
+                    256,
+                    s,
+                    &mut kargs![px, rcp, outp, rows, ch, height, width, p, frames],
+                )
+            }?;
+        }
+        self.gemm(s, patches, &self.w.patch_embed, x, n, None, false)?;
+        let (n32, stride, heads2, head_stride, rot) = (
+            n as u32,
+            qkv_w as u32,
+            (2 * h) as u32,
+            VIT_HEAD as u32,
+            hd as u32,
+        );
+        let (heads, k_off, v_off, out_stride) =
+            (h as u32, attn_w as u32, (2 * attn_w) as u32, attn_w as u32);
+        let (causal, scale, freqs) = (0i32, 1.0f32 / (hd as f32).sqrt(), self.vit_inv_freq.ptr);
+        for (bi, b) in self.w.blocks.iter().enumerate() {
+            rmsnorm(&self.k, s, x, &b.norm1, hb, n, dv, v.eps)?;
+            self.gemm(s, hb, &b.qkv_w, qkv, n, Some(&b.qkv_b), false)?;
+            let rcp = d_rc.ptr;
+            // SAFETY: rope_2d(qkv, rc, inv_freq, n, stride, heads, head_stride, rot): qkv is the
+            // [n, stride] scratch, its first 2·h heads (q, k) VIT_HEAD apart; rc n pairs,
+            // inv_freq hd / 4 f64 (both uploaded above / at load).
+            unsafe {
+                self.k.get("rope_2d").launch(
+                    self.grid((n * 2 * h * hd / 2) as u64),
+                    256,
+                    s,
+                    &mut kargs![qkv, rcp, freqs, n32, stride, heads2, head_stride, rot],
+                )
+            }?;
+            let (cu, segments, longest) = if v.full_attention_blocks.contains(&bi) {
+                (d_full.ptr, grids.len(), max_image)
+            } else {
+                (d_win.ptr, cu_win.len() - 1, max_window)
+            };
+            // SAFETY: flash_attn_d128(qkv, out, cu, stride, out_stride, heads, kv_heads, k_off,
+            // v_off, causal, scale): qkv is [n, 3·h·128], attn [n, h·128] (scratch above), cu
+            // holds segments+1 i32 summing to n (uploaded above); the grid covers the longest
+            // segment in FLASH_ROWS blocks.
+            unsafe {
+                self.k.get(flash_attn_kernel(VIT_HEAD)).launch3(
+                    (longest.div_ceil(FLASH_ROWS) as u32, heads, segments as u32),
+                    128,
+                    s,
+                    &mut kargs![
+                        qkv, attn, cu, stride, out_stride, heads, heads, k_off, v_off, causal,
+                        scale
+                    ],
+                )
+            }?;
+            self.gemm(s, attn, &b.proj_w, x, n, Some(&b.proj_b), true)?;
+            rmsnorm(&self.k, s, x, &b.norm2, hb, n, dv, v.eps)?;
+            self.gemm(s, hb, &b.gate_up_w, gu, n, Some(&b.gate_up_b), false)?;
+            let inter = v.intermediate as u32;
+            // SAFETY: silu_mul(gu, out, n, inter): gu is [n, 2·intermediate] and act [n,
+            // intermediate] bf16 (scratch above).
+            unsafe {
+                self.k.get("silu_mul").launch(
+                    self.grid((n * v.intermediate) as u64),
+                    256,
+                    s,
+                    &mut kargs![gu, act, n32, inter],
+                )
+            }?;
+            self.gemm(s, act, &b.down_w, x, n, Some(&b.down_b), true)?;
+        }
+        // Merger: a merge block's rows are consecutive, so [n, dv] is [n/4, 4·dv].
+        let (dm, d) = (v.merged_dim(), c.llm.hidden);
+        rmsnorm(&self.k, s, x, &self.w.merger_norm, hb, n, dv, v.eps)?;
+        let m1 = sc.get(g, "q_m1", tokens * dm * 2)?;
+        let m2 = sc.get(g, "q_m2", tokens * d * 2)?;
+        self.gemm(
+            s,
+            hb,
+            &self.w.merger1_w,
+            m1,
+            tokens,
+            Some(&self.w.merger1_b),
+            false,
+        )?;
+        let nm = (tokens * dm) as u64;
+        // SAFETY: gelu_erf(bf16* x, u64 n) in place on m1, sized tokens · 4·dv bf16 above.
+        unsafe {
+            self.k
+                .get("gelu_erf")
+                .launch(self.grid(nm), 256, s, &mut kargs![m1, nm])
+        }?;
+        self.gemm(
+            s,
+            m1,
+            &self.w.merger2_w,
+            m2,
+            tokens,
+            Some(&self.w.merger2_b),
+            false,
+        )?;
+        let (t32, d32, backp) = (tokens as u32, d as u32, d_back.ptr);
+        // SAFETY: gather_rows(x, idx, out, m, d): m2 is [tokens, d] in window order, back holds
+        // tokens i32 (each a row of m2), out the caller's [tokens, d].
+        unsafe {
+            self.k.get("gather_rows").launch(
+                self.grid((tokens * d) as u64),
+                256,
+                s,
+                &mut kargs![m2, backp, out, t32, d32],
+            )
+        }?;
+        // The index arrays above are read by queued work: keep them until it has run.
+        s.synchronize()
+    }
+}
+
+/// The decoder's inputs of a prefill: positions as M-RoPE's three planes (the buffer holds
+/// them; keep it while the pass runs).
+pub fn prefill_inputs(
+    positions: &[[usize; 3]],
+    slots: u64,
+    gpu: &Gpu,
+) -> Result<(DeviceBuffer, TokenInputs)> {
+    let planes: Vec<i32> = (0..3)
+        .flat_map(|a| positions.iter().map(move |p| p[a] as i32))
+        .collect();
+    let buf = upload_i32(gpu, &planes)?;
+    let inp = TokenInputs {
+        positions: buf.ptr,
+        planes: true,
+        slots,
+    };
+    Ok((buf, inp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::model::qwen2_5_vl::tensor_specs;
+
+    #[test]
+    fn vit_heads_are_padded_with_zeros() {
+        let c = Qwen25VlConfig::tiny();
+        let (h, hd, dv) = (c.vision.heads, c.vision.head_dim(), c.vision.hidden);
+        let specs = tensor_specs(&c);
+        let find = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
+        // qkv: [3·dv, dv] → [3·h·128, dv]; the row of head g, dim j moves to g·128 + j.
+        let qkv = find("v0.qkv_w");
+        let pad = HeadPad::of(&c, qkv).unwrap();
+        assert_eq!(pad.padded_shape(qkv, hd), vec![3 * h * VIT_HEAD, dv]);
+        let v: Vec<f32> = (0..3 * dv * dv).map(|i| (i / dv) as f32 + 1.0).collect();
+        let p = pad.pad(&v, hd);
+        assert_eq!(p[(VIT_HEAD + 5) * dv], (hd + 5) as f32 + 1.0);
+        assert!(p[hd * dv..VIT_HEAD * dv].iter().all(|&x| x == 0.0));
+        // proj: [dv, dv] → [dv, h·128]; column g·80 + j moves to g·128 + j.
+        let proj = find("v2.proj_w");
+        let pad = HeadPad::of(&c, proj).unwrap();
+        assert_eq!(pad.padded_shape(proj, hd), vec![dv, h * VIT_HEAD]);
+        let v: Vec<f32> = (0..dv * dv).map(|i| (i % dv) as f32 + 1.0).collect();
+        let p = pad.pad(&v, hd);
+        let row1 = &p[h * VIT_HEAD..2 * h * VIT_HEAD];
+        assert_eq!(row1[VIT_HEAD], hd as f32 + 1.0);
+        assert!(row1[hd..VIT_HEAD].iter().all(|&x| x == 0.0));
+        assert!(HeadPad::of(&c, find("v0.gate_up_w")).is_none());
+        assert!(HeadPad::of(&c, find("l0.qkv")).is_none());
+    }
+}
