@@ -370,11 +370,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("pixtral") && e.contains("full"), "{e}");
-        let e = parsed(serde_json::json!({"model_type": "mllama"}))
+        let e = parsed(serde_json::json!({"model_type": "internvl"}))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("mllama") && e.contains("llava_next") && e.contains("gemma3"),
+            e.contains("internvl") && e.contains("llava_next") && e.contains("mllama"),
             "{e}"
         );
     }
