@@ -641,6 +641,20 @@ fn resolve(
     let model_name = f.model.as_ref().ok_or_else(|| need("model"))?;
     let model = resolve_model_in(&model_name.value, base_dir)
         .map_err(|e| at.err(Some(model_name), &format!("{path}.model"), e))?;
+    if model.llm.cross_attention.is_some() {
+        // The engine ships an image as its LLM tokens' embeddings and a request's KV as the
+        // context's: for a cross-attention model both would be silently wrong (one token per
+        // image; no vision-state KV). `hetsim transfer` reads these models.
+        return Err(at.err(
+            Some(model_name),
+            &format!("{path}.model"),
+            InputError::new(format!(
+                "`{}` feeds images through cross-attention layers, which the simulator does not model yet (their \
+                 vision-state KV and the vision states a modality split ships); `hetsim transfer` reads it",
+                model.name
+            )),
+        ));
+    }
     let dtype = match &f.dtype {
         Some(d) => {
             Dtype::parse(&d.value).map_err(|e| at.err(Some(d), &format!("{path}.dtype"), e))?

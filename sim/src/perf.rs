@@ -420,6 +420,9 @@ impl PhaseModel for Roofline {
                 self.op(0.0, projected * vit_hidden as f64 * b, 1.0)
                     + self.gemm(features, vit_hidden as f64, output as f64 / tp)
             }
+            ProjectorSpec::Linear { input, output } => {
+                self.gemm(projected, input as f64, output as f64 / tp)
+            }
         };
         // Qwen3-VL's DeepStack taps run a projector of their own each.
         t += projector * (1 + v.deepstack.len()) as f64;

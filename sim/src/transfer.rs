@@ -3,7 +3,9 @@
 //! Cuts, in model order: inside the vision encoder after each layer; after the encoder, before the
 //! projector; after the projector (the modality boundary, `D_emb = N_v · d · b`); inside the LLM
 //! after each layer (a pipeline cut: every prefill and every decode step crosses it); and between
-//! prefill and decode (the KV cache, `D_KV = 2 · L · n_kv · d_head · s · b`). A cut *preserves
+//! prefill and decode (the KV cache, `D_KV = 2 · L · n_kv · d_head · s · b`; a cross-attention
+//! model's cross layers add the image's own KV, `2 · L_cross · n_kv · d_head · N_v · b`, and
+//! hold none of the context's). A cut *preserves
 //! stage-based execution* when each side runs once per request and hands over once: all cuts but
 //! the pipeline cuts inside the LLM.
 
@@ -92,7 +94,11 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
     if let Some(v) = &model.vision
         && !shape.images.is_empty()
     {
-        for (name, bytes) in vision_layer_bytes(&v.vit, &v.deepstack, &shape.images, shape.dtype) {
+        let taps = VisionTaps {
+            deepstack: &v.deepstack,
+            concatenated: &v.feature_taps,
+        };
+        for (name, bytes) in vision_layer_bytes(&v.vit, taps, &shape.images, shape.dtype) {
             push(name, CutKind::VisionLayer, bytes, None);
         }
         // Every DeepStack tap crosses too: each has a projector of its own on the far side.
@@ -122,9 +128,15 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
         .as_ref()
         .map_or(0, |v| v.deepstack.len() as u64);
     let features: u64 = shape.images.iter().map(|i| i.feature_tokens).sum();
+    let cross = llm
+        .cross_attention
+        .as_ref()
+        .map_or(&[][..], |c| &c.layers[..]);
     for layer in 1..llm.layers {
-        let prefill =
-            shape.context_tokens * hidden + taps.saturating_sub(layer) * features * hidden;
+        // A cross-attention layer past the cut reads the vision states: the prefill ships them.
+        let cross_after = u64::from(cross.iter().any(|&i| i >= layer));
+        let prefill = shape.context_tokens * hidden
+            + (taps.saturating_sub(layer) + cross_after) * features * hidden;
         push(
             format!("llm.layer{layer}"),
             CutKind::LlmLayer,
@@ -135,7 +147,7 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
     push(
         "prefill_decode_kv".into(),
         CutKind::PrefillDecode,
-        llm.kv_bytes(shape.context_tokens, shape.dtype),
+        llm.kv_bytes(shape.context_tokens, shape.dtype) + llm.cross_kv_bytes(features, shape.dtype),
         None,
     );
 
@@ -156,19 +168,31 @@ pub fn cuts(model: &ModelSpec, shape: &RequestShape, links: &[&LinkSpec]) -> Vec
     out
 }
 
+/// The ViT states a vision side hands over besides its last layer's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VisionTaps<'a> {
+    /// Qwen3-VL DeepStack: layer indices (from 0) whose outputs get projectors of their own.
+    pub deepstack: &'a [u64],
+    /// Llama-3.2-Vision: hidden-state indices (0 the patch embeddings, k after layer k)
+    /// concatenated with the last layer's before the projector.
+    pub concatenated: &'a [u64],
+}
+
 /// Bytes after each ViT layer that runs: its output (tokens × width), and the outputs of the
-/// DeepStack taps already passed, which the far side's tap projectors need.
+/// taps already passed, which the far side's projectors need.
 pub fn vision_layer_bytes(
     vit: &VitSpec,
-    deepstack: &[u64],
+    taps: VisionTaps,
     images: &[ImageTokens],
     dtype: Dtype,
 ) -> Vec<(String, u64)> {
     let tokens: u64 = images.iter().map(|i| i.encoder_tokens).sum();
     (1..=vit.layers_run)
         .map(|l| {
-            // Layer index i (from 0) has run once l > i.
-            let taps = deepstack.iter().filter(|&&i| i < l).count() as u64;
+            // Layer index i (from 0) has run once l > i; hidden state k exists once l ≥ k.
+            let taps = (taps.deepstack.iter().filter(|&&i| i < l).count()
+                + taps.concatenated.iter().filter(|&&k| k <= l).count())
+                as u64;
             (
                 format!("vision.layer{l}"),
                 (1 + taps) * tokens * vit.hidden * dtype.bytes(),
@@ -177,14 +201,17 @@ pub fn vision_layer_bytes(
         .collect()
 }
 
-/// `R = D_KV / D_emb = 2L · (n_kv · d_head / d) · (s / N_v)`.
+/// `R = D_KV / D_emb = 2L · (n_kv · d_head / d) · (s / N_v)`; with cross-attention layers the
+/// image's own KV adds `2 · L_cross · (n_kv · d_head / d)`, whatever the context.
 pub fn kv_to_embedding_ratio(
     model: &ModelSpec,
     context_tokens: u64,
     visual_tokens: u64,
     dtype: Dtype,
 ) -> f64 {
-    model.llm.kv_bytes(context_tokens, dtype) as f64 / model.emb_bytes(visual_tokens, dtype) as f64
+    (model.llm.kv_bytes(context_tokens, dtype) + model.llm.cross_kv_bytes(visual_tokens, dtype))
+        as f64
+        / model.emb_bytes(visual_tokens, dtype) as f64
 }
 
 /// What the table says in words: which cut is smallest, and where the modality boundary is not.
@@ -222,6 +249,18 @@ pub fn findings(model: &ModelSpec, cuts: &[Cut]) -> Vec<String> {
             "R = D_KV / D_emb = {:.1}",
             kv.bytes as f64 / post.bytes as f64
         ));
+        let cross = model.llm.cross_attention_layers();
+        if cross > 0 {
+            // The cross layers' KV is the vision states through k and v: 2 · n_kv · d_head
+            // values per state and layer against the state's d.
+            notes.push(format!(
+                "the image enters through {cross} cross-attention layers, not the context: their KV ({:.1}× the modality \
+                 boundary, 2 · {cross} · {} / {}) is part of the prefill→decode cut however short the text",
+                2.0 * cross as f64 * model.llm.kv_dim() as f64 / model.llm.hidden as f64,
+                model.llm.kv_dim(),
+                model.llm.hidden
+            ));
+        }
     }
     notes
 }
@@ -386,7 +425,9 @@ pub fn depth_table(
                 Value::Str(m.name.clone()),
                 Value::Str(attention.clone()),
                 Value::U64(l),
-                Value::U64(deep.llm.kv_bytes(context, dtype)),
+                Value::U64(
+                    deep.llm.kv_bytes(context, dtype) + deep.llm.cross_kv_bytes(visual, dtype),
+                ),
                 Value::U64(deep.emb_bytes(visual, dtype)),
                 Value::F64(r),
                 Value::F64(r / l as f64),
@@ -538,7 +579,7 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
             Some(m) => models.push(m),
             None if name.ends_with(".json") || name.contains('/') => {
                 match crate::catalog::load_hf_config(std::path::Path::new(name))? {
-                    crate::catalog::HfModel::Model(m) => models.push(m),
+                    crate::catalog::HfModel::Model(m) => models.push(*m),
                     crate::catalog::HfModel::VisionOnly { name, vit, tokens } => {
                         // A vision encoder alone: only cuts inside it exist.
                         let mut img = Vec::new();
@@ -550,7 +591,7 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                                 "{name} is a vision encoder alone: only `--view cuts` applies"
                             )));
                         }
-                        let rows = vision_layer_bytes(&vit, &[], &img, q.dtype);
+                        let rows = vision_layer_bytes(&vit, VisionTaps::default(), &img, q.dtype);
                         let mut t = Table::new(&["model", "cut", "bytes"]);
                         for (cut, bytes) in rows {
                             t.push(vec![
@@ -644,7 +685,17 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                     * (m.llm.kv_dim() as f64 / m.llm.hidden as f64)
                     * shape.context_tokens as f64
                     / features as f64;
+                let cross = m.llm.cross_attention_layers();
                 notes.push(match m.llm.sliding {
+                    _ if cross > 0 => format!(
+                        "{}: s = {}, N_v = {}: {cross} of {} layers attend to the image, not the context: R = 2 · (n_kv · d_head / d) · \
+                         ((L − {cross}) · s / N_v + {cross}), at least {:.3} however few the text tokens",
+                        m.name,
+                        shape.context_tokens,
+                        features,
+                        m.llm.layers,
+                        2.0 * cross as f64 * m.llm.kv_dim() as f64 / m.llm.hidden as f64
+                    ),
                     Some(w) if shape.context_tokens >= w.window => format!(
                         "{}: s = {}, N_v = {}: {} of {} layers keep only the last {} tokens, so R is below \
                          2L · (n_kv · d_head / d) · (s / N_v) ({:.3} per layer) and stops growing with s in those layers",
@@ -719,6 +770,44 @@ mod tests {
         assert!(!l1.stage_based);
         let notes = findings(&m, &c).join("\n");
         assert!(notes.contains("pre-projector cut (1,179,648 B) is smaller than the modality boundary (4,718,592 B)"), "{notes}");
+    }
+
+    #[test]
+    fn mllama_ships_cross_attention_kv_and_its_vit_cut_wins() {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/hf-configs/llama-3.2-11b-vision-instruct.json");
+        let m = crate::catalog::resolve_model(p.to_str().unwrap()).unwrap();
+        let shape = request_shape(&m, &[(640, 480)], 20, None, None, 128, Dtype::Bf16).unwrap();
+        // One <|image|> token in the context; 4 tiles × 1601 = 6,404 vision states.
+        assert_eq!((shape.visual_tokens, shape.context_tokens), (1, 21));
+        let c = cuts(&m, &shape, &[]);
+        let get = |name: &str| c.iter().find(|x| x.name == name).unwrap().bytes;
+        // 6404 × 1280 × 2 until hidden state 3 is tapped; after layer 30 the last state and all
+        // five taps: 6 × 16,394,240, as wide as the projector's 7680-value input.
+        assert_eq!(get("vision.layer2"), 16_394_240);
+        assert_eq!(get("vision.layer3"), 2 * 16_394_240);
+        assert_eq!(get("vision.layer40"), 6 * 16_394_240);
+        assert_eq!(get("pre_projector"), 6404 * 7680 * 2);
+        assert_eq!(get("modality_boundary"), 6404 * 4096 * 2);
+        // Prefill→decode: 32 self-attention layers × 4096 B × 21 tokens, plus 8 cross layers ×
+        // 2 · 8 · 128 · 2 B × 6404 states.
+        assert_eq!(get("prefill_decode_kv"), 32 * 4096 * 21 + 8 * 26_230_784);
+        // Before the last cross layer (index 38) a pipeline cut carries the vision states too.
+        let at = |name: &str| c.iter().find(|x| x.name == name).unwrap().bytes_per_prefill;
+        assert_eq!(at("llm.layer38"), Some(21 * 8192 + 6404 * 8192));
+        assert_eq!(at("llm.layer39"), Some(21 * 8192));
+        let best: Vec<_> = c
+            .iter()
+            .filter(|x| x.smallest_stage_based)
+            .map(|x| &x.name)
+            .collect();
+        assert_eq!(best, ["vision.layer1", "vision.layer2"]);
+        let notes = findings(&m, &c).join("\n");
+        assert!(notes.contains("R = D_KV / D_emb = 4.1"), "{notes}");
+        assert!(
+            notes.contains("8 cross-attention layers") && notes.contains("4.0×"),
+            "{notes}"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The model zoo against transformers: every record file in tests/fixtures/zoo/ (made by
 //! groundtruth.py from each family's own processor and a random-weight model) must be
 //! reproduced exactly from the family's config: visual tokens, feature rows and bytes, and the
-//! KV-cache bytes of the whole prompt.
+//! KV-cache bytes of the whole prompt (for Llama-3.2-Vision also the cross-attention layers' KV,
+//! the tiles each image is cut into and the projector's input).
 
 use std::path::PathBuf;
 
-use hetsim_sim::catalog::{Dtype, resolve_model};
+use hetsim_sim::catalog::{Dtype, VisualTokenRule, resolve_model};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -44,11 +45,13 @@ fn every_family_matches_transformers_on_every_fixture_size() {
         assert_eq!(
             (
                 model.llm.full_attention_layers(),
-                model.llm.sliding.map_or(0, |w| w.layers)
+                model.llm.sliding.map_or(0, |w| w.layers),
+                model.llm.cross_attention_layers()
             ),
             (
                 kinds["full_attention"].as_u64().unwrap_or(0),
-                kinds["sliding_attention"].as_u64().unwrap_or(0)
+                kinds["sliding_attention"].as_u64().unwrap_or(0),
+                kinds["cross_attention"].as_u64().unwrap_or(0)
             ),
             "layer kinds, {}",
             file.display()
@@ -61,13 +64,34 @@ fn every_family_matches_transformers_on_every_fixture_size() {
         assert!(records.len() >= 4);
         for r in records {
             let at = format!("{} {}", file.display(), r["images"]);
-            let (mut visual, mut features) = (0, 0);
+            let (mut visual, mut features, mut projected) = (0, 0, 0);
+            let mut tiles = Vec::new();
             for img in r["images"].as_array().unwrap() {
                 let t = model
                     .image_tokens(u(img, "width"), u(img, "height"))
                     .unwrap();
                 visual += t.llm_tokens;
                 features += t.feature_tokens;
+                projected += t.projector_tokens;
+                if let Some(VisualTokenRule::Tiled { tile, .. }) =
+                    model.vision.as_ref().map(|v| &v.tokens)
+                {
+                    tiles.push(Value::from(
+                        (t.resized_width / tile) * (t.resized_height / tile),
+                    ));
+                }
+            }
+            if let Some(want) = r.get("tiles") {
+                assert_eq!(&Value::from(tiles), want, "tiles per image, {at}");
+            }
+            if let Some(width) = r.get("projector_input_width") {
+                let p = &model.vision.as_ref().unwrap().projector;
+                assert_eq!(p.input_width(), width.as_u64().unwrap(), "{at}");
+                assert_eq!(
+                    projected * p.input_width() * Dtype::Bf16.bytes(),
+                    u(r, "projector_input_bytes"),
+                    "projector input bytes, {at}"
+                );
             }
             assert_eq!(visual, u(r, "visual_tokens"), "visual tokens, {at}");
             assert_eq!(features, u(r, "feature_tokens"), "feature rows, {at}");
@@ -83,17 +107,44 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             );
             let context = visual + u(r, "text_tokens");
             assert_eq!(context, u(r, "input_tokens"), "{at}");
-            let kv = model.llm.kv_bytes(context, Dtype::Bf16);
+            let kv = model.llm.kv_bytes(context, Dtype::Bf16)
+                + model.llm.cross_kv_bytes(features, Dtype::Bf16);
             assert_eq!(kv, u(r, "kv_bytes_full"), "KV bytes, {at}");
             for (kind, bytes) in r["kv_bytes_by_layer_kind"].as_object().unwrap() {
-                let sliding = kind == "sliding_attention";
-                assert!(sliding || kind == "full_attention", "{kind}");
+                let layer = match kind.as_str() {
+                    "full_attention" => model.llm.layer_kv_bytes(false, context, Dtype::Bf16),
+                    "sliding_attention" => model.llm.layer_kv_bytes(true, context, Dtype::Bf16),
+                    // A cross-attention layer caches the vision states' keys and values.
+                    "cross_attention" => model.llm.cross_layer_kv_bytes(features, Dtype::Bf16),
+                    other => panic!("unknown layer kind {other}, {at}"),
+                };
                 assert_eq!(
-                    model.llm.layer_kv_bytes(sliding, context, Dtype::Bf16),
+                    layer,
                     bytes.as_u64().unwrap(),
                     "{kind} layer KV bytes, {at}"
                 );
             }
         }
     }
+}
+
+/// The simulator ships an image as its LLM tokens' embeddings and a request's KV as its
+/// context's; a cross-attention model needs neither and both of something else, so a scenario of
+/// one is refused (exit 2) rather than simulated with wrong bytes.
+#[test]
+fn a_cross_attention_model_is_refused_by_the_simulator_not_miscounted() {
+    let yaml = "name: x\nseed: 1\ndefaults:\n  model: ../tests/fixtures/hf-configs/llama-3.2-11b-vision-instruct.json\n  \
+        cluster:\n    nodes: [{name: n, gpus: [{gpu: H100-SXM, count: 2}], fabric: nvlink4}]\n  deployment:\n    \
+        strategy: modality\n    instances: [{role: encoder, gpu: H100-SXM}, {role: llm, gpu: H100-SXM}]\n  workload:\n    \
+        requests: 4\n    arrival: {process: poisson, rate: 4}\n    images: {count: 1, width: 640, height: 480}\n    \
+        prompt_tokens: 20\n    output_tokens: 16\nscenarios: [{name: s}]\n";
+    let e =
+        hetsim_sim::experiment::parse_experiment(yaml, &repo().join("experiments/x.yaml"), None)
+            .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("cross-attention layers, which the simulator does not model yet")
+            && msg.contains("hetsim transfer"),
+        "{msg}"
+    );
 }

@@ -31,7 +31,7 @@ pub fn resolve_model_in(name_or_path: &str, base: &Path) -> Result<ModelSpec, In
     let looks_like_path = name_or_path.ends_with(".json") || name_or_path.contains('/');
     if looks_like_path {
         return match load_hf_config(&base.join(name_or_path))? {
-            HfModel::Model(m) => Ok(m),
+            HfModel::Model(m) => Ok(*m),
             HfModel::VisionOnly { name, .. } => Err(InputError::new(format!(
                 "{name_or_path}: `{name}` is a vision encoder alone, with no language model to serve"
             ))),

@@ -66,6 +66,21 @@ pub struct LlmSpec {
     /// Mixture-of-experts MLPs (Mixtral): every expert's weights are resident, each token runs
     /// `active` of them. `intermediate` is then each expert's width.
     pub moe: Option<Moe>,
+    /// Layers that attend to the image instead of the context (Llama-3.2-Vision).
+    pub cross_attention: Option<CrossAttention>,
+}
+
+/// Cross-attention decoder layers (Llama-3.2-Vision, `mllama`): at these layers the decoder's
+/// queries attend to the projected vision states, not to the context. Their KV cache holds the
+/// vision states' keys and values, computed once per request in prefill; the context's tokens
+/// leave nothing in them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossAttention {
+    /// Indices (from 0) of the cross-attention layers among the decoder's `layers`.
+    pub layers: Vec<u64>,
+    /// Rows the token embedding has beyond `vocab` (mllama: `vocab_size + 8`, the image token and
+    /// seven reserved ones; its LM head has `vocab_size` rows).
+    pub added_embeddings: u64,
 }
 
 /// A mixture-of-experts MLP in every decoder layer.
@@ -114,19 +129,39 @@ impl LlmSpec {
         self.kv_heads * self.head_dim
     }
 
-    /// Bytes of K and V for one token across all layers: `2 · L · n_kv · d_head · b` (while the
-    /// context is shorter than any sliding window; past it, see `kv_bytes`).
+    /// Bytes of K and V for one context token across the layers that attend to the context:
+    /// `2 · (L − L_cross) · n_kv · d_head · b` (while the context is shorter than any sliding
+    /// window; past it, see `kv_bytes`).
     pub fn kv_bytes_per_token(&self, dtype: Dtype) -> u64 {
-        2 * self.layers * self.kv_dim() * dtype.bytes()
+        2 * (self.layers - self.cross_attention_layers()) * self.kv_dim() * dtype.bytes()
     }
 
     /// Layers that attend to the whole context.
     pub fn full_attention_layers(&self) -> u64 {
-        self.layers - self.sliding.map_or(0, |w| w.layers)
+        self.layers - self.sliding.map_or(0, |w| w.layers) - self.cross_attention_layers()
     }
 
-    /// `D_KV = 2 · n_kv · d_head · b · (L_full · s + L_sliding · min(s, W − 1))`: sliding layers
-    /// keep only their window.
+    /// Layers that attend to the image's vision states instead of the context.
+    pub fn cross_attention_layers(&self) -> u64 {
+        self.cross_attention
+            .as_ref()
+            .map_or(0, |c| c.layers.len() as u64)
+    }
+
+    /// K and V of one cross-attention layer for `vision_tokens` rows of vision states:
+    /// `2 · n_kv · d_head · b · N_vision`.
+    pub fn cross_layer_kv_bytes(&self, vision_tokens: u64, dtype: Dtype) -> u64 {
+        2 * self.kv_dim() * dtype.bytes() * vision_tokens
+    }
+
+    /// K and V of every cross-attention layer (none without them): `L_cross · 2 · n_kv · d_head ·
+    /// b · N_vision`, computed in prefill from the vision states and kept for every decode step.
+    pub fn cross_kv_bytes(&self, vision_tokens: u64, dtype: Dtype) -> u64 {
+        self.cross_attention_layers() * self.cross_layer_kv_bytes(vision_tokens, dtype)
+    }
+
+    /// `D_KV = 2 · n_kv · d_head · b · (L_full · s + L_sliding · min(s, W − 1))`: the context's KV;
+    /// sliding layers keep only their window, cross-attention layers none (see `cross_kv_bytes`).
     pub fn kv_bytes(&self, context_tokens: u64, dtype: Dtype) -> u64 {
         let sliding = self.sliding.map_or(0, |w| w.layers);
         self.full_attention_layers() * self.layer_kv_bytes(false, context_tokens, dtype)
@@ -142,13 +177,18 @@ impl LlmSpec {
         2 * self.kv_dim() * dtype.bytes() * tokens
     }
 
-    /// The same decoder at another depth, with the same share of sliding layers (rounded down).
+    /// The same decoder at another depth, with the same share of sliding layers (rounded down)
+    /// and the cross-attention layers that fall within the new depth.
     pub fn with_layers(&self, layers: u64) -> LlmSpec {
         LlmSpec {
             layers,
             sliding: self.sliding.map(|w| SlidingWindow {
                 layers: w.layers * layers / self.layers,
                 ..w
+            }),
+            cross_attention: self.cross_attention.as_ref().map(|c| CrossAttention {
+                layers: c.layers.iter().copied().filter(|&i| i < layers).collect(),
+                ..c.clone()
             }),
             ..self.clone()
         }
@@ -176,13 +216,20 @@ impl LlmSpec {
     }
 
     pub fn params(&self) -> u64 {
-        let embed = self.vocab * self.hidden;
+        let added = self
+            .cross_attention
+            .as_ref()
+            .map_or(0, |c| c.added_embeddings);
+        let embed = (self.vocab + added) * self.hidden;
         let head = if self.tied_embeddings {
             0
         } else {
             self.vocab * self.hidden
         };
-        embed + self.layers * self.layer_params() + self.hidden + head
+        // A cross-attention layer has what a self-attention layer has, plus RMSNorms on its
+        // queries and keys (d_head each) and two tanh gates (one value each).
+        let cross = self.cross_attention_layers() * (2 * self.head_dim + 2);
+        embed + self.layers * self.layer_params() + cross + self.hidden + head
     }
 }
 
@@ -263,6 +310,16 @@ pub enum VisualTokenRule {
         image_size: u64,
         patch: u64,
         tokens: u64,
+    },
+    /// Llama-3.2-Vision (transformers `MllamaImageProcessor`): the image is fitted to the best
+    /// canvas of at most `max_tiles` tiles of `tile` pixels (`get_optimal_tiled_canvas`), and
+    /// padded with empty tiles to `max_tiles`; the encoder runs every tile (the padding too) as
+    /// `(tile/patch)² + 1` tokens (CLS kept), and all of them reach the cross-attention layers.
+    /// The LLM's input holds one `<|image|>` token per image.
+    Tiled {
+        tile: u64,
+        patch: u64,
+        max_tiles: u64,
     },
 }
 
@@ -349,8 +406,65 @@ impl VisualTokenRule {
                 patch,
                 merge,
             } => native_resolution_tokens(width, height, longest_edge, patch, merge),
+            &VisualTokenRule::Tiled {
+                tile,
+                patch,
+                max_tiles,
+            } => {
+                let (canvas_h, canvas_w) = optimal_tiled_canvas(width, height, max_tiles, tile);
+                let per_tile = (tile / patch).pow(2) + 1;
+                Ok(ImageTokens {
+                    resized_width: canvas_w,
+                    resized_height: canvas_h,
+                    // The tiles attend to each other: one sequence through the encoder.
+                    tiles: 1,
+                    encoder_tokens: max_tiles * per_tile,
+                    projector_tokens: max_tiles * per_tile,
+                    feature_tokens: max_tiles * per_tile,
+                    llm_tokens: 1,
+                })
+            }
         }
     }
+}
+
+/// transformers' `get_optimal_tiled_canvas` (Mllama): of the canvases of (w, h) tiles with
+/// w · h ≤ `max_tiles`, the one needing the least upscaling (scale = the smaller of the two
+/// sides' ratios); if every one must shrink the image, the one shrinking it least; ties to the
+/// smallest area, then to the first in (w, h) order. Returns (height, width) in pixels.
+pub fn optimal_tiled_canvas(width: u64, height: u64, max_tiles: u64, tile: u64) -> (u64, u64) {
+    // get_all_supported_aspect_ratios lists (w, h); the processor reads each pair as (height,
+    // width) of the canvas, as here.
+    let mut canvases = Vec::new();
+    for a in 1..=max_tiles {
+        for b in 1..=max_tiles {
+            if a * b <= max_tiles {
+                canvases.push((a * tile, b * tile));
+            }
+        }
+    }
+    let scale = |&(h, w): &(u64, u64)| (w as f64 / width as f64).min(h as f64 / height as f64);
+    let scales: Vec<f64> = canvases.iter().map(scale).collect();
+    let up = scales
+        .iter()
+        .copied()
+        .filter(|&s| s >= 1.0)
+        .reduce(f64::min);
+    let chosen = up.unwrap_or_else(|| {
+        scales
+            .iter()
+            .copied()
+            .reduce(f64::max)
+            .expect("max_tiles ≥ 1 gives a canvas")
+    });
+    let mut best = None;
+    for (c, s) in canvases.iter().zip(&scales) {
+        // numpy's argmin keeps the first of equal areas.
+        if *s == chosen && best.is_none_or(|(h, w): (u64, u64)| c.0 * c.1 < h * w) {
+            best = Some(*c);
+        }
+    }
+    best.expect("the chosen scale is one of the canvases'")
 }
 
 /// transformers' `select_best_resolution`: the pinpoint (height, width) that keeps the most of the
@@ -490,6 +604,9 @@ pub enum ProjectorSpec {
     },
     /// Gemma 3: average-pool the patches, RMSNorm, one Linear (no bias) into the LLM's width.
     PooledLinear { vit_hidden: u64, output: u64 },
+    /// Llama-3.2-Vision: one Linear with bias from the vision output (the last layer's states
+    /// concatenated with the taps', `VisionSpec::feature_taps`) into the LLM's width.
+    Linear { input: u64, output: u64 },
 }
 
 impl ProjectorSpec {
@@ -507,13 +624,14 @@ impl ProjectorSpec {
                 vit_hidden + wide * wide + wide + wide * output + output
             }
             ProjectorSpec::PooledLinear { vit_hidden, output } => vit_hidden + vit_hidden * output,
+            ProjectorSpec::Linear { input, output } => input * output + output,
         }
     }
 
     /// Width of one token entering the projector (what a pre-projector cut ships per ViT token).
     pub fn input_width(&self) -> u64 {
         match *self {
-            ProjectorSpec::Mlp2xGelu { input, .. } => input,
+            ProjectorSpec::Mlp2xGelu { input, .. } | ProjectorSpec::Linear { input, .. } => input,
             ProjectorSpec::PatchMerger { vit_hidden, .. }
             | ProjectorSpec::PooledLinear { vit_hidden, .. } => vit_hidden,
         }
@@ -523,7 +641,8 @@ impl ProjectorSpec {
         match *self {
             ProjectorSpec::Mlp2xGelu { output, .. }
             | ProjectorSpec::PatchMerger { output, .. }
-            | ProjectorSpec::PooledLinear { output, .. } => output,
+            | ProjectorSpec::PooledLinear { output, .. }
+            | ProjectorSpec::Linear { output, .. } => output,
         }
     }
 }
@@ -539,6 +658,10 @@ pub struct VisionSpec {
     /// each and are added to the LLM's first layers — feature sets beyond the main one that the
     /// vision side hands over.
     pub deepstack: Vec<u64>,
+    /// Llama-3.2-Vision: hidden-state indices (0 the patch embeddings, k the output of layer k)
+    /// whose states are concatenated with the last layer's as the projector's input. A cut inside
+    /// the encoder after layer l ships those with index ≤ l as well.
+    pub feature_taps: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -557,6 +680,8 @@ impl VisionSpec {
             VisualTokenRule::Pooled {
                 image_size, patch, ..
             } => (image_size / patch).pow(2),
+            // Mllama: a learned position per patch and CLS of a tile.
+            VisualTokenRule::Tiled { tile, patch, .. } => (tile / patch).pow(2) + 1,
             // Qwen2.5-VL and Pixtral use 2-D rotary positions: no learned position table.
             VisualTokenRule::Dynamic { .. } | VisualTokenRule::NativeResolution { .. } => 0,
         };

@@ -40,6 +40,7 @@ fn llava(name: &str, llm: LlmSpec) -> ModelSpec {
             },
             window: None,
             deepstack: Vec::new(),
+            feature_taps: Vec::new(),
         }),
         llm,
     }
@@ -81,6 +82,7 @@ fn qwen25_vl(name: &str, vit_intermediate: u64, llm: LlmSpec) -> ModelSpec {
                 full_attention_blocks: vec![7, 15, 23, 31],
             }),
             deepstack: Vec::new(),
+            feature_taps: Vec::new(),
         }),
         llm,
     }
@@ -106,6 +108,7 @@ fn llama(
         qkv_bias: false,
         sliding: None,
         moe: None,
+        cross_attention: None,
     }
 }
 
@@ -163,7 +166,7 @@ pub fn builtin_model(name: &str) -> Option<ModelSpec> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HfModel {
     /// An LLM, with or without a vision side.
-    Model(ModelSpec),
+    Model(Box<ModelSpec>),
     /// A vision encoder alone (a CLIP checkpoint): it has cuts inside it, but nothing to serve.
     VisionOnly {
         name: String,
@@ -203,6 +206,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
         "gemma3" => super::families::gemma3::parse(name, top),
         "qwen3_vl" => super::families::qwen3_vl::parse(name, top),
         "mixtral" => super::families::mixtral::parse(name, top),
+        "mllama" => super::families::mllama::parse(name, top),
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;
@@ -292,6 +296,7 @@ fn qwen_vision(v: &Map<String, Value>, model_type: &str) -> Result<VisionSpec, I
         },
         window,
         deepstack: Vec::new(),
+        feature_taps: Vec::new(),
     })
 }
 
@@ -351,6 +356,7 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
         qkv_bias,
         sliding: None,
         moe: None,
+        cross_attention: None,
     })
 }
 
@@ -394,7 +400,7 @@ pub(crate) fn check_vit_heads(v: &VitSpec) -> Result<(), InputError> {
 /// A model read from a config, once its total sizes are known to be sane.
 pub(crate) fn checked(m: ModelSpec) -> Result<HfModel, InputError> {
     m.check_sizes()?;
-    Ok(HfModel::Model(m))
+    Ok(HfModel::Model(Box::new(m)))
 }
 
 #[cfg(test)]
@@ -410,7 +416,7 @@ mod tests {
 
     fn loaded(file: &str) -> ModelSpec {
         match load_hf_config(&reference(file)).unwrap() {
-            HfModel::Model(m) => m,
+            HfModel::Model(m) => *m,
             other => panic!("{file} gave {other:?}"),
         }
     }

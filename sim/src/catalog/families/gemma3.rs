@@ -50,6 +50,7 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
             vit,
             window: None,
             deepstack: Vec::new(),
+            feature_taps: Vec::new(),
         }),
         llm,
     })
@@ -123,6 +124,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             layers: sliding_layers,
         }),
         moe: None,
+        cross_attention: None,
     })
 }
 

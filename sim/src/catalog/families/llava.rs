@@ -95,6 +95,7 @@ pub fn parse(
             projector,
             window: None,
             deepstack: Vec::new(),
+            feature_taps: Vec::new(),
         }),
         llm,
     })
@@ -199,6 +200,7 @@ pub(super) fn llama_style(
         qkv_bias: false,
         sliding: None,
         moe: None,
+        cross_attention: None,
     })
 }
 
@@ -286,7 +288,7 @@ mod tests {
             .join("../tests/fixtures/hf-configs")
             .join(file);
         match load_hf_config(&p).unwrap() {
-            HfModel::Model(m) => m,
+            HfModel::Model(m) => *m,
             other => panic!("{other:?}"),
         }
     }
@@ -368,11 +370,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("pixtral") && e.contains("full"), "{e}");
-        let e = parsed(serde_json::json!({"model_type": "mllama"}))
+        let e = parsed(serde_json::json!({"model_type": "internvl"}))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("mllama") && e.contains("llava_next") && e.contains("gemma3"),
+            e.contains("internvl") && e.contains("llava_next") && e.contains("mllama"),
             "{e}"
         );
     }

@@ -56,6 +56,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .unwrap_or(false),
         sliding: None,
         moe: None,
+        cross_attention: None,
     })
 }
 
@@ -110,6 +111,7 @@ fn vision(v: &Map<String, Value>, llm_hidden: u64) -> Result<VisionSpec, InputEr
         },
         window: None,
         deepstack: taps,
+        feature_taps: Vec::new(),
     })
 }
 
