@@ -24,7 +24,7 @@ use crate::kargs;
 use crate::serve::model::cpu;
 use crate::serve::model::host::{Checkpoint, HostWeights, flatten, tensor_seed};
 use crate::serve::model::llava::{
-    DecoderLayer, LlavaConfig, LlavaWeights, LlmConfig, TensorSpec, new_layout_name,
+    DecoderLayer, Init, LlavaConfig, LlavaWeights, LlmConfig, TensorSpec, new_layout_name,
 };
 use std::path::Path;
 
@@ -115,35 +115,11 @@ impl GpuModel {
         let mut index = 0usize;
         let w = LlavaWeights::build(cfg, |spec: &TensorSpec| {
             let n = spec.shape.iter().product::<usize>();
-            let buf = gpu.alloc(n * 2)?;
-            let (scale, offset) = spec.init.scale_offset();
-            let seed = tensor_seed(seed, index);
+            let zero = spec
+                .padded_cols()
+                .map(|(used, held)| (spec.shape[0], used, held));
+            let buf = random_buffer(&k, &gpu, &s, n, spec.init, tensor_seed(seed, index), zero)?;
             index += 1;
-            let (p, n64) = (buf.ptr, n as u64);
-            // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); `buf`
-            // holds the n bf16 of the tensor and is kept in the weights, and the stream is
-            // synchronised before the model is returned.
-            unsafe {
-                k.get("fill_uniform").launch(
-                    grid_for(n64, 256, gpu.info.sms),
-                    256,
-                    &s,
-                    &mut kargs![p, n64, seed, scale, offset],
-                )
-            }?;
-            if let Some((kk, kp)) = spec.padded_cols() {
-                let (rows, kk, kp) = (spec.shape[0] as u64, kk as u32, kp as u32);
-                // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp); `p` is a padded tensor,
-                // rows × kp bf16, alive in the weights.
-                unsafe {
-                    k.get("zero_cols").launch(
-                        grid_for(rows * (kp - kk) as u64, 256, gpu.info.sms),
-                        256,
-                        &s,
-                        &mut kargs![p, rows, kk, kp],
-                    )
-                }?;
-            }
             Ok(DTensor {
                 buf,
                 shape: spec.shape.clone(),
@@ -672,6 +648,47 @@ impl DecoderPass<'_> {
                 .launch(m32, 1024, s, &mut kargs![logits, argmax, v])
         }
     }
+}
+
+/// `n` bf16 drawn as `host::random_tensor` draws them (`fill_uniform`), and in `zero` =
+/// (rows, used, held) columns `used..held` of each of `rows` rows zeroed (padding: it meets
+/// zero inputs, but NaN·0 is NaN). Queued on `s`; the caller synchronises before use.
+pub fn random_buffer(
+    k: &Kernels,
+    gpu: &Gpu,
+    s: &Stream,
+    n: usize,
+    init: Init,
+    seed: u64,
+    zero: Option<(usize, usize, usize)>,
+) -> Result<DeviceBuffer> {
+    let buf = gpu.alloc(n * 2)?;
+    let (scale, offset) = init.scale_offset();
+    let (p, n64) = (buf.ptr, n as u64);
+    // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); `buf` holds
+    // the n bf16 and is returned to the caller, who synchronises `s` before reading it.
+    unsafe {
+        k.get("fill_uniform").launch(
+            grid_for(n64, 256, gpu.info.sms),
+            256,
+            s,
+            &mut kargs![p, n64, seed, scale, offset],
+        )
+    }?;
+    if let Some((rows, used, held)) = zero {
+        let (rows, used, held) = (rows as u64, used as u32, held as u32);
+        // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp): `buf` is rows × held bf16 (the
+        // caller's contract: n = rows · held).
+        unsafe {
+            k.get("zero_cols").launch(
+                grid_for(rows * (held - used) as u64, 256, gpu.info.sms),
+                256,
+                s,
+                &mut kargs![p, rows, used, held],
+            )
+        }?;
+    }
+    Ok(buf)
 }
 
 /// RMSNorm of `rows` rows of `d` values: y = x / rms(x) · w.

@@ -8,7 +8,7 @@
 //! carry zeros through q·k and p·v, so every result is the unpadded model's; the cost is 60 %
 //! more work in the qkv product and the attention (exec/REPORT.md has the time it takes).
 
-use super::forward::{DecoderPass, TokenInputs, rmsnorm};
+use super::forward::{DecoderPass, TokenInputs, random_buffer, rmsnorm};
 use super::kernels::{FLASH_ROWS, Kernels, check_decode_group, flash_attn_kernel};
 use super::kv_pool::KvPool;
 use super::products::Products;
@@ -174,36 +174,9 @@ impl QwenGpu {
             let pad = Pad::of(cfg, spec);
             let shape = pad.map_or(spec.shape.clone(), |p| p.padded_shape(spec));
             let n = shape.iter().product::<usize>();
-            let buf = gpu.alloc(n * 2)?;
-            let (scale, offset) = spec.init.scale_offset();
-            let seed = tensor_seed(seed, index);
+            let zero = pad.map(|p| p.rows());
+            let buf = random_buffer(&k, &gpu, &s, n, spec.init, tensor_seed(seed, index), zero)?;
             index += 1;
-            let (p, n64) = (buf.ptr, n as u64);
-            // SAFETY: fill_uniform(bf16* p, u64 n, u64 seed, float scale, float offset); `buf`
-            // holds the n bf16 of the tensor and is kept in the weights; the stream is
-            // synchronised before the model is returned.
-            unsafe {
-                k.get("fill_uniform").launch(
-                    grid_for(n64, 256, gpu.info.sms),
-                    256,
-                    &s,
-                    &mut kargs![p, n64, seed, scale, offset],
-                )
-            }?;
-            if let Some(pad) = pad {
-                let (rows, used, held) = pad.rows();
-                let (rows, used, held) = (rows as u64, used as u32, held as u32);
-                // SAFETY: zero_cols(bf16* p, u64 rows, u32 k, u32 kp): `p` is the tensor just
-                // filled, rows × held bf16 (its padded shape).
-                unsafe {
-                    k.get("zero_cols").launch(
-                        grid_for(rows * (held - used) as u64, 256, gpu.info.sms),
-                        256,
-                        &s,
-                        &mut kargs![p, rows, used, held],
-                    )
-                }?;
-            }
             Ok(DTensor { buf, shape })
         })?;
         s.synchronize()?;
