@@ -11,6 +11,7 @@ use crate::measure::report;
 use crate::measure::validate;
 use crate::serve::kv::ModelShape;
 use crate::serve::model::LlavaConfig;
+use crate::serve::model::gpu::ServedConfig;
 use crate::serve::model::qwen2_5_vl::Qwen25VlConfig;
 use crate::serve::selftest;
 use crate::util;
@@ -46,8 +47,8 @@ pub struct CalibrateArgs {
     /// GPUs for the compute probes, comma-separated (default: first GPU of each model).
     #[arg(long, value_delimiter = ',')]
     pub gpu: Option<Vec<usize>>,
-    /// Also run the phase profiler for this LLaVA model (encode, prefill, decode on a grid) on
-    /// the first GPU and write its `phases` into the profile.
+    /// Also run the phase profiler for this model (LLaVA-1.5 or Qwen2.5-VL: encode, prefill,
+    /// decode on a grid) on the first GPU and write its `phases` into the profile.
     #[arg(long)]
     pub model: Option<String>,
     /// Decoder depth for the phase profiler (default: the model's own).
@@ -86,7 +87,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let phase_model = a
         .model
         .as_deref()
-        .map(|m| LlavaConfig::builtin(m, a.layers))
+        .map(|m| ServedConfig::builtin(m, a.layers))
         .transpose()?;
     // Read the link profile before spending GPU time, too.
     let links_from = a
@@ -116,9 +117,9 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
             .map(|g| g.name.to_string())
             .unwrap_or_else(|| gpu.info.name.clone());
         let grid = if a.quick {
-            bench::PhaseGrid::quick()
+            bench::PhaseGrid::quick(&c)
         } else {
-            bench::PhaseGrid::full()
+            bench::PhaseGrid::full(&c)
         };
         let whole = device::Gpu::open(gpu_index)?;
         let p = bench::phase_profile(&c, gpu, &catalog_gpu, &grid, 20)?;
@@ -139,7 +140,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         if let Some(sms) = a.split {
             let invalid = |e: hetsim_sim::error::InputError| Error::Invalid(e.to_string());
             let parent = hetsim_sim::catalog::resolve_gpu(&catalog_gpu).map_err(invalid)?;
-            let model = hetsim_sim::catalog::resolve_model(&c.name).map_err(invalid)?;
+            let model = hetsim_sim::catalog::resolve_model(c.name()).map_err(invalid)?;
             let (small, rest) = GreenCtx::split(&whole, sms)?;
             for (part, is_small) in [(&small, true), (&rest, false)] {
                 let spec =

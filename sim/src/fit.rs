@@ -76,7 +76,8 @@ impl PointError {
 /// A phase table's point, in the form the operator model evaluates.
 enum Shape {
     Gemm { m: u64, n: u64, k: u64 },
-    Encode { images: u64 },
+    /// `images` images of `size` (width, height) each.
+    Encode { images: u64, size: (u64, u64) },
     Prefill { sequences: u64, tokens: u64 },
     Decode { batch: u64, context: u64 },
 }
@@ -94,7 +95,17 @@ impl Shape {
     fn describe(&self) -> String {
         match self {
             Shape::Gemm { m, n, k } => format!("m={m} n={n} k={k}"),
-            Shape::Encode { images } => format!("images={images}"),
+            Shape::Encode {
+                images,
+                size: (w, h),
+            } => {
+                let (dw, dh) = crate::profile::DEFAULT_ENCODE_SIZE;
+                if (*w, *h) == (u64::from(dw), u64::from(dh)) {
+                    format!("images={images}")
+                } else {
+                    format!("images={images} width={w} height={h}")
+                }
+            }
             Shape::Prefill { sequences, tokens } => {
                 format!("sequences={sequences} tokens={tokens}")
             }
@@ -128,7 +139,13 @@ impl Measurements<'_> {
             ));
         }
         for e in &self.phases.encode {
-            v.push((Shape::Encode { images: e.images }, e.seconds));
+            v.push((
+                Shape::Encode {
+                    images: e.images,
+                    size: e.size(),
+                },
+                e.seconds,
+            ));
         }
         for p in &self.phases.prefill {
             v.push((
@@ -179,9 +196,11 @@ fn predict(
             );
             probe.gemm(m as f64, k as f64, n as f64).seconds
         }
-        Shape::Encode { images } => {
-            // Calibrate encodes the model's own image size (640×480 resized to the tower's input).
-            let img = model.image_tokens(640, 480)?;
+        Shape::Encode {
+            images,
+            size: (w, h),
+        } => {
+            let img = model.image_tokens(w, h)?;
             r.encode_s(&vec![img; images as usize])
         }
         Shape::Prefill { sequences, tokens } => {
@@ -662,6 +681,8 @@ mod tests {
                     .map(|&images| EncodePoint {
                         images,
                         seconds: 0.0,
+                        width: None,
+                        height: None,
                     })
                     .collect(),
                 prefill: [(1, 128), (1, 1024), (8, 5632)]

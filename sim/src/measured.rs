@@ -8,10 +8,9 @@ use crate::perf::{BatchShape, PhaseModel, Roofline, Work};
 use crate::profile::PhaseProfile;
 
 pub struct MeasuredPhases {
-    /// (images, seconds), by images.
-    encode: Vec<(f64, f64)>,
-    /// ViT tokens of the image the encoder was measured on (the model's default size).
-    tokens_per_image: f64,
+    /// Per measured image size: (ViT tokens per image, [(ViT tokens in the step, seconds)] by
+    /// tokens), by tokens per image.
+    encode: Vec<(f64, Vec<(f64, f64)>)>,
     /// (total new tokens, seconds), by tokens.
     prefill: Vec<(f64, f64)>,
     /// Per measured context: (context, [(batch, seconds)] by batch), by context.
@@ -60,42 +59,33 @@ fn line(mut pts: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
 
 impl MeasuredPhases {
     pub fn new(model: &ModelSpec, p: &PhaseProfile, count: Roofline) -> MeasuredPhases {
-        let reference = model
-            .image_tokens(640, 480)
-            .map_or(1.0, |t| t.encoder_tokens as f64);
-        let mut contexts: Vec<f64> = p.decode.iter().map(|d| d.context as f64).collect();
-        contexts.sort_by(f64::total_cmp);
-        contexts.dedup();
-        let decode = contexts
-            .into_iter()
-            .map(|c| {
-                (
-                    c,
-                    line(
-                        p.decode
-                            .iter()
-                            .filter(|d| d.context as f64 == c)
-                            .map(|d| (d.batch as f64, d.seconds))
-                            .collect(),
-                    ),
-                )
+        // (ViT tokens per image, ViT tokens in the step, seconds) of each encode point, by the
+        // model's own image-token rule at the size the point was measured at. The profile was
+        // checked against the catalog model of this name when it was read (every size has
+        // tokens, and a text-only model has no encode points), so none is left out here.
+        let encode: Vec<(f64, f64, f64)> = p
+            .encode
+            .iter()
+            .filter_map(|e| {
+                let (w, h) = e.size();
+                let t = model.image_tokens(w, h).ok()?.encoder_tokens as f64;
+                Some((t, t * e.images as f64, e.seconds))
             })
             .collect();
         MeasuredPhases {
-            encode: line(
-                p.encode
-                    .iter()
-                    .map(|e| (e.images as f64, e.seconds))
-                    .collect(),
-            ),
-            tokens_per_image: reference,
+            encode: table(&encode),
             prefill: line(
                 p.prefill
                     .iter()
                     .map(|e| (e.tokens as f64, e.seconds))
                     .collect(),
             ),
-            decode,
+            decode: table(
+                &p.decode
+                    .iter()
+                    .map(|d| (d.context as f64, d.batch as f64, d.seconds))
+                    .collect::<Vec<_>>(),
+            ),
             sustained: line(
                 std::iter::once((0.0, 1.0))
                     .chain(p.sustained.iter().map(|s| (s.duty, s.slowdown)))
@@ -106,13 +96,35 @@ impl MeasuredPhases {
     }
 
     fn decode_s(&self, batch: f64, context: f64) -> f64 {
-        let per_context: Vec<(f64, f64)> = self
-            .decode
-            .iter()
-            .map(|(c, pts)| (*c, interp(pts, batch)))
-            .collect();
-        interp(&per_context, context)
+        interp2(&self.decode, context, batch)
     }
+}
+
+/// Points (outer, inner, y) as one line over `inner` per value of `outer`, by outer.
+fn table(points: &[(f64, f64, f64)]) -> Vec<(f64, Vec<(f64, f64)>)> {
+    let mut outers: Vec<f64> = points.iter().map(|p| p.0).collect();
+    outers.sort_by(f64::total_cmp);
+    outers.dedup();
+    outers
+        .into_iter()
+        .map(|o| {
+            let pts = points
+                .iter()
+                .filter(|p| p.0 == o)
+                .map(|p| (p.1, p.2))
+                .collect();
+            (o, line(pts))
+        })
+        .collect()
+}
+
+/// Interpolation over a `table`: along each line at `inner`, then between the lines at `outer`.
+fn interp2(table: &[(f64, Vec<(f64, f64)>)], outer: f64, inner: f64) -> f64 {
+    let across: Vec<(f64, f64)> = table
+        .iter()
+        .map(|(o, pts)| (*o, interp(pts, inner)))
+        .collect();
+    interp(&across, outer)
 }
 
 impl PhaseModel for MeasuredPhases {
@@ -127,11 +139,21 @@ impl PhaseModel for MeasuredPhases {
         if images.is_empty() {
             return Work::default();
         }
-        // Images of another size cost in proportion to their ViT tokens.
-        let equivalent =
-            images.iter().map(|i| i.encoder_tokens as f64).sum::<f64>() / self.tokens_per_image;
+        // A step's time is read at its ViT tokens on the line of each measured image size, then
+        // interpolated between the sizes at the step's token-weighted tokens per image,
+        // Σ tᵢ² / Σ tᵢ. Why: the ViT's products cost the same per token at any size, but its
+        // full-attention blocks (Qwen2.5-VL: 4 of 32) cost tᵢ² per image, so a step costs about
+        // a·Σ tᵢ + b·Σ tᵢ² = Σ tᵢ · (a + b·t*) — on the line of size t*, which for images all
+        // of one size is that size. With one measured size (LLaVA, whose every image is 577
+        // tokens, and older profiles) this is the time at the step's ViT tokens along that
+        // size's line: other sizes scale by ViT tokens.
+        let total: f64 = images.iter().map(|i| i.encoder_tokens as f64).sum();
+        let squares: f64 = images
+            .iter()
+            .map(|i| (i.encoder_tokens as f64).powi(2))
+            .sum();
         Work {
-            seconds: interp(&self.encode, equivalent),
+            seconds: interp2(&self.encode, squares / total, total),
             ..self.count.encode_work(images)
         }
     }
@@ -171,10 +193,14 @@ mod tests {
                 EncodePoint {
                     images: 1,
                     seconds: 0.004,
+                    width: None,
+                    height: None,
                 },
                 EncodePoint {
                     images: 32,
                     seconds: 0.040,
+                    width: None,
+                    height: None,
                 },
             ],
             prefill: vec![

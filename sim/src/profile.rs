@@ -43,7 +43,7 @@ pub struct PhaseProfile {
     pub model: String,
     pub catalog_gpu: String,
     pub dtype: String,
-    /// Vision encoder + projector over a batch of images (at the model's own image size).
+    /// Vision encoder + projector over a batch of images of one size (`EncodePoint::size`).
     pub encode: Vec<EncodePoint>,
     /// One prefill step over `sequences` prompts of `tokens` new tokens in all, no cached context.
     pub prefill: Vec<PrefillPoint>,
@@ -92,9 +92,32 @@ impl PhaseProfile {
                 )));
             }
         }
+        if !encodes && !self.encode.is_empty() {
+            return Err(InputError::new(format!(
+                "`encode`: `{}` is text-only and encodes no images; leave the table out",
+                model.name
+            )));
+        }
         for (j, e) in self.encode.iter().enumerate() {
             COUNT.check_u64(&format!("encode[{j}].images"), e.images)?;
             STEP_SECONDS.check(&format!("encode[{j}].seconds"), e.seconds)?;
+            match (e.width, e.height) {
+                (Some(w), Some(h)) => {
+                    IMAGE_SIDE.check_u64(&format!("encode[{j}].width"), w)?;
+                    IMAGE_SIDE.check_u64(&format!("encode[{j}].height"), h)?;
+                    model
+                        .image_tokens(w, h)
+                        .map_err(|e| e.context(format!("encode[{j}] (width {w}, height {h})")))?;
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(InputError::new(format!(
+                        "encode[{j}]: give both `width` and `height` of the images it encoded, or \
+                         neither (then they were {}×{})",
+                        DEFAULT_ENCODE_SIZE.0, DEFAULT_ENCODE_SIZE.1
+                    )));
+                }
+            }
         }
         for (j, e) in self.prefill.iter().enumerate() {
             COUNT.check_u64(&format!("prefill[{j}].sequences"), e.sequences)?;
@@ -131,6 +154,8 @@ const COUNT: Bound = Bound::closed(1.0, 1e9, "");
 const CONTEXT: Bound = Bound::closed(0.0, 1e9, "tokens");
 const DUTY: Bound = Bound::closed(0.0, 1.0, "");
 const SLOWDOWN: Bound = Bound::closed(0.1, 100.0, "");
+/// An image side, as a workload's image sizes are bounded.
+const IMAGE_SIDE: Bound = Bound::closed(1.0, 32768.0, "px");
 
 /// A power-capped GPU lowers its clock when it stays busy with compute-bound work: at `duty`
 /// (share of recent time in compute-bound steps, the rest in decode steps), such a step takes
@@ -155,11 +180,35 @@ pub struct InterferencePoint {
     pub slowdown: f64,
 }
 
+/// The image size (width, height in pixels) of an encode point that names none: every profile
+/// before 2026-12-03 was measured at it, and LLaVA-1.5's are still (it resizes any image to 336²).
+pub const DEFAULT_ENCODE_SIZE: (u32, u32) = (640, 480);
+
+/// One encode step of `images` images, each `width` × `height` pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodePoint {
     pub images: u64,
     pub seconds: f64,
+    /// Both or neither; absent: `DEFAULT_ENCODE_SIZE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+}
+
+impl EncodePoint {
+    /// The size of the images this point encoded (width, height).
+    pub fn size(&self) -> (u64, u64) {
+        match (self.width, self.height) {
+            (Some(w), Some(h)) => (w, h),
+            // Validation refuses one without the other.
+            _ => (
+                u64::from(DEFAULT_ENCODE_SIZE.0),
+                u64::from(DEFAULT_ENCODE_SIZE.1),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -363,6 +412,8 @@ mod tests {
                 encode: vec![EncodePoint {
                     images: 1,
                     seconds: 0.002,
+                    width: None,
+                    height: None,
                 }],
                 prefill: vec![PrefillPoint {
                     sequences: 1,

@@ -10,7 +10,8 @@ use crate::kargs;
 use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint, SustainedPoint};
 use crate::serve::engine::{Engine, EngineConfig, Pace};
-use crate::serve::model::gpu::{DecoderPass, GEMV_MAX_M, GpuModel, ProductRace, SmallProducts};
+use crate::serve::model::gpu::served::ImageSize;
+use crate::serve::model::gpu::{DecoderPass, GEMV_MAX_M, ProductRace, ServedConfig, SmallProducts};
 use crate::serve::model::llava::{LlavaConfig, LlmConfig};
 
 /// The two ceilings everything is compared with, measured on this GPU now.
@@ -77,9 +78,11 @@ pub fn decode_bytes(pass: &DecoderPass, batch: usize, context: usize) -> f64 {
     pass.weight_bytes() as f64 + (batch * context * 2 * l.layers * l.kv_dim() * 2) as f64
 }
 
-/// The size of the images the LLaVA phases are timed with (LLaVA-1.5 resizes every image to
-/// 336²: any size costs the same).
-pub const LLAVA_IMAGE: (u32, u32) = (640, 480);
+/// The size of the images the LLaVA bench and the interference probe time encode with (LLaVA-1.5
+/// resizes every image to 336²: any size costs the same; Qwen2.5-VL encodes 644×476) and, where
+/// a profile's encode point names no size, the size it was measured at
+/// (`hetsim_sim::profile::EncodePoint::size`).
+pub const PROFILE_IMAGE: ImageSize = hetsim_sim::profile::DEFAULT_ENCODE_SIZE;
 
 /// What `bench` measured: the floors, a row per point, and how each batch-1 product fared in
 /// each kernel (which the engine chose from).
@@ -109,13 +112,13 @@ pub struct BenchRow {
 /// An engine over random weights of `c` whose KV pool holds `max_batch` sequences of
 /// `kv_context` tokens (filled with random values so attention sees real numbers).
 pub fn bench_engine(
-    c: &LlavaConfig,
+    c: &ServedConfig,
     gpu: Gpu,
     max_batch: usize,
     max_context: usize,
     kv_context: usize,
 ) -> Result<Engine> {
-    let m = GpuModel::random(c, gpu, 42)?;
+    let m = c.random(gpu, 42)?;
     let blocks = max_batch * (kv_context.div_ceil(crate::serve::model::gpu::KV_BLOCK) + 1) + 64;
     let e = Engine::new(
         m,
@@ -146,7 +149,7 @@ pub fn bench(
     let gpu = Gpu::open(gpu_index)?;
     let floors = measure_floors(&gpu)?;
     let mut products = Vec::new();
-    let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
+    let mut e = bench_engine(&ServedConfig::Llava(c.clone()), gpu, 64, 1024, 704)?;
     let mut rows = Vec::new();
     let peak = floors.gemm_tflops * 1e12;
     let bw = floors.copy_gbs * 1e9;
@@ -224,7 +227,7 @@ pub fn bench(
         &[]
     };
     for &(images, target) in encode_points {
-        let t = e.time_encode(images, LLAVA_IMAGE, iters.clamp(1, 10), Pace::BackToBack)?;
+        let t = e.time_encode(images, PROFILE_IMAGE, iters.clamp(1, 10), Pace::BackToBack)?;
         let f = encode_flops(c, images);
         let eff = f / t / peak;
         rows.push(BenchRow {
@@ -270,7 +273,7 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     let runs = |phase: &str| only.is_none_or(|o| o == phase);
     let gpu = Gpu::open(gpu_index)?;
     let name = gpu.info.name.clone();
-    let mut e = bench_engine(c, gpu, 64, 1024, 704)?;
+    let mut e = bench_engine(&ServedConfig::Llava(c.clone()), gpu, 64, 1024, 704)?;
     e.cfg.graphs = false;
     let mut out = format!(
         "{} ({} decoder layers), bf16, {name}\n\n",
@@ -301,7 +304,7 @@ pub fn breakdown(c: &LlavaConfig, gpu_index: usize, only: Option<&str>) -> Resul
     }
     if runs("encode") {
         one(&mut e, "encode, 32 images".into(), &|e| {
-            e.time_encode(32, LLAVA_IMAGE, 1, Pace::BackToBack)
+            e.time_encode(32, PROFILE_IMAGE, 1, Pace::BackToBack)
         })?;
     }
     Ok(out)
@@ -359,6 +362,8 @@ pub fn bench_table(name: &str, layers: usize, device: &str, report: &BenchReport
 /// Grid of the phase profiler.
 pub struct PhaseGrid {
     pub encode: Vec<usize>,
+    /// Image sizes each encode batch size is timed at.
+    pub encode_sizes: Vec<ImageSize>,
     pub prefill: Vec<(usize, usize)>,
     pub decode_batch: Vec<usize>,
     pub decode_context: Vec<usize>,
@@ -367,9 +372,12 @@ pub struct PhaseGrid {
 }
 
 impl PhaseGrid {
-    pub fn full() -> PhaseGrid {
+    /// The grid for model `c`: the same for both families but for the image sizes and the
+    /// longest decode context.
+    pub fn full(c: &ServedConfig) -> PhaseGrid {
         PhaseGrid {
             encode: vec![1, 2, 4, 8, 16, 32],
+            encode_sizes: encode_sizes(c),
             prefill: vec![
                 // Dense where prompts of one image lie: the time bends from memory-bound to
                 // compute-bound there, and the simulator interpolates linearly between points.
@@ -388,18 +396,37 @@ impl PhaseGrid {
                 (16, 11264),
             ],
             decode_batch: vec![1, 2, 4, 8, 16, 32, 64],
-            decode_context: vec![256, 704, 1024],
+            decode_context: match c {
+                ServedConfig::Llava(_) => vec![256, 704, 1024],
+                // Qwen2.5-VL's contexts reach ~1,700 tokens with one large image (1280×960 is
+                // 1,564 LLM tokens): measured there rather than extrapolated from 1,024.
+                ServedConfig::Qwen(_) => vec![256, 704, 1024, 2048],
+            },
             sustained_duty: vec![1.0, 0.7, 0.4],
         }
     }
-    pub fn quick() -> PhaseGrid {
+    pub fn quick(c: &ServedConfig) -> PhaseGrid {
         PhaseGrid {
             encode: vec![1, 8],
+            encode_sizes: encode_sizes(c),
             prefill: vec![(1, 704), (4, 2816)],
             decode_batch: vec![1, 16],
             decode_context: vec![704],
             sustained_duty: vec![1.0],
         }
+    }
+}
+
+/// The image sizes the profiler times encode at. LLaVA-1.5 resizes every image to 336²: one
+/// size. Qwen2.5-VL encodes each image at its own resolution, and a step's time is not the
+/// same per ViT token at every size (its 4 full-attention blocks cost the square of each
+/// image's tokens, and small images make small products): two sizes, 640×480 (1,564 ViT
+/// tokens) and 1280×720 (4,784), bracket the mixed sizes of experiments/validate-qwen.yaml, and
+/// the simulator interpolates between them by tokens per image (`hetsim_sim::measured`).
+fn encode_sizes(c: &ServedConfig) -> Vec<ImageSize> {
+    match c {
+        ServedConfig::Llava(_) => vec![PROFILE_IMAGE],
+        ServedConfig::Qwen(_) => vec![PROFILE_IMAGE, (1280, 720)],
     }
 }
 
@@ -409,7 +436,7 @@ pub const PROFILE_PACE: Pace = Pace::Rested(std::time::Duration::from_millis(100
 
 /// Measure the phase grid for a model on one GPU.
 pub fn phase_profile(
-    c: &LlavaConfig,
+    c: &ServedConfig,
     gpu: Gpu,
     catalog_gpu: &str,
     grid: &PhaseGrid,
@@ -420,12 +447,16 @@ pub fn phase_profile(
     let max_prefill = grid.prefill.iter().map(|p| p.1 / p.0).max().unwrap_or(1);
     let mut e = bench_engine(c, gpu, max_batch, max_ctx.max(max_prefill), max_ctx)?;
     let mut encode = Vec::new();
-    for &n in &grid.encode {
-        eprintln!("phase profile: encode {n} images");
-        encode.push(EncodePoint {
-            images: n as u64,
-            seconds: e.time_encode(n, LLAVA_IMAGE, iters.clamp(1, 10), PROFILE_PACE)?,
-        });
+    for &(w, h) in &grid.encode_sizes {
+        for &n in &grid.encode {
+            eprintln!("phase profile: encode {n} images of {w}×{h}");
+            encode.push(EncodePoint {
+                images: n as u64,
+                seconds: e.time_encode(n, (w, h), iters.clamp(1, 10), PROFILE_PACE)?,
+                width: Some(u64::from(w)),
+                height: Some(u64::from(h)),
+            });
+        }
     }
     let mut prefill = Vec::new();
     for &(seqs, tokens) in &grid.prefill {
@@ -450,7 +481,7 @@ pub fn phase_profile(
         }
     }
     Ok(PhaseProfile {
-        model: c.name.clone(),
+        model: c.name().to_string(),
         catalog_gpu: catalog_gpu.to_string(),
         dtype: "bf16".into(),
         encode,

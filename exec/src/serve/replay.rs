@@ -1,8 +1,11 @@
 //! Real replay of an experiment's trace on the GPU: open-loop arrivals at the trace's timestamps
-//! into the LLaVA engine, every request's times recorded in the shared schema (`source = exec`).
+//! into the engine, every request's times recorded in the shared schema (`source = exec`).
 //!
 //! * Colocated deployments (one instance serving everything on one GPU) replay on `Engine` as it
-//!   is.
+//!   is, for either family the engine serves (LLaVA-1.5, Qwen2.5-VL: `ServedConfig`).
+//! * The two-GPU replays below serve LLaVA-1.5 only (their embedding and KV shipments size
+//!   LLaVA's fixed 576 tokens per image); a Qwen2.5-VL scenario of theirs is refused by
+//!   `replayable`.
 //! * Modality-level deployments of one encoder and one LLM instance (tp 1, each on its own GPU)
 //!   replay on two engines: the encoder's engine only encodes (`Engine::encode_ready`), its
 //!   embeddings `[images·576, d]` bf16 are shipped to the LLM's GPU, and the LLM's engine takes
@@ -42,12 +45,16 @@ use crate::serve::engine::{
     Engine, EngineConfig, EngineEvent, EventKind, HandOff, Request, StepKind,
 };
 use crate::serve::landing::{self, SharedWindow};
-use crate::serve::model::gpu::{GpuModel, KV_BLOCK};
-use crate::serve::model::llava::LlavaConfig;
+use crate::serve::model::gpu::served::{ImageSize, QWEN_MODELS};
+use crate::serve::model::gpu::{GpuModel, KV_BLOCK, ServedConfig};
+use crate::serve::model::llava::{LlavaConfig, LlmConfig};
 
 /// Whether this harness can replay the scenario for real, and if not, why.
 pub fn replayable(s: &Scenario) -> std::result::Result<(), String> {
     let inst = &s.cluster.instances;
+    if s.strategy != Strategy::Colocated && QWEN_MODELS.contains(&s.model.name.as_str()) {
+        return Err(split_not_served(s));
+    }
     match s.strategy {
         Strategy::Colocated => {
             if inst.len() == 1 && inst[0].role == Role::All && inst[0].tp() == 1 {
@@ -76,6 +83,17 @@ pub fn replayable(s: &Scenario) -> std::result::Result<(), String> {
             other.name()
         )),
     }
+}
+
+/// Why a two-GPU replay of this scenario's model is refused: it serves LLaVA-1.5 only.
+fn split_not_served(s: &Scenario) -> String {
+    format!(
+        "{}: {} replays of {} are not served yet (the two-GPU replay serves LLaVA-1.5; \
+         Qwen2.5-VL replays colocated on one GPU)",
+        s.name,
+        s.strategy.name(),
+        s.model.name
+    )
 }
 
 /// A disaggregated deployment the two-GPU replay serves: one `up` and one `down` instance, tp 1,
@@ -347,17 +365,44 @@ pub fn step_table(scenario: &str, steps: &[StepTiming]) -> hetsim_sim::table::Ta
 
 /// The engine's request for a trace request. The engine's prompt is [BOS, IMAGE × n, text…]:
 /// BOS is one of the trace's text tokens, so its context is the simulator's (visual + prompt
-/// tokens).
-fn to_engine(r: &hetsim_sim::workload::Request, c: &LlavaConfig) -> Request {
+/// tokens). The images keep their sizes: Qwen2.5-VL's tokens follow from them.
+fn to_engine(r: &hetsim_sim::workload::Request, llm: &LlmConfig) -> Request {
     let mut q = Request::synthetic(
         r.id,
         r.images.len(),
         (r.prompt_tokens as usize).saturating_sub(1),
         r.output_tokens as usize,
-        c.llm.vocab,
+        llm.vocab,
     );
     q.images = r.images.clone();
     q
+}
+
+/// The longest context any request reaches (its images' tokens by the model's rule, prompt,
+/// output, and one token to spare): what the engine's `max_context` is sized for.
+fn longest_context(reqs: &[hetsim_sim::workload::Request], c: &ServedConfig) -> Result<usize> {
+    let mut longest = 1;
+    for r in reqs {
+        let mut n = 1 + r.prompt_tokens as usize + r.output_tokens as usize;
+        for &size in &r.images {
+            n += c.image_tokens(size)?;
+        }
+        longest = longest.max(n);
+    }
+    Ok(longest)
+}
+
+/// The trace's image with the most LLM tokens (its first, of equals), or the profiler's size
+/// without images: the warm-up encodes it so that no served encode outgrows the scratch.
+fn largest_image(reqs: &[hetsim_sim::workload::Request], c: &ServedConfig) -> Result<ImageSize> {
+    let mut best = (hetsim_sim::profile::DEFAULT_ENCODE_SIZE, 0);
+    for &size in reqs.iter().flat_map(|r| &r.images) {
+        let t = c.image_tokens(size)?;
+        if t > best.1 {
+            best = (size, t);
+        }
+    }
+    Ok(best.0)
 }
 
 fn arrival_s(r: &hetsim_sim::workload::Request) -> f64 {
@@ -368,7 +413,7 @@ fn arrival_s(r: &hetsim_sim::workload::Request) -> f64 {
 /// GPU `gpu`; modality-level on GPUs `gpu` + the cluster's GPU index of each instance.
 pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
     replayable(s).map_err(Error::Invalid)?;
-    let c = LlavaConfig::builtin(&s.model.name, Some(s.model.llm.layers as usize))?;
+    let c = ServedConfig::builtin(&s.model.name, Some(s.model.llm.layers as usize))?;
     let mut source = s
         .workload
         .requests(s.seed)
@@ -380,15 +425,9 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
     {
         reqs.push(r);
     }
-    let longest = reqs
-        .iter()
-        .map(|r| {
-            1 + r.images.len() * c.image_tokens()
-                + r.prompt_tokens as usize
-                + r.output_tokens as usize
-        })
-        .max()
-        .unwrap_or(1);
+    // The trace's, or the warm-up's with the trace's largest image if that is longer.
+    let longest = longest_context(&reqs, &c)?
+        .max(2 + c.image_tokens(largest_image(&reqs, &c)?)? + WARM_UP_TEXT + 1);
     let max_batch = (s.engine.max_batch as usize).clamp(1, 256);
     let cfg = EngineConfig {
         max_batch,
@@ -414,7 +453,10 @@ pub fn replay(s: &Scenario, gpu: usize) -> Result<Replayed> {
             steps,
         }
     } else {
-        replay_split(s, gpu, &reqs, &c, &cfg)?
+        match &c {
+            ServedConfig::Llava(l) => replay_split(s, gpu, &reqs, l, &cfg)?,
+            ServedConfig::Qwen(_) => return Err(Error::Invalid(split_not_served(s))),
+        }
     };
     let by_id = reqs.iter().map(|r| (r.id, r)).collect();
     let perf: Vec<_> = (0..s.cluster.instances.len())
@@ -578,11 +620,11 @@ fn timed_step(
 fn replay_colocated(
     reqs: &[hetsim_sim::workload::Request],
     gpu: usize,
-    c: &LlavaConfig,
+    c: &ServedConfig,
     cfg: &EngineConfig,
 ) -> Result<(BTreeMap<u64, Seen>, Vec<StepTiming>)> {
-    let mut engine = Engine::new(GpuModel::random(c, Gpu::open(gpu)?, cfg.seed)?, cfg.clone())?;
-    warm_up(&mut engine, c, cfg)?;
+    let mut engine = Engine::new(c.random(Gpu::open(gpu)?, cfg.seed)?, cfg.clone())?;
+    warm_up(&mut engine, c.llm(), cfg, largest_image(reqs, c)?)?;
 
     let t0 = engine.now();
     let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
@@ -591,7 +633,7 @@ fn replay_colocated(
     while next < reqs.len() || !engine.is_idle() {
         let now = engine.now() - t0;
         while next < reqs.len() && arrival_s(&reqs[next]) <= now {
-            engine.submit(to_engine(&reqs[next], c))?;
+            engine.submit(to_engine(&reqs[next], c.llm()))?;
             seen.insert(reqs[next].id, Seen::default());
             next += 1;
         }
@@ -1015,7 +1057,7 @@ fn replay_split(
         let mut next = 0;
         loop {
             while next < reqs.len() && arrival_s(&reqs[next]) <= now() {
-                eng.submit(to_engine(&reqs[next], c))?;
+                eng.submit(to_engine(&reqs[next], &c.llm))?;
                 seen.insert(reqs[next].id, Seen::default());
                 next += 1;
             }
@@ -1182,7 +1224,8 @@ fn replay_split(
             let dg = open_down()?;
             dg.bind()?;
             let mut eng = Engine::new(GpuModel::random(c, dg, cfg.seed)?, cfg.clone())?;
-            warm_up(&mut eng, c, cfg)?;
+            // LLaVA-1.5 encodes every image at 336²: any size warms it up.
+            warm_up(&mut eng, &c.llm, cfg, hetsim_sim::profile::DEFAULT_ENCODE_SIZE)?;
             if stage {
                 eng.load_kv_kernels()?;
             }
@@ -1303,8 +1346,21 @@ fn replay_split(
 /// ~20 buffers and took up to 2.4× its steady-state time (a step log of 2026-12-03 00:12 UTC,
 /// not kept), which alone made the measured TTFT p99 30–40 % worse than the simulator's; with
 /// it no served step allocates (exec/results/2026-12-03-h200-ttft-tail/validate-h200/steps.csv).
-fn warm_up(engine: &mut Engine, c: &LlavaConfig, cfg: &EngineConfig) -> Result<()> {
-    let vocab = c.llm.vocab;
+/// Text tokens of each warm-up prompt with an image.
+const WARM_UP_TEXT: usize = 8;
+
+fn warm_up(
+    engine: &mut Engine,
+    llm: &LlmConfig,
+    cfg: &EngineConfig,
+    image: ImageSize,
+) -> Result<()> {
+    let vocab = llm.vocab;
+    let with_image = |id, text, output| {
+        let mut q = Request::synthetic(id, 1, text, output, vocab);
+        q.images = vec![image];
+        q
+    };
     for k in 0..cfg.max_batch {
         engine.submit(Request::synthetic(
             u64::MAX - k as u64,
@@ -1321,7 +1377,7 @@ fn warm_up(engine: &mut Engine, c: &LlavaConfig, cfg: &EngineConfig) -> Result<(
     let mut id = u64::MAX - cfg.max_batch as u64;
     for n in 1..=cfg.encode_batch.max(1) {
         for _ in 0..n {
-            engine.submit(Request::synthetic(id, 1, 8, 1, vocab))?;
+            engine.submit(with_image(id, WARM_UP_TEXT, 1))?;
             id -= 1;
         }
         engine.run_to_completion()?;

@@ -7,11 +7,11 @@ use crate::cuda::device::Gpu;
 use crate::cuda::gemm::Lt;
 use crate::cuda::green::GreenCtx;
 use crate::error::Result;
-use crate::measure::bench::{PROFILE_PACE, bench_engine};
+use crate::measure::bench::{PROFILE_IMAGE, PROFILE_PACE, bench_engine};
 use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use crate::profile::InterferencePoint;
 use crate::serve::engine::{Engine, Pace};
-use crate::serve::model::llava::LlavaConfig;
+use crate::serve::model::gpu::ServedConfig;
 use hetsim_sim::catalog::partition::partition;
 use hetsim_sim::catalog::{Dtype, GpuSpec, ModelSpec};
 use hetsim_sim::error::InputError;
@@ -135,7 +135,8 @@ impl StepShape {
         let r = Roofline::new(model, Dtype::Bf16, gpu, Efficiency::default(), 1, None);
         Ok(match self {
             StepShape::Encode { images } => {
-                r.encode_work(&vec![model.image_tokens(640, 480)?; images])
+                let (w, h) = PROFILE_IMAGE;
+                r.encode_work(&vec![model.image_tokens(w.into(), h.into())?; images])
                     .bytes
             }
             StepShape::Prefill { seqs, tokens } => {
@@ -165,7 +166,7 @@ impl StepShape {
         };
         match self {
             StepShape::Encode { images } => {
-                e.time_encode(images, crate::measure::bench::LLAVA_IMAGE, iters, pace)
+                e.time_encode(images, PROFILE_IMAGE, iters, pace)
             }
             StepShape::Prefill { seqs, tokens } => e.time_prefill(seqs, tokens / seqs, iters, pace),
             StepShape::Decode { batch, context } => e.time_decode(batch, context, iters),
@@ -207,7 +208,7 @@ impl Timed {
 /// partition's green context (one context is current on one thread at a time) and hands it back
 /// when the load stops: the two are the two halves of one split, so no SM is in both.
 pub fn interference(
-    c: &LlavaConfig,
+    c: &ServedConfig,
     model: &ModelSpec,
     ordinal: usize,
     split_sms: u32,

@@ -30,7 +30,7 @@ pub use kv_pool::KvPool;
 pub use products::{GEMV_MAX_M, ProductKey, ProductRace, SmallProducts};
 pub use qwen2_5_vl::QwenGpu;
 pub use scratch::Scratch;
-pub use served::ServedModel;
+pub use served::{ServedConfig, ServedModel};
 pub use tensor::{
     DTensor, download_bf16, download_f32, download_i32, read_ptr, upload_bf16, upload_f64,
     upload_i32,

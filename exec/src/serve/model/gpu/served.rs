@@ -8,10 +8,74 @@ use super::products::Products;
 use super::qwen2_5_vl::QwenGpu;
 use super::scratch::Scratch;
 use crate::cuda::device::{Gpu, Stream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::serve::kv::ModelShape;
-use crate::serve::model::llava::LlmConfig;
-use crate::serve::model::qwen2_5_vl::{self, ImageGrid};
+use crate::serve::model::llava::{LlavaConfig, LlmConfig};
+use crate::serve::model::qwen2_5_vl::{self, ImageGrid, Qwen25VlConfig};
+
+/// The built-in models the engine serves, by family (the simulator's catalog names).
+pub const LLAVA_MODELS: [&str; 2] = ["llava-1.5-7b", "llava-1.5-13b"];
+pub const QWEN_MODELS: [&str; 4] = [
+    "qwen2.5-vl-3b",
+    "qwen2.5-vl-7b",
+    "qwen2.5-vl-32b",
+    "qwen2.5-vl-72b",
+];
+
+/// The configuration of the model an engine serves, before any GPU work: what `--model` and a
+/// scenario's model name resolve to. `random` puts it on a GPU as the `ServedModel`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServedConfig {
+    Llava(LlavaConfig),
+    Qwen(Qwen25VlConfig),
+}
+
+impl ServedConfig {
+    /// A built-in model of either family, optionally with another decoder depth.
+    pub fn builtin(name: &str, layers: Option<usize>) -> Result<ServedConfig> {
+        if LLAVA_MODELS.contains(&name) {
+            LlavaConfig::builtin(name, layers).map(ServedConfig::Llava)
+        } else if QWEN_MODELS.contains(&name) {
+            Qwen25VlConfig::builtin(name, layers).map(ServedConfig::Qwen)
+        } else {
+            Err(Error::Invalid(format!(
+                "model {name}: not a model the engine serves (built-in: {}, {})",
+                LLAVA_MODELS.join(", "),
+                QWEN_MODELS.join(", ")
+            )))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ServedConfig::Llava(c) => &c.name,
+            ServedConfig::Qwen(c) => &c.name,
+        }
+    }
+
+    pub fn llm(&self) -> &LlmConfig {
+        match self {
+            ServedConfig::Llava(c) => &c.llm,
+            ServedConfig::Qwen(c) => &c.llm,
+        }
+    }
+
+    /// LLM tokens one image of this size becomes (LLaVA-1.5: 576 at any size).
+    pub fn image_tokens(&self, (w, h): ImageSize) -> Result<usize> {
+        match self {
+            ServedConfig::Llava(c) => Ok(c.image_tokens()),
+            ServedConfig::Qwen(c) => Ok(c.image_tokens(c.grid(w as usize, h as usize)?)),
+        }
+    }
+
+    /// Random weights of this model on `gpu` (the same seed gives the same weights).
+    pub fn random(&self, gpu: Gpu, seed: u64) -> Result<ServedModel> {
+        Ok(match self {
+            ServedConfig::Llava(c) => GpuModel::random(c, gpu, seed)?.into(),
+            ServedConfig::Qwen(c) => QwenGpu::random(c, gpu, seed)?.into(),
+        })
+    }
+}
 
 pub enum ServedModel {
     Llava(GpuModel),
