@@ -275,3 +275,65 @@ mod tests {
         assert!(w.flops >= 64.0 * 2.0 * 6.5e9 && w.bytes >= 13e9, "{w:?}");
     }
 }
+
+#[cfg(test)]
+mod qwen_tests {
+    use super::*;
+    use crate::catalog::{Dtype, builtin_model};
+    use crate::profile::{DecodePoint, EncodePoint, PrefillPoint};
+
+    fn enc(images: u64, seconds: f64, w: u64, h: u64) -> EncodePoint {
+        EncodePoint {
+            images,
+            seconds,
+            width: Some(w),
+            height: Some(h),
+        }
+    }
+
+    #[test]
+    fn encode_interpolates_between_measured_sizes_by_tokens_per_image() {
+        let m = builtin_model("qwen2.5-vl-7b").unwrap();
+        let gpu = crate::catalog::gpu_by_name("H200-SXM").unwrap();
+        let count = Roofline::new(&m, Dtype::Bf16, gpu, Default::default(), 1, None);
+        let p = PhaseProfile {
+            model: "qwen2.5-vl-7b".into(),
+            catalog_gpu: "H200-SXM".into(),
+            dtype: "bf16".into(),
+            encode: vec![
+                enc(1, 0.010, 640, 480),
+                enc(4, 0.034, 640, 480),
+                enc(1, 0.032, 1280, 720),
+                enc(4, 0.120, 1280, 720),
+            ],
+            prefill: vec![PrefillPoint {
+                sequences: 1,
+                tokens: 512,
+                seconds: 0.02,
+            }],
+            decode: vec![DecodePoint {
+                batch: 1,
+                context: 512,
+                seconds: 0.007,
+            }],
+            sustained: vec![],
+            interference: vec![],
+        };
+        let pm = MeasuredPhases::new(&m, &p, count);
+        let small = m.image_tokens(640, 480).unwrap();
+        let large = m.image_tokens(1280, 720).unwrap();
+        // 644×476 → 46×34 patches; 1288×728 → 92×52.
+        assert_eq!((small.encoder_tokens, large.encoder_tokens), (1564, 4784));
+        // The measured points come back.
+        assert!((pm.encode_s(&[small]) - 0.010).abs() < 1e-12);
+        assert!((pm.encode_s(&vec![large; 4]) - 0.120).abs() < 1e-12);
+        // 3 large images: along the 1280×720 line, 0.032 + 0.088 · (14352 − 4784) / 14352.
+        assert!((pm.encode_s(&vec![large; 3]) - 0.090_666_666_666_666_67).abs() < 1e-12);
+        // One of each: 6348 ViT tokens, t* = (1564² + 4784²) / 6348 = 3990.67 per image. The
+        // 640×480 line at 6348: 0.010 + 0.024 · 4784 / 4692 = 0.034471; the 1280×720 line:
+        // 0.032 + 0.088 · 1564 / 14352 = 0.041590; between them at (3990.67 − 1564) / 3220:
+        // 0.039836.
+        let mixed = pm.encode_s(&[small, large]);
+        assert!((mixed - 0.039_835_748_792_270_53).abs() < 1e-12, "{mixed}");
+    }
+}

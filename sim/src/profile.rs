@@ -506,4 +506,61 @@ mod tests {
             assert!(e.contains(expect), "{to}: {e}");
         }
     }
+
+    #[test]
+    fn encode_points_without_a_size_were_measured_at_640x480() {
+        use crate::catalog::{Dtype, builtin_model, gpu_by_name};
+        use crate::perf::{PhaseModel, Roofline};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let path = dir.join("h200-2026-12-03-llava-1.5-7b.yaml");
+        let old = HardwareProfile::load(&path).unwrap();
+        let mut named = old.clone();
+        for e in &mut named.phases[0].encode {
+            assert_eq!((e.width, e.height, e.size()), (None, None, (640, 480)));
+            (e.width, e.height) = (Some(640), Some(480));
+        }
+        let named = HardwareProfile::from_yaml(&named.to_yaml()).unwrap();
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let gpu = gpu_by_name("H200-SXM").unwrap();
+        let model = |p: &HardwareProfile| {
+            let r = Roofline::new(&m, Dtype::Bf16, gpu, Default::default(), 1, None);
+            crate::measured::MeasuredPhases::new(&m, &p.phases[0], r)
+        };
+        let img = m.image_tokens(1280, 720).unwrap();
+        for n in [1, 3, 32, 50] {
+            let images = vec![img; n];
+            assert_eq!(
+                model(&old).encode_s(&images),
+                model(&named).encode_s(&images)
+            );
+        }
+        // Every profile kept in the repository still loads.
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            HardwareProfile::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+    }
+
+    #[test]
+    fn a_bad_encode_size_names_its_field() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../profiles/h200-2026-12-03-llava-1.5-7b.yaml");
+        let good = HardwareProfile::load(&path).unwrap();
+        for ((w, h), expect) in [
+            ((Some(0), Some(480)), "encode[0].width"),
+            ((Some(640), Some(40000)), "encode[0].height"),
+            ((Some(640), None), "both `width` and `height`"),
+        ] {
+            let mut p = good.clone();
+            (p.phases[0].encode[0].width, p.phases[0].encode[0].height) = (w, h);
+            let e = HardwareProfile::from_yaml(&p.to_yaml()).unwrap_err();
+            assert!(e.to_string().contains(expect), "{w:?}×{h:?}: {e}");
+        }
+        // A size the model's own rule refuses (Qwen2.5-VL: aspect ratio at most 200).
+        let mut p = good.clone();
+        p.phases[0].model = "qwen2.5-vl-7b".into();
+        (p.phases[0].encode[0].width, p.phases[0].encode[0].height) = (Some(20000), Some(50));
+        let e = HardwareProfile::from_yaml(&p.to_yaml()).unwrap_err().to_string();
+        assert!(e.contains("encode[0] (width 20000, height 50)"), "{e}");
+    }
 }

@@ -1666,4 +1666,70 @@ mod tests {
             Ok(_) => panic!("layer-wise stage replay should be refused"),
         }
     }
+
+    fn qwen_scenario(deployment: &str) -> Scenario {
+        let mut text = String::from(
+            "name: t\nseed: 1\ndefaults:\n  model: qwen2.5-vl-7b\n  cluster:\n    nodes: [{name: box, gpus: [{gpu: H200-SXM, count: 2}], fabric: nvlink4}]\n  workload:\n    requests: 40\n    arrival: {process: poisson, rate: 2}\n    images: {count: {dist: choice, values: [0, 1, 2]}, width: {dist: choice, values: [640, 1280]}, height: {dist: choice, values: [480, 720]}}\n    prompt_tokens: 20\n    output_tokens: 8\nscenarios:\n  - name: s\n    deployment:\n",
+        );
+        for l in deployment.lines() {
+            text.push_str(&format!("      {l}\n"));
+        }
+        let exp = parse_experiment(&text, std::path::Path::new("t.yaml"), None)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        exp.scenarios.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn qwen_requests_take_their_image_tokens_from_their_sizes() {
+        let s = qwen_scenario("  strategy: colocated\n  instances: [{role: all, gpu: H200-SXM}]\n");
+        assert!(replayable(&s).is_ok(), "{:?}", replayable(&s));
+        let c = ServedConfig::builtin(&s.model.name, None).unwrap();
+        let mut src = s.workload.requests(s.seed).unwrap();
+        let mut reqs = Vec::new();
+        while let Some(r) = src.next_request().unwrap() {
+            reqs.push(r);
+        }
+        // 640×480 is 391 LLM tokens, 640×720 644×728 → 23×26 merged = 598, 1280×480 1288×476 →
+        // 46×17 = 782, 1280×720 1,196.
+        let tokens = |(w, h): (u32, u32)| match (w, h) {
+            (640, 480) => 391,
+            (640, 720) => 598,
+            (1280, 480) => 782,
+            (1280, 720) => 1196,
+            other => panic!("{other:?} is not a size of the workload"),
+        };
+        let mut want = 1;
+        for r in &reqs {
+            let q = to_engine(r, c.llm());
+            assert_eq!(q.images, r.images);
+            let marks = q.prompt.iter().filter(|&&t| t == crate::serve::model::host::IMAGE_TOKEN);
+            assert_eq!(marks.count(), r.images.len());
+            assert_eq!(q.prompt.len(), 1 + r.images.len() + 19);
+            for &i in &r.images {
+                assert_eq!(c.image_tokens(i).unwrap(), tokens(i));
+            }
+            want = want.max(1 + r.images.iter().map(|&i| tokens(i)).sum::<usize>() + 20 + 8);
+        }
+        assert!(want > 1 + 1196 + 28, "the workload draws two images somewhere");
+        assert_eq!(longest_context(&reqs, &c).unwrap(), want);
+        let largest = largest_image(&reqs, &c).unwrap();
+        assert_eq!(largest, (1280, 720));
+    }
+
+    #[test]
+    fn qwen_split_replays_are_refused_before_any_gpu_work() {
+        for dep in [
+            "  strategy: modality\n  instances: [{role: encoder, gpu: H200-SXM}, {role: llm, gpu: H200-SXM}]\n",
+            "  strategy: stage\n  instances: [{role: prefill, gpu: H200-SXM}, {role: decode, gpu: H200-SXM}]\n",
+        ] {
+            let s = qwen_scenario(dep);
+            let why = replayable(&s).unwrap_err();
+            assert!(why.contains("not served yet") && why.contains("qwen2.5-vl-7b"), "{why}");
+            match replay(&s, 0) {
+                Err(e @ Error::Invalid(_)) => assert_eq!(e.exit_code(), 2),
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(_) => panic!("a Qwen2.5-VL split replay should be refused"),
+            }
+        }
+    }
 }

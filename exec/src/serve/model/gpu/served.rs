@@ -269,3 +269,45 @@ impl ServedModel {
         self.pass().tune_decode_plans(s, m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_name_of_both_families_resolves_and_others_are_refused() {
+        for name in LLAVA_MODELS.iter().chain(&QWEN_MODELS) {
+            let c = ServedConfig::builtin(name, Some(2)).unwrap();
+            assert_eq!((c.name(), c.llm().layers), (*name, 2));
+        }
+        let llava = ServedConfig::builtin("llava-1.5-7b", None).unwrap();
+        assert_eq!(llava.image_tokens((1280, 720)).unwrap(), 576);
+        for bad in ["gpt-9", "llama-3-8b", "Qwen2.5-VL-7B"] {
+            let e = ServedConfig::builtin(bad, None).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let msg = e.to_string();
+            assert!(msg.contains(bad) && msg.contains("llava-1.5-13b, qwen2.5-vl-3b"), "{msg}");
+        }
+        assert!(ServedConfig::builtin("qwen2.5-vl-7b", Some(0)).is_err());
+    }
+
+    /// The simulator's catalog rule (what `hetsim run` charges) and the engine's grid (what it
+    /// encodes) agree on LLM tokens and ViT patches.
+    #[test]
+    fn the_catalog_rule_and_the_engine_grid_agree_for_qwen() {
+        let ServedConfig::Qwen(c) = ServedConfig::builtin("qwen2.5-vl-7b", None).unwrap() else {
+            panic!("qwen2.5-vl-7b is a Qwen2.5-VL");
+        };
+        let spec = hetsim_sim::catalog::builtin_model("qwen2.5-vl-7b").unwrap();
+        for (w, h) in [(640, 480), (1280, 720), (333, 999), (28, 28), (4000, 3000)] {
+            let t = spec.image_tokens(w, h).unwrap();
+            let g = c.grid(w as usize, h as usize).unwrap();
+            assert_eq!(t.encoder_tokens as usize, g.patches(), "{w}×{h}");
+            assert_eq!(t.llm_tokens as usize, c.image_tokens(g), "{w}×{h}");
+        }
+        // Hand numbers: 644×476 is 46×34 patches, 391 tokens; 1288×728 is 92×52, 1,196 tokens.
+        let served = ServedConfig::Qwen(c);
+        assert_eq!(served.image_tokens((640, 480)).unwrap(), 391);
+        assert_eq!(served.image_tokens((1280, 720)).unwrap(), 1196);
+    }
+}
