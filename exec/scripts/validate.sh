@@ -4,12 +4,14 @@
 # `hetsim validate` of each experiment: its trace served for real and simulated, both compared.
 #
 #   exec/scripts/validate.sh [--calibrate [--links-from PROFILE]] [--profile PROFILE]
-#                            [--parallel] [--out DIR] EXPERIMENT[@GPU]...
+#                            [--model MODEL] [--parallel] [--out DIR] EXPERIMENT[@GPU]...
 #
 #   EXPERIMENT@GPU   replay on GPU (and GPU + 1 for a two-GPU deployment); default GPU 0.
 #   --calibrate      measure the engine's phase table first (`hetsim calibrate --no-links
-#                    --model llava-1.5-7b` on the first experiment's GPU, ~4 minutes) and
+#                    --model MODEL` on the first experiment's GPU, ~4 minutes) and
 #                    simulate every experiment with it instead of the file's `profile:`.
+#   --model MODEL    the model --calibrate profiles (default: the first experiment's
+#                    `defaults: model:`, e.g. qwen2.5-vl-7b in experiments/validate-qwen.yaml).
 #   --links-from P   with --calibrate: copy the links of profile P (this machine's earlier
 #                    `hetsim calibrate`) into the new profile, for experiments that ship over them.
 #   --profile P      simulate with profile P instead of the file's `profile:`.
@@ -32,7 +34,7 @@ usage() {
 }
 
 hetsim=${HETSIM:-target/release/hetsim}
-model=llava-1.5-7b
+model=""
 out=out/validate-$(date -u +%F)
 calibrate=0 links_from="" profile="" parallel=0 runs=()
 while [ $# -gt 0 ]; do
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
     --calibrate) calibrate=1; shift ;;
     --links-from) links_from=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
     --parallel) parallel=1; shift ;;
     --out) out=$2; shift 2 ;;
     -*) usage ;;
@@ -56,6 +59,11 @@ fi
 for r in "${runs[@]}"; do
   [ -f "${r%@*}" ] || { echo "no experiment file ${r%@*}" >&2; exit 2; }
 done
+if [ -z "$model" ]; then
+  # The first experiment's `defaults: model:` (the line indented by two spaces).
+  model=$(sed -n 's/^  model: *\([^ #]*\).*/\1/p' "${runs[0]%@*}" | head -n 1)
+  [ -n "$model" ] || { echo "${runs[0]%@*}: no 'defaults: model:'; give --model" >&2; exit 2; }
+fi
 mkdir -p "$out"
 first_gpu=0
 [[ ${runs[0]} == *@* ]] && first_gpu=${runs[0]##*@}

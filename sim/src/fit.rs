@@ -75,11 +75,24 @@ impl PointError {
 
 /// A phase table's point, in the form the operator model evaluates.
 enum Shape {
-    Gemm { m: u64, n: u64, k: u64 },
+    Gemm {
+        m: u64,
+        n: u64,
+        k: u64,
+    },
     /// `images` images of `size` (width, height) each.
-    Encode { images: u64, size: (u64, u64) },
-    Prefill { sequences: u64, tokens: u64 },
-    Decode { batch: u64, context: u64 },
+    Encode {
+        images: u64,
+        size: (u64, u64),
+    },
+    Prefill {
+        sequences: u64,
+        tokens: u64,
+    },
+    Decode {
+        batch: u64,
+        context: u64,
+    },
 }
 
 impl Shape {

@@ -326,9 +326,9 @@ mod qwen_tests {
         assert_eq!((small.encoder_tokens, large.encoder_tokens), (1564, 4784));
         // The measured points come back.
         assert!((pm.encode_s(&[small]) - 0.010).abs() < 1e-12);
-        assert!((pm.encode_s(&vec![large; 4]) - 0.120).abs() < 1e-12);
+        assert!((pm.encode_s(&[large; 4]) - 0.120).abs() < 1e-12);
         // 3 large images: along the 1280×720 line, 0.032 + 0.088 · (14352 − 4784) / 14352.
-        assert!((pm.encode_s(&vec![large; 3]) - 0.090_666_666_666_666_67).abs() < 1e-12);
+        assert!((pm.encode_s(&[large; 3]) - 0.090_666_666_666_666_67).abs() < 1e-12);
         // One of each: 6348 ViT tokens, t* = (1564² + 4784²) / 6348 = 3990.67 per image. The
         // 640×480 line at 6348: 0.010 + 0.024 · 4784 / 4692 = 0.034471; the 1280×720 line:
         // 0.032 + 0.088 · 1564 / 14352 = 0.041590; between them at (3990.67 − 1564) / 3220:

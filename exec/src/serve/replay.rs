@@ -1225,7 +1225,12 @@ fn replay_split(
             dg.bind()?;
             let mut eng = Engine::new(GpuModel::random(c, dg, cfg.seed)?, cfg.clone())?;
             // LLaVA-1.5 encodes every image at 336²: any size warms it up.
-            warm_up(&mut eng, &c.llm, cfg, hetsim_sim::profile::DEFAULT_ENCODE_SIZE)?;
+            warm_up(
+                &mut eng,
+                &c.llm,
+                cfg,
+                hetsim_sim::profile::DEFAULT_ENCODE_SIZE,
+            )?;
             if stage {
                 eng.load_kv_kernels()?;
             }
@@ -1601,6 +1606,13 @@ mod tests {
         for s in &exp.scenarios {
             assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s));
         }
+        // Qwen2.5-VL colocated, light to saturating.
+        let exp = load_experiment(&root().join("experiments/validate-qwen.yaml"), None).unwrap();
+        assert_eq!(exp.scenarios.len(), 4);
+        for s in &exp.scenarios {
+            assert_eq!(s.model.name, "qwen2.5-vl-7b");
+            assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s));
+        }
     }
 
     fn scenario(deployment: &str) -> Scenario {
@@ -1702,7 +1714,10 @@ mod tests {
         for r in &reqs {
             let q = to_engine(r, c.llm());
             assert_eq!(q.images, r.images);
-            let marks = q.prompt.iter().filter(|&&t| t == crate::serve::model::host::IMAGE_TOKEN);
+            let marks = q
+                .prompt
+                .iter()
+                .filter(|&&t| t == crate::serve::model::host::IMAGE_TOKEN);
             assert_eq!(marks.count(), r.images.len());
             assert_eq!(q.prompt.len(), 1 + r.images.len() + 19);
             for &i in &r.images {
@@ -1710,7 +1725,10 @@ mod tests {
             }
             want = want.max(1 + r.images.iter().map(|&i| tokens(i)).sum::<usize>() + 20 + 8);
         }
-        assert!(want > 1 + 1196 + 28, "the workload draws two images somewhere");
+        assert!(
+            want > 1 + 1196 + 28,
+            "the workload draws two images somewhere"
+        );
         assert_eq!(longest_context(&reqs, &c).unwrap(), want);
         let largest = largest_image(&reqs, &c).unwrap();
         assert_eq!(largest, (1280, 720));
@@ -1724,7 +1742,10 @@ mod tests {
         ] {
             let s = qwen_scenario(dep);
             let why = replayable(&s).unwrap_err();
-            assert!(why.contains("not served yet") && why.contains("qwen2.5-vl-7b"), "{why}");
+            assert!(
+                why.contains("not served yet") && why.contains("qwen2.5-vl-7b"),
+                "{why}"
+            );
             match replay(&s, 0) {
                 Err(e @ Error::Invalid(_)) => assert_eq!(e.exit_code(), 2),
                 Err(e) => panic!("unexpected error {e}"),

@@ -165,9 +165,7 @@ impl StepShape {
             PROFILE_PACE
         };
         match self {
-            StepShape::Encode { images } => {
-                e.time_encode(images, PROFILE_IMAGE, iters, pace)
-            }
+            StepShape::Encode { images } => e.time_encode(images, PROFILE_IMAGE, iters, pace),
             StepShape::Prefill { seqs, tokens } => e.time_prefill(seqs, tokens / seqs, iters, pace),
             StepShape::Decode { batch, context } => e.time_decode(batch, context, iters),
         }

@@ -286,7 +286,10 @@ mod tests {
             let e = ServedConfig::builtin(bad, None).unwrap_err();
             assert_eq!(e.exit_code(), 2);
             let msg = e.to_string();
-            assert!(msg.contains(bad) && msg.contains("llava-1.5-13b, qwen2.5-vl-3b"), "{msg}");
+            assert!(
+                msg.contains(bad) && msg.contains("llava-1.5-13b, qwen2.5-vl-3b"),
+                "{msg}"
+            );
         }
         assert!(ServedConfig::builtin("qwen2.5-vl-7b", Some(0)).is_err());
     }
