@@ -166,11 +166,12 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
 /// The phase profile as markdown tables.
 pub fn phase_markdown(p: &crate::profile::PhaseProfile) -> String {
     let mut s = format!(
-        "## Phase profile: {} on {} ({})\n\n| encode images | ms |\n|---|---|\n",
+        "## Phase profile: {} on {} ({})\n\n| encode images | size | ms |\n|---|---|---|\n",
         p.model, p.catalog_gpu, p.dtype
     );
     for e in &p.encode {
-        s += &format!("| {} | {:.3} |\n", e.images, e.seconds * 1e3);
+        let (w, h) = e.size();
+        s += &format!("| {} | {w}×{h} | {:.3} |\n", e.images, e.seconds * 1e3);
     }
     s += "\n| prefill sequences | tokens | ms |\n|---|---|---|\n";
     for e in &p.prefill {
