@@ -3,7 +3,7 @@
 qwen2.5-vl-7b` times, so that the bench can put the two side by side (`--against torch.json`,
 issue 20's "not slower at any shape").
 
-    python exec/scripts/torch-qwen2.5-vl-forward.py --out DIR [--iters 20] [--pass-iters 5]
+    python exec/scripts/torch-qwen2.5-vl-forward.py --out DIR [--gpu 0] [--iters 20] [--pass-iters 5]
     python exec/scripts/torch-qwen2.5-vl-forward.py --tiny --out DIR    # CPU, seconds
 
 Builds Qwen2_5_VLForConditionalGeneration from the 7B config of
@@ -94,7 +94,7 @@ def log(msg):
     print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
 
-def setup(tiny):
+def setup(tiny, gpu):
     """(model name, config dict, min/max pixels, device, the passes' shapes)."""
     if tiny:
         shapes = {
@@ -104,7 +104,9 @@ def setup(tiny):
         }
         return "qwen2.5-vl-tiny", TINY_CONFIG, TINY_PIXELS, torch.device("cpu"), shapes
     if not torch.cuda.is_available():
-        sys.exit("torch sees no CUDA device: the 7B passes need a GPU (--tiny runs on the CPU)")
+        # Exit code 2, as for bad input: the user must act.
+        print("torch sees no CUDA device: the 7B passes need a GPU (--tiny runs on the CPU)", file=sys.stderr)
+        sys.exit(2)
     fixtures = REPO / "tests/fixtures/hf-configs"
     config = json.loads((fixtures / "qwen2.5-vl-7b-instruct.json").read_text())
     pre = json.loads((fixtures / "preprocessor/qwen2.5-vl-7b-instruct.json").read_text())
@@ -114,7 +116,10 @@ def setup(tiny):
         "prefill": [(8, 1024)],
         "encode": {"size": (1280, 720), "images": [1, 16], "grid": (52, 92)},
     }
-    return "qwen2.5-vl-7b", config, (pre["min_pixels"], pre["max_pixels"]), torch.device("cuda"), shapes
+    device = torch.device("cuda", gpu)
+    # CUDA events and the caching allocator act on the current device.
+    torch.cuda.set_device(device)
+    return "qwen2.5-vl-7b", config, (pre["min_pixels"], pre["max_pixels"]), device, shapes
 
 
 class Timer:
@@ -251,12 +256,13 @@ def main():
     ap.add_argument("--out", required=True, type=Path, help="folder to write torch.json into")
     ap.add_argument("--iters", type=int, default=20, help="timed decode steps per point")
     ap.add_argument("--pass-iters", type=int, default=5, help="timed prefill and encode passes per point")
+    ap.add_argument("--gpu", type=int, default=0, help="CUDA device index (as our bench's --gpu)")
     ap.add_argument("--tiny", action="store_true", help="the tiny config on the CPU, small shapes")
     a = ap.parse_args()
     if a.iters < 1 or a.pass_iters < 1:
         ap.error(f"--iters {a.iters} and --pass-iters {a.pass_iters} must each be at least 1")
 
-    name, config, pixels, device, shapes = setup(a.tiny)
+    name, config, pixels, device, shapes = setup(a.tiny, a.gpu)
     timer = Timer(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     torch.manual_seed(0)

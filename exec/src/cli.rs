@@ -526,8 +526,16 @@ mod tests {
             "/tests/fixtures/against_torch/torch-tiny.json"
         );
         for (model, file, says) in [
-            ("qwen2.5-vl-7b", "/nonexistent/torch.json", "/nonexistent/torch.json"),
-            ("qwen2.5-vl-7b", tiny, "timed qwen2.5-vl-tiny with 2 decoder layers"),
+            (
+                "qwen2.5-vl-7b",
+                "/nonexistent/torch.json",
+                "/nonexistent/torch.json",
+            ),
+            (
+                "qwen2.5-vl-7b",
+                tiny,
+                "timed qwen2.5-vl-tiny with 2 decoder layers",
+            ),
             ("llava-1.5-7b", tiny, "--against is for Qwen2.5-VL models"),
         ] {
             let e = bench(&a(model, file)).unwrap_err();

@@ -110,7 +110,10 @@ pub fn parse(text: &str) -> std::result::Result<TorchRun, String> {
         return Err("no points".into());
     }
     for (i, p) in run.points.iter().enumerate() {
-        let at = format!("points[{i}] ({} {}, {})", p.phase, p.shape, p.implementation);
+        let at = format!(
+            "points[{i}] ({} {}, {})",
+            p.phase, p.shape, p.implementation
+        );
         if !["decode", "prefill", "encode"].contains(&p.phase.as_str()) {
             return Err(format!(
                 "{at}: phase {:?} is none of decode, prefill, encode",
@@ -167,9 +170,7 @@ pub fn join(report: &BenchReport, run: &TorchRun, device: &str) -> Result<Vec<Jo
             run.device
         )));
     }
-    let matches = |p: &TorchPoint, r: &BenchRow| {
-        r.phase == p.phase && names(&r.shape, &p.shape)
-    };
+    let matches = |p: &TorchPoint, r: &BenchRow| r.phase == p.phase && names(&r.shape, &p.shape);
     for p in &run.points {
         let n = report.rows.iter().filter(|r| matches(p, r)).count();
         if n != 1 {
@@ -309,14 +310,19 @@ mod tests {
         );
         for r in &rows {
             assert!(
-                r.torch.iter().all(|o| matches!(o, Some(Outcome::Seconds(_)))),
+                r.torch
+                    .iter()
+                    .all(|o| matches!(o, Some(Outcome::Seconds(_)))),
                 "{r:?}"
             );
         }
         // A second per 2-image encode is slower than transformers' CPU milliseconds.
         assert_eq!(rows[4].not_slower(), Some(false));
         let t = table(&run, &rows);
-        assert!(t.contains("| encode | 2 images of 224 × 168 (96 tokens) | 1000.000 |"), "{t}");
+        assert!(
+            t.contains("| encode | 2 images of 224 × 168 (96 tokens) | 1000.000 |"),
+            "{t}"
+        );
         assert!(t.contains("| NO |"), "{t}");
     }
 
@@ -336,14 +342,23 @@ mod tests {
         // Equal to the faster is not slower.
         assert_eq!(r(Some(s(0.010)), Some(s(0.011))).not_slower(), Some(true));
         // Only sdpa ran: it is the one compared.
-        assert_eq!(r(Some(f("OutOfMemoryError")), Some(s(0.011))).not_slower(), Some(true));
+        assert_eq!(
+            r(Some(f("OutOfMemoryError")), Some(s(0.011))).not_slower(),
+            Some(true)
+        );
         // Neither ran: no verdict, and the table says why.
         let none = r(Some(f("OutOfMemoryError: 2 GiB")), None);
         assert_eq!(none.not_slower(), None);
         let run = parse(TINY).unwrap();
         let t = table(&run, &[none]);
-        assert!(t.contains("| decode | batch 1, context 1024 | 10.000 | failed | – | – | – |"), "{t}");
-        assert!(t.contains("* eager, decode batch 1, context 1024: OutOfMemoryError: 2 GiB"), "{t}");
+        assert!(
+            t.contains("| decode | batch 1, context 1024 | 10.000 | failed | – | – | – |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("* eager, decode batch 1, context 1024: OutOfMemoryError: 2 GiB"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -358,7 +373,10 @@ mod tests {
         assert!(matches!(rows[0].torch[0], Some(Outcome::Failed(_))));
         v["points"][0]["seconds"] = serde_json::json!(0.1);
         let e = parse(&v.to_string()).unwrap_err();
-        assert!(e.contains("points[0] (decode batch 1, context 64, eager)"), "{e}");
+        assert!(
+            e.contains("points[0] (decode batch 1, context 64, eager)"),
+            "{e}"
+        );
         assert!(e.contains("or an error instead of both"), "{e}");
     }
 
@@ -370,19 +388,28 @@ mod tests {
             parse(&v.to_string()).unwrap_err()
         };
         let e = edit(&|v| v["points"][1]["implementation"] = "flash_attention_2".into());
-        assert!(e.contains("implementation \"flash_attention_2\" is none of eager, sdpa"), "{e}");
+        assert!(
+            e.contains("implementation \"flash_attention_2\" is none of eager, sdpa"),
+            "{e}"
+        );
         let e = edit(&|v| v["points"][1]["phase"] = "generate".into());
         assert!(e.contains("phase \"generate\""), "{e}");
         let e = edit(&|v| v["points"][1]["seconds"] = (-1.0).into());
         assert!(e.contains("points[1]"), "{e}");
         let e = edit(&|v| v["points"][1] = v["points"][0].clone());
-        assert!(e.contains("points[1] (decode batch 1, context 64, eager): appears twice"), "{e}");
+        assert!(
+            e.contains("points[1] (decode batch 1, context 64, eager): appears twice"),
+            "{e}"
+        );
         let e = edit(&|v| v["iters"] = 3.into());
         assert!(e.contains("unknown field `iters`"), "{e}");
         assert!(parse("[]").unwrap_err().starts_with("not a torch.json"));
         let missing = read(Path::new("/nonexistent/torch.json")).unwrap_err();
         assert_eq!(missing.exit_code(), 2);
-        assert!(missing.to_string().contains("/nonexistent/torch.json"), "{missing}");
+        assert!(
+            missing.to_string().contains("/nonexistent/torch.json"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -390,7 +417,11 @@ mod tests {
         let run = parse(TINY).unwrap();
         let e = check_model(&run, "qwen2.5-vl-7b", 28).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("qwen2.5-vl-tiny with 2 decoder layers"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("qwen2.5-vl-tiny with 2 decoder layers"),
+            "{e}"
+        );
         assert!(check_model(&run, "qwen2.5-vl-tiny", 1).is_err());
         let e = join(&tiny_bench(), &run, "NVIDIA H200").unwrap_err();
         assert!(e.to_string().contains("timed on \"cpu\""), "{e}");
@@ -398,12 +429,19 @@ mod tests {
         bench.rows[3].shape = "2 × 128 tokens".into();
         let e = join(&bench, &run, "cpu").unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("prefill point \"2 × 64 tokens\" names 0"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("prefill point \"2 × 64 tokens\" names 0"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_label_names_its_row_and_no_longer_one() {
-        assert!(names("batch 1, context 1024, no CUDA graphs", "batch 1, context 1024"));
+        assert!(names(
+            "batch 1, context 1024, no CUDA graphs",
+            "batch 1, context 1024"
+        ));
         assert!(names("8 × 1024 tokens", "8 × 1024 tokens"));
         assert!(names(
             "16 images of 1280 × 720 (19136 tokens)",
