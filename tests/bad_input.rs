@@ -969,3 +969,28 @@ fn plan_reference_counts_are_range_checked() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_bad_against_file_is_refused_before_the_gpu_bench() {
+    let dir = case_dir("against");
+    std::fs::write(dir.join("torch.json"), "{\"model\": 7}").unwrap();
+    for (file, says) in [
+        ("missing.json", "--against missing.json: cannot read it"),
+        ("torch.json", "--against torch.json: not a torch.json"),
+    ] {
+        let (code, err) = hetsim_in(
+            &dir,
+            &[
+                "exec",
+                "bench",
+                "--model",
+                "qwen2.5-vl-7b",
+                "--against",
+                file,
+            ],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

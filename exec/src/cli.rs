@@ -4,6 +4,7 @@
 use crate::cuda::device;
 use crate::cuda::green::GreenCtx;
 use crate::error::{Error, Result};
+use crate::measure::against_torch;
 use crate::measure::bench;
 use crate::measure::calibrate;
 use crate::measure::probes::green;
@@ -244,6 +245,11 @@ pub struct BenchArgs {
     /// Also write the table here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Qwen2.5-VL only: transformers' times of the same passes
+    /// (`exec/scripts/torch-qwen2.5-vl-forward.py`'s torch.json), put beside ours in a second
+    /// table.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
 }
 
 /// Engine speed against the floors measured in the same run; prints a table.
@@ -259,8 +265,37 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             ));
         }
         let c = Qwen25VlConfig::builtin(&a.model, a.layers)?;
+        // Read and checked before the GPU time is spent.
+        let torch = match &a.against {
+            Some(p) => {
+                let run = against_torch::read(p)?;
+                against_torch::check_model(&run, &c.name, c.llm.layers)?;
+                Some(run)
+            }
+            None => None,
+        };
         let (report, ops) = crate::measure::bench_qwen::bench(&c, a.gpu, a.iters)?;
-        return print_bench(a, &c.name, c.llm.layers, &report, &ops);
+        let Some(run) = torch else {
+            return print_bench(a, &c.name, c.llm.layers, &report, &ops);
+        };
+        let name = device::Gpu::open(a.gpu)?.info.name;
+        // A join that fails still leaves our own table printed and written.
+        return match against_torch::join(&report, &run, &name) {
+            Ok(rows) => {
+                let more = against_torch::table(&run, &rows) + "\n" + &ops;
+                print_bench(a, &c.name, c.llm.layers, &report, &more)
+            }
+            Err(e) => {
+                print_bench(a, &c.name, c.llm.layers, &report, &ops)?;
+                Err(e)
+            }
+        };
+    }
+    if a.against.is_some() {
+        return Err(Error::Invalid(
+            "--against is for Qwen2.5-VL models (transformers' times of bench_qwen's passes)"
+                .into(),
+        ));
     }
     let c = LlavaConfig::builtin(&a.model, a.layers)?;
     if a.breakdown {
@@ -471,8 +506,44 @@ mod tests {
             only: None,
             breakdown: false,
             out: None,
+            against: None,
         };
         assert_eq!(bench(&a).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn bench_refuses_a_bad_against_file_before_the_gpu() {
+        let a = |model: &str, against: &str| BenchArgs {
+            model: model.into(),
+            layers: None,
+            gpu: 0,
+            iters: 1,
+            only: None,
+            breakdown: false,
+            out: None,
+            against: Some(PathBuf::from(against)),
+        };
+        let tiny = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/against_torch/torch-tiny.json"
+        );
+        for (model, file, says) in [
+            (
+                "qwen2.5-vl-7b",
+                "/nonexistent/torch.json",
+                "/nonexistent/torch.json",
+            ),
+            (
+                "qwen2.5-vl-7b",
+                tiny,
+                "timed qwen2.5-vl-tiny with 2 decoder layers",
+            ),
+            ("llava-1.5-7b", tiny, "--against is for Qwen2.5-VL models"),
+        ] {
+            let e = bench(&a(model, file)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 
     #[test]
