@@ -1120,6 +1120,13 @@ impl Engine {
         self.run_decode(bucket, ids.len())
     }
 
+    /// Every encoder product shape a full encode batch of images no larger than `largest` can
+    /// meet, run once (`ServedModel::warm_encode_products`): for warm-ups.
+    pub fn warm_encode_products(&mut self, largest: (u32, u32)) -> Result<()> {
+        self.model
+            .warm_encode_products(&self.stream, self.cfg.encode_batch, largest, &mut self.sc)
+    }
+
     /// Run until every submitted request has finished; all events in order.
     pub fn run_to_completion(&mut self) -> Result<Vec<EngineEvent>> {
         let mut all = Vec::new();

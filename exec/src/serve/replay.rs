@@ -1387,6 +1387,9 @@ fn warm_up(
         }
         engine.run_to_completion()?;
     }
+    // Under dynamic resolution the image sizes make the encoder's shapes (padded, so a bounded
+    // set): each once.
+    engine.warm_encode_products(image)?;
     // One text-only prompt as long as a step or a request allows.
     let longest = cfg
         .prefill_tokens
@@ -1609,7 +1612,16 @@ mod tests {
         // Qwen2.5-VL colocated, light to saturating.
         let exp = load_experiment(&root().join("experiments/validate-qwen.yaml"), None).unwrap();
         assert_eq!(exp.scenarios.len(), 4);
+        // Every load keeps the mixed image sizes: a scenario's `workload:` replaces the
+        // default's whole, and without the file's anchors the loads above light fell back to
+        // one 640×480 image (the replay of 2026-12-04 00:50 UTC).
+        let light = &exp.scenarios[0].workload;
+        let fixed = |d: &hetsim_sim::workload::Dist| matches!(d, hetsim_sim::workload::Dist::Fixed(_));
+        assert!(light.images.as_ref().is_some_and(|i| !fixed(&i.width) && !fixed(&i.height)));
         for s in &exp.scenarios {
+            assert_eq!(s.workload.images, light.images, "{}", s.name);
+            assert_eq!(s.workload.prompt_tokens, light.prompt_tokens, "{}", s.name);
+            assert_eq!(s.workload.output_tokens, light.output_tokens, "{}", s.name);
             assert_eq!(s.model.name, "qwen2.5-vl-7b");
             assert!(replayable(s).is_ok(), "{}: {:?}", s.name, replayable(s));
         }

@@ -28,6 +28,31 @@ pub enum SmallProducts {
     CuBlasLt,
 }
 
+/// The rows a product runs at whose row count changes from step to step (the ViT's tokens
+/// under dynamic resolution): `m` rounded up to a 32nd of its power of two, at least 64. A new
+/// shape's first step ran 10–30 ms over its steady-state time, far more than its plan making
+/// (`exec/results/2026-12-03-h200-ttft-tail/first-shapes/`, and every light-load step of
+/// Qwen2.5-VL with a new image size in `exec/results/2026-12-04-h200-qwen-validate/`); with the
+/// rows padded, the shapes a model can meet are few enough to run each once before serving
+/// (`padded_row_counts`). The padding rows cost at most 1/32 of the product (~1.5 % on average);
+/// rows are independent in a product, so what the padding holds reaches no real row.
+pub fn padded_rows(m: usize) -> usize {
+    let step = (prev_power_of_two(m.max(1)) / 32).max(64);
+    m.max(1).next_multiple_of(step)
+}
+
+/// Every value `padded_rows` takes up to `padded_rows(max)`, ascending.
+pub fn padded_row_counts(max: usize) -> impl Iterator<Item = usize> {
+    let last = padded_rows(max);
+    std::iter::successors(Some(padded_rows(1)), move |&r| {
+        (r < last).then(|| padded_rows(r + 1))
+    })
+}
+
+fn prev_power_of_two(m: usize) -> usize {
+    1 << (usize::BITS - 1 - m.leading_zeros())
+}
+
 /// (m, n, k, epilogue) of a product.
 pub type ProductKey = (usize, usize, usize, Epilogue);
 
@@ -252,5 +277,42 @@ pub fn gemv(
             s,
             &mut kargs![x, wp, bias, y, n32, k32, acc, f32o],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_rows_round_up_by_a_32nd_of_the_power_of_two() {
+        // Hand-checked: below 2,048 rows the step is 64; 19,136 (16 images of 1280×720) lies in
+        // [16,384, 32,768), step 512; 4,784 (one such image) in [4,096, 8,192), step 128.
+        assert_eq!(padded_rows(0), 64);
+        assert_eq!(padded_rows(1), 64);
+        assert_eq!(padded_rows(64), 64);
+        assert_eq!(padded_rows(65), 128);
+        assert_eq!(padded_rows(1000), 1024);
+        assert_eq!(padded_rows(2048), 2048);
+        assert_eq!(padded_rows(4784), 4864);
+        assert_eq!(padded_rows(19136), 19456);
+        for m in 1..100_000 {
+            let r = padded_rows(m);
+            assert!(r >= m && (r - m) * 32 <= m.max(2048), "{m} -> {r}");
+            assert_eq!(padded_rows(r), r, "a padded count is its own bucket");
+        }
+    }
+
+    #[test]
+    fn padded_row_counts_list_every_bucket_once() {
+        let all: Vec<usize> = padded_row_counts(5000).collect();
+        assert_eq!(all.first(), Some(&64));
+        assert_eq!(all.last(), Some(&padded_rows(5000)));
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        let seen: std::collections::BTreeSet<usize> = (1..=5000).map(padded_rows).collect();
+        assert_eq!(all, seen.into_iter().collect::<Vec<_>>());
+        // Steps of 64 up to 4,096, then 32 per octave: 64 + 32 + 32 up to 16,384.
+        assert_eq!(padded_row_counts(4096).count(), 64);
+        assert_eq!(padded_row_counts(16_384).count(), 128);
     }
 }

@@ -12,6 +12,7 @@ use super::forward::{DecoderPass, TokenInputs, random_buffer, rmsnorm};
 use super::kernels::{FLASH_ROWS, Kernels, check_decode_group, flash_attn_kernel};
 use super::kv_pool::KvPool;
 use super::products::Products;
+use super::products::{padded_row_counts, padded_rows};
 use super::scratch::Scratch;
 use super::tensor::{DTensor, upload_bf16, upload_f32, upload_f64, upload_i32};
 use crate::cuda::device::{DeviceBuffer, Gpu, Stream};
@@ -227,6 +228,50 @@ impl QwenGpu {
             .gemm(&self.k, s, x, w, y, m, bias, accumulate, false)
     }
 
+    /// The scratch of an encode of `n` patches, each buffer sized for the padded rows its
+    /// products run at (`padded_rows`: of the patches for the ViT, of the merged tokens for
+    /// the merger, which reads `h` as [merged, 4·dv]).
+    fn encode_buffers(&self, n: usize, sc: &mut Scratch) -> Result<EncodeBuffers> {
+        let (v, g) = (&self.cfg.vision, &self.gpu);
+        let (dv, h, mu) = (v.hidden, v.heads, v.merge_unit());
+        let (rows, merged) = (padded_rows(n), padded_rows(n / mu));
+        let inter = held_intermediate(&self.cfg);
+        Ok(EncodeBuffers {
+            rows,
+            merged,
+            patches: sc.get(g, "q_patches", rows * v.patch_dim() * 2)?,
+            x: sc.get(g, "q_x", rows * dv * 2)?,
+            h: sc.get(g, "q_h", rows.max(merged * mu) * dv * 2)?,
+            qkv: sc.get(g, "q_qkv", rows * 3 * h * VIT_HEAD * 2)?,
+            attn: sc.get(g, "q_attn", rows * h * VIT_HEAD * 2)?,
+            gu: sc.get(g, "q_gu", rows * 2 * inter * 2)?,
+            act: sc.get(g, "q_act", rows * inter * 2)?,
+            m1: sc.get(g, "q_m1", merged * v.merged_dim() * 2)?,
+            m2: sc.get(g, "q_m2", merged * self.cfg.llm.hidden * 2)?,
+        })
+    }
+
+    /// Plans and first runs, before serving, of the ViT's and merger's products at every
+    /// padded row count an encode of up to `patches` patches meets (see `padded_rows`), on the
+    /// scratch such an encode uses. One block's weights stand for all: the blocks share shapes.
+    pub fn warm_encode_products(&self, s: &Stream, patches: usize, sc: &mut Scratch) -> Result<()> {
+        let b = self.encode_buffers(patches, sc)?;
+        let blk = &self.w.blocks[0];
+        for rows in padded_row_counts(patches) {
+            self.gemm(s, b.patches, &self.w.patch_embed, b.x, rows, None, false)?;
+            self.gemm(s, b.h, &blk.qkv_w, b.qkv, rows, Some(&blk.qkv_b), false)?;
+            self.gemm(s, b.attn, &blk.proj_w, b.x, rows, Some(&blk.proj_b), true)?;
+            self.gemm(s, b.h, &blk.gate_up_w, b.gu, rows, Some(&blk.gate_up_b), false)?;
+            self.gemm(s, b.act, &blk.down_w, b.x, rows, Some(&blk.down_b), true)?;
+        }
+        for merged in padded_row_counts(patches / self.cfg.vision.merge_unit()) {
+            let w = &self.w;
+            self.gemm(s, b.h, &w.merger1_w, b.m1, merged, Some(&w.merger1_b), false)?;
+            self.gemm(s, b.m1, &w.merger2_w, b.m2, merged, Some(&w.merger2_b), false)?;
+        }
+        s.synchronize()
+    }
+
     /// ViT + merger over images of these grids, whose pixels ([3, rows·14, cols·14] bf16, the
     /// processor's resized and normalised image) are at `pixels`: their LLM embedding rows,
     /// image after image, each in raster order of its merged grid, into `out` ([Σ tokens, d]).
@@ -289,14 +334,10 @@ impl QwenGpu {
         );
         let k = v.patch_dim();
         let (qkv_w, attn_w) = (3 * h * VIT_HEAD, h * VIT_HEAD);
-        let patches = sc.get(g, "q_patches", n * k * 2)?;
-        let x = sc.get(g, "q_x", n * dv * 2)?;
-        let hb = sc.get(g, "q_h", n * dv * 2)?;
-        let qkv = sc.get(g, "q_qkv", n * qkv_w * 2)?;
-        let attn = sc.get(g, "q_attn", n * attn_w * 2)?;
         let inter = held_intermediate(c);
-        let gu = sc.get(g, "q_gu", n * 2 * inter * 2)?;
-        let act = sc.get(g, "q_act", n * inter * 2)?;
+        let b = self.encode_buffers(n, sc)?;
+        let (rows, merged) = (b.rows, b.merged);
+        let (patches, x, hb, qkv, attn, gu, act) = (b.patches, b.x, b.h, b.qkv, b.attn, b.gu, b.act);
         for ((&grid, &px), &first) in grids.iter().zip(pixels).zip(&base) {
             let (rows, ch, height, width, p, frames) = (
                 grid.patches() as u32,
@@ -322,7 +363,7 @@ impl QwenGpu {
                 )
             }?;
         }
-        self.gemm(s, patches, &self.w.patch_embed, x, n, None, false)?;
+        self.gemm(s, patches, &self.w.patch_embed, x, rows, None, false)?;
         let (n32, stride, heads2, head_stride, rot) = (
             n as u32,
             qkv_w as u32,
@@ -333,9 +374,9 @@ impl QwenGpu {
         let (heads, k_off, v_off, out_stride) =
             (h as u32, attn_w as u32, (2 * attn_w) as u32, attn_w as u32);
         let (causal, scale, freqs) = (0i32, 1.0f32 / (hd as f32).sqrt(), self.vit_inv_freq.ptr);
-        for (bi, b) in self.w.blocks.iter().enumerate() {
-            rmsnorm(&self.k, s, x, &b.norm1, hb, n, dv, v.eps)?;
-            self.gemm(s, hb, &b.qkv_w, qkv, n, Some(&b.qkv_b), false)?;
+        for (bi, blk) in self.w.blocks.iter().enumerate() {
+            rmsnorm(&self.k, s, x, &blk.norm1, hb, n, dv, v.eps)?;
+            self.gemm(s, hb, &blk.qkv_w, qkv, rows, Some(&blk.qkv_b), false)?;
             let rcp = d_rc.ptr;
             // SAFETY: rope_2d(qkv, rc, inv_freq, n, stride, heads, head_stride, rot): qkv is the
             // [n, stride] scratch, its first 2·h heads (q, k) VIT_HEAD apart; rc n pairs,
@@ -369,9 +410,9 @@ impl QwenGpu {
                     ],
                 )
             }?;
-            self.gemm(s, attn, &b.proj_w, x, n, Some(&b.proj_b), true)?;
-            rmsnorm(&self.k, s, x, &b.norm2, hb, n, dv, v.eps)?;
-            self.gemm(s, hb, &b.gate_up_w, gu, n, Some(&b.gate_up_b), false)?;
+            self.gemm(s, attn, &blk.proj_w, x, rows, Some(&blk.proj_b), true)?;
+            rmsnorm(&self.k, s, x, &blk.norm2, hb, n, dv, v.eps)?;
+            self.gemm(s, hb, &blk.gate_up_w, gu, rows, Some(&blk.gate_up_b), false)?;
             let inter32 = inter as u32;
             // SAFETY: silu_mul(gu, out, n, inter): gu is [n, 2·inter] and act [n, inter] bf16
             // (scratch above; inter the held width, zero columns past the model's).
@@ -383,19 +424,18 @@ impl QwenGpu {
                     &mut kargs![gu, act, n32, inter32],
                 )
             }?;
-            self.gemm(s, act, &b.down_w, x, n, Some(&b.down_b), true)?;
+            self.gemm(s, act, &blk.down_w, x, rows, Some(&blk.down_b), true)?;
         }
         // Merger: a merge block's rows are consecutive, so [n, dv] is [n/4, 4·dv].
         let (dm, d) = (v.merged_dim(), c.llm.hidden);
         rmsnorm(&self.k, s, x, &self.w.merger_norm, hb, n, dv, v.eps)?;
-        let m1 = sc.get(g, "q_m1", tokens * dm * 2)?;
-        let m2 = sc.get(g, "q_m2", tokens * d * 2)?;
+        let (m1, m2) = (b.m1, b.m2);
         self.gemm(
             s,
             hb,
             &self.w.merger1_w,
             m1,
-            tokens,
+            merged,
             Some(&self.w.merger1_b),
             false,
         )?;
@@ -411,7 +451,7 @@ impl QwenGpu {
             m1,
             &self.w.merger2_w,
             m2,
-            tokens,
+            merged,
             Some(&self.w.merger2_b),
             false,
         )?;
@@ -429,6 +469,22 @@ impl QwenGpu {
         // The index arrays above are read by queued work: keep them until it has run.
         s.synchronize()
     }
+}
+
+/// Device scratch of one encode (`QwenGpu::encode_buffers`).
+struct EncodeBuffers {
+    /// Rows the ViT's products run at, and the merger's.
+    rows: usize,
+    merged: usize,
+    patches: u64,
+    x: u64,
+    h: u64,
+    qkv: u64,
+    attn: u64,
+    gu: u64,
+    act: u64,
+    m1: u64,
+    m2: u64,
 }
 
 /// The decoder's inputs of a prefill: positions as M-RoPE's three planes (the buffer holds

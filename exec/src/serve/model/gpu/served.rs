@@ -219,6 +219,25 @@ impl ServedModel {
         }
     }
 
+    /// Runs once, before serving, every encoder product shape that encodes of up to `images`
+    /// images of at most `largest`'s patches can meet. LLaVA-1.5's shapes are fixed by the
+    /// image count (every image is 336²): encoding each batch size once covers them.
+    pub fn warm_encode_products(
+        &self,
+        s: &Stream,
+        images: usize,
+        largest: ImageSize,
+        sc: &mut Scratch,
+    ) -> Result<()> {
+        match self {
+            ServedModel::Llava(_) => Ok(()),
+            ServedModel::Qwen(m) => {
+                let patches = images * Self::grid(m, largest)?.patches();
+                m.warm_encode_products(s, patches, sc)
+            }
+        }
+    }
+
     /// The decoder's positions of a prompt (`image_token` once per image, `images` their
     /// sizes), as three planes' values per token (all equal for LLaVA's one position), and the
     /// position the first generated token takes.
