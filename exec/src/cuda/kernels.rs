@@ -60,6 +60,7 @@ impl Module {
             raw: f,
             name: format!("{}::{fname}", self.name),
             early_launch: false,
+            dynamic_shared: 0,
         })
     }
 }
@@ -72,6 +73,9 @@ pub struct Kernel {
     /// Launched as a programmatic dependent (sm_90+): it may be scheduled before the kernel
     /// ahead of it finishes, and must wait for it itself (kernels/llava.cu `after_predecessor`).
     pub early_launch: bool,
+    /// Bytes of dynamic shared memory each block gets (`extern __shared__`), beyond its static
+    /// shared memory; set with [`Kernel::set_dynamic_shared`].
+    pub dynamic_shared: u32,
 }
 
 /// Wrap each argument's address for cuLaunchKernel.
@@ -83,6 +87,22 @@ macro_rules! kargs {
 }
 
 impl Kernel {
+    /// Give each block `bytes` of dynamic shared memory from now on: past 48 KB a kernel must
+    /// be allowed them (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) before its launch.
+    pub fn set_dynamic_shared(&mut self, bytes: u32) -> Result<()> {
+        ck!(
+            sys::cuFuncSetAttribute(
+                self.raw,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            ),
+            "cuFuncSetAttribute({}, max dynamic shared memory {bytes} bytes)",
+            self.name
+        )?;
+        self.dynamic_shared = bytes;
+        Ok(())
+    }
+
     /// Launch on `s` with a 1-D grid.
     ///
     /// # Safety
@@ -135,7 +155,7 @@ impl Kernel {
             blockDimX: block,
             blockDimY: 1,
             blockDimZ: 1,
-            sharedMemBytes: 0,
+            sharedMemBytes: self.dynamic_shared,
             hStream: s.raw,
             attrs: &mut early,
             numAttrs: self.early_launch as u32,

@@ -386,9 +386,10 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         );
     }
     // Paged decode: 3 sequences, contexts 1, 300, 530 (spans 1–3 partitions); MHA (a group of
-    // 1: LLaVA) and GQA groups of 2 (the tiny models) and 7 (Qwen2.5-VL-7B).
+    // 1: LLaVA) and GQA groups of 2 (the tiny models), 5 (Qwen2.5-VL-32B), 7 (-7B) and 16 (the
+    // tensor-core kernel's whole tile).
     let hd = 128usize;
-    for (heads, kvh) in [(2usize, 2usize), (4, 2), (14, 2)] {
+    for (heads, kvh) in [(2usize, 2usize), (4, 2), (10, 2), (14, 2), (32, 2)] {
         let ctx = [1usize, 300, 530];
         let stride = (heads + 2 * kvh) * hd;
         let max_blocks = 34usize;

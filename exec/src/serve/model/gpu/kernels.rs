@@ -11,7 +11,7 @@ use std::collections::HashMap;
 pub const LLAVA_SRC: &str = include_str!("../../../../../kernels/llava.cu");
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 27] = [
+pub const KERNELS: [&str; 23] = [
     "gemv",
     "fill_uniform",
     "zero_cols",
@@ -33,18 +33,14 @@ pub const KERNELS: [&str; 27] = [
     "flash_attn_d128",
     "decode_attn_short",
     "decode_attn_g1",
-    "decode_attn_g2",
-    "decode_attn_g4",
-    "decode_attn_g5",
-    "decode_attn_g7",
-    "decode_attn_g8",
+    "decode_attn_gqa",
     "argmax_rows",
 ];
 
 /// Kernels launched as programmatic dependents on GPUs that have them (compute capability 9+):
 /// each begins with `after_predecessor` in kernels/llava.cu. The small kernels between a decode
 /// step's products, where launch latency is a large part of the time.
-pub const EARLY_LAUNCH: [&str; 15] = [
+pub const EARLY_LAUNCH: [&str; 11] = [
     "gemv",
     "rmsnorm",
     "layernorm",
@@ -54,13 +50,13 @@ pub const EARLY_LAUNCH: [&str; 15] = [
     "rope_kv_append",
     "decode_attn_short",
     "decode_attn_g1",
-    "decode_attn_g2",
-    "decode_attn_g4",
-    "decode_attn_g5",
-    "decode_attn_g7",
-    "decode_attn_g8",
+    "decode_attn_gqa",
     "argmax_rows",
 ];
+
+/// Kernels whose blocks take dynamic shared memory, and how many bytes (kernels/llava.cu
+/// `DECODE_GQA_SHARED`: two stages of 64 keys' and values' rows).
+pub const DYNAMIC_SHARED: [(&str, u32); 1] = [("decode_attn_gqa", 69_632)];
 
 /// Tokens per KV block (as in the kernels).
 pub const KV_BLOCK: usize = 16;
@@ -80,41 +76,35 @@ pub fn decode_part(batch: usize) -> usize {
     }
 }
 
-/// Query heads per KV head the decode attention is built for (kernels/llava.cu
-/// `DECODE_ATTN_G`): one block serves a KV head's whole group.
-pub const DECODE_GROUPS: [usize; 6] = [1, 2, 4, 5, 7, 8];
+/// The most query heads per KV head the grouped-query decode attention serves: one m16 tile
+/// of rows (kernels/llava.cu `decode_attn_gqa`).
+pub const DECODE_GROUP_MAX: usize = 16;
 
 /// The decode-attention kernel for partitions of `part` tokens of a decoder whose KV heads
-/// each serve `group` query heads (one of `DECODE_GROUPS`, which model loading checks), and the
-/// query heads each of its blocks serves. Short partitions (small batches) take a block per
+/// each serve `group` query heads (at most `DECODE_GROUP_MAX`, which model loading checks), and
+/// the query heads each of its blocks serves. Short partitions (small batches) take a block per
 /// query head, which keeps the SMs busy when there are few sequences; long ones a block per
-/// KV head, which reads each key and value row once for the whole group (kernels/llava.cu
-/// `decode_attn_body`).
+/// KV head, which reads each key and value row once for the whole group: on tensor cores
+/// where the group has several heads (`decode_attn_gqa`), else `decode_attn_body`'s scalar
+/// loop.
 pub fn decode_attn_kernel(part: usize, group: usize) -> (&'static str, usize) {
-    const LONG: [&str; 6] = [
-        "decode_attn_g1",
-        "decode_attn_g2",
-        "decode_attn_g4",
-        "decode_attn_g5",
-        "decode_attn_g7",
-        "decode_attn_g8",
-    ];
     if part <= DECODE_PART {
-        return ("decode_attn_short", 1);
+        ("decode_attn_short", 1)
+    } else if group <= 1 {
+        ("decode_attn_g1", 1)
+    } else {
+        ("decode_attn_gqa", group)
     }
-    let i = DECODE_GROUPS.iter().position(|&g| g == group).unwrap_or(0);
-    (LONG[i], DECODE_GROUPS[i])
 }
 
 /// Whether the decode attention takes a decoder of `heads` query and `kv_heads` KV heads.
 pub fn check_decode_group(name: &str, heads: usize, kv_heads: usize) -> crate::error::Result<()> {
-    if kv_heads > 0 && heads.is_multiple_of(kv_heads) && DECODE_GROUPS.contains(&(heads / kv_heads))
-    {
+    if kv_heads > 0 && heads.is_multiple_of(kv_heads) && heads / kv_heads <= DECODE_GROUP_MAX {
         return Ok(());
     }
     Err(crate::error::Error::Invalid(format!(
-        "{name}: {heads} query heads over {kv_heads} KV heads; the decode attention is built for \
-         groups of {DECODE_GROUPS:?} query heads per KV head"
+        "{name}: {heads} query heads over {kv_heads} KV heads; the decode attention takes a \
+         whole number of query heads per KV head, at most {DECODE_GROUP_MAX}"
     )))
 }
 
@@ -144,6 +134,9 @@ impl Kernels {
         for name in KERNELS {
             let mut f = m.function(name)?;
             f.early_launch = early && EARLY_LAUNCH.contains(&name);
+            if let Some(&(_, bytes)) = DYNAMIC_SHARED.iter().find(|(n, _)| *n == name) {
+                f.set_dynamic_shared(bytes)?;
+            }
             k.insert(name, f);
         }
         Ok(Kernels { k, _module: m })
@@ -190,19 +183,12 @@ mod tests {
     #[test]
     fn model_kernels_are_embedded() {
         for k in KERNELS {
-            // The long decode attentions come from DECODE_ATTN_G(G), one per group size.
-            let by_macro = k.strip_prefix("decode_attn_g").is_some_and(|rest| {
-                let g = rest.rsplit('g').next().unwrap_or("");
-                LLAVA_SRC.contains(&format!("\nDECODE_ATTN_G({g})\n"))
-            });
             assert!(
-                by_macro
-                    || LLAVA_SRC.contains(&format!("void {k}("))
-                    || LLAVA_SRC.contains(&format!(") {k}(")),
+                LLAVA_SRC.contains(&format!("void {k}(")) || LLAVA_SRC.contains(&format!(") {k}(")),
                 "{k} missing from llava.cu"
             );
         }
-        for g in super::DECODE_GROUPS {
+        for g in 1..=super::DECODE_GROUP_MAX {
             assert_eq!(super::decode_attn_kernel(64, g), ("decode_attn_short", 1));
             let (k, per_block) = super::decode_attn_kernel(256, g);
             assert!(KERNELS.contains(&k) && per_block == g, "{k}");
@@ -232,20 +218,25 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_shared_memory_is_what_the_kernels_were_written_for() {
+        for (name, bytes) in super::DYNAMIC_SHARED {
+            assert!(KERNELS.contains(&name), "{name}");
+            assert!(kernel_body(name).contains("extern __shared__"), "{name}");
+        }
+        assert!(LLAVA_SRC.contains(&format!(
+            "#define DECODE_GQA_SHARED {}\n",
+            super::DYNAMIC_SHARED[0].1
+        )));
+    }
+
+    #[test]
     fn early_launched_kernels_wait_for_their_predecessor() {
         // Launched before the kernel ahead finishes, a kernel that does not wait would read
         // its inputs half-written: each must call after_predecessor, itself or through the
         // shared body it runs.
         for name in EARLY_LAUNCH {
             assert!(KERNELS.contains(&name), "{name}");
-            // The long decode attentions are made by a macro per group size.
-            let body = if name.starts_with("decode_attn_g") {
-                let g = name.rsplit('g').next().unwrap();
-                assert!(LLAVA_SRC.contains(&format!("DECODE_ATTN_G({g})")), "{name}");
-                kernel_body("DECODE_ATTN_G")
-            } else {
-                kernel_body(name)
-            };
+            let body = kernel_body(name);
             let waits = ["after_predecessor()", "norm_rows(", "decode_attn_body<"]
                 .iter()
                 .any(|w| body.contains(w));
