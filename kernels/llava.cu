@@ -985,12 +985,15 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_g1(DECODE_ATTN_ARG
 #define DECODE_GQA_SHARED 69632
 // Long parts of a grouped-query decoder (G = heads / kv_heads ≤ 16: Qwen2.5-VL-7B 7, -3B and
 // -72B 8, -32B 5), on tensor cores: block (p, kv head, seq) attends the group's G query heads,
-// the rows of one m16 tile (rows past G zero), to partition p. The block copies tiles of 64 keys
+// the rows of one m16 tile (rows past G zero), to partition p of its sequence's context, which
+// is spread over the grid's partitions (part_len below: the fewer, the fewer partial results to
+// merge, and decode_launch sizes the grid to one wave of resident blocks). The block copies tiles of 64 keys
 // and values through the block table into shared memory (cp.async, the next tile's 32 KB in
 // flight while this one is attended); warp w attends keys w·16 … w·16 + 15 of each tile as the
 // prefill does (attend_tile, its own online softmax), and the four warps' results are merged in
-// shared memory into the partition's partial result. The scalar kernel spent 4 shuffles per key and head on its dot products: at
-// batch 64 and 1,024 tokens of context it read the cache at 30 % of HBM bandwidth.
+// shared memory into the partition's partial result. The scalar kernel spent 4 shuffles per key
+// and head on its dot products: at batch 64 and 1,024 tokens of context it read the cache at
+// 30 % of HBM bandwidth.
 extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_ARGS) {
     after_predecessor();
     constexpr int D = 128, BK = 16, TILE = 4 * BK, LD = D + 8;
@@ -1003,7 +1006,11 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
     static_assert(2 * TILE * LD * 2 >= 4 * 16 * D * 4, "the warps' results fit one stage");
     const int G = heads / kv_heads;
     const int p = blockIdx.x, b = blockIdx.z, kvh = blockIdx.y, h0 = kvh * G;
-    const int len = ctx[b], start = p * part;
+    // This sequence's context spread over the grid's partitions, each at least `part` tokens
+    // and whole tiles (decode_launch: as many partitions as keep the grid in one wave).
+    const int len = ctx[b];
+    const u32 part_len = max(part, (u32)((len + gridDim.x - 1) / gridDim.x + TILE - 1) / TILE * TILE);
+    const int start = p * part_len;
     const u64 slot0 = ((u64)b * heads + h0) * max_parts + p;  // head h0 + g: + g·max_parts
     if (start >= len) {
         if (threadIdx.x < G) {
@@ -1011,7 +1018,7 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
             part_ml[(slot0 + threadIdx.x * max_parts) * 2 + 1] = 0.f;
         }
     } else {
-        const int n = min(len - start, (int)part);
+        const int n = min(len - start, (int)part_len);
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
         const float sl2 = scale * 1.4426950408889634f;
         // Q fragments: row g is query head h0 + g, row g + 8 head h0 + g + 8.
@@ -1114,7 +1121,7 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
             }
         }
     }
-    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part, out_stride, b, h0, G, len);
+    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part_len, out_stride, b, h0, G, len);
 }
 
 // Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.

@@ -103,6 +103,23 @@ impl Kernel {
         Ok(())
     }
 
+    /// How many blocks of `block` threads (with this kernel's dynamic shared memory) one SM
+    /// holds at once: registers and shared memory decide it, as the driver computes.
+    pub fn resident_blocks_per_sm(&self, block: u32) -> Result<u32> {
+        let mut n = 0i32;
+        ck!(
+            sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                &mut n,
+                self.raw,
+                block as i32,
+                self.dynamic_shared as usize,
+            ),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor({}, {block} threads)",
+            self.name
+        )?;
+        Ok(n.max(0) as u32)
+    }
+
     /// Launch on `s` with a 1-D grid.
     ///
     /// # Safety

@@ -1616,8 +1616,14 @@ mod tests {
         // default's whole, and without the file's anchors the loads above light fell back to
         // one 640×480 image (the replay of 2026-12-04 00:50 UTC).
         let light = &exp.scenarios[0].workload;
-        let fixed = |d: &hetsim_sim::workload::Dist| matches!(d, hetsim_sim::workload::Dist::Fixed(_));
-        assert!(light.images.as_ref().is_some_and(|i| !fixed(&i.width) && !fixed(&i.height)));
+        let fixed =
+            |d: &hetsim_sim::workload::Dist| matches!(d, hetsim_sim::workload::Dist::Fixed(_));
+        assert!(
+            light
+                .images
+                .as_ref()
+                .is_some_and(|i| !fixed(&i.width) && !fixed(&i.height))
+        );
         for s in &exp.scenarios {
             assert_eq!(s.workload.images, light.images, "{}", s.name);
             assert_eq!(s.workload.prompt_tokens, light.prompt_tokens, "{}", s.name);

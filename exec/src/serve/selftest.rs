@@ -409,15 +409,24 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             upload_i32(g, &ctx.iter().map(|c| *c as i32).collect::<Vec<_>>())?,
         );
         let scale = 1.0f32 / (hd as f32).sqrt();
-        // Both partition lengths (and kernels) the engine uses: large and small batches.
+        // Every launch the engine makes: short partitions (small batches), long ones of the
+        // longest context (large batches), and for grouped-query heads each sequence spread over
+        // one or two partitions (a GPU that holds that few blocks at once). The batch given to
+        // decode_launch only picks the launch; the grid still has the 3 sequences here.
+        use crate::serve::model::gpu::{DECODE_PART, decode_launch};
+        let max_parts = 530usize.div_ceil(DECODE_PART);
+        let mut launches = vec![
+            decode_launch(1, heads, kvh, max_parts, m.k.decode_gqa_slots),
+            decode_launch(64, heads, kvh, max_parts, usize::MAX),
+        ];
+        if heads > kvh {
+            launches.push(decode_launch(64, heads, kvh, max_parts, 64 * kvh));
+            launches.push(decode_launch(64, heads, kvh, max_parts, 2 * 64 * kvh));
+        }
         let mut got = Vec::new();
-        for part in [
-            crate::serve::model::gpu::DECODE_PART_MAX,
-            crate::serve::model::gpu::DECODE_PART,
-        ] {
-            let parts = 530usize.div_ceil(part);
-            let po = g.alloc(3 * heads * parts * 128 * 4)?;
-            let pml = g.alloc(3 * heads * parts * 2 * 4)?;
+        for dl in launches {
+            let po = g.alloc(3 * heads * max_parts * 128 * 4)?;
+            let pml = g.alloc(3 * heads * max_parts * 2 * 4)?;
             let done = g.alloc(3 * heads * 4)?;
             done.memset_async(0, &s)?;
             let o = g.alloc(3 * heads * hd * 2)?;
@@ -429,8 +438,8 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                 heads as u32,
                 kvh as u32,
                 max_blocks as u32,
-                parts as u32,
-                part as u32,
+                max_parts as u32,
+                dl.part as u32,
                 (heads * hd) as u32,
             );
             // Twice, the output cleared before each: the second launch only merges if the first
@@ -438,13 +447,12 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             for _ in 0..2 {
                 o.memset_async(0, &s)?;
                 // SAFETY: DECODE_ATTN_ARGS of kernels/llava.cu in order and type; po / pml / done hold
-                // 3 × heads × parts partial results, dt 3 × max_blocks block ids inside dpool, dc 3
-                // contexts ≤ 530 = max_blocks·16 bounds; all alive until the synchronize.
-                let (name, per_block) =
-                    crate::serve::model::gpu::decode_attn_kernel(part, heads / kvh);
+                // 3 × heads × max_parts partial results (decode_launch never launches more
+                // partitions), dt 3 × max_blocks block ids inside dpool, dc 3 contexts ≤ 530 =
+                // max_blocks·16 bounds; all alive until the synchronize.
                 unsafe {
-                    m.k.get(name).launch3(
-                        (mp, (heads / per_block) as u32, 3),
+                    m.k.get(dl.kernel).launch3(
+                        (dl.partitions as u32, (heads / dl.heads_per_block) as u32, 3),
                         128,
                         &s,
                         &mut kargs![
@@ -454,7 +462,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                 }?;
             }
             s.synchronize()?;
-            got.push((part, download_bf16(&o, 3 * heads * hd)?));
+            got.push((dl, download_bf16(&o, 3 * heads * hd)?));
         }
         let mut want = vec![0f32; 3 * heads * hd];
         for b in 0..3 {
@@ -479,10 +487,13 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                 }
             }
         }
-        for (part, o) in got {
+        for (dl, o) in got {
             check(
                 out,
-                &format!("decode_attn (paged, parts of {part}, heads {heads}/{kvh})"),
+                &format!(
+                    "{} (paged, {} partitions of ≥ {}, heads {heads}/{kvh})",
+                    dl.kernel, dl.partitions, dl.part
+                ),
                 &o,
                 &want,
                 &format!(

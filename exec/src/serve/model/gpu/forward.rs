@@ -9,8 +9,7 @@
 //! are the engine's and the selftest's to get right (both size them from the same config).
 
 use super::kernels::{
-    DECODE_PART, FLASH_ROWS, Kernels, NormLaunch, check_decode_group, decode_attn_kernel,
-    decode_part, flash_attn_kernel,
+    FLASH_ROWS, Kernels, NormLaunch, check_decode_group, decode_launch, flash_attn_kernel,
 };
 use super::kv_pool::KvPool;
 use super::products::Products;
@@ -562,13 +561,12 @@ impl DecoderPass<'_> {
                     max_blocks,
                 } => {
                     let (t, c, mb, mp) = (*tables, *ctx, *max_blocks as u32, max_parts as u32);
-                    let part = decode_part(n);
-                    // Partitions of the longest context at this length; the partial results keep
-                    // the stride of the shortest partition.
-                    let launched = (max_parts * DECODE_PART).div_ceil(part) as u32;
-                    let (name, per_block) = decode_attn_kernel(part, l.heads / l.kv_heads);
-                    let (kernel, head_blocks) = (self.k.get(name), (l.heads / per_block) as u32);
-                    let (part, qd) = (part as u32, l.q_dim() as u32);
+                    // The partial results keep the stride of the shortest partition.
+                    let dl = decode_launch(n, l.heads, l.kv_heads, max_parts, self.k.decode_gqa_slots);
+                    let kernel = self.k.get(dl.kernel);
+                    let (launched, head_blocks) =
+                        (dl.partitions as u32, (l.heads / dl.heads_per_block) as u32);
+                    let (part, qd) = (dl.part as u32, l.q_dim() as u32);
                     // SAFETY: decode_attn_short / _gG (DECODE_ATTN_ARGS) in kernels/llava.cu, in
                     // order and type, G dividing heads / kv_heads (checked at load); po / pml /
                     // done were sized for n × heads × max_parts (decoder_buffers), tables and ctx

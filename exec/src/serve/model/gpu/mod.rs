@@ -23,8 +23,8 @@ pub mod tensor;
 
 pub use forward::{Attn, DecoderPass, GpuModel, TokenInputs};
 pub use kernels::{
-    DECODE_PART, DECODE_PART_MAX, EARLY_LAUNCH, FLASH_ROWS, KERNELS, KV_BLOCK, Kernels, LLAVA_SRC,
-    NormLaunch, decode_attn_kernel, decode_part, flash_attn_kernel,
+    DECODE_PART, EARLY_LAUNCH, FLASH_ROWS, KERNELS, KV_BLOCK, Kernels, LLAVA_SRC, NormLaunch,
+    decode_launch, flash_attn_kernel,
 };
 pub use kv_pool::KvPool;
 pub use products::{GEMV_MAX_M, ProductKey, ProductRace, SmallProducts};

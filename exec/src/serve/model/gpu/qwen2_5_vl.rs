@@ -261,13 +261,37 @@ impl QwenGpu {
             self.gemm(s, b.patches, &self.w.patch_embed, b.x, rows, None, false)?;
             self.gemm(s, b.h, &blk.qkv_w, b.qkv, rows, Some(&blk.qkv_b), false)?;
             self.gemm(s, b.attn, &blk.proj_w, b.x, rows, Some(&blk.proj_b), true)?;
-            self.gemm(s, b.h, &blk.gate_up_w, b.gu, rows, Some(&blk.gate_up_b), false)?;
+            self.gemm(
+                s,
+                b.h,
+                &blk.gate_up_w,
+                b.gu,
+                rows,
+                Some(&blk.gate_up_b),
+                false,
+            )?;
             self.gemm(s, b.act, &blk.down_w, b.x, rows, Some(&blk.down_b), true)?;
         }
         for merged in padded_row_counts(patches / self.cfg.vision.merge_unit()) {
             let w = &self.w;
-            self.gemm(s, b.h, &w.merger1_w, b.m1, merged, Some(&w.merger1_b), false)?;
-            self.gemm(s, b.m1, &w.merger2_w, b.m2, merged, Some(&w.merger2_b), false)?;
+            self.gemm(
+                s,
+                b.h,
+                &w.merger1_w,
+                b.m1,
+                merged,
+                Some(&w.merger1_b),
+                false,
+            )?;
+            self.gemm(
+                s,
+                b.m1,
+                &w.merger2_w,
+                b.m2,
+                merged,
+                Some(&w.merger2_b),
+                false,
+            )?;
         }
         s.synchronize()
     }
@@ -337,7 +361,8 @@ impl QwenGpu {
         let inter = held_intermediate(c);
         let b = self.encode_buffers(n, sc)?;
         let (rows, merged) = (b.rows, b.merged);
-        let (patches, x, hb, qkv, attn, gu, act) = (b.patches, b.x, b.h, b.qkv, b.attn, b.gu, b.act);
+        let (patches, x, hb, qkv, attn, gu, act) =
+            (b.patches, b.x, b.h, b.qkv, b.attn, b.gu, b.act);
         for ((&grid, &px), &first) in grids.iter().zip(pixels).zip(&base) {
             let (rows, ch, height, width, p, frames) = (
                 grid.patches() as u32,
