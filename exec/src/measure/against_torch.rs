@@ -280,9 +280,21 @@ mod tests {
                 gemm_tflops: 1.0,
             },
             rows: vec![
-                row("decode", "batch 1, context 64, no CUDA graphs", 1.0e-3),
-                row("decode", "batch 4, context 64, no CUDA graphs", 2.0e-3),
-                row("decode", "batch 16, context 64, no CUDA graphs", 2.0e-3),
+                row(
+                    "decode",
+                    "batch 1, context 64, serving engine (CUDA graphs)",
+                    1.0e-3,
+                ),
+                row(
+                    "decode",
+                    "batch 4, context 64, serving engine (CUDA graphs)",
+                    2.0e-3,
+                ),
+                row(
+                    "decode",
+                    "batch 16, context 64, serving engine (CUDA graphs)",
+                    2.0e-3,
+                ),
                 row("prefill", "2 × 64 tokens", 1.0e-3),
                 row("encode", "1 images of 224 × 168 (48 tokens)", 1.0e-3),
                 row("encode", "2 images of 224 × 168 (96 tokens)", 1.0),
@@ -301,8 +313,8 @@ mod tests {
         assert_eq!(
             shapes,
             [
-                "batch 1, context 64, no CUDA graphs",
-                "batch 4, context 64, no CUDA graphs",
+                "batch 1, context 64, serving engine (CUDA graphs)",
+                "batch 4, context 64, serving engine (CUDA graphs)",
                 "2 × 64 tokens",
                 "1 images of 224 × 168 (48 tokens)",
                 "2 images of 224 × 168 (96 tokens)",
@@ -439,7 +451,7 @@ mod tests {
     #[test]
     fn a_label_names_its_row_and_no_longer_one() {
         assert!(names(
-            "batch 1, context 1024, no CUDA graphs",
+            "batch 1, context 1024, serving engine (CUDA graphs)",
             "batch 1, context 1024"
         ));
         assert!(names("8 × 1024 tokens", "8 × 1024 tokens"));

@@ -562,7 +562,8 @@ impl DecoderPass<'_> {
                 } => {
                     let (t, c, mb, mp) = (*tables, *ctx, *max_blocks as u32, max_parts as u32);
                     // The partial results keep the stride of the shortest partition.
-                    let dl = decode_launch(n, l.heads, l.kv_heads, max_parts, self.k.decode_gqa_slots);
+                    let dl =
+                        decode_launch(n, l.heads, l.kv_heads, max_parts, self.k.decode_gqa_slots);
                     let kernel = self.k.get(dl.kernel);
                     let (launched, head_blocks) =
                         (dl.partitions as u32, (l.heads / dl.heads_per_block) as u32);

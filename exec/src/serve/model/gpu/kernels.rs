@@ -278,17 +278,38 @@ mod tests {
             partitions,
         };
         // Small batches: short partitions, every kernel.
-        assert_eq!(decode_launch(4, 28, 4, 17, 396), l("decode_attn_short", 1, 64, 17));
-        assert_eq!(decode_launch(4, 32, 32, 17, 396), l("decode_attn_short", 1, 64, 17));
+        assert_eq!(
+            decode_launch(4, 28, 4, 17, 396),
+            l("decode_attn_short", 1, 64, 17)
+        );
+        assert_eq!(
+            decode_launch(4, 32, 32, 17, 396),
+            l("decode_attn_short", 1, 64, 17)
+        );
         // Qwen2.5-VL-7B (28 heads over 4): batch 64 is 256 blocks a partition, so one
         // partition a sequence; batch 16, 64 blocks, six — but five of 256 tokens cover it.
-        assert_eq!(decode_launch(64, 28, 4, 17, 396), l("decode_attn_gqa", 7, 256, 1));
-        assert_eq!(decode_launch(16, 28, 4, 17, 396), l("decode_attn_gqa", 7, 256, 5));
-        assert_eq!(decode_launch(16, 28, 4, 170, 396), l("decode_attn_gqa", 7, 256, 6));
+        assert_eq!(
+            decode_launch(64, 28, 4, 17, 396),
+            l("decode_attn_gqa", 7, 256, 1)
+        );
+        assert_eq!(
+            decode_launch(16, 28, 4, 17, 396),
+            l("decode_attn_gqa", 7, 256, 5)
+        );
+        assert_eq!(
+            decode_launch(16, 28, 4, 170, 396),
+            l("decode_attn_gqa", 7, 256, 6)
+        );
         // MHA (LLaVA-1.5) keeps fixed partitions of the longest context.
-        assert_eq!(decode_launch(64, 32, 32, 17, 396), l("decode_attn_g1", 1, 256, 5));
+        assert_eq!(
+            decode_launch(64, 32, 32, 17, 396),
+            l("decode_attn_g1", 1, 256, 5)
+        );
         // A GPU that holds fewer blocks than one partition's still gets one partition.
-        assert_eq!(decode_launch(64, 28, 4, 17, 0), l("decode_attn_gqa", 7, 256, 1));
+        assert_eq!(
+            decode_launch(64, 28, 4, 17, 0),
+            l("decode_attn_gqa", 7, 256, 1)
+        );
     }
 
     #[test]
