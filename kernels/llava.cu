@@ -794,18 +794,18 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
     const bf16 *__restrict__ qkv, const int *__restrict__ tables, const int *__restrict__ ctx,          \
         const bf16 *__restrict__ pool, float *part_o, float *part_ml, unsigned *__restrict__ done,      \
         bf16 *__restrict__ out, u32 stride, u32 heads, u32 kv_heads, u32 max_blocks, u32 max_parts, u32 part, \
-        u32 out_stride, float scale
+        u32 out_stride, float scale, u32 wave
 // The end of a decode-attention block (p, y, seq) whose partial results for query heads h0 …
-// h0 + G − 1 are written: publish them and count the block; the last of the (seq, y) blocks to
-// finish merges every partition's into out and resets the count.
+// h0 + G − 1 are written: publish them and count the block; the last of the `arrivals` (seq, y)
+// blocks to finish merges every partition's into out and resets the count.
 __device__ __forceinline__ void merge_partitions(const float* part_o, const float* part_ml, unsigned* __restrict__ done,
                                                  bf16* __restrict__ out, u32 heads, u32 max_parts, u32 part,
-                                                 u32 out_stride, int b, int h0, int G, int len) {
+                                                 u32 out_stride, int b, int h0, int G, int len, u32 arrivals) {
     __shared__ bool merge;
     __threadfence();
     __syncthreads();
     unsigned* counter = &done[(u64)b * gridDim.y + blockIdx.y];
-    if (threadIdx.x == 0) merge = atomicAdd(counter, 1u) == gridDim.x - 1;
+    if (threadIdx.x == 0) merge = atomicAdd(counter, 1u) == arrivals - 1;
     __syncthreads();
     if (!merge) return;
     __threadfence();
@@ -966,28 +966,27 @@ __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
             if (threadIdx.x == 0) { part_ml[idx * 2] = mx[g]; part_ml[idx * 2 + 1] = sum[g]; }
         }
     }
-    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part, out_stride, b, h0, G, len);
+    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part, out_stride, b, h0, G, len, gridDim.x);
 }
 
 // Short parts (≤ 64 tokens, small batches): a block per query head, one chunk, keys and values
 // loaded together.
 extern "C" __global__ void __launch_bounds__(128) decode_attn_short(DECODE_ATTN_ARGS) {
     decode_attn_body<8, 1>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads,
-                           max_blocks, max_parts, part, out_stride, scale);
+                           max_blocks, max_parts, part, out_stride, scale, wave);
 }
 // Long parts (large batches) of a decoder with one query head per KV head (LLaVA-1.5): four
 // keys per half-warp in flight, values in a second pass.
 extern "C" __global__ void __launch_bounds__(128) decode_attn_g1(DECODE_ATTN_ARGS) {
     decode_attn_body<4, 1>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads,
-                           max_blocks, max_parts, part, out_stride, scale);
+                           max_blocks, max_parts, part, out_stride, scale, wave);
 }
 
 #define DECODE_GQA_SHARED 69632
 // Long parts of a grouped-query decoder (G = heads / kv_heads ≤ 16: Qwen2.5-VL-7B 7, -3B and
 // -72B 8, -32B 5), on tensor cores: block (p, kv head, seq) attends the group's G query heads,
-// the rows of one m16 tile (rows past G zero), to partition p of its sequence's context, which
-// is spread over the grid's partitions (part_len below: the fewer, the fewer partial results to
-// merge, and decode_launch sizes the grid to one wave of resident blocks). The block copies tiles of 64 keys
+// the rows of one m16 tile (rows past G zero), to partition p of its sequence's context
+// (part_len below). The block copies tiles of 64 keys
 // and values through the block table into shared memory (cp.async, the next tile's 32 KB in
 // flight while this one is attended); warp w attends keys w·16 … w·16 + 15 of each tile as the
 // prefill does (attend_tile, its own online softmax), and the four warps' results are merged in
@@ -1006,10 +1005,27 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
     static_assert(2 * TILE * LD * 2 >= 4 * 16 * D * 4, "the warps' results fit one stage");
     const int G = heads / kv_heads;
     const int p = blockIdx.x, b = blockIdx.z, kvh = blockIdx.y, h0 = kvh * G;
-    // This sequence's context spread over the grid's partitions, each at least `part` tokens
-    // and whole tiles (decode_launch: as many partitions as keep the grid in one wave).
+    // Partitions of one length for the whole step, as long as one wave of `wave` resident blocks
+    // takes the step's context in once each sequence's last, partial partition has its own
+    // block: every block then reads about as many keys as any other (the step's time follows
+    // its total context, not its longest sequence), and a long partition costs its pipeline's
+    // start and its merge once. At least `part` tokens and whole tiles; the grid covers the
+    // longest context at `part`, and blocks past their sequence's partitions leave at once.
+    __shared__ u32 step_tokens;
+    if (threadIdx.x < 32) {
+        u32 t = 0;
+        for (u32 i = threadIdx.x; i < gridDim.z; i += 32) t += ctx[i];
+        for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+        if (threadIdx.x == 0) step_tokens = t;
+    }
+    __syncthreads();
     const int len = ctx[b];
-    const u32 part_len = max(part, (u32)((len + gridDim.x - 1) / gridDim.x + TILE - 1) / TILE * TILE);
+    const u32 tails = gridDim.z * kv_heads, budget = wave > tails ? wave - tails : 1u;
+    const u32 per_block = (u32)(((u64)step_tokens * kv_heads + budget - 1) / budget);
+    const u32 part_len = max(part, (per_block + TILE - 1) / TILE * TILE);
+    // A sequence of length 0 (batch padding) keeps one block, whose merge writes its zeros.
+    const u32 parts = max(1u, (len + part_len - 1) / part_len);
+    if (p >= parts) return;
     const int start = p * part_len;
     const u64 slot0 = ((u64)b * heads + h0) * max_parts + p;  // head h0 + g: + g·max_parts
     if (start >= len) {
@@ -1121,7 +1137,7 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
             }
         }
     }
-    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part_len, out_stride, b, h0, G, len);
+    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part_len, out_stride, b, h0, G, len, parts);
 }
 
 // Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.

@@ -409,19 +409,21 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             upload_i32(g, &ctx.iter().map(|c| *c as i32).collect::<Vec<_>>())?,
         );
         let scale = 1.0f32 / (hd as f32).sqrt();
-        // Every launch the engine makes: short partitions (small batches), long ones of the
-        // longest context (large batches), and for grouped-query heads each sequence spread over
-        // one or two partitions (a GPU that holds that few blocks at once). The batch given to
-        // decode_launch only picks the launch; the grid still has the 3 sequences here.
+        // Every launch the engine makes: short partitions (small batches), long ones (large
+        // batches), and for grouped-query heads partitions sized from the wave (3 sequences × 2
+        // KV heads of it held back for the sequences' last partitions): unbounded (partitions
+        // of 256 tokens), 2 blocks more (831 tokens × 2 KV heads over 2: one partition a
+        // sequence) and 4 more (448 tokens: the 530-token sequence over two). The batch given
+        // to decode_launch only picks the kernel; the grid has the 3 sequences here.
         use crate::serve::model::gpu::{DECODE_PART, decode_launch};
         let max_parts = 530usize.div_ceil(DECODE_PART);
         let mut launches = vec![
             decode_launch(1, heads, kvh, max_parts, m.k.decode_gqa_slots),
-            decode_launch(64, heads, kvh, max_parts, usize::MAX),
+            decode_launch(64, heads, kvh, max_parts, u32::MAX as usize),
         ];
         if heads > kvh {
-            launches.push(decode_launch(64, heads, kvh, max_parts, 64 * kvh));
-            launches.push(decode_launch(64, heads, kvh, max_parts, 2 * 64 * kvh));
+            launches.push(decode_launch(64, heads, kvh, max_parts, 3 * kvh + kvh));
+            launches.push(decode_launch(64, heads, kvh, max_parts, 3 * kvh + 2 * kvh));
         }
         let mut got = Vec::new();
         for dl in launches {
@@ -433,6 +435,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             let (pq, pt, pc, pp, ppo, pm, pd, poo) = (
                 dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, done.ptr, o.ptr,
             );
+            let wave = dl.wave;
             let (st, h32, kv32, mb, mp, p32, qd) = (
                 stride as u32,
                 heads as u32,
@@ -456,7 +459,8 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                         128,
                         &s,
                         &mut kargs![
-                            pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd, scale
+                            pq, pt, pc, pp, ppo, pm, pd, poo, st, h32, kv32, mb, mp, p32, qd,
+                            scale, wave
                         ],
                     )
                 }?;
@@ -491,8 +495,8 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             check(
                 out,
                 &format!(
-                    "{} (paged, {} partitions of ≥ {}, heads {heads}/{kvh})",
-                    dl.kernel, dl.partitions, dl.part
+                    "{} (paged, parts ≥ {}, wave {}, heads {heads}/{kvh})",
+                    dl.kernel, dl.part, dl.wave
                 ),
                 &o,
                 &want,

@@ -567,9 +567,10 @@ impl DecoderPass<'_> {
                     let kernel = self.k.get(dl.kernel);
                     let (launched, head_blocks) =
                         (dl.partitions as u32, (l.heads / dl.heads_per_block) as u32);
-                    let (part, qd) = (dl.part as u32, l.q_dim() as u32);
-                    // SAFETY: decode_attn_short / _gG (DECODE_ATTN_ARGS) in kernels/llava.cu, in
-                    // order and type, G dividing heads / kv_heads (checked at load); po / pml /
+                    let (part, qd, wave) = (dl.part as u32, l.q_dim() as u32, dl.wave);
+                    // SAFETY: decode_attn_short / _g1 / _gqa (DECODE_ATTN_ARGS) in
+                    // kernels/llava.cu, in order and type, heads / kv_heads ≤ DECODE_GROUP_MAX
+                    // (checked at load); no partition index reaches max_parts; po / pml /
                     // done were sized for n × heads × max_parts (decoder_buffers), tables and ctx
                     // hold n × max_blocks and n i32 (the caller's Attn::Decode), `layer` is one
                     // layer of `pool`. A block per (partition, G query heads, sequence).
@@ -580,7 +581,7 @@ impl DecoderPass<'_> {
                             s,
                             &mut kargs![
                                 qkv, t, c, layer, po, pml, done, attn, stride, heads, kvh, mb, mp,
-                                part, qd, scale
+                                part, qd, scale, wave
                             ],
                         )
                     }?;

@@ -98,23 +98,25 @@ pub fn decode_attn_kernel(part: usize, group: usize) -> (&'static str, usize) {
 }
 
 /// How one layer's decode attention is launched: the kernel, the query heads each block
-/// serves, the partition length (`part`: for `decode_attn_gqa` the shortest) and the
-/// partitions per sequence (the grid's x).
+/// serves, the partition length (`part`: for `decode_attn_gqa` the shortest), the partitions
+/// per sequence (the grid's x: the longest context at `part`) and, for `decode_attn_gqa`, the
+/// blocks the GPU holds at once (`wave`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLaunch {
     pub kernel: &'static str,
     pub heads_per_block: usize,
     pub part: usize,
     pub partitions: usize,
+    pub wave: u32,
 }
 
 /// The decode attention of `batch` sequences of a decoder with `heads` query and `kv_heads` KV
 /// heads, whose partial results have room for `max_parts` partitions of `DECODE_PART` tokens
 /// (the longest context), on a GPU that holds `gqa_slots` blocks of `decode_attn_gqa` at once.
-/// The fixed-length kernels cover the longest context with partitions of `part`. The
-/// grouped-query kernel spreads each sequence's own context over as many partitions as keep
-/// the whole grid in one wave of resident blocks: past that, more partitions only add partial
-/// results to merge and blocks that wait for a slot (measured on an H200, Qwen2.5-VL-7B at
+/// The fixed-length kernels cover each sequence with partitions of `part`. The grouped-query
+/// kernel sizes one partition length for the whole step from its total context, as long as
+/// keeps its blocks in one wave (kernels/llava.cu `decode_attn_gqa`): a partition's pipeline
+/// start and merge are paid once, not once per 256 tokens (measured on an H200, Qwen2.5-VL-7B at
 /// batch 64 and 1,088 tokens of context: decode attention 1.68 ms at 5 partitions of 256
 /// tokens a sequence, 1.67 ms at 3 of 512, 1.33 ms at one).
 pub fn decode_launch(
@@ -126,15 +128,16 @@ pub fn decode_launch(
 ) -> DecodeLaunch {
     let part = decode_part(batch);
     let (kernel, heads_per_block) = decode_attn_kernel(part, heads / kv_heads.max(1));
-    let mut partitions = (max_parts * DECODE_PART).div_ceil(part).max(1);
-    if kernel == "decode_attn_gqa" {
-        partitions = partitions.min((gqa_slots / (kv_heads * batch).max(1)).max(1));
-    }
     DecodeLaunch {
         kernel,
         heads_per_block,
         part,
-        partitions,
+        partitions: (max_parts * DECODE_PART).div_ceil(part).max(1),
+        wave: if kernel == "decode_attn_gqa" {
+            gqa_slots.min(u32::MAX as usize) as u32
+        } else {
+            0
+        },
     }
 }
 
@@ -267,48 +270,40 @@ mod tests {
     }
 
     #[test]
-    fn decode_launches_fill_one_wave_for_grouped_query_heads() {
+    fn decode_launches_cover_the_longest_context() {
         use super::{DecodeLaunch, decode_launch};
         // 1,088 tokens of context: 17 partitions of 64. An H200 holds 396 blocks of
         // decode_attn_gqa (132 SMs × 3).
-        let l = |kernel, heads_per_block, part, partitions| DecodeLaunch {
+        let l = |kernel, heads_per_block, part, partitions, wave| DecodeLaunch {
             kernel,
             heads_per_block,
             part,
             partitions,
+            wave,
         };
         // Small batches: short partitions, every kernel.
         assert_eq!(
             decode_launch(4, 28, 4, 17, 396),
-            l("decode_attn_short", 1, 64, 17)
+            l("decode_attn_short", 1, 64, 17, 0)
         );
         assert_eq!(
             decode_launch(4, 32, 32, 17, 396),
-            l("decode_attn_short", 1, 64, 17)
+            l("decode_attn_short", 1, 64, 17, 0)
         );
-        // Qwen2.5-VL-7B (28 heads over 4): batch 64 is 256 blocks a partition, so one
-        // partition a sequence; batch 16, 64 blocks, six — but five of 256 tokens cover it.
+        // Qwen2.5-VL-7B (28 heads over 4): a block per KV head, its partitions sized in the
+        // kernel from the wave.
         assert_eq!(
             decode_launch(64, 28, 4, 17, 396),
-            l("decode_attn_gqa", 7, 256, 1)
-        );
-        assert_eq!(
-            decode_launch(16, 28, 4, 17, 396),
-            l("decode_attn_gqa", 7, 256, 5)
+            l("decode_attn_gqa", 7, 256, 5, 396)
         );
         assert_eq!(
             decode_launch(16, 28, 4, 170, 396),
-            l("decode_attn_gqa", 7, 256, 6)
+            l("decode_attn_gqa", 7, 256, 43, 396)
         );
         // MHA (LLaVA-1.5) keeps fixed partitions of the longest context.
         assert_eq!(
             decode_launch(64, 32, 32, 17, 396),
-            l("decode_attn_g1", 1, 256, 5)
-        );
-        // A GPU that holds fewer blocks than one partition's still gets one partition.
-        assert_eq!(
-            decode_launch(64, 28, 4, 17, 0),
-            l("decode_attn_gqa", 7, 256, 1)
+            l("decode_attn_g1", 1, 256, 5, 0)
         );
     }
 
