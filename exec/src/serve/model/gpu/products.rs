@@ -31,8 +31,9 @@ pub enum SmallProducts {
 /// The rows a product runs at whose row count changes from step to step (the ViT's tokens
 /// under dynamic resolution): `m` rounded up to a 32nd of its power of two, at least 64. A new
 /// shape's first step ran 10–30 ms over its steady-state time, far more than its plan making
-/// (`exec/results/2026-12-03-h200-ttft-tail/first-shapes/`, and every light-load step of
-/// Qwen2.5-VL with a new image size in `exec/results/2026-12-04-h200-qwen-validate/`); with the
+/// (`exec/results/2026-12-03-h200-ttft-tail/first-shapes/`; the decoder's prefill products, not
+/// padded yet, still cost Qwen2.5-VL's light-load steps 6 ms each at a new token count,
+/// `exec/results/2026-12-04-h200-qwen-validate/validate-qwen/steps.csv`); with the
 /// rows padded, the shapes a model can meet are few enough to run each once before serving
 /// (`padded_row_counts`). The padding rows cost at most 1/32 of the product (~1.5 % on average);
 /// rows are independent in a product, so what the padding holds reaches no real row.
