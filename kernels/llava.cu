@@ -1007,10 +1007,13 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
     const int p = blockIdx.x, b = blockIdx.z, kvh = blockIdx.y, h0 = kvh * G;
     // Partitions of one length for the whole step, as long as one wave of `wave` resident blocks
     // takes the step's context in once each sequence's last, partial partition has its own
-    // block: every block then reads about as many keys as any other (the step's time follows
-    // its total context, not its longest sequence), and a long partition costs its pipeline's
-    // start and its merge once. At least `part` tokens and whole tiles; the grid covers the
-    // longest context at `part`, and blocks past their sequence's partitions leave at once.
+    // block: a long partition costs its pipeline's start and its merge once, and the length
+    // grows with the step's total context. A batch of mixed contexts still waits on its long
+    // sequences' full partitions, which a batch of the same total evenly spread does not (the
+    // phase table's): the replay's decode steps of 48–64 sequences ran 10 % over it
+    // (exec/results/2026-12-04-h200-qwen-validate/). At least `part` tokens and whole tiles; the
+    // grid covers the longest context at `part`, and blocks past their sequence's partitions
+    // leave at once.
     __shared__ u32 step_tokens;
     if (threadIdx.x < 32) {
         u32 t = 0;
