@@ -109,6 +109,31 @@ pub struct BenchRow {
     pub target: Option<(String, bool)>,
 }
 
+/// A decode step of `batch` sequences of `context` tokens as engine `e` serves it, against the
+/// floor of reading the weights and that KV cache once at `bw` bytes/s; `target` is the most
+/// times the floor the step may take.
+pub fn engine_decode_row(
+    e: &mut Engine,
+    batch: usize,
+    context: usize,
+    iters: usize,
+    bw: f64,
+    shape: String,
+    target: Option<f64>,
+) -> Result<BenchRow> {
+    let t = e.time_decode(batch, context, iters)?;
+    let floor = decode_bytes(&e.model.pass(), batch, context) / bw;
+    let r = t / floor;
+    Ok(BenchRow {
+        phase: "decode".into(),
+        shape,
+        seconds: t,
+        floor_s: floor,
+        figure: r,
+        target: target.map(|x| (format!("≤ {x}× floor"), r <= x)),
+    })
+}
+
 /// An engine over random weights of `c` whose KV pool holds `max_batch` sequences of
 /// `kv_context` tokens (filled with random values so attention sees real numbers).
 pub fn bench_engine(
@@ -159,17 +184,10 @@ pub fn bench(
         &[]
     };
     for &(batch, target) in decode_points {
-        let t = e.time_decode(batch, 700, iters)?;
-        let floor = decode_bytes(&e.model.pass(), batch, 700) / bw;
-        let r = t / floor;
-        rows.push(BenchRow {
-            phase: "decode".into(),
-            shape: format!("batch {batch}, context 700"),
-            seconds: t,
-            floor_s: floor,
-            figure: r,
-            target: target.map(|x| (format!("≤ {x}× floor"), r <= x)),
-        });
+        let shape = format!("batch {batch}, context 700");
+        rows.push(engine_decode_row(
+            &mut e, batch, 700, iters, bw, shape, target,
+        )?);
     }
     // The small-batch steps with every product in one kind of kernel, to show what choosing per
     // shape buys.
@@ -183,16 +201,10 @@ pub fn bench(
             .map(|p| p.0)
             .filter(|&b| b <= GEMV_MAX_M)
         {
-            let t = e.time_decode(batch, 700, iters)?;
-            let floor = decode_bytes(&e.model.pass(), batch, 700) / bw;
-            rows.push(BenchRow {
-                phase: "decode".into(),
-                shape: format!("batch {batch}, context 700, {label}"),
-                seconds: t,
-                floor_s: floor,
-                figure: t / floor,
-                target: None,
-            });
+            let shape = format!("batch {batch}, context 700, {label}");
+            rows.push(engine_decode_row(
+                &mut e, batch, 700, iters, bw, shape, None,
+            )?);
         }
     }
     e.set_small_products(SmallProducts::Fastest);

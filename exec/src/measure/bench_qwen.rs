@@ -5,7 +5,7 @@
 //! straight through `QwenGpu`.
 
 use super::bench::{
-    BenchReport, BenchRow, bench_engine, breakdown_table, decode_bytes, measure_floors,
+    BenchReport, BenchRow, bench_engine, breakdown_table, engine_decode_row, measure_floors,
     prefill_flops,
 };
 use crate::cuda::device::{Event, Gpu, Stream};
@@ -82,17 +82,16 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<(Benc
     {
         let mut e = bench_engine(&ServedConfig::Qwen(c.clone()), gpu, 64, 2048, context)?;
         for (batch, target) in batches {
-            let t = e.time_decode(batch, context, iters)?;
-            let floor = decode_bytes(&e.model.pass(), batch, context) / bw;
-            let r = t / floor;
-            rows.push(BenchRow {
-                phase: "decode".into(),
-                shape: format!("batch {batch}, context {context}, serving engine (CUDA graphs)"),
-                seconds: t,
-                floor_s: floor,
-                figure: r,
-                target: Some((format!("≤ {target}× floor"), r <= target)),
-            });
+            let shape = format!("batch {batch}, context {context}, serving engine (CUDA graphs)");
+            rows.push(engine_decode_row(
+                &mut e,
+                batch,
+                context,
+                iters,
+                bw,
+                shape,
+                Some(target),
+            )?);
         }
     }
     let m = QwenGpu::random(c, Gpu::open(gpu_index)?, 42)?;
