@@ -281,30 +281,20 @@ mod tests {
             partitions,
             wave,
         };
-        // Small batches: short partitions, every kernel.
-        assert_eq!(
-            decode_launch(4, 28, 4, 17, 396),
-            l("decode_attn_short", 1, 64, 17, 0)
-        );
-        assert_eq!(
-            decode_launch(4, 32, 32, 17, 396),
-            l("decode_attn_short", 1, 64, 17, 0)
-        );
-        // Qwen2.5-VL-7B (28 heads over 4): a block per KV head, its partitions sized in the
-        // kernel from the wave.
-        assert_eq!(
-            decode_launch(64, 28, 4, 17, 396),
-            l("decode_attn_gqa", 7, 256, 5, 396)
-        );
-        assert_eq!(
-            decode_launch(16, 28, 4, 170, 396),
-            l("decode_attn_gqa", 7, 256, 43, 396)
-        );
-        // MHA (LLaVA-1.5) keeps fixed partitions of the longest context.
-        assert_eq!(
-            decode_launch(64, 32, 32, 17, 396),
-            l("decode_attn_g1", 1, 256, 5, 0)
-        );
+        let cases = [
+            // Small batches: short partitions, every kernel.
+            ((4, 28, 4, 17), l("decode_attn_short", 1, 64, 17, 0)),
+            ((4, 32, 32, 17), l("decode_attn_short", 1, 64, 17, 0)),
+            // Qwen2.5-VL-7B (28 heads over 4): a block per KV head, its partitions sized in
+            // the kernel from the wave.
+            ((64, 28, 4, 17), l("decode_attn_gqa", 7, 256, 5, 396)),
+            ((16, 28, 4, 170), l("decode_attn_gqa", 7, 256, 43, 396)),
+            // MHA (LLaVA-1.5) keeps fixed partitions of the longest context.
+            ((64, 32, 32, 17), l("decode_attn_g1", 1, 256, 5, 0)),
+        ];
+        for ((batch, heads, kv_heads, max_parts), want) in cases {
+            assert_eq!(decode_launch(batch, heads, kv_heads, max_parts, 396), want);
+        }
     }
 
     #[test]
