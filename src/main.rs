@@ -142,7 +142,7 @@ enum Command {
     /// On a GPU machine: replay an experiment's trace for real and simulate the same, then
     /// compare TTFT, TPOT, end-to-end latency, throughput and bytes (`validate transfer`: links)
     Validate(ValidateArgs),
-    /// On a GPU machine: the real LLaVA engine (exec/README.md)
+    /// On a GPU machine: the real engine, LLaVA-1.5 and Qwen2.5-VL (exec/README.md)
     #[command(subcommand)]
     Exec(ExecCommand),
     /// Print the result schema (markdown)
