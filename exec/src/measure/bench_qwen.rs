@@ -11,7 +11,7 @@ use super::bench::{
 use crate::cuda::device::{Event, Gpu, Stream};
 use crate::error::Result;
 use crate::serve::model::gpu::{
-    Attn, DECODE_PART, KV_BLOCK, QwenGpu, Scratch, ServedConfig, TokenInputs, upload_bf16,
+    Attn, DECODE_PART, KV_BLOCK, Scratch, ServedConfig, ServedModel, TokenInputs, upload_bf16,
     upload_i32,
 };
 use crate::serve::model::qwen2_5_vl::{ImageGrid, Qwen25VlConfig, windows};
@@ -79,22 +79,18 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<(Benc
     // the time), in an engine sized for sequences of 2,048 tokens.
     let context = 1024usize;
     let batches = [(1usize, 1.25), (64, 1.15)];
-    {
-        let mut e = bench_engine(&ServedConfig::Qwen(c.clone()), gpu, 64, 2048, context)?;
-        for (batch, target) in batches {
-            let shape = format!("batch {batch}, context {context}, serving engine (CUDA graphs)");
-            rows.push(engine_decode_row(
-                &mut e,
-                batch,
-                context,
-                iters,
-                bw,
-                shape,
-                Some(target),
-            )?);
-        }
+    let mut e = bench_engine(&ServedConfig::Qwen(c.clone()), gpu, 64, 2048, context)?;
+    for (batch, target) in batches {
+        let shape = format!("batch {batch}, context {context}, serving engine (CUDA graphs)");
+        let target = Some(target);
+        rows.push(engine_decode_row(
+            &mut e, batch, context, iters, bw, shape, target,
+        )?);
     }
-    let m = QwenGpu::random(c, Gpu::open(gpu_index)?, 42)?;
+    // The rest runs straight through the engine's model.
+    let ServedModel::Qwen(m) = &e.model else {
+        unreachable!("bench_engine serves the config it is given, here Qwen2.5-VL")
+    };
     let gpu = &m.gpu;
     let s = gpu.stream()?;
     let mut sc = Scratch::new();

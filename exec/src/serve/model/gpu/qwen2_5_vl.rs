@@ -256,9 +256,9 @@ impl QwenGpu {
     /// scratch such an encode uses. One block's weights stand for all: the blocks share shapes.
     pub fn warm_encode_products(&self, s: &Stream, patches: usize, sc: &mut Scratch) -> Result<()> {
         let b = self.encode_buffers(patches, sc)?;
-        let blk = &self.w.blocks[0];
+        let (w, blk) = (&self.w, &self.w.blocks[0]);
         for rows in padded_row_counts(patches) {
-            self.gemm(s, b.patches, &self.w.patch_embed, b.x, rows, None, false)?;
+            self.gemm(s, b.patches, &w.patch_embed, b.x, rows, None, false)?;
             self.gemm(s, b.h, &blk.qkv_w, b.qkv, rows, Some(&blk.qkv_b), false)?;
             self.gemm(s, b.attn, &blk.proj_w, b.x, rows, Some(&blk.proj_b), true)?;
             self.gemm(
@@ -273,7 +273,6 @@ impl QwenGpu {
             self.gemm(s, b.act, &blk.down_w, b.x, rows, Some(&blk.down_b), true)?;
         }
         for merged in padded_row_counts(patches / self.cfg.vision.merge_unit()) {
-            let w = &self.w;
             self.gemm(
                 s,
                 b.h,
