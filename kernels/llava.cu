@@ -1,5 +1,6 @@
-// Kernels of hetsim's LLaVA engine (exec/src/model/gpu.rs, exec/src/engine.rs): everything but
-// the matrix products, which go to cuBLASLt. bf16 storage, f32 arithmetic.
+// Kernels of hetsim's engine (exec/src/serve/model/gpu/): everything but the matrix products,
+// which go to cuBLASLt, except a decode step's where ours were timed faster (gemv,
+// gemm_skinny). bf16 storage, f32 arithmetic.
 // Compiled at run time with NVRTC for sm_80+ (mma.sync bf16, cvt.bf16x2); no headers needed.
 
 typedef unsigned long long u64;
@@ -982,26 +983,33 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_g1(DECODE_ATTN_ARG
                            max_blocks, max_parts, part, out_stride, scale, wave);
 }
 
-#define DECODE_GQA_SHARED 69632
+#define DECODE_ATTN_GQA_SHARED 104448
+#define DECODE_ATTN_GQA2_SHARED 69632
 // Long parts of a grouped-query decoder (G = heads / kv_heads ≤ 16: Qwen2.5-VL-7B 7, -3B and
 // -72B 8, -32B 5), on tensor cores: block (p, kv head, seq) attends the group's G query heads,
 // the rows of one m16 tile (rows past G zero), to partition p of its sequence's context
 // (part_len below). The block copies tiles of 64 keys
-// and values through the block table into shared memory (cp.async, the next tile's 32 KB in
-// flight while this one is attended); warp w attends keys w·16 … w·16 + 15 of each tile as the
+// and values through the block table into shared memory (cp.async, STAGES − 1 tiles of 32 KB in
+// flight while one is attended; the block-table entries of the tile after those are read
+// while it is attended, so a copy never waits on one); warp w attends keys w·16 … w·16 + 15 of each tile as the
 // prefill does (attend_tile, its own online softmax), and the four warps' results are merged in
 // shared memory into the partition's partial result. The scalar kernel spent 4 shuffles per key
 // and head on its dot products: at batch 64 and 1,024 tokens of context it read the cache at
 // 30 % of HBM bandwidth.
-extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_ARGS) {
+//
+// Three stages (decode_attn_gqa) where the GPU grants a block 102 KB of shared memory, else two
+// (decode_attn_gqa2: compute capability 8.6 / 8.9 grant 99 KB). With two, a block had one tile
+// in flight and waited out each copy's latency: at batch 64 and 1,024 tokens it read the cache
+// at 60 % of the copy bandwidth (exec/results/2026-12-04-h200-qwen-validate/bench-qwen.md).
+template <int STAGES>
+__device__ __forceinline__ void decode_gqa_body(DECODE_ATTN_ARGS) {
     after_predecessor();
     constexpr int D = 128, BK = 16, TILE = 4 * BK, LD = D + 8;
-    // Two stages of K and V tiles (DECODE_GQA_SHARED bytes, dynamic: more than the 48 KB of
-    // static shared memory); once the last tile is used, the warps' results ([4][16][D] f32).
+    // STAGES stages of K and V tiles (dynamic shared memory: more than the 48 KB of static);
+    // once the last tile is used, the warps' results ([4][16][D] f32).
     extern __shared__ __align__(16) unsigned char dyn_smem[];
     bf16* kv = (bf16*)dyn_smem;
     __shared__ float wm[4][16], wl[4][16];
-    static_assert(DECODE_GQA_SHARED == 2 * 2 * TILE * LD * 2, "two stages of K and V tiles");
     static_assert(2 * TILE * LD * 2 >= 4 * 16 * D * 4, "the warps' results fit one stage");
     const int G = heads / kv_heads;
     const int p = blockIdx.x, b = blockIdx.z, kvh = blockIdx.y, h0 = kvh * G;
@@ -1059,44 +1067,57 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
         const int* tab = tables + (u64)b * max_blocks;
         const u64 kv_step = (u64)kv_heads * KV_BLOCK * D;  // K → V within a block
         // Thread t copies 16-byte column (t % 16) of rows t / 16, + 8, …; rows past the
-        // partition are zeros (their scores are masked, but P·V must not meet NaN).
+        // partition are zeros (their scores are masked, but P·V must not meet NaN). A tile's 64
+        // rows lie in 4 KV blocks (partitions start at multiples of 64): row t / 16 + 8·i in
+        // block i / 2, slot (t / 16) % 16 + 8·(i % 2).
         const int lr = threadIdx.x >> 4, lc = (threadIdx.x & 15) * 8;
         const bf16* head = pool + (u64)kvh * KV_BLOCK * D + lc;
-        // Tile j0 into stage st; the next stage is copied while this one is attended.
-        auto load = [&](int st, int j0) {
-            bf16 *Ks = kv + st * 2 * TILE * LD, *Vs = Ks + TILE * LD;
+        auto blocks_of = [&](int j0, int (&tb)[4]) {
+            const int first = (start + j0) / KV_BLOCK;
 #pragma unroll
-            for (int r = lr; r < TILE; r += 8) {
-                bf16 *kd = Ks + r * LD + lc, *vd = Vs + r * LD + lc;
-                if (j0 + r < n) {
-                    const int tok = start + j0 + r;
-                    const bf16* row = head + (u64)tab[tok / KV_BLOCK] * 2 * kv_step + (tok % KV_BLOCK) * D;
-                    cp_async16(kd, row);
-                    cp_async16(vd, row + kv_step);
-                } else {
-                    *(uint4*)kd = make_uint4(0, 0, 0, 0);
-                    *(uint4*)vd = make_uint4(0, 0, 0, 0);
+            for (int q = 0; q < 4; q++) tb[q] = j0 < n && first + q < (int)max_blocks ? tab[first + q] : 0;
+        };
+        // Tile j0 (its blocks tb) into stage st; one commit group a tile, empty past the end.
+        auto load = [&](int st, int j0, const int (&tb)[4]) {
+            if (j0 < n) {
+                bf16 *Ks = kv + st * 2 * TILE * LD, *Vs = Ks + TILE * LD;
+#pragma unroll
+                for (int i = 0; i < TILE / 8; i++) {
+                    const int r = lr + 8 * i;
+                    bf16 *kd = Ks + r * LD + lc, *vd = Vs + r * LD + lc;
+                    if (j0 + r < n) {
+                        const bf16* row = head + (u64)tb[i >> 1] * 2 * kv_step + (r % KV_BLOCK) * D;
+                        cp_async16(kd, row);
+                        cp_async16(vd, row + kv_step);
+                    } else {
+                        *(uint4*)kd = make_uint4(0, 0, 0, 0);
+                        *(uint4*)vd = make_uint4(0, 0, 0, 0);
+                    }
                 }
             }
             cp_async_commit();
         };
-        load(0, 0);
-        int st = 0;
-        for (int j0 = 0; j0 < n; j0 += TILE, st ^= 1) {
-            if (j0 + TILE < n) {
-                load(st ^ 1, j0 + TILE);  // that stage was released by the barrier ending the last tile
-                cp_async_wait<1>();
-            } else {
-                cp_async_wait<0>();
-            }
+        int tb[4];
+#pragma unroll
+        for (int st = 0; st < STAGES - 1; st++) {
+            blocks_of(st * TILE, tb);
+            load(st, st * TILE, tb);
+        }
+        blocks_of((STAGES - 1) * TILE, tb);
+        for (int j0 = 0, it = 0; j0 < n; j0 += TILE, it++) {
+            cp_async_wait<STAGES - 2>();  // tile `it` is in; the tiles after it stay in flight
             __syncthreads();
-            const bf16 *Ks = kv + st * 2 * TILE * LD, *Vs = Ks + TILE * LD;
+            // The stage attended in the last iteration, which every warp has left.
+            load((it + STAGES - 1) % STAGES, j0 + (STAGES - 1) * TILE, tb);
+            blocks_of(j0 + STAGES * TILE, tb);
+            const bf16 *Ks = kv + (it % STAGES) * 2 * TILE * LD, *Vs = Ks + TILE * LD;
             const int w0 = j0 + warp * BK;
             if (w0 < n)
                 attend_tile<D, BK, LD, 1>(Ks + warp * BK * LD, Vs + warp * BK * LD, qa, o, m, l, w0, n, n, 0, 0, sl2, g,
                                           tq);
-            __syncthreads();  // this stage is free again
         }
+        cp_async_wait<0>();
+        __syncthreads();  // every stage free: the warps' results go there
         // Each warp's rows: m is shared by a row's 4 lanes, l is summed across them.
         float* wo = (float*)kv;
 #pragma unroll
@@ -1141,6 +1162,17 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_AR
         }
     }
     merge_partitions(part_o, part_ml, done, out, heads, max_parts, part_len, out_stride, b, h0, G, len, parts);
+}
+
+extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_ARGS) {
+    static_assert(DECODE_ATTN_GQA_SHARED == 3 * 2 * 64 * 136 * 2, "three stages of K and V tiles");
+    decode_gqa_body<3>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, max_blocks,
+                       max_parts, part, out_stride, scale, wave);
+}
+extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa2(DECODE_ATTN_ARGS) {
+    static_assert(DECODE_ATTN_GQA2_SHARED == 2 * 2 * 64 * 136 * 2, "two stages of K and V tiles");
+    decode_gqa_body<2>(qkv, tables, ctx, pool, part_o, part_ml, done, out, stride, heads, kv_heads, max_blocks,
+                       max_parts, part, out_stride, scale, wave);
 }
 
 // Greedy sampling: index of each row's largest logit (f32 [rows, n]); ties → the lowest index.
@@ -1238,4 +1270,204 @@ extern "C" __global__ void __launch_bounds__(256) gemv(const bf16* __restrict__ 
             }
         }
     }
+}
+
+// ---- Skinny products: Y[m, n] (= or +=) X[m, k]·W[n, k]ᵀ (+ bias) for decode batches of
+// 2 ≤ m ≤ 64 rows, on tensor cores. Such a product is a stream of the weight through the SMs;
+// cuBLASLt tiles it by output columns, so a matrix of few columns and a long k (Qwen2.5-VL-7B's
+// down projection, 3,584 × 18,944: 28 tiles of 128 columns for 132 SMs) keeps most SMs idle,
+// and at batch 64 it read the weights at 45–72 % of the copy bandwidth
+// (exec/results/2026-12-04-h200-qwen-validate/bench-qwen.md). Here the work is split evenly
+// ("stream-K"): the (column tile, k tile) iterations of the whole product, in order, are cut
+// into one contiguous range per block, with exactly one wave of blocks (grid = the blocks the
+// GPU holds at once). A block whose range covers a column tile whole writes it; the blocks
+// sharing a tile each store their partial sums in `part` and the last to arrive (counted in
+// `count`, reset by it for the next product) adds them in block order — the same sum whatever
+// the arrival order — and writes the tile. The weight's first stages are requested before
+// waiting for the kernel ahead (it never changes while serving), so they arrive while that
+// kernel finishes.
+//
+// Block: 8 warps; a tile of 128 columns (warp w: columns w·16 … w·16 + 15, two n8 tiles) by all
+// of X's rows (MT m16 tiles, rows ≥ m read as zero and never written); k tiles of 64, four
+// stages in flight (GEMM_SKINNY_SHARED bytes of dynamic shared memory). n a multiple of 128,
+// k of 64 (the host checks). part: 2 slots a block of SK_SLOT floats; count: n / 128 u32, zero.
+#define SK_BN 128
+#define SK_BK 64
+#define SK_STAGES 4
+#define SK_LD (SK_BK + 8)
+#define SK_SLOT (4 * 2 * 4 * 256)
+#define GEMM_SKINNY_SHARED 110592
+static_assert(GEMM_SKINNY_SHARED == SK_STAGES * (SK_BN + 64) * SK_LD * 2, "stages of W and X tiles");
+
+__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool live) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+                 "r"(live ? 16 : 0)
+                 : "memory");
+}
+
+// The block whose range holds iteration i: ranges are [c·T / G, (c + 1)·T / G).
+__device__ __forceinline__ u64 skinny_owner(u64 i, u64 total, u64 G) { return ((i + 1) * G + total - 1) / total - 1; }
+
+template <int MT>
+__device__ __forceinline__ void skinny_body(const bf16* __restrict__ X, const bf16* __restrict__ W,
+                                            const bf16* __restrict__ bias, void* __restrict__ Y,
+                                            float* __restrict__ part, u32* __restrict__ count, u32 m, u32 n, u32 k,
+                                            int accumulate, int out_f32) {
+    extern __shared__ __align__(16) unsigned char skinny_smem[];
+    __shared__ int last;
+    bf16* Ws = (bf16*)skinny_smem;                // [SK_STAGES][SK_BN][SK_LD]
+    bf16* Xs = Ws + SK_STAGES * SK_BN * SK_LD;  // [SK_STAGES][64][SK_LD]
+    const u64 kt = k / SK_BK, total = (u64)(n / SK_BN) * kt, G = gridDim.x, c = blockIdx.x;
+    const u64 start = c * total / G, end = (c + 1) * total / G;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
+
+    // 128 rows of 8 vectors: 4 a thread, 8 threads a row's 128 bytes.
+    auto load_w = [&](u64 it, int st) {
+        const bf16* src = W + (it / kt) * SK_BN * (u64)k + (it % kt) * SK_BK;
+        bf16* dst = Ws + st * SK_BN * SK_LD;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int v = tid + i * 256, r = v >> 3, cv = v & 7;
+            cp_async16(dst + r * SK_LD + cv * 8, src + (u64)r * k + cv * 8);
+        }
+    };
+    auto load_x = [&](u64 it, int st) {
+        const bf16* src = X + (it % kt) * SK_BK;
+        bf16* dst = Xs + st * 64 * SK_LD;
+        for (int v = tid; v < MT * 16 * 8; v += 256) {
+            const int r = v >> 3, cv = v & 7;
+            const bool live = (u32)r < m;
+            cp_async16_zfill(dst + r * SK_LD + cv * 8, src + (u64)(live ? r : 0) * k + cv * 8, live);
+        }
+    };
+#pragma unroll
+    for (int s = 0; s < SK_STAGES - 1; s++)
+        if (start + s < end) load_w(start + s, s);
+    after_predecessor();
+#pragma unroll
+    for (int s = 0; s < SK_STAGES - 1; s++) {
+        if (start + s < end) load_x(start + s, s);
+        cp_async_commit();
+    }
+
+    float acc[MT][2][4];
+    auto clear = [&]() {
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) acc[t][j][0] = acc[t][j][1] = acc[t][j][2] = acc[t][j][3] = 0.f;
+    };
+    clear();
+    const int mi = lane >> 3, mr = lane & 7;
+    for (u64 it = start; it < end; it++) {
+        const int st = (int)((it - start) % SK_STAGES);
+        cp_async_wait<SK_STAGES - 2>();
+        __syncthreads();
+        // The stage read in the previous iteration, which every warp has finished.
+        const u64 nx = it + SK_STAGES - 1;
+        if (nx < end) {
+            const int ns = (int)((nx - start) % SK_STAGES);
+            load_w(nx, ns);
+            load_x(nx, ns);
+        }
+        cp_async_commit();
+        // B fragments as decode/prefill attention reads K: matrix mi of lane (n row mr, k 0/8 of
+        // k16 step kk, then of kk + 1). A fragments: rows lane % 16, k + 8·(lane / 16).
+        const u32 bbase =
+            smem_addr(Ws + st * SK_BN * SK_LD + (warp * 16 + mr) * SK_LD + (mi >> 1) * 16 + (mi & 1) * 8);
+        const u32 abase = smem_addr(Xs + st * 64 * SK_LD + (lane & 15) * SK_LD + (lane >> 4) * 8);
+#pragma unroll
+        for (int kk = 0; kk < SK_BK / 16; kk += 2) {
+            u32 b[2][4];
+#pragma unroll
+            for (int j = 0; j < 2; j++) ldmatrix_x4(b[j], bbase + (j * 8 * SK_LD + kk * 16) * 2);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+#pragma unroll
+                for (int t = 0; t < MT; t++) {
+                    u32 a[4];
+                    ldmatrix_x4(a, abase + (t * 16 * SK_LD + (kk + h) * 16) * 2);
+                    mma_bf16(acc[t][0], a, b[0][2 * h], b[0][2 * h + 1]);
+                    mma_bf16(acc[t][1], a, b[1][2 * h], b[1][2 * h + 1]);
+                }
+            }
+        }
+        if ((it + 1) % kt != 0 && it + 1 != end) continue;
+        // The end of this block's share of column tile `tile`.
+        const u64 tile = it / kt, t0 = tile * kt;
+        if (start > t0 || end < t0 + kt) {
+            const u64 first = skinny_owner(t0, total, G), lastc = skinny_owner(t0 + kt - 1, total, G);
+            float4* mine = (float4*)(part + (c * 2 + (start / kt == tile ? 0 : 1)) * SK_SLOT);
+#pragma unroll
+            for (int t = 0; t < MT; t++)
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                    mine[(t * 2 + j) * 256 + tid] = make_float4(acc[t][j][0], acc[t][j][1], acc[t][j][2], acc[t][j][3]);
+            __threadfence();
+            __syncthreads();
+            if (tid == 0) {
+                last = atomicAdd(&count[tile], 1u) == (u32)(lastc - first);
+                if (last) count[tile] = 0;
+            }
+            __syncthreads();
+            if (!last) {
+                clear();
+                continue;
+            }
+            __threadfence();
+            clear();
+            for (u64 b = first; b <= lastc; b++) {
+                const u64 slot = b * 2 + ((b * total / G) / kt == tile ? 0 : 1);
+                const float4* p = (const float4*)(part + slot * SK_SLOT);
+#pragma unroll
+                for (int t = 0; t < MT; t++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        const float4 v = __ldcg(p + (t * 2 + j) * 256 + tid);
+                        acc[t][j][0] += v.x, acc[t][j][1] += v.y, acc[t][j][2] += v.z, acc[t][j][3] += v.w;
+                    }
+            }
+        }
+        // Lane (g, tq) holds rows t·16 + g (+ 8) and columns … + j·8 + 2·tq, + 1.
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const u32 row = t * 16 + g + r * 8;
+                    if (row >= m) continue;
+                    const u64 col = tile * SK_BN + warp * 16 + j * 8 + tq * 2, o = (u64)row * n + col;
+                    float v0 = acc[t][j][2 * r], v1 = acc[t][j][2 * r + 1];
+                    if (bias) v0 += bf(bias[col]), v1 += bf(bias[col + 1]);
+                    if (out_f32) {
+                        float2* y = (float2*)((float*)Y + o);
+                        if (accumulate) {
+                            const float2 old = *y;
+                            v0 += old.x, v1 += old.y;
+                        }
+                        *y = make_float2(v0, v1);
+                    } else {
+                        u32* y = (u32*)((bf16*)Y + o);
+                        if (accumulate) {
+                            const u32 old = *y;
+                            v0 += lo_f(old), v1 += hi_f(old);
+                        }
+                        *y = pack_bf2(v0, v1);
+                    }
+                }
+        clear();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) gemm_skinny(const bf16* __restrict__ X, const bf16* __restrict__ W,
+                                                              const bf16* __restrict__ bias, void* __restrict__ Y,
+                                                              float* __restrict__ part, u32* __restrict__ count,
+                                                              u32 m, u32 n, u32 k, int accumulate, int out_f32) {
+    if (m <= 16)
+        skinny_body<1>(X, W, bias, Y, part, count, m, n, k, accumulate, out_f32);
+    else if (m <= 32)
+        skinny_body<2>(X, W, bias, Y, part, count, m, n, k, accumulate, out_f32);
+    else
+        skinny_body<4>(X, W, bias, Y, part, count, m, n, k, accumulate, out_f32);
 }

@@ -11,7 +11,9 @@ use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels
 use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint, SustainedPoint};
 use crate::serve::engine::{Engine, EngineConfig, Pace};
 use crate::serve::model::gpu::served::ImageSize;
-use crate::serve::model::gpu::{DecoderPass, GEMV_MAX_M, ProductRace, ServedConfig, SmallProducts};
+use crate::serve::model::gpu::{
+    DecoderPass, ProductRace, SKINNY_MAX_M, ServedConfig, SmallProducts,
+};
 use crate::serve::model::llava::{LlavaConfig, LlmConfig};
 
 /// The two ceilings everything is compared with, measured on this GPU now.
@@ -173,7 +175,7 @@ pub fn bench(
     let runs = |phase: &str| only.is_none_or(|o| o == phase);
     let gpu = Gpu::open(gpu_index)?;
     let floors = measure_floors(&gpu)?;
-    let mut products = Vec::new();
+
     let mut e = bench_engine(&ServedConfig::Llava(c.clone()), gpu, 64, 1024, 704)?;
     let mut rows = Vec::new();
     let peak = floors.gemm_tflops * 1e12;
@@ -189,32 +191,13 @@ pub fn bench(
             &mut e, batch, 700, iters, bw, shape, target,
         )?);
     }
-    // The small-batch steps with every product in one kind of kernel, to show what choosing per
-    // shape buys.
-    for (how, label) in [
-        (SmallProducts::Gemv, "gemv kernel only"),
-        (SmallProducts::CuBlasLt, "cuBLASLt only"),
-    ] {
-        e.set_small_products(how);
-        for batch in decode_points
-            .iter()
-            .map(|p| p.0)
-            .filter(|&b| b <= GEMV_MAX_M)
-        {
-            let shape = format!("batch {batch}, context 700, {label}");
-            rows.push(engine_decode_row(
-                &mut e, batch, 700, iters, bw, shape, None,
-            )?);
-        }
-    }
-    e.set_small_products(SmallProducts::Fastest);
-    for ((m, n, k), race) in e.model.products().product_races() {
-        products.push(ProductRow {
-            shape: (m, n, k),
-            race,
-            floor_s: (n * k * 2) as f64 / bw,
-        });
-    }
+    let targeted: Vec<usize> = decode_points
+        .iter()
+        .filter(|p| p.1.is_some())
+        .map(|p| p.0)
+        .collect();
+    rows.extend(kernel_choice_rows(&mut e, &targeted, 700, iters, bw)?);
+    let products = product_rows(&e, bw);
     let prefill_points: &[(usize, usize, Option<f64>)] = if runs("prefill") {
         &[(1, 704, None), (8, 704, Some(0.65))]
     } else {
@@ -352,16 +335,17 @@ pub fn bench_table(name: &str, layers: usize, device: &str, report: &BenchReport
         );
     }
     if !report.products.is_empty() {
-        s += "\nbatch-1 products, each timed alone from a cold L2 (µs, median of 5; the engine runs the faster):\n\n| m × n × k | gemv kernel | cuBLASLt (tuned) | floor | faster |\n|---|---|---|---|---|\n";
+        s += "\ndecode products, each timed alone from a cold L2 (µs, median of 5; the engine runs the faster):\n\n| m × n × k | our kernel | ours | cuBLASLt (tuned) | floor | faster |\n|---|---|---|---|---|---|\n";
         for p in &report.products {
             let (m, n, k) = p.shape;
             s += &format!(
-                "| {m} × {n} × {k} | {:.1} | {:.1} | {:.1} | {} |\n",
-                p.race.gemv_s * 1e6,
+                "| {m} × {n} × {k} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+                p.race.ours.name(),
+                p.race.ours_s * 1e6,
                 p.race.cublaslt_s * 1e6,
                 p.floor_s * 1e6,
-                if p.race.gemv_wins() {
-                    "gemv"
+                if p.race.ours_wins() {
+                    p.race.ours.name()
                 } else {
                     "cuBLASLt"
                 }
@@ -369,6 +353,46 @@ pub fn bench_table(name: &str, layers: usize, device: &str, report: &BenchReport
         }
     }
     s
+}
+
+/// The decode steps of `batches` again with every product our kernels take in ours, then in
+/// cuBLASLt: what choosing per shape buys. The engine chooses per shape again afterwards.
+pub fn kernel_choice_rows(
+    e: &mut Engine,
+    batches: &[usize],
+    context: usize,
+    iters: usize,
+    bw: f64,
+) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for (how, label) in [
+        (SmallProducts::Ours, "our product kernels only"),
+        (SmallProducts::CuBlasLt, "cuBLASLt only"),
+    ] {
+        e.set_small_products(how);
+        for &batch in batches.iter().filter(|&&b| b <= SKINNY_MAX_M) {
+            let shape = format!("batch {batch}, context {context}, {label}");
+            rows.push(engine_decode_row(
+                e, batch, context, iters, bw, shape, None,
+            )?);
+        }
+    }
+    e.set_small_products(SmallProducts::Fastest);
+    Ok(rows)
+}
+
+/// Every decode product raced so far, with its floor (weight bytes ÷ copy bandwidth).
+pub fn product_rows(e: &Engine, bw: f64) -> Vec<ProductRow> {
+    e.model
+        .products()
+        .product_races()
+        .into_iter()
+        .map(|((m, n, k), race)| ProductRow {
+            shape: (m, n, k),
+            race,
+            floor_s: (n * k * 2) as f64 / bw,
+        })
+        .collect()
 }
 
 /// Grid of the phase profiler.
@@ -628,7 +652,8 @@ mod tests {
             products: vec![ProductRow {
                 shape: (1, 4096, 4096),
                 race: ProductRace {
-                    gemv_s: 14e-6,
+                    ours: crate::serve::model::gpu::OurProduct::Gemv,
+                    ours_s: 14e-6,
                     cublaslt_s: 15e-6,
                 },
                 floor_s: 4096.0 * 4096.0 * 2.0 / 3e12,

@@ -5,8 +5,8 @@
 //! straight through `QwenGpu`.
 
 use super::bench::{
-    BenchReport, BenchRow, bench_engine, breakdown_table, engine_decode_row, measure_floors,
-    prefill_flops,
+    BenchReport, BenchRow, bench_engine, breakdown_table, engine_decode_row, kernel_choice_rows,
+    measure_floors, prefill_flops, product_rows,
 };
 use crate::cuda::device::{Event, Gpu, Stream};
 use crate::error::Result;
@@ -87,6 +87,14 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<(Benc
             &mut e, batch, context, iters, bw, shape, target,
         )?);
     }
+    rows.extend(kernel_choice_rows(
+        &mut e,
+        &batches.map(|b| b.0),
+        context,
+        iters,
+        bw,
+    )?);
+    let products = product_rows(&e, bw);
     // The rest runs straight through the engine's model.
     let ServedModel::Qwen(m) = &e.model else {
         unreachable!("bench_engine serves the config it is given, here Qwen2.5-VL")
@@ -216,7 +224,7 @@ pub fn bench(c: &Qwen25VlConfig, gpu_index: usize, iters: usize) -> Result<(Benc
         BenchReport {
             floors,
             rows,
-            products: Vec::new(),
+            products,
         },
         ops,
     ))

@@ -329,7 +329,97 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         &want,
         "1×37×264",
     );
+    skinny_products(m, out)?;
     attention(m, out)
+}
+
+/// `gemm_skinny` (decode products of 2…64 rows): each row count's tile of m16 rows, every
+/// epilogue, and grids that share column tiles among blocks in every way the kernel handles (one
+/// block for the whole product, a block per iteration, ranges ending inside tiles), each against
+/// the CPU product and run twice for the same bits.
+fn skinny_products(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
+    use crate::cuda::gemm::Epilogue;
+    let g = &m.gpu;
+    let s = g.stream()?;
+    let cases = [
+        // (m, n, k, blocks, bias, accumulate, f32 out)
+        (2usize, 256usize, 128usize, 1u32, false, false, false),
+        (17, 384, 640, 7, true, false, false),
+        (33, 256, 1024, 32, false, true, false),
+        (64, 512, 1536, 13, true, true, false),
+        (64, 128, 4096, 1000, false, false, true),
+        (9, 640, 192, 4, true, true, true),
+    ];
+    for (i, (mm, nn, kk, blocks, bias, acc, f32o)) in cases.into_iter().enumerate() {
+        let seed = 40 + 4 * i as u64;
+        let (xv, wv, yv, bv) = (
+            rand_vec(mm * kk, seed, 1.0),
+            rand_vec(nn * kk, seed + 1, 1.0),
+            rand_vec(mm * nn, seed + 2, 4.0),
+            rand_vec(nn, seed + 3, 2.0),
+        );
+        let wt = crate::serve::model::gpu::DTensor {
+            buf: upload_bf16(g, &wv)?,
+            shape: vec![nn, kk],
+        };
+        let (dx, db) = (upload_bf16(g, &xv)?, upload_bf16(g, &bv)?);
+        let upload_y = || -> Result<crate::cuda::device::DeviceBuffer> {
+            if f32o {
+                let d = g.alloc(mm * nn * 4)?;
+                d.copy_from_host(&yv.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())?;
+                Ok(d)
+            } else {
+                upload_bf16(g, &yv)
+            }
+        };
+        let ep = Epilogue {
+            bias,
+            accumulate: acc,
+            out_f32: f32o,
+        };
+        let pb = if bias { db.ptr } else { 0 };
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let dy = upload_y()?;
+            let Some(r) = m
+                .products
+                .skinny_on_grid(&m.k, &s, blocks, dx.ptr, &wt, pb, dy.ptr, mm, ep)
+            else {
+                eprintln!("  gemm_skinny: not run (this GPU cannot grant its shared memory)");
+                return Ok(());
+            };
+            r?;
+            s.synchronize()?;
+            runs.push(if f32o {
+                download_f32(&dy, mm * nn)?
+            } else {
+                download_bf16(&dy, mm * nn)?
+            });
+        }
+        let mut want = cpu::linear(&xv, &wv, bias.then_some(&bv[..]), mm, nn, kk);
+        if acc {
+            want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);
+        }
+        let what = format!("gemm_skinny ({mm} × {nn} × {kk}, {blocks} blocks, {ep:?})");
+        check(
+            out,
+            &what,
+            &runs[0],
+            &want,
+            "stream-K over the grid's blocks",
+        );
+        let same = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        out.push(Check {
+            name: format!("{what}: same bits twice"),
+            error: if same { 0.0 } else { 1.0 },
+            limit: 0.0,
+            note: "partial sums added in block order".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Flash attention (full d64, causal varlen d128) and paged decode attention.
@@ -424,6 +514,12 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         if heads > kvh {
             launches.push(decode_launch(64, heads, kvh, max_parts, 3 * kvh + kvh));
             launches.push(decode_launch(64, heads, kvh, max_parts, 3 * kvh + 2 * kvh));
+            // The two-stage kernel that runs where a GPU cannot grant the three stages.
+            let two = launches.len() - 1;
+            launches.push(crate::serve::model::gpu::kernels::DecodeLaunch {
+                kernel: "decode_attn_gqa2",
+                ..launches[two]
+            });
         }
         let mut got = Vec::new();
         for dl in launches {

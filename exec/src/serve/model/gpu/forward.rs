@@ -92,7 +92,7 @@ impl GpuModel {
                 cfg.vision.head_dim()
             )));
         }
-        let products = Products::new(&gpu)?;
+        let products = Products::new(&gpu, &k)?;
         let rope_inv_freq = upload_f64(
             &gpu,
             &cpu::rope_inv_freq(cfg.llm.head_dim, cfg.llm.rope_theta),

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 pub const LLAVA_SRC: &str = include_str!("../../../../../kernels/llava.cu");
 
 /// Every kernel of `kernels/llava.cu` the engine uses.
-pub const KERNELS: [&str; 23] = [
+pub const KERNELS: [&str; 25] = [
     "gemv",
+    "gemm_skinny",
     "fill_uniform",
     "zero_cols",
     "rmsnorm",
@@ -34,14 +35,16 @@ pub const KERNELS: [&str; 23] = [
     "decode_attn_short",
     "decode_attn_g1",
     "decode_attn_gqa",
+    "decode_attn_gqa2",
     "argmax_rows",
 ];
 
 /// Kernels launched as programmatic dependents on GPUs that have them (compute capability 9+):
 /// each begins with `after_predecessor` in kernels/llava.cu. The small kernels between a decode
 /// step's products, where launch latency is a large part of the time.
-pub const EARLY_LAUNCH: [&str; 11] = [
+pub const EARLY_LAUNCH: [&str; 13] = [
     "gemv",
+    "gemm_skinny",
     "rmsnorm",
     "layernorm",
     "silu_mul",
@@ -51,12 +54,26 @@ pub const EARLY_LAUNCH: [&str; 11] = [
     "decode_attn_short",
     "decode_attn_g1",
     "decode_attn_gqa",
+    "decode_attn_gqa2",
     "argmax_rows",
 ];
 
 /// Kernels whose blocks take dynamic shared memory, and how many bytes (kernels/llava.cu
-/// `DECODE_GQA_SHARED`: two stages of 64 keys' and values' rows).
-pub const DYNAMIC_SHARED: [(&str, u32); 1] = [("decode_attn_gqa", 69_632)];
+/// `<NAME>_SHARED`): three or two stages of 64 keys' and values' rows; four stages of a weight
+/// tile and the rows it multiplies.
+pub const DYNAMIC_SHARED: [(&str, u32); 3] = [
+    ("decode_attn_gqa", 104_448),
+    ("decode_attn_gqa2", 69_632),
+    ("gemm_skinny", 110_592),
+];
+
+/// Kernels whose shared memory some GPUs cannot grant (compute capability 8.6 and 8.9 give a
+/// block at most 99 KB), and what runs in their place there: decode attention with two stages
+/// under the name of the three-stage kernel, decode products on cuBLASLt alone.
+const OPTIONAL: [(&str, Option<&str>); 2] = [
+    ("decode_attn_gqa", Some("decode_attn_gqa2")),
+    ("gemm_skinny", None),
+];
 
 /// Tokens per KV block (as in the kernels).
 pub const KV_BLOCK: usize = 16;
@@ -169,6 +186,9 @@ pub struct Kernels {
     k: HashMap<&'static str, Kernel>,
     /// Blocks of `decode_attn_gqa` resident on the whole GPU at once (see [`decode_launch`]).
     pub decode_gqa_slots: usize,
+    /// Blocks of `gemm_skinny` resident on the whole GPU at once: the grid of its products
+    /// (0 where this GPU cannot run it, see `OPTIONAL`, and `get("gemm_skinny")` would panic).
+    pub skinny_blocks: usize,
     _module: Module,
 }
 
@@ -177,19 +197,38 @@ impl Kernels {
         let m = Module::load(gpu, "llava.cu", LLAVA_SRC)?;
         let mut k = HashMap::new();
         let early = gpu.info.compute_capability.0 >= 9;
-        for name in KERNELS {
+        let function = |name: &str| -> Result<Kernel> {
             let mut f = m.function(name)?;
             f.early_launch = early && EARLY_LAUNCH.contains(&name);
             if let Some(&(_, bytes)) = DYNAMIC_SHARED.iter().find(|(n, _)| *n == name) {
                 f.set_dynamic_shared(bytes)?;
             }
+            Ok(f)
+        };
+        let mut skinny_runs = true;
+        for name in KERNELS {
+            let f = match (function(name), OPTIONAL.iter().find(|o| o.0 == name)) {
+                (Ok(f), _) => f,
+                (Err(_), Some((_, Some(instead)))) => function(instead)?,
+                (Err(_), Some((_, None))) => {
+                    skinny_runs = false;
+                    continue;
+                }
+                (Err(e), None) => return Err(e),
+            };
             k.insert(name, f);
         }
-        let decode_gqa_slots =
-            gpu.info.sms as usize * k["decode_attn_gqa"].resident_blocks_per_sm(128)? as usize;
+        let sms = gpu.info.sms as usize;
+        let decode_gqa_slots = sms * k["decode_attn_gqa"].resident_blocks_per_sm(128)? as usize;
+        let skinny_blocks = if skinny_runs {
+            sms * k["gemm_skinny"].resident_blocks_per_sm(256)? as usize
+        } else {
+            0
+        };
         Ok(Kernels {
             k,
             decode_gqa_slots,
+            skinny_blocks,
             _module: m,
         })
     }
@@ -272,8 +311,8 @@ mod tests {
     #[test]
     fn decode_launches_cover_the_longest_context() {
         use super::{DecodeLaunch, decode_launch};
-        // 1,088 tokens of context: 17 partitions of 64. An H200 holds 396 blocks of
-        // decode_attn_gqa (132 SMs × 3).
+        // 1,088 tokens of context: 17 partitions of 64. A GPU that holds 396 blocks at once (an
+        // H200's 132 SMs × 3 of decode_attn_gqa2).
         let l = |kernel, heads_per_block, part, partitions, wave| DecodeLaunch {
             kernel,
             heads_per_block,
@@ -306,10 +345,10 @@ mod tests {
             // grants at most 227 KiB per block.
             assert!((48 * 1024..=227 * 1024).contains(&bytes), "{name}: {bytes}");
         }
-        assert!(LLAVA_SRC.contains(&format!(
-            "#define DECODE_GQA_SHARED {}\n",
-            super::DYNAMIC_SHARED[0].1
-        )));
+        for (name, bytes) in super::DYNAMIC_SHARED {
+            let define = format!("#define {}_SHARED {bytes}\n", name.to_uppercase());
+            assert!(LLAVA_SRC.contains(&define), "{define}");
+        }
     }
 
     #[test]
@@ -320,9 +359,15 @@ mod tests {
         for name in EARLY_LAUNCH {
             assert!(KERNELS.contains(&name), "{name}");
             let body = kernel_body(name);
-            let waits = ["after_predecessor()", "norm_rows(", "decode_attn_body<"]
-                .iter()
-                .any(|w| body.contains(w));
+            let waits = [
+                "after_predecessor()",
+                "norm_rows(",
+                "decode_attn_body<",
+                "decode_gqa_body<",
+                "skinny_body<",
+            ]
+            .iter()
+            .any(|w| body.contains(w));
             assert!(waits, "{name} does not wait for its predecessor");
         }
         assert!(
@@ -331,12 +376,24 @@ mod tests {
                 .trim_start()
                 .starts_with("after_predecessor();")
         );
-        assert!(
-            kernel_body("decode_attn_body")
-                .trim_start_matches('{')
-                .trim_start()
-                .starts_with("after_predecessor();")
-        );
+        for body in ["decode_attn_body", "decode_gqa_body"] {
+            assert!(
+                kernel_body(body)
+                    .trim_start_matches('{')
+                    .trim_start()
+                    .starts_with("after_predecessor();"),
+                "{body}"
+            );
+        }
+        // gemm_skinny requests its first weight tiles first (weights never change while
+        // serving) and waits before it reads X or writes anything.
+        let skinny = kernel_body("skinny_body");
+        let wait = skinny
+            .find("after_predecessor();")
+            .expect("skinny_body waits");
+        for after in ["load_x(start", "atomicAdd", "*y ="] {
+            assert!(skinny.find(after).is_some_and(|i| i > wait), "{after}");
+        }
     }
 
     fn nl(rows: usize, d: usize) -> (u32, u32, u32) {

@@ -27,7 +27,7 @@ pub use kernels::{
     decode_launch, flash_attn_kernel,
 };
 pub use kv_pool::KvPool;
-pub use products::{GEMV_MAX_M, ProductKey, ProductRace, SmallProducts};
+pub use products::{GEMV_MAX_M, OurProduct, ProductKey, ProductRace, SKINNY_MAX_M, SmallProducts};
 pub use qwen2_5_vl::QwenGpu;
 pub use scratch::Scratch;
 pub use served::{ServedConfig, ServedModel};

@@ -1,5 +1,6 @@
 //! The matrix products of the forward pass: cuBLASLt plans per shape (bias and residual add in
-//! its epilogue) and, for one-row products, our `gemv` kernel where it was timed faster.
+//! its epilogue) and, for decode batches, our own kernels where they were timed faster: `gemv`
+//! for one row, `gemm_skinny` for up to `SKINNY_MAX_M`.
 //! `Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ`, row-major, as a PyTorch `Linear`.
 
 use super::kernels::Kernels;
@@ -17,13 +18,52 @@ use std::collections::hash_map::Entry;
 /// `git show 9f3a3c1:exec/REPORT.md`, section 6).
 pub const GEMV_MAX_M: usize = 1;
 
-/// Which kernel runs a product of at most `GEMV_MAX_M` rows.
+/// The most rows `gemm_skinny` takes (kernels/llava.cu: four m16 tiles), and the multiples its
+/// column count and depth must be (a tile of 128 columns, k tiles of 64).
+pub const SKINNY_MAX_M: usize = 64;
+const SKINNY_N: usize = 128;
+const SKINNY_K: usize = 64;
+/// Floats of one block's slot of partial sums (kernels/llava.cu `SK_SLOT`); two slots a block.
+const SKINNY_SLOT_FLOATS: usize = 4 * 2 * 4 * 256;
+/// Column tiles the workspace counts arrivals for: products of up to 524,288 columns.
+const SKINNY_TILES: usize = 4096;
+
+/// Which of our kernels races cuBLASLt for a product of `m` rows, `n` columns and depth `k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OurProduct {
+    Gemv,
+    Skinny,
+}
+
+impl OurProduct {
+    pub fn takes(m: usize, n: usize, k: usize) -> Option<OurProduct> {
+        if m <= GEMV_MAX_M {
+            Some(OurProduct::Gemv)
+        } else if m <= SKINNY_MAX_M
+            && n.is_multiple_of(SKINNY_N)
+            && k.is_multiple_of(SKINNY_K)
+            && n / SKINNY_N <= SKINNY_TILES
+        {
+            Some(OurProduct::Skinny)
+        } else {
+            None
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            OurProduct::Gemv => "gemv",
+            OurProduct::Skinny => "gemm_skinny",
+        }
+    }
+}
+
+/// Which kernel runs a product our kernels take (`OurProduct::takes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmallProducts {
-    /// Per shape, whichever of gemv and the tuned cuBLASLt plan was faster when timed.
+    /// Per shape, whichever of ours and the tuned cuBLASLt plan was faster when timed.
     Fastest,
-    /// Always our gemv kernel (for comparison).
-    Gemv,
+    /// Always ours (for comparison).
+    Ours,
     /// Always cuBLASLt (for comparison).
     CuBlasLt,
 }
@@ -61,14 +101,25 @@ pub type ProductKey = (usize, usize, usize, Epilogue);
 /// cold L2).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProductRace {
-    pub gemv_s: f64,
+    pub ours: OurProduct,
+    pub ours_s: f64,
     pub cublaslt_s: f64,
 }
 
 impl ProductRace {
-    pub fn gemv_wins(&self) -> bool {
-        self.gemv_s < self.cublaslt_s
+    pub fn ours_wins(&self) -> bool {
+        self.ours_s < self.cublaslt_s
     }
+}
+
+/// What `gemm_skinny` needs beside its operands: one wave of blocks, a slot of partial sums
+/// for each, and the column tiles' arrival counts (zero between products: the last block of
+/// each tile resets its count). Products run on one stream at a time, as cuBLASLt's workspace
+/// already requires.
+struct SkinnyWorkspace {
+    blocks: u32,
+    part: DeviceBuffer,
+    count: DeviceBuffer,
 }
 
 /// cuBLASLt workspace of every product.
@@ -84,27 +135,47 @@ pub struct Products {
     /// Host seconds spent creating cuBLASLt plans (descriptors and heuristic queries) so far.
     planning_s: Cell<f64>,
     ws: DeviceBuffer,
+    /// None where the GPU cannot run `gemm_skinny` (`Kernels::skinny_blocks` is 0).
+    skinny: Option<SkinnyWorkspace>,
     pub small: SmallProducts,
 }
 
 impl Products {
-    pub fn new(gpu: &Gpu) -> Result<Products> {
+    pub fn new(gpu: &Gpu, k: &Kernels) -> Result<Products> {
+        let skinny = match k.skinny_blocks {
+            0 => None,
+            blocks => {
+                let count = gpu.alloc(SKINNY_TILES * 4)?;
+                count.copy_from_host(&[0; SKINNY_TILES * 4])?;
+                Some(SkinnyWorkspace {
+                    blocks: blocks.min(u32::MAX as usize) as u32,
+                    part: gpu.alloc(blocks * 2 * SKINNY_SLOT_FLOATS * 4)?,
+                    count,
+                })
+            }
+        };
         Ok(Products {
             lt: Lt::new()?,
             plans: RefCell::new(HashMap::new()),
             races: RefCell::new(HashMap::new()),
             planning_s: Cell::new(0.0),
             ws: gpu.alloc(WORKSPACE)?,
+            skinny,
             small: SmallProducts::Fastest,
         })
     }
 
+    /// Which of our kernels takes a product of this shape on this GPU.
+    fn ours(&self, m: usize, n: usize, k: usize) -> Option<OurProduct> {
+        OurProduct::takes(m, n, k).filter(|o| *o == OurProduct::Gemv || self.skinny.is_some())
+    }
+
     /// Plans for the products of a decode step of `m` rows (`weights`: each weight with its
     /// epilogue), each the fastest on this GPU of up to 16 cuBLASLt heuristic candidates and,
-    /// for m ≤ GEMV_MAX_M, of our gemv kernel (each timed from a cold L2 into scratch outputs,
-    /// so nothing the step reads changes). Called before every decode step, outside graph
-    /// capture (which cannot time): a plan made inside capture would get the heuristic's first
-    /// guess. Nothing to do once the plans exist.
+    /// where one of our kernels takes the shape, of ours (each timed from a cold L2 into scratch
+    /// outputs, so nothing the step reads changes). Called before every decode step, outside
+    /// graph capture (which cannot time): a plan made inside capture would get the heuristic's
+    /// first guess. Nothing to do once the plans exist.
     pub fn tune(
         &self,
         gpu: &Gpu,
@@ -113,17 +184,19 @@ impl Products {
         m: usize,
         weights: Vec<(&DTensor, Epilogue)>,
     ) -> Result<()> {
-        let small = m <= GEMV_MAX_M;
-        if small && self.small == SmallProducts::Gemv {
-            return Ok(());
-        }
-        let race_gemv = small && self.small == SmallProducts::Fastest;
+        let raced = |w: &DTensor| match self.small {
+            SmallProducts::Fastest => self.ours(m, w.shape[0], w.shape[1]),
+            SmallProducts::Ours | SmallProducts::CuBlasLt => None,
+        };
         let products: Vec<(&DTensor, Epilogue)> = weights
             .into_iter()
             .filter(|(w, ep)| {
                 let key = (m, w.shape[0], w.shape[1], *ep);
-                !self.plans.borrow().contains_key(&key)
-                    || (race_gemv && !self.races.borrow().contains_key(&key))
+                let ours_runs = self.small == SmallProducts::Ours
+                    && self.ours(m, w.shape[0], w.shape[1]).is_some();
+                !ours_runs
+                    && (!self.plans.borrow().contains_key(&key)
+                        || (raced(w).is_some() && !self.races.borrow().contains_key(&key)))
             })
             .collect();
         if products.is_empty() {
@@ -171,10 +244,11 @@ impl Products {
                     t
                 }
             };
-            if race_gemv {
-                let gemv_s = time(&|| gemv(k, s, x.ptr, w, b, y.ptr, ep))?;
+            if let Some(ours) = raced(w) {
+                let ours_s = time(&|| self.run_ours(ours, k, s, x.ptr, w, b, y.ptr, m, ep))?;
                 let race = ProductRace {
-                    gemv_s,
+                    ours,
+                    ours_s,
                     cublaslt_s: lt_s,
                 };
                 self.races.borrow_mut().insert(key, race);
@@ -226,17 +300,14 @@ impl Products {
             out_f32,
         };
         let key = (m, n, kk, ep);
-        let use_gemv = m <= GEMV_MAX_M
-            && match self.small {
-                SmallProducts::Gemv => true,
-                SmallProducts::CuBlasLt => false,
-                SmallProducts::Fastest => {
-                    self.races.borrow().get(&key).is_some_and(|r| r.gemv_wins())
-                }
-            };
+        let ours = self.ours(m, n, kk).filter(|_| match self.small {
+            SmallProducts::Ours => true,
+            SmallProducts::CuBlasLt => false,
+            SmallProducts::Fastest => self.races.borrow().get(&key).is_some_and(|r| r.ours_wins()),
+        });
         let bias = bias.map_or(0, |b| b.ptr());
-        if use_gemv {
-            return gemv(k, s, x, w, bias, y, ep);
+        if let Some(ours) = ours {
+            return self.run_ours(ours, k, s, x, w, bias, y, m, ep);
         }
         crate::cuda::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{kk}"))?;
         let mut plans = self.plans.borrow_mut();
@@ -251,6 +322,63 @@ impl Products {
             }
         };
         self.lt.run_with(p, x, w.ptr(), y, bias, self.ws.ptr, s)
+    }
+
+    /// The product through one of our kernels (`bias`: 0 or the address of [n] bf16).
+    #[allow(clippy::too_many_arguments)]
+    fn run_ours(
+        &self,
+        ours: OurProduct,
+        k: &Kernels,
+        s: &Stream,
+        x: u64,
+        w: &DTensor,
+        bias: u64,
+        y: u64,
+        m: usize,
+        ep: Epilogue,
+    ) -> Result<()> {
+        match (ours, &self.skinny) {
+            (OurProduct::Skinny, Some(ws)) => skinny(k, s, ws, ws.blocks, x, w, bias, y, m, ep),
+            _ => gemv(k, s, x, w, bias, y, ep),
+        }
+    }
+
+    /// `gemm_skinny` on a grid of `blocks` instead of one wave (the selftest's: the blocks'
+    /// ranges, and so which tiles are shared, change with the grid; the result must not);
+    /// None where this GPU cannot run it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn skinny_on_grid(
+        &self,
+        k: &Kernels,
+        s: &Stream,
+        blocks: u32,
+        x: u64,
+        w: &DTensor,
+        bias: u64,
+        y: u64,
+        m: usize,
+        ep: Epilogue,
+    ) -> Option<Result<()>> {
+        let ws = self.skinny.as_ref()?;
+        let (n, kk) = (w.shape[0], w.shape[1]);
+        if OurProduct::takes(m, n, kk) != Some(OurProduct::Skinny) {
+            return Some(Err(crate::error::Error::Invalid(format!(
+                "gemm_skinny does not take {m} × {n} × {kk}"
+            ))));
+        }
+        Some(skinny(
+            k,
+            s,
+            ws,
+            blocks.clamp(1, ws.blocks),
+            x,
+            w,
+            bias,
+            y,
+            m,
+            ep,
+        ))
     }
 }
 
@@ -277,6 +405,47 @@ pub fn gemv(
             256,
             s,
             &mut kargs![x, wp, bias, y, n32, k32, acc, f32o],
+        )
+    }
+}
+
+/// The product of 2…64 rows through `gemm_skinny` on `blocks` blocks (at most the workspace's;
+/// fewer where the product has fewer iterations of a column tile and a k tile than that).
+#[allow(clippy::too_many_arguments)]
+fn skinny(
+    k: &Kernels,
+    s: &Stream,
+    ws: &SkinnyWorkspace,
+    blocks: u32,
+    x: u64,
+    w: &DTensor,
+    bias: u64,
+    y: u64,
+    m: usize,
+    ep: Epilogue,
+) -> Result<()> {
+    let (n, kk) = (w.shape[0], w.shape[1]);
+    let iterations = (n / SKINNY_N) * (kk / SKINNY_K);
+    let blocks = (blocks.min(ws.blocks) as usize).min(iterations).max(1) as u32;
+    let (m32, n32, k32) = (m as u32, n as u32, kk as u32);
+    let (acc, f32o, wp, part, count) = (
+        ep.accumulate as i32,
+        ep.out_f32 as i32,
+        w.ptr(),
+        ws.part.ptr,
+        ws.count.ptr,
+    );
+    // SAFETY: gemm_skinny(X, W, bias, Y, part, count, m, n, k, accumulate, out_f32) in
+    // kernels/llava.cu: w is an [n, k] weight with n a multiple of 128 and k of 64 and at most
+    // SKINNY_TILES column tiles (OurProduct::takes), x holds m ≤ 64 rows of k bf16, y m rows of n
+    // values of the output type, bias 0 or n bf16 (the caller's contract, as for gemm); part has
+    // two slots for each of at most ws.blocks blocks and count one zeroed u32 a column tile.
+    unsafe {
+        k.get("gemm_skinny").launch(
+            blocks,
+            256,
+            s,
+            &mut kargs![x, wp, bias, y, part, count, m32, n32, k32, acc, f32o],
         )
     }
 }

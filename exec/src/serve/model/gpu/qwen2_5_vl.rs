@@ -129,7 +129,7 @@ impl QwenGpu {
             )));
         }
         Ok(QwenGpu {
-            products: Products::new(&gpu)?,
+            products: Products::new(&gpu, &k)?,
             rope_inv_freq: upload_f64(&gpu, &rope_inv_freq(cfg.llm.head_dim, cfg.llm.rope_theta))?,
             vit_inv_freq: upload_f32(
                 &gpu,
