@@ -781,10 +781,13 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
 }
 
 // Decode attention, one query token per sequence, K/V read through the block table.
-// Split over the context (flash-decoding): block (p, head, seq) covers tokens
+// Split over the context (flash-decoding): block (head, seq, p) covers tokens
 // [p·part, p·part + part), part ≤ PART, and writes an unnormalised partial result; the last
 // block of a (seq, head) to finish merges them into out (counted in `done`, zero between
-// launches: the merging block resets it) — one launch per layer instead of two.
+// launches: the merging block resets it) — one launch per layer instead of two. The partition
+// is the grid's slowest index: the grid covers the longest context, so the blocks past a
+// shorter sequence's end, which leave at once, are scheduled after every first partition
+// instead of between them (at batch 64 of Qwen2.5-VL-7B, four of five blocks).
 // Small batches take short parts, so enough blocks read the cache at once.
 // head_dim 128: a half-warp (16 lanes × 8 values) holds one key or value row; each of the 8
 // half-warps has U keys in flight. A part of at most 8·U tokens is one chunk: its values are
@@ -796,7 +799,7 @@ extern "C" __global__ void rope_kv_append(bf16* __restrict__ qkv, const int* __r
         const bf16 *__restrict__ pool, float *part_o, float *part_ml, unsigned *__restrict__ done,      \
         bf16 *__restrict__ out, u32 stride, u32 heads, u32 kv_heads, u32 max_blocks, u32 max_parts, u32 part, \
         u32 out_stride, float scale, u32 wave
-// The end of a decode-attention block (p, y, seq) whose partial results for query heads h0 …
+// The end of a decode-attention block (y, seq, p) whose partial results for query heads h0 …
 // h0 + G − 1 are written: publish them and count the block; the last of the `arrivals` (seq, y)
 // blocks to finish merges every partition's into out and resets the count.
 __device__ __forceinline__ void merge_partitions(const float* part_o, const float* part_ml, unsigned* __restrict__ done,
@@ -805,7 +808,7 @@ __device__ __forceinline__ void merge_partitions(const float* part_o, const floa
     __shared__ bool merge;
     __threadfence();
     __syncthreads();
-    unsigned* counter = &done[(u64)b * gridDim.y + blockIdx.y];
+    unsigned* counter = &done[(u64)b * gridDim.x + blockIdx.x];
     if (threadIdx.x == 0) merge = atomicAdd(counter, 1u) == arrivals - 1;
     __syncthreads();
     if (!merge) return;
@@ -840,7 +843,7 @@ __device__ __forceinline__ void merge_partitions(const float* part_o, const floa
     if (threadIdx.x == 0) *counter = 0;
 }
 
-// Block (p, y, seq) serves query heads y·G … y·G + G − 1, which share one KV head: G = 1 (a
+// Block (y, seq, p) serves query heads y·G … y·G + G − 1, which share one KV head: G = 1 (a
 // block per query head: the most blocks, for small batches) or G = heads / kv_heads (GQA's
 // whole group: each key and value row read once for all of them, for large batches).
 template <int U, int G>
@@ -848,7 +851,7 @@ __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
     after_predecessor();
     __shared__ float sc[G][PART];
     __shared__ float red[8][128];
-    const int p = blockIdx.x, b = blockIdx.z, h0 = blockIdx.y * G, kvh = h0 / (heads / kv_heads);
+    const int p = blockIdx.z, b = blockIdx.y, h0 = blockIdx.x * G, kvh = h0 / (heads / kv_heads);
     const int len = ctx[b];
     // Partial result q of query head h of this sequence.
     auto slot = [&](int h, int q) { return ((u64)b * heads + h) * max_parts + q; };
@@ -967,7 +970,7 @@ __device__ __forceinline__ void decode_attn_body(DECODE_ATTN_ARGS) {
             if (threadIdx.x == 0) { part_ml[idx * 2] = mx[g]; part_ml[idx * 2 + 1] = sum[g]; }
         }
     }
-    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part, out_stride, b, h0, G, len, gridDim.x);
+    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part, out_stride, b, h0, G, len, gridDim.z);
 }
 
 // Short parts (≤ 64 tokens, small batches): a block per query head, one chunk, keys and values
@@ -986,7 +989,7 @@ extern "C" __global__ void __launch_bounds__(128) decode_attn_g1(DECODE_ATTN_ARG
 #define DECODE_ATTN_GQA_SHARED 104448
 #define DECODE_ATTN_GQA2_SHARED 69632
 // Long parts of a grouped-query decoder (G = heads / kv_heads ≤ 16: Qwen2.5-VL-7B 7, -3B and
-// -72B 8, -32B 5), on tensor cores: block (p, kv head, seq) attends the group's G query heads,
+// -72B 8, -32B 5), on tensor cores: block (kv head, seq, p) attends the group's G query heads,
 // the rows of one m16 tile (rows past G zero), to partition p of its sequence's context
 // (part_len below). The block copies tiles of 64 keys
 // and values through the block table into shared memory (cp.async, STAGES − 1 tiles of 32 KB in
@@ -1012,7 +1015,7 @@ __device__ __forceinline__ void decode_gqa_body(DECODE_ATTN_ARGS) {
     __shared__ float wm[4][16], wl[4][16];
     static_assert(2 * TILE * LD * 2 >= 4 * 16 * D * 4, "the warps' results fit one stage");
     const int G = heads / kv_heads;
-    const int p = blockIdx.x, b = blockIdx.z, kvh = blockIdx.y, h0 = kvh * G;
+    const int p = blockIdx.z, b = blockIdx.y, kvh = blockIdx.x, h0 = kvh * G;
     // Partitions of one length for the whole step, as long as one wave of `wave` resident blocks
     // takes the step's context in once each sequence's last, partial partition has its own
     // block: a long partition costs its pipeline's start and its merge once, and the length
@@ -1025,13 +1028,13 @@ __device__ __forceinline__ void decode_gqa_body(DECODE_ATTN_ARGS) {
     __shared__ u32 step_tokens;
     if (threadIdx.x < 32) {
         u32 t = 0;
-        for (u32 i = threadIdx.x; i < gridDim.z; i += 32) t += ctx[i];
+        for (u32 i = threadIdx.x; i < gridDim.y; i += 32) t += ctx[i];
         for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
         if (threadIdx.x == 0) step_tokens = t;
     }
     __syncthreads();
     const int len = ctx[b];
-    const u32 tails = gridDim.z * kv_heads, budget = wave > tails ? wave - tails : 1u;
+    const u32 tails = gridDim.y * kv_heads, budget = wave > tails ? wave - tails : 1u;
     const u32 per_block = (u32)(((u64)step_tokens * kv_heads + budget - 1) / budget);
     const u32 part_len = max(part, (per_block + TILE - 1) / TILE * TILE);
     // A sequence of length 0 (batch padding) keeps one block, whose merge writes its zeros.
@@ -1315,15 +1318,25 @@ __device__ __forceinline__ void skinny_body(const bf16* __restrict__ X, const bf
                                             int accumulate, int out_f32) {
     extern __shared__ __align__(16) unsigned char skinny_smem[];
     __shared__ int last;
-    bf16* Ws = (bf16*)skinny_smem;                // [SK_STAGES][SK_BN][SK_LD]
+    bf16* Ws = (bf16*)skinny_smem;                 // [SK_STAGES][SK_BN][SK_LD]
     bf16* Xs = Ws + SK_STAGES * SK_BN * SK_LD;  // [SK_STAGES][64][SK_LD]
-    const u64 kt = k / SK_BK, total = (u64)(n / SK_BN) * kt, G = gridDim.x, c = blockIdx.x;
+    const u32 kt = k / SK_BK;
+    const u64 total = (u64)(n / SK_BN) * kt, G = gridDim.x, c = blockIdx.x;
     const u64 start = c * total / G, end = (c + 1) * total / G;
+    const u32 len = (u32)(end - start);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
-
+    // An iteration is (column tile, k tile); positions advance one k tile at a time (no 64-bit
+    // division in the loop: at a few iterations a block, the loop's own arithmetic showed).
+    struct Pos {
+        u32 tile, kk;
+    };
+    const Pos first = {(u32)(start / kt), (u32)(start % kt)};
+    auto advance = [&](Pos& p) {
+        if (++p.kk == kt) p.kk = 0, p.tile++;
+    };
     // 128 rows of 8 vectors: 4 a thread, 8 threads a row's 128 bytes.
-    auto load_w = [&](u64 it, int st) {
-        const bf16* src = W + (it / kt) * SK_BN * (u64)k + (it % kt) * SK_BK;
+    auto load_w = [&](Pos p, int st) {
+        const bf16* src = W + (u64)p.tile * SK_BN * k + p.kk * SK_BK;
         bf16* dst = Ws + st * SK_BN * SK_LD;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -1331,22 +1344,28 @@ __device__ __forceinline__ void skinny_body(const bf16* __restrict__ X, const bf
             cp_async16(dst + r * SK_LD + cv * 8, src + (u64)r * k + cv * 8);
         }
     };
-    auto load_x = [&](u64 it, int st) {
-        const bf16* src = X + (it % kt) * SK_BK;
+    auto load_x = [&](Pos p, int st) {
+        const bf16* src = X + p.kk * SK_BK;
         bf16* dst = Xs + st * 64 * SK_LD;
+#pragma unroll
         for (int v = tid; v < MT * 16 * 8; v += 256) {
             const int r = v >> 3, cv = v & 7;
             const bool live = (u32)r < m;
             cp_async16_zfill(dst + r * SK_LD + cv * 8, src + (u64)(live ? r : 0) * k + cv * 8, live);
         }
     };
-#pragma unroll
-    for (int s = 0; s < SK_STAGES - 1; s++)
-        if (start + s < end) load_w(start + s, s);
-    after_predecessor();
+    Pos ld = first;
 #pragma unroll
     for (int s = 0; s < SK_STAGES - 1; s++) {
-        if (start + s < end) load_x(start + s, s);
+        if ((u32)s < len) load_w(ld, s);
+        advance(ld);
+    }
+    after_predecessor();
+    ld = first;
+#pragma unroll
+    for (int s = 0; s < SK_STAGES - 1; s++) {
+        if ((u32)s < len) load_x(ld, s);
+        advance(ld);
         cp_async_commit();
     }
 
@@ -1359,17 +1378,17 @@ __device__ __forceinline__ void skinny_body(const bf16* __restrict__ X, const bf
     };
     clear();
     const int mi = lane >> 3, mr = lane & 7;
-    for (u64 it = start; it < end; it++) {
-        const int st = (int)((it - start) % SK_STAGES);
+    Pos cur = first;
+    for (u32 i = 0, st = 0; i < len; i++, advance(cur), st = st + 1 == SK_STAGES ? 0 : st + 1) {
         cp_async_wait<SK_STAGES - 2>();
         __syncthreads();
-        // The stage read in the previous iteration, which every warp has finished.
-        const u64 nx = it + SK_STAGES - 1;
-        if (nx < end) {
-            const int ns = (int)((nx - start) % SK_STAGES);
-            load_w(nx, ns);
-            load_x(nx, ns);
+        // Into the stage read in the previous iteration, which every warp has finished.
+        if (i + SK_STAGES - 1 < len) {
+            const int ns = st == 0 ? SK_STAGES - 1 : st - 1;
+            load_w(ld, ns);
+            load_x(ld, ns);
         }
+        advance(ld);
         cp_async_commit();
         // B fragments as decode/prefill attention reads K: matrix mi of lane (n row mr, k 0/8 of
         // k16 step kk, then of kk + 1). A fragments: rows lane % 16, k + 8·(lane / 16).
@@ -1392,12 +1411,12 @@ __device__ __forceinline__ void skinny_body(const bf16* __restrict__ X, const bf
                 }
             }
         }
-        if ((it + 1) % kt != 0 && it + 1 != end) continue;
+        if (cur.kk + 1 != kt && i + 1 != len) continue;
         // The end of this block's share of column tile `tile`.
-        const u64 tile = it / kt, t0 = tile * kt;
+        const u64 tile = cur.tile, t0 = tile * kt;
         if (start > t0 || end < t0 + kt) {
-            const u64 first = skinny_owner(t0, total, G), lastc = skinny_owner(t0 + kt - 1, total, G);
-            float4* mine = (float4*)(part + (c * 2 + (start / kt == tile ? 0 : 1)) * SK_SLOT);
+            const u64 firstb = skinny_owner(t0, total, G), lastb = skinny_owner(t0 + kt - 1, total, G);
+            float4* mine = (float4*)(part + (c * 2 + (first.tile == tile ? 0 : 1)) * SK_SLOT);
 #pragma unroll
             for (int t = 0; t < MT; t++)
 #pragma unroll
@@ -1406,7 +1425,7 @@ __device__ __forceinline__ void skinny_body(const bf16* __restrict__ X, const bf
             __threadfence();
             __syncthreads();
             if (tid == 0) {
-                last = atomicAdd(&count[tile], 1u) == (u32)(lastc - first);
+                last = atomicAdd(&count[tile], 1u) == (u32)(lastb - firstb);
                 if (last) count[tile] = 0;
             }
             __syncthreads();
@@ -1416,16 +1435,33 @@ __device__ __forceinline__ void skinny_body(const bf16* __restrict__ X, const bf
             }
             __threadfence();
             clear();
-            for (u64 b = first; b <= lastc; b++) {
-                const u64 slot = b * 2 + ((b * total / G) / kt == tile ? 0 : 1);
-                const float4* p = (const float4*)(part + slot * SK_SLOT);
+            // 4 / MT slots' loads in flight at a time (what the registers hold), added in block
+            // order.
+            constexpr int Q = 4 / MT;
+            for (u64 b0 = firstb; b0 <= lastb; b0 += Q) {
+                float4 v[Q][MT][2];
 #pragma unroll
-                for (int t = 0; t < MT; t++)
+                for (int q = 0; q < Q; q++) {
+                    const u64 b = b0 + q;
+                    if (b > lastb) break;
+                    const u64 slot = b * 2 + ((b * total / G) / kt == tile ? 0 : 1);
+                    const float4* p = (const float4*)(part + slot * SK_SLOT);
 #pragma unroll
-                    for (int j = 0; j < 2; j++) {
-                        const float4 v = __ldcg(p + (t * 2 + j) * 256 + tid);
-                        acc[t][j][0] += v.x, acc[t][j][1] += v.y, acc[t][j][2] += v.z, acc[t][j][3] += v.w;
-                    }
+                    for (int t = 0; t < MT; t++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++) v[q][t][j] = __ldcg(p + (t * 2 + j) * 256 + tid);
+                }
+#pragma unroll
+                for (int q = 0; q < Q; q++) {
+                    if (b0 + q > lastb) break;
+#pragma unroll
+                    for (int t = 0; t < MT; t++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++) {
+                            acc[t][j][0] += v[q][t][j].x, acc[t][j][1] += v[q][t][j].y;
+                            acc[t][j][2] += v[q][t][j].z, acc[t][j][3] += v[q][t][j].w;
+                        }
+                }
             }
         }
         // Lane (g, tq) holds rows t·16 + g (+ 8) and columns … + j·8 + 2·tq, + 1.

@@ -551,7 +551,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                 // max_blocks·16 bounds; all alive until the synchronize.
                 unsafe {
                     m.k.get(dl.kernel).launch3(
-                        (dl.partitions as u32, (heads / dl.heads_per_block) as u32, 3),
+                        ((heads / dl.heads_per_block) as u32, 3, dl.partitions as u32),
                         128,
                         &s,
                         &mut kargs![

@@ -573,10 +573,10 @@ impl DecoderPass<'_> {
                     // (checked at load); no partition index reaches max_parts; po / pml /
                     // done were sized for n × heads × max_parts (decoder_buffers), tables and ctx
                     // hold n × max_blocks and n i32 (the caller's Attn::Decode), `layer` is one
-                    // layer of `pool`. A block per (partition, G query heads, sequence).
+                    // layer of `pool`. A block per (G query heads, sequence, partition).
                     unsafe {
                         kernel.launch3(
-                            (launched, head_blocks, n32),
+                            (head_blocks, n32, launched),
                             128,
                             s,
                             &mut kargs![
