@@ -180,6 +180,90 @@ impl Lt {
         Ok(p)
     }
 
+    /// Add to the plan's candidates the heuristic's again with their k split in 2…16 parts,
+    /// where the algorithm can split and the split fits the workspace: for a decode batch's
+    /// products (M ≤ 64), whose output has too few tiles to occupy every SM, the heuristic's own
+    /// candidates read the weights at 45–72 % of the copy rate on an H200
+    /// (exec/results/2026-12-04-h200-qwen-product-kernels/). Only for plans that are then timed
+    /// (`choose_fastest`): a variant is a guess until then. Reductions in place (the output
+    /// buffer, ordered by counters) or in the compute type in the workspace: both add the parts
+    /// in a fixed order. Returns how many were added.
+    pub fn add_split_k_variants(&self, p: &mut Plan) -> usize {
+        let extra = self.split_k_variants(p);
+        p.algos.extend_from_slice(&extra);
+        extra.len()
+    }
+
+    fn split_k_variants(&self, p: &Plan) -> Vec<lt::cublasLtMatmulAlgo_t> {
+        use lt::cublasLtMatmulAlgoCapAttributes_t as Cap;
+        use lt::cublasLtMatmulAlgoConfigAttributes_t as Config;
+        const SPLITS: [u32; 4] = [2, 4, 8, 16];
+        // cublasLtReductionScheme_t: INPLACE = 1, COMPUTE_TYPE = 2.
+        const SCHEMES: [u32; 2] = [1, 2];
+        let mut out = Vec::new();
+        for base in &p.algos {
+            let (mut splits_ok, mut mask, mut written) = (0i32, 0u32, 0usize);
+            // SAFETY: `base` is an algorithm the heuristic returned; each buffer is the size
+            // passed for it.
+            let known = unsafe {
+                lt::cublasLtMatmulAlgoCapGetAttribute(
+                    base,
+                    Cap::CUBLASLT_ALGO_CAP_SPLITK_SUPPORT,
+                    &mut splits_ok as *mut i32 as *mut c_void,
+                    4,
+                    &mut written,
+                ) == cublasStatus_t::CUBLAS_STATUS_SUCCESS
+                    && lt::cublasLtMatmulAlgoCapGetAttribute(
+                        base,
+                        Cap::CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK,
+                        &mut mask as *mut u32 as *mut c_void,
+                        4,
+                        &mut written,
+                    ) == cublasStatus_t::CUBLAS_STATUS_SUCCESS
+            };
+            if !known || splits_ok == 0 {
+                continue;
+            }
+            for split in SPLITS.into_iter().filter(|&s| p.k >= 256 * s as usize) {
+                for scheme in SCHEMES.into_iter().filter(|&r| mask & r != 0) {
+                    let mut algo = *base;
+                    // SAFETY: as above; `algo` is a copy owned here, and AlgoCheck reads the
+                    // plan's descriptors, alive in `p`.
+                    let usable = unsafe {
+                        let mut r: lt::cublasLtMatmulHeuristicResult_t = std::mem::zeroed();
+                        lt::cublasLtMatmulAlgoConfigSetAttribute(
+                            &mut algo,
+                            Config::CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
+                            &split as *const u32 as *const c_void,
+                            4,
+                        ) == cublasStatus_t::CUBLAS_STATUS_SUCCESS
+                            && lt::cublasLtMatmulAlgoConfigSetAttribute(
+                                &mut algo,
+                                Config::CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                &scheme as *const u32 as *const c_void,
+                                4,
+                            ) == cublasStatus_t::CUBLAS_STATUS_SUCCESS
+                            && lt::cublasLtMatmulAlgoCheck(
+                                self.handle,
+                                p.desc,
+                                p.a,
+                                p.b,
+                                p.c,
+                                p.c,
+                                &algo,
+                                &mut r,
+                            ) == cublasStatus_t::CUBLAS_STATUS_SUCCESS
+                            && r.workspaceSize <= p.workspace
+                    };
+                    if usable {
+                        out.push(algo);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Queue Y = X·Wᵀ on `s`. Pointers are device addresses of bf16 data; `ws` a workspace of at
     /// least `plan.workspace` bytes. The stream's context must be current.
     pub fn run(&self, p: &Plan, x: u64, w: u64, y: u64, ws: u64, s: &Stream) -> Result<()> {
@@ -280,6 +364,25 @@ impl Plan {
     /// How many candidate algorithms the heuristic returned.
     pub fn candidates(&self) -> usize {
         self.algos.len()
+    }
+    /// Parts the chosen candidate splits k into (1: not split).
+    pub fn chosen_split_k(&self) -> u32 {
+        let (mut split, mut written) = (1u32, 0usize);
+        // SAFETY: the chosen algorithm is a valid cublasLtMatmulAlgo_t; the buffer is 4 bytes.
+        let st = unsafe {
+            lt::cublasLtMatmulAlgoConfigGetAttribute(
+                &self.algos[self.chosen],
+                lt::cublasLtMatmulAlgoConfigAttributes_t::CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
+                &mut split as *mut u32 as *mut c_void,
+                4,
+                &mut written,
+            )
+        };
+        if st == cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            split.max(1)
+        } else {
+            1
+        }
     }
     /// Use candidate `i` from now on.
     pub fn choose(&mut self, i: usize) {

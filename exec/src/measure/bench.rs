@@ -335,14 +335,16 @@ pub fn bench_table(name: &str, layers: usize, device: &str, report: &BenchReport
         );
     }
     if !report.products.is_empty() {
-        s += "\ndecode products, each timed alone from a cold L2 (µs, median of 5; the engine runs the faster):\n\n| m × n × k | our kernel | ours | cuBLASLt (tuned) | floor | faster |\n|---|---|---|---|---|---|\n";
+        s += "\ndecode products, each timed alone from a cold L2 (µs, median of 5; the engine runs the faster):\n\n| m × n × k | our kernel | ours | cuBLASLt (tuned) | its candidates | its k split | floor | faster |\n|---|---|---|---|---|---|---|---|\n";
         for p in &report.products {
             let (m, n, k) = p.shape;
             s += &format!(
-                "| {m} × {n} × {k} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+                "| {m} × {n} × {k} | {} | {:.1} | {:.1} | {} | {} | {:.1} | {} |\n",
                 p.race.ours.name(),
                 p.race.ours_s * 1e6,
                 p.race.cublaslt_s * 1e6,
+                p.race.cublaslt_candidates,
+                p.race.cublaslt_split_k,
                 p.floor_s * 1e6,
                 if p.race.ours_wins() {
                     p.race.ours.name()
@@ -655,6 +657,8 @@ mod tests {
                     ours: crate::serve::model::gpu::OurProduct::Gemv,
                     ours_s: 14e-6,
                     cublaslt_s: 15e-6,
+                    cublaslt_candidates: 20,
+                    cublaslt_split_k: 2,
                 },
                 floor_s: 4096.0 * 4096.0 * 2.0 / 3e12,
             }],
@@ -667,7 +671,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("| 1 × 4096 × 4096 | gemv | 14.0 | 15.0 | 11.2 | gemv |"),
+            t.contains("| 1 × 4096 × 4096 | gemv | 14.0 | 15.0 | 20 | 2 | 11.2 | gemv |"),
             "{t}"
         );
     }

@@ -104,6 +104,9 @@ pub struct ProductRace {
     pub ours: OurProduct,
     pub ours_s: f64,
     pub cublaslt_s: f64,
+    /// cuBLASLt's fastest candidate: how many were timed, and the parts it splits k into.
+    pub cublaslt_candidates: usize,
+    pub cublaslt_split_k: u32,
 }
 
 impl ProductRace {
@@ -171,7 +174,8 @@ impl Products {
     }
 
     /// Plans for the products of a decode step of `m` rows (`weights`: each weight with its
-    /// epilogue), each the fastest on this GPU of up to 16 cuBLASLt heuristic candidates and,
+    /// epilogue), each the fastest on this GPU of up to 16 cuBLASLt heuristic candidates (and
+    /// their split-k variants, `Lt::add_split_k_variants`) and,
     /// where one of our kernels takes the shape, of ours (each timed from a cold L2 into scratch
     /// outputs, so nothing the step reads changes). Called before every decode step, outside
     /// graph capture (which cannot time): a plan made inside capture would get the heuristic's
@@ -235,21 +239,28 @@ impl Products {
                 self.lt
                     .run_with(p, x.ptr, w.ptr(), y.ptr, b, self.ws.ptr, s)
             };
-            let lt_s = match self.plans.borrow_mut().entry(key) {
-                Entry::Occupied(e) => time(&|| run_lt(e.get()))?,
-                Entry::Vacant(v) => {
-                    let mut p = self.lt.plan_with(m, n, kk, WORKSPACE, 16, ep)?;
-                    let (t, _) = p.choose_fastest(|p| time(&|| run_lt(p)))?;
-                    v.insert(p);
-                    t
-                }
-            };
+            let (lt_s, cublaslt_candidates, cublaslt_split_k) =
+                match self.plans.borrow_mut().entry(key) {
+                    Entry::Occupied(e) => {
+                        let p = e.get();
+                        (time(&|| run_lt(p))?, p.candidates(), p.chosen_split_k())
+                    }
+                    Entry::Vacant(v) => {
+                        let mut p = self.lt.plan_with(m, n, kk, WORKSPACE, 16, ep)?;
+                        self.lt.add_split_k_variants(&mut p);
+                        let (t, _) = p.choose_fastest(|p| time(&|| run_lt(p)))?;
+                        let p = v.insert(p);
+                        (t, p.candidates(), p.chosen_split_k())
+                    }
+                };
             if let Some(ours) = raced(w) {
                 let ours_s = time(&|| self.run_ours(ours, k, s, x.ptr, w, b, y.ptr, m, ep))?;
                 let race = ProductRace {
                     ours,
                     ours_s,
                     cublaslt_s: lt_s,
+                    cublaslt_candidates,
+                    cublaslt_split_k,
                 };
                 self.races.borrow_mut().insert(key, race);
             }
