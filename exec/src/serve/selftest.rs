@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::kargs;
 use crate::serve::engine::{Engine, EngineConfig, EventKind, Request};
 use crate::serve::model::cpu;
-use crate::serve::model::gpu::products::gemv;
+use crate::serve::model::gpu::products::{Operands, gemv};
 use crate::serve::model::gpu::{
     Attn, DecoderPass, FLASH_ROWS, GpuModel, KV_BLOCK, KvPool, QwenGpu, Scratch, ServedModel,
     TokenInputs, download_bf16, download_f32, download_i32, upload_bf16, upload_f64, upload_i32,
@@ -318,7 +318,15 @@ fn kernels(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         bias: true,
         ..Default::default()
     };
-    gemv(&m.k, &s, dxv.ptr, &wt, dbv.ptr, dyv.ptr, acc)?;
+    let p = Operands {
+        x: dxv.ptr,
+        w: &wt,
+        bias: dbv.ptr,
+        y: dyv.ptr,
+        m: mm,
+        ep: acc,
+    };
+    gemv(&m.k, &s, &p)?;
     s.synchronize()?;
     let mut want = cpu::linear(&xv, &wv, Some(&bv), mm, nn, kk);
     want.iter_mut().zip(&yv).for_each(|(a, b)| *a += b);
@@ -381,10 +389,15 @@ fn skinny_products(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         let mut runs = Vec::new();
         for _ in 0..2 {
             let dy = upload_y()?;
-            let Some(r) = m
-                .products
-                .skinny_on_grid(&m.k, &s, blocks, dx.ptr, &wt, pb, dy.ptr, mm, ep)
-            else {
+            let p = Operands {
+                x: dx.ptr,
+                w: &wt,
+                bias: pb,
+                y: dy.ptr,
+                m: mm,
+                ep,
+            };
+            let Some(r) = m.products.skinny_on_grid(&m.k, &s, blocks, &p) else {
                 eprintln!("  gemm_skinny: not run (this GPU cannot grant its shared memory)");
                 return Ok(());
             };

@@ -254,7 +254,15 @@ impl Products {
                     }
                 };
             if let Some(ours) = raced(w) {
-                let ours_s = time(&|| self.run_ours(ours, k, s, x.ptr, w, b, y.ptr, m, ep))?;
+                let p = Operands {
+                    x: x.ptr,
+                    w,
+                    bias: b,
+                    y: y.ptr,
+                    m,
+                    ep,
+                };
+                let ours_s = time(&|| self.run_ours(ours, k, s, &p))?;
                 let race = ProductRace {
                     ours,
                     ours_s,
@@ -318,7 +326,15 @@ impl Products {
         });
         let bias = bias.map_or(0, |b| b.ptr());
         if let Some(ours) = ours {
-            return self.run_ours(ours, k, s, x, w, bias, y, m, ep);
+            let p = Operands {
+                x,
+                w,
+                bias,
+                y,
+                m,
+                ep,
+            };
+            return self.run_ours(ours, k, s, &p);
         }
         crate::cuda::timeline::mark(s, || format!("cuBLASLt {m}×{n}×{kk}"))?;
         let mut plans = self.plans.borrow_mut();
@@ -335,81 +351,59 @@ impl Products {
         self.lt.run_with(p, x, w.ptr(), y, bias, self.ws.ptr, s)
     }
 
-    /// The product through one of our kernels (`bias`: 0 or the address of [n] bf16).
-    #[allow(clippy::too_many_arguments)]
-    fn run_ours(
-        &self,
-        ours: OurProduct,
-        k: &Kernels,
-        s: &Stream,
-        x: u64,
-        w: &DTensor,
-        bias: u64,
-        y: u64,
-        m: usize,
-        ep: Epilogue,
-    ) -> Result<()> {
+    /// The product through one of our kernels.
+    fn run_ours(&self, ours: OurProduct, k: &Kernels, s: &Stream, p: &Operands) -> Result<()> {
         match (ours, &self.skinny) {
-            (OurProduct::Skinny, Some(ws)) => skinny(k, s, ws, ws.blocks, x, w, bias, y, m, ep),
-            _ => gemv(k, s, x, w, bias, y, ep),
+            (OurProduct::Skinny, Some(ws)) => skinny(k, s, ws, ws.blocks, p),
+            _ => gemv(k, s, p),
         }
     }
 
     /// `gemm_skinny` on a grid of `blocks` instead of one wave (the selftest's: the blocks'
     /// ranges, and so which tiles are shared, change with the grid; the result must not);
     /// None where this GPU cannot run it.
-    #[allow(clippy::too_many_arguments)]
     pub fn skinny_on_grid(
         &self,
         k: &Kernels,
         s: &Stream,
         blocks: u32,
-        x: u64,
-        w: &DTensor,
-        bias: u64,
-        y: u64,
-        m: usize,
-        ep: Epilogue,
+        p: &Operands,
     ) -> Option<Result<()>> {
         let ws = self.skinny.as_ref()?;
-        let (n, kk) = (w.shape[0], w.shape[1]);
-        if OurProduct::takes(m, n, kk) != Some(OurProduct::Skinny) {
+        let (n, kk) = (p.w.shape[0], p.w.shape[1]);
+        if OurProduct::takes(p.m, n, kk) != Some(OurProduct::Skinny) {
             return Some(Err(crate::error::Error::Invalid(format!(
-                "gemm_skinny does not take {m} × {n} × {kk}"
+                "gemm_skinny does not take {} × {n} × {kk}",
+                p.m
             ))));
         }
-        Some(skinny(
-            k,
-            s,
-            ws,
-            blocks.clamp(1, ws.blocks),
-            x,
-            w,
-            bias,
-            y,
-            m,
-            ep,
-        ))
+        Some(skinny(k, s, ws, blocks.clamp(1, ws.blocks), p))
     }
 }
 
-/// The product of one row X[k] through our gemv kernel, plus `bias` (0: none; else [n] bf16).
-pub fn gemv(
-    k: &Kernels,
-    s: &Stream,
-    x: u64,
-    w: &DTensor,
-    bias: u64,
-    y: u64,
-    ep: Epilogue,
-) -> Result<()> {
-    let (n, kk) = (w.shape[0], w.shape[1]);
+/// The operands of one product `Y[m, n] (= or +=) X[m, k] · W[n, k]ᵀ (+ bias)`: device
+/// addresses of X (m rows of k bf16), Y (m rows of n values of the epilogue's output type) and
+/// the bias (0: none; else n bf16).
+#[derive(Clone, Copy)]
+pub struct Operands<'a> {
+    pub x: u64,
+    pub w: &'a DTensor,
+    pub bias: u64,
+    pub y: u64,
+    pub m: usize,
+    pub ep: Epilogue,
+}
+
+/// The product of one row through our gemv kernel.
+pub fn gemv(k: &Kernels, s: &Stream, p: &Operands) -> Result<()> {
+    let (n, kk) = (p.w.shape[0], p.w.shape[1]);
     let (n32, k32) = (n as u32, kk as u32);
-    let (acc, f32o, wp) = (ep.accumulate as i32, ep.out_f32 as i32, w.ptr());
+    let (x, wp, bias, y) = (p.x, p.w.ptr(), p.bias, p.y);
+    let (acc, f32o) = (p.ep.accumulate as i32, p.ep.out_f32 as i32);
     let blocks = n.div_ceil(2).div_ceil(8) as u32; // 8 warps of 2 rows per block
     // SAFETY: gemv(X, W, bias, Y, N, K, accumulate, out_f32): w is an [n, k] weight, x holds k
-    // bf16, bias 0 or n bf16, and y n values of the output type (the caller's contract, as for
-    // gemm); 8 warps of 2 rows a block cover the n rows.
+    // bf16, bias 0 or n bf16, and y n values of the output type (the caller's contract,
+    // `Operands`); 8 warps of 2 rows a block cover the n rows.
     unsafe {
         k.get("gemv").launch(
             blocks,
@@ -422,35 +416,19 @@ pub fn gemv(
 
 /// The product of 2…64 rows through `gemm_skinny` on `blocks` blocks (at most the workspace's;
 /// fewer where the product has fewer iterations of a column tile and a k tile than that).
-#[allow(clippy::too_many_arguments)]
-fn skinny(
-    k: &Kernels,
-    s: &Stream,
-    ws: &SkinnyWorkspace,
-    blocks: u32,
-    x: u64,
-    w: &DTensor,
-    bias: u64,
-    y: u64,
-    m: usize,
-    ep: Epilogue,
-) -> Result<()> {
-    let (n, kk) = (w.shape[0], w.shape[1]);
+fn skinny(k: &Kernels, s: &Stream, ws: &SkinnyWorkspace, blocks: u32, p: &Operands) -> Result<()> {
+    let (n, kk) = (p.w.shape[0], p.w.shape[1]);
     let iterations = (n / SKINNY_N) * (kk / SKINNY_K);
     let blocks = (blocks.min(ws.blocks) as usize).min(iterations).max(1) as u32;
-    let (m32, n32, k32) = (m as u32, n as u32, kk as u32);
-    let (acc, f32o, wp, part, count) = (
-        ep.accumulate as i32,
-        ep.out_f32 as i32,
-        w.ptr(),
-        ws.part.ptr,
-        ws.count.ptr,
-    );
+    let (m32, n32, k32) = (p.m as u32, n as u32, kk as u32);
+    let (x, wp, bias, y) = (p.x, p.w.ptr(), p.bias, p.y);
+    let (acc, f32o) = (p.ep.accumulate as i32, p.ep.out_f32 as i32);
+    let (part, count) = (ws.part.ptr, ws.count.ptr);
     // SAFETY: gemm_skinny(X, W, bias, Y, part, count, m, n, k, accumulate, out_f32) in
     // kernels/llava.cu: w is an [n, k] weight with n a multiple of 128 and k of 64 and at most
-    // SKINNY_TILES column tiles (OurProduct::takes), x holds m ≤ 64 rows of k bf16, y m rows of n
-    // values of the output type, bias 0 or n bf16 (the caller's contract, as for gemm); part has
-    // two slots for each of at most ws.blocks blocks and count one zeroed u32 a column tile.
+    // SKINNY_TILES column tiles (OurProduct::takes), x, y and bias as `Operands` says with
+    // m ≤ 64; part has two slots for each of at most ws.blocks blocks and count one zeroed u32
+    // a column tile.
     unsafe {
         k.get("gemm_skinny").launch(
             blocks,
