@@ -1042,8 +1042,14 @@ __device__ __forceinline__ void decode_gqa_body(DECODE_ATTN_ARGS) {
     if (p >= parts) return;
     const int start = p * part_len;
     const u64 slot0 = ((u64)b * heads + h0) * max_parts + p;  // head h0 + g: + g·max_parts
+    // A sequence in one partition (every sequence of a large batch, whose partitions are
+    // sized to the step) is written by its block alone: no partial results, no merge. The
+    // values are the merge's own: o·(1/l) of the one partition, zeros where there was no key.
+    bf16* out_row = out + (u64)b * out_stride + (u64)h0 * 128;
     if (start >= len) {
-        if (threadIdx.x < G) {
+        if (parts == 1) {
+            for (int h = 0; h < G; h++) out_row[h * 128 + threadIdx.x] = 0;
+        } else if (threadIdx.x < G) {
             part_ml[(slot0 + threadIdx.x * max_parts) * 2] = NEG_INF;
             part_ml[(slot0 + threadIdx.x * max_parts) * 2 + 1] = 0.f;
         }
@@ -1156,6 +1162,10 @@ __device__ __forceinline__ void decode_gqa_body(DECODE_ATTN_ARGS) {
                 sum += wl[w][h] * c;
                 acc += wo[(w * 16 + h) * D + d] * c;
             }
+            if (parts == 1) {
+                out_row[h * 128 + d] = to_bf(acc * (sum > 0.f ? 1.f / sum : 0.f));
+                continue;
+            }
             const u64 idx = slot0 + (u64)h * max_parts;
             part_o[idx * 128 + d] = acc;
             if (d == 0) {
@@ -1164,7 +1174,8 @@ __device__ __forceinline__ void decode_gqa_body(DECODE_ATTN_ARGS) {
             }
         }
     }
-    merge_partitions(part_o, part_ml, done, out, heads, max_parts, part_len, out_stride, b, h0, G, len, parts);
+    if (parts > 1)
+        merge_partitions(part_o, part_ml, done, out, heads, max_parts, part_len, out_stride, b, h0, G, len, parts);
 }
 
 extern "C" __global__ void __launch_bounds__(128) decode_attn_gqa(DECODE_ATTN_ARGS) {
