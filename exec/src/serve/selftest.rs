@@ -488,24 +488,26 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             &format!("lengths {lens:?}"),
         );
     }
-    // Paged decode: 3 sequences, contexts 1, 300, 530 (spans 1–3 partitions); MHA (a group of
+    // Paged decode: 4 sequences, contexts 1, 300, 530 (spans 1–3 partitions) and 0 (a batch's
+    // padding row: zeros); MHA (a group of
     // 1: LLaVA) and GQA groups of 2 (the tiny models), 5 (Qwen2.5-VL-32B), 7 (-7B) and 16 (the
     // tensor-core kernel's whole tile).
     let hd = 128usize;
     for (heads, kvh) in [(2usize, 2usize), (4, 2), (10, 2), (14, 2), (32, 2)] {
-        let ctx = [1usize, 300, 530];
+        let ctx = [1usize, 300, 530, 0];
+        let nseq = ctx.len();
         let stride = (heads + 2 * kvh) * hd;
         let max_blocks = 34usize;
-        let nblocks = 3 * max_blocks;
+        let nblocks = nseq * max_blocks;
         // Random pool, scattered block tables.
         let pool_elems = nblocks * 2 * kvh * KV_BLOCK * hd;
         let pool = rand_vec(pool_elems, 21, 2.0);
         let dpool = upload_bf16(g, &pool)?;
-        let mut tables = vec![0i32; 3 * max_blocks];
+        let mut tables = vec![0i32; nseq * max_blocks];
         for (i, t) in tables.iter_mut().enumerate() {
             *t = ((i * 37 + 11) % nblocks) as i32;
         }
-        let q = rand_vec(3 * stride, 22, 2.0);
+        let q = rand_vec(nseq * stride, 22, 2.0);
         let (dq, dt, dc) = (
             upload_bf16(g, &q)?,
             upload_i32(g, &tables)?,
@@ -513,11 +515,11 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         );
         let scale = 1.0f32 / (hd as f32).sqrt();
         // Every launch the engine makes: short partitions (small batches), long ones (large
-        // batches), and for grouped-query heads partitions sized from the wave (3 sequences × 2
+        // batches), and for grouped-query heads partitions sized from the wave (4 sequences × 2
         // KV heads of it held back for the sequences' last partitions): unbounded (partitions
         // of 256 tokens), 2 blocks more (831 tokens × 2 KV heads over 2: one partition a
         // sequence) and 4 more (448 tokens: the 530-token sequence over two). The batch given
-        // to decode_launch only picks the kernel; the grid has the 3 sequences here.
+        // to decode_launch only picks the kernel; the grid has the 4 sequences here.
         use crate::serve::model::gpu::{DECODE_PART, decode_launch};
         let max_parts = 530usize.div_ceil(DECODE_PART);
         let mut launches = vec![
@@ -525,8 +527,8 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             decode_launch(64, heads, kvh, max_parts, u32::MAX as usize),
         ];
         if heads > kvh {
-            launches.push(decode_launch(64, heads, kvh, max_parts, 3 * kvh + kvh));
-            launches.push(decode_launch(64, heads, kvh, max_parts, 3 * kvh + 2 * kvh));
+            launches.push(decode_launch(64, heads, kvh, max_parts, (nseq + 1) * kvh));
+            launches.push(decode_launch(64, heads, kvh, max_parts, (nseq + 2) * kvh));
             // The two-stage kernel that runs where a GPU cannot grant the three stages.
             let two = launches.len() - 1;
             launches.push(crate::serve::model::gpu::kernels::DecodeLaunch {
@@ -536,11 +538,11 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
         }
         let mut got = Vec::new();
         for dl in launches {
-            let po = g.alloc(3 * heads * max_parts * 128 * 4)?;
-            let pml = g.alloc(3 * heads * max_parts * 2 * 4)?;
-            let done = g.alloc(3 * heads * 4)?;
+            let po = g.alloc(nseq * heads * max_parts * 128 * 4)?;
+            let pml = g.alloc(nseq * heads * max_parts * 2 * 4)?;
+            let done = g.alloc(nseq * heads * 4)?;
             done.memset_async(0, &s)?;
-            let o = g.alloc(3 * heads * hd * 2)?;
+            let o = g.alloc(nseq * heads * hd * 2)?;
             let (pq, pt, pc, pp, ppo, pm, pd, poo) = (
                 dq.ptr, dt.ptr, dc.ptr, dpool.ptr, po.ptr, pml.ptr, done.ptr, o.ptr,
             );
@@ -559,12 +561,16 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
             for _ in 0..2 {
                 o.memset_async(0, &s)?;
                 // SAFETY: DECODE_ATTN_ARGS of kernels/llava.cu in order and type; po / pml / done hold
-                // 3 × heads × max_parts partial results (decode_launch never launches more
-                // partitions), dt 3 × max_blocks block ids inside dpool, dc 3 contexts ≤ 530 =
+                // nseq × heads × max_parts partial results (decode_launch never launches more
+                // partitions), dt nseq × max_blocks block ids inside dpool, dc nseq contexts ≤ 530 =
                 // max_blocks·16 bounds; all alive until the synchronize.
                 unsafe {
                     m.k.get(dl.kernel).launch3(
-                        ((heads / dl.heads_per_block) as u32, 3, dl.partitions as u32),
+                        (
+                            (heads / dl.heads_per_block) as u32,
+                            nseq as u32,
+                            dl.partitions as u32,
+                        ),
                         128,
                         &s,
                         &mut kargs![
@@ -575,10 +581,10 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                 }?;
             }
             s.synchronize()?;
-            got.push((dl, download_bf16(&o, 3 * heads * hd)?));
+            got.push((dl, download_bf16(&o, nseq * heads * hd)?));
         }
-        let mut want = vec![0f32; 3 * heads * hd];
-        for b in 0..3 {
+        let mut want = vec![0f32; nseq * heads * hd];
+        for b in 0..nseq {
             for h in 0..heads {
                 let g2 = h / (heads / kvh);
                 let row = |t: usize, kv: usize| {
@@ -610,7 +616,7 @@ fn attention(m: &GpuModel, out: &mut Vec<Check>) -> Result<()> {
                 &o,
                 &want,
                 &format!(
-                    "contexts 1, 300, 530; scattered blocks; {heads} heads over {kvh} KV heads"
+                    "contexts 1, 300, 530, 0; scattered blocks; {heads} heads over {kvh} KV heads"
                 ),
             );
         }
