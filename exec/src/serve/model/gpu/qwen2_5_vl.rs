@@ -23,7 +23,7 @@ use crate::serve::model::cpu::rope_inv_freq;
 use crate::serve::model::host::tensor_seed;
 use crate::serve::model::llava::TensorSpec;
 use crate::serve::model::qwen2_5_vl::{
-    ImageGrid, Qwen25VlConfig, Qwen25VlWeights, merge_block_order, windows,
+    ImageGrid, Qwen25VlConfig, Qwen25VlWeights, VisionBlock, merge_block_order, windows,
 };
 use crate::serve::model::qwen2_5_vl_cpu::HostWeights;
 
@@ -213,19 +213,38 @@ impl QwenGpu {
         grid_for(n, 256, self.gpu.info.sms)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        &self,
-        s: &Stream,
-        x: u64,
-        w: &DTensor,
-        y: u64,
-        m: usize,
-        bias: Option<&DTensor>,
-        accumulate: bool,
-    ) -> Result<()> {
+    /// One of the encoder's products on an encode's scratch, at the rows `b` says (the ViT's
+    /// padded patch rows, or the merger's padded token rows): its input, weight, output, bias
+    /// and residual add, written once for the encode and its warm-up.
+    fn encode_product(&self, s: &Stream, b: &EncodeBuffers, p: EncodeProduct) -> Result<()> {
+        let w = &self.w;
+        let (x, weight, y, bias, accumulate, rows) = match p {
+            EncodeProduct::PatchEmbed => (b.patches, &w.patch_embed, b.x, None, false, b.rows),
+            EncodeProduct::Qkv(blk) => (b.h, &blk.qkv_w, b.qkv, Some(&blk.qkv_b), false, b.rows),
+            EncodeProduct::Proj(blk) => (b.attn, &blk.proj_w, b.x, Some(&blk.proj_b), true, b.rows),
+            EncodeProduct::GateUp(blk) => (
+                b.h,
+                &blk.gate_up_w,
+                b.gu,
+                Some(&blk.gate_up_b),
+                false,
+                b.rows,
+            ),
+            EncodeProduct::Down(blk) => (b.act, &blk.down_w, b.x, Some(&blk.down_b), true, b.rows),
+            EncodeProduct::Merger1 => {
+                (b.h, &w.merger1_w, b.m1, Some(&w.merger1_b), false, b.merged)
+            }
+            EncodeProduct::Merger2 => (
+                b.m1,
+                &w.merger2_w,
+                b.m2,
+                Some(&w.merger2_b),
+                false,
+                b.merged,
+            ),
+        };
         self.products
-            .gemm(&self.k, s, x, w, y, m, bias, accumulate, false)
+            .gemm(&self.k, s, x, weight, y, rows, bias, accumulate, false)
     }
 
     /// The scratch of an encode of `n` patches, each buffer sized for the padded rows its
@@ -255,42 +274,19 @@ impl QwenGpu {
     /// padded row count an encode of up to `patches` patches meets (see `padded_rows`), on the
     /// scratch such an encode uses. One block's weights stand for all: the blocks share shapes.
     pub fn warm_encode_products(&self, s: &Stream, patches: usize, sc: &mut Scratch) -> Result<()> {
-        let b = self.encode_buffers(patches, sc)?;
-        let (w, blk) = (&self.w, &self.w.blocks[0]);
+        let mut b = self.encode_buffers(patches, sc)?;
+        let blk = &self.w.blocks[0];
         for rows in padded_row_counts(patches) {
-            self.gemm(s, b.patches, &w.patch_embed, b.x, rows, None, false)?;
-            self.gemm(s, b.h, &blk.qkv_w, b.qkv, rows, Some(&blk.qkv_b), false)?;
-            self.gemm(s, b.attn, &blk.proj_w, b.x, rows, Some(&blk.proj_b), true)?;
-            self.gemm(
-                s,
-                b.h,
-                &blk.gate_up_w,
-                b.gu,
-                rows,
-                Some(&blk.gate_up_b),
-                false,
-            )?;
-            self.gemm(s, b.act, &blk.down_w, b.x, rows, Some(&blk.down_b), true)?;
+            b.rows = rows;
+            for p in EncodeProduct::of_block(blk) {
+                self.encode_product(s, &b, p)?;
+            }
+            self.encode_product(s, &b, EncodeProduct::PatchEmbed)?;
         }
         for merged in padded_row_counts(patches / self.cfg.vision.merge_unit()) {
-            self.gemm(
-                s,
-                b.h,
-                &w.merger1_w,
-                b.m1,
-                merged,
-                Some(&w.merger1_b),
-                false,
-            )?;
-            self.gemm(
-                s,
-                b.m1,
-                &w.merger2_w,
-                b.m2,
-                merged,
-                Some(&w.merger2_b),
-                false,
-            )?;
+            b.merged = merged;
+            self.encode_product(s, &b, EncodeProduct::Merger1)?;
+            self.encode_product(s, &b, EncodeProduct::Merger2)?;
         }
         s.synchronize()
     }
@@ -359,7 +355,6 @@ impl QwenGpu {
         let (qkv_w, attn_w) = (3 * h * VIT_HEAD, h * VIT_HEAD);
         let inter = held_intermediate(c);
         let b = self.encode_buffers(n, sc)?;
-        let (rows, merged) = (b.rows, b.merged);
         let (patches, x, hb, qkv, attn, gu, act) =
             (b.patches, b.x, b.h, b.qkv, b.attn, b.gu, b.act);
         for ((&grid, &px), &first) in grids.iter().zip(pixels).zip(&base) {
@@ -387,7 +382,7 @@ impl QwenGpu {
                 )
             }?;
         }
-        self.gemm(s, patches, &self.w.patch_embed, x, rows, None, false)?;
+        self.encode_product(s, &b, EncodeProduct::PatchEmbed)?;
         let (n32, stride, heads2, head_stride, rot) = (
             n as u32,
             qkv_w as u32,
@@ -400,7 +395,7 @@ impl QwenGpu {
         let (causal, scale, freqs) = (0i32, 1.0f32 / (hd as f32).sqrt(), self.vit_inv_freq.ptr);
         for (bi, blk) in self.w.blocks.iter().enumerate() {
             rmsnorm(&self.k, s, x, &blk.norm1, hb, n, dv, v.eps)?;
-            self.gemm(s, hb, &blk.qkv_w, qkv, rows, Some(&blk.qkv_b), false)?;
+            self.encode_product(s, &b, EncodeProduct::Qkv(blk))?;
             let rcp = d_rc.ptr;
             // SAFETY: rope_2d(qkv, rc, inv_freq, n, stride, heads, head_stride, rot): qkv is the
             // [n, stride] scratch, its first 2·h heads (q, k) VIT_HEAD apart; rc n pairs,
@@ -434,9 +429,9 @@ impl QwenGpu {
                     ],
                 )
             }?;
-            self.gemm(s, attn, &blk.proj_w, x, rows, Some(&blk.proj_b), true)?;
+            self.encode_product(s, &b, EncodeProduct::Proj(blk))?;
             rmsnorm(&self.k, s, x, &blk.norm2, hb, n, dv, v.eps)?;
-            self.gemm(s, hb, &blk.gate_up_w, gu, rows, Some(&blk.gate_up_b), false)?;
+            self.encode_product(s, &b, EncodeProduct::GateUp(blk))?;
             let inter32 = inter as u32;
             // SAFETY: silu_mul(gu, out, n, inter): gu is [n, 2·inter] and act [n, inter] bf16
             // (scratch above; inter the held width, zero columns past the model's).
@@ -448,21 +443,13 @@ impl QwenGpu {
                     &mut kargs![gu, act, n32, inter32],
                 )
             }?;
-            self.gemm(s, act, &blk.down_w, x, rows, Some(&blk.down_b), true)?;
+            self.encode_product(s, &b, EncodeProduct::Down(blk))?;
         }
         // Merger: a merge block's rows are consecutive, so [n, dv] is [n/4, 4·dv].
         let (dm, d) = (v.merged_dim(), c.llm.hidden);
         rmsnorm(&self.k, s, x, &self.w.merger_norm, hb, n, dv, v.eps)?;
         let (m1, m2) = (b.m1, b.m2);
-        self.gemm(
-            s,
-            hb,
-            &self.w.merger1_w,
-            m1,
-            merged,
-            Some(&self.w.merger1_b),
-            false,
-        )?;
+        self.encode_product(s, &b, EncodeProduct::Merger1)?;
         let nm = (tokens * dm) as u64;
         // SAFETY: gelu_erf(bf16* x, u64 n) in place on m1, sized tokens · 4·dv bf16 above.
         unsafe {
@@ -470,15 +457,7 @@ impl QwenGpu {
                 .get("gelu_erf")
                 .launch(self.grid(nm), 256, s, &mut kargs![m1, nm])
         }?;
-        self.gemm(
-            s,
-            m1,
-            &self.w.merger2_w,
-            m2,
-            merged,
-            Some(&self.w.merger2_b),
-            false,
-        )?;
+        self.encode_product(s, &b, EncodeProduct::Merger2)?;
         let (t32, d32, backp) = (tokens as u32, d as u32, d_back.ptr);
         // SAFETY: gather_rows(x, idx, out, m, d): m2 is [tokens, d] in window order, back holds
         // tokens i32 (each a row of m2), out the caller's [tokens, d].
@@ -509,6 +488,30 @@ struct EncodeBuffers {
     act: u64,
     m1: u64,
     m2: u64,
+}
+
+/// The encoder's products (`QwenGpu::encode_product`): the patch embedding, a ViT block's four,
+/// the merger's two.
+#[derive(Clone, Copy)]
+enum EncodeProduct<'a> {
+    PatchEmbed,
+    Qkv(&'a VisionBlock<DTensor>),
+    Proj(&'a VisionBlock<DTensor>),
+    GateUp(&'a VisionBlock<DTensor>),
+    Down(&'a VisionBlock<DTensor>),
+    Merger1,
+    Merger2,
+}
+
+impl<'a> EncodeProduct<'a> {
+    fn of_block(blk: &'a VisionBlock<DTensor>) -> [EncodeProduct<'a>; 4] {
+        [
+            EncodeProduct::Qkv(blk),
+            EncodeProduct::Proj(blk),
+            EncodeProduct::GateUp(blk),
+            EncodeProduct::Down(blk),
+        ]
+    }
 }
 
 /// The decoder's inputs of a prefill: positions as M-RoPE's three planes (the buffer holds
