@@ -60,6 +60,8 @@ pub struct LlmSpec {
     pub tied_embeddings: bool,
     /// Qwen2 puts biases on q, k and v; LLaMA has none. Tiny, but it keeps the parameter count exact.
     pub qkv_bias: bool,
+    /// Qwen3 and Gemma 3 RMS-normalise each head's query and key (a weight of `head_dim` each).
+    pub qk_norm: bool,
     /// Layers that attend only to a window of recent tokens (Gemma 3's local layers); the others
     /// attend to the whole context.
     pub sliding: Option<SlidingWindow>,
@@ -202,12 +204,13 @@ impl LlmSpec {
         } else {
             0
         };
+        let qk_norm = if self.qk_norm { 2 * self.head_dim } else { 0 };
         // SwiGLU: gate, up, down; a router of d × E in front of the experts.
         let mlp = match self.moe {
             Some(m) => m.experts * 3 * d * self.intermediate + d * m.experts,
             None => 3 * d * self.intermediate,
         };
-        attn + bias + mlp + 2 * d
+        attn + bias + qk_norm + mlp + 2 * d
     }
 
     /// MLP parameters a token runs through (all of them for a dense decoder).

@@ -106,6 +106,7 @@ fn llama(
         vocab,
         tied_embeddings: false,
         qkv_bias: false,
+        qk_norm: false,
         sliding: None,
         moe: None,
         cross_attention: None,
@@ -204,7 +205,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
     match model_type {
         "llava" | "llava_next" => super::families::llava::parse(name, top, model_type),
         "gemma3" => super::families::gemma3::parse(name, top),
-        "qwen3_vl" => super::families::qwen3_vl::parse(name, top),
+        "qwen3_vl" | "qwen3_vl_moe" => super::families::qwen3_vl::parse(name, top, model_type),
         "mixtral" => super::families::mixtral::parse(name, top),
         "mllama" => super::families::mllama::parse(name, top),
         "qwen2_5_vl" | "qwen2_vl" => {
@@ -354,6 +355,7 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
             .and_then(Value::as_bool)
             .unwrap_or(false),
         qkv_bias,
+        qk_norm: false,
         sliding: None,
         moe: None,
         cross_attention: None,

@@ -119,6 +119,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .get("attention_bias")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        qk_norm: true,
         sliding: (sliding_layers > 0).then_some(SlidingWindow {
             window,
             layers: sliding_layers,

@@ -198,6 +198,7 @@ pub(super) fn llama_style(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         qkv_bias: false,
+        qk_norm: false,
         sliding: None,
         moe: None,
         cross_attention: None,

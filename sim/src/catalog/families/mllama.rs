@@ -101,6 +101,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         vocab: uint_or(c, "vocab_size", 128_256)?,
         tied_embeddings: false,
         qkv_bias: false,
+        qk_norm: false,
         sliding: None,
         moe: None,
         cross_attention: Some(CrossAttention {

@@ -1,12 +1,17 @@
-//! Qwen3-VL (`qwen3_vl`, dense): Qwen2-VL's dynamic resolution with 16-px patches merged 2 × 2, a
-//! ViT with full attention and learned (interpolated) positions, DeepStack taps, and a Qwen3
-//! decoder under `text_config`.
+//! Qwen3-VL (`qwen3_vl`, dense, and `qwen3_vl_moe`): Qwen2-VL's dynamic resolution with 16-px
+//! patches merged 2 × 2, a ViT with full attention and learned (interpolated) positions,
+//! DeepStack taps, and a Qwen3 decoder under `text_config` (q and k RMS-normalised per head),
+//! whose MLPs in the MoE variant are mixtures of experts in every layer.
 //!
-//! Absent keys take transformers' defaults (5.24.0): `Qwen3VLTextConfig` (4096 wide, 32 layers, 32
-//! heads of 128, 32 KV heads, MLP 22016, vocabulary 151,936) and `Qwen3VLVisionConfig` (depth 27,
-//! 1152 wide, 16 heads, MLP 4304, patch 16, merge 2, temporal patch 2, output 3584, DeepStack taps
-//! at layers 8, 16, 24). The MoE variant (`qwen3_vl_moe`) is not read: hetsim does not model
-//! mixture-of-experts layers yet.
+//! Absent keys take transformers' defaults (5.24.0, unchanged in 5.25.0): `Qwen3VLTextConfig`
+//! (4096 wide, 32 layers, 32 heads of 128, 32 KV heads, MLP 22016, vocabulary 151,936) and
+//! `Qwen3VLVisionConfig` (depth 27, 1152 wide, 16 heads, MLP 4304, patch 16, merge 2, temporal
+//! patch 2, output 3584, DeepStack taps at layers 8, 16, 24); for the MoE variant
+//! `Qwen3VLMoeTextConfig` (2048 wide, 24 layers, 16 heads of hidden / heads, KV heads = heads,
+//! 60 experts of width 1408 with 4 per token, vocabulary 151,936; 5.25.0) and
+//! `Qwen3VLMoeVisionConfig` (the dense tower's defaults). A model whose `mlp_only_layers` or
+//! `decoder_sparse_step` leave some layers dense is refused: hetsim models an MoE decoder as
+//! experts in every layer.
 
 use serde_json::{Map, Value};
 
@@ -20,10 +25,19 @@ use crate::error::InputError;
 pub const QWEN3_MIN_PIXELS: u64 = 65_536;
 pub const QWEN3_MAX_PIXELS: u64 = 16_777_216;
 
-pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError> {
+pub fn parse(
+    name: &str,
+    top: &Map<String, Value>,
+    model_type: &str,
+) -> Result<HfModel, InputError> {
     let text = object(top, "text_config")?;
     let v = object(top, "vision_config")?;
-    let mut llm = text_decoder(text).map_err(|e| e.context("text_config"))?;
+    let text_model = if model_type == "qwen3_vl_moe" {
+        moe_text_decoder(text)
+    } else {
+        text_decoder(text)
+    };
+    let mut llm = text_model.map_err(|e| e.context("text_config"))?;
     if let Some(Value::Bool(tied)) = top.get("tie_word_embeddings") {
         llm.tied_embeddings = *tied;
     }
@@ -54,8 +68,62 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .get("attention_bias")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        qk_norm: true,
         sliding: None,
         moe: None,
+        cross_attention: None,
+    })
+}
+
+/// `Qwen3VLMoeTextConfig`: the dense decoder's attention, experts in every layer's MLP.
+fn moe_text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
+    let sparse_step = uint_or(c, "decoder_sparse_step", 1)?;
+    if sparse_step != 1 {
+        return Err(InputError::new(format!(
+            "field `decoder_sparse_step` = {sparse_step}: hetsim models experts in every layer (1)"
+        )));
+    }
+    match c.get("mlp_only_layers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(other) => {
+            return Err(InputError::new(format!(
+                "field `mlp_only_layers` = {}: hetsim models experts in every layer ([])",
+                crate::bounds::excerpt(&other.to_string())
+            )));
+        }
+    }
+    let hidden = uint_or(c, "hidden_size", 2048)?;
+    let heads = uint_or(c, "num_attention_heads", 16)?;
+    let experts = uint_or(c, "num_experts", 60)?;
+    let active = uint_or(c, "num_experts_per_tok", 4)?;
+    if active == 0 || active > experts {
+        return Err(InputError::new(format!(
+            "field `num_experts_per_tok` = {active}: must be 1 … `num_experts` = {experts}"
+        )));
+    }
+    if heads == 0 {
+        return Err(InputError::new(
+            "field `num_attention_heads` = 0: must be at least 1",
+        ));
+    }
+    Ok(LlmSpec {
+        layers: uint_or(c, "num_hidden_layers", 24)?,
+        hidden,
+        heads,
+        kv_heads: kv_heads(c, heads, heads)?,
+        head_dim: uint_or(c, "head_dim", hidden / heads)?,
+        intermediate: uint_or(c, "moe_intermediate_size", 1408)?,
+        vocab: uint_or(c, "vocab_size", 151_936)?,
+        // The top-level key decides (Qwen3VLMoeConfig: false), as for the dense model.
+        tied_embeddings: false,
+        qkv_bias: c
+            .get("attention_bias")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        qk_norm: true,
+        sliding: None,
+        moe: Some(Moe { experts, active }),
         cross_attention: None,
     })
 }
@@ -139,5 +207,50 @@ mod tests {
         // The main features and three DeepStack sets: 4 · 300 · 2560 · 2 B.
         assert_eq!(m.emb_bytes(300, Dtype::Bf16), 4 * 300 * 2560 * 2);
         assert!(m.llm.tied_embeddings);
+    }
+
+    fn moe(edit: impl FnOnce(&mut Map<String, Value>)) -> Result<HfModel, InputError> {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/hf-configs/qwen3-vl-30b-a3b-instruct.json");
+        let mut top: Map<String, Value> =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        edit(top["text_config"].as_object_mut().unwrap());
+        parse("qwen3-vl-30b-a3b", &top, "qwen3_vl_moe")
+    }
+
+    #[test]
+    fn qwen3_vl_30b_a3b_keeps_128_experts_and_runs_8() {
+        let HfModel::Model(m) = moe(|_| {}).unwrap() else {
+            panic!("qwen3-vl-moe is a model")
+        };
+        let moe = m.llm.moe.unwrap();
+        assert_eq!((moe.experts, moe.active, m.llm.intermediate), (128, 8, 768));
+        // A token runs 8 experts of 3 · 2048 · 768 parameters in each layer: 37.7 M.
+        assert_eq!(m.llm.active_mlp_params(), 8 * 3 * 2048 * 768);
+        // GQA KV: 2 · 48 layers · 4 heads · 128 · 2 B a token.
+        assert_eq!(m.llm.kv_bytes(1, Dtype::Bf16), 98_304);
+        assert!(!m.llm.tied_embeddings && m.llm.qk_norm);
+    }
+
+    #[test]
+    fn a_qwen3_vl_moe_with_dense_layers_is_refused() {
+        let e = moe(|t| {
+            t.insert("mlp_only_layers".into(), serde_json::json!([0, 47]));
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mlp_only_layers") && e.contains("[0,47]"), "{e}");
+        let e = moe(|t| {
+            t.insert("decoder_sparse_step".into(), serde_json::json!(2));
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("decoder_sparse_step") && e.contains('2'), "{e}");
+        let e = moe(|t| {
+            t.insert("num_experts_per_tok".into(), serde_json::json!(129));
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("num_experts_per_tok"), "{e}");
     }
 }
