@@ -35,7 +35,7 @@ pub fn parse(
     let text_model = if model_type == "qwen3_vl_moe" {
         moe_text_decoder(text)
     } else {
-        text_decoder(text)
+        text_decoder(text, &DENSE)
     };
     let mut llm = text_model.map_err(|e| e.context("text_config"))?;
     if let Some(Value::Bool(tied)) = top.get("tie_word_embeddings") {
@@ -49,16 +49,55 @@ pub fn parse(
     })
 }
 
-fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
-    let heads = uint_or(c, "num_attention_heads", 32)?;
+/// transformers' defaults for the keys a Qwen3-VL text config leaves out (None: KV heads =
+/// heads, head size = hidden / heads), and the key of the MLP's (or each expert's) width.
+struct TextDefaults {
+    layers: u64,
+    hidden: u64,
+    heads: u64,
+    kv_heads: Option<u64>,
+    head_dim: Option<u64>,
+    mlp_key: &'static str,
+    mlp: u64,
+}
+
+/// `Qwen3VLTextConfig`: Qwen3's head size is its own (128), not hidden / heads.
+const DENSE: TextDefaults = TextDefaults {
+    layers: 32,
+    hidden: 4096,
+    heads: 32,
+    kv_heads: Some(32),
+    head_dim: Some(128),
+    mlp_key: "intermediate_size",
+    mlp: 22016,
+};
+
+/// `Qwen3VLMoeTextConfig` (5.25.0).
+const MOE: TextDefaults = TextDefaults {
+    layers: 24,
+    hidden: 2048,
+    heads: 16,
+    kv_heads: None,
+    head_dim: None,
+    mlp_key: "moe_intermediate_size",
+    mlp: 1408,
+};
+
+fn text_decoder(c: &Map<String, Value>, d: &TextDefaults) -> Result<LlmSpec, InputError> {
+    let hidden = uint_or(c, "hidden_size", d.hidden)?;
+    let heads = uint_or(c, "num_attention_heads", d.heads)?;
+    if heads == 0 {
+        return Err(InputError::new(
+            "field `num_attention_heads` = 0: must be at least 1",
+        ));
+    }
     Ok(LlmSpec {
-        layers: uint_or(c, "num_hidden_layers", 32)?,
-        hidden: uint_or(c, "hidden_size", 4096)?,
+        layers: uint_or(c, "num_hidden_layers", d.layers)?,
+        hidden,
         heads,
-        kv_heads: kv_heads(c, heads, 32)?,
-        // Qwen3's head size is its own (128), not hidden / heads.
-        head_dim: uint_or(c, "head_dim", 128)?,
-        intermediate: uint_or(c, "intermediate_size", 22016)?,
+        kv_heads: kv_heads(c, heads, d.kv_heads.unwrap_or(heads))?,
+        head_dim: uint_or(c, "head_dim", d.head_dim.unwrap_or(hidden / heads))?,
+        intermediate: uint_or(c, d.mlp_key, d.mlp)?,
         vocab: uint_or(c, "vocab_size", 151_936)?,
         tied_embeddings: c
             .get("tie_word_embeddings")
@@ -93,8 +132,6 @@ fn moe_text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             )));
         }
     }
-    let hidden = uint_or(c, "hidden_size", 2048)?;
-    let heads = uint_or(c, "num_attention_heads", 16)?;
     let experts = uint_or(c, "num_experts", 60)?;
     let active = uint_or(c, "num_experts_per_tok", 4)?;
     if active == 0 || active > experts {
@@ -102,29 +139,9 @@ fn moe_text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             "field `num_experts_per_tok` = {active}: must be 1 … `num_experts` = {experts}"
         )));
     }
-    if heads == 0 {
-        return Err(InputError::new(
-            "field `num_attention_heads` = 0: must be at least 1",
-        ));
-    }
     Ok(LlmSpec {
-        layers: uint_or(c, "num_hidden_layers", 24)?,
-        hidden,
-        heads,
-        kv_heads: kv_heads(c, heads, heads)?,
-        head_dim: uint_or(c, "head_dim", hidden / heads)?,
-        intermediate: uint_or(c, "moe_intermediate_size", 1408)?,
-        vocab: uint_or(c, "vocab_size", 151_936)?,
-        // The top-level key decides (Qwen3VLMoeConfig: false), as for the dense model.
-        tied_embeddings: false,
-        qkv_bias: c
-            .get("attention_bias")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        qk_norm: true,
-        sliding: None,
         moe: Some(Moe { experts, active }),
-        cross_attention: None,
+        ..text_decoder(c, &MOE)?
     })
 }
 
