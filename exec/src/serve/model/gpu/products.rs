@@ -377,7 +377,7 @@ impl Products {
                 p.m
             ))));
         }
-        Some(skinny(k, s, ws, blocks.clamp(1, ws.blocks), p))
+        Some(skinny(k, s, ws, blocks, p))
     }
 }
 
