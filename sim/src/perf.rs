@@ -410,6 +410,7 @@ impl PhaseModel for Roofline {
                 vit_hidden,
                 merge,
                 output,
+                ..
             } => {
                 let wide = (vit_hidden * merge * merge) as f64;
                 self.gemm(llm_tokens, wide, wide / tp)

@@ -60,6 +60,10 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             // Every parameter of the model transformers builds (all experts of an MoE).
             assert_eq!(model.llm.params(), params, "parameters, {}", file.display());
         }
+        if let Some(params) = fixture["vision_params"].as_u64() {
+            let vision = model.vision.as_ref().map_or(0, |v| v.params());
+            assert_eq!(vision, params, "vision parameters, {}", file.display());
+        }
         let records = fixture["records"].as_array().unwrap();
         assert!(records.len() >= 4);
         for r in records {

@@ -62,6 +62,9 @@ pub struct LlmSpec {
     pub qkv_bias: bool,
     /// Qwen3 and Gemma 3 RMS-normalise each head's query and key (a weight of `head_dim` each).
     pub qk_norm: bool,
+    /// RMSNorms of `hidden` weights in each decoder layer: 2 (before attention and before the
+    /// MLP) for LLaMA-style layers; Gemma 3 also normalises each block's output, 4.
+    pub norms_per_layer: u64,
     /// Layers that attend only to a window of recent tokens (Gemma 3's local layers); the others
     /// attend to the whole context.
     pub sliding: Option<SlidingWindow>,
@@ -210,7 +213,7 @@ impl LlmSpec {
             Some(m) => m.experts * 3 * d * self.intermediate + d * m.experts,
             None => 3 * d * self.intermediate,
         };
-        attn + bias + qk_norm + mlp + 2 * d
+        attn + bias + qk_norm + mlp + self.norms_per_layer * d
     }
 
     /// MLP parameters a token runs through (all of them for a dense decoder).
@@ -251,23 +254,68 @@ pub struct VitSpec {
     pub patch: u64,
     /// Input channels × temporal patch: the patch-embedding input width is `channels · patch²`.
     pub patch_input: u64,
+    pub weights: VitWeights,
+}
+
+/// A normalisation layer over `width` channels: LayerNorm learns a weight and a bias per
+/// channel, RMSNorm only a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    Layer,
+    Rms,
+}
+
+impl Norm {
+    pub fn params(self, width: u64) -> u64 {
+        match self {
+            Norm::Layer => 2 * width,
+            Norm::Rms => width,
+        }
+    }
+}
+
+/// What a tower's parameter count depends on beyond its widths: the encoder's resident weights
+/// are exact only with these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VitWeights {
+    /// The norms inside and around the layers (Pixtral and Qwen2.5-VL: RMSNorm; CLIP, SigLIP,
+    /// Qwen3-VL and Mllama: LayerNorm).
+    pub norm: Norm,
+    /// Biases on q, k, v and the output projection (Pixtral and Mllama have none).
+    pub attention_bias: bool,
+    /// Biases on the MLP's projections (all three of a gated MLP).
+    pub mlp_bias: bool,
+    /// A bias on the patch embedding (SigLIP, Qwen3-VL).
+    pub patch_bias: bool,
+    /// Learned `hidden`-wide vectors added to or beside the patches: CLIP's class token and
+    /// position table, SigLIP's positions, Qwen3-VL's interpolated position grid, Mllama's
+    /// per-tile and per-aspect-ratio tables. 0 where positions are rotary only.
+    pub learned_vectors: u64,
+    /// Norms outside the layers (CLIP: pre and post; SigLIP: post; Pixtral: pre).
+    pub outer_norms: u64,
+    /// Learned scalar gates (Mllama: on its position tables and its global layers' blocks).
+    pub gates: u64,
 }
 
 impl VitSpec {
     pub fn layer_params(&self) -> u64 {
-        let d = self.hidden;
-        let mlp = if self.gated_mlp {
-            3 * d * self.intermediate
-        } else {
-            2 * d * self.intermediate
+        let (d, i, w) = (self.hidden, self.intermediate, self.weights);
+        let attn = 4 * d * d + if w.attention_bias { 4 * d } else { 0 };
+        let mlp = match (self.gated_mlp, w.mlp_bias) {
+            (true, bias) => 3 * d * i + if bias { 2 * i + d } else { 0 },
+            (false, bias) => 2 * d * i + if bias { i + d } else { 0 },
         };
-        // q,k,v,o with biases, MLP with biases, two norms (weight + bias).
-        4 * d * d + 4 * d + mlp + self.intermediate + d + 4 * d
+        attn + mlp + 2 * w.norm.params(d)
     }
 
-    pub fn params(&self, positions: u64) -> u64 {
-        self.patch_input * self.patch * self.patch * self.hidden
-            + positions * self.hidden
+    pub fn params(&self) -> u64 {
+        let (d, w) = (self.hidden, self.weights);
+        let patch_bias = if w.patch_bias { d } else { 0 };
+        self.patch_input * self.patch * self.patch * d
+            + patch_bias
+            + w.learned_vectors * d
+            + w.outer_norms * w.norm.params(d)
+            + w.gates
             + self.layers * self.layer_params()
     }
 }
@@ -599,11 +647,13 @@ pub fn qwen_smart_resize(
 pub enum ProjectorSpec {
     /// LLaVA `mlp2x_gelu`: Linear(d_vit → d) · GELU · Linear(d → d).
     Mlp2xGelu { input: u64, output: u64 },
-    /// Qwen2.5-VL patch merger: RMSNorm, concatenate merge² patches, Linear · GELU · Linear.
+    /// Qwen2.5-VL patch merger: norm (RMSNorm; Qwen3-VL: LayerNorm), concatenate merge²
+    /// patches, Linear · GELU · Linear.
     PatchMerger {
         vit_hidden: u64,
         merge: u64,
         output: u64,
+        norm: Norm,
     },
     /// Gemma 3: average-pool the patches, RMSNorm, one Linear (no bias) into the LLM's width.
     PooledLinear { vit_hidden: u64, output: u64 },
@@ -622,9 +672,10 @@ impl ProjectorSpec {
                 vit_hidden,
                 merge,
                 output,
+                norm,
             } => {
                 let wide = vit_hidden * merge * merge;
-                vit_hidden + wide * wide + wide + wide * output + output
+                norm.params(vit_hidden) + wide * wide + wide + wide * output + output
             }
             ProjectorSpec::PooledLinear { vit_hidden, output } => vit_hidden + vit_hidden * output,
             ProjectorSpec::Linear { input, output } => input * output + output,
@@ -674,21 +725,30 @@ pub struct WindowAttention {
 }
 
 impl VisionSpec {
-    /// Vision tower + projector parameters.
+    /// Vision tower, projector(s) and learned separators: everything resident besides the LLM.
     pub fn params(&self) -> u64 {
-        let positions = match self.tokens {
-            VisualTokenRule::FixedSquare { image_size, patch } => (image_size / patch).pow(2) + 1,
-            VisualTokenRule::AnyRes { tile, patch, .. } => (tile / patch).pow(2) + 1,
-            // SigLIP: a learned position per patch, no CLS.
-            VisualTokenRule::Pooled {
-                image_size, patch, ..
-            } => (image_size / patch).pow(2),
-            // Mllama: a learned position per patch and CLS of a tile.
-            VisualTokenRule::Tiled { tile, patch, .. } => (tile / patch).pow(2) + 1,
-            // Qwen2.5-VL and Pixtral use 2-D rotary positions: no learned position table.
-            VisualTokenRule::Dynamic { .. } | VisualTokenRule::NativeResolution { .. } => 0,
+        // LLaVA-NeXT learns the newline token that ends each row of tile features.
+        let newline = match self.tokens {
+            VisualTokenRule::AnyRes { .. } => self.projector.output_width(),
+            _ => 0,
         };
-        self.vit.params(positions) + (1 + self.deepstack.len() as u64) * self.projector.params()
+        // Qwen3-VL's DeepStack mergers normalise after the shuffle, over merge² · d channels.
+        let deepstack = match self.projector {
+            ProjectorSpec::PatchMerger {
+                vit_hidden,
+                merge,
+                norm,
+                ..
+            } => {
+                self.projector.params() + norm.params(vit_hidden * merge * merge)
+                    - norm.params(vit_hidden)
+            }
+            _ => self.projector.params(),
+        };
+        self.vit.params()
+            + self.projector.params()
+            + self.deepstack.len() as u64 * deepstack
+            + newline
     }
 }
 

@@ -22,7 +22,37 @@ const CLIP_L_336: VitSpec = VitSpec {
     gated_mlp: false,
     patch: 14,
     patch_input: 3,
+    weights: clip_weights(336, 14),
 };
+
+/// CLIP's tower: LayerNorms (one before the layers, one after), biases everywhere but the patch
+/// embedding, a class token and a learned position per patch and for the class token.
+pub const fn clip_weights(image_size: u64, patch: u64) -> VitWeights {
+    let side = image_size / patch;
+    VitWeights {
+        norm: Norm::Layer,
+        attention_bias: true,
+        mlp_bias: true,
+        patch_bias: false,
+        learned_vectors: 1 + side * side + 1,
+        outer_norms: 2,
+        gates: 0,
+    }
+}
+
+/// Qwen2-VL / Qwen2.5-VL's tower: biases on every projection but the patch embedding, rotary
+/// positions only; Qwen2-VL's norms are LayerNorms, Qwen2.5-VL's RMSNorms.
+const fn qwen_weights(norm: Norm) -> VitWeights {
+    VitWeights {
+        norm,
+        attention_bias: true,
+        mlp_bias: true,
+        patch_bias: false,
+        learned_vectors: 0,
+        outer_norms: 0,
+        gates: 0,
+    }
+}
 
 fn llava(name: &str, llm: LlmSpec) -> ModelSpec {
     let d = llm.hidden;
@@ -64,6 +94,7 @@ fn qwen25_vl(name: &str, vit_intermediate: u64, llm: LlmSpec) -> ModelSpec {
                 gated_mlp: true,
                 patch: 14,
                 patch_input: 3 * 2,
+                weights: qwen_weights(Norm::Rms),
             },
             tokens: VisualTokenRule::Dynamic {
                 patch: 14,
@@ -75,6 +106,7 @@ fn qwen25_vl(name: &str, vit_intermediate: u64, llm: LlmSpec) -> ModelSpec {
                 vit_hidden: 1280,
                 merge: 2,
                 output: d,
+                norm: Norm::Rms,
             },
             // window_size 112 px = 8×8 patches of 14 px.
             window: Some(WindowAttention {
@@ -107,6 +139,7 @@ fn llama(
         tied_embeddings: false,
         qkv_bias: false,
         qk_norm: false,
+        norms_per_layer: 2,
         sliding: None,
         moe: None,
         cross_attention: None,
@@ -258,6 +291,11 @@ fn qwen_vision(v: &Map<String, Value>, model_type: &str) -> Result<VisionSpec, I
     let hidden = uint(v, "hidden_size")?;
     let out = uint(v, "out_hidden_size")?;
     let window_px = uint_or(v, "window_size", 0)?;
+    let norm = if model_type == "qwen2_5_vl" {
+        Norm::Rms
+    } else {
+        Norm::Layer
+    };
     let full: Vec<u64> = match v.get("fullatt_block_indexes") {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
         _ => Vec::new(),
@@ -271,6 +309,7 @@ fn qwen_vision(v: &Map<String, Value>, model_type: &str) -> Result<VisionSpec, I
         gated_mlp: model_type == "qwen2_5_vl",
         patch,
         patch_input: uint_or(v, "in_chans", 3)? * uint_or(v, "temporal_patch_size", 2)?,
+        weights: qwen_weights(norm),
     };
     let window = (window_px > 0).then(|| WindowAttention {
         window_patches: (window_px / patch).pow(2),
@@ -294,6 +333,7 @@ fn qwen_vision(v: &Map<String, Value>, model_type: &str) -> Result<VisionSpec, I
             vit_hidden: hidden,
             merge,
             output: out,
+            norm,
         },
         window,
         deepstack: Vec::new(),
@@ -356,6 +396,7 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
             .unwrap_or(false),
         qkv_bias,
         qk_norm: false,
+        norms_per_layer: 2,
         sliding: None,
         moe: None,
         cross_attention: None,
@@ -459,14 +500,14 @@ mod tests {
         assert_eq!(m.llm.kv_bytes(704, Dtype::Bf16), 369_098_752);
         // LLaMA-2-7B is 6.74 B parameters; LLaVA's vocabulary adds 64 rows twice.
         assert_eq!(m.llm.params(), 6_738_415_616 + 2 * 64 * 4096);
-        // CLIP ViT-L/14-336 vision tower ≈ 303.5 M, projector 1024·4096+4096 + 4096²+4096 = 20.98 M.
+        // CLIP ViT-L/14-336: 24 layers × 12,596,224 + patch 602,112 + (1 + 576 + 1)·1024 vectors
+        // + pre/post LayerNorm 2·2048 = 303,507,456 (transformers counts the same; LLaVA-NeXT's
+        // fixture tower is this plus projector and image newline). Projector 1024·4096+4096 +
+        // 4096²+4096 = 20.98 M.
         let v = m.vision.as_ref().unwrap();
         assert_eq!(v.projector.params(), 20_979_712);
-        assert!(
-            (v.vit.params(577) as f64 - 303.5e6).abs() < 1.0e6,
-            "{}",
-            v.vit.params(577)
-        );
+        assert_eq!(v.vit.params(), 303_507_456);
+        assert_eq!(v.params(), 303_507_456 + 20_979_712);
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
     if let Some(Value::Bool(tied)) = top.get("tie_word_embeddings") {
         llm.tied_embeddings = *tied;
     }
-    let vit = siglip_vision(vision).map_err(|e| e.context("vision_config"))?;
     let image_size = uint_or(vision, "image_size", 224)?;
+    let vit = siglip_vision(vision, image_size).map_err(|e| e.context("vision_config"))?;
     let tokens = uint_or(top, "mm_tokens_per_image", 256)?;
     // The projector pools (image/patch)² patches with a square kernel to √tokens per side.
     let side = image_size / vit.patch;
@@ -120,6 +120,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         qk_norm: true,
+        norms_per_layer: 4,
         sliding: (sliding_layers > 0).then_some(SlidingWindow {
             window,
             layers: sliding_layers,
@@ -130,8 +131,9 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
 }
 
 /// `SiglipVisionConfig`; Gemma 3 takes the last layer's output.
-fn siglip_vision(c: &Map<String, Value>) -> Result<VitSpec, InputError> {
+fn siglip_vision(c: &Map<String, Value>, image_size: u64) -> Result<VitSpec, InputError> {
     let layers = uint_or(c, "num_hidden_layers", 12)?;
+    let patch = uint_or(c, "patch_size", 16)?;
     let vit = VitSpec {
         layers,
         layers_run: layers,
@@ -139,8 +141,18 @@ fn siglip_vision(c: &Map<String, Value>) -> Result<VitSpec, InputError> {
         heads: uint_or(c, "num_attention_heads", 12)?,
         intermediate: uint_or(c, "intermediate_size", 3072)?,
         gated_mlp: false,
-        patch: uint_or(c, "patch_size", 16)?,
+        patch,
         patch_input: uint_or(c, "num_channels", 3)?,
+        // LayerNorms (one after the layers), biases everywhere, a learned position per patch.
+        weights: VitWeights {
+            norm: Norm::Layer,
+            attention_bias: true,
+            mlp_bias: true,
+            patch_bias: true,
+            learned_vectors: (image_size / patch).pow(2),
+            outer_norms: 1,
+            gates: 0,
+        },
     };
     check_vit_heads(&vit)?;
     Ok(vit)

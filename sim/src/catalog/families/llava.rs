@@ -199,6 +199,7 @@ pub(super) fn llama_style(
             .unwrap_or(false),
         qkv_bias: false,
         qk_norm: false,
+        norms_per_layer: 2,
         sliding: None,
         moe: None,
         cross_attention: None,
@@ -244,6 +245,7 @@ pub fn clip_vision(
             gated_mlp: false,
             patch,
             patch_input: uint_or(c, "num_channels", 3)?,
+            weights: crate::catalog::models::clip_weights(image_size, patch),
         },
         VisualTokenRule::FixedSquare { image_size, patch },
     ))
@@ -268,6 +270,16 @@ fn pixtral_vision(
             gated_mlp: true,
             patch,
             patch_input: uint_or(c, "num_channels", 3)?,
+            // RMSNorms (one before the layers), no biases, rotary positions.
+            weights: VitWeights {
+                norm: Norm::Rms,
+                attention_bias: false,
+                mlp_bias: false,
+                patch_bias: false,
+                learned_vectors: 0,
+                outer_norms: 1,
+                gates: 0,
+            },
         },
         // The LLaVA wrapper of Pixtral-12B merges no patches (PixtralProcessor spatial_merge_size 1).
         VisualTokenRule::NativeResolution {

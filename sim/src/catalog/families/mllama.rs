@@ -102,6 +102,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         tied_embeddings: false,
         qkv_bias: false,
         qk_norm: false,
+        norms_per_layer: 2,
         sliding: None,
         moe: None,
         cross_attention: Some(CrossAttention {
@@ -109,6 +110,18 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             added_embeddings: 8,
         }),
     })
+}
+
+/// Mllama's learned `hidden`-wide vectors: the class token, a position for each of a tile's
+/// patches and its class token, and tables indexed by aspect ratio (one per ratio the processor
+/// cuts by, plus the padding id 0): a position per patch of each tile slot, and one vector per
+/// tile slot before and after the local layers.
+fn learned_vectors(side: u64, max_tiles: u64) -> u64 {
+    let positions = side * side + 1;
+    let ratios = (1..=max_tiles)
+        .map(|w| (1..=max_tiles).filter(|h| w * h <= max_tiles).count() as u64)
+        .sum::<u64>();
+    1 + positions + (ratios + 1) * max_tiles * positions + 2 * (ratios + 1) * max_tiles
 }
 
 /// `MllamaVisionConfig`: the encoder, its tiling rule, its taps and its output width.
@@ -172,6 +185,17 @@ fn tiled_vision(
         gated_mlp: false,
         patch,
         patch_input: uint_or(c, "num_channels", 3)?,
+        weights: VitWeights {
+            norm: Norm::Layer,
+            attention_bias: false,
+            mlp_bias: true,
+            patch_bias: false,
+            learned_vectors: learned_vectors(tile / patch, max_tiles),
+            // Before and after the local layers.
+            outer_norms: 2,
+            // One on each of the three position tables, two (attention, MLP) per global layer.
+            gates: 3 + 2 * global,
+        },
     };
     check_vit_heads(&vit)?;
     Ok((

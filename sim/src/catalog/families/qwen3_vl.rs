@@ -108,6 +108,7 @@ fn text_decoder(c: &Map<String, Value>, d: &TextDefaults) -> Result<LlmSpec, Inp
             .and_then(Value::as_bool)
             .unwrap_or(false),
         qk_norm: true,
+        norms_per_layer: 2,
         sliding: None,
         moe: None,
         cross_attention: None,
@@ -179,6 +180,17 @@ fn vision(v: &Map<String, Value>, llm_hidden: u64) -> Result<VisionSpec, InputEr
         gated_mlp: false,
         patch,
         patch_input: uint_or(v, "in_channels", 3)? * uint_or(v, "temporal_patch_size", 2)?,
+        // LayerNorms, biases everywhere, and a learned position grid the tower interpolates to
+        // each image's patches (beside its rotary positions).
+        weights: VitWeights {
+            norm: Norm::Layer,
+            attention_bias: true,
+            mlp_bias: true,
+            patch_bias: true,
+            learned_vectors: uint_or(v, "num_position_embeddings", 2304)?,
+            outer_norms: 0,
+            gates: 0,
+        },
     };
     check_vit_heads(&vit)?;
     Ok(VisionSpec {
@@ -193,6 +205,7 @@ fn vision(v: &Map<String, Value>, llm_hidden: u64) -> Result<VisionSpec, InputEr
             vit_hidden: hidden,
             merge,
             output: out,
+            norm: Norm::Layer,
         },
         window: None,
         deepstack: taps,
