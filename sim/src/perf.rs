@@ -400,12 +400,15 @@ impl PhaseModel for Roofline {
         }
         let llm_tokens: f64 = images.iter().map(|i| i.llm_tokens as f64).sum();
         let projected: f64 = images.iter().map(|i| i.projector_tokens as f64).sum();
+        let features: f64 = images.iter().map(|i| i.feature_tokens as f64).sum();
+        // Linear · GELU · Linear of `rows` tokens, the first column-, the second row-parallel.
+        let mlp = |rows: f64, input: u64, output: u64| {
+            self.gemm(rows, input as f64, output as f64 / tp)
+                + self.gemm(rows, output as f64 / tp, output as f64)
+        };
         let projector = match v.projector {
             // The MLP runs on every token entering it (LLaVA-NeXT's tiles before unpadding).
-            ProjectorSpec::Mlp2xGelu { input, output } => {
-                self.gemm(projected, input as f64, output as f64 / tp)
-                    + self.gemm(projected, output as f64 / tp, output as f64)
-            }
+            ProjectorSpec::Mlp2xGelu { input, output } => mlp(projected, input, output),
             ProjectorSpec::PatchMerger {
                 vit_hidden,
                 merge,
@@ -417,12 +420,26 @@ impl PhaseModel for Roofline {
                     + self.gemm(llm_tokens, wide / tp, output as f64)
             }
             ProjectorSpec::PooledLinear { vit_hidden, output } => {
-                let features: f64 = images.iter().map(|i| i.feature_tokens as f64).sum();
                 self.op(0.0, projected * vit_hidden as f64 * b, 1.0)
                     + self.gemm(features, vit_hidden as f64, output as f64 / tp)
             }
             ProjectorSpec::Linear { input, output } => {
                 self.gemm(projected, input as f64, output as f64 / tp)
+            }
+            // The norm reads every patch; the merger's Linear and the MLP run on merged tokens.
+            ProjectorSpec::MergedMlp {
+                vit_hidden,
+                merge,
+                output,
+                ..
+            } => {
+                self.op(0.0, projected * vit_hidden as f64 * b, 1.0)
+                    + self.gemm(
+                        features,
+                        (vit_hidden * merge * merge) as f64,
+                        vit_hidden as f64 / tp,
+                    )
+                    + mlp(features, vit_hidden, output)
             }
         };
         // Qwen3-VL's DeepStack taps run a projector of their own each.

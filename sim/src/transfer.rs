@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::bounds::Bound;
-use crate::catalog::{Dtype, ImageTokens, LinkSpec, ModelSpec, VitSpec};
+use crate::catalog::{Dtype, ImageTokens, LinkSpec, ModelSpec, ProjectorSpec, VitSpec};
 use crate::error::InputError;
 use crate::table::{Table, Value};
 
@@ -227,13 +227,28 @@ pub fn findings(model: &ModelSpec, cuts: &[Cut]) -> Vec<String> {
     }
     if let (Some(pre), Some(post)) = (get(CutKind::PreProjector), get(CutKind::ModalityBoundary)) {
         if pre.bytes < post.bytes {
+            let widens = match model.vision.as_ref().map(|v| &v.projector) {
+                // Mistral 3 merges patches inside the projector: per token it takes several.
+                Some(&ProjectorSpec::MergedMlp {
+                    vit_hidden,
+                    merge,
+                    output,
+                    ..
+                }) => format!(
+                    "the projector merges {} patches of {vit_hidden} values into one token of {output}",
+                    merge * merge
+                ),
+                p => format!(
+                    "the projector widens {} → {} values per token",
+                    p.map_or(0, |p| p.input_width()),
+                    model.llm.hidden
+                ),
+            };
             notes.push(format!(
-                "the pre-projector cut ({} B) is smaller than the modality boundary ({} B): the projector widens {} → {} values per token; \
+                "the pre-projector cut ({} B) is smaller than the modality boundary ({} B): {widens}; \
                  cutting before it ships {:.1}× less, at the cost of running the projector on the LLM side",
                 group(pre.bytes),
                 group(post.bytes),
-                model.vision.as_ref().map_or(0, |v| v.projector.input_width()),
-                model.llm.hidden,
                 post.bytes as f64 / pre.bytes as f64
             ));
         } else {

@@ -2,11 +2,12 @@
 //! groundtruth.py from each family's own processor and a random-weight model) must be
 //! reproduced exactly from the family's config: visual tokens, feature rows and bytes, and the
 //! KV-cache bytes of the whole prompt (for Llama-3.2-Vision also the cross-attention layers' KV,
-//! the tiles each image is cut into and the projector's input).
+//! the tiles each image is cut into and the projector's input; for Mistral 3 the projector's
+//! input, its patches before the merge, and the LLM's parameters with a tied head).
 
 use std::path::PathBuf;
 
-use hetsim_sim::catalog::{Dtype, VisualTokenRule, resolve_model};
+use hetsim_sim::catalog::{Dtype, LlmSpec, VisualTokenRule, resolve_model};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -59,6 +60,15 @@ fn every_family_matches_transformers_on_every_fixture_size() {
         if let Some(params) = fixture["params"].as_u64() {
             // Every parameter of the model transformers builds (all experts of an MoE).
             assert_eq!(model.llm.params(), params, "parameters, {}", file.display());
+        }
+        if let Some(params) = fixture["params_if_tied"].as_u64() {
+            // Mistral 3: what transformers builds from the config alone, its default tying the LM
+            // head to the embedding (the checkpoint's own head is `params`).
+            let tied = LlmSpec {
+                tied_embeddings: true,
+                ..model.llm.clone()
+            };
+            assert_eq!(tied.params(), params, "tied parameters, {}", file.display());
         }
         if let Some(params) = fixture["vision_params"].as_u64() {
             let vision = model.vision.as_ref().map_or(0, |v| v.params());

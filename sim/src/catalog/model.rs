@@ -343,8 +343,9 @@ pub enum VisualTokenRule {
         patch: u64,
         pinpoints: Vec<(u64, u64)>,
     },
-    /// Pixtral (transformers `PixtralProcessor`): the image keeps its own resolution, scaled down
-    /// only to fit `longest_edge`, in patches of `patch · merge` pixels (a partial patch counts);
+    /// Pixtral and Mistral 3 (transformers `PixtralProcessor`): the image keeps its own
+    /// resolution, scaled down only to fit `longest_edge`, in tokens of `patch · merge` pixels
+    /// (`merge × merge` patches, merged by Mistral 3's projector; a partial token counts);
     /// each row of patches ends with a break token and the last with an end token. Those are
     /// text tokens: the LLM's input has `rows · (cols + 1)` tokens, of which `rows · cols` are
     /// vision features.
@@ -660,6 +661,16 @@ pub enum ProjectorSpec {
     /// Llama-3.2-Vision: one Linear with bias from the vision output (the last layer's states
     /// concatenated with the taps', `VisionSpec::feature_taps`) into the LLM's width.
     Linear { input: u64, output: u64 },
+    /// Mistral 3 (`Mistral3MultiModalProjector`): RMSNorm over the ViT width, a patch merger
+    /// (each `merge × merge` block of patches concatenated and brought back to the ViT width by
+    /// one Linear without bias), then Linear · GELU · Linear into the LLM's width, biased when
+    /// `bias` (`multimodal_projector_bias`).
+    MergedMlp {
+        vit_hidden: u64,
+        merge: u64,
+        output: u64,
+        bias: bool,
+    },
 }
 
 impl ProjectorSpec {
@@ -679,6 +690,19 @@ impl ProjectorSpec {
             }
             ProjectorSpec::PooledLinear { vit_hidden, output } => vit_hidden + vit_hidden * output,
             ProjectorSpec::Linear { input, output } => input * output + output,
+            ProjectorSpec::MergedMlp {
+                vit_hidden,
+                merge,
+                output,
+                bias,
+            } => {
+                let biases = if bias { 2 * output } else { 0 };
+                Norm::Rms.params(vit_hidden)
+                    + vit_hidden * merge * merge * vit_hidden
+                    + vit_hidden * output
+                    + output * output
+                    + biases
+            }
         }
     }
 
@@ -687,7 +711,8 @@ impl ProjectorSpec {
         match *self {
             ProjectorSpec::Mlp2xGelu { input, .. } | ProjectorSpec::Linear { input, .. } => input,
             ProjectorSpec::PatchMerger { vit_hidden, .. }
-            | ProjectorSpec::PooledLinear { vit_hidden, .. } => vit_hidden,
+            | ProjectorSpec::PooledLinear { vit_hidden, .. }
+            | ProjectorSpec::MergedMlp { vit_hidden, .. } => vit_hidden,
         }
     }
 
@@ -696,7 +721,8 @@ impl ProjectorSpec {
             ProjectorSpec::Mlp2xGelu { output, .. }
             | ProjectorSpec::PatchMerger { output, .. }
             | ProjectorSpec::PooledLinear { output, .. }
-            | ProjectorSpec::Linear { output, .. } => output,
+            | ProjectorSpec::Linear { output, .. }
+            | ProjectorSpec::MergedMlp { output, .. } => output,
         }
     }
 }

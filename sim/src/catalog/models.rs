@@ -237,6 +237,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
     let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
     match model_type {
         "llava" | "llava_next" => super::families::llava::parse(name, top, model_type),
+        "mistral3" => super::families::mistral3::parse(name, top),
         "gemma3" => super::families::gemma3::parse(name, top),
         "qwen3_vl" | "qwen3_vl_moe" => super::families::qwen3_vl::parse(name, top, model_type),
         "mixtral" => super::families::mixtral::parse(name, top),
@@ -444,6 +445,30 @@ pub(crate) fn check_vit_heads(v: &VitSpec) -> Result<(), InputError> {
 pub(crate) fn checked(m: ModelSpec) -> Result<HfModel, InputError> {
     m.check_sizes()?;
     Ok(HfModel::Model(Box::new(m)))
+}
+
+/// A tower with its token rule and projector (no window attention, DeepStack or taps) before a
+/// decoder, checked as `checked` does and its heads as `check_vit_heads`.
+pub(crate) fn checked_tower(
+    name: &str,
+    vit: VitSpec,
+    tokens: VisualTokenRule,
+    projector: ProjectorSpec,
+    llm: LlmSpec,
+) -> Result<HfModel, InputError> {
+    check_vit_heads(&vit)?;
+    checked(ModelSpec {
+        name: name.to_string(),
+        vision: Some(VisionSpec {
+            vit,
+            tokens,
+            projector,
+            window: None,
+            deepstack: Vec::new(),
+            feature_taps: Vec::new(),
+        }),
+        llm,
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{int_or, object, uint_or};
 use crate::catalog::model::*;
-use crate::catalog::models::{HfModel, check_vit_heads, checked, head_dim, kv_heads};
+use crate::catalog::models::{HfModel, checked_tower, head_dim, kv_heads};
 use crate::error::InputError;
 
 /// `LlavaNextConfig.image_grid_pinpoints` when the config gives none, as (height, width).
@@ -29,7 +29,7 @@ pub fn parse(
 ) -> Result<HfModel, InputError> {
     let text = object(top, "text_config")?;
     let vision = object(top, "vision_config")?;
-    let llm = text_decoder(text).map_err(|e| e.context("text_config"))?;
+    let llm = text_decoder(text, "llama").map_err(|e| e.context("text_config"))?;
     let feature_layer = int_or(top, "vision_feature_layer", -2)?;
     let strategy = match top.get("vision_feature_select_strategy") {
         None | Some(Value::Null) => "default",
@@ -65,8 +65,10 @@ pub fn parse(
             )
         }
         // Pixtral has no CLS token: `default` would drop a real patch.
+        // The LLaVA wrapper of Pixtral-12B merges no patches (PixtralProcessor spatial_merge_size 1).
         ("llava", "pixtral", "full") => {
-            pixtral_vision(vision, feature_layer).map_err(|e| e.context("vision_config"))?
+            pixtral_vision(vision, feature_layer, PIXTRAL_LONGEST_EDGE, 1)
+                .map_err(|e| e.context("vision_config"))?
         }
         (_, "clip_vision_model" | "pixtral", _) => {
             return Err(InputError::new(format!(
@@ -82,23 +84,11 @@ pub fn parse(
             )));
         }
     };
-    check_vit_heads(&vit)?;
     let projector = ProjectorSpec::Mlp2xGelu {
         input: vit.hidden,
         output: llm.hidden,
     };
-    checked(ModelSpec {
-        name: name.to_string(),
-        vision: Some(VisionSpec {
-            vit,
-            tokens,
-            projector,
-            window: None,
-            deepstack: Vec::new(),
-            feature_taps: Vec::new(),
-        }),
-        llm,
-    })
+    checked_tower(name, vit, tokens, projector, llm)
 }
 
 /// `image_grid_pinpoints` as (height, width) pairs, each a whole number of tiles.
@@ -135,14 +125,18 @@ fn pinpoints(top: &Map<String, Value>, tile: u64) -> Result<Vec<(u64, u64)>, Inp
     Ok(points)
 }
 
-/// A `text_config` by its own `model_type`: the families' published configs leave sizes out
-/// wherever they equal the class defaults (LLaVA-1.5-7B gives none, LLaVA-NeXT-Mistral no hidden
-/// size or depth, Pixtral no head count).
-fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
+/// A `text_config` by its own `model_type` (`default_type` when it has none: `llama` under
+/// LLaVA, `mistral` under Mistral 3): the families' published configs leave sizes out wherever
+/// they equal the class defaults (LLaVA-1.5-7B gives none, LLaVA-NeXT-Mistral no hidden size or
+/// depth, Pixtral no head count).
+pub(super) fn text_decoder(
+    c: &Map<String, Value>,
+    default_type: &str,
+) -> Result<LlmSpec, InputError> {
     let model_type = c
         .get("model_type")
         .and_then(Value::as_str)
-        .unwrap_or("llama");
+        .unwrap_or(default_type);
     // (intermediate_size, num_key_value_heads default or None = num_attention_heads)
     let (intermediate, kv_default) = match model_type {
         // LlamaConfig: 4096 wide, 32 layers, 32 heads, MLP 11008, KV heads = heads, vocab 32000.
@@ -253,10 +247,13 @@ pub fn clip_vision(
 
 /// `PixtralVisionConfig`: 1024 wide, 24 layers, 16 heads, SwiGLU MLP 4096, patch 16, RoPE-2D.
 /// Pixtral-12B's config states none of the widths, which is how a reader with CLIP's defaults
-/// took it for a 768-wide tower.
-fn pixtral_vision(
+/// took it for a 768-wide tower. Images keep their resolution up to the processor's
+/// `longest_edge`, in tokens of `merge × merge` patches (`PixtralProcessor.spatial_merge_size`).
+pub(super) fn pixtral_vision(
     c: &Map<String, Value>,
     feature_layer: i64,
+    longest_edge: u64,
+    merge: u64,
 ) -> Result<(VitSpec, VisualTokenRule), InputError> {
     let layers = uint_or(c, "num_hidden_layers", 24)?;
     let patch = uint_or(c, "patch_size", 16)?;
@@ -281,11 +278,10 @@ fn pixtral_vision(
                 gates: 0,
             },
         },
-        // The LLaVA wrapper of Pixtral-12B merges no patches (PixtralProcessor spatial_merge_size 1).
         VisualTokenRule::NativeResolution {
-            longest_edge: PIXTRAL_LONGEST_EDGE,
+            longest_edge,
             patch,
-            merge: 1,
+            merge,
         },
     ))
 }
