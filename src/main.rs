@@ -359,6 +359,13 @@ struct FitArgs {
     /// and held against the measured column
     #[arg(long)]
     replay: Vec<String>,
+    /// The phase table to fit when PROFILE holds several (a `hetsim calibrate --split` profile
+    /// holds the whole GPU's and both partitions'): its GPU, e.g. H100-SXM or H100-SXM@40sm
+    #[arg(long)]
+    gpu: Option<String>,
+    /// The phase table of each --against profile to predict, by its GPU, where one holds several
+    #[arg(long)]
+    against_gpu: Option<String>,
     /// Print every measured point beside its prediction, not only the summary by phase
     #[arg(long)]
     points: bool,
@@ -379,7 +386,7 @@ fn fit(a: FitArgs) -> Result<(), Error> {
         .into());
     }
     let mut profile = HardwareProfile::load(&a.profile)?;
-    let table = ProfileTable::of(&profile, &a.profile.display().to_string())?;
+    let table = ProfileTable::of(&profile, &a.profile.display().to_string(), a.gpu.as_deref())?;
     let f = hetsim_sim::fit::fit(&table.measurements())?;
     say!("{}", fit_markdown(&f));
     if a.points {
@@ -391,7 +398,11 @@ fn fit(a: FitArgs) -> Result<(), Error> {
     }
     for other in &a.against {
         let mut target = HardwareProfile::load(other)?;
-        let t = ProfileTable::of(&target, &other.display().to_string())?;
+        let t = ProfileTable::of(
+            &target,
+            &other.display().to_string(),
+            a.against_gpu.as_deref(),
+        )?;
         let points = evaluate(&t.measurements(), &f)?;
         sayln!(
             "\n## {} on {} predicted from the fit on {} ({})\n",

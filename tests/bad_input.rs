@@ -994,3 +994,30 @@ fn a_bad_against_file_is_refused_before_the_gpu_bench() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A `--split` profile holds three phase tables: `hetsim fit` names them and asks which, and
+/// refuses a GPU it has no table for, naming what it holds.
+#[test]
+fn fit_on_a_split_profile_asks_which_table() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let split = repo.join("profiles/h100-2026-12-07-llava-1.5-7b-split40.yaml");
+    let split = split.to_str().unwrap();
+    let (code, err) = hetsim_in(repo, &["fit", split]);
+    assert_eq!(code, 2, "{err}");
+    for s in [
+        "3 phase tables",
+        "H100-SXM@40sm",
+        "H100-SXM@92sm",
+        "by its GPU",
+    ] {
+        assert!(err.contains(s), "`{s}` not in: {err}");
+    }
+    let (code, err) = hetsim_in(repo, &["fit", split, "--gpu", "H200-SXM"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no phase table for GPU `H200-SXM`") && err.contains("H100-SXM@40sm"),
+        "{err}"
+    );
+    let (code, err) = hetsim_in(repo, &["fit", split, "--gpu", "H100-SXM@40sm"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -127,9 +127,14 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         println!("{}", phase_markdown(&p));
         prof.phases
             .retain(|x| !(x.model == p.model && x.catalog_gpu == p.catalog_gpu));
-        prof.phases.push(p);
         // The table predicts this GPU; fitted through the operators it predicts the others.
-        match hetsim_sim::fit::ProfileTable::of(&prof, "the new profile")
+        // Fitted alone: the profile may hold other models' tables for this GPU.
+        let just_this = hetsim_sim::profile::HardwareProfile {
+            phases: vec![p.clone()],
+            ..prof.clone()
+        };
+        prof.phases.push(p);
+        match hetsim_sim::fit::ProfileTable::of(&just_this, "the new profile", None)
             .and_then(|t| hetsim_sim::fit::fit(&t.measurements()))
         {
             Ok(fit) => {

@@ -374,24 +374,55 @@ pub struct ProfileTable {
 }
 
 impl ProfileTable {
-    /// The phase table of `profile` (which must hold exactly one), named `what` in errors.
-    pub fn of(profile: &HardwareProfile, what: &str) -> Result<ProfileTable, InputError> {
-        let [phases] = profile.phases.as_slice() else {
-            let held: Vec<String> = profile
+    /// The phase table of `profile` for the GPU named `gpu` (a catalog name, e.g. `H100-SXM` or
+    /// a partition `H100-SXM@40sm`), or its only table when `gpu` is `None`; named `what` in
+    /// errors. A `--split` calibration holds three tables (the whole GPU and both partitions),
+    /// so there the GPU must be named.
+    pub fn of(
+        profile: &HardwareProfile,
+        what: &str,
+        gpu: Option<&str>,
+    ) -> Result<ProfileTable, InputError> {
+        let held = || -> String {
+            profile
                 .phases
                 .iter()
                 .map(|p| format!("{} on {}", p.model, p.catalog_gpu))
-                .collect();
-            return Err(InputError::new(format!(
-                "{what}: a fit needs a profile with exactly one phase table (`hetsim calibrate \
-                 --model`), this one has {}{}",
-                held.len(),
-                if held.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", held.join(", "))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let phases = match gpu {
+            Some(name) => profile
+                .phases
+                .iter()
+                .find(|p| p.catalog_gpu == name)
+                .ok_or_else(|| {
+                    InputError::new(format!(
+                        "{what}: no phase table for GPU `{name}`; it holds {}",
+                        if profile.phases.is_empty() {
+                            "none (`hetsim calibrate --model` measures one)".to_string()
+                        } else {
+                            held()
+                        }
+                    ))
+                })?,
+            None => match profile.phases.as_slice() {
+                [one] => one,
+                [] => {
+                    return Err(InputError::new(format!(
+                        "{what}: a fit needs a profile with a phase table (`hetsim calibrate \
+                         --model`), this one has none"
+                    )));
                 }
-            )));
+                _ => {
+                    return Err(InputError::new(format!(
+                        "{what}: this profile has {} phase tables ({}): name the one to use \
+                         by its GPU",
+                        profile.phases.len(),
+                        held()
+                    )));
+                }
+            },
         };
         let gpu = gpu_by_name(&phases.catalog_gpu).ok_or_else(|| {
             InputError::new(format!(
@@ -788,7 +819,7 @@ mod across {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../profiles")
             .join(name);
-        ProfileTable::of(&HardwareProfile::load(&path).unwrap(), name).unwrap()
+        ProfileTable::of(&HardwareProfile::load(&path).unwrap(), name, None).unwrap()
     }
 
     #[test]
