@@ -112,8 +112,7 @@ impl MemoryPlan {
         if holds_llm {
             weights += l.params() as f64 * b / tpf;
             let step = engine.token_budget as f64
-                * (4.0 * l.hidden as f64
-                    + 2.0 * (l.intermediate * l.moe.map_or(1, |m| m.active)) as f64 / tpf)
+                * (4.0 * l.hidden as f64 + 2.0 * l.peak_active_mlp_width() as f64 / tpf)
                 * b;
             let logits =
                 engine.max_batch.min(engine.token_budget) as f64 * l.vocab as f64 * 4.0 / tpf;

@@ -441,6 +441,21 @@ impl PhaseModel for Roofline {
                     )
                     + mlp(features, vit_hidden, output)
             }
+            // The pixel shuffle copies every patch; the adapter's MLP and the projector's Linear
+            // run on the shuffled features.
+            ProjectorSpec::ShuffledMlpLinear {
+                vit_hidden,
+                merge,
+                adapter,
+                output,
+            } => {
+                self.op(
+                    0.0,
+                    2.0 * projected * (merge * merge * vit_hidden) as f64 * b,
+                    1.0,
+                ) + mlp(features, vit_hidden * merge * merge, adapter)
+                    + self.gemm(features, adapter as f64, output as f64 / tp)
+            }
         };
         // Qwen3-VL's DeepStack taps run a projector of their own each.
         t += projector * (1 + v.deepstack.len()) as f64;
@@ -493,31 +508,58 @@ impl PhaseModel for Roofline {
             w
         };
 
-        let mut layer = Work::default();
-        layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
-        layer += self.gemm(t_all, q / tp, d);
-        // The MLP: one for a dense decoder; for MoE, a router and the experts the step's tokens
-        // reach, each a product over its share of the t · k routed tokens (so every touched
-        // expert's weights are read once and the FLOPs are those of k experts per token).
-        let (experts, routed) = match l.moe {
-            Some(m) => {
-                layer += self.gemm(t_all, d, m.experts as f64);
-                (m.experts_touched(t_all), t_all * m.active as f64)
+        // One decoder layer but its attention over the context, with the MLP of a layer with
+        // experts (`sparse`) or a dense one.
+        let layer = |sparse: bool| {
+            let mut layer = Work::default();
+            layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
+            layer += self.gemm(t_all, q / tp, d);
+            // The MLP: one for a dense layer; for MoE, a router and the experts the step's
+            // tokens reach, each a product over its share of the t · k routed tokens (so every
+            // touched expert's weights are read once and the FLOPs are those of k experts per
+            // token), and a shared expert (Llama 4) that every token runs.
+            let (moe, width) = match l.moe {
+                Some(m) if sparse => (Some(m), ff),
+                Some(m) => (None, m.dense_intermediate as f64),
+                None => (None, ff),
+            };
+            let (experts, routed) = match moe {
+                Some(m) => {
+                    layer += self.gemm(t_all, d, m.experts as f64);
+                    (m.experts_touched(t_all), t_all * m.active as f64)
+                }
+                None => (1.0, t_all),
+            };
+            let per_expert = routed / experts;
+            layer += self.gemm(per_expert, d, 2.0 * width / tp) * experts;
+            layer += self.gemm(per_expert, width / tp, d) * experts;
+            let shared = moe.map_or(0.0, |m| m.shared as f64);
+            if shared > 0.0 {
+                layer += self.gemm(t_all, d, 2.0 * shared / tp);
+                layer += self.gemm(t_all, shared / tp, d);
             }
-            None => (1.0, t_all),
+            // Two RMSNorms, rotary, SiLU·mul, two residual adds.
+            let swiglu = (routed * 3.0 * width + t_all * 3.0 * shared) / tp;
+            layer += self.op(0.0, (t_all * 8.0 * d + swiglu) * b, 1.0);
+            layer += self.all_reduce(t_all * d * b) * 2.0;
+            layer
         };
-        let per_expert = routed / experts;
-        layer += self.gemm(per_expert, d, 2.0 * ff / tp) * experts;
-        layer += self.gemm(per_expert, ff / tp, d) * experts;
-        // Two RMSNorms, rotary, SiLU·mul, two residual adds.
-        layer += self.op(0.0, (t_all * 8.0 * d + routed * 3.0 * ff / tp) * b, 1.0);
-        layer += self.all_reduce(t_all * d * b) * 2.0;
+        let (sparse_layers, dense_layers) = l.mlp_layers();
+        let mut layers = Work::default();
+        if sparse_layers > 0 {
+            layers += layer(true) * sparse_layers as f64;
+        }
+        if dense_layers > 0 {
+            layers += layer(false) * dense_layers as f64;
+        }
 
         let head = self.gemm(batch.logits as f64, d, l.vocab as f64 / tp);
+        // A chunked layer's queries see at most the chunk: the window's cap is an upper bound
+        // on its reads, exact while every sequence is in its first chunk.
         let sliding = l.sliding.map_or(Work::default(), |w| {
             attention(Some(w.window)) * w.layers as f64
         });
-        layer * l.layers as f64
+        layers
             + attention(None) * l.full_attention_layers() as f64
             + sliding
             + head
@@ -614,27 +656,54 @@ mod tests {
         assert!((later - busy / std::f64::consts::E).abs() < 1e-9, "{later}");
     }
 
+    /// The roofline of a fixture config (tests/fixtures/hf-configs/) on one GPU.
+    fn fixture_roofline(config: &str, gpu: &str) -> Roofline {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/hf-configs")
+            .join(config);
+        let m = crate::catalog::resolve_model(p.to_str().unwrap()).unwrap();
+        let gpu = gpu_by_name(gpu).unwrap();
+        Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 1, None)
+    }
+
+    /// Parameters one decode token reads: all but the routed experts it skips in each layer
+    /// with experts, and of the input embedding a row.
+    fn decode_token_params(l: &crate::catalog::LlmSpec) -> f64 {
+        let skipped = l
+            .moe
+            .map_or(0, |m| l.mlp_layers().0 * (m.experts - m.active));
+        (l.params() - skipped * 3 * l.hidden * l.intermediate - l.vocab * l.hidden) as f64
+    }
+
+    /// Bytes one decode step of a sequence of `context` tokens reads.
+    fn decode_bytes(r: &Roofline, context: u64) -> f64 {
+        let mut b = BatchShape::default();
+        b.add_decode(context);
+        r.forward_work(&b).bytes
+    }
+
+    /// A decode token reads `params` parameters (`decode_token_params`), and a decode step at 100
+    /// tokens of context reads them in bf16 and within 1 % nothing else (the KV, activations).
+    fn assert_decode_reads(r: &Roofline, params: u64) {
+        let params = params as f64;
+        assert_eq!(decode_token_params(&r.model.llm), params);
+        let read = decode_bytes(r, 100);
+        assert!(
+            read > params * 2.0 && read < params * 2.0 * 1.01,
+            "{read} vs {}",
+            params * 2.0
+        );
+    }
+
     #[test]
     fn moe_decode_reads_the_routed_experts_and_prefill_all_of_them() {
-        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/mixtral-8x7b-instruct-v0.1.json");
-        let m = crate::catalog::resolve_model(p.to_str().unwrap()).unwrap();
-        let gpu = gpu_by_name("H100-SXM").unwrap();
-        let r = Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 1, None);
-        let l = &m.llm;
-        let expert = (3 * l.hidden * l.intermediate) as f64;
+        let r = fixture_roofline("mixtral-8x7b-instruct-v0.1.json", "H100-SXM");
         // Weights read by one decode token: 6 of the 8 experts in each of 32 layers are skipped,
         // and of the input embedding only a row is read: 46.7 B − 32 · 6 · 176 M − 131 M =
         // 12.75 B parameters, 25.5 GB.
-        let active = l.params() as f64 - 32.0 * 6.0 * expert - (l.vocab * l.hidden) as f64;
-        let mut d = BatchShape::default();
-        d.add_decode(100);
-        let read = r.forward_work(&d).bytes;
-        assert!(
-            read > active * 2.0 && read < active * 2.0 * 1.01,
-            "{read} vs {}",
-            active * 2.0
-        );
+        assert_decode_reads(&r, 12_748_853_248);
+        let l = &r.model.llm;
+        let expert = (3 * l.hidden * l.intermediate) as f64;
         // 2 · 2 · 4096 · 14336 · 3 FLOPs a token in each layer's experts (2 of 8), as a dense
         // model of the active width.
         let mut p1 = BatchShape::default();
@@ -653,12 +722,49 @@ mod tests {
     }
 
     #[test]
+    fn llama4_decode_reads_one_routed_expert_and_the_shared_one() {
+        let r = fixture_roofline("llama-4-scout-17b-16e-instruct.json", "H100-SXM");
+        // One decode token skips 15 of the 16 routed experts in each of 48 layers (the shared
+        // expert runs) and reads one row of the embedding: 107.8 B − 48 · 15 · 126 M − 1.03 B.
+        assert_decode_reads(&r, 16_138_408_960);
+        // Past the 8192-token chunk only the 12 full-attention layers read more context (4 KiB
+        // a token and layer); the 36 chunked layers read at most the chunk.
+        assert_eq!(
+            decode_bytes(&r, 12_000) - decode_bytes(&r, 10_000),
+            12.0 * 2000.0 * 4096.0
+        );
+        let expert = (3 * r.model.llm.hidden * r.model.llm.intermediate) as f64;
+        // A token's MLP FLOPs: its routed expert and the shared one, 2 · 2 · 3 · 5120 · 8192.
+        let mut one = BatchShape::default();
+        one.add_prefill_chunk(0, 1, true);
+        let mlp = 48.0 * 2.0 * 2.0 * expert;
+        let flops = r.forward_work(&one).flops;
+        assert!(flops > mlp && flops < mlp * 1.4, "{flops} vs {mlp}");
+    }
+
+    #[test]
+    fn llama4_encodes_each_tile_alone_and_shuffles_before_the_adapter() {
+        let r = fixture_roofline("llama-4-scout-17b-16e-instruct.json", "H100-SXM");
+        let flops = |w, h| r.encode_work(&[r.model.image_tokens(w, h).unwrap()]).flops;
+        // A tile: 577 tokens (576 patches and a class token) through 34 layers of 1408 (MLP
+        // 5632), attending within the tile; its 144 shuffled tokens of 4 · 1408 through the
+        // adapter (5632 → 4096 → 4096) and the projector (4096 → 5120).
+        let (n, d, ff) = (577.0, 1408.0, 5632.0);
+        let layer = 2.0 * n * d * 3.0 * d + 4.0 * n * n * d + 2.0 * n * d * d + 4.0 * n * d * ff;
+        let adapter = 2.0 * 144.0 * (ff * 4096.0 + 4096.0 * 4096.0 + 4096.0 * 5120.0);
+        let tile = 2.0 * n * 588.0 * d + 34.0 * layer + adapter;
+        assert!(
+            (flops(336, 336) / tile - 1.0).abs() < 1e-12,
+            "{}",
+            flops(336, 336)
+        );
+        // 640×480: four tiles and the global one, five sequences.
+        assert!((flops(640, 480) / (5.0 * tile) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn sliding_layers_read_only_their_window() {
-        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/gemma-3-4b-it.json");
-        let m = crate::catalog::resolve_model(p.to_str().unwrap()).unwrap();
-        let gpu = gpu_by_name("A100-SXM-80GB").unwrap();
-        let r = Roofline::new(&m, Dtype::Bf16, gpu, Efficiency::default(), 1, None);
+        let r = fixture_roofline("gemma-3-4b-it.json", "A100-SXM-80GB");
         let read = |ctx| {
             let mut b = BatchShape::default();
             b.add_decode(ctx);

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::bounds::Bound;
-use crate::catalog::{Dtype, ImageTokens, LinkSpec, ModelSpec, ProjectorSpec, VitSpec};
+use crate::catalog::{Dtype, ImageTokens, LinkSpec, ModelSpec, ProjectorSpec, VitSpec, WindowKind};
 use crate::error::InputError;
 use crate::table::{Table, Value};
 
@@ -712,7 +712,7 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                         2.0 * cross as f64 * m.llm.kv_dim() as f64 / m.llm.hidden as f64
                     ),
                     Some(w) if shape.context_tokens >= w.window => format!(
-                        "{}: s = {}, N_v = {}: {} of {} layers keep only the last {} tokens, so R is below \
+                        "{}: s = {}, N_v = {}: {} of {} layers keep only the last {} tokens{}, so R is below \
                          2L · (n_kv · d_head / d) · (s / N_v) ({:.3} per layer) and stops growing with s in those layers",
                         m.name,
                         shape.context_tokens,
@@ -720,6 +720,10 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                         w.layers,
                         m.llm.layers,
                         w.window - 1,
+                        match w.kind {
+                            WindowKind::Sliding => "",
+                            WindowKind::Chunked => " (chunked attention, as transformers caches it)",
+                        },
                         per_layer
                     ),
                     _ => format!(

@@ -3,11 +3,12 @@
 //! reproduced exactly from the family's config: visual tokens, feature rows and bytes, and the
 //! KV-cache bytes of the whole prompt (for Llama-3.2-Vision also the cross-attention layers' KV,
 //! the tiles each image is cut into and the projector's input; for Mistral 3 the projector's
-//! input, its patches before the merge, and the LLM's parameters with a tied head).
+//! input, its patches before the merge, and the LLM's parameters with a tied head; for Llama 4
+//! each image's canvas and tiles, the projector's input and the chunked layers' KV).
 
 use std::path::PathBuf;
 
-use hetsim_sim::catalog::{Dtype, LlmSpec, VisualTokenRule, resolve_model};
+use hetsim_sim::catalog::{Dtype, LlmSpec, VisualTokenRule, WindowKind, resolve_model};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -43,15 +44,24 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             file.display()
         );
         let kinds = &fixture["layer_kinds"];
+        let local = |kind: WindowKind| {
+            model
+                .llm
+                .sliding
+                .filter(|w| w.kind == kind)
+                .map_or(0, |w| w.layers)
+        };
         assert_eq!(
             (
                 model.llm.full_attention_layers(),
-                model.llm.sliding.map_or(0, |w| w.layers),
+                local(WindowKind::Sliding),
+                local(WindowKind::Chunked),
                 model.llm.cross_attention_layers()
             ),
             (
                 kinds["full_attention"].as_u64().unwrap_or(0),
                 kinds["sliding_attention"].as_u64().unwrap_or(0),
+                kinds["chunked_attention"].as_u64().unwrap_or(0),
                 kinds["cross_attention"].as_u64().unwrap_or(0)
             ),
             "layer kinds, {}",
@@ -79,7 +89,7 @@ fn every_family_matches_transformers_on_every_fixture_size() {
         for r in records {
             let at = format!("{} {}", file.display(), r["images"]);
             let (mut visual, mut features, mut projected) = (0, 0, 0);
-            let mut tiles = Vec::new();
+            let (mut tiles, mut canvas) = (Vec::new(), Vec::new());
             for img in r["images"].as_array().unwrap() {
                 let t = model
                     .image_tokens(u(img, "width"), u(img, "height"))
@@ -87,16 +97,27 @@ fn every_family_matches_transformers_on_every_fixture_size() {
                 visual += t.llm_tokens;
                 features += t.feature_tokens;
                 projected += t.projector_tokens;
-                if let Some(VisualTokenRule::Tiled { tile, .. }) =
-                    model.vision.as_ref().map(|v| &v.tokens)
-                {
-                    tiles.push(Value::from(
+                match model.vision.as_ref().map(|v| &v.tokens) {
+                    // Mllama: the canvas's tiles (the padding to max_tiles aside).
+                    Some(&VisualTokenRule::Tiled { tile, .. }) => tiles.push(Value::from(
                         (t.resized_width / tile) * (t.resized_height / tile),
-                    ));
+                    )),
+                    // Llama 4: the tiles the tower runs (the global one too) and the canvas.
+                    Some(&VisualTokenRule::TiledGlobal { tile, .. }) => {
+                        tiles.push(Value::from(t.tiles));
+                        canvas.push(Value::from(vec![
+                            t.resized_height / tile,
+                            t.resized_width / tile,
+                        ]));
+                    }
+                    _ => {}
                 }
             }
             if let Some(want) = r.get("tiles") {
                 assert_eq!(&Value::from(tiles), want, "tiles per image, {at}");
+            }
+            if let Some(want) = r.get("canvas") {
+                assert_eq!(&Value::from(canvas), want, "canvas per image, {at}");
             }
             if let Some(width) = r.get("projector_input_width") {
                 let p = &model.vision.as_ref().unwrap().projector;
@@ -127,7 +148,10 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             for (kind, bytes) in r["kv_bytes_by_layer_kind"].as_object().unwrap() {
                 let layer = match kind.as_str() {
                     "full_attention" => model.llm.layer_kv_bytes(false, context, Dtype::Bf16),
-                    "sliding_attention" => model.llm.layer_kv_bytes(true, context, Dtype::Bf16),
+                    // Chunked layers are cached as sliding windows of the chunk.
+                    "sliding_attention" | "chunked_attention" => {
+                        model.llm.layer_kv_bytes(true, context, Dtype::Bf16)
+                    }
                     // A cross-attention layer caches the vision states' keys and values.
                     "cross_attention" => model.llm.cross_layer_kv_bytes(features, Dtype::Bf16),
                     other => panic!("unknown layer kind {other}, {at}"),

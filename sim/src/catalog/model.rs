@@ -65,8 +65,8 @@ pub struct LlmSpec {
     /// RMSNorms of `hidden` weights in each decoder layer: 2 (before attention and before the
     /// MLP) for LLaMA-style layers; Gemma 3 also normalises each block's output, 4.
     pub norms_per_layer: u64,
-    /// Layers that attend only to a window of recent tokens (Gemma 3's local layers); the others
-    /// attend to the whole context.
+    /// Layers that attend only to a window of recent tokens (Gemma 3's local layers) or within
+    /// chunks of the context (Llama 4's chunked layers); the others attend to the whole context.
     pub sliding: Option<SlidingWindow>,
     /// Mixture-of-experts MLPs (Mixtral): every expert's weights are resident, each token runs
     /// `active` of them. `intermediate` is then each expert's width.
@@ -88,15 +88,33 @@ pub struct CrossAttention {
     pub added_embeddings: u64,
 }
 
-/// A mixture-of-experts MLP in every decoder layer.
+/// Mixture-of-experts MLPs: in every decoder layer but `dense_layers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Moe {
     pub experts: u64,
     /// Experts each token is routed to (`num_experts_per_tok`).
     pub active: u64,
+    /// Width of a shared expert every token runs beside its routed ones (Llama 4's
+    /// `shared_expert`, a SwiGLU MLP); 0 where there is none.
+    pub shared: u64,
+    /// Decoder layers whose MLP is a dense SwiGLU of `dense_intermediate` instead of the mixture
+    /// (Llama-4-Maverick's every other layer); 0 where every layer has experts.
+    pub dense_layers: u64,
+    pub dense_intermediate: u64,
 }
 
 impl Moe {
+    /// Experts in every layer, no shared expert (Mixtral, Qwen3-VL-MoE).
+    pub fn every_layer(experts: u64, active: u64) -> Moe {
+        Moe {
+            experts,
+            active,
+            shared: 0,
+            dense_layers: 0,
+            dense_intermediate: 0,
+        }
+    }
+
     /// Distinct experts a step of `tokens` tokens reads, expected under uniform routing:
     /// `E · (1 − (1 − 1/E)^(tokens · k))`. Decode of one token reads k; a large prefill reads all.
     pub fn experts_touched(&self, tokens: f64) -> f64 {
@@ -108,18 +126,33 @@ impl Moe {
     }
 }
 
-/// Sliding-window attention in some of a decoder's layers.
+/// Local attention in some of a decoder's layers: a sliding window, or chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlidingWindow {
-    /// Tokens a query attends to, itself included (config `sliding_window`).
+    /// Sliding: tokens a query attends to, itself included (config `sliding_window`). Chunked:
+    /// the chunk (`attention_chunk_size`); a query attends to the earlier tokens of its chunk,
+    /// from 1 (the chunk's first) to `window`.
     pub window: u64,
-    /// How many of the decoder's layers slide.
+    /// How many of the decoder's layers are local.
     pub layers: u64,
+    pub kind: WindowKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Gemma 3's local layers.
+    Sliding,
+    /// Llama 4's chunked-attention layers (`layer_types` `chunked_attention`).
+    Chunked,
 }
 
 impl SlidingWindow {
-    /// Tokens of a sliding layer's KV cache after `context` tokens: the last `window − 1` (the
-    /// next query brings its own), as transformers' `DynamicSlidingWindowLayer` keeps them.
+    /// Tokens of a local layer's KV cache after `context` tokens: the last `window − 1` (the
+    /// next query brings its own), as transformers' `DynamicSlidingWindowLayer` keeps them. A
+    /// chunked layer is cached in the same layer class with the chunk as its window, so it too
+    /// keeps `window − 1` tokens past the first chunk, where its next query needs only those of
+    /// its own chunk (`context mod window`); a server that frees the others (vLLM's chunked
+    /// local attention) holds fewer, which is not modelled.
     pub fn cached(&self, context: u64) -> u64 {
         context.min(self.window - 1)
     }
@@ -182,14 +215,18 @@ impl LlmSpec {
         2 * self.kv_dim() * dtype.bytes() * tokens
     }
 
-    /// The same decoder at another depth, with the same share of sliding layers (rounded down)
-    /// and the cross-attention layers that fall within the new depth.
+    /// The same decoder at another depth, with the same share of sliding and of dense-MLP layers
+    /// (rounded down) and the cross-attention layers that fall within the new depth.
     pub fn with_layers(&self, layers: u64) -> LlmSpec {
         LlmSpec {
             layers,
             sliding: self.sliding.map(|w| SlidingWindow {
                 layers: w.layers * layers / self.layers,
                 ..w
+            }),
+            moe: self.moe.map(|m| Moe {
+                dense_layers: m.dense_layers * layers / self.layers,
+                ..m
             }),
             cross_attention: self.cross_attention.as_ref().map(|c| CrossAttention {
                 layers: c.layers.iter().copied().filter(|&i| i < layers).collect(),
@@ -199,7 +236,9 @@ impl LlmSpec {
         }
     }
 
-    pub fn layer_params(&self) -> u64 {
+    /// A decoder layer's parameters besides its MLP: attention, its biases and q/k norms, the
+    /// layer's norms.
+    pub fn block_params(&self) -> u64 {
         let d = self.hidden;
         let attn = d * (self.q_dim() + 2 * self.kv_dim()) + self.q_dim() * d;
         let bias = if self.qkv_bias {
@@ -208,17 +247,58 @@ impl LlmSpec {
             0
         };
         let qk_norm = if self.qk_norm { 2 * self.head_dim } else { 0 };
-        // SwiGLU: gate, up, down; a router of d × E in front of the experts.
-        let mlp = match self.moe {
-            Some(m) => m.experts * 3 * d * self.intermediate + d * m.experts,
-            None => 3 * d * self.intermediate,
-        };
-        attn + bias + qk_norm + mlp + self.norms_per_layer * d
+        attn + bias + qk_norm + self.norms_per_layer * d
     }
 
-    /// MLP parameters a token runs through (all of them for a dense decoder).
+    /// Decoder layers with experts and layers with a dense MLP: (L, 0) for an MoE decoder with
+    /// experts in every layer, (0, L) for a dense one.
+    pub fn mlp_layers(&self) -> (u64, u64) {
+        match self.moe {
+            Some(m) => (self.layers - m.dense_layers, m.dense_layers),
+            None => (0, self.layers),
+        }
+    }
+
+    /// Parameters of one layer's MLP, `sparse` (the mixture: a router of d × E, every expert, the
+    /// shared expert) or dense, each a SwiGLU of gate, up and down projections.
+    pub fn mlp_params(&self, sparse: bool) -> u64 {
+        let d = self.hidden;
+        match self.moe {
+            Some(m) if sparse => {
+                m.experts * 3 * d * self.intermediate + d * m.experts + 3 * d * m.shared
+            }
+            Some(m) => 3 * d * m.dense_intermediate,
+            None => 3 * d * self.intermediate,
+        }
+    }
+
+    /// The SwiGLU widths a token runs through in one layer's MLP, `sparse` or dense: its routed
+    /// experts' and the shared expert's, or the dense MLP's.
+    pub fn active_mlp_width(&self, sparse: bool) -> u64 {
+        match self.moe {
+            Some(m) if sparse => self.intermediate * m.active + m.shared,
+            Some(m) => m.dense_intermediate,
+            None => self.intermediate,
+        }
+    }
+
+    /// The widest SwiGLU a token runs through in any of the decoder's layers.
+    pub fn peak_active_mlp_width(&self) -> u64 {
+        let (sparse, dense) = self.mlp_layers();
+        let width = |s: bool, layers: u64| {
+            if layers > 0 {
+                self.active_mlp_width(s)
+            } else {
+                0
+            }
+        };
+        width(true, sparse).max(width(false, dense))
+    }
+
+    /// MLP parameters a token runs through in a layer with experts (in any layer of a dense
+    /// decoder).
     pub fn active_mlp_params(&self) -> u64 {
-        3 * self.hidden * self.intermediate * self.moe.map_or(1, |m| m.active)
+        3 * self.hidden * self.active_mlp_width(self.moe.is_some())
     }
 
     pub fn params(&self) -> u64 {
@@ -235,7 +315,9 @@ impl LlmSpec {
         // A cross-attention layer has what a self-attention layer has, plus RMSNorms on its
         // queries and keys (d_head each) and two tanh gates (one value each).
         let cross = self.cross_attention_layers() * (2 * self.head_dim + 2);
-        embed + self.layers * self.layer_params() + cross + self.hidden + head
+        let (sparse, dense) = self.mlp_layers();
+        let mlps = sparse * self.mlp_params(true) + dense * self.mlp_params(false);
+        embed + self.layers * self.block_params() + mlps + cross + self.hidden + head
     }
 }
 
@@ -373,6 +455,21 @@ pub enum VisualTokenRule {
         patch: u64,
         max_tiles: u64,
     },
+    /// Llama 4 (transformers `Llama4ImageProcessor`, `Llama4Processor`): the image is fitted to
+    /// the best canvas of at most `max_tiles` tiles of `tile` pixels (the same choice as
+    /// `Tiled`, in float32) and cut into its tiles, plus a global tile (the whole image resized
+    /// to one) when there is more than one. The encoder runs each tile as its own sequence of
+    /// `(tile/patch)² + 1` tokens (CLS kept, dropped after the last layer); each tile's patches
+    /// are pixel-shuffled `merge × merge` into `(tile/patch/merge)²` features. The LLM's input
+    /// holds the features as `<|patch|>` tokens, and as text `<|image_start|>`, one separator
+    /// after each canvas tile (when there are several), `<|image|>` before the global tile's and
+    /// `<|image_end|>`.
+    TiledGlobal {
+        tile: u64,
+        patch: u64,
+        merge: u64,
+        max_tiles: u64,
+    },
 }
 
 /// Pixel size an image is resized to before patching, and the token counts that follow.
@@ -463,7 +560,8 @@ impl VisualTokenRule {
                 patch,
                 max_tiles,
             } => {
-                let (canvas_h, canvas_w) = optimal_tiled_canvas(width, height, max_tiles, tile);
+                let (canvas_h, canvas_w) =
+                    tiled_canvas(width, height, max_tiles, tile, Scales::Float64);
                 let per_tile = (tile / patch).pow(2) + 1;
                 Ok(ImageTokens {
                     resized_width: canvas_w,
@@ -476,15 +574,77 @@ impl VisualTokenRule {
                     llm_tokens: 1,
                 })
             }
+            &VisualTokenRule::TiledGlobal {
+                tile,
+                patch,
+                merge,
+                max_tiles,
+            } => Ok(tiled_global_tokens(
+                width, height, tile, patch, merge, max_tiles,
+            )),
         }
     }
 }
 
-/// transformers' `get_optimal_tiled_canvas` (Mllama): of the canvases of (w, h) tiles with
-/// w · h ≤ `max_tiles`, the one needing the least upscaling (scale = the smaller of the two
-/// sides' ratios); if every one must shrink the image, the one shrinking it least; ties to the
-/// smallest area, then to the first in (w, h) order. Returns (height, width) in pixels.
+/// Llama 4's token count (`get_best_fit`, `Llama4Processor._prompt_split_image`).
+fn tiled_global_tokens(
+    width: u64,
+    height: u64,
+    tile: u64,
+    patch: u64,
+    merge: u64,
+    max_tiles: u64,
+) -> ImageTokens {
+    let (canvas_h, canvas_w) = tiled_canvas(width, height, max_tiles, tile, Scales::Float32);
+    let canvas = (canvas_h / tile) * (canvas_w / tile);
+    // The global tile, and a separator after each canvas tile, come with several.
+    let (tiles, separators) = if canvas > 1 {
+        (canvas + 1, canvas)
+    } else {
+        (1, 0)
+    };
+    let side = tile / patch;
+    let features = tiles * (side / merge).pow(2);
+    ImageTokens {
+        resized_width: canvas_w,
+        resized_height: canvas_h,
+        tiles,
+        encoder_tokens: tiles * (side * side + 1),
+        // The projector (one Linear) takes the vision model's shuffled features.
+        projector_tokens: features,
+        feature_tokens: features,
+        // <|image_start|>, <|image|>, <|image_end|>.
+        llm_tokens: features + separators + 3,
+    }
+}
+
+/// transformers' `get_optimal_tiled_canvas` (Mllama, numpy: float64): see `tiled_canvas`.
 pub fn optimal_tiled_canvas(width: u64, height: u64, max_tiles: u64, tile: u64) -> (u64, u64) {
+    tiled_canvas(width, height, max_tiles, tile, Scales::Float64)
+}
+
+/// The precision a processor compares canvas scales in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scales {
+    /// Mllama's processor (numpy).
+    Float64,
+    /// Llama 4's `get_best_fit` (torch, integer sizes divided into the default float32).
+    Float32,
+}
+
+/// transformers' `get_optimal_tiled_canvas` (Mllama) and `get_best_fit` (Llama 4): of the
+/// canvases of (w, h) tiles with w · h ≤ `max_tiles`, the one needing the least upscaling (scale
+/// = the smaller of the two sides' ratios); if every one must shrink the image, the one shrinking
+/// it least; ties to the smallest area, then to the first in (w, h) order (two canvases of the
+/// least area cannot tie: each side's scale is a different one's limit only where both are
+/// whole tiles, one canvas). Returns (height, width) in pixels.
+pub fn tiled_canvas(
+    width: u64,
+    height: u64,
+    max_tiles: u64,
+    tile: u64,
+    precision: Scales,
+) -> (u64, u64) {
     // get_all_supported_aspect_ratios lists (w, h); the processor reads each pair as (height,
     // width) of the canvas, as here.
     let mut canvases = Vec::new();
@@ -495,7 +655,10 @@ pub fn optimal_tiled_canvas(width: u64, height: u64, max_tiles: u64, tile: u64) 
             }
         }
     }
-    let scale = |&(h, w): &(u64, u64)| (w as f64 / width as f64).min(h as f64 / height as f64);
+    let scale = |&(h, w): &(u64, u64)| match precision {
+        Scales::Float64 => (w as f64 / width as f64).min(h as f64 / height as f64),
+        Scales::Float32 => f64::from((w as f32 / width as f32).min(h as f32 / height as f32)),
+    };
     let scales: Vec<f64> = canvases.iter().map(scale).collect();
     let up = scales
         .iter()
@@ -671,6 +834,17 @@ pub enum ProjectorSpec {
         output: u64,
         bias: bool,
     },
+    /// Llama 4: the vision model's adapter (`Llama4VisionPixelShuffleMLP`: each `merge × merge`
+    /// block of patches concatenated by the pixel shuffle, then Linear · GELU · Linear · GELU
+    /// into `adapter` wide) and the multimodal projector (one Linear into the LLM's width), all
+    /// without biases. transformers counts the adapter as the vision model's: what its
+    /// projector receives, and a pre-projector cut ships, is the adapter's output.
+    ShuffledMlpLinear {
+        vit_hidden: u64,
+        merge: u64,
+        adapter: u64,
+        output: u64,
+    },
 }
 
 impl ProjectorSpec {
@@ -703,6 +877,12 @@ impl ProjectorSpec {
                     + output * output
                     + biases
             }
+            ProjectorSpec::ShuffledMlpLinear {
+                vit_hidden,
+                merge,
+                adapter,
+                output,
+            } => vit_hidden * merge * merge * adapter + adapter * adapter + adapter * output,
         }
     }
 
@@ -710,6 +890,7 @@ impl ProjectorSpec {
     pub fn input_width(&self) -> u64 {
         match *self {
             ProjectorSpec::Mlp2xGelu { input, .. } | ProjectorSpec::Linear { input, .. } => input,
+            ProjectorSpec::ShuffledMlpLinear { adapter, .. } => adapter,
             ProjectorSpec::PatchMerger { vit_hidden, .. }
             | ProjectorSpec::PooledLinear { vit_hidden, .. }
             | ProjectorSpec::MergedMlp { vit_hidden, .. } => vit_hidden,
@@ -722,7 +903,8 @@ impl ProjectorSpec {
             | ProjectorSpec::PatchMerger { output, .. }
             | ProjectorSpec::PooledLinear { output, .. }
             | ProjectorSpec::Linear { output, .. }
-            | ProjectorSpec::MergedMlp { output, .. } => output,
+            | ProjectorSpec::MergedMlp { output, .. }
+            | ProjectorSpec::ShuffledMlpLinear { output, .. } => output,
         }
     }
 }

@@ -242,6 +242,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
         "qwen3_vl" | "qwen3_vl_moe" => super::families::qwen3_vl::parse(name, top, model_type),
         "mixtral" => super::families::mixtral::parse(name, top),
         "mllama" => super::families::mllama::parse(name, top),
+        "llama4" => super::families::llama4::parse(name, top),
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{object, uint_or};
+use super::fields::{bool_or, local_layers, object, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, check_vit_heads, checked, kv_heads};
 use crate::error::InputError;
@@ -73,32 +73,12 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         }
         Some(_) => uint_or(c, "sliding_window", 4096)?,
     };
-    let sliding_layers = match c.get("layer_types") {
-        None | Some(Value::Null) => {
+    let sliding_layers = match local_layers(c, layers, "sliding_attention")? {
+        Some(sliding) => sliding,
+        None => {
             // Gemma3TextConfig: layer i (from 0) is full attention when (i + 1) % pattern == 0.
             let pattern = uint_or(c, "sliding_window_pattern", 6)?;
             layers - layers / pattern
-        }
-        Some(Value::Array(kinds)) if kinds.len() as u64 == layers => {
-            let mut sliding = 0;
-            for k in kinds {
-                match k.as_str() {
-                    Some("sliding_attention") => sliding += 1,
-                    Some("full_attention") => {}
-                    _ => {
-                        return Err(InputError::new(format!(
-                            "field `layer_types` has {k}: allowed \"sliding_attention\" or \"full_attention\""
-                        )));
-                    }
-                }
-            }
-            sliding
-        }
-        Some(v) => {
-            return Err(InputError::new(format!(
-                "field `layer_types` = {}: must list one kind per layer ({layers})",
-                crate::bounds::excerpt(&v.to_string())
-            )));
         }
     };
     let hidden = uint_or(c, "hidden_size", 2304)?;
@@ -111,19 +91,14 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         head_dim: uint_or(c, "head_dim", 256)?,
         intermediate: uint_or(c, "intermediate_size", 9216)?,
         vocab: uint_or(c, "vocab_size", 262_208)?,
-        tied_embeddings: c
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-        qkv_bias: c
-            .get("attention_bias")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        tied_embeddings: bool_or(c, "tie_word_embeddings", true),
+        qkv_bias: bool_or(c, "attention_bias", false),
         qk_norm: true,
         norms_per_layer: 4,
         sliding: (sliding_layers > 0).then_some(SlidingWindow {
             window,
             layers: sliding_layers,
+            kind: WindowKind::Sliding,
         }),
         moe: None,
         cross_attention: None,
@@ -182,7 +157,8 @@ mod tests {
             l.sliding,
             Some(SlidingWindow {
                 window: 1024,
-                layers: 29
+                layers: 29,
+                kind: WindowKind::Sliding
             })
         );
         // 4 KiB per token and layer (2 · 4 · 256 · 2 B). At 1,293 tokens the sliding layers keep

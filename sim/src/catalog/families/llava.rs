@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{int_or, object, uint_or};
+use super::fields::{bool_or, int_or, object, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, checked_tower, head_dim, kv_heads};
 use crate::error::InputError;
@@ -187,10 +187,7 @@ pub(super) fn llama_style(
         head_dim: head_dim(c, hidden, heads)?,
         intermediate: uint_or(c, "intermediate_size", intermediate)?,
         vocab: uint_or(c, "vocab_size", 32000)?,
-        tied_embeddings: c
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        tied_embeddings: bool_or(c, "tie_word_embeddings", false),
         qkv_bias: false,
         qk_norm: false,
         norms_per_layer: 2,

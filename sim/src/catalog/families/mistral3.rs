@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::fields::{int_or, uint_or};
+use super::fields::{int_or, object_or, uint_or};
 use super::llava::{pixtral_vision, text_decoder};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, checked_tower};
@@ -37,8 +37,8 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
         "model_type": "pixtral", "intermediate_size": 4096, "hidden_size": 1024, "patch_size": 14,
         "image_size": 1540, "num_hidden_layers": 24, "num_attention_heads": 16
     });
-    let text = sub_config(top, "text_config", &text_defaults)?;
-    let vision = sub_config(top, "vision_config", &vision_defaults)?;
+    let text = object_or(top, "text_config", &text_defaults)?;
+    let vision = object_or(top, "vision_config", &vision_defaults)?;
     let mut llm = text_decoder(text, "mistral").map_err(|e| e.context("text_config"))?;
     // Mistral3ForConditionalGeneration ties its LM head to the embedding by the top-level
     // `tie_word_embeddings`, whose Mistral3Config default is true; Mistral-Small-3.1's config
@@ -86,22 +86,6 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
         bias,
     };
     checked_tower(name, vit, tokens, projector, llm)
-}
-
-/// A sub-config as given, or `defaults` where it is absent or null.
-fn sub_config<'a>(
-    top: &'a Map<String, Value>,
-    field: &str,
-    defaults: &'a Value,
-) -> Result<&'a Map<String, Value>, InputError> {
-    match top.get(field) {
-        None | Some(Value::Null) => Ok(defaults.as_object().expect("defaults are an object")),
-        Some(Value::Object(c)) => Ok(c),
-        Some(v) => Err(InputError::new(format!(
-            "field `{field}` = {}: must be an object",
-            crate::bounds::excerpt(&v.to_string())
-        ))),
-    }
 }
 
 #[cfg(test)]

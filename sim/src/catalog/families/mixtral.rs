@@ -27,7 +27,7 @@ pub fn parse(name: &str, c: &Map<String, Value>) -> Result<HfModel, InputError> 
     }
     // MixtralConfig's attention and widths are MistralConfig's: experts of MLP width 14336.
     let llm = LlmSpec {
-        moe: Some(Moe { experts, active }),
+        moe: Some(Moe::every_layer(experts, active)),
         cross_attention: None,
         ..super::llava::llama_style(c, 14336, Some(8))?
     };

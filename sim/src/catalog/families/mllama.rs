@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{object, uint_or};
+use super::fields::{indices, object, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, check_vit_heads, checked};
 use crate::error::InputError;
@@ -41,27 +41,6 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
         }),
         llm,
     })
-}
-
-/// A list of layer indices, or `default` when absent.
-fn indices(c: &Map<String, Value>, field: &str, default: &[u64]) -> Result<Vec<u64>, InputError> {
-    match c.get(field) {
-        None | Some(Value::Null) => Ok(default.to_vec()),
-        Some(Value::Array(xs)) => xs
-            .iter()
-            .map(|x| {
-                x.as_u64().ok_or_else(|| {
-                    InputError::new(format!(
-                        "field `{field}` has {x}: must list layer indices (integers from 0)"
-                    ))
-                })
-            })
-            .collect(),
-        Some(v) => Err(InputError::new(format!(
-            "field `{field}` = {}: must be a list of layer indices",
-            crate::bounds::excerpt(&v.to_string())
-        ))),
-    }
 }
 
 fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {

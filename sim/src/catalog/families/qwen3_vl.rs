@@ -141,7 +141,7 @@ fn moe_text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         )));
     }
     Ok(LlmSpec {
-        moe: Some(Moe { experts, active }),
+        moe: Some(Moe::every_layer(experts, active)),
         ..text_decoder(c, &MOE)?
     })
 }
