@@ -135,6 +135,28 @@ mod tests {
         HardwareProfile::load(&repo(p)).unwrap()
     }
 
+    /// Prints where a set of errors came from and how wide it is (`--nocapture`).
+    fn noted(basis: Basis, what: &str, errs: Vec<f64>) -> Vec<f64> {
+        let w = p80(errs.clone());
+        eprintln!(
+            "{}: {what}: {} points, p80 {w:.2}",
+            basis.name(),
+            errs.len()
+        );
+        errs
+    }
+
+    /// `errs` are `points` errors whose 80th percentile is `basis`'s width.
+    fn assert_width(basis: Basis, errs: Vec<f64>, points: usize) {
+        let w = p80(noted(basis, "all", errs.clone()));
+        assert_eq!(errs.len(), points, "{} points", basis.name());
+        assert!(
+            (w - basis.error_pct()).abs() < 0.05,
+            "{} p80 {w}",
+            basis.name()
+        );
+    }
+
     /// `profile` with its phase tables replaced by the operator fit on `from`'s table of `gpu`.
     fn fitted(
         from: &HardwareProfile,
@@ -196,20 +218,9 @@ mod tests {
         let mut measured = Vec::new();
         for (exp, profile, csv) in calibrated {
             let e = replay_errors(exp, load(profile), csv, all);
-            eprintln!(
-                "measured: {csv}: {} points, p80 {:.2}",
-                e.len(),
-                p80(e.clone())
-            );
-            measured.extend(e);
+            measured.extend(noted(Basis::Measured, csv, e));
         }
-        let w = p80(measured.clone());
-        eprintln!("measured: {} points, p80 {w:.2}", measured.len());
-        assert_eq!(measured.len(), 320);
-        assert!(
-            (w - Basis::Measured.error_pct()).abs() < 0.05,
-            "measured p80 {w}"
-        );
+        assert_width(Basis::Measured, measured, 320);
 
         // The operator model fitted on one GPU predicting another's replays (leave one GPU
         // out), both ways, on the tables of 2026-11-21 and on the same-lease tables of
@@ -231,12 +242,7 @@ mod tests {
         let mut across = Vec::new();
         for (target, (exp, _, csv)) in across_gpus {
             let e = replay_errors(exp, target, csv, all);
-            eprintln!(
-                "same-arch: {csv}: {} points, p80 {:.2}",
-                e.len(),
-                p80(e.clone())
-            );
-            across.extend(e);
+            across.extend(noted(Basis::SameArchitecture, csv, e));
         }
         // The fit on the whole H200 predicting two green-context partitions of it (an
         // encoder on 40 SMs, the LLM on 92): the modality rows of that validation, whose
@@ -247,19 +253,12 @@ mod tests {
             "exec/results/2026-12-03-h200-green-split/validate-fit/comparison.csv",
             modality,
         );
-        eprintln!(
-            "same-arch: green partitions on the whole GPU's fit: {} points, p80 {:.2}",
-            e.len(),
-            p80(e.clone())
-        );
-        across.extend(e);
-        let w = p80(across.clone());
-        eprintln!("same-arch: {} points, p80 {w:.2}", across.len());
-        assert_eq!(across.len(), 260);
-        assert!(
-            (w - Basis::SameArchitecture.error_pct()).abs() < 0.05,
-            "same-arch p80 {w}"
-        );
+        across.extend(noted(
+            Basis::SameArchitecture,
+            "green partitions on the whole GPU's fit",
+            e,
+        ));
+        assert_width(Basis::SameArchitecture, across, 260);
         assert_eq!(
             Basis::OtherArchitecture.error_pct(),
             2.0 * Basis::SameArchitecture.error_pct()
