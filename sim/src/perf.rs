@@ -408,7 +408,7 @@ impl PhaseModel for Roofline {
         };
         let projector = match v.projector {
             // The MLP runs on every token entering it (LLaVA-NeXT's tiles before unpadding).
-            ProjectorSpec::Mlp2xGelu { input, output } => mlp(projected, input, output),
+            ProjectorSpec::Mlp2xGelu { input, output, .. } => mlp(projected, input, output),
             ProjectorSpec::PatchMerger {
                 vit_hidden,
                 merge,

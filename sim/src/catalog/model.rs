@@ -809,8 +809,9 @@ pub fn qwen_smart_resize(
 /// Maps vision features into the LLM's embedding space.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProjectorSpec {
-    /// LLaVA `mlp2x_gelu`: Linear(d_vit → d) · GELU · Linear(d → d).
-    Mlp2xGelu { input: u64, output: u64 },
+    /// LLaVA `mlp2x_gelu`: Linear(d_vit → d) · GELU · Linear(d → d), biased when `bias`
+    /// (`multimodal_projector_bias`).
+    Mlp2xGelu { input: u64, output: u64, bias: bool },
     /// Qwen2.5-VL patch merger: norm (RMSNorm; Qwen3-VL: LayerNorm), concatenate merge²
     /// patches, Linear · GELU · Linear.
     PatchMerger {
@@ -850,9 +851,11 @@ pub enum ProjectorSpec {
 impl ProjectorSpec {
     pub fn params(&self) -> u64 {
         match *self {
-            ProjectorSpec::Mlp2xGelu { input, output } => {
-                input * output + output + output * output + output
-            }
+            ProjectorSpec::Mlp2xGelu {
+                input,
+                output,
+                bias,
+            } => input * output + output * output + if bias { 2 * output } else { 0 },
             ProjectorSpec::PatchMerger {
                 vit_hidden,
                 merge,

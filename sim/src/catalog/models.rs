@@ -67,6 +67,7 @@ fn llava(name: &str, llm: LlmSpec) -> ModelSpec {
             projector: ProjectorSpec::Mlp2xGelu {
                 input: 1024,
                 output: d,
+                bias: true,
             },
             window: None,
             deepstack: Vec::new(),

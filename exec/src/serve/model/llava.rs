@@ -132,10 +132,12 @@ impl LlavaConfig {
             }
         };
         let projector_in = match v.projector {
-            ProjectorSpec::Mlp2xGelu { input, .. } => input as usize,
+            ProjectorSpec::Mlp2xGelu {
+                input, bias: true, ..
+            } => input as usize,
             _ => {
                 return Err(Error::Invalid(format!(
-                    "--model {name}: only the MLP projector is in the engine; it runs LLaVA-1.5"
+                    "--model {name}: only the biased MLP projector is in the engine; it runs LLaVA-1.5"
                 )));
             }
         };

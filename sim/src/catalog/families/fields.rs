@@ -106,6 +106,18 @@ pub fn indices(
     }
 }
 
+/// A boolean field, `default` where it is absent or null; any other value is an error.
+pub fn flag_or(c: &Map<String, Value>, field: &str, default: bool) -> Result<bool, InputError> {
+    match c.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(InputError::new(format!(
+            "field `{field}` = {}: must be true or false",
+            crate::bounds::excerpt(&v.to_string())
+        ))),
+    }
+}
+
 /// A boolean field, or `default` where it is absent or not a boolean.
 pub fn bool_or(c: &Map<String, Value>, field: &str, default: bool) -> bool {
     c.get(field).and_then(Value::as_bool).unwrap_or(default)

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{bool_or, int_or, object, uint_or};
+use super::fields::{bool_or, flag_or, int_or, object, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, checked_tower, head_dim, kv_heads};
 use crate::error::InputError;
@@ -84,9 +84,11 @@ pub fn parse(
             )));
         }
     };
+    // `LlavaConfig` / `LlavaNextConfig.multimodal_projector_bias`: true unless the config says.
     let projector = ProjectorSpec::Mlp2xGelu {
         input: vit.hidden,
         output: llm.hidden,
+        bias: flag_or(top, "multimodal_projector_bias", true)?,
     };
     checked_tower(name, vit, tokens, projector, llm)
 }
@@ -331,6 +333,30 @@ mod tests {
         // 1×32768 scales by 32 to 0×1024: refused, not a panic.
         let e = m.image_tokens(1, 32768).unwrap_err().to_string();
         assert!(e.contains("under one pixel"), "{e}");
+    }
+
+    /// `multimodal_projector_bias` false drops the projector's two biases (2 × 4096 for the
+    /// 7B); anything but a boolean is refused, not read as the default.
+    #[test]
+    fn projector_bias_follows_the_config() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/hf-configs/llava-1.5-7b-hf.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let vision_params = |c: &serde_json::Value| match parsed(c.clone()).unwrap() {
+            HfModel::Model(m) => m.vision.unwrap().projector.params(),
+            other => panic!("{other:?}"),
+        };
+        let biased = vision_params(&c);
+        assert_eq!(biased, 1024 * 4096 + 4096 * 4096 + 2 * 4096);
+        c["multimodal_projector_bias"] = false.into();
+        assert_eq!(vision_params(&c), biased - 2 * 4096);
+        c["multimodal_projector_bias"] = "no".into();
+        let e = parsed(c).unwrap_err().to_string();
+        assert!(
+            e.contains("multimodal_projector_bias") && e.contains("true or false"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::fields::{int_or, object_or, uint_or};
+use super::fields::{flag_or, int_or, object_or, uint_or};
 use super::llava::{pixtral_vision, text_decoder};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, checked_tower};
@@ -69,16 +69,7 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
     let feature_layer = int_or(top, "vision_feature_layer", -1)?;
     let (vit, tokens) = pixtral_vision(vision, feature_layer, MISTRAL3_LONGEST_EDGE, merge)
         .map_err(|e| e.context("vision_config"))?;
-    let bias = match top.get("multimodal_projector_bias") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(InputError::new(format!(
-                "field `multimodal_projector_bias` = {}: must be true or false",
-                crate::bounds::excerpt(&v.to_string())
-            )));
-        }
-    };
+    let bias = flag_or(top, "multimodal_projector_bias", false)?;
     let projector = ProjectorSpec::MergedMlp {
         vit_hidden: vit.hidden,
         merge,
