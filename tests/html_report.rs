@@ -64,7 +64,11 @@ fn chromium() -> Option<PathBuf> {
 /// Runs headless chromium on `page` with `extra` flags, in a fresh profile, killed after two
 /// minutes.
 fn browse(chromium: &Path, page: &Path, fragment: &str, extra: &[&str]) -> Output {
-    let profile = temp(&format!("profile-{}", extra.len()));
+    // One profile per browser: the tests run in parallel in one process, and two chromiums on
+    // one profile refuse to start (its SingletonLock).
+    static BROWSERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BROWSERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile = temp(&format!("profile-{n}"));
     let url = format!("file://{}{fragment}", page.display());
     let child = Command::new(chromium)
         .args([
