@@ -118,8 +118,7 @@ impl MemoryPlan {
                 engine.max_batch.min(engine.token_budget) as f64 * l.vocab as f64 * 4.0 / tpf;
             act = act.max(step + logits);
         }
-        let kv_heads_per_gpu = l.kv_heads.div_ceil(tp);
-        let kv_bytes_per_token = 2 * l.layers * kv_heads_per_gpu * l.head_dim * dtype.bytes();
+        let kv_bytes_per_token = l.kv_bytes_per_token_per_gpu(tp, dtype);
         let left = usable - weights - act;
         let what = if holds_llm { "" } else { " (vision encoder)" };
         if left <= 0.0 {

@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Dtype, GpuSpec, ImageTokens, LinkSpec, ModelSpec, ProjectorSpec, VisionSpec};
+use crate::catalog::{
+    Dtype, GpuSpec, ImageTokens, LinkSpec, Mla, ModelSpec, ProjectorSpec, VisionSpec,
+};
 use crate::profile::GpuProfile;
 
 /// The work of one LLM forward pass over a continuous batch.
@@ -508,12 +510,76 @@ impl PhaseModel for Roofline {
             w
         };
 
+        // Multi-head latent attention over the context (DeepSeek-V3, Kimi-K2.5), as vLLM's and
+        // SGLang's MLA backends run it. Prefill in the expanded form: the latent of every key
+        // the chunk attends to through kv_b_proj into per-head keys and values, then attention
+        // with (nope + rope)-wide q·k and v_head-wide values. Decode in the absorbed form
+        // (FlashMLA): kv_b_proj's key half folded into each head's query, the attention over the
+        // cached latent as one key/value head of kv_lora + rope shared by every query head, its
+        // value half after it. The heads are split across the TP group; the latent is whole on
+        // every GPU, so each reads all of it.
+        let mla_attention = |m: Mla| {
+            let mut w = Work::default();
+            let hp = l.heads as f64 / tp;
+            let (nope, rope, v) = (
+                m.qk_nope_head_dim as f64,
+                m.qk_rope_head_dim as f64,
+                m.v_head_dim as f64,
+            );
+            let (rank, latent) = (m.kv_lora_rank as f64, m.latent_width() as f64);
+            if batch.prefill_tokens > 0 {
+                let keys = batch.prefill_kv_tokens as f64;
+                let new = batch.prefill_tokens as f64;
+                w += self.gemm(keys, rank, hp * (nope + v));
+                let flops = 2.0 * batch.prefill_pairs * hp * (nope + rope + v);
+                let bytes = (keys * latent + (keys + new) * hp * (nope + rope + v)) * b;
+                w += self.op(flops, bytes, self.eff.attention);
+            }
+            if batch.decode_seqs > 0 {
+                let seqs = batch.decode_seqs as f64;
+                let ctx = batch.decode_ctx_tokens as f64;
+                // Batched per-head products with kv_b_proj's halves, before and after.
+                let absorb = |k: f64, n: f64| {
+                    self.op(
+                        2.0 * seqs * hp * k * n,
+                        (hp * k * n + seqs * hp * (k + n)) * b,
+                        self.eff.gemm,
+                    )
+                };
+                w += absorb(nope, rank);
+                let flops = 2.0 * ctx * hp * (latent + rank);
+                let bytes = (ctx * latent + seqs * hp * (latent + rank)) * b;
+                w += self.op(flops, bytes, self.eff.attention);
+                w += absorb(rank, v);
+            }
+            w
+        };
+
         // One decoder layer but its attention over the context, with the MLP of a layer with
         // experts (`sparse`) or a dense one.
         let layer = |sparse: bool| {
             let mut layer = Work::default();
-            layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
-            layer += self.gemm(t_all, q / tp, d);
+            match l.mla {
+                // MLA's projections: the query's low-rank pair (its first half, like
+                // kv_a_proj_with_mqa, replicated on every GPU: vLLM's ReplicatedLinear), the
+                // latent and rotary key, and o_proj from the heads' values.
+                Some(m) => {
+                    let q_out = (l.heads * m.qk_head_dim()) as f64 / tp;
+                    match m.q_lora_rank {
+                        Some(r) => {
+                            layer += self.gemm(t_all, d, r as f64);
+                            layer += self.gemm(t_all, r as f64, q_out);
+                        }
+                        None => layer += self.gemm(t_all, d, q_out),
+                    }
+                    layer += self.gemm(t_all, d, m.latent_width() as f64);
+                    layer += self.gemm(t_all, (l.heads * m.v_head_dim) as f64 / tp, d);
+                }
+                None => {
+                    layer += self.gemm(t_all, d, (q + 2.0 * kv) / tp);
+                    layer += self.gemm(t_all, q / tp, d);
+                }
+            }
             // The MLP: one for a dense layer; for MoE, a router and the experts the step's
             // tokens reach, each a product over its share of the t · k routed tokens (so every
             // touched expert's weights are read once and the FLOPs are those of k experts per
@@ -559,8 +625,12 @@ impl PhaseModel for Roofline {
         let sliding = l.sliding.map_or(Work::default(), |w| {
             attention(Some(w.window)) * w.layers as f64
         });
+        let full = match l.mla {
+            Some(m) => mla_attention(m),
+            None => attention(None),
+        };
         layers
-            + attention(None) * l.full_attention_layers() as f64
+            + full * l.full_attention_layers() as f64
             + sliding
             + head
             + Work::time(self.eff.step_overhead_us * 1e-6)
@@ -740,6 +810,36 @@ mod tests {
         let mlp = 48.0 * 2.0 * 2.0 * expert;
         let flops = r.forward_work(&one).flops;
         assert!(flops > mlp && flops < mlp * 1.4, "{flops} vs {mlp}");
+    }
+
+    #[test]
+    fn kimi_decode_reads_the_latent_and_nine_experts() {
+        let r = fixture_roofline("kimi-k2.5.json", "H100-SXM");
+        // One decode token skips 376 of the 384 routed experts in each of the 60 MoE layers (the
+        // shared expert runs) and reads one row of the embedding: 1,026.4 B − 60 · 376 · 44 M −
+        // 1.17 B = 31.7 B parameters (the model card's 32 B activated).
+        assert_decode_reads(&r, 31_687_072_768);
+        // The absorbed decode reads each cached token's latent once per layer, 576 values, not
+        // 64 heads' expanded keys and values (20,480).
+        assert_eq!(
+            decode_bytes(&r, 12_000) - decode_bytes(&r, 10_000),
+            61.0 * 2000.0 * 1152.0
+        );
+        // Prefill runs the expanded form: q·k over 192 and the values' 128 for each of 64 heads,
+        // 2 · 64 · 320 FLOPs a query–key pair and layer; everything else is linear in the
+        // tokens, so it cancels from flops(2n) − 2 · flops(n).
+        let flops = |n: u64| {
+            let mut b = BatchShape::default();
+            b.add_prefill_chunk(0, n, false);
+            r.forward_work(&b).flops
+        };
+        let pairs = |n: f64| n * (n + 1.0) / 2.0;
+        let attention = 61.0 * 2.0 * 64.0 * 320.0 * (pairs(4000.0) - 2.0 * pairs(2000.0));
+        let quadratic = flops(4000) - 2.0 * flops(2000);
+        assert!(
+            (quadratic / attention - 1.0).abs() < 1e-9,
+            "{quadratic} vs {attention}"
+        );
     }
 
     #[test]

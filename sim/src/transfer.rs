@@ -3,7 +3,8 @@
 //! Cuts, in model order: inside the vision encoder after each layer; after the encoder, before the
 //! projector; after the projector (the modality boundary, `D_emb = N_v · d · b`); inside the LLM
 //! after each layer (a pipeline cut: every prefill and every decode step crosses it); and between
-//! prefill and decode (the KV cache, `D_KV = 2 · L · n_kv · d_head · s · b`; a cross-attention
+//! prefill and decode (the KV cache, `D_KV = 2 · L · n_kv · d_head · s · b`, with multi-head latent
+//! attention `L · (kv_lora_rank + qk_rope_head_dim) · s · b`; a cross-attention
 //! model's cross layers add the image's own KV, `2 · L_cross · n_kv · d_head · N_v · b`, and
 //! hold none of the context's). A cut *preserves
 //! stage-based execution* when each side runs once per request and hands over once: all cuts but
@@ -201,8 +202,9 @@ pub fn vision_layer_bytes(
         .collect()
 }
 
-/// `R = D_KV / D_emb = 2L · (n_kv · d_head / d) · (s / N_v)`; with cross-attention layers the
-/// image's own KV adds `2 · L_cross · (n_kv · d_head / d)`, whatever the context.
+/// `R = D_KV / D_emb = 2L · (n_kv · d_head / d) · (s / N_v)` (multi-head latent attention: `L ·
+/// ((kv_lora_rank + qk_rope_head_dim) / d) · (s / N_v)`); with cross-attention layers the image's
+/// own KV adds `2 · L_cross · (n_kv · d_head / d)`, whatever the context.
 pub fn kv_to_embedding_ratio(
     model: &ModelSpec,
     context_tokens: u64,
@@ -228,13 +230,22 @@ pub fn findings(model: &ModelSpec, cuts: &[Cut]) -> Vec<String> {
     if let (Some(pre), Some(post)) = (get(CutKind::PreProjector), get(CutKind::ModalityBoundary)) {
         if pre.bytes < post.bytes {
             let widens = match model.vision.as_ref().map(|v| &v.projector) {
-                // Mistral 3 merges patches inside the projector: per token it takes several.
-                Some(&ProjectorSpec::MergedMlp {
-                    vit_hidden,
-                    merge,
-                    output,
-                    ..
-                }) => format!(
+                // Mistral 3's and Kimi-K2.5's projectors merge patches: per token they take
+                // several.
+                Some(
+                    &ProjectorSpec::MergedMlp {
+                        vit_hidden,
+                        merge,
+                        output,
+                        ..
+                    }
+                    | &ProjectorSpec::PatchMerger {
+                        vit_hidden,
+                        merge,
+                        output,
+                        ..
+                    },
+                ) => format!(
                     "the projector merges {} patches of {vit_hidden} values into one token of {output}",
                     merge * merge
                 ),
@@ -427,7 +438,12 @@ pub fn depth_table(
         "R_per_layer",
     ]);
     for m in models {
-        let attention = if m.llm.kv_heads == m.llm.heads {
+        let attention = if let Some(mla) = m.llm.mla {
+            format!(
+                "MLA {} (latent {} + {})",
+                m.llm.heads, mla.kv_lora_rank, mla.qk_rope_head_dim
+            )
+        } else if m.llm.kv_heads == m.llm.heads {
             format!("MHA {}", m.llm.heads)
         } else {
             format!("GQA {}/{}", m.llm.kv_heads, m.llm.heads)
@@ -696,8 +712,8 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                     features,
                     q.dtype,
                 ));
-                let per_layer = 2.0
-                    * (m.llm.kv_dim() as f64 / m.llm.hidden as f64)
+                // kv_width is 2 · n_kv · d_head, or an MLA latent's kv_lora_rank + qk_rope_head_dim.
+                let per_layer = (m.llm.kv_width() as f64 / m.llm.hidden as f64)
                     * shape.context_tokens as f64
                     / features as f64;
                 let cross = m.llm.cross_attention_layers();
@@ -726,6 +742,22 @@ pub fn transfer_report(q: &TransferQuery, collapse: bool) -> Result<TransferRepo
                         },
                         per_layer
                     ),
+                    _ if m.llm.mla.is_some() => {
+                        let mla = m.llm.mla.expect("matched");
+                        format!(
+                            "{}: multi-head latent attention caches one latent of {} + {} values a token and layer (per-head keys and \
+                             values would be {}): R = L · ((kv_lora_rank + qk_rope_head_dim) / d) · (s / N_v) with s = {}, N_v = {}: \
+                             linear in L, {:.3} per layer, {:.1}× less than the expanded heads'",
+                            m.name,
+                            mla.kv_lora_rank,
+                            mla.qk_rope_head_dim,
+                            mla.expanded_width(m.llm.heads),
+                            shape.context_tokens,
+                            features,
+                            per_layer,
+                            mla.expanded_width(m.llm.heads) as f64 / mla.latent_width() as f64
+                        )
+                    }
                     _ => format!(
                         "{}: R = 2L · (n_kv · d_head / d) · (s / N_v) with s = {}, N_v = {}: linear in L, {:.3} per layer",
                         m.name, shape.context_tokens, features, per_layer

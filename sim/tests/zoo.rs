@@ -4,7 +4,9 @@
 //! KV-cache bytes of the whole prompt (for Llama-3.2-Vision also the cross-attention layers' KV,
 //! the tiles each image is cut into and the projector's input; for Mistral 3 the projector's
 //! input, its patches before the merge, and the LLM's parameters with a tied head; for Llama 4
-//! each image's canvas and tiles, the projector's input and the chunked layers' KV).
+//! each image's canvas and tiles, the projector's input and the chunked layers' KV; for Kimi-K2.5
+//! the projector's input and the MLA latent transformers caches, and the per-head keys and values
+//! its attention expands from it).
 
 use std::path::PathBuf;
 
@@ -80,6 +82,29 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             };
             assert_eq!(tied.params(), params, "tied parameters, {}", file.display());
         }
+        if let Some(latent) = fixture["latent_kv_bytes_per_token_per_layer"].as_u64() {
+            // Kimi-K2.5: the MLA latent a server caches (what transformers caches too), and the
+            // per-head keys and values transformers' attention expands from it.
+            let mla = model.llm.mla.expect("an MLA record is of an MLA model");
+            let b = Dtype::Bf16.bytes();
+            assert_eq!(model.llm.kv_width() * b, latent, "{}", file.display());
+            assert_eq!(
+                mla.expanded_width(model.llm.heads) * b,
+                u(&fixture, "expanded_kv_bytes_per_token_per_layer"),
+                "{}",
+                file.display()
+            );
+            assert_eq!(
+                (mla.kv_lora_rank, mla.qk_rope_head_dim, model.llm.heads),
+                (
+                    u(&fixture, "kv_lora_rank"),
+                    u(&fixture, "qk_rope_head_dim"),
+                    u(&fixture, "num_attention_heads")
+                ),
+                "{}",
+                file.display()
+            );
+        }
         if let Some(params) = fixture["vision_params"].as_u64() {
             let vision = model.vision.as_ref().map_or(0, |v| v.params());
             assert_eq!(vision, params, "vision parameters, {}", file.display());
@@ -145,6 +170,21 @@ fn every_family_matches_transformers_on_every_fixture_size() {
             let kv = model.llm.kv_bytes(context, Dtype::Bf16)
                 + model.llm.cross_kv_bytes(features, Dtype::Bf16);
             assert_eq!(kv, u(r, "kv_bytes_full"), "KV bytes, {at}");
+            if let Some(expanded) = r.get("kv_expanded_bytes_by_layer_kind") {
+                let mla = model.llm.mla.expect("MLA");
+                // The cache holds keys of the latent's rank and values of the rotary key's.
+                let shapes = &r["kv_cache_shapes"];
+                assert_eq!(
+                    (shapes["keys"][3].as_u64(), shapes["values"][3].as_u64()),
+                    (Some(mla.kv_lora_rank), Some(mla.qk_rope_head_dim)),
+                    "cache shapes, {at}"
+                );
+                assert_eq!(
+                    mla.expanded_width(model.llm.heads) * Dtype::Bf16.bytes() * context,
+                    u(expanded, "full_attention"),
+                    "expanded keys and values, {at}"
+                );
+            }
             for (kind, bytes) in r["kv_bytes_by_layer_kind"].as_object().unwrap() {
                 let layer = match kind.as_str() {
                     "full_attention" => model.llm.layer_kv_bytes(false, context, Dtype::Bf16),

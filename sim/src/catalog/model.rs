@@ -73,6 +73,64 @@ pub struct LlmSpec {
     pub moe: Option<Moe>,
     /// Layers that attend to the image instead of the context (Llama-3.2-Vision).
     pub cross_attention: Option<CrossAttention>,
+    /// Multi-head latent attention (DeepSeek-V3, Kimi-K2.5) in every layer, in place of per-head
+    /// q, k, v and o projections: `heads` query heads of `head_dim` = nope + rope, and a cache of
+    /// one compressed latent per token. `kv_heads` is then `heads` (what the config says and
+    /// tensor parallelism splits).
+    pub mla: Option<Mla>,
+}
+
+/// Multi-head latent attention (`DeepseekV3Attention`): the query through a low-rank
+/// `q_a_proj` · RMSNorm · `q_b_proj` (or one `q_proj` without `q_lora_rank`); keys and values
+/// through one shared latent, `kv_a_proj_with_mqa` (d → kv_lora_rank + qk_rope_head_dim: the
+/// latent and one rotary key shared by every head), RMSNorm over the latent, and `kv_b_proj`
+/// (kv_lora_rank → heads · (qk_nope_head_dim + v_head_dim)) expanding it into each head's
+/// non-rotary key and value; `o_proj` from heads · v_head_dim.
+///
+/// What a serving engine caches per token and layer is the latent and the rotary key,
+/// `kv_lora_rank` + `qk_rope_head_dim` values (vLLM's and SGLang's MLA backends; transformers
+/// 5.25.0 caches the same two tensors, "while latent KV is still compressed"), not per-head keys
+/// and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mla {
+    pub q_lora_rank: Option<u64>,
+    pub kv_lora_rank: u64,
+    pub qk_nope_head_dim: u64,
+    pub qk_rope_head_dim: u64,
+    pub v_head_dim: u64,
+}
+
+impl Mla {
+    /// Values one token leaves in one layer's cache: the latent and the shared rotary key.
+    pub fn latent_width(&self) -> u64 {
+        self.kv_lora_rank + self.qk_rope_head_dim
+    }
+
+    /// A query (or key) head's width: the non-rotary and the rotary part.
+    pub fn qk_head_dim(&self) -> u64 {
+        self.qk_nope_head_dim + self.qk_rope_head_dim
+    }
+
+    /// Values of the per-head keys and values `kv_b_proj` expands one token's latent into for
+    /// `heads` heads, `heads · (qk_nope + qk_rope + v_head)`: what an MHA cache of the same model
+    /// would hold, and what transformers' attention rebuilds from the cache at every forward.
+    pub fn expanded_width(&self, heads: u64) -> u64 {
+        heads * (self.qk_head_dim() + self.v_head_dim)
+    }
+
+    /// Parameters of one layer's attention for `heads` heads of a `hidden`-wide decoder: the
+    /// projections (no biases) and the two latent RMSNorms' weights.
+    pub fn params(&self, hidden: u64, heads: u64) -> u64 {
+        let q_out = heads * self.qk_head_dim();
+        let q = match self.q_lora_rank {
+            Some(r) => hidden * r + r + r * q_out,
+            None => hidden * q_out,
+        };
+        let kv = hidden * self.latent_width()
+            + self.kv_lora_rank
+            + self.kv_lora_rank * heads * (self.qk_nope_head_dim + self.v_head_dim);
+        q + kv + heads * self.v_head_dim * hidden
+    }
 }
 
 /// Cross-attention decoder layers (Llama-3.2-Vision, `mllama`): at these layers the decoder's
@@ -167,11 +225,33 @@ impl LlmSpec {
         self.kv_heads * self.head_dim
     }
 
-    /// Bytes of K and V for one context token across the layers that attend to the context:
-    /// `2 · (L − L_cross) · n_kv · d_head · b` (while the context is shorter than any sliding
-    /// window; past it, see `kv_bytes`).
+    /// Values one context token leaves in one self-attention layer's cache: its keys and values,
+    /// `2 · n_kv · d_head`, or with multi-head latent attention the latent and the shared rotary
+    /// key, `kv_lora_rank + qk_rope_head_dim` (one "head", whatever the heads).
+    pub fn kv_width(&self) -> u64 {
+        match self.mla {
+            Some(m) => m.latent_width(),
+            None => 2 * self.kv_dim(),
+        }
+    }
+
+    /// Bytes of the cache for one context token across the layers that attend to the context:
+    /// `(L − L_cross) · kv_width · b`, `kv_width` = `2 · n_kv · d_head` (MLA: the latent's width)
+    /// (while the context is shorter than any sliding window; past it, see `kv_bytes`).
     pub fn kv_bytes_per_token(&self, dtype: Dtype) -> u64 {
-        2 * (self.layers - self.cross_attention_layers()) * self.kv_dim() * dtype.bytes()
+        (self.layers - self.cross_attention_layers()) * self.kv_width() * dtype.bytes()
+    }
+
+    /// Cache bytes one context token takes on each GPU of a `tp`-way tensor-parallel instance, as
+    /// the KV pool reserves them (every layer's blocks): the KV heads are split across the GPUs
+    /// (a GPU keeps at least one), while an MLA latent, shared by every head, is kept whole on
+    /// each (vLLM and SGLang replicate it under tensor parallelism).
+    pub fn kv_bytes_per_token_per_gpu(&self, tp: u64, dtype: Dtype) -> u64 {
+        let width = match self.mla {
+            Some(m) => m.latent_width(),
+            None => 2 * self.kv_heads.div_ceil(tp) * self.head_dim,
+        };
+        self.layers * width * dtype.bytes()
     }
 
     /// Layers that attend to the whole context.
@@ -198,21 +278,23 @@ impl LlmSpec {
         self.cross_attention_layers() * self.cross_layer_kv_bytes(vision_tokens, dtype)
     }
 
-    /// `D_KV = 2 · n_kv · d_head · b · (L_full · s + L_sliding · min(s, W − 1))`: the context's KV;
-    /// sliding layers keep only their window, cross-attention layers none (see `cross_kv_bytes`).
+    /// `D_KV = kv_width · b · (L_full · s + L_sliding · min(s, W − 1))` (`kv_width` = `2 · n_kv ·
+    /// d_head`, or an MLA latent's): the context's KV; sliding layers keep only their window,
+    /// cross-attention layers none (see `cross_kv_bytes`).
     pub fn kv_bytes(&self, context_tokens: u64, dtype: Dtype) -> u64 {
         let sliding = self.sliding.map_or(0, |w| w.layers);
         self.full_attention_layers() * self.layer_kv_bytes(false, context_tokens, dtype)
             + sliding * self.layer_kv_bytes(true, context_tokens, dtype)
     }
 
-    /// K and V of one layer after `context_tokens`: a sliding layer (`sliding`) keeps its window.
+    /// K and V (MLA: the latent) of one layer after `context_tokens`: a sliding layer
+    /// (`sliding`) keeps its window.
     pub fn layer_kv_bytes(&self, sliding: bool, context_tokens: u64, dtype: Dtype) -> u64 {
         let tokens = match self.sliding {
             Some(w) if sliding => w.cached(context_tokens),
             _ => context_tokens,
         };
-        2 * self.kv_dim() * dtype.bytes() * tokens
+        self.kv_width() * dtype.bytes() * tokens
     }
 
     /// The same decoder at another depth, with the same share of sliding and of dense-MLP layers
@@ -240,6 +322,9 @@ impl LlmSpec {
     /// layer's norms.
     pub fn block_params(&self) -> u64 {
         let d = self.hidden;
+        if let Some(m) = self.mla {
+            return m.params(d, self.heads) + self.norms_per_layer * d;
+        }
         let attn = d * (self.q_dim() + 2 * self.kv_dim()) + self.q_dim() * d;
         let bias = if self.qkv_bias {
             self.q_dim() + 2 * self.kv_dim()
@@ -470,6 +555,17 @@ pub enum VisualTokenRule {
         merge: u64,
         max_tiles: u64,
     },
+    /// Kimi-K2.5 (transformers `Kimi_K25ImageProcessor.navit_resize`): the image keeps its own
+    /// resolution, scaled down only to at most `max_patches` patches of `patch` pixels and
+    /// `max_side` patches a side, then padded with zeros to whole tokens of `patch · merge`
+    /// pixels. The encoder runs every patch of the padded image; each `merge × merge` block is
+    /// one feature and one `<|media_pad|>` token of the LLM's input.
+    Navit {
+        patch: u64,
+        merge: u64,
+        max_patches: u64,
+        max_side: u64,
+    },
 }
 
 /// Pixel size an image is resized to before patching, and the token counts that follow.
@@ -582,7 +678,56 @@ impl VisualTokenRule {
             } => Ok(tiled_global_tokens(
                 width, height, tile, patch, merge, max_tiles,
             )),
+            &VisualTokenRule::Navit {
+                patch,
+                merge,
+                max_patches,
+                max_side,
+            } => Ok(navit_tokens(
+                width,
+                height,
+                patch,
+                merge,
+                max_patches,
+                max_side,
+            )),
         }
+    }
+}
+
+/// Kimi-K2.5's token count (`navit_resize`, `Kimi_K25Processor.replace_image_token`), with the
+/// processor's own float operations so the truncations agree to the pixel.
+fn navit_tokens(
+    width: u64,
+    height: u64,
+    patch: u64,
+    merge: u64,
+    max_patches: u64,
+    max_side: u64,
+) -> ImageTokens {
+    let (w, h) = (width as f64, height as f64);
+    // max(1.0, side // patch): whole patches, at least one.
+    let patches = ((height / patch).max(1) * (width / patch).max(1)) as f64;
+    let limit = (max_side * patch) as f64;
+    let scale = 1f64
+        .min((max_patches as f64 / patches).sqrt())
+        .min(limit / h)
+        .min(limit / w);
+    // Python's int() truncates; the side is at least 1 and at most the per-side limit.
+    let new_h = ((h * scale) as u64).clamp(1, max_side * patch);
+    let new_w = ((w * scale) as u64).clamp(1, max_side * patch);
+    let step = patch * merge;
+    let (pad_h, pad_w) = (new_h.div_ceil(step) * step, new_w.div_ceil(step) * step);
+    let grid = (pad_h / patch) * (pad_w / patch);
+    let tokens = grid / (merge * merge);
+    ImageTokens {
+        resized_width: pad_w,
+        resized_height: pad_h,
+        tiles: 1,
+        encoder_tokens: grid,
+        projector_tokens: grid,
+        feature_tokens: tokens,
+        llm_tokens: tokens,
     }
 }
 

@@ -144,6 +144,7 @@ fn llama(
         sliding: None,
         moe: None,
         cross_attention: None,
+        mla: None,
     }
 }
 
@@ -244,6 +245,7 @@ pub fn parse_hf_config(name: &str, value: &Value) -> Result<HfModel, InputError>
         "mixtral" => super::families::mixtral::parse(name, top),
         "mllama" => super::families::mllama::parse(name, top),
         "llama4" => super::families::llama4::parse(name, top),
+        "kimi_k25" => super::families::kimi_k25::parse(name, top),
         "qwen2_5_vl" | "qwen2_vl" => {
             let llm = decoder(top, true)?;
             let v = object(top, "vision_config")?;
@@ -403,6 +405,7 @@ fn decoder(c: &Map<String, Value>, qkv_bias: bool) -> Result<LlmSpec, InputError
         sliding: None,
         moe: None,
         cross_attention: None,
+        mla: None,
     })
 }
 

@@ -72,6 +72,25 @@ fn positive(field: &str, v: &Value) -> Result<u64, InputError> {
     }
 }
 
+/// A count that may be 0 (dense layers, shared experts), `default` where it is absent or null;
+/// at most `max`.
+pub fn count_or(
+    c: &Map<String, Value>,
+    field: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, InputError> {
+    match c.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_u64().filter(|&n| n <= max).ok_or_else(|| {
+            InputError::new(format!(
+                "field `{field}` = {}: must be an integer from 0 to {max}",
+                crate::bounds::excerpt(&v.to_string())
+            ))
+        }),
+    }
+}
+
 pub fn int_or(c: &Map<String, Value>, field: &str, default: i64) -> Result<i64, InputError> {
     match c.get(field) {
         None | Some(Value::Null) => Ok(default),

@@ -102,6 +102,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         }),
         moe: None,
         cross_attention: None,
+        mla: None,
     })
 }
 

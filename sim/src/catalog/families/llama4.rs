@@ -106,6 +106,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         sliding: chunked,
         moe,
         cross_attention: None,
+        mla: None,
     })
 }
 

@@ -196,6 +196,7 @@ pub(super) fn llama_style(
         sliding: None,
         moe: None,
         cross_attention: None,
+        mla: None,
     })
 }
 

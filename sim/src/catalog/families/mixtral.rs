@@ -29,6 +29,7 @@ pub fn parse(name: &str, c: &Map<String, Value>) -> Result<HfModel, InputError> 
     let llm = LlmSpec {
         moe: Some(Moe::every_layer(experts, active)),
         cross_attention: None,
+        mla: None,
         ..super::llava::llama_style(c, 14336, Some(8))?
     };
     checked(ModelSpec {

@@ -88,6 +88,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             layers: cross,
             added_embeddings: 8,
         }),
+        mla: None,
     })
 }
 

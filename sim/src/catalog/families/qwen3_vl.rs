@@ -112,6 +112,7 @@ fn text_decoder(c: &Map<String, Value>, d: &TextDefaults) -> Result<LlmSpec, Inp
         sliding: None,
         moe: None,
         cross_attention: None,
+        mla: None,
     })
 }
 
