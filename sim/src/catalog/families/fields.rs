@@ -137,11 +137,6 @@ pub fn flag_or(c: &Map<String, Value>, field: &str, default: bool) -> Result<boo
     }
 }
 
-/// A boolean field, or `default` where it is absent or not a boolean.
-pub fn bool_or(c: &Map<String, Value>, field: &str, default: bool) -> bool {
-    c.get(field).and_then(Value::as_bool).unwrap_or(default)
-}
-
 /// How many of a decoder's `layers` `layer_types` marks `local` (Gemma 3's
 /// `sliding_attention`, Llama 4's `chunked_attention`), every other one `full_attention`; None
 /// when the config gives no list.

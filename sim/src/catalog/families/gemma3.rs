@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{bool_or, local_layers, object, uint_or};
+use super::fields::{flag_or, local_layers, object, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, check_vit_heads, checked, kv_heads};
 use crate::error::InputError;
@@ -91,8 +91,8 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         head_dim: uint_or(c, "head_dim", 256)?,
         intermediate: uint_or(c, "intermediate_size", 9216)?,
         vocab: uint_or(c, "vocab_size", 262_208)?,
-        tied_embeddings: bool_or(c, "tie_word_embeddings", true),
-        qkv_bias: bool_or(c, "attention_bias", false),
+        tied_embeddings: flag_or(c, "tie_word_embeddings", true)?,
+        qkv_bias: flag_or(c, "attention_bias", false)?,
         qk_norm: true,
         norms_per_layer: 4,
         sliding: (sliding_layers > 0).then_some(SlidingWindow {

@@ -24,7 +24,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::fields::{bool_or, count_or, flag_or, object_or, uint_or};
+use super::fields::{count_or, flag_or, object_or, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, checked_tower};
 use crate::error::InputError;
@@ -172,7 +172,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
             dense_width
         },
         vocab: uint_or(c, "vocab_size", 129_280)?,
-        tied_embeddings: bool_or(c, "tie_word_embeddings", false),
+        tied_embeddings: flag_or(c, "tie_word_embeddings", false)?,
         qkv_bias: false,
         qk_norm: false,
         norms_per_layer: 2,

@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::fields::{bool_or, indices, local_layers, object_or, uint_or};
+use super::fields::{flag_or, indices, local_layers, object_or, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, checked_tower, clip_weights, head_dim, kv_heads};
 use crate::error::InputError;
@@ -98,7 +98,7 @@ fn text_decoder(c: &Map<String, Value>) -> Result<LlmSpec, InputError> {
         vocab: uint_or(c, "vocab_size", 202_048)?,
         // Llama4ForCausalLM ties its head by the text config's own key; the top-level
         // `tie_word_embeddings` does not reach it (transformers 5.25.0).
-        tied_embeddings: bool_or(c, "tie_word_embeddings", false),
+        tied_embeddings: flag_or(c, "tie_word_embeddings", false)?,
         qkv_bias: false,
         // `use_qk_norm` is an L2 norm without weights (Llama4TextWeightlessRMSNorm).
         qk_norm: false,

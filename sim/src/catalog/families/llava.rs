@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{bool_or, flag_or, int_or, object, uint_or};
+use super::fields::{flag_or, int_or, object, uint_or};
 use crate::catalog::model::*;
 use crate::catalog::models::{HfModel, checked_tower, head_dim, kv_heads};
 use crate::error::InputError;
@@ -189,7 +189,7 @@ pub(super) fn llama_style(
         head_dim: head_dim(c, hidden, heads)?,
         intermediate: uint_or(c, "intermediate_size", intermediate)?,
         vocab: uint_or(c, "vocab_size", 32000)?,
-        tied_embeddings: bool_or(c, "tie_word_embeddings", false),
+        tied_embeddings: flag_or(c, "tie_word_embeddings", false)?,
         qkv_bias: false,
         qk_norm: false,
         norms_per_layer: 2,
@@ -353,9 +353,17 @@ mod tests {
         c["multimodal_projector_bias"] = false.into();
         assert_eq!(vision_params(&c), biased - 2 * 4096);
         c["multimodal_projector_bias"] = "no".into();
-        let e = parsed(c).unwrap_err().to_string();
+        let e = parsed(c.clone()).unwrap_err().to_string();
         assert!(
             e.contains("multimodal_projector_bias") && e.contains("true or false"),
+            "{e}"
+        );
+        // The text model's flags are read as strictly (a string is not the default).
+        c["multimodal_projector_bias"] = true.into();
+        c["text_config"]["tie_word_embeddings"] = "false".into();
+        let e = parsed(c).unwrap_err().to_string();
+        assert!(
+            e.contains("tie_word_embeddings") && e.contains("true or false"),
             "{e}"
         );
     }
