@@ -476,23 +476,34 @@ pub(crate) fn checked_tower(
     })
 }
 
+/// The published configs the tests read (tests/fixtures/hf-configs/).
 #[cfg(test)]
-mod tests {
+pub mod fixture {
     use super::*;
     use std::path::PathBuf;
 
-    fn reference(file: &str) -> PathBuf {
+    pub fn path(file: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/fixtures/hf-configs")
             .join(file)
     }
 
-    fn loaded(file: &str) -> ModelSpec {
-        match load_hf_config(&reference(file)).unwrap() {
+    pub fn config(file: &str) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(path(file)).unwrap()).unwrap()
+    }
+
+    pub fn model(file: &str) -> ModelSpec {
+        match load_hf_config(&path(file)).unwrap() {
             HfModel::Model(m) => *m,
             other => panic!("{file} gave {other:?}"),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{model as loaded, path as reference};
+    use super::*;
 
     #[test]
     fn builtins_match_published_configs() {

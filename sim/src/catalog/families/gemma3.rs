@@ -137,16 +137,10 @@ fn siglip_vision(c: &Map<String, Value>, image_size: u64) -> Result<VitSpec, Inp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::models::load_hf_config;
-    use std::path::PathBuf;
 
     #[test]
     fn gemma_3_4b_defaults_windows_and_pooled_tokens() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/gemma-3-4b-it.json");
-        let HfModel::Model(m) = load_hf_config(&p).unwrap() else {
-            panic!("gemma 3 is a model")
-        };
+        let m = crate::catalog::models::fixture::model("gemma-3-4b-it.json");
         let l = &m.llm;
         // Gemma3TextConfig defaults fill what the 4B config leaves out.
         assert_eq!(

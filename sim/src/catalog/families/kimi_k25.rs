@@ -254,22 +254,16 @@ fn tower(c: &Map<String, Value>) -> Result<(VitSpec, u64), InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::models::load_hf_config;
-    use std::path::PathBuf;
 
     fn fixture() -> Map<String, Value> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/kimi-k2.5.json");
-        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        match crate::catalog::models::fixture::config("kimi-k2.5.json") {
+            Value::Object(top) => top,
+            other => panic!("{other:?}"),
+        }
     }
 
     fn kimi() -> ModelSpec {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/kimi-k2.5.json");
-        match load_hf_config(&p).unwrap() {
-            HfModel::Model(m) => *m,
-            other => panic!("{other:?}"),
-        }
+        crate::catalog::models::fixture::model("kimi-k2.5.json")
     }
 
     #[test]
@@ -327,14 +321,14 @@ mod tests {
 
     #[test]
     fn towers_and_decoders_it_would_misread_are_refused() {
-        let vision = |k: &str, v: Value| {
+        // The error of the fixture with `section.k` set to `v`.
+        let set = |section: &str, k: &str, v: Value| {
             edited(|t| {
-                t["vision_config"]
-                    .as_object_mut()
-                    .unwrap()
-                    .insert(k.into(), v);
+                t[section].as_object_mut().unwrap().insert(k.into(), v);
             })
         };
+        let vision = |k: &str, v: Value| set("vision_config", k, v);
+        let text = |k: &str, v: Value| set("text_config", k, v);
         let e = vision("vt_hidden_size", 1024.into());
         assert!(
             e.contains("vt_hidden_size") && e.contains("hidden_size"),
@@ -344,14 +338,6 @@ mod tests {
         assert!(e.contains("merge_kernel_size"), "{e}");
         let e = vision("patch_size", 16.into());
         assert!(e.contains("patch_size"), "{e}");
-        let text = |k: &str, v: Value| {
-            edited(|t| {
-                t["text_config"]
-                    .as_object_mut()
-                    .unwrap()
-                    .insert(k.into(), v);
-            })
-        };
         assert!(text("attention_bias", true.into()).contains("attention_bias"));
         assert!(text("moe_layer_freq", 2.into()).contains("moe_layer_freq"));
         assert!(text("num_key_value_heads", 8.into()).contains("num_key_value_heads"));

@@ -272,12 +272,9 @@ fn vision_model(
 mod tests {
     use super::*;
     use crate::catalog::models::parse_hf_config;
-    use std::path::PathBuf;
 
     fn scout_config() -> Value {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/llama-4-scout-17b-16e-instruct.json");
-        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        crate::catalog::models::fixture::config("llama-4-scout-17b-16e-instruct.json")
     }
 
     fn model(c: &Value) -> Result<ModelSpec, InputError> {

@@ -289,18 +289,8 @@ pub(super) fn pixtral_vision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::models::load_hf_config;
-    use std::path::PathBuf;
 
-    fn fixture(file: &str) -> ModelSpec {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs")
-            .join(file);
-        match load_hf_config(&p).unwrap() {
-            HfModel::Model(m) => *m,
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::catalog::models::fixture::model as fixture;
 
     fn parsed(v: serde_json::Value) -> Result<HfModel, InputError> {
         crate::catalog::models::parse_hf_config("x", &v)
@@ -340,10 +330,7 @@ mod tests {
     /// 7B); anything but a boolean is refused, not read as the default.
     #[test]
     fn projector_bias_follows_the_config() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/llava-1.5-7b-hf.json");
-        let mut c: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut c = crate::catalog::models::fixture::config("llava-1.5-7b-hf.json");
         let vision_params = |c: &serde_json::Value| match parsed(c.clone()).unwrap() {
             HfModel::Model(m) => m.vision.unwrap().projector.params(),
             other => panic!("{other:?}"),

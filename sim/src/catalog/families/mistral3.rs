@@ -82,16 +82,10 @@ pub fn parse(name: &str, top: &Map<String, Value>) -> Result<HfModel, InputError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::models::{load_hf_config, parse_hf_config};
-    use std::path::PathBuf;
+    use crate::catalog::models::parse_hf_config;
 
     fn small() -> ModelSpec {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/mistral-small-3.1-24b-instruct-2503.json");
-        match load_hf_config(&p).unwrap() {
-            HfModel::Model(m) => *m,
-            other => panic!("{other:?}"),
-        }
+        crate::catalog::models::fixture::model("mistral-small-3.1-24b-instruct-2503.json")
     }
 
     #[test]

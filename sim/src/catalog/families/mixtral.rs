@@ -42,16 +42,10 @@ pub fn parse(name: &str, c: &Map<String, Value>) -> Result<HfModel, InputError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::models::load_hf_config;
-    use std::path::PathBuf;
 
     #[test]
     fn mixtral_8x7b_keeps_all_experts_and_runs_two() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/mixtral-8x7b-instruct-v0.1.json");
-        let HfModel::Model(m) = load_hf_config(&p).unwrap() else {
-            panic!("mixtral is a model")
-        };
+        let m = crate::catalog::models::fixture::model("mixtral-8x7b-instruct-v0.1.json");
         // Mixtral-8x7B is 46.7 B parameters: 32 · (8 · 3 · 4096 · 14336 + attention) + embeddings.
         assert_eq!(m.llm.params(), 46_702_792_704);
         // A token runs 2 of the 8 experts: 2 · 3 · 4096 · 14336 MLP parameters per layer.

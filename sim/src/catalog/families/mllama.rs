@@ -193,16 +193,10 @@ fn tiled_vision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::models::{load_hf_config, parse_hf_config};
-    use std::path::PathBuf;
+    use crate::catalog::models::parse_hf_config;
 
     fn eleven_b() -> ModelSpec {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/llama-3.2-11b-vision-instruct.json");
-        let HfModel::Model(m) = load_hf_config(&p).unwrap() else {
-            panic!("mllama is a model")
-        };
-        *m
+        crate::catalog::models::fixture::model("llama-3.2-11b-vision-instruct.json")
     }
 
     #[test]

@@ -217,16 +217,10 @@ fn vision(v: &Map<String, Value>, llm_hidden: u64) -> Result<VisionSpec, InputEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::models::load_hf_config;
-    use std::path::PathBuf;
 
     #[test]
     fn qwen3_vl_4b_patches_of_16_and_deepstack_bytes() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/qwen3-vl-4b-instruct.json");
-        let HfModel::Model(m) = load_hf_config(&p).unwrap() else {
-            panic!("qwen3-vl is a model")
-        };
+        let m = crate::catalog::models::fixture::model("qwen3-vl-4b-instruct.json");
         // 640×480 in multiples of 32: 640 × 480 exactly, 20 × 15 merged tokens.
         let t = m.image_tokens(640, 480).unwrap();
         assert_eq!(
@@ -241,10 +235,11 @@ mod tests {
     }
 
     fn moe(edit: impl FnOnce(&mut Map<String, Value>)) -> Result<HfModel, InputError> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/hf-configs/qwen3-vl-30b-a3b-instruct.json");
-        let mut top: Map<String, Value> =
-            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let Value::Object(mut top) =
+            crate::catalog::models::fixture::config("qwen3-vl-30b-a3b-instruct.json")
+        else {
+            panic!("a config is an object")
+        };
         edit(top["text_config"].as_object_mut().unwrap());
         parse("qwen3-vl-30b-a3b", &top, "qwen3_vl_moe")
     }
