@@ -747,6 +747,7 @@ mod tests {
                     .collect(),
                 sustained: vec![],
                 interference: vec![],
+                encode_prefill: vec![],
             };
             let m = Measurements {
                 gpu,

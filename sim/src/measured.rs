@@ -17,6 +17,9 @@ pub struct MeasuredPhases {
     decode: Vec<(f64, Vec<(f64, f64)>)>,
     /// (duty, slowdown) of compute-bound steps under sustained load, by duty, from (0, 1).
     sustained: Vec<(f64, f64)>,
+    /// (images, seconds) a step that encodes the images and prefills their prompts saves over
+    /// the two measured apart, by images.
+    shared: Vec<(f64, f64)>,
     /// Counts the FLOPs and HBM bytes of the work (its times are not used).
     count: Roofline,
 }
@@ -72,7 +75,7 @@ impl MeasuredPhases {
                 Some((t, t * e.images as f64, e.seconds))
             })
             .collect();
-        MeasuredPhases {
+        let mut m = MeasuredPhases {
             encode: table(&encode),
             prefill: line(
                 p.prefill
@@ -80,6 +83,7 @@ impl MeasuredPhases {
                     .map(|e| (e.tokens as f64, e.seconds))
                     .collect(),
             ),
+            shared: Vec::new(),
             decode: table(
                 &p.decode
                     .iter()
@@ -92,7 +96,27 @@ impl MeasuredPhases {
                     .collect(),
             ),
             count,
-        }
+        };
+        // Each combined step against the tables' encode and prefill at its own shape. A
+        // saving below zero is noise around none (the combined step does not cost more than
+        // its parts), kept so the line is not biased up.
+        let shared = p
+            .encode_prefill
+            .iter()
+            .filter_map(|c| {
+                let image = model.image_tokens(c.width, c.height).ok()?;
+                let images = vec![image; c.images as usize];
+                let mut batch = BatchShape::default();
+                let each = c.tokens / c.images;
+                for _ in 0..c.images {
+                    batch.add_prefill_chunk(0, each, true);
+                }
+                let apart = m.encode_s(&images) + m.forward_s(&batch);
+                Some((c.images as f64, apart - c.seconds))
+            })
+            .collect();
+        m.shared = line(shared);
+        m
     }
 
     fn decode_s(&self, batch: f64, context: f64) -> f64 {
@@ -133,6 +157,21 @@ impl PhaseModel for MeasuredPhases {
     fn sustained_slowdown(&self, duty: f64) -> f64 {
         let last = self.sustained.last().map_or(0.0, |p| p.0);
         interp(&self.sustained, duty.clamp(0.0, last)).max(1.0)
+    }
+
+    /// Read at the step's images along the measured combined steps, held at the nearest end
+    /// beyond them: the saving is a step's fixed cost, which does not grow without bound.
+    fn shared_step_s(&self, images: &[ImageTokens], batch: &BatchShape) -> f64 {
+        let (Some(first), Some(last)) = (self.shared.first(), self.shared.last()) else {
+            return 0.0;
+        };
+        if images.is_empty() || batch.prefill_tokens == 0 {
+            return 0.0;
+        }
+        let n = (images.len() as f64).clamp(first.0, last.0);
+        interp(&self.shared, n)
+            .min(self.encode_s(images))
+            .min(self.forward_s(batch))
     }
 
     fn encode_work(&self, images: &[ImageTokens]) -> Work {
@@ -242,6 +281,7 @@ mod tests {
                 slowdown: 1.2,
             }],
             interference: vec![],
+            encode_prefill: vec![],
         }
     }
 
@@ -273,6 +313,62 @@ mod tests {
         // The work is the roofline's count: 64 decodes do 2 FLOPs per weight each, at least.
         let w = p.forward_work(&d);
         assert!(w.flops >= 64.0 * 2.0 * 6.5e9 && w.bytes >= 13e9, "{w:?}");
+    }
+
+    #[test]
+    fn a_step_that_encodes_and_prefills_pays_its_own_cost_once() {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let gpu = crate::catalog::gpu_by_name("H100-SXM").unwrap();
+        let count = || Roofline::new(&m, Dtype::Bf16, gpu, Default::default(), 1, None);
+        let img = m.image_tokens(640, 480).unwrap();
+        let prompts = |n: u64, each: u64| {
+            let mut b = BatchShape::default();
+            for _ in 0..n {
+                b.add_prefill_chunk(0, each, true);
+            }
+            b
+        };
+        // Apart, 1 image + 1 × 597 tokens: 0.004 + 0.020 + 0.100 · 85 / 3584 = 0.026372;
+        // 4 images + 4 × 597: 0.004 + 0.036 · 3 / 31 + 0.020 + 0.100 · 1876 / 3584 = 0.079828.
+        let mut p = profile();
+        p.encode_prefill = [(1, 0.025372), (4, 0.077828)]
+            .iter()
+            .map(|&(images, seconds)| crate::profile::EncodePrefillPoint {
+                images,
+                width: 640,
+                height: 480,
+                tokens: images * 597,
+                seconds,
+            })
+            .collect();
+        let pm = MeasuredPhases::new(&m, &p, count());
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        let one = pm.shared_step_s(&[img], &prompts(1, 597));
+        assert!(close(one, 0.001), "{one}");
+        // Between the measured steps by images, held beyond the last.
+        assert!(close(
+            pm.shared_step_s(&[img; 2], &prompts(2, 597)),
+            0.001 + 0.001 / 3.0
+        ));
+        assert!(close(
+            pm.shared_step_s(&[img; 16], &prompts(16, 597)),
+            0.002
+        ));
+        // The combined step comes back as measured.
+        let four = pm.step_s(&[img; 4], &prompts(4, 597));
+        assert!(close(four, 0.077828), "{four}");
+        // Nothing is shared by a step that only encodes or only prefills or decodes.
+        assert_eq!(pm.shared_step_s(&[], &prompts(1, 597)), 0.0);
+        assert_eq!(pm.shared_step_s(&[img], &BatchShape::default()), 0.0);
+        let mut decode = BatchShape::default();
+        decode.add_decode(600);
+        assert_eq!(pm.shared_step_s(&[img], &decode), 0.0);
+        // Never more than a part: a tiny prefill saves at most its own time.
+        let tiny = prompts(1, 1);
+        assert!(pm.shared_step_s(&[img], &tiny) <= pm.forward_s(&tiny));
+        // A profile without combined steps adds the parts, as before.
+        let plain = MeasuredPhases::new(&m, &profile(), count());
+        assert_eq!(plain.shared_step_s(&[img], &prompts(1, 597)), 0.0);
     }
 }
 
@@ -318,6 +414,7 @@ mod qwen_tests {
             }],
             sustained: vec![],
             interference: vec![],
+            encode_prefill: vec![],
         };
         let pm = MeasuredPhases::new(&m, &p, count);
         let small = m.image_tokens(640, 480).unwrap();

@@ -127,8 +127,19 @@ pub trait PhaseModel: Send + Sync {
         1.0
     }
 
+    /// Seconds by which one step that encodes `images` and runs `batch` is shorter than the
+    /// two timed as steps of their own: what a step costs once (host work, launches, readback)
+    /// and both times count. Never more than either part alone; 0 when either is empty.
+    fn shared_step_s(&self, images: &[ImageTokens], batch: &BatchShape) -> f64;
+
     fn encode_s(&self, images: &[ImageTokens]) -> f64 {
         self.encode_work(images).seconds
+    }
+
+    /// One step that encodes `images` and then runs `batch`, as a colocated instance serves
+    /// new requests.
+    fn step_s(&self, images: &[ImageTokens], batch: &BatchShape) -> f64 {
+        self.encode_s(images) + self.forward_s(batch) - self.shared_step_s(images, batch)
     }
 
     fn forward_s(&self, batch: &BatchShape) -> f64 {
@@ -364,6 +375,15 @@ impl Roofline {
 }
 
 impl PhaseModel for Roofline {
+    /// Each phase's time carries one step overhead.
+    fn shared_step_s(&self, images: &[ImageTokens], batch: &BatchShape) -> f64 {
+        if images.is_empty() || batch.is_empty() {
+            0.0
+        } else {
+            self.eff.step_overhead_us * 1e-6
+        }
+    }
+
     fn encode_work(&self, images: &[ImageTokens]) -> Work {
         if images.is_empty() {
             return Work::default();

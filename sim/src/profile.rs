@@ -59,6 +59,12 @@ pub struct PhaseProfile {
     /// profiles that did not measure it: then the run's summary says interference is unmodelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interference: Vec<InterferencePoint>,
+    /// Steps that encode images and prefill their prompts in one go, as a colocated engine
+    /// serves a new request. Such a step pays once what the `encode` and `prefill` points each
+    /// paid as steps of their own. Absent from profiles measured before 2026-12-07: then the
+    /// two are added, which was 0.3–0.9 ms (2–6 %) long on Hopper (exec/REPORT.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encode_prefill: Vec<EncodePrefillPoint>,
 }
 
 impl PhaseProfile {
@@ -133,6 +139,30 @@ impl PhaseProfile {
             DUTY.check(&format!("sustained[{j}].duty"), p.duty)?;
             SLOWDOWN.check(&format!("sustained[{j}].slowdown"), p.slowdown)?;
         }
+        if !encodes && !self.encode_prefill.is_empty() {
+            return Err(InputError::new(format!(
+                "`encode_prefill`: `{}` is text-only and encodes no images; leave the table out",
+                model.name
+            )));
+        }
+        for (j, e) in self.encode_prefill.iter().enumerate() {
+            COUNT.check_u64(&format!("encode_prefill[{j}].images"), e.images)?;
+            IMAGE_SIDE.check_u64(&format!("encode_prefill[{j}].width"), e.width)?;
+            IMAGE_SIDE.check_u64(&format!("encode_prefill[{j}].height"), e.height)?;
+            let image = model
+                .image_tokens(e.width, e.height)
+                .map_err(|err| err.context(format!("encode_prefill[{j}]")))?;
+            // Every prompt holds its image's tokens: fewer tokens is not a step the engine runs.
+            let least = e.images * image.llm_tokens;
+            if e.tokens < least {
+                return Err(InputError::new(format!(
+                    "`encode_prefill[{j}].tokens` is {}: {} images of {}×{} alone are {least} \
+                     prompt tokens for `{}`",
+                    e.tokens, e.images, e.width, e.height, model.name
+                )));
+            }
+            STEP_SECONDS.check(&format!("encode_prefill[{j}].seconds"), e.seconds)?;
+        }
         for (j, p) in self.interference.iter().enumerate() {
             BANDWIDTH_GBS.check(&format!("interference[{j}].own_gbs"), p.own_gbs)?;
             BANDWIDTH_GBS.check(&format!("interference[{j}].sibling_gbs"), p.sibling_gbs)?;
@@ -178,6 +208,18 @@ pub struct InterferencePoint {
     pub own_gbs: f64,
     pub sibling_gbs: f64,
     pub slowdown: f64,
+}
+
+/// One step that encodes `images` images of `width` × `height` and prefills their prompts (one
+/// image each) in the same step: `tokens` new tokens in all, image tokens included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodePrefillPoint {
+    pub images: u64,
+    pub width: u64,
+    pub height: u64,
+    pub tokens: u64,
+    pub seconds: f64,
 }
 
 /// The image size (width, height in pixels) of an encode point that names none: every profile
@@ -430,6 +472,7 @@ mod tests {
                     slowdown: 1.2,
                 }],
                 interference: vec![],
+                encode_prefill: vec![],
             }],
         };
         let dir = tempfile::tempdir().unwrap();

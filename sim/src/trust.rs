@@ -12,14 +12,14 @@
 //!   …-green-split/validate-measured, 2026-12-04-h200-qwen-validate, 2026-12-07-h100-same-lease).
 //!   It was 2.3 % while only the 2026-11-21 light-load records were counted.
 //! - `same-arch`: the operator model fitted on another GPU of the same architecture (or the
-//!   defaults, which were set on Hopper measurements, on a Hopper GPU): 12.6 % over 260 points
+//!   defaults, which were set on Hopper measurements, on a Hopper GPU): 10.8 % over 260 points
 //!   (`hetsim fit` H100 → H200 and H200 → H100 replays on the tables of 2026-11-21 and on the
 //!   same-lease tables of 2026-12-03 (H200) and 2026-12-07 (H100), exec/REPORT.md "Across
 //!   GPUs", and the whole H200's fit predicting two green-context partitions of it,
 //!   exec/results/2026-12-03-h200-green-split/validate-fit).
 //! - `other-arch`: fitted on another architecture, or the defaults on a non-Hopper GPU. Nothing
 //!   here measured that (only Hopper GPUs were lent), so the width is an assumption: twice
-//!   `same-arch`, 25.2 %.
+//!   `same-arch`, 21.6 %.
 //!
 //! The widths do not cover what the simulator leaves out and says it does: SM partitions of one
 //! GPU without a measured interference table (`interference::notes`, printed under `run`'s
@@ -71,8 +71,8 @@ impl Basis {
     pub fn error_pct(self) -> f64 {
         match self {
             Basis::Measured => 4.8,
-            Basis::SameArchitecture => 12.6,
-            Basis::OtherArchitecture => 25.2,
+            Basis::SameArchitecture => 10.8,
+            Basis::OtherArchitecture => 21.6,
         }
     }
 }
@@ -299,7 +299,7 @@ mod tests {
             crate::engine::simulate(s, &mut crate::records::MemorySink::default(), &mut |_| {})
                 .unwrap();
         assert_eq!(run.summary.prediction_basis, "other-arch");
-        assert_eq!(run.summary.prediction_error_pct, Some(25.2));
+        assert_eq!(run.summary.prediction_error_pct, Some(21.6));
     }
 
     #[test]

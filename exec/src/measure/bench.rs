@@ -8,8 +8,10 @@ use crate::cuda::timeline::OpTime;
 use crate::error::Result;
 use crate::kargs;
 use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
-use crate::profile::{DecodePoint, EncodePoint, PhaseProfile, PrefillPoint, SustainedPoint};
-use crate::serve::engine::{Engine, EngineConfig, Pace};
+use crate::profile::{
+    DecodePoint, EncodePoint, EncodePrefillPoint, PhaseProfile, PrefillPoint, SustainedPoint,
+};
+use crate::serve::engine::{Engine, EngineConfig, Pace, Request, StepKind};
 use crate::serve::model::gpu::served::ImageSize;
 use crate::serve::model::gpu::{
     DecoderPass, ProductRace, SKINNY_MAX_M, ServedConfig, SmallProducts,
@@ -400,6 +402,8 @@ pub fn product_rows(e: &Engine, bw: f64) -> Vec<ProductRow> {
 /// Grid of the phase profiler.
 pub struct PhaseGrid {
     pub encode: Vec<usize>,
+    /// Requests (one image each, at the first encode size) a served step encodes and prefills.
+    pub encode_prefill: Vec<usize>,
     /// Image sizes each encode batch size is timed at.
     pub encode_sizes: Vec<ImageSize>,
     pub prefill: Vec<(usize, usize)>,
@@ -415,6 +419,7 @@ impl PhaseGrid {
     pub fn full(c: &ServedConfig) -> PhaseGrid {
         PhaseGrid {
             encode: vec![1, 2, 4, 8, 16, 32],
+            encode_prefill: vec![1, 2, 4],
             encode_sizes: encode_sizes(c),
             prefill: vec![
                 // Dense where prompts of one image lie: the time bends from memory-bound to
@@ -446,6 +451,7 @@ impl PhaseGrid {
     pub fn quick(c: &ServedConfig) -> PhaseGrid {
         PhaseGrid {
             encode: vec![1, 8],
+            encode_prefill: vec![1],
             encode_sizes: encode_sizes(c),
             prefill: vec![(1, 704), (4, 2816)],
             decode_batch: vec![1, 16],
@@ -506,6 +512,17 @@ pub fn phase_profile(
             seconds: e.time_prefill(seqs, each, iters.clamp(1, 10), PROFILE_PACE)?,
         });
     }
+    let size = grid.encode_sizes.first().copied().unwrap_or(PROFILE_IMAGE);
+    let mut encode_prefill = Vec::new();
+    for &n in &grid.encode_prefill {
+        eprintln!("phase profile: served step encoding and prefilling {n} requests");
+        encode_prefill.push(time_served_encode_prefill(
+            &mut e,
+            n,
+            size,
+            iters.clamp(1, 10),
+        )?);
+    }
     let sustained = sustained_slowdown(&mut e, &grid.sustained_duty)?;
     let mut decode = Vec::new();
     for &b in &grid.decode_batch {
@@ -528,6 +545,83 @@ pub fn phase_profile(
         sustained,
         // Measured beside a sibling partition's load by `probes::green::interference`.
         interference: Vec::new(),
+        encode_prefill,
+    })
+}
+
+/// Text tokens of each probe prompt beside its BOS and image: LLaVA's 597-token prompts of
+/// experiments/validate-*.yaml (1 + 576 + 20).
+const PROBE_TEXT_TOKENS: usize = 20;
+
+/// Ids of the combined-step probe's requests, apart from any a caller submitted.
+const PROBE_IDS: u64 = 1 << 40;
+
+/// One served step that encodes `requests` new requests' images (one of `size` each) and
+/// prefills their prompts, timed on the engine's clock as `hetsim validate` times a step
+/// (`Engine::step`, host work and readback inside), median of `iters`. Each comes right after
+/// a decode step of a request kept running meanwhile: that is where a colocated engine meets a
+/// new request, warm, not from rest. The encode and prefill points time each part as a step
+/// of its own; this is what the step pays once (`PhaseProfile::encode_prefill`).
+fn time_served_encode_prefill(
+    e: &mut Engine,
+    requests: usize,
+    size: ImageSize,
+    iters: usize,
+) -> Result<EncodePrefillPoint> {
+    let vocab = e.model.llm().vocab;
+    let request = |id: u64, output_tokens: usize| Request {
+        images: vec![size; 1],
+        ..Request::synthetic(id, 1, PROBE_TEXT_TOKENS, output_tokens, vocab)
+    };
+    // Enough tokens that it decodes through every timed step; it finishes with the probe.
+    let runner = PROBE_IDS;
+    e.submit(request(runner, 2 * (iters + 1) + 8))?;
+    let mut times = Vec::with_capacity(iters);
+    let mut tokens = 0;
+    while e.queued() > 0 {
+        e.step()?;
+    }
+    let mut next = runner + 1;
+    // The first round makes the step's plans (a new token count): not counted.
+    for round in 0..=iters {
+        let (kind, _) = e.step()?;
+        if !matches!(kind, StepKind::Decode { .. }) {
+            return Err(crate::error::Error::Check(format!(
+                "combined-step probe: expected a decode step of its running request, the \
+                 engine ran {kind:?}"
+            )));
+        }
+        for _ in 0..requests {
+            e.submit(request(next, 1))?;
+            next += 1;
+        }
+        let t0 = e.now();
+        let (kind, _) = e.step()?;
+        let t = e.now() - t0;
+        match kind {
+            StepKind::Prefill {
+                seqs,
+                tokens: n,
+                images,
+            } if seqs == requests && images == requests => tokens = n,
+            other => {
+                return Err(crate::error::Error::Check(format!(
+                    "combined-step probe: {requests} new requests should be encoded and \
+                     prefilled in one step, the engine ran {other:?}"
+                )));
+            }
+        }
+        if round > 0 {
+            times.push(t);
+        }
+    }
+    e.run_to_completion()?;
+    Ok(EncodePrefillPoint {
+        images: requests as u64,
+        width: u64::from(size.0),
+        height: u64::from(size.1),
+        tokens: tokens as u64,
+        seconds: crate::stats::median(&times),
     })
 }
 

@@ -315,12 +315,7 @@ impl StepTiming {
             batch.decode_ctx_tokens = context as u64;
             batch.logits += n as u64;
         }
-        let encode = if images.is_empty() {
-            0.0
-        } else {
-            perf.encode_s(&images)
-        };
-        encode + perf.forward_s(&batch)
+        perf.step_s(&images, &batch)
     }
 }
 
