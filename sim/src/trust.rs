@@ -210,7 +210,7 @@ mod tests {
                 "exec/results/2026-12-04-h200-qwen-validate/validate-qwen/comparison.csv",
             ),
             (
-                "experiments/validate-h100.yaml",
+                "exec/results/2026-12-07-h100-same-lease/validate-h100-loads.yaml",
                 "exec/results/2026-12-07-h100-same-lease/profile.yaml",
                 "exec/results/2026-12-07-h100-same-lease/validate-colocated/comparison.csv",
             ),

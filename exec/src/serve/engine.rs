@@ -244,22 +244,18 @@ pub enum Pace {
     /// Back to back: the GPU stays busy, as under sustained load (and as the bench's GEMM-peak
     /// probe runs, so the bench's ratios compare like with like).
     BackToBack,
-    /// Each run after the GPU has idled this long. A served encode or prefill comes between
-    /// memory-bound decode steps or idle time, and starts at boost clock; back to back, an H200
-    /// reaches its 700 W cap within a few runs and prefills at ~1.6 GHz instead of 1.98 GHz
-    /// (exec/REPORT.md, "Validation").
+    /// Each run after the GPU has idled this long. An encoder instance meets an image after
+    /// idle time, and starts at boost clock; back to back, an H200 reaches its 700 W cap within
+    /// a few runs and prefills at ~1.6 GHz instead of 1.98 GHz (exec/REPORT.md, "Validation").
     Rested(std::time::Duration),
+    /// Each run after this long of decode steps (one sequence of `SERVING_CONTEXT` tokens), as
+    /// an LLM instance meets a new prompt between its decode steps. On an H100 a 597-token
+    /// prefill ran 0.6 ms (4 %) faster so than after idle time (exec/REPORT.md, "Validation").
+    Serving(std::time::Duration),
 }
 
-impl Pace {
-    fn rest(self, s: &Stream) -> Result<()> {
-        if let Pace::Rested(d) = self {
-            s.synchronize()?;
-            std::thread::sleep(d);
-        }
-        Ok(())
-    }
-}
+/// Context of the decode steps `Pace::Serving` runs: LLaVA's one-image prompt and a short answer.
+const SERVING_CONTEXT: usize = 704;
 
 pub struct Engine {
     pub model: ServedModel,
@@ -1140,6 +1136,26 @@ impl Engine {
         Ok(all)
     }
 
+    /// Brings the GPU to the state `pace` names before a timed run.
+    pub fn pace(&mut self, pace: Pace) -> Result<()> {
+        match pace {
+            Pace::BackToBack => Ok(()),
+            Pace::Rested(d) => {
+                self.stream.synchronize()?;
+                std::thread::sleep(d);
+                Ok(())
+            }
+            Pace::Serving(d) => {
+                let t = Instant::now();
+                while t.elapsed() < d {
+                    // Each ends by waiting for its last step, as a served step reads back.
+                    self.time_decode(1, SERVING_CONTEXT, 4)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Time `iters` decode steps of `batch` sequences of `context` tokens each (the KV cache
     /// holds whatever the pool holds: the timing does not depend on the values). Median
     /// seconds per step, by CUDA events around each replay.
@@ -1287,7 +1303,7 @@ impl Engine {
         let (e0, e1) = (Event::timing(g)?, Event::timing(g)?);
         let mut times = Vec::new();
         for i in 0..iters.max(1) + 1 {
-            pace.rest(&self.stream)?;
+            self.pace(pace)?;
             e0.record(&self.stream)?;
             self.queue_prefill(&pass, 0)?;
             e1.record(&self.stream)?;
@@ -1322,7 +1338,7 @@ impl Engine {
         // encode() uploads its index arrays synchronously first; the events bracket the GPU
         // work only.
         for i in 0..iters.max(1) + 1 {
-            pace.rest(&self.stream)?;
+            self.pace(pace)?;
             e0.record(&self.stream)?;
             self.model
                 .encode(&self.stream, &sizes, px, out, &mut self.sc)?;
