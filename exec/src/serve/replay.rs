@@ -1345,7 +1345,7 @@ fn replay_split(
 /// token budget, the longest prompt). Without the last part the first two- or three-prompt prefill of a replay allocated
 /// ~20 buffers and took up to 2.4× its steady-state time (a step log of 2026-12-03 00:12 UTC,
 /// not kept), which alone made the measured TTFT p99 30–40 % worse than the simulator's; with
-/// it no served step allocates (exec/results/2026-12-03-h200-ttft-tail/validate-h200/steps.csv).
+/// it no served step allocates (exec/results/2026-12-03-h200-ttft-tail/validate-h200/steps.csv.gz).
 /// Text tokens of each warm-up prompt with an image.
 const WARM_UP_TEXT: usize = 8;
 

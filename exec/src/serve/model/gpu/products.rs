@@ -73,7 +73,7 @@ pub enum SmallProducts {
 /// shape's first step ran 10–30 ms over its steady-state time, far more than its plan making
 /// (`exec/results/2026-12-03-h200-ttft-tail/first-shapes/`; the decoder's prefill products, not
 /// padded yet, still cost Qwen2.5-VL's light-load steps 6 ms each at a new token count,
-/// `exec/results/2026-12-04-h200-qwen-validate/validate-qwen/steps.csv`); with the
+/// `exec/results/2026-12-04-h200-qwen-validate/validate-qwen/steps.csv.gz`); with the
 /// rows padded, the shapes a model can meet are few enough to run each once before serving
 /// (`padded_row_counts`). The padding rows cost at most 1/32 of the product (~1.5 % on average);
 /// rows are independent in a product, so what the padding holds reaches no real row.
