@@ -221,14 +221,21 @@ fn a_validate_runs_simulated_and_measured_timelines_line_up_by_track() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".sim.json") else {
+        let Some(stem) = name.strip_suffix(".sim.json.gz") else {
             continue;
         };
+        // The records keep their traces gzipped.
         let read = |f: &str| {
-            let text = std::fs::read_to_string(dir.join(f)).unwrap();
+            let out = std::process::Command::new("gzip")
+                .arg("-dc")
+                .arg(dir.join(f))
+                .output()
+                .expect("gzip runs");
+            assert!(out.status.success(), "gzip -dc {f}");
+            let text = String::from_utf8(out.stdout).unwrap();
             check(&text).unwrap_or_else(|e| panic!("{f}: {e}"))
         };
-        let (sim, exec) = (read(&name), read(&format!("{stem}.exec.json")));
+        let (sim, exec) = (read(&name), read(&format!("{stem}.exec.json.gz")));
         assert_eq!(sim.scenario, exec.scenario);
         assert_eq!(sim.processes, exec.processes, "{stem}");
         let tracks = |s: &TraceShape| s.slices.keys().cloned().collect::<Vec<_>>();

@@ -9,7 +9,8 @@
 //!   over 390 points — every recorded LLaVA and Qwen2.5-VL validation with its own table, light
 //!   load to past capacity, H100 and H200, whole GPUs and green-context partitions
 //!   (exec/results/2026-11-21-h100-validate, …-h200x4-validate, 2026-12-03-h200-same-lease,
-//!   …-green-split/validate-measured, 2026-12-04-h200-qwen-validate, 2026-12-07-h100-same-lease).
+//!   …-green-split/validate-measured, 2026-12-04-h200-qwen-validate, 2026-12-07-h100-same-lease,
+//!   2026-12-07-h100-combined-step).
 //!   It was 2.3 % while only the 2026-11-21 light-load records were counted.
 //! - `same-arch`: the operator model fitted on another GPU of the same architecture (or the
 //!   defaults, which were set on Hopper measurements, on a Hopper GPU): 10.8 % over 260 points
