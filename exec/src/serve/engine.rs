@@ -244,13 +244,16 @@ pub enum Pace {
     /// Back to back: the GPU stays busy, as under sustained load (and as the bench's GEMM-peak
     /// probe runs, so the bench's ratios compare like with like).
     BackToBack,
-    /// Each run after the GPU has idled this long. An encoder instance meets an image after
-    /// idle time, and starts at boost clock; back to back, an H200 reaches its 700 W cap within
-    /// a few runs and prefills at ~1.6 GHz instead of 1.98 GHz (exec/REPORT.md, "Validation").
+    /// Each run after the GPU has idled this long. A served encode or prefill comes between
+    /// memory-bound decode steps or idle time, and starts at boost clock; back to back, an H200
+    /// reaches its 700 W cap within a few runs and prefills at ~1.6 GHz instead of 1.98 GHz
+    /// (exec/REPORT.md, "Validation").
     Rested(std::time::Duration),
     /// Each run after this long of decode steps (one sequence of `SERVING_CONTEXT` tokens), as
-    /// an LLM instance meets a new prompt between its decode steps. On an H100 a 597-token
-    /// prefill ran 0.6 ms (4 %) faster so than after idle time (exec/REPORT.md, "Validation").
+    /// an LLM instance meets a new prompt between its decode steps. Served prefills on an H100
+    /// ran 0.4–0.7 ms faster than the rested table
+    /// (exec/results/2026-12-07-h100-combined-step); calibrate logs a prefill at this pace
+    /// beside the rested one to find out whether this is why.
     Serving(std::time::Duration),
 }
 

@@ -7,7 +7,7 @@ use crate::cuda::device::Gpu;
 use crate::cuda::gemm::Lt;
 use crate::cuda::green::GreenCtx;
 use crate::error::Result;
-use crate::measure::bench::{ENCODE_PACE, PREFILL_PACE, PROFILE_IMAGE, bench_engine};
+use crate::measure::bench::{PROFILE_IMAGE, PROFILE_PACE, bench_engine};
 use crate::measure::probes::compute::{self, GemmBuffers, GemmShape, ProbeKernels};
 use crate::profile::InterferencePoint;
 use crate::serve::engine::{Engine, Pace};
@@ -156,23 +156,17 @@ impl StepShape {
         })
     }
 
-    /// One timed step (the median of `iters`); encode and prefill paced as the phase table's
-    /// are, unless `back_to_back` (a load loop).
+    /// One timed step (the median of `iters`); encode and prefill from rest, as the phase
+    /// table's are, unless `back_to_back` (a load loop).
     fn time(self, e: &mut Engine, iters: usize, back_to_back: bool) -> Result<f64> {
-        let pace = |table| {
-            if back_to_back {
-                Pace::BackToBack
-            } else {
-                table
-            }
+        let pace = if back_to_back {
+            Pace::BackToBack
+        } else {
+            PROFILE_PACE
         };
         match self {
-            StepShape::Encode { images } => {
-                e.time_encode(images, PROFILE_IMAGE, iters, pace(ENCODE_PACE))
-            }
-            StepShape::Prefill { seqs, tokens } => {
-                e.time_prefill(seqs, tokens / seqs, iters, pace(PREFILL_PACE))
-            }
+            StepShape::Encode { images } => e.time_encode(images, PROFILE_IMAGE, iters, pace),
+            StepShape::Prefill { seqs, tokens } => e.time_prefill(seqs, tokens / seqs, iters, pace),
             StepShape::Decode { batch, context } => e.time_decode(batch, context, iters),
         }
     }
