@@ -60,9 +60,10 @@ pub struct PhaseProfile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interference: Vec<InterferencePoint>,
     /// Steps that encode images and prefill their prompts in one go, as a colocated engine
-    /// serves a new request. Such a step pays once what the `encode` and `prefill` points each
-    /// paid as steps of their own. Absent from profiles measured before 2026-12-07: then the
-    /// two are added, which was 0.3–0.9 ms (2–6 %) long on Hopper (exec/REPORT.md).
+    /// serves a new request, timed as served. Such a step pays once what the `encode` and
+    /// `prefill` points each paid as steps of their own: 0.28 ms for one request on an H100
+    /// (exec/results/2026-12-07-h100-combined-step). Absent from profiles measured before
+    /// 2026-12-07: then the two are added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub encode_prefill: Vec<EncodePrefillPoint>,
 }
