@@ -65,8 +65,14 @@ fn load(profile: HardwareProfile) -> Experiment {
 }
 
 fn steps(exp: &Experiment) -> Vec<Step> {
-    let text =
-        std::fs::read_to_string(repo(&format!("{RECORD}/validate-steps/steps.csv"))).unwrap();
+    // The record keeps its step log gzipped.
+    let out = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(repo(&format!("{RECORD}/validate-steps/steps.csv.gz")))
+        .output()
+        .expect("gzip runs");
+    assert!(out.status.success(), "gzip -dc steps.csv.gz");
+    let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
     let head: Vec<&str> = lines.next().unwrap().split(',').collect();
     let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
