@@ -532,10 +532,10 @@ impl<'a> Simulation<'a> {
         let compute = !plan.images.is_empty() || plan.batch.prefill_tokens > 0;
         let slowdown = self.sustained_slowdown(i, compute);
         let perf = &self.inst[i].perf;
-        let mut fwd = perf.forward_work(&plan.batch);
-        // One step: what encode and forward each count as a step's own cost is paid once.
-        fwd.seconds -= perf.shared_step_s(&plan.images, &plan.batch);
-        let (enc_work, fwd_work) = (perf.encode_work(&plan.images) * slowdown, fwd * slowdown);
+        let (enc_work, fwd_work) = (
+            perf.encode_work(&plan.images) * slowdown,
+            perf.forward_after_encode_work(&plan.images, &plan.batch) * slowdown,
+        );
         let (enc_work, fwd_work) = (
             self.beside_siblings(i, Phase::Encode, enc_work),
             self.beside_siblings(i, Phase::of_forward(plan.batch.prefill_tokens), fwd_work),

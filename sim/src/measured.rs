@@ -106,10 +106,11 @@ impl MeasuredPhases {
             .filter_map(|c| {
                 let image = model.image_tokens(c.width, c.height).ok()?;
                 let images = vec![image; c.images as usize];
+                // Its prompts as equal as the tokens allow (the probe's are equal).
                 let mut batch = BatchShape::default();
-                let each = c.tokens / c.images;
-                for _ in 0..c.images {
-                    batch.add_prefill_chunk(0, each, true);
+                let (each, left) = (c.tokens / c.images, c.tokens % c.images);
+                for j in 0..c.images {
+                    batch.add_prefill_chunk(0, each + u64::from(j < left), true);
                 }
                 let apart = m.encode_s(&images) + m.forward_s(&batch);
                 Some((c.images as f64, apart - c.seconds))

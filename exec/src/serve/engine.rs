@@ -1140,7 +1140,7 @@ impl Engine {
     }
 
     /// Brings the GPU to the state `pace` names before a timed run.
-    pub fn pace(&mut self, pace: Pace) -> Result<()> {
+    fn pace(&mut self, pace: Pace) -> Result<()> {
         match pace {
             Pace::BackToBack => Ok(()),
             Pace::Rested(d) => {
