@@ -120,7 +120,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
         let grid = if a.quick {
             bench::PhaseGrid::quick(&c)
         } else {
-            bench::PhaseGrid::full(&c)
+            bench::PhaseGrid::full(&c)?
         };
         let whole = device::Gpu::open(gpu_index)?;
         let p = bench::phase_profile(&c, gpu, &catalog_gpu, &grid, 20)?;

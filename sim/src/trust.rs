@@ -196,7 +196,7 @@ mod tests {
                 "exec/results/2026-11-21-h200x4-validate/pc/comparison.csv",
             ),
             (
-                "experiments/validate-h200.yaml",
+                "exec/results/2026-12-03-h200-same-lease/experiment.yaml",
                 "exec/results/2026-12-03-h200-same-lease/profile.yaml",
                 "exec/results/2026-12-03-h200-same-lease/validate-h200/comparison.csv",
             ),

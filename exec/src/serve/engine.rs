@@ -247,18 +247,11 @@ pub enum Pace {
     /// Each run after the GPU has idled this long. A served encode or prefill comes between
     /// memory-bound decode steps or idle time, and starts at boost clock; back to back, an H200
     /// reaches its 700 W cap within a few runs and prefills at ~1.6 GHz instead of 1.98 GHz
-    /// (exec/REPORT.md, "Validation").
+    /// (exec/REPORT.md, "Validation"). After 20 ms, 200 ms or 1 s of decode steps instead of
+    /// 100 ms idle, an H100's 597-token prefill took the same time within 1 %
+    /// (exec/results/2026-12-07-h100-prompt-point/calibrate.txt).
     Rested(std::time::Duration),
-    /// Each run after this long of decode steps (one sequence of `SERVING_CONTEXT` tokens), as
-    /// an LLM instance meets a new prompt between its decode steps. Served prefills on an H100
-    /// ran 0.4–0.7 ms faster than the rested table
-    /// (exec/results/2026-12-07-h100-combined-step); calibrate logs a prefill at this pace
-    /// beside the rested one to find out whether this is why.
-    Serving(std::time::Duration),
 }
-
-/// Context of the decode steps `Pace::Serving` runs: LLaVA's one-image prompt and a short answer.
-const SERVING_CONTEXT: usize = 704;
 
 pub struct Engine {
     pub model: ServedModel,
@@ -1146,14 +1139,6 @@ impl Engine {
             Pace::Rested(d) => {
                 self.stream.synchronize()?;
                 std::thread::sleep(d);
-                Ok(())
-            }
-            Pace::Serving(d) => {
-                let t = Instant::now();
-                while t.elapsed() < d {
-                    // Each ends by waiting for its last step, as a served step reads back.
-                    self.time_decode(1, SERVING_CONTEXT, 4)?;
-                }
                 Ok(())
             }
         }
