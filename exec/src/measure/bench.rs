@@ -569,8 +569,8 @@ const PROBE_IDS: u64 = 1 << 40;
 /// One served step that encodes `requests` new requests' images (one of `size` each) and
 /// prefills their prompts, timed on the engine's clock as `hetsim validate` times a step
 /// (`Engine::step`, host work and readback inside), median of `iters`. Each comes right after
-/// a decode step of a request kept running meanwhile: that is where a colocated engine meets a
-/// new request, warm, not from rest. The encode and prefill points time each part as a step
+/// a decode step of a request kept running meanwhile, where a colocated engine meets a new
+/// request, and that decode step after the table's rest. The encode and prefill points time each part as a step
 /// of its own; this is what the step pays once (`PhaseProfile::encode_prefill`).
 fn time_served_encode_prefill(
     e: &mut Engine,
@@ -593,7 +593,17 @@ fn time_served_encode_prefill(
     }
     let mut next = runner + 1;
     // The first round makes the step's plans (a new token count): not counted.
+    let Pace::Rested(rest) = PROFILE_PACE else {
+        unreachable!("the table's points are timed from rest")
+    };
     for round in 0..=iters {
+        // From the table's rest, as its encode and prefill points are, so that what the step
+        // saves is not a clock's difference: back to back with one decode step between them,
+        // the probe ran at a 75 % compute duty, and its one-image step took 15.06 ms on an
+        // H100 that served it in 14.64 ms at light load and 15.00 ms at 90 % of capacity
+        // (exec/results/2026-12-07-h100-prompt-point). A busy GPU's slowdown is the
+        // sustained-load points'. A step reads back, so the GPU is idle from here.
+        std::thread::sleep(rest);
         let (kind, _) = e.step()?;
         if !matches!(kind, StepKind::Decode { .. }) {
             return Err(crate::error::Error::Check(format!(
