@@ -486,7 +486,11 @@ fn encode_sizes(c: &ServedConfig) -> Vec<ImageSize> {
 
 /// How the phase profiler times encode and prefill points: each run from rest, as a served
 /// request's encode and prefill start (decode points run back to back, as decode steps do).
-pub const PROFILE_PACE: Pace = Pace::Rested(std::time::Duration::from_millis(100));
+pub const PROFILE_PACE: Pace = Pace::Rested(PROFILE_REST);
+
+/// The idle time before each of the profiler's encode and prefill points and each round of its
+/// combined-step probe.
+const PROFILE_REST: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Measure the phase grid for a model on one GPU.
 pub fn phase_profile(
@@ -570,8 +574,9 @@ const PROBE_IDS: u64 = 1 << 40;
 /// prefills their prompts, timed on the engine's clock as `hetsim validate` times a step
 /// (`Engine::step`, host work and readback inside), median of `iters`. Each comes right after
 /// a decode step of a request kept running meanwhile, where a colocated engine meets a new
-/// request, and that decode step after the table's rest. The encode and prefill points time each part as a step
-/// of its own; this is what the step pays once (`PhaseProfile::encode_prefill`).
+/// request, and that decode step after the table's rest. The encode and prefill points time
+/// each part as a step of its own; this is what the step pays once
+/// (`PhaseProfile::encode_prefill`).
 fn time_served_encode_prefill(
     e: &mut Engine,
     requests: usize,
@@ -593,9 +598,6 @@ fn time_served_encode_prefill(
     }
     let mut next = runner + 1;
     // The first round makes the step's plans (a new token count): not counted.
-    let Pace::Rested(rest) = PROFILE_PACE else {
-        unreachable!("the table's points are timed from rest")
-    };
     for round in 0..=iters {
         // From the table's rest, as its encode and prefill points are, so that what the step
         // saves is not a clock's difference: back to back with one decode step between them,
@@ -603,7 +605,7 @@ fn time_served_encode_prefill(
         // H100 that served it in 14.64 ms at light load and 15.00 ms at 90 % of capacity
         // (exec/results/2026-12-07-h100-prompt-point). A busy GPU's slowdown is the
         // sustained-load points'. A step reads back, so the GPU is idle from here.
-        std::thread::sleep(rest);
+        std::thread::sleep(PROFILE_REST);
         let (kind, _) = e.step()?;
         if !matches!(kind, StepKind::Decode { .. }) {
             return Err(crate::error::Error::Check(format!(

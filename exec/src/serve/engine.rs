@@ -249,7 +249,7 @@ pub enum Pace {
     /// reaches its 700 W cap within a few runs and prefills at ~1.6 GHz instead of 1.98 GHz
     /// (exec/REPORT.md, "Validation"). After 20 ms, 200 ms or 1 s of decode steps instead of
     /// 100 ms idle, an H100's 597-token prefill took the same time within 1 %
-    /// (exec/results/2026-12-07-h100-prompt-point/calibrate.txt).
+    /// (exec/results/2026-12-07-h100-prompt-point/pace-and-loads/calibrate.txt).
     Rested(std::time::Duration),
 }
 
