@@ -549,6 +549,9 @@ pub fn phase_profile(
             });
         }
     }
+    for line in e.model.products().race_lines() {
+        eprintln!("phase profile: decode product {line}");
+    }
     Ok(PhaseProfile {
         model: c.name().to_string(),
         catalog_gpu: catalog_gpu.to_string(),

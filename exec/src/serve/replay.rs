@@ -646,6 +646,9 @@ fn replay_colocated(
         }
         note(&mut seen, events, t0);
     }
+    for line in engine.model.products().race_lines() {
+        eprintln!("[replay] decode product {line}");
+    }
     Ok((seen, steps))
 }
 

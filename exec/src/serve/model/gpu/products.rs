@@ -286,6 +286,28 @@ impl Products {
         self.planning_s.get()
     }
 
+    /// One line per small-M product raced so far: its shape, both times and the winner, for
+    /// logs (a table's and a replay's engines each choose, and can choose apart).
+    pub fn race_lines(&self) -> Vec<String> {
+        self.product_races()
+            .into_iter()
+            .map(|((m, n, k), r)| {
+                format!(
+                    "M={m:3} N={n:6} K={k:6}: {} {:.1} us, cuBLASLt {:.1} us (split {}): {}",
+                    r.ours.name(),
+                    r.ours_s * 1e6,
+                    r.cublaslt_s * 1e6,
+                    r.cublaslt_split_k,
+                    if r.ours_wins() {
+                        r.ours.name()
+                    } else {
+                        "cuBLASLt"
+                    }
+                )
+            })
+            .collect()
+    }
+
     /// The small-M products timed so far, by (m, n, k).
     pub fn product_races(&self) -> Vec<((usize, usize, usize), ProductRace)> {
         let mut v: Vec<_> = self
