@@ -196,13 +196,14 @@ pub fn deployment_capacity(s: &Scenario, mix: &RequestMix) -> DeploymentCapacity
             Role::Decode => (0.0, t.decode.seconds),
         };
         // At saturation the GPU never rests: its compute-bound steps run at the slowdown of
-        // their share of its time (`PhaseModel::sustained_slowdown`, 1 without a measurement).
+        // their share of its time (`PhaseModel::sustained_slowdown`, 1 without a measurement),
+        // each as long as one request's compute.
         let duty = if compute + decode > 0.0 {
             compute / (compute + decode)
         } else {
             0.0
         };
-        let per_request = compute * perf.sustained_slowdown(duty) + decode;
+        let per_request = compute * perf.sustained_slowdown(duty, compute) + decode;
         let rate = if per_request > 0.0 {
             1.0 / per_request
         } else {

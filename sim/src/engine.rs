@@ -511,7 +511,8 @@ impl<'a> Simulation<'a> {
             return;
         };
         let work = self.inst[i].perf.encode_work(&plan.images);
-        let work = self.beside_siblings(i, Phase::Encode, work * self.sustained_slowdown(i, true));
+        let slowdown = self.sustained_slowdown(i, true, work.seconds);
+        let work = self.beside_siblings(i, Phase::Encode, work * slowdown);
         let end = self.now + ns(work.seconds);
         for id in &plan.encode {
             self.reqs
@@ -530,12 +531,13 @@ impl<'a> Simulation<'a> {
             return Ok(());
         }
         let compute = !plan.images.is_empty() || plan.batch.prefill_tokens > 0;
-        let slowdown = self.sustained_slowdown(i, compute);
         let perf = &self.inst[i].perf;
         let (enc_work, fwd_work) = (
-            perf.encode_work(&plan.images) * slowdown,
-            perf.forward_after_encode_work(&plan.images, &plan.batch) * slowdown,
+            perf.encode_work(&plan.images),
+            perf.forward_after_encode_work(&plan.images, &plan.batch),
         );
+        let slowdown = self.sustained_slowdown(i, compute, enc_work.seconds + fwd_work.seconds);
+        let (enc_work, fwd_work) = (enc_work * slowdown, fwd_work * slowdown);
         let (enc_work, fwd_work) = (
             self.beside_siblings(i, Phase::Encode, enc_work),
             self.beside_siblings(i, Phase::of_forward(plan.batch.prefill_tokens), fwd_work),
@@ -579,12 +581,13 @@ impl<'a> Simulation<'a> {
         Ok(())
     }
 
-    /// The factor a step starting now on instance `i` is slowed by: its GPU's power state, for a
-    /// compute-bound step (a step with images or prefill tokens; decode steps are memory-bound).
-    fn sustained_slowdown(&self, i: usize, compute: bool) -> f64 {
+    /// The factor a step of `step_s` seconds from rest starting now on instance `i` is slowed
+    /// by: its GPU's power state, for a compute-bound step (a step with images or prefill
+    /// tokens; decode steps are memory-bound).
+    fn sustained_slowdown(&self, i: usize, compute: bool, step_s: f64) -> f64 {
         let x = &self.inst[i];
         if compute {
-            x.perf.sustained_slowdown(x.duty.at(self.now))
+            x.perf.sustained_slowdown(x.duty.at(self.now), step_s)
         } else {
             1.0
         }

@@ -15,8 +15,10 @@ pub struct MeasuredPhases {
     prefill: Vec<(f64, f64)>,
     /// Per measured context: (context, [(batch, seconds)] by batch), by context.
     decode: Vec<(f64, Vec<(f64, f64)>)>,
-    /// (duty, slowdown) of compute-bound steps under sustained load, by duty, from (0, 1).
-    sustained: Vec<(f64, f64)>,
+    /// Per probed step length (seconds from rest; 0 where the profile did not record it):
+    /// (step seconds, [(duty, slowdown)] by duty from (0, 1)) of compute-bound steps under
+    /// sustained load, by step seconds.
+    sustained: Vec<(f64, Vec<(f64, f64)>)>,
     /// (images, seconds) a step that encodes the images and prefills their prompts saves over
     /// the two measured apart, by images.
     shared: Vec<(f64, f64)>,
@@ -90,11 +92,12 @@ impl MeasuredPhases {
                     .map(|d| (d.context as f64, d.batch as f64, d.seconds))
                     .collect::<Vec<_>>(),
             ),
-            sustained: line(
-                std::iter::once((0.0, 1.0))
-                    .chain(p.sustained.iter().map(|s| (s.duty, s.slowdown)))
-                    .collect(),
-            ),
+            sustained: {
+                let at = |s: &crate::profile::SustainedPoint| s.step_seconds.unwrap_or(0.0);
+                let rest = p.sustained.iter().map(|s| (at(s), 0.0, 1.0));
+                let load = p.sustained.iter().map(|s| (at(s), s.duty, s.slowdown));
+                table(&rest.chain(load).collect::<Vec<_>>())
+            },
             count,
         };
         // Each combined step against the tables' encode and prefill at its own shape. A
@@ -154,10 +157,22 @@ fn interp2(table: &[(f64, Vec<(f64, f64)>)], outer: f64, inner: f64) -> f64 {
 
 impl PhaseModel for MeasuredPhases {
     /// Interpolated between the measured duties (and no slowdown at duty 0), held at the last
-    /// measured duty beyond it; never a speed-up.
-    fn sustained_slowdown(&self, duty: f64) -> f64 {
-        let last = self.sustained.last().map_or(0.0, |p| p.0);
-        interp(&self.sustained, duty.clamp(0.0, last)).max(1.0)
+    /// measured duty beyond it, on each probed step length; between the lengths by the step's,
+    /// held at the shortest and longest beyond them; never a speed-up.
+    fn sustained_slowdown(&self, duty: f64, step_s: f64) -> f64 {
+        let on_line = |pts: &[(f64, f64)]| {
+            let last = pts.last().map_or(0.0, |p| p.0);
+            interp(pts, duty.clamp(0.0, last))
+        };
+        let across: Vec<(f64, f64)> = self
+            .sustained
+            .iter()
+            .map(|(len, pts)| (*len, on_line(pts)))
+            .collect();
+        let (Some(first), Some(last)) = (across.first(), across.last()) else {
+            return 1.0;
+        };
+        interp(&across, step_s.clamp(first.0, last.0)).max(1.0)
     }
 
     /// Read at the step's images along the measured combined steps, held at the nearest end
@@ -280,10 +295,44 @@ mod tests {
             sustained: vec![SustainedPoint {
                 duty: 0.8,
                 slowdown: 1.2,
+                step_seconds: None,
             }],
             interference: vec![],
             encode_prefill: vec![],
         }
+    }
+
+    /// Lines probed at two step lengths: a step between them reads between the lines by its
+    /// length, one shorter or longer than both the nearest line's, and each line is held beyond
+    /// its last duty.
+    #[test]
+    fn the_sustained_slowdown_follows_the_step_length() {
+        let m = builtin_model("llava-1.5-7b").unwrap();
+        let gpu = crate::catalog::gpu_by_name("H100-SXM").unwrap();
+        let count = Roofline::new(&m, Dtype::Bf16, gpu, Default::default(), 1, None);
+        let mut prof = profile();
+        let point = |duty, slowdown, step| SustainedPoint {
+            duty,
+            slowdown,
+            step_seconds: Some(step),
+        };
+        prof.sustained = vec![
+            point(0.4, 1.02, 0.013),
+            point(1.0, 1.04, 0.013),
+            point(0.4, 1.08, 0.113),
+            point(1.0, 1.10, 0.113),
+        ];
+        let p = MeasuredPhases::new(&m, &prof, count);
+        assert!((p.sustained_slowdown(0.4, 0.013) - 1.02).abs() < 1e-12);
+        assert!((p.sustained_slowdown(0.4, 0.001) - 1.02).abs() < 1e-12);
+        assert!((p.sustained_slowdown(0.4, 0.113) - 1.08).abs() < 1e-12);
+        assert!((p.sustained_slowdown(0.4, 0.5) - 1.08).abs() < 1e-12);
+        // Halfway in length: halfway between 1.02 and 1.08.
+        assert!((p.sustained_slowdown(0.4, 0.063) - 1.05).abs() < 1e-12);
+        // Halfway to the first duty on the short line, held past the last on the long one.
+        assert!((p.sustained_slowdown(0.2, 0.013) - 1.01).abs() < 1e-12);
+        assert!((p.sustained_slowdown(1.5, 0.113) - 1.10).abs() < 1e-12);
+        assert_eq!(p.sustained_slowdown(0.0, 0.063), 1.0);
     }
 
     #[test]
@@ -307,10 +356,13 @@ mod tests {
         }
         // Context 1280 is halfway: (0.011 + 0.019) / 2.
         assert!((p.forward_s(&d) - 0.015).abs() < 1e-12);
-        // Sustained load: none at rest, 1.1 halfway to the measured duty, held beyond it.
-        assert_eq!(p.sustained_slowdown(0.0), 1.0);
-        assert!((p.sustained_slowdown(0.4) - 1.1).abs() < 1e-12);
-        assert!((p.sustained_slowdown(1.0) - 1.2).abs() < 1e-12);
+        // Sustained load: none at rest, 1.1 halfway to the measured duty, held beyond it; one
+        // line without a probed step length holds for any step.
+        for step_s in [0.001, 0.015, 1.0] {
+            assert_eq!(p.sustained_slowdown(0.0, step_s), 1.0);
+            assert!((p.sustained_slowdown(0.4, step_s) - 1.1).abs() < 1e-12);
+            assert!((p.sustained_slowdown(1.0, step_s) - 1.2).abs() < 1e-12);
+        }
         // The work is the roofline's count: 64 decodes do 2 FLOPs per weight each, at least.
         let w = p.forward_work(&d);
         assert!(w.flops >= 64.0 * 2.0 * 6.5e9 && w.bytes >= 13e9, "{w:?}");

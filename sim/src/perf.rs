@@ -120,10 +120,11 @@ pub trait PhaseModel: Send + Sync {
     /// One LLM forward step (all layers, LM head for the sampling sequences).
     fn forward_work(&self, batch: &BatchShape) -> Work;
 
-    /// How much slower a compute-bound step (encode, prefill) runs when the GPU has spent
-    /// `duty` of its recent time on such steps (see [`ComputeDuty`]). Datasheets say nothing
-    /// of it, so only a measured profile answers other than 1.
-    fn sustained_slowdown(&self, _duty: f64) -> f64 {
+    /// How much slower a compute-bound step (encode, prefill) of `step_s` seconds from rest
+    /// runs when the GPU has spent `duty` of its recent time on such steps (see
+    /// [`ComputeDuty`]). Datasheets say nothing of it, so only a measured profile answers other
+    /// than 1.
+    fn sustained_slowdown(&self, _duty: f64, _step_s: f64) -> f64 {
         1.0
     }
 

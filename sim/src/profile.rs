@@ -139,6 +139,9 @@ impl PhaseProfile {
         for (j, p) in self.sustained.iter().enumerate() {
             DUTY.check(&format!("sustained[{j}].duty"), p.duty)?;
             SLOWDOWN.check(&format!("sustained[{j}].slowdown"), p.slowdown)?;
+            if let Some(s) = p.step_seconds {
+                STEP_SECONDS.check(&format!("sustained[{j}].step_seconds"), s)?;
+            }
         }
         if !encodes && !self.encode_prefill.is_empty() {
             return Err(InputError::new(format!(
@@ -196,6 +199,13 @@ const IMAGE_SIDE: Bound = Bound::closed(1.0, 32768.0, "px");
 pub struct SustainedPoint {
     pub duty: f64,
     pub slowdown: f64,
+    /// Seconds the probe's compute step took from rest: the slowdown is that of steps this long.
+    /// Short bursts slow less than long ones at the same duty (on an H100, one-image steps of
+    /// 15 ms slowed 2.6 % from light load to 90 % of capacity, where 100 ms prefills at 40 %
+    /// duty slowed 9 %: exec/results/2026-12-08-h100-rested-probe). Absent from profiles
+    /// measured before 2026-12-08, whose one line holds for steps of any length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_seconds: Option<f64>,
 }
 
 /// A step of `phase` on a partition, timed alone and beside a sustained `load` loop on the sibling
@@ -471,6 +481,7 @@ mod tests {
                 sustained: vec![SustainedPoint {
                     duty: 1.0,
                     slowdown: 1.2,
+                    step_seconds: None,
                 }],
                 interference: vec![],
                 encode_prefill: vec![],
@@ -549,6 +560,17 @@ mod tests {
             let e = HardwareProfile::load(&path).unwrap_err().to_string();
             assert!(e.contains(expect), "{to}: {e}");
         }
+        // The probed step length of a sustained-load point round-trips and is checked.
+        let mut timed = p.clone();
+        timed.phases[0].sustained[0].step_seconds = Some(0.015);
+        std::fs::write(&path, timed.to_yaml()).unwrap();
+        assert_eq!(HardwareProfile::load(&path).unwrap(), timed);
+        let text = timed
+            .to_yaml()
+            .replace("step_seconds: 0.015", "step_seconds: -1.0");
+        std::fs::write(&path, text).unwrap();
+        let e = HardwareProfile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("`sustained[0].step_seconds`"), "{e}");
     }
 
     #[test]

@@ -411,6 +411,8 @@ pub struct PhaseGrid {
     pub decode_context: Vec<usize>,
     /// Shares of time on prefill at which the sustained-load slowdown is measured.
     pub sustained_duty: Vec<f64>,
+    /// The prefills (prompts, tokens each) it is measured with: steps of different lengths.
+    pub sustained_prefill: Vec<(usize, usize)>,
 }
 
 impl PhaseGrid {
@@ -456,6 +458,11 @@ impl PhaseGrid {
                 ServedConfig::Qwen(_) => vec![256, 704, 1024, 2048],
             },
             sustained_duty: vec![1.0, 0.7, 0.4],
+            // The one-image prompt's step (13 ms for LLaVA-1.5-7B on an H100) and eight of
+            // them (≈100 ms): a power controller reacts over tens of milliseconds, and served
+            // one-image steps slowed a quarter as much as the long prefills said
+            // (exec/results/2026-12-08-h100-rested-probe).
+            sustained_prefill: vec![(1, one_image), SUSTAINED_LONG_PREFILL],
         })
     }
     pub fn quick(c: &ServedConfig) -> PhaseGrid {
@@ -467,6 +474,7 @@ impl PhaseGrid {
             decode_batch: vec![1, 16],
             decode_context: vec![704],
             sustained_duty: vec![1.0],
+            sustained_prefill: vec![SUSTAINED_LONG_PREFILL],
         }
     }
 }
@@ -537,7 +545,10 @@ pub fn phase_profile(
             iters.clamp(1, 10),
         )?);
     }
-    let sustained = sustained_slowdown(&mut e, &grid.sustained_duty)?;
+    let mut sustained = Vec::new();
+    for &shape in &grid.sustained_prefill {
+        sustained.extend(sustained_slowdown(&mut e, shape, &grid.sustained_duty)?);
+    }
     let mut decode = Vec::new();
     for &b in &grid.decode_batch {
         for &ctx in &grid.decode_context {
@@ -650,9 +661,9 @@ fn time_served_encode_prefill(
     })
 }
 
-/// The prefill the sustained-load probe repeats: 8 prompts of 600 tokens (LLaVA's one image and
-/// a short question), compute-bound on every GPU the catalog holds.
-const SUSTAINED_PREFILL: (usize, usize) = (8, 600);
+/// The longer prefill the sustained-load probe repeats: 8 prompts of 600 tokens (LLaVA's one
+/// image and a short question), compute-bound on every GPU the catalog holds.
+const SUSTAINED_LONG_PREFILL: (usize, usize) = (8, 600);
 /// Decode filler between the probe's prefills, as a serving engine's decode steps fill them.
 const SUSTAINED_DECODE: (usize, usize) = (32, 704);
 /// Seconds each duty runs; the slowdown is taken over its second half, after the power
@@ -660,19 +671,24 @@ const SUSTAINED_DECODE: (usize, usize) = (32, 704);
 /// its cap: exec/results/2026-12-03-h200-ttft-tail/clocks.csv).
 const SUSTAINED_WINDOW_S: f64 = 8.0;
 
-/// How much slower a compute-bound step runs when the GPU has spent `duty` of its recent time on
-/// such steps (the rest on decode steps), against the same step from rest: a GPU at its power
-/// cap lowers its clock. One point per duty: prefills repeated for SUSTAINED_WINDOW_S with decode
-/// steps between them in proportion, the median prefill time of the second half over the rested
-/// time.
-pub fn sustained_slowdown(e: &mut Engine, duties: &[f64]) -> Result<Vec<SustainedPoint>> {
-    let (seqs, tokens) = SUSTAINED_PREFILL;
+/// How much slower a compute-bound step, the prefill of `prefill` (prompts, tokens each), runs
+/// when the GPU has spent `duty` of its recent time on such steps (the rest on decode steps),
+/// against the same step from rest: a GPU at its power cap lowers its clock. One point per duty:
+/// the prefill repeated for SUSTAINED_WINDOW_S, two at a time, with decode steps between the
+/// pairs in proportion; the median prefill time of the second half over the rested time, which
+/// the point keeps as the length of step it holds for.
+pub fn sustained_slowdown(
+    e: &mut Engine,
+    prefill: (usize, usize),
+    duties: &[f64],
+) -> Result<Vec<SustainedPoint>> {
+    let (seqs, tokens) = prefill;
     let (batch, context) = SUSTAINED_DECODE;
     let rested = e.time_prefill(seqs, tokens, 5, PROFILE_PACE)?;
     let mut points = Vec::new();
     for &duty in duties {
         eprintln!(
-            "phase profile: sustained load, {:.0} % prefill",
+            "phase profile: sustained load, {:.0} % prefill of {seqs} × {tokens}",
             duty * 100.0
         );
         std::thread::sleep(std::time::Duration::from_secs(2));
@@ -693,6 +709,7 @@ pub fn sustained_slowdown(e: &mut Engine, duties: &[f64]) -> Result<Vec<Sustaine
         points.push(SustainedPoint {
             duty: (prefill_s / elapsed).min(1.0),
             slowdown: crate::stats::median(&late) / rested,
+            step_seconds: Some(rested),
         });
     }
     Ok(points)
