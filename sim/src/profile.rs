@@ -142,6 +142,13 @@ impl PhaseProfile {
             if let Some(s) = p.step_seconds {
                 STEP_SECONDS.check(&format!("sustained[{j}].step_seconds"), s)?;
             }
+            // A line without a length would be read as the shortest steps'.
+            if p.step_seconds.is_some() != self.sustained[0].step_seconds.is_some() {
+                return Err(InputError::new(format!(
+                    "`sustained[{j}].step_seconds`: either every sustained point names the length \
+                     of its probe's step or none does (then one line holds for every step)"
+                )));
+            }
         }
         if !encodes && !self.encode_prefill.is_empty() {
             return Err(InputError::new(format!(
@@ -571,6 +578,16 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let e = HardwareProfile::load(&path).unwrap_err().to_string();
         assert!(e.contains("`sustained[0].step_seconds`"), "{e}");
+        let mut mixed = timed.clone();
+        let mut untimed = mixed.phases[0].sustained[0].clone();
+        untimed.step_seconds = None;
+        mixed.phases[0].sustained.push(untimed);
+        std::fs::write(&path, mixed.to_yaml()).unwrap();
+        let e = HardwareProfile::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("`sustained[1].step_seconds`: either every"),
+            "{e}"
+        );
     }
 
     #[test]
