@@ -459,8 +459,8 @@ impl PhaseGrid {
             },
             sustained_duty: vec![1.0, 0.7, 0.4],
             // The one-image prompt's step (13 ms for LLaVA-1.5-7B on an H100) and eight of
-            // them (≈100 ms): a power controller reacts over tens of milliseconds, and served
-            // one-image steps slowed a quarter as much as the long prefills said
+            // them (≈100 ms): served one-image steps slowed 2.6 % from light load to 90 % of
+            // capacity, where the long prefills' line said 6–7 % at that duty
             // (exec/results/2026-12-08-h100-rested-probe).
             sustained_prefill: vec![(1, one_image), SUSTAINED_LONG_PREFILL],
         })
