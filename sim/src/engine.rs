@@ -537,10 +537,10 @@ impl<'a> Simulation<'a> {
             perf.forward_after_encode_work(&plan.images, &plan.batch),
         );
         let slowdown = self.sustained_slowdown(i, compute, enc_work.seconds + fwd_work.seconds);
-        let (enc_work, fwd_work) = (enc_work * slowdown, fwd_work * slowdown);
+        let forward = Phase::of_forward(plan.batch.prefill_tokens);
         let (enc_work, fwd_work) = (
-            self.beside_siblings(i, Phase::Encode, enc_work),
-            self.beside_siblings(i, Phase::of_forward(plan.batch.prefill_tokens), fwd_work),
+            self.beside_siblings(i, Phase::Encode, enc_work * slowdown),
+            self.beside_siblings(i, forward, fwd_work * slowdown),
         );
         let enc = ns(enc_work.seconds);
         let dur = enc + ns(fwd_work.seconds);

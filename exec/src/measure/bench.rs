@@ -348,11 +348,7 @@ pub fn bench_table(name: &str, layers: usize, device: &str, report: &BenchReport
                 p.race.cublaslt_candidates,
                 p.race.cublaslt_split_k,
                 p.floor_s * 1e6,
-                if p.race.ours_wins() {
-                    p.race.ours.name()
-                } else {
-                    "cuBLASLt"
-                }
+                p.race.winner()
             );
         }
     }

@@ -113,6 +113,15 @@ impl ProductRace {
     pub fn ours_wins(&self) -> bool {
         self.ours_s < self.cublaslt_s
     }
+
+    /// The kernel the engine runs the product in.
+    pub fn winner(&self) -> &'static str {
+        if self.ours_wins() {
+            self.ours.name()
+        } else {
+            "cuBLASLt"
+        }
+    }
 }
 
 /// What `gemm_skinny` needs beside its operands: one wave of blocks, a slot of partial sums
@@ -298,11 +307,7 @@ impl Products {
                     r.ours_s * 1e6,
                     r.cublaslt_s * 1e6,
                     r.cublaslt_split_k,
-                    if r.ours_wins() {
-                        r.ours.name()
-                    } else {
-                        "cuBLASLt"
-                    }
+                    r.winner()
                 )
             })
             .collect()
